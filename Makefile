@@ -1,0 +1,66 @@
+# skiff: `make` builds every binary into build/bin/. `make SANITIZE=1` builds with ASan+UBSan into
+# build/asan/bin/. `make unit` builds and runs the cmocka tests; `make check` runs every test.
+
+SANITIZE ?= 0
+ifeq ($(SANITIZE),1)
+BUILD ?= build/asan
+SAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else
+BUILD ?= build
+SAN_FLAGS =
+endif
+
+CC ?= cc
+PKGS = libseccomp jansson
+CFLAGS ?= -O2 -g
+CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wno-format-truncation -D_GNU_SOURCE -include src/lib/banned.h \
+	  -MMD -MP $(SAN_FLAGS) $(shell pkg-config --cflags $(PKGS))
+LDFLAGS += $(SAN_FLAGS)
+LDLIBS = $(shell pkg-config --libs $(PKGS))
+
+LIB_SRC = $(wildcard src/lib/*.c) $(wildcard src/runtime/*.c) $(wildcard src/image/*.c)
+LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+BINS = $(BUILD)/bin/skiff-box
+
+UNIT_SRC = $(wildcard tests/unit/test_*.c)
+UNIT_BINS = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+all: $(BINS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/libskiff.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/bin/skiff-box: $(BUILD)/obj/src/cmd/skiff_box.o $(BUILD)/libskiff.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# Unit tests may #include the .c they test to reach static functions.
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libskiff.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -Wno-unused-function -o $@ $< $(BUILD)/libskiff.a $(LDLIBS) \
+		$(shell pkg-config --libs cmocka)
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+integration: all
+	SKIFF_BIN=$(abspath $(BUILD)/bin) /usr/bin/python3 -m pytest -q tests/integration
+
+check: unit integration
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+format-check:
+	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build
+
+.PHONY: all unit integration check format format-check clean
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,419 @@
+/* skiff-box: one sandbox in the foreground, no server (debugging, benchmarks, scripts; like bwrap).
+ *   skiff-box [options] -- CMD [ARG…]   run CMD in a new sandbox; exit with its status
+ *   skiff-box gc                        remove what crashed runs left behind */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../image/busybox.h"
+#include "../lib/error.h"
+#include "../lib/macros.h"
+#include "../runtime/runtime.h"
+
+#define EXIT_USAGE 2
+#define EXIT_TIMEOUT 124
+#define EXIT_RUNTIME 125
+#define EXIT_CANNOT_EXEC 126
+#define EXIT_NOT_FOUND 127
+#define EXIT_KILLED 137
+#define DEFAULT_DATA_DIR "/var/lib/skiff"
+#define SKIFF_VERSION "0.1.0"
+
+static const int FORWARDED[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
+
+struct options {
+	struct spec spec;
+	const char *instance;
+	const char *data_dir;
+	const char *report;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: skiff-box [options] -- CMD [ARG...]\n"
+		"       skiff-box gc [--instance ID]\n"
+		"\n"
+		"Run CMD in a new sandbox in the foreground and exit with its status\n"
+		"(128+N after signal N, 124 after --timeout, 137 after an out-of-memory kill).\n"
+		"\n"
+		"  --rootfs DIR      read-only root filesystem (default: a busybox root)\n"
+		"  --cpu CORES       CPU limit in cores (default %g)\n"
+		"  --memory MIB      memory limit, swap off (default %d)\n"
+		"  --disk MIB        writable layer size (default %d)\n"
+		"  --pids N          process limit (default %d)\n"
+		"  --timeout S       wall-clock limit in seconds, 0 for none (default %g)\n"
+		"  --network none    loopback only (the default and, for now, the only choice)\n"
+		"  --env K=V         set an environment variable (repeatable)\n"
+		"  --workdir DIR     working directory inside the sandbox (default /)\n"
+		"  --hostname NAME   host name inside the sandbox\n"
+		"  --json SPEC       a sandbox create body (API.md) inline or from a file; options\n"
+		"                    given on the command line override it\n"
+		"  --instance ID     runtime instance id, 1-4 of [a-z0-9] (default %s; env SKIFF_INSTANCE)\n"
+		"  --data DIR        data directory (default %s; env SKIFF_DATA)\n"
+		"  --report FILE     write how the sandbox ended and its usage as JSON to FILE\n",
+		SPEC_DEFAULT_CPU, SPEC_DEFAULT_MEMORY_MIB, SPEC_DEFAULT_DISK_MIB, SPEC_DEFAULT_PIDS,
+		SPEC_DEFAULT_TIMEOUT_S, RT_DEFAULT_INSTANCE, DEFAULT_DATA_DIR);
+}
+
+_Noreturn static void die_usage(const char *fmt, ...) _printf_(1, 2);
+static void die_usage(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("skiff-box: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	exit(EXIT_USAGE);
+}
+
+static int read_spec_file(const char *path, char **ret, size_t *ret_len)
+{
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	char *buf = malloc(SPEC_MAX_JSON_BYTES + 1);
+	if (!buf) {
+		fclose(f);
+		return -ENOMEM;
+	}
+	size_t n = fread(buf, 1, SPEC_MAX_JSON_BYTES + 1, f);
+	int bad = ferror(f);
+	fclose(f);
+	if (bad) {
+		free(buf);
+		return -EIO;
+	}
+	*ret = buf;
+	*ret_len = n;
+	return 0;
+}
+
+static void apply_json(struct spec *s, const char *arg)
+{
+	struct sk_error err = {0};
+	int r;
+	if (arg[strspn(arg, " \t\n")] == '{') {
+		r = spec_apply_json(s, arg, strlen(arg), &err);
+	} else {
+		char *buf = NULL;
+		size_t len = 0;
+		r = read_spec_file(arg, &buf, &len);
+		if (r < 0)
+			die_usage("--json %s: %s", arg, strerror(-r));
+		r = spec_apply_json(s, buf, len, &err);
+		free(buf);
+	}
+	if (r < 0)
+		die_usage("--json: %s", err.msg);
+}
+
+enum { OPT_ROOTFS = 256, OPT_CPU, OPT_MEMORY, OPT_DISK, OPT_PIDS, OPT_TIMEOUT, OPT_NETWORK, OPT_ENV,
+       OPT_WORKDIR, OPT_HOSTNAME, OPT_JSON, OPT_INSTANCE, OPT_DATA, OPT_REPORT, OPT_HELP, OPT_VERSION };
+
+static const struct option LONGOPTS[] = {
+	{"rootfs", required_argument, NULL, OPT_ROOTFS},
+	{"cpu", required_argument, NULL, OPT_CPU},
+	{"memory", required_argument, NULL, OPT_MEMORY},
+	{"disk", required_argument, NULL, OPT_DISK},
+	{"pids", required_argument, NULL, OPT_PIDS},
+	{"timeout", required_argument, NULL, OPT_TIMEOUT},
+	{"network", required_argument, NULL, OPT_NETWORK},
+	{"env", required_argument, NULL, OPT_ENV},
+	{"workdir", required_argument, NULL, OPT_WORKDIR},
+	{"hostname", required_argument, NULL, OPT_HOSTNAME},
+	{"json", required_argument, NULL, OPT_JSON},
+	{"instance", required_argument, NULL, OPT_INSTANCE},
+	{"data", required_argument, NULL, OPT_DATA},
+	{"report", required_argument, NULL, OPT_REPORT},
+	{"help", no_argument, NULL, OPT_HELP},
+	{"version", no_argument, NULL, OPT_VERSION},
+	{NULL, 0, NULL, 0},
+};
+
+/* Options apply after --json whatever their order, so the command line overrides the spec. */
+static int parse_options(int argc, char **argv, struct options *o)
+{
+	struct sk_error err = {0};
+	o->instance = getenv("SKIFF_INSTANCE") ? getenv("SKIFF_INSTANCE") : RT_DEFAULT_INSTANCE;
+	o->data_dir = getenv("SKIFF_DATA") ? getenv("SKIFF_DATA") : DEFAULT_DATA_DIR;
+	opterr = 0;
+	for (int pass = 0; pass < 2; pass++) {
+		optind = 1;
+		int c;
+		while ((c = getopt_long(argc, argv, "+h", LONGOPTS, NULL)) != -1) {
+			if (c == '?') {
+				if (optopt)
+					die_usage("option -%c is unknown (see --help)", optopt);
+				die_usage("option %s is unknown or lacks its value (see --help)",
+					  argv[optind - 1]);
+			}
+			if (c == OPT_HELP || c == 'h') {
+				usage(stdout);
+				exit(0);
+			}
+			if (c == OPT_VERSION) {
+				printf("skiff-box %s\n", SKIFF_VERSION);
+				exit(0);
+			}
+			if ((pass == 0) != (c == OPT_JSON))
+				continue;
+			int r = 0;
+			struct spec *s = &o->spec;
+			switch (c) {
+			case OPT_JSON:
+				apply_json(s, optarg);
+				break;
+			case OPT_ROOTFS:
+				r = spec_set_string(&s->rootfs, optarg, "rootfs", &err);
+				break;
+			case OPT_CPU:
+				r = spec_parse_double(optarg, SPEC_MIN_CPU, SPEC_MAX_CPU, "--cpu", &s->cpu, &err);
+				break;
+			case OPT_MEMORY:
+				r = spec_parse_u64(optarg, SPEC_MIN_MEMORY_MIB, SPEC_MAX_MEMORY_MIB, "--memory",
+						   &s->memory_mib, &err);
+				break;
+			case OPT_DISK:
+				r = spec_parse_u64(optarg, 1, SPEC_MAX_DISK_MIB, "--disk", &s->disk_mib, &err);
+				break;
+			case OPT_PIDS:
+				r = spec_parse_u64(optarg, 1, SPEC_MAX_PIDS, "--pids", &s->pids, &err);
+				break;
+			case OPT_TIMEOUT:
+				r = spec_parse_double(optarg, 0, SPEC_MAX_TIMEOUT_S, "--timeout", &s->timeout_s,
+						      &err);
+				break;
+			case OPT_NETWORK:
+				if (!strcmp(optarg, "egress"))
+					die_usage("--network egress is not supported yet; use --network none");
+				if (strcmp(optarg, "none") != 0)
+					die_usage("--network: expected 'none', got '%s'", optarg);
+				s->network = SPEC_NET_NONE;
+				break;
+			case OPT_ENV:
+				r = spec_set_env(s, optarg, &err);
+				break;
+			case OPT_WORKDIR:
+				r = spec_set_string(&s->workdir, optarg, "workdir", &err);
+				break;
+			case OPT_HOSTNAME:
+				r = spec_set_string(&s->hostname, optarg, "hostname", &err);
+				break;
+			case OPT_INSTANCE:
+				o->instance = optarg;
+				break;
+			case OPT_DATA:
+				o->data_dir = optarg;
+				break;
+			case OPT_REPORT:
+				o->report = optarg;
+				break;
+			}
+			if (r < 0)
+				die_usage("%s", err.msg);
+		}
+	}
+	return optind;
+}
+
+static const char *end_name(enum rt_end e)
+{
+	switch (e) {
+	case RT_END_EXITED: return "exited";
+	case RT_END_SIGNALED: return "signaled";
+	case RT_END_OOM: return "oom";
+	case RT_END_KILLED: return "killed";
+	case RT_END_LOST: return "lost";
+	}
+	return "unknown";
+}
+
+static void write_report(const char *path, const char *id, const struct rt_result *res, int timed_out,
+			 double wall_s)
+{
+	json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:f, s:{s:I, s:I, s:I, s:I}}", "id", id, "end",
+			      timed_out ? "timeout" : end_name(res->end), "exit_code", res->code,
+			      "signal", res->signal, "wall_s", wall_s, "usage", "cpu_ns",
+			      (json_int_t)res->usage.cpu_ns, "memory_bytes",
+			      (json_int_t)res->usage.memory_bytes, "memory_peak_bytes",
+			      (json_int_t)res->usage.memory_peak_bytes, "oom_kills",
+			      (json_int_t)res->usage.oom_kills);
+	if (!o || json_dump_file(o, path, JSON_COMPACT) < 0)
+		fprintf(stderr, "skiff-box: could not write the report to %s\n", path);
+	json_decref(o);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int cmd_gc(int argc, char **argv)
+{
+	struct options o = {0};
+	spec_init(&o.spec);
+	int first = parse_options(argc, argv, &o);
+	if (first < argc)
+		die_usage("gc takes no arguments");
+	struct rt rt;
+	struct sk_error err = {0};
+	if (rt_init(&rt, o.instance, NULL, &err) < 0) {
+		fprintf(stderr, "skiff-box: gc: %s\n", err.msg);
+		return sk_error_is_input(&err) ? EXIT_USAGE : EXIT_RUNTIME;
+	}
+	int n = rt_gc(&rt, &err);
+	cgroup_parent_remove(&rt.cg, rt.instance);
+	rmdir(rt.inst_dir);
+	rt_release(&rt);
+	printf("removed %d abandoned sandbox%s\n", n < 0 ? 0 : n, n == 1 ? "" : "es");
+	return n < 0 ? EXIT_RUNTIME : 0;
+}
+
+static int exit_code_for(const struct sk_error *err)
+{
+	if (err->code == -SK_EINVAL_SPEC)
+		return EXIT_USAGE;
+	if (err->code == -SK_ECMD_NOTFOUND)
+		return EXIT_NOT_FOUND;
+	if (err->code == -SK_ECMD_EXEC)
+		return EXIT_CANNOT_EXEC;
+	return EXIT_RUNTIME;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1 && !strcmp(argv[1], "gc"))
+		return cmd_gc(argc - 1, argv + 1);
+
+	struct options o = {0};
+	spec_init(&o.spec);
+	int first = parse_options(argc, argv, &o);
+	struct sk_error err = {0};
+	if (first < argc && spec_set_argv(&o.spec, argv + first, argc - first, &err) < 0)
+		die_usage("%s", err.msg);
+	if (!o.spec.argv)
+		die_usage("no command given: skiff-box [options] -- CMD [ARG...] (see --help)");
+	if (spec_validate(&o.spec, &err) < 0)
+		die_usage("%s", err.msg);
+	if (!rt_instance_valid(o.instance))
+		die_usage("--instance '%s': 1 to %d characters of a-z and 0-9", o.instance,
+			  RT_INSTANCE_MAX_CHARS);
+
+	char rootfs[4096];
+	if (o.spec.rootfs) {
+		struct stat st;
+		if (stat(o.spec.rootfs, &st) < 0 || !S_ISDIR(st.st_mode))
+			die_usage("--rootfs %s: not a directory", o.spec.rootfs);
+		snprintf(rootfs, sizeof(rootfs), "%s", o.spec.rootfs);
+	} else if (o.spec.image && strcmp(o.spec.image, "busybox") != 0) {
+		die_usage("image '%s': skiff-box knows only 'busybox'; use --rootfs DIR", o.spec.image);
+	} else if (image_busybox_ensure(o.data_dir, rootfs, sizeof(rootfs), &err) < 0) {
+		fprintf(stderr, "skiff-box: %s\n", err.msg);
+		return EXIT_RUNTIME;
+	}
+
+	/* Signals are read from a signalfd and forwarded; block them before the sandbox exists. */
+	sigset_t mask;
+	sigemptyset(&mask);
+	for (size_t i = 0; i < ARRAY_SIZE(FORWARDED); i++)
+		sigaddset(&mask, FORWARDED[i]);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	_cleanup_close_ int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sfd < 0) {
+		fprintf(stderr, "skiff-box: signalfd: %s\n", strerror(errno));
+		return EXIT_RUNTIME;
+	}
+
+	struct rt rt;
+	if (rt_init(&rt, o.instance, NULL, &err) < 0) {
+		fprintf(stderr, "skiff-box: %s\n", err.msg);
+		return exit_code_for(&err);
+	}
+	double t0 = now_s();
+	struct rt_sandbox *sb;
+	if (rt_sandbox_start(&rt, &o.spec, rootfs, &sb, &err) < 0) {
+		fprintf(stderr, "skiff-box: %s\n", err.msg);
+		rt_release(&rt);
+		return exit_code_for(&err);
+	}
+
+	_cleanup_close_ int tfd = -1;
+	if (o.spec.timeout_s > 0) {
+		tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+		struct itimerspec its = {0};
+		its.it_value.tv_sec = (time_t)o.spec.timeout_s;
+		its.it_value.tv_nsec = (long)((o.spec.timeout_s - (double)its.it_value.tv_sec) * 1e9);
+		if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
+			its.it_value.tv_nsec = 1;
+		timerfd_settime(tfd, 0, &its, NULL);
+	}
+	short oom_events;
+	int oom_fd = rt_sandbox_oom_fd(sb, &oom_events);
+	int timed_out = 0, oom = 0;
+	for (;;) {
+		struct pollfd p[4] = {
+			{.fd = rt_sandbox_pidfd(sb), .events = POLLIN},
+			{.fd = sfd, .events = POLLIN},
+			{.fd = tfd, .events = POLLIN},
+			{.fd = oom ? -1 : oom_fd, .events = oom_events},
+		};
+		if (poll(p, 4, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (p[0].revents)
+			break;
+		if (p[1].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			while (read(sfd, &si, sizeof(si)) == sizeof(si))
+				rt_sandbox_signal(sb, (int)si.ssi_signo);
+		}
+		if (p[2].revents & POLLIN && !timed_out) {
+			timed_out = 1;
+			rt_sandbox_kill(sb, RT_END_KILLED);
+		}
+		if (p[3].revents && rt_sandbox_check_oom(sb))
+			oom = 1;
+	}
+	struct rt_result res;
+	rt_sandbox_reap(sb, &res);
+	double wall = now_s() - t0;
+	int status;
+	if (timed_out) {
+		fprintf(stderr, "skiff-box: timed out after %g s: the sandbox was killed\n", o.spec.timeout_s);
+		status = EXIT_TIMEOUT;
+	} else if (res.end == RT_END_OOM) {
+		fprintf(stderr,
+			"skiff-box: out of memory: the sandbox reached its %llu MiB limit and was killed\n",
+			(unsigned long long)o.spec.memory_mib);
+		status = EXIT_KILLED;
+	} else if (res.end == RT_END_LOST) {
+		fprintf(stderr, "skiff-box: the sandbox's init died unexpectedly\n");
+		status = EXIT_KILLED;
+	} else {
+		status = res.code;
+	}
+	if (o.report)
+		write_report(o.report, rt_sandbox_id(sb), &res, timed_out, wall);
+	if (rt_sandbox_destroy(sb, &err) < 0)
+		fprintf(stderr, "skiff-box: teardown: %s\n", err.msg);
+	rt_release(&rt);
+	spec_release(&o.spec);
+	return status;
+}

@@ -1,0 +1,21 @@
+/* File helpers for small control files (cgroups, /proc) and fd-relative tree removal. */
+#pragma once
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Write len bytes of data to dirfd/path (O_WRONLY, no create, no truncate); -errno on failure. */
+int fs_write_at(int dirfd, const char *path, const char *data, size_t len);
+/* Write a NUL-terminated string. */
+int fs_write_str_at(int dirfd, const char *path, const char *s);
+/* Read at most size-1 bytes of dirfd/path into buf, NUL-terminated; returns bytes read or -errno. */
+ssize_t fs_read_at(int dirfd, const char *path, char *buf, size_t size);
+/* Read a file holding one unsigned integer (or "max", returned as UINT64_MAX). */
+int fs_read_u64_at(int dirfd, const char *path, unsigned long long *ret);
+/* mkdir -p with mode for the directories it makes. */
+int fs_mkdir_p(const char *path, mode_t mode);
+/* Remove dirfd/name and everything below it without following symlinks, staying on one
+ * filesystem-independent path of fds (names are never re-resolved through a symlink). */
+int fs_rm_rf_at(int dirfd, const char *name);
+/* In text of "key value" lines (cgroup stat files), the value of key; 0 when absent. */
+unsigned long long fs_keyed_u64(const char *text, const char *key);

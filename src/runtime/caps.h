@@ -1,0 +1,12 @@
+/* Capabilities inside the sandbox: Docker's default set, and nothing for our init. */
+#pragma once
+
+#include <stdint.h>
+
+#include "../lib/error.h"
+
+/* Docker's default capability set, as a bit mask of CAP_* numbers. */
+uint64_t caps_default_mask(void);
+/* Cut the bounding set to mask, set effective/permitted/inheritable to mask, clear ambient.
+ * Must run before no_new_privs+seccomp (it needs CAP_SETPCAP). */
+int caps_restrict(uint64_t mask, struct sk_error *err);

@@ -1,0 +1,251 @@
+/* The sandbox's side of a start: this code runs in the cloned child, which becomes pid 1 of the
+ * sandbox (our init). It waits for the runtime to map its ids and place it in its cgroups, builds
+ * the root filesystem, forks and execs the command with capabilities cut, no_new_privs and
+ * seccomp, then reaps, forwards signals and reports the command's exit status. */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "caps.h"
+#include "internal.h"
+
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define NOFILE_LIMIT 65536
+#define CORE_LIMIT 0
+
+/* Signals init forwards to the main command. */
+static const int FORWARDED[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT,
+				SIGALRM};
+
+_Noreturn static void fail_as(int sync_fd, int type, struct sk_error *err)
+{
+	rt_msg_send(sync_fd, type, err->code, err->msg, -1);
+	_exit(1);
+}
+
+_Noreturn static void fail(int sync_fd, struct sk_error *err)
+{
+	fail_as(sync_fd, RT_MSG_ERROR, err);
+}
+
+/* What the command process reports through the close-on-exec pipe when it can't exec. */
+struct exec_failure {
+	int type; /* RT_MSG_ERROR (setup) or RT_MSG_EXEC_ERROR (the program itself) */
+	struct sk_error err;
+};
+
+static int close_fds_except(int keep)
+{
+	if (keep > 3 && syscall(SYS_close_range, 3, keep - 1, 0) < 0)
+		return -errno;
+	if (syscall(SYS_close_range, keep + 1, ~0U, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+static int build_env(const struct spec *s, const char *hostname, char ***ret)
+{
+	size_t n = s->envc + 4;
+	char **env = calloc(n + 1, sizeof(char *));
+	if (!env)
+		return -ENOMEM;
+	size_t k = 0;
+	static char path[] = "PATH=" DEFAULT_PATH, home[] = "HOME=/root";
+	static char host[80];
+	snprintf(host, sizeof(host), "HOSTNAME=%s", hostname);
+	char *defaults[] = {path, home, host};
+	for (size_t d = 0; d < ARRAY_SIZE(defaults); d++) {
+		size_t klen = strchr(defaults[d], '=') - defaults[d] + 1;
+		int overridden = 0;
+		for (size_t i = 0; i < s->envc; i++)
+			overridden |= !strncmp(s->env[i], defaults[d], klen);
+		if (!overridden)
+			env[k++] = defaults[d];
+	}
+	for (size_t i = 0; i < s->envc; i++)
+		env[k++] = s->env[i];
+	env[k] = NULL;
+	*ret = env;
+	return 0;
+}
+
+/* In the forked command process: last steps before exec. Reports failure on err_fd. */
+_Noreturn static void exec_command(const struct rt_child_args *a, int err_fd)
+{
+	const struct spec *s = a->spec;
+	struct exec_failure f = {.type = RT_MSG_ERROR};
+	struct sk_error *errp = &f.err;
+	/* The command starts clean: default dispositions (ignored ones survive exec), no mask. */
+	for (int sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL);
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+
+	struct rlimit nofile = {NOFILE_LIMIT, NOFILE_LIMIT}, core = {CORE_LIMIT, CORE_LIMIT};
+	struct rlimit nproc = {s->pids, s->pids};
+	setrlimit(RLIMIT_NOFILE, &nofile);
+	setrlimit(RLIMIT_CORE, &core);
+	/* The uid range is the sandbox's own, so RLIMIT_NPROC counts this sandbox only. */
+	setrlimit(RLIMIT_NPROC, &nproc);
+
+	const char *wd = s->workdir ? s->workdir : "/";
+	if (chdir(wd) < 0) {
+		sk_error_errno(errp, -errno, "workdir %s", wd);
+		goto fail;
+	}
+	char **env;
+	if (build_env(s, a->hostname, &env) < 0) {
+		sk_error_set(errp, -ENOMEM, "out of memory");
+		goto fail;
+	}
+	if (caps_restrict(a->rt->caps, errp) < 0)
+		goto fail;
+	int r = rt_seccomp_load(&a->rt->seccomp);
+	if (r < 0) {
+		sk_error_errno(errp, r, "load seccomp profile");
+		goto fail;
+	}
+	/* PATH lookup uses the sandbox's PATH, not ours. */
+	const char *pathenv = DEFAULT_PATH;
+	for (char **e = env; *e; e++)
+		if (!strncmp(*e, "PATH=", 5))
+			pathenv = *e + 5;
+	setenv("PATH", pathenv, 1);
+	execvpe(s->argv[0], s->argv, env);
+	r = -errno;
+	f.type = RT_MSG_EXEC_ERROR;
+	sk_error_errno(errp, r, "run %s", s->argv[0]);
+fail:
+	if (write(err_fd, &f, sizeof(f)) < 0) {
+		/* nothing more to do */
+	}
+	_exit(127);
+}
+
+/* init's loop: reap everything, forward signals to main, report main's exit. */
+_Noreturn static void init_loop(int sync_fd, pid_t main_pid, const sigset_t *mask)
+{
+	for (;;) {
+		siginfo_t si;
+		int sig = sigwaitinfo(mask, &si);
+		if (sig < 0)
+			continue;
+		if (sig != SIGCHLD) {
+			kill(main_pid, sig);
+			continue;
+		}
+		for (;;) {
+			int status;
+			pid_t p = waitpid(-1, &status, WNOHANG);
+			if (p <= 0)
+				break;
+			if (p == main_pid) {
+				rt_msg_send(sync_fd, RT_MSG_EXIT, status, "", -1);
+				/* Leaving kills every other process of the pid namespace. */
+				_exit(0);
+			}
+		}
+	}
+}
+
+_Noreturn void rt_child_main(const struct rt_child_args *a)
+{
+	struct sk_error err = {0};
+	int sync_fd = a->sync_fd;
+	if (close_fds_except(sync_fd) < 0) {
+		sk_error_errno(&err, -errno, "close inherited fds");
+		fail(sync_fd, &err);
+	}
+	struct rt_msg m;
+	int lower_fd = -1;
+	ssize_t n = rt_msg_recv(sync_fd, &m, &lower_fd);
+	if (n <= 0 || m.type != RT_MSG_GO || lower_fd < 0)
+		_exit(1); /* the runtime gave up on us; it reports why */
+
+	/* Become root of our user namespace (the runtime mapped 0 to our host range). */
+	if (setresgid(0, 0, 0) < 0 || setgroups(0, NULL) < 0 || setresuid(0, 0, 0) < 0) {
+		sk_error_errno(&err, -errno, "become root in the user namespace");
+		fail(sync_fd, &err);
+	}
+	/* Credential changes cleared it: from here on, the runtime's death kills us. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	struct pollfd pfd = {.fd = sync_fd, .events = POLLRDHUP};
+	if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP)))
+		_exit(1);
+	if (unshare(CLONE_NEWCGROUP) < 0) {
+		sk_error_errno(&err, -errno, "new cgroup namespace");
+		fail(sync_fd, &err);
+	}
+	umask(022);
+	if (rootfs_setup(a->scratch, lower_fd, a->spec, &err) < 0)
+		fail(sync_fd, &err);
+	close(lower_fd);
+	if (sethostname(a->hostname, strlen(a->hostname)) < 0) {
+		sk_error_errno(&err, -errno, "sethostname");
+		fail(sync_fd, &err);
+	}
+	if (net_loopback_up(&err) < 0)
+		fail(sync_fd, &err);
+	/* A session of our own: the host terminal's job control and signals reach the sandbox
+	 * only through the runtime. */
+	setsid();
+
+	sigset_t mask;
+	sigemptyset(&mask);
+	for (size_t i = 0; i < ARRAY_SIZE(FORWARDED); i++)
+		sigaddset(&mask, FORWARDED[i]);
+	sigaddset(&mask, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+
+	int errpipe[2];
+	if (pipe2(errpipe, O_CLOEXEC) < 0) {
+		sk_error_errno(&err, -errno, "pipe");
+		fail(sync_fd, &err);
+	}
+	pid_t main_pid = fork();
+	if (main_pid < 0) {
+		sk_error_errno(&err, -errno, "fork the command");
+		fail(sync_fd, &err);
+	}
+	if (main_pid == 0) {
+		close(errpipe[0]);
+		close(sync_fd);
+		exec_command(a, errpipe[1]);
+	}
+	close(errpipe[1]);
+	struct exec_failure ef;
+	ssize_t got;
+	do {
+		got = read(errpipe[0], &ef, sizeof(ef));
+	} while (got < 0 && errno == EINTR);
+	close(errpipe[0]);
+	if (got == (ssize_t)sizeof(ef)) {
+		ef.err.msg[sizeof(ef.err.msg) - 1] = '\0';
+		fail_as(sync_fd, ef.type == RT_MSG_EXEC_ERROR ? RT_MSG_EXEC_ERROR : RT_MSG_ERROR, &ef.err);
+	}
+
+	/* init keeps no privilege: nothing in the sandbox may gain one through it. */
+	prctl(PR_SET_DUMPABLE, 0);
+	if (caps_restrict(0, &err) < 0 || rt_seccomp_load(&a->rt->seccomp) < 0) {
+		kill(main_pid, SIGKILL);
+		if (!err.code)
+			sk_error_set(&err, -EPERM, "lock down init");
+		fail(sync_fd, &err);
+	}
+	rt_msg_send(sync_fd, RT_MSG_STARTED, main_pid, "", -1);
+	init_loop(sync_fd, main_pid, &mask);
+}

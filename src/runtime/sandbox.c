@@ -1,0 +1,503 @@
+/* The runtime's side of a sandbox: allocate (state directory, uid range, cgroups, cleanup
+ * helper), clone the sandbox's init into new namespaces, map its ids, hand it the idmapped image
+ * mount, wait until the command runs; then signal, kill, reap and tear down. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../lib/fsutil.h"
+#include "../lib/id.h"
+#include "caps.h"
+#include "internal.h"
+
+#define SANDBOX_NS_FLAGS                                                                           \
+	(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET)
+
+struct rt_sandbox {
+	struct rt *rt;
+	char id[ID_MAX_BYTES];
+	char owner[64]; /* "<instance> <id>": names the uid slot */
+	char scratch[512];
+	char hostname[64];
+	pid_t pid;
+	int pidfd;
+	int sync_fd;
+	int lock_fd;
+	pid_t helper_pid;
+	int helper_fd;
+	struct cg_sandbox cg;
+	int cg_made;
+	struct idmap_slot slot;
+	int oom_fd;
+	short oom_events;
+	int forced; /* 0, or the enum rt_end + 1 a kill asked for */
+	int reaped;
+	int exit_known;
+	int exit_status;
+};
+
+int rt_instance_valid(const char *instance)
+{
+	size_t n = strlen(instance);
+	if (n == 0 || n > RT_INSTANCE_MAX_CHARS)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!((instance[i] >= 'a' && instance[i] <= 'z') || (instance[i] >= '0' && instance[i] <= '9')))
+			return 0;
+	return 1;
+}
+
+static uint64_t mem_total_bytes(void)
+{
+	char buf[4096];
+	if (fs_read_at(AT_FDCWD, "/proc/meminfo", buf, sizeof(buf)) < 0)
+		return 0;
+	const char *p = strstr(buf, "MemTotal:");
+	return p ? strtoull(p + 9, NULL, 10) * 1024 : 0;
+}
+
+int rt_init(struct rt *rt, const char *instance, const char *run_dir, struct sk_error *err)
+{
+	memset(rt, 0, sizeof(*rt));
+	if (!rt_instance_valid(instance))
+		return sk_error_set(err, -SK_EINVAL_SPEC,
+				    "instance id '%.16s': 1 to %d characters of a-z and 0-9", instance,
+				    RT_INSTANCE_MAX_CHARS);
+	snprintf(rt->instance, sizeof(rt->instance), "%s", instance);
+	snprintf(rt->run_dir, sizeof(rt->run_dir), "%s", run_dir ? run_dir : RT_DEFAULT_RUN_DIR);
+	snprintf(rt->inst_dir, sizeof(rt->inst_dir), "%s/%s", rt->run_dir, rt->instance);
+	int r = fs_mkdir_p(rt->inst_dir, 0711);
+	if (r < 0)
+		return sk_error_errno(err, r, "make %s", rt->inst_dir);
+	if ((r = cgroup_layout_detect("/proc/self/mountinfo", &rt->cg, err)) < 0)
+		return r;
+	/* Aggregate limits for all sandboxes of the instance: leave the host room to breathe. */
+	unsigned long long pid_max = 32768;
+	fs_read_u64_at(AT_FDCWD, "/proc/sys/kernel/pid_max", &pid_max);
+	uint64_t mem = mem_total_bytes();
+	struct cg_limits agg = {.cpu = 0, .memory_bytes = mem / 10 * 9, .pids = pid_max / 4 * 3};
+	if ((r = cgroup_parent_ensure(&rt->cg, rt->instance, &agg, err)) < 0)
+		return r;
+	if ((r = rt_seccomp_build(&rt->seccomp, err)) < 0)
+		return r;
+	rt->caps = caps_default_mask();
+	return 0;
+}
+
+void rt_release(struct rt *rt)
+{
+	rt_seccomp_release(&rt->seccomp);
+}
+
+const char *rt_sandbox_id(const struct rt_sandbox *sb)
+{
+	return sb->id;
+}
+
+int rt_sandbox_pidfd(const struct rt_sandbox *sb)
+{
+	return sb->pidfd;
+}
+
+int rt_sandbox_oom_fd(const struct rt_sandbox *sb, short *ret_events)
+{
+	*ret_events = sb->oom_events;
+	return sb->oom_fd;
+}
+
+static int close_fds_except(const int *keep, size_t n)
+{
+	/* keep is small; close every gap between kept fds, from 3 up. */
+	int lo = 3;
+	for (;;) {
+		int next = -1;
+		for (size_t i = 0; i < n; i++)
+			if (keep[i] >= lo && (next < 0 || keep[i] < next))
+				next = keep[i];
+		if (next < 0)
+			return syscall(SYS_close_range, lo, ~0U, 0) < 0 ? -errno : 0;
+		if (next > lo && syscall(SYS_close_range, lo, next - 1, 0) < 0)
+			return -errno;
+		lo = next + 1;
+	}
+}
+
+static void cleanup_everything(struct rt_sandbox *sb, int timeout_ms)
+{
+	if (sb->cg_made)
+		cgroup_sandbox_destroy(&sb->cg, timeout_ms, NULL);
+	sb->cg_made = 0;
+	idmap_slot_release(sb->rt->run_dir, sb->slot.slot, sb->owner);
+	sb->slot.slot = -1;
+	state_sandbox_dir_remove(sb->rt, sb->id);
+}
+
+/* A child that outlives us: if we die (even by SIGKILL) before saying we are done, it removes
+ * the sandbox's cgroups, uid range and state. init dies with us through PDEATHSIG. */
+static int helper_spawn(struct rt_sandbox *sb, struct sk_error *err)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return sk_error_errno(err, -errno, "pipe");
+	pid_t pid = fork();
+	if (pid < 0) {
+		int r = -errno;
+		close(p[0]);
+		close(p[1]);
+		return sk_error_errno(err, r, "fork the cleanup helper");
+	}
+	if (pid == 0) {
+		setsid();
+		int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (devnull >= 0) {
+			dup2(devnull, 0);
+			dup2(devnull, 1);
+			dup2(devnull, 2);
+		}
+		int keep[2 + CG_MAX_HIER] = {p[0], sb->lock_fd};
+		size_t nkeep = 2;
+		for (int i = 0; i < CG_MAX_HIER; i++)
+			if (sb->cg.dirfd[i] >= 0)
+				keep[nkeep++] = sb->cg.dirfd[i];
+		close_fds_except(keep, nkeep);
+		prctl(PR_SET_NAME, "skiff-cleanup");
+		char c;
+		ssize_t n;
+		do {
+			n = read(p[0], &c, 1);
+		} while (n < 0 && errno == EINTR);
+		if (n != 1)
+			cleanup_everything(sb, RT_KILL_GRACE_MS);
+		_exit(0);
+	}
+	close(p[0]);
+	sb->helper_pid = pid;
+	sb->helper_fd = p[1];
+	return 0;
+}
+
+static void helper_dismiss(struct rt_sandbox *sb)
+{
+	if (sb->helper_fd >= 0) {
+		if (write(sb->helper_fd, "D", 1) < 0) {
+			/* the helper is gone already */
+		}
+		close(sb->helper_fd);
+		sb->helper_fd = -1;
+	}
+	if (sb->helper_pid > 0) {
+		while (waitpid(sb->helper_pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		sb->helper_pid = 0;
+	}
+}
+
+/* Give the child the image as an idmapped, read-only detached mount. */
+static int lower_mount_make(pid_t pid, const char *rootfs, int *ret_fd, struct sk_error *err)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)pid);
+	_cleanup_close_ int userns = open(path, O_RDONLY | O_CLOEXEC);
+	if (userns < 0)
+		return sk_error_errno(err, -errno, "open %s", path);
+	_cleanup_close_ int fd = open_tree(AT_FDCWD, rootfs, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+	if (fd < 0)
+		return sk_error_errno(err, -errno, "clone a mount of %s", rootfs);
+	struct mount_attr attr = {
+		.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV,
+		.userns_fd = (uint64_t)userns,
+	};
+	if (mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) < 0)
+		return sk_error_errno(err, -errno, "idmap the mount of %s", rootfs);
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+static void sandbox_free(struct rt_sandbox *sb)
+{
+	if (sb->pidfd >= 0)
+		close(sb->pidfd);
+	if (sb->sync_fd >= 0)
+		close(sb->sync_fd);
+	if (sb->oom_fd >= 0)
+		close(sb->oom_fd);
+	if (sb->lock_fd >= 0)
+		close(sb->lock_fd);
+	free(sb);
+}
+
+/* Read messages already queued from init without blocking; remember an exit status. */
+static void drain_messages(struct rt_sandbox *sb)
+{
+	struct pollfd pfd = {.fd = sb->sync_fd, .events = POLLIN};
+	while (sb->sync_fd >= 0 && poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN)) {
+		struct rt_msg m;
+		if (rt_msg_recv(sb->sync_fd, &m, NULL) <= 0)
+			break;
+		if (m.type == RT_MSG_EXIT) {
+			sb->exit_known = 1;
+			sb->exit_status = m.code;
+		}
+	}
+}
+
+static void reap_init(struct rt_sandbox *sb)
+{
+	if (sb->reaped || sb->pid <= 0)
+		return;
+	drain_messages(sb);
+	while (waitpid(sb->pid, NULL, __WALL) < 0 && errno == EINTR)
+		;
+	drain_messages(sb);
+	sb->reaped = 1;
+}
+
+int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
+		     struct rt_sandbox **ret, struct sk_error *err)
+{
+	if (!spec->argv)
+		return sk_error_set(err, -SK_EINVAL_SPEC, "command: none given");
+	struct rt_sandbox *sb = calloc(1, sizeof(*sb));
+	if (!sb)
+		return sk_error_set(err, -ENOMEM, "out of memory");
+	sb->rt = rt;
+	sb->pidfd = sb->sync_fd = sb->lock_fd = sb->helper_fd = sb->oom_fd = -1;
+	sb->slot.slot = -1;
+	for (int i = 0; i < CG_MAX_HIER; i++)
+		sb->cg.dirfd[i] = -1;
+	int r = id_new("sb-", sb->id, sizeof(sb->id));
+	if (r < 0) {
+		sk_error_errno(err, r, "make an id");
+		goto fail;
+	}
+	snprintf(sb->owner, sizeof(sb->owner), "%s %s", rt->instance, sb->id);
+	snprintf(sb->scratch, sizeof(sb->scratch), "%s/%s", rt->inst_dir, sb->id);
+	/* The default hostname is the id's last 12 characters: unique enough, short like Docker's. */
+	snprintf(sb->hostname, sizeof(sb->hostname), "%s",
+		 spec->hostname ? spec->hostname : sb->id + strlen(sb->id) - 12);
+	for (char *h = sb->hostname; *h; h++)
+		if (!spec->hostname && *h >= 'A' && *h <= 'Z')
+			*h += 'a' - 'A';
+
+	if ((r = state_sandbox_dir_create(rt, sb->id, &sb->lock_fd, err)) < 0)
+		goto fail;
+	if ((r = idmap_slot_alloc(rt->run_dir, sb->owner, &sb->slot, err)) < 0)
+		goto fail;
+	struct cg_limits lim = {
+		.cpu = spec->cpu,
+		.memory_bytes = spec->memory_mib * 1024 * 1024,
+		.pids = spec->pids,
+	};
+	if ((r = cgroup_sandbox_create(&rt->cg, rt->instance, sb->id, &lim, &sb->cg, err)) < 0)
+		goto fail;
+	sb->cg_made = 1;
+	if ((r = cgroup_sandbox_oom_fd(&sb->cg, &sb->oom_fd, &sb->oom_events, err)) < 0)
+		goto fail;
+	if ((r = helper_spawn(sb, err)) < 0)
+		goto fail;
+
+	int sp[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
+		r = sk_error_errno(err, -errno, "socketpair");
+		goto fail;
+	}
+	struct rt_child_args args = {
+		.rt = rt, .spec = spec, .scratch = sb->scratch, .hostname = sb->hostname, .sync_fd = sp[1],
+	};
+	int pidfd = -1;
+	/* fork-like clone: the child runs on a copy of this stack. */
+	long pid = syscall(SYS_clone, SANDBOX_NS_FLAGS | CLONE_PIDFD | SIGCHLD, NULL, &pidfd, NULL, 0);
+	if (pid < 0) {
+		r = sk_error_errno(err, -errno, "clone the sandbox's init");
+		close(sp[0]);
+		close(sp[1]);
+		goto fail;
+	}
+	if (pid == 0) {
+		close(sp[0]);
+		rt_child_main(&args);
+	}
+	close(sp[1]);
+	sb->pid = (pid_t)pid;
+	sb->pidfd = pidfd;
+	sb->sync_fd = sp[0];
+
+	int lower = -1;
+	if ((r = idmap_write_maps(sb->pid, sb->slot.base, IDMAP_RANGE, err)) < 0 ||
+	    (r = cgroup_sandbox_attach(&sb->cg, sb->pid, err)) < 0 ||
+	    (r = lower_mount_make(sb->pid, rootfs, &lower, err)) < 0)
+		goto fail;
+	r = rt_msg_send(sb->sync_fd, RT_MSG_GO, 0, "", lower);
+	close(lower);
+	if (r < 0) {
+		sk_error_errno(err, r, "start the sandbox's init");
+		goto fail;
+	}
+	struct rt_msg m;
+	ssize_t n = rt_msg_recv(sb->sync_fd, &m, NULL);
+	if (n > 0 && m.type == RT_MSG_STARTED) {
+		*ret = sb;
+		return 0;
+	}
+	if (n > 0 && m.type == RT_MSG_EXEC_ERROR)
+		r = sk_error_set(err, m.code == -ENOENT ? -SK_ECMD_NOTFOUND : -SK_ECMD_EXEC, "%s", m.text);
+	else if (n > 0 && m.type == RT_MSG_ERROR)
+		r = sk_error_set(err, m.code < 0 ? m.code : -EIO, "set up sandbox: %s", m.text);
+	else
+		r = sk_error_set(err, -EIO, "set up sandbox: init exited without a word");
+fail:
+	rt_sandbox_destroy(sb, NULL);
+	return r;
+}
+
+int rt_sandbox_signal(struct rt_sandbox *sb, int sig)
+{
+	if (sb->reaped)
+		return -ESRCH;
+	if (syscall(SYS_pidfd_send_signal, sb->pidfd, sig, NULL, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+int rt_sandbox_kill(struct rt_sandbox *sb, enum rt_end reason)
+{
+	if (!sb->forced)
+		sb->forced = (int)reason + 1;
+	if (sb->reaped)
+		return 0;
+	/* init is pid 1 of the sandbox's pid namespace: its death kills every process in it. */
+	if (syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0) < 0 && errno != ESRCH)
+		return -errno;
+	return 0;
+}
+
+int rt_sandbox_usage(const struct rt_sandbox *sb, struct cg_usage *ret)
+{
+	return cgroup_sandbox_usage(&sb->cg, ret);
+}
+
+int rt_sandbox_check_oom(struct rt_sandbox *sb)
+{
+	if (sb->oom_fd >= 0 && sb->oom_events == POLLIN) {
+		uint64_t v;
+		if (read(sb->oom_fd, &v, sizeof(v)) < 0) {
+			/* nothing queued */
+		}
+	}
+	struct cg_usage u;
+	cgroup_sandbox_usage(&sb->cg, &u);
+	if (u.oom_kills == 0)
+		return 0;
+	rt_sandbox_kill(sb, RT_END_OOM);
+	return 1;
+}
+
+int rt_sandbox_reap(struct rt_sandbox *sb, struct rt_result *ret)
+{
+	reap_init(sb);
+	struct rt_result res = {0};
+	cgroup_sandbox_usage(&sb->cg, &res.usage);
+	if (sb->forced) {
+		res.end = (enum rt_end)(sb->forced - 1);
+		res.code = 137;
+		res.signal = SIGKILL;
+	} else if (!sb->exit_known) {
+		res.end = res.usage.oom_kills ? RT_END_OOM : RT_END_LOST;
+		res.code = 137;
+		res.signal = SIGKILL;
+	} else if (WIFEXITED(sb->exit_status)) {
+		res.end = RT_END_EXITED;
+		res.code = WEXITSTATUS(sb->exit_status);
+	} else {
+		res.signal = WTERMSIG(sb->exit_status);
+		res.code = 128 + res.signal;
+		/* The kernel's OOM killer uses SIGKILL: a memory-limited death is an OOM. */
+		res.end = res.signal == SIGKILL && res.usage.oom_kills ? RT_END_OOM : RT_END_SIGNALED;
+	}
+	*ret = res;
+	return 0;
+}
+
+int rt_sandbox_destroy(struct rt_sandbox *sb, struct sk_error *err)
+{
+	if (!sb)
+		return 0;
+	if (sb->pid > 0 && !sb->reaped) {
+		rt_sandbox_kill(sb, RT_END_KILLED);
+		reap_init(sb);
+	}
+	int r = 0;
+	if (sb->cg_made) {
+		r = cgroup_sandbox_destroy(&sb->cg, RT_KILL_GRACE_MS, err);
+		sb->cg_made = r < 0; /* the helper retries what we could not remove */
+	}
+	if (r == 0) {
+		idmap_slot_release(sb->rt->run_dir, sb->slot.slot, sb->owner);
+		if (sb->lock_fd >= 0)
+			state_sandbox_dir_remove(sb->rt, sb->id);
+		helper_dismiss(sb);
+	} else {
+		/* Leave it to the helper: closing our end without a word makes it clean up. */
+		if (sb->helper_fd >= 0)
+			close(sb->helper_fd);
+		sb->helper_fd = -1;
+	}
+	cgroup_sandbox_close(&sb->cg);
+	sandbox_free(sb);
+	return r;
+}
+
+static int gc_alive(const char *sbid, void *ud)
+{
+	return state_sandbox_is_alive(ud, sbid);
+}
+
+int rt_gc(struct rt *rt, struct sk_error *err)
+{
+	int removed = 0;
+	_cleanup_close_ int dfd = open(rt->inst_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		DIR *d = fdopendir(TAKE_FD(dfd));
+		struct dirent *de;
+		while (d && (de = readdir(d))) {
+			if (!id_is_valid("sb-", de->d_name) || state_sandbox_is_alive(rt, de->d_name))
+				continue;
+			struct cg_sandbox cg;
+			if (cgroup_sandbox_open(&rt->cg, rt->instance, de->d_name, &cg) == 0)
+				cgroup_sandbox_destroy(&cg, RT_KILL_GRACE_MS, NULL);
+			fs_rm_rf_at(dirfd(d), de->d_name);
+			removed++;
+		}
+		if (d)
+			closedir(d);
+	}
+	/* Cgroups whose state directory is gone. */
+	char **names = NULL;
+	int n = cgroup_instance_list(&rt->cg, rt->instance, &names);
+	for (int i = 0; i < n; i++) {
+		if (!state_sandbox_is_alive(rt, names[i])) {
+			struct cg_sandbox cg;
+			if (cgroup_sandbox_open(&rt->cg, rt->instance, names[i], &cg) == 0 &&
+			    cgroup_sandbox_destroy(&cg, RT_KILL_GRACE_MS, err) == 0)
+				removed++;
+		}
+		free(names[i]);
+	}
+	free(names);
+	idmap_slots_gc(rt->run_dir, rt->instance, gc_alive, rt);
+	return removed;
+}

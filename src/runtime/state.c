@@ -1,0 +1,118 @@
+/* The runtime's on-host state and the messages between the runtime and a sandbox's init.
+ * <run>/<instance>/<sandbox id>/lock is flock'ed by the sandbox's owner (and its cleanup helper)
+ * for as long as either lives: gc takes the lock to know a sandbox is abandoned. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../lib/fsutil.h"
+#include "../lib/id.h"
+#include "internal.h"
+
+int rt_msg_send(int fd, int type, int code, const char *text, int pass_fd)
+{
+	struct rt_msg m = {.type = type, .code = code};
+	snprintf(m.text, sizeof(m.text), "%s", text ? text : "");
+	struct iovec iov = {.iov_base = &m, .iov_len = offsetof(struct rt_msg, text) + strlen(m.text) + 1};
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+	if (pass_fd >= 0) {
+		memset(&ctl, 0, sizeof(ctl));
+		msg.msg_control = ctl.buf;
+		msg.msg_controllen = sizeof(ctl.buf);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+	}
+	ssize_t n;
+	do {
+		n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+	} while (n < 0 && errno == EINTR);
+	return n < 0 ? -errno : 0;
+}
+
+ssize_t rt_msg_recv(int fd, struct rt_msg *m, int *ret_fd)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct iovec iov = {.iov_base = m, .iov_len = sizeof(*m)};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			     .msg_controllen = sizeof(ctl.buf)};
+	if (ret_fd)
+		*ret_fd = -1;
+	memset(m, 0, sizeof(*m));
+	ssize_t n;
+	do {
+		n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+			int got;
+			memcpy(&got, CMSG_DATA(c), sizeof(int));
+			if (ret_fd && *ret_fd < 0)
+				*ret_fd = got;
+			else
+				close(got);
+		}
+	}
+	if (n > 0 && (size_t)n < offsetof(struct rt_msg, text))
+		return -EBADMSG;
+	m->text[sizeof(m->text) - 1] = '\0';
+	return n;
+}
+
+int state_sandbox_dir_create(const struct rt *rt, const char *id, int *ret_lock_fd,
+			     struct sk_error *err)
+{
+	/* Made under a dot-name and renamed once locked, so gc never sees it unlocked. */
+	char tmp[512], final[512];
+	snprintf(tmp, sizeof(tmp), "%s/.new-%s", rt->inst_dir, id);
+	snprintf(final, sizeof(final), "%s/%s", rt->inst_dir, id);
+	if (mkdir(tmp, 0700) < 0)
+		return sk_error_errno(err, -errno, "mkdir %s", tmp);
+	_cleanup_close_ int dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_close_ int lock = dfd < 0 ? -1 :
+				   openat(dfd, "lock", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (lock < 0 || flock(lock, LOCK_EX | LOCK_NB) < 0 || rename(tmp, final) < 0) {
+		int r = -errno;
+		fs_rm_rf_at(AT_FDCWD, tmp);
+		return sk_error_errno(err, r, "make state directory %s", final);
+	}
+	*ret_lock_fd = TAKE_FD(lock);
+	return 0;
+}
+
+int state_sandbox_dir_remove(const struct rt *rt, const char *id)
+{
+	_cleanup_close_ int dfd = open(rt->inst_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	return fs_rm_rf_at(dfd, id);
+}
+
+int state_sandbox_is_alive(const struct rt *rt, const char *id)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/%s/lock", rt->inst_dir, id);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+		return errno == EWOULDBLOCK;
+	return 0;
+}
