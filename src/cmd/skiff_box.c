@@ -21,16 +21,17 @@
 #include "../lib/macros.h"
 #include "../runtime/runtime.h"
 
-#define EXIT_USAGE 2
-#define EXIT_TIMEOUT 124
-#define EXIT_RUNTIME 125
+#define EXIT_USAGE       2
+#define EXIT_TIMEOUT     124
+#define EXIT_RUNTIME     125
 #define EXIT_CANNOT_EXEC 126
-#define EXIT_NOT_FOUND 127
-#define EXIT_KILLED 137
+#define EXIT_NOT_FOUND   127
+#define EXIT_KILLED      137
 #define DEFAULT_DATA_DIR "/var/lib/skiff"
-#define SKIFF_VERSION "0.1.0"
+#define SKIFF_VERSION    "0.1.0"
 
-static const int FORWARDED[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
+static const int FORWARDED[] = {SIGHUP,  SIGINT,  SIGQUIT,  SIGTERM,
+                                SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
 
 struct options {
 	struct spec spec;
@@ -41,30 +42,32 @@ struct options {
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: skiff-box [options] -- CMD [ARG...]\n"
-		"       skiff-box gc [--instance ID]\n"
-		"\n"
-		"Run CMD in a new sandbox in the foreground and exit with its status\n"
-		"(128+N after signal N, 124 after --timeout, 137 after an out-of-memory kill).\n"
-		"\n"
-		"  --rootfs DIR      read-only root filesystem (default: a busybox root)\n"
-		"  --cpu CORES       CPU limit in cores (default %g)\n"
-		"  --memory MIB      memory limit, swap off (default %d)\n"
-		"  --disk MIB        writable layer size (default %d)\n"
-		"  --pids N          process limit (default %d)\n"
-		"  --timeout S       wall-clock limit in seconds, 0 for none (default %g)\n"
-		"  --network none    loopback only (the default and, for now, the only choice)\n"
-		"  --env K=V         set an environment variable (repeatable)\n"
-		"  --workdir DIR     working directory inside the sandbox (default /)\n"
-		"  --hostname NAME   host name inside the sandbox\n"
-		"  --json SPEC       a sandbox create body (API.md) inline or from a file; options\n"
-		"                    given on the command line override it\n"
-		"  --instance ID     runtime instance id, 1-4 of [a-z0-9] (default %s; env SKIFF_INSTANCE)\n"
-		"  --data DIR        data directory (default %s; env SKIFF_DATA)\n"
-		"  --report FILE     write how the sandbox ended and its usage as JSON to FILE\n",
-		SPEC_DEFAULT_CPU, SPEC_DEFAULT_MEMORY_MIB, SPEC_DEFAULT_DISK_MIB, SPEC_DEFAULT_PIDS,
-		SPEC_DEFAULT_TIMEOUT_S, RT_DEFAULT_INSTANCE, DEFAULT_DATA_DIR);
+	fprintf(
+	    f,
+	    "usage: skiff-box [options] -- CMD [ARG...]\n"
+	    "       skiff-box gc [--instance ID]\n"
+	    "\n"
+	    "Run CMD in a new sandbox in the foreground and exit with its status\n"
+	    "(128+N after signal N, 124 after --timeout, 137 after an out-of-memory kill).\n"
+	    "\n"
+	    "  --rootfs DIR      read-only root filesystem (default: a busybox root)\n"
+	    "  --cpu CORES       CPU limit in cores (default %g)\n"
+	    "  --memory MIB      memory limit, swap off (default %d)\n"
+	    "  --disk MIB        writable layer size (default %d)\n"
+	    "  --pids N          process limit (default %d)\n"
+	    "  --timeout S       wall-clock limit in seconds, 0 for none (default %g)\n"
+	    "  --network none    loopback only (the default and, for now, the only choice)\n"
+	    "  --env K=V         set an environment variable (repeatable)\n"
+	    "  --workdir DIR     working directory inside the sandbox (default /)\n"
+	    "  --hostname NAME   host name inside the sandbox\n"
+	    "  --json SPEC       a sandbox create body (API.md) inline or from a file; options\n"
+	    "                    given on the command line override it\n"
+	    "  --instance ID     runtime instance id, 1-4 of [a-z0-9] (default %s; env "
+	    "SKIFF_INSTANCE)\n"
+	    "  --data DIR        data directory (default %s; env SKIFF_DATA)\n"
+	    "  --report FILE     write how the sandbox ended and its usage as JSON to FILE\n",
+	    SPEC_DEFAULT_CPU, SPEC_DEFAULT_MEMORY_MIB, SPEC_DEFAULT_DISK_MIB, SPEC_DEFAULT_PIDS,
+	    SPEC_DEFAULT_TIMEOUT_S, RT_DEFAULT_INSTANCE, DEFAULT_DATA_DIR);
 }
 
 _Noreturn static void die_usage(const char *fmt, ...) _printf_(1, 2);
@@ -120,27 +123,43 @@ static void apply_json(struct spec *s, const char *arg)
 		die_usage("--json: %s", err.msg);
 }
 
-enum { OPT_ROOTFS = 256, OPT_CPU, OPT_MEMORY, OPT_DISK, OPT_PIDS, OPT_TIMEOUT, OPT_NETWORK, OPT_ENV,
-       OPT_WORKDIR, OPT_HOSTNAME, OPT_JSON, OPT_INSTANCE, OPT_DATA, OPT_REPORT, OPT_HELP, OPT_VERSION };
+enum {
+	OPT_ROOTFS = 256,
+	OPT_CPU,
+	OPT_MEMORY,
+	OPT_DISK,
+	OPT_PIDS,
+	OPT_TIMEOUT,
+	OPT_NETWORK,
+	OPT_ENV,
+	OPT_WORKDIR,
+	OPT_HOSTNAME,
+	OPT_JSON,
+	OPT_INSTANCE,
+	OPT_DATA,
+	OPT_REPORT,
+	OPT_HELP,
+	OPT_VERSION
+};
 
 static const struct option LONGOPTS[] = {
-	{"rootfs", required_argument, NULL, OPT_ROOTFS},
-	{"cpu", required_argument, NULL, OPT_CPU},
-	{"memory", required_argument, NULL, OPT_MEMORY},
-	{"disk", required_argument, NULL, OPT_DISK},
-	{"pids", required_argument, NULL, OPT_PIDS},
-	{"timeout", required_argument, NULL, OPT_TIMEOUT},
-	{"network", required_argument, NULL, OPT_NETWORK},
-	{"env", required_argument, NULL, OPT_ENV},
-	{"workdir", required_argument, NULL, OPT_WORKDIR},
-	{"hostname", required_argument, NULL, OPT_HOSTNAME},
-	{"json", required_argument, NULL, OPT_JSON},
-	{"instance", required_argument, NULL, OPT_INSTANCE},
-	{"data", required_argument, NULL, OPT_DATA},
-	{"report", required_argument, NULL, OPT_REPORT},
-	{"help", no_argument, NULL, OPT_HELP},
-	{"version", no_argument, NULL, OPT_VERSION},
-	{NULL, 0, NULL, 0},
+    {"rootfs", required_argument, NULL, OPT_ROOTFS},
+    {"cpu", required_argument, NULL, OPT_CPU},
+    {"memory", required_argument, NULL, OPT_MEMORY},
+    {"disk", required_argument, NULL, OPT_DISK},
+    {"pids", required_argument, NULL, OPT_PIDS},
+    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"network", required_argument, NULL, OPT_NETWORK},
+    {"env", required_argument, NULL, OPT_ENV},
+    {"workdir", required_argument, NULL, OPT_WORKDIR},
+    {"hostname", required_argument, NULL, OPT_HOSTNAME},
+    {"json", required_argument, NULL, OPT_JSON},
+    {"instance", required_argument, NULL, OPT_INSTANCE},
+    {"data", required_argument, NULL, OPT_DATA},
+    {"report", required_argument, NULL, OPT_REPORT},
+    {"help", no_argument, NULL, OPT_HELP},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {NULL, 0, NULL, 0},
 };
 
 /* Options apply after --json whatever their order, so the command line overrides the spec. */
@@ -158,7 +177,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 				if (optopt)
 					die_usage("option -%c is unknown (see --help)", optopt);
 				die_usage("option %s is unknown or lacks its value (see --help)",
-					  argv[optind - 1]);
+				          argv[optind - 1]);
 			}
 			if (c == OPT_HELP || c == 'h') {
 				usage(stdout);
@@ -173,54 +192,48 @@ static int parse_options(int argc, char **argv, struct options *o)
 			int r = 0;
 			struct spec *s = &o->spec;
 			switch (c) {
-			case OPT_JSON:
-				apply_json(s, optarg);
-				break;
+			case OPT_JSON: apply_json(s, optarg); break;
 			case OPT_ROOTFS:
 				r = spec_set_string(&s->rootfs, optarg, "rootfs", &err);
 				break;
 			case OPT_CPU:
-				r = spec_parse_double(optarg, SPEC_MIN_CPU, SPEC_MAX_CPU, "--cpu", &s->cpu, &err);
+				r = spec_parse_double(optarg, SPEC_MIN_CPU, SPEC_MAX_CPU, "--cpu",
+				                      &s->cpu, &err);
 				break;
 			case OPT_MEMORY:
-				r = spec_parse_u64(optarg, SPEC_MIN_MEMORY_MIB, SPEC_MAX_MEMORY_MIB, "--memory",
-						   &s->memory_mib, &err);
+				r = spec_parse_u64(optarg, SPEC_MIN_MEMORY_MIB, SPEC_MAX_MEMORY_MIB,
+				                   "--memory", &s->memory_mib, &err);
 				break;
 			case OPT_DISK:
-				r = spec_parse_u64(optarg, 1, SPEC_MAX_DISK_MIB, "--disk", &s->disk_mib, &err);
+				r = spec_parse_u64(optarg, 1, SPEC_MAX_DISK_MIB, "--disk",
+				                   &s->disk_mib, &err);
 				break;
 			case OPT_PIDS:
-				r = spec_parse_u64(optarg, 1, SPEC_MAX_PIDS, "--pids", &s->pids, &err);
+				r = spec_parse_u64(optarg, 1, SPEC_MAX_PIDS, "--pids", &s->pids,
+				                   &err);
 				break;
 			case OPT_TIMEOUT:
-				r = spec_parse_double(optarg, 0, SPEC_MAX_TIMEOUT_S, "--timeout", &s->timeout_s,
-						      &err);
+				r = spec_parse_double(optarg, 0, SPEC_MAX_TIMEOUT_S, "--timeout",
+				                      &s->timeout_s, &err);
 				break;
 			case OPT_NETWORK:
 				if (!strcmp(optarg, "egress"))
-					die_usage("--network egress is not supported yet; use --network none");
+					die_usage("--network egress is not supported yet; use "
+					          "--network none");
 				if (strcmp(optarg, "none") != 0)
 					die_usage("--network: expected 'none', got '%s'", optarg);
 				s->network = SPEC_NET_NONE;
 				break;
-			case OPT_ENV:
-				r = spec_set_env(s, optarg, &err);
-				break;
+			case OPT_ENV: r = spec_set_env(s, optarg, &err); break;
 			case OPT_WORKDIR:
 				r = spec_set_string(&s->workdir, optarg, "workdir", &err);
 				break;
 			case OPT_HOSTNAME:
 				r = spec_set_string(&s->hostname, optarg, "hostname", &err);
 				break;
-			case OPT_INSTANCE:
-				o->instance = optarg;
-				break;
-			case OPT_DATA:
-				o->data_dir = optarg;
-				break;
-			case OPT_REPORT:
-				o->report = optarg;
-				break;
+			case OPT_INSTANCE: o->instance = optarg; break;
+			case OPT_DATA: o->data_dir = optarg; break;
+			case OPT_REPORT: o->report = optarg; break;
 			}
 			if (r < 0)
 				die_usage("%s", err.msg);
@@ -241,16 +254,16 @@ static const char *end_name(enum rt_end e)
 	return "unknown";
 }
 
-static void write_report(const char *path, const char *id, const struct rt_result *res, int timed_out,
-			 double wall_s)
+static void write_report(const char *path, const char *id, const struct rt_result *res,
+                         int timed_out, double wall_s)
 {
 	json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:f, s:{s:I, s:I, s:I, s:I}}", "id", id, "end",
-			      timed_out ? "timeout" : end_name(res->end), "exit_code", res->code,
-			      "signal", res->signal, "wall_s", wall_s, "usage", "cpu_ns",
-			      (json_int_t)res->usage.cpu_ns, "memory_bytes",
-			      (json_int_t)res->usage.memory_bytes, "memory_peak_bytes",
-			      (json_int_t)res->usage.memory_peak_bytes, "oom_kills",
-			      (json_int_t)res->usage.oom_kills);
+	                      timed_out ? "timeout" : end_name(res->end), "exit_code", res->code,
+	                      "signal", res->signal, "wall_s", wall_s, "usage", "cpu_ns",
+	                      (json_int_t)res->usage.cpu_ns, "memory_bytes",
+	                      (json_int_t)res->usage.memory_bytes, "memory_peak_bytes",
+	                      (json_int_t)res->usage.memory_peak_bytes, "oom_kills",
+	                      (json_int_t)res->usage.oom_kills);
 	if (!o || json_dump_file(o, path, JSON_COMPACT) < 0)
 		fprintf(stderr, "skiff-box: could not write the report to %s\n", path);
 	json_decref(o);
@@ -312,7 +325,7 @@ int main(int argc, char **argv)
 		die_usage("%s", err.msg);
 	if (!rt_instance_valid(o.instance))
 		die_usage("--instance '%s': 1 to %d characters of a-z and 0-9", o.instance,
-			  RT_INSTANCE_MAX_CHARS);
+		          RT_INSTANCE_MAX_CHARS);
 
 	char rootfs[4096];
 	if (o.spec.rootfs) {
@@ -321,7 +334,8 @@ int main(int argc, char **argv)
 			die_usage("--rootfs %s: not a directory", o.spec.rootfs);
 		snprintf(rootfs, sizeof(rootfs), "%s", o.spec.rootfs);
 	} else if (o.spec.image && strcmp(o.spec.image, "busybox") != 0) {
-		die_usage("image '%s': skiff-box knows only 'busybox'; use --rootfs DIR", o.spec.image);
+		die_usage("image '%s': skiff-box knows only 'busybox'; use --rootfs DIR",
+		          o.spec.image);
 	} else if (image_busybox_ensure(o.data_dir, rootfs, sizeof(rootfs), &err) < 0) {
 		fprintf(stderr, "skiff-box: %s\n", err.msg);
 		return EXIT_RUNTIME;
@@ -357,7 +371,8 @@ int main(int argc, char **argv)
 		tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
 		struct itimerspec its = {0};
 		its.it_value.tv_sec = (time_t)o.spec.timeout_s;
-		its.it_value.tv_nsec = (long)((o.spec.timeout_s - (double)its.it_value.tv_sec) * 1e9);
+		its.it_value.tv_nsec =
+		    (long)((o.spec.timeout_s - (double)its.it_value.tv_sec) * 1e9);
 		if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
 			its.it_value.tv_nsec = 1;
 		timerfd_settime(tfd, 0, &its, NULL);
@@ -367,10 +382,10 @@ int main(int argc, char **argv)
 	int timed_out = 0, oom = 0;
 	for (;;) {
 		struct pollfd p[4] = {
-			{.fd = rt_sandbox_pidfd(sb), .events = POLLIN},
-			{.fd = sfd, .events = POLLIN},
-			{.fd = tfd, .events = POLLIN},
-			{.fd = oom ? -1 : oom_fd, .events = oom_events},
+		    {.fd = rt_sandbox_pidfd(sb), .events = POLLIN},
+		    {.fd = sfd, .events = POLLIN},
+		    {.fd = tfd, .events = POLLIN},
+		    {.fd = oom ? -1 : oom_fd, .events = oom_events},
 		};
 		if (poll(p, 4, -1) < 0) {
 			if (errno == EINTR)
@@ -396,12 +411,14 @@ int main(int argc, char **argv)
 	double wall = now_s() - t0;
 	int status;
 	if (timed_out) {
-		fprintf(stderr, "skiff-box: timed out after %g s: the sandbox was killed\n", o.spec.timeout_s);
+		fprintf(stderr, "skiff-box: timed out after %g s: the sandbox was killed\n",
+		        o.spec.timeout_s);
 		status = EXIT_TIMEOUT;
 	} else if (res.end == RT_END_OOM) {
 		fprintf(stderr,
-			"skiff-box: out of memory: the sandbox reached its %llu MiB limit and was killed\n",
-			(unsigned long long)o.spec.memory_mib);
+		        "skiff-box: out of memory: the sandbox reached its %llu MiB limit and was "
+		        "killed\n",
+		        (unsigned long long)o.spec.memory_mib);
 		status = EXIT_KILLED;
 	} else if (res.end == RT_END_LOST) {
 		fprintf(stderr, "skiff-box: the sandbox's init died unexpectedly\n");

@@ -15,7 +15,7 @@
 #define APPLET_LIST_MAX_BYTES (64 * 1024)
 
 static const char PASSWD[] = "root:x:0:0:root:/root:/bin/sh\n"
-			     "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
+                             "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
 static const char GROUP[] = "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n";
 
 /* Run "busybox --list-full" and collect its output. */
@@ -86,8 +86,9 @@ static int write_new(int dirfd, const char *name, const char *text, mode_t mode)
 
 static int build(const char *dir, struct sk_error *err)
 {
-	static const char *const DIRS[] = {"bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "root",
-					   "proc", "sys", "dev", "tmp", "var", "var/tmp", "home", "run"};
+	static const char *const DIRS[] = {"bin", "sbin", "usr",     "usr/bin", "usr/sbin",
+	                                   "etc", "root", "proc",    "sys",     "dev",
+	                                   "tmp", "var",  "var/tmp", "home",    "run"};
 	if (mkdir(dir, 0755) < 0)
 		return sk_error_errno(err, -errno, "mkdir %s", dir);
 	_cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -100,7 +101,8 @@ static int build(const char *dir, struct sk_error *err)
 	}
 	int r = copy_file(BUSYBOX_HOST_PATH, dfd, "bin/busybox", 0755);
 	if (r < 0)
-		return sk_error_errno(err, r, "copy %s (install busybox-static)", BUSYBOX_HOST_PATH);
+		return sk_error_errno(err, r, "copy %s (install busybox-static)",
+		                      BUSYBOX_HOST_PATH);
 	if ((r = write_new(dfd, "etc/passwd", PASSWD, 0644)) < 0 ||
 	    (r = write_new(dfd, "etc/group", GROUP, 0644)) < 0 ||
 	    (r = write_new(dfd, "etc/hostname", "sandbox\n", 0644)) < 0)

@@ -9,8 +9,9 @@
 
 /* Codes of our own, beyond errno values, kept negative like errnos. */
 enum {
-	SK_EINVAL_SPEC = 4096,   /* bad user input (spec, option): status 2 at the CLI, 400 over HTTP */
-	SK_ECMD_EXEC = 4097,     /* the command exists but could not be executed: status 126 */
+	SK_EINVAL_SPEC =
+	    4096,            /* bad user input (spec, option): status 2 at the CLI, 400 over HTTP */
+	SK_ECMD_EXEC = 4097, /* the command exists but could not be executed: status 126 */
 	SK_ECMD_NOTFOUND = 4098, /* the command was not found: status 127 */
 };
 

@@ -8,7 +8,8 @@
 int fs_write_at(int dirfd, const char *path, const char *data, size_t len);
 /* Write a NUL-terminated string. */
 int fs_write_str_at(int dirfd, const char *path, const char *s);
-/* Read at most size-1 bytes of dirfd/path into buf, NUL-terminated; returns bytes read or -errno. */
+/* Read at most size-1 bytes of dirfd/path into buf, NUL-terminated; returns bytes read or -errno.
+ */
 ssize_t fs_read_at(int dirfd, const char *path, char *buf, size_t size);
 /* Read a file holding one unsigned integer (or "max", returned as UINT64_MAX). */
 int fs_read_u64_at(int dirfd, const char *path, unsigned long long *ret);

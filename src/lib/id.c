@@ -24,7 +24,8 @@ int id_new(const char *prefix, char *buf, size_t size)
 	/* 128 bits → 26 base32 chars: the first char carries the top 3 bits (130 = 26*5). */
 	memcpy(buf, prefix, plen);
 	for (int i = 0; i < ID_CHARS; i++) {
-		int bit = i * 5 - 2; /* bit offset from the top of the 128 bits; negative → leading zeros */
+		int bit = i * 5 -
+		          2; /* bit offset from the top of the 128 bits; negative → leading zeros */
 		unsigned v = 0;
 		for (int b = 0; b < 5; b++) {
 			int pos = bit + b;

@@ -4,7 +4,7 @@
 
 #include <stddef.h>
 
-#define ID_CHARS 26
+#define ID_CHARS     26
 #define ID_MAX_BYTES 40 /* prefix of up to 12 bytes + 26 + NUL */
 
 /* Write prefix + new id into buf (size >= ID_MAX_BYTES); returns 0 or -errno. */

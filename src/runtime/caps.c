@@ -12,9 +12,10 @@
 uint64_t caps_default_mask(void)
 {
 	static const int caps[] = {
-		CAP_CHOWN,  CAP_DAC_OVERRIDE, CAP_FSETID,     CAP_FOWNER,           CAP_MKNOD,
-		CAP_NET_RAW, CAP_SETGID,      CAP_SETUID,     CAP_SETFCAP,          CAP_SETPCAP,
-		CAP_NET_BIND_SERVICE,         CAP_SYS_CHROOT, CAP_KILL,             CAP_AUDIT_WRITE,
+	    CAP_CHOWN,   CAP_DAC_OVERRIDE, CAP_FSETID,           CAP_FOWNER,
+	    CAP_MKNOD,   CAP_NET_RAW,      CAP_SETGID,           CAP_SETUID,
+	    CAP_SETFCAP, CAP_SETPCAP,      CAP_NET_BIND_SERVICE, CAP_SYS_CHROOT,
+	    CAP_KILL,    CAP_AUDIT_WRITE,
 	};
 	uint64_t m = 0;
 	for (size_t i = 0; i < ARRAY_SIZE(caps); i++)
@@ -27,9 +28,10 @@ static int last_cap(void)
 	static int cached = -1;
 	if (cached < 0) {
 		unsigned long long v;
-		cached = fs_read_u64_at(AT_FDCWD, "/proc/sys/kernel/cap_last_cap", &v) == 0 && v < 64
-				 ? (int)v
-				 : CAP_LAST_CAP;
+		cached =
+		    fs_read_u64_at(AT_FDCWD, "/proc/sys/kernel/cap_last_cap", &v) == 0 && v < 64
+		        ? (int)v
+		        : CAP_LAST_CAP;
 	}
 	return cached;
 }
@@ -41,7 +43,8 @@ int caps_restrict(uint64_t mask, struct sk_error *err)
 		if (mask & (1ULL << c))
 			continue;
 		if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 && errno != EINVAL)
-			return sk_error_errno(err, -errno, "drop capability %d from the bounding set", c);
+			return sk_error_errno(err, -errno,
+			                      "drop capability %d from the bounding set", c);
 	}
 	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
 		return sk_error_errno(err, -errno, "clear ambient capabilities");

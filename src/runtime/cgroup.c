@@ -127,8 +127,9 @@ int cgroup_layout_detect(const char *mountinfo_path, struct cg_layout *ret, stru
 			continue;
 		if (l.where[c] < 0)
 			return sk_error_set(err, -ENOTSUP,
-					    "cgroup controller '%s' is not available (neither cgroup v1 nor v2 offers it)",
-					    CTRL_NAMES[c]);
+			                    "cgroup controller '%s' is not available (neither "
+			                    "cgroup v1 nor v2 offers it)",
+			                    CTRL_NAMES[c]);
 	}
 	*ret = l;
 	return 0;
@@ -139,8 +140,8 @@ static int open_hier_root(const struct cg_hier *h)
 	return open(h->mount, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 }
 
-int cgroup_parent_ensure(const struct cg_layout *l, const char *instance, const struct cg_limits *agg,
-			 struct sk_error *err)
+int cgroup_parent_ensure(const struct cg_layout *l, const char *instance,
+                         const struct cg_limits *agg, struct sk_error *err)
 {
 	char name[64];
 	snprintf(name, sizeof(name), "skiff-%s", instance);
@@ -153,7 +154,8 @@ int cgroup_parent_ensure(const struct cg_layout *l, const char *instance, const 
 		if (!created && errno != EEXIST)
 			return sk_error_errno(err, -errno, "create cgroup %s/%s", h->mount, name);
 		if (h->version == 2) {
-			/* Controllers must be on at the root for skiff-<instance>, and there for sandboxes. */
+			/* Controllers must be on at the root for skiff-<instance>, and there for
+			 * sandboxes. */
 			int r = cgroup_v2_enable_controllers(root, h->ctrls, err);
 			if (r < 0)
 				return sk_error_prefix(err, "cgroup %s", h->mount);
@@ -166,7 +168,7 @@ int cgroup_parent_ensure(const struct cg_layout *l, const char *instance, const 
 		int r = h->version == 2 ? cgroup_v2_enable_controllers(dfd, h->ctrls, err) : 0;
 		if (r == 0)
 			r = h->version == 2 ? cgroup_v2_limits_apply(dfd, h->ctrls, agg, err)
-					    : cgroup_v1_limits_apply(dfd, h->ctrls, agg, err);
+			                    : cgroup_v1_limits_apply(dfd, h->ctrls, agg, err);
 		if (r < 0) {
 			unlinkat(root, name, AT_REMOVEDIR);
 			return sk_error_prefix(err, "cgroup %s/%s", h->mount, name);
@@ -185,7 +187,7 @@ void cgroup_sandbox_close(struct cg_sandbox *cg)
 }
 
 static void sandbox_init(struct cg_sandbox *cg, const struct cg_layout *l, const char *instance,
-			 const char *name)
+                         const char *name)
 {
 	cg->layout = l;
 	for (int i = 0; i < CG_MAX_HIER; i++)
@@ -194,7 +196,7 @@ static void sandbox_init(struct cg_sandbox *cg, const struct cg_layout *l, const
 }
 
 int cgroup_sandbox_create(const struct cg_layout *l, const char *instance, const char *name,
-			  const struct cg_limits *lim, struct cg_sandbox *cg, struct sk_error *err)
+                          const struct cg_limits *lim, struct cg_sandbox *cg, struct sk_error *err)
 {
 	sandbox_init(cg, l, instance, name);
 	for (int i = 0; i < l->nhier; i++) {
@@ -215,14 +217,14 @@ int cgroup_sandbox_create(const struct cg_layout *l, const char *instance, const
 			goto fail;
 		}
 		int r = h->version == 2 ? cgroup_v2_limits_apply(cg->dirfd[i], h->ctrls, lim, err)
-					: cgroup_v1_limits_apply(cg->dirfd[i], h->ctrls, lim, err);
+		                        : cgroup_v1_limits_apply(cg->dirfd[i], h->ctrls, lim, err);
 		if (r < 0) {
 			sk_error_prefix(err, "cgroup %s/%s", h->mount, cg->rel);
 			goto fail;
 		}
 	}
 	return 0;
-fail: {
+fail : {
 	int code = err ? err->code : -EIO;
 	cgroup_sandbox_destroy(cg, 0, NULL);
 	return code;
@@ -230,7 +232,7 @@ fail: {
 }
 
 int cgroup_sandbox_open(const struct cg_layout *l, const char *instance, const char *name,
-			struct cg_sandbox *cg)
+                        struct cg_sandbox *cg)
 {
 	sandbox_init(cg, l, instance, name);
 	int found = 0;
@@ -252,13 +254,13 @@ int cgroup_sandbox_attach(const struct cg_sandbox *cg, pid_t pid, struct sk_erro
 		int r = fs_write_str_at(cg->dirfd[i], "cgroup.procs", buf);
 		if (r < 0)
 			return sk_error_errno(err, r, "move pid %d into cgroup %s/%s", (int)pid,
-					      cg->layout->hier[i].mount, cg->rel);
+			                      cg->layout->hier[i].mount, cg->rel);
 	}
 	return 0;
 }
 
 int cgroup_sandbox_oom_fd(const struct cg_sandbox *cg, int *ret_fd, short *ret_events,
-			  struct sk_error *err)
+                          struct sk_error *err)
 {
 	int i = cg->layout->where[CG_MEMORY];
 	if (cg->layout->hier[i].version == 1) {
@@ -349,8 +351,8 @@ int cgroup_sandbox_destroy(struct cg_sandbox *cg, int timeout_ms, struct sk_erro
 			if (root < 0 || errno == ENOENT)
 				break;
 			if (errno != EBUSY || now_ms() >= deadline) {
-				ret = sk_error_errno(err, -errno, "remove cgroup %s/%s", l->hier[i].mount,
-						     cg->rel);
+				ret = sk_error_errno(err, -errno, "remove cgroup %s/%s",
+				                     l->hier[i].mount, cg->rel);
 				break;
 			}
 			/* Processes are still exiting: kill again and give them a moment. */

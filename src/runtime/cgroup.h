@@ -10,8 +10,8 @@
 
 enum cg_ctrl { CG_CPU, CG_CPUACCT, CG_MEMORY, CG_PIDS, CG_NCTRL };
 
-#define CG_MAX_HIER 4
-#define CG_PATH_BYTES 512
+#define CG_MAX_HIER      4
+#define CG_PATH_BYTES    512
 #define CG_CPU_PERIOD_US 100000
 
 struct cg_hier {
@@ -27,9 +27,9 @@ struct cg_layout {
 };
 
 struct cg_limits {
-	double cpu;              /* cores; 0 = unlimited */
-	uint64_t memory_bytes;   /* 0 = unlimited; swap is always off */
-	uint64_t pids;           /* 0 = unlimited */
+	double cpu;            /* cores; 0 = unlimited */
+	uint64_t memory_bytes; /* 0 = unlimited; swap is always off */
+	uint64_t pids;         /* 0 = unlimited */
 };
 
 struct cg_usage {
@@ -52,21 +52,22 @@ int cgroup_layout_detect(const char *mountinfo_path, struct cg_layout *ret, stru
 
 /* Make "skiff-<instance>" at each hierarchy's root (idempotent) with aggregate limits, and on v2
  * enable the controllers for its children. */
-int cgroup_parent_ensure(const struct cg_layout *l, const char *instance, const struct cg_limits *agg,
-			 struct sk_error *err);
+int cgroup_parent_ensure(const struct cg_layout *l, const char *instance,
+                         const struct cg_limits *agg, struct sk_error *err);
 
-/* Make the sandbox's cgroups and apply limits. cg is filled; release with cgroup_sandbox_destroy. */
+/* Make the sandbox's cgroups and apply limits. cg is filled; release with cgroup_sandbox_destroy.
+ */
 int cgroup_sandbox_create(const struct cg_layout *l, const char *instance, const char *name,
-			  const struct cg_limits *lim, struct cg_sandbox *cg, struct sk_error *err);
+                          const struct cg_limits *lim, struct cg_sandbox *cg, struct sk_error *err);
 /* Open an existing sandbox's cgroups (gc, re-attach); missing hierarchies are left at -1. */
 int cgroup_sandbox_open(const struct cg_layout *l, const char *instance, const char *name,
-			struct cg_sandbox *cg);
+                        struct cg_sandbox *cg);
 /* Move pid into every cgroup of the sandbox. */
 int cgroup_sandbox_attach(const struct cg_sandbox *cg, pid_t pid, struct sk_error *err);
 /* An fd that becomes readable (v1: eventfd) or POLLPRI (v2: memory.events) on memory pressure
  * ending in OOM; check cgroup_sandbox_usage().oom_kills to know a kill happened. */
 int cgroup_sandbox_oom_fd(const struct cg_sandbox *cg, int *ret_fd, short *ret_events,
-			  struct sk_error *err);
+                          struct sk_error *err);
 int cgroup_sandbox_usage(const struct cg_sandbox *cg, struct cg_usage *ret);
 /* SIGKILL every process in the sandbox's cgroups; returns how many remain (0 when empty). */
 int cgroup_sandbox_kill(const struct cg_sandbox *cg);
@@ -81,8 +82,10 @@ int cgroup_instance_list(const struct cg_layout *l, const char *instance, char *
 int cgroup_parent_remove(const struct cg_layout *l, const char *instance);
 
 /* Per-version operations (cgroup_v1.c, cgroup_v2.c) on one hierarchy's sandbox directory. */
-int cgroup_v1_limits_apply(int dirfd, unsigned ctrls, const struct cg_limits *lim, struct sk_error *err);
-int cgroup_v2_limits_apply(int dirfd, unsigned ctrls, const struct cg_limits *lim, struct sk_error *err);
+int cgroup_v1_limits_apply(int dirfd, unsigned ctrls, const struct cg_limits *lim,
+                           struct sk_error *err);
+int cgroup_v2_limits_apply(int dirfd, unsigned ctrls, const struct cg_limits *lim,
+                           struct sk_error *err);
 void cgroup_v1_usage_read(int dirfd, unsigned ctrls, struct cg_usage *u);
 void cgroup_v2_usage_read(int dirfd, unsigned ctrls, struct cg_usage *u);
 int cgroup_v1_oom_fd(int dirfd, int *ret_fd, struct sk_error *err);

@@ -20,7 +20,8 @@ static int write_u64(int dirfd, const char *file, uint64_t v, struct sk_error *e
 	return 0;
 }
 
-int cgroup_v1_limits_apply(int dirfd, unsigned ctrls, const struct cg_limits *lim, struct sk_error *err)
+int cgroup_v1_limits_apply(int dirfd, unsigned ctrls, const struct cg_limits *lim,
+                           struct sk_error *err)
 {
 	int r;
 	if ((ctrls & (1u << CG_CPU)) && lim->cpu > 0) {
@@ -37,7 +38,8 @@ int cgroup_v1_limits_apply(int dirfd, unsigned ctrls, const struct cg_limits *li
 			return r;
 		/* Swap off: memory+swap equal to memory. Without swap accounting, swappiness 0. */
 		if (faccessat(dirfd, "memory.memsw.limit_in_bytes", F_OK, 0) == 0) {
-			if ((r = write_u64(dirfd, "memory.memsw.limit_in_bytes", lim->memory_bytes, err)) < 0)
+			if ((r = write_u64(dirfd, "memory.memsw.limit_in_bytes", lim->memory_bytes,
+			                   err)) < 0)
 				return r;
 		} else if ((r = write_u64(dirfd, "memory.swappiness", 0, err)) < 0) {
 			return r;

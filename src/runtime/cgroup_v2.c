@@ -17,17 +17,20 @@ int cgroup_v2_enable_controllers(int dirfd, unsigned ctrls, struct sk_error *err
 	for (int c = 0; c < CG_NCTRL; c++) {
 		if (c == CG_CPUACCT || !(ctrls & (1u << c)))
 			continue;
-		off += snprintf(buf + off, sizeof(buf) - off, "%s+%s", off ? " " : "", CTRL_NAMES[c]);
+		off +=
+		    snprintf(buf + off, sizeof(buf) - off, "%s+%s", off ? " " : "", CTRL_NAMES[c]);
 	}
 	if (off == 0)
 		return 0;
 	int r = fs_write_str_at(dirfd, "cgroup.subtree_control", buf);
 	if (r < 0)
-		return sk_error_errno(err, r, "enable controllers (%s) in cgroup.subtree_control", buf);
+		return sk_error_errno(err, r, "enable controllers (%s) in cgroup.subtree_control",
+		                      buf);
 	return 0;
 }
 
-int cgroup_v2_limits_apply(int dirfd, unsigned ctrls, const struct cg_limits *lim, struct sk_error *err)
+int cgroup_v2_limits_apply(int dirfd, unsigned ctrls, const struct cg_limits *lim,
+                           struct sk_error *err)
 {
 	char buf[64];
 	int r;

@@ -24,11 +24,11 @@
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define NOFILE_LIMIT 65536
-#define CORE_LIMIT 0
+#define CORE_LIMIT   0
 
 /* Signals init forwards to the main command. */
-static const int FORWARDED[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT,
-				SIGALRM};
+static const int FORWARDED[] = {SIGHUP,  SIGINT,   SIGQUIT, SIGTERM, SIGUSR1,
+                                SIGUSR2, SIGWINCH, SIGCONT, SIGALRM};
 
 _Noreturn static void fail_as(int sync_fd, int type, struct sk_error *err)
 {
@@ -235,7 +235,8 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 	close(errpipe[0]);
 	if (got == (ssize_t)sizeof(ef)) {
 		ef.err.msg[sizeof(ef.err.msg) - 1] = '\0';
-		fail_as(sync_fd, ef.type == RT_MSG_EXEC_ERROR ? RT_MSG_EXEC_ERROR : RT_MSG_ERROR, &ef.err);
+		fail_as(sync_fd, ef.type == RT_MSG_EXEC_ERROR ? RT_MSG_EXEC_ERROR : RT_MSG_ERROR,
+		        &ef.err);
 	}
 
 	/* init keeps no privilege: nothing in the sandbox may gain one through it. */

@@ -29,7 +29,7 @@ static int uids_dir_open(const char *run_dir, int create)
 }
 
 int idmap_slot_alloc(const char *run_dir, const char *owner, struct idmap_slot *ret,
-		     struct sk_error *err)
+                     struct sk_error *err)
 {
 	_cleanup_close_ int dfd = uids_dir_open(run_dir, 1);
 	if (dfd < 0)
@@ -41,7 +41,8 @@ int idmap_slot_alloc(const char *run_dir, const char *owner, struct idmap_slot *
 		unsigned slot = (start + i) % IDMAP_SLOTS;
 		char name[16];
 		snprintf(name, sizeof(name), "%u", slot);
-		_cleanup_close_ int fd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		_cleanup_close_ int fd =
+		    openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		if (fd < 0) {
 			if (errno == EEXIST)
 				continue;
@@ -79,8 +80,8 @@ int idmap_slot_release(const char *run_dir, int slot, const char *owner)
 	return 0;
 }
 
-int idmap_slots_gc(const char *run_dir, const char *instance, int (*alive)(const char *sbid, void *),
-		   void *ud)
+int idmap_slots_gc(const char *run_dir, const char *instance,
+                   int (*alive)(const char *sbid, void *), void *ud)
 {
 	int dfd = uids_dir_open(run_dir, 0);
 	if (dfd < 0)

@@ -9,10 +9,10 @@
 
 /* Messages on the SOCK_SEQPACKET pair between the runtime and the sandbox's init. */
 enum rt_msg_type {
-	RT_MSG_GO = 1,  /* runtime → init: ids mapped, cgroups joined; carries the lower mount fd */
-	RT_MSG_STARTED, /* init → runtime: the command was exec'd */
-	RT_MSG_ERROR,   /* init → runtime: setup failed; code is -errno, text says where */
-	RT_MSG_EXIT,    /* init → runtime: code is the main command's wait status */
+	RT_MSG_GO = 1, /* runtime → init: ids mapped, cgroups joined; carries the lower mount fd */
+	RT_MSG_STARTED,    /* init → runtime: the command was exec'd */
+	RT_MSG_ERROR,      /* init → runtime: setup failed; code is -errno, text says where */
+	RT_MSG_EXIT,       /* init → runtime: code is the main command's wait status */
 	RT_MSG_EXEC_ERROR, /* init → runtime: the command could not be exec'd (not found, …) */
 };
 
@@ -47,7 +47,7 @@ ssize_t rt_msg_recv(int fd, struct rt_msg *m, int *ret_fd);
 
 /* State directory layout: <inst_dir>/<id>/ holds "lock" (flock held while the owner lives). */
 int state_sandbox_dir_create(const struct rt *rt, const char *id, int *ret_lock_fd,
-			     struct sk_error *err);
+                             struct sk_error *err);
 int state_sandbox_dir_remove(const struct rt *rt, const char *id);
 /* The owner is gone when the lock can be taken. */
 int state_sandbox_is_alive(const struct rt *rt, const char *id);

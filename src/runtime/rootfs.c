@@ -19,17 +19,20 @@
 #define PROC_FLAGS (MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 static const char *const DEV_NODES[] = {"null", "zero", "full", "random", "urandom", "tty"};
-static const char *const PROC_MASKED_FILES[] = {"kcore",      "keys",        "sysrq-trigger",
-						"timer_list", "sched_debug", "latency_stats",
-						"timer_stats"};
+static const char *const PROC_MASKED_FILES[] = {
+    "kcore", "keys", "sysrq-trigger", "timer_list", "sched_debug", "latency_stats", "timer_stats"};
 static const char *const PROC_MASKED_DIRS[] = {"acpi", "scsi"};
 static const char *const PROC_READONLY[] = {"sys", "irq", "bus", "fs"};
 
 static int mount_at(struct sk_error *err, const char *src, const char *dst, const char *type,
-		    unsigned long flags, const char *data)
+                    unsigned long flags, const char *data)
 {
 	if (mount(src, dst, type, flags, data) < 0)
-		return sk_error_errno(err, -errno, "mount %s on %s", type ? type : src ? src : "(remount)", dst);
+		return sk_error_errno(err, -errno, "mount %s on %s",
+		                      type  ? type
+		                      : src ? src
+		                            : "(remount)",
+		                      dst);
 	return 0;
 }
 
@@ -53,7 +56,7 @@ static int setup_dev(const char *root, struct sk_error *err)
 	if ((r = path_join(dev, sizeof(dev), root, "dev")) < 0 || (r = ensure_dir(dev)) < 0)
 		return sk_error_errno(err, r, "mkdir /dev");
 	if ((r = mount_at(err, "tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME,
-			  "mode=755,size=64k,nr_inodes=64")) < 0)
+	                  "mode=755,size=64k,nr_inodes=64")) < 0)
 		return r;
 	for (size_t i = 0; i < ARRAY_SIZE(DEV_NODES); i++) {
 		char host[64];
@@ -68,9 +71,11 @@ static int setup_dev(const char *root, struct sk_error *err)
 	}
 	static const struct {
 		const char *name, *target;
-	} links[] = {{"ptmx", "pts/ptmx"},     {"fd", "/proc/self/fd"},
-		     {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
-		     {"stderr", "/proc/self/fd/2"}};
+	} links[] = {{"ptmx", "pts/ptmx"},
+	             {"fd", "/proc/self/fd"},
+	             {"stdin", "/proc/self/fd/0"},
+	             {"stdout", "/proc/self/fd/1"},
+	             {"stderr", "/proc/self/fd/2"}};
 	for (size_t i = 0; i < ARRAY_SIZE(links); i++) {
 		path_join(p, sizeof(p), dev, links[i].name);
 		if (symlink(links[i].target, p) < 0)
@@ -80,7 +85,7 @@ static int setup_dev(const char *root, struct sk_error *err)
 	if (mkdir(p, 0755) < 0)
 		return sk_error_errno(err, -errno, "mkdir %s", p);
 	if ((r = mount_at(err, "devpts", p, "devpts", MS_NOSUID | MS_NOEXEC,
-			  "newinstance,ptmxmode=0666,mode=0620,gid=5")) < 0)
+	                  "newinstance,ptmxmode=0666,mode=0620,gid=5")) < 0)
 		return r;
 	path_join(p, sizeof(p), dev, "shm");
 	if (mkdir(p, 01777) < 0)
@@ -118,7 +123,7 @@ static int setup_proc(const char *root, struct sk_error *err)
 		if ((r = mount_at(err, p, p, NULL, MS_BIND | MS_REC, NULL)) < 0)
 			return r;
 		if ((r = mount_at(err, NULL, p, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | PROC_FLAGS,
-				  NULL)) < 0)
+		                  NULL)) < 0)
 			return r;
 	}
 	return 0;
@@ -157,7 +162,8 @@ int rootfs_setup(const char *scratch, int lower_fd, const struct spec *spec, str
 		return sk_error_errno(err, -errno, "make layer directories in %s", scratch);
 	if (move_mount(lower_fd, "", AT_FDCWD, lower, MOVE_MOUNT_F_EMPTY_PATH) < 0)
 		return sk_error_errno(err, -errno, "move the image mount to %s", lower);
-	snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s,workdir=%s,userxattr", lower, upper, work);
+	snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s,workdir=%s,userxattr", lower, upper,
+	         work);
 	if ((r = mount_at(err, "overlay", root, "overlay", MS_NOSUID, opts)) < 0)
 		return r;
 	if ((r = setup_dev(root, err)) < 0 || (r = setup_proc(root, err)) < 0 ||

@@ -14,9 +14,9 @@
 #include "spec.h"
 
 #define RT_INSTANCE_MAX_CHARS 4
-#define RT_DEFAULT_RUN_DIR "/run/skiff"
-#define RT_DEFAULT_INSTANCE "0"
-#define RT_KILL_GRACE_MS 1000 /* how long teardown waits for a cgroup to empty */
+#define RT_DEFAULT_RUN_DIR    "/run/skiff"
+#define RT_DEFAULT_INSTANCE   "0"
+#define RT_KILL_GRACE_MS      1000 /* how long teardown waits for a cgroup to empty */
 
 struct rt {
 	char instance[RT_INSTANCE_MAX_CHARS + 1];
@@ -54,7 +54,7 @@ void rt_release(struct rt *rt);
 /* Create a sandbox for spec and start its command; returns once the command has been exec'd.
  * rootfs is the host directory that becomes the read-only lower layer. */
 int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
-		     struct rt_sandbox **ret, struct sk_error *err);
+                     struct rt_sandbox **ret, struct sk_error *err);
 const char *rt_sandbox_id(const struct rt_sandbox *sb);
 /* Readable when the sandbox's init has exited (then call rt_sandbox_reap). */
 int rt_sandbox_pidfd(const struct rt_sandbox *sb);
@@ -66,11 +66,13 @@ int rt_sandbox_check_oom(struct rt_sandbox *sb);
 int rt_sandbox_signal(struct rt_sandbox *sb, int sig);
 /* Kill every process of the sandbox at once (reason: RT_END_KILLED or RT_END_OOM). */
 int rt_sandbox_kill(struct rt_sandbox *sb, enum rt_end reason);
-/* After init exited: collect how the main command ended and the usage. Blocks until init is reaped. */
+/* After init exited: collect how the main command ended and the usage. Blocks until init is reaped.
+ */
 int rt_sandbox_reap(struct rt_sandbox *sb, struct rt_result *ret);
 int rt_sandbox_usage(const struct rt_sandbox *sb, struct cg_usage *ret);
 /* Kill what is left, remove cgroups, state and uid range, free sb. Accepts NULL. */
 int rt_sandbox_destroy(struct rt_sandbox *sb, struct sk_error *err);
 
-/* Remove what crashed runs of this instance left: sandboxes whose owner is gone. Returns how many. */
+/* Remove what crashed runs of this instance left: sandboxes whose owner is gone. Returns how many.
+ */
 int rt_gc(struct rt *rt, struct sk_error *err);

@@ -56,7 +56,8 @@ int rt_instance_valid(const char *instance)
 	if (n == 0 || n > RT_INSTANCE_MAX_CHARS)
 		return 0;
 	for (size_t i = 0; i < n; i++)
-		if (!((instance[i] >= 'a' && instance[i] <= 'z') || (instance[i] >= '0' && instance[i] <= '9')))
+		if (!((instance[i] >= 'a' && instance[i] <= 'z') ||
+		      (instance[i] >= '0' && instance[i] <= '9')))
 			return 0;
 	return 1;
 }
@@ -75,8 +76,8 @@ int rt_init(struct rt *rt, const char *instance, const char *run_dir, struct sk_
 	memset(rt, 0, sizeof(*rt));
 	if (!rt_instance_valid(instance))
 		return sk_error_set(err, -SK_EINVAL_SPEC,
-				    "instance id '%.16s': 1 to %d characters of a-z and 0-9", instance,
-				    RT_INSTANCE_MAX_CHARS);
+		                    "instance id '%.16s': 1 to %d characters of a-z and 0-9",
+		                    instance, RT_INSTANCE_MAX_CHARS);
 	snprintf(rt->instance, sizeof(rt->instance), "%s", instance);
 	snprintf(rt->run_dir, sizeof(rt->run_dir), "%s", run_dir ? run_dir : RT_DEFAULT_RUN_DIR);
 	snprintf(rt->inst_dir, sizeof(rt->inst_dir), "%s/%s", rt->run_dir, rt->instance);
@@ -214,12 +215,13 @@ static int lower_mount_make(pid_t pid, const char *rootfs, int *ret_fd, struct s
 	_cleanup_close_ int userns = open(path, O_RDONLY | O_CLOEXEC);
 	if (userns < 0)
 		return sk_error_errno(err, -errno, "open %s", path);
-	_cleanup_close_ int fd = open_tree(AT_FDCWD, rootfs, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+	_cleanup_close_ int fd =
+	    open_tree(AT_FDCWD, rootfs, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
 	if (fd < 0)
 		return sk_error_errno(err, -errno, "clone a mount of %s", rootfs);
 	struct mount_attr attr = {
-		.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV,
-		.userns_fd = (uint64_t)userns,
+	    .attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV,
+	    .userns_fd = (uint64_t)userns,
 	};
 	if (mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) < 0)
 		return sk_error_errno(err, -errno, "idmap the mount of %s", rootfs);
@@ -267,7 +269,7 @@ static void reap_init(struct rt_sandbox *sb)
 }
 
 int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
-		     struct rt_sandbox **ret, struct sk_error *err)
+                     struct rt_sandbox **ret, struct sk_error *err)
 {
 	if (!spec->argv)
 		return sk_error_set(err, -SK_EINVAL_SPEC, "command: none given");
@@ -286,9 +288,10 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 	}
 	snprintf(sb->owner, sizeof(sb->owner), "%s %s", rt->instance, sb->id);
 	snprintf(sb->scratch, sizeof(sb->scratch), "%s/%s", rt->inst_dir, sb->id);
-	/* The default hostname is the id's last 12 characters: unique enough, short like Docker's. */
+	/* The default hostname is the id's last 12 characters: unique enough, short like Docker's.
+	 */
 	snprintf(sb->hostname, sizeof(sb->hostname), "%s",
-		 spec->hostname ? spec->hostname : sb->id + strlen(sb->id) - 12);
+	         spec->hostname ? spec->hostname : sb->id + strlen(sb->id) - 12);
 	for (char *h = sb->hostname; *h; h++)
 		if (!spec->hostname && *h >= 'A' && *h <= 'Z')
 			*h += 'a' - 'A';
@@ -298,9 +301,9 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 	if ((r = idmap_slot_alloc(rt->run_dir, sb->owner, &sb->slot, err)) < 0)
 		goto fail;
 	struct cg_limits lim = {
-		.cpu = spec->cpu,
-		.memory_bytes = spec->memory_mib * 1024 * 1024,
-		.pids = spec->pids,
+	    .cpu = spec->cpu,
+	    .memory_bytes = spec->memory_mib * 1024 * 1024,
+	    .pids = spec->pids,
 	};
 	if ((r = cgroup_sandbox_create(&rt->cg, rt->instance, sb->id, &lim, &sb->cg, err)) < 0)
 		goto fail;
@@ -316,11 +319,16 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 		goto fail;
 	}
 	struct rt_child_args args = {
-		.rt = rt, .spec = spec, .scratch = sb->scratch, .hostname = sb->hostname, .sync_fd = sp[1],
+	    .rt = rt,
+	    .spec = spec,
+	    .scratch = sb->scratch,
+	    .hostname = sb->hostname,
+	    .sync_fd = sp[1],
 	};
 	int pidfd = -1;
 	/* fork-like clone: the child runs on a copy of this stack. */
-	long pid = syscall(SYS_clone, SANDBOX_NS_FLAGS | CLONE_PIDFD | SIGCHLD, NULL, &pidfd, NULL, 0);
+	long pid =
+	    syscall(SYS_clone, SANDBOX_NS_FLAGS | CLONE_PIDFD | SIGCHLD, NULL, &pidfd, NULL, 0);
 	if (pid < 0) {
 		r = sk_error_errno(err, -errno, "clone the sandbox's init");
 		close(sp[0]);
@@ -354,7 +362,8 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 		return 0;
 	}
 	if (n > 0 && m.type == RT_MSG_EXEC_ERROR)
-		r = sk_error_set(err, m.code == -ENOENT ? -SK_ECMD_NOTFOUND : -SK_ECMD_EXEC, "%s", m.text);
+		r = sk_error_set(err, m.code == -ENOENT ? -SK_ECMD_NOTFOUND : -SK_ECMD_EXEC, "%s",
+		                 m.text);
 	else if (n > 0 && m.type == RT_MSG_ERROR)
 		r = sk_error_set(err, m.code < 0 ? m.code : -EIO, "set up sandbox: %s", m.text);
 	else
@@ -426,7 +435,8 @@ int rt_sandbox_reap(struct rt_sandbox *sb, struct rt_result *ret)
 		res.signal = WTERMSIG(sb->exit_status);
 		res.code = 128 + res.signal;
 		/* The kernel's OOM killer uses SIGKILL: a memory-limited death is an OOM. */
-		res.end = res.signal == SIGKILL && res.usage.oom_kills ? RT_END_OOM : RT_END_SIGNALED;
+		res.end =
+		    res.signal == SIGKILL && res.usage.oom_kills ? RT_END_OOM : RT_END_SIGNALED;
 	}
 	*ret = res;
 	return 0;
@@ -474,7 +484,8 @@ int rt_gc(struct rt *rt, struct sk_error *err)
 		DIR *d = fdopendir(TAKE_FD(dfd));
 		struct dirent *de;
 		while (d && (de = readdir(d))) {
-			if (!id_is_valid("sb-", de->d_name) || state_sandbox_is_alive(rt, de->d_name))
+			if (!id_is_valid("sb-", de->d_name) ||
+			    state_sandbox_is_alive(rt, de->d_name))
 				continue;
 			struct cg_sandbox cg;
 			if (cgroup_sandbox_open(&rt->cg, rt->instance, de->d_name, &cg) == 0)

@@ -16,23 +16,82 @@
 /* Calls that Docker's default profile does not allow (without extra capabilities), plus the new
  * mount API, io_uring, and namespace creation and entry. */
 const char *const rt_seccomp_denied[] = {
-	"acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "clock_settime64",
-	"create_module", "delete_module", "fanotify_init", "finit_module", "fsconfig", "fsmount",
-	"fsopen", "fspick", "get_kernel_syms", "get_mempolicy", "init_module", "io_uring_enter",
-	"io_uring_register", "io_uring_setup", "ioperm", "iopl", "kcmp", "kexec_file_load",
-	"kexec_load", "keyctl", "lookup_dcookie", "mbind", "migrate_pages", "mount", "mount_setattr",
-	"move_mount", "move_pages", "name_to_handle_at", "nfsservctl", "open_by_handle_at",
-	"open_tree", "perf_event_open", "pidfd_getfd", "pivot_root", "process_madvise",
-	"process_vm_readv", "process_vm_writev", "ptrace", "query_module", "quotactl",
-	"quotactl_fd", "reboot", "request_key", "set_mempolicy", "setns", "settimeofday",
-	"stime", "swapoff", "swapon", "_sysctl", "sysfs", "syslog", "umount", "umount2",
-	"unshare", "uselib", "userfaultfd", "ustat", "vhangup", "vm86", "vm86old",
-	"fsmerge", "lsm_set_self_attr", "set_mempolicy_home_node", NULL,
+    "acct",
+    "add_key",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "clock_settime64",
+    "create_module",
+    "delete_module",
+    "fanotify_init",
+    "finit_module",
+    "fsconfig",
+    "fsmount",
+    "fsopen",
+    "fspick",
+    "get_kernel_syms",
+    "get_mempolicy",
+    "init_module",
+    "io_uring_enter",
+    "io_uring_register",
+    "io_uring_setup",
+    "ioperm",
+    "iopl",
+    "kcmp",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mbind",
+    "migrate_pages",
+    "mount",
+    "mount_setattr",
+    "move_mount",
+    "move_pages",
+    "name_to_handle_at",
+    "nfsservctl",
+    "open_by_handle_at",
+    "open_tree",
+    "perf_event_open",
+    "pidfd_getfd",
+    "pivot_root",
+    "process_madvise",
+    "process_vm_readv",
+    "process_vm_writev",
+    "ptrace",
+    "query_module",
+    "quotactl",
+    "quotactl_fd",
+    "reboot",
+    "request_key",
+    "set_mempolicy",
+    "setns",
+    "settimeofday",
+    "stime",
+    "swapoff",
+    "swapon",
+    "_sysctl",
+    "sysfs",
+    "syslog",
+    "umount",
+    "umount2",
+    "unshare",
+    "uselib",
+    "userfaultfd",
+    "ustat",
+    "vhangup",
+    "vm86",
+    "vm86old",
+    "fsmerge",
+    "lsm_set_self_attr",
+    "set_mempolicy_home_node",
+    NULL,
 };
 
 static const unsigned long NS_FLAGS[] = {
-	CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWNET,
-	CLONE_NEWUTS,  CLONE_NEWIPC, CLONE_NEWCGROUP, 0x00000080 /* CLONE_NEWTIME */,
+    CLONE_NEWUSER, CLONE_NEWNS,  CLONE_NEWPID,    CLONE_NEWNET,
+    CLONE_NEWUTS,  CLONE_NEWIPC, CLONE_NEWCGROUP, 0x00000080 /* CLONE_NEWTIME */,
 };
 
 static int add_rules(scmp_filter_ctx ctx)
@@ -45,12 +104,13 @@ static int add_rules(scmp_filter_ctx ctx)
 		if ((r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0)) < 0)
 			return r;
 	}
-	/* clone3 passes flags in memory seccomp can't read: ENOSYS makes libc fall back to clone. */
+	/* clone3 passes flags in memory seccomp can't read: ENOSYS makes libc fall back to clone.
+	 */
 	if ((r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0)) < 0)
 		return r;
 	for (size_t i = 0; i < sizeof(NS_FLAGS) / sizeof(NS_FLAGS[0]); i++) {
 		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
-				     SCMP_A0(SCMP_CMP_MASKED_EQ, NS_FLAGS[i], NS_FLAGS[i]));
+		                     SCMP_A0(SCMP_CMP_MASKED_EQ, NS_FLAGS[i], NS_FLAGS[i]));
 		if (r < 0)
 			return r;
 	}
@@ -58,7 +118,7 @@ static int add_rules(scmp_filter_ctx ctx)
 	static const unsigned long TTY_IOCTLS[] = {TIOCSTI, TIOCLINUX};
 	for (size_t i = 0; i < 2; i++) {
 		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
-				     SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, TTY_IOCTLS[i]));
+		                     SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, TTY_IOCTLS[i]));
 		if (r < 0)
 			return r;
 	}
@@ -104,7 +164,8 @@ int rt_seccomp_build(struct rt_seccomp *ret, struct sk_error *err)
 	off_t size = lseek(fd, 0, SEEK_END);
 	if (size <= 0 || size % sizeof(struct sock_filter)) {
 		close(fd);
-		return sk_error_set(err, -EIO, "export seccomp profile: bad size %lld", (long long)size);
+		return sk_error_set(err, -EIO, "export seccomp profile: bad size %lld",
+		                    (long long)size);
 	}
 	struct sock_filter *insns = malloc(size);
 	if (!insns) {

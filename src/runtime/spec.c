@@ -42,7 +42,7 @@ void spec_release(struct spec *s)
 }
 
 int spec_parse_double(const char *str, double min, double max, const char *what, double *ret,
-		      struct sk_error *err)
+                      struct sk_error *err)
 {
 	char *end;
 	errno = 0;
@@ -50,24 +50,27 @@ int spec_parse_double(const char *str, double min, double max, const char *what,
 	if (errno || end == str || *end || !isfinite(v))
 		return sk_error_set(err, EINPUT, "%s: expected a number, got '%s'", what, str);
 	if (v < min || v > max)
-		return sk_error_set(err, EINPUT, "%s: %g is out of range [%g, %g]", what, v, min, max);
+		return sk_error_set(err, EINPUT, "%s: %g is out of range [%g, %g]", what, v, min,
+		                    max);
 	*ret = v;
 	return 0;
 }
 
 int spec_parse_u64(const char *str, uint64_t min, uint64_t max, const char *what, uint64_t *ret,
-		   struct sk_error *err)
+                   struct sk_error *err)
 {
 	char *end;
 	errno = 0;
 	if (!isdigit((unsigned char)str[0]))
-		return sk_error_set(err, EINPUT, "%s: expected a whole number, got '%s'", what, str);
+		return sk_error_set(err, EINPUT, "%s: expected a whole number, got '%s'", what,
+		                    str);
 	unsigned long long v = strtoull(str, &end, 10);
 	if (errno || *end)
-		return sk_error_set(err, EINPUT, "%s: expected a whole number, got '%s'", what, str);
+		return sk_error_set(err, EINPUT, "%s: expected a whole number, got '%s'", what,
+		                    str);
 	if (v < min || v > max)
 		return sk_error_set(err, EINPUT, "%s: %llu is out of range [%llu, %llu]", what, v,
-				    (unsigned long long)min, (unsigned long long)max);
+		                    (unsigned long long)min, (unsigned long long)max);
 	*ret = v;
 	return 0;
 }
@@ -94,9 +97,9 @@ int spec_set_env(struct spec *s, const char *kv, struct sk_error *err)
 {
 	const char *eq = strchr(kv, '=');
 	if (!eq || !env_key_valid(kv, eq - kv))
-		return sk_error_set(err, EINPUT,
-				    "env: expected NAME=VALUE with NAME of letters, digits and _, got '%.64s'",
-				    kv);
+		return sk_error_set(
+		    err, EINPUT,
+		    "env: expected NAME=VALUE with NAME of letters, digits and _, got '%.64s'", kv);
 	size_t keylen = eq - kv;
 	/* Replace an existing entry with the same name. */
 	for (size_t i = 0; i < s->envc; i++) {
@@ -113,7 +116,7 @@ int spec_set_env(struct spec *s, const char *kv, struct sk_error *err)
 		return sk_error_set(err, EINPUT, "env: more than %d variables", SPEC_MAX_ENV);
 	if (strv_bytes(s->env) + strv_bytes(s->argv) + strlen(kv) + 1 > SPEC_MAX_STRINGS_BYTES)
 		return sk_error_set(err, EINPUT, "command and env together exceed %d bytes",
-				    SPEC_MAX_STRINGS_BYTES);
+		                    SPEC_MAX_STRINGS_BYTES);
 	char **nv = realloc(s->env, (s->envc + 2) * sizeof(char *));
 	if (!nv)
 		return sk_error_set(err, -ENOMEM, "out of memory");
@@ -135,7 +138,7 @@ int spec_set_argv(struct spec *s, char *const *argv, size_t argc, struct sk_erro
 		bytes += strlen(argv[i]) + 1;
 	if (bytes > SPEC_MAX_STRINGS_BYTES)
 		return sk_error_set(err, EINPUT, "command and env together exceed %d bytes",
-				    SPEC_MAX_STRINGS_BYTES);
+		                    SPEC_MAX_STRINGS_BYTES);
 	if (argv[0][0] == '\0')
 		return sk_error_set(err, EINPUT, "command: the program name is empty");
 	char **v = calloc(argc + 1, sizeof(char *));
@@ -190,34 +193,36 @@ int spec_validate(const struct spec *s, struct sk_error *err)
 {
 	if (s->workdir && (s->workdir[0] != '/' || strlen(s->workdir) >= SPEC_MAX_PATH_BYTES))
 		return sk_error_set(err, EINPUT, "workdir: must be an absolute path under %d bytes",
-				    SPEC_MAX_PATH_BYTES);
+		                    SPEC_MAX_PATH_BYTES);
 	if (s->rootfs && (s->rootfs[0] == '\0' || strlen(s->rootfs) >= SPEC_MAX_PATH_BYTES))
 		return sk_error_set(err, EINPUT, "rootfs: must be a path under %d bytes",
-				    SPEC_MAX_PATH_BYTES);
+		                    SPEC_MAX_PATH_BYTES);
 	if (s->hostname && !hostname_valid(s->hostname))
-		return sk_error_set(err, EINPUT,
-				    "hostname: 1-%d letters, digits, '-' and '.', not starting with '-' or '.'",
-				    SPEC_MAX_HOSTNAME_BYTES);
+		return sk_error_set(
+		    err, EINPUT,
+		    "hostname: 1-%d letters, digits, '-' and '.', not starting with '-' or '.'",
+		    SPEC_MAX_HOSTNAME_BYTES);
 	if (s->name && !name_valid(s->name))
-		return sk_error_set(err, EINPUT,
-				    "name: 1-%d letters, digits, '-', '_' and '.', starting with a letter or digit",
-				    SPEC_MAX_NAME_BYTES);
+		return sk_error_set(
+		    err, EINPUT,
+		    "name: 1-%d letters, digits, '-', '_' and '.', starting with a letter or digit",
+		    SPEC_MAX_NAME_BYTES);
 	if (!(s->cpu >= SPEC_MIN_CPU && s->cpu <= SPEC_MAX_CPU))
-		return sk_error_set(err, EINPUT, "cpu: %g is out of range [%g, %g]", s->cpu, SPEC_MIN_CPU,
-				    SPEC_MAX_CPU);
+		return sk_error_set(err, EINPUT, "cpu: %g is out of range [%g, %g]", s->cpu,
+		                    SPEC_MIN_CPU, SPEC_MAX_CPU);
 	if (s->memory_mib < SPEC_MIN_MEMORY_MIB || s->memory_mib > SPEC_MAX_MEMORY_MIB)
 		return sk_error_set(err, EINPUT, "memory_mib: %llu is out of range [%d, %d]",
-				    (unsigned long long)s->memory_mib, SPEC_MIN_MEMORY_MIB,
-				    SPEC_MAX_MEMORY_MIB);
+		                    (unsigned long long)s->memory_mib, SPEC_MIN_MEMORY_MIB,
+		                    SPEC_MAX_MEMORY_MIB);
 	if (s->disk_mib < 1 || s->disk_mib > SPEC_MAX_DISK_MIB)
 		return sk_error_set(err, EINPUT, "disk_mib: %llu is out of range [1, %d]",
-				    (unsigned long long)s->disk_mib, SPEC_MAX_DISK_MIB);
+		                    (unsigned long long)s->disk_mib, SPEC_MAX_DISK_MIB);
 	if (s->pids < 1 || s->pids > SPEC_MAX_PIDS)
 		return sk_error_set(err, EINPUT, "pids: %llu is out of range [1, %d]",
-				    (unsigned long long)s->pids, SPEC_MAX_PIDS);
+		                    (unsigned long long)s->pids, SPEC_MAX_PIDS);
 	if (!(s->timeout_s >= 0 && s->timeout_s <= SPEC_MAX_TIMEOUT_S))
-		return sk_error_set(err, EINPUT, "timeout_s: %g is out of range [0, %g]", s->timeout_s,
-				    SPEC_MAX_TIMEOUT_S);
+		return sk_error_set(err, EINPUT, "timeout_s: %g is out of range [0, %g]",
+		                    s->timeout_s, SPEC_MAX_TIMEOUT_S);
 	return 0;
 }
 
@@ -235,31 +240,33 @@ static int json_string_field(json_t *v, const char *key, char **field, struct sk
 	if (json_string_length(v) != strlen(json_string_value(v)))
 		return sk_error_set(err, EINPUT, "%s: must not contain NUL bytes", key);
 	if (json_string_length(v) >= SPEC_MAX_PATH_BYTES)
-		return sk_error_set(err, EINPUT, "%s: longer than %d bytes", key, SPEC_MAX_PATH_BYTES);
+		return sk_error_set(err, EINPUT, "%s: longer than %d bytes", key,
+		                    SPEC_MAX_PATH_BYTES);
 	return spec_set_string(field, json_string_value(v), key, err);
 }
 
 static int json_number_field(json_t *v, const char *key, double min, double max, double *ret,
-			     struct sk_error *err)
+                             struct sk_error *err)
 {
 	if (!json_is_number(v))
 		return sk_error_set(err, EINPUT, "%s: expected a number", key);
 	double d = json_number_value(v);
 	if (!(d >= min && d <= max))
-		return sk_error_set(err, EINPUT, "%s: %g is out of range [%g, %g]", key, d, min, max);
+		return sk_error_set(err, EINPUT, "%s: %g is out of range [%g, %g]", key, d, min,
+		                    max);
 	*ret = d;
 	return 0;
 }
 
 static int json_uint_field(json_t *v, const char *key, uint64_t min, uint64_t max, uint64_t *ret,
-			   struct sk_error *err)
+                           struct sk_error *err)
 {
 	if (!json_is_integer(v))
 		return sk_error_set(err, EINPUT, "%s: expected a whole number", key);
 	json_int_t i = json_integer_value(v);
 	if (i < 0 || (uint64_t)i < min || (uint64_t)i > max)
 		return sk_error_set(err, EINPUT, "%s: %lld is out of range [%llu, %llu]", key,
-				    (long long)i, (unsigned long long)min, (unsigned long long)max);
+		                    (long long)i, (unsigned long long)min, (unsigned long long)max);
 	*ret = i;
 	return 0;
 }
@@ -281,7 +288,8 @@ static int json_command(struct spec *s, json_t *v, struct sk_error *err)
 		if (!json_is_string(a))
 			return sk_error_set(err, EINPUT, "command[%zu]: expected a string", i);
 		if (json_string_length(a) != strlen(json_string_value(a)))
-			return sk_error_set(err, EINPUT, "command[%zu]: must not contain NUL bytes", i);
+			return sk_error_set(err, EINPUT, "command[%zu]: must not contain NUL bytes",
+			                    i);
 		argv[i] = (char *)json_string_value(a);
 	}
 	return spec_set_argv(s, argv, n, err);
@@ -297,12 +305,12 @@ static int json_env(struct spec *s, json_t *v, struct sk_error *err)
 		return sk_error_set(err, EINPUT, "env: more than %d variables", SPEC_MAX_ENV);
 	const char *key;
 	json_t *val;
-	json_object_foreach(v, key, val)
-	{
+	json_object_foreach (v, key, val) {
 		if (!json_is_string(val))
 			return sk_error_set(err, EINPUT, "env.%.64s: expected a string", key);
 		if (json_string_length(val) != strlen(json_string_value(val)))
-			return sk_error_set(err, EINPUT, "env.%.64s: must not contain NUL bytes", key);
+			return sk_error_set(err, EINPUT, "env.%.64s: must not contain NUL bytes",
+			                    key);
 		size_t klen = strlen(key), vlen = json_string_length(val);
 		if (klen + vlen + 2 > SPEC_MAX_STRINGS_BYTES)
 			return sk_error_set(err, EINPUT, "env.%.64s: too long", key);
@@ -313,8 +321,9 @@ static int json_env(struct spec *s, json_t *v, struct sk_error *err)
 		kv[klen] = '=';
 		memcpy(kv + klen + 1, json_string_value(val), vlen + 1);
 		if (strchr(key, '=') || !env_key_valid(kv, klen))
-			return sk_error_set(err, EINPUT,
-					    "env: '%.64s' is not a valid name (letters, digits and _)", key);
+			return sk_error_set(
+			    err, EINPUT, "env: '%.64s' is not a valid name (letters, digits and _)",
+			    key);
 		int r = spec_set_env(s, kv, err);
 		if (r < 0)
 			return r;
@@ -332,12 +341,12 @@ static int json_tags(json_t *v, struct sk_error *err)
 		return sk_error_set(err, EINPUT, "tags: more than %d tags", SPEC_MAX_TAGS);
 	const char *key;
 	json_t *val;
-	json_object_foreach(v, key, val)
-	{
+	json_object_foreach (v, key, val) {
 		if (!json_is_string(val) || strlen(key) > SPEC_MAX_TAG_BYTES ||
 		    json_string_length(val) > SPEC_MAX_TAG_BYTES)
-			return sk_error_set(err, EINPUT, "tags: keys and values are strings of at most %d bytes",
-					    SPEC_MAX_TAG_BYTES);
+			return sk_error_set(err, EINPUT,
+			                    "tags: keys and values are strings of at most %d bytes",
+			                    SPEC_MAX_TAG_BYTES);
 	}
 	return 0;
 }
@@ -352,7 +361,8 @@ static int json_network(struct spec *s, json_t *v, struct sk_error *err)
 	else if (!strcmp(n, "egress"))
 		s->network = SPEC_NET_EGRESS;
 	else
-		return sk_error_set(err, EINPUT, "network: expected \"none\" or \"egress\", got \"%.32s\"", n);
+		return sk_error_set(err, EINPUT,
+		                    "network: expected \"none\" or \"egress\", got \"%.32s\"", n);
 	return 0;
 }
 
@@ -375,7 +385,8 @@ static int json_field(struct spec *s, const char *key, json_t *v, struct sk_erro
 	if (!strcmp(key, "cpu"))
 		return json_number_field(v, key, SPEC_MIN_CPU, SPEC_MAX_CPU, &s->cpu, err);
 	if (!strcmp(key, "memory_mib"))
-		return json_uint_field(v, key, SPEC_MIN_MEMORY_MIB, SPEC_MAX_MEMORY_MIB, &s->memory_mib, err);
+		return json_uint_field(v, key, SPEC_MIN_MEMORY_MIB, SPEC_MAX_MEMORY_MIB,
+		                       &s->memory_mib, err);
 	if (!strcmp(key, "disk_mib"))
 		return json_uint_field(v, key, 1, SPEC_MAX_DISK_MIB, &s->disk_mib, err);
 	if (!strcmp(key, "pids"))
@@ -385,15 +396,17 @@ static int json_field(struct spec *s, const char *key, json_t *v, struct sk_erro
 	if (!strcmp(key, "idle_timeout_s")) {
 		if (json_is_null(v))
 			return 0;
-		return sk_error_set(err, EINPUT,
-				    "idle_timeout_s: needs a long-lived sandbox (not supported by a one-shot run)");
+		return sk_error_set(
+		    err, EINPUT,
+		    "idle_timeout_s: needs a long-lived sandbox (not supported by a one-shot run)");
 	}
 	if (!strcmp(key, "network"))
 		return json_network(s, v, err);
 	if (!strcmp(key, "cidr_allowlist")) {
 		if (json_is_null(v) || (json_is_array(v) && json_array_size(v) == 0))
 			return 0;
-		return sk_error_set(err, EINPUT, "cidr_allowlist: needs network \"egress\", not supported yet");
+		return sk_error_set(err, EINPUT,
+		                    "cidr_allowlist: needs network \"egress\", not supported yet");
 	}
 	if (!strcmp(key, "ports")) {
 		if (json_is_null(v) || (json_is_array(v) && json_array_size(v) == 0))
@@ -412,8 +425,8 @@ int spec_apply_json(struct spec *s, const char *data, size_t len, struct sk_erro
 	json_error_t jerr;
 	json_t *root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root)
-		return sk_error_set(err, EINPUT, "spec: invalid JSON at line %d column %d: %s", jerr.line,
-				    jerr.column, jerr.text);
+		return sk_error_set(err, EINPUT, "spec: invalid JSON at line %d column %d: %s",
+		                    jerr.line, jerr.column, jerr.text);
 	int r = 0;
 	if (!json_is_object(root)) {
 		r = sk_error_set(err, EINPUT, "spec: expected a JSON object");
@@ -421,13 +434,13 @@ int spec_apply_json(struct spec *s, const char *data, size_t len, struct sk_erro
 	}
 	const char *key;
 	json_t *v;
-	json_object_foreach(root, key, v)
-	{
+	json_object_foreach (root, key, v) {
 		if ((r = json_field(s, key, v, err)) < 0)
 			goto out;
 	}
 	if (s->network == SPEC_NET_EGRESS)
-		r = sk_error_set(err, EINPUT, "network: \"egress\" is not supported yet; use \"none\"");
+		r = sk_error_set(err, EINPUT,
+		                 "network: \"egress\" is not supported yet; use \"none\"");
 out:
 	json_decref(root);
 	return r;

@@ -1,5 +1,6 @@
 /* A sandbox's specification: what to run and its limits. Built from defaults, then from the JSON
- * create body of API.md and/or command-line options; validated before anything touches the kernel. */
+ * create body of API.md and/or command-line options; validated before anything touches the kernel.
+ */
 #pragma once
 
 #include <stddef.h>
@@ -8,29 +9,29 @@
 #include "../lib/error.h"
 
 /* Limits on what a client controls. */
-#define SPEC_MAX_JSON_BYTES (1024 * 1024)
-#define SPEC_MAX_ARGS 4096
-#define SPEC_MAX_ENV 1024
-#define SPEC_MAX_STRINGS_BYTES (256 * 1024) /* argv + env together, like ARG_MAX's spirit */
-#define SPEC_MAX_PATH_BYTES 4096
+#define SPEC_MAX_JSON_BYTES     (1024 * 1024)
+#define SPEC_MAX_ARGS           4096
+#define SPEC_MAX_ENV            1024
+#define SPEC_MAX_STRINGS_BYTES  (256 * 1024) /* argv + env together, like ARG_MAX's spirit */
+#define SPEC_MAX_PATH_BYTES     4096
 #define SPEC_MAX_HOSTNAME_BYTES 63
-#define SPEC_MAX_NAME_BYTES 63
-#define SPEC_MAX_TAGS 64
-#define SPEC_MAX_TAG_BYTES 256
-#define SPEC_MAX_CPU 1024.0
-#define SPEC_MIN_CPU 0.01
-#define SPEC_MIN_MEMORY_MIB 4
-#define SPEC_MAX_MEMORY_MIB (1024 * 1024)
-#define SPEC_MAX_DISK_MIB (1024 * 1024)
-#define SPEC_MAX_PIDS (1 << 22)
-#define SPEC_MAX_TIMEOUT_S 86400.0
+#define SPEC_MAX_NAME_BYTES     63
+#define SPEC_MAX_TAGS           64
+#define SPEC_MAX_TAG_BYTES      256
+#define SPEC_MAX_CPU            1024.0
+#define SPEC_MIN_CPU            0.01
+#define SPEC_MIN_MEMORY_MIB     4
+#define SPEC_MAX_MEMORY_MIB     (1024 * 1024)
+#define SPEC_MAX_DISK_MIB       (1024 * 1024)
+#define SPEC_MAX_PIDS           (1 << 22)
+#define SPEC_MAX_TIMEOUT_S      86400.0
 
 /* Defaults (API.md). */
-#define SPEC_DEFAULT_CPU 1.0
+#define SPEC_DEFAULT_CPU        1.0
 #define SPEC_DEFAULT_MEMORY_MIB 512
-#define SPEC_DEFAULT_DISK_MIB 1024
-#define SPEC_DEFAULT_PIDS 1024
-#define SPEC_DEFAULT_TIMEOUT_S 300.0
+#define SPEC_DEFAULT_DISK_MIB   1024
+#define SPEC_DEFAULT_PIDS       1024
+#define SPEC_DEFAULT_TIMEOUT_S  300.0
 
 enum spec_network { SPEC_NET_NONE = 0, SPEC_NET_EGRESS };
 
@@ -62,7 +63,7 @@ void spec_release(struct spec *s);
 int spec_apply_json(struct spec *s, const char *data, size_t len, struct sk_error *err);
 
 /* Setters used by command-line parsing; each validates its value like the JSON path. */
-int spec_set_env(struct spec *s, const char *kv, struct sk_error *err);    /* "K=V" */
+int spec_set_env(struct spec *s, const char *kv, struct sk_error *err); /* "K=V" */
 int spec_set_argv(struct spec *s, char *const *argv, size_t argc, struct sk_error *err);
 int spec_set_string(char **field, const char *value, const char *what, struct sk_error *err);
 
@@ -71,6 +72,6 @@ int spec_validate(const struct spec *s, struct sk_error *err);
 
 /* Parse helpers shared with the CLI: a decimal number with bounds, named for the message. */
 int spec_parse_double(const char *str, double min, double max, const char *what, double *ret,
-		      struct sk_error *err);
+                      struct sk_error *err);
 int spec_parse_u64(const char *str, uint64_t min, uint64_t max, const char *what, uint64_t *ret,
-		   struct sk_error *err);
+                   struct sk_error *err);

@@ -19,7 +19,8 @@ int rt_msg_send(int fd, int type, int code, const char *text, int pass_fd)
 {
 	struct rt_msg m = {.type = type, .code = code};
 	snprintf(m.text, sizeof(m.text), "%s", text ? text : "");
-	struct iovec iov = {.iov_base = &m, .iov_len = offsetof(struct rt_msg, text) + strlen(m.text) + 1};
+	struct iovec iov = {.iov_base = &m,
+	                    .iov_len = offsetof(struct rt_msg, text) + strlen(m.text) + 1};
 	union {
 		struct cmsghdr h;
 		char buf[CMSG_SPACE(sizeof(int))];
@@ -49,8 +50,10 @@ ssize_t rt_msg_recv(int fd, struct rt_msg *m, int *ret_fd)
 		char buf[CMSG_SPACE(sizeof(int))];
 	} ctl;
 	struct iovec iov = {.iov_base = m, .iov_len = sizeof(*m)};
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-			     .msg_controllen = sizeof(ctl.buf)};
+	struct msghdr msg = {.msg_iov = &iov,
+	                     .msg_iovlen = 1,
+	                     .msg_control = ctl.buf,
+	                     .msg_controllen = sizeof(ctl.buf)};
 	if (ret_fd)
 		*ret_fd = -1;
 	memset(m, 0, sizeof(*m));
@@ -77,7 +80,7 @@ ssize_t rt_msg_recv(int fd, struct rt_msg *m, int *ret_fd)
 }
 
 int state_sandbox_dir_create(const struct rt *rt, const char *id, int *ret_lock_fd,
-			     struct sk_error *err)
+                             struct sk_error *err)
 {
 	/* Made under a dot-name and renamed once locked, so gc never sees it unlocked. */
 	char tmp[512], final[512];
@@ -86,8 +89,8 @@ int state_sandbox_dir_create(const struct rt *rt, const char *id, int *ret_lock_
 	if (mkdir(tmp, 0700) < 0)
 		return sk_error_errno(err, -errno, "mkdir %s", tmp);
 	_cleanup_close_ int dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	_cleanup_close_ int lock = dfd < 0 ? -1 :
-				   openat(dfd, "lock", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	_cleanup_close_ int lock =
+	    dfd < 0 ? -1 : openat(dfd, "lock", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (lock < 0 || flock(lock, LOCK_EX | LOCK_NB) < 0 || rename(tmp, final) < 0) {
 		int r = -errno;
 		fs_rm_rf_at(AT_FDCWD, tmp);
