@@ -14,8 +14,8 @@ CC ?= cc
 PKGS = libseccomp jansson
 CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wno-format-truncation -D_GNU_SOURCE -include src/lib/banned.h \
-	  -MMD -MP $(SAN_FLAGS) $(shell pkg-config --cflags $(PKGS))
-LDFLAGS += $(SAN_FLAGS)
+	  -MMD -MP -I$(BUILD)/gen $(SAN_FLAGS) $(shell pkg-config --cflags $(PKGS))
+LDFLAGS += $(SAN_FLAGS) -Wl,--as-needed
 LDLIBS = $(shell pkg-config --libs $(PKGS))
 
 LIB_SRC = $(wildcard src/lib/*.c) $(wildcard src/runtime/*.c) $(wildcard src/image/*.c)
@@ -26,6 +26,18 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BINS = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 all: $(BINS)
+
+# The seccomp profile is compiled once, at build time, into a header.
+$(BUILD)/tools/gen-seccomp: tools/gen_seccomp.c $(BUILD)/obj/src/runtime/seccomp_profile.o \
+		$(BUILD)/obj/src/lib/error.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/gen/seccomp_bpf.h: $(BUILD)/tools/gen-seccomp
+	@mkdir -p $(dir $@)
+	$< > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/src/runtime/seccomp.o: $(BUILD)/gen/seccomp_bpf.h
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -40,6 +40,12 @@ struct options {
 	const char *report;
 };
 
+/* Frees what the spec holds on every return from main (ASan's leak check runs at exit). */
+static void options_release(struct options *o)
+{
+	spec_release(&o->spec);
+}
+
 static void usage(FILE *f)
 {
 	fprintf(
@@ -108,7 +114,10 @@ static void apply_json(struct spec *s, const char *arg)
 {
 	struct sk_error err = {0};
 	int r;
-	if (arg[strspn(arg, " \t\n")] == '{') {
+	/* An object or an array is inline JSON (an array is refused as "expected a JSON object").
+	 */
+	char first = arg[strspn(arg, " \t\n")];
+	if (first == '{' || first == '[') {
 		r = spec_apply_json(s, arg, strlen(arg), &err);
 	} else {
 		char *buf = NULL;
@@ -254,9 +263,11 @@ static const char *end_name(enum rt_end e)
 	return "unknown";
 }
 
-static void write_report(const char *path, const char *id, const struct rt_result *res,
-                         int timed_out, double wall_s)
+/* How the sandbox ended, its usage and where its start's time went (before teardown). */
+static json_t *report_new(struct rt_sandbox *sb, const struct rt_result *res, int timed_out,
+                          double wall_s)
 {
+	const char *id = rt_sandbox_id(sb);
 	json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:f, s:{s:I, s:I, s:I, s:I}}", "id", id, "end",
 	                      timed_out ? "timeout" : end_name(res->end), "exit_code", res->code,
 	                      "signal", res->signal, "wall_s", wall_s, "usage", "cpu_ns",
@@ -264,9 +275,23 @@ static void write_report(const char *path, const char *id, const struct rt_resul
 	                      (json_int_t)res->usage.memory_bytes, "memory_peak_bytes",
 	                      (json_int_t)res->usage.memory_peak_bytes, "oom_kills",
 	                      (json_int_t)res->usage.oom_kills);
-	if (!o || json_dump_file(o, path, JSON_COMPACT) < 0)
+	if (!o)
+		return NULL;
+	struct rt_step steps[64];
+	int n = rt_sandbox_timings(sb, steps, 64);
+	json_t *t = json_array();
+	for (int i = 0; i < n; i++)
+		json_array_append_new(
+		    t, json_pack("{s:s, s:f}", "step", steps[i].name, "us", steps[i].ns / 1000.0));
+	json_object_set_new(o, "start_steps", t);
+	return o;
+}
+
+static void report_write(json_t *o, const char *path, double teardown_s)
+{
+	json_object_set_new(o, "teardown_us", json_real(teardown_s * 1e6));
+	if (json_dump_file(o, path, JSON_COMPACT) < 0)
 		fprintf(stderr, "skiff-box: could not write the report to %s\n", path);
-	json_decref(o);
 }
 
 static double now_s(void)
@@ -278,7 +303,7 @@ static double now_s(void)
 
 static int cmd_gc(int argc, char **argv)
 {
-	struct options o = {0};
+	_cleanup_(options_release) struct options o = {0};
 	spec_init(&o.spec);
 	int first = parse_options(argc, argv, &o);
 	if (first < argc)
@@ -313,7 +338,7 @@ int main(int argc, char **argv)
 	if (argc > 1 && !strcmp(argv[1], "gc"))
 		return cmd_gc(argc - 1, argv + 1);
 
-	struct options o = {0};
+	_cleanup_(options_release) struct options o = {0};
 	spec_init(&o.spec);
 	int first = parse_options(argc, argv, &o);
 	struct sk_error err = {0};
@@ -426,11 +451,14 @@ int main(int argc, char **argv)
 	} else {
 		status = res.code;
 	}
-	if (o.report)
-		write_report(o.report, rt_sandbox_id(sb), &res, timed_out, wall);
+	json_t *report = o.report ? report_new(sb, &res, timed_out, wall) : NULL;
+	double td = now_s();
 	if (rt_sandbox_destroy(sb, &err) < 0)
 		fprintf(stderr, "skiff-box: teardown: %s\n", err.msg);
+	if (report) {
+		report_write(report, o.report, now_s() - td);
+		json_decref(report);
+	}
 	rt_release(&rt);
-	spec_release(&o.spec);
 	return status;
 }

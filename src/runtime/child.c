@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../lib/timing.h"
 #include "caps.h"
 #include "internal.h"
 
@@ -114,19 +115,19 @@ _Noreturn static void exec_command(const struct rt_child_args *a, int err_fd)
 	}
 	if (caps_restrict(a->rt->caps, errp) < 0)
 		goto fail;
-	int r = rt_seccomp_load(&a->rt->seccomp);
-	if (r < 0) {
-		sk_error_errno(errp, r, "load seccomp profile");
-		goto fail;
-	}
 	/* PATH lookup uses the sandbox's PATH, not ours. */
 	const char *pathenv = DEFAULT_PATH;
 	for (char **e = env; *e; e++)
 		if (!strncmp(*e, "PATH=", 5))
 			pathenv = *e + 5;
 	setenv("PATH", pathenv, 1);
+	/* The time exec began, for the start's breakdown: init reads it before the EOF. */
+	uint64_t now = timing_now_ns();
+	if (write(err_fd, &now, sizeof(now)) < 0) {
+		/* init is gone: the sandbox is being torn down */
+	}
 	execvpe(s->argv[0], s->argv, env);
-	r = -errno;
+	int r = -errno;
 	f.type = RT_MSG_EXEC_ERROR;
 	sk_error_errno(errp, r, "run %s", s->argv[0]);
 fail:
@@ -154,7 +155,10 @@ _Noreturn static void init_loop(int sync_fd, pid_t main_pid, const sigset_t *mas
 			if (p <= 0)
 				break;
 			if (p == main_pid) {
-				rt_msg_send(sync_fd, RT_MSG_EXIT, status, "", -1);
+				char when[32];
+				snprintf(when, sizeof(when), "%llu",
+				         (unsigned long long)timing_now_ns());
+				rt_msg_send(sync_fd, RT_MSG_EXIT, status, when, -1);
 				/* Leaving kills every other process of the pid namespace. */
 				_exit(0);
 			}
@@ -175,6 +179,8 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 	ssize_t n = rt_msg_recv(sync_fd, &m, &lower_fd);
 	if (n <= 0 || m.type != RT_MSG_GO || lower_fd < 0)
 		_exit(1); /* the runtime gave up on us; it reports why */
+	struct timing t = {0};
+	timing_mark(&t, "init_go");
 
 	/* Become root of our user namespace (the runtime mapped 0 to our host range). */
 	if (setresgid(0, 0, 0) < 0 || setgroups(0, NULL) < 0 || setresuid(0, 0, 0) < 0) {
@@ -191,7 +197,8 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 		fail(sync_fd, &err);
 	}
 	umask(022);
-	if (rootfs_setup(a->scratch, lower_fd, a->spec, &err) < 0)
+	timing_mark(&t, "init_ids_cgroupns");
+	if (rootfs_setup(a->scratch, lower_fd, a->spec, &t, &err) < 0)
 		fail(sync_fd, &err);
 	close(lower_fd);
 	if (sethostname(a->hostname, strlen(a->hostname)) < 0) {
@@ -200,6 +207,7 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 	}
 	if (net_loopback_up(&err) < 0)
 		fail(sync_fd, &err);
+	timing_mark(&t, "init_hostname_lo");
 	/* A session of our own: the host terminal's job control and signals reach the sandbox
 	 * only through the runtime. */
 	setsid();
@@ -211,12 +219,24 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 	sigaddset(&mask, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 
+	/* Loaded once, here, so that init and the command share one filter: init keeps it, the
+	 * command inherits it across fork and exec. */
+	prctl(PR_SET_DUMPABLE, 0);
+	int r = rt_seccomp_load(&a->rt->seccomp);
+	if (r < 0) {
+		sk_error_errno(&err, r, "load seccomp profile");
+		fail(sync_fd, &err);
+	}
+	timing_mark(&t, "seccomp");
+
 	int errpipe[2];
 	if (pipe2(errpipe, O_CLOEXEC) < 0) {
 		sk_error_errno(&err, -errno, "pipe");
 		fail(sync_fd, &err);
 	}
-	pid_t main_pid = fork();
+	/* vfork: no copy of init's memory (a fork costs ~1 ms on a VM); init waits until the
+	 * command has exec'd or failed, which it would do anyway. */
+	pid_t main_pid = vfork();
 	if (main_pid < 0) {
 		sk_error_errno(&err, -errno, "fork the command");
 		fail(sync_fd, &err);
@@ -227,11 +247,27 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 		exec_command(a, errpipe[1]);
 	}
 	close(errpipe[1]);
+	timing_mark(&t, "init_fork");
 	struct exec_failure ef;
 	ssize_t got;
+	uint64_t exec_ns = 0;
 	do {
-		got = read(errpipe[0], &ef, sizeof(ef));
+		got = read(errpipe[0], &exec_ns, sizeof(exec_ns));
 	} while (got < 0 && errno == EINTR);
+	if (got == (ssize_t)sizeof(exec_ns)) {
+		timing_mark_at(&t, "command_prepare", exec_ns);
+		do {
+			got = read(errpipe[0], &ef, sizeof(ef));
+		} while (got < 0 && errno == EINTR);
+	} else if (got > 0) {
+		/* An error report came before the timestamp: read the rest of it. */
+		memcpy(&ef, &exec_ns, got);
+		ssize_t more;
+		do {
+			more = read(errpipe[0], (char *)&ef + got, sizeof(ef) - got);
+		} while (more < 0 && errno == EINTR);
+		got += more > 0 ? more : 0;
+	}
 	close(errpipe[0]);
 	if (got == (ssize_t)sizeof(ef)) {
 		ef.err.msg[sizeof(ef.err.msg) - 1] = '\0';
@@ -240,13 +276,13 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 	}
 
 	/* init keeps no privilege: nothing in the sandbox may gain one through it. */
-	prctl(PR_SET_DUMPABLE, 0);
-	if (caps_restrict(0, &err) < 0 || rt_seccomp_load(&a->rt->seccomp) < 0) {
+	if (caps_restrict(0, &err) < 0) {
 		kill(main_pid, SIGKILL);
-		if (!err.code)
-			sk_error_set(&err, -EPERM, "lock down init");
 		fail(sync_fd, &err);
 	}
-	rt_msg_send(sync_fd, RT_MSG_STARTED, main_pid, "", -1);
+	timing_mark(&t, "command_exec");
+	char marks[SK_ERROR_MSG_BYTES];
+	timing_format(&t, marks, sizeof(marks));
+	rt_msg_send(sync_fd, RT_MSG_STARTED, main_pid, marks, -1);
 	init_loop(sync_fd, main_pid, &mask);
 }

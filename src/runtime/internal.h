@@ -36,7 +36,9 @@ _Noreturn void rt_child_main(const struct rt_child_args *a);
 
 /* In the child, after the mount namespace is private: build the root under scratch from the
  * idmapped lower mount fd and pivot into it. */
-int rootfs_setup(const char *scratch, int lower_fd, const struct spec *spec, struct sk_error *err);
+struct timing;
+int rootfs_setup(const char *scratch, int lower_fd, const struct spec *spec, struct timing *t,
+                 struct sk_error *err);
 
 /* Bring loopback up in the current network namespace. */
 int net_loopback_up(struct sk_error *err);

@@ -14,6 +14,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "../lib/timing.h"
 #include "internal.h"
 
 #define PROC_FLAGS (MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -142,13 +143,15 @@ static int setup_sys(const char *root, struct sk_error *err)
 	return 0;
 }
 
-int rootfs_setup(const char *scratch, int lower_fd, const struct spec *spec, struct sk_error *err)
+int rootfs_setup(const char *scratch, int lower_fd, const struct spec *spec, struct timing *t,
+                 struct sk_error *err)
 {
 	char upper[4096], work[4096], lower[4096], root[4096], opts[4096 * 3 + 64];
 	int r;
 	/* Nothing we mount may propagate back to the host. */
 	if ((r = mount_at(err, NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)) < 0)
 		return r;
+	timing_mark(t, "mount_private");
 	char size[64];
 	snprintf(size, sizeof(size), "size=%llum,mode=0755", (unsigned long long)spec->disk_mib);
 	if ((r = mount_at(err, "skiff", scratch, "tmpfs", MS_NOSUID | MS_NODEV, size)) < 0)
@@ -166,9 +169,16 @@ int rootfs_setup(const char *scratch, int lower_fd, const struct spec *spec, str
 	         work);
 	if ((r = mount_at(err, "overlay", root, "overlay", MS_NOSUID, opts)) < 0)
 		return r;
-	if ((r = setup_dev(root, err)) < 0 || (r = setup_proc(root, err)) < 0 ||
-	    (r = setup_sys(root, err)) < 0)
+	timing_mark(t, "mount_tmpfs_overlay");
+	if ((r = setup_dev(root, err)) < 0)
 		return r;
+	timing_mark(t, "mount_dev");
+	if ((r = setup_proc(root, err)) < 0)
+		return r;
+	timing_mark(t, "mount_proc");
+	if ((r = setup_sys(root, err)) < 0)
+		return r;
+	timing_mark(t, "mount_sys");
 	char tmp[4096];
 	path_join(tmp, sizeof(tmp), root, "tmp");
 	if (mkdir(tmp, 01777) == 0 && chmod(tmp, 01777) < 0)
@@ -183,5 +193,6 @@ int rootfs_setup(const char *scratch, int lower_fd, const struct spec *spec, str
 		return sk_error_errno(err, -errno, "detach the old root");
 	if (chdir("/") < 0)
 		return sk_error_errno(err, -errno, "chdir /");
+	timing_mark(t, "pivot_root");
 	return 0;
 }

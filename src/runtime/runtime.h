@@ -25,6 +25,13 @@ struct rt {
 	struct cg_layout cg;
 	struct rt_seccomp seccomp;
 	uint64_t caps;
+	/* Cleanup helpers told to exit but not reaped yet: reaped later, never waited for on a
+	 * sandbox's teardown path. */
+	struct {
+		pid_t pid;
+		void *stack;
+	} helpers[64];
+	int nhelpers;
 };
 
 /* How a sandbox's main command ended. */
@@ -70,6 +77,14 @@ int rt_sandbox_kill(struct rt_sandbox *sb, enum rt_end reason);
  */
 int rt_sandbox_reap(struct rt_sandbox *sb, struct rt_result *ret);
 int rt_sandbox_usage(const struct rt_sandbox *sb, struct cg_usage *ret);
+
+/* Where a start's time went: steps in order, each with the nanoseconds since the previous one.
+ * Names are valid until the next call. Returns the number of steps written (at most max). */
+struct rt_step {
+	const char *name;
+	uint64_t ns;
+};
+int rt_sandbox_timings(const struct rt_sandbox *sb, struct rt_step *steps, int max);
 /* Kill what is left, remove cgroups, state and uid range, free sb. Accepts NULL. */
 int rt_sandbox_destroy(struct rt_sandbox *sb, struct sk_error *err);
 

@@ -15,8 +15,10 @@ struct rt_seccomp {
 	size_t len;
 };
 
-/* Build the profile into BPF. Release with rt_seccomp_release. */
+/* The profile as BPF, compiled at build time. Release with rt_seccomp_release. */
 int rt_seccomp_build(struct rt_seccomp *ret, struct sk_error *err);
+/* Compile the profile now with libseccomp (the build's generator; tests compare the two). */
+int rt_seccomp_compile(struct rt_seccomp *ret, struct sk_error *err);
 void rt_seccomp_release(struct rt_seccomp *p);
 /* Load into the calling thread (sets no_new_privs first). Async-signal-safe: usable after fork. */
 int rt_seccomp_load(const struct rt_seccomp *p);
