@@ -170,6 +170,7 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 {
 	struct sk_error err = {0};
 	int sync_fd = a->sync_fd;
+	prctl(PR_SET_NAME, "skiff-init");
 	if (close_fds_except(sync_fd) < 0) {
 		sk_error_errno(&err, -errno, "close inherited fds");
 		fail(sync_fd, &err);
