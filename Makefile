@@ -21,11 +21,17 @@ LDLIBS = $(shell pkg-config --libs $(PKGS))
 LIB_SRC = $(wildcard src/lib/*.c) $(wildcard src/runtime/*.c) $(wildcard src/image/*.c)
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 BINS = $(BUILD)/bin/skiff-box
+PROBE = $(BUILD)/tests/skiff-probe
 
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BINS = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-all: $(BINS)
+all: $(BINS) $(PROBE)
+
+# A static program the tests run inside sandboxes (never sanitized: it must run in any root).
+$(PROBE): tests/probe/probe.c
+	@mkdir -p $(dir $@)
+	$(CC) -static -O2 -std=gnu11 -Wall -Wextra -Werror -o $@ $< -lpthread
 
 # The seccomp profile is compiled once, at build time, into a header.
 $(BUILD)/tools/gen-seccomp: tools/gen_seccomp.c $(BUILD)/obj/src/runtime/seccomp_profile.o \
