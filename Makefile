@@ -5,9 +5,13 @@ SANITIZE ?= 0
 ifeq ($(SANITIZE),1)
 BUILD ?= build/asan
 SAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+STATIC_FLAGS =
 else
 BUILD ?= build
 SAN_FLAGS =
+# Static binaries start faster (no dynamic loading: ~1 ms per start on a VM) and run as they
+# are on machines without our -dev packages.
+STATIC_FLAGS = -static
 endif
 
 CC ?= cc
@@ -55,7 +59,7 @@ $(BUILD)/libskiff.a: $(LIB_OBJ)
 
 $(BUILD)/bin/skiff-box: $(BUILD)/obj/src/cmd/skiff_box.o $(BUILD)/libskiff.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) $(STATIC_FLAGS) -o $@ $^ $(LDLIBS)
 
 # Unit tests may #include the .c they test to reach static functions.
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libskiff.a

@@ -183,6 +183,10 @@ static int parse_options(int argc, char **argv, struct options *o)
 		int c;
 		while ((c = getopt_long(argc, argv, "+h", LONGOPTS, NULL)) != -1) {
 			if (c == '?') {
+				/* A long option without its value sets optopt to its enum value. */
+				if (optopt >= OPT_ROOTFS)
+					die_usage("option %s needs a value (see --help)",
+					          argv[optind - 1]);
 				if (optopt)
 					die_usage("option -%c is unknown (see --help)", optopt);
 				die_usage("option %s is unknown or lacks its value (see --help)",

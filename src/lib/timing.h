@@ -40,7 +40,7 @@ static inline void timing_format(const struct timing *t, char *buf, size_t size)
 	buf[0] = '\0';
 	for (int i = 0; i < t->n && off < size; i++) {
 		int w = snprintf(buf + off, size - off, "%s:%llu ", t->name[i],
-				 (unsigned long long)t->ns[i]);
+		                 (unsigned long long)t->ns[i]);
 		if (w < 0)
 			break;
 		off += (size_t)w;

@@ -23,7 +23,7 @@ uint64_t caps_default_mask(void)
 	return m;
 }
 
-static int last_cap(void)
+int caps_last_cap(void)
 {
 	static int cached = -1;
 	if (cached < 0) {
@@ -38,7 +38,7 @@ static int last_cap(void)
 
 int caps_restrict(uint64_t mask, struct sk_error *err)
 {
-	int last = last_cap();
+	int last = caps_last_cap();
 	for (int c = 0; c <= last; c++) {
 		if (mask & (1ULL << c))
 			continue;
@@ -50,9 +50,13 @@ int caps_restrict(uint64_t mask, struct sk_error *err)
 		return sk_error_errno(err, -errno, "clear ambient capabilities");
 	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
 	struct __user_cap_data_struct data[2] = {{0}};
+	/* Inheritable stays empty, as Docker's (CVE-2022-24769): a full one would hand its
+	 * capabilities to any program with inheritable file capabilities, whoever runs it. Root
+	 * still gets the bounding set on exec. */
 	for (int i = 0; i < 2; i++) {
 		uint32_t m = (uint32_t)(mask >> (32 * i));
-		data[i].effective = data[i].permitted = data[i].inheritable = m;
+		data[i].effective = data[i].permitted = m;
+		data[i].inheritable = 0;
 	}
 	if (syscall(SYS_capset, &hdr, data) < 0)
 		return sk_error_errno(err, -errno, "set capabilities");

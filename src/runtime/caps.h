@@ -7,6 +7,9 @@
 
 /* Docker's default capability set, as a bit mask of CAP_* numbers. */
 uint64_t caps_default_mask(void);
+/* The highest capability number this kernel knows (read once, then cached: call it before
+ * forking sandboxes so that they inherit the cache instead of reading /proc). */
+int caps_last_cap(void);
 /* Cut the bounding set to mask, set effective/permitted/inheritable to mask, clear ambient.
  * Must run before no_new_privs+seccomp (it needs CAP_SETPCAP). */
 int caps_restrict(uint64_t mask, struct sk_error *err);

@@ -150,16 +150,17 @@ int cgroup_parent_ensure(const struct cg_layout *l, const char *instance,
 		_cleanup_close_ int root = open_hier_root(h);
 		if (root < 0)
 			return sk_error_errno(err, -errno, "open cgroup hierarchy %s", h->mount);
-		int created = mkdirat(root, name, 0755) == 0;
-		if (!created && errno != EEXIST)
-			return sk_error_errno(err, -errno, "create cgroup %s/%s", h->mount, name);
 		if (h->version == 2) {
 			/* Controllers must be on at the root for skiff-<instance>, and there for
-			 * sandboxes. */
+			 * sandboxes. Before mkdir: a failure must not leave a parent without
+			 * limits that the next call would take as done. */
 			int r = cgroup_v2_enable_controllers(root, h->ctrls, err);
 			if (r < 0)
 				return sk_error_prefix(err, "cgroup %s", h->mount);
 		}
+		int created = mkdirat(root, name, 0755) == 0;
+		if (!created && errno != EEXIST)
+			return sk_error_errno(err, -errno, "create cgroup %s/%s", h->mount, name);
 		if (!created)
 			continue;
 		_cleanup_close_ int dfd = openat(root, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -27,7 +27,7 @@ int cgroup_v1_limits_apply(int dirfd, unsigned ctrls, const struct cg_limits *li
 	if ((ctrls & (1u << CG_CPU)) && lim->cpu > 0) {
 		if ((r = write_u64(dirfd, "cpu.cfs_period_us", CG_CPU_PERIOD_US, err)) < 0)
 			return r;
-		uint64_t quota = (uint64_t)(lim->cpu * CG_CPU_PERIOD_US);
+		uint64_t quota = (uint64_t)(lim->cpu * CG_CPU_PERIOD_US + 0.5); /* nearest */
 		if (quota < 1000)
 			quota = 1000; /* the kernel's minimum */
 		if ((r = write_u64(dirfd, "cpu.cfs_quota_us", quota, err)) < 0)

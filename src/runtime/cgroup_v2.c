@@ -35,7 +35,7 @@ int cgroup_v2_limits_apply(int dirfd, unsigned ctrls, const struct cg_limits *li
 	char buf[64];
 	int r;
 	if ((ctrls & (1u << CG_CPU)) && lim->cpu > 0) {
-		uint64_t quota = (uint64_t)(lim->cpu * CG_CPU_PERIOD_US);
+		uint64_t quota = (uint64_t)(lim->cpu * CG_CPU_PERIOD_US + 0.5); /* nearest */
 		if (quota < 1000)
 			quota = 1000;
 		snprintf(buf, sizeof(buf), "%" PRIu64 " %d", quota, CG_CPU_PERIOD_US);

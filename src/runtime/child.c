@@ -42,9 +42,12 @@ _Noreturn static void fail(int sync_fd, struct sk_error *err)
 	fail_as(sync_fd, RT_MSG_ERROR, err);
 }
 
-/* What the command process reports through the close-on-exec pipe when it can't exec. */
-struct exec_failure {
-	int type; /* RT_MSG_ERROR (setup) or RT_MSG_EXEC_ERROR (the program itself) */
+/* What the command process reports through its close-on-exec pipe (in packet mode: one read,
+ * one record): the time it is about to exec, then nothing (EOF at exec) or why it failed. */
+enum { EXEC_ABOUT_TO = 0 };
+struct exec_report {
+	int type; /* EXEC_ABOUT_TO, RT_MSG_ERROR (setup) or RT_MSG_EXEC_ERROR (the program) */
+	uint64_t ns;
 	struct sk_error err;
 };
 
@@ -57,17 +60,13 @@ static int close_fds_except(int keep)
 	return 0;
 }
 
-static int build_env(const struct spec *s, const char *hostname, char ***ret)
+/* The command's environment in env (room for SPEC_MAX_ENV + 4 entries): our defaults unless
+ * the spec sets them, then the spec's. Allocates nothing: this runs in a vfork child. */
+static void build_env(const struct spec *s, char *host, char **env)
 {
-	size_t n = s->envc + 4;
-	char **env = calloc(n + 1, sizeof(char *));
-	if (!env)
-		return -ENOMEM;
-	size_t k = 0;
 	static char path[] = "PATH=" DEFAULT_PATH, home[] = "HOME=/root";
-	static char host[80];
-	snprintf(host, sizeof(host), "HOSTNAME=%s", hostname);
 	char *defaults[] = {path, home, host};
+	size_t k = 0;
 	for (size_t d = 0; d < ARRAY_SIZE(defaults); d++) {
 		size_t klen = strchr(defaults[d], '=') - defaults[d] + 1;
 		int overridden = 0;
@@ -79,15 +78,41 @@ static int build_env(const struct spec *s, const char *hostname, char ***ret)
 	for (size_t i = 0; i < s->envc; i++)
 		env[k++] = s->env[i];
 	env[k] = NULL;
-	*ret = env;
-	return 0;
+}
+
+/* execvpe without touching environ (it is shared with the runtime): search path for file. */
+static void exec_search(const char *file, char *const argv[], char *const envp[], const char *path)
+{
+	if (strchr(file, '/')) {
+		execve(file, argv, envp);
+		return;
+	}
+	int saw_eacces = 0;
+	char buf[SPEC_MAX_PATH_BYTES * 2];
+	for (const char *p = path;;) {
+		const char *colon = strchrnul(p, ':');
+		int dlen = (int)(colon - p);
+		if (dlen == 0)
+			snprintf(buf, sizeof(buf), "%s", file);
+		else
+			snprintf(buf, sizeof(buf), "%.*s/%s", dlen, p, file);
+		execve(buf, argv, envp);
+		if (errno == EACCES)
+			saw_eacces = 1;
+		else if (errno != ENOENT && errno != ENOTDIR)
+			return;
+		if (!*colon)
+			break;
+		p = colon + 1;
+	}
+	errno = saw_eacces ? EACCES : ENOENT;
 }
 
 /* In the forked command process: last steps before exec. Reports failure on err_fd. */
 _Noreturn static void exec_command(const struct rt_child_args *a, int err_fd)
 {
 	const struct spec *s = a->spec;
-	struct exec_failure f = {.type = RT_MSG_ERROR};
+	struct exec_report f = {.type = RT_MSG_ERROR};
 	struct sk_error *errp = &f.err;
 	/* The command starts clean: default dispositions (ignored ones survive exec), no mask. */
 	for (int sig = 1; sig < NSIG; sig++)
@@ -108,11 +133,10 @@ _Noreturn static void exec_command(const struct rt_child_args *a, int err_fd)
 		sk_error_errno(errp, -errno, "workdir %s", wd);
 		goto fail;
 	}
-	char **env;
-	if (build_env(s, a->hostname, &env) < 0) {
-		sk_error_set(errp, -ENOMEM, "out of memory");
-		goto fail;
-	}
+	char host[80];
+	snprintf(host, sizeof(host), "HOSTNAME=%s", a->hostname);
+	char *env[SPEC_MAX_ENV + 4];
+	build_env(s, host, env);
 	if (caps_restrict(a->rt->caps, errp) < 0)
 		goto fail;
 	/* PATH lookup uses the sandbox's PATH, not ours. */
@@ -120,13 +144,13 @@ _Noreturn static void exec_command(const struct rt_child_args *a, int err_fd)
 	for (char **e = env; *e; e++)
 		if (!strncmp(*e, "PATH=", 5))
 			pathenv = *e + 5;
-	setenv("PATH", pathenv, 1);
+
 	/* The time exec began, for the start's breakdown: init reads it before the EOF. */
-	uint64_t now = timing_now_ns();
-	if (write(err_fd, &now, sizeof(now)) < 0) {
+	struct exec_report about = {.type = EXEC_ABOUT_TO, .ns = timing_now_ns()};
+	if (write(err_fd, &about, sizeof(about)) < 0) {
 		/* init is gone: the sandbox is being torn down */
 	}
-	execvpe(s->argv[0], s->argv, env);
+	exec_search(s->argv[0], s->argv, env, pathenv);
 	int r = -errno;
 	f.type = RT_MSG_EXEC_ERROR;
 	sk_error_errno(errp, r, "run %s", s->argv[0]);
@@ -231,7 +255,7 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 	timing_mark(&t, "seccomp");
 
 	int errpipe[2];
-	if (pipe2(errpipe, O_CLOEXEC) < 0) {
+	if (pipe2(errpipe, O_CLOEXEC | O_DIRECT) < 0) {
 		sk_error_errno(&err, -errno, "pipe");
 		fail(sync_fd, &err);
 	}
@@ -249,32 +273,22 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 	}
 	close(errpipe[1]);
 	timing_mark(&t, "init_fork");
-	struct exec_failure ef;
-	ssize_t got;
-	uint64_t exec_ns = 0;
-	do {
-		got = read(errpipe[0], &exec_ns, sizeof(exec_ns));
-	} while (got < 0 && errno == EINTR);
-	if (got == (ssize_t)sizeof(exec_ns)) {
-		timing_mark_at(&t, "command_prepare", exec_ns);
-		do {
-			got = read(errpipe[0], &ef, sizeof(ef));
-		} while (got < 0 && errno == EINTR);
-	} else if (got > 0) {
-		/* An error report came before the timestamp: read the rest of it. */
-		memcpy(&ef, &exec_ns, got);
-		ssize_t more;
-		do {
-			more = read(errpipe[0], (char *)&ef + got, sizeof(ef) - got);
-		} while (more < 0 && errno == EINTR);
-		got += more > 0 ? more : 0;
+	for (;;) {
+		struct exec_report rep;
+		ssize_t got = read(errpipe[0], &rep, sizeof(rep));
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got != (ssize_t)sizeof(rep))
+			break; /* EOF: the exec went through */
+		if (rep.type == EXEC_ABOUT_TO) {
+			timing_mark_at(&t, "command_prepare", rep.ns);
+			continue;
+		}
+		rep.err.msg[sizeof(rep.err.msg) - 1] = '\0';
+		fail_as(sync_fd, rep.type == RT_MSG_EXEC_ERROR ? RT_MSG_EXEC_ERROR : RT_MSG_ERROR,
+		        &rep.err);
 	}
 	close(errpipe[0]);
-	if (got == (ssize_t)sizeof(ef)) {
-		ef.err.msg[sizeof(ef.err.msg) - 1] = '\0';
-		fail_as(sync_fd, ef.type == RT_MSG_EXEC_ERROR ? RT_MSG_EXEC_ERROR : RT_MSG_ERROR,
-		        &ef.err);
-	}
 
 	/* init keeps no privilege: nothing in the sandbox may gain one through it. */
 	if (caps_restrict(0, &err) < 0) {

@@ -29,6 +29,7 @@ struct rt_child_args {
 	const char *scratch; /* host directory to build the root in (a private tmpfs over it) */
 	const char *hostname;
 	int sync_fd;
+	int parent_fd; /* the runtime's end, closed in the child */
 };
 
 /* Body of the cloned child: becomes the sandbox's pid 1. Never returns. */

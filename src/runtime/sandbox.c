@@ -27,6 +27,18 @@
 #include "internal.h"
 
 #define HELPER_STACK_BYTES (256 * 1024)
+#define INIT_STACK_BYTES   (512 * 1024)
+
+/* init and the cleanup helper share the runtime's memory (CLONE_VM): on a VM a fork-like clone
+ * and its exit cost ~1.5 ms more per sandbox. Both run on stacks of their own, allocate nothing
+ * while the runtime runs concurrently, and init is non-dumpable (its mm belongs to the host's
+ * user namespace, so nothing in the sandbox can ptrace or read it). Under ASan, whose
+ * per-thread state lives in TLS that such clones would share, they are fork-like. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SHARE_VM 0
+#else
+#define SHARE_VM CLONE_VM
+#endif
 
 #define SANDBOX_NS_FLAGS                                                                           \
 	(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET)
@@ -54,6 +66,8 @@ struct rt_sandbox {
 	int reaped;
 	int exit_known;
 	int exit_status;
+	void *init_stack;
+	struct rt_child_args child_args;     /* read by init during setup */
 	struct timing marks;                 /* the runtime's steps */
 	char init_marks[SK_ERROR_MSG_BYTES]; /* init's steps, "name:ns …" */
 };
@@ -104,6 +118,7 @@ int rt_init(struct rt *rt, const char *instance, const char *run_dir, struct sk_
 	if ((r = rt_seccomp_build(&rt->seccomp, err)) < 0)
 		return r;
 	rt->caps = caps_default_mask();
+	caps_last_cap();
 	return 0;
 }
 
@@ -209,7 +224,7 @@ static int helper_spawn(struct rt_sandbox *sb, struct sk_error *err)
 		return sk_error_errno(err, r, "map the cleanup helper's stack");
 	}
 	sb->helper_rfd = p[0];
-	pid_t pid = clone(helper_main, (char *)stack + HELPER_STACK_BYTES, CLONE_VM | SIGCHLD, sb);
+	pid_t pid = clone(helper_main, (char *)stack + HELPER_STACK_BYTES, SHARE_VM | SIGCHLD, sb);
 	if (pid < 0) {
 		int r = -errno;
 		munmap(stack, HELPER_STACK_BYTES);
@@ -288,6 +303,8 @@ static int lower_mount_make(pid_t pid, const char *rootfs, int *ret_fd, struct s
 
 static void sandbox_free(struct rt_sandbox *sb)
 {
+	if (sb->init_stack)
+		munmap(sb->init_stack, INIT_STACK_BYTES); /* init is reaped: nothing runs on it */
 	if (sb->pidfd >= 0)
 		close(sb->pidfd);
 	if (sb->sync_fd >= 0)
@@ -325,6 +342,13 @@ static void reap_init(struct rt_sandbox *sb)
 	drain_messages(sb);
 	timing_mark(&sb->marks, "sandbox_gone");
 	sb->reaped = 1;
+}
+
+static int child_trampoline(void *arg)
+{
+	const struct rt_child_args *a = arg;
+	close(a->parent_fd);
+	rt_child_main(a);
 }
 
 int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
@@ -382,26 +406,32 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 		r = sk_error_errno(err, -errno, "socketpair");
 		goto fail;
 	}
-	struct rt_child_args args = {
+	sb->child_args = (struct rt_child_args){
 	    .rt = rt,
 	    .spec = spec,
 	    .scratch = sb->scratch,
 	    .hostname = sb->hostname,
 	    .sync_fd = sp[1],
+	    .parent_fd = sp[0],
 	};
+	sb->init_stack = mmap(NULL, INIT_STACK_BYTES, PROT_READ | PROT_WRITE,
+	                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	if (sb->init_stack == MAP_FAILED) {
+		sb->init_stack = NULL;
+		r = sk_error_errno(err, -errno, "map init's stack");
+		close(sp[0]);
+		close(sp[1]);
+		goto fail;
+	}
 	int pidfd = -1;
-	/* fork-like clone: the child runs on a copy of this stack. */
 	long pid =
-	    syscall(SYS_clone, SANDBOX_NS_FLAGS | CLONE_PIDFD | SIGCHLD, NULL, &pidfd, NULL, 0);
+	    clone(child_trampoline, (char *)sb->init_stack + INIT_STACK_BYTES,
+	          SANDBOX_NS_FLAGS | SHARE_VM | CLONE_PIDFD | SIGCHLD, &sb->child_args, &pidfd);
 	if (pid < 0) {
 		r = sk_error_errno(err, -errno, "clone the sandbox's init");
 		close(sp[0]);
 		close(sp[1]);
 		goto fail;
-	}
-	if (pid == 0) {
-		close(sp[0]);
-		rt_child_main(&args);
 	}
 	close(sp[1]);
 	timing_mark(&sb->marks, "clone");

@@ -135,6 +135,10 @@ static scmp_filter_ctx build_ctx(int *ret_err)
 		return NULL;
 	}
 	int r = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
+	/* A binary tree of syscall numbers: fewer instructions per call, and a cheaper load (the
+	 * kernel evaluates the filter for every syscall number to build its allow cache). */
+	if (r == 0)
+		r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
 	if (r == 0)
 		r = add_rules(ctx);
 	if (r < 0) {
