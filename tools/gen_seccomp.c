@@ -18,8 +18,8 @@ int main(void)
 	       "static const struct sock_filter RT_SECCOMP_BPF[%zu] = {\n",
 	       p.len);
 	for (size_t i = 0; i < p.len; i++)
-		printf("\t{0x%04x, %u, %u, 0x%08x},\n", p.insns[i].code, p.insns[i].jt, p.insns[i].jf,
-		       p.insns[i].k);
+		printf("\t{0x%04x, %u, %u, 0x%08x},\n", p.insns[i].code, p.insns[i].jt,
+		       p.insns[i].jf, p.insns[i].k);
 	printf("};\n");
 	free(p.insns);
 	return 0;

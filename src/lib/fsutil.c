@@ -65,6 +65,8 @@ int fs_read_u64_at(int dirfd, const char *path, unsigned long long *ret)
 	}
 	char *end;
 	errno = 0;
+	if (buf[0] < '0' || buf[0] > '9')
+		return -EINVAL;
 	unsigned long long v = strtoull(buf, &end, 10);
 	if (errno || end == buf)
 		return -EINVAL;

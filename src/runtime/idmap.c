@@ -22,8 +22,9 @@ static int uids_dir_open(const char *run_dir, int create)
 {
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/uids", run_dir);
-	if (create && fs_mkdir_p(path, 0700) < 0)
-		return -errno;
+	int r = create ? fs_mkdir_p(path, 0700) : 0;
+	if (r < 0)
+		return r;
 	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	return fd < 0 ? -errno : fd;
 }
