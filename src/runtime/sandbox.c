@@ -224,7 +224,13 @@ static int helper_spawn(struct rt_sandbox *sb, struct sk_error *err)
 		return sk_error_errno(err, r, "map the cleanup helper's stack");
 	}
 	sb->helper_rfd = p[0];
-	pid_t pid = clone(helper_main, (char *)stack + HELPER_STACK_BYTES, SHARE_VM | SIGCHLD, sb);
+#if SHARE_VM
+	pid_t pid = clone(helper_main, (char *)stack + HELPER_STACK_BYTES, CLONE_VM | SIGCHLD, sb);
+#else
+	pid_t pid = fork();
+	if (pid == 0)
+		helper_main(sb);
+#endif
 	if (pid < 0) {
 		int r = -errno;
 		munmap(stack, HELPER_STACK_BYTES);
@@ -424,9 +430,17 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 		goto fail;
 	}
 	int pidfd = -1;
+#if SHARE_VM
 	long pid =
 	    clone(child_trampoline, (char *)sb->init_stack + INIT_STACK_BYTES,
-	          SANDBOX_NS_FLAGS | SHARE_VM | CLONE_PIDFD | SIGCHLD, &sb->child_args, &pidfd);
+	          SANDBOX_NS_FLAGS | CLONE_VM | CLONE_PIDFD | SIGCHLD, &sb->child_args, &pidfd);
+#else
+	/* Fork-like, on a copy of this stack: ASan can't follow a clone onto a stack of its own. */
+	long pid =
+	    syscall(SYS_clone, SANDBOX_NS_FLAGS | CLONE_PIDFD | SIGCHLD, NULL, &pidfd, NULL, 0);
+	if (pid == 0)
+		child_trampoline(&sb->child_args);
+#endif
 	if (pid < 0) {
 		r = sk_error_errno(err, -errno, "clone the sandbox's init");
 		close(sp[0]);
@@ -537,15 +551,19 @@ int rt_sandbox_usage(const struct rt_sandbox *sb, struct cg_usage *ret)
 int rt_sandbox_check_oom(struct rt_sandbox *sb)
 {
 	if (sb->oom_fd >= 0 && sb->oom_events == POLLIN) {
-		uint64_t v;
-		if (read(sb->oom_fd, &v, sizeof(v)) < 0) {
-			/* nothing queued */
-		}
+		/* v1 signals the OOM itself, before the kernel has counted its kill: the event is
+		 * the answer. */
+		uint64_t v = 0;
+		if (read(sb->oom_fd, &v, sizeof(v)) != sizeof(v) || v == 0)
+			return 0;
+	} else {
+		/* v2 notifies every change of memory.events (also "high" and "max"): count kills.
+		 */
+		struct cg_usage u;
+		cgroup_sandbox_usage(&sb->cg, &u);
+		if (u.oom_kills == 0)
+			return 0;
 	}
-	struct cg_usage u;
-	cgroup_sandbox_usage(&sb->cg, &u);
-	if (u.oom_kills == 0)
-		return 0;
 	rt_sandbox_kill(sb, RT_END_OOM);
 	return 1;
 }
@@ -559,6 +577,12 @@ int rt_sandbox_reap(struct rt_sandbox *sb, struct rt_result *ret)
 		res.end = (enum rt_end)(sb->forced - 1);
 		res.code = 137;
 		res.signal = SIGKILL;
+	} else if (res.usage.oom_kills) {
+		/* Any OOM kill ends the whole sandbox as out of memory, even when the process the
+		 * kernel chose was not the main command and the main command exited after it. */
+		res.end = RT_END_OOM;
+		res.code = 137;
+		res.signal = SIGKILL;
 	} else if (!sb->exit_known) {
 		res.end = res.usage.oom_kills ? RT_END_OOM : RT_END_LOST;
 		res.code = 137;
@@ -569,9 +593,7 @@ int rt_sandbox_reap(struct rt_sandbox *sb, struct rt_result *ret)
 	} else {
 		res.signal = WTERMSIG(sb->exit_status);
 		res.code = 128 + res.signal;
-		/* The kernel's OOM killer uses SIGKILL: a memory-limited death is an OOM. */
-		res.end =
-		    res.signal == SIGKILL && res.usage.oom_kills ? RT_END_OOM : RT_END_SIGNALED;
+		res.end = RT_END_SIGNALED;
 	}
 	*ret = res;
 	return 0;

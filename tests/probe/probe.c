@@ -2,11 +2,17 @@
  * subcommand tries one thing and prints "ok" or "err <ERRNO-NAME>" (or a value), exit 0; a
  * crash or a kill is the test's to see. Usage: probe NAME [ARG…] */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/bpf.h>
 #include <linux/keyctl.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netlink.h>
 #include <linux/perf_event.h>
+#include <linux/sched.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -18,7 +24,7 @@
 #include <sys/mount.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
-#include <arpa/inet.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -57,6 +63,12 @@ static const char *errname(int e)
 	case ENETUNREACH: return "ENETUNREACH";
 	case EHOSTUNREACH: return "EHOSTUNREACH";
 	case EXDEV: return "EXDEV";
+	case ETXTBSY: return "ETXTBSY";
+	case ENOTDIR: return "ENOTDIR";
+	case EISDIR: return "EISDIR";
+	case ELOOP: return "ELOOP";
+	case ENETDOWN: return "ENETDOWN";
+	case ETIMEDOUT: return "ETIMEDOUT";
 	default: return "EOTHER";
 	}
 }
@@ -83,6 +95,105 @@ static long try_clone_flags(unsigned long flags)
 	if (pid > 0)
 		waitpid((pid_t)pid, NULL, 0);
 	return pid;
+}
+
+static const struct {
+	const char *name;
+	unsigned long flag;
+} NAMESPACES[] = {
+    {"user", CLONE_NEWUSER},     {"mnt", CLONE_NEWNS},    {"pid", CLONE_NEWPID},
+    {"net", CLONE_NEWNET},       {"uts", CLONE_NEWUTS},   {"ipc", CLONE_NEWIPC},
+    {"cgroup", CLONE_NEWCGROUP}, {"time", CLONE_NEWTIME},
+};
+
+/* The CLONE_NEW* flag of a namespace's name (as in /proc/self/ns), or 0. */
+static unsigned long ns_flag(const char *name)
+{
+	for (size_t i = 0; i < sizeof(NAMESPACES) / sizeof(NAMESPACES[0]); i++)
+		if (!strcmp(NAMESPACES[i].name, name))
+			return NAMESPACES[i].flag;
+	fprintf(stderr, "probe: unknown namespace %s\n", name);
+	exit(2);
+}
+
+static const char *file_type(mode_t m)
+{
+	return S_ISREG(m)    ? "reg"
+	       : S_ISDIR(m)  ? "dir"
+	       : S_ISLNK(m)  ? "lnk"
+	       : S_ISCHR(m)  ? "chr"
+	       : S_ISBLK(m)  ? "blk"
+	       : S_ISFIFO(m) ? "fifo"
+	                     : "sock";
+}
+
+/* Climb out of a chroot the classic way: keep a directory fd from outside, chroot below it,
+ * fchdir back out, climb .. and chroot there. Then test whether target is reachable. */
+static int chroot_escape(const char *target)
+{
+	mkdir("/tmp/jail", 0755);
+	int outside = open("/", O_RDONLY | O_DIRECTORY);
+	if (outside < 0 || chroot("/tmp/jail") < 0 || fchdir(outside) < 0)
+		return report(-1);
+	for (int i = 0; i < 64; i++)
+		if (chdir("..") < 0)
+			return report(-1);
+	if (chroot(".") < 0)
+		return report(-1);
+	return report(access(target, F_OK));
+}
+
+/* A 32-bit (int 0x80) system call from a 64-bit process: seccomp must check the architecture. */
+static long int80(long nr, long arg)
+{
+#if defined(__x86_64__)
+	long ret;
+	__asm__ volatile("int $0x80" : "=a"(ret) : "a"(nr), "b"(arg) : "memory");
+	if (ret < 0 && ret > -4096) {
+		errno = (int)-ret;
+		return -1;
+	}
+	return ret;
+#else
+	(void)nr;
+	(void)arg;
+	errno = ENOSYS;
+	return -1;
+#endif
+}
+
+/* Ask nf_tables for its tables: the kernel answers with an ack whose error says whether we may
+ * use it (nf_tables bugs are a common way out of containers; all need CAP_NET_ADMIN). */
+static int nftables_list(void)
+{
+	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+	if (fd < 0)
+		return report(-1);
+	struct {
+		struct nlmsghdr nh;
+		struct nfgenmsg nf;
+	} req = {
+	    .nh = {.nlmsg_len = sizeof(req),
+	           .nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE,
+	           .nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_DUMP,
+	           .nlmsg_seq = 1},
+	    .nf = {.nfgen_family = AF_UNSPEC, .version = NFNETLINK_V0},
+	};
+	if (send(fd, &req, sizeof(req), 0) < 0)
+		return report(-1);
+	char reply[8192];
+	ssize_t n = recv(fd, reply, sizeof(reply), 0);
+	if (n < 0)
+		return report(-1);
+	struct nlmsghdr *nh = (struct nlmsghdr *)reply;
+	if (n >= (ssize_t)NLMSG_LENGTH(sizeof(struct nlmsgerr)) && nh->nlmsg_type == NLMSG_ERROR) {
+		struct nlmsgerr *e = NLMSG_DATA(nh);
+		if (e->error < 0) {
+			errno = -e->error;
+			return report(-1);
+		}
+	}
+	return report(0);
 }
 
 int main(int argc, char **argv)
@@ -129,9 +240,11 @@ int main(int argc, char **argv)
 	if (!strcmp(t, "io_uring"))
 		return report(syscall(SYS_io_uring_setup, 1, buf));
 	if (!strcmp(t, "keyctl"))
-		return report(syscall(SYS_keyctl, KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0));
+		return report(
+		    syscall(SYS_keyctl, KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0));
 	if (!strcmp(t, "add_key"))
-		return report(syscall(SYS_add_key, "user", "skiff", "x", 1, KEY_SPEC_SESSION_KEYRING));
+		return report(
+		    syscall(SYS_add_key, "user", "skiff", "x", 1, KEY_SPEC_SESSION_KEYRING));
 	if (!strcmp(t, "bpf")) {
 		union bpf_attr attr;
 		memset(&attr, 0, sizeof(attr));
@@ -156,6 +269,10 @@ int main(int argc, char **argv)
 	if (!strcmp(t, "process_vm_readv")) {
 		struct iovec l = {buf, 8}, r = {buf, 8};
 		return report(process_vm_readv(atoi(a), &l, 1, &r, 1, 0));
+	}
+	if (!strcmp(t, "process_vm_writev")) /* writes to an address unmapped in the target */ {
+		struct iovec l = {buf, 8}, r = {(void *)8, 8};
+		return report(process_vm_writev(atoi(a), &l, 1, &r, 1, 0));
 	}
 	if (!strcmp(t, "open_by_handle_at")) {
 		struct file_handle *fh = malloc(sizeof(*fh) + 128);
@@ -183,7 +300,8 @@ int main(int argc, char **argv)
 	if (!strcmp(t, "delete_module"))
 		return report(syscall(SYS_delete_module, "loop", 0));
 	if (!strcmp(t, "reboot"))
-		return report(syscall(SYS_reboot, 0xfee1dead, 672274793, 0x1234567, NULL)); /* CAD off */
+		return report(
+		    syscall(SYS_reboot, 0xfee1dead, 672274793, 0x1234567, NULL)); /* CAD off */
 	if (!strcmp(t, "swapon"))
 		return report(syscall(SYS_swapon, "/tmp/none", 0));
 	if (!strcmp(t, "pivot_root"))
@@ -266,6 +384,123 @@ int main(int argc, char **argv)
 		struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[3]))};
 		inet_pton(AF_INET, a, &sa.sin_addr);
 		return report(connect(s, (struct sockaddr *)&sa, sizeof(sa)));
+	}
+	/* open-wr PATH: open for writing, without creating or truncating; nothing is written */
+	if (!strcmp(t, "open-wr"))
+		return report(open(a, O_WRONLY));
+	/* write-str PATH STR: write STR into the existing file PATH */
+	if (!strcmp(t, "write-str")) {
+		int fd = open(a, O_WRONLY);
+		if (fd < 0)
+			return report(-1);
+		const char *str = argc > 3 ? argv[3] : "";
+		return report(write(fd, str, strlen(str)));
+	}
+	if (!strcmp(t, "readlink")) {
+		ssize_t n = readlink(a, buf, sizeof(buf) - 1);
+		if (n < 0)
+			return report(-1);
+		buf[n] = '\0';
+		printf("ok %s\n", buf);
+		return 0;
+	}
+	if (!strcmp(t, "stat")) /* type and device number of ARG (not following a last link) */ {
+		struct stat st;
+		if (lstat(a, &st) < 0)
+			return report(-1);
+		printf("ok %s %u:%u\n", file_type(st.st_mode), major(st.st_rdev),
+		       minor(st.st_rdev));
+		return 0;
+	}
+	if (!strcmp(t, "ls")) /* number of entries in directory ARG besides . and .. */ {
+		DIR *d = opendir(a);
+		if (!d)
+			return report(-1);
+		int n = 0;
+		struct dirent *de;
+		while ((de = readdir(d)))
+			n += strcmp(de->d_name, ".") && strcmp(de->d_name, "..");
+		printf("ok %d\n", n);
+		return 0;
+	}
+	if (!strcmp(t, "mount-fs")) /* mount-fs TYPE DIR [DATA] */
+		return report(
+		    mount(a, argc > 3 ? argv[3] : "/tmp", a, 0, argc > 4 ? argv[4] : NULL));
+	if (!strcmp(t, "bind")) /* bind SRC DST */
+		return report(mount(a, argc > 3 ? argv[3] : "/tmp", NULL, MS_BIND, NULL));
+	if (!strcmp(t, "umount"))
+		return report(umount2(a, MNT_DETACH));
+	if (!strcmp(t, "remount")) /* remount PATH ro|rw */
+		return report(mount(NULL, a, NULL,
+		                    MS_REMOUNT | MS_BIND |
+		                        (argc > 3 && !strcmp(argv[3], "ro") ? MS_RDONLY : 0),
+		                    NULL));
+	if (!strcmp(t, "unshare")) /* unshare NS (a name as in /proc/self/ns) */
+		return report(unshare(ns_flag(a)));
+	if (!strcmp(t, "clone")) /* clone NS: a child in a new namespace */
+		return report(try_clone_flags(ns_flag(a)));
+	if (!strcmp(t, "clone3-ns")) /* clone3 NS: a child in a new namespace, through clone3 */ {
+		struct clone_args ca;
+		memset(&ca, 0, sizeof(ca));
+		ca.flags = ns_flag(a);
+		ca.exit_signal = SIGCHLD;
+		long pid = syscall(SYS_clone3, &ca, sizeof(ca));
+		if (pid == 0)
+			_exit(0);
+		if (pid > 0)
+			waitpid((pid_t)pid, NULL, 0);
+		return report(pid);
+	}
+	if (!strcmp(t, "setns-ns")) /* setns-ns NS: enter (our own) namespace NS again */ {
+		snprintf(buf, sizeof(buf), "/proc/self/ns/%s", a);
+		int fd = open(buf, O_RDONLY);
+		if (fd < 0)
+			return report(-1);
+		return report(setns(fd, ns_flag(a)));
+	}
+	/* chroot-escape PATH: is PATH reachable after the climb? */
+	if (!strcmp(t, "chroot-escape"))
+		return chroot_escape(a);
+	/* pidfd-getfd PID FD: take a copy of another process's fd */
+	if (!strcmp(t, "pidfd-getfd")) {
+		int pfd = (int)syscall(SYS_pidfd_open, atoi(a), 0);
+		if (pfd < 0)
+			return report(-1);
+		return report(syscall(SYS_pidfd_getfd, pfd, argc > 3 ? atoi(argv[3]) : 0, 0));
+	}
+	if (!strcmp(t, "request_key"))
+		return report(
+		    syscall(SYS_request_key, "user", "skiff", NULL, KEY_SPEC_SESSION_KEYRING));
+	if (!strcmp(t, "x32")) /* x32 ABI call: unshare(CLONE_NEWUSER) with the x32 bit set */
+		return report(syscall(0x40000000 | SYS_unshare, CLONE_NEWUSER));
+	if (!strcmp(t, "int80")) /* int80 NR [ARG]: a 32-bit system call */
+		return report(int80(atol(a), argc > 3 ? strtol(argv[3], NULL, 0) : 0));
+	if (!strcmp(t, "fork-bomb")) /* fork until it fails; the children wait to be killed */ {
+		int n = 0;
+		for (;;) {
+			pid_t p = fork();
+			if (p == 0) {
+				pause();
+				_exit(0);
+			}
+			if (p < 0)
+				break;
+			n++;
+		}
+		printf("%d %s\n", n, errname(errno));
+		return 0;
+	}
+	if (!strcmp(t, "nftables"))
+		return nftables_list();
+	if (!strcmp(t, "lo-down")) /* take the loopback interface down */ {
+		int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		struct ifreq ifr;
+		memset(&ifr, 0, sizeof(ifr));
+		memcpy(ifr.ifr_name, "lo", 3);
+		if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0)
+			return report(-1);
+		ifr.ifr_flags &= ~IFF_UP;
+		return report(ioctl(fd, SIOCSIFFLAGS, &ifr));
 	}
 	fprintf(stderr, "probe: unknown test %s\n", t);
 	return 2;

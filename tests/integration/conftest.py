@@ -1,0 +1,460 @@
+"""Fixtures for the skiff-box integration tests: they run the real binary as a user would.
+
+The binary comes from $SKIFF_BIN (default <repo>/build/bin). Every test session uses its own
+runtime instance id and data directory, so it never touches another instance's sandboxes. After
+each test, failed or not, an autouse check asserts that nothing of the instance is left: cgroups,
+mounts, state directories, uid slots, processes. At the end of the session `skiff-box gc` must
+leave not even the instance's parent cgroups behind.
+"""
+
+import os
+import random
+import re
+import select
+import shutil
+import signal
+import string
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN_DIR = Path(os.environ.get("SKIFF_BIN", str(REPO / "build" / "bin")))
+SKIFF_BOX = BIN_DIR / "skiff-box"
+RUN_DIR = Path("/run/skiff")
+UIDS_DIR = RUN_DIR / "uids"
+CGROUP_FS = Path("/sys/fs/cgroup")
+
+DEFAULT_TIMEOUT_S = 60  # a run that takes longer has hung
+LEAK_GRACE_S = 3.0  # how long teardown may still be finishing (a killed run's cleanup helper)
+POLL_S = 0.02
+
+
+def wait_for(pred, timeout, interval=POLL_S):
+    """Poll pred() until it returns something truthy or timeout seconds pass; return the last
+    value (falsy on timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(interval)
+
+
+# ---- what the host holds for an instance ----
+
+
+def cgroup_roots():
+    """The root of every cgroup hierarchy mounted on the host (v1 controllers and cgroup2),
+    plus the usual places, so that both the v1 layout (/sys/fs/cgroup/<ctrl>/skiff-<inst>) and a
+    pure v2 host (/sys/fs/cgroup/skiff-<inst>) are covered."""
+    roots = {CGROUP_FS}
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fields, rfields = left.split(), right.split()
+                if len(fields) >= 5 and rfields and rfields[0] in ("cgroup", "cgroup2"):
+                    if fields[3] == "/":
+                        roots.add(Path(fields[4].encode().decode("unicode_escape")))
+    except OSError:
+        pass
+    if CGROUP_FS.is_dir():
+        for p in CGROUP_FS.iterdir():
+            if p.is_dir():
+                roots.add(p)
+    return sorted(roots)
+
+
+def parent_cgroups(inst):
+    return [r / f"skiff-{inst}" for r in cgroup_roots() if (r / f"skiff-{inst}").is_dir()]
+
+
+def sandbox_cgroups(inst):
+    out = []
+    for parent in parent_cgroups(inst):
+        try:
+            out += [str(p) for p in parent.iterdir() if p.is_dir() and p.name.startswith("sb-")]
+        except OSError:
+            pass
+    return out
+
+
+def instance_mounts(inst):
+    pat = re.compile(rf"/run/skiff/{re.escape(inst)}(/|\s|$)")
+    with open("/proc/self/mountinfo") as f:
+        return [line.strip() for line in f if pat.search(line)]
+
+
+def state_dirs(inst):
+    d = RUN_DIR / inst
+    try:
+        return [str(p) for p in d.iterdir() if p.name.startswith(("sb-", ".new-sb-"))]
+    except FileNotFoundError:
+        return []
+
+
+def uid_slots(inst):
+    out = []
+    try:
+        entries = list(UIDS_DIR.iterdir())
+    except FileNotFoundError:
+        return out
+    for p in entries:
+        try:
+            owner = p.read_text()
+        except OSError:
+            continue
+        if owner.startswith(inst + " "):
+            out.append(f"{p}: {owner}")
+    return out
+
+
+def proc_state(pid):
+    """The state letter of pid ('R', 'S', 'Z', ...), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def proc_alive(pid):
+    """A zombie counts as dead: it runs nothing and holds nothing but its pid."""
+    s = proc_state(pid)
+    return s is not None and s != "Z"
+
+
+def proc_info(pid):
+    """(ppid, comm, start_time_ticks) of pid, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except OSError:
+        return None
+    comm = data[data.index("(") + 1 : data.rindex(")")]
+    rest = data.rpartition(")")[2].split()
+    return int(rest[1]), comm, int(rest[19])
+
+
+def read_bytes(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def all_pids():
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def instance_processes(inst):
+    """Live processes that belong to the instance: a skiff-box (or its cleanup helper, or a
+    sandbox's init, which are forks of it) named by --instance or SKIFF_INSTANCE, or anything in
+    the instance's cgroups."""
+    me = os.getpid()
+    found = []
+    env_key = f"SKIFF_INSTANCE={inst}".encode()
+    cg_key = f"/skiff-{inst}/".encode()
+    for pid in all_pids():
+        if pid == me or not proc_alive(pid):
+            continue
+        argv = read_bytes(f"/proc/{pid}/cmdline").split(b"\0")
+        hit = any(
+            (a == b"--instance" and i + 1 < len(argv) and argv[i + 1] == inst.encode())
+            or a == b"--instance=" + inst.encode()
+            for i, a in enumerate(argv)
+        )
+        hit = hit or env_key in read_bytes(f"/proc/{pid}/environ").split(b"\0")
+        hit = hit or cg_key in read_bytes(f"/proc/{pid}/cgroup")
+        if hit and proc_alive(pid):
+            info = proc_info(pid)
+            found.append(f"pid {pid} ({info[1] if info else '?'}): "
+                         + " ".join(a.decode(errors="replace") for a in argv if a))
+    return found
+
+
+def leaks(inst, extra_pids=()):
+    """Everything of the instance still on the host, as readable lines (empty when clean)."""
+    out = []
+    out += [f"cgroup {p}" for p in sandbox_cgroups(inst)]
+    out += [f"mount {m}" for m in instance_mounts(inst)]
+    out += [f"state dir {d}" for d in state_dirs(inst)]
+    out += [f"uid slot {s}" for s in uid_slots(inst)]
+    out += [f"process {p}" for p in instance_processes(inst)]
+    out += [f"process {p} started by the test" for p in extra_pids if proc_alive(p)]
+    return out
+
+
+def wait_no_leaks(inst, timeout=LEAK_GRACE_S, extra_pids=()):
+    """Poll until nothing of the instance is left; return what is left after timeout."""
+    left = leaks(inst, extra_pids)
+    deadline = time.monotonic() + timeout
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = leaks(inst, extra_pids)
+    return left
+
+
+def sandbox_pids(inst):
+    """Host pids of the processes in the instance's sandbox cgroups, with their start times
+    (so that a recycled pid is never mistaken for one of them)."""
+    out = set()
+    for cg in sandbox_cgroups(inst):
+        for line in read_bytes(f"{cg}/cgroup.procs").split():
+            pid = int(line)
+            info = proc_info(pid)
+            if info:
+                out.add((pid, info[2]))
+    return out
+
+
+def same_process_alive(pid, start):
+    info = proc_info(pid)
+    return info is not None and info[2] == start and proc_alive(pid)
+
+
+def descendants(root_pid):
+    """Live descendants of root_pid (by walking ppid links)."""
+    children = {}
+    for pid in all_pids():
+        info = proc_info(pid)
+        if info:
+            children.setdefault(info[0], []).append(pid)
+    out, todo = [], [root_pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return [p for p in out if proc_alive(p)]
+
+
+def read_line(proc, timeout=15):
+    """One line from a spawned skiff-box's stdout, or fail after timeout seconds (a sandbox
+    that never says "ready" must not hang the suite). Reads the pipe unbuffered, so that a
+    later communicate() sees everything after the line."""
+    fd = proc.stdout.fileno()
+    line = b""
+    deadline = time.monotonic() + timeout
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            pytest.fail(f"no line from skiff-box within {timeout} s (got {line!r})")
+        b = os.read(fd, 1)
+        if not b:
+            break
+        line += b
+    return line
+
+
+# ---- running skiff-box ----
+
+
+class Box:
+    """Runs skiff-box with this session's instance and data directory."""
+
+    def __init__(self, binary, instance, data_dir):
+        self.binary = str(binary)
+        self.instance = instance
+        self.data_dir = str(data_dir)
+        self.procs = []  # Popen objects started through spawn(), for the teardown check
+
+    def env(self, extra=None):
+        env = dict(os.environ)
+        env["SKIFF_INSTANCE"] = self.instance
+        env["SKIFF_DATA"] = self.data_dir
+        env.update(extra or {})
+        return env
+
+    def argv(self, *args):
+        return [self.binary, "--instance", self.instance, *map(str, args)]
+
+    def __call__(self, *args, input=None, timeout=DEFAULT_TIMEOUT_S, env=None, binary=False):
+        """Run `skiff-box --instance <inst> ARGS...` to completion and return the
+        CompletedProcess (stdout and stderr as str, or bytes with binary=True)."""
+        if input is not None and not binary and isinstance(input, str):
+            input = input.encode()
+        kw = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
+        p = subprocess.run(self.argv(*args), capture_output=True, timeout=timeout,
+                           env=self.env(env), **kw)
+        if not binary:
+            p.stdout = p.stdout.decode(errors="replace")
+            p.stderr = p.stderr.decode(errors="replace")
+        return p
+
+    def run(self, cmd, *opts, **kw):
+        """Run cmd (a list) in a sandbox with options opts."""
+        return self(*opts, "--", *cmd, **kw)
+
+    def sh(self, script, *opts, **kw):
+        """Run `sh -c script` in a sandbox with options opts."""
+        return self(*opts, "--", "sh", "-c", script, **kw)
+
+    def spawn(self, *args, **popen_kw):
+        """Start skiff-box in the background; the test must end it (teardown kills leftovers)."""
+        popen_kw.setdefault("stdin", subprocess.DEVNULL)
+        popen_kw.setdefault("stdout", subprocess.PIPE)
+        popen_kw.setdefault("stderr", subprocess.PIPE)
+        p = subprocess.Popen(self.argv(*args), env=self.env(popen_kw.pop("env", None)),
+                             **popen_kw)
+        self.procs.append(p)
+        return p
+
+    def gc(self):
+        return subprocess.run([self.binary, "gc", "--instance", self.instance],
+                              capture_output=True, text=True, timeout=DEFAULT_TIMEOUT_S,
+                              env=self.env(), stdin=subprocess.DEVNULL)
+
+
+def _new_instance():
+    for _ in range(100):
+        inst = "t" + "".join(random.choices(string.ascii_lowercase + string.digits, k=3))
+        if not (RUN_DIR / inst).exists() and not parent_cgroups(inst):
+            return inst
+    raise RuntimeError("no unused instance id found")
+
+
+@pytest.fixture(scope="session")
+def _session_box(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the skiff-box tests need root")
+    if not SKIFF_BOX.is_file() or not os.access(SKIFF_BOX, os.X_OK):
+        pytest.fail(f"{SKIFF_BOX} is missing: build it with `make` (or set SKIFF_BIN)",
+                    pytrace=False)
+    inst = _new_instance()
+    b = Box(SKIFF_BOX, inst, tmp_path_factory.mktemp("skiff-data"))
+    yield b
+    # The end of the session: gc must leave nothing of the instance, parent cgroups included.
+    for p in b.procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    r = b.gc()
+    left = wait_no_leaks(inst)
+    assert r.returncode == 0, f"skiff-box gc failed ({r.returncode}): {r.stderr}"
+    assert not left, "left after gc:\n" + "\n".join(left)
+    assert not parent_cgroups(inst), f"parent cgroups left after gc: {parent_cgroups(inst)}"
+    assert not (RUN_DIR / inst).exists(), f"{RUN_DIR / inst} left after gc"
+
+
+@pytest.fixture
+def box(_session_box):
+    return _session_box
+
+
+@pytest.fixture(autouse=True)
+def _no_leaks(request):
+    """After each test, failed or not: nothing of the instance may be left."""
+    b = request.getfixturevalue("_session_box")
+    yield
+    stray = [p for p in b.procs if p.poll() is None]
+    for p in stray:
+        p.kill()
+        p.wait()
+    pids = [p.pid for p in b.procs]
+    b.procs.clear()
+    left = wait_no_leaks(b.instance, extra_pids=pids)
+    if left:
+        # Clean up so that one test's leak does not fail every test after it.
+        for line in left:
+            m = re.match(r"process pid (\d+)", line)
+            if m:
+                try:
+                    os.kill(int(m.group(1)), signal.SIGKILL)
+                except OSError:
+                    pass
+        b.gc()
+    msg = []
+    if stray:
+        msg.append(f"{len(stray)} skiff-box process(es) still running after the test (killed)")
+    if left:
+        msg.append("left behind by the test:\n  " + "\n  ".join(left))
+    if msg:
+        pytest.fail("\n".join(msg), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def busybox_root(_session_box):
+    """The busybox root skiff-box makes under SKIFF_DATA on first use."""
+    r = _session_box.run(["true"])
+    assert r.returncode == 0, r.stderr
+    root = Path(_session_box.data_dir) / "rootfs" / "busybox"
+    assert (root / "bin" / "busybox").is_file()
+    return root
+
+
+@pytest.fixture
+def custom_root(busybox_root, tmp_path):
+    """A private copy of the busybox root, for --rootfs."""
+    dst = tmp_path / "root"
+    shutil.copytree(busybox_root, dst, symlinks=True)
+    return dst
+
+
+class PyRoot:
+    def __init__(self, root, python):
+        self.root = root
+        self.python = python  # absolute path of the interpreter inside the root
+
+    def cmd(self, code):
+        return [self.python, "-I", "-S", "-c", code]
+
+
+def _ldd(path):
+    """The shared objects path needs, as absolute paths (as the loader names them)."""
+    out = subprocess.run(["ldd", path], capture_output=True, text=True, check=True).stdout
+    libs = []
+    for line in out.splitlines():
+        line = line.strip()
+        m = re.match(r"\S+ => (/\S+)", line) or re.match(r"(/\S+) \(0x", line)
+        if m:
+            libs.append(m.group(1))
+    return libs
+
+
+def _copy_tree_linked(src, dst):
+    """Copy a tree, hard-linking files where the filesystem allows it (fast, no data copied)."""
+
+    def link_or_copy(s, d):
+        try:
+            os.link(s, d)
+        except OSError:
+            shutil.copy2(s, d)
+
+    ignore = shutil.ignore_patterns("test", "tests", "idlelib", "tkinter", "turtledemo",
+                                    "site-packages", "dist-packages", "ensurepip")
+    shutil.copytree(src, dst, symlinks=True, ignore=ignore, copy_function=link_or_copy,
+                    dirs_exist_ok=True)
+
+
+@pytest.fixture(scope="session")
+def pyroot(busybox_root, tmp_path_factory):
+    """A root with busybox and this host's Python (interpreter, stdlib, the libraries it and
+    ctypes load), for tests that need threads or raw system calls inside a sandbox."""
+    if not shutil.which("ldd"):
+        pytest.skip("ldd is missing: needed to build a root with Python")
+    exe = os.path.realpath(sys.executable)
+    stdlib = sysconfig.get_paths()["stdlib"]
+    dynload = os.path.join(stdlib, "lib-dynload")
+    ctypes_so = [os.path.join(dynload, n) for n in os.listdir(dynload) if n.startswith("_ctypes.")]
+    if not os.path.isfile(os.path.join(stdlib, "os.py")) or not ctypes_so:
+        pytest.skip(f"Python's stdlib or _ctypes is missing under {stdlib}")
+    root = tmp_path_factory.mktemp("pyroot") / "root"
+    shutil.copytree(busybox_root, root, symlinks=True)
+
+    def put(path):
+        dst = root / path.lstrip("/")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if not dst.exists():
+            shutil.copy2(os.path.realpath(path), dst)
+
+    put(exe)
+    for lib in set(_ldd(exe) + _ldd(ctypes_so[0])):
+        put(lib)
+    _copy_tree_linked(stdlib, root / stdlib.lstrip("/"))
+    return PyRoot(root, exe)
