@@ -17,7 +17,8 @@ endif
 CC ?= cc
 PKGS = libseccomp jansson
 CFLAGS ?= -O2 -g
-CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wno-format-truncation -D_GNU_SOURCE -include src/lib/banned.h \
+# What the code needs whatever CFLAGS a caller sets (`make CFLAGS=-O0` keeps these).
+override CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wno-format-truncation -D_GNU_SOURCE -include src/lib/banned.h \
 	  -MMD -MP -I$(BUILD)/gen $(SAN_FLAGS) $(shell pkg-config --cflags $(PKGS))
 LDFLAGS += $(SAN_FLAGS) -Wl,--as-needed
 LDLIBS = $(shell pkg-config --libs $(PKGS))

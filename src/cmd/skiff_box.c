@@ -319,8 +319,7 @@ static int cmd_gc(int argc, char **argv)
 		return sk_error_is_input(&err) ? EXIT_USAGE : EXIT_RUNTIME;
 	}
 	int n = rt_gc(&rt, &err);
-	cgroup_parent_remove(&rt.cg, rt.instance);
-	rmdir(rt.inst_dir);
+	rt_instance_remove_if_idle(&rt);
 	rt_release(&rt);
 	printf("removed %d abandoned sandbox%s\n", n < 0 ? 0 : n, n == 1 ? "" : "es");
 	return n < 0 ? EXIT_RUNTIME : 0;
@@ -337,8 +336,26 @@ static int exit_code_for(const struct sk_error *err)
 	return EXIT_RUNTIME;
 }
 
+/* Fds 0-2 must be open: otherwise the runtime's own fds would land there and be taken for
+ * stdio (by the sandbox, or by our messages). */
+static void stdio_ensure(void)
+{
+	for (int fd = 0; fd < 3; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0)
+			continue;
+		int n = open("/dev/null", O_RDWR);
+		if (n >= 0 && n != fd) {
+			dup2(n, fd);
+			close(n);
+		}
+	}
+}
+
 int main(int argc, char **argv)
 {
+	stdio_ensure();
+	/* A reader that went away must not kill us before the sandbox is torn down. */
+	signal(SIGPIPE, SIG_IGN);
 	if (argc > 1 && !strcmp(argv[1], "gc"))
 		return cmd_gc(argc - 1, argv + 1);
 
@@ -398,6 +415,12 @@ int main(int argc, char **argv)
 	_cleanup_close_ int tfd = -1;
 	if (o.spec.timeout_s > 0) {
 		tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+		if (tfd < 0) {
+			fprintf(stderr, "skiff-box: timerfd: %s\n", strerror(errno));
+			rt_sandbox_destroy(sb, NULL);
+			rt_release(&rt);
+			return EXIT_RUNTIME;
+		}
 		struct itimerspec its = {0};
 		its.it_value.tv_sec = (time_t)o.spec.timeout_s;
 		its.it_value.tv_nsec =
@@ -408,7 +431,7 @@ int main(int argc, char **argv)
 	}
 	short oom_events;
 	int oom_fd = rt_sandbox_oom_fd(sb, &oom_events);
-	int timed_out = 0, oom = 0;
+	int timed_out = 0, oom = 0, oom_confirming = 0;
 	for (;;) {
 		struct pollfd p[4] = {
 		    {.fd = rt_sandbox_pidfd(sb), .events = POLLIN},
@@ -416,7 +439,7 @@ int main(int argc, char **argv)
 		    {.fd = tfd, .events = POLLIN},
 		    {.fd = oom ? -1 : oom_fd, .events = oom_events},
 		};
-		if (poll(p, 4, -1) < 0) {
+		if (poll(p, 4, oom_confirming ? RT_OOM_RECHECK_MS : -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			break;
@@ -432,8 +455,11 @@ int main(int argc, char **argv)
 			timed_out = 1;
 			rt_sandbox_kill(sb, RT_END_KILLED);
 		}
-		if (p[3].revents && rt_sandbox_check_oom(sb))
-			oom = 1;
+		if (p[3].revents || oom_confirming) {
+			int r = rt_sandbox_check_oom(sb);
+			oom = r == 1;
+			oom_confirming = r == -EAGAIN;
+		}
 	}
 	struct rt_result res;
 	rt_sandbox_reap(sb, &res);

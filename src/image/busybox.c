@@ -49,9 +49,12 @@ static int applet_list(char *buf, size_t size)
 	}
 	buf[off] = '\0';
 	close(p[0]);
-	int status;
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+	int status = -1;
+	pid_t got;
+	while ((got = waitpid(pid, &status, 0)) < 0 && errno == EINTR)
 		;
+	if (got != pid)
+		return -ECHILD;
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0 && off > 0 ? 0 : -ENOEXEC;
 }
 

@@ -62,3 +62,12 @@ int caps_restrict(uint64_t mask, struct sk_error *err)
 		return sk_error_errno(err, -errno, "set capabilities");
 	return 0;
 }
+
+int caps_clear(struct sk_error *err)
+{
+	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+	struct __user_cap_data_struct data[2] = {{0}};
+	if (syscall(SYS_capset, &hdr, data) < 0)
+		return sk_error_errno(err, -errno, "drop capabilities");
+	return 0;
+}

@@ -10,6 +10,9 @@ uint64_t caps_default_mask(void);
 /* The highest capability number this kernel knows (read once, then cached: call it before
  * forking sandboxes so that they inherit the cache instead of reading /proc). */
 int caps_last_cap(void);
+/* Drop every capability from the effective, permitted and inheritable sets (not the bounding
+ * set: a process that never execs needs no bounding set). */
+int caps_clear(struct sk_error *err);
 /* Cut the bounding set to mask, set effective/permitted/inheritable to mask, clear ambient.
  * Must run before no_new_privs+seccomp (it needs CAP_SETPCAP). */
 int caps_restrict(uint64_t mask, struct sk_error *err);

@@ -271,6 +271,13 @@ int cgroup_sandbox_oom_fd(const struct cg_sandbox *cg, int *ret_fd, short *ret_e
 	int fd = openat(cg->dirfd[i], "memory.events", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return sk_error_errno(err, -errno, "open memory.events");
+	/* A kernfs file polls ready until it has been read once. */
+	char buf[512];
+	if (pread(fd, buf, sizeof(buf), 0) < 0) {
+		int r = -errno;
+		close(fd);
+		return sk_error_errno(err, r, "read memory.events");
+	}
 	*ret_fd = fd;
 	*ret_events = POLLPRI;
 	return 0;

@@ -119,7 +119,10 @@ _Noreturn static void exec_command(const struct rt_child_args *a, int err_fd, in
 	struct exec_report f = {.type = RT_MSG_ERROR};
 	struct sk_error *errp = &f.err;
 	/* The command starts clean: default dispositions (ignored ones survive exec), no mask. */
-	for (int sig = 1; sig < NSIG; sig++)
+	for (int sig = 1; sig < SIGRTMIN; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			signal(sig, SIG_DFL);
+	for (int sig = SIGRTMIN; sig <= SIGRTMAX; sig++)
 		signal(sig, SIG_DFL);
 	sigset_t none;
 	sigemptyset(&none);
@@ -329,7 +332,7 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 	timing_mark(&t, "init_fork");
 	/* init keeps no privilege: nothing in the sandbox may gain one through it. It drops them
 	 * before the command may exec, so no command ever sees an init with capabilities. */
-	if (caps_restrict(0, &err) < 0) {
+	if (caps_clear(&err) < 0) {
 		kill(main_pid, SIGKILL);
 		fail(sync_fd, &err);
 	}

@@ -51,6 +51,6 @@ ssize_t rt_msg_recv(int fd, struct rt_msg *m, int *ret_fd);
 /* State directory layout: <inst_dir>/<id>/ holds "lock" (flock held while the owner lives). */
 int state_sandbox_dir_create(const struct rt *rt, const char *id, int *ret_lock_fd,
                              struct sk_error *err);
-int state_sandbox_dir_remove(const struct rt *rt, const char *id);
+int state_sandbox_dir_remove(const char *inst_dir, const char *id);
 /* The owner is gone when the lock can be taken. */
 int state_sandbox_is_alive(const struct rt *rt, const char *id);

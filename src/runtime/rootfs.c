@@ -43,19 +43,27 @@ static int path_join(char *buf, size_t size, const char *a, const char *b)
 	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
 
-static int ensure_dir(const char *path)
+/* Make path a directory, or check that the image has one there. A symlink (or anything else)
+ * where we mount is refused: mount follows symlinks, and the image is untrusted. Nothing else
+ * runs in the sandbox yet, so what lstat sees stays true. */
+static int ensure_dir(const char *path, mode_t mode)
 {
-	if (mkdir(path, 0755) < 0 && errno != EEXIST)
+	if (mkdir(path, mode) == 0)
+		return chmod(path, mode) < 0 ? -errno : 0;
+	if (errno != EEXIST)
 		return -errno;
-	return 0;
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return -errno;
+	return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
 }
 
 static int setup_dev(const char *root, struct sk_error *err)
 {
 	char dev[4096], p[4096];
 	int r;
-	if ((r = path_join(dev, sizeof(dev), root, "dev")) < 0 || (r = ensure_dir(dev)) < 0)
-		return sk_error_errno(err, r, "mkdir /dev");
+	if ((r = path_join(dev, sizeof(dev), root, "dev")) < 0 || (r = ensure_dir(dev, 0755)) < 0)
+		return sk_error_errno(err, r, "the image's /dev");
 	if ((r = mount_at(err, "tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME,
 	                  "mode=755,size=64k,nr_inodes=64")) < 0)
 		return r;
@@ -98,8 +106,9 @@ static int setup_proc(const char *root, struct sk_error *err)
 {
 	char proc[4096], p[4096], devnull[4096];
 	int r;
-	if ((r = path_join(proc, sizeof(proc), root, "proc")) < 0 || (r = ensure_dir(proc)) < 0)
-		return sk_error_errno(err, r, "mkdir /proc");
+	if ((r = path_join(proc, sizeof(proc), root, "proc")) < 0 ||
+	    (r = ensure_dir(proc, 0755)) < 0)
+		return sk_error_errno(err, r, "the image's /proc");
 	if ((r = mount_at(err, "proc", proc, "proc", PROC_FLAGS, NULL)) < 0)
 		return r;
 	path_join(devnull, sizeof(devnull), root, "dev/null");
@@ -134,8 +143,8 @@ static int setup_sys(const char *root, struct sk_error *err)
 {
 	char sys[4096];
 	int r;
-	if ((r = path_join(sys, sizeof(sys), root, "sys")) < 0 || (r = ensure_dir(sys)) < 0)
-		return sk_error_errno(err, r, "mkdir /sys");
+	if ((r = path_join(sys, sizeof(sys), root, "sys")) < 0 || (r = ensure_dir(sys, 0755)) < 0)
+		return sk_error_errno(err, r, "the image's /sys");
 	/* sysfs needs a network namespace owned by our user namespace (it is); where a host's
 	 * mounts make the kernel refuse it, /sys stays an empty directory. */
 	if (mount("sysfs", sys, "sysfs", MS_RDONLY | PROC_FLAGS, NULL) < 0 && errno != EPERM)
@@ -181,8 +190,8 @@ int rootfs_setup(const char *scratch, int lower_fd, const struct spec *spec, str
 	timing_mark(t, "mount_sys");
 	char tmp[4096];
 	path_join(tmp, sizeof(tmp), root, "tmp");
-	if (mkdir(tmp, 01777) == 0 && chmod(tmp, 01777) < 0)
-		return sk_error_errno(err, -errno, "chmod /tmp");
+	if ((r = ensure_dir(tmp, 01777)) < 0)
+		return sk_error_errno(err, r, "the image's /tmp");
 
 	if (chdir(root) < 0)
 		return sk_error_errno(err, -errno, "chdir %s", root);

@@ -17,6 +17,8 @@
 #define RT_DEFAULT_RUN_DIR    "/run/skiff"
 #define RT_DEFAULT_INSTANCE   "0"
 #define RT_KILL_GRACE_MS      1000 /* how long teardown waits for a cgroup to empty */
+#define RT_OOM_CONFIRM_MS     200  /* how long a v1 OOM event waits for its kill to be counted */
+#define RT_OOM_RECHECK_MS     5
 
 struct rt {
 	char instance[RT_INSTANCE_MAX_CHARS + 1];
@@ -25,6 +27,7 @@ struct rt {
 	struct cg_layout cg;
 	struct rt_seccomp seccomp;
 	uint64_t caps;
+	int lock_fd; /* <run_dir>/<instance>.lock, held shared */
 	/* Cleanup helpers told to exit but not reaped yet: reaped later, never waited for on a
 	 * sandbox's teardown path. */
 	struct {
@@ -67,7 +70,9 @@ const char *rt_sandbox_id(const struct rt_sandbox *sb);
 int rt_sandbox_pidfd(const struct rt_sandbox *sb);
 /* Readable / POLLPRI when the memory cgroup reports OOM (then call rt_sandbox_check_oom). */
 int rt_sandbox_oom_fd(const struct rt_sandbox *sb, short *ret_events);
-/* True (and the whole sandbox killed) when an OOM kill happened in the sandbox. */
+/* After the OOM fd fired: 1 when an OOM kill happened in the sandbox (the whole sandbox is then
+ * killed), 0 when not, -EAGAIN while an event is being confirmed: call again after
+ * RT_OOM_RECHECK_MS (even without the fd firing). */
 int rt_sandbox_check_oom(struct rt_sandbox *sb);
 /* Deliver sig to the main command (through init). */
 int rt_sandbox_signal(struct rt_sandbox *sb, int sig);
@@ -84,10 +89,13 @@ struct rt_step {
 	const char *name;
 	uint64_t ns;
 };
-int rt_sandbox_timings(const struct rt_sandbox *sb, struct rt_step *steps, int max);
+int rt_sandbox_timings(struct rt_sandbox *sb, struct rt_step *steps, int max);
 /* Kill what is left, remove cgroups, state and uid range, free sb. Accepts NULL. */
 int rt_sandbox_destroy(struct rt_sandbox *sb, struct sk_error *err);
 
+/* Remove the instance's parent cgroups and state directory when no other runtime of the
+ * instance runs (1), or leave them (0). */
+int rt_instance_remove_if_idle(struct rt *rt);
 /* Remove what crashed runs of this instance left: sandboxes whose owner is gone. Returns how many.
  */
 int rt_gc(struct rt *rt, struct sk_error *err);

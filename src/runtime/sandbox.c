@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -27,18 +28,33 @@
 #include "internal.h"
 
 #define HELPER_STACK_BYTES (256 * 1024)
-#define INIT_STACK_BYTES   (512 * 1024)
 
-/* init and the cleanup helper share the runtime's memory (CLONE_VM): on a VM a fork-like clone
- * and its exit cost ~1.5 ms more per sandbox. Both run on stacks of their own, allocate nothing
- * while the runtime runs concurrently, and init is non-dumpable (its mm belongs to the host's
- * user namespace, so nothing in the sandbox can ptrace or read it). Under ASan, whose
- * per-thread state lives in TLS that such clones would share, they are fork-like. */
+/* The cleanup helper shares the runtime's memory (CLONE_VM; a fork costs ~1 ms on a VM). It
+ * lives outside the sandbox's cgroups, so no OOM in a sandbox can pick it. init must not share
+ * the runtime's memory: the OOM killer kills every process that shares its victim's memory, and
+ * init sits in the sandbox's memory cgroup. Under ASan, whose per-thread state lives in TLS that
+ * such a clone would share, the helper is forked. */
 #if defined(__SANITIZE_ADDRESS__)
-#define SHARE_VM 0
+#define HELPER_SHARES_VM 0
 #else
-#define SHARE_VM CLONE_VM
+#define HELPER_SHARES_VM 1
 #endif
+
+/* What the cleanup helper works from: written by the runtime at the bottom of the helper's own
+ * stack mapping before the clone and never touched by the runtime again, so the helper never
+ * reads the runtime's (possibly freed) sandbox. */
+struct helper_ctx {
+	struct cg_layout layout;
+	struct cg_sandbox cg; /* its dirfds are numbers in the helper's own fd table */
+	int cg_made;
+	char run_dir[sizeof(((struct rt *)0)->run_dir)];
+	char inst_dir[sizeof(((struct rt *)0)->inst_dir)];
+	char id[ID_MAX_BYTES];
+	char owner[64];
+	int slot;
+	int rfd;
+	int lock_fd;
+};
 
 #define SANDBOX_NS_FLAGS                                                                           \
 	(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET)
@@ -54,8 +70,7 @@ struct rt_sandbox {
 	int sync_fd;
 	int lock_fd;
 	pid_t helper_pid;
-	int helper_fd;  /* our end of the helper's pipe */
-	int helper_rfd; /* the helper's end (a number in its own fd table) */
+	int helper_fd; /* our end of the helper's pipe */
 	void *helper_stack;
 	struct cg_sandbox cg;
 	int cg_made;
@@ -66,10 +81,11 @@ struct rt_sandbox {
 	int reaped;
 	int exit_known;
 	int exit_status;
-	void *init_stack;
-	struct rt_child_args child_args;     /* read by init during setup */
-	struct timing marks;                 /* the runtime's steps */
-	char init_marks[SK_ERROR_MSG_BYTES]; /* init's steps, "name:ns …" */
+	struct rt_child_args child_args;       /* read by init during setup */
+	struct timing marks;                   /* the runtime's steps */
+	char init_marks[SK_ERROR_MSG_BYTES];   /* init's steps, "name:ns …" */
+	uint64_t oom_watch_until_ns;           /* v1: an OOM event is being confirmed until then */
+	char step_names[TIMING_MAX_MARKS][32]; /* rt_sandbox_timings' names of init's steps */
 };
 
 int rt_instance_valid(const char *instance)
@@ -103,23 +119,42 @@ int rt_init(struct rt *rt, const char *instance, const char *run_dir, struct sk_
 	snprintf(rt->instance, sizeof(rt->instance), "%s", instance);
 	snprintf(rt->run_dir, sizeof(rt->run_dir), "%s", run_dir ? run_dir : RT_DEFAULT_RUN_DIR);
 	snprintf(rt->inst_dir, sizeof(rt->inst_dir), "%s/%s", rt->run_dir, rt->instance);
-	int r = fs_mkdir_p(rt->inst_dir, 0711);
+	rt->lock_fd = -1;
+	int r = fs_mkdir_p(rt->run_dir, 0711);
 	if (r < 0)
-		return sk_error_errno(err, r, "make %s", rt->inst_dir);
-	if ((r = cgroup_layout_detect("/proc/self/mountinfo", &rt->cg, err)) < 0)
+		return sk_error_errno(err, r, "make %s", rt->run_dir);
+	/* Held shared for the runtime's life: gc removes the instance's parent cgroups and state
+	 * directory only when it can take it exclusively, so never under a runtime that runs. */
+	char lock[sizeof(rt->run_dir) + 16];
+	snprintf(lock, sizeof(lock), "%s/%s.lock", rt->run_dir, rt->instance);
+	rt->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (rt->lock_fd < 0 || flock(rt->lock_fd, LOCK_SH) < 0) {
+		r = sk_error_errno(err, -errno, "lock %s", lock);
+		rt_release(rt);
 		return r;
+	}
+	if ((r = fs_mkdir_p(rt->inst_dir, 0711)) < 0) {
+		sk_error_errno(err, r, "make %s", rt->inst_dir);
+		rt_release(rt);
+		return r;
+	}
+	if ((r = cgroup_layout_detect("/proc/self/mountinfo", &rt->cg, err)) < 0)
+		goto fail;
 	/* Aggregate limits for all sandboxes of the instance: leave the host room to breathe. */
 	unsigned long long pid_max = 32768;
 	fs_read_u64_at(AT_FDCWD, "/proc/sys/kernel/pid_max", &pid_max);
 	uint64_t mem = mem_total_bytes();
 	struct cg_limits agg = {.cpu = 0, .memory_bytes = mem / 10 * 9, .pids = pid_max / 4 * 3};
 	if ((r = cgroup_parent_ensure(&rt->cg, rt->instance, &agg, err)) < 0)
-		return r;
+		goto fail;
 	if ((r = rt_seccomp_build(&rt->seccomp, err)) < 0)
-		return r;
+		goto fail;
 	rt->caps = caps_default_mask();
 	caps_last_cap();
 	return 0;
+fail:
+	rt_release(rt);
+	return r;
 }
 
 static void helpers_reap(struct rt *rt, int block);
@@ -128,6 +163,19 @@ void rt_release(struct rt *rt)
 {
 	helpers_reap(rt, 1);
 	rt_seccomp_release(&rt->seccomp);
+	if (rt->lock_fd >= 0)
+		close(rt->lock_fd);
+	rt->lock_fd = -1;
+}
+
+int rt_instance_remove_if_idle(struct rt *rt)
+{
+	if (flock(rt->lock_fd, LOCK_EX | LOCK_NB) < 0)
+		return errno == EWOULDBLOCK ? 0 : -errno;
+	cgroup_parent_remove(&rt->cg, rt->instance);
+	rmdir(rt->inst_dir);
+	flock(rt->lock_fd, LOCK_SH);
+	return 1;
 }
 
 const char *rt_sandbox_id(const struct rt_sandbox *sb)
@@ -163,23 +211,24 @@ static int close_fds_except(const int *keep, size_t n)
 	}
 }
 
-/* Everything a sandbox holds on the host once its processes are gone. Allocates nothing: the
- * cleanup helper runs it on a memory it shares with a process that may have died anywhere. */
-static void cleanup_everything(struct rt_sandbox *sb, int timeout_ms)
+/* The cleanup helper's cleanup, from its own context: the cgroups first (killing what is left),
+ * and only once they are gone the uid range and state (a range is reused only when nothing of
+ * its sandbox is left). Allocates nothing: the heap is shared with a process that may have died
+ * anywhere. */
+static void helper_cleanup(struct helper_ctx *h)
 {
-	if (sb->cg_made)
-		cgroup_sandbox_destroy(&sb->cg, timeout_ms, NULL);
-	sb->cg_made = 0;
-	idmap_slot_release(sb->rt->run_dir, sb->slot.slot, sb->owner);
-	sb->slot.slot = -1;
-	state_sandbox_dir_remove(sb->rt, sb->id);
+	h->cg.layout = &h->layout;
+	if (h->cg_made && cgroup_sandbox_destroy(&h->cg, RT_KILL_GRACE_MS, NULL) < 0)
+		return; /* gc finishes the job */
+	idmap_slot_release(h->run_dir, h->slot, h->owner);
+	state_sandbox_dir_remove(h->inst_dir, h->id);
 }
 
-/* The cleanup helper's body. It shares our memory (CLONE_VM) but has its own stack, fd table
- * and signal state; until we die it only blocks in read(), so it never races our heap. */
+/* The cleanup helper's body. It has its own stack, fd table and signal state; until we die it
+ * only blocks in read(), so it never races our heap. */
 static int helper_main(void *arg)
 {
-	struct rt_sandbox *sb = arg;
+	struct helper_ctx *h = arg;
 	sigset_t all;
 	sigfillset(&all);
 	sigprocmask(SIG_SETMASK, &all, NULL);
@@ -190,20 +239,20 @@ static int helper_main(void *arg)
 		dup2(devnull, 1);
 		dup2(devnull, 2);
 	}
-	int keep[2 + CG_MAX_HIER] = {sb->helper_rfd, sb->lock_fd};
+	int keep[2 + CG_MAX_HIER] = {h->rfd, h->lock_fd};
 	size_t nkeep = 2;
 	for (int i = 0; i < CG_MAX_HIER; i++)
-		if (sb->cg.dirfd[i] >= 0)
-			keep[nkeep++] = sb->cg.dirfd[i];
+		if (h->cg.dirfd[i] >= 0)
+			keep[nkeep++] = h->cg.dirfd[i];
 	close_fds_except(keep, nkeep);
 	prctl(PR_SET_NAME, "skiff-cleanup");
 	char c;
 	ssize_t n;
 	do {
-		n = read(sb->helper_rfd, &c, 1);
+		n = read(h->rfd, &c, 1);
 	} while (n < 0 && errno == EINTR);
 	if (n != 1)
-		cleanup_everything(sb, RT_KILL_GRACE_MS);
+		helper_cleanup(h);
 	_exit(0);
 }
 
@@ -223,13 +272,24 @@ static int helper_spawn(struct rt_sandbox *sb, struct sk_error *err)
 		close(p[1]);
 		return sk_error_errno(err, r, "map the cleanup helper's stack");
 	}
-	sb->helper_rfd = p[0];
-#if SHARE_VM
-	pid_t pid = clone(helper_main, (char *)stack + HELPER_STACK_BYTES, CLONE_VM | SIGCHLD, sb);
+	struct helper_ctx *h = stack;
+	h->layout = sb->rt->cg;
+	h->cg = sb->cg;
+	h->cg.layout = &h->layout;
+	h->cg_made = sb->cg_made;
+	snprintf(h->run_dir, sizeof(h->run_dir), "%s", sb->rt->run_dir);
+	snprintf(h->inst_dir, sizeof(h->inst_dir), "%s", sb->rt->inst_dir);
+	snprintf(h->id, sizeof(h->id), "%s", sb->id);
+	snprintf(h->owner, sizeof(h->owner), "%s", sb->owner);
+	h->slot = sb->slot.slot;
+	h->rfd = p[0];
+	h->lock_fd = sb->lock_fd;
+#if HELPER_SHARES_VM
+	pid_t pid = clone(helper_main, (char *)stack + HELPER_STACK_BYTES, CLONE_VM | SIGCHLD, h);
 #else
 	pid_t pid = fork();
 	if (pid == 0)
-		helper_main(sb);
+		helper_main(h);
 #endif
 	if (pid < 0) {
 		int r = -errno;
@@ -309,8 +369,6 @@ static int lower_mount_make(pid_t pid, const char *rootfs, int *ret_fd, struct s
 
 static void sandbox_free(struct rt_sandbox *sb)
 {
-	if (sb->init_stack)
-		munmap(sb->init_stack, INIT_STACK_BYTES); /* init is reaped: nothing runs on it */
 	if (sb->pidfd >= 0)
 		close(sb->pidfd);
 	if (sb->sync_fd >= 0)
@@ -362,16 +420,19 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 {
 	if (!spec->argv)
 		return sk_error_set(err, -SK_EINVAL_SPEC, "command: none given");
+	int r = spec_validate(spec, err);
+	if (r < 0)
+		return r;
 	struct rt_sandbox *sb = calloc(1, sizeof(*sb));
 	if (!sb)
 		return sk_error_set(err, -ENOMEM, "out of memory");
 	sb->rt = rt;
 	timing_mark(&sb->marks, "begin");
-	sb->pidfd = sb->sync_fd = sb->lock_fd = sb->helper_fd = sb->helper_rfd = sb->oom_fd = -1;
+	sb->pidfd = sb->sync_fd = sb->lock_fd = sb->helper_fd = sb->oom_fd = -1;
 	sb->slot.slot = -1;
 	for (int i = 0; i < CG_MAX_HIER; i++)
 		sb->cg.dirfd[i] = -1;
-	int r = id_new("sb-", sb->id, sizeof(sb->id));
+	r = id_new("sb-", sb->id, sizeof(sb->id));
 	if (r < 0) {
 		sk_error_errno(err, r, "make an id");
 		goto fail;
@@ -420,27 +481,13 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 	    .sync_fd = sp[1],
 	    .parent_fd = sp[0],
 	};
-	sb->init_stack = mmap(NULL, INIT_STACK_BYTES, PROT_READ | PROT_WRITE,
-	                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-	if (sb->init_stack == MAP_FAILED) {
-		sb->init_stack = NULL;
-		r = sk_error_errno(err, -errno, "map init's stack");
-		close(sp[0]);
-		close(sp[1]);
-		goto fail;
-	}
 	int pidfd = -1;
-#if SHARE_VM
-	long pid =
-	    clone(child_trampoline, (char *)sb->init_stack + INIT_STACK_BYTES,
-	          SANDBOX_NS_FLAGS | CLONE_VM | CLONE_PIDFD | SIGCHLD, &sb->child_args, &pidfd);
-#else
-	/* Fork-like, on a copy of this stack: ASan can't follow a clone onto a stack of its own. */
+	/* Fork-like, on a copy of this stack: init gets a memory of its own (see HELPER_SHARES_VM).
+	 */
 	long pid =
 	    syscall(SYS_clone, SANDBOX_NS_FLAGS | CLONE_PIDFD | SIGCHLD, NULL, &pidfd, NULL, 0);
 	if (pid == 0)
 		child_trampoline(&sb->child_args);
-#endif
 	if (pid < 0) {
 		r = sk_error_errno(err, -errno, "clone the sandbox's init");
 		close(sp[0]);
@@ -489,14 +536,14 @@ fail:
 	return r;
 }
 
-int rt_sandbox_timings(const struct rt_sandbox *sb, struct rt_step *steps, int max)
+int rt_sandbox_timings(struct rt_sandbox *sb, struct rt_step *steps, int max)
 {
 	struct rt_step all[2 * TIMING_MAX_MARKS];
 	int n = 0;
 	for (int i = 0; i < sb->marks.n; i++)
 		all[n++] = (struct rt_step){.name = sb->marks.name[i], .ns = sb->marks.ns[i]};
 	/* init's marks name steps it took; their names live in init_marks, copied per step. */
-	static char names[TIMING_MAX_MARKS][32];
+	char(*names)[32] = sb->step_names;
 	int k = 0;
 	for (const char *p = sb->init_marks; *p && k < TIMING_MAX_MARKS;) {
 		const char *colon = strchr(p, ':');
@@ -550,22 +597,37 @@ int rt_sandbox_usage(const struct rt_sandbox *sb, struct cg_usage *ret)
 
 int rt_sandbox_check_oom(struct rt_sandbox *sb)
 {
-	if (sb->oom_fd >= 0 && sb->oom_events == POLLIN) {
-		/* v1 signals the OOM itself, before the kernel has counted its kill: the event is
-		 * the answer. */
-		uint64_t v = 0;
-		if (read(sb->oom_fd, &v, sizeof(v)) != sizeof(v) || v == 0)
-			return 0;
-	} else {
-		/* v2 notifies every change of memory.events (also "high" and "max"): count kills.
+	uint64_t kills = 0;
+	if (sb->oom_events == POLLIN) {
+		/* v1: the event comes before the kill is counted, and also when an ancestor (the
+		 * instance's aggregate limit) is out of memory and the victim is another sandbox.
+		 * Only this sandbox's own kill counter says it was this sandbox: watch it a while.
 		 */
+		uint64_t v = 0;
+		if (read(sb->oom_fd, &v, sizeof(v)) == sizeof(v) && v)
+			sb->oom_watch_until_ns = timing_now_ns() + RT_OOM_CONFIRM_MS * 1000000ull;
 		struct cg_usage u;
 		cgroup_sandbox_usage(&sb->cg, &u);
-		if (u.oom_kills == 0)
-			return 0;
+		kills = u.oom_kills;
+	} else {
+		/* v2: reading memory.events re-arms its POLLPRI (an unread file polls ready
+		 * forever); it changes for "high" and "max" too, so count kills. */
+		char buf[512];
+		ssize_t n = pread(sb->oom_fd, buf, sizeof(buf) - 1, 0);
+		if (n > 0) {
+			buf[n] = '\0';
+			kills = fs_keyed_u64(buf, "oom_kill");
+		}
 	}
-	rt_sandbox_kill(sb, RT_END_OOM);
-	return 1;
+	if (kills) {
+		sb->oom_watch_until_ns = 0;
+		rt_sandbox_kill(sb, RT_END_OOM);
+		return 1;
+	}
+	if (sb->oom_watch_until_ns && timing_now_ns() < sb->oom_watch_until_ns)
+		return -EAGAIN;
+	sb->oom_watch_until_ns = 0;
+	return 0;
 }
 
 int rt_sandbox_reap(struct rt_sandbox *sb, struct rt_result *ret)
@@ -615,7 +677,7 @@ int rt_sandbox_destroy(struct rt_sandbox *sb, struct sk_error *err)
 	if (r == 0) {
 		idmap_slot_release(sb->rt->run_dir, sb->slot.slot, sb->owner);
 		if (sb->lock_fd >= 0)
-			state_sandbox_dir_remove(sb->rt, sb->id);
+			state_sandbox_dir_remove(sb->rt->inst_dir, sb->id);
 	}
 	helper_dismiss(sb, r == 0);
 	cgroup_sandbox_close(&sb->cg);

@@ -3,6 +3,9 @@
 #include "seccomp.h"
 
 #include <errno.h>
+#include <linux/filter.h>
+#include <sys/socket.h>
+#include <stddef.h>
 #include <linux/sched.h>
 #include <linux/seccomp.h>
 #include <seccomp.h>
@@ -124,7 +127,64 @@ static int add_rules(scmp_filter_ctx ctx)
 		if (r < 0)
 			return r;
 	}
+	/* vsock ignores network namespaces: it would reach the hypervisor or other guests. */
+	r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(socket), 1,
+	                     SCMP_A0(SCMP_CMP_EQ, AF_VSOCK));
+	if (r < 0)
+		return r;
 	return 0;
+}
+
+/* The values personality() may take, as in Docker's profile: PER_LINUX, PER_LINUX32, each
+ * with UNAME26, and the query 0xffffffff. */
+static const uint32_t PERSONALITY_ALLOWED[] = {0x0, 0x8, 0x20000, 0x20008, 0xffffffff};
+
+/* Highest syscall number libseccomp knows on the native architecture, plus one. */
+static int first_unknown_syscall(void)
+{
+	uint32_t arch = seccomp_arch_native();
+	int last = 0;
+	for (int nr = 0; nr < 1024; nr++) {
+		char *name = seccomp_syscall_resolve_num_arch(arch, nr);
+		if (name) {
+			last = nr;
+			free(name);
+		}
+	}
+	return last + 1;
+}
+
+#define BPF_STMT_(code, k)         ((struct sock_filter){(unsigned short)(code), 0, 0, (k)})
+#define BPF_JUMP_(code, k, jt, jf) ((struct sock_filter){(unsigned short)(code), (jt), (jf), (k)})
+
+/* Instructions that run before libseccomp's program. On the native architecture: calls
+ * numbered past the last one libseccomp knows fail with ENOSYS (a denylist must not allow
+ * calls newer than itself; ENOSYS makes libc fall back), and personality() takes only
+ * PERSONALITY_ALLOWED. Everything else falls through to libseccomp's program, which checks the
+ * architecture again. Returns the number of instructions written to out (room for 16). */
+static size_t prefix_build(struct sock_filter *out)
+{
+	const uint32_t arg0 = offsetof(struct seccomp_data, args[0]) +
+	                      (__BYTE_ORDER__ == __ORDER_BIG_ENDIAN__ ? 4 : 0);
+	const size_t n_allowed = sizeof(PERSONALITY_ALLOWED) / sizeof(PERSONALITY_ALLOWED[0]);
+	/* Layout: 0 ld arch | 1 jeq native | 2 ld nr | 3 jge x32 | 4 jge first_unknown | 5 ret
+	 * ENOSYS | 6 jeq personality | 7 ld arg0 | 8.. jeq allowed | ret EPERM | end */
+	const size_t end = 8 + n_allowed + 1;
+	size_t i = 0;
+	out[i++] = BPF_STMT_(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
+	out[i++] = BPF_JUMP_(BPF_JMP | BPF_JEQ | BPF_K, seccomp_arch_native(), 0, end - 2);
+	out[i++] = BPF_STMT_(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
+	out[i++] = BPF_JUMP_(BPF_JMP | BPF_JGE | BPF_K, 0x40000000u, end - 4, 0); /* x32 */
+	out[i++] = BPF_JUMP_(BPF_JMP | BPF_JGE | BPF_K, first_unknown_syscall(), 0, 1);
+	out[i++] = BPF_STMT_(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS);
+	out[i++] = BPF_JUMP_(BPF_JMP | BPF_JEQ | BPF_K, SCMP_SYS(personality), 0, end - 7);
+	out[i++] = BPF_STMT_(BPF_LD | BPF_W | BPF_ABS, arg0);
+	for (size_t k = 0; k < n_allowed; k++)
+		out[i] =
+		    BPF_JUMP_(BPF_JMP | BPF_JEQ | BPF_K, PERSONALITY_ALLOWED[k], end - i - 1, 0),
+		i++;
+	out[i++] = BPF_STMT_(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM);
+	return i;
 }
 
 static scmp_filter_ctx build_ctx(int *ret_err)
@@ -173,19 +233,22 @@ int rt_seccomp_compile(struct rt_seccomp *ret, struct sk_error *err)
 		return sk_error_set(err, -EIO, "export seccomp profile: bad size %lld",
 		                    (long long)size);
 	}
-	struct sock_filter *insns = malloc(size);
+	struct sock_filter prefix[16];
+	size_t nprefix = prefix_build(prefix);
+	struct sock_filter *insns = malloc(size + nprefix * sizeof(struct sock_filter));
 	if (!insns) {
 		close(fd);
 		return sk_error_set(err, -ENOMEM, "out of memory");
 	}
-	ssize_t n = pread(fd, insns, size, 0);
+	memcpy(insns, prefix, nprefix * sizeof(struct sock_filter));
+	ssize_t n = pread(fd, insns + nprefix, size, 0);
 	close(fd);
 	if (n != size) {
 		free(insns);
 		return sk_error_set(err, -EIO, "read back seccomp profile");
 	}
 	ret->insns = insns;
-	ret->len = size / sizeof(struct sock_filter);
+	ret->len = nprefix + size / sizeof(struct sock_filter);
 	return 0;
 }
 

@@ -104,6 +104,12 @@ int spec_set_env(struct spec *s, const char *kv, struct sk_error *err)
 	/* Replace an existing entry with the same name. */
 	for (size_t i = 0; i < s->envc; i++) {
 		if (strncmp(s->env[i], kv, keylen + 1) == 0) {
+			if (strv_bytes(s->env) - strlen(s->env[i]) + strlen(kv) +
+			        strv_bytes(s->argv) >
+			    SPEC_MAX_STRINGS_BYTES)
+				return sk_error_set(err, EINPUT,
+				                    "command and env together exceed %d bytes",
+				                    SPEC_MAX_STRINGS_BYTES);
 			char *dup = strdup(kv);
 			if (!dup)
 				return sk_error_set(err, -ENOMEM, "out of memory");
@@ -191,6 +197,13 @@ static int name_valid(const char *h)
 
 int spec_validate(const struct spec *s, struct sk_error *err)
 {
+	/* The setters enforce these; a spec built by other means must meet them too. */
+	if (s->argc > SPEC_MAX_ARGS || s->envc > SPEC_MAX_ENV)
+		return sk_error_set(err, EINPUT, "command: at most %d arguments and %d variables",
+		                    SPEC_MAX_ARGS, SPEC_MAX_ENV);
+	if (strv_bytes(s->argv) + strv_bytes(s->env) > SPEC_MAX_STRINGS_BYTES)
+		return sk_error_set(err, EINPUT, "command and env together exceed %d bytes",
+		                    SPEC_MAX_STRINGS_BYTES);
 	if (s->workdir && (s->workdir[0] != '/' || strlen(s->workdir) >= SPEC_MAX_PATH_BYTES))
 		return sk_error_set(err, EINPUT, "workdir: must be an absolute path under %d bytes",
 		                    SPEC_MAX_PATH_BYTES);

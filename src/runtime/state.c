@@ -100,15 +100,15 @@ int state_sandbox_dir_create(const struct rt *rt, const char *id, int *ret_lock_
 	return 0;
 }
 
-int state_sandbox_dir_remove(const struct rt *rt, const char *id)
+int state_sandbox_dir_remove(const char *inst_dir, const char *id)
 {
 	/* The directory holds only the lock (the sandbox's layers live in a tmpfs mounted over it
 	 * in the sandbox's own mount namespace). No allocation: the cleanup helper calls this. */
 	char path[512];
-	snprintf(path, sizeof(path), "%s/%s/lock", rt->inst_dir, id);
+	snprintf(path, sizeof(path), "%s/%s/lock", inst_dir, id);
 	if (unlink(path) < 0 && errno != ENOENT)
 		return -errno;
-	snprintf(path, sizeof(path), "%s/%s", rt->inst_dir, id);
+	snprintf(path, sizeof(path), "%s/%s", inst_dir, id);
 	if (rmdir(path) < 0 && errno != ENOENT)
 		return -errno;
 	return 0;
