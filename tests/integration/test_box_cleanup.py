@@ -164,3 +164,26 @@ def test_sigterm_without_trap(box):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_gc_racing_starts_never_breaks_them(box):
+    # gc removes the instance's parent cgroups and state directory only when no runtime of the
+    # instance holds its lock: starts running beside a gc loop must all succeed.
+    import threading
+
+    stop = threading.Event()
+    gcs = []
+
+    def gc_loop():
+        while not stop.is_set():
+            gcs.append(box.gc().returncode)
+
+    t = threading.Thread(target=gc_loop)
+    t.start()
+    try:
+        codes = [box.run(["true"]).returncode for _ in range(40)]
+    finally:
+        stop.set()
+        t.join()
+    assert codes == [0] * 40
+    assert gcs and set(gcs) == {0}

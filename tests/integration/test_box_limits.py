@@ -4,7 +4,7 @@ import json
 import subprocess
 import time
 
-from conftest import sandbox_cgroups
+from conftest import parent_cgroups, sandbox_cgroups
 
 MIB = 1024 * 1024
 
@@ -141,3 +141,39 @@ def test_disk_limit_in_tmp(box):
     assert rc == "rc=1"
     assert int(size) <= 4 * MIB
     assert "No space left on device" in r.stderr
+
+
+def _memory_parent(inst):
+    """The instance's parent memory cgroup and its limit files (v1 or v2)."""
+    for parent in parent_cgroups(inst):
+        if (parent / "memory.limit_in_bytes").exists():
+            files = ["memory.limit_in_bytes"]
+            if (parent / "memory.memsw.limit_in_bytes").exists():
+                files = ["memory.memsw.limit_in_bytes", "memory.limit_in_bytes"]
+            return parent, files
+        if (parent / "memory.max").exists():
+            return parent, ["memory.max"]
+    pytest.skip("no memory cgroup for the instance")
+
+
+def test_oom_in_a_sibling_is_not_this_sandboxs(box):
+    # When the instance's aggregate limit runs out, the kernel kills in one sandbox; cgroup v1
+    # also notifies every other sandbox of the instance. Only the one with a kill is OOM.
+    box.run(["true"])
+    parent, files = _memory_parent(box.instance)
+    saved = {f: (parent / f).read_text().strip() for f in files}
+    try:
+        limit = str(96 * 1024 * 1024)
+        # Lower memory before memory+swap (v1 refuses memsw below memory).
+        for f in sorted(files, key=lambda f: "memsw" in f):
+            (parent / f).write_text(limit)
+        a = box.spawn("--memory", "64", "--", "sleep", "3")
+        time.sleep(0.5)
+        b = box.sh("dd if=/dev/zero of=/dev/shm/fill bs=1M 2>/dev/null; echo survived",
+                   "--memory", "200")
+        out_a, err_a = a.communicate(timeout=30)
+        assert b.returncode == 137 and "out of memory" in b.stderr, (b.returncode, b.stderr)
+        assert a.returncode == 0, (a.returncode, err_a)
+    finally:
+        for f in sorted(files, key=lambda f: "memsw" not in f):
+            (parent / f).write_text(saved[f])

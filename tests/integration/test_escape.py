@@ -757,3 +757,58 @@ def test_host_loopback_and_addresses_unreachable(box, root):
             srv.accept()
     finally:
         srv.close()
+
+
+# ---- defences added after review ----
+
+
+def test_vsock_denied(box, root):
+    # vsock ignores network namespaces: it would reach the hypervisor or other guests.
+    assert probe(box, root, "vsock") == "err EPERM"
+
+
+def test_personality_restricted_to_dockers_values(box, root):
+    out = probes(box, root, [("personality", "0"), ("personality", "8"),
+                             ("personality", "ffffffff"), ("personality", "40000"),
+                             ("personality", "400000")])
+    assert out == {"personality 0": "ok", "personality 8": "ok", "personality ffffffff": "ok",
+                   # ADDR_NO_RANDOMIZE and READ_IMPLIES_EXEC help exploits
+                   "personality 40000": "err EPERM", "personality 400000": "err EPERM"}
+
+
+def test_syscalls_newer_than_the_profile_get_enosys(box, root):
+    # x86_64 numbers past the last call libseccomp 2.5.4 knows (456): lsm_set_self_attr (460),
+    # mseal (462), a number no kernel has yet (1000). A denylist must not allow what it has
+    # never heard of; ENOSYS makes libc fall back.
+    out = probes(box, root, [("syscall-nr", "460"), ("syscall-nr", "462"), ("syscall-nr", "1000"),
+                             ("syscall-nr", "39")])
+    assert out == {"syscall-nr 460": "err ENOSYS", "syscall-nr 462": "err ENOSYS",
+                   "syscall-nr 1000": "err ENOSYS", "syscall-nr 39": "ok"}  # 39: getpid
+
+
+@pytest.mark.parametrize("name,target", [("proc", "."), ("dev", "/dev"), ("sys", "/"),
+                                         ("tmp", "/etc")])
+def test_image_symlink_where_the_runtime_mounts_refused(box, root, tmp_path, name, target):
+    # mount follows symlinks: an image whose /proc points at its root would get procfs over /
+    # with nothing masked, and a /tmp pointing at the host's /etc must not be chmod'ed.
+    img = tmp_path / "img"
+    shutil.copytree(root, img, symlinks=True)
+    shutil.rmtree(img / name)
+    (img / name).symlink_to(target)
+    etc_before = file_state("/etc")
+    r = box.run(["true"], "--rootfs", img)
+    assert r.returncode == 125, (r.returncode, r.stderr)
+    assert f"the image's /{name}: Not a directory" in r.stderr
+    assert file_state("/etc") == etc_before
+
+
+def test_oom_of_init_never_takes_the_runtime(box, root):
+    # Files in /dev/shm are charged to the sandbox but belong to no process, so the OOM killer
+    # picks init here (the largest process left; dmesg names skiff-init). init owns its memory:
+    # the kernel kills every process sharing its victim's memory, so were init's shared with
+    # skiff-box, skiff-box could die with it (exit -9, nothing reported). Whatever the victim,
+    # the sandbox must end as out of memory and skiff-box must say so.
+    for _ in range(3):
+        r = box.run(["probe", "fill-shm"], "--rootfs", root, "--memory", "24")
+        assert r.returncode == 137, (r.returncode, r.stderr)
+        assert "out of memory" in r.stderr

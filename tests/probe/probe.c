@@ -207,6 +207,15 @@ int main(int argc, char **argv)
 	char buf[256];
 	if (!strcmp(t, "personality")) /* personality HEX */
 		return report(syscall(SYS_personality, (unsigned long)strtoul(a, NULL, 16)));
+	if (!strcmp(t, "fill-shm")) /* fill /dev/shm until the write fails or we are killed */ {
+		static char chunk[1 << 16];
+		int fd = open("/dev/shm/fill", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0)
+			return report(-1);
+		while (write(fd, chunk, sizeof(chunk)) > 0)
+			;
+		return report(-1);
+	}
 	if (!strcmp(t, "vsock"))
 		return report(socket(40 /* AF_VSOCK */, SOCK_STREAM, 0));
 	if (!strcmp(t, "syscall-nr")) /* a raw call by number, no arguments */
