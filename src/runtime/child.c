@@ -336,11 +336,9 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 		kill(main_pid, SIGKILL);
 		fail(sync_fd, &err);
 	}
-	if (write(gopipe[1], "g", 1) != 1) {
-		kill(main_pid, SIGKILL);
-		sk_error_errno(&err, -errno, "start the command");
-		fail(sync_fd, &err);
-	}
+	/* If the command already failed (its report waits in errpipe), this write fails: read the
+	 * report first, it says why. */
+	int go_failed = write(gopipe[1], "g", 1) != 1;
 	close(gopipe[1]);
 	for (;;) {
 		struct exec_report rep;
@@ -358,6 +356,11 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 		        &rep.err);
 	}
 	close(errpipe[0]);
+	if (go_failed) {
+		kill(main_pid, SIGKILL);
+		sk_error_set(&err, -EPIPE, "start the command: it exited before it could run");
+		fail(sync_fd, &err);
+	}
 	timing_mark(&t, "command_exec");
 	char marks[SK_ERROR_MSG_BYTES];
 	timing_format(&t, marks, sizeof(marks));

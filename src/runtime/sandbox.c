@@ -28,6 +28,8 @@
 #include "internal.h"
 
 #define HELPER_STACK_BYTES (256 * 1024)
+#define HELPER_CTX_BYTES   4096
+#define HELPER_GUARD_BYTES 4096
 
 /* The cleanup helper shares the runtime's memory (CLONE_VM; a fork costs ~1 ms on a VM). It
  * lives outside the sandbox's cgroups, so no OOM in a sandbox can pick it. init must not share
@@ -112,6 +114,7 @@ static uint64_t mem_total_bytes(void)
 int rt_init(struct rt *rt, const char *instance, const char *run_dir, struct sk_error *err)
 {
 	memset(rt, 0, sizeof(*rt));
+	rt->lock_fd = -1;
 	if (!rt_instance_valid(instance))
 		return sk_error_set(err, -SK_EINVAL_SPEC,
 		                    "instance id '%.16s': 1 to %d characters of a-z and 0-9",
@@ -170,8 +173,12 @@ void rt_release(struct rt *rt)
 
 int rt_instance_remove_if_idle(struct rt *rt)
 {
-	if (flock(rt->lock_fd, LOCK_EX | LOCK_NB) < 0)
-		return errno == EWOULDBLOCK ? 0 : -errno;
+	if (flock(rt->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		int r = errno == EWOULDBLOCK ? 0 : -errno;
+		/* A failed conversion has dropped the shared lock: take it back. */
+		flock(rt->lock_fd, LOCK_SH);
+		return r;
+	}
 	cgroup_parent_remove(&rt->cg, rt->instance);
 	rmdir(rt->inst_dir);
 	flock(rt->lock_fd, LOCK_SH);
@@ -272,7 +279,17 @@ static int helper_spawn(struct rt_sandbox *sb, struct sk_error *err)
 		close(p[1]);
 		return sk_error_errno(err, r, "map the cleanup helper's stack");
 	}
+	/* The context fills the mapping's first page, a guard page follows, the stack grows down
+	 * from the top toward it. */
+	_Static_assert(sizeof(struct helper_ctx) <= HELPER_CTX_BYTES, "helper context too big");
 	struct helper_ctx *h = stack;
+	if (mprotect((char *)stack + HELPER_CTX_BYTES, HELPER_GUARD_BYTES, PROT_NONE) < 0) {
+		int r = -errno;
+		munmap(stack, HELPER_STACK_BYTES);
+		close(p[0]);
+		close(p[1]);
+		return sk_error_errno(err, r, "guard the cleanup helper's stack");
+	}
 	h->layout = sb->rt->cg;
 	h->cg = sb->cg;
 	h->cg.layout = &h->layout;
@@ -679,7 +696,13 @@ int rt_sandbox_destroy(struct rt_sandbox *sb, struct sk_error *err)
 		if (sb->lock_fd >= 0)
 			state_sandbox_dir_remove(sb->rt->inst_dir, sb->id);
 	}
+	pid_t helper = sb->helper_pid;
 	helper_dismiss(sb, r == 0);
+	if (r < 0 && helper > 0) {
+		/* The helper retries now, sharing our memory (and errno): wait for it rather than
+		 * run beside it. Bounded by its own grace period. */
+		helpers_reap(sb->rt, 1);
+	}
 	cgroup_sandbox_close(&sb->cg);
 	sandbox_free(sb);
 	return r;

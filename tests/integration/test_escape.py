@@ -812,3 +812,8 @@ def test_oom_of_init_never_takes_the_runtime(box, root):
         r = box.run(["probe", "fill-shm"], "--rootfs", root, "--memory", "24")
         assert r.returncode == 137, (r.returncode, r.stderr)
         assert "out of memory" in r.stderr
+
+
+def test_vsock_with_high_bits_denied(box, root):
+    # The kernel reads the family as an int: 0x1_00000028 is AF_VSOCK to it.
+    assert probe(box, root, "vsock-high-bits") == "err EPERM"
