@@ -93,8 +93,8 @@ int rt_sandbox_timings(struct rt_sandbox *sb, struct rt_step *steps, int max);
 /* Kill what is left, remove cgroups, state and uid range, free sb. Accepts NULL. */
 int rt_sandbox_destroy(struct rt_sandbox *sb, struct sk_error *err);
 
-/* Remove the instance's parent cgroups and state directory when no other runtime of the
- * instance runs (1), or leave them (0). */
+/* Remove the instance's parent cgroups, state directory and lock file when no other runtime of
+ * the instance runs (1: rt may then only be released), or leave them (0). */
 int rt_instance_remove_if_idle(struct rt *rt);
 /* Remove what crashed runs of this instance left: sandboxes whose owner is gone. Returns how many.
  */

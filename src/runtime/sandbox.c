@@ -111,6 +111,34 @@ static uint64_t mem_total_bytes(void)
 	return p ? strtoull(p + 9, NULL, 10) * 1024 : 0;
 }
 
+/* Take <run_dir>/<instance>.lock shared, for the runtime's life: gc removes the instance's
+ * parent cgroups, state directory and this file only when it can take it exclusively, so never
+ * under a runtime that runs. gc may unlink the file while we wait for it: then we hold a lock on
+ * a file nobody else will open, so we take the new one. */
+static int instance_lock(struct rt *rt, struct sk_error *err)
+{
+	char lock[sizeof(rt->run_dir) + 16];
+	snprintf(lock, sizeof(lock), "%s/%s.lock", rt->run_dir, rt->instance);
+	for (int tries = 0; tries < 100; tries++) {
+		int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return sk_error_errno(err, -errno, "open %s", lock);
+		if (flock(fd, LOCK_SH) < 0) {
+			int r = -errno;
+			close(fd);
+			return sk_error_errno(err, r, "lock %s", lock);
+		}
+		struct stat held, named;
+		if (fstat(fd, &held) == 0 && stat(lock, &named) == 0 &&
+		    held.st_ino == named.st_ino && held.st_dev == named.st_dev) {
+			rt->lock_fd = fd;
+			return 0;
+		}
+		close(fd);
+	}
+	return sk_error_set(err, -EAGAIN, "lock %s: removed again and again under us", lock);
+}
+
 int rt_init(struct rt *rt, const char *instance, const char *run_dir, struct sk_error *err)
 {
 	memset(rt, 0, sizeof(*rt));
@@ -126,13 +154,7 @@ int rt_init(struct rt *rt, const char *instance, const char *run_dir, struct sk_
 	int r = fs_mkdir_p(rt->run_dir, 0711);
 	if (r < 0)
 		return sk_error_errno(err, r, "make %s", rt->run_dir);
-	/* Held shared for the runtime's life: gc removes the instance's parent cgroups and state
-	 * directory only when it can take it exclusively, so never under a runtime that runs. */
-	char lock[sizeof(rt->run_dir) + 16];
-	snprintf(lock, sizeof(lock), "%s/%s.lock", rt->run_dir, rt->instance);
-	rt->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (rt->lock_fd < 0 || flock(rt->lock_fd, LOCK_SH) < 0) {
-		r = sk_error_errno(err, -errno, "lock %s", lock);
+	if ((r = instance_lock(rt, err)) < 0) {
 		rt_release(rt);
 		return r;
 	}
@@ -181,7 +203,11 @@ int rt_instance_remove_if_idle(struct rt *rt)
 	}
 	cgroup_parent_remove(&rt->cg, rt->instance);
 	rmdir(rt->inst_dir);
-	flock(rt->lock_fd, LOCK_SH);
+	char lock[sizeof(rt->run_dir) + 16];
+	snprintf(lock, sizeof(lock), "%s/%s.lock", rt->run_dir, rt->instance);
+	unlink(lock);
+	close(rt->lock_fd);
+	rt->lock_fd = -1;
 	return 1;
 }
 

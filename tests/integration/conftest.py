@@ -13,6 +13,7 @@ import re
 import select
 import shutil
 import signal
+import stat
 import string
 import subprocess
 import sys
@@ -43,6 +44,20 @@ def wait_for(pred, timeout, interval=POLL_S):
         if v or time.monotonic() >= deadline:
             return v
         time.sleep(interval)
+
+
+def tree_state(top):
+    """Every entry under top with its type, mode, owner, size, mtime and link target: what a
+    sandbox must not be able to change in an image or on the host."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for n in dirnames + filenames:
+            p = os.path.join(dirpath, n)
+            st = os.lstat(p)
+            link = os.readlink(p) if stat.S_ISLNK(st.st_mode) else None
+            out[os.path.relpath(p, top)] = (st.st_mode, st.st_uid, st.st_gid, st.st_size,
+                                            st.st_mtime_ns, link)
+    return out
 
 
 # ---- what the host holds for an instance ----
@@ -311,12 +326,30 @@ class Box:
                               env=self.env(), stdin=subprocess.DEVNULL)
 
 
-def _new_instance():
+def new_instance(prefix="t"):
+    """An instance id (prefix + 3 characters) that nothing on the host uses."""
     for _ in range(100):
-        inst = "t" + "".join(random.choices(string.ascii_lowercase + string.digits, k=3))
-        if not (RUN_DIR / inst).exists() and not parent_cgroups(inst):
+        inst = prefix + "".join(random.choices(string.ascii_lowercase + string.digits, k=3))
+        if (not (RUN_DIR / inst).exists() and not (RUN_DIR / f"{inst}.lock").exists()
+                and not parent_cgroups(inst)):
             return inst
     raise RuntimeError("no unused instance id found")
+
+
+def end_instance(b):
+    """The end of an instance's tests: gc must leave nothing of it, parent cgroups, state
+    directory and lock file included."""
+    for p in b.procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    r = b.gc()
+    left = wait_no_leaks(b.instance)
+    assert r.returncode == 0, f"skiff-box gc failed ({r.returncode}): {r.stderr}"
+    assert not left, "left after gc:\n" + "\n".join(left)
+    assert not parent_cgroups(b.instance), f"parent cgroups left: {parent_cgroups(b.instance)}"
+    assert not (RUN_DIR / b.instance).exists(), f"{RUN_DIR / b.instance} left after gc"
+    assert not (RUN_DIR / f"{b.instance}.lock").exists(), "instance lock file left after gc"
 
 
 @pytest.fixture(scope="session")
@@ -326,20 +359,9 @@ def _session_box(tmp_path_factory):
     if not SKIFF_BOX.is_file() or not os.access(SKIFF_BOX, os.X_OK):
         pytest.fail(f"{SKIFF_BOX} is missing: build it with `make` (or set SKIFF_BIN)",
                     pytrace=False)
-    inst = _new_instance()
-    b = Box(SKIFF_BOX, inst, tmp_path_factory.mktemp("skiff-data"))
+    b = Box(SKIFF_BOX, new_instance("t"), tmp_path_factory.mktemp("skiff-data"))
     yield b
-    # The end of the session: gc must leave nothing of the instance, parent cgroups included.
-    for p in b.procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    r = b.gc()
-    left = wait_no_leaks(inst)
-    assert r.returncode == 0, f"skiff-box gc failed ({r.returncode}): {r.stderr}"
-    assert not left, "left after gc:\n" + "\n".join(left)
-    assert not parent_cgroups(inst), f"parent cgroups left after gc: {parent_cgroups(inst)}"
-    assert not (RUN_DIR / inst).exists(), f"{RUN_DIR / inst} left after gc"
+    end_instance(b)
 
 
 @pytest.fixture

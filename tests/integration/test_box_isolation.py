@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, descendants, read_line, wait_for
+from conftest import REPO, descendants, read_line, tree_state, wait_for
 
 DOCKER_DEFAULT_CAPS = "00000000a80425fb"
 
@@ -304,26 +304,15 @@ def test_writable_layer_private(box):
 # ---- the image is read-only underneath ----
 
 
-def snapshot(root):
-    out = {}
-    for dirpath, dirs, files in os.walk(root):
-        for n in dirs + files:
-            path = os.path.join(dirpath, n)
-            st = os.lstat(path)
-            out[os.path.relpath(path, root)] = (st.st_mode, st.st_uid, st.st_gid, st.st_size,
-                                                st.st_mtime_ns)
-    return out
-
-
 def test_rootfs_unchanged_by_writes(box, custom_root):
-    before = snapshot(custom_root)
+    before = tree_state(custom_root)
     passwd = (custom_root / "etc" / "passwd").read_bytes()
     script = ("echo new > /bin/newfile && rm /etc/passwd && echo changed >> /etc/group && "
               "chmod 700 /bin && rm /bin/ls && mkdir /newdir && "
               "cat /bin/newfile && test ! -e /etc/passwd && echo ok")
     out = ok(box.sh(script, "--rootfs", custom_root))
     assert out == "new\nok\n"
-    assert snapshot(custom_root) == before
+    assert tree_state(custom_root) == before
     assert (custom_root / "etc" / "passwd").read_bytes() == passwd
     # and the next sandbox starts from the image again
     out = ok(box.sh("test -e /bin/newfile && echo leaked; cat /etc/passwd | head -1",
@@ -332,9 +321,9 @@ def test_rootfs_unchanged_by_writes(box, custom_root):
 
 
 def test_default_image_unchanged_by_writes(box, busybox_root):
-    before = snapshot(busybox_root)
+    before = tree_state(busybox_root)
     ok(box.sh("rm -f /bin/busybox.bak; echo x > /etc/passwd; rm /bin/ls; touch /evil"))
-    assert snapshot(busybox_root) == before
+    assert tree_state(busybox_root) == before
 
 
 # ---- network ----

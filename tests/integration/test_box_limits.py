@@ -4,6 +4,8 @@ import json
 import subprocess
 import time
 
+import pytest
+
 from conftest import parent_cgroups, sandbox_cgroups
 
 MIB = 1024 * 1024

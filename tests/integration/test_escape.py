@@ -14,14 +14,12 @@ must leave nothing.
 import fcntl
 import hashlib
 import os
-import random
 import select
 import shlex
 import shutil
 import signal
 import socket
 import stat
-import string
 import struct
 import subprocess
 import time
@@ -30,8 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (REPO, RUN_DIR, SKIFF_BOX, Box, parent_cgroups, proc_alive, sandbox_cgroups,
-                      sandbox_pids, state_dirs, wait_no_leaks)
+from conftest import (REPO, RUN_DIR, SKIFF_BOX, Box, end_instance, new_instance, parent_cgroups,
+                      proc_alive, sandbox_cgroups, sandbox_pids, state_dirs, tree_state,
+                      wait_no_leaks)
 
 PROBE = Path(os.environ.get("SKIFF_PROBE", str(REPO / "build" / "tests" / "skiff-probe")))
 
@@ -41,14 +40,6 @@ NOFILE_MAX = 65536  # the most RLIMIT_NOFILE the runtime gives a sandbox (child.
 
 
 # ---- fixtures: an instance of our own, a root with the probe ----
-
-
-def _new_instance():
-    for _ in range(100):
-        inst = "e" + "".join(random.choices(string.ascii_lowercase + string.digits, k=3))
-        if not (RUN_DIR / inst).exists() and not parent_cgroups(inst):
-            return inst
-    raise RuntimeError("no unused instance id found")
 
 
 @pytest.fixture(scope="module")
@@ -62,15 +53,9 @@ def _session_box(tmp_path_factory):
         if not f.is_file() or not os.access(f, os.X_OK):
             pytest.fail(f"{f} is missing: build it with `make` (or set SKIFF_BIN/SKIFF_PROBE)",
                         pytrace=False)
-    inst = _new_instance()
-    b = Box(SKIFF_BOX, inst, tmp_path_factory.mktemp("skiff-escape-data"))
+    b = Box(SKIFF_BOX, new_instance("e"), tmp_path_factory.mktemp("skiff-escape-data"))
     yield b
-    r = b.gc()
-    left = wait_no_leaks(inst)
-    assert r.returncode == 0, f"skiff-box gc failed ({r.returncode}): {r.stderr}"
-    assert not left, "left after gc:\n" + "\n".join(left)
-    assert not parent_cgroups(inst), f"parent cgroups left after gc: {parent_cgroups(inst)}"
-    assert not (RUN_DIR / inst).exists(), f"{RUN_DIR / inst} left after gc"
+    end_instance(b)
 
 
 @pytest.fixture(scope="module")
@@ -131,19 +116,6 @@ def file_state(path):
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest() if stat.S_ISREG(
         st.st_mode) else None
     return (digest, st.st_mode, st.st_uid, st.st_gid, st.st_nlink, st.st_mtime_ns)
-
-
-def tree_state(top):
-    """Every entry under top with its type, mode, owner, size, mtime and link target."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(top):
-        for n in dirnames + filenames:
-            p = os.path.join(dirpath, n)
-            st = os.lstat(p)
-            link = os.readlink(p) if stat.S_ISLNK(st.st_mode) else None
-            out[os.path.relpath(p, top)] = (st.st_mode, st.st_uid, st.st_size, st.st_mtime_ns,
-                                            link)
-    return out
 
 
 def spawn(box, *args, **kw):
