@@ -58,7 +58,8 @@ $(BUILD)/libskiff.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/bin/skiff-box: $(BUILD)/obj/src/cmd/skiff_box.o $(BUILD)/libskiff.a
+$(BUILD)/bin/skiff-box: $(BUILD)/obj/src/cmd/skiff_box.o $(BUILD)/obj/src/cmd/skiff_box_manage.o \
+		$(BUILD)/libskiff.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $(STATIC_FLAGS) -o $@ $^ $(LDLIBS)
 

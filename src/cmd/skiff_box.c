@@ -21,27 +21,12 @@
 #include "../lib/macros.h"
 #include "../runtime/runtime.h"
 
-#define EXIT_USAGE       2
-#define EXIT_TIMEOUT     124
-#define EXIT_RUNTIME     125
-#define EXIT_CANNOT_EXEC 126
-#define EXIT_NOT_FOUND   127
-#define EXIT_KILLED      137
-#define DEFAULT_DATA_DIR "/var/lib/skiff"
-#define SKIFF_VERSION    "0.1.0"
+#include "skiff_box.h"
 
-static const int FORWARDED[] = {SIGHUP,  SIGINT,  SIGQUIT,  SIGTERM,
-                                SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
+const int FORWARDED[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
+const size_t NFORWARDED = ARRAY_SIZE(FORWARDED);
 
-struct options {
-	struct spec spec;
-	const char *instance;
-	const char *data_dir;
-	const char *report;
-};
-
-/* Frees what the spec holds on every return from main (ASan's leak check runs at exit). */
-static void options_release(struct options *o)
+void options_release(struct options *o)
 {
 	spec_release(&o->spec);
 }
@@ -51,7 +36,12 @@ static void usage(FILE *f)
 	fprintf(
 	    f,
 	    "usage: skiff-box [options] -- CMD [ARG...]\n"
-	    "       skiff-box gc [--instance ID]\n"
+	    "       skiff-box [options] --detach [-- CMD [ARG...]]\n"
+	    "       skiff-box exec [--env K=V] [--workdir DIR] ID -- CMD [ARG...]\n"
+	    "       skiff-box kill ID...\n"
+	    "       skiff-box ls [--json]\n"
+	    "       skiff-box gc\n"
+	    "(each takes --instance ID)\n"
 	    "\n"
 	    "Run CMD in a new sandbox in the foreground and exit with its status\n"
 	    "(128+N after signal N, 124 after --timeout, 137 after an out-of-memory kill).\n"
@@ -71,13 +61,14 @@ static void usage(FILE *f)
 	    "  --instance ID     runtime instance id, 1-4 of [a-z0-9] (default %s; env "
 	    "SKIFF_INSTANCE)\n"
 	    "  --data DIR        data directory (default %s; env SKIFF_DATA)\n"
-	    "  --report FILE     write how the sandbox ended and its usage as JSON to FILE\n",
+	    "  --report FILE     write how the sandbox ended and its usage as JSON to FILE\n"
+	    "  --detach          print the new sandbox's id and leave it running (without a\n"
+	    "                    command it idles, for execs); it has no timeout\n",
 	    SPEC_DEFAULT_CPU, SPEC_DEFAULT_MEMORY_MIB, SPEC_DEFAULT_DISK_MIB, SPEC_DEFAULT_PIDS,
 	    SPEC_DEFAULT_TIMEOUT_S, RT_DEFAULT_INSTANCE, DEFAULT_DATA_DIR);
 }
 
-_Noreturn static void die_usage(const char *fmt, ...) _printf_(1, 2);
-static void die_usage(const char *fmt, ...)
+void die_usage(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -147,6 +138,7 @@ enum {
 	OPT_INSTANCE,
 	OPT_DATA,
 	OPT_REPORT,
+	OPT_DETACH,
 	OPT_HELP,
 	OPT_VERSION
 };
@@ -166,13 +158,14 @@ static const struct option LONGOPTS[] = {
     {"instance", required_argument, NULL, OPT_INSTANCE},
     {"data", required_argument, NULL, OPT_DATA},
     {"report", required_argument, NULL, OPT_REPORT},
+    {"detach", no_argument, NULL, OPT_DETACH},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
 };
 
 /* Options apply after --json whatever their order, so the command line overrides the spec. */
-static int parse_options(int argc, char **argv, struct options *o)
+int parse_options(int argc, char **argv, struct options *o)
 {
 	struct sk_error err = {0};
 	o->instance = getenv("SKIFF_INSTANCE") ? getenv("SKIFF_INSTANCE") : RT_DEFAULT_INSTANCE;
@@ -246,6 +239,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 				break;
 			case OPT_INSTANCE: o->instance = optarg; break;
 			case OPT_DATA: o->data_dir = optarg; break;
+			case OPT_DETACH: o->detach = 1; break;
 			case OPT_REPORT: o->report = optarg; break;
 			}
 			if (r < 0)
@@ -305,27 +299,7 @@ static double now_s(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static int cmd_gc(int argc, char **argv)
-{
-	_cleanup_(options_release) struct options o = {0};
-	spec_init(&o.spec);
-	int first = parse_options(argc, argv, &o);
-	if (first < argc)
-		die_usage("gc takes no arguments");
-	struct rt rt;
-	struct sk_error err = {0};
-	if (rt_init(&rt, o.instance, NULL, &err) < 0) {
-		fprintf(stderr, "skiff-box: gc: %s\n", err.msg);
-		return sk_error_is_input(&err) ? EXIT_USAGE : EXIT_RUNTIME;
-	}
-	int n = rt_gc(&rt, &err);
-	rt_instance_remove_if_idle(&rt);
-	rt_release(&rt);
-	printf("removed %d abandoned sandbox%s\n", n < 0 ? 0 : n, n == 1 ? "" : "es");
-	return n < 0 ? EXIT_RUNTIME : 0;
-}
-
-static int exit_code_for(const struct sk_error *err)
+int exit_code_for(const struct sk_error *err)
 {
 	if (err->code == -SK_EINVAL_SPEC)
 		return EXIT_USAGE;
@@ -356,8 +330,13 @@ int main(int argc, char **argv)
 	stdio_ensure();
 	/* A reader that went away must not kill us before the sandbox is torn down. */
 	signal(SIGPIPE, SIG_IGN);
-	if (argc > 1 && !strcmp(argv[1], "gc"))
-		return cmd_gc(argc - 1, argv + 1);
+	static const struct {
+		const char *name;
+		int (*run)(int argc, char **argv);
+	} COMMANDS[] = {{"gc", cmd_gc}, {"exec", cmd_exec}, {"kill", cmd_kill}, {"ls", cmd_ls}};
+	for (size_t i = 0; argc > 1 && i < ARRAY_SIZE(COMMANDS); i++)
+		if (!strcmp(argv[1], COMMANDS[i].name))
+			return COMMANDS[i].run(argc - 1, argv + 1);
 
 	_cleanup_(options_release) struct options o = {0};
 	spec_init(&o.spec);
@@ -365,7 +344,7 @@ int main(int argc, char **argv)
 	struct sk_error err = {0};
 	if (first < argc && spec_set_argv(&o.spec, argv + first, argc - first, &err) < 0)
 		die_usage("%s", err.msg);
-	if (!o.spec.argv)
+	if (!o.spec.argv && !o.detach)
 		die_usage("no command given: skiff-box [options] -- CMD [ARG...] (see --help)");
 	if (spec_validate(&o.spec, &err) < 0)
 		die_usage("%s", err.msg);
@@ -406,10 +385,18 @@ int main(int argc, char **argv)
 	}
 	double t0 = now_s();
 	struct rt_sandbox *sb;
-	if (rt_sandbox_start(&rt, &o.spec, rootfs, &sb, &err) < 0) {
+	if (rt_sandbox_start(&rt, &o.spec, rootfs, o.detach ? RT_START_DETACHED : 0, &sb, &err) <
+	    0) {
 		fprintf(stderr, "skiff-box: %s\n", err.msg);
 		rt_release(&rt);
 		return exit_code_for(&err);
+	}
+	if (o.detach) {
+		/* It runs on without us: `skiff-box exec|kill|ls` find it again. */
+		printf("%s\n", rt_sandbox_id(sb));
+		rt_sandbox_close(sb);
+		rt_release(&rt);
+		return 0;
 	}
 
 	_cleanup_close_ int tfd = -1;

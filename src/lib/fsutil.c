@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "macros.h"
@@ -141,4 +142,53 @@ unsigned long long fs_keyed_u64(const char *text, const char *key)
 			p++;
 	}
 	return 0;
+}
+
+int fs_close_all_except(const int *keep, size_t n)
+{
+	/* keep is small; close every gap between kept fds, from 3 up. */
+	int lo = 3;
+	for (;;) {
+		int next = -1;
+		for (size_t i = 0; i < n; i++)
+			if (keep[i] >= lo && (next < 0 || keep[i] < next))
+				next = keep[i];
+		if (next < 0)
+			return syscall(SYS_close_range, lo, ~0U, 0) < 0 ? -errno : 0;
+		if (next > lo && syscall(SYS_close_range, lo, next - 1, 0) < 0)
+			return -errno;
+		lo = next + 1;
+	}
+}
+
+int proc_stat_start_time(const char *stat, unsigned long long *ret)
+{
+	/* "pid (comm) state ppid …": comm may hold spaces and parens, so count from the last ')'.
+	 * starttime is field 22, the 20th after it. */
+	const char *p = strrchr(stat, ')');
+	if (!p)
+		return -EINVAL;
+	p++;
+	for (int field = 3; field < 22; field++) {
+		p = strchr(p + 1, ' ');
+		if (!p)
+			return -EINVAL;
+	}
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(p + 1, &end, 10);
+	if (errno || end == p + 1)
+		return -EINVAL;
+	*ret = v;
+	return 0;
+}
+
+int proc_start_time(pid_t pid, unsigned long long *ret)
+{
+	char path[64], stat[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	ssize_t n = fs_read_at(AT_FDCWD, path, stat, sizeof(stat));
+	if (n < 0)
+		return (int)n;
+	return proc_stat_start_time(stat, ret);
 }

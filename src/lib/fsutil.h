@@ -20,3 +20,9 @@ int fs_mkdir_p(const char *path, mode_t mode);
 int fs_rm_rf_at(int dirfd, const char *name);
 /* In text of "key value" lines (cgroup stat files), the value of key; 0 when absent. */
 unsigned long long fs_keyed_u64(const char *text, const char *key);
+/* Close every fd from 3 up except the n in keep. */
+int fs_close_all_except(const int *keep, size_t n);
+/* A process's start time (clock ticks since boot, field 22 of /proc/PID/stat): with the pid, what
+ * tells a process from a later one that reused its pid. */
+int proc_stat_start_time(const char *stat, unsigned long long *ret);
+int proc_start_time(pid_t pid, unsigned long long *ret);

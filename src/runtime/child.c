@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../lib/fsutil.h"
 #include "../lib/timing.h"
 #include "caps.h"
 #include "internal.h"
@@ -44,28 +45,10 @@ _Noreturn static void fail(int sync_fd, struct sk_error *err)
 	fail_as(sync_fd, RT_MSG_ERROR, err);
 }
 
-/* What the command process reports through its close-on-exec pipe (in packet mode: one read,
- * one record): the time it is about to exec, then nothing (EOF at exec) or why it failed. */
-enum { EXEC_ABOUT_TO = 0 };
-struct exec_report {
-	int type; /* EXEC_ABOUT_TO, RT_MSG_ERROR (setup) or RT_MSG_EXEC_ERROR (the program) */
-	uint64_t ns;
-	struct sk_error err;
-};
-
-static int close_fds_except(int keep)
-{
-	if (keep > 3 && syscall(SYS_close_range, 3, keep - 1, 0) < 0)
-		return -errno;
-	if (syscall(SYS_close_range, keep + 1, ~0U, 0) < 0)
-		return -errno;
-	return 0;
-}
-
 /* The command's environment in env (room for SPEC_MAX_ENV + 4 entries): our defaults unless
  * the spec sets them, then the spec's. Allocates nothing: the command process shares init's memory.
  */
-static void build_env(const struct spec *s, char *host, char **env)
+static void build_env(char *const *given, size_t envc, char *host, char **env)
 {
 	static char path[] = "PATH=" DEFAULT_PATH, home[] = "HOME=/root";
 	char *defaults[] = {path, home, host};
@@ -73,13 +56,13 @@ static void build_env(const struct spec *s, char *host, char **env)
 	for (size_t d = 0; d < ARRAY_SIZE(defaults); d++) {
 		size_t klen = strchr(defaults[d], '=') - defaults[d] + 1;
 		int overridden = 0;
-		for (size_t i = 0; i < s->envc; i++)
-			overridden |= !strncmp(s->env[i], defaults[d], klen);
+		for (size_t i = 0; i < envc; i++)
+			overridden |= !strncmp(given[i], defaults[d], klen);
 		if (!overridden)
 			env[k++] = defaults[d];
 	}
-	for (size_t i = 0; i < s->envc; i++)
-		env[k++] = s->env[i];
+	for (size_t i = 0; i < envc; i++)
+		env[k++] = given[i];
 	env[k] = NULL;
 }
 
@@ -111,11 +94,9 @@ static void exec_search(const char *file, char *const argv[], char *const envp[]
 	errno = saw_eacces ? EACCES : ENOENT;
 }
 
-/* In the command process: last steps before exec. Waits for init's word on go_fd (init drops
- * its own capabilities first), then execs. Reports on err_fd. */
-_Noreturn static void exec_command(const struct rt_child_args *a, int err_fd, int go_fd)
+_Noreturn void rt_command_exec(const struct rt *rt, const struct rt_command *s, int err_fd,
+                               int go_fd)
 {
-	const struct spec *s = a->spec;
 	struct exec_report f = {.type = RT_MSG_ERROR};
 	struct sk_error *errp = &f.err;
 	/* The command starts clean: default dispositions (ignored ones survive exec), no mask. */
@@ -128,7 +109,7 @@ _Noreturn static void exec_command(const struct rt_child_args *a, int err_fd, in
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	struct rlimit nofile, core = {CORE_LIMIT, CORE_LIMIT};
-	struct rlimit nproc = {s->pids, s->pids};
+	struct rlimit nproc = {s->nproc, s->nproc};
 	/* Raising a hard limit needs privilege over the host: stay within the runtime's own. */
 	getrlimit(RLIMIT_NOFILE, &nofile);
 	if (nofile.rlim_max > NOFILE_LIMIT)
@@ -137,7 +118,8 @@ _Noreturn static void exec_command(const struct rt_child_args *a, int err_fd, in
 	setrlimit(RLIMIT_NOFILE, &nofile);
 	setrlimit(RLIMIT_CORE, &core);
 	/* The uid range is the sandbox's own, so RLIMIT_NPROC counts this sandbox only. */
-	setrlimit(RLIMIT_NPROC, &nproc);
+	if (s->nproc)
+		setrlimit(RLIMIT_NPROC, &nproc);
 
 	const char *wd = s->workdir ? s->workdir : "/";
 	if (chdir(wd) < 0) {
@@ -145,23 +127,32 @@ _Noreturn static void exec_command(const struct rt_child_args *a, int err_fd, in
 		goto fail;
 	}
 	char host[80];
-	snprintf(host, sizeof(host), "HOSTNAME=%s", a->hostname);
+	snprintf(host, sizeof(host), "HOSTNAME=%s", s->hostname);
 	char *env[SPEC_MAX_ENV + 4];
-	build_env(s, host, env);
-	if (caps_restrict(a->rt->caps, errp) < 0)
+	build_env(s->env, s->envc < SPEC_MAX_ENV ? s->envc : SPEC_MAX_ENV, host, env);
+	if (caps_restrict(rt->caps, errp) < 0)
 		goto fail;
+	if (s->load_seccomp) {
+		int r = rt_seccomp_load(&rt->seccomp);
+		if (r < 0) {
+			sk_error_errno(errp, r, "load seccomp profile");
+			goto fail;
+		}
+	}
 	/* PATH lookup uses the sandbox's PATH, not ours. */
 	const char *pathenv = DEFAULT_PATH;
 	for (char **e = env; *e; e++)
 		if (!strncmp(*e, "PATH=", 5))
 			pathenv = *e + 5;
-	char go;
-	ssize_t n;
-	do {
-		n = read(go_fd, &go, 1);
-	} while (n < 0 && errno == EINTR);
-	if (n != 1)
-		_exit(127); /* init failed: it reports why */
+	if (go_fd >= 0) {
+		char go;
+		ssize_t n;
+		do {
+			n = read(go_fd, &go, 1);
+		} while (n < 0 && errno == EINTR);
+		if (n != 1)
+			_exit(127); /* init failed: it reports why */
+	}
 	/* The time exec began, for the start's breakdown: init reads it before the EOF. */
 	struct exec_report about = {.type = EXEC_ABOUT_TO, .ns = timing_now_ns()};
 	if (write(err_fd, &about, sizeof(about)) < 0) {
@@ -181,15 +172,25 @@ fail:
 struct command_args {
 	const struct rt_child_args *a;
 	int err_fd, go_fd;
-	int close_fds[3]; /* init's fds the command must not hold */
+	int close_fds[4]; /* init's fds the command must not hold (-1: none) */
 };
 
 static int command_main(void *arg)
 {
 	struct command_args *ca = arg;
 	for (size_t i = 0; i < ARRAY_SIZE(ca->close_fds); i++)
-		close(ca->close_fds[i]);
-	exec_command(ca->a, ca->err_fd, ca->go_fd);
+		if (ca->close_fds[i] >= 0)
+			close(ca->close_fds[i]);
+	const struct rt_child_args *a = ca->a;
+	struct rt_command cmd = {
+	    .argv = a->spec->argv,
+	    .env = a->spec->env,
+	    .envc = a->spec->envc,
+	    .workdir = a->spec->workdir,
+	    .hostname = a->hostname,
+	    .nproc = a->spec->pids,
+	};
+	rt_command_exec(a->rt, &cmd, ca->err_fd, ca->go_fd);
 }
 
 /* Start the command process. It shares init's memory (CLONE_VM, on a stack of its own: a fork
@@ -212,7 +213,25 @@ static pid_t command_spawn(struct command_args *ca, char *stack, size_t stack_by
 }
 
 /* init's loop: reap everything, forward signals to main, report main's exit. */
-_Noreturn static void init_loop(int sync_fd, pid_t main_pid, const sigset_t *mask)
+/* Append "exit <pid> <start time> <wait status>" for a child about to be reaped (it is a zombie
+ * until then, so its /proc entry still tells its start time: pids recycle). */
+static void events_log_exit(int events_fd, pid_t pid)
+{
+	char path[64], stat[1024], line[96];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	unsigned long long start = 0;
+	if (fs_read_at(AT_FDCWD, path, stat, sizeof(stat)) > 0)
+		proc_stat_start_time(stat, &start);
+	int status;
+	if (waitpid(pid, &status, WNOHANG) != pid)
+		return;
+	int n = snprintf(line, sizeof(line), "exit %d %llu %d\n", (int)pid, start, status);
+	if (write(events_fd, line, n) < 0) {
+		/* the state directory is gone: nobody will ask */
+	}
+}
+
+_Noreturn static void init_loop(int sync_fd, int events_fd, pid_t main_pid, const sigset_t *mask)
 {
 	for (;;) {
 		siginfo_t si;
@@ -220,15 +239,36 @@ _Noreturn static void init_loop(int sync_fd, pid_t main_pid, const sigset_t *mas
 		if (sig < 0)
 			continue;
 		if (sig != SIGCHLD) {
-			kill(main_pid, sig);
+			if (main_pid > 0)
+				kill(main_pid, sig);
 			continue;
 		}
 		for (;;) {
 			int status;
-			pid_t p = waitpid(-1, &status, WNOHANG);
+			pid_t p;
+			if (events_fd >= 0) {
+				/* Look first, then log and reap, so execs' statuses are kept. */
+				siginfo_t ci = {0};
+				if (waitid(P_ALL, 0, &ci, WEXITED | WNOHANG | WNOWAIT) < 0 ||
+				    !ci.si_pid)
+					break;
+				p = ci.si_pid;
+				if (p != main_pid) {
+					events_log_exit(events_fd, p);
+					continue;
+				}
+			}
+			p = waitpid(events_fd >= 0 ? main_pid : -1, &status, WNOHANG);
 			if (p <= 0)
 				break;
 			if (p == main_pid) {
+				if (events_fd >= 0) {
+					char line[48];
+					int n = snprintf(line, sizeof(line), "main %d\n", status);
+					if (write(events_fd, line, n) < 0) {
+						/* nobody will ask */
+					}
+				}
 				char when[32];
 				snprintf(when, sizeof(when), "%llu",
 				         (unsigned long long)timing_now_ns());
@@ -240,12 +280,84 @@ _Noreturn static void init_loop(int sync_fd, pid_t main_pid, const sigset_t *mas
 	}
 }
 
+/* Start the spec's command: it execs only once init has dropped its capabilities. Returns its
+ * pid; on failure reports to the runtime and exits. stack must outlive the call (until the
+ * command execs). */
+static pid_t command_start(const struct rt_child_args *a, struct timing *t, char *stack,
+                           size_t stack_bytes)
+{
+	struct sk_error err = {0};
+	int sync_fd = a->sync_fd;
+	int errpipe[2];
+	if (pipe2(errpipe, O_CLOEXEC | O_DIRECT) < 0) {
+		sk_error_errno(&err, -errno, "pipe");
+		fail(sync_fd, &err);
+	}
+	int gopipe[2];
+	if (pipe2(gopipe, O_CLOEXEC) < 0) {
+		sk_error_errno(&err, -errno, "pipe");
+		fail(sync_fd, &err);
+	}
+	struct command_args ca = {.a = a, .err_fd = errpipe[1], .go_fd = gopipe[0]};
+	ca.close_fds[0] = errpipe[0];
+	ca.close_fds[1] = gopipe[1];
+	ca.close_fds[2] = sync_fd;
+	ca.close_fds[3] = a->events_fd;
+	pid_t main_pid = command_spawn(&ca, stack, stack_bytes);
+	if (main_pid < 0) {
+		sk_error_errno(&err, main_pid, "start the command");
+		fail(sync_fd, &err);
+	}
+	close(errpipe[1]);
+	close(gopipe[0]);
+	timing_mark(t, "init_fork");
+	/* init keeps no privilege: nothing in the sandbox may gain one through it. It drops them
+	 * before the command may exec, so no command ever sees an init with capabilities. */
+	if (caps_clear(&err) < 0) {
+		kill(main_pid, SIGKILL);
+		fail(sync_fd, &err);
+	}
+	/* If the command already failed (its report waits in errpipe), this write fails: read the
+	 * report first, it says why. */
+	int go_failed = write(gopipe[1], "g", 1) != 1;
+	close(gopipe[1]);
+	for (;;) {
+		struct exec_report rep;
+		ssize_t got = read(errpipe[0], &rep, sizeof(rep));
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got != (ssize_t)sizeof(rep))
+			break; /* EOF: the exec went through */
+		if (rep.type == EXEC_ABOUT_TO) {
+			timing_mark_at(t, "command_prepare", rep.ns);
+			continue;
+		}
+		rep.err.msg[sizeof(rep.err.msg) - 1] = '\0';
+		fail_as(sync_fd, rep.type == RT_MSG_EXEC_ERROR ? RT_MSG_EXEC_ERROR : RT_MSG_ERROR,
+		        &rep.err);
+	}
+	close(errpipe[0]);
+	if (go_failed) {
+		kill(main_pid, SIGKILL);
+		sk_error_set(&err, -EPIPE, "start the command: it exited before it could run");
+		fail(sync_fd, &err);
+	}
+	return main_pid;
+}
+
 _Noreturn void rt_child_main(const struct rt_child_args *a)
 {
 	struct sk_error err = {0};
 	int sync_fd = a->sync_fd;
 	prctl(PR_SET_NAME, "skiff-init");
-	if (close_fds_except(sync_fd) < 0) {
+	/* A detached sandbox's stdio are files of its state directory, not its starter's. */
+	for (int i = 0; i < 3; i++)
+		if (a->stdio[i] >= 0 && dup2(a->stdio[i], i) < 0) {
+			sk_error_errno(&err, -errno, "stdio");
+			fail(sync_fd, &err);
+		}
+	int keep[2] = {sync_fd, a->events_fd};
+	if (fs_close_all_except(keep, a->events_fd >= 0 ? 2 : 1) < 0) {
 		sk_error_errno(&err, -errno, "close inherited fds");
 		fail(sync_fd, &err);
 	}
@@ -262,8 +374,10 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 		sk_error_errno(&err, -errno, "become root in the user namespace");
 		fail(sync_fd, &err);
 	}
-	/* Credential changes cleared it: from here on, the runtime's death kills us. */
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	/* Credential changes cleared it: from here on, the runtime's death kills us, unless the
+	 * sandbox is meant to outlive it. */
+	if (!a->detached)
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 	struct pollfd pfd = {.fd = sync_fd, .events = POLLRDHUP};
 	if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP)))
 		_exit(1);
@@ -304,66 +418,18 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 	}
 	timing_mark(&t, "seccomp");
 
-	int errpipe[2];
-	if (pipe2(errpipe, O_CLOEXEC | O_DIRECT) < 0) {
-		sk_error_errno(&err, -errno, "pipe");
-		fail(sync_fd, &err);
-	}
-	int gopipe[2];
-	if (pipe2(gopipe, O_CLOEXEC) < 0) {
-		sk_error_errno(&err, -errno, "pipe");
-		fail(sync_fd, &err);
-	}
-	struct command_args ca = {
-	    .a = a,
-	    .err_fd = errpipe[1],
-	    .go_fd = gopipe[0],
-	    .close_fds = {
-	        errpipe[0], gopipe[1],
-	        sync_fd}}; /* The command's stack lives in this frame, which never returns. */
+	/* The command's stack lives in this frame, which never returns. */
 	char command_stack[COMMAND_STACK_BYTES];
-	pid_t main_pid = command_spawn(&ca, command_stack, sizeof(command_stack));
-	if (main_pid < 0) {
-		sk_error_errno(&err, main_pid, "start the command");
-		fail(sync_fd, &err);
-	}
-	close(errpipe[1]);
-	close(gopipe[0]);
-	timing_mark(&t, "init_fork");
-	/* init keeps no privilege: nothing in the sandbox may gain one through it. It drops them
-	 * before the command may exec, so no command ever sees an init with capabilities. */
-	if (caps_clear(&err) < 0) {
-		kill(main_pid, SIGKILL);
-		fail(sync_fd, &err);
-	}
-	/* If the command already failed (its report waits in errpipe), this write fails: read the
-	 * report first, it says why. */
-	int go_failed = write(gopipe[1], "g", 1) != 1;
-	close(gopipe[1]);
-	for (;;) {
-		struct exec_report rep;
-		ssize_t got = read(errpipe[0], &rep, sizeof(rep));
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got != (ssize_t)sizeof(rep))
-			break; /* EOF: the exec went through */
-		if (rep.type == EXEC_ABOUT_TO) {
-			timing_mark_at(&t, "command_prepare", rep.ns);
-			continue;
-		}
-		rep.err.msg[sizeof(rep.err.msg) - 1] = '\0';
-		fail_as(sync_fd, rep.type == RT_MSG_EXEC_ERROR ? RT_MSG_EXEC_ERROR : RT_MSG_ERROR,
-		        &rep.err);
-	}
-	close(errpipe[0]);
-	if (go_failed) {
-		kill(main_pid, SIGKILL);
-		sk_error_set(&err, -EPIPE, "start the command: it exited before it could run");
+	pid_t main_pid = 0;
+	if (a->spec->argv) {
+		main_pid = command_start(a, &t, command_stack, sizeof(command_stack));
+	} else if (caps_clear(&err) < 0) {
+		/* no command: an idle sandbox, waiting for execs */
 		fail(sync_fd, &err);
 	}
 	timing_mark(&t, "command_exec");
 	char marks[SK_ERROR_MSG_BYTES];
 	timing_format(&t, marks, sizeof(marks));
 	rt_msg_send(sync_fd, RT_MSG_STARTED, main_pid, marks, -1);
-	init_loop(sync_fd, main_pid, &mask);
+	init_loop(sync_fd, a->events_fd, main_pid, &mask);
 }

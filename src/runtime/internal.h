@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "../lib/id.h"
+#include "../lib/timing.h"
 #include "runtime.h"
 
 /* Messages on the SOCK_SEQPACKET pair between the runtime and the sandbox's init. */
@@ -30,7 +32,70 @@ struct rt_child_args {
 	const char *hostname;
 	int sync_fd;
 	int parent_fd; /* the runtime's end, closed in the child */
+	int events_fd; /* the events log init appends to, or -1 */
+	int stdio[3];  /* detached: what init and the main command get as 0, 1, 2 (else -1) */
+	int detached;  /* outlive the runtime: no parent-death signal */
 };
+
+/* A sandbox as the runtime holds it (sandbox.c; exec.c and attach.c use it too). */
+struct rt_sandbox {
+	struct rt *rt;
+	char id[ID_MAX_BYTES];
+	char owner[64]; /* "<instance> <id>": names the uid slot */
+	char scratch[512];
+	char hostname[64];
+	pid_t pid;
+	int pidfd;
+	int sync_fd;
+	int lock_fd;
+	pid_t helper_pid;
+	int helper_fd; /* our end of the helper's pipe */
+	void *helper_stack;
+	struct cg_sandbox cg;
+	int cg_made;
+	struct idmap_slot slot;
+	int oom_fd;
+	short oom_events;
+	int forced; /* 0, or the enum rt_end + 1 a kill asked for */
+	int reaped;
+	int exit_known;
+	int exit_status;
+	unsigned flags;      /* RT_START_* */
+	int attached;        /* found from state by rt_sandbox_attach: init is not our child */
+	int events_fd;       /* the state directory's events log (init appends to it) */
+	uint64_t init_start; /* init's start time (clock ticks since boot): pids recycle */
+	struct rt_child_args child_args;       /* read by init during setup */
+	struct timing marks;                   /* the runtime's steps */
+	char init_marks[SK_ERROR_MSG_BYTES];   /* init's steps, "name:ns …" */
+	uint64_t oom_watch_until_ns;           /* v1: an OOM event is being confirmed until then */
+	char step_names[TIMING_MAX_MARKS][32]; /* rt_sandbox_timings' names of init's steps */
+};
+
+/* What the command process reports through its close-on-exec pipe (in packet mode: one read,
+ * one record): the time it is about to exec, then nothing (EOF at exec) or why it failed. */
+enum { EXEC_ABOUT_TO = 0 };
+struct exec_report {
+	int type; /* EXEC_ABOUT_TO, RT_MSG_ERROR (setup) or RT_MSG_EXEC_ERROR (the program) */
+	uint64_t ns;
+	struct sk_error err;
+};
+
+/* A command to run in a sandbox: the main command, or an exec. */
+struct rt_command {
+	char *const *argv;
+	char *const *env; /* "K=V" */
+	size_t envc;
+	const char *workdir; /* NULL: / */
+	const char *hostname;
+	uint64_t nproc;   /* RLIMIT_NPROC, 0 to leave it */
+	int load_seccomp; /* load the profile here (an exec does not inherit init's) */
+};
+/* In a process inside the sandbox's namespaces (as its root): reset signals, set rlimits, the
+ * working directory, the capabilities (and seccomp), wait for a byte on go_fd (unless -1), then
+ * exec with our own PATH search. Reports struct exec_report records on err_fd (packet mode).
+ * Allocates nothing. */
+_Noreturn void rt_command_exec(const struct rt *rt, const struct rt_command *c, int err_fd,
+                               int go_fd);
 
 /* Body of the cloned child: becomes the sandbox's pid 1. Never returns. */
 _Noreturn void rt_child_main(const struct rt_child_args *a);
@@ -52,5 +117,25 @@ ssize_t rt_msg_recv(int fd, struct rt_msg *m, int *ret_fd);
 int state_sandbox_dir_create(const struct rt *rt, const char *id, int *ret_lock_fd,
                              struct sk_error *err);
 int state_sandbox_dir_remove(const char *inst_dir, const char *id);
+/* A detached sandbox's init, as recorded in its state directory. */
+struct state_init {
+	pid_t pid;
+	unsigned long long start; /* clock ticks since boot */
+	int slot;                 /* its uid range */
+};
+int state_init_read(const char *inst_dir, const char *id, struct state_init *ret);
+/* A pidfd for the recorded init if that very process still runs, else -ESRCH. */
+int state_init_pidfd(const struct state_init *si);
+/* The wait status of the main command, or of the exec nspid/start, from the events log;
+ * -ENOENT when not (yet) there. */
+int state_events_main(const char *inst_dir, const char *id, int *ret_status);
+int state_events_exit(const char *inst_dir, const char *id, pid_t nspid, unsigned long long start,
+                      int *ret_status);
+/* The events log init appends to ("main <status>", "exit <pid> <start> <status>" lines). */
+int state_events_open(const char *inst_dir, const char *id, int *ret_fd, struct sk_error *err);
+/* A detached sandbox's main stdio: /dev/null, and its state directory's stdout and stderr. */
+int state_output_open(const char *inst_dir, const char *id, int ret_fds[3], struct sk_error *err);
+/* Record a detached sandbox's init (pid and start time) and what it runs, for attach and ls. */
+int state_sandbox_record(struct rt_sandbox *sb, const struct spec *spec, struct sk_error *err);
 /* The owner is gone when the lock can be taken. */
 int state_sandbox_is_alive(const struct rt *rt, const char *id);

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include "../lib/error.h"
+#include "../lib/id.h"
 #include "cgroup.h"
 #include "idmap.h"
 #include "seccomp.h"
@@ -61,10 +62,71 @@ int rt_instance_valid(const char *instance);
 int rt_init(struct rt *rt, const char *instance, const char *run_dir, struct sk_error *err);
 void rt_release(struct rt *rt);
 
+/* Start flags. A detached sandbox outlives the process that started it (its init has no
+ * parent-death signal, its state is recorded for rt_sandbox_attach); it may have no command
+ * (spec->argv NULL): then it idles, waiting for execs. */
+#define RT_START_DETACHED 1u
+
 /* Create a sandbox for spec and start its command; returns once the command has been exec'd.
  * rootfs is the host directory that becomes the read-only lower layer. */
-int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
+int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs, unsigned flags,
                      struct rt_sandbox **ret, struct sk_error *err);
+/* Forget a sandbox without touching it (a detached one runs on). Accepts NULL. */
+void rt_sandbox_close(struct rt_sandbox *sb);
+/* Find a detached sandbox of this instance from its state (any process may: after a restart,
+ * or beside the one that started it). Its init is identified by pidfd and start time, never by a
+ * bare pid. A sandbox whose init is gone is returned too, as ended (rt_sandbox_running 0),
+ * with its main command's status when init recorded one. -ENOENT: no such sandbox. */
+int rt_sandbox_attach(struct rt *rt, const char *id, struct rt_sandbox **ret, struct sk_error *err);
+/* True while the sandbox's init runs. */
+int rt_sandbox_running(const struct rt_sandbox *sb);
+
+/* A process to start in a running sandbox, like its main command but beside it. */
+struct rt_exec_spec {
+	char *const *argv; /* NULL-terminated */
+	char *const *env;  /* "K=V", envc of them */
+	size_t envc;
+	const char *workdir; /* NULL: / */
+	int stdio[3];        /* fds it gets as 0, 1, 2; -1: /dev/null */
+};
+
+/* A started exec. Its status outlives this handle and this process: it is in the sandbox's
+ * events log under (nspid, start). */
+struct rt_exec {
+	pid_t pid;                /* in the host's pid namespace */
+	pid_t nspid;              /* in the sandbox's */
+	unsigned long long start; /* start time: with nspid, names it in the events log */
+	int pidfd;
+};
+
+/* Start a process in the sandbox: its cgroups, namespaces, root, capabilities and seccomp
+ * profile, as a child of its init. Returns once it has exec'd (127/126-style errors come back
+ * as -SK_ECMD_NOTFOUND / -SK_ECMD_EXEC). */
+int rt_sandbox_exec(struct rt_sandbox *sb, const struct rt_exec_spec *es, struct rt_exec *ret,
+                    struct sk_error *err);
+/* Wait up to timeout_ms (-1: forever) for the exec to end; *ret_status gets its wait status.
+ * -ETIMEDOUT, or -ESRCH when its status is lost (the sandbox ended with it). */
+int rt_exec_wait(struct rt_sandbox *sb, const struct rt_exec *ex, int timeout_ms, int *ret_status);
+int rt_exec_signal(const struct rt_exec *ex, int sig);
+void rt_exec_release(struct rt_exec *ex);
+
+enum rt_state {
+	RT_STATE_RUNNING,    /* detached, init runs */
+	RT_STATE_EXITED,     /* detached, its main command ended (exit_status) */
+	RT_STATE_LOST,       /* its init is gone without a word, or its state is broken */
+	RT_STATE_FOREGROUND, /* run by the process that started it, not detached */
+};
+
+struct rt_sandbox_info {
+	char id[ID_MAX_BYTES];
+	enum rt_state state;
+	pid_t pid;       /* init's, when running */
+	int exit_status; /* wait status, when exited */
+	char created_at[32];
+	char command[256]; /* the main command, space-joined and cut */
+};
+/* The instance's sandboxes, in no particular order; *ret is malloc'ed. Returns the count. */
+int rt_sandbox_list(struct rt *rt, struct rt_sandbox_info **ret, struct sk_error *err);
 const char *rt_sandbox_id(const struct rt_sandbox *sb);
 /* Readable when the sandbox's init has exited (then call rt_sandbox_reap). */
 int rt_sandbox_pidfd(const struct rt_sandbox *sb);

@@ -61,35 +61,6 @@ struct helper_ctx {
 #define SANDBOX_NS_FLAGS                                                                           \
 	(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET)
 
-struct rt_sandbox {
-	struct rt *rt;
-	char id[ID_MAX_BYTES];
-	char owner[64]; /* "<instance> <id>": names the uid slot */
-	char scratch[512];
-	char hostname[64];
-	pid_t pid;
-	int pidfd;
-	int sync_fd;
-	int lock_fd;
-	pid_t helper_pid;
-	int helper_fd; /* our end of the helper's pipe */
-	void *helper_stack;
-	struct cg_sandbox cg;
-	int cg_made;
-	struct idmap_slot slot;
-	int oom_fd;
-	short oom_events;
-	int forced; /* 0, or the enum rt_end + 1 a kill asked for */
-	int reaped;
-	int exit_known;
-	int exit_status;
-	struct rt_child_args child_args;       /* read by init during setup */
-	struct timing marks;                   /* the runtime's steps */
-	char init_marks[SK_ERROR_MSG_BYTES];   /* init's steps, "name:ns …" */
-	uint64_t oom_watch_until_ns;           /* v1: an OOM event is being confirmed until then */
-	char step_names[TIMING_MAX_MARKS][32]; /* rt_sandbox_timings' names of init's steps */
-};
-
 int rt_instance_valid(const char *instance)
 {
 	size_t n = strlen(instance);
@@ -227,23 +198,6 @@ int rt_sandbox_oom_fd(const struct rt_sandbox *sb, short *ret_events)
 	return sb->oom_fd;
 }
 
-static int close_fds_except(const int *keep, size_t n)
-{
-	/* keep is small; close every gap between kept fds, from 3 up. */
-	int lo = 3;
-	for (;;) {
-		int next = -1;
-		for (size_t i = 0; i < n; i++)
-			if (keep[i] >= lo && (next < 0 || keep[i] < next))
-				next = keep[i];
-		if (next < 0)
-			return syscall(SYS_close_range, lo, ~0U, 0) < 0 ? -errno : 0;
-		if (next > lo && syscall(SYS_close_range, lo, next - 1, 0) < 0)
-			return -errno;
-		lo = next + 1;
-	}
-}
-
 /* The cleanup helper's cleanup, from its own context: the cgroups first (killing what is left),
  * and only once they are gone the uid range and state (a range is reused only when nothing of
  * its sandbox is left). Allocates nothing: the heap is shared with a process that may have died
@@ -277,7 +231,7 @@ static int helper_main(void *arg)
 	for (int i = 0; i < CG_MAX_HIER; i++)
 		if (h->cg.dirfd[i] >= 0)
 			keep[nkeep++] = h->cg.dirfd[i];
-	close_fds_except(keep, nkeep);
+	fs_close_all_except(keep, nkeep);
 	prctl(PR_SET_NAME, "skiff-cleanup");
 	char c;
 	ssize_t n;
@@ -410,8 +364,20 @@ static int lower_mount_make(pid_t pid, const char *rootfs, int *ret_fd, struct s
 	return 0;
 }
 
+static void sandbox_free(struct rt_sandbox *sb);
+
+void rt_sandbox_close(struct rt_sandbox *sb)
+{
+	if (!sb)
+		return;
+	cgroup_sandbox_close(&sb->cg);
+	sandbox_free(sb);
+}
+
 static void sandbox_free(struct rt_sandbox *sb)
 {
+	if (sb->events_fd >= 0)
+		close(sb->events_fd);
 	if (sb->pidfd >= 0)
 		close(sb->pidfd);
 	if (sb->sync_fd >= 0)
@@ -443,6 +409,19 @@ static void reap_init(struct rt_sandbox *sb)
 {
 	if (sb->reaped || sb->pid <= 0)
 		return;
+	if (sb->attached) {
+		/* Not our child: wait for its pidfd, and read its end from the events log. */
+		struct pollfd p = {.fd = sb->pidfd, .events = POLLIN};
+		while (poll(&p, 1, -1) < 0 && errno == EINTR)
+			;
+		int status;
+		if (!sb->exit_known && state_events_main(sb->rt->inst_dir, sb->id, &status) == 0) {
+			sb->exit_known = 1;
+			sb->exit_status = status;
+		}
+		sb->reaped = 1;
+		return;
+	}
 	drain_messages(sb);
 	while (waitpid(sb->pid, NULL, __WALL) < 0 && errno == EINTR)
 		;
@@ -458,10 +437,12 @@ static int child_trampoline(void *arg)
 	rt_child_main(a);
 }
 
-int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
+int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs, unsigned flags,
                      struct rt_sandbox **ret, struct sk_error *err)
 {
-	if (!spec->argv)
+	int detached = !!(flags & RT_START_DETACHED);
+	int stdio[3] = {-1, -1, -1}; /* a detached sandbox's, until init has them */
+	if (!spec->argv && !detached)
 		return sk_error_set(err, -SK_EINVAL_SPEC, "command: none given");
 	int r = spec_validate(spec, err);
 	if (r < 0)
@@ -470,8 +451,9 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 	if (!sb)
 		return sk_error_set(err, -ENOMEM, "out of memory");
 	sb->rt = rt;
+	sb->flags = flags;
 	timing_mark(&sb->marks, "begin");
-	sb->pidfd = sb->sync_fd = sb->lock_fd = sb->helper_fd = sb->oom_fd = -1;
+	sb->pidfd = sb->sync_fd = sb->lock_fd = sb->helper_fd = sb->oom_fd = sb->events_fd = -1;
 	sb->slot.slot = -1;
 	for (int i = 0; i < CG_MAX_HIER; i++)
 		sb->cg.dirfd[i] = -1;
@@ -507,8 +489,15 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 	if ((r = cgroup_sandbox_oom_fd(&sb->cg, &sb->oom_fd, &sb->oom_events, err)) < 0)
 		goto fail;
 	timing_mark(&sb->marks, "cgroups");
-	if ((r = helper_spawn(sb, err)) < 0)
+	if (detached) {
+		/* A detached sandbox outlives us: no helper; gc cleans up after a failed start. Its
+		 * output goes to files in its state directory, never to our stdio. */
+		if ((r = state_events_open(rt->inst_dir, sb->id, &sb->events_fd, err)) < 0 ||
+		    (r = state_output_open(rt->inst_dir, sb->id, stdio, err)) < 0)
+			goto fail;
+	} else if ((r = helper_spawn(sb, err)) < 0) {
 		goto fail;
+	}
 	timing_mark(&sb->marks, "cleanup_helper");
 
 	int sp[2];
@@ -523,6 +512,9 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 	    .hostname = sb->hostname,
 	    .sync_fd = sp[1],
 	    .parent_fd = sp[0],
+	    .events_fd = sb->events_fd,
+	    .detached = detached,
+	    .stdio = {stdio[0], stdio[1], stdio[2]},
 	};
 	int pidfd = -1;
 	/* Fork-like, on a copy of this stack: init gets a memory of its own (see HELPER_SHARES_VM).
@@ -531,6 +523,11 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 	    syscall(SYS_clone, SANDBOX_NS_FLAGS | CLONE_PIDFD | SIGCHLD, NULL, &pidfd, NULL, 0);
 	if (pid == 0)
 		child_trampoline(&sb->child_args);
+	for (int i = 0; i < 3; i++) {
+		if (stdio[i] >= 0)
+			close(stdio[i]); /* init has them */
+		stdio[i] = -1;
+	}
 	if (pid < 0) {
 		r = sk_error_errno(err, -errno, "clone the sandbox's init");
 		close(sp[0]);
@@ -538,6 +535,10 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 		goto fail;
 	}
 	close(sp[1]);
+	if (sb->events_fd >= 0) {
+		close(sb->events_fd); /* init holds it */
+		sb->events_fd = -1;
+	}
 	timing_mark(&sb->marks, "clone");
 	sb->pid = (pid_t)pid;
 	sb->pidfd = pidfd;
@@ -564,6 +565,8 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 	if (n > 0 && m.type == RT_MSG_STARTED) {
 		timing_mark(&sb->marks, "started");
 		snprintf(sb->init_marks, sizeof(sb->init_marks), "%s", m.text);
+		if (detached && (r = state_sandbox_record(sb, spec, err)) < 0)
+			goto fail;
 		*ret = sb;
 		return 0;
 	}
@@ -575,6 +578,9 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 	else
 		r = sk_error_set(err, -EIO, "set up sandbox: init exited without a word");
 fail:
+	for (int i = 0; i < 3; i++)
+		if (stdio[i] >= 0)
+			close(stdio[i]);
 	rt_sandbox_destroy(sb, NULL);
 	return r;
 }
@@ -708,6 +714,20 @@ int rt_sandbox_destroy(struct rt_sandbox *sb, struct sk_error *err)
 {
 	if (!sb)
 		return 0;
+	if (sb->attached && sb->lock_fd < 0) {
+		/* Whoever destroys it holds its lock: one at a time, never under its starter. */
+		char lock[512];
+		snprintf(lock, sizeof(lock), "%s/%s/lock", sb->rt->inst_dir, sb->id);
+		sb->lock_fd = open(lock, O_RDWR | O_CLOEXEC);
+		if (sb->lock_fd >= 0 && flock(sb->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+			int r = sk_error_set(err, -EBUSY,
+			                     "sandbox %s is busy: another process is "
+			                     "starting or ending it",
+			                     sb->id);
+			rt_sandbox_close(sb);
+			return r;
+		}
+	}
 	if (sb->pid > 0 && !sb->reaped) {
 		rt_sandbox_kill(sb, RT_END_KILLED);
 		reap_init(sb);

@@ -102,12 +102,17 @@ int state_sandbox_dir_create(const struct rt *rt, const char *id, int *ret_lock_
 
 int state_sandbox_dir_remove(const char *inst_dir, const char *id)
 {
-	/* The directory holds only the lock (the sandbox's layers live in a tmpfs mounted over it
-	 * in the sandbox's own mount namespace). No allocation: the cleanup helper calls this. */
+	/* The directory holds only our few files (the sandbox's layers live in a tmpfs mounted over
+	 * it in the sandbox's own mount namespace). No allocation: the cleanup helper calls this.
+	 */
+	static const char *const FILES[] = {"lock",     "init",   "init.tmp", "meta",
+	                                    "meta.tmp", "events", "stdout",   "stderr"};
 	char path[512];
-	snprintf(path, sizeof(path), "%s/%s/lock", inst_dir, id);
-	if (unlink(path) < 0 && errno != ENOENT)
-		return -errno;
+	for (size_t i = 0; i < ARRAY_SIZE(FILES); i++) {
+		snprintf(path, sizeof(path), "%s/%s/%s", inst_dir, id, FILES[i]);
+		if (unlink(path) < 0 && errno != ENOENT)
+			return -errno;
+	}
 	snprintf(path, sizeof(path), "%s/%s", inst_dir, id);
 	if (rmdir(path) < 0 && errno != ENOENT)
 		return -errno;
@@ -119,9 +124,12 @@ int state_sandbox_is_alive(const struct rt *rt, const char *id)
 	char path[512];
 	snprintf(path, sizeof(path), "%s/%s/lock", rt->inst_dir, id);
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK)
+		return 1; /* its runtime holds it */
+	/* A detached sandbox lives as long as its init. */
+	struct state_init si;
+	if (state_init_read(rt->inst_dir, id, &si) < 0)
 		return 0;
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0)
-		return errno == EWOULDBLOCK;
-	return 0;
+	_cleanup_close_ int pidfd = state_init_pidfd(&si);
+	return pidfd >= 0;
 }

@@ -1,0 +1,288 @@
+/* Exec into a running sandbox. The runtime forks an intermediate that joins the sandbox's
+ * cgroups, then its namespaces through init's pidfd (setns), becomes its root and forks the
+ * command: the command is in the sandbox's pid namespace, and when the intermediate exits it
+ * becomes init's child. So it outlives the process that asked for it, and init records its exit
+ * status in the events log, where any process (this one, or one that re-attached) finds it.
+ * The intermediate hands back a pidfd for the command, its pid inside and its start time. */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../lib/fsutil.h"
+#include "internal.h"
+
+#define EXEC_NS_FLAGS                                                                              \
+	(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | \
+	 CLONE_NEWCGROUP)
+#define EXEC_STATUS_WAIT_MS 2000 /* how long init may take to log a status after the exit */
+
+/* What the intermediate reports (with the command's pidfd attached on success). */
+struct exec_hello {
+	int32_t type; /* RT_MSG_STARTED, RT_MSG_ERROR or RT_MSG_EXEC_ERROR */
+	int32_t code;
+	pid_t pid;
+	pid_t nspid;
+	unsigned long long start;
+	char msg[SK_ERROR_MSG_BYTES];
+};
+
+static void hello_send(int fd, const struct exec_hello *h, int pass_fd)
+{
+	struct iovec iov = {.iov_base = (void *)h, .iov_len = sizeof(*h)};
+	union {
+		struct cmsghdr c;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+	if (pass_fd >= 0) {
+		memset(&ctl, 0, sizeof(ctl));
+		msg.msg_control = ctl.buf;
+		msg.msg_controllen = sizeof(ctl.buf);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+	}
+	while (sendmsg(fd, &msg, MSG_NOSIGNAL) < 0 && errno == EINTR)
+		;
+}
+
+_Noreturn static void intermediate_fail(int fd, int type, int code, const char *fmt,
+                                        const char *what)
+{
+	struct exec_hello h = {.type = type, .code = code};
+	snprintf(h.msg, sizeof(h.msg), fmt, what, strerror(-code));
+	hello_send(fd, &h, -1);
+	_exit(1);
+}
+
+/* The intermediate: in a fork of the runtime. Never returns. */
+_Noreturn static void intermediate(struct rt_sandbox *sb, const struct rt_exec_spec *es, int fd)
+{
+	/* stdio first, while host paths still mean the host. */
+	int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	for (int i = 0; i < 3; i++) {
+		int src = es->stdio[i] >= 0 ? es->stdio[i] : devnull;
+		if (src < 0 || dup2(src, i) < 0)
+			intermediate_fail(fd, RT_MSG_ERROR, -errno, "%s: %s", "stdio");
+	}
+	for (int i = 0; i < sb->rt->cg.nhier; i++) {
+		if (sb->cg.dirfd[i] < 0)
+			continue;
+		int r = fs_write_str_at(sb->cg.dirfd[i], "cgroup.procs", "0");
+		if (r < 0)
+			intermediate_fail(fd, RT_MSG_ERROR, r, "%s: %s",
+			                  "join the sandbox's cgroups");
+	}
+	if (setns(sb->pidfd, EXEC_NS_FLAGS) < 0)
+		intermediate_fail(fd, RT_MSG_ERROR, -errno, "%s: %s",
+		                  "join the sandbox's namespaces");
+	if (setresgid(0, 0, 0) < 0 || setgroups(0, NULL) < 0 || setresuid(0, 0, 0) < 0)
+		intermediate_fail(fd, RT_MSG_ERROR, -errno, "%s: %s", "become the sandbox's root");
+	char hostname[65] = "";
+	gethostname(hostname, sizeof(hostname) - 1);
+	/* We are still in the host's pid namespace (setns only moves our children), and an
+	 * orphan goes to the reaper of its parent's namespace: the command's parent must be in
+	 * the sandbox's, so that init inherits it. Hence a second process. */
+	pid_t mid = fork();
+	if (mid < 0)
+		intermediate_fail(fd, RT_MSG_ERROR, -errno, "%s: %s", "fork");
+	if (mid > 0) {
+		int status;
+		while (waitpid(mid, &status, 0) < 0 && errno == EINTR)
+			;
+		_exit(0);
+	}
+	int errpipe[2];
+	if (pipe2(errpipe, O_CLOEXEC | O_DIRECT) < 0)
+		intermediate_fail(fd, RT_MSG_ERROR, -errno, "%s: %s", "pipe");
+	pid_t pid = fork();
+	if (pid < 0)
+		intermediate_fail(fd, RT_MSG_ERROR, -errno, "%s: %s", "fork the command");
+	if (pid == 0) {
+		close(errpipe[0]);
+		int keep[1] = {errpipe[1]};
+		fs_close_all_except(keep, 1);
+		struct rt_command cmd = {
+		    .argv = es->argv,
+		    .env = es->env,
+		    .envc = es->envc,
+		    .workdir = es->workdir,
+		    .hostname = hostname,
+		    .load_seccomp = 1,
+		};
+		rt_command_exec(sb->rt, &cmd, errpipe[1], -1);
+	}
+	close(errpipe[1]);
+	/* The command is our child until we exit: nobody can reap it before we have its pidfd.
+	 * We are in the sandbox's pid namespace and see its /proc: pid is its pid in there. */
+	struct exec_hello h = {.type = RT_MSG_STARTED, .nspid = pid};
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	proc_start_time(pid, &h.start);
+	for (;;) {
+		struct exec_report rep;
+		ssize_t got = read(errpipe[0], &rep, sizeof(rep));
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got != (ssize_t)sizeof(rep))
+			break; /* EOF: exec'd */
+		if (rep.type == EXEC_ABOUT_TO)
+			continue;
+		h.type = rep.type == RT_MSG_EXEC_ERROR ? RT_MSG_EXEC_ERROR : RT_MSG_ERROR;
+		h.code = rep.err.code;
+		snprintf(h.msg, sizeof(h.msg), "%s", rep.err.msg);
+		break;
+	}
+	if (pidfd < 0 && h.type == RT_MSG_STARTED) {
+		h.type = RT_MSG_ERROR;
+		h.code = -errno;
+		snprintf(h.msg, sizeof(h.msg), "pidfd of the command: %s", strerror(errno));
+	}
+	hello_send(fd, &h, h.type == RT_MSG_STARTED ? pidfd : -1);
+	_exit(0);
+}
+
+/* The pid (in our namespace) of the process a pidfd refers to, from its fdinfo; 0 if gone. */
+static pid_t pidfd_host_pid(int pidfd)
+{
+	char path[64], text[1024];
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", pidfd);
+	if (fs_read_at(AT_FDCWD, path, text, sizeof(text)) <= 0)
+		return 0;
+	const char *p = strstr(text, "\nPid:");
+	int pid = p ? atoi(p + 5) : 0;
+	return pid > 0 ? pid : 0;
+}
+
+int rt_sandbox_exec(struct rt_sandbox *sb, const struct rt_exec_spec *es, struct rt_exec *ret,
+                    struct sk_error *err)
+{
+	if (!es->argv || !es->argv[0] || !es->argv[0][0])
+		return sk_error_set(err, -SK_EINVAL_SPEC, "exec: no command given");
+	if (es->envc > SPEC_MAX_ENV)
+		return sk_error_set(err, -SK_EINVAL_SPEC, "exec: more than %d variables",
+		                    SPEC_MAX_ENV);
+	if (!rt_sandbox_running(sb))
+		return sk_error_set(err, -ESRCH, "sandbox %s is not running", sb->id);
+	int sp[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
+		return sk_error_errno(err, -errno, "socketpair");
+	pid_t pid = fork();
+	if (pid < 0) {
+		int r = -errno;
+		close(sp[0]);
+		close(sp[1]);
+		return sk_error_errno(err, r, "fork");
+	}
+	if (pid == 0) {
+		close(sp[0]);
+		intermediate(sb, es, sp[1]);
+	}
+	close(sp[1]);
+	struct exec_hello h;
+	struct iovec iov = {.iov_base = &h, .iov_len = sizeof(h)};
+	union {
+		struct cmsghdr c;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct msghdr msg = {.msg_iov = &iov,
+	                     .msg_iovlen = 1,
+	                     .msg_control = ctl.buf,
+	                     .msg_controllen = sizeof(ctl.buf)};
+	ssize_t n;
+	do {
+		n = recvmsg(sp[0], &msg, MSG_CMSG_CLOEXEC);
+	} while (n < 0 && errno == EINTR);
+	int pidfd = -1;
+	for (struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL; c; c = CMSG_NXTHDR(&msg, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+			memcpy(&pidfd, CMSG_DATA(c), sizeof(int));
+	close(sp[0]);
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	if (n != (ssize_t)sizeof(h)) {
+		if (pidfd >= 0)
+			close(pidfd);
+		return sk_error_set(err, -EIO, "exec into %s: the helper died", sb->id);
+	}
+	h.msg[sizeof(h.msg) - 1] = '\0';
+	if (h.type == RT_MSG_EXEC_ERROR)
+		return sk_error_set(err, h.code == -ENOENT ? -SK_ECMD_NOTFOUND : -SK_ECMD_EXEC,
+		                    "%s", h.msg);
+	if (h.type != RT_MSG_STARTED || pidfd < 0) {
+		if (pidfd >= 0)
+			close(pidfd);
+		return sk_error_set(err, h.code < 0 ? h.code : -EIO, "exec into %s: %s", sb->id,
+		                    h.msg);
+	}
+	*ret = (struct rt_exec){
+	    .pid = pidfd_host_pid(pidfd), .nspid = h.nspid, .start = h.start, .pidfd = pidfd};
+	return 0;
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+int rt_exec_wait(struct rt_sandbox *sb, const struct rt_exec *ex, int timeout_ms, int *ret_status)
+{
+	long long deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	struct pollfd p = {.fd = ex->pidfd, .events = POLLIN};
+	for (;;) {
+		int left = deadline < 0 ? -1 : (int)(deadline - now_ms());
+		if (deadline >= 0 && left < 0)
+			left = 0;
+		int r = poll(&p, 1, left);
+		if (r > 0)
+			break;
+		if (r == 0)
+			return -ETIMEDOUT;
+		if (errno != EINTR)
+			return -errno;
+	}
+	/* It exited; init reaps it and logs its status (right away, unless init itself is gone). */
+	long long until = now_ms() + EXEC_STATUS_WAIT_MS;
+	for (;;) {
+		if (state_events_exit(sb->rt->inst_dir, sb->id, ex->nspid, ex->start, ret_status) ==
+		    0)
+			return 0;
+		if (now_ms() >= until || !rt_sandbox_running(sb))
+			break;
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL);
+	}
+	/* init may have logged it just before it went. */
+	if (state_events_exit(sb->rt->inst_dir, sb->id, ex->nspid, ex->start, ret_status) == 0)
+		return 0;
+	return -ESRCH;
+}
+
+int rt_exec_signal(const struct rt_exec *ex, int sig)
+{
+	if (syscall(SYS_pidfd_send_signal, ex->pidfd, sig, NULL, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+void rt_exec_release(struct rt_exec *ex)
+{
+	if (ex->pidfd >= 0)
+		close(ex->pidfd);
+	ex->pidfd = -1;
+}
