@@ -63,6 +63,13 @@ $(BUILD)/bin/skiff-box: $(BUILD)/obj/src/cmd/skiff_box.o $(BUILD)/obj/src/cmd/sk
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $(STATIC_FLAGS) -o $@ $^ $(LDLIBS)
 
+# Benchmarks that link the runtime.
+$(BUILD)/bench/pool_start: bench/pool_start.c $(BUILD)/libskiff.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) $(STATIC_FLAGS) -o $@ $^ $(LDLIBS)
+
+bench: $(BUILD)/bench/pool_start
+
 # Unit tests may #include the .c they test to reach static functions.
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libskiff.a
 	@mkdir -p $(dir $@)
@@ -86,5 +93,5 @@ format-check:
 clean:
 	rm -rf build
 
-.PHONY: all unit integration check format format-check clean
+.PHONY: all bench unit integration check format format-check clean
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -171,6 +171,7 @@ fail:
 
 struct command_args {
 	const struct rt_child_args *a;
+	const struct rt_command *cmd;
 	int err_fd, go_fd;
 	int close_fds[4]; /* init's fds the command must not hold (-1: none) */
 };
@@ -181,16 +182,7 @@ static int command_main(void *arg)
 	for (size_t i = 0; i < ARRAY_SIZE(ca->close_fds); i++)
 		if (ca->close_fds[i] >= 0)
 			close(ca->close_fds[i]);
-	const struct rt_child_args *a = ca->a;
-	struct rt_command cmd = {
-	    .argv = a->spec->argv,
-	    .env = a->spec->env,
-	    .envc = a->spec->envc,
-	    .workdir = a->spec->workdir,
-	    .hostname = a->hostname,
-	    .nproc = a->spec->pids,
-	};
-	rt_command_exec(a->rt, &cmd, ca->err_fd, ca->go_fd);
+	rt_command_exec(ca->a->rt, ca->cmd, ca->err_fd, ca->go_fd);
 }
 
 /* Start the command process. It shares init's memory (CLONE_VM, on a stack of its own: a fork
@@ -283,8 +275,8 @@ _Noreturn static void init_loop(int sync_fd, int events_fd, pid_t main_pid, cons
 /* Start the spec's command: it execs only once init has dropped its capabilities. Returns its
  * pid; on failure reports to the runtime and exits. stack must outlive the call (until the
  * command execs). */
-static pid_t command_start(const struct rt_child_args *a, struct timing *t, char *stack,
-                           size_t stack_bytes)
+static pid_t command_start(const struct rt_child_args *a, const struct rt_command *cmd,
+                           struct timing *t, char *stack, size_t stack_bytes)
 {
 	struct sk_error err = {0};
 	int sync_fd = a->sync_fd;
@@ -298,7 +290,7 @@ static pid_t command_start(const struct rt_child_args *a, struct timing *t, char
 		sk_error_errno(&err, -errno, "pipe");
 		fail(sync_fd, &err);
 	}
-	struct command_args ca = {.a = a, .err_fd = errpipe[1], .go_fd = gopipe[0]};
+	struct command_args ca = {.a = a, .cmd = cmd, .err_fd = errpipe[1], .go_fd = gopipe[0]};
 	ca.close_fds[0] = errpipe[0];
 	ca.close_fds[1] = gopipe[1];
 	ca.close_fds[2] = sync_fd;
@@ -343,6 +335,79 @@ static pid_t command_start(const struct rt_child_args *a, struct timing *t, char
 		fail(sync_fd, &err);
 	}
 	return main_pid;
+}
+
+/* Receive a pooled sandbox's command: RT_MSG_RUN carries a memfd of NUL-terminated strings,
+ * "argc envc workdir hostname nproc" in the message text; the memfd holds argv, then env. The
+ * strings live in *ret_buf and *ret_vec (init's own memory). Sets the host name if given. */
+static int command_receive(int sync_fd, struct rt_command *cmd, char **ret_buf, char ***ret_vec,
+                           struct sk_error *err)
+{
+	struct rt_msg m;
+	int fd = -1;
+	ssize_t n = rt_msg_recv(sync_fd, &m, &fd);
+	if (n <= 0)
+		_exit(1); /* the runtime is gone */
+	_cleanup_close_ int memfd = fd;
+	if (m.type != RT_MSG_RUN || memfd < 0)
+		return sk_error_set(err, -EPROTO, "expected a command");
+	unsigned long argc, envc, nproc;
+	char workdir[SPEC_MAX_PATH_BYTES] = "", hostname[SPEC_MAX_HOSTNAME_BYTES + 2] = "";
+	if (sscanf(m.text, "%lu %lu %lu", &argc, &envc, &nproc) != 3 || argc == 0 ||
+	    argc > SPEC_MAX_ARGS || envc > SPEC_MAX_ENV)
+		return sk_error_set(err, -EPROTO, "bad command header");
+	const char *nl = strchr(m.text, '\n');
+	if (nl) {
+		sscanf(nl + 1, "%4095[^\n]\n%64[^\n]", workdir, hostname);
+		if (!strcmp(workdir, "-"))
+			workdir[0] = '\0';
+		if (!strcmp(hostname, "-"))
+			hostname[0] = '\0';
+	}
+	off_t size = lseek(memfd, 0, SEEK_END);
+	if (size <= 0 || size > SPEC_MAX_STRINGS_BYTES + 1)
+		return sk_error_set(err, -EPROTO, "bad command size");
+	char *buf = malloc(size + 1);
+	char **vec = calloc(argc + envc + 2, sizeof(char *));
+	if (!buf || !vec || pread(memfd, buf, size, 0) != size) {
+		free(buf);
+		free(vec);
+		return sk_error_set(err, -EIO, "read the command");
+	}
+	buf[size] = '\0';
+	size_t k = 0;
+	for (char *p = buf; p < buf + size && k < argc + envc + 1; p += strlen(p) + 1) {
+		vec[k++] = p;
+		if (k == argc)
+			k++; /* argv's NULL */
+	}
+	if (k != argc + envc + 1) {
+		free(buf);
+		free(vec);
+		return sk_error_set(err, -EPROTO, "command strings don't match their count");
+	}
+	vec[argc] = NULL;
+	vec[argc + 1 + envc] = NULL;
+	*cmd = (struct rt_command){.argv = vec,
+	                           .env = vec + argc + 1,
+	                           .envc = envc,
+	                           .workdir = NULL,
+	                           .hostname = cmd->hostname,
+	                           .nproc = nproc};
+	static char workdir_kept[SPEC_MAX_PATH_BYTES], hostname_kept[SPEC_MAX_HOSTNAME_BYTES + 2];
+	if (workdir[0]) {
+		snprintf(workdir_kept, sizeof(workdir_kept), "%s", workdir);
+		cmd->workdir = workdir_kept;
+	}
+	if (hostname[0]) {
+		snprintf(hostname_kept, sizeof(hostname_kept), "%s", hostname);
+		if (sethostname(hostname_kept, strlen(hostname_kept)) < 0)
+			return sk_error_errno(err, -errno, "sethostname");
+		cmd->hostname = hostname_kept;
+	}
+	*ret_buf = buf;
+	*ret_vec = vec;
+	return 0;
 }
 
 _Noreturn void rt_child_main(const struct rt_child_args *a)
@@ -421,8 +486,28 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 	/* The command's stack lives in this frame, which never returns. */
 	char command_stack[COMMAND_STACK_BYTES];
 	pid_t main_pid = 0;
-	if (a->spec->argv) {
-		main_pid = command_start(a, &t, command_stack, sizeof(command_stack));
+	struct rt_command cmd = {
+	    .argv = a->spec->argv,
+	    .env = a->spec->env,
+	    .envc = a->spec->envc,
+	    .workdir = a->spec->workdir,
+	    .hostname = a->hostname,
+	    .nproc = a->spec->pids,
+	};
+	/* A pooled sandbox: ready, it waits for its command. */
+	_cleanup_free_ char *cmd_buf = NULL;
+	_cleanup_free_ char **cmd_vec = NULL;
+	if (a->wait_for_command) {
+		char marks[SK_ERROR_MSG_BYTES];
+		timing_format(&t, marks, sizeof(marks));
+		rt_msg_send(sync_fd, RT_MSG_READY, 0, marks, -1);
+		t.n = 0;
+		if (command_receive(sync_fd, &cmd, &cmd_buf, &cmd_vec, &err) < 0)
+			fail(sync_fd, &err);
+		timing_mark(&t, "run_received");
+	}
+	if (cmd.argv) {
+		main_pid = command_start(a, &cmd, &t, command_stack, sizeof(command_stack));
 	} else if (caps_clear(&err) < 0) {
 		/* no command: an idle sandbox, waiting for execs */
 		fail(sync_fd, &err);

@@ -16,6 +16,8 @@ enum rt_msg_type {
 	RT_MSG_ERROR,      /* init → runtime: setup failed; code is -errno, text says where */
 	RT_MSG_EXIT,       /* init → runtime: code is the main command's wait status */
 	RT_MSG_EXEC_ERROR, /* init → runtime: the command could not be exec'd (not found, …) */
+	RT_MSG_READY,      /* init → runtime: set up, waiting for its command (pooled) */
+	RT_MSG_RUN,        /* runtime → init: the command (a memfd of its strings) */
 };
 
 struct rt_msg {
@@ -35,6 +37,7 @@ struct rt_child_args {
 	int events_fd; /* the events log init appends to, or -1 */
 	int stdio[3];  /* detached: what init and the main command get as 0, 1, 2 (else -1) */
 	int detached;  /* outlive the runtime: no parent-death signal */
+	int wait_for_command; /* pooled: set up, then wait for RT_MSG_RUN */
 };
 
 /* A sandbox as the runtime holds it (sandbox.c; exec.c and attach.c use it too). */
@@ -61,6 +64,8 @@ struct rt_sandbox {
 	int exit_known;
 	int exit_status;
 	unsigned flags;      /* RT_START_* */
+	struct spec base;    /* pooled: the limits it was made with (numbers only) */
+	int ran;             /* pooled: its command was sent */
 	int attached;        /* found from state by rt_sandbox_attach: init is not our child */
 	int events_fd;       /* the state directory's events log (init appends to it) */
 	uint64_t init_start; /* init's start time (clock ticks since boot): pids recycle */
@@ -110,6 +115,8 @@ int rootfs_setup(const char *scratch, int lower_fd, const struct spec *spec, str
 int net_loopback_up(struct sk_error *err);
 
 int rt_msg_send(int fd, int type, int code, const char *text, int pass_fd);
+/* Wait for init's word that the command runs (sandbox.c; pool.c too). */
+int started_await(struct rt_sandbox *sb, struct sk_error *err);
 /* Receive one message; *ret_fd gets a passed fd or -1. Returns bytes, 0 on EOF, -errno. */
 ssize_t rt_msg_recv(int fd, struct rt_msg *m, int *ret_fd);
 

@@ -66,11 +66,40 @@ void rt_release(struct rt *rt);
  * parent-death signal, its state is recorded for rt_sandbox_attach); it may have no command
  * (spec->argv NULL): then it idles, waiting for execs. */
 #define RT_START_DETACHED 1u
+/* A pooled sandbox is made complete but without its command: init waits for rt_sandbox_run. */
+#define RT_START_POOLED 2u
 
 /* Create a sandbox for spec and start its command; returns once the command has been exec'd.
  * rootfs is the host directory that becomes the read-only lower layer. */
 int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs, unsigned flags,
                      struct rt_sandbox **ret, struct sk_error *err);
+/* Start spec's command in a sandbox made with RT_START_POOLED: its cpu, memory and pids limits
+ * are applied where they differ from the ones it was made with; rootfs, disk and network must
+ * be the same (rt_pool_fits). Returns once the command has been exec'd. */
+int rt_sandbox_run(struct rt_sandbox *sb, const struct spec *spec, struct sk_error *err);
+
+/* A pool of sandboxes made ahead for one base spec and root filesystem, refilled by its owner
+ * (between requests, or when idle: rt_pool_fill). Single-threaded, like all sandbox making. */
+struct rt_pool {
+	struct rt *rt;
+	struct spec base; /* numbers only: the pool does not own strings */
+	char rootfs[4096];
+	struct rt_sandbox **ready;
+	int n, target;
+};
+int rt_pool_init(struct rt_pool *p, struct rt *rt, const struct spec *base, const char *rootfs,
+                 int target, struct sk_error *err);
+/* Make up to max_new sandboxes, as long as the pool is below its target. Returns how many. */
+int rt_pool_fill(struct rt_pool *p, int max_new, struct sk_error *err);
+/* True when a request can be served from the pool (same root, disk size and network). */
+int rt_pool_fits(const struct rt_pool *p, const struct spec *spec, const char *rootfs);
+/* Start spec: from the pool when it fits and has one ready (*ret_pooled 1), else made on the
+ * spot. */
+int rt_pool_start(struct rt_pool *p, const struct spec *spec, const char *rootfs,
+                  struct rt_sandbox **ret, int *ret_pooled, struct sk_error *err);
+/* Destroy the sandboxes still waiting. */
+void rt_pool_release(struct rt_pool *p);
+
 /* Forget a sandbox without touching it (a detached one runs on). Accepts NULL. */
 void rt_sandbox_close(struct rt_sandbox *sb);
 /* Find a detached sandbox of this instance from its state (any process may: after a restart,
@@ -136,6 +165,9 @@ int rt_sandbox_oom_fd(const struct rt_sandbox *sb, short *ret_events);
  * killed), 0 when not, -EAGAIN while an event is being confirmed: call again after
  * RT_OOM_RECHECK_MS (even without the fd firing). */
 int rt_sandbox_check_oom(struct rt_sandbox *sb);
+/* Block until the main command has exited and init has reaped it; *ret_status gets its wait
+ * status. -ESRCH when init went without saying (killed). The sandbox is ending meanwhile. */
+int rt_sandbox_wait_command(struct rt_sandbox *sb, int *ret_status);
 /* Deliver sig to the main command (through init). */
 int rt_sandbox_signal(struct rt_sandbox *sb, int sig);
 /* Kill every process of the sandbox at once (reason: RT_END_KILLED or RT_END_OOM). */

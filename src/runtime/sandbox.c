@@ -437,13 +437,41 @@ static int child_trampoline(void *arg)
 	rt_child_main(a);
 }
 
+/* The error init reported instead of "started" (or its silence). */
+static int started_error(ssize_t n, const struct rt_msg *m, struct sk_error *err)
+{
+	if (n > 0 && m->type == RT_MSG_EXEC_ERROR)
+		return sk_error_set(err, m->code == -ENOENT ? -SK_ECMD_NOTFOUND : -SK_ECMD_EXEC,
+		                    "%s", m->text);
+	if (n > 0 && m->type == RT_MSG_ERROR)
+		return sk_error_set(err, m->code < 0 ? m->code : -EIO, "set up sandbox: %s",
+		                    m->text);
+	return sk_error_set(err, -EIO, "set up sandbox: init exited without a word");
+}
+
+/* Wait for init's word that the command runs. */
+int started_await(struct rt_sandbox *sb, struct sk_error *err)
+{
+	struct rt_msg m;
+	ssize_t n = rt_msg_recv(sb->sync_fd, &m, NULL);
+	if (n > 0 && m.type == RT_MSG_STARTED) {
+		timing_mark(&sb->marks, "started");
+		size_t used = strlen(sb->init_marks);
+		snprintf(sb->init_marks + used, sizeof(sb->init_marks) - used, "%s", m.text);
+		return 0;
+	}
+	return started_error(n, &m, err);
+}
+
 int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs, unsigned flags,
                      struct rt_sandbox **ret, struct sk_error *err)
 {
 	int detached = !!(flags & RT_START_DETACHED);
 	int stdio[3] = {-1, -1, -1}; /* a detached sandbox's, until init has them */
-	if (!spec->argv && !detached)
+	if (!spec->argv && !detached && !(flags & RT_START_POOLED))
 		return sk_error_set(err, -SK_EINVAL_SPEC, "command: none given");
+	if ((flags & RT_START_POOLED) && detached)
+		return sk_error_set(err, -EINVAL, "a pooled sandbox is not detached");
 	int r = spec_validate(spec, err);
 	if (r < 0)
 		return r;
@@ -515,6 +543,7 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 	    .events_fd = sb->events_fd,
 	    .detached = detached,
 	    .stdio = {stdio[0], stdio[1], stdio[2]},
+	    .wait_for_command = !!(flags & RT_START_POOLED),
 	};
 	int pidfd = -1;
 	/* Fork-like, on a copy of this stack: init gets a memory of its own (see HELPER_SHARES_VM).
@@ -560,23 +589,25 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 		sk_error_errno(err, r, "start the sandbox's init");
 		goto fail;
 	}
-	struct rt_msg m;
-	ssize_t n = rt_msg_recv(sb->sync_fd, &m, NULL);
-	if (n > 0 && m.type == RT_MSG_STARTED) {
-		timing_mark(&sb->marks, "started");
-		snprintf(sb->init_marks, sizeof(sb->init_marks), "%s", m.text);
-		if (detached && (r = state_sandbox_record(sb, spec, err)) < 0)
-			goto fail;
-		*ret = sb;
-		return 0;
+	if (flags & RT_START_POOLED) {
+		struct rt_msg m;
+		ssize_t n = rt_msg_recv(sb->sync_fd, &m, NULL);
+		if (n > 0 && m.type == RT_MSG_READY) {
+			timing_mark(&sb->marks, "ready");
+			snprintf(sb->init_marks, sizeof(sb->init_marks), "%s", m.text);
+			sb->base = *spec;
+			*ret = sb;
+			return 0;
+		}
+		r = started_error(n, &m, err);
+		goto fail;
 	}
-	if (n > 0 && m.type == RT_MSG_EXEC_ERROR)
-		r = sk_error_set(err, m.code == -ENOENT ? -SK_ECMD_NOTFOUND : -SK_ECMD_EXEC, "%s",
-		                 m.text);
-	else if (n > 0 && m.type == RT_MSG_ERROR)
-		r = sk_error_set(err, m.code < 0 ? m.code : -EIO, "set up sandbox: %s", m.text);
-	else
-		r = sk_error_set(err, -EIO, "set up sandbox: init exited without a word");
+	if ((r = started_await(sb, err)) < 0)
+		goto fail;
+	if (detached && (r = state_sandbox_record(sb, spec, err)) < 0)
+		goto fail;
+	*ret = sb;
+	return 0;
 fail:
 	for (int i = 0; i < 3; i++)
 		if (stdio[i] >= 0)
@@ -616,6 +647,25 @@ int rt_sandbox_timings(struct rt_sandbox *sb, struct rt_step *steps, int max)
 		steps[out++] =
 		    (struct rt_step){.name = all[i].name, .ns = all[i].ns - all[i - 1].ns};
 	return out;
+}
+
+int rt_sandbox_wait_command(struct rt_sandbox *sb, int *ret_status)
+{
+	while (!sb->exit_known && !sb->reaped && sb->sync_fd >= 0) {
+		struct rt_msg m;
+		ssize_t n = rt_msg_recv(sb->sync_fd, &m, NULL);
+		if (n <= 0)
+			break;
+		if (m.type == RT_MSG_EXIT) {
+			sb->exit_known = 1;
+			sb->exit_status = m.code;
+			timing_mark_at(&sb->marks, "command_exited", strtoull(m.text, NULL, 10));
+		}
+	}
+	if (!sb->exit_known)
+		return -ESRCH;
+	*ret_status = sb->exit_status;
+	return 0;
 }
 
 int rt_sandbox_signal(struct rt_sandbox *sb, int sig)

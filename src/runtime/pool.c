@@ -1,0 +1,148 @@
+/* Sandboxes made ahead: a start from the pool is "apply the request's limits, send the
+ * command", everything else (namespaces, uid range, cgroups, root filesystem, seccomp) done
+ * before the request came. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define POOL_MAX 256
+
+/* Write argv then env, each string NUL-terminated, into a new memfd. */
+static int command_memfd(const struct spec *spec, struct sk_error *err)
+{
+	int fd = memfd_create("skiff-command", MFD_CLOEXEC);
+	if (fd < 0)
+		return sk_error_errno(err, -errno, "memfd_create");
+	char *const *lists[2] = {spec->argv, spec->env};
+	size_t counts[2] = {spec->argc, spec->envc};
+	for (int l = 0; l < 2; l++) {
+		for (size_t i = 0; i < counts[l]; i++) {
+			size_t len = strlen(lists[l][i]) + 1;
+			if (write(fd, lists[l][i], len) != (ssize_t)len) {
+				int r = -errno;
+				close(fd);
+				return sk_error_errno(err, r ? r : -EIO, "write the command");
+			}
+		}
+	}
+	return fd;
+}
+
+int rt_sandbox_run(struct rt_sandbox *sb, const struct spec *spec, struct sk_error *err)
+{
+	if (!(sb->flags & RT_START_POOLED) || sb->ran)
+		return sk_error_set(err, -EINVAL, "sandbox %s is not waiting for a command",
+		                    sb->id);
+	if (!spec->argv)
+		return sk_error_set(err, -SK_EINVAL_SPEC, "command: none given");
+	int r = spec_validate(spec, err);
+	if (r < 0)
+		return r;
+	if (spec->disk_mib != sb->base.disk_mib || spec->network != sb->base.network)
+		return sk_error_set(err, -EINVAL, "sandbox %s was made for another disk or network",
+		                    sb->id);
+	timing_mark(&sb->marks, "run");
+	if (spec->cpu != sb->base.cpu || spec->memory_mib != sb->base.memory_mib ||
+	    spec->pids != sb->base.pids) {
+		struct cg_limits lim = {.cpu = spec->cpu,
+		                        .memory_bytes = spec->memory_mib * 1024 * 1024,
+		                        .pids = spec->pids};
+		const struct cg_layout *l = sb->cg.layout;
+		for (int i = 0; i < l->nhier; i++) {
+			r = l->hier[i].version == 2
+			        ? cgroup_v2_limits_apply(sb->cg.dirfd[i], l->hier[i].ctrls, &lim,
+			                                 err)
+			        : cgroup_v1_limits_apply(sb->cg.dirfd[i], l->hier[i].ctrls, &lim,
+			                                 err);
+			if (r < 0)
+				return sk_error_prefix(err, "limits of %s", sb->id);
+		}
+		timing_mark(&sb->marks, "limits");
+	}
+	int memfd = command_memfd(spec, err);
+	if (memfd < 0)
+		return memfd;
+	char header[SK_ERROR_MSG_BYTES];
+	snprintf(header, sizeof(header), "%zu %zu %llu\n%s\n%s", spec->argc, spec->envc,
+	         (unsigned long long)spec->pids, spec->workdir ? spec->workdir : "-",
+	         spec->hostname ? spec->hostname : "-");
+	sb->ran = 1;
+	r = rt_msg_send(sb->sync_fd, RT_MSG_RUN, 0, header, memfd);
+	close(memfd);
+	if (r < 0)
+		return sk_error_errno(err, r, "send the command to %s", sb->id);
+	sb->init_marks[0] = '\0';
+	return started_await(sb, err);
+}
+
+int rt_pool_init(struct rt_pool *p, struct rt *rt, const struct spec *base, const char *rootfs,
+                 int target, struct sk_error *err)
+{
+	memset(p, 0, sizeof(*p));
+	if (target < 0 || target > POOL_MAX)
+		return sk_error_set(err, -SK_EINVAL_SPEC, "pool size: 0 to %d", POOL_MAX);
+	if (strlen(rootfs) >= sizeof(p->rootfs))
+		return sk_error_set(err, -ENAMETOOLONG, "rootfs path too long");
+	p->ready = calloc(target ? target : 1, sizeof(*p->ready));
+	if (!p->ready)
+		return sk_error_set(err, -ENOMEM, "out of memory");
+	p->rt = rt;
+	p->base = *base;
+	/* Numbers only: the base's strings stay the caller's. */
+	p->base.argv = p->base.env = NULL;
+	p->base.argc = p->base.envc = 0;
+	p->base.workdir = p->base.hostname = p->base.name = p->base.image = p->base.rootfs = NULL;
+	memcpy(p->rootfs, rootfs, strlen(rootfs) + 1);
+	p->target = target;
+	return 0;
+}
+
+int rt_pool_fill(struct rt_pool *p, int max_new, struct sk_error *err)
+{
+	int made = 0;
+	while (p->n < p->target && made < max_new) {
+		struct rt_sandbox *sb;
+		int r = rt_sandbox_start(p->rt, &p->base, p->rootfs, RT_START_POOLED, &sb, err);
+		if (r < 0)
+			return r;
+		p->ready[p->n++] = sb;
+		made++;
+	}
+	return made;
+}
+
+int rt_pool_fits(const struct rt_pool *p, const struct spec *spec, const char *rootfs)
+{
+	return !strcmp(rootfs, p->rootfs) && spec->disk_mib == p->base.disk_mib &&
+	       spec->network == p->base.network;
+}
+
+int rt_pool_start(struct rt_pool *p, const struct spec *spec, const char *rootfs,
+                  struct rt_sandbox **ret, int *ret_pooled, struct sk_error *err)
+{
+	if (p->n > 0 && rt_pool_fits(p, spec, rootfs)) {
+		struct rt_sandbox *sb = p->ready[--p->n];
+		int r = rt_sandbox_run(sb, spec, err);
+		if (r < 0) {
+			rt_sandbox_destroy(sb, NULL);
+			return r;
+		}
+		*ret = sb;
+		*ret_pooled = 1;
+		return 0;
+	}
+	*ret_pooled = 0;
+	return rt_sandbox_start(p->rt, spec, rootfs, 0, ret, err);
+}
+
+void rt_pool_release(struct rt_pool *p)
+{
+	while (p->n > 0)
+		rt_sandbox_destroy(p->ready[--p->n], NULL);
+	free(p->ready);
+	p->ready = NULL;
+}
