@@ -201,11 +201,16 @@ int cmd_kill(int argc, char **argv)
 		struct sk_error err = {0};
 		struct rt_sandbox *sb;
 		int r = rt_sandbox_attach(&rt, argv[i], &sb, &err);
-		if (r == 0)
+		/* Not a sandbox we may kill (no such id, or a foreground one): as for exec, a
+		 * usage error; a failure to end one that we may kill is the runtime's. */
+		int s =
+		    r == -ENOENT || r == -EBUSY || r == -SK_EINVAL_SPEC ? EXIT_USAGE : EXIT_RUNTIME;
+		if (r == 0) {
 			r = rt_sandbox_destroy(sb, &err);
+			s = EXIT_RUNTIME;
+		}
 		if (r < 0) {
 			fprintf(stderr, "skiff-box: kill: %s\n", err.msg);
-			int s = r == -ENOENT || r == -SK_EINVAL_SPEC ? EXIT_USAGE : EXIT_RUNTIME;
 			if (s > status)
 				status = s;
 		}

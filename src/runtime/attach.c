@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -146,7 +147,10 @@ int state_init_pidfd(const struct state_init *si)
 	return fd;
 }
 
-/* Find in the events log the last line starting with prefix; parse the wait status after it. */
+/* Find in the events log the last line starting with prefix; parse the wait status after it.
+ * The log only grows (one line per exec, for as long as the sandbox lives) and what is asked
+ * for is nearly always recent: read its tail, a window that grows up to EVENTS_MAX_BYTES until
+ * the line is found. A line older than that window is forgotten. */
 static int events_find(const char *inst_dir, const char *id, const char *prefix, int *ret_status)
 {
 	char path[512];
@@ -154,27 +158,45 @@ static int events_find(const char *inst_dir, const char *id, const char *prefix,
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	_cleanup_free_ char *buf = malloc(EVENTS_MAX_BYTES + 1);
-	if (!buf)
-		return -ENOMEM;
-	ssize_t n = pread(fd, buf, EVENTS_MAX_BYTES, 0);
-	if (n < 0)
+	struct stat st;
+	if (fstat(fd, &st) < 0)
 		return -errno;
-	buf[n] = '\0';
 	size_t plen = strlen(prefix);
-	int found = -ENOENT;
-	for (char *line = buf; *line;) {
-		char *nl = strchr(line, '\n');
-		if (!nl)
-			break; /* a line still being written */
-		*nl = '\0';
-		if (!strncmp(line, prefix, plen) && line[plen] == ' ') {
-			*ret_status = atoi(line + plen + 1);
-			found = 0;
+	_cleanup_free_ char *buf = NULL;
+	for (off_t window = 64 * 1024;; window *= 4) {
+		if (window > EVENTS_MAX_BYTES)
+			window = EVENTS_MAX_BYTES;
+		/* From one byte before the window, so that a line starting right at it is seen
+		 * whole: what precedes the first newline is the end of an earlier line. */
+		off_t off = st.st_size > window ? st.st_size - window - 1 : 0;
+		free(buf);
+		buf = malloc((size_t)window + 2);
+		if (!buf)
+			return -ENOMEM;
+		ssize_t n = pread(fd, buf, (size_t)window + 1, off);
+		if (n < 0)
+			return -errno;
+		buf[n] = '\0';
+		char *line = buf;
+		if (off > 0) {
+			char *nl = strchr(buf, '\n');
+			line = nl ? nl + 1 : buf + n;
 		}
-		line = nl + 1;
+		int found = -ENOENT;
+		while (*line) {
+			char *nl = strchr(line, '\n');
+			if (!nl)
+				break; /* a line still being written */
+			*nl = '\0';
+			if (!strncmp(line, prefix, plen) && line[plen] == ' ') {
+				*ret_status = atoi(line + plen + 1);
+				found = 0;
+			}
+			line = nl + 1;
+		}
+		if (found == 0 || off == 0 || window >= EVENTS_MAX_BYTES)
+			return found;
 	}
-	return found;
 }
 
 int state_events_main(const char *inst_dir, const char *id, int *ret_status)

@@ -817,6 +817,15 @@ int rt_gc(struct rt *rt, struct sk_error *err)
 		DIR *d = fdopendir(TAKE_FD(dfd));
 		struct dirent *de;
 		while (d && (de = readdir(d))) {
+			if (!strncmp(de->d_name, ".new-", 5) &&
+			    id_is_valid("sb-", de->d_name + 5)) {
+				/* A start that died before its state directory was complete. */
+				if (state_new_dir_abandoned(dirfd(d), de->d_name)) {
+					fs_rm_rf_at(dirfd(d), de->d_name);
+					removed++;
+				}
+				continue;
+			}
 			if (!id_is_valid("sb-", de->d_name) ||
 			    state_sandbox_is_alive(rt, de->d_name))
 				continue;

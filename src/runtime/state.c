@@ -9,6 +9,7 @@
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../lib/fsutil.h"
@@ -132,4 +133,18 @@ int state_sandbox_is_alive(const struct rt *rt, const char *id)
 		return 0;
 	_cleanup_close_ int pidfd = state_init_pidfd(&si);
 	return pidfd >= 0;
+}
+
+int state_new_dir_abandoned(int inst_dirfd, const char *name)
+{
+	char lock[300];
+	snprintf(lock, sizeof(lock), "%s/lock", name);
+	_cleanup_close_ int fd = openat(inst_dirfd, lock, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0)
+		return flock(fd, LOCK_EX | LOCK_NB) == 0; /* its maker would hold it */
+	/* No lock yet: its maker is between mkdir and creating it, or died there. */
+	struct stat st;
+	if (fstatat(inst_dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0;
+	return time(NULL) - st.st_mtime > STATE_NEW_DIR_GRACE_S;
 }

@@ -1,0 +1,706 @@
+"""Detached sandboxes: `skiff-box --detach`, `exec`, `kill`, `ls`, `gc`; what survives the
+process that started a sandbox or an exec, pids that could be recycled, crashes, and two
+instances on one host. Every test kills the sandboxes it made, failed or not (the `detached`
+fixture), so that the autouse leak check sees an empty instance."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import (DEFAULT_TIMEOUT_S, RUN_DIR, SKIFF_BOX, Box, descendants, end_instance,
+                      new_instance, proc_alive, proc_info, same_process_alive, sandbox_cgroups,
+                      sandbox_pids, state_dirs, uid_slots, wait_for, wait_no_leaks)
+
+ID_RE = re.compile(r"sb-[0-9A-HJKMNP-TV-Z]{26}")  # sb- and 26 Crockford base32 characters
+
+
+def sub(b, cmd, *args, input=None, timeout=DEFAULT_TIMEOUT_S, binary=False, **kw):
+    """Run `skiff-box CMD --instance <inst> ARGS...` (a subcommand must come first)."""
+    if input is None:
+        kw.setdefault("stdin", subprocess.DEVNULL)
+    elif isinstance(input, str):
+        input = input.encode()
+    p = subprocess.run([b.binary, cmd, "--instance", b.instance, *map(str, args)],
+                       capture_output=True, timeout=timeout, env=b.env(), input=input, **kw)
+    if not binary:
+        p.stdout = p.stdout.decode(errors="replace")
+        p.stderr = p.stderr.decode(errors="replace")
+    return p
+
+
+def exec_(b, sbid, *cmd, opts=(), **kw):
+    return sub(b, "exec", *opts, sbid, "--", *cmd, **kw)
+
+
+def spawn_exec(b, sbid, *cmd, **popen_kw):
+    """Start `skiff-box exec` in the background (registered with the box for teardown)."""
+    popen_kw.setdefault("stdin", subprocess.DEVNULL)
+    popen_kw.setdefault("stdout", subprocess.DEVNULL)
+    popen_kw.setdefault("stderr", subprocess.PIPE)
+    p = subprocess.Popen([b.binary, "exec", "--instance", b.instance, sbid, "--", *cmd],
+                         env=b.env(), **popen_kw)
+    b.procs.append(p)
+    return p
+
+
+def ls(b):
+    """`skiff-box ls --json` as {id: entry}."""
+    r = sub(b, "ls", "--json")
+    assert r.returncode == 0, r.stderr
+    items = json.loads(r.stdout)
+    assert isinstance(items, list), r.stdout
+    return {e["id"]: e for e in items}
+
+
+def one_line(stderr):
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and stderr.endswith("\n"), f"expected one line on stderr: {stderr!r}"
+    assert lines[0].startswith("skiff-box: "), lines[0]
+    return lines[0]
+
+
+def state_dir(b, sbid):
+    return RUN_DIR / b.instance / sbid
+
+
+def read_init(b, sbid):
+    """(pid, start time, uid slot) from the sandbox's 'init' record."""
+    pid, start, slot = (state_dir(b, sbid) / "init").read_text().split()
+    return int(pid), int(start), int(slot)
+
+
+def events(b, sbid):
+    try:
+        return (state_dir(b, sbid) / "events").read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def procs_named(b, comm):
+    """(host pid, start time) of the instance's sandboxed processes called comm."""
+    return sorted(x for x in sandbox_pids(b.instance)
+                  if proc_info(x[0]) and proc_info(x[0])[1] == comm)
+
+
+def top_shells(b):
+    """The instance's sandboxed `sh` processes whose parent is not a `sh` (a shell's fork is
+    called sh too until it execs)."""
+    out = []
+    for pid, start in procs_named(b, "sh"):
+        info = proc_info(pid)
+        parent = proc_info(info[0]) if info else None
+        if parent and parent[1] != "sh":
+            out.append((pid, start))
+    return out
+
+
+def ns_pid(pid):
+    """pid's pid in its innermost pid namespace (the last NSpid field)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("NSpid:"):
+                return int(line.split()[-1])
+    raise AssertionError(f"no NSpid in /proc/{pid}/status")
+
+
+def file_size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return -1
+
+
+def grows(path, within=2.0):
+    """True when path's size goes up within `within` seconds."""
+    s0 = file_size(path)
+    return bool(wait_for(lambda: file_size(path) > s0, within))
+
+
+class Detached:
+    """Starts detached sandboxes and, at teardown, kills every one it started (a test's failure
+    must not leave them to the leak check)."""
+
+    def __init__(self):
+        self.made = []  # (box, id)
+
+    def start(self, b, *cmd, opts=(), timeout=15):
+        argv = b.argv(*opts, "--detach", *(("--", *cmd) if cmd else ()))
+        t0 = time.monotonic()
+        try:
+            # capture_output: returns only once nothing holds our stdout/stderr pipes.
+            r = subprocess.run(argv, capture_output=True, timeout=timeout, env=b.env(),
+                               stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as e:
+            m = ID_RE.search((e.stdout or b"").decode(errors="replace"))
+            if m:
+                self.made.append((b, m.group(0)))
+            pytest.fail(f"skiff-box --detach did not return within {timeout} s "
+                        f"(stdout {e.stdout!r}): does the sandbox hold its stdio?")
+        elapsed = time.monotonic() - t0
+        out = r.stdout.decode(errors="replace")
+        m = ID_RE.search(out)
+        if m:
+            self.made.append((b, m.group(0)))
+        assert r.returncode == 0, f"--detach failed ({r.returncode}): {r.stderr!r}"
+        assert ID_RE.fullmatch(out.rstrip("\n")) and out.count("\n") == 1, \
+            f"--detach printed {out!r}, not one sandbox id"
+        assert r.stderr == b"", r.stderr
+        return out.strip(), elapsed
+
+    def __call__(self, b, *cmd, opts=()):
+        return self.start(b, *cmd, opts=opts)[0]
+
+    def cleanup(self):
+        for b, sbid in self.made:
+            if state_dir(b, sbid).exists():
+                sub(b, "kill", sbid)
+
+
+@pytest.fixture
+def detached(box):
+    d = Detached()
+    try:
+        yield d
+    finally:
+        d.cleanup()
+
+
+def assert_gone(b, sbid, procs=()):
+    """Nothing of sandbox sbid is left: not listed, no state, no cgroups, no processes."""
+    assert sbid not in ls(b)
+    assert not state_dir(b, sbid).exists(), sorted(os.listdir(state_dir(b, sbid)))
+    cgs = [c for c in sandbox_cgroups(b.instance) if c.endswith("/" + sbid)]
+    assert cgs == [], cgs
+    gone = wait_for(lambda: not any(same_process_alive(*p) for p in procs), 3)
+    assert gone, f"still running: {[p for p in procs if same_process_alive(*p)]}"
+
+
+# ---- detach, ls, exec, kill ----
+
+
+def test_detach_prints_id_returns_and_ls_shows_it_running(box, detached):
+    sbid, elapsed = detached.start(box)
+    assert elapsed < 5, f"--detach took {elapsed:.2f} s"
+    entries = ls(box)
+    assert list(entries) == [sbid]
+    e = entries[sbid]
+    pid, start, _ = read_init(box, sbid)
+    assert (e["state"], e["pid"], e["command"]) == ("running", pid, "")
+    assert "exit_code" not in e
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", e["created_at"]), e
+    # The pid is the sandbox's init, in the sandbox's cgroups, with the recorded start time.
+    assert proc_info(pid)[1:] == ("skiff-init", start)
+    assert (pid, start) in sandbox_pids(box.instance)
+    # Nothing of the sandbox holds a host terminal or our pipes: init's stdio are /dev/null and
+    # the state directory's files.
+    fds = {n: os.readlink(f"/proc/{pid}/fd/{n}") for n in ("0", "1", "2")}
+    assert fds == {"0": "/dev/null", "1": str(state_dir(box, sbid) / "stdout"),
+                   "2": str(state_dir(box, sbid) / "stderr")}
+    # The plain listing too.
+    r = sub(box, "ls")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["ID", "STATE", "EXIT", "CREATED", "COMMAND"]
+    assert [ln.split()[:3] for ln in lines[1:]] == [[sbid, "running", "-"]]
+
+
+def test_detach_with_command_returns_even_when_it_runs_on(box, detached):
+    # The command never ends and would write to our pipes if it held them.
+    sbid, elapsed = detached.start(box, "sh", "-c", "echo started; sleep 1000")
+    assert elapsed < 5, f"--detach took {elapsed:.2f} s"
+    e = ls(box)[sbid]
+    assert (e["state"], e["command"]) == ("running", "sh -c echo started; sleep 1000")
+    out = state_dir(box, sbid) / "stdout"
+    assert wait_for(lambda: out.read_text() == "started\n", 5), out.read_text()
+
+
+@pytest.mark.parametrize("script,code", [
+    ("exit 0", 0),
+    ("exit 3", 3),
+    ("exit 255", 255),
+    ("kill -TERM $$", 128 + 15),
+    ("kill -KILL $$", 128 + 9),
+])
+def test_exec_exit_status(box, detached, script, code):
+    sbid = detached(box)
+    r = exec_(box, sbid, "sh", "-c", script)
+    assert (r.returncode, r.stdout, r.stderr) == (code, "", "")
+
+
+def test_exec_not_found_and_not_executable(box, detached):
+    sbid = detached(box)
+    r = exec_(box, sbid, "no-such-command")
+    assert r.returncode == 127, r.stderr
+    assert "no-such-command" in one_line(r.stderr)
+    r = exec_(box, sbid, "/etc")
+    assert r.returncode == 126, r.stderr
+    assert "/etc" in one_line(r.stderr)
+    # The sandbox is none the worse for it.
+    assert exec_(box, sbid, "true").returncode == 0
+    assert ls(box)[sbid]["state"] == "running"
+
+
+def test_exec_stdio_binary_round_trip(box, detached):
+    sbid = detached(box)
+    data = os.urandom(1 << 20) + bytes(range(256))
+    r = exec_(box, sbid, "cat", input=data, binary=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == data
+    assert r.stderr == b""
+    r = exec_(box, sbid, "sh", "-c", "cat >&2; printf 'o\\0k'", input=data, binary=True)
+    assert r.returncode == 0
+    assert (r.stdout, r.stderr) == (b"o\0k", data)
+    # stdin at EOF (not held open by anything of the sandbox).
+    r = exec_(box, sbid, "cat", input=b"")
+    assert (r.returncode, r.stdout) == (0, "")
+
+
+def test_exec_env_and_workdir(box, detached):
+    sbid = detached(box)
+    r = exec_(box, sbid, "sh", "-c", 'echo "$A|$B|$(pwd)"',
+              opts=("--env", "A=1", "--env", "B=two words", "--workdir", "/tmp"))
+    assert (r.returncode, r.stdout, r.stderr) == (0, "1|two words|/tmp\n", "")
+    # Per exec: the next exec has neither.
+    r = exec_(box, sbid, "sh", "-c", 'echo "${A-unset}|$(pwd)"')
+    assert (r.returncode, r.stdout) == (0, "unset|/\n")
+    # Execs share the sandbox's filesystem.
+    assert exec_(box, sbid, "sh", "-c", "echo kept > /tmp/f").returncode == 0
+    r = exec_(box, sbid, "cat", "/tmp/f")
+    assert (r.returncode, r.stdout) == (0, "kept\n")
+
+
+def test_exec_forwards_signals(box, detached):
+    sbid = detached(box)
+    p = spawn_exec(box, sbid, "sleep", "1000")
+    assert wait_for(lambda: procs_named(box, "sleep"), 10), "the exec never started"
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=10) == 128 + 15
+    assert procs_named(box, "sleep") == []
+
+
+def test_exec_into_unknown_or_killed_sandbox(box, detached):
+    unknown = "sb-" + "0" * 26
+    r = exec_(box, unknown, "true")
+    assert r.returncode == 2
+    assert unknown in one_line(r.stderr)
+    r = exec_(box, "not-an-id", "true")
+    assert r.returncode == 2
+    one_line(r.stderr)
+    sbid = detached(box)
+    r = sub(box, "kill", sbid)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+    r = exec_(box, sbid, "echo", "hello")
+    assert (r.returncode, r.stdout) == (2, "")
+    assert sbid in one_line(r.stderr)
+
+
+def test_kill_removes_everything(box, detached):
+    sbid = detached(box)
+    pid, start, slot = read_init(box, sbid)
+    p = spawn_exec(box, sbid, "sleep", "1000")
+    assert wait_for(lambda: procs_named(box, "sleep"), 10), "the exec never started"
+    procs = sandbox_pids(box.instance)
+    assert len(procs) == 2 and (pid, start) in procs, procs  # init and the exec's sleep
+    assert uid_slots(box.instance) and sandbox_cgroups(box.instance)
+    t0 = time.monotonic()
+    r = sub(box, "kill", sbid)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+    assert time.monotonic() - t0 < 5
+    assert_gone(box, sbid, procs)
+    # The exec's starter learns that its command was killed.
+    assert p.wait(timeout=10) == 137
+    assert ls(box) == {}
+    assert uid_slots(box.instance) == []
+    # Once more: it is unknown now.
+    r = sub(box, "kill", sbid)
+    assert r.returncode == 2
+    assert sbid in one_line(r.stderr)
+
+
+def test_kill_unknown_ids(box, detached):
+    unknown = "sb-" + "1" * 26
+    r = sub(box, "kill", unknown)
+    assert r.returncode == 2
+    assert unknown in one_line(r.stderr)
+    assert sub(box, "kill", "bogus").returncode == 2
+    # Several at once: the known ones are killed, the status says one was unknown.
+    a, b = detached(box), detached(box)
+    r = sub(box, "kill", a, unknown, b)
+    assert r.returncode == 2
+    assert unknown in one_line(r.stderr)
+    assert ls(box) == {}
+    assert state_dirs(box.instance) == []
+
+
+def test_foreground_sandbox_is_listed_but_not_touched(box, detached):
+    # A sandbox that runs in the foreground of its skiff-box belongs to that process: ls shows
+    # it, exec and kill refuse it (a usage error, as for an unknown id) and leave it running.
+    p = box.spawn("--", "sh", "-c", "echo ready; read x; echo done; exit 6",
+                  stdin=subprocess.PIPE)
+    try:
+        assert p.stdout.readline() == b"ready\n"
+        entries = ls(box)
+        assert len(entries) == 1, entries
+        (sbid, e), = entries.items()
+        assert ID_RE.fullmatch(sbid) and e["state"] == "foreground" and "pid" not in e, e
+        r = exec_(box, sbid, "true")
+        assert r.returncode == 2
+        assert sbid in one_line(r.stderr)
+        r = sub(box, "kill", sbid)
+        assert r.returncode == 2
+        assert sbid in one_line(r.stderr)
+        r = box.gc()
+        assert (r.returncode, r.stdout) == (0, "removed 0 abandoned sandboxes\n")
+        out, err = p.communicate(b"go\n", timeout=15)
+        assert (p.returncode, out, err) == (6, b"done\n", b"")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def test_detached_command_output_and_exit(box, detached):
+    sbid = detached(box, "sh", "-c", "echo out; echo err >&2; printf 'bin\\0'; sleep 0.3; exit 7")
+    assert ls(box)[sbid]["state"] == "running"
+    e = wait_for(lambda: ls(box)[sbid]["state"] == "exited" and ls(box)[sbid], 10)
+    assert e, ls(box)
+    assert (e["exit_code"], "pid" in e) == (7, False)
+    d = state_dir(box, sbid)
+    assert (d / "stdout").read_bytes() == b"out\nbin\0"
+    assert (d / "stderr").read_bytes() == b"err\n"
+    assert events(box, sbid) == [f"main {7 << 8}"]
+    # Nothing runs in it any more: exec is refused.
+    r = exec_(box, sbid, "true")
+    assert r.returncode == 2
+    assert sbid in one_line(r.stderr)
+    assert sandbox_pids(box.instance) == set()
+    # kill removes what is left.
+    r = sub(box, "kill", sbid)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert_gone(box, sbid)
+
+
+def test_detached_command_killed_by_signal_then_gc(box, detached):
+    keep = detached(box)
+    sbid = detached(box, "sh", "-c", "kill -KILL $$")
+    e = wait_for(lambda: ls(box)[sbid]["state"] == "exited" and ls(box)[sbid], 10)
+    assert e and e["exit_code"] == 128 + 9, ls(box)
+    r = box.gc()
+    assert (r.returncode, r.stdout) == (0, "removed 1 abandoned sandbox\n"), r.stderr
+    assert_gone(box, sbid)
+    assert list(ls(box)) == [keep] and ls(box)[keep]["state"] == "running"
+
+
+# ---- many execs ----
+
+
+def test_200_execs_into_one_sandbox(box, detached):
+    sbid = detached(box)
+    pid, start, _ = read_init(box, sbid)
+    fds0 = len(os.listdir(f"/proc/{pid}/fd"))
+    t0 = time.monotonic()
+    for i in range(200):
+        r = exec_(box, sbid, "sh", "-c", f"echo {i}; exit {i % 251}")
+        assert (r.returncode, r.stdout, r.stderr) == (i % 251, f"{i}\n", ""), f"exec {i}"
+    elapsed = time.monotonic() - t0
+    assert elapsed < 40, f"200 execs took {elapsed:.1f} s"
+    # Nothing left behind: only init runs, it has no children (no zombies), holds no more fds
+    # than before, and logged one exit per exec.
+    assert sandbox_pids(box.instance) == {(pid, start)}
+    assert descendants(pid) == []
+    kids = [p for p in os.listdir("/proc") if p.isdigit() and proc_info(int(p))
+            and proc_info(int(p))[0] == pid]
+    assert kids == [], kids
+    assert len(os.listdir(f"/proc/{pid}/fd")) == fds0
+    ev = events(box, sbid)
+    assert len(ev) == 200, ev[-5:]
+    assert [int(x.split()[3]) for x in ev] == [(i % 251) << 8 for i in range(200)]
+    assert ls(box)[sbid]["state"] == "running"
+
+
+def test_exec_status_found_in_a_long_events_log(box, detached):
+    # A sandbox that lives for hours logs an exit per exec: statuses must still be found once
+    # the log is larger than what a lookup reads (4 MiB). Fill it as many execs would.
+    sbid = detached(box)
+    with open(state_dir(box, sbid) / "events", "a") as f:
+        f.write("exit 99999 1 0\n" * (5 * 1024 * 1024 // 15))
+    t0 = time.monotonic()
+    r = exec_(box, sbid, "sh", "-c", "exit 3")
+    assert (r.returncode, r.stderr) == (3, "")
+    assert time.monotonic() - t0 < 1.5, "the status was found only late"
+
+
+def test_parallel_execs(box, detached):
+    sbid = detached(box)
+    pid, start, _ = read_init(box, sbid)
+
+    def one(i):
+        return exec_(box, sbid, "sh", "-c", f"sleep 0.1; echo {i}; exit {i}")
+
+    with ThreadPoolExecutor(max_workers=8) as ex:
+        results = list(ex.map(one, range(24)))
+    assert [(r.returncode, r.stdout, r.stderr) for r in results] == \
+        [(i, f"{i}\n", "") for i in range(24)]
+    assert sandbox_pids(box.instance) == {(pid, start)}
+    assert sorted(int(x.split()[3]) >> 8 for x in events(box, sbid)) == list(range(24))
+
+
+# ---- what outlives the process that started it ----
+
+
+LOOP = "i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done"
+
+
+def test_exec_survives_its_starter_sigkill(box, detached, tmp_path):
+    sbid = detached(box)
+    pid, start, _ = read_init(box, sbid)
+    out = tmp_path / "out"
+    with open(out, "wb") as f:
+        p = spawn_exec(box, sbid, "sh", "-c", LOOP, stdout=f)
+    sh = wait_for(lambda: top_shells(box), 10)
+    assert sh and len(sh) == 1, sh
+    assert wait_for(lambda: out.read_text().count("\n") >= 3, 10), out.read_text()
+    p.kill()
+    p.wait()
+    # The command is init's child (not its starter's), runs on, its output grows.
+    assert proc_info(sh[0][0])[0] == pid
+    time.sleep(0.2)
+    assert same_process_alive(*sh[0])
+    assert grows(out), "the exec's output stopped growing after its starter died"
+    lines = out.read_text().splitlines()
+    assert lines[:len(lines) - 1] == [str(i) for i in range(len(lines) - 1)]
+    # The sandbox is found again: ls, a new exec.
+    e = ls(box)[sbid]
+    assert (e["state"], e["pid"]) == ("running", pid)
+    r = exec_(box, sbid, "sh", "-c", "echo again; exit 4")
+    assert (r.returncode, r.stdout, r.stderr) == (4, "again\n", "")
+    assert same_process_alive(*sh[0]) and grows(out)
+    # kill ends it all, the running exec included.
+    procs = sandbox_pids(box.instance)
+    r = sub(box, "kill", sbid)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert_gone(box, sbid, procs)
+    assert not same_process_alive(*sh[0])
+    assert not grows(out, within=0.4), "output still grows after kill"
+
+
+def test_exec_exit_status_survives_its_starter(box, detached):
+    sbid = detached(box)
+    pid, _, _ = read_init(box, sbid)
+    p = spawn_exec(box, sbid, "sh", "-c", "sleep 1; exit 9")
+    sh = wait_for(lambda: top_shells(box), 10)
+    assert sh and len(sh) == 1, sh
+    host_pid, sh_start = sh[0]
+    inner = ns_pid(host_pid)
+    assert inner != host_pid and inner > 1
+    p.kill()
+    p.wait()
+    assert same_process_alive(host_pid, sh_start), "the exec died with its starter"
+    assert proc_info(host_pid)[0] == pid
+    want = f"exit {inner} {sh_start} {9 << 8}"
+    assert wait_for(lambda: want in events(box, sbid), 5), (want, events(box, sbid))
+    assert events(box, sbid) == [want]
+    assert ls(box)[sbid]["state"] == "running"
+
+
+# ---- pids that are not the sandbox's ----
+
+
+def test_init_killed_from_host_is_lost_not_running(box, detached):
+    sbid = detached(box)
+    pid, start, _ = read_init(box, sbid)
+    assert ls(box)[sbid]["pid"] == pid
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: not proc_alive(pid), 5)
+    e = ls(box)[sbid]
+    assert e["state"] == "lost" and "pid" not in e and "exit_code" not in e, e
+    r = exec_(box, sbid, "true")
+    assert r.returncode == 2
+    assert sbid in one_line(r.stderr)
+    r = sub(box, "kill", sbid)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert_gone(box, sbid)
+
+
+def forge_init(b, sbid, pid, start, slot):
+    p = state_dir(b, sbid) / "init"
+    p.write_text(f"{pid} {start} {slot}\n")
+
+
+@pytest.mark.parametrize("cleanup", ["kill", "gc"])
+def test_recycled_pid_is_never_taken(box, detached, cleanup):
+    sbid = detached(box)
+    pid, start, slot = read_init(box, sbid)
+    # A host process now has the pid the record names (as if init's pid were recycled): the
+    # start time still is init's. (Start times count clock ticks: start it a tick later.)
+    time.sleep(0.05)
+    other = subprocess.Popen(["sleep", "1000"], stdin=subprocess.DEVNULL)
+    try:
+        other_start = proc_info(other.pid)[2]
+        assert other_start > start
+        forge_init(box, sbid, other.pid, start, slot)
+        e = ls(box)[sbid]
+        assert e["state"] == "lost" and "pid" not in e, e
+        r = exec_(box, sbid, "echo", "in")
+        assert (r.returncode, r.stdout) == (2, "")
+        assert sbid in one_line(r.stderr)
+        if cleanup == "kill":
+            r = sub(box, "kill", sbid)
+            assert (r.returncode, r.stderr) == (0, "")
+        else:
+            r = box.gc()
+            assert (r.returncode, r.stdout) == (0, "removed 1 abandoned sandbox\n"), r.stderr
+        # The unrelated process is untouched; the real init, in the sandbox's cgroups, is gone.
+        time.sleep(0.2)
+        assert same_process_alive(other.pid, other_start), "kill/gc killed an unrelated process"
+        assert other.poll() is None
+        assert_gone(box, sbid, [(pid, start)])
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_record_of_a_live_process_with_another_start_time(box, detached):
+    # Same pid, start time off by one tick: not init.
+    sbid = detached(box)
+    pid, start, slot = read_init(box, sbid)
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: not proc_alive(pid), 5)
+    other = subprocess.Popen(["sleep", "1000"], stdin=subprocess.DEVNULL)
+    try:
+        other_start = proc_info(other.pid)[2]
+        forge_init(box, sbid, other.pid, other_start + 1, slot)
+        assert ls(box)[sbid]["state"] == "lost"
+        assert exec_(box, sbid, "true").returncode == 2
+        # And the record of the same process with its right start time is taken: the check is
+        # the start time, not something else that happens to differ.
+        forge_init(box, sbid, other.pid, other_start, slot)
+        e = ls(box)[sbid]
+        assert (e["state"], e["pid"]) == ("running", other.pid)
+        forge_init(box, sbid, other.pid, other_start + 1, slot)
+        r = sub(box, "kill", sbid)
+        assert (r.returncode, r.stderr) == (0, "")
+        assert same_process_alive(other.pid, other_start)
+        assert_gone(box, sbid)
+    finally:
+        other.kill()
+        other.wait()
+
+
+# ---- gc after crashes ----
+
+
+def test_gc_after_init_killed(box, detached):
+    keep = detached(box)
+    keep_init = read_init(box, keep)
+    lost = detached(box, "sleep", "1000")
+    pid, start, _ = read_init(box, lost)
+    procs = sandbox_pids(box.instance)
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: ls(box)[lost]["state"] == "lost", 5), ls(box)
+    r = box.gc()
+    assert (r.returncode, r.stdout) == (0, "removed 1 abandoned sandbox\n"), r.stderr
+    assert_gone(box, lost, [p for p in procs if p[0] != keep_init[0]])
+    # The running one is left alone and works.
+    e = ls(box)
+    assert list(e) == [keep] and (e[keep]["state"], e[keep]["pid"]) == ("running", keep_init[0])
+    assert same_process_alive(keep_init[0], keep_init[1])
+    r = exec_(box, keep, "echo", "fine")
+    assert (r.returncode, r.stdout) == (0, "fine\n")
+    # A second gc finds nothing.
+    r = box.gc()
+    assert (r.returncode, r.stdout) == (0, "removed 0 abandoned sandboxes\n")
+
+
+def test_gc_removes_a_half_made_state_dir(box, detached):
+    # What a skiff-box SIGKILLed between making its state directory (under a dot-name) and
+    # renaming it leaves: the directory with an unlocked lock file. Nobody will rename it.
+    keep = detached(box)
+    half = RUN_DIR / box.instance / (".new-sb-" + "2" * 26)
+    half.mkdir()
+    (half / "lock").touch()
+    try:
+        r = box.gc()
+        assert r.returncode == 0, r.stderr
+        assert not half.exists(), f"gc left {half}"
+        assert list(ls(box)) == [keep] and ls(box)[keep]["state"] == "running"
+    finally:
+        if half.exists():
+            shutil.rmtree(half)
+
+
+def test_gc_after_detach_sigkilled_while_starting(box, detached):
+    keep = detached(box)
+    keep_init = read_init(box, keep)
+    for delay in (0.0, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08):
+        p = box.spawn("--detach", "--", "sleep", "1000")
+        time.sleep(delay)
+        p.kill()
+        p.wait()
+    # Some may have got as far as a complete sandbox (then it is a running one, left to its
+    # owner: kill it); the rest are abandoned and gc removes them.
+    for sbid, e in ls(box).items():
+        if sbid != keep and e["state"] == "running":
+            assert sub(box, "kill", sbid).returncode == 0
+    r = box.gc()
+    assert r.returncode == 0, r.stderr
+    assert re.fullmatch(r"removed \d+ abandoned sandbox(es)?\n", r.stdout), r.stdout
+    left = [x for x in wait_no_leaks(box.instance, timeout=3) if keep not in x
+            and f"pid {keep_init[0]} " not in x]
+    # (A half-made directory, see the test above, would fail every later test's leak check.)
+    for half in (RUN_DIR / box.instance).glob(".new-sb-*"):
+        shutil.rmtree(half)
+    assert left == [], "\n".join(left)
+    assert list(ls(box)) == [keep]
+    assert exec_(box, keep, "true").returncode == 0
+
+
+# ---- two instances ----
+
+
+def test_two_instances_do_not_touch_each_other(box, detached, tmp_path):
+    other = Box(SKIFF_BOX, new_instance("u"), tmp_path / "data2")
+    try:
+        a = detached(box)
+        b = detached(other)
+        assert list(ls(box)) == [a]
+        assert list(ls(other)) == [b]
+        assert [c.rsplit("/", 1)[1] for c in sandbox_cgroups(box.instance)] == [a] * len(
+            sandbox_cgroups(box.instance))
+        assert [c.rsplit("/", 1)[1] for c in sandbox_cgroups(other.instance)] == [b] * len(
+            sandbox_cgroups(other.instance))
+        # Across instances: unknown.
+        for x, sbid in ((box, b), (other, a)):
+            r = exec_(x, sbid, "true")
+            assert r.returncode == 2
+            assert sbid in one_line(r.stderr)
+            r = sub(x, "kill", sbid)
+            assert r.returncode == 2
+            assert sbid in one_line(r.stderr)
+        # Each instance's execs land in its own sandbox.
+        for x, sbid in ((box, a), (other, b)):
+            assert exec_(x, sbid, "sh", "-c", f"echo {sbid} > /tmp/who").returncode == 0
+        for x, sbid in ((box, a), (other, b)):
+            r = exec_(x, sbid, "cat", "/tmp/who")
+            assert (r.returncode, r.stdout) == (0, sbid + "\n")
+        # gc of one leaves the other's running.
+        for x in (box, other):
+            r = x.gc()
+            assert (r.returncode, r.stdout) == (0, "removed 0 abandoned sandboxes\n")
+            assert ls(box)[a]["state"] == "running" and ls(other)[b]["state"] == "running"
+        # Kill in one: the other's runs on.
+        assert sub(other, "kill", b).returncode == 0
+        assert ls(other) == {}
+        assert ls(box)[a]["state"] == "running"
+        assert exec_(box, a, "true").returncode == 0
+    finally:
+        for sbid, _ in ls(other).items():
+            sub(other, "kill", sbid)
+        end_instance(other)
