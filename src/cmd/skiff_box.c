@@ -334,9 +334,16 @@ int main(int argc, char **argv)
 		const char *name;
 		int (*run)(int argc, char **argv);
 	} COMMANDS[] = {{"gc", cmd_gc}, {"exec", cmd_exec}, {"kill", cmd_kill}, {"ls", cmd_ls}};
-	for (size_t i = 0; argc > 1 && i < ARRAY_SIZE(COMMANDS); i++)
-		if (!strcmp(argv[1], COMMANDS[i].name))
-			return COMMANDS[i].run(argc - 1, argv + 1);
+	/* `skiff-box --instance ID exec …` works like `skiff-box exec --instance ID …`. */
+	int at = 1;
+	while (at + 1 < argc && (!strcmp(argv[at], "--instance") || !strcmp(argv[at], "--data"))) {
+		setenv(!strcmp(argv[at], "--instance") ? "SKIFF_INSTANCE" : "SKIFF_DATA",
+		       argv[at + 1], 1);
+		at += 2;
+	}
+	for (size_t i = 0; at < argc && i < ARRAY_SIZE(COMMANDS); i++)
+		if (!strcmp(argv[at], COMMANDS[i].name))
+			return COMMANDS[i].run(argc - at, argv + at);
 
 	_cleanup_(options_release) struct options o = {0};
 	spec_init(&o.spec);

@@ -34,7 +34,8 @@ int state_events_open(const char *inst_dir, const char *id, int *ret_fd, struct 
 {
 	char path[512];
 	state_path(path, sizeof(path), inst_dir, id, "events");
-	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	int fd =
+	    open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
 	if (fd < 0)
 		return sk_error_errno(err, -errno, "open %s", path);
 	*ret_fd = fd;
@@ -51,7 +52,8 @@ int state_output_open(const char *inst_dir, const char *id, int ret_fds[3], stru
 	for (int i = 1; i < 3; i++) {
 		char path[512];
 		state_path(path, sizeof(path), inst_dir, id, NAMES[i]);
-		fds[i] = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		fds[i] = open(
+		    path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
 		if (fds[i] < 0) {
 			int r = -errno;
 			for (int k = 0; k < i; k++)
@@ -106,7 +108,8 @@ int state_sandbox_record(struct rt_sandbox *sb, const struct spec *spec, struct 
 	if (r < 0)
 		return sk_error_errno(err, r, "write the sandbox's meta");
 	char line[96];
-	snprintf(line, sizeof(line), "%d %llu %d\n", (int)sb->pid, start, sb->slot.slot);
+	snprintf(line, sizeof(line), "%d %llu %d %llu\n", (int)sb->pid, start, sb->slot.slot,
+	         (unsigned long long)spec->pids);
 	/* Written last: its presence says the sandbox is complete. */
 	if ((r = write_atomic(inst_dir, sb->id, "init", line)) < 0)
 		return sk_error_errno(err, r, "write the sandbox's init record");
@@ -120,8 +123,9 @@ int state_init_read(const char *inst_dir, const char *id, struct state_init *ret
 	ssize_t n = fs_read_at(AT_FDCWD, path, buf, sizeof(buf));
 	if (n < 0)
 		return (int)n;
-	struct state_init si;
-	if (sscanf(buf, "%d %llu %d", &si.pid, &si.start, &si.slot) != 3 || si.pid <= 0)
+	struct state_init si = {0};
+	if (sscanf(buf, "%d %llu %d %llu", &si.pid, &si.start, &si.slot, &si.pids) < 3 ||
+	    si.pid <= 0)
 		return -EBADMSG;
 	*ret = si;
 	return 0;
@@ -243,6 +247,7 @@ int rt_sandbox_attach(struct rt *rt, const char *id, struct rt_sandbox **ret, st
 	snprintf(sb->scratch, sizeof(sb->scratch), "%s/%s", rt->inst_dir, id);
 	sb->slot.slot = si.slot;
 	sb->init_start = si.start;
+	sb->base.pids = si.pids; /* execs get the sandbox's RLIMIT_NPROC too */
 	sb->pidfd = state_init_pidfd(&si);
 	if (sb->pidfd >= 0) {
 		sb->pid = si.pid;

@@ -337,9 +337,9 @@ static pid_t command_start(const struct rt_child_args *a, const struct rt_comman
 	return main_pid;
 }
 
-/* Receive a pooled sandbox's command: RT_MSG_RUN carries a memfd of NUL-terminated strings,
- * "argc envc workdir hostname nproc" in the message text; the memfd holds argv, then env. The
- * strings live in *ret_buf and *ret_vec (init's own memory). Sets the host name if given. */
+/* Receive a pooled sandbox's command: RT_MSG_RUN carries "argc envc nproc" and a memfd of
+ * NUL-terminated strings: the working directory, the host name ("" for none), argv, then env.
+ * The strings live in *ret_buf and *ret_vec (init's own memory). Sets the host name if given. */
 static int command_receive(int sync_fd, struct rt_command *cmd, char **ret_buf, char ***ret_vec,
                            struct sk_error *err)
 {
@@ -352,20 +352,11 @@ static int command_receive(int sync_fd, struct rt_command *cmd, char **ret_buf, 
 	if (m.type != RT_MSG_RUN || memfd < 0)
 		return sk_error_set(err, -EPROTO, "expected a command");
 	unsigned long argc, envc, nproc;
-	char workdir[SPEC_MAX_PATH_BYTES] = "", hostname[SPEC_MAX_HOSTNAME_BYTES + 2] = "";
 	if (sscanf(m.text, "%lu %lu %lu", &argc, &envc, &nproc) != 3 || argc == 0 ||
 	    argc > SPEC_MAX_ARGS || envc > SPEC_MAX_ENV)
 		return sk_error_set(err, -EPROTO, "bad command header");
-	const char *nl = strchr(m.text, '\n');
-	if (nl) {
-		sscanf(nl + 1, "%4095[^\n]\n%64[^\n]", workdir, hostname);
-		if (!strcmp(workdir, "-"))
-			workdir[0] = '\0';
-		if (!strcmp(hostname, "-"))
-			hostname[0] = '\0';
-	}
 	off_t size = lseek(memfd, 0, SEEK_END);
-	if (size <= 0 || size > SPEC_MAX_STRINGS_BYTES + 1)
+	if (size <= 0 || size > SPEC_MAX_STRINGS_BYTES + SPEC_MAX_PATH_BYTES + 128)
 		return sk_error_set(err, -EPROTO, "bad command size");
 	char *buf = malloc(size + 1);
 	char **vec = calloc(argc + envc + 2, sizeof(char *));
@@ -375,8 +366,18 @@ static int command_receive(int sync_fd, struct rt_command *cmd, char **ret_buf, 
 		return sk_error_set(err, -EIO, "read the command");
 	}
 	buf[size] = '\0';
+	/* The working directory and host name come first. */
+	const char *workdir = buf;
+	const char *hostname = workdir + strlen(workdir) + 1;
+	if (hostname >= buf + size || strlen(workdir) >= SPEC_MAX_PATH_BYTES ||
+	    strlen(hostname) > SPEC_MAX_HOSTNAME_BYTES) {
+		free(buf);
+		free(vec);
+		return sk_error_set(err, -EPROTO, "bad command working directory or host name");
+	}
 	size_t k = 0;
-	for (char *p = buf; p < buf + size && k < argc + envc + 1; p += strlen(p) + 1) {
+	for (char *p = (char *)hostname + strlen(hostname) + 1;
+	     p < buf + size && k < argc + envc + 1; p += strlen(p) + 1) {
 		vec[k++] = p;
 		if (k == argc)
 			k++; /* argv's NULL */
@@ -391,19 +392,17 @@ static int command_receive(int sync_fd, struct rt_command *cmd, char **ret_buf, 
 	*cmd = (struct rt_command){.argv = vec,
 	                           .env = vec + argc + 1,
 	                           .envc = envc,
-	                           .workdir = NULL,
+	                           .workdir = workdir[0] ? workdir : NULL,
 	                           .hostname = cmd->hostname,
 	                           .nproc = nproc};
-	static char workdir_kept[SPEC_MAX_PATH_BYTES], hostname_kept[SPEC_MAX_HOSTNAME_BYTES + 2];
-	if (workdir[0]) {
-		snprintf(workdir_kept, sizeof(workdir_kept), "%s", workdir);
-		cmd->workdir = workdir_kept;
-	}
 	if (hostname[0]) {
-		snprintf(hostname_kept, sizeof(hostname_kept), "%s", hostname);
-		if (sethostname(hostname_kept, strlen(hostname_kept)) < 0)
-			return sk_error_errno(err, -errno, "sethostname");
-		cmd->hostname = hostname_kept;
+		if (sethostname(hostname, strlen(hostname)) < 0) {
+			int r = -errno;
+			free(buf);
+			free(vec);
+			return sk_error_errno(err, r, "sethostname");
+		}
+		cmd->hostname = hostname;
 	}
 	*ret_buf = buf;
 	*ret_vec = vec;

@@ -79,6 +79,8 @@ _Noreturn static void intermediate(struct rt_sandbox *sb, const struct rt_exec_s
 		if (src < 0 || dup2(src, i) < 0)
 			intermediate_fail(fd, RT_MSG_ERROR, -errno, "%s: %s", "stdio");
 	}
+	if (devnull > 2)
+		close(devnull);
 	for (int i = 0; i < sb->rt->cg.nhier; i++) {
 		if (sb->cg.dirfd[i] < 0)
 			continue;
@@ -122,6 +124,7 @@ _Noreturn static void intermediate(struct rt_sandbox *sb, const struct rt_exec_s
 		    .envc = es->envc,
 		    .workdir = es->workdir,
 		    .hostname = hostname,
+		    .nproc = sb->base.pids,
 		    .load_seccomp = 1,
 		};
 		rt_command_exec(sb->rt, &cmd, errpipe[1], -1);
@@ -131,7 +134,12 @@ _Noreturn static void intermediate(struct rt_sandbox *sb, const struct rt_exec_s
 	 * We are in the sandbox's pid namespace and see its /proc: pid is its pid in there. */
 	struct exec_hello h = {.type = RT_MSG_STARTED, .nspid = pid};
 	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	proc_start_time(pid, &h.start);
+	if (proc_start_time(pid, &h.start) < 0) {
+		kill(pid, SIGKILL);
+		close(pidfd);
+		pidfd = -1;
+		errno = ESRCH;
+	}
 	for (;;) {
 		struct exec_report rep;
 		ssize_t got = read(errpipe[0], &rep, sizeof(rep));
@@ -153,6 +161,13 @@ _Noreturn static void intermediate(struct rt_sandbox *sb, const struct rt_exec_s
 	}
 	hello_send(fd, &h, h.type == RT_MSG_STARTED ? pidfd : -1);
 	_exit(0);
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
 }
 
 /* The pid (in our namespace) of the process a pidfd refers to, from its fdinfo; 0 if gone. */
@@ -189,8 +204,12 @@ int rt_sandbox_exec(struct rt_sandbox *sb, const struct rt_exec_spec *es, struct
 	}
 	if (pid == 0) {
 		close(sp[0]);
+		/* A group of our own: the helpers and the command, until it execs, can be ended
+		 * together (the sandbox can stop or hold them, see below). */
+		setpgid(0, 0);
 		intermediate(sb, es, sp[1]);
 	}
+	setpgid(pid, pid); /* also here: whichever runs first */
 	close(sp[1]);
 	struct exec_hello h;
 	struct iovec iov = {.iov_base = &h, .iov_len = sizeof(h)};
@@ -202,10 +221,26 @@ int rt_sandbox_exec(struct rt_sandbox *sb, const struct rt_exec_spec *es, struct
 	                     .msg_iovlen = 1,
 	                     .msg_control = ctl.buf,
 	                     .msg_controllen = sizeof(ctl.buf)};
-	ssize_t n;
-	do {
-		n = recvmsg(sp[0], &msg, MSG_CMSG_CLOEXEC);
-	} while (n < 0 && errno == EINTR);
+	/* The sandbox's processes may signal the helpers inside its pid namespace (SIGSTOP them,
+	 * say): a start that takes too long is ended, helpers and command together. */
+	ssize_t n = -1;
+	struct pollfd pfd = {.fd = sp[0], .events = POLLIN};
+	long long deadline = now_ms() + RT_EXEC_START_TIMEOUT_MS;
+	for (;;) {
+		int left = (int)(deadline - now_ms());
+		int pr = poll(&pfd, 1, left > 0 ? left : 0);
+		if (pr > 0) {
+			do {
+				n = recvmsg(sp[0], &msg, MSG_CMSG_CLOEXEC);
+			} while (n < 0 && errno == EINTR);
+			break;
+		}
+		if (pr == 0 || errno != EINTR) {
+			kill(-pid, SIGKILL);
+			n = -2;
+			break;
+		}
+	}
 	int pidfd = -1;
 	for (struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL; c; c = CMSG_NXTHDR(&msg, c))
 		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
@@ -213,6 +248,11 @@ int rt_sandbox_exec(struct rt_sandbox *sb, const struct rt_exec_spec *es, struct
 	close(sp[0]);
 	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
 		;
+	if (n == -2)
+		return sk_error_set(err, -ETIMEDOUT,
+		                    "exec into %s: not started within %d ms (the sandbox may be "
+		                    "stopping its processes)",
+		                    sb->id, RT_EXEC_START_TIMEOUT_MS);
 	if (n != (ssize_t)sizeof(h)) {
 		if (pidfd >= 0)
 			close(pidfd);
@@ -233,13 +273,6 @@ int rt_sandbox_exec(struct rt_sandbox *sb, const struct rt_exec_spec *es, struct
 	return 0;
 }
 
-static long long now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
-}
-
 int rt_exec_wait(struct rt_sandbox *sb, const struct rt_exec *ex, int timeout_ms, int *ret_status)
 {
 	long long deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
@@ -258,14 +291,17 @@ int rt_exec_wait(struct rt_sandbox *sb, const struct rt_exec *ex, int timeout_ms
 	}
 	/* It exited; init reaps it and logs its status (right away, unless init itself is gone). */
 	long long until = now_ms() + EXEC_STATUS_WAIT_MS;
+	long backoff_ns = 1000000L;
 	for (;;) {
 		if (state_events_exit(sb->rt->inst_dir, sb->id, ex->nspid, ex->start, ret_status) ==
 		    0)
 			return 0;
 		if (now_ms() >= until || !rt_sandbox_running(sb))
 			break;
-		struct timespec ts = {0, 1000000};
+		struct timespec ts = {0, backoff_ns};
 		nanosleep(&ts, NULL);
+		if (backoff_ns < 50 * 1000000L)
+			backoff_ns *= 2;
 	}
 	/* init may have logged it just before it went. */
 	if (state_events_exit(sb->rt->inst_dir, sb->id, ex->nspid, ex->start, ret_status) == 0)

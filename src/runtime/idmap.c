@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../lib/fsutil.h"
@@ -99,8 +100,19 @@ int idmap_slots_gc(const char *run_dir, const char *instance,
 		if (de->d_name[0] == '.')
 			continue;
 		char buf[256];
-		if (fs_read_at(dirfd(d), de->d_name, buf, sizeof(buf)) < 0)
+		ssize_t n = fs_read_at(dirfd(d), de->d_name, buf, sizeof(buf));
+		if (n < 0)
 			continue;
+		if (n == 0) {
+			/* Claimed by a process that died before naming itself: free it once surely
+			 * abandoned (the claim and the write are microseconds apart). */
+			struct stat st;
+			if (fstatat(dirfd(d), de->d_name, &st, 0) == 0 &&
+			    time(NULL) - st.st_mtime > IDMAP_EMPTY_SLOT_GRACE_S &&
+			    unlinkat(dirfd(d), de->d_name, 0) == 0)
+				removed++;
+			continue;
+		}
 		if (strncmp(buf, instance, ilen) != 0 || buf[ilen] != ' ')
 			continue;
 		if (alive(buf + ilen + 1, ud))

@@ -7,9 +7,10 @@
 
 #include "../lib/error.h"
 
-#define IDMAP_BASE  0x10000000u /* first host uid handed to sandboxes */
-#define IDMAP_RANGE 65536u      /* ids per sandbox: 0..65535 inside */
-#define IDMAP_SLOTS 16384u      /* ranges up to IDMAP_BASE + 2^30 */
+#define IDMAP_BASE               0x10000000u /* first host uid handed to sandboxes */
+#define IDMAP_RANGE              65536u      /* ids per sandbox: 0..65535 inside */
+#define IDMAP_SLOTS              16384u      /* ranges up to IDMAP_BASE + 2^30 */
+#define IDMAP_EMPTY_SLOT_GRACE_S 10          /* an empty slot file older than this is abandoned */
 
 struct idmap_slot {
 	int slot; /* -1 when none */

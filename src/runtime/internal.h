@@ -129,6 +129,7 @@ struct state_init {
 	pid_t pid;
 	unsigned long long start; /* clock ticks since boot */
 	int slot;                 /* its uid range */
+	unsigned long long pids;  /* its pids limit (RLIMIT_NPROC of execs); 0 when not recorded */
 };
 int state_init_read(const char *inst_dir, const char *id, struct state_init *ret);
 /* A pidfd for the recorded init if that very process still runs, else -ESRCH. */

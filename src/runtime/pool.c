@@ -11,15 +11,19 @@
 
 #define POOL_MAX 256
 
-/* Write argv then env, each string NUL-terminated, into a new memfd. */
+/* Write the working directory, the host name ("" for none), argv, then env, each string
+ * NUL-terminated, into a new memfd. */
 static int command_memfd(const struct spec *spec, struct sk_error *err)
 {
 	int fd = memfd_create("skiff-command", MFD_CLOEXEC);
 	if (fd < 0)
 		return sk_error_errno(err, -errno, "memfd_create");
-	char *const *lists[2] = {spec->argv, spec->env};
-	size_t counts[2] = {spec->argc, spec->envc};
-	for (int l = 0; l < 2; l++) {
+	char *workdir = spec->workdir ? spec->workdir : "",
+	     *hostname = spec->hostname ? spec->hostname : "";
+	char *const head[2] = {workdir, hostname};
+	char *const *lists[3] = {head, spec->argv, spec->env};
+	size_t counts[3] = {2, spec->argc, spec->envc};
+	for (int l = 0; l < 3; l++) {
 		for (size_t i = 0; i < counts[l]; i++) {
 			size_t len = strlen(lists[l][i]) + 1;
 			if (write(fd, lists[l][i], len) != (ssize_t)len) {
@@ -66,10 +70,9 @@ int rt_sandbox_run(struct rt_sandbox *sb, const struct spec *spec, struct sk_err
 	int memfd = command_memfd(spec, err);
 	if (memfd < 0)
 		return memfd;
-	char header[SK_ERROR_MSG_BYTES];
-	snprintf(header, sizeof(header), "%zu %zu %llu\n%s\n%s", spec->argc, spec->envc,
-	         (unsigned long long)spec->pids, spec->workdir ? spec->workdir : "-",
-	         spec->hostname ? spec->hostname : "-");
+	char header[64];
+	snprintf(header, sizeof(header), "%zu %zu %llu", spec->argc, spec->envc,
+	         (unsigned long long)spec->pids);
 	sb->ran = 1;
 	r = rt_msg_send(sb->sync_fd, RT_MSG_RUN, 0, header, memfd);
 	close(memfd);

@@ -14,12 +14,13 @@
 #include "seccomp.h"
 #include "spec.h"
 
-#define RT_INSTANCE_MAX_CHARS 4
-#define RT_DEFAULT_RUN_DIR    "/run/skiff"
-#define RT_DEFAULT_INSTANCE   "0"
-#define RT_KILL_GRACE_MS      1000 /* how long teardown waits for a cgroup to empty */
-#define RT_OOM_CONFIRM_MS     200  /* how long a v1 OOM event waits for its kill to be counted */
-#define RT_OOM_RECHECK_MS     5
+#define RT_INSTANCE_MAX_CHARS    4
+#define RT_DEFAULT_RUN_DIR       "/run/skiff"
+#define RT_DEFAULT_INSTANCE      "0"
+#define RT_KILL_GRACE_MS         1000 /* how long teardown waits for a cgroup to empty */
+#define RT_OOM_CONFIRM_MS        200  /* how long a v1 OOM event waits for its kill to be counted */
+#define RT_OOM_RECHECK_MS        5
+#define RT_EXEC_START_TIMEOUT_MS 10000 /* an exec not started by then is ended */
 
 struct rt {
 	char instance[RT_INSTANCE_MAX_CHARS + 1];

@@ -480,6 +480,7 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 		return sk_error_set(err, -ENOMEM, "out of memory");
 	sb->rt = rt;
 	sb->flags = flags;
+	sb->base = *spec; /* numbers only: the strings stay the caller's */
 	timing_mark(&sb->marks, "begin");
 	sb->pidfd = sb->sync_fd = sb->lock_fd = sb->helper_fd = sb->oom_fd = sb->events_fd = -1;
 	sb->slot.slot = -1;

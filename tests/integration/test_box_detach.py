@@ -71,8 +71,8 @@ def state_dir(b, sbid):
 
 
 def read_init(b, sbid):
-    """(pid, start time, uid slot) from the sandbox's 'init' record."""
-    pid, start, slot = (state_dir(b, sbid) / "init").read_text().split()
+    """(pid, start time, uid slot) from the sandbox's 'init' record (its pids limit follows)."""
+    pid, start, slot = (state_dir(b, sbid) / "init").read_text().split()[:3]
     return int(pid), int(start), int(slot)
 
 
@@ -704,3 +704,19 @@ def test_two_instances_do_not_touch_each_other(box, detached, tmp_path):
         for sbid, _ in ls(other).items():
             sub(other, "kill", sbid)
         end_instance(other)
+
+
+def test_exec_gets_the_sandboxs_nproc_limit(box, detached):
+    sid, _ = detached.start(box, opts=("--pids", "321"))
+    r = box("exec", sid, "--", "sh", "-c", "ulimit -u")
+    assert (r.returncode, r.stdout) == (0, "321\n"), r.stderr
+
+
+def test_a_sandbox_stopping_everything_cannot_hang_exec(box, detached):
+    # Its processes may SIGSTOP whatever joins its pid namespace, the exec's helpers included:
+    # the start gives up after its deadline, and leaves nothing running.
+    sid, _ = detached.start(box, "sh", "-c", "while :; do kill -STOP -1 2>/dev/null; done")
+    t0 = time.monotonic()
+    r = box("exec", sid, "--", "echo", "hi", timeout=40)
+    assert time.monotonic() - t0 < 30
+    assert r.returncode != 0 and "not started within" in r.stderr, (r.returncode, r.stderr)

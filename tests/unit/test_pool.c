@@ -141,6 +141,32 @@ static void test_pooled_start_applies_the_requests_limits(void **state)
 	assert_int_equal(code, 3);
 }
 
+static void test_long_workdir_and_hostname_reach_the_command(void **state)
+{
+	struct fixture *f = *state;
+	struct sk_error err = {0};
+	rt_pool_fill(&f->pool, 2, &err);
+	/* A working directory longer than a message's text, and a host name beside it. */
+	char workdir[1400] = "/tmp";
+	while (strlen(workdir) < 1100) {
+		size_t len = strlen(workdir);
+		snprintf(workdir + len, sizeof(workdir) - len, "/%s",
+		         "dddddddddddddddddddddddddddddddddddddddddddddddddd");
+	}
+	char host[4096 + 1400];
+	snprintf(host, sizeof(host), "%s%s", f->rootfs, workdir);
+	assert_int_equal(fs_mkdir_p(host, 0755), 0);
+	char script[1600];
+	snprintf(script, sizeof(script),
+	         "test \"$(pwd)\" = %s && test \"$(hostname)\" = longer-host "
+	         "&& exit 5",
+	         workdir);
+	int pooled = 0;
+	assert_int_equal(
+	    run(f, script, f->base.memory_mib, workdir, "longer-host", NULL, &pooled, NULL), 5);
+	assert_int_equal(pooled, 1);
+}
+
 static void test_unfit_request_made_on_the_spot(void **state)
 {
 	struct fixture *f = *state;
@@ -187,6 +213,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_pooled_start_runs_the_request),
 	    cmocka_unit_test(test_pooled_start_applies_the_requests_limits),
+	    cmocka_unit_test(test_long_workdir_and_hostname_reach_the_command),
 	    cmocka_unit_test(test_unfit_request_made_on_the_spot),
 	    cmocka_unit_test(test_refill_under_a_stream_of_starts),
 	};
