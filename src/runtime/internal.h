@@ -145,9 +145,10 @@ int state_events_open(const char *inst_dir, const char *id, int *ret_fd, struct 
 int state_output_open(const char *inst_dir, const char *id, int ret_fds[3], struct sk_error *err);
 /* Record a detached sandbox's init (pid and start time) and what it runs, for attach and ls. */
 int state_sandbox_record(struct rt_sandbox *sb, const struct spec *spec, struct sk_error *err);
-/* A ".new-sb-…" directory (a start in progress) whose maker is gone: its lock is free, or it
- * has none and is older than STATE_NEW_DIR_GRACE_S. */
+/* A ".new-<pid>-sb-…" directory (a start in progress) whose maker is gone: its lock is free, or
+ * it has none and its maker's pid is gone or it is older than STATE_NEW_DIR_GRACE_S. */
 #define STATE_NEW_DIR_GRACE_S 10
 int state_new_dir_abandoned(int inst_dirfd, const char *name);
+int state_new_dir_name_valid(const char *name);
 /* The owner is gone when the lock can be taken. */
 int state_sandbox_is_alive(const struct rt *rt, const char *id);

@@ -819,7 +819,7 @@ int rt_gc(struct rt *rt, struct sk_error *err)
 		struct dirent *de;
 		while (d && (de = readdir(d))) {
 			if (!strncmp(de->d_name, ".new-", 5) &&
-			    id_is_valid("sb-", de->d_name + 5)) {
+			    state_new_dir_name_valid(de->d_name)) {
 				/* A start that died before its state directory was complete. */
 				if (state_new_dir_abandoned(dirfd(d), de->d_name)) {
 					fs_rm_rf_at(dirfd(d), de->d_name);

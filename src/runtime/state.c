@@ -4,7 +4,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/socket.h>
@@ -85,7 +87,7 @@ int state_sandbox_dir_create(const struct rt *rt, const char *id, int *ret_lock_
 {
 	/* Made under a dot-name and renamed once locked, so gc never sees it unlocked. */
 	char tmp[512], final[512];
-	snprintf(tmp, sizeof(tmp), "%s/.new-%s", rt->inst_dir, id);
+	snprintf(tmp, sizeof(tmp), "%s/.new-%d-%s", rt->inst_dir, (int)getpid(), id);
 	snprintf(final, sizeof(final), "%s/%s", rt->inst_dir, id);
 	if (mkdir(tmp, 0700) < 0)
 		return sk_error_errno(err, -errno, "mkdir %s", tmp);
@@ -142,9 +144,27 @@ int state_new_dir_abandoned(int inst_dirfd, const char *name)
 	_cleanup_close_ int fd = openat(inst_dirfd, lock, O_RDONLY | O_CLOEXEC);
 	if (fd >= 0)
 		return flock(fd, LOCK_EX | LOCK_NB) == 0; /* its maker would hold it */
-	/* No lock yet: its maker is between mkdir and creating it, or died there. */
+	/* No lock yet: its maker is between mkdir and creating it, or died there. The name says
+	 * who made it (".new-<pid>-<id>"): gone, it is abandoned; a live pid may be a reuse, so the
+	 * age decides then. */
+	int maker = atoi(name + 5);
+	if (maker > 0 && kill(maker, 0) < 0 && errno == ESRCH)
+		return 1;
 	struct stat st;
 	if (fstatat(inst_dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return 0;
 	return time(NULL) - st.st_mtime > STATE_NEW_DIR_GRACE_S;
+}
+
+int state_new_dir_name_valid(const char *name)
+{
+	/* ".new-<pid>-sb-…" (or ".new-sb-…") */
+	const char *p = name + 5;
+	p += strspn(p, "0123456789");
+	if (p != name + 5) {
+		if (*p != '-')
+			return 0;
+		p++;
+	}
+	return id_is_valid("sb-", p);
 }

@@ -108,7 +108,7 @@ def instance_mounts(inst):
 def state_dirs(inst):
     d = RUN_DIR / inst
     try:
-        return [str(p) for p in d.iterdir() if p.name.startswith(("sb-", ".new-sb-"))]
+        return [str(p) for p in d.iterdir() if p.name.startswith(("sb-", ".new-"))]
     except FileNotFoundError:
         return []
 
