@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "../lib/fsutil.h"
+#include "../lib/sock.h"
 #include "internal.h"
 
 #define EXEC_NS_FLAGS                                                                              \
@@ -40,24 +41,7 @@ struct exec_hello {
 
 static void hello_send(int fd, const struct exec_hello *h, int pass_fd)
 {
-	struct iovec iov = {.iov_base = (void *)h, .iov_len = sizeof(*h)};
-	union {
-		struct cmsghdr c;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} ctl;
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-	if (pass_fd >= 0) {
-		memset(&ctl, 0, sizeof(ctl));
-		msg.msg_control = ctl.buf;
-		msg.msg_controllen = sizeof(ctl.buf);
-		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
-	}
-	while (sendmsg(fd, &msg, MSG_NOSIGNAL) < 0 && errno == EINTR)
-		;
+	sock_send_fd(fd, h, sizeof(*h), pass_fd);
 }
 
 _Noreturn static void intermediate_fail(int fd, int type, int code, const char *fmt,
@@ -212,43 +196,30 @@ int rt_sandbox_exec(struct rt_sandbox *sb, const struct rt_exec_spec *es, struct
 	setpgid(pid, pid); /* also here: whichever runs first */
 	close(sp[1]);
 	struct exec_hello h;
-	struct iovec iov = {.iov_base = &h, .iov_len = sizeof(h)};
-	union {
-		struct cmsghdr c;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} ctl;
-	struct msghdr msg = {.msg_iov = &iov,
-	                     .msg_iovlen = 1,
-	                     .msg_control = ctl.buf,
-	                     .msg_controllen = sizeof(ctl.buf)};
+	int pidfd = -1;
 	/* The sandbox's processes may signal the helpers inside its pid namespace (SIGSTOP them,
 	 * say): a start that takes too long is ended, helpers and command together. */
 	ssize_t n = -1;
+	int timed_out = 0;
 	struct pollfd pfd = {.fd = sp[0], .events = POLLIN};
 	long long deadline = now_ms() + RT_EXEC_START_TIMEOUT_MS;
 	for (;;) {
 		int left = (int)(deadline - now_ms());
 		int pr = poll(&pfd, 1, left > 0 ? left : 0);
 		if (pr > 0) {
-			do {
-				n = recvmsg(sp[0], &msg, MSG_CMSG_CLOEXEC);
-			} while (n < 0 && errno == EINTR);
+			n = sock_recv_fd(sp[0], &h, sizeof(h), &pidfd);
 			break;
 		}
 		if (pr == 0 || errno != EINTR) {
 			kill(-pid, SIGKILL);
-			n = -2;
+			timed_out = 1;
 			break;
 		}
 	}
-	int pidfd = -1;
-	for (struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL; c; c = CMSG_NXTHDR(&msg, c))
-		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
-			memcpy(&pidfd, CMSG_DATA(c), sizeof(int));
 	close(sp[0]);
 	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
 		;
-	if (n == -2)
+	if (timed_out)
 		return sk_error_set(err, -ETIMEDOUT,
 		                    "exec into %s: not started within %d ms (the sandbox may be "
 		                    "stopping its processes)",

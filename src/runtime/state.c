@@ -16,66 +16,20 @@
 
 #include "../lib/fsutil.h"
 #include "../lib/id.h"
+#include "../lib/sock.h"
 #include "internal.h"
 
 int rt_msg_send(int fd, int type, int code, const char *text, int pass_fd)
 {
 	struct rt_msg m = {.type = type, .code = code};
 	snprintf(m.text, sizeof(m.text), "%s", text ? text : "");
-	struct iovec iov = {.iov_base = &m,
-	                    .iov_len = offsetof(struct rt_msg, text) + strlen(m.text) + 1};
-	union {
-		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} ctl;
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-	if (pass_fd >= 0) {
-		memset(&ctl, 0, sizeof(ctl));
-		msg.msg_control = ctl.buf;
-		msg.msg_controllen = sizeof(ctl.buf);
-		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
-	}
-	ssize_t n;
-	do {
-		n = sendmsg(fd, &msg, MSG_NOSIGNAL);
-	} while (n < 0 && errno == EINTR);
-	return n < 0 ? -errno : 0;
+	return sock_send_fd(fd, &m, offsetof(struct rt_msg, text) + strlen(m.text) + 1, pass_fd);
 }
 
 ssize_t rt_msg_recv(int fd, struct rt_msg *m, int *ret_fd)
 {
-	union {
-		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} ctl;
-	struct iovec iov = {.iov_base = m, .iov_len = sizeof(*m)};
-	struct msghdr msg = {.msg_iov = &iov,
-	                     .msg_iovlen = 1,
-	                     .msg_control = ctl.buf,
-	                     .msg_controllen = sizeof(ctl.buf)};
-	if (ret_fd)
-		*ret_fd = -1;
 	memset(m, 0, sizeof(*m));
-	ssize_t n;
-	do {
-		n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
-	} while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return -errno;
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-			int got;
-			memcpy(&got, CMSG_DATA(c), sizeof(int));
-			if (ret_fd && *ret_fd < 0)
-				*ret_fd = got;
-			else
-				close(got);
-		}
-	}
+	ssize_t n = sock_recv_fd(fd, m, sizeof(*m), ret_fd);
 	if (n > 0 && (size_t)n < offsetof(struct rt_msg, text))
 		return -EBADMSG;
 	m->text[sizeof(m->text) - 1] = '\0';
