@@ -328,10 +328,10 @@ int cgroup_sandbox_kill(const struct cg_sandbox *cg)
 	for (int i = 0; i < cg->layout->nhier; i++) {
 		if (cg->dirfd[i] < 0)
 			continue;
-		if (cg->layout->hier[i].version == 2 &&
-		    fs_write_str_at(cg->dirfd[i], "cgroup.kill", "1") == 0) {
-			/* cgroup.kill is atomic against forks; still count what is listed. */
-		}
+		/* cgroup.kill (v2, Linux 5.14) is atomic against forks; what is listed after it
+		 * is still signalled and counted. */
+		if (cg->layout->hier[i].version == 2)
+			fs_write_str_at(cg->dirfd[i], "cgroup.kill", "1");
 		remaining += kill_procs(cg->dirfd[i]);
 	}
 	return remaining;
@@ -363,8 +363,10 @@ int cgroup_sandbox_destroy(struct cg_sandbox *cg, int timeout_ms, struct sk_erro
 				                     l->hier[i].mount, cg->rel);
 				break;
 			}
-			/* Processes are still exiting: kill again and give them a moment. */
-			kill_procs(cg->dirfd[i]);
+			/* Processes are still there: kill them all (on v2 through cgroup.kill,
+			 * which no fork escapes) and give them a moment. Only on this path: a
+			 * sandbox whose init was reaped has none, and its first rmdir succeeds. */
+			cgroup_sandbox_kill(cg);
 			struct timespec ts = {0, 200 * 1000};
 			nanosleep(&ts, NULL);
 		}

@@ -94,6 +94,26 @@ static void exec_search(const char *file, char *const argv[], char *const envp[]
 	errno = saw_eacces ? EACCES : ENOENT;
 }
 
+int exec_report_wait(int fd, struct exec_report *ret_failure, uint64_t *ret_about_ns)
+{
+	for (;;) {
+		struct exec_report rep;
+		ssize_t got = read(fd, &rep, sizeof(rep));
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got != (ssize_t)sizeof(rep))
+			return 0; /* EOF: the exec went through */
+		if (rep.type == EXEC_ABOUT_TO) {
+			*ret_about_ns = rep.ns;
+			continue;
+		}
+		rep.type = rep.type == RT_MSG_EXEC_ERROR ? RT_MSG_EXEC_ERROR : RT_MSG_ERROR;
+		rep.err.msg[sizeof(rep.err.msg) - 1] = '\0';
+		*ret_failure = rep;
+		return 1;
+	}
+}
+
 _Noreturn void rt_command_exec(const struct rt *rt, const struct rt_command *s, int err_fd,
                                int go_fd)
 {
@@ -313,21 +333,12 @@ static pid_t command_start(const struct rt_child_args *a, const struct rt_comman
 	 * report first, it says why. */
 	int go_failed = write(gopipe[1], "g", 1) != 1;
 	close(gopipe[1]);
-	for (;;) {
-		struct exec_report rep;
-		ssize_t got = read(errpipe[0], &rep, sizeof(rep));
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got != (ssize_t)sizeof(rep))
-			break; /* EOF: the exec went through */
-		if (rep.type == EXEC_ABOUT_TO) {
-			timing_mark_at(t, "command_prepare", rep.ns);
-			continue;
-		}
-		rep.err.msg[sizeof(rep.err.msg) - 1] = '\0';
-		fail_as(sync_fd, rep.type == RT_MSG_EXEC_ERROR ? RT_MSG_EXEC_ERROR : RT_MSG_ERROR,
-		        &rep.err);
-	}
+	struct exec_report rep;
+	uint64_t about_ns = 0;
+	if (exec_report_wait(errpipe[0], &rep, &about_ns) > 0)
+		fail_as(sync_fd, rep.type, &rep.err);
+	if (about_ns)
+		timing_mark_at(t, "command_prepare", about_ns);
 	close(errpipe[0]);
 	if (go_failed) {
 		kill(main_pid, SIGKILL);

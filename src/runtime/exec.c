@@ -124,19 +124,12 @@ _Noreturn static void intermediate(struct rt_sandbox *sb, const struct rt_exec_s
 		pidfd = -1;
 		errno = ESRCH;
 	}
-	for (;;) {
-		struct exec_report rep;
-		ssize_t got = read(errpipe[0], &rep, sizeof(rep));
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got != (ssize_t)sizeof(rep))
-			break; /* EOF: exec'd */
-		if (rep.type == EXEC_ABOUT_TO)
-			continue;
-		h.type = rep.type == RT_MSG_EXEC_ERROR ? RT_MSG_EXEC_ERROR : RT_MSG_ERROR;
+	struct exec_report rep;
+	uint64_t about_ns;
+	if (exec_report_wait(errpipe[0], &rep, &about_ns) > 0) {
+		h.type = rep.type;
 		h.code = rep.err.code;
 		snprintf(h.msg, sizeof(h.msg), "%s", rep.err.msg);
-		break;
 	}
 	if (pidfd < 0 && h.type == RT_MSG_STARTED) {
 		h.type = RT_MSG_ERROR;

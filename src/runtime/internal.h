@@ -101,6 +101,9 @@ struct rt_command {
  * Allocates nothing. */
 _Noreturn void rt_command_exec(const struct rt *rt, const struct rt_command *c, int err_fd,
                                int go_fd);
+/* Read a command's reports on fd until EOF (it exec'd: 0) or a failure (1, in *ret_failure,
+ * type RT_MSG_ERROR or RT_MSG_EXEC_ERROR). *ret_about_ns gets when it was about to exec. */
+int exec_report_wait(int fd, struct exec_report *ret_failure, uint64_t *ret_about_ns);
 
 /* Body of the cloned child: becomes the sandbox's pid 1. Never returns. */
 _Noreturn void rt_child_main(const struct rt_child_args *a);
