@@ -19,13 +19,28 @@ PKGS = libseccomp jansson
 CFLAGS ?= -O2 -g
 # What the code needs whatever CFLAGS a caller sets (`make CFLAGS=-O0` keeps these).
 override CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wno-format-truncation -D_GNU_SOURCE -include src/lib/banned.h \
-	  -MMD -MP -I$(BUILD)/gen $(SAN_FLAGS) $(shell pkg-config --cflags $(PKGS))
+	  -MMD -MP -I$(BUILD)/gen -I$(LLHTTP_INC) $(SAN_FLAGS) $(shell pkg-config --cflags $(PKGS) libuv sqlite3 libcurl)
+LLHTTP_INC = /usr/share/include/llhttp
 LDFLAGS += $(SAN_FLAGS) -Wl,--as-needed
 LDLIBS = $(shell pkg-config --libs $(PKGS))
 
 LIB_SRC = $(wildcard src/lib/*.c) $(wildcard src/runtime/*.c) $(wildcard src/image/*.c)
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
-BINS = $(BUILD)/bin/skiff-box
+
+# The control plane (skiffd) and the client (skiff) link these too; they are dynamic binaries.
+# llhttp is compiled from the C sources Debian ships in node-llhttp.
+DPKGS = libuv sqlite3 libcrypto jansson libseccomp
+LLHTTP_DIR = /usr/share/llhttp
+LLHTTP_OBJ = $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/obj/llhttp/http.o
+D_SRC = $(wildcard src/http/*.c) $(wildcard src/store/*.c) $(wildcard src/server/*.c) \
+	$(wildcard src/worker/*.c)
+D_OBJ = $(D_SRC:%.c=$(BUILD)/obj/%.o) $(LLHTTP_OBJ)
+D_LDLIBS = $(shell pkg-config --libs $(DPKGS)) -lpthread
+CLI_SRC = src/cmd/skiff.c $(wildcard src/cmd/cli_*.c)
+CLI_OBJ = $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+CLI_LDLIBS = $(shell pkg-config --libs libcurl jansson libcrypto)
+
+BINS = $(BUILD)/bin/skiff-box $(BUILD)/bin/skiffd $(BUILD)/bin/skiff
 PROBE = $(BUILD)/tests/skiff-probe
 
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
@@ -58,6 +73,23 @@ $(BUILD)/libskiff.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+$(BUILD)/libskiffd.a: $(D_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+# Not our code: built without our warnings and banned.h.
+$(BUILD)/obj/llhttp/%.o: $(LLHTTP_DIR)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g $(SAN_FLAGS) -I$(LLHTTP_INC) -c -o $@ $<
+
+$(BUILD)/bin/skiffd: $(BUILD)/obj/src/cmd/skiffd.o $(BUILD)/libskiffd.a $(BUILD)/libskiff.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(D_LDLIBS)
+
+$(BUILD)/bin/skiff: $(CLI_OBJ) $(BUILD)/libskiff.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CLI_LDLIBS)
+
 $(BUILD)/bin/skiff-box: $(BUILD)/obj/src/cmd/skiff_box.o $(BUILD)/obj/src/cmd/skiff_box_manage.o \
 		$(BUILD)/libskiff.a
 	@mkdir -p $(dir $@)
@@ -71,10 +103,10 @@ $(BUILD)/bench/pool_start: bench/pool_start.c $(BUILD)/libskiff.a
 bench: $(BUILD)/bench/pool_start
 
 # Unit tests may #include the .c they test to reach static functions.
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libskiff.a
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libskiffd.a $(BUILD)/libskiff.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -Wno-unused-function -o $@ $< $(BUILD)/libskiff.a $(LDLIBS) \
-		$(shell pkg-config --libs cmocka)
+	$(CC) $(CFLAGS) $(LDFLAGS) -Wno-unused-function -o $@ $< $(BUILD)/libskiffd.a \
+		$(BUILD)/libskiff.a $(D_LDLIBS) $(shell pkg-config --libs cmocka)
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done

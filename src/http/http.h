@@ -1,0 +1,149 @@
+/* HTTP/1.1 on the event loop (libuv + llhttp): a server with a routing table and limits on
+ * everything a client controls, and a small keep-alive client for the worker link.
+ *
+ * Server model: one struct http_request per request. The request's head and whole body are
+ * read (chunked bodies decoded) before the route's handler runs. The handler replies at once or
+ * later (from any loop callback): exactly one reply per request, either http_reply() or a
+ * streamed http_reply_start()/http_reply_write()/http_reply_end(). Requests on one connection
+ * are answered in order (pipelined requests wait). If the connection dies before the reply
+ * ends, the request's on_abort runs once, and the request stays valid until the handler
+ * replies (the reply is then dropped): a handler never sees a freed request. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "../lib/error.h"
+
+/* Defaults for struct http_limits (0 in a field means its default). */
+#define HTTP_DEFAULT_MAX_HEADER_BYTES (16 * 1024) /* request line + headers */
+#define HTTP_DEFAULT_MAX_HEADERS      100
+#define HTTP_DEFAULT_MAX_BODY_BYTES   (1024 * 1024) /* per route, overridable */
+#define HTTP_DEFAULT_MAX_CONNECTIONS  1024
+#define HTTP_DEFAULT_IDLE_TIMEOUT_MS  60000 /* keep-alive connection with no request */
+#define HTTP_DEFAULT_HEAD_TIMEOUT_MS  10000 /* a request's head must arrive within (slowloris) */
+#define HTTP_DEFAULT_BODY_TIMEOUT_MS  60000 /* its body must arrive within */
+#define HTTP_DEFAULT_MAX_WRITE_BUFFER (1024 * 1024) /* reply bytes queued per connection */
+#define HTTP_MAX_PARAMS               4             /* "{}" segments in a route pattern */
+#define HTTP_MAX_PATH_BYTES           4096
+
+struct http_limits {
+	size_t max_header_bytes;
+	size_t max_headers;
+	size_t max_body_bytes;
+	unsigned max_connections;
+	unsigned idle_timeout_ms;
+	unsigned head_timeout_ms;
+	unsigned body_timeout_ms;
+	size_t max_write_buffer;
+};
+
+struct http_header {
+	char *name; /* as sent; compare case-insensitively */
+	char *value;
+};
+
+struct http_server;
+struct http_route;
+
+struct http_request {
+	struct http_server *server;
+	const struct http_route *route; /* the matched route */
+	char method[16];
+	char *path;  /* the raw path, without the query (NUL-terminated) */
+	char *query; /* the raw query without '?', "" when none */
+	struct http_header *headers;
+	size_t nheaders;
+	char *body; /* whole body, NUL-terminated for convenience (body_len excludes it) */
+	size_t body_len;
+	/* Route parameters: the "{}" segments of the pattern, percent-decoded, NUL-terminated. */
+	char *params[HTTP_MAX_PARAMS];
+	size_t nparams;
+	char remote[64]; /* "ip:port" of the client */
+	void *data;      /* the handler's */
+	/* Set by the handler, optional: called once if the client goes away before the reply has
+	 * ended (after it, nothing more is sent; the handler must still reply or end, which then
+	 * frees the request). */
+	void (*on_abort)(struct http_request *req);
+	/* Set by a streaming handler, optional: called when http_reply_write's buffer has drained
+	 * below half the limit after it returned -EAGAIN. */
+	void (*on_drain)(struct http_request *req);
+	void *priv_; /* the library's */
+};
+
+typedef void (*http_handler_fn)(struct http_request *req);
+
+struct http_route {
+	const char *method;  /* "GET", "POST", ...; "*" any */
+	const char *pattern; /* "/v1/sandboxes/{}/execs/{}": "{}" matches one non-empty segment */
+	http_handler_fn fn;
+	void *ud;              /* handler's data for this route (req->route->ud) */
+	size_t max_body_bytes; /* 0: the server's limit */
+	unsigned flags;        /* the application's (e.g. which permission the route needs) */
+};
+
+/* Called for every routed request before its handler: may reply (e.g. 401) and return nonzero
+ * to stop, or return 0 to let route->fn run. NULL: handlers run directly. */
+typedef int (*http_gate_fn)(struct http_request *req, void *gate_ud);
+
+struct http_server_config {
+	struct http_limits limits;
+	const struct http_route *routes; /* matched in order; kept by reference */
+	size_t nroutes;
+	http_gate_fn gate;
+	void *gate_ud;
+	void *ud; /* http_server_ud() */
+};
+
+/* Make a server on loop; nothing listens yet. */
+int http_server_new(uv_loop_t *loop, const struct http_server_config *cfg, struct http_server **ret,
+                    struct sk_error *err);
+/* Listen on "ADDR:PORT" (IPv4 or "[v6]:PORT"); port 0 picks one (http_server_port). */
+int http_server_listen(struct http_server *srv, const char *addr_port, struct sk_error *err);
+int http_server_port(const struct http_server *srv);
+void *http_server_ud(const struct http_server *srv);
+/* Stop listening, close every connection (aborting requests in flight), then call done (may be
+ * NULL) from the loop once every handle is closed; the server is freed then. */
+void http_server_close(struct http_server *srv, void (*done)(void *), void *done_ud);
+
+/* The request's header value (first match, case-insensitive), or NULL. */
+const char *http_header_get(const struct http_request *req, const char *name);
+/* Query parameter: the n-th (from 0) value of key, percent-decoded ('+' is a space) into buf.
+ * Returns its length, -ENOENT when absent, -E2BIG when it does not fit, -EINVAL when badly
+ * encoded. */
+int http_query_get(const struct http_request *req, const char *key, unsigned n, char *buf,
+                   size_t size);
+
+/* Add a header to the reply (before http_reply/http_reply_start). Copies name and value;
+ * values with CR or LF are refused (-EINVAL). */
+int http_reply_header(struct http_request *req, const char *name, const char *value);
+/* The whole reply with Content-Length. Ends the request (frees it once written). */
+void http_reply(struct http_request *req, int status, const char *content_type, const void *body,
+                size_t len);
+/* The API's error shape: {"error":{"code":code,"message":message}} with status. */
+void http_reply_error(struct http_request *req, int status, const char *code, const char *fmt, ...)
+    _printf_(4, 5);
+/* A streamed reply (chunked). write returns 0, -EAGAIN when more than the write-buffer limit
+ * is queued (the data was still taken; wait for on_drain before writing more), or -EPIPE when
+ * the client is gone. end sends the last chunk and ends the request. */
+int http_reply_start(struct http_request *req, int status, const char *content_type);
+int http_reply_write(struct http_request *req, const void *data, size_t len);
+void http_reply_end(struct http_request *req);
+
+/* Client: one keep-alive connection to host:port; requests are queued and sent one at a time
+ * (reconnecting when the server closed the connection). The callback runs exactly once per
+ * request: err 0 with the status and body, or a negative errno (-ETIMEDOUT after timeout_ms,
+ * -ECANCELED when the client is closed). body is valid during the callback only. */
+#define HTTP_CLIENT_MAX_BODY_BYTES (16 * 1024 * 1024)
+struct http_client;
+typedef void (*http_client_cb)(void *ud, int err, int status, const char *body, size_t len);
+int http_client_new(uv_loop_t *loop, const char *host, int port, struct http_client **ret,
+                    struct sk_error *err);
+/* headers: "Name: value" strings, NULL-terminated (may be NULL). */
+int http_client_request(struct http_client *c, const char *method, const char *path,
+                        const char *const *headers, const void *body, size_t len,
+                        unsigned timeout_ms, http_client_cb cb, void *ud);
+/* Cancel queued requests (their callbacks run with -ECANCELED) and free the client once its
+ * handles are closed. */
+void http_client_close(struct http_client *c);
