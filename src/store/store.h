@@ -34,7 +34,11 @@ struct store_tx; /* a connection inside the current transaction */
  * (user_version above ours) is refused. */
 int store_open(const char *path, struct store **ret, struct sk_error *err);
 /* Finish submitted work (their callbacks must still be delivered by running the loop: call this
- * after the loop has stopped submitting), stop the thread, close the database. Accepts NULL. */
+ * after the loop has stopped submitting), stop the thread, close the database. Accepts NULL.
+ * Call it on the loop's thread (from a callback, or once uv_run has returned). When store_submit
+ * was ever called, it closes the store's uv_async_t: run the loop again (uv_run(loop,
+ * UV_RUN_DEFAULT) returns once that is closed) before uv_loop_close; every done still pending
+ * runs then, exactly once. A done may call store_close; none may submit after it. */
 void store_close(struct store *st);
 
 typedef int (*store_fn)(struct store_tx *tx, void *ud);
@@ -42,10 +46,14 @@ typedef void (*store_done_fn)(void *ud, int rc);
 /* Run fn(tx, ud) on the store's thread inside a savepoint of the next transaction, then
  * done(ud, rc) on loop once that transaction has committed (rc: fn's return, or a negative errno
  * when the commit failed: then fn's writes are lost and rc says so). loop must be the same for
- * every submit of one store. Returns 0 or -ENOMEM. */
+ * every submit of one store. Returns 0 or -ENOMEM. Call it on the loop's thread; done may be
+ * NULL. While work is outstanding the store keeps the loop alive (uv_run returns only once every
+ * done has run); otherwise its handle does not. */
 int store_submit(struct store *st, uv_loop_t *loop, store_fn fn, store_done_fn done, void *ud);
 /* Run fn now, on the calling thread, in a transaction of its own, and wait for the commit (for
- * start-up loading and for tests; not from the loop once it serves requests). */
+ * start-up loading and for tests; not from the loop once it serves requests). fn returning a
+ * negative errno rolls the transaction back; returns fn's return, or a negative errno when the
+ * commit failed. Not from inside a store_fn (it would wait for itself). */
 int store_run_sync(struct store *st, store_fn fn, void *ud);
 /* The error message of the last failing row function on this tx (for logs). */
 const char *store_tx_errmsg(struct store_tx *tx);
@@ -117,7 +125,14 @@ void store_idem_release(struct store_idem *i);
 /* Row functions. Each returns 0 or a negative errno (-ENOENT: no such row, -EEXIST: a unique
  * constraint refused it, -EIO: anything else from SQLite). put = insert or replace whole row.
  * _load calls cb for every row (in id order, i.e. creation order); cb returning nonzero stops
- * and is returned. */
+ * and is returned.
+ *
+ * Also: a put whose row refers to a row that does not exist (a foreign key: the workspace of a
+ * token, sandbox or exec; the sandbox of an exec) returns -ENOENT. A token's workspace_id may be
+ * "" (a token of no workspace). A sandbox name is taken only while its sandbox's state is
+ * "pending" or "running". A field without its NUL is refused (-EINVAL); a stored value too long
+ * for its field fails the load (-EIO), never truncated. The row passed to a _load cb is freed
+ * when cb returns: copy what you keep. A _get fills ret only on success. */
 int store_workspace_put(struct store_tx *tx, const struct store_workspace *w);
 int store_workspaces_load(struct store_tx *tx, int (*cb)(const struct store_workspace *w, void *ud),
                           void *ud);
@@ -143,7 +158,8 @@ int store_workers_load(struct store_tx *tx, int (*cb)(const struct store_worker 
                        void *ud);
 
 /* Idempotency keys: get the live one for (workspace, key) (-ENOENT when none or expired), put a
- * new one, and drop those expired before now_ms (returns how many). */
+ * new one, and drop those expired before now_ms (returns how many). A key is expired once
+ * expires_ms <= now_ms; expires_ms 0 never expires. */
 int store_idem_get(struct store_tx *tx, const char *workspace_id, const char *key, int64_t now_ms,
                    struct store_idem *ret);
 int store_idem_put(struct store_tx *tx, const struct store_idem *i);

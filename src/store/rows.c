@@ -1,0 +1,647 @@
+/* The rows of the SQLite store: their SQL, binding structs to statements and loading rows back
+ * into structs. Strings are bound with their lengths; loading copies into the fixed arrays and
+ * refuses a value that does not fit rather than cut it. */
+#include <stdio.h>
+#include <string.h>
+
+#include "sqlite_internal.h"
+
+#define WORKSPACE_COLS "id, name, created_ms"
+#define TOKEN_COLS     "id, workspace_id, name, role, secret_hash, created_ms, expires_ms"
+#define SANDBOX_COLS                                                                               \
+	"id, workspace_id, name, state, worker_id, spec_json, tags_json, exit_code, created_ms, "  \
+	"started_ms, ended_ms, deadline_ms"
+#define EXEC_COLS                                                                                  \
+	"id, sandbox_id, workspace_id, state, exit_code, command_json, created_ms, started_ms, "   \
+	"ended_ms"
+#define WORKER_COLS "id, name, epoch, info_json, registered_ms, last_seen_ms"
+#define IDEM_COLS   "workspace_id, key, route, body_hash, status, response, created_ms, expires_ms"
+
+/* put replaces a row in place (an upsert on its key), never with INSERT OR REPLACE: that would
+ * delete whatever other row a unique index finds in the way instead of refusing. */
+const char *const STORE_STMT_SQL[STMT_COUNT] = {
+    [STMT_BEGIN] = "BEGIN IMMEDIATE",
+    [STMT_COMMIT] = "COMMIT",
+    [STMT_ROLLBACK] = "ROLLBACK",
+    [STMT_SAVEPOINT] = "SAVEPOINT job",
+    [STMT_RELEASE] = "RELEASE job",
+    [STMT_ROLLBACK_TO] = "ROLLBACK TO job",
+
+    [STMT_WORKSPACE_PUT] = "INSERT INTO workspaces (" WORKSPACE_COLS ") VALUES (?1, ?2, ?3)"
+                           " ON CONFLICT (id) DO UPDATE SET name = ?2, created_ms = ?3",
+    [STMT_WORKSPACES_LOAD] = "SELECT " WORKSPACE_COLS " FROM workspaces ORDER BY id",
+
+    [STMT_TOKEN_PUT] = "INSERT INTO tokens (" TOKEN_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                       " ON CONFLICT (id) DO UPDATE SET workspace_id = ?2, name = ?3, role = ?4,"
+                       " secret_hash = ?5, created_ms = ?6, expires_ms = ?7",
+    [STMT_TOKEN_DELETE] = "DELETE FROM tokens WHERE id = ?1",
+    [STMT_TOKENS_LOAD] = "SELECT " TOKEN_COLS " FROM tokens ORDER BY id",
+
+    [STMT_SANDBOX_PUT] =
+        "INSERT INTO sandboxes (" SANDBOX_COLS ")"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        " ON CONFLICT (id) DO UPDATE SET workspace_id = ?2, name = ?3, state = ?4,"
+        " worker_id = ?5, spec_json = ?6, tags_json = ?7, exit_code = ?8, created_ms = ?9,"
+        " started_ms = ?10, ended_ms = ?11, deadline_ms = ?12",
+    [STMT_SANDBOX_GET] = "SELECT " SANDBOX_COLS " FROM sandboxes WHERE id = ?1",
+    [STMT_SANDBOXES_LOAD] = "SELECT " SANDBOX_COLS " FROM sandboxes ORDER BY id",
+
+    [STMT_EXEC_PUT] =
+        "INSERT INTO execs (" EXEC_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        " ON CONFLICT (id) DO UPDATE SET sandbox_id = ?2, workspace_id = ?3,"
+        " state = ?4, exit_code = ?5, command_json = ?6, created_ms = ?7,"
+        " started_ms = ?8, ended_ms = ?9",
+    [STMT_EXEC_GET] = "SELECT " EXEC_COLS " FROM execs WHERE id = ?1",
+    [STMT_EXECS_LOAD] = "SELECT " EXEC_COLS " FROM execs ORDER BY id",
+    [STMT_EXECS_LOAD_SANDBOX] = "SELECT " EXEC_COLS " FROM execs WHERE sandbox_id = ?1 ORDER BY id",
+
+    [STMT_WORKER_PUT] = "INSERT INTO workers (" WORKER_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                        " ON CONFLICT (id) DO UPDATE SET name = ?2, epoch = ?3, info_json = ?4,"
+                        " registered_ms = ?5, last_seen_ms = ?6",
+    [STMT_WORKERS_LOAD] = "SELECT " WORKER_COLS " FROM workers ORDER BY id",
+
+    /* Live: expires_ms is 0 (never) or still ahead of now. */
+    [STMT_IDEM_GET] = "SELECT " IDEM_COLS " FROM idempotency WHERE workspace_id = ?1 AND key = ?2"
+                      " AND (expires_ms = 0 OR expires_ms > ?3)",
+    [STMT_IDEM_PUT] = "INSERT INTO idempotency (" IDEM_COLS ")"
+                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                      " ON CONFLICT (workspace_id, key) DO UPDATE SET route = ?3, body_hash = ?4,"
+                      " status = ?5, response = ?6, created_ms = ?7, expires_ms = ?8",
+    [STMT_IDEM_EXPIRE] = "DELETE FROM idempotency WHERE expires_ms != 0 AND expires_ms <= ?1",
+};
+
+static void stmt_resetp(sqlite3_stmt **stmt)
+{
+	if (*stmt) {
+		sqlite3_reset(*stmt);
+		sqlite3_clear_bindings(*stmt);
+	}
+}
+#define _cleanup_stmt_ _cleanup_(stmt_resetp)
+
+/* ---- binding: positional, the first error sticks ---- */
+
+struct binder {
+	struct store_tx *tx;
+	sqlite3_stmt *stmt;
+	int idx;
+	int r;
+};
+
+static struct binder binder_new(struct store_tx *tx, sqlite3_stmt *stmt)
+{
+	return (struct binder){.tx = tx, .stmt = stmt, .idx = 1, .r = 0};
+}
+
+static void bind_check(struct binder *b, int rc, const char *field)
+{
+	if (rc != SQLITE_OK) {
+		char what[96];
+		snprintf(what, sizeof(what), "bind %s", field);
+		b->r = store_tx_fail(b->tx, rc, what);
+	}
+}
+
+/* A string of at most len bytes; NULL binds SQL NULL. */
+static void bind_text_len(struct binder *b, const char *s, size_t len, const char *field)
+{
+	if (b->r < 0)
+		return;
+	int idx = b->idx++;
+	int rc = s ? sqlite3_bind_text64(b->stmt, idx, s, len, SQLITE_STATIC, SQLITE_UTF8)
+	           : sqlite3_bind_null(b->stmt, idx);
+	bind_check(b, rc, field);
+}
+
+/* A fixed array field: it must hold its NUL. */
+static void bind_array(struct binder *b, const char *s, size_t size, const char *field)
+{
+	if (b->r < 0)
+		return;
+	size_t len = strnlen(s, size);
+	if (len == size) {
+		snprintf(b->tx->errmsg, sizeof(b->tx->errmsg), "%s is not NUL-terminated", field);
+		b->r = -EINVAL;
+		return;
+	}
+	bind_text_len(b, s, len, field);
+}
+#define bind_field(b, s, field) bind_array(b, s, sizeof(s), field)
+
+static void bind_cstr(struct binder *b, const char *s, const char *field)
+{
+	bind_text_len(b, s, s ? strlen(s) : 0, field);
+}
+
+static void bind_i64(struct binder *b, int64_t v, const char *field)
+{
+	if (b->r < 0)
+		return;
+	bind_check(b, sqlite3_bind_int64(b->stmt, b->idx++, v), field);
+}
+
+/* ---- loading: column by column, the first error sticks ---- */
+
+struct reader {
+	struct store_tx *tx;
+	sqlite3_stmt *stmt;
+	int col;
+	int r;
+};
+
+static struct reader reader_new(struct store_tx *tx, sqlite3_stmt *stmt)
+{
+	return (struct reader){.tx = tx, .stmt = stmt, .col = 0, .r = 0};
+}
+
+static int reader_fail(struct reader *rd, int r, const char *field, const char *why)
+{
+	snprintf(rd->tx->errmsg, sizeof(rd->tx->errmsg), "load %s: %s", field, why);
+	rd->r = r;
+	return r;
+}
+
+/* The column's text and length; *ret NULL for SQL NULL. */
+static int col_text(struct reader *rd, const char *field, const char **ret, size_t *ret_len)
+{
+	int col = rd->col++;
+	*ret = NULL;
+	*ret_len = 0;
+	if (rd->r < 0)
+		return rd->r;
+	if (sqlite3_column_type(rd->stmt, col) == SQLITE_NULL)
+		return 0;
+	const char *p = (const char *)sqlite3_column_text(rd->stmt, col);
+	if (!p)
+		return reader_fail(rd, -ENOMEM, field, "out of memory");
+	*ret = p;
+	*ret_len = (size_t)sqlite3_column_bytes(rd->stmt, col);
+	return 0;
+}
+
+static void col_array(struct reader *rd, char *dst, size_t size, const char *field)
+{
+	const char *p;
+	size_t len;
+	if (col_text(rd, field, &p, &len) < 0)
+		return;
+	if (len >= size) {
+		char why[64];
+		snprintf(why, sizeof(why), "%zu bytes do not fit in %zu", len, size - 1);
+		reader_fail(rd, -EIO, field, why);
+		return;
+	}
+	if (len)
+		memcpy(dst, p, len);
+	dst[len] = '\0';
+}
+#define col_field(rd, dst, field) col_array(rd, dst, sizeof(dst), field)
+
+static void col_dup(struct reader *rd, char **dst, const char *field)
+{
+	const char *p;
+	size_t len;
+	if (col_text(rd, field, &p, &len) < 0 || !p)
+		return;
+	char *s = malloc(len + 1);
+	if (!s) {
+		reader_fail(rd, -ENOMEM, field, "out of memory");
+		return;
+	}
+	memcpy(s, p, len);
+	s[len] = '\0';
+	*dst = s;
+}
+
+static void col_i64(struct reader *rd, int64_t *dst)
+{
+	int col = rd->col++;
+	if (rd->r == 0)
+		*dst = sqlite3_column_int64(rd->stmt, col);
+}
+
+static void col_int(struct reader *rd, int *dst)
+{
+	int col = rd->col++;
+	if (rd->r == 0)
+		*dst = sqlite3_column_int(rd->stmt, col);
+}
+
+/* Step a statement that returns no row. */
+static int stmt_done(struct store_tx *tx, sqlite3_stmt *stmt, const char *what)
+{
+	int rc = sqlite3_step(stmt);
+	return rc == SQLITE_DONE ? 0 : store_tx_fail(tx, rc, what);
+}
+
+/* Step a statement that returns rows: 1 for a row, 0 at the end, or a negative errno. */
+static int stmt_row(struct store_tx *tx, sqlite3_stmt *stmt, const char *what)
+{
+	int rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW)
+		return 1;
+	return rc == SQLITE_DONE ? 0 : store_tx_fail(tx, rc, what);
+}
+
+static int not_found(struct store_tx *tx, const char *what, const char *id)
+{
+	snprintf(tx->errmsg, sizeof(tx->errmsg), "%s %s: not found", what, id);
+	return -ENOENT;
+}
+
+/* ---- release ---- */
+
+void store_sandbox_release(struct store_sandbox *s)
+{
+	if (!s)
+		return;
+	free(s->spec_json);
+	free(s->tags_json);
+	s->spec_json = s->tags_json = NULL;
+}
+
+void store_exec_release(struct store_exec *e)
+{
+	if (!e)
+		return;
+	free(e->command_json);
+	e->command_json = NULL;
+}
+
+void store_worker_release(struct store_worker *w)
+{
+	if (!w)
+		return;
+	free(w->info_json);
+	w->info_json = NULL;
+}
+
+void store_idem_release(struct store_idem *i)
+{
+	if (!i)
+		return;
+	free(i->response);
+	i->response = NULL;
+}
+
+/* ---- workspaces ---- */
+
+int store_workspace_put(struct store_tx *tx, const struct store_workspace *w)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_WORKSPACE_PUT];
+	struct binder b = binder_new(tx, stmt);
+	bind_field(&b, w->id, "workspace id");
+	bind_field(&b, w->name, "workspace name");
+	bind_i64(&b, w->created_ms, "created_ms");
+	return b.r < 0 ? b.r : stmt_done(tx, stmt, "put workspace");
+}
+
+static int workspace_read(struct store_tx *tx, sqlite3_stmt *stmt, struct store_workspace *w)
+{
+	struct reader rd = reader_new(tx, stmt);
+	*w = (struct store_workspace){0};
+	col_field(&rd, w->id, "workspace id");
+	col_field(&rd, w->name, "workspace name");
+	col_i64(&rd, &w->created_ms);
+	return rd.r;
+}
+
+int store_workspaces_load(struct store_tx *tx, int (*cb)(const struct store_workspace *w, void *ud),
+                          void *ud)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_WORKSPACES_LOAD];
+	int r;
+	while ((r = stmt_row(tx, stmt, "load workspaces")) > 0) {
+		struct store_workspace w;
+		r = workspace_read(tx, stmt, &w);
+		if (r == 0)
+			r = cb(&w, ud);
+		if (r != 0)
+			return r;
+	}
+	return r;
+}
+
+/* ---- tokens ---- */
+
+int store_token_put(struct store_tx *tx, const struct store_token *t)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_TOKEN_PUT];
+	struct binder b = binder_new(tx, stmt);
+	bind_field(&b, t->id, "token id");
+	/* A token of no workspace is stored with NULL, which the foreign key lets through. */
+	if (t->workspace_id[0])
+		bind_field(&b, t->workspace_id, "token workspace_id");
+	else
+		bind_text_len(&b, NULL, 0, "token workspace_id");
+	bind_field(&b, t->name, "token name");
+	bind_field(&b, t->role, "token role");
+	bind_field(&b, t->secret_hash, "token secret_hash");
+	bind_i64(&b, t->created_ms, "created_ms");
+	bind_i64(&b, t->expires_ms, "expires_ms");
+	return b.r < 0 ? b.r : stmt_done(tx, stmt, "put token");
+}
+
+int store_token_delete(struct store_tx *tx, const char *id)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_TOKEN_DELETE];
+	struct binder b = binder_new(tx, stmt);
+	bind_cstr(&b, id, "token id");
+	int r = b.r < 0 ? b.r : stmt_done(tx, stmt, "delete token");
+	if (r < 0)
+		return r;
+	return sqlite3_changes(tx->db) == 0 ? not_found(tx, "token", id) : 0;
+}
+
+static int token_read(struct store_tx *tx, sqlite3_stmt *stmt, struct store_token *t)
+{
+	struct reader rd = reader_new(tx, stmt);
+	*t = (struct store_token){0};
+	col_field(&rd, t->id, "token id");
+	col_field(&rd, t->workspace_id, "token workspace_id");
+	col_field(&rd, t->name, "token name");
+	col_field(&rd, t->role, "token role");
+	col_field(&rd, t->secret_hash, "token secret_hash");
+	col_i64(&rd, &t->created_ms);
+	col_i64(&rd, &t->expires_ms);
+	return rd.r;
+}
+
+int store_tokens_load(struct store_tx *tx, int (*cb)(const struct store_token *t, void *ud),
+                      void *ud)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_TOKENS_LOAD];
+	int r;
+	while ((r = stmt_row(tx, stmt, "load tokens")) > 0) {
+		struct store_token t;
+		r = token_read(tx, stmt, &t);
+		if (r == 0)
+			r = cb(&t, ud);
+		if (r != 0)
+			return r;
+	}
+	return r;
+}
+
+/* ---- sandboxes ---- */
+
+int store_sandbox_put(struct store_tx *tx, const struct store_sandbox *s)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_SANDBOX_PUT];
+	struct binder b = binder_new(tx, stmt);
+	bind_field(&b, s->id, "sandbox id");
+	bind_field(&b, s->workspace_id, "sandbox workspace_id");
+	bind_field(&b, s->name, "sandbox name");
+	bind_field(&b, s->state, "sandbox state");
+	bind_field(&b, s->worker_id, "sandbox worker_id");
+	bind_cstr(&b, s->spec_json, "sandbox spec_json");
+	bind_cstr(&b, s->tags_json, "sandbox tags_json");
+	bind_i64(&b, s->exit_code, "exit_code");
+	bind_i64(&b, s->created_ms, "created_ms");
+	bind_i64(&b, s->started_ms, "started_ms");
+	bind_i64(&b, s->ended_ms, "ended_ms");
+	bind_i64(&b, s->deadline_ms, "deadline_ms");
+	return b.r < 0 ? b.r : stmt_done(tx, stmt, "put sandbox");
+}
+
+static int sandbox_read(struct store_tx *tx, sqlite3_stmt *stmt, struct store_sandbox *s)
+{
+	struct reader rd = reader_new(tx, stmt);
+	*s = (struct store_sandbox){0};
+	col_field(&rd, s->id, "sandbox id");
+	col_field(&rd, s->workspace_id, "sandbox workspace_id");
+	col_field(&rd, s->name, "sandbox name");
+	col_field(&rd, s->state, "sandbox state");
+	col_field(&rd, s->worker_id, "sandbox worker_id");
+	col_dup(&rd, &s->spec_json, "sandbox spec_json");
+	col_dup(&rd, &s->tags_json, "sandbox tags_json");
+	col_int(&rd, &s->exit_code);
+	col_i64(&rd, &s->created_ms);
+	col_i64(&rd, &s->started_ms);
+	col_i64(&rd, &s->ended_ms);
+	col_i64(&rd, &s->deadline_ms);
+	if (rd.r < 0)
+		store_sandbox_release(s);
+	return rd.r;
+}
+
+int store_sandbox_get(struct store_tx *tx, const char *id, struct store_sandbox *ret)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_SANDBOX_GET];
+	struct binder b = binder_new(tx, stmt);
+	bind_cstr(&b, id, "sandbox id");
+	if (b.r < 0)
+		return b.r;
+	int r = stmt_row(tx, stmt, "get sandbox");
+	if (r <= 0)
+		return r < 0 ? r : not_found(tx, "sandbox", id);
+	struct store_sandbox s;
+	r = sandbox_read(tx, stmt, &s);
+	if (r < 0)
+		return r;
+	*ret = s;
+	return 0;
+}
+
+int store_sandboxes_load(struct store_tx *tx, int (*cb)(const struct store_sandbox *s, void *ud),
+                         void *ud)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_SANDBOXES_LOAD];
+	int r;
+	while ((r = stmt_row(tx, stmt, "load sandboxes")) > 0) {
+		struct store_sandbox s;
+		r = sandbox_read(tx, stmt, &s);
+		if (r == 0) {
+			r = cb(&s, ud);
+			store_sandbox_release(&s);
+		}
+		if (r != 0)
+			return r;
+	}
+	return r;
+}
+
+/* ---- execs ---- */
+
+int store_exec_put(struct store_tx *tx, const struct store_exec *e)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_EXEC_PUT];
+	struct binder b = binder_new(tx, stmt);
+	bind_field(&b, e->id, "exec id");
+	bind_field(&b, e->sandbox_id, "exec sandbox_id");
+	bind_field(&b, e->workspace_id, "exec workspace_id");
+	bind_field(&b, e->state, "exec state");
+	bind_i64(&b, e->exit_code, "exit_code");
+	bind_cstr(&b, e->command_json, "exec command_json");
+	bind_i64(&b, e->created_ms, "created_ms");
+	bind_i64(&b, e->started_ms, "started_ms");
+	bind_i64(&b, e->ended_ms, "ended_ms");
+	return b.r < 0 ? b.r : stmt_done(tx, stmt, "put exec");
+}
+
+static int exec_read(struct store_tx *tx, sqlite3_stmt *stmt, struct store_exec *e)
+{
+	struct reader rd = reader_new(tx, stmt);
+	*e = (struct store_exec){0};
+	col_field(&rd, e->id, "exec id");
+	col_field(&rd, e->sandbox_id, "exec sandbox_id");
+	col_field(&rd, e->workspace_id, "exec workspace_id");
+	col_field(&rd, e->state, "exec state");
+	col_int(&rd, &e->exit_code);
+	col_dup(&rd, &e->command_json, "exec command_json");
+	col_i64(&rd, &e->created_ms);
+	col_i64(&rd, &e->started_ms);
+	col_i64(&rd, &e->ended_ms);
+	if (rd.r < 0)
+		store_exec_release(e);
+	return rd.r;
+}
+
+int store_exec_get(struct store_tx *tx, const char *id, struct store_exec *ret)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_EXEC_GET];
+	struct binder b = binder_new(tx, stmt);
+	bind_cstr(&b, id, "exec id");
+	if (b.r < 0)
+		return b.r;
+	int r = stmt_row(tx, stmt, "get exec");
+	if (r <= 0)
+		return r < 0 ? r : not_found(tx, "exec", id);
+	struct store_exec e;
+	r = exec_read(tx, stmt, &e);
+	if (r < 0)
+		return r;
+	*ret = e;
+	return 0;
+}
+
+int store_execs_load(struct store_tx *tx, const char *sandbox_id,
+                     int (*cb)(const struct store_exec *e, void *ud), void *ud)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt =
+	    tx->stmts[sandbox_id ? STMT_EXECS_LOAD_SANDBOX : STMT_EXECS_LOAD];
+	if (sandbox_id) {
+		struct binder b = binder_new(tx, stmt);
+		bind_cstr(&b, sandbox_id, "exec sandbox_id");
+		if (b.r < 0)
+			return b.r;
+	}
+	int r;
+	while ((r = stmt_row(tx, stmt, "load execs")) > 0) {
+		struct store_exec e;
+		r = exec_read(tx, stmt, &e);
+		if (r == 0) {
+			r = cb(&e, ud);
+			store_exec_release(&e);
+		}
+		if (r != 0)
+			return r;
+	}
+	return r;
+}
+
+/* ---- workers ---- */
+
+int store_worker_put(struct store_tx *tx, const struct store_worker *w)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_WORKER_PUT];
+	struct binder b = binder_new(tx, stmt);
+	bind_field(&b, w->id, "worker id");
+	bind_field(&b, w->name, "worker name");
+	bind_i64(&b, w->epoch, "epoch");
+	bind_cstr(&b, w->info_json, "worker info_json");
+	bind_i64(&b, w->registered_ms, "registered_ms");
+	bind_i64(&b, w->last_seen_ms, "last_seen_ms");
+	return b.r < 0 ? b.r : stmt_done(tx, stmt, "put worker");
+}
+
+static int worker_read(struct store_tx *tx, sqlite3_stmt *stmt, struct store_worker *w)
+{
+	struct reader rd = reader_new(tx, stmt);
+	*w = (struct store_worker){0};
+	col_field(&rd, w->id, "worker id");
+	col_field(&rd, w->name, "worker name");
+	col_i64(&rd, &w->epoch);
+	col_dup(&rd, &w->info_json, "worker info_json");
+	col_i64(&rd, &w->registered_ms);
+	col_i64(&rd, &w->last_seen_ms);
+	if (rd.r < 0)
+		store_worker_release(w);
+	return rd.r;
+}
+
+int store_workers_load(struct store_tx *tx, int (*cb)(const struct store_worker *w, void *ud),
+                       void *ud)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_WORKERS_LOAD];
+	int r;
+	while ((r = stmt_row(tx, stmt, "load workers")) > 0) {
+		struct store_worker w;
+		r = worker_read(tx, stmt, &w);
+		if (r == 0) {
+			r = cb(&w, ud);
+			store_worker_release(&w);
+		}
+		if (r != 0)
+			return r;
+	}
+	return r;
+}
+
+/* ---- idempotency keys ---- */
+
+int store_idem_get(struct store_tx *tx, const char *workspace_id, const char *key, int64_t now_ms,
+                   struct store_idem *ret)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_IDEM_GET];
+	struct binder b = binder_new(tx, stmt);
+	bind_cstr(&b, workspace_id, "idempotency workspace_id");
+	bind_cstr(&b, key, "idempotency key");
+	bind_i64(&b, now_ms, "now_ms");
+	if (b.r < 0)
+		return b.r;
+	int r = stmt_row(tx, stmt, "get idempotency key");
+	if (r <= 0)
+		return r < 0 ? r : not_found(tx, "idempotency key", key);
+
+	struct store_idem i = {0};
+	struct reader rd = reader_new(tx, stmt);
+	col_field(&rd, i.workspace_id, "idempotency workspace_id");
+	col_field(&rd, i.key, "idempotency key");
+	col_field(&rd, i.route, "idempotency route");
+	col_field(&rd, i.body_hash, "idempotency body_hash");
+	col_int(&rd, &i.status);
+	col_dup(&rd, &i.response, "idempotency response");
+	col_i64(&rd, &i.created_ms);
+	col_i64(&rd, &i.expires_ms);
+	if (rd.r < 0) {
+		store_idem_release(&i);
+		return rd.r;
+	}
+	*ret = i;
+	return 0;
+}
+
+int store_idem_put(struct store_tx *tx, const struct store_idem *i)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_IDEM_PUT];
+	struct binder b = binder_new(tx, stmt);
+	bind_field(&b, i->workspace_id, "idempotency workspace_id");
+	bind_field(&b, i->key, "idempotency key");
+	bind_field(&b, i->route, "idempotency route");
+	bind_field(&b, i->body_hash, "idempotency body_hash");
+	bind_i64(&b, i->status, "status");
+	bind_cstr(&b, i->response, "idempotency response");
+	bind_i64(&b, i->created_ms, "created_ms");
+	bind_i64(&b, i->expires_ms, "expires_ms");
+	return b.r < 0 ? b.r : stmt_done(tx, stmt, "put idempotency key");
+}
+
+int store_idem_expire(struct store_tx *tx, int64_t now_ms)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_IDEM_EXPIRE];
+	struct binder b = binder_new(tx, stmt);
+	bind_i64(&b, now_ms, "now_ms");
+	int r = b.r < 0 ? b.r : stmt_done(tx, stmt, "expire idempotency keys");
+	return r < 0 ? r : sqlite3_changes(tx->db);
+}
