@@ -95,10 +95,11 @@ int state_sandbox_record(struct rt_sandbox *sb, const struct spec *spec, struct 
 	time_t now = time(NULL);
 	struct tm tm;
 	strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
-	json_t *meta =
-	    json_pack("{s:s, s:s, s:o, s:I, s:f, s:I}", "id", sb->id, "created_at", created,
-	              "command", cmd, "memory_mib", (json_int_t)spec->memory_mib, "cpu", spec->cpu,
-	              "pids", (json_int_t)spec->pids);
+	snprintf(sb->label, sizeof(sb->label), "%s", spec->label ? spec->label : "");
+	json_t *meta = json_pack("{s:s, s:s, s:s, s:o, s:I, s:f, s:I}", "id", sb->id, "label",
+	                         sb->label, "created_at", created, "command", cmd, "memory_mib",
+	                         (json_int_t)spec->memory_mib, "cpu", spec->cpu, "pids",
+	                         (json_int_t)spec->pids);
 	char *text = meta ? json_dumps(meta, JSON_COMPACT) : NULL;
 	json_decref(meta);
 	if (!text)
@@ -216,6 +217,20 @@ int state_events_exit(const char *inst_dir, const char *id, pid_t nspid, unsigne
 	return events_find(inst_dir, id, prefix, ret_status);
 }
 
+/* The label recorded in the sandbox's meta, or "". */
+static void state_label_read(const char *inst_dir, const char *id, char *buf, size_t size)
+{
+	char path[512], meta[8192];
+	buf[0] = '\0';
+	state_path(path, sizeof(path), inst_dir, id, "meta");
+	if (fs_read_at(AT_FDCWD, path, meta, sizeof(meta)) <= 0)
+		return;
+	json_t *m = json_loads(meta, 0, NULL);
+	const char *label = json_string_value(json_object_get(m, "label"));
+	snprintf(buf, size, "%s", label ? label : "");
+	json_decref(m);
+}
+
 int rt_sandbox_attach(struct rt *rt, const char *id, struct rt_sandbox **ret, struct sk_error *err)
 {
 	if (!id_is_valid("sb-", id))
@@ -263,6 +278,7 @@ int rt_sandbox_attach(struct rt *rt, const char *id, struct rt_sandbox **ret, st
 	}
 	if (cgroup_sandbox_open(&rt->cg, rt->instance, id, &sb->cg) == 0)
 		sb->cg_made = 1;
+	state_label_read(rt->inst_dir, id, sb->label, sizeof(sb->label));
 	*ret = sb;
 	return 0;
 }
@@ -303,6 +319,8 @@ int rt_sandbox_list(struct rt *rt, struct rt_sandbox_info **ret, struct sk_error
 		if (fs_read_at(AT_FDCWD, path, meta, sizeof(meta)) > 0) {
 			json_t *m = json_loads(meta, 0, NULL);
 			const char *created = json_string_value(json_object_get(m, "created_at"));
+			const char *label = json_string_value(json_object_get(m, "label"));
+			snprintf(info->label, sizeof(info->label), "%s", label ? label : "");
 			snprintf(info->created_at, sizeof(info->created_at), "%s",
 			         created ? created : "");
 			json_t *cmd = json_object_get(m, "command");

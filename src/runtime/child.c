@@ -363,8 +363,9 @@ static int command_receive(int sync_fd, struct rt_command *cmd, char **ret_buf, 
 	if (m.type != RT_MSG_RUN || memfd < 0)
 		return sk_error_set(err, -EPROTO, "expected a command");
 	unsigned long argc, envc, nproc;
-	if (sscanf(m.text, "%lu %lu %lu", &argc, &envc, &nproc) != 3 || argc == 0 ||
-	    argc > SPEC_MAX_ARGS || envc > SPEC_MAX_ENV)
+	/* argc 0: no command (a detached sandbox that idles, waiting for execs). */
+	if (sscanf(m.text, "%lu %lu %lu", &argc, &envc, &nproc) != 3 || argc > SPEC_MAX_ARGS ||
+	    envc > SPEC_MAX_ENV)
 		return sk_error_set(err, -EPROTO, "bad command header");
 	off_t size = lseek(memfd, 0, SEEK_END);
 	if (size <= 0 || size > SPEC_MAX_STRINGS_BYTES + SPEC_MAX_PATH_BYTES + 128)
@@ -386,7 +387,7 @@ static int command_receive(int sync_fd, struct rt_command *cmd, char **ret_buf, 
 		free(vec);
 		return sk_error_set(err, -EPROTO, "bad command working directory or host name");
 	}
-	size_t k = 0;
+	size_t k = argc == 0 ? 1 : 0; /* argv is just its NULL */
 	for (char *p = (char *)hostname + strlen(hostname) + 1;
 	     p < buf + size && k < argc + envc + 1; p += strlen(p) + 1) {
 		vec[k++] = p;
@@ -400,7 +401,7 @@ static int command_receive(int sync_fd, struct rt_command *cmd, char **ret_buf, 
 	}
 	vec[argc] = NULL;
 	vec[argc + 1 + envc] = NULL;
-	*cmd = (struct rt_command){.argv = vec,
+	*cmd = (struct rt_command){.argv = argc ? vec : NULL,
 	                           .env = vec + argc + 1,
 	                           .envc = envc,
 	                           .workdir = workdir[0] ? workdir : NULL,

@@ -273,6 +273,19 @@ int rt_exec_wait(struct rt_sandbox *sb, const struct rt_exec *ex, int timeout_ms
 	return -ESRCH;
 }
 
+int rt_exec_status(struct rt_sandbox *sb, const struct rt_exec *ex, int *ret_status)
+{
+	const char *inst_dir = sb->rt->inst_dir;
+	if (state_events_exit(inst_dir, sb->id, ex->nspid, ex->start, ret_status) == 0)
+		return 0;
+	if (rt_sandbox_running(sb))
+		return -EAGAIN;
+	/* init may have logged it just before it went. */
+	if (state_events_exit(inst_dir, sb->id, ex->nspid, ex->start, ret_status) == 0)
+		return 0;
+	return -ESRCH;
+}
+
 int rt_exec_signal(const struct rt_exec *ex, int sig)
 {
 	if (syscall(SYS_pidfd_send_signal, ex->pidfd, sig, NULL, 0) < 0)

@@ -44,7 +44,8 @@ struct rt_child_args {
 struct rt_sandbox {
 	struct rt *rt;
 	char id[ID_MAX_BYTES];
-	char owner[64]; /* "<instance> <id>": names the uid slot */
+	char label[ID_MAX_BYTES]; /* spec->label once recorded (detached), else "" */
+	char owner[64];           /* "<instance> <id>": names the uid slot */
 	char scratch[512];
 	char hostname[64];
 	pid_t pid;

@@ -41,7 +41,7 @@ int rt_sandbox_run(struct rt_sandbox *sb, const struct spec *spec, struct sk_err
 	if (!(sb->flags & RT_START_POOLED) || sb->ran)
 		return sk_error_set(err, -EINVAL, "sandbox %s is not waiting for a command",
 		                    sb->id);
-	if (!spec->argv)
+	if (!spec->argv && !(sb->flags & RT_START_DETACHED))
 		return sk_error_set(err, -SK_EINVAL_SPEC, "command: none given");
 	int r = spec_validate(spec, err);
 	if (r < 0)
@@ -79,7 +79,12 @@ int rt_sandbox_run(struct rt_sandbox *sb, const struct spec *spec, struct sk_err
 	if (r < 0)
 		return sk_error_errno(err, r, "send the command to %s", sb->id);
 	sb->init_marks[0] = '\0';
-	return started_await(sb, err);
+	if ((r = started_await(sb, err)) < 0)
+		return r;
+	/* Detached: recorded once it runs, like a sandbox started on the spot. */
+	if ((sb->flags & RT_START_DETACHED) && (r = state_sandbox_record(sb, spec, err)) < 0)
+		return r;
+	return 0;
 }
 
 int rt_pool_init(struct rt_pool *p, struct rt *rt, const struct spec *base, const char *rootfs,
@@ -99,6 +104,7 @@ int rt_pool_init(struct rt_pool *p, struct rt *rt, const struct spec *base, cons
 	p->base.argv = p->base.env = NULL;
 	p->base.argc = p->base.envc = 0;
 	p->base.workdir = p->base.hostname = p->base.name = p->base.image = p->base.rootfs = NULL;
+	p->base.label = NULL;
 	memcpy(p->rootfs, rootfs, strlen(rootfs) + 1);
 	p->target = target;
 	return 0;
@@ -109,7 +115,8 @@ int rt_pool_fill(struct rt_pool *p, int max_new, struct sk_error *err)
 	int made = 0;
 	while (p->n < p->target && made < max_new) {
 		struct rt_sandbox *sb;
-		int r = rt_sandbox_start(p->rt, &p->base, p->rootfs, RT_START_POOLED, &sb, err);
+		int r = rt_sandbox_start(p->rt, &p->base, p->rootfs, RT_START_POOLED | p->flags,
+		                         &sb, err);
 		if (r < 0)
 			return r;
 		p->ready[p->n++] = sb;
@@ -139,7 +146,7 @@ int rt_pool_start(struct rt_pool *p, const struct spec *spec, const char *rootfs
 		return 0;
 	}
 	*ret_pooled = 0;
-	return rt_sandbox_start(p->rt, spec, rootfs, 0, ret, err);
+	return rt_sandbox_start(p->rt, spec, rootfs, p->flags, ret, err);
 }
 
 void rt_pool_release(struct rt_pool *p)

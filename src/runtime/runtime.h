@@ -67,7 +67,9 @@ void rt_release(struct rt *rt);
  * parent-death signal, its state is recorded for rt_sandbox_attach); it may have no command
  * (spec->argv NULL): then it idles, waiting for execs. */
 #define RT_START_DETACHED 1u
-/* A pooled sandbox is made complete but without its command: init waits for rt_sandbox_run. */
+/* A pooled sandbox is made complete but without its command: init waits for rt_sandbox_run.
+ * Pooled and detached: it outlives its starter only once it runs (until then init exits with its
+ * starter); its output files and events log exist from the start, its record from the run. */
 #define RT_START_POOLED 2u
 
 /* Create a sandbox for spec and start its command; returns once the command has been exec'd.
@@ -76,7 +78,8 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
                      struct rt_sandbox **ret, struct sk_error *err);
 /* Start spec's command in a sandbox made with RT_START_POOLED: its cpu, memory and pids limits
  * are applied where they differ from the ones it was made with; rootfs, disk and network must
- * be the same (rt_pool_fits). Returns once the command has been exec'd. */
+ * be the same (rt_pool_fits). Returns once the command has been exec'd. A detached one may get
+ * no command (spec->argv NULL): it then idles, waiting for execs. */
 int rt_sandbox_run(struct rt_sandbox *sb, const struct spec *spec, struct sk_error *err);
 
 /* A pool of sandboxes made ahead for one base spec and root filesystem, refilled by its owner
@@ -87,6 +90,7 @@ struct rt_pool {
 	char rootfs[4096];
 	struct rt_sandbox **ready;
 	int n, target;
+	unsigned flags; /* added to every start (RT_START_DETACHED); 0 after rt_pool_init */
 };
 int rt_pool_init(struct rt_pool *p, struct rt *rt, const struct spec *base, const char *rootfs,
                  int target, struct sk_error *err);
@@ -110,6 +114,10 @@ void rt_sandbox_close(struct rt_sandbox *sb);
 int rt_sandbox_attach(struct rt *rt, const char *id, struct rt_sandbox **ret, struct sk_error *err);
 /* True while the sandbox's init runs. */
 int rt_sandbox_running(const struct rt_sandbox *sb);
+/* The label its starter gave it (spec->label), "" when none. */
+const char *rt_sandbox_label(const struct rt_sandbox *sb);
+/* The sandbox's state directory, where a detached one's output files live. */
+const char *rt_sandbox_dir(const struct rt_sandbox *sb);
 
 /* A process to start in a running sandbox, like its main command but beside it. */
 struct rt_exec_spec {
@@ -137,6 +145,9 @@ int rt_sandbox_exec(struct rt_sandbox *sb, const struct rt_exec_spec *es, struct
 /* Wait up to timeout_ms (-1: forever) for the exec to end; *ret_status gets its wait status.
  * -ETIMEDOUT, or -ESRCH when its status is lost (the sandbox ended with it). */
 int rt_exec_wait(struct rt_sandbox *sb, const struct rt_exec *ex, int timeout_ms, int *ret_status);
+/* Without blocking, after the exec's pidfd polled readable: its wait status (0), -EAGAIN while
+ * init has not logged it yet, -ESRCH when it never will (the sandbox ended first). */
+int rt_exec_status(struct rt_sandbox *sb, const struct rt_exec *ex, int *ret_status);
 int rt_exec_signal(const struct rt_exec *ex, int sig);
 void rt_exec_release(struct rt_exec *ex);
 
@@ -153,7 +164,8 @@ struct rt_sandbox_info {
 	pid_t pid;       /* init's, when running */
 	int exit_status; /* wait status, when exited */
 	char created_at[32];
-	char command[256]; /* the main command, space-joined and cut */
+	char command[256];        /* the main command, space-joined and cut */
+	char label[ID_MAX_BYTES]; /* spec->label at the start, "" when none */
 };
 /* The instance's sandboxes, in no particular order; *ret is malloc'ed. Returns the count. */
 int rt_sandbox_list(struct rt *rt, struct rt_sandbox_info **ret, struct sk_error *err);
@@ -171,6 +183,9 @@ int rt_sandbox_check_oom(struct rt_sandbox *sb);
 int rt_sandbox_wait_command(struct rt_sandbox *sb, int *ret_status);
 /* Deliver sig to the main command (through init). */
 int rt_sandbox_signal(struct rt_sandbox *sb, int sig);
+/* Send sig to every process of the sandbox but init (found in its cgroups; each checked to
+ * still be there after its pidfd is opened, pids recycle). sig 0 counts them. Returns how many. */
+int rt_sandbox_signal_all(struct rt_sandbox *sb, int sig);
 /* Kill every process of the sandbox at once (reason: RT_END_KILLED or RT_END_OOM). */
 int rt_sandbox_kill(struct rt_sandbox *sb, enum rt_end reason);
 /* After init exited: collect how the main command ended and the usage. Blocks until init is reaped.
@@ -185,6 +200,9 @@ struct rt_step {
 	uint64_t ns;
 };
 int rt_sandbox_timings(struct rt_sandbox *sb, struct rt_step *steps, int max);
+/* After the sandbox ended (reaped): remove its cgroups and release its uid range now, and keep
+ * its state directory (output, events, record) until rt_sandbox_destroy. */
+int rt_sandbox_release(struct rt_sandbox *sb, struct sk_error *err);
 /* Kill what is left, remove cgroups, state and uid range, free sb. Accepts NULL. */
 int rt_sandbox_destroy(struct rt_sandbox *sb, struct sk_error *err);
 
@@ -194,3 +212,7 @@ int rt_instance_remove_if_idle(struct rt *rt);
 /* Remove what crashed runs of this instance left: sandboxes whose owner is gone. Returns how many.
  */
 int rt_gc(struct rt *rt, struct sk_error *err);
+/* Like rt_gc, but keep the state directory of every detached sandbox that ended (its record and
+ * output stay for the process that owns the instance: it reports and removes them); their
+ * cgroups and uid ranges are released. */
+int rt_gc_keep_ended(struct rt *rt, struct sk_error *err);

@@ -187,6 +187,16 @@ const char *rt_sandbox_id(const struct rt_sandbox *sb)
 	return sb->id;
 }
 
+const char *rt_sandbox_label(const struct rt_sandbox *sb)
+{
+	return sb->label;
+}
+
+const char *rt_sandbox_dir(const struct rt_sandbox *sb)
+{
+	return sb->scratch;
+}
+
 int rt_sandbox_pidfd(const struct rt_sandbox *sb)
 {
 	return sb->pidfd;
@@ -470,8 +480,6 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 	int stdio[3] = {-1, -1, -1}; /* a detached sandbox's, until init has them */
 	if (!spec->argv && !detached && !(flags & RT_START_POOLED))
 		return sk_error_set(err, -SK_EINVAL_SPEC, "command: none given");
-	if ((flags & RT_START_POOLED) && detached)
-		return sk_error_set(err, -EINVAL, "a pooled sandbox is not detached");
 	int r = spec_validate(spec, err);
 	if (r < 0)
 		return r;
@@ -678,6 +686,48 @@ int rt_sandbox_signal(struct rt_sandbox *sb, int sig)
 	return 0;
 }
 
+/* Whether /proc/<pid>/cgroup names the cgroup rel ("skiff-<instance>/<id>") in some hierarchy. */
+static int proc_in_cgroup(pid_t pid, const char *rel)
+{
+	char path[64], buf[4096];
+	snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)pid);
+	if (fs_read_at(AT_FDCWD, path, buf, sizeof(buf)) <= 0)
+		return 0;
+	size_t len = strlen(rel);
+	for (char *p = buf; (p = strstr(p, rel)); p += len)
+		if (p > buf && p[-1] == '/' && (p[len] == '\n' || p[len] == '\0'))
+			return 1;
+	return 0;
+}
+
+int rt_sandbox_signal_all(struct rt_sandbox *sb, int sig)
+{
+	const struct cg_layout *l = sb->cg.layout;
+	int h = l ? l->where[CG_PIDS] : -1;
+	if (sb->reaped || h < 0 || sb->cg.dirfd[h] < 0)
+		return 0;
+	char buf[16384];
+	if (fs_read_at(sb->cg.dirfd[h], "cgroup.procs", buf, sizeof(buf)) <= 0)
+		return 0;
+	int count = 0;
+	for (char *p = buf; *p;) {
+		char *end;
+		long pid = strtol(p, &end, 10);
+		if (end == p)
+			break;
+		p = end + strspn(end, "\n");
+		if (pid <= 0 || pid == sb->pid)
+			continue;
+		_cleanup_close_ int fd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
+		/* The pidfd pins the process: if it is still in the sandbox now, it is ours. */
+		if (fd < 0 || !proc_in_cgroup((pid_t)pid, sb->cg.rel))
+			continue;
+		if (sig == 0 || syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0) == 0)
+			count++;
+	}
+	return count;
+}
+
 int rt_sandbox_kill(struct rt_sandbox *sb, enum rt_end reason)
 {
 	if (!sb->forced)
@@ -761,6 +811,25 @@ int rt_sandbox_reap(struct rt_sandbox *sb, struct rt_result *ret)
 	return 0;
 }
 
+int rt_sandbox_release(struct rt_sandbox *sb, struct sk_error *err)
+{
+	if (sb->pid > 0 && !sb->reaped)
+		return sk_error_set(err, -EBUSY, "sandbox %s still runs", sb->id);
+	if (sb->cg_made) {
+		int r = cgroup_sandbox_destroy(&sb->cg, RT_KILL_GRACE_MS, err);
+		if (r < 0)
+			return r;
+		sb->cg_made = 0;
+	}
+	/* The slot may be another sandbox's by now (gc freed it): release only our own. */
+	idmap_slot_release(sb->rt->run_dir, sb->slot.slot, sb->owner);
+	sb->slot.slot = -1;
+	if (sb->oom_fd >= 0)
+		close(sb->oom_fd);
+	sb->oom_fd = -1;
+	return 0;
+}
+
 int rt_sandbox_destroy(struct rt_sandbox *sb, struct sk_error *err)
 {
 	if (!sb)
@@ -810,7 +879,8 @@ static int gc_alive(const char *sbid, void *ud)
 	return state_sandbox_is_alive(ud, sbid);
 }
 
-int rt_gc(struct rt *rt, struct sk_error *err)
+/* rt_gc's body; keep_ended keeps the state directories that hold a detached record. */
+static int gc_run(struct rt *rt, int keep_ended, struct sk_error *err)
 {
 	int removed = 0;
 	_cleanup_close_ int dfd = open(rt->inst_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -830,6 +900,9 @@ int rt_gc(struct rt *rt, struct sk_error *err)
 			if (!id_is_valid("sb-", de->d_name) ||
 			    state_sandbox_is_alive(rt, de->d_name))
 				continue;
+			struct state_init si;
+			if (keep_ended && state_init_read(rt->inst_dir, de->d_name, &si) == 0)
+				continue; /* its cgroups go below, its uid range last */
 			struct cg_sandbox cg;
 			if (cgroup_sandbox_open(&rt->cg, rt->instance, de->d_name, &cg) == 0)
 				cgroup_sandbox_destroy(&cg, RT_KILL_GRACE_MS, NULL);
@@ -854,4 +927,14 @@ int rt_gc(struct rt *rt, struct sk_error *err)
 	free(names);
 	idmap_slots_gc(rt->run_dir, rt->instance, gc_alive, rt);
 	return removed;
+}
+
+int rt_gc(struct rt *rt, struct sk_error *err)
+{
+	return gc_run(rt, 0, err);
+}
+
+int rt_gc_keep_ended(struct rt *rt, struct sk_error *err)
+{
+	return gc_run(rt, 1, err);
 }

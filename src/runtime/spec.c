@@ -38,6 +38,7 @@ void spec_release(struct spec *s)
 	free(s->workdir);
 	free(s->hostname);
 	free(s->name);
+	free(s->label);
 	spec_init(s);
 }
 
@@ -220,6 +221,11 @@ int spec_validate(const struct spec *s, struct sk_error *err)
 		    err, EINPUT,
 		    "name: 1-%d letters, digits, '-', '_' and '.', starting with a letter or digit",
 		    SPEC_MAX_NAME_BYTES);
+	if (s->label && (strlen(s->label) > SPEC_MAX_LABEL_BYTES ||
+	                 strspn(s->label, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	                                  "0123456789-_") != strlen(s->label)))
+		return sk_error_set(err, EINPUT, "label: 1-%d letters, digits, '-' and '_'",
+		                    SPEC_MAX_LABEL_BYTES);
 	if (!(s->cpu >= SPEC_MIN_CPU && s->cpu <= SPEC_MAX_CPU))
 		return sk_error_set(err, EINPUT, "cpu: %g is out of range [%g, %g]", s->cpu,
 		                    SPEC_MIN_CPU, SPEC_MAX_CPU);

@@ -16,6 +16,7 @@
 #define SPEC_MAX_PATH_BYTES     4096
 #define SPEC_MAX_HOSTNAME_BYTES 63
 #define SPEC_MAX_NAME_BYTES     63
+#define SPEC_MAX_LABEL_BYTES    39
 #define SPEC_MAX_TAGS           64
 #define SPEC_MAX_TAG_BYTES      256
 #define SPEC_MAX_CPU            1024.0
@@ -45,6 +46,7 @@ struct spec {
 	char *workdir;
 	char *hostname;
 	char *name;
+	char *label; /* set by the caller, never from JSON: the API's id, recorded in the state */
 	double cpu;
 	uint64_t memory_mib;
 	uint64_t disk_mib;

@@ -71,9 +71,13 @@ int state_sandbox_dir_remove(const char *inst_dir, const char *id)
 			return -errno;
 	}
 	snprintf(path, sizeof(path), "%s/%s", inst_dir, id);
-	if (rmdir(path) < 0 && errno != ENOENT)
-		return -errno;
-	return 0;
+	if (rmdir(path) == 0 || errno == ENOENT)
+		return 0;
+	/* Files its owner added (a spawner's exec output): only a detached sandbox has them, and
+	 * the cleanup helper, which must not allocate, never serves a detached one. */
+	if (errno == ENOTEMPTY || errno == EEXIST)
+		return fs_rm_rf_at(AT_FDCWD, path);
+	return -errno;
 }
 
 int state_sandbox_is_alive(const struct rt *rt, const char *id)

@@ -59,5 +59,5 @@ int spawner_main(const struct spawner_config *cfg, int fd);
  * own reading with spawner_frame_parse). */
 int spawner_send(int fd, const char *json, size_t len);
 /* Parse one frame from buf (len bytes): 0 when incomplete, -EMSGSIZE when too large, else the
- * frame's total size with *ret_msg/*ret_len pointing at its JSON. */
+ * frame's total size with *ret_msg and *ret_len pointing at its JSON. */
 ssize_t spawner_frame_parse(const char *buf, size_t len, const char **ret_msg, size_t *ret_len);

@@ -1,0 +1,530 @@
+/* The spawner process: fork and reap it, frame its messages, and its loop. One poll() over the
+ * worker's socket, every running sandbox's init pidfd and OOM fd and every running exec's pidfd,
+ * with timers for deadlines, grace periods and output trimming; when nothing else is pending it
+ * makes one pooled sandbox at a time. Requests are handled in order, each to its reply. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../image/busybox.h"
+#include "../lib/fsutil.h"
+#include "spawner_internal.h"
+
+#define SP_READ_CHUNK_BYTES (64 * 1024)
+
+int64_t sp_now_mono(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void sp_log(const char *level, const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	for (char *p = msg; *p; p++)
+		if (*p == '"' || *p == '\n')
+			*p = *p == '"' ? '\'' : ' ';
+	fprintf(stderr, "level=%s msg=\"spawner: %s\"\n", level, msg);
+}
+
+/* ---- frames ---- */
+
+int spawner_send(int fd, const char *json, size_t len)
+{
+	if (len > SPAWNER_MAX_MSG_BYTES)
+		return -EMSGSIZE;
+	unsigned char head[4] = {len >> 24, len >> 16, len >> 8, len};
+	struct {
+		const char *p;
+		size_t n;
+	} parts[2] = {{(const char *)head, 4}, {json, len}};
+	for (int i = 0; i < 2; i++) {
+		size_t done = 0;
+		while (done < parts[i].n) {
+			ssize_t w = send(fd, parts[i].p + done, parts[i].n - done, MSG_NOSIGNAL);
+			if (w < 0 && errno == ENOTSOCK)
+				w = write(fd, parts[i].p + done, parts[i].n - done);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0 && errno == EAGAIN) {
+				struct pollfd p = {.fd = fd, .events = POLLOUT};
+				poll(&p, 1, -1);
+				continue;
+			}
+			if (w < 0)
+				return -errno;
+			done += (size_t)w;
+		}
+	}
+	return 0;
+}
+
+ssize_t spawner_frame_parse(const char *buf, size_t len, const char **ret_msg, size_t *ret_len)
+{
+	if (len < 4)
+		return 0;
+	const unsigned char *u = (const unsigned char *)buf;
+	size_t n = (size_t)u[0] << 24 | (size_t)u[1] << 16 | (size_t)u[2] << 8 | u[3];
+	if (n > SPAWNER_MAX_MSG_BYTES)
+		return -EMSGSIZE;
+	if (len < 4 + n)
+		return 0;
+	*ret_msg = buf + 4;
+	*ret_len = n;
+	return (ssize_t)(4 + n);
+}
+
+void sp_send(struct spawner *sp, json_t *msg)
+{
+	char *text = json_dumps(msg, JSON_COMPACT);
+	int r = text ? spawner_send(sp->fd, text, strlen(text)) : -ENOMEM;
+	if (r < 0)
+		sp_log("error", "send a message: %s", strerror(-r));
+	free(text);
+}
+
+void sp_event(struct spawner *sp, json_t *event)
+{
+	json_array_append_new(sp->events, event);
+}
+
+json_t *sp_error_json(const struct sk_error *err)
+{
+	const char *code;
+	switch (err->code) {
+	case -SK_EINVAL_SPEC:
+	case -SK_ECMD_NOTFOUND:
+	case -SK_ECMD_EXEC:
+	case -EINVAL:
+	case -EMSGSIZE:
+	case -EBADMSG: code = "invalid_argument"; break;
+	case -ENOENT: code = "not_found"; break;
+	case -EEXIST:
+	case -EBUSY:
+	case -ESRCH: code = "conflict"; break;
+	case -ENOMEM:
+	case -ENOSPC:
+	case -EAGAIN:
+	case -EMFILE:
+	case -ENFILE:
+	case -EDQUOT:
+	case -EUSERS: code = "resource_exhausted"; break;
+	default: code = "internal";
+	}
+	return json_pack("{s:s, s:s}", "code", code, "message", err->msg);
+}
+
+int sp_json_string(json_t *req, const char *key, const char **ret, struct sk_error *err)
+{
+	json_t *v = json_object_get(req, key);
+	if (!v || json_is_null(v))
+		return -ENOENT;
+	if (!json_is_string(v) || json_string_length(v) != strlen(json_string_value(v)))
+		return sk_error_set(err, -EINVAL, "%s: expected a string", key);
+	*ret = json_string_value(v);
+	return 0;
+}
+
+int sp_json_int(json_t *req, const char *key, json_int_t min, json_int_t max, json_int_t *ret,
+                struct sk_error *err)
+{
+	json_t *v = json_object_get(req, key);
+	if (!v || json_is_null(v))
+		return -ENOENT;
+	if (!json_is_integer(v))
+		return sk_error_set(err, -EINVAL, "%s: expected a whole number", key);
+	json_int_t i = json_integer_value(v);
+	if (i < min || i > max)
+		return sk_error_set(err, -EINVAL, "%s: %lld is out of range [%lld, %lld]", key,
+		                    (long long)i, (long long)min, (long long)max);
+	*ret = i;
+	return 0;
+}
+
+/* ---- requests ---- */
+
+static const struct {
+	const char *name;
+	int (*fn)(struct spawner *, json_t *, json_t *, struct sk_error *);
+} OPS[] = {
+    {"hello", sp_op_hello},   {"create", sp_op_create},       {"exec", sp_op_exec},
+    {"signal", sp_op_signal}, {"terminate", sp_op_terminate}, {"remove", sp_op_remove},
+    {"usage", sp_op_usage},   {"output", sp_op_output},       {"timeout", sp_op_timeout},
+};
+
+static void reply_error(struct spawner *sp, json_t *req_id, const struct sk_error *err)
+{
+	json_t *m = json_pack("{s:O, s:b, s:o}", "req", req_id ? req_id : json_null(), "ok", 0,
+	                      "error", sp_error_json(err));
+	sp_send(sp, m);
+	json_decref(m);
+}
+
+static void events_flush(struct spawner *sp)
+{
+	size_t i;
+	json_t *e;
+	json_array_foreach (sp->events, i, e)
+		sp_send(sp, e);
+	json_array_clear(sp->events);
+}
+
+static void request_handle(struct spawner *sp, const char *msg, size_t len)
+{
+	struct sk_error err = {0};
+	json_t *req = json_loadb(msg, len, JSON_REJECT_DUPLICATES, NULL);
+	json_t *req_id = json_object_get(req, "req");
+	const char *op = NULL;
+	if (!json_is_object(req)) {
+		sk_error_set(&err, -EINVAL, "a request is one JSON object");
+	} else if (!json_is_integer(req_id)) {
+		req_id = NULL;
+		sk_error_set(&err, -EINVAL, "req: expected a whole number");
+	} else if (sp_json_string(req, "op", &op, &err) < 0) {
+		if (!err.code)
+			sk_error_set(&err, -EINVAL, "op: missing");
+	}
+	if (err.code) {
+		reply_error(sp, req_id, &err);
+		json_decref(req);
+		return;
+	}
+	int r = -1;
+	json_t *reply = json_object();
+	size_t i;
+	for (i = 0; i < ARRAY_SIZE(OPS); i++)
+		if (!strcmp(OPS[i].name, op))
+			break;
+	if (i == ARRAY_SIZE(OPS))
+		sk_error_set(&err, -EINVAL, "unknown op \"%.32s\"", op);
+	else
+		r = OPS[i].fn(sp, req, reply, &err);
+	if (r == 0) {
+		json_object_set(reply, "req", req_id);
+		json_object_set_new(reply, "ok", json_true());
+		sp_send(sp, reply);
+	} else if (r < 0) {
+		if (!err.code)
+			sk_error_set(&err, r, "%s: %s", op, strerror(-r));
+		reply_error(sp, req_id, &err);
+	}
+	events_flush(sp);
+	json_decref(reply);
+	json_decref(req);
+}
+
+/* The socket's bytes: whole frames are handled; an oversize one is skipped and answered. */
+struct inbuf {
+	char *buf;
+	size_t len, cap;
+	size_t skip; /* bytes of an oversize frame still to drop */
+};
+
+/* Read what is there; returns 0 at EOF (or a fatal error), 1 otherwise. */
+static int input_read(struct spawner *sp, struct inbuf *in)
+{
+	for (;;) {
+		if (in->cap - in->len < SP_READ_CHUNK_BYTES) {
+			size_t cap = in->cap ? in->cap * 2 : 2 * SP_READ_CHUNK_BYTES;
+			char *nb = realloc(in->buf, cap);
+			if (!nb) {
+				sp_log("error", "out of memory reading a request");
+				return 0;
+			}
+			in->buf = nb;
+			in->cap = cap;
+		}
+		ssize_t n = read(sp->fd, in->buf + in->len, in->cap - in->len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			break;
+		if (n <= 0)
+			return 0;
+		in->len += (size_t)n;
+		if ((size_t)n < SP_READ_CHUNK_BYTES)
+			break;
+	}
+	size_t off = 0;
+	for (;;) {
+		if (in->skip) {
+			size_t k = in->len - off < in->skip ? in->len - off : in->skip;
+			off += k;
+			in->skip -= k;
+			if (in->skip)
+				break;
+		}
+		const char *msg;
+		size_t mlen;
+		ssize_t f = spawner_frame_parse(in->buf + off, in->len - off, &msg, &mlen);
+		if (f == 0)
+			break;
+		if (f == -EMSGSIZE) {
+			const unsigned char *u = (const unsigned char *)in->buf + off;
+			in->skip = 4 + ((size_t)u[0] << 24 | (size_t)u[1] << 16 |
+			                (size_t)u[2] << 8 | u[3]);
+			struct sk_error err;
+			sk_error_set(&err, -EMSGSIZE, "a request is at most %d bytes",
+			             SPAWNER_MAX_MSG_BYTES);
+			reply_error(sp, NULL, &err);
+			continue;
+		}
+		request_handle(sp, msg, mlen);
+		off += (size_t)f;
+	}
+	memmove(in->buf, in->buf + off, in->len - off);
+	in->len -= off;
+	/* Don't keep a large buffer for one large request. */
+	if (in->len == 0 && in->cap > 4 * SP_READ_CHUNK_BYTES) {
+		free(in->buf);
+		in->buf = NULL;
+		in->cap = 0;
+	}
+	return 1;
+}
+
+/* ---- the loop ---- */
+
+enum { W_SOCKET, W_INIT, W_OOM, W_EXEC };
+struct watch {
+	int kind;
+	struct sp_sandbox *s;
+	struct sp_exec *e;
+};
+
+static void timer_min(int64_t *next, int64_t t)
+{
+	if (t > 0 && (*next == 0 || t < *next))
+		*next = t;
+}
+
+static int64_t timers_next(struct spawner *sp)
+{
+	int64_t next = sp->trim_mono;
+	for (struct sp_sandbox *s = sp->sandboxes; s; s = s->next) {
+		if (s->state == SP_RUNNING) {
+			timer_min(&next, s->deadline_mono);
+			timer_min(&next, s->kill_mono);
+			timer_min(&next, s->term_check_mono);
+			timer_min(&next, s->oom_recheck_mono);
+		}
+		for (struct sp_exec *e = s->execs; e; e = e->next) {
+			if (!e->running)
+				continue;
+			timer_min(&next, e->recheck_mono);
+			if (!e->exited_mono)
+				timer_min(&next, e->deadline_mono);
+		}
+	}
+	return next;
+}
+
+static void timers_run(struct spawner *sp, int64_t now)
+{
+	sp_sandbox_timers(sp, now);
+	for (struct sp_sandbox *s = sp->sandboxes; s; s = s->next)
+		sp_exec_timers(sp, s, now);
+	if (now >= sp->trim_mono) {
+		sp_outputs_trim(sp);
+		sp->trim_mono = now + SPAWNER_OUTPUT_CHECK_MS;
+	}
+}
+
+static int loop(struct spawner *sp)
+{
+	struct inbuf in = {0};
+	struct pollfd *pfds = NULL;
+	struct watch *w = NULL;
+	size_t cap = 0;
+	int ret = 0;
+	for (;;) {
+		size_t n = 1;
+		for (struct sp_sandbox *s = sp->sandboxes; s; s = s->next)
+			n += 2 + (size_t)s->nexecs;
+		if (n > cap) {
+			free(pfds);
+			free(w);
+			cap = n * 2;
+			pfds = calloc(cap, sizeof(*pfds));
+			w = calloc(cap, sizeof(*w));
+			if (!pfds || !w) {
+				sp_log("error", "out of memory");
+				ret = 1;
+				break;
+			}
+		}
+		size_t k = 0;
+		pfds[k] = (struct pollfd){.fd = sp->fd, .events = POLLIN};
+		w[k++] = (struct watch){.kind = W_SOCKET};
+		for (struct sp_sandbox *s = sp->sandboxes; s; s = s->next) {
+			if (s->state == SP_RUNNING) {
+				pfds[k] = (struct pollfd){.fd = rt_sandbox_pidfd(s->sb),
+				                          .events = POLLIN};
+				w[k++] = (struct watch){.kind = W_INIT, .s = s};
+				short ev;
+				int ofd = rt_sandbox_oom_fd(s->sb, &ev);
+				if (ofd >= 0) {
+					pfds[k] = (struct pollfd){.fd = ofd, .events = ev};
+					w[k++] = (struct watch){.kind = W_OOM, .s = s};
+				}
+			}
+			for (struct sp_exec *e = s->execs; e; e = e->next) {
+				if (!e->running || e->exited_mono || e->ex.pidfd < 0)
+					continue;
+				pfds[k] = (struct pollfd){.fd = e->ex.pidfd, .events = POLLIN};
+				w[k++] = (struct watch){.kind = W_EXEC, .s = s, .e = e};
+			}
+		}
+		int64_t now = sp_now_mono();
+		int64_t next = timers_next(sp);
+		int timeout = next ? (int)(next > now ? next - now : 0) : -1;
+		int refill = sp->pool.n < sp->pool.target;
+		if (refill)
+			timeout = 0;
+		int pr = poll(pfds, k, timeout);
+		if (pr < 0 && errno != EINTR) {
+			sp_log("error", "poll: %s", strerror(errno));
+			ret = 1;
+			break;
+		}
+		now = sp_now_mono();
+		if (pr == 0 && refill && (!next || next > now)) {
+			/* Idle: one sandbox for the pool, so a request waits for one make at most.
+			 */
+			struct sk_error err = {0};
+			if (rt_pool_fill(&sp->pool, 1, &err) < 0) {
+				sp_log("error", "fill the pool: %s", err.msg);
+				sp->pool.target = sp->pool.n; /* don't spin on a failing make */
+			}
+			continue;
+		}
+		for (size_t i = 1; pr > 0 && i < k; i++) {
+			if (!pfds[i].revents)
+				continue;
+			switch (w[i].kind) {
+			case W_INIT:
+				if (w[i].s->state == SP_RUNNING)
+					sp_sandbox_end(sp, w[i].s);
+				break;
+			case W_OOM: sp_sandbox_oom(sp, w[i].s); break;
+			case W_EXEC: sp_exec_check(sp, w[i].s, w[i].e, now); break;
+			}
+		}
+		events_flush(sp);
+		/* The socket last: its requests may free what the other watches point at. */
+		int eof = pr > 0 && pfds[0].revents && !input_read(sp, &in);
+		if (eof)
+			break;
+		timers_run(sp, sp_now_mono());
+		events_flush(sp);
+	}
+	free(pfds);
+	free(w);
+	free(in.buf);
+	return ret;
+}
+
+int spawner_main(const struct spawner_config *cfg, int fd)
+{
+	signal(SIGPIPE, SIG_IGN);
+	prctl(PR_SET_NAME, "skiff-spawner");
+	/* Each running sandbox holds about ten fds (pidfd, socket, lock, OOM fd, cgroups). */
+	struct rlimit nofile;
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+		nofile.rlim_cur = nofile.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &nofile);
+	}
+	struct spawner sp = {.cfg = cfg, .fd = fd};
+	struct sk_error err = {0};
+	int ret = 1;
+	sp.events = json_array();
+	spec_init(&sp.pool_base);
+	if (rt_init(&sp.rt, cfg->instance, cfg->run_dir, &err) < 0) {
+		sp_log("error", "start: %s", err.msg);
+		json_decref(sp.events);
+		return 1;
+	}
+	if (image_busybox_ensure(cfg->data_dir, sp.rootfs, sizeof(sp.rootfs), &err) < 0) {
+		sp_log("error", "start: %s", err.msg);
+		goto out;
+	}
+	/* What a crashed spawner left: its pool, starts cut short. Ended sandboxes stay. */
+	if (rt_gc_keep_ended(&sp.rt, &err) < 0)
+		sp_log("error", "gc: %s", err.msg);
+	if (rt_pool_init(&sp.pool, &sp.rt, &sp.pool_base, sp.rootfs,
+	                 cfg->pool_size > 0 ? cfg->pool_size : 0, &err) < 0) {
+		sp_log("error", "start: %s", err.msg);
+		goto out;
+	}
+	sp.pool.flags = RT_START_DETACHED;
+	int fl = fcntl(fd, F_GETFL);
+	if (fl >= 0)
+		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+	sp.trim_mono = sp_now_mono() + SPAWNER_OUTPUT_CHECK_MS;
+	ret = loop(&sp);
+	rt_pool_release(&sp.pool);
+out:
+	while (sp.sandboxes) {
+		struct sp_sandbox *s = sp.sandboxes;
+		sp.sandboxes = s->next;
+		sp_sandbox_free(s); /* detached: they run on */
+	}
+	spec_release(&sp.pool_base);
+	json_decref(sp.events);
+	rt_release(&sp.rt);
+	return ret;
+}
+
+int spawner_start(const struct spawner_config *cfg, struct spawner_proc *ret, struct sk_error *err)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return sk_error_errno(err, -errno, "socketpair");
+	pid_t pid = fork();
+	if (pid < 0) {
+		int r = -errno;
+		close(sv[0]);
+		close(sv[1]);
+		return sk_error_errno(err, r, "fork the spawner");
+	}
+	if (pid == 0) {
+		close(sv[0]);
+		int keep[1] = {sv[1]};
+		fs_close_all_except(keep, 1);
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		_exit(spawner_main(cfg, sv[1]));
+	}
+	close(sv[1]);
+	ret->pid = pid;
+	ret->fd = sv[0];
+	return 0;
+}
+
+void spawner_stop(struct spawner_proc *sp)
+{
+	if (sp->fd >= 0)
+		close(sp->fd);
+	sp->fd = -1;
+	if (sp->pid > 0)
+		while (waitpid(sp->pid, NULL, 0) < 0 && errno == EINTR)
+			;
+	sp->pid = 0;
+}

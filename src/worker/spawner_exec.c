@@ -1,0 +1,265 @@
+/* Execs and signals. An exec's stdout and stderr are files of the sandbox's state directory
+ * (execs/<ex>.stdout, .stderr) that the command writes itself, its stdin /dev/null; its end is
+ * its pidfd, its status what init logged for it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../lib/clock.h"
+#include "spawner_internal.h"
+
+/* Signals the main command gets through init (which forwards these), and SIGKILL (the sandbox
+ * ends). Others would reach init itself. */
+static const int MAIN_SIGNALS[] = {SIGHUP,  SIGINT,   SIGQUIT, SIGTERM, SIGUSR1,
+                                   SIGUSR2, SIGWINCH, SIGCONT, SIGALRM, SIGKILL};
+
+struct sp_exec *sp_exec_find(struct sp_sandbox *s, const char *id)
+{
+	for (struct sp_exec *e = s->execs; e; e = e->next)
+		if (!strcmp(e->id, id))
+			return e;
+	return NULL;
+}
+
+void sp_exec_free(struct sp_exec *e)
+{
+	rt_exec_release(&e->ex);
+	free(e);
+}
+
+static void exec_ended(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e,
+                       const char *state, int code)
+{
+	rt_exec_release(&e->ex);
+	e->running = 0;
+	e->recheck_mono = 0;
+	for (int i = 0; i < 2; i++)
+		sp_output_trim(&e->out[i]);
+	sp_event(sp, json_pack("{s:s, s:s, s:s, s:s, s:i, s:I}", "event", "exec_ended", "id", s->id,
+	                       "exec", e->id, "state", state, "exit_code", code, "ended_ms",
+	                       (json_int_t)clock_now_ms()));
+}
+
+void sp_exec_check(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e, int64_t now)
+{
+	if (!e->running)
+		return;
+	if (!e->exited_mono)
+		e->exited_mono = now;
+	int status;
+	int r = rt_exec_status(s->sb, &e->ex, &status);
+	if (r == -EAGAIN && now - e->exited_mono < SPAWNER_EXEC_DRAIN_MS) {
+		e->recheck_mono = now + SP_EXEC_STATUS_RECHECK_MS;
+		return;
+	}
+	if (r < 0) {
+		exec_ended(sp, s, e, "lost", 137);
+		return;
+	}
+	int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	exec_ended(sp, s, e, "exited", e->timed_out ? 124 : code);
+}
+
+void sp_exec_timers(struct spawner *sp, struct sp_sandbox *s, int64_t now)
+{
+	for (struct sp_exec *e = s->execs; e; e = e->next) {
+		if (!e->running)
+			continue;
+		if (e->recheck_mono && now >= e->recheck_mono)
+			sp_exec_check(sp, s, e, now);
+		else if (!e->exited_mono && e->deadline_mono && now >= e->deadline_mono) {
+			e->deadline_mono = 0;
+			e->timed_out = 1;
+			rt_exec_signal(&e->ex, SIGKILL);
+		}
+	}
+}
+
+/* Open execs/<ex>.stdout and .stderr, new. */
+static int exec_files_open(struct sp_sandbox *s, struct sp_exec *e, int fds[2],
+                           struct sk_error *err)
+{
+	char dir[600];
+	snprintf(dir, sizeof(dir), "%s/execs", rt_sandbox_dir(s->sb));
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return sk_error_errno(err, -errno, "mkdir %s", dir);
+	for (int i = 0; i < 2; i++) {
+		fds[i] =
+		    open(e->out[i].path,
+		         O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (fds[i] < 0) {
+			int r = -errno;
+			if (i == 1) {
+				close(fds[0]);
+				unlink(e->out[0].path);
+			}
+			if (r == -EEXIST)
+				return sk_error_set(err, -EEXIST, "exec %s exists", e->id);
+			return sk_error_errno(err, r, "open %s", e->out[i].path);
+		}
+	}
+	return 0;
+}
+
+int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
+{
+	struct sp_sandbox *s;
+	int r = sp_sandbox_get(sp, req, &s, err);
+	if (r < 0)
+		return r;
+	const char *exid;
+	r = sp_json_string(req, "exec", &exid, err);
+	if (r == -ENOENT || (r == 0 && !id_is_valid("ex-", exid)))
+		return sk_error_set(err, -EINVAL, "exec: expected an exec id (ex-…)");
+	if (r < 0)
+		return r;
+	/* command, env and workdir are checked as a create's are. */
+	json_t *cmd = json_object_get(req, "command");
+	if (!json_is_array(cmd) || json_array_size(cmd) == 0)
+		return sk_error_set(err, -EINVAL, "command: expected a non-empty array of strings");
+	json_t *timeout = json_object_get(req, "timeout_s");
+	if (timeout && !json_is_null(timeout) &&
+	    (!json_is_number(timeout) || !(json_number_value(timeout) >= 0) ||
+	     json_number_value(timeout) > SPEC_MAX_TIMEOUT_S))
+		return sk_error_set(err, -EINVAL, "timeout_s: expected null or a number in [0, %g]",
+		                    SPEC_MAX_TIMEOUT_S);
+	json_t *sub = json_object();
+	json_object_set(sub, "command", cmd);
+	const char *keys[] = {"env", "workdir"};
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
+		if (json_object_get(req, keys[i]))
+			json_object_set(sub, keys[i], json_object_get(req, keys[i]));
+	_cleanup_free_ char *text = json_dumps(sub, JSON_COMPACT);
+	json_decref(sub);
+	if (!text)
+		return sk_error_set(err, -ENOMEM, "out of memory");
+	struct spec spec;
+	spec_init(&spec);
+	struct sp_exec *e = NULL;
+	int fds[2] = {-1, -1};
+	if ((r = spec_apply_json(&spec, text, strlen(text), err)) < 0 ||
+	    (r = spec_validate(&spec, err)) < 0)
+		goto out;
+	if (sp_exec_find(s, exid)) {
+		r = sk_error_set(err, -EEXIST, "exec %s exists", exid);
+		goto out;
+	}
+	if (s->state != SP_RUNNING || s->end_reason != SP_RUNNING) {
+		r = sk_error_set(err, -ESRCH, "sandbox %s is not running", s->id);
+		goto out;
+	}
+	int running = 0;
+	for (struct sp_exec *x = s->execs; x; x = x->next)
+		running += x->running;
+	if (running >= SPAWNER_MAX_EXECS_PER_SANDBOX) {
+		r = sk_error_set(err, -EAGAIN, "sandbox %s runs %d execs already", s->id, running);
+		goto out;
+	}
+	e = calloc(1, sizeof(*e));
+	if (!e) {
+		r = sk_error_set(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	e->ex.pidfd = -1;
+	snprintf(e->id, sizeof(e->id), "%s", exid);
+	char name[64];
+	for (int i = 0; i < 2; i++) {
+		snprintf(name, sizeof(name), "execs/%s.%s", exid, i ? "stderr" : "stdout");
+		sp_output_init(&e->out[i], rt_sandbox_dir(s->sb), name);
+	}
+	if ((r = exec_files_open(s, e, fds, err)) < 0) {
+		fds[0] = fds[1] = -1;
+		goto out;
+	}
+	struct rt_exec_spec es = {
+	    .argv = spec.argv,
+	    .env = spec.env,
+	    .envc = spec.envc,
+	    .workdir = spec.workdir,
+	    .stdio = {-1, fds[0], fds[1]},
+	};
+	struct sk_error xerr = {0};
+	r = rt_sandbox_exec(s->sb, &es, &e->ex, &xerr);
+	if (r == -SK_ECMD_NOTFOUND || r == -SK_ECMD_EXEC) {
+		/* Like a shell: the reason on its stderr, 127 or 126 as its status. */
+		dprintf(fds[1], "%s\n", xerr.msg);
+		e->running = 1;
+		exec_ended(sp, s, e, "exited", r == -SK_ECMD_NOTFOUND ? 127 : 126);
+		json_object_set_new(reply, "started", json_false());
+		r = 0;
+	} else if (r < 0) {
+		*err = xerr;
+		for (int i = 0; i < 2; i++)
+			unlink(e->out[i].path);
+		goto out;
+	} else {
+		e->running = 1;
+		if (json_is_number(timeout) && json_number_value(timeout) > 0)
+			e->deadline_mono =
+			    sp_now_mono() + (int64_t)(json_number_value(timeout) * 1000);
+		json_object_set_new(reply, "started", json_true());
+	}
+	e->next = s->execs;
+	s->execs = TAKE_PTR(e);
+	s->nexecs++;
+out:
+	for (int i = 0; i < 2; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	free(e);
+	spec_release(&spec);
+	return r;
+}
+
+int sp_op_signal(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
+{
+	(void)reply;
+	struct sp_sandbox *s;
+	int r = sp_sandbox_get(sp, req, &s, err);
+	if (r < 0)
+		return r;
+	json_int_t sig;
+	r = sp_json_int(req, "signal", 1, SIGRTMAX, &sig, err);
+	if (r == -ENOENT)
+		return sk_error_set(err, -EINVAL, "signal: missing");
+	if (r < 0)
+		return r;
+	const char *exid;
+	r = sp_json_string(req, "exec", &exid, err);
+	if (r < 0 && r != -ENOENT)
+		return r;
+	if (r == 0) {
+		struct sp_exec *e = sp_exec_find(s, exid);
+		if (!e)
+			return sk_error_set(err, -ENOENT, "no exec %.64s in %s", exid, s->id);
+		if (!e->running || e->exited_mono)
+			return sk_error_set(err, -ESRCH, "exec %s is not running", e->id);
+		if ((r = rt_exec_signal(&e->ex, (int)sig)) < 0)
+			return sk_error_errno(err, r, "signal exec %s", e->id);
+		return 0;
+	}
+	if (s->state != SP_RUNNING)
+		return sk_error_set(err, -ESRCH, "sandbox %s is not running", s->id);
+	if (!s->has_command)
+		return sk_error_set(err, -ESRCH, "sandbox %s has no main command", s->id);
+	int allowed = 0;
+	for (size_t i = 0; i < ARRAY_SIZE(MAIN_SIGNALS); i++)
+		allowed |= MAIN_SIGNALS[i] == sig;
+	if (!allowed)
+		return sk_error_set(err, -EINVAL, "signal %d can't be sent to the main command",
+		                    (int)sig);
+	if (sig == SIGKILL) {
+		/* init can't pass it on: the sandbox ends, as killed by that signal. */
+		rt_sandbox_kill(s->sb, RT_END_KILLED);
+		return 0;
+	}
+	if ((r = rt_sandbox_signal(s->sb, (int)sig)) < 0)
+		return sk_error_errno(err, r, "signal sandbox %s", s->id);
+	return 0;
+}

@@ -1,0 +1,121 @@
+/* The spawner's insides, shared by its files: spawner.c (process, frames, loop, dispatch),
+ * spawner_sandbox.c (create, end, terminate, remove, usage, hello), spawner_exec.c (exec,
+ * signal) and spawner_output.c (the output op, trimming). Not part of the worker's API. */
+#pragma once
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "../lib/id.h"
+#include "../runtime/runtime.h"
+#include "spawner.h"
+
+#define SP_OUTPUT_MAX_READ_BYTES  (1024 * 1024) /* per output reply: base64 stays under a frame */
+#define SP_EXEC_STATUS_RECHECK_MS 5             /* while init has not logged an exec's status */
+#define SP_TERM_CHECK_MS          50 /* terminate of a sandbox without command: all gone yet? */
+#define SP_MAX_GRACE_MS           (3600 * 1000)
+#define SP_RECORD_NAME            "spawner.json" /* in the state directory */
+
+enum sp_state { SP_RUNNING, SP_EXITED, SP_TERMINATED, SP_TIMEOUT, SP_OOM, SP_LOST };
+
+/* One output file: what was punched out of its start. */
+struct sp_output {
+	char path[600];
+	uint64_t dropped;
+};
+
+struct sp_exec {
+	struct sp_exec *next;
+	char id[ID_MAX_BYTES];
+	struct rt_exec ex;   /* pidfd -1 once ended */
+	int running;         /* until exec_ended is sent */
+	int64_t exited_mono; /* when its pidfd fired; 0: not yet */
+	int64_t recheck_mono;
+	int64_t deadline_mono; /* its timeout_s; 0: none */
+	int timed_out;
+	struct sp_output out[2];
+};
+
+struct sp_sandbox {
+	struct sp_sandbox *next;
+	char id[ID_MAX_BYTES]; /* the API's */
+	struct rt_sandbox *sb;
+	enum sp_state state;
+	int exit_code;
+	int has_command;
+	int64_t started_ms, ended_ms; /* wall clock */
+	double timeout_s;
+	int64_t deadline_mono;   /* timeout_s; 0: none */
+	int64_t kill_mono;       /* terminate's SIGKILL; 0: none */
+	int64_t term_check_mono; /* terminate of a sandbox without command */
+	int64_t oom_recheck_mono;
+	enum sp_state end_reason; /* what a kill we sent means; SP_RUNNING: none */
+	struct cg_usage usage;    /* at the end */
+	struct sp_output out[2];
+	struct sp_exec *execs;
+	int nexecs;
+	json_t *waiters; /* "req" values of terminates waiting for the end */
+};
+
+struct spawner {
+	const struct spawner_config *cfg;
+	int fd;
+	struct rt rt;
+	char rootfs[4096];
+	struct spec pool_base;
+	struct rt_pool pool;
+	struct sp_sandbox *sandboxes;
+	int attached;      /* hello re-attached the instance's sandboxes */
+	json_t *events;    /* sent after the current reply */
+	int64_t trim_mono; /* next output trim */
+};
+
+int64_t sp_now_mono(void);
+/* logfmt on stderr: level=… msg="…". */
+void sp_log(const char *level, const char *fmt, ...) _printf_(2, 3);
+/* Send one JSON object as a frame; logs a failure (the worker is gone: EOF comes next). */
+void sp_send(struct spawner *sp, json_t *msg);
+/* Queue an event (takes the reference) to go out after the reply being made. */
+void sp_event(struct spawner *sp, json_t *event);
+/* An error reply body {"code","message"} for err. */
+json_t *sp_error_json(const struct sk_error *err);
+
+const char *sp_state_name(enum sp_state s);
+struct sp_sandbox *sp_sandbox_find(struct spawner *sp, const char *id);
+/* The request's "id" as a known sandbox, else fills err (-EINVAL / -ENOENT). */
+int sp_sandbox_get(struct spawner *sp, json_t *req, struct sp_sandbox **ret, struct sk_error *err);
+/* The sandbox's init exited: reap, release, record, send sandbox_ended, answer terminates. */
+void sp_sandbox_end(struct spawner *sp, struct sp_sandbox *s);
+/* Timers of every sandbox (deadline, grace, OOM recheck) that are due. */
+void sp_sandbox_timers(struct spawner *sp, int64_t now);
+void sp_sandbox_oom(struct spawner *sp, struct sp_sandbox *s);
+void sp_sandbox_free(struct sp_sandbox *s);
+int sp_sandboxes_attach(struct spawner *sp, struct sk_error *err);
+
+/* Handlers: 0 and fields in reply, 1 when the reply comes later, or a negative code in err. */
+int sp_op_hello(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
+int sp_op_create(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
+int sp_op_terminate(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
+int sp_op_remove(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
+int sp_op_usage(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
+int sp_op_timeout(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
+int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
+int sp_op_signal(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
+int sp_op_output(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
+
+struct sp_exec *sp_exec_find(struct sp_sandbox *s, const char *id);
+/* The exec's pidfd fired, or its status recheck is due: report it once its status is known. */
+void sp_exec_check(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e, int64_t now);
+void sp_exec_timers(struct spawner *sp, struct sp_sandbox *s, int64_t now);
+void sp_exec_free(struct sp_exec *e);
+
+void sp_output_init(struct sp_output *o, const char *dir, const char *name);
+/* Punch out all but the last SPAWNER_OUTPUT_KEEP_BYTES of the file. */
+void sp_output_trim(struct sp_output *o);
+/* Every live output file of every sandbox. */
+void sp_outputs_trim(struct spawner *sp);
+
+/* JSON request fields: 0 and the value, -ENOENT when absent (or null), else err set. */
+int sp_json_string(json_t *req, const char *key, const char **ret, struct sk_error *err);
+int sp_json_int(json_t *req, const char *key, json_int_t min, json_int_t max, json_int_t *ret,
+                struct sk_error *err);

@@ -1,0 +1,641 @@
+/* The spawner (src/worker/spawner*.c) against the real kernel: needs root. A forked child runs
+ * spawner_main on a socket pair, with an instance of its own and a temporary data directory; the
+ * tests speak the protocol of docs/WORKER.md to it: sandboxes made from the pool and on the spot,
+ * execs and their output, how things end (exit codes, signals, timeout, terminate), bad
+ * requests, and a restart that finds a running sandbox again. Nothing is left afterwards. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "../../src/lib/encoding.h"
+#include "../../src/lib/fsutil.h"
+#include "../../src/lib/id.h"
+#include "../../src/runtime/runtime.h"
+#include "../../src/worker/spawner.h"
+
+#define WAIT_MS 20000
+
+struct fixture {
+	char instance[8];
+	char data[64];
+	struct spawner_config cfg;
+	pid_t pid;
+	int fd;
+	int next_req;
+	char *buf;
+	size_t len, cap;
+	json_t *events;        /* received, not yet waited for */
+	char run_before[4096]; /* names in /run/skiff before */
+};
+
+static void run_dir_names(char *out, size_t size)
+{
+	out[0] = '\0';
+	DIR *d = opendir(RT_DEFAULT_RUN_DIR);
+	struct dirent *de;
+	size_t off = 0;
+	while (d && (de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		int w = snprintf(out + off, size - off, "%s ", de->d_name);
+		if (w > 0 && (size_t)w < size - off)
+			off += (size_t)w;
+	}
+	if (d)
+		closedir(d);
+}
+
+/* Stop a spawner a failed test left running (it holds the instance and its sandboxes). */
+static void spawner_kill(struct fixture *f)
+{
+	if (f->fd >= 0)
+		close(f->fd);
+	f->fd = -1;
+	if (f->pid > 0)
+		waitpid(f->pid, NULL, 0);
+	f->pid = 0;
+}
+
+static void spawner_up(struct fixture *f, int pool)
+{
+	spawner_kill(f);
+	f->cfg.pool_size = pool;
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(sv[0]);
+		_exit(spawner_main(&f->cfg, sv[1]));
+	}
+	close(sv[1]);
+	f->pid = pid;
+	f->fd = sv[0];
+	f->len = 0;
+	json_array_clear(f->events);
+}
+
+static void spawner_down(struct fixture *f)
+{
+	if (f->fd >= 0)
+		close(f->fd);
+	f->fd = -1;
+	if (f->pid > 0) {
+		int status = 0;
+		waitpid(f->pid, &status, 0);
+		f->pid = 0;
+		assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+}
+
+static void send_raw(struct fixture *f, const char *text, size_t len)
+{
+	assert_int_equal(spawner_send(f->fd, text, len), 0);
+}
+
+/* Read one message (waiting up to WAIT_MS). */
+static json_t *recv_msg(struct fixture *f)
+{
+	for (;;) {
+		const char *msg;
+		size_t mlen;
+		ssize_t n = spawner_frame_parse(f->buf, f->len, &msg, &mlen);
+		assert_true(n >= 0);
+		if (n > 0) {
+			json_t *m = json_loadb(msg, mlen, 0, NULL);
+			assert_non_null(m);
+			memmove(f->buf, f->buf + n, f->len - (size_t)n);
+			f->len -= (size_t)n;
+			return m;
+		}
+		if (f->cap - f->len < 65536) {
+			f->cap = f->cap ? f->cap * 2 : 1 << 20;
+			f->buf = realloc(f->buf, f->cap);
+		}
+		struct pollfd p = {.fd = f->fd, .events = POLLIN};
+		if (poll(&p, 1, WAIT_MS) != 1)
+			fail_msg("no message from the spawner within %d ms", WAIT_MS);
+		ssize_t r = read(f->fd, f->buf + f->len, f->cap - f->len);
+		if (r <= 0)
+			fail_msg("the spawner's socket closed");
+		f->len += (size_t)r;
+	}
+}
+
+/* Send a request (takes msg), return its reply; events meanwhile are queued. */
+static json_t *call(struct fixture *f, json_t *msg)
+{
+	int req = ++f->next_req;
+	json_object_set_new(msg, "req", json_integer(req));
+	char *text = json_dumps(msg, JSON_COMPACT);
+	send_raw(f, text, strlen(text));
+	free(text);
+	json_decref(msg);
+	for (;;) {
+		json_t *m = recv_msg(f);
+		if (json_integer_value(json_object_get(m, "req")) == req &&
+		    json_object_get(m, "ok"))
+			return m;
+		json_array_append_new(f->events, m);
+	}
+}
+
+static int is_ok(json_t *reply)
+{
+	return json_is_true(json_object_get(reply, "ok"));
+}
+
+static const char *error_code(json_t *reply)
+{
+	const char *c = json_string_value(json_object_get(json_object_get(reply, "error"), "code"));
+	return c ? c : "";
+}
+
+static void expect_ok(json_t *reply)
+{
+	if (!is_ok(reply)) {
+		char *t = json_dumps(reply, 0);
+		fail_msg("expected ok, got %s", t);
+	}
+}
+
+/* The event named name for sandbox id (and exec, if given), waiting for it. */
+static json_t *wait_event(struct fixture *f, const char *name, const char *id, const char *exec)
+{
+	for (;;) {
+		size_t i;
+		json_t *e;
+		json_array_foreach (f->events, i, e) {
+			const char *en = json_string_value(json_object_get(e, "event"));
+			const char *eid = json_string_value(json_object_get(e, "id"));
+			const char *ex = json_string_value(json_object_get(e, "exec"));
+			if (en && !strcmp(en, name) && eid && !strcmp(eid, id) &&
+			    (!exec || (ex && !strcmp(ex, exec)))) {
+				json_incref(e);
+				json_array_remove(f->events, i);
+				return e;
+			}
+		}
+		json_array_append_new(f->events, recv_msg(f));
+	}
+}
+
+static void new_id(const char *prefix, char *buf)
+{
+	assert_int_equal(id_new(prefix, buf, ID_MAX_BYTES), 0);
+}
+
+static json_t *create(struct fixture *f, const char *id, const char *spec_json)
+{
+	json_t *spec = json_loads(spec_json, 0, NULL);
+	assert_non_null(spec);
+	return call(f, json_pack("{s:s, s:s, s:o}", "op", "create", "id", id, "spec", spec));
+}
+
+static json_t *exec_cmd(struct fixture *f, const char *id, const char *ex, const char *cmd_json)
+{
+	json_t *cmd = json_loads(cmd_json, 0, NULL);
+	assert_non_null(cmd);
+	return call(f, json_pack("{s:s, s:s, s:s, s:o}", "op", "exec", "id", id, "exec", ex,
+	                         "command", cmd));
+}
+
+/* The output op's data, decoded into buf (NUL-terminated); the reply is returned. */
+static json_t *output(struct fixture *f, const char *id, const char *ex, const char *stream,
+                      long long offset, char *buf, size_t size)
+{
+	json_t *m = json_pack("{s:s, s:s, s:s, s:I, s:I}", "op", "output", "id", id, "stream",
+	                      stream, "offset", (json_int_t)offset, "max", (json_int_t)(size - 1));
+	if (ex)
+		json_object_set_new(m, "exec", json_string(ex));
+	json_t *r = call(f, m);
+	expect_ok(r);
+	const char *b64 = json_string_value(json_object_get(r, "data_b64"));
+	assert_non_null(b64);
+	long n = base64_decode(b64, strlen(b64), (unsigned char *)buf);
+	assert_true(n >= 0 && (size_t)n < size);
+	buf[n] = '\0';
+	return r;
+}
+
+/* The runtime's state directory of the sandbox the API knows as id. */
+static void state_dir(struct fixture *f, const char *id, char *out, size_t size)
+{
+	struct rt rt;
+	struct sk_error err = {0};
+	assert_int_equal(rt_init(&rt, f->instance, NULL, &err), 0);
+	struct rt_sandbox_info *list = NULL;
+	int n = rt_sandbox_list(&rt, &list, &err);
+	out[0] = '\0';
+	for (int i = 0; i < n; i++)
+		if (!strcmp(list[i].label, id))
+			snprintf(out, size, "%s/%s", rt.inst_dir, list[i].id);
+	free(list);
+	rt_release(&rt);
+	assert_true(out[0] != '\0');
+}
+
+static void remove_sandbox(struct fixture *f, const char *id)
+{
+	json_t *r = call(f, json_pack("{s:s, s:s}", "op", "remove", "id", id));
+	expect_ok(r);
+	json_decref(r);
+}
+
+static int setup(void **state)
+{
+	if (geteuid() != 0) {
+		print_message("skipped: the spawner makes sandboxes, which needs root\n");
+		return -1;
+	}
+	struct fixture *f = calloc(1, sizeof(*f));
+	snprintf(f->instance, sizeof(f->instance), "ts%02d", (int)(getpid() % 100));
+	snprintf(f->data, sizeof(f->data), "/tmp/skiff-test-spawner-%d", (int)getpid());
+	run_dir_names(f->run_before, sizeof(f->run_before));
+	f->cfg = (struct spawner_config){.instance = f->instance, .data_dir = f->data};
+	f->fd = -1;
+	f->events = json_array();
+	*state = f;
+	return 0;
+}
+
+/* Whatever happened: stop the spawner, end every sandbox of the instance, remove it. */
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	spawner_kill(f);
+	struct rt rt;
+	struct sk_error err = {0};
+	assert_int_equal(rt_init(&rt, f->instance, NULL, &err), 0);
+	struct rt_sandbox_info *list = NULL;
+	int n = rt_sandbox_list(&rt, &list, &err);
+	int left = 0;
+	for (int i = 0; i < n; i++) {
+		struct rt_sandbox *sb;
+		left++;
+		if (rt_sandbox_attach(&rt, list[i].id, &sb, &err) == 0)
+			rt_sandbox_destroy(sb, &err);
+	}
+	free(list);
+	rt_gc(&rt, &err);
+	struct cg_layout layout = rt.cg;
+	int idle = rt_instance_remove_if_idle(&rt);
+	rt_release(&rt);
+	int cgroups_left = 0;
+	for (int i = 0; i < layout.nhier; i++) {
+		char path[CG_PATH_BYTES + 32];
+		struct stat st;
+		snprintf(path, sizeof(path), "%s/skiff-%s", layout.hier[i].mount, f->instance);
+		cgroups_left += stat(path, &st) == 0;
+	}
+	char after[4096];
+	run_dir_names(after, sizeof(after));
+	fs_rm_rf_at(AT_FDCWD, f->data);
+	json_decref(f->events);
+	free(f->buf);
+	char before[4096];
+	memcpy(before, f->run_before, sizeof(before));
+	free(f);
+	assert_int_equal(idle, 1);
+	assert_int_equal(cgroups_left, 0);
+	assert_string_equal(after, before);
+	assert_int_equal(left, 0); /* every test removed what it made */
+	return 0;
+}
+
+static void test_bad_requests(void **state)
+{
+	struct fixture *f = *state;
+	spawner_up(f, 0);
+	json_t *r = call(f, json_pack("{s:s}", "op", "hello"));
+	expect_ok(r);
+	assert_int_equal(json_integer_value(json_object_get(r, "version")), 1);
+	assert_string_equal(json_string_value(json_object_get(r, "instance")), f->instance);
+	assert_int_equal(json_array_size(json_object_get(r, "sandboxes")), 0);
+	json_decref(r);
+
+	static const char *const bad[][2] = {
+	    {"{\"op\":\"nope\"}", "invalid_argument"},
+	    {"{\"op\":42}", "invalid_argument"},
+	    {"{\"op\":\"exec\"}", "invalid_argument"},
+	    {"{\"op\":\"usage\",\"id\":\"sb-00000000000000000000000000\"}", "not_found"},
+	    {"{\"op\":\"create\",\"id\":\"nope\",\"spec\":{}}", "invalid_argument"},
+	    {"{\"op\":\"create\",\"id\":\"sb-00000000000000000000000000\",\"spec\":"
+	     "{\"rootfs\":\"/\"}}",
+	     "invalid_argument"},
+	    {"{\"op\":\"create\",\"id\":\"sb-00000000000000000000000000\",\"spec\":"
+	     "{\"image\":\"ubuntu\"}}",
+	     "invalid_argument"},
+	    {"{\"op\":\"create\",\"id\":\"sb-00000000000000000000000000\",\"spec\":"
+	     "{\"memory_mib\":\"lots\"}}",
+	     "invalid_argument"},
+	    {"{\"op\":\"create\",\"id\":\"sb-00000000000000000000000000\",\"spec\":[]}",
+	     "invalid_argument"},
+	    {"{\"op\":\"terminate\",\"id\":\"sb-00000000000000000000000000\",\"grace_ms\":-1}",
+	     "not_found"},
+	    {"{\"op\":\"signal\",\"id\":7}", "invalid_argument"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		json_t *m = json_loads(bad[i][0], 0, NULL);
+		assert_non_null(m);
+		r = call(f, m);
+		assert_false(is_ok(r));
+		assert_string_equal(error_code(r), bad[i][1]);
+		json_decref(r);
+	}
+	/* Not JSON, no req, an oversize frame: answered with req null, and the spawner goes on. */
+	const char *junk[] = {"not json", "{\"op\":\"hello\"}", "[1]"};
+	for (size_t i = 0; i < 3; i++) {
+		send_raw(f, junk[i], strlen(junk[i]));
+		r = recv_msg(f);
+		assert_true(json_is_null(json_object_get(r, "req")));
+		assert_string_equal(error_code(r), "invalid_argument");
+		json_decref(r);
+	}
+	size_t big = SPAWNER_MAX_MSG_BYTES + 10;
+	char *huge = malloc(big + 4);
+	memset(huge, ' ', big + 4);
+	huge[0] = big >> 24, huge[1] = big >> 16, huge[2] = big >> 8, huge[3] = big;
+	ssize_t w = 0;
+	for (size_t off = 0; off < big + 4; off += (size_t)w) {
+		w = write(f->fd, huge + off, big + 4 - off);
+		assert_true(w > 0);
+		if (off == 0) {
+			/* The error comes as soon as the length is read. */
+		}
+	}
+	free(huge);
+	r = recv_msg(f);
+	assert_true(json_is_null(json_object_get(r, "req")));
+	json_decref(r);
+	r = call(f, json_pack("{s:s}", "op", "hello"));
+	expect_ok(r);
+	json_decref(r);
+	spawner_down(f);
+}
+
+static void test_pool_exec_output(void **state)
+{
+	struct fixture *f = *state;
+	spawner_up(f, 1);
+	json_decref(call(f, json_pack("{s:s}", "op", "hello")));
+	usleep(500 * 1000); /* the pool fills while the spawner idles */
+	char a[ID_MAX_BYTES], b[ID_MAX_BYTES], ex[ID_MAX_BYTES], dir[600], path[700];
+	new_id("sb-", a);
+	new_id("sb-", b);
+	json_t *r = create(f, a, "{\"timeout_s\":0}");
+	expect_ok(r);
+	assert_true(json_is_true(json_object_get(r, "pooled")));
+	json_decref(r);
+	r = create(f, a, "{}");
+	assert_string_equal(error_code(r), "conflict");
+	json_decref(r);
+	/* Another disk size: made on the spot, with its own limits. */
+	r = create(f, b, "{\"disk_mib\":64,\"memory_mib\":64,\"command\":[\"sleep\",\"100\"]}");
+	expect_ok(r);
+	assert_true(json_is_false(json_object_get(r, "pooled")));
+	json_decref(r);
+
+	/* An exec's output goes to files; its end comes with its status. */
+	new_id("ex-", ex);
+	r = exec_cmd(f, a, ex, "[\"sh\",\"-c\",\"echo hello; echo oops >&2; exit 3\"]");
+	expect_ok(r);
+	assert_true(json_is_true(json_object_get(r, "started")));
+	json_decref(r);
+	json_t *e = wait_event(f, "exec_ended", a, ex);
+	assert_int_equal(json_integer_value(json_object_get(e, "exit_code")), 3);
+	assert_string_equal(json_string_value(json_object_get(e, "state")), "exited");
+	json_decref(e);
+	state_dir(f, a, dir, sizeof(dir));
+	char buf[256];
+	snprintf(path, sizeof(path), "%s/execs/%s.stdout", dir, ex);
+	assert_int_equal(fs_read_at(AT_FDCWD, path, buf, sizeof(buf)), 6);
+	assert_string_equal(buf, "hello\n");
+	r = output(f, a, ex, "stderr", 0, buf, sizeof(buf));
+	assert_string_equal(buf, "oops\n");
+	assert_int_equal(json_integer_value(json_object_get(r, "offset")), 0);
+	assert_int_equal(json_integer_value(json_object_get(r, "size")), 5);
+	assert_true(json_is_true(json_object_get(r, "eof")));
+	json_decref(r);
+	r = output(f, a, ex, "stdout", 2, buf, sizeof(buf));
+	assert_string_equal(buf, "llo\n");
+	json_decref(r);
+	r = exec_cmd(f, a, ex, "[\"true\"]");
+	assert_string_equal(error_code(r), "conflict");
+	json_decref(r);
+
+	/* A command that isn't there: 127, the reason on its stderr. */
+	char ex2[ID_MAX_BYTES];
+	new_id("ex-", ex2);
+	r = exec_cmd(f, a, ex2, "[\"/no/such/thing\"]");
+	expect_ok(r);
+	assert_true(json_is_false(json_object_get(r, "started")));
+	json_decref(r);
+	e = wait_event(f, "exec_ended", a, ex2);
+	assert_int_equal(json_integer_value(json_object_get(e, "exit_code")), 127);
+	json_decref(e);
+	json_decref(output(f, a, ex2, "stderr", 0, buf, sizeof(buf)));
+	assert_non_null(strstr(buf, "/no/such/thing"));
+
+	/* Large output: only the last SPAWNER_OUTPUT_KEEP_BYTES are kept, offsets stay. */
+	char ex3[ID_MAX_BYTES];
+	new_id("ex-", ex3);
+	r = exec_cmd(f, a, ex3, "[\"sh\",\"-c\",\"head -c 20000000 /dev/zero; echo end\"]");
+	expect_ok(r);
+	json_decref(r);
+	json_decref(wait_event(f, "exec_ended", a, ex3));
+	r = output(f, a, ex3, "stdout", 0, buf, 16);
+	json_int_t off = json_integer_value(json_object_get(r, "offset"));
+	assert_int_equal(json_integer_value(json_object_get(r, "size")), 20000004);
+	assert_true(off > 0 && off <= 20000004 - SPAWNER_OUTPUT_KEEP_BYTES);
+	assert_true(off >= 20000004 - SPAWNER_OUTPUT_KEEP_BYTES - 4096);
+	json_decref(r);
+	r = output(f, a, ex3, "stdout", 20000000, buf, sizeof(buf));
+	assert_string_equal(buf, "end\n");
+	json_decref(r);
+
+	/* A signal to an exec; usage; exec timeouts. */
+	char ex4[ID_MAX_BYTES];
+	new_id("ex-", ex4);
+	json_decref(exec_cmd(f, a, ex4, "[\"sleep\",\"100\"]"));
+	r = call(f, json_pack("{s:s, s:s, s:s, s:i}", "op", "signal", "id", a, "exec", ex4,
+	                      "signal", SIGUSR1));
+	expect_ok(r);
+	json_decref(r);
+	e = wait_event(f, "exec_ended", a, ex4);
+	assert_int_equal(json_integer_value(json_object_get(e, "exit_code")), 128 + SIGUSR1);
+	json_decref(e);
+	r = call(f, json_pack("{s:s, s:s}", "op", "usage", "id", b));
+	expect_ok(r);
+	assert_true(json_integer_value(json_object_get(r, "memory_bytes")) > 0);
+	json_decref(r);
+
+	remove_sandbox(f, a);
+	assert_int_equal(access(dir, F_OK), -1); /* its state and output are gone */
+	remove_sandbox(f, b);
+	json_t *ended = wait_event(f, "sandbox_ended", b, NULL);
+	assert_string_equal(json_string_value(json_object_get(ended, "state")), "terminated");
+	json_decref(ended);
+	r = call(f, json_pack("{s:s, s:s}", "op", "usage", "id", a));
+	assert_string_equal(error_code(r), "not_found");
+	json_decref(r);
+	spawner_down(f);
+}
+
+/* Start a sandbox running script, wait for its end; return the event. */
+static json_t *run_to_end(struct fixture *f, const char *spec_json, char *ret_id)
+{
+	new_id("sb-", ret_id);
+	json_t *r = create(f, ret_id, spec_json);
+	expect_ok(r);
+	json_decref(r);
+	return wait_event(f, "sandbox_ended", ret_id, NULL);
+}
+
+static void expect_end(json_t *e, const char *state, int code)
+{
+	assert_string_equal(json_string_value(json_object_get(e, "state")), state);
+	assert_int_equal(json_integer_value(json_object_get(e, "exit_code")), code);
+	assert_true(json_integer_value(json_object_get(e, "ended_ms")) > 0);
+	json_decref(e);
+}
+
+static void test_ends(void **state)
+{
+	struct fixture *f = *state;
+	spawner_up(f, 1);
+	json_decref(call(f, json_pack("{s:s}", "op", "hello")));
+	char id[5][ID_MAX_BYTES], buf[256];
+	expect_end(run_to_end(f, "{\"command\":[\"sh\",\"-c\",\"echo out; exit 3\"]}", id[0]),
+	           "exited", 3);
+	json_t *r = output(f, id[0], NULL, "stdout", 0, buf, sizeof(buf));
+	assert_string_equal(buf, "out\n");
+	assert_true(json_is_true(json_object_get(r, "eof")));
+	json_decref(r);
+	expect_end(run_to_end(f, "{\"command\":[\"sh\",\"-c\",\"kill -9 $$\"]}", id[1]), "exited",
+	           128 + 9);
+	expect_end(run_to_end(f, "{\"command\":[\"sleep\",\"100\"],\"timeout_s\":1}", id[2]),
+	           "timeout", 124);
+	char oom[ID_MAX_BYTES];
+	expect_end(run_to_end(f,
+	                      "{\"memory_mib\":16,\"command\":[\"sh\",\"-c\",\"x=$(head -c "
+	                      "100000000 /dev/zero | tr '\\\\0' a); echo ${#x}\"]}",
+	                      oom),
+	           "oom", 137);
+	remove_sandbox(f, oom);
+	r = call(f, json_pack("{s:s, s:s}", "op", "usage", "id", id[2]));
+	expect_ok(r); /* an ended sandbox reports what it used */
+	json_decref(r);
+	/* An exec into an ended sandbox is refused. */
+	char ex[ID_MAX_BYTES];
+	new_id("ex-", ex);
+	r = exec_cmd(f, id[2], ex, "[\"true\"]");
+	assert_string_equal(error_code(r), "conflict");
+	json_decref(r);
+
+	/* terminate: SIGTERM, then SIGKILL after the grace; the reply after the event. */
+	new_id("sb-", id[3]);
+	json_decref(create(f, id[3],
+	                   "{\"command\":[\"sh\",\"-c\",\"trap '' TERM; echo ready; while :; do "
+	                   "sleep 1; done\"]}"));
+	/* Only once the trap is set: a SIGTERM before it would end the shell at once (143). */
+	char ready[64] = "";
+	for (int i = 0; i < 500 && !strstr(ready, "ready"); i++) {
+		json_decref(output(f, id[3], NULL, "stdout", 0, ready, sizeof(ready)));
+		if (!strstr(ready, "ready"))
+			usleep(10000);
+	}
+	assert_non_null(strstr(ready, "ready"));
+	r = call(f, json_pack("{s:s, s:s, s:i}", "op", "terminate", "id", id[3], "grace_ms", 300));
+	expect_ok(r);
+	assert_string_equal(json_string_value(json_object_get(r, "state")), "terminated");
+	assert_int_equal(json_integer_value(json_object_get(r, "exit_code")), 137);
+	json_decref(r);
+	expect_end(wait_event(f, "sandbox_ended", id[3], NULL), "terminated", 137);
+	/* Without a command: ended once its processes are gone. */
+	new_id("sb-", id[4]);
+	json_decref(create(f, id[4], "{}"));
+	r = call(f, json_pack("{s:s, s:s}", "op", "terminate", "id", id[4]));
+	expect_ok(r);
+	assert_string_equal(json_string_value(json_object_get(r, "state")), "terminated");
+	json_decref(r);
+	json_decref(wait_event(f, "sandbox_ended", id[4], NULL));
+	for (int i = 0; i < 5; i++)
+		remove_sandbox(f, id[i]);
+	spawner_down(f);
+}
+
+static void test_restart(void **state)
+{
+	struct fixture *f = *state;
+	spawner_up(f, 1);
+	json_decref(call(f, json_pack("{s:s}", "op", "hello")));
+	char run[ID_MAX_BYTES], done[ID_MAX_BYTES], ex[ID_MAX_BYTES], buf[256];
+	new_id("sb-", run);
+	json_t *r = create(f, run, "{}");
+	expect_ok(r);
+	json_decref(r);
+	expect_end(run_to_end(f, "{\"command\":[\"sh\",\"-c\",\"exit 5\"]}", done), "exited", 5);
+	spawner_down(f);
+
+	/* A new spawner on the same instance finds both. */
+	spawner_up(f, 1);
+	r = call(f, json_pack("{s:s}", "op", "hello"));
+	expect_ok(r);
+	json_t *list = json_object_get(r, "sandboxes");
+	assert_int_equal(json_array_size(list), 2);
+	size_t i;
+	json_t *s;
+	json_array_foreach (list, i, s) {
+		const char *sid = json_string_value(json_object_get(s, "id"));
+		const char *st = json_string_value(json_object_get(s, "state"));
+		if (!strcmp(sid, run)) {
+			assert_string_equal(st, "running");
+		} else {
+			assert_string_equal(sid, done);
+			assert_string_equal(st, "exited");
+			assert_int_equal(json_integer_value(json_object_get(s, "exit_code")), 5);
+		}
+	}
+	json_decref(r);
+	new_id("ex-", ex);
+	r = exec_cmd(f, run, ex, "[\"sh\",\"-c\",\"echo again\"]");
+	expect_ok(r);
+	json_decref(r);
+	json_t *e = wait_event(f, "exec_ended", run, ex);
+	assert_int_equal(json_integer_value(json_object_get(e, "exit_code")), 0);
+	json_decref(e);
+	json_decref(output(f, run, ex, "stdout", 0, buf, sizeof(buf)));
+	assert_string_equal(buf, "again\n");
+	remove_sandbox(f, run);
+	remove_sandbox(f, done);
+	spawner_down(f);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_bad_requests),
+	    cmocka_unit_test(test_pool_exec_output),
+	    cmocka_unit_test(test_ends),
+	    cmocka_unit_test(test_restart),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
