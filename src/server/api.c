@@ -1,0 +1,163 @@
+/* What every route handler shares: replies in the API's shapes, the one mapping from an error to
+ * a status, body parsing with limits, list parameters. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../lib/clock.h"
+#include "../lib/jsonlim.h"
+#include "server.h"
+
+void api_call_free(struct api_call *call)
+{
+	if (!call)
+		return;
+	json_decref(call->reply);
+	if (call->inflight_key[0])
+		free(map_remove(&call->srv->idem_inflight, call->inflight_key));
+	free(call);
+}
+
+void api_reply_json(struct api_call *call, int status, json_t *body)
+{
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_decref(body);
+	struct http_request *req = call->req;
+	req->data = NULL;
+	api_call_free(call); /* before the reply, which frees req */
+	if (!text) {
+		http_reply_error(req, 500, "internal", "out of memory");
+	} else {
+		http_reply(req, status, "application/json", text, strlen(text));
+		free(text);
+	}
+}
+
+void api_reply_error(struct api_call *call, int status, const char *code, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	struct http_request *req = call->req;
+	req->data = NULL;
+	api_call_free(call);
+	http_reply_error(req, status, code, "%s", msg);
+}
+
+/* The one mapping from an error code to an HTTP status. */
+void api_reply_sk_error(struct api_call *call, const struct sk_error *err)
+{
+	int status = 500;
+	const char *code = "internal";
+	switch (-err->code) {
+	case SK_EINVAL_SPEC:
+	case EINVAL: status = 400, code = "invalid_argument"; break;
+	case ENOENT: status = 404, code = "not_found"; break;
+	case EEXIST:
+	case EBUSY: status = 409, code = "conflict"; break;
+	case EACCES:
+	case EPERM: status = 403, code = "permission_denied"; break;
+	case E2BIG:
+	case EMSGSIZE: status = 413, code = "payload_too_large"; break;
+	case ENOSPC:
+	case EAGAIN: status = 429, code = "resource_exhausted"; break;
+	case ETIMEDOUT: status = 504, code = "deadline_exceeded"; break;
+	case EHOSTDOWN:
+	case ENOTCONN: status = 503, code = "unavailable"; break;
+	}
+	api_reply_error(call, status, code, "%s", err->msg);
+}
+
+json_t *api_body_object(struct api_call *call)
+{
+	struct http_request *req = call->req;
+	/* Any Content-Type is taken as JSON: `curl -d` sends form-urlencoded by default. */
+	if (req->body_len == 0) {
+		api_reply_error(call, 400, "invalid_argument", "a JSON object body is required");
+		return NULL;
+	}
+	if (!json_depth_within(req->body, req->body_len, JSON_MAX_DEPTH)) {
+		api_reply_error(call, 400, "invalid_argument", "JSON nested deeper than %d levels",
+		                JSON_MAX_DEPTH);
+		return NULL;
+	}
+	json_error_t jerr;
+	json_t *v = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!v) {
+		api_reply_error(call, 400, "invalid_argument",
+		                "malformed JSON at line %d column %d: %s", jerr.line, jerr.column,
+		                jerr.text);
+		return NULL;
+	}
+	if (!json_is_object(v)) {
+		json_decref(v);
+		api_reply_error(call, 400, "invalid_argument", "the body must be a JSON object");
+		return NULL;
+	}
+	return v;
+}
+
+int api_can_see(const struct api_call *call, const char *workspace_id)
+{
+	return call->who.role == ROLE_ADMIN || !strcmp(call->who.workspace_id, workspace_id);
+}
+
+int api_list_params(struct api_call *call, size_t *ret_limit, char *cursor, size_t cursor_size)
+{
+	char buf[32];
+	size_t limit = SERVER_DEFAULT_LIST_LIMIT;
+	int r = http_query_get(call->req, "limit", 0, buf, sizeof(buf));
+	if (r >= 0) {
+		char *end;
+		unsigned long v = strtoul(buf, &end, 10);
+		if (!buf[0] || *end || v < 1 || v > SERVER_MAX_LIST_LIMIT) {
+			api_reply_error(call, 400, "invalid_argument",
+			                "limit: expected an integer from 1 to %d",
+			                SERVER_MAX_LIST_LIMIT);
+			return -1;
+		}
+		limit = v;
+	} else if (r != -ENOENT) {
+		api_reply_error(call, 400, "invalid_argument", "limit: bad value");
+		return -1;
+	}
+	cursor[0] = '\0';
+	r = http_query_get(call->req, "cursor", 0, cursor, cursor_size);
+	if (r < 0 && r != -ENOENT) {
+		api_reply_error(call, 400, "invalid_argument", "cursor: bad value");
+		return -1;
+	}
+	if (r < 0)
+		cursor[0] = '\0';
+	*ret_limit = limit;
+	return 0;
+}
+
+json_t *api_time(int64_t ms)
+{
+	if (!ms)
+		return json_null();
+	char buf[RFC3339_BYTES];
+	clock_format_rfc3339(ms, buf, sizeof(buf));
+	return json_string(buf);
+}
+
+struct workspace_rec *api_workspace_find(struct server *srv, const char *id_or_name)
+{
+	struct workspace_rec *w = map_get(&srv->workspaces, id_or_name);
+	if (w)
+		return w;
+	size_t pos = 0;
+	while ((w = map_next(&srv->workspaces, &pos)))
+		if (!strcmp(w->row.name, id_or_name))
+			return w;
+	return NULL;
+}
+
+void api_healthz(struct http_request *req)
+{
+	static const char OK[] = "{\"status\":\"ok\"}";
+	http_reply(req, 200, "application/json", OK, sizeof(OK) - 1);
+}

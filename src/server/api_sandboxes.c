@@ -1,0 +1,768 @@
+/* /v1/sandboxes: create, list, get, patch, wait, delete, exec, exec status. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../lib/clock.h"
+#include "../lib/hash.h"
+#include "../runtime/spec.h"
+#include "server.h"
+
+#define DEFAULT_WAIT_S     60.0
+#define TERMINATE_GRACE_MS 3000
+#define TERMINATE_EXTRA_S  30.0
+#define MAX_TAG_FILTERS    16
+
+/* The sandbox named by the route's first parameter, if the caller may see it; else replies 404. */
+static struct sandbox_rec *sandbox_of_call(struct api_call *call)
+{
+	const char *id = call->req->params[0];
+	struct sandbox_rec *sb = sandbox_find(call->srv, id);
+	if (!sb || !api_can_see(call, sb->row.workspace_id)) {
+		api_reply_error(call, 404, "not_found", "sandbox %.64s not found", id);
+		return NULL;
+	}
+	return sb;
+}
+
+/* Idempotency: the reply to a create is stored under its key before it is sent. */
+struct idem_write {
+	struct api_call *call;
+	struct store_idem row;
+	json_t *body;
+	int status;
+};
+
+static int idem_write_fn(struct store_tx *tx, void *ud)
+{
+	struct idem_write *w = ud;
+	return store_idem_put(tx, &w->row);
+}
+
+static void idem_write_done(void *ud, int rc)
+{
+	struct idem_write *w = ud;
+	(void)rc; /* the sandbox is created either way; a lost key only means no replay */
+	api_reply_json(w->call, w->status, w->body);
+	store_idem_release(&w->row);
+	free(w);
+}
+
+void idem_record(struct api_call *call, int status, json_t *body)
+{
+	if (!call->idem_key[0]) {
+		api_reply_json(call, status, body);
+		return;
+	}
+	struct idem_write *w = calloc(1, sizeof(*w));
+	char *text = json_dumps(body, JSON_COMPACT);
+	if (!w || !text) {
+		free(w);
+		free(text);
+		api_reply_json(call, status, body);
+		return;
+	}
+	w->call = call;
+	w->body = body;
+	w->status = status;
+	snprintf(w->row.workspace_id, sizeof(w->row.workspace_id), "%s", call->who.workspace_id);
+	snprintf(w->row.key, sizeof(w->row.key), "%s", call->idem_key);
+	snprintf(w->row.route, sizeof(w->row.route), "POST /v1/sandboxes");
+	memcpy(w->row.body_hash, call->idem_hash, sizeof(w->row.body_hash));
+	w->row.status = status;
+	w->row.response = text;
+	w->row.created_ms = clock_now_ms();
+	w->row.expires_ms = w->row.created_ms + SERVER_IDEM_TTL_MS;
+	if (server_persist(call->srv, idem_write_fn, idem_write_done, w) < 0) {
+		store_idem_release(&w->row);
+		free(w);
+		api_reply_json(call, status, body);
+	}
+}
+
+/* Create. */
+static int tags_valid(json_t *tags, struct api_call *call)
+{
+	if (!json_is_object(tags)) {
+		api_reply_error(call, 400, "invalid_argument",
+		                "tags: expected an object of strings");
+		return 0;
+	}
+	if (json_object_size(tags) > SPEC_MAX_TAGS) {
+		api_reply_error(call, 400, "invalid_argument", "tags: more than %d", SPEC_MAX_TAGS);
+		return 0;
+	}
+	const char *k;
+	json_t *v;
+	json_object_foreach (tags, k, v) {
+		if (!json_is_string(v) || !k[0] || strlen(k) > SPEC_MAX_TAG_BYTES ||
+		    json_string_length(v) > SPEC_MAX_TAG_BYTES ||
+		    strlen(json_string_value(v)) != json_string_length(v) || strchr(k, ':')) {
+			api_reply_error(
+			    call, 400, "invalid_argument",
+			    "tags: keys and values are strings of 1-%d bytes, keys without "
+			    "':'",
+			    SPEC_MAX_TAG_BYTES);
+			return 0;
+		}
+	}
+	return 1;
+}
+
+static void create_command(struct server *srv, struct sandbox_rec *sb, int rc)
+{
+	if (rc < 0) {
+		sandbox_create_failed(srv, sb, 503, "unavailable", "the state store failed");
+		return;
+	}
+	if (strcmp(sb->row.state, "pending"))
+		return; /* timed out meanwhile */
+	struct worker_rec *w = sb->worker;
+	json_t *cmd = json_pack("{s:s, s:O}", "sandbox", sb->row.id, "spec", sb->spec);
+	if (!w || !cmd || link_command(srv, w, "create", cmd) < 0)
+		sandbox_create_failed(srv, sb, 503, "unavailable",
+		                      "the worker can't take commands");
+}
+
+static size_t live_sandboxes(struct server *srv)
+{
+	size_t n = 0, pos = 0;
+	struct sandbox_rec *sb;
+	while ((sb = map_next(&srv->sandboxes, &pos)))
+		n += !sandbox_ended(sb);
+	return n;
+}
+
+static void create_go(struct api_call *call, json_t *body)
+{
+	struct server *srv = call->srv;
+	struct sk_error err = {0};
+	struct spec spec;
+	spec_init(&spec);
+
+	json_t *tags = json_object_get(body, "tags");
+	if (tags && !json_is_null(tags) && !tags_valid(tags, call))
+		goto out;
+	if (json_object_get(body, "rootfs")) {
+		api_reply_error(call, 400, "invalid_argument",
+		                "unknown field \"rootfs\": name an image instead");
+		goto out;
+	}
+	json_t *image = json_object_get(body, "image");
+	if (image && !json_is_null(image) &&
+	    (!json_is_string(image) || strcmp(json_string_value(image), "busybox"))) {
+		api_reply_error(call, 400, "invalid_argument",
+		                "image: unknown image; the images available are: busybox");
+		goto out;
+	}
+	char *text = json_dumps(body, JSON_COMPACT);
+	int r = text ? spec_apply_json(&spec, text, strlen(text), &err) : -ENOMEM;
+	free(text);
+	if (r >= 0)
+		r = spec_validate(&spec, &err);
+	if (r < 0) {
+		if (!err.msg[0])
+			sk_error_set(&err, -ENOMEM, "out of memory");
+		api_reply_sk_error(call, &err);
+		goto out;
+	}
+	const char *name = spec.name ? spec.name : "";
+	size_t pos = 0;
+	struct sandbox_rec *other;
+	if (name[0])
+		while ((other = map_next(&srv->sandboxes, &pos)))
+			if (!sandbox_ended(other) && !strcmp(other->row.name, name) &&
+			    !strcmp(other->row.workspace_id, call->who.workspace_id)) {
+				api_reply_error(call, 409, "conflict",
+				                "a sandbox named %s is already %s (%s)", name,
+				                other->row.state, other->row.id);
+				goto out;
+			}
+	if (live_sandboxes(srv) >= SERVER_MAX_SANDBOXES ||
+	    srv->sandboxes.len >= SERVER_MAX_SANDBOXES) {
+		api_reply_error(call, 429, "resource_exhausted", "too many sandboxes");
+		goto out;
+	}
+	struct worker_rec *w = link_pick_worker(srv);
+	if (!w) {
+		api_reply_error(call, 503, "unavailable",
+		                "no worker is connected to run the sandbox; try again shortly");
+		goto out;
+	}
+
+	struct sandbox_rec *sb = calloc(1, sizeof(*sb));
+	if (!sb || id_new("sb-", sb->row.id, sizeof(sb->row.id)) < 0) {
+		free(sb);
+		api_reply_error(call, 503, "unavailable", "out of memory");
+		goto out;
+	}
+	map_init(&sb->execs);
+	snprintf(sb->row.workspace_id, sizeof(sb->row.workspace_id), "%s", call->who.workspace_id);
+	snprintf(sb->row.name, sizeof(sb->row.name), "%s", name);
+	snprintf(sb->row.state, sizeof(sb->row.state), "pending");
+	snprintf(sb->row.worker_id, sizeof(sb->row.worker_id), "%s", w->row.id);
+	sb->row.exit_code = -1;
+	sb->row.created_ms = clock_now_ms();
+	sb->worker = w;
+	/* The spec as accepted, with every default filled in. */
+	json_t *command = json_object_get(body, "command");
+	json_t *env = json_object_get(body, "env");
+	json_t *env_v = env && !json_is_null(env) ? json_incref(env) : json_object();
+	sb->spec = json_pack("{s:s, s:O, s:o, s:s, s:f, s:I, s:I, s:I, s:f, s:n, s:s}", "image",
+	                     "busybox", "command", command ? command : json_null(), "env", env_v,
+	                     "workdir", spec.workdir ? spec.workdir : "/", "cpu", spec.cpu,
+	                     "memory_mib", (json_int_t)spec.memory_mib, "disk_mib",
+	                     (json_int_t)spec.disk_mib, "pids", (json_int_t)spec.pids, "timeout_s",
+	                     spec.timeout_s, "idle_timeout_s", "network", "none");
+	if (sb->spec && spec.hostname)
+		json_object_set_new(sb->spec, "hostname", json_string(spec.hostname));
+	sb->tags = tags && !json_is_null(tags) ? json_copy(tags) : json_object();
+	if (!sb->spec || !sb->tags || map_put(&srv->sandboxes, sb->row.id, sb) < 0) {
+		sandbox_rec_free(sb);
+		api_reply_error(call, 503, "unavailable", "out of memory");
+		goto out;
+	}
+	server_logf(srv, "level=info msg=\"sandbox create\" sandbox=%s workspace=%s worker=%s",
+	            sb->row.id, sb->row.workspace_id, w->row.id);
+	waiter_add(srv, &sb->waiters, call, WAIT_CREATE, sb, SERVER_CREATE_TIMEOUT_MS / 1000.0);
+	if (sandbox_persist(srv, sb, create_command) < 0)
+		sandbox_create_failed(srv, sb, 503, "unavailable", "the state store failed");
+out:
+	spec_release(&spec);
+	json_decref(body);
+}
+
+struct idem_lookup {
+	struct api_call *call;
+	json_t *body;
+	struct store_idem found;
+	int rc;
+};
+
+static int idem_lookup_fn(struct store_tx *tx, void *ud)
+{
+	struct idem_lookup *l = ud;
+	l->rc = store_idem_get(tx, l->call->who.workspace_id, l->call->idem_key, clock_now_ms(),
+	                       &l->found);
+	return 0;
+}
+
+static void idem_lookup_done(void *ud, int rc)
+{
+	struct idem_lookup *l = ud;
+	struct api_call *call = l->call;
+	if (rc < 0 || (l->rc < 0 && l->rc != -ENOENT)) {
+		api_reply_error(call, 503, "unavailable", "the state store failed");
+		json_decref(l->body);
+	} else if (l->rc == 0 && strcmp(l->found.body_hash, call->idem_hash)) {
+		api_reply_error(call, 409, "conflict",
+		                "Idempotency-Key %.64s was used with a different body",
+		                call->idem_key);
+		json_decref(l->body);
+	} else if (l->rc == 0) {
+		json_t *prev = json_loads(l->found.response ? l->found.response : "", 0, NULL);
+		if (prev)
+			api_reply_json(call, l->found.status, prev);
+		else
+			api_reply_error(call, 500, "internal", "the stored reply is unreadable");
+		json_decref(l->body);
+	} else {
+		create_go(call, l->body);
+	}
+	store_idem_release(&l->found);
+	free(l);
+}
+
+void api_sandboxes_create(struct http_request *req)
+{
+	struct api_call *call = req->data;
+	json_t *body = api_body_object(call);
+	if (!body)
+		return;
+	const char *key = http_header_get(req, "Idempotency-Key");
+	if (!key) {
+		create_go(call, body);
+		return;
+	}
+	size_t klen = strlen(key);
+	int printable = klen > 0 && klen < STORE_IDEM_KEY_BYTES;
+	for (size_t i = 0; printable && i < klen; i++)
+		printable = key[i] > ' ' && key[i] < 127;
+	if (!printable) {
+		json_decref(body);
+		api_reply_error(call, 400, "invalid_argument",
+		                "Idempotency-Key: 1-%d printable characters",
+		                STORE_IDEM_KEY_BYTES - 1);
+		return;
+	}
+	snprintf(call->idem_key, sizeof(call->idem_key), "%s", key);
+	sha256_hex(req->body, req->body_len, call->idem_hash);
+	char inflight[sizeof(call->inflight_key)];
+	snprintf(inflight, sizeof(inflight), "%s/%s", call->who.workspace_id, key);
+	if (map_get(&call->srv->idem_inflight, inflight)) {
+		json_decref(body);
+		api_reply_error(call, 409, "conflict",
+		                "a request with Idempotency-Key %.64s is in progress", key);
+		return;
+	}
+	char *k = strdup(inflight);
+	struct idem_lookup *l = calloc(1, sizeof(*l));
+	if (!k || !l || map_put(&call->srv->idem_inflight, k, k) < 0) {
+		free(k);
+		free(l);
+		json_decref(body);
+		api_reply_error(call, 503, "unavailable", "out of memory");
+		return;
+	}
+	snprintf(call->inflight_key, sizeof(call->inflight_key), "%s", inflight);
+	l->call = call;
+	l->body = body;
+	if (server_persist(call->srv, idem_lookup_fn, idem_lookup_done, l) < 0) {
+		free(l);
+		json_decref(body);
+		api_reply_error(call, 503, "unavailable", "the state store is unavailable");
+	}
+}
+
+/* List. */
+static int cmp_id(const void *a, const void *b)
+{
+	const struct sandbox_rec *x = *(const struct sandbox_rec *const *)a;
+	const struct sandbox_rec *y = *(const struct sandbox_rec *const *)b;
+	return strcmp(x->row.id, y->row.id);
+}
+
+void api_sandboxes_list(struct http_request *req)
+{
+	struct api_call *call = req->data;
+	struct server *srv = call->srv;
+	size_t limit;
+	char cursor[ID_MAX_BYTES + 1], state[STORE_STATE_BYTES + 1], name[STORE_NAME_BYTES + 1];
+	char ws[ID_MAX_BYTES + STORE_NAME_BYTES];
+	char tagk[MAX_TAG_FILTERS][SPEC_MAX_TAG_BYTES * 2 + 2];
+	unsigned ntags = 0;
+	if (api_list_params(call, &limit, cursor, sizeof(cursor)) < 0)
+		return;
+	int has_state = http_query_get(req, "state", 0, state, sizeof(state));
+	int has_name = http_query_get(req, "name", 0, name, sizeof(name));
+	int has_ws = http_query_get(req, "workspace", 0, ws, sizeof(ws));
+	if ((has_state < 0 && has_state != -ENOENT) || (has_name < 0 && has_name != -ENOENT) ||
+	    (has_ws < 0 && has_ws != -ENOENT)) {
+		api_reply_error(call, 400, "invalid_argument", "state, name, workspace: bad value");
+		return;
+	}
+	for (;; ntags++) {
+		int r = http_query_get(req, "tag", ntags, tagk[ntags % MAX_TAG_FILTERS],
+		                       sizeof(tagk[0]));
+		if (r == -ENOENT)
+			break;
+		if (r < 0 || ntags >= MAX_TAG_FILTERS || !strchr(tagk[ntags], ':')) {
+			api_reply_error(call, 400, "invalid_argument",
+			                "tag: expected up to %d filters of the form key:value",
+			                MAX_TAG_FILTERS);
+			return;
+		}
+	}
+	const char *ws_id = NULL;
+	if (has_ws >= 0) {
+		struct workspace_rec *w = api_workspace_find(srv, ws);
+		if (!w || !api_can_see(call, w->row.id)) {
+			api_reply_error(call, 404, "not_found", "workspace %.64s not found", ws);
+			return;
+		}
+		ws_id = w->row.id;
+	}
+
+	struct sandbox_rec **all = malloc(sizeof(*all) * (srv->sandboxes.len + 1));
+	if (!all) {
+		api_reply_error(call, 503, "unavailable", "out of memory");
+		return;
+	}
+	size_t n = 0, pos = 0;
+	struct sandbox_rec *sb;
+	while ((sb = map_next(&srv->sandboxes, &pos))) {
+		if (!api_can_see(call, sb->row.workspace_id) ||
+		    (ws_id && strcmp(ws_id, sb->row.workspace_id)) ||
+		    (has_state >= 0 && strcmp(state, sb->row.state)) ||
+		    (has_name >= 0 && strcmp(name, sb->row.name)) ||
+		    (cursor[0] && strcmp(sb->row.id, cursor) <= 0))
+			continue;
+		int ok = 1;
+		for (unsigned i = 0; ok && i < ntags; i++) {
+			char *colon = strchr(tagk[i], ':');
+			*colon = '\0';
+			json_t *v = json_object_get(sb->tags, tagk[i]);
+			ok = v && !strcmp(json_string_value(v), colon + 1);
+			*colon = ':';
+		}
+		if (ok)
+			all[n++] = sb;
+	}
+	qsort(all, n, sizeof(*all), cmp_id);
+	json_t *items = json_array();
+	for (size_t i = 0; i < n && i < limit; i++)
+		json_array_append_new(items, sandbox_json(all[i]));
+	json_t *next = n > limit ? json_string(all[limit - 1]->row.id) : json_null();
+	free(all);
+	api_reply_json(call, 200, json_pack("{s:o, s:o}", "items", items, "next_cursor", next));
+}
+
+void api_sandboxes_get(struct http_request *req)
+{
+	struct api_call *call = req->data;
+	struct sandbox_rec *sb = sandbox_of_call(call);
+	if (sb)
+		api_reply_json(call, 200, sandbox_json(sb));
+}
+
+static void patch_done(struct server *srv, struct sandbox_rec *sb, int rc)
+{
+	(void)srv;
+	struct api_call *call = sb->patch_call;
+	sb->patch_call = NULL;
+	if (rc < 0)
+		api_reply_error(call, 503, "unavailable", "the state store failed");
+	else
+		api_reply_json(call, 200, sandbox_json(sb));
+}
+
+void api_sandboxes_patch(struct http_request *req)
+{
+	struct api_call *call = req->data;
+	struct sandbox_rec *sb = sandbox_of_call(call);
+	if (!sb)
+		return;
+	json_t *body = api_body_object(call);
+	if (!body)
+		return;
+	const char *key;
+	json_t *v;
+	json_object_foreach (body, key, v) {
+		if (strcmp(key, "tags") && strcmp(key, "timeout_s")) {
+			api_reply_error(
+			    call, 400, "invalid_argument",
+			    "unknown field \"%.64s\": only tags and timeout_s can change", key);
+			json_decref(body);
+			return;
+		}
+	}
+	json_t *tags = json_object_get(body, "tags");
+	json_t *timeout = json_object_get(body, "timeout_s");
+	if (tags && !tags_valid(tags, call)) {
+		json_decref(body);
+		return;
+	}
+	double t = 0;
+	if (timeout) {
+		t = json_number_value(timeout);
+		double old = json_number_value(json_object_get(sb->spec, "timeout_s"));
+		if (!json_is_number(timeout) || !isfinite(t) || t <= 0 || t > SPEC_MAX_TIMEOUT_S) {
+			api_reply_error(call, 400, "invalid_argument",
+			                "timeout_s: expected a number of seconds up to %.0f",
+			                SPEC_MAX_TIMEOUT_S);
+			json_decref(body);
+			return;
+		}
+		if (old > 0 && t < old) {
+			api_reply_error(call, 400, "invalid_argument",
+			                "timeout_s: can only be extended (now %g)", old);
+			json_decref(body);
+			return;
+		}
+		if (sandbox_ended(sb)) {
+			api_reply_error(call, 409, "conflict", "sandbox %s has ended", sb->row.id);
+			json_decref(body);
+			return;
+		}
+	}
+	if (sb->patch_call) {
+		api_reply_error(call, 409, "conflict", "another change of %s is in progress",
+		                sb->row.id);
+		json_decref(body);
+		return;
+	}
+	if (tags) {
+		json_decref(sb->tags);
+		sb->tags = json_copy(tags);
+	}
+	if (timeout) {
+		json_object_set_new(sb->spec, "timeout_s", json_real(t));
+		if (sb->row.started_ms)
+			sb->row.deadline_ms = sb->row.started_ms + (int64_t)(t * 1000);
+		json_t *cmd = json_pack("{s:s, s:f}", "sandbox", sb->row.id, "timeout_s", t);
+		if (sb->worker && cmd)
+			link_command(call->srv, sb->worker, "timeout", cmd);
+		else
+			json_decref(cmd);
+	}
+	json_decref(body);
+	sb->patch_call = call;
+	if (sandbox_persist(call->srv, sb, patch_done) < 0) {
+		sb->patch_call = NULL;
+		api_reply_error(call, 503, "unavailable", "the state store failed");
+	}
+}
+
+static int wait_timeout_param(struct api_call *call, double *ret)
+{
+	char buf[32];
+	*ret = DEFAULT_WAIT_S;
+	int r = http_query_get(call->req, "timeout_s", 0, buf, sizeof(buf));
+	if (r == -ENOENT)
+		return 0;
+	char *end;
+	double v = r >= 0 ? strtod(buf, &end) : -1;
+	if (r < 0 || !buf[0] || *end || !isfinite(v) || v < 0 || v > SERVER_MAX_WAIT_S) {
+		api_reply_error(call, 400, "invalid_argument",
+		                "timeout_s: expected seconds from 0 to %.0f", SERVER_MAX_WAIT_S);
+		return -1;
+	}
+	*ret = v;
+	return 0;
+}
+
+void api_sandboxes_wait(struct http_request *req)
+{
+	struct api_call *call = req->data;
+	struct sandbox_rec *sb = sandbox_of_call(call);
+	double timeout;
+	if (!sb || wait_timeout_param(call, &timeout) < 0)
+		return;
+	if (sandbox_ended(sb) || timeout == 0) {
+		api_reply_json(call, 200, sandbox_json(sb));
+		return;
+	}
+	waiter_add(call->srv, &sb->waiters, call, WAIT_ENDED, sb, timeout);
+}
+
+void api_sandboxes_delete(struct http_request *req)
+{
+	struct api_call *call = req->data;
+	struct server *srv = call->srv;
+	struct sandbox_rec *sb = sandbox_of_call(call);
+	if (!sb)
+		return;
+	if (sandbox_ended(sb)) {
+		if (sb->worker && sb->worker->connected && !sb->removed) {
+			json_t *cmd = json_pack("{s:s}", "sandbox", sb->row.id);
+			if (cmd && link_command(srv, sb->worker, "remove", cmd) == 0)
+				sb->removed = 1;
+		}
+		api_reply_json(call, 200, sandbox_json(sb));
+		return;
+	}
+	if (!sb->worker || !sb->worker->connected) {
+		/* Nobody runs it now: the worker, when it comes back, is told to remove it. */
+		sandbox_set_ended(srv, sb, "terminated", 137, 0);
+		waiter_add(srv, &sb->waiters, call, WAIT_TERMINATE, sb, TERMINATE_EXTRA_S);
+		return;
+	}
+	if (!sb->terminating) {
+		json_t *cmd =
+		    json_pack("{s:s, s:i}", "sandbox", sb->row.id, "grace_ms", TERMINATE_GRACE_MS);
+		if (!cmd || link_command(srv, sb->worker, "terminate", cmd) < 0) {
+			api_reply_error(call, 503, "unavailable", "the worker can't take commands");
+			return;
+		}
+		sb->terminating = 1;
+		sb->removed = 1; /* the worker removes it once terminated */
+	}
+	waiter_add(srv, &sb->waiters, call, WAIT_TERMINATE, sb,
+	           TERMINATE_GRACE_MS / 1000.0 + TERMINATE_EXTRA_S);
+}
+
+/* Exec. */
+static int string_array_valid(json_t *a, size_t max_items, size_t *bytes)
+{
+	if (!json_is_array(a) || json_array_size(a) == 0 || json_array_size(a) > max_items)
+		return 0;
+	size_t i;
+	json_t *v;
+	json_array_foreach (a, i, v) {
+		if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
+			return 0;
+		*bytes += json_string_length(v) + 1;
+	}
+	return 1;
+}
+
+static void exec_command(struct server *srv, struct exec_rec *ex, int rc)
+{
+	struct sandbox_rec *sb = ex->sb;
+	if (rc < 0) {
+		exec_set_ended(srv, ex, "failed", -1, 0, NULL);
+		return;
+	}
+	if (strcmp(ex->row.state, "pending"))
+		return;
+	json_t *cmd = ex->row.command_json ? json_loads(ex->row.command_json, 0, NULL) : NULL;
+	if (cmd) {
+		/* An exec sees the sandbox's environment, then its own on top. */
+		json_t *env = json_deep_copy(json_object_get(sb->spec, "env"));
+		json_t *own = json_object_get(cmd, "env");
+		if (env && json_is_object(own))
+			json_object_update(env, own);
+		json_object_set_new(cmd, "env", env ? env : json_object());
+		json_object_set_new(cmd, "sandbox", json_string(sb->row.id));
+		json_object_set_new(cmd, "exec", json_string(ex->row.id));
+		json_object_set_new(cmd, "capture", json_boolean(ex->capture));
+	}
+	if (!cmd || !sb->worker || link_command(srv, sb->worker, "exec", cmd) < 0)
+		exec_set_ended(srv, ex, "failed", -1, 0, NULL);
+}
+
+void api_sandboxes_exec(struct http_request *req)
+{
+	struct api_call *call = req->data;
+	struct server *srv = call->srv;
+	struct sandbox_rec *sb = sandbox_of_call(call);
+	if (!sb)
+		return;
+	char buf[16];
+	int wait = 0;
+	int r = http_query_get(req, "wait", 0, buf, sizeof(buf));
+	if (r >= 0 && (!strcmp(buf, "true") || !strcmp(buf, "1")))
+		wait = 1;
+	else if (r >= 0 && strcmp(buf, "false") && strcmp(buf, "0")) {
+		api_reply_error(call, 400, "invalid_argument", "wait: expected true or false");
+		return;
+	} else if (r < 0 && r != -ENOENT) {
+		api_reply_error(call, 400, "invalid_argument", "wait: bad value");
+		return;
+	}
+	json_t *body = api_body_object(call);
+	if (!body)
+		return;
+	const char *key;
+	json_t *v;
+	size_t bytes = 0;
+	double timeout = 0;
+	json_object_foreach (body, key, v) {
+		if (!strcmp(key, "command")) {
+			if (!string_array_valid(v, SPEC_MAX_ARGS, &bytes))
+				goto bad_command;
+		} else if (!strcmp(key, "env")) {
+			if (json_is_null(v))
+				continue;
+			const char *ek;
+			json_t *ev;
+			if (!json_is_object(v) || json_object_size(v) > SPEC_MAX_ENV)
+				goto bad_env;
+			json_object_foreach (v, ek, ev) {
+				if (!ek[0] || strchr(ek, '=') || !json_is_string(ev) ||
+				    strlen(json_string_value(ev)) != json_string_length(ev))
+					goto bad_env;
+				bytes += strlen(ek) + json_string_length(ev) + 2;
+			}
+		} else if (!strcmp(key, "workdir")) {
+			if (json_is_null(v))
+				continue;
+			if (!json_is_string(v) || json_string_value(v)[0] != '/' ||
+			    json_string_length(v) >= SPEC_MAX_PATH_BYTES ||
+			    strlen(json_string_value(v)) != json_string_length(v)) {
+				api_reply_error(call, 400, "invalid_argument",
+				                "workdir: expected an absolute path");
+				goto out;
+			}
+		} else if (!strcmp(key, "timeout_s")) {
+			if (json_is_null(v))
+				continue;
+			timeout = json_number_value(v);
+			if (!json_is_number(v) || !isfinite(timeout) || timeout <= 0 ||
+			    timeout > SPEC_MAX_TIMEOUT_S) {
+				api_reply_error(call, 400, "invalid_argument",
+				                "timeout_s: expected seconds up to %.0f",
+				                SPEC_MAX_TIMEOUT_S);
+				goto out;
+			}
+		} else if (!strcmp(key, "stdin") || !strcmp(key, "pty")) {
+			if (json_is_null(v) || json_is_false(v))
+				continue;
+			api_reply_error(call, 400, "invalid_argument", "%s: not supported yet",
+			                key);
+			goto out;
+		} else {
+			api_reply_error(call, 400, "invalid_argument", "unknown field \"%.64s\"",
+			                key);
+			goto out;
+		}
+	}
+	if (!json_object_get(body, "command"))
+		goto bad_command;
+	if (bytes > SPEC_MAX_STRINGS_BYTES) {
+		api_reply_error(call, 400, "invalid_argument",
+		                "command and env: more than %d bytes together",
+		                SPEC_MAX_STRINGS_BYTES);
+		goto out;
+	}
+	if (strcmp(sb->row.state, "running")) {
+		api_reply_error(call, 409, "conflict", "sandbox %s is %s, not running", sb->row.id,
+		                sb->row.state);
+		goto out;
+	}
+	if (sb->execs.len >= SERVER_MAX_EXECS_PER_SANDBOX) {
+		api_reply_error(call, 429, "resource_exhausted", "sandbox %s has had %d execs",
+		                sb->row.id, SERVER_MAX_EXECS_PER_SANDBOX);
+		goto out;
+	}
+
+	struct exec_rec *ex = calloc(1, sizeof(*ex));
+	if (!ex || id_new("ex-", ex->row.id, sizeof(ex->row.id)) < 0) {
+		free(ex);
+		api_reply_error(call, 503, "unavailable", "out of memory");
+		goto out;
+	}
+	ex->sb = sb;
+	ex->capture = wait;
+	snprintf(ex->row.sandbox_id, sizeof(ex->row.sandbox_id), "%s", sb->row.id);
+	snprintf(ex->row.workspace_id, sizeof(ex->row.workspace_id), "%s", sb->row.workspace_id);
+	snprintf(ex->row.state, sizeof(ex->row.state), "pending");
+	ex->row.exit_code = -1;
+	ex->row.created_ms = clock_now_ms();
+	ex->row.command_json = json_dumps(body, JSON_COMPACT);
+	if (!ex->row.command_json || map_put(&sb->execs, ex->row.id, ex) < 0) {
+		store_exec_release(&ex->row);
+		free(ex);
+		api_reply_error(call, 503, "unavailable", "out of memory");
+		goto out;
+	}
+	double hold = wait ? (timeout > 0 ? timeout + 30 : SERVER_MAX_WAIT_S)
+	                   : SERVER_EXEC_START_TIMEOUT_MS / 1000.0;
+	waiter_add(srv, &ex->waiters, call, wait ? WAIT_EXEC_ENDED : WAIT_EXEC_STARTED, ex, hold);
+	if (exec_persist(srv, ex, exec_command) < 0)
+		exec_set_ended(srv, ex, "failed", -1, 0, NULL);
+	json_decref(body);
+	return;
+
+bad_command:
+	api_reply_error(call, 400, "invalid_argument",
+	                "command: expected a non-empty array of up to %d strings", SPEC_MAX_ARGS);
+	goto out;
+bad_env:
+	api_reply_error(call, 400, "invalid_argument",
+	                "env: expected an object of strings with names without '='");
+out:
+	json_decref(body);
+}
+
+void api_execs_get(struct http_request *req)
+{
+	struct api_call *call = req->data;
+	struct sandbox_rec *sb = sandbox_of_call(call);
+	if (!sb)
+		return;
+	struct exec_rec *ex = map_get(&sb->execs, req->params[1]);
+	if (!ex) {
+		api_reply_error(call, 404, "not_found", "exec %.64s not found in %s",
+		                req->params[1], sb->row.id);
+		return;
+	}
+	json_t *o = exec_json(ex);
+	/* Output lives with the exec's output route (not here). */
+	json_object_del(o, "stdout");
+	json_object_del(o, "stderr");
+	json_object_del(o, "stdout_b64");
+	json_object_del(o, "stderr_b64");
+	json_object_del(o, "truncated");
+	api_reply_json(call, 200, o);
+}

@@ -1,0 +1,392 @@
+/* The server's life: routes, loading what the store holds, the first start, the periodic tick,
+ * logging. */
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../lib/clock.h"
+#include "../lib/fsutil.h"
+#include "../lib/hash.h"
+#include "server.h"
+
+#define TICK_MS             1000
+#define LINK_MAX_BODY_BYTES (8 * 1024 * 1024)
+
+static const struct http_route ROUTES[] = {
+    {"GET", "/healthz", api_healthz, NULL, 0, PERM_PUBLIC},
+    {"GET", "/v1/whoami", api_whoami, NULL, 0, PERM_ANY},
+    {"POST", "/v1/workspaces", api_workspaces_create, NULL, SERVER_MAX_JSON_BODY_BYTES, PERM_ADMIN},
+    {"GET", "/v1/workspaces", api_workspaces_list, NULL, 0, PERM_READ},
+    {"POST", "/v1/tokens", api_tokens_create, NULL, SERVER_MAX_JSON_BODY_BYTES, PERM_OWNER},
+    {"GET", "/v1/tokens", api_tokens_list, NULL, 0, PERM_OWNER},
+    {"DELETE", "/v1/tokens/{}", api_tokens_delete, NULL, 0, PERM_OWNER},
+    {"POST", "/v1/sandboxes", api_sandboxes_create, NULL, SERVER_MAX_JSON_BODY_BYTES,
+     PERM_WRITE | PERM_SANDBOX},
+    {"GET", "/v1/sandboxes", api_sandboxes_list, NULL, 0, PERM_READ | PERM_SANDBOX},
+    {"GET", "/v1/sandboxes/{}", api_sandboxes_get, NULL, 0, PERM_READ | PERM_SANDBOX},
+    {"PATCH", "/v1/sandboxes/{}", api_sandboxes_patch, NULL, SERVER_MAX_JSON_BODY_BYTES,
+     PERM_WRITE | PERM_SANDBOX},
+    {"DELETE", "/v1/sandboxes/{}", api_sandboxes_delete, NULL, 0, PERM_WRITE | PERM_SANDBOX},
+    {"POST", "/v1/sandboxes/{}/wait", api_sandboxes_wait, NULL, 0, PERM_READ | PERM_SANDBOX},
+    {"POST", "/v1/sandboxes/{}/exec", api_sandboxes_exec, NULL, SERVER_MAX_JSON_BODY_BYTES,
+     PERM_WRITE | PERM_SANDBOX},
+    {"GET", "/v1/sandboxes/{}/execs/{}", api_execs_get, NULL, 0, PERM_READ | PERM_SANDBOX},
+    {"GET", "/v1/workers", api_workers_list, NULL, 0, PERM_ADMIN},
+    {"POST", "/internal/v1/workers/register", link_register, NULL, LINK_MAX_BODY_BYTES,
+     PERM_WORKER},
+    {"POST", "/internal/v1/workers/{}/poll", link_poll, NULL, LINK_MAX_BODY_BYTES, PERM_WORKER},
+    {"POST", "/internal/v1/workers/{}/events", link_events, NULL, LINK_MAX_BODY_BYTES, PERM_WORKER},
+};
+
+void server_logf(struct server *srv, const char *fmt, ...)
+{
+	char line[2048], ts[RFC3339_BYTES];
+	clock_format_rfc3339(clock_now_ms(), ts, sizeof(ts));
+	int n = snprintf(line, sizeof(line), "time=%s ", ts);
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+	va_end(ap);
+	if (srv && srv->log)
+		srv->log(line);
+	else
+		fprintf(stderr, "%s\n", line);
+}
+
+struct close_ctx {
+	struct server *srv;
+	void (*done)(void *);
+	void *ud;
+	int pending;
+};
+
+struct persist_ctx {
+	struct server *srv;
+	store_fn fn;
+	store_done_fn done;
+	void *ud;
+};
+
+static int persist_run(struct store_tx *tx, void *ud)
+{
+	struct persist_ctx *p = ud;
+	return p->fn(tx, p->ud);
+}
+
+static void close_step(struct close_ctx *c);
+
+static void persist_done(void *ud, int rc)
+{
+	struct persist_ctx *p = ud;
+	struct server *srv = p->srv;
+	if (rc < 0)
+		server_logf(srv, "level=error msg=\"store write failed\" errno=%d", -rc);
+	if (p->done)
+		p->done(p->ud, rc);
+	free(p);
+	/* A closing server is freed only once the store has answered everything it was given. */
+	if (--srv->persists_inflight == 0 && srv->closing)
+		close_step(srv->closing);
+}
+
+int server_persist(struct server *srv, store_fn fn, store_done_fn done, void *ud)
+{
+	if (srv->store_closed)
+		return -ESHUTDOWN;
+	struct persist_ctx *p = malloc(sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	*p = (struct persist_ctx){srv, fn, done, ud};
+	int r = store_submit(srv->store, srv->loop, persist_run, persist_done, p);
+	if (r < 0)
+		free(p);
+	else
+		srv->persists_inflight++;
+	return r;
+}
+
+/* Loading: every row into memory. */
+static int load_workspace(const struct store_workspace *w, void *ud)
+{
+	struct server *srv = ud;
+	struct workspace_rec *rec = calloc(1, sizeof(*rec));
+	if (!rec)
+		return -ENOMEM;
+	rec->row = *w;
+	return map_put(&srv->workspaces, rec->row.id, rec);
+}
+
+static int load_token(const struct store_token *t, void *ud)
+{
+	return auth_token_add(ud, t);
+}
+
+static int load_exec(const struct store_exec *e, void *ud)
+{
+	struct server *srv = ud;
+	struct sandbox_rec *sb = map_get(&srv->sandboxes, e->sandbox_id);
+	if (!sb)
+		return 0;
+	struct exec_rec *ex = calloc(1, sizeof(*ex));
+	if (!ex)
+		return -ENOMEM;
+	ex->row = *e;
+	ex->row.command_json = e->command_json ? strdup(e->command_json) : NULL;
+	ex->sb = sb;
+	return map_put(&sb->execs, ex->row.id, ex);
+}
+
+static int load_sandbox(const struct store_sandbox *s, void *ud)
+{
+	struct server *srv = ud;
+	struct sandbox_rec *sb = calloc(1, sizeof(*sb));
+	if (!sb)
+		return -ENOMEM;
+	sb->row = *s;
+	sb->row.spec_json = NULL;
+	sb->row.tags_json = NULL;
+	sb->spec = s->spec_json ? json_loads(s->spec_json, 0, NULL) : NULL;
+	sb->tags = s->tags_json ? json_loads(s->tags_json, 0, NULL) : NULL;
+	if (!sb->spec)
+		sb->spec = json_object();
+	if (!sb->tags)
+		sb->tags = json_object();
+	map_init(&sb->execs);
+	return map_put(&srv->sandboxes, sb->row.id, sb);
+}
+
+static int load_worker(const struct store_worker *w, void *ud)
+{
+	struct server *srv = ud;
+	struct worker_rec *rec = calloc(1, sizeof(*rec));
+	if (!rec)
+		return -ENOMEM;
+	rec->row = *w;
+	rec->row.info_json = w->info_json ? strdup(w->info_json) : NULL;
+	rec->queue_tail = &rec->queue;
+	return map_put(&srv->workers, rec->row.id, rec);
+}
+
+static int load_all(struct store_tx *tx, void *ud)
+{
+	int r;
+	if ((r = store_workspaces_load(tx, load_workspace, ud)) < 0 ||
+	    (r = store_tokens_load(tx, load_token, ud)) < 0 ||
+	    (r = store_workers_load(tx, load_worker, ud)) < 0 ||
+	    (r = store_sandboxes_load(tx, load_sandbox, ud)) < 0 ||
+	    (r = store_execs_load(tx, NULL, load_exec, ud)) < 0)
+		return r;
+	return 0;
+}
+
+/* First start: the default workspace and an admin token written to <data>/admin.token. */
+struct bootstrap {
+	struct store_workspace ws;
+	struct store_token tok;
+};
+
+static int bootstrap_write(struct store_tx *tx, void *ud)
+{
+	struct bootstrap *b = ud;
+	int r = store_workspace_put(tx, &b->ws);
+	return r < 0 ? r : store_token_put(tx, &b->tok);
+}
+
+static int bootstrap(struct server *srv, struct sk_error *err)
+{
+	struct bootstrap b = {0};
+	char secret[80], hex[65];
+	int64_t now = clock_now_ms();
+	if (id_new("ws-", b.ws.id, sizeof(b.ws.id)) < 0 ||
+	    id_new("tk-", b.tok.id, sizeof(b.tok.id)) < 0 || random_hex(32, hex, sizeof(hex)) < 0)
+		return sk_error_set(err, -EIO, "make the first workspace's ids");
+	snprintf(b.ws.name, sizeof(b.ws.name), "default");
+	b.ws.created_ms = now;
+	snprintf(secret, sizeof(secret), "sk_%s", hex);
+	snprintf(b.tok.workspace_id, sizeof(b.tok.workspace_id), "%s", b.ws.id);
+	snprintf(b.tok.name, sizeof(b.tok.name), "admin");
+	snprintf(b.tok.role, sizeof(b.tok.role), "admin");
+	sha256_hex(secret, strlen(secret), b.tok.secret_hash);
+	b.tok.created_ms = now;
+
+	char path[4096], tmp[4200];
+	snprintf(path, sizeof(path), "%s/admin.token", srv->cfg.data_dir);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return sk_error_errno(err, -errno, "create %s", tmp);
+	char line[100];
+	int n = snprintf(line, sizeof(line), "%s\n", secret);
+	if (write(fd, line, (size_t)n) != n || fsync(fd) < 0) {
+		int e = -errno;
+		close(fd);
+		unlink(tmp);
+		return sk_error_errno(err, e ? e : -EIO, "write %s", tmp);
+	}
+	close(fd);
+	int r = store_run_sync(srv->store, bootstrap_write, &b);
+	if (r < 0) {
+		unlink(tmp);
+		return sk_error_errno(err, r, "store the first workspace");
+	}
+	if (rename(tmp, path) < 0)
+		return sk_error_errno(err, -errno, "rename %s", tmp);
+	load_workspace(&b.ws, srv);
+	auth_token_add(srv, &b.tok);
+	server_logf(srv,
+	            "level=info msg=\"first start: workspace default and an admin token\" "
+	            "token_file=%s",
+	            path);
+	return 0;
+}
+
+static void tick(uv_timer_t *t)
+{
+	struct server *srv = t->data;
+	link_check_workers(srv);
+}
+
+int server_new(uv_loop_t *loop, struct store *store, const struct server_config *cfg,
+               struct server **ret, struct sk_error *err)
+{
+	struct server *srv = calloc(1, sizeof(*srv));
+	if (!srv)
+		return sk_error_set(err, -ENOMEM, "out of memory");
+	srv->loop = loop;
+	srv->store = store;
+	srv->cfg = *cfg;
+	map_init(&srv->workspaces);
+	map_init(&srv->tokens);
+	map_init(&srv->sandboxes);
+	map_init(&srv->workers);
+	map_init(&srv->idem_inflight);
+	sha256_hex(cfg->worker_secret, strlen(cfg->worker_secret), srv->worker_secret_hash);
+
+	int r = store_run_sync(store, load_all, srv);
+	if (r < 0) {
+		sk_error_errno(err, r, "load the state store");
+		goto fail;
+	}
+	if (srv->workspaces.len == 0 && (r = bootstrap(srv, err)) < 0)
+		goto fail;
+
+	struct http_server_config hc = {
+	    .routes = ROUTES,
+	    .nroutes = ARRAY_SIZE(ROUTES),
+	    .gate = auth_gate,
+	    .gate_ud = srv,
+	    .ud = srv,
+	};
+	hc.limits.max_body_bytes = SERVER_MAX_JSON_BODY_BYTES;
+	if ((r = http_server_new(loop, &hc, &srv->http, err)) < 0)
+		goto fail;
+	if ((r = http_server_listen(srv->http, cfg->listen, err)) < 0) {
+		http_server_close(srv->http, NULL, NULL);
+		srv->http = NULL;
+		goto fail;
+	}
+	uv_timer_init(loop, &srv->tick);
+	srv->tick.data = srv;
+	uv_timer_start(&srv->tick, tick, TICK_MS, TICK_MS);
+	*ret = srv;
+	return 0;
+fail:
+	srv->http = NULL;
+	server_close(srv, NULL, NULL);
+	return r;
+}
+
+int server_port(const struct server *srv)
+{
+	return http_server_port(srv->http);
+}
+
+static void free_all(struct server *srv)
+{
+	size_t pos = 0;
+	void *v;
+	while ((v = map_next(&srv->workspaces, &pos)))
+		free(v);
+	pos = 0;
+	while ((v = map_next(&srv->tokens, &pos)))
+		free(v);
+	pos = 0;
+	struct sandbox_rec *sb;
+	while ((sb = map_next(&srv->sandboxes, &pos)))
+		sandbox_rec_free(sb);
+	pos = 0;
+	struct worker_rec *w;
+	while ((w = map_next(&srv->workers, &pos))) {
+		while (w->queue) {
+			struct command *c = w->queue;
+			w->queue = c->next;
+			json_decref(c->body);
+			free(c);
+		}
+		json_decref(w->capacity);
+		store_worker_release(&w->row);
+		free(w);
+	}
+	pos = 0;
+	while ((v = map_next(&srv->idem_inflight, &pos)))
+		free(v);
+	map_release(&srv->workspaces);
+	map_release(&srv->tokens);
+	map_release(&srv->sandboxes);
+	map_release(&srv->workers);
+	map_release(&srv->idem_inflight);
+}
+
+void server_shutdown(struct server *srv)
+{
+	srv->stopping = 1;
+	waiters_cancel_all(srv);
+	link_release_polls(srv);
+}
+
+static void close_step(struct close_ctx *c)
+{
+	if (--c->pending > 0)
+		return;
+	free_all(c->srv);
+	free(c->srv);
+	if (c->done)
+		c->done(c->ud);
+	free(c);
+}
+
+static void http_closed(void *ud)
+{
+	close_step(ud);
+}
+
+static void tick_closed(uv_handle_t *h)
+{
+	close_step(h->data);
+}
+
+void server_close(struct server *srv, void (*done)(void *), void *ud)
+{
+	struct close_ctx *c = calloc(1, sizeof(*c));
+	if (!c)
+		abort(); /* nothing sane to do while shutting down */
+	*c = (struct close_ctx){srv, done, ud, 1};
+	if (!srv->stopping)
+		server_shutdown(srv);
+	if (srv->persists_inflight > 0) {
+		c->pending++;
+		srv->closing = c;
+	}
+	if (srv->http) {
+		c->pending++;
+		http_server_close(srv->http, http_closed, c);
+	}
+	if (srv->tick.loop) {
+		c->pending++;
+		srv->tick.data = c;
+		uv_close((uv_handle_t *)&srv->tick, tick_closed);
+	}
+	close_step(c);
+}

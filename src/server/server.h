@@ -1,0 +1,266 @@
+/* The control plane: REST API, authentication and authorization, the in-memory view of what the
+ * store holds, and the server's end of the worker link. One struct server per daemon, passed to
+ * every handler through its route (no globals). Everything runs on the event loop; the store
+ * runs on its own thread (src/store/store.h).
+ *
+ * The store is the truth; the server keeps every workspace, token, sandbox and exec in memory
+ * too (loaded at start) so that reads and the per-request authentication never wait on the
+ * store. A write changes memory and is submitted to the store; the reply is sent when the store
+ * says it is durable. */
+#pragma once
+
+#include <jansson.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "../http/http.h"
+#include "../lib/error.h"
+#include "../lib/map.h"
+#include "../store/store.h"
+
+#define SERVER_MAX_JSON_BODY_BYTES   (256 * 1024)
+#define SERVER_MAX_LIST_LIMIT        1000
+#define SERVER_DEFAULT_LIST_LIMIT    100
+#define SERVER_MAX_WAIT_S            3600.0 /* one wait call; the client calls again */
+#define SERVER_CREATE_TIMEOUT_MS     60000  /* a create not running by then has failed */
+#define SERVER_EXEC_START_TIMEOUT_MS 30000
+#define SERVER_POLL_HOLD_MS          20000 /* a worker's long-poll is answered after this at most */
+#define SERVER_WORKER_LOST_MS        15000 /* no word from a worker for this long: it is lost */
+#define SERVER_HEARTBEAT_MS          2000  /* what workers are told to keep to */
+#define SERVER_IDEM_TTL_MS           (24 * 3600 * 1000LL)
+#define SERVER_MAX_TOKENS            10000
+#define SERVER_MAX_WORKSPACES        1000
+#define SERVER_MAX_SANDBOXES         100000 /* kept in memory, ended ones included */
+#define SERVER_MAX_EXECS_PER_SANDBOX 10000
+#define SERVER_MAX_PENDING_COMMANDS  100000
+#define EXEC_WAIT_MAX_OUTPUT_BYTES   (1024 * 1024) /* per stream, in ?wait=true replies */
+#define LINK_VERSION                 1
+
+enum role {
+	ROLE_NONE = 0,
+	ROLE_SANDBOX_AGENT,
+	ROLE_VIEWER,
+	ROLE_DEVELOPER,
+	ROLE_OWNER,
+	ROLE_ADMIN,
+};
+
+/* What a route needs (struct http_route.flags). */
+enum {
+	PERM_PUBLIC = 1u << 0,  /* no token (healthz) */
+	PERM_READ = 1u << 1,    /* viewer and up */
+	PERM_WRITE = 1u << 2,   /* developer and up */
+	PERM_SANDBOX = 1u << 3, /* a sandbox route: sandbox-agent may too */
+	PERM_OWNER = 1u << 4,   /* tokens of one's workspace */
+	PERM_ADMIN = 1u << 5,   /* every workspace */
+	PERM_WORKER = 1u << 6,  /* the worker link: the worker secret */
+	PERM_ANY = 1u << 7,     /* any valid token (whoami) */
+};
+
+struct workspace_rec {
+	struct store_workspace row;
+};
+
+struct token_rec {
+	struct store_token row;
+};
+
+struct worker_rec;
+struct exec_rec;
+struct waiter;
+
+struct sandbox_rec {
+	struct store_sandbox row;
+	json_t *spec; /* the create body as accepted */
+	json_t *tags;
+	struct worker_rec *worker;
+	struct map execs;       /* ex-id → exec_rec */
+	struct waiter *waiters; /* wait calls and the create call, answered when it changes */
+	int terminating;
+	int removed; /* the worker was told to remove it */
+	struct api_call *patch_call;
+	/* why a create failed, for the create call */
+	int fail_status;
+	char fail_code[32];
+	char fail_message[512];
+};
+
+struct exec_rec {
+	struct store_exec row;
+	struct sandbox_rec *sb;
+	json_t *output; /* stdout/stderr (or _b64) and truncated, when it ran with ?wait=true */
+	int capture;
+	struct waiter *waiters;
+};
+
+struct command {
+	struct command *next;
+	char id[ID_MAX_BYTES];
+	json_t *body; /* {"id","op",…} as sent to the worker */
+	int64_t sent_ms;
+};
+
+struct worker_rec {
+	struct store_worker row;
+	int connected;
+	struct command *queue, **queue_tail; /* not yet acknowledged */
+	size_t nqueue;
+	struct http_request *poll; /* a long-poll waiting for commands */
+	uv_timer_t *poll_timer;
+	int64_t last_seen_ms;
+	json_t *capacity;
+};
+
+struct server_config {
+	const char *data_dir;
+	const char *listen;        /* "ADDR:PORT" */
+	const char *worker_secret; /* what the worker link's callers must present */
+};
+
+struct close_ctx;
+
+struct server {
+	uv_loop_t *loop;
+	struct store *store;
+	struct http_server *http;
+	struct server_config cfg;
+	char worker_secret_hash[65];
+	struct map workspaces;    /* ws-id → workspace_rec */
+	struct map tokens;        /* secret hash → token_rec */
+	struct map sandboxes;     /* sb-id → sandbox_rec */
+	struct map workers;       /* wk-id → worker_rec */
+	struct map idem_inflight; /* "ws/key" → strdup'ed key (a create with this key is running) */
+	uv_timer_t tick;          /* worker liveness, expired idempotency keys */
+	int stopping;
+	int store_closed;              /* set by the owner once store_close ran */
+	unsigned persists_inflight;    /* submitted to the store, not answered yet */
+	struct close_ctx *closing;     /* set by server_close while it waits for them */
+	void (*log)(const char *line); /* one logfmt line per event; NULL: stderr */
+};
+
+/* The authenticated caller of one request. */
+struct principal {
+	const struct token_rec *token; /* NULL for the worker link */
+	enum role role;
+	char workspace_id[ID_MAX_BYTES];
+};
+
+/* One API call in flight: made by the gate, passed to the handler in req->data, freed when the
+ * reply is sent (api_reply*). */
+struct api_call {
+	struct server *srv;
+	struct http_request *req;
+	struct principal who;
+	int aborted;
+	/* what a handler carries across store callbacks */
+	void *obj;
+	json_t *reply;
+	int status;
+	char idem_key[STORE_IDEM_KEY_BYTES];
+	char idem_hash[65];
+	char inflight_key[ID_MAX_BYTES + STORE_IDEM_KEY_BYTES + 2];
+};
+
+/* A call waiting for a sandbox or exec to change (create, wait, exec ?wait). */
+struct waiter {
+	struct waiter *next;
+	struct api_call *call;
+	uv_timer_t *timer;
+	int kind; /* WAIT_* */
+	void *obj;
+	struct waiter **list; /* the list it is on */
+};
+enum { WAIT_CREATE = 1, WAIT_ENDED, WAIT_EXEC_STARTED, WAIT_EXEC_ENDED, WAIT_TERMINATE };
+
+/* server.c */
+int server_new(uv_loop_t *loop, struct store *store, const struct server_config *cfg,
+               struct server **ret, struct sk_error *err);
+/* Shutting down, first step: answer every call that waits (with 503) and every worker poll;
+ * new requests get 503. Persisted writes still complete: close the store after this. */
+void server_shutdown(struct server *srv);
+/* Last step, once the store is closed: close the HTTP server and free everything; done runs
+ * when every handle is closed. */
+void server_close(struct server *srv, void (*done)(void *), void *ud);
+int server_port(const struct server *srv);
+void server_logf(struct server *srv, const char *fmt, ...) _printf_(2, 3);
+/* Persist fn's writes, then run done; logs and keeps going when the store fails. */
+int server_persist(struct server *srv, store_fn fn, store_done_fn done, void *ud);
+
+/* api.c: replies and errors, shared by the api_*.c files */
+void api_reply_json(struct api_call *call, int status, json_t *body); /* steals body */
+void api_reply_error(struct api_call *call, int status, const char *code, const char *fmt, ...)
+    _printf_(4, 5);
+void api_reply_sk_error(struct api_call *call, const struct sk_error *err);
+void api_call_free(struct api_call *call);
+/* Parse the request's body as a JSON object (depth and size limited); replies 400 and returns
+ * NULL when it is not one. */
+json_t *api_body_object(struct api_call *call);
+/* Whether the caller may see objects of workspace ws. */
+int api_can_see(const struct api_call *call, const char *workspace_id);
+/* Parse ?limit= and ?cursor=; replies 400 and returns -1 on bad values. */
+int api_list_params(struct api_call *call, size_t *ret_limit, char *cursor, size_t cursor_size);
+json_t *api_time(int64_t ms); /* RFC 3339 string, or null for 0 */
+struct workspace_rec *api_workspace_find(struct server *srv, const char *id_or_name);
+
+/* auth.c */
+enum role role_parse(const char *s);
+const char *role_name(enum role r);
+int auth_gate(struct http_request *req, void *gate_ud);
+int auth_token_add(struct server *srv, const struct store_token *row);
+
+/* api_*.c: route handlers */
+void api_healthz(struct http_request *req);
+void api_whoami(struct http_request *req);
+void api_workspaces_create(struct http_request *req);
+void api_workspaces_list(struct http_request *req);
+void api_tokens_create(struct http_request *req);
+void api_tokens_list(struct http_request *req);
+void api_tokens_delete(struct http_request *req);
+void api_sandboxes_create(struct http_request *req);
+void api_sandboxes_list(struct http_request *req);
+void api_sandboxes_get(struct http_request *req);
+void api_sandboxes_patch(struct http_request *req);
+void api_sandboxes_wait(struct http_request *req);
+void api_sandboxes_delete(struct http_request *req);
+void api_sandboxes_exec(struct http_request *req);
+void api_execs_get(struct http_request *req);
+void api_workers_list(struct http_request *req);
+
+/* link.c: the worker link, server side */
+void link_register(struct http_request *req);
+void link_poll(struct http_request *req);
+void link_events(struct http_request *req);
+/* Queue a command for a worker; body gets "id" and "op". Returns 0 or -ENOSPC. */
+int link_command(struct server *srv, struct worker_rec *w, const char *op, json_t *body);
+/* A worker that can take a new sandbox, or NULL. */
+struct worker_rec *link_pick_worker(struct server *srv);
+void link_check_workers(struct server *srv);
+void link_release_polls(struct server *srv);
+
+/* sandboxes.c: the model */
+json_t *sandbox_json(const struct sandbox_rec *sb);
+json_t *exec_json(const struct exec_rec *ex);
+int sandbox_ended(const struct sandbox_rec *sb);
+/* The worker said how a sandbox or exec changed: update, persist, answer waiters. */
+void sandbox_set_running(struct server *srv, struct sandbox_rec *sb, int64_t started_ms);
+void sandbox_set_ended(struct server *srv, struct sandbox_rec *sb, const char *state, int exit_code,
+                       int64_t ended_ms);
+void sandbox_create_failed(struct server *srv, struct sandbox_rec *sb, int status, const char *code,
+                           const char *message);
+void exec_set_started(struct server *srv, struct exec_rec *ex, int64_t started_ms);
+void exec_set_ended(struct server *srv, struct exec_rec *ex, const char *state, int exit_code,
+                    int64_t ended_ms, json_t *output);
+void waiter_add(struct server *srv, struct waiter **list, struct api_call *call, int kind,
+                void *obj, double timeout_s);
+/* Answer (and free) the waiters of list of the given kind (0: all). */
+void waiters_wake(struct server *srv, struct waiter **list, int kind);
+struct sandbox_rec *sandbox_find(struct server *srv, const char *id);
+int sandbox_persist(struct server *srv, struct sandbox_rec *sb,
+                    void (*then)(struct server *srv, struct sandbox_rec *sb, int rc));
+int exec_persist(struct server *srv, struct exec_rec *ex,
+                 void (*then)(struct server *srv, struct exec_rec *ex, int rc));
+void waiters_cancel_all(struct server *srv);
+/* Reply to a create with status and body, recording it under the call's idempotency key first
+ * (when it has one). Steals body. */
+void idem_record(struct api_call *call, int status, json_t *body);
+void sandbox_rec_free(struct sandbox_rec *sb);

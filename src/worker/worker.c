@@ -1,0 +1,776 @@
+/* The worker's loop: the spawner on one side (framed JSON over a socket), the server on the other
+ * (register, long-poll for commands, post events). */
+#include "worker.h"
+
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../http/http.h"
+#include "../lib/clock.h"
+#include "../lib/encoding.h"
+#include "../lib/id.h"
+#include "../server/server.h"
+#include "spawner.h"
+
+struct spawn_call; /* a request to the spawner waiting for its reply */
+typedef void (*spawn_cb)(struct worker *w, json_t *reply, void *ud);
+
+struct spawn_call {
+	struct spawn_call *next;
+	long req;
+	spawn_cb cb;
+	void *ud;
+};
+
+struct capture {
+	struct capture *next;
+	char exec[ID_MAX_BYTES];
+};
+
+struct worker {
+	uv_loop_t *loop;
+	struct worker_config cfg;
+	char name[64], secret[128], host[64];
+	uv_pipe_t spawner;
+	char *rbuf;
+	size_t rlen, rcap;
+	long next_req;
+	struct spawn_call *calls;
+	struct http_client *poll_client, *event_client;
+	char id[ID_MAX_BYTES];
+	long long epoch;
+	int registered, registering, polling, posting, closing;
+	json_t *acks;   /* command ids to acknowledge with the next poll */
+	json_t *events; /* to post */
+	json_t *recent; /* command ids carried out lately (object used as a set) */
+	json_t *recent_order;
+	struct capture *captures; /* execs whose output goes back with their end */
+	uv_timer_t heartbeat, retry;
+	int heartbeat_ms;
+	void (*done)(void *);
+	void *done_ud;
+	int handles_open;
+};
+
+static void wlog(struct worker *w, const char *fmt, ...) _printf_(2, 3);
+static void wlog(struct worker *w, const char *fmt, ...)
+{
+	char line[2048], ts[RFC3339_BYTES];
+	clock_format_rfc3339(clock_now_ms(), ts, sizeof(ts));
+	int n = snprintf(line, sizeof(line), "time=%s component=worker ", ts);
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+	va_end(ap);
+	if (w->cfg.log)
+		w->cfg.log(line);
+	else
+		fprintf(stderr, "%s\n", line);
+}
+
+/* The spawner. */
+static void spawner_write_done(uv_write_t *wr, int status)
+{
+	(void)status;
+	free(wr->data);
+	free(wr);
+}
+
+static int spawner_send_json(struct worker *w, json_t *msg)
+{
+	char *text = json_dumps(msg, JSON_COMPACT);
+	if (!text)
+		return -ENOMEM;
+	size_t len = strlen(text);
+	if (len > SPAWNER_MAX_MSG_BYTES) {
+		free(text);
+		return -EMSGSIZE;
+	}
+	char *frame = malloc(len + 4);
+	uv_write_t *wr = malloc(sizeof(*wr));
+	if (!frame || !wr) {
+		free(frame);
+		free(wr);
+		free(text);
+		return -ENOMEM;
+	}
+	uint32_t be = htonl((uint32_t)len);
+	memcpy(frame, &be, 4);
+	memcpy(frame + 4, text, len);
+	free(text);
+	wr->data = frame;
+	uv_buf_t buf = uv_buf_init(frame, (unsigned)(len + 4));
+	int r = uv_write(wr, (uv_stream_t *)&w->spawner, &buf, 1, spawner_write_done);
+	if (r < 0) {
+		free(frame);
+		free(wr);
+	}
+	return r;
+}
+
+/* Send op to the spawner; cb gets the reply (an error reply too), or NULL if the spawner is gone.
+ * Steals msg. */
+static int spawn(struct worker *w, json_t *msg, spawn_cb cb, void *ud)
+{
+	struct spawn_call *c = calloc(1, sizeof(*c));
+	if (!c) {
+		json_decref(msg);
+		return -ENOMEM;
+	}
+	c->req = ++w->next_req;
+	c->cb = cb;
+	c->ud = ud;
+	json_object_set_new(msg, "req", json_integer(c->req));
+	int r = spawner_send_json(w, msg);
+	json_decref(msg);
+	if (r < 0) {
+		free(c);
+		return r;
+	}
+	c->next = w->calls;
+	w->calls = c;
+	return 0;
+}
+
+static void event_queue(struct worker *w, json_t *ev);
+static int reply_ok(json_t *reply);
+static void spawner_event(struct worker *w, json_t *msg);
+
+static void spawner_message(struct worker *w, const char *data, size_t len)
+{
+	json_t *msg = json_loadb(data, len, 0, NULL);
+	if (!json_is_object(msg)) {
+		wlog(w, "level=error msg=\"unreadable message from the spawner\"");
+		json_decref(msg);
+		return;
+	}
+	if (json_object_get(msg, "event")) {
+		spawner_event(w, msg);
+		json_decref(msg);
+		return;
+	}
+	long req = (long)json_integer_value(json_object_get(msg, "req"));
+	for (struct spawn_call **p = &w->calls; *p; p = &(*p)->next) {
+		if ((*p)->req != req)
+			continue;
+		struct spawn_call *c = *p;
+		*p = c->next;
+		c->cb(w, msg, c->ud);
+		free(c);
+		break;
+	}
+	json_decref(msg);
+}
+
+static void spawner_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct worker *w = h->data;
+	(void)suggested;
+	if (w->rcap - w->rlen < 65536) {
+		size_t cap = w->rcap ? w->rcap * 2 : 131072;
+		char *p = realloc(w->rbuf, cap);
+		if (!p) {
+			*buf = uv_buf_init(NULL, 0);
+			return;
+		}
+		w->rbuf = p;
+		w->rcap = cap;
+	}
+	*buf = uv_buf_init(w->rbuf + w->rlen, (unsigned)(w->rcap - w->rlen));
+}
+
+static void spawner_gone(struct worker *w)
+{
+	wlog(w, "level=error msg=\"the spawner is gone\"");
+	uv_read_stop((uv_stream_t *)&w->spawner);
+	while (w->calls) {
+		struct spawn_call *c = w->calls;
+		w->calls = c->next;
+		c->cb(w, NULL, c->ud);
+		free(c);
+	}
+}
+
+static void spawner_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+	struct worker *w = s->data;
+	(void)buf;
+	if (n < 0) {
+		spawner_gone(w);
+		return;
+	}
+	w->rlen += (size_t)n;
+	size_t off = 0;
+	while (w->rlen - off >= 4) {
+		uint32_t be;
+		memcpy(&be, w->rbuf + off, 4);
+		size_t len = ntohl(be);
+		if (len > SPAWNER_MAX_MSG_BYTES) {
+			spawner_gone(w);
+			return;
+		}
+		if (w->rlen - off < 4 + len)
+			break;
+		spawner_message(w, w->rbuf + off + 4, len);
+		off += 4 + len;
+	}
+	memmove(w->rbuf, w->rbuf + off, w->rlen - off);
+	w->rlen -= off;
+}
+
+/* Events to the server: queued, posted one request at a time, and at least every heartbeat. */
+static void events_post(struct worker *w);
+
+static void event_queue(struct worker *w, json_t *ev)
+{
+	if (json_array_size(w->events) >= WORKER_MAX_EVENTS_QUEUED) {
+		wlog(w, "level=error msg=\"event queue full: dropping an event\"");
+		json_decref(ev);
+		return;
+	}
+	json_array_append_new(w->events, ev);
+	events_post(w);
+}
+
+static void do_register(struct worker *w);
+
+static void events_posted(void *ud, int err, int status, const char *body, size_t len)
+{
+	struct worker *w = ud;
+	(void)body, (void)len;
+	w->posting = 0;
+	if (w->closing)
+		return;
+	if (err == 0 && status == 409) {
+		w->registered = 0;
+		do_register(w);
+		return;
+	}
+	if (err < 0 || status != 200)
+		wlog(w, "level=warn msg=\"posting events failed\" err=%d status=%d", err, status);
+	if (json_array_size(w->events))
+		events_post(w);
+}
+
+static void events_post(struct worker *w)
+{
+	if (!w->registered || w->posting || w->closing)
+		return;
+	json_t *body = json_pack("{s:I, s:o}", "epoch", (json_int_t)w->epoch, "events", w->events);
+	w->events = json_array();
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_decref(body);
+	if (!text)
+		return;
+	char path[128], auth[200];
+	snprintf(path, sizeof(path), "/internal/v1/workers/%s/events", w->id);
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", w->secret);
+	const char *headers[] = {auth, "Content-Type: application/json", NULL};
+	if (http_client_request(w->event_client, "POST", path, headers, text, strlen(text),
+	                        WORKER_REQUEST_TIMEOUT_MS, events_posted, w) == 0)
+		w->posting = 1;
+	free(text);
+}
+
+static void heartbeat(uv_timer_t *t)
+{
+	struct worker *w = t->data;
+	events_post(w); /* an empty post is the heartbeat */
+}
+
+/* What the spawner reports. */
+static json_t *capture_output(json_t *reply, const char *stream, int *truncated)
+{
+	const char *b64 = json_string_value(json_object_get(reply, "data_b64"));
+	json_int_t size = json_integer_value(json_object_get(reply, "size"));
+	json_int_t offset = json_integer_value(json_object_get(reply, "offset"));
+	if (!b64)
+		return NULL;
+	size_t blen = strlen(b64);
+	unsigned char *data = malloc(blen / 4 * 3 + 1);
+	long n = data ? base64_decode(b64, blen, data) : -ENOMEM;
+	json_t *o = json_object();
+	char key[32];
+	if (n >= 0 && utf8_valid(data, (size_t)n)) {
+		json_object_set_new(o, stream, json_stringn((const char *)data, (size_t)n));
+	} else if (n >= 0) {
+		snprintf(key, sizeof(key), "%s_b64", stream);
+		json_object_set_new(o, key, json_string(b64));
+	}
+	if (offset > 0 || (n >= 0 && size > offset + n))
+		*truncated = 1;
+	free(data);
+	return o;
+}
+
+struct exec_end {
+	json_t *event; /* exec_ended, completed with the output */
+	json_t *output;
+	int truncated;
+	int pending;
+};
+
+struct exec_end_stream {
+	struct exec_end *e;
+	const char *stream;
+};
+
+static void exec_end_finish(struct worker *w, struct exec_end *e)
+{
+	if (!json_object_get(e->output, "stdout") && !json_object_get(e->output, "stdout_b64"))
+		json_object_set_new(e->output, "stdout", json_string(""));
+	if (!json_object_get(e->output, "stderr") && !json_object_get(e->output, "stderr_b64"))
+		json_object_set_new(e->output, "stderr", json_string(""));
+	json_object_set_new(e->output, "truncated", json_boolean(e->truncated));
+	json_object_set_new(e->event, "output", e->output);
+	event_queue(w, e->event);
+	free(e);
+}
+
+static void exec_end_output(struct worker *w, json_t *reply, void *ud)
+{
+	struct exec_end_stream *es = ud;
+	struct exec_end *e = es->e;
+	if (reply_ok(reply)) {
+		json_t *o = capture_output(reply, es->stream, &e->truncated);
+		if (o)
+			json_object_update(e->output, o);
+		json_decref(o);
+	}
+	free(es);
+	if (--e->pending == 0)
+		exec_end_finish(w, e);
+}
+
+static int capture_take(struct worker *w, const char *exec)
+{
+	for (struct capture **p = &w->captures; *p; p = &(*p)->next)
+		if (!strcmp((*p)->exec, exec)) {
+			struct capture *c = *p;
+			*p = c->next;
+			free(c);
+			return 1;
+		}
+	return 0;
+}
+
+static void spawner_event(struct worker *w, json_t *msg)
+{
+	const char *type = json_string_value(json_object_get(msg, "event"));
+	if (!type || !json_is_string(json_object_get(msg, "id")))
+		return;
+	json_t *ev = json_deep_copy(msg);
+	json_object_del(ev, "event");
+	json_object_set_new(ev, "type", json_string(type));
+	json_object_set(ev, "sandbox", json_object_get(msg, "id"));
+	json_object_del(ev, "id");
+	if (strcmp(type, "exec_ended") ||
+	    !capture_take(w, json_string_value(json_object_get(msg, "exec")) ?: "")) {
+		event_queue(w, ev);
+		return;
+	}
+	struct exec_end *e = calloc(1, sizeof(*e));
+	if (!e) {
+		event_queue(w, ev);
+		return;
+	}
+	e->event = ev;
+	e->output = json_object();
+	static const char *const STREAMS[] = {"stdout", "stderr"};
+	e->pending = 1; /* held until both requests are sent */
+	for (int i = 0; i < 2; i++) {
+		struct exec_end_stream *es = malloc(sizeof(*es));
+		json_t *req =
+		    json_pack("{s:s, s:O, s:O, s:s, s:i, s:i}", "op", "output", "id",
+		              json_object_get(msg, "id"), "exec", json_object_get(msg, "exec"),
+		              "stream", STREAMS[i], "offset", 0, "max", EXEC_WAIT_MAX_OUTPUT_BYTES);
+		if (!es || !req) {
+			free(es);
+			json_decref(req);
+			continue;
+		}
+		*es = (struct exec_end_stream){e, STREAMS[i]};
+		e->pending++;
+		if (spawn(w, req, exec_end_output, es) < 0) {
+			e->pending--;
+			free(es);
+		}
+	}
+	if (--e->pending == 0)
+		exec_end_finish(w, e);
+}
+
+/* Commands from the server. */
+static const char *error_message(json_t *reply)
+{
+	const char *m =
+	    reply ? json_string_value(json_object_get(json_object_get(reply, "error"), "message"))
+	          : "the spawner is gone";
+	return m ? m : "failed";
+}
+
+static const char *error_code(json_t *reply)
+{
+	const char *c =
+	    reply ? json_string_value(json_object_get(json_object_get(reply, "error"), "code"))
+	          : NULL;
+	return c ? c : "unavailable";
+}
+
+static int reply_ok(json_t *reply)
+{
+	return reply && json_is_true(json_object_get(reply, "ok"));
+}
+
+static void created(struct worker *w, json_t *reply, void *ud)
+{
+	json_t *sandbox = ud;
+	if (reply_ok(reply))
+		event_queue(w,
+		            json_pack("{s:s, s:o, s:O?}", "type", "sandbox_started", "sandbox",
+		                      sandbox, "started_ms", json_object_get(reply, "started_ms")));
+	else
+		event_queue(w, json_pack("{s:s, s:o, s:s, s:s}", "type", "sandbox_failed",
+		                         "sandbox", sandbox, "code", error_code(reply), "message",
+		                         error_message(reply)));
+}
+
+struct exec_ctx {
+	json_t *sandbox, *exec;
+};
+
+static void exec_started(struct worker *w, json_t *reply, void *ud)
+{
+	struct exec_ctx *x = ud;
+	if (reply_ok(reply)) {
+		if (json_is_true(json_object_get(reply, "started")))
+			event_queue(w, json_pack("{s:s, s:O, s:O, s:I}", "type", "exec_started",
+			                         "sandbox", x->sandbox, "exec", x->exec,
+			                         "started_ms", (json_int_t)clock_now_ms()));
+	} else {
+		capture_take(w, json_string_value(x->exec));
+		event_queue(w, json_pack("{s:s, s:O, s:O, s:s}", "type", "exec_failed", "sandbox",
+		                         x->sandbox, "exec", x->exec, "message",
+		                         error_message(reply)));
+	}
+	json_decref(x->sandbox);
+	json_decref(x->exec);
+	free(x);
+}
+
+static void logged_reply(struct worker *w, json_t *reply, void *ud)
+{
+	const char *op = ud;
+	if (!reply_ok(reply))
+		wlog(w, "level=warn msg=\"spawner refused\" op=%s error=\"%.200s\"", op,
+		     error_message(reply));
+}
+
+static void terminated(struct worker *w, json_t *reply, void *ud)
+{
+	json_t *sandbox = ud;
+	logged_reply(w, reply, "terminate");
+	if (reply)
+		spawn(w, json_pack("{s:s, s:O}", "op", "remove", "id", sandbox), logged_reply,
+		      "remove");
+	json_decref(sandbox);
+}
+
+static int command_seen(struct worker *w, const char *id)
+{
+	if (json_object_get(w->recent, id))
+		return 1;
+	json_object_set_new(w->recent, id, json_true());
+	json_array_append_new(w->recent_order, json_string(id));
+	if (json_array_size(w->recent_order) > WORKER_RECENT_COMMANDS) {
+		json_object_del(w->recent, json_string_value(json_array_get(w->recent_order, 0)));
+		json_array_remove(w->recent_order, 0);
+	}
+	return 0;
+}
+
+static void command_run(struct worker *w, json_t *cmd)
+{
+	const char *id = json_string_value(json_object_get(cmd, "id"));
+	const char *op = json_string_value(json_object_get(cmd, "op"));
+	json_t *sandbox = json_object_get(cmd, "sandbox");
+	if (!id || !op || !json_is_string(sandbox))
+		return;
+	json_array_append_new(w->acks, json_string(id));
+	if (command_seen(w, id))
+		return;
+	if (!strcmp(op, "create")) {
+		spawn(w,
+		      json_pack("{s:s, s:O, s:O}", "op", "create", "id", sandbox, "spec",
+		                json_object_get(cmd, "spec")),
+		      created, json_incref(sandbox));
+	} else if (!strcmp(op, "exec")) {
+		struct exec_ctx *x = calloc(1, sizeof(*x));
+		if (!x)
+			return;
+		x->sandbox = json_incref(sandbox);
+		x->exec = json_incref(json_object_get(cmd, "exec"));
+		if (json_is_true(json_object_get(cmd, "capture"))) {
+			struct capture *c = calloc(1, sizeof(*c));
+			if (c) {
+				snprintf(c->exec, sizeof(c->exec), "%s",
+				         json_string_value(x->exec) ?: "");
+				c->next = w->captures;
+				w->captures = c;
+			}
+		}
+		json_t *req = json_pack(
+		    "{s:s, s:O, s:O, s:O, s:O?, s:O?, s:O?}", "op", "exec", "id", sandbox, "exec",
+		    x->exec, "command", json_object_get(cmd, "command"), "env",
+		    json_object_get(cmd, "env"), "workdir", json_object_get(cmd, "workdir"),
+		    "timeout_s", json_object_get(cmd, "timeout_s"));
+		if (!req || spawn(w, req, exec_started, x) < 0)
+			exec_started(w, NULL, x);
+	} else if (!strcmp(op, "terminate")) {
+		spawn(w,
+		      json_pack("{s:s, s:O, s:O}", "op", "terminate", "id", sandbox, "grace_ms",
+		                json_object_get(cmd, "grace_ms")),
+		      terminated, json_incref(sandbox));
+	} else if (!strcmp(op, "remove")) {
+		spawn(w, json_pack("{s:s, s:O}", "op", "remove", "id", sandbox), logged_reply,
+		      "remove");
+	} else if (!strcmp(op, "timeout")) {
+		spawn(w,
+		      json_pack("{s:s, s:O, s:O}", "op", "timeout", "id", sandbox, "timeout_s",
+		                json_object_get(cmd, "timeout_s")),
+		      logged_reply, "timeout");
+	} else {
+		wlog(w, "level=warn msg=\"unknown command\" op=%.32s", op);
+	}
+}
+
+/* Long-poll. */
+static void poll_next(struct worker *w);
+
+static void retry_fire(uv_timer_t *t)
+{
+	struct worker *w = t->data;
+	if (!w->registered)
+		do_register(w);
+	else
+		poll_next(w);
+}
+
+static void polled(void *ud, int err, int status, const char *body, size_t len)
+{
+	struct worker *w = ud;
+	w->polling = 0;
+	if (w->closing)
+		return;
+	if (err == 0 && status == 409) {
+		w->registered = 0;
+		do_register(w);
+		return;
+	}
+	if (err < 0 || status != 200) {
+		wlog(w, "level=warn msg=\"poll failed\" err=%d status=%d", err, status);
+		uv_timer_start(&w->retry, retry_fire, WORKER_RETRY_MS, 0);
+		return;
+	}
+	json_t *reply = json_loadb(body, len, 0, NULL);
+	json_t *cmds = json_object_get(reply, "commands");
+	size_t i;
+	json_t *cmd;
+	json_array_foreach (cmds, i, cmd)
+		command_run(w, cmd);
+	json_decref(reply);
+	poll_next(w);
+}
+
+static void poll_next(struct worker *w)
+{
+	if (!w->registered || w->polling || w->closing)
+		return;
+	json_t *body = json_pack("{s:I, s:O}", "epoch", (json_int_t)w->epoch, "acks", w->acks);
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_decref(body);
+	if (!text) {
+		uv_timer_start(&w->retry, retry_fire, WORKER_RETRY_MS, 0);
+		return;
+	}
+	json_array_clear(w->acks);
+	char path[128], auth[200];
+	snprintf(path, sizeof(path), "/internal/v1/workers/%s/poll", w->id);
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", w->secret);
+	const char *headers[] = {auth, "Content-Type: application/json", NULL};
+	if (http_client_request(w->poll_client, "POST", path, headers, text, strlen(text),
+	                        SERVER_POLL_HOLD_MS + WORKER_REQUEST_TIMEOUT_MS, polled, w) == 0)
+		w->polling = 1;
+	else
+		uv_timer_start(&w->retry, retry_fire, WORKER_RETRY_MS, 0);
+	free(text);
+}
+
+/* Registration: what the spawner runs goes with it, for the server to reconcile. */
+static void registered(void *ud, int err, int status, const char *body, size_t len)
+{
+	struct worker *w = ud;
+	w->registering = 0;
+	if (w->closing)
+		return;
+	json_t *reply = err == 0 && status == 200 ? json_loadb(body, len, 0, NULL) : NULL;
+	const char *id = json_string_value(json_object_get(reply, "worker"));
+	json_t *epoch = json_object_get(reply, "epoch");
+	if (!id || !json_is_integer(epoch) || strlen(id) >= sizeof(w->id)) {
+		wlog(w, "level=warn msg=\"registration failed\" err=%d status=%d", err, status);
+		json_decref(reply);
+		uv_timer_start(&w->retry, retry_fire, WORKER_RETRY_MS, 0);
+		return;
+	}
+	snprintf(w->id, sizeof(w->id), "%s", id);
+	w->epoch = json_integer_value(epoch);
+	json_int_t hb = json_integer_value(json_object_get(reply, "heartbeat_ms"));
+	w->heartbeat_ms = hb > 0 && hb < 60000 ? (int)hb : 2000;
+	json_decref(reply);
+	w->registered = 1;
+	json_array_clear(w->acks);
+	wlog(w, "level=info msg=\"registered\" worker=%s epoch=%lld", w->id, w->epoch);
+	uv_timer_start(&w->heartbeat, heartbeat, (uint64_t)w->heartbeat_ms,
+	               (uint64_t)w->heartbeat_ms);
+	poll_next(w);
+	events_post(w);
+}
+
+static void hello_reply(struct worker *w, json_t *reply, void *ud)
+{
+	(void)ud;
+	if (w->closing)
+		return;
+	if (!reply_ok(reply)) {
+		wlog(w, "level=error msg=\"the spawner did not answer hello\" error=\"%.200s\"",
+		     error_message(reply));
+		uv_timer_start(&w->retry, retry_fire, WORKER_RETRY_MS, 0);
+		w->registering = 0;
+		return;
+	}
+	json_t *body = json_pack("{s:i, s:s, s:{s:i}, s:{}, s:O}", "version", LINK_VERSION, "name",
+	                         w->name, "capacity", "cpus", (int)sysconf(_SC_NPROCESSORS_ONLN),
+	                         "labels", "sandboxes", json_object_get(reply, "sandboxes"));
+	if (!json_is_array(json_object_get(body, "sandboxes")))
+		json_object_set_new(body, "sandboxes", json_array());
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_decref(body);
+	char auth[200];
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", w->secret);
+	const char *headers[] = {auth, "Content-Type: application/json", NULL};
+	if (!text ||
+	    http_client_request(w->event_client, "POST", "/internal/v1/workers/register", headers,
+	                        text, strlen(text), WORKER_REQUEST_TIMEOUT_MS, registered, w) < 0) {
+		w->registering = 0;
+		uv_timer_start(&w->retry, retry_fire, WORKER_RETRY_MS, 0);
+	}
+	free(text);
+}
+
+/* Ask the spawner what runs, then register with that. */
+static void do_register(struct worker *w)
+{
+	if (w->registering || w->closing)
+		return;
+	w->registering = 1;
+	uv_timer_stop(&w->heartbeat);
+	if (spawn(w, json_pack("{s:s}", "op", "hello"), hello_reply, NULL) < 0) {
+		w->registering = 0;
+		uv_timer_start(&w->retry, retry_fire, WORKER_RETRY_MS, 0);
+	}
+}
+
+int worker_new(uv_loop_t *loop, const struct worker_config *cfg, struct worker **ret,
+               struct sk_error *err)
+{
+	struct worker *w = calloc(1, sizeof(*w));
+	if (!w)
+		return sk_error_set(err, -ENOMEM, "out of memory");
+	w->loop = loop;
+	w->cfg = *cfg;
+	snprintf(w->name, sizeof(w->name), "%s", cfg->name);
+	snprintf(w->secret, sizeof(w->secret), "%s", cfg->secret);
+	snprintf(w->host, sizeof(w->host), "%s", cfg->server_host);
+	w->cfg.name = w->name;
+	w->cfg.secret = w->secret;
+	w->cfg.server_host = w->host;
+	w->acks = json_array();
+	w->events = json_array();
+	w->recent = json_object();
+	w->recent_order = json_array();
+	int r;
+	if ((r = http_client_new(loop, w->host, cfg->server_port, &w->poll_client, err)) < 0 ||
+	    (r = http_client_new(loop, w->host, cfg->server_port, &w->event_client, err)) < 0)
+		goto fail;
+	uv_pipe_init(loop, &w->spawner, 0);
+	if ((r = uv_pipe_open(&w->spawner, cfg->spawner_fd)) < 0) {
+		sk_error_set(err, r, "open the spawner's socket: %s", uv_strerror(r));
+		uv_close((uv_handle_t *)&w->spawner, NULL);
+		goto fail;
+	}
+	w->spawner.data = w;
+	uv_read_start((uv_stream_t *)&w->spawner, spawner_alloc, spawner_read);
+	uv_timer_init(loop, &w->heartbeat);
+	uv_timer_init(loop, &w->retry);
+	w->heartbeat.data = w->retry.data = w;
+	w->handles_open = 3;
+	do_register(w);
+	*ret = w;
+	return 0;
+fail:
+	if (w->poll_client)
+		http_client_close(w->poll_client);
+	if (w->event_client)
+		http_client_close(w->event_client);
+	json_decref(w->acks);
+	json_decref(w->events);
+	json_decref(w->recent);
+	json_decref(w->recent_order);
+	free(w);
+	return r;
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+	struct worker *w = h->data;
+	if (--w->handles_open > 0)
+		return;
+	while (w->captures) {
+		struct capture *c = w->captures;
+		w->captures = c->next;
+		free(c);
+	}
+	json_decref(w->acks);
+	json_decref(w->events);
+	json_decref(w->recent);
+	json_decref(w->recent_order);
+	free(w->rbuf);
+	void (*done)(void *) = w->done;
+	void *ud = w->done_ud;
+	free(w);
+	if (done)
+		done(ud);
+}
+
+void worker_close(struct worker *w, void (*done)(void *), void *ud)
+{
+	w->closing = 1;
+	w->done = done;
+	w->done_ud = ud;
+	http_client_close(w->poll_client);
+	http_client_close(w->event_client);
+	/* Replies still owed by the spawner are dropped: run their callbacks with nothing. */
+	while (w->calls) {
+		struct spawn_call *c = w->calls;
+		w->calls = c->next;
+		c->cb(w, NULL, c->ud);
+		free(c);
+	}
+	uv_close((uv_handle_t *)&w->spawner, handle_closed);
+	uv_close((uv_handle_t *)&w->heartbeat, handle_closed);
+	uv_close((uv_handle_t *)&w->retry, handle_closed);
+}
