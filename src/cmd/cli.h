@@ -1,0 +1,149 @@
+/* What the skiff client's files share: the context of one invocation, the command tables, HTTP
+ * requests to the REST API, option parsing and output helpers. Commands return the process's exit
+ * status: 0, 1 for a failed request (reported once, as "skiff: <message>"), EXIT_USAGE for a bad
+ * command line, or the status of what ran in a sandbox. */
+#pragma once
+
+#include <getopt.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "../lib/error.h"
+#include "../lib/macros.h"
+#include "skiff_box.h" /* EXIT_USAGE, SKIFF_VERSION */
+
+#define CLI_DEFAULT_URL        "http://127.0.0.1:7457"
+#define CLI_MAX_RESPONSE_BYTES (64u << 20) /* a reply past this is an error, not a crash */
+#define CLI_MAX_TOKEN_BYTES    4096
+#define CLI_MAX_URL_BYTES      2048
+#define CLI_MAX_CONFIG_BYTES   (64u << 10)
+#define CLI_MAX_LIST_PAGES     10000 /* a server that never ends a list must not loop us forever */
+#define CLI_LIST_PAGE_LIMIT    100
+#define CLI_CONNECT_TIMEOUT_MS 5000L
+#define CLI_REQUEST_TIMEOUT_S  300L /* total time of an ordinary request */
+#define CLI_WAIT_MARGIN_S      60L  /* added to a server-side wait for the request's own limit */
+#define CLI_NO_TIMEOUT         0L   /* exec without a timeout: bounded by the sandbox's own */
+
+/* One invocation: where the server is and how to authenticate. */
+struct cli {
+	const char *url_opt;   /* --url, or NULL */
+	const char *token_opt; /* --token, or NULL */
+	char *url;             /* resolved on first use (no trailing slash) */
+	char *token;           /* resolved on first use; never printed */
+	void *curl;            /* CURL *, made on first use */
+	/* How many SIGINT/SIGTERM end a request in flight: 0 never, 1 the first (see
+	 * cli_signals_*). */
+	int abort_after_signals;
+};
+
+void cli_release(struct cli *c);
+
+/* A subcommand: `skiff <group> <name> …`. argv[0] is the subcommand's name. */
+struct cli_command {
+	const char *name;
+	int (*run)(struct cli *c, int argc, char **argv);
+	const char *usage;   /* the arguments, after "skiff <group> <name> " */
+	const char *summary; /* one line for the group's help */
+};
+
+/* Run the subcommand argv[1] of group from table; handles --help and unknown names. argv[0] is the
+ * group's name. */
+int cli_group_run(struct cli *c, const char *group, const struct cli_command *table, size_t n,
+                  int argc, char **argv);
+void cli_group_help(FILE *f, const char *group, const struct cli_command *table, size_t n);
+
+/* The groups, one per file. */
+int cli_sandbox_main(struct cli *c, int argc, char **argv);
+int cli_token_main(struct cli *c, int argc, char **argv);
+int cli_workspace_main(struct cli *c, int argc, char **argv);
+int cli_login_main(struct cli *c, int argc, char **argv);
+
+/* ---- configuration (cli_client.c) ---- */
+
+/* The config file's path ($XDG_CONFIG_HOME/skiff/config.json or ~/.config/skiff/config.json). */
+int cli_config_path(char **ret_dir, char **ret_path, struct sk_error *err);
+/* Check that url is http(s)://… and return a copy without trailing slashes. */
+int cli_url_normalize(const char *url, char **ret, struct sk_error *err);
+/* Resolve c->url if not yet: --url > $SKIFF_URL > the config file's > CLI_DEFAULT_URL. */
+int cli_url_resolve(struct cli *c, struct sk_error *err);
+/* Check that a token can go into a header (printable ASCII, no spaces, bounded length). */
+int cli_token_check(const char *token, struct sk_error *err);
+
+/* ---- HTTP (cli_client.c) ---- */
+
+/* Send method path (which starts with "/v1/…" and carries its query, already escaped) with body
+ * (may be NULL) as JSON; timeout_s bounds the whole request (CLI_NO_TIMEOUT for none). On a 2xx
+ * reply *ret is the parsed body (NULL when empty); on anything else err holds the server's message.
+ * Resolves the URL and token on first use. */
+int cli_http(struct cli *c, const char *method, const char *path, json_t *body, long timeout_s,
+             json_t **ret, struct sk_error *err);
+/* GET path and every page after it (following next_cursor); *ret is one array of all items. */
+int cli_list_all(struct cli *c, const char *path, json_t **ret, struct sk_error *err);
+
+/* Percent-encode s for a path segment or query value; returns a malloc'd string or NULL. */
+char *cli_escape(const char *s);
+/* Append "?key=value" or "&key=value" (value escaped) to the path held by f. */
+void cli_query_put(FILE *f, bool *first, const char *key, const char *value);
+
+/* ---- signals (cli_client.c) ---- */
+
+/* SIGINT and SIGTERM set a counter instead of ending the process, so `sandbox run` can clean up;
+ * a request in flight ends once the counter reaches c->abort_after_signals. */
+void cli_signals_install(void);
+/* The number of the last signal caught, or 0; how many were caught. */
+int cli_signal_caught(void);
+int cli_signal_count(void);
+
+/* ---- options and input (cli_client.c) ---- */
+
+/* Report an unknown option or a missing value from getopt_long's return opt ('?' or ':', with
+ * optstring starting with ':'); returns EXIT_USAGE. */
+int cli_option_error(const char *cmd, const char *usage, int opt, char **argv);
+/* Print "skiff: <message>" and "usage: skiff <cmd> <usage>" to stderr; returns EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *usage, const char *fmt, ...) _printf_(3, 4);
+/* Report err once; returns 1. */
+int cli_fail(const struct sk_error *err);
+
+/* Split argv at the first "--": returns how many arguments come before it, and what follows in
+ * *ret_cmd / *ret_ncmd (NULL / 0 when there is no "--"). */
+int cli_split_dashdash(int argc, char **argv, char ***ret_cmd, int *ret_ncmd);
+/* Parse "KEY<sep>VALUE" into obj[KEY] = VALUE. what names the option in errors. */
+int cli_parse_pair(const char *s, char sep, const char *what, json_t *obj, struct sk_error *err);
+/* Parse a number for option what: a positive integer / a positive real number. */
+int cli_parse_int(const char *s, const char *what, long long min, long long max, long long *ret,
+                  struct sk_error *err);
+int cli_parse_real(const char *s, const char *what, double min, double max, double *ret,
+                   struct sk_error *err);
+/* An array of strings from argv. */
+json_t *cli_json_argv(int argc, char **argv);
+
+/* ---- output (cli_client.c) ---- */
+
+/* Print v as indented JSON and a newline. */
+void cli_print_json(const json_t *v);
+/* obj[key] as display text: strings as they are, null as "-", others compact JSON; malloc'd. */
+char *cli_value_text(const json_t *obj, const char *key);
+/* obj[key] when it is a string, else NULL. */
+const char *cli_json_str(const json_t *obj, const char *key);
+/* Print s with control characters replaced, so a server's text cannot drive the terminal. */
+void cli_print_safe(FILE *f, const char *s);
+
+struct cli_column {
+	const char *header;
+	const char *key;
+};
+/* Print items (an array of objects) as aligned columns under a header line. */
+void cli_print_table(const json_t *items, const struct cli_column *cols, size_t ncols);
+/* Print an object as "key: value" lines. */
+void cli_print_fields(const json_t *obj);
+
+#define _cleanup_json_ _cleanup_(json_decrefp) /* jansson's: NULL is fine */
+
+static inline void fclosep(FILE **f)
+{
+	if (*f)
+		fclose(*f);
+}
+#define _cleanup_fclose_ _cleanup_(fclosep)
