@@ -480,3 +480,156 @@ def pyroot(busybox_root, tmp_path_factory):
         put(lib)
     _copy_tree_linked(stdlib, root / stdlib.lstrip("/"))
     return PyRoot(root, exe)
+
+
+# ---- running skiffd dev ----
+
+SKIFFD = BIN_DIR / "skiffd"
+SKIFF = BIN_DIR / "skiff"
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Skiffd:
+    """A `skiffd dev` of its own (data directory, port, runtime instance), driven over HTTP."""
+
+    def __init__(self, data, instance, port):
+        self.data = Path(data)
+        self.instance = instance
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = None
+        self.token = None
+        self.pool = 1
+        self.deleted = set()
+        self.log_path = self.data.parent / f"skiffd-{instance}.log"
+
+    def start(self, pool=1, timeout=30):
+        self.pool = pool
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(SKIFFD), "dev", "--data", str(self.data), "--listen",
+             f"127.0.0.1:{self.port}", "--instance", self.instance, "--pool", str(pool)],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        ok = wait_for(lambda: self._healthy() or self.proc.poll() is not None, timeout, 0.05)
+        if self.proc.poll() is not None or not ok:
+            pytest.fail(f"skiffd dev did not come up: {self.log_text()[-3000:]}", pytrace=False)
+        self.token = (self.data / "admin.token").read_text().strip()
+        # Ready means a worker is registered too.
+        if not wait_for(lambda: self.workers_connected(), timeout, 0.05):
+            pytest.fail(f"no worker registered: {self.log_text()[-3000:]}", pytrace=False)
+
+    def workers_connected(self):
+        s, body = self.api("GET", "/v1/workers")
+        return s == 200 and any(w["connected"] for w in body["items"])
+
+    def log_text(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def _healthy(self):
+        try:
+            s, _ = self.api("GET", "/healthz", token=None, timeout=1)
+            return s == 200
+        except OSError:
+            return False
+
+    def stop(self, timeout=20):
+        """SIGTERM; returns the exit status."""
+        if not self.proc or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"skiffd did not stop within {timeout} s after SIGTERM", pytrace=False)
+        finally:
+            self.log.close()
+
+    def raw(self, method, path, body=None, headers=None, timeout=60):
+        """One request on a fresh connection: (status, headers, body bytes)."""
+        import http.client
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            return r.status, dict(r.getheaders()), r.read()
+        finally:
+            c.close()
+
+    def api(self, method, path, body=None, token="", headers=None, timeout=60):
+        """A JSON request with the admin token (token="") or the given one (None: no token):
+        (status, parsed body)."""
+        import json
+        h = dict(headers or {})
+        tok = self.token if token == "" else token
+        if tok:
+            h["Authorization"] = f"Bearer {tok}"
+        data = None
+        if body is not None:
+            data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+            h.setdefault("Content-Type", "application/json")
+        s, _, raw = self.raw(method, path, data, h, timeout)
+        try:
+            return s, json.loads(raw) if raw else None
+        except ValueError:
+            return s, raw
+
+    def cleanup_sandboxes(self):
+        """Delete every sandbox (admin sees every workspace); an ended one's output goes."""
+        cursor = ""
+        while True:
+            s, body = self.api("GET", f"/v1/sandboxes?limit=1000{cursor}")
+            if s != 200:
+                return
+            for sb in body["items"]:
+                if sb["id"] not in self.deleted:
+                    self.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+                    self.deleted.add(sb["id"])
+            if not body["next_cursor"]:
+                break
+            cursor = f"&cursor={body['next_cursor']}"
+
+
+@pytest.fixture(scope="session")
+def _session_skiffd(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the skiffd tests need root")
+    for b in (SKIFFD, SKIFF):
+        if not b.is_file():
+            pytest.fail(f"{b} is missing: build it with `make` (or set SKIFF_BIN)",
+                        pytrace=False)
+    d = Skiffd(tmp_path_factory.mktemp("skiffd") / "data", new_instance("a"), free_port())
+    d.start()
+    yield d
+    d.cleanup_sandboxes()
+    rc = d.stop()
+    box = Box(SKIFF_BOX, d.instance, d.data)
+    end_instance(box)
+    assert rc == 0, f"skiffd exited {rc} after SIGTERM: {d.log_text()[-3000:]}"
+
+
+@pytest.fixture
+def skiffd(_session_skiffd):
+    """The session's skiffd. After the test, every sandbox it left running is deleted and the
+    runtime instance must hold no more than the pool."""
+    d = _session_skiffd
+    yield d
+    if d.proc.poll() is not None:
+        pytest.fail(f"skiffd died during the test: {d.log_text()[-3000:]}", pytrace=False)
+    d.cleanup_sandboxes()
+    # What is left of the instance is its pool of ready sandboxes, no more.
+    ok = wait_for(lambda: len({Path(c).name for c in sandbox_cgroups(d.instance)}) <= d.pool
+                  and len(state_dirs(d.instance)) <= d.pool, 15)
+    if not ok:
+        pytest.fail(f"sandboxes left after the test: {state_dirs(d.instance)} "
+                    f"{sandbox_cgroups(d.instance)}", pytrace=False)

@@ -1,0 +1,521 @@
+"""The REST API of `skiffd dev`, driven over raw HTTP: every route of the sandbox, token and
+workspace families, authentication and each role's limits, idempotent creates, bad input, many
+sandboxes at once, and a restart that leaves sandboxes running."""
+
+import base64
+import json
+import re
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import proc_alive, sandbox_pids, wait_for
+
+ID_RE = {p: re.compile(p + r"-[0-9A-HJKMNP-TV-Z]{26}$") for p in ("sb", "ex", "tk", "ws", "wk")}
+
+
+def err_code(body):
+    assert isinstance(body, dict) and "error" in body, body
+    e = body["error"]
+    assert isinstance(e.get("message"), str) and e["message"], body
+    return e["code"]
+
+
+def create(d, body=None, token="", **kw):
+    s, sb = d.api("POST", "/v1/sandboxes", body if body is not None else {}, token=token, **kw)
+    return s, sb
+
+
+def run(d, sbid, cmd, token="", **extra):
+    body = {"command": cmd, **extra}
+    return d.api("POST", f"/v1/sandboxes/{sbid}/exec?wait=true", body, token=token)
+
+
+def new_workspace(d, name=None):
+    name = name or "ws" + str(time.monotonic_ns())
+    s, w = d.api("POST", "/v1/workspaces", {"name": name})
+    assert s == 201, w
+    return w
+
+
+def new_token(d, role, workspace=None, token="", **extra):
+    body = {"name": f"t{time.monotonic_ns()}", "role": role, **extra}
+    if workspace:
+        body["workspace"] = workspace
+    s, t = d.api("POST", "/v1/tokens", body, token=token)
+    assert s == 201, t
+    return t
+
+
+# ---- health, authentication ----
+
+
+def test_healthz_needs_no_token(skiffd):
+    s, body = skiffd.api("GET", "/healthz", token=None)
+    assert s == 200 and body == {"status": "ok"}
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer sk_" + "0" * 64},
+                                     {"Authorization": "Basic YWRtaW46YWRtaW4="},
+                                     {"Authorization": "Bearer "}])
+def test_v1_routes_need_a_valid_token(skiffd, headers):
+    for method, path in [("GET", "/v1/sandboxes"), ("POST", "/v1/sandboxes"),
+                         ("GET", "/v1/tokens"), ("GET", "/v1/workspaces"),
+                         ("GET", "/v1/whoami"), ("DELETE", "/v1/sandboxes/sb-x")]:
+        s, _, raw = skiffd.raw(method, path, b"{}" if method == "POST" else None, headers)
+        assert s == 401, (method, path, s, raw)
+        assert err_code(json.loads(raw)) == "unauthenticated"
+
+
+def test_worker_link_refuses_api_tokens(skiffd):
+    s, body = skiffd.api("POST", "/internal/v1/workers/register",
+                         {"version": 1, "name": "intruder", "sandboxes": []})
+    assert s == 401 and err_code(body) == "unauthenticated"
+
+
+def test_whoami_and_admin_token_file(skiffd):
+    st = (skiffd.data / "admin.token").stat()
+    assert st.st_mode & 0o777 == 0o600
+    s, me = skiffd.api("GET", "/v1/whoami")
+    assert s == 200 and me["role"] == "admin" and me["workspace_name"] == "default"
+    assert ID_RE["tk"].match(me["token"]) and ID_RE["ws"].match(me["workspace"])
+
+
+def test_unknown_route_and_method(skiffd):
+    s, body = skiffd.api("GET", "/v1/nothing-here")
+    assert s == 404 and err_code(body) == "not_found"
+    s, body = skiffd.api("PUT", "/v1/sandboxes")
+    assert s == 405 and err_code(body)
+
+
+# ---- workspaces and tokens ----
+
+
+def test_workspaces_create_list_and_conflicts(skiffd):
+    w = new_workspace(skiffd)
+    assert ID_RE["ws"].match(w["id"])
+    s, body = skiffd.api("POST", "/v1/workspaces", {"name": w["name"]})
+    assert s == 409 and err_code(body) == "conflict"
+    for bad in [{}, {"name": ""}, {"name": "a b"}, {"name": 5}, {"name": "x" * 64},
+                {"name": "ok", "extra": 1}]:
+        s, body = skiffd.api("POST", "/v1/workspaces", bad)
+        assert s == 400 and err_code(body) == "invalid_argument", bad
+    s, body = skiffd.api("GET", "/v1/workspaces?limit=1000")
+    names = [x["name"] for x in body["items"]]
+    assert "default" in names and w["name"] in names
+
+
+def test_token_secret_shown_once_and_hashed_at_rest(skiffd):
+    t = new_token(skiffd, "developer")
+    assert ID_RE["tk"].match(t["id"]) and re.match(r"sk_[0-9a-f]{64}$", t["secret"])
+    s, body = skiffd.api("GET", "/v1/tokens?limit=1000")
+    listed = [x for x in body["items"] if x["id"] == t["id"]]
+    assert listed and "secret" not in listed[0]
+    db = (skiffd.data / "skiff.db").read_bytes()
+    wal = skiffd.data / "skiff.db-wal"
+    db += wal.read_bytes() if wal.exists() else b""
+    assert t["secret"].encode() not in db
+    s, me = skiffd.api("GET", "/v1/whoami", token=t["secret"])
+    assert s == 200 and me["token"] == t["id"] and me["role"] == "developer"
+
+
+def test_token_delete_revokes_at_once(skiffd):
+    t = new_token(skiffd, "viewer")
+    assert skiffd.api("GET", "/v1/sandboxes", token=t["secret"])[0] == 200
+    s, body = skiffd.api("DELETE", f"/v1/tokens/{t['id']}")
+    assert s == 200 and body["id"] == t["id"]
+    s, body = skiffd.api("GET", "/v1/sandboxes", token=t["secret"])
+    assert s == 401
+    s, body = skiffd.api("DELETE", f"/v1/tokens/{t['id']}")
+    assert s == 404 and err_code(body) == "not_found"
+
+
+def test_token_expiry(skiffd):
+    exp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2))
+    t = new_token(skiffd, "viewer", expires_at=exp)
+    assert skiffd.api("GET", "/v1/sandboxes", token=t["secret"])[0] == 200
+    assert wait_for(lambda: skiffd.api("GET", "/v1/sandboxes", token=t["secret"])[0] == 401,
+                    10, 0.2)
+    for bad in ["tomorrow", "2020-01-01T00:00:00Z", 12]:
+        s, body = skiffd.api("POST", "/v1/tokens",
+                             {"name": "x", "role": "viewer", "expires_at": bad})
+        assert s == 400 and err_code(body) == "invalid_argument", bad
+
+
+def test_token_create_validation(skiffd):
+    for bad in [{"role": "viewer"}, {"name": "x"}, {"name": "x", "role": "god"},
+                {"name": "x y", "role": "viewer"}, {"name": "x", "role": "viewer", "q": 1},
+                {"name": "x", "role": "viewer", "workspace": "no-such-ws"}]:
+        s, body = skiffd.api("POST", "/v1/tokens", bad)
+        assert s in (400, 404) and err_code(body) in ("invalid_argument", "not_found"), bad
+
+
+def test_roles(skiffd):
+    ws = new_workspace(skiffd)
+    owner = new_token(skiffd, "owner", ws["name"])["secret"]
+    dev = new_token(skiffd, "developer", ws["id"])["secret"]
+    viewer = new_token(skiffd, "viewer", ws["id"])["secret"]
+    agent = new_token(skiffd, "sandbox-agent", ws["id"])["secret"]
+
+    # viewer: reads only
+    assert skiffd.api("GET", "/v1/sandboxes", token=viewer)[0] == 200
+    s, body = create(skiffd, token=viewer)
+    assert s == 403 and err_code(body) == "permission_denied"
+    assert skiffd.api("GET", "/v1/tokens", token=viewer)[0] == 403
+    # sandbox-agent: sandboxes only
+    s, sb = create(skiffd, token=agent)
+    assert s == 201, sb
+    s, out = run(skiffd, sb["id"], ["echo", "agent"], token=agent)
+    assert s == 200 and out["stdout"] == "agent\n"
+    for method, path in [("GET", "/v1/tokens"), ("GET", "/v1/workspaces"),
+                         ("POST", "/v1/tokens"), ("GET", "/v1/workers")]:
+        s, _ = skiffd.api(method, path, {"name": "a", "role": "viewer"}
+                          if method == "POST" else None, token=agent)
+        assert s == 403, (method, path)
+    # developer: sandboxes, not tokens
+    s, body = skiffd.api("POST", "/v1/tokens", {"name": "x", "role": "viewer"}, token=dev)
+    assert s == 403
+    # owner: tokens of its workspace, never above its own role, never another workspace
+    t = new_token(skiffd, "viewer", token=owner)
+    assert t["workspace"] == ws["id"]
+    s, body = skiffd.api("POST", "/v1/tokens", {"name": "x", "role": "admin"}, token=owner)
+    assert s == 403
+    s, body = skiffd.api("POST", "/v1/tokens",
+                         {"name": "x", "role": "viewer", "workspace": "default"}, token=owner)
+    assert s == 404
+    s, body = skiffd.api("GET", "/v1/tokens?limit=1000", token=owner)
+    assert s == 200 and {x["workspace"] for x in body["items"]} == {ws["id"]}
+    s, body = skiffd.api("POST", "/v1/workspaces", {"name": "nope"}, token=owner)
+    assert s == 403
+    assert skiffd.api("DELETE", f"/v1/sandboxes/{sb['id']}", token=viewer)[0] == 403
+    assert skiffd.api("DELETE", f"/v1/sandboxes/{sb['id']}", token=agent)[0] == 200
+
+
+def test_workspaces_never_see_each_other(skiffd):
+    a, b = new_workspace(skiffd), new_workspace(skiffd)
+    ta = new_token(skiffd, "developer", a["id"])["secret"]
+    tb = new_token(skiffd, "developer", b["id"])["secret"]
+    s, sa = create(skiffd, {"name": "same", "tags": {"team": "x"}}, token=ta)
+    assert s == 201, sa
+    s, sb = create(skiffd, {"name": "same"}, token=tb)  # names are per workspace
+    assert s == 201, sb
+    for method, suffix, body in [("GET", "", None), ("DELETE", "", None),
+                                 ("PATCH", "", {"tags": {}}), ("POST", "/wait", None),
+                                 ("POST", "/exec?wait=true", {"command": ["true"]})]:
+        s, r = skiffd.api(method, f"/v1/sandboxes/{sa['id']}{suffix}", body, token=tb)
+        assert s == 404 and err_code(r) == "not_found", (method, suffix, s, r)
+    s, lst = skiffd.api("GET", "/v1/sandboxes?limit=1000", token=tb)
+    assert [x["id"] for x in lst["items"]] == [sb["id"]]
+    s, lst = skiffd.api("GET", "/v1/tokens?limit=1000", token=tb)
+    assert s == 403  # developer
+    s, ws = skiffd.api("GET", "/v1/workspaces", token=tb)
+    assert [x["id"] for x in ws["items"]] == [b["id"]]
+    # the admin sees both
+    s, lst = skiffd.api("GET", "/v1/sandboxes?limit=1000&name=same")
+    assert {sa["id"], sb["id"]} <= {x["id"] for x in lst["items"]}
+
+
+# ---- sandboxes ----
+
+
+def test_create_get_exec_delete(skiffd):
+    s, sb = create(skiffd, {"tags": {"k": "v"}, "memory_mib": 64, "name": "first"})
+    assert s == 201, sb
+    assert ID_RE["sb"].match(sb["id"]) and sb["state"] == "running"
+    assert sb["memory_mib"] == 64 and sb["cpu"] == 1.0 and sb["image"] == "busybox"
+    assert sb["tags"] == {"k": "v"} and sb["name"] == "first" and sb["started_at"]
+    s, got = skiffd.api("GET", f"/v1/sandboxes/{sb['id']}")
+    assert s == 200 and got["id"] == sb["id"] and got["state"] == "running"
+    s, out = run(skiffd, sb["id"], ["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert s == 200, out
+    assert out["exit_code"] == 3 and out["state"] == "exited"
+    assert out["stdout"] == "out\n" and out["stderr"] == "err\n" and out["truncated"] is False
+    assert ID_RE["ex"].match(out["id"])
+    s, ex = skiffd.api("GET", f"/v1/sandboxes/{sb['id']}/execs/{out['id']}")
+    assert s == 200 and ex["exit_code"] == 3 and ex["state"] == "exited" and ex["ended_at"]
+    s, fin = skiffd.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    assert s == 200 and fin["state"] == "terminated" and fin["exit_code"] == 137
+    s, again = skiffd.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    assert s == 200 and again["state"] == "terminated"
+    s, body = run(skiffd, sb["id"], ["true"])
+    assert s == 409 and err_code(body) == "conflict"
+
+
+def test_exec_sees_state_of_earlier_execs_and_env(skiffd):
+    s, sb = create(skiffd, {"env": {"GREETING": "hi"}})
+    assert s == 201
+    assert run(skiffd, sb["id"], ["sh", "-c", "echo data > /tmp/f"])[1]["exit_code"] == 0
+    s, out = run(skiffd, sb["id"], ["sh", "-c", "cat /tmp/f; echo $GREETING $X; pwd"],
+                 env={"X": "y"}, workdir="/tmp")
+    assert out["stdout"] == "data\nhi y\n/tmp\n", out
+
+
+def test_exec_missing_command_and_binary_output(skiffd):
+    s, sb = create(skiffd)
+    s, out = run(skiffd, sb["id"], ["/no/such/thing"])
+    assert s == 200 and out["exit_code"] == 127, out
+    s, out = run(skiffd, sb["id"], ["sh", "-c", "printf '\\377\\376ok'"])
+    assert s == 200 and "stdout" not in out
+    assert base64.b64decode(out["stdout_b64"]) == b"\xff\xfeok"
+
+
+def test_exec_output_is_capped(skiffd):
+    s, sb = create(skiffd)
+    # 3 MiB of output: the reply holds at most 1 MiB of it and says it was cut.
+    s, out = run(skiffd, sb["id"], ["sh", "-c", "head -c 3145728 /dev/zero | tr '\\0' a"])
+    assert s == 200, out
+    assert out["truncated"] is True and out["exit_code"] == 0
+    assert 0 < len(out["stdout"]) <= 1024 * 1024 and set(out["stdout"]) == {"a"}
+
+
+def test_async_exec_and_its_status(skiffd):
+    s, sb = create(skiffd)
+    s, ex = skiffd.api("POST", f"/v1/sandboxes/{sb['id']}/exec",
+                       {"command": ["sh", "-c", "sleep 0.5; exit 7"]})
+    assert s == 201 and ex["state"] == "running" and ex["exit_code"] is None, ex
+    assert "stdout" not in ex
+
+    def ended():
+        s, e = skiffd.api("GET", f"/v1/sandboxes/{sb['id']}/execs/{ex['id']}")
+        return e if e["state"] != "running" else None
+    e = wait_for(ended, 20, 0.1)
+    assert e and e["state"] == "exited" and e["exit_code"] == 7
+    s, body = skiffd.api("GET", f"/v1/sandboxes/{sb['id']}/execs/ex-00000000000000000000000000")
+    assert s == 404
+
+
+def test_main_command_wait_and_exit_code(skiffd):
+    s, sb = create(skiffd, {"command": ["sh", "-c", "sleep 0.3; exit 5"]})
+    assert s == 201, sb
+    s, w = skiffd.api("POST", f"/v1/sandboxes/{sb['id']}/wait?timeout_s=30")
+    assert s == 200 and w["state"] == "exited" and w["exit_code"] == 5 and w["ended_at"]
+
+
+def test_wait_times_out_with_the_sandbox_running(skiffd):
+    s, sb = create(skiffd)
+    t0 = time.monotonic()
+    s, w = skiffd.api("POST", f"/v1/sandboxes/{sb['id']}/wait?timeout_s=0.5")
+    assert s == 200 and w["state"] == "running" and time.monotonic() - t0 >= 0.4
+    for bad in ["-1", "abc", "99999"]:
+        s, body = skiffd.api("POST", f"/v1/sandboxes/{sb['id']}/wait?timeout_s={bad}")
+        assert s == 400, bad
+
+
+def test_signal_and_timeout_end_states(skiffd):
+    s, sb = create(skiffd, {"command": ["sh", "-c", "kill -9 $$"]})
+    s, w = skiffd.api("POST", f"/v1/sandboxes/{sb['id']}/wait?timeout_s=30")
+    assert w["state"] == "exited" and w["exit_code"] == 137, w
+    s, sb = create(skiffd, {"timeout_s": 1})
+    s, w = skiffd.api("POST", f"/v1/sandboxes/{sb['id']}/wait?timeout_s=30")
+    assert w["state"] == "timeout" and w["exit_code"] == 124, w
+
+
+def test_list_filters_and_pages(skiffd):
+    tag = f"run{time.monotonic_ns()}"
+    ids = []
+    for i in range(3):
+        s, sb = create(skiffd, {"tags": {"batch": tag, "i": str(i)}, "name": f"{tag}-{i}"})
+        assert s == 201
+        ids.append(sb["id"])
+    s, body = skiffd.api("GET", f"/v1/sandboxes?tag=batch:{tag}")
+    assert [x["id"] for x in body["items"]] == ids  # creation order
+    s, body = skiffd.api("GET", f"/v1/sandboxes?tag=batch:{tag}&tag=i:1")
+    assert [x["id"] for x in body["items"]] == [ids[1]]
+    s, body = skiffd.api("GET", f"/v1/sandboxes?name={tag}-2")
+    assert [x["id"] for x in body["items"]] == [ids[2]]
+    got, cursor = [], ""
+    while True:
+        s, body = skiffd.api("GET", f"/v1/sandboxes?tag=batch:{tag}&limit=2{cursor}")
+        assert s == 200 and len(body["items"]) <= 2
+        got += [x["id"] for x in body["items"]]
+        if not body["next_cursor"]:
+            break
+        cursor = "&cursor=" + body["next_cursor"]
+    assert got == ids
+    skiffd.api("DELETE", f"/v1/sandboxes/{ids[0]}")
+    s, body = skiffd.api("GET", f"/v1/sandboxes?tag=batch:{tag}&state=running")
+    assert [x["id"] for x in body["items"]] == ids[1:]
+    s, body = skiffd.api("GET", f"/v1/sandboxes?tag=batch:{tag}&state=terminated")
+    assert [x["id"] for x in body["items"]] == ids[:1]
+    for bad in ["limit=0", "limit=abc", "limit=100000", "tag=nocolon"]:
+        s, body = skiffd.api("GET", f"/v1/sandboxes?{bad}")
+        assert s == 400 and err_code(body) == "invalid_argument", bad
+
+
+def test_names_unique_among_live_sandboxes(skiffd):
+    name = f"n{time.monotonic_ns()}"
+    s, a = create(skiffd, {"name": name})
+    assert s == 201
+    s, body = create(skiffd, {"name": name})
+    assert s == 409 and err_code(body) == "conflict"
+    skiffd.api("DELETE", f"/v1/sandboxes/{a['id']}")
+    s, b = create(skiffd, {"name": name})
+    assert s == 201 and b["id"] != a["id"]
+
+
+def test_patch_tags_and_timeout(skiffd):
+    s, sb = create(skiffd, {"timeout_s": 2, "tags": {"a": "1"}})
+    s, p = skiffd.api("PATCH", f"/v1/sandboxes/{sb['id']}", {"tags": {"b": "2"},
+                                                             "timeout_s": 600})
+    assert s == 200 and p["tags"] == {"b": "2"} and p["timeout_s"] == 600, p
+    # The old deadline has passed and the sandbox still runs.
+    time.sleep(2.5)
+    s, g = skiffd.api("GET", f"/v1/sandboxes/{sb['id']}")
+    assert g["state"] == "running", g
+    for bad in [{"timeout_s": 1}, {"timeout_s": -1}, {"image": "x"}, {"tags": "x"}]:
+        s, body = skiffd.api("PATCH", f"/v1/sandboxes/{sb['id']}", bad)
+        assert s == 400 and err_code(body) == "invalid_argument", bad
+
+
+def test_idempotent_create(skiffd):
+    key = f"k{time.monotonic_ns()}"
+    h = {"Idempotency-Key": key}
+    s1, a = create(skiffd, {"tags": {"x": "1"}}, headers=h)
+    s2, b = create(skiffd, {"tags": {"x": "1"}}, headers=h)
+    assert s1 == 201 and s2 == 201 and a["id"] == b["id"]
+    s, body = skiffd.api("GET", "/v1/sandboxes?tag=x:1&limit=1000")
+    assert [x["id"] for x in body["items"]].count(a["id"]) == 1
+    s, body = create(skiffd, {"tags": {"x": "2"}}, headers=h)
+    assert s == 409 and err_code(body) == "conflict"
+    # another workspace's same key is another key
+    ws = new_workspace(skiffd)
+    t = new_token(skiffd, "developer", ws["id"])["secret"]
+    s, c = create(skiffd, {"tags": {"x": "1"}}, token=t, headers=h)
+    assert s == 201 and c["id"] != a["id"]
+
+
+# ---- bad input ----
+
+
+def test_bad_create_bodies_change_nothing(skiffd):
+    s, before = skiffd.api("GET", "/v1/sandboxes?limit=1000")
+    cases = [
+        b"{", b"[]", b"null", b'"x"', b'{"cpu": "lots"}', b'{"memory_mib": -1}',
+        b'{"command": "ls"}', b'{"command": [1]}', b'{"nope": 1}', b'{"rootfs": "/"}',
+        b'{"image": "ubuntu"}', b'{"timeout_s": 1e9}', b'{"tags": {"a": 1}}',
+        b'{"env": {"A": 1}}', b'{"cpu": 1, "cpu": 2}', b'{"network": "everything"}',
+        b"[" * 100 + b"]" * 100, b'{"a":' * 40 + b"1" + b"}" * 40,
+    ]
+    for body in cases:
+        s, r = skiffd.api("POST", "/v1/sandboxes", body)
+        assert s == 400 and err_code(r) == "invalid_argument", (body[:40], s, r)
+    s, after = skiffd.api("GET", "/v1/sandboxes?limit=1000")
+    assert [x["id"] for x in after["items"]] == [x["id"] for x in before["items"]]
+
+
+def test_bad_exec_bodies(skiffd):
+    s, sb = create(skiffd)
+    for body in [{}, {"command": []}, {"command": "ls"}, {"command": ["ls", 1]},
+                 {"command": ["ls"], "env": {"A=B": "c"}}, {"command": ["ls"], "workdir": "rel"},
+                 {"command": ["ls"], "pty": True}, {"command": ["ls"], "timeout_s": -1},
+                 {"command": ["ls"], "other": 1}]:
+        s, r = skiffd.api("POST", f"/v1/sandboxes/{sb['id']}/exec?wait=true", body)
+        assert s == 400 and err_code(r) == "invalid_argument", body
+    s, r = skiffd.api("POST", "/v1/sandboxes/sb-00000000000000000000000000/exec",
+                      {"command": ["ls"]})
+    assert s == 404
+
+
+def test_oversize_body_and_headers(skiffd):
+    s, _, raw = skiffd.raw("POST", "/v1/sandboxes", b"{" + b" " * (300 * 1024) + b"}",
+                           {"Authorization": f"Bearer {skiffd.token}",
+                            "Content-Type": "application/json"})
+    assert s == 413 and err_code(json.loads(raw)) == "payload_too_large"
+    s, _, raw = skiffd.raw("GET", "/v1/sandboxes", None,
+                           {"Authorization": f"Bearer {skiffd.token}", "X-Big": "a" * 20000})
+    assert s == 431
+    s, body = skiffd.api("GET", "/healthz", token=None)
+    assert s == 200
+
+
+def test_slow_and_broken_clients_do_not_stop_others(skiffd):
+    # A client that sends half a request and stalls, one that sends garbage, one that declares
+    # a huge chunked body: the others are served meanwhile.
+    stall = socket.create_connection(("127.0.0.1", skiffd.port))
+    stall.sendall(b"POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+    junk = socket.create_connection(("127.0.0.1", skiffd.port))
+    junk.sendall(b"\x00\x01\x02 NOT HTTP\r\n\r\n")
+    chunked = socket.create_connection(("127.0.0.1", skiffd.port))
+    chunked.sendall(b"POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                    + skiffd.token.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    + b"fffffff\r\n" + b"a" * 1000)
+    try:
+        for _ in range(5):
+            assert skiffd.api("GET", "/v1/whoami")[0] == 200
+        junk.settimeout(5)
+        assert junk.recv(100).startswith(b"HTTP/1.1 400")
+        chunked.settimeout(5)
+        assert chunked.recv(100).startswith(b"HTTP/1.1 413")
+    finally:
+        stall.close()
+        junk.close()
+        chunked.close()
+
+
+def test_keep_alive_and_chunked_request(skiffd):
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", skiffd.port, timeout=30)
+    h = {"Authorization": f"Bearer {skiffd.token}", "Content-Type": "application/json"}
+    try:
+        c.request("POST", "/v1/sandboxes", body=iter([b'{"tags":', b' {"via": "chunks"}}']),
+                  headers=h, encode_chunked=True)
+        r = c.getresponse()
+        sb = json.loads(r.read())
+        assert r.status == 201 and sb["tags"] == {"via": "chunks"}
+        for _ in range(3):  # the same connection goes on serving
+            c.request("GET", f"/v1/sandboxes/{sb['id']}", headers=h)
+            r = c.getresponse()
+            assert r.status == 200 and json.loads(r.read())["id"] == sb["id"]
+    finally:
+        c.close()
+
+
+# ---- many at once ----
+
+
+def test_200_sandboxes_at_once(skiffd):
+    n = 200
+    tag = f"many{time.monotonic_ns()}"
+
+    def one(i):
+        s, sb = create(skiffd, {"tags": {"many": tag}, "memory_mib": 32}, timeout=180)
+        assert s == 201, sb
+        s, out = run(skiffd, sb["id"], ["sh", "-c", f"echo {i} $((({i}) * 3))"])
+        assert s == 200 and out["stdout"] == f"{i} {i * 3}\n", out
+        return sb["id"]
+
+    with ThreadPoolExecutor(32) as pool:
+        ids = list(pool.map(one, range(n)))
+    assert len(set(ids)) == n
+    s, body = skiffd.api("GET", f"/v1/sandboxes?tag=many:{tag}&state=running&limit=1000")
+    assert len(body["items"]) == n
+    with ThreadPoolExecutor(16) as pool:
+        finals = list(pool.map(lambda i: skiffd.api("DELETE", f"/v1/sandboxes/{i}",
+                                                    timeout=120), ids))
+    assert all(s == 200 and b["state"] == "terminated" for s, b in finals)
+
+
+# ---- restart ----
+
+
+def test_restart_leaves_sandboxes_running(skiffd):
+    s, sb = create(skiffd, {"name": "survivor"})
+    assert s == 201
+    s, out = run(skiffd, sb["id"], ["sh", "-c", "echo before > /tmp/mark"])
+    assert out["exit_code"] == 0
+    pids = sandbox_pids(skiffd.instance)
+    assert skiffd.stop() == 0
+    assert "stopped" in skiffd.log_text()
+    # The sandbox's processes outlive the daemon.
+    alive = [p for p, _ in pids if proc_alive(p)]
+    assert alive, "the sandboxes died with skiffd"
+    skiffd.start(pool=skiffd.pool)
+    s, got = skiffd.api("GET", f"/v1/sandboxes/{sb['id']}")
+    assert s == 200 and got["state"] == "running", got
+    s, out = run(skiffd, sb["id"], ["cat", "/tmp/mark"])
+    assert s == 200 and out["stdout"] == "before\n", out
+    s, fin = skiffd.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    assert s == 200 and fin["state"] == "terminated"
