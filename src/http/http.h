@@ -1,8 +1,10 @@
 /* HTTP/1.1 on the event loop (libuv + llhttp): a server with a routing table and limits on
  * everything a client controls, and a small keep-alive client for the worker link.
  *
- * Server model: one struct http_request per request. The request's head and whole body are
- * read (chunked bodies decoded) before the route's handler runs. The handler replies at once or
+ * Server model: one struct http_request per request. The server's gate (if any) runs as soon as
+ * a routed request's head is complete, before any of its body is read; the request's whole body
+ * is then read (chunked bodies decoded, into a buffer that grows as bytes arrive, never sized
+ * from the declared Content-Length) before the route's handler runs. The handler replies at once or
  * later (from any loop callback): exactly one reply per request, either http_reply() or a
  * streamed http_reply_start()/http_reply_write()/http_reply_end(). Requests on one connection
  * are answered in order (pipelined requests wait). If the connection dies before the reply
@@ -55,13 +57,15 @@ struct http_request {
 	char *query; /* the raw query without '?', "" when none */
 	struct http_header *headers;
 	size_t nheaders;
-	char *body; /* whole body, NUL-terminated for convenience (body_len excludes it) */
+	/* The whole body, NUL-terminated for convenience (body_len excludes it). Not available to
+	 * the gate (NULL, body_len 0): it runs before the body is read. */
+	char *body;
 	size_t body_len;
 	/* Route parameters: the "{}" segments of the pattern, percent-decoded, NUL-terminated. */
 	char *params[HTTP_MAX_PARAMS];
 	size_t nparams;
 	char remote[64]; /* "ip:port" of the client */
-	void *data;      /* the handler's */
+	void *data;      /* the application's (the gate's and the handler's) */
 	/* Set by the handler, optional: called once if the client goes away before the reply has
 	 * ended (after it, nothing more is sent; the handler must still reply or end, which then
 	 * frees the request). */
@@ -69,6 +73,13 @@ struct http_request {
 	/* Set by a streaming handler, optional: called when http_reply_write's buffer has drained
 	 * below half the limit after it returned -EAGAIN. */
 	void (*on_drain)(struct http_request *req);
+	/* Set by the gate, optional: called exactly once if the library frees the request without
+	 * its handler having run (the client went away or was too slow while sending the body, the
+	 * body was too large or malformed, the server closed, or the gate itself replied), so that
+	 * the application can free what it attached (data). Never called once the handler has run
+	 * (from then on, on_abort and the one reply apply). It must not reply; the request is freed
+	 * when it returns. */
+	void (*on_free)(struct http_request *req);
 	void *priv_; /* the library's */
 };
 
@@ -83,8 +94,15 @@ struct http_route {
 	unsigned flags;        /* the application's (e.g. which permission the route needs) */
 };
 
-/* Called for every routed request before its handler: may reply (e.g. 401) and return nonzero
- * to stop, or return 0 to let route->fn run. NULL: handlers run directly. */
+/* Called for every routed request as soon as its head is complete (method, path, query,
+ * headers, route and params are set; body is not: it has not been read yet, and none of it is
+ * read or held before the gate lets the request through). Returns 0 to let the request go on:
+ * its body is read, then route->fn runs (req->data and on_free may be set for it). Or replies
+ * (e.g. 401; with http_reply or http_reply_error, ended before the gate returns) and returns
+ * nonzero to stop: that reply carries Connection: close, the rest of the request is read and
+ * dropped, and the connection closes (a gate that returns nonzero without a reply gets a 500 sent
+ * for it). No 100 Continue is sent before the gate lets the request through. NULL: every
+ * routed request goes on. */
 typedef int (*http_gate_fn)(struct http_request *req, void *gate_ud);
 
 struct http_server_config {

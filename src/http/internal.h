@@ -38,7 +38,7 @@ struct http_req_priv {
 	bool in_value;        /* the last head callback was a header value */
 	bool url_done;
 
-	size_t body_cap;   /* allocated, including the NUL */
+	size_t body_cap;   /* allocated, including the NUL: grows as the body arrives */
 	size_t body_limit; /* the route's (or the server's) limit */
 	char *params_buf;  /* decoded route parameters, NUL-separated */
 
@@ -51,7 +51,9 @@ struct http_req_priv {
 	bool head_only;        /* HEAD: no body in the reply */
 	bool http10;
 	bool keep_alive; /* what the client asked for */
-	bool dispatched; /* handed to the gate/handler */
+	bool dispatched; /* handed to the handler (or answered with a routing error) */
+	bool in_gate;    /* the gate is running on it: a reply or a close does not free it */
+	bool ended;      /* the gate's reply ended it (freed once the gate returns) */
 	bool started;    /* http_reply_start was called */
 	bool chunked;    /* the streamed reply uses chunked coding */
 	bool aborted;    /* on_abort ran (or the connection died) */

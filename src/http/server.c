@@ -85,6 +85,13 @@ void http_req_free(struct http_req_priv *rp)
 {
 	if (!rp)
 		return;
+	/* A request the gate saw but whose handler never ran: the application's data goes with it
+	 * (once: the request is freed right after). */
+	if (!rp->dispatched && rp->pub.on_free) {
+		void (*on_free)(struct http_request *) = rp->pub.on_free;
+		rp->pub.on_free = NULL;
+		on_free(&rp->pub);
+	}
 	struct http_reply_hdr *h = rp->rhdrs;
 	while (h) {
 		struct http_reply_hdr *next = h->next;
@@ -200,8 +207,19 @@ static void on_handle_closed(uv_handle_t *h)
 	server_maybe_done(srv);
 }
 
+/* Let go of a request the connection no longer answers: freed, unless the gate is running on it
+ * (its caller frees it once the gate returns). Not for a request with its handler. */
+static void req_drop(struct http_req_priv *rp)
+{
+	if (!rp)
+		return;
+	rp->conn = NULL;
+	if (!rp->in_gate)
+		http_req_free(rp);
+}
+
 /* Close the connection now. A request with its handler is detached (it stays valid until the
- * handler ends it) and its on_abort runs; one still being parsed is freed. */
+ * handler ends it) and its on_abort runs; one still being parsed (or gated) is dropped. */
 static void conn_close(struct http_conn *conn)
 {
 	if (conn->closing)
@@ -213,11 +231,11 @@ static void conn_close(struct http_conn *conn)
 	uv_close((uv_handle_t *)&conn->timer, on_handle_closed);
 	if (!rp)
 		return;
-	rp->conn = NULL;
 	if (!rp->dispatched) {
-		http_req_free(rp);
+		req_drop(rp);
 		return;
 	}
+	rp->conn = NULL;
 	rp->aborted = true;
 	/* Last: on_abort may reply, which frees the request. */
 	if (rp->pub.on_abort && !rp->in_reply)
@@ -291,7 +309,7 @@ static void conn_fail(struct http_conn *conn, int status, const char *msg)
 		return;
 	struct http_req_priv *rp = conn->req;
 	conn->req = NULL;
-	http_req_free(rp);
+	req_drop(rp);
 	conn->state = CONN_LINGER;
 	conn->in_len = 0;
 	if (http_conn_write_error(conn, status, http_status_code_name(status), msg) < 0)
@@ -498,6 +516,37 @@ static int req_split_url(struct http_req_priv *rp)
 	return 0;
 }
 
+/* Run the gate on a routed request whose head is complete (none of its body is read yet).
+ * Returns 0 when it may go on (its body is read next), -1 when it is over: the gate replied
+ * (with Connection: close, and the connection drops the rest of the request and closes) or the
+ * connection died meanwhile; the request is freed then. */
+static int req_gate(struct http_conn *conn, struct http_req_priv *rp)
+{
+	struct http_server *srv = conn->srv;
+	struct http_request *req = &rp->pub;
+	/* keep_alive is still false: a reply from the gate closes the connection, since the body
+	 * that may follow is never read. in_gate keeps the request alive while the gate works:
+	 * a reply (or the connection closing) marks it instead of freeing it. */
+	rp->keep_alive = false;
+	rp->in_gate = true;
+	int refused = srv->gate(req, srv->gate_ud);
+	if (!rp->ended && rp->conn && (refused || rp->started)) {
+		/* The gate stopped (or started a reply) without ending its reply. */
+		if (rp->started)
+			http_reply_end(req);
+		else
+			http_reply_error(req, 500, "internal", "the gate refused without a reply");
+	}
+	rp->in_gate = false;
+	if (rp->ended || !rp->conn) {
+		if (conn->req == rp)
+			conn->req = NULL;
+		http_req_free(rp);
+		return -1;
+	}
+	return 0;
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
 	struct http_conn *conn = p->data;
@@ -530,20 +579,16 @@ static int on_headers_complete(llhttp_t *p)
 	if (rp->route_status == 0 && req->route->max_body_bytes)
 		rp->body_limit = req->route->max_body_bytes;
 
+	/* The gate first: nothing of the body is read or held for a client it refuses. */
+	if (rp->route_status == 0 && srv->gate && req_gate(conn, rp) < 0)
+		return -1; /* replied (the connection lingers) or the connection is gone */
+
+	/* The body buffer grows as bytes arrive (on_body), whatever the client declared. */
 	bool has_length = p->flags & F_CONTENT_LENGTH;
 	if (has_length && p->content_length > rp->body_limit) {
 		conn->fail_status = 413;
 		conn->fail_msg = "request body too large";
 		return -1;
-	}
-	if (has_length && p->content_length > 0) {
-		rp->body_cap = p->content_length + 1;
-		req->body = malloc(rp->body_cap);
-		if (!req->body) {
-			conn->fail_status = 503;
-			conn->fail_msg = "out of memory";
-			return -1;
-		}
 	}
 	const char *expect = http_header_get(req, "Expect");
 	if (expect && strcasecmp(expect, "100-continue") == 0 && !rp->http10 &&
@@ -576,6 +621,11 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 		conn->fail_msg = "request body too large";
 		return HPE_USER;
 	}
+	if (rp->route_status) {
+		/* Answered with an error without its body: counted (for the limit), not kept. */
+		req->body_len += len;
+		return 0;
+	}
 	if (req->body_len + len + 1 > rp->body_cap) {
 		size_t cap = rp->body_cap ? rp->body_cap : 4096;
 		while (cap < req->body_len + len + 1)
@@ -600,6 +650,8 @@ static int on_message_complete(llhttp_t *p)
 {
 	struct http_conn *conn = p->data;
 	struct http_req_priv *rp = conn->req;
+	if (rp->route_status)
+		rp->pub.body_len = 0; /* not kept */
 	if (!rp->pub.body) {
 		rp->pub.body = malloc(1);
 		if (!rp->pub.body) {
@@ -619,7 +671,6 @@ static int on_message_complete(llhttp_t *p)
 
 static void conn_dispatch(struct http_conn *conn)
 {
-	struct http_server *srv = conn->srv;
 	struct http_req_priv *rp = conn->req;
 	struct http_request *req = &rp->pub;
 	rp->dispatched = true;
@@ -630,8 +681,7 @@ static void conn_dispatch(struct http_conn *conn)
 		                 "%s", rp->route_msg);
 		return;
 	}
-	if (srv->gate && srv->gate(req, srv->gate_ud) != 0)
-		return;
+	/* The gate let it through when its head was complete (on_headers_complete). */
 	req->route->fn(req);
 }
 
@@ -639,7 +689,10 @@ void http_conn_request_done(struct http_req_priv *rp, bool close)
 {
 	struct http_conn *conn = rp->conn;
 	close = close || !rp->keep_alive;
-	http_req_free(rp);
+	if (rp->in_gate)
+		rp->ended = true; /* the gate replied: req_gate frees it once the gate returns */
+	else
+		http_req_free(rp);
 	if (!conn)
 		return;
 	conn->req = NULL;

@@ -26,6 +26,8 @@
 #define STREAM_CHUNK_BYTES (64 * 1024)
 #define STREAM_TOTAL_BYTES (4 * 1024 * 1024)
 #define RAW_BYTES          (64 * 1024)
+#define BIG_LIMIT          (16 * 1024 * 1024) /* /big's body limit (like the internal routes) */
+#define BIG_DECLARED       (10 * 1024 * 1024) /* what a client declares and never sends */
 
 /* ---- the server under test ---- */
 
@@ -46,6 +48,12 @@ struct ctx {
 	char remotes[8][64];
 	size_t stream_sent;
 	int stream_eagain, stream_drains;
+	/* The gate and on_free. */
+	int gate_calls;
+	bool gate_saw_body;   /* a body (or a buffer for one) existed when the gate ran */
+	int frees;            /* on_free calls */
+	size_t free_body_cap; /* the largest body buffer a freed request had */
+	size_t last_body_cap; /* /big's body buffer when its handler ran */
 	/* Client thread. */
 	pthread_t thread;
 	void (*client)(struct ctx *);
@@ -53,17 +61,22 @@ struct ctx {
 	void *arg;
 };
 
+static int g_frees; /* on_free calls, across servers (for a server closed with a request) */
+
 static struct ctx *ctx_of(struct http_request *req)
 {
 	return http_server_ud(req->server);
 }
 
+/* Every handler but h_params: the handler owns what the gate attached. */
 static void note(struct http_request *req)
 {
 	struct ctx *c = ctx_of(req);
 	if (c->handled < 8)
 		memcpy(c->remotes[c->handled], req->remote, sizeof(req->remote));
 	c->handled++;
+	free(req->data);
+	req->data = NULL;
 }
 
 static void h_hello(struct http_request *req)
@@ -81,6 +94,12 @@ static void h_echo(struct http_request *req)
 		return;
 	}
 	http_reply(req, 200, "text/plain", req->body, req->body_len);
+}
+
+static void h_big(struct http_request *req)
+{
+	ctx_of(req)->last_body_cap = ((struct http_req_priv *)req->priv_)->body_cap;
+	h_echo(req);
 }
 
 static void h_params(struct http_request *req)
@@ -154,13 +173,40 @@ static void h_stream(struct http_request *req)
 	stream_pump(req);
 }
 
+static void on_req_free(struct http_request *req)
+{
+	struct ctx *c = ctx_of(req);
+	struct http_req_priv *rp = req->priv_;
+	c->frees++;
+	g_frees++;
+	if (rp->body_cap > c->free_body_cap)
+		c->free_body_cap = rp->body_cap;
+	assert_non_null(req->data);
+	free(req->data);
+	req->data = NULL;
+}
+
+/* X-Track: attach data (freed by the handler or on_free). X-Deny: refuse with a 401.
+ * X-Mute: refuse without a reply (the library answers 500). */
 static int gate(struct http_request *req, void *ud)
 {
 	(void)ud;
+	struct ctx *c = ctx_of(req);
+	struct http_req_priv *rp = req->priv_;
+	c->gate_calls++;
+	if (req->body || req->body_len || rp->body_cap)
+		c->gate_saw_body = true;
+	if (http_header_get(req, "X-Track")) {
+		req->data = malloc(16);
+		assert_non_null(req->data);
+		req->on_free = on_req_free;
+	}
 	if (http_header_get(req, "X-Deny")) {
 		http_reply_error(req, 401, "unauthenticated", "denied by the gate");
 		return 1;
 	}
+	if (http_header_get(req, "X-Mute"))
+		return 1;
 	return 0;
 }
 
@@ -173,6 +219,7 @@ static const struct http_route routes[] = {
     {.method = "GET", .pattern = "/defer", .fn = h_defer},
     {.method = "GET", .pattern = "/hang", .fn = h_hang},
     {.method = "GET", .pattern = "/stream", .fn = h_stream},
+    {.method = "POST", .pattern = "/big", .fn = h_big, .max_body_bytes = BIG_LIMIT},
 };
 
 static void on_wake(uv_async_t *a)
@@ -727,6 +774,212 @@ static void test_max_connections(void **state)
 	ctx_free(c);
 }
 
+/* ---- the gate runs on the head; on_free ---- */
+
+static void test_gate_before_body(void **state)
+{
+	(void)state;
+	struct ctx *c = ctx_new(NULL); /* the body timeout is 60 s: a reply now is the gate's */
+	char req[256];
+	snprintf(req, sizeof(req),
+	         "POST /big HTTP/1.1\r\nX-Deny: 1\r\nX-Track: 1\r\nContent-Length: %d\r\n\r\n",
+	         BIG_DECLARED);
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	expect_reply(c, req, 401, "Connection: close\r\n", true);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	assert_true((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 < 2000);
+	assert_int_equal(c->gate_calls, 1);
+	assert_false(c->gate_saw_body);
+	assert_int_equal(c->handled, 0);
+	/* The refused request was freed without its handler (once), with no body buffer. */
+	assert_int_equal(c->frees, 1);
+	assert_int_equal(c->free_body_cap, 0);
+
+	/* Expect: 100-continue gets the refusal, not 100 Continue. */
+	snprintf(req, sizeof(req),
+	         "POST /big HTTP/1.1\r\nX-Deny: 1\r\nExpect: 100-continue\r\nContent-Length: %d\r\n"
+	         "\r\n",
+	         BIG_DECLARED);
+	expect_reply(c, req, 401, "\"code\":\"unauthenticated\"", true);
+	assert_int_equal(c->gate_calls, 2);
+
+	/* A refused request's body, sent anyway, is dropped; the next request is not served. */
+	expect_reply(c,
+	             "POST /echo HTTP/1.1\r\nX-Deny: 1\r\nContent-Length: 5\r\n\r\nabcde"
+	             "GET /hello HTTP/1.1\r\n\r\n",
+	             401, NULL, true);
+	assert_int_equal(c->handled, 0);
+
+	/* A gate that refuses without a reply: the library answers for it. */
+	expect_reply(c, "GET /hello HTTP/1.1\r\nX-Mute: 1\r\n\r\n", 500,
+	             "the gate refused without a reply", true);
+	assert_int_equal(c->handled, 0);
+
+	/* The gate does not see requests without a route; their body is not kept. */
+	int calls = c->gate_calls;
+	expect_reply(c,
+	             "POST /nope HTTP/1.1\r\nContent-Length: 5\r\n\r\nabcde"
+	             "GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n",
+	             404, "HTTP/1.1 200 OK\r\n", true);
+	assert_int_equal(c->gate_calls, calls + 1); /* /hello only */
+	assert_false(c->gate_saw_body);
+	ctx_free(c);
+}
+
+static void cl_continue(struct ctx *c)
+{
+	struct raw *r = raw_connect(c->port);
+	raw_send(r, "POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
+	raw_read(r, 1); /* 100 Continue (a message of its own to the parser) */
+	raw_send(r, "abc");
+	raw_read(r, 2);
+	cl_out[0] = r;
+}
+
+static void test_gate_continue(void **state)
+{
+	(void)state;
+	struct ctx *c = ctx_new(NULL);
+	run_client(c, cl_continue);
+	struct raw *r = cl_out[0];
+	assert_int_equal(strncmp(r->buf, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n", 42),
+	                 0);
+	assert_non_null(strstr(r->buf, "\r\n\r\nabc"));
+	assert_int_equal(c->gate_calls, 1);
+	assert_int_equal(c->handled, 1);
+	raw_free(r);
+	ctx_free(c);
+}
+
+/* A body of n bytes in the stream pattern, sent with Content-Length to /big. */
+static size_t big_len;
+
+static void cl_big(struct ctx *c)
+{
+	struct raw *r = raw_connect(c->port);
+	char head[128];
+	snprintf(head, sizeof(head),
+	         "POST /big HTTP/1.1\r\nX-Track: 1\r\nContent-Length: %zu\r\n\r\n", big_len);
+	raw_send(r, head);
+	char *body = malloc(big_len + 1);
+	for (size_t i = 0; i < big_len; i++)
+		body[i] = (char)('a' + (int)((i / STREAM_CHUNK_BYTES) % 26));
+	body[big_len] = '\0';
+	raw_send(r, body);
+	free(body);
+	raw_read(r, 1);
+	cl_out[0] = r;
+}
+
+static void test_body_grows(void **state)
+{
+	(void)state;
+	struct ctx *c = ctx_new(NULL);
+	big_len = 3 * 1024 * 1024 + 7;
+	run_client(c, cl_big);
+	struct raw *r = cl_out[0];
+	assert_int_equal(r->ncomplete, 1);
+	assert_int_equal(r->body_total, big_len);
+	assert_true(r->body_ok);
+	assert_int_equal(c->handled, 1);
+	assert_int_equal(c->frees, 0); /* the handler ran (and freed data) */
+	assert_true(c->last_body_cap >= big_len + 1);
+	assert_true(c->last_body_cap <= 2 * (big_len + 1));
+	raw_free(r);
+	ctx_free(c);
+}
+
+static void cl_gone_mid_body(struct ctx *c)
+{
+	struct raw *r = raw_connect(c->port);
+	char buf[256];
+	snprintf(buf, sizeof(buf),
+	         "POST /big HTTP/1.1\r\nX-Track: 1\r\nContent-Length: %d\r\n\r\n0123456789",
+	         BIG_DECLARED);
+	raw_send(r, buf);
+	usleep(100 * 1000);
+	raw_free(r);
+	usleep(100 * 1000);
+}
+
+static void cl_hang_tracked(struct ctx *c)
+{
+	struct raw *r = raw_connect(c->port);
+	raw_send(r, "GET /hang HTTP/1.1\r\nX-Track: 1\r\n\r\n");
+	usleep(100 * 1000);
+	raw_free(r);
+	usleep(100 * 1000);
+}
+
+static void test_on_free(void **state)
+{
+	(void)state;
+	struct http_limits l = {.body_timeout_ms = 150};
+	struct ctx *c = ctx_new(&l);
+
+	/* Accepted, then the client goes away mid-body: on_free once, never the handler. */
+	run_client(c, cl_gone_mid_body);
+	assert_int_equal(c->gate_calls, 1);
+	assert_int_equal(c->handled, 0);
+	assert_int_equal(c->frees, 1);
+	assert_true(c->free_body_cap > 0 && c->free_body_cap <= 4096); /* not 10 MiB */
+
+	/* The body does not arrive in time. */
+	expect_reply(c, "POST /big HTTP/1.1\r\nX-Track: 1\r\nContent-Length: 10\r\n\r\n01234", 408,
+	             "deadline_exceeded", true);
+	assert_int_equal(c->frees, 2);
+	/* The body is too large (chunked: found while reading it). */
+	expect_reply(c,
+	             "POST /small HTTP/1.1\r\nX-Track: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+	             "5\r\n01234\r\n6\r\n",
+	             413, "payload_too_large", true);
+	assert_int_equal(c->frees, 3);
+	/* Declared too large. */
+	expect_reply(c, "POST /small HTTP/1.1\r\nX-Track: 1\r\nContent-Length: 11\r\n\r\n", 413,
+	             "payload_too_large", true);
+	assert_int_equal(c->frees, 4);
+	/* Malformed body. */
+	expect_reply(
+	    c, "POST /echo HTTP/1.1\r\nX-Track: 1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400,
+	    NULL, true);
+	assert_int_equal(c->frees, 5);
+	assert_int_equal(c->handled, 0);
+
+	/* Once the handler has ran, on_free is not called: a reply, or an abort then a reply. */
+	expect_reply(c, "POST /echo HTTP/1.1\r\nX-Track: 1\r\nContent-Length: 2\r\n\r\nok", 200,
+	             "\r\n\r\nok", false);
+	assert_int_equal(c->handled, 1);
+	run_client(c, cl_hang_tracked);
+	assert_int_equal(c->handled, 2);
+	assert_int_equal(c->aborts, 1);
+	assert_non_null(c->hung);
+	http_reply(TAKE_PTR(c->hung), 200, "text/plain", "too late", 8);
+	assert_int_equal(c->frees, 5);
+	ctx_free(c);
+}
+
+static void cl_partial(struct ctx *c)
+{
+	struct raw *r = raw_connect(c->port);
+	raw_send(r, "POST /big HTTP/1.1\r\nX-Track: 1\r\nContent-Length: 1000\r\n\r\n0123");
+	usleep(100 * 1000);
+	cl_out[0] = r; /* still connected */
+}
+
+static void test_on_free_server_close(void **state)
+{
+	(void)state;
+	struct ctx *c = ctx_new(NULL);
+	run_client(c, cl_partial);
+	assert_int_equal(c->gate_calls, 1);
+	assert_int_equal(c->frees, 0);
+	int before = g_frees;
+	ctx_free(c); /* closes the connection with the request mid-body */
+	assert_int_equal(g_frees, before + 1);
+	raw_free(cl_out[0]);
+}
+
 /* ---- http_client against the server, both on the loop ---- */
 
 struct result {
@@ -835,6 +1088,11 @@ int main(void)
 	    cmocka_unit_test(test_limits),
 	    cmocka_unit_test(test_timeouts),
 	    cmocka_unit_test(test_max_connections),
+	    cmocka_unit_test(test_gate_before_body),
+	    cmocka_unit_test(test_gate_continue),
+	    cmocka_unit_test(test_body_grows),
+	    cmocka_unit_test(test_on_free),
+	    cmocka_unit_test(test_on_free_server_close),
 	    cmocka_unit_test(test_client),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
