@@ -117,20 +117,55 @@ static void create_command(struct server *srv, struct sandbox_rec *sb, int rc)
 	}
 	if (strcmp(sb->row.state, "pending"))
 		return; /* timed out meanwhile */
+	if (sb->terminating) {
+		/* Deleted before the worker heard of it: it never starts. */
+		sandbox_set_ended(srv, sb, "terminated", 137, 0);
+		return;
+	}
 	struct worker_rec *w = sb->worker;
 	json_t *cmd = json_pack("{s:s, s:O}", "sandbox", sb->row.id, "spec", sb->spec);
 	if (!w || !cmd || link_command(srv, w, "create", cmd) < 0)
 		sandbox_create_failed(srv, sb, 503, "unavailable",
 		                      "the worker can't take commands");
+	else
+		sb->create_sent = 1;
 }
 
-static size_t live_sandboxes(struct server *srv)
+/* Live sandboxes: all, and in workspace ws. */
+static size_t live_sandboxes(struct server *srv, const char *ws, size_t *ret_in_ws)
 {
-	size_t n = 0, pos = 0;
+	size_t n = 0, in_ws = 0, pos = 0;
 	struct sandbox_rec *sb;
 	while ((sb = map_next(&srv->sandboxes, &pos)))
-		n += !sandbox_ended(sb);
+		if (!sandbox_ended(sb)) {
+			n++;
+			in_ws += !strcmp(sb->row.workspace_id, ws);
+		}
+	*ret_in_ws = in_ws;
 	return n;
+}
+
+/* Memory holds at most SERVER_MAX_SANDBOXES: past that, the oldest ended sandbox nobody waits on
+ * leaves memory (its row stays in the store). */
+static void sandboxes_evict(struct server *srv)
+{
+	while (srv->sandboxes.len >= SERVER_MAX_SANDBOXES) {
+		struct sandbox_rec *oldest = NULL, *sb;
+		size_t pos = 0;
+		while ((sb = map_next(&srv->sandboxes, &pos)))
+			if (sandbox_ended(sb) && !sb->waiters && !sb->patch_call &&
+			    (!oldest || strcmp(sb->row.id, oldest->row.id) < 0))
+				oldest = sb;
+		if (!oldest)
+			return;
+		size_t epos = 0;
+		struct exec_rec *ex;
+		while ((ex = map_next(&oldest->execs, &epos)))
+			if (ex->waiters)
+				return; /* try again at the next create */
+		map_remove(&srv->sandboxes, oldest->row.id);
+		sandbox_rec_free(oldest);
+	}
 }
 
 static void create_go(struct api_call *call, json_t *body)
@@ -178,9 +213,18 @@ static void create_go(struct api_call *call, json_t *body)
 				                other->row.state, other->row.id);
 				goto out;
 			}
-	if (live_sandboxes(srv) >= SERVER_MAX_SANDBOXES ||
-	    srv->sandboxes.len >= SERVER_MAX_SANDBOXES) {
-		api_reply_error(call, 429, "resource_exhausted", "too many sandboxes");
+	size_t in_ws, live = live_sandboxes(srv, call->who.workspace_id, &in_ws);
+	if (live >= SERVER_MAX_LIVE_SANDBOXES || in_ws >= SERVER_MAX_LIVE_PER_WORKSPACE) {
+		api_reply_error(
+		    call, 429, "resource_exhausted",
+		    "too many running sandboxes (%zu in this workspace, at most %d; %zu in "
+		    "all, at most %d): delete some first",
+		    in_ws, SERVER_MAX_LIVE_PER_WORKSPACE, live, SERVER_MAX_LIVE_SANDBOXES);
+		goto out;
+	}
+	sandboxes_evict(srv);
+	if (srv->sandboxes.len >= SERVER_MAX_SANDBOXES) {
+		api_reply_error(call, 429, "resource_exhausted", "too many sandboxes kept");
 		goto out;
 	}
 	struct worker_rec *w = link_pick_worker(srv);
@@ -463,7 +507,14 @@ void api_sandboxes_patch(struct http_request *req)
 			json_decref(body);
 			return;
 		}
-		if (old > 0 && t < old) {
+		if (old <= 0) {
+			api_reply_error(
+			    call, 400, "invalid_argument",
+			    "timeout_s: the sandbox has no timeout; it can't be shortened");
+			json_decref(body);
+			return;
+		}
+		if (t < old) {
 			api_reply_error(call, 400, "invalid_argument",
 			                "timeout_s: can only be extended (now %g)", old);
 			json_decref(body);
@@ -549,6 +600,12 @@ void api_sandboxes_delete(struct http_request *req)
 				sb->removed = 1;
 		}
 		api_reply_json(call, 200, sandbox_json(sb));
+		return;
+	}
+	if (!strcmp(sb->row.state, "pending") && !sb->create_sent) {
+		/* Its create is still being stored: it ends as soon as it is (create_command). */
+		sb->terminating = 1;
+		waiter_add(srv, &sb->waiters, call, WAIT_TERMINATE, sb, TERMINATE_EXTRA_S);
 		return;
 	}
 	if (!sb->worker || !sb->worker->connected) {

@@ -67,6 +67,9 @@ static void token_write_done(void *ud, int rc)
 	struct api_call *call = w->call;
 	struct server *srv = call->srv;
 	if (rc < 0) {
+		if (w->delete) /* still in the store: it must keep working, or come back at restart
+		                */
+			auth_token_add(srv, &w->row);
 		api_reply_error(call, 503, "unavailable", "the state store failed");
 	} else if (w->delete) {
 		api_reply_json(call, 200, token_json(&w->row));
@@ -232,6 +235,18 @@ void api_tokens_delete(struct http_request *req)
 	if (!found) {
 		api_reply_error(call, 404, "not_found", "token %.64s not found", id);
 		return;
+	}
+	if (!strcmp(found->row.role, "admin")) {
+		size_t admins = 0, apos = 0;
+		while ((t = map_next(&srv->tokens, &apos)))
+			admins += !strcmp(t->row.role, "admin");
+		if (admins <= 1) {
+			api_reply_error(
+			    call, 409, "conflict",
+			    "%s is the last admin token; create another admin token first",
+			    found->row.id);
+			return;
+		}
 	}
 	if (role_parse(found->row.role) > call->who.role) {
 		api_reply_error(call, 403, "permission_denied",

@@ -68,6 +68,13 @@ static int allowed(enum role role, unsigned flags)
 	return 0;
 }
 
+/* The request died before its handler ran (client gone mid-body, body too large). */
+static void call_on_free(struct http_request *req)
+{
+	api_call_free(req->data);
+	req->data = NULL;
+}
+
 int auth_gate(struct http_request *req, void *gate_ud)
 {
 	struct server *srv = gate_ud;
@@ -129,5 +136,6 @@ int auth_gate(struct http_request *req, void *gate_ud)
 	call->req = req;
 	call->who = who;
 	req->data = call;
+	req->on_free = call_on_free;
 	return 0;
 }

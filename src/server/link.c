@@ -8,6 +8,7 @@
 #include "server.h"
 
 #define POLL_MAX_COMMANDS 100
+#define POLL_MAX_BYTES    (4 * 1024 * 1024) /* a reply holds at least one command */
 
 static void timer_free(uv_handle_t *h)
 {
@@ -53,7 +54,12 @@ static void poll_answer(struct worker_rec *w)
 	}
 	json_t *cmds = json_array();
 	int n = 0;
+	size_t bytes = 0;
 	for (struct command *c = w->queue; c && n < POLL_MAX_COMMANDS; c = c->next, n++) {
+		size_t size = json_dumpb(c->body, NULL, 0, JSON_COMPACT);
+		if (n > 0 && bytes + size > POLL_MAX_BYTES)
+			break; /* the rest goes with the next poll */
+		bytes += size;
 		json_array_append(cmds, c->body);
 		c->sent_ms = clock_now_ms();
 	}
@@ -62,6 +68,8 @@ static void poll_answer(struct worker_rec *w)
 
 int link_command(struct server *srv, struct worker_rec *w, const char *op, json_t *body)
 {
+	if (!body)
+		return -ENOMEM;
 	if (w->nqueue >= SERVER_MAX_PENDING_COMMANDS) {
 		json_decref(body);
 		return -ENOSPC;
@@ -126,6 +134,7 @@ struct worker_rec *link_pick_worker(struct server *srv)
 static void worker_lost(struct server *srv, struct worker_rec *w)
 {
 	w->connected = 0;
+	w->row.epoch++; /* what it says under the old epoch is refused: it registers again */
 	server_logf(srv, "level=warn msg=\"worker lost\" worker=%s", w->row.id);
 	size_t pos = 0;
 	struct sandbox_rec *sb;
@@ -236,14 +245,20 @@ static void event_apply(struct server *srv, struct worker_rec *w, json_t *ev)
 	const char *type = str(ev, "type");
 	struct sandbox_rec *sb = sandbox_find(srv, str(ev, "sandbox"));
 	if (!sb || sb->worker != w) {
+		char safe[40];
 		server_logf(srv,
 		            "level=warn msg=\"event for a sandbox the worker does not run\" "
-		            "worker=%s type=%.32s",
-		            w->row.id, type);
+		            "worker=%s type=\"%s\"",
+		            w->row.id, log_safe(type, safe, sizeof(safe)));
 		return;
 	}
 	if (!strcmp(type, "sandbox_started")) {
-		sandbox_set_running(srv, sb, num(ev, "started_ms"));
+		if (sandbox_ended(
+		        sb)) /* it failed here meanwhile (timed out): it must not run there */
+			link_command(srv, w, "terminate",
+			             json_pack("{s:s, s:i}", "sandbox", sb->row.id, "grace_ms", 0));
+		else
+			sandbox_set_running(srv, sb, num(ev, "started_ms"));
 	} else if (!strcmp(type, "sandbox_failed")) {
 		const char *code = str(ev, "code");
 		sandbox_create_failed(srv, sb, status_of_code(code), code[0] ? code : "internal",
@@ -270,8 +285,9 @@ static void event_apply(struct server *srv, struct worker_rec *w, json_t *ev)
 			               json_is_object(out) && ex->capture ? json_incref(out)
 			                                                  : NULL);
 		} else if (!strcmp(type, "exec_failed")) {
-			server_logf(srv, "level=warn msg=\"exec failed\" exec=%s error=\"%.200s\"",
-			            ex->row.id, str(ev, "message"));
+			char safe[256];
+			server_logf(srv, "level=warn msg=\"exec failed\" exec=%s error=\"%s\"",
+			            ex->row.id, log_safe(str(ev, "message"), safe, sizeof(safe)));
 			exec_set_ended(srv, ex, "failed", -1, 0, NULL);
 		}
 	}
@@ -373,11 +389,15 @@ static void reconcile(struct server *srv, struct worker_rec *w, json_t *list)
 				exec_set_ended(srv, ex, "lost", -1, 0, NULL);
 		json_t *r = reported(list, sb->row.id);
 		if (sandbox_ended(sb)) {
-			if (r && sb->removed) {
-				json_t *cmd = json_pack("{s:s}", "sandbox", sb->row.id);
-				if (cmd)
-					link_command(srv, w, "remove", cmd);
-			}
+			/* Ended here (deleted, lost, failed) but running there: end it there too.
+			 */
+			if (r && !strcmp(str(r, "state"), "running"))
+				link_command(
+				    srv, w, "terminate",
+				    json_pack("{s:s, s:i}", "sandbox", sb->row.id, "grace_ms", 0));
+			else if (r && sb->removed)
+				link_command(srv, w, "remove",
+				             json_pack("{s:s}", "sandbox", sb->row.id));
 			continue;
 		}
 		if (!r) {

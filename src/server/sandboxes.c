@@ -176,10 +176,27 @@ int exec_persist(struct server *srv, struct exec_rec *ex,
 
 /* Waiters. */
 static void waiter_timeout(uv_timer_t *t);
+static void waiter_unlink(struct waiter *w);
+
+/* The client went away: the waiter goes now (what it waited for goes on). */
+static void waiter_aborted(struct http_request *req)
+{
+	struct api_call *call = req->data;
+	struct waiter *w = call ? call->waiter : NULL;
+	if (!w)
+		return;
+	waiter_unlink(w);
+	free(w);
+	api_reply_error(call, 499, "cancelled", "the client went away"); /* dropped; frees req */
+}
 
 void waiter_add(struct server *srv, struct waiter **list, struct api_call *call, int kind,
                 void *obj, double timeout_s)
 {
+	if (srv->stopping) {
+		api_reply_error(call, 503, "unavailable", "the server is stopping");
+		return;
+	}
 	struct waiter *w = calloc(1, sizeof(*w));
 	uv_timer_t *t = w ? malloc(sizeof(*t)) : NULL;
 	if (!t) {
@@ -197,6 +214,8 @@ void waiter_add(struct server *srv, struct waiter **list, struct api_call *call,
 	uv_timer_start(t, waiter_timeout, (uint64_t)(timeout_s * 1000), 0);
 	w->next = *list;
 	*list = w;
+	call->waiter = w;
+	call->req->on_abort = waiter_aborted;
 }
 
 static void timer_free(uv_handle_t *h)
@@ -218,6 +237,8 @@ static void waiter_unlink(struct waiter *w)
 static void waiter_answer(struct waiter *w, int timed_out)
 {
 	struct api_call *call = w->call;
+	call->waiter = NULL;
+	call->req->on_abort = NULL;
 	struct sandbox_rec *sb = w->obj;
 	struct exec_rec *ex = w->obj;
 	switch (w->kind) {
@@ -261,12 +282,12 @@ static void waiter_timeout(uv_timer_t *t)
 {
 	struct waiter *w = t->data;
 	waiter_unlink(w);
-	if (w->kind == WAIT_CREATE) {
-		struct sandbox_rec *sb = w->obj;
-		if (!strcmp(sb->row.state, "pending"))
-			sandbox_create_failed(w->call->srv, sb, 504, "deadline_exceeded",
-			                      "the worker did not start it in time");
-	}
+	struct sandbox_rec *sb = w->obj;
+	if (w->kind == WAIT_CREATE && !strcmp(sb->row.state, "pending"))
+		sandbox_create_failed(w->call->srv, sb, 504, "deadline_exceeded",
+		                      "the worker did not start it in time");
+	if (w->kind == WAIT_TERMINATE && !sandbox_ended(sb))
+		sb->terminating = 0; /* the next DELETE asks the worker again */
 	waiter_answer(w, w->kind != WAIT_ENDED);
 }
 
@@ -337,8 +358,9 @@ void sandbox_create_failed(struct server *srv, struct sandbox_rec *sb, int statu
 	sb->fail_status = status;
 	snprintf(sb->fail_code, sizeof(sb->fail_code), "%s", code);
 	snprintf(sb->fail_message, sizeof(sb->fail_message), "%s", message);
-	server_logf(srv, "level=warn msg=\"sandbox failed to start\" sandbox=%s error=\"%.200s\"",
-	            sb->row.id, message);
+	char safe[256];
+	server_logf(srv, "level=warn msg=\"sandbox failed to start\" sandbox=%s error=\"%s\"",
+	            sb->row.id, log_safe(message, safe, sizeof(safe)));
 	sandbox_set_ended(srv, sb, "failed", -1, 0);
 }
 
@@ -347,8 +369,12 @@ static void exec_changed(struct server *srv, struct exec_rec *ex, int rc)
 	(void)rc;
 	if (strcmp(ex->row.state, "pending"))
 		waiters_wake(srv, &ex->waiters, WAIT_EXEC_STARTED);
-	if (strcmp(ex->row.state, "pending") && strcmp(ex->row.state, "running"))
+	if (strcmp(ex->row.state, "pending") && strcmp(ex->row.state, "running")) {
 		waiters_wake(srv, &ex->waiters, 0);
+		/* The output was for the ?wait=true reply only: it is not kept. */
+		json_decref(ex->output);
+		ex->output = NULL;
+	}
 }
 
 void exec_set_started(struct server *srv, struct exec_rec *ex, int64_t started_ms)
@@ -380,6 +406,19 @@ void exec_set_ended(struct server *srv, struct exec_rec *ex, const char *state, 
 }
 
 /* At shutdown: answer every waiting call. */
+static void waiters_cancel(struct waiter **list)
+{
+	while (*list) {
+		struct waiter *w = *list;
+		*list = w->next;
+		uv_close((uv_handle_t *)w->timer, timer_free);
+		w->call->waiter = NULL;
+		w->call->req->on_abort = NULL;
+		api_reply_error(w->call, 503, "unavailable", "the server is stopping");
+		free(w);
+	}
+}
+
 void waiters_cancel_all(struct server *srv)
 {
 	size_t pos = 0;
@@ -388,20 +427,7 @@ void waiters_cancel_all(struct server *srv)
 		size_t epos = 0;
 		struct exec_rec *ex;
 		while ((ex = map_next(&sb->execs, &epos)))
-			while (ex->waiters) {
-				struct waiter *w = ex->waiters;
-				ex->waiters = w->next;
-				uv_close((uv_handle_t *)w->timer, timer_free);
-				api_reply_error(w->call, 503, "unavailable",
-				                "the server is stopping");
-				free(w);
-			}
-		while (sb->waiters) {
-			struct waiter *w = sb->waiters;
-			sb->waiters = w->next;
-			uv_close((uv_handle_t *)w->timer, timer_free);
-			api_reply_error(w->call, 503, "unavailable", "the server is stopping");
-			free(w);
-		}
+			waiters_cancel(&ex->waiters);
+		waiters_cancel(&sb->waiters);
 	}
 }

@@ -11,8 +11,11 @@
 #include "../lib/hash.h"
 #include "server.h"
 
-#define TICK_MS             1000
-#define LINK_MAX_BODY_BYTES (8 * 1024 * 1024)
+#define TICK_MS           1000
+#define IDEM_EXPIRE_TICKS 60 /* expired idempotency keys are dropped every minute */
+/* An exec's output (1 MiB per stream) may grow six-fold as JSON text (\u00XX): one event then
+ * takes up to ~13 MiB, and the worker batches events to 4 MiB otherwise. */
+#define LINK_MAX_BODY_BYTES (16 * 1024 * 1024)
 
 static const struct http_route ROUTES[] = {
     {"GET", "/healthz", api_healthz, NULL, 0, PERM_PUBLIC},
@@ -53,6 +56,17 @@ void server_logf(struct server *srv, const char *fmt, ...)
 		srv->log(line);
 	else
 		fprintf(stderr, "%s\n", line);
+}
+
+const char *log_safe(const char *s, char *buf, size_t size)
+{
+	size_t i = 0;
+	for (; s && s[i] && i + 1 < size; i++)
+		buf[i] = (s[i] == '"' || s[i] == '\\' || (unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+		             ? '_'
+		             : s[i];
+	buf[i] = '\0';
+	return buf;
 }
 
 struct close_ctx {
@@ -242,10 +256,19 @@ static int bootstrap(struct server *srv, struct sk_error *err)
 	return 0;
 }
 
+static int idem_expire_fn(struct store_tx *tx, void *ud)
+{
+	(void)ud;
+	int r = store_idem_expire(tx, clock_now_ms());
+	return r < 0 ? r : 0;
+}
+
 static void tick(uv_timer_t *t)
 {
 	struct server *srv = t->data;
 	link_check_workers(srv);
+	if (++srv->ticks % IDEM_EXPIRE_TICKS == 0 && !srv->stopping)
+		server_persist(srv, idem_expire_fn, NULL, NULL);
 }
 
 int server_new(uv_loop_t *loop, struct store *store, const struct server_config *cfg,

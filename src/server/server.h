@@ -18,23 +18,25 @@
 #include "../lib/map.h"
 #include "../store/store.h"
 
-#define SERVER_MAX_JSON_BODY_BYTES   (256 * 1024)
-#define SERVER_MAX_LIST_LIMIT        1000
-#define SERVER_DEFAULT_LIST_LIMIT    100
-#define SERVER_MAX_WAIT_S            3600.0 /* one wait call; the client calls again */
-#define SERVER_CREATE_TIMEOUT_MS     60000  /* a create not running by then has failed */
-#define SERVER_EXEC_START_TIMEOUT_MS 30000
-#define SERVER_POLL_HOLD_MS          20000 /* a worker's long-poll is answered after this at most */
-#define SERVER_WORKER_LOST_MS        15000 /* no word from a worker for this long: it is lost */
-#define SERVER_HEARTBEAT_MS          2000  /* what workers are told to keep to */
-#define SERVER_IDEM_TTL_MS           (24 * 3600 * 1000LL)
-#define SERVER_MAX_TOKENS            10000
-#define SERVER_MAX_WORKSPACES        1000
-#define SERVER_MAX_SANDBOXES         100000 /* kept in memory, ended ones included */
-#define SERVER_MAX_EXECS_PER_SANDBOX 10000
-#define SERVER_MAX_PENDING_COMMANDS  100000
-#define EXEC_WAIT_MAX_OUTPUT_BYTES   (1024 * 1024) /* per stream, in ?wait=true replies */
-#define LINK_VERSION                 1
+#define SERVER_MAX_JSON_BODY_BYTES    (256 * 1024)
+#define SERVER_MAX_LIST_LIMIT         1000
+#define SERVER_DEFAULT_LIST_LIMIT     100
+#define SERVER_MAX_WAIT_S             3600.0 /* one wait call; the client calls again */
+#define SERVER_CREATE_TIMEOUT_MS      60000  /* a create not running by then has failed */
+#define SERVER_EXEC_START_TIMEOUT_MS  30000
+#define SERVER_POLL_HOLD_MS           20000 /* a worker's long-poll is answered after this at most */
+#define SERVER_WORKER_LOST_MS         15000 /* no word from a worker for this long: it is lost */
+#define SERVER_HEARTBEAT_MS           2000  /* what workers are told to keep to */
+#define SERVER_IDEM_TTL_MS            (24 * 3600 * 1000LL)
+#define SERVER_MAX_TOKENS             10000
+#define SERVER_MAX_WORKSPACES         1000
+#define SERVER_MAX_SANDBOXES          100000 /* kept in memory: the oldest ended ones go first */
+#define SERVER_MAX_LIVE_SANDBOXES     10000  /* pending or running, all workspaces */
+#define SERVER_MAX_LIVE_PER_WORKSPACE 1000
+#define SERVER_MAX_EXECS_PER_SANDBOX  10000
+#define SERVER_MAX_PENDING_COMMANDS   100000
+#define EXEC_WAIT_MAX_OUTPUT_BYTES    (1024 * 1024) /* per stream, in ?wait=true replies */
+#define LINK_VERSION                  1
 
 enum role {
 	ROLE_NONE = 0,
@@ -77,7 +79,8 @@ struct sandbox_rec {
 	struct map execs;       /* ex-id → exec_rec */
 	struct waiter *waiters; /* wait calls and the create call, answered when it changes */
 	int terminating;
-	int removed; /* the worker was told to remove it */
+	int removed;     /* the worker was told to remove it */
+	int create_sent; /* its create command is queued for the worker */
 	struct api_call *patch_call;
 	/* why a create failed, for the create call */
 	int fail_status;
@@ -131,6 +134,7 @@ struct server {
 	struct map workers;       /* wk-id → worker_rec */
 	struct map idem_inflight; /* "ws/key" → strdup'ed key (a create with this key is running) */
 	uv_timer_t tick;          /* worker liveness, expired idempotency keys */
+	unsigned long ticks;
 	int stopping;
 	int store_closed;              /* set by the owner once store_close ran */
 	unsigned persists_inflight;    /* submitted to the store, not answered yet */
@@ -156,6 +160,7 @@ struct api_call {
 	void *obj;
 	json_t *reply;
 	int status;
+	struct waiter *waiter; /* while it waits */
 	char idem_key[STORE_IDEM_KEY_BYTES];
 	char idem_hash[65];
 	char inflight_key[ID_MAX_BYTES + STORE_IDEM_KEY_BYTES + 2];
@@ -183,6 +188,9 @@ void server_shutdown(struct server *srv);
 void server_close(struct server *srv, void (*done)(void *), void *ud);
 int server_port(const struct server *srv);
 void server_logf(struct server *srv, const char *fmt, ...) _printf_(2, 3);
+/* s made safe to put between quotes in a logfmt line (quotes, backslashes and control
+ * characters become '_'), cut to fit buf. Returns buf. */
+const char *log_safe(const char *s, char *buf, size_t size);
 /* Persist fn's writes, then run done; logs and keeps going when the store fails. */
 int server_persist(struct server *srv, store_fn fn, store_done_fn done, void *ud);
 

@@ -44,9 +44,10 @@ struct worker {
 	char id[ID_MAX_BYTES];
 	long long epoch;
 	int registered, registering, polling, posting, closing;
-	json_t *acks;   /* command ids to acknowledge with the next poll */
-	json_t *events; /* to post */
-	json_t *recent; /* command ids carried out lately (object used as a set) */
+	json_t *acks;          /* command ids to acknowledge with the next poll */
+	json_t *events;        /* to post */
+	json_t *posting_batch; /* posted, not yet answered */
+	json_t *recent;        /* command ids carried out lately (object used as a set) */
 	json_t *recent_order;
 	struct capture *captures; /* execs whose output goes back with their end */
 	uv_timer_t heartbeat, retry;
@@ -112,28 +113,31 @@ static int spawner_send_json(struct worker *w, json_t *msg)
 	return r;
 }
 
-/* Send op to the spawner; cb gets the reply (an error reply too), or NULL if the spawner is gone.
- * Steals msg. */
-static int spawn(struct worker *w, json_t *msg, spawn_cb cb, void *ud)
+/* Send op to the spawner. cb runs exactly once: with the reply (an error reply too), or with NULL
+ * when the request could not be sent or the spawner is gone (then perhaps before spawn returns).
+ * Steals msg (which may be NULL: a failed json_pack). */
+static void spawn(struct worker *w, json_t *msg, spawn_cb cb, void *ud)
 {
-	struct spawn_call *c = calloc(1, sizeof(*c));
+	struct spawn_call *c = msg ? calloc(1, sizeof(*c)) : NULL;
 	if (!c) {
 		json_decref(msg);
-		return -ENOMEM;
+		cb(w, NULL, ud);
+		return;
 	}
 	c->req = ++w->next_req;
 	c->cb = cb;
 	c->ud = ud;
 	json_object_set_new(msg, "req", json_integer(c->req));
-	int r = spawner_send_json(w, msg);
+	int r = w->closing ? -ESHUTDOWN : spawner_send_json(w, msg);
 	json_decref(msg);
 	if (r < 0) {
 		free(c);
-		return r;
+		wlog(w, "level=error msg=\"can't send to the spawner\" errno=%d", -r);
+		cb(w, NULL, ud);
+		return;
 	}
 	c->next = w->calls;
 	w->calls = c;
-	return 0;
 }
 
 static void event_queue(struct worker *w, json_t *ev);
@@ -238,41 +242,91 @@ static void event_queue(struct worker *w, json_t *ev)
 
 static void do_register(struct worker *w);
 
+static void retry_fire(uv_timer_t *t);
+
 static void events_posted(void *ud, int err, int status, const char *body, size_t len)
 {
 	struct worker *w = ud;
 	(void)body, (void)len;
 	w->posting = 0;
-	if (w->closing)
+	json_t *batch = w->posting_batch;
+	w->posting_batch = NULL;
+	if (w->closing) {
+		json_decref(batch);
 		return;
+	}
 	if (err == 0 && status == 409) {
+		/* A new epoch: the server reconciles from what the spawner reports. */
+		json_decref(batch);
 		w->registered = 0;
 		do_register(w);
 		return;
 	}
-	if (err < 0 || status != 200)
+	if (err == 0 && status == 413) {
+		wlog(w,
+		     "level=error msg=\"the server refused an event batch as too large: dropped\" "
+		     "events=%zu",
+		     json_array_size(batch));
+		json_decref(batch);
+	} else if (err < 0 || status != 200) {
+		/* Not delivered: the batch goes back in front, and is sent again shortly. */
 		wlog(w, "level=warn msg=\"posting events failed\" err=%d status=%d", err, status);
+		json_array_extend(batch, w->events);
+		json_decref(w->events);
+		w->events = batch;
+		uv_timer_start(&w->retry, retry_fire, WORKER_RETRY_MS, 0);
+		return;
+	} else {
+		json_decref(batch);
+	}
 	if (json_array_size(w->events))
 		events_post(w);
 }
 
+/* Post the queued events, in order, as many as fit in WORKER_EVENTS_BATCH_BYTES (at least one). */
 static void events_post(struct worker *w)
 {
 	if (!w->registered || w->posting || w->closing)
 		return;
-	json_t *body = json_pack("{s:I, s:o}", "epoch", (json_int_t)w->epoch, "events", w->events);
-	w->events = json_array();
+	json_t *batch = json_array();
+	size_t bytes = 0;
+	while (batch && json_array_size(w->events)) {
+		json_t *ev = json_array_get(w->events, 0);
+		size_t n = json_dumpb(ev, NULL, 0, JSON_COMPACT);
+		if (json_array_size(batch) && bytes + n > WORKER_EVENTS_BATCH_BYTES)
+			break;
+		json_array_append(batch, ev);
+		json_array_remove(w->events, 0);
+		bytes += n;
+	}
+	json_t *body =
+	    batch ? json_pack("{s:I, s:O}", "epoch", (json_int_t)w->epoch, "events", batch) : NULL;
 	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
 	json_decref(body);
-	if (!text)
+	if (!text) {
+		if (batch) {
+			json_array_extend(batch, w->events);
+			json_decref(w->events);
+			w->events = batch;
+		}
+		uv_timer_start(&w->retry, retry_fire, WORKER_RETRY_MS, 0);
 		return;
+	}
+	w->posting_batch = batch;
 	char path[128], auth[200];
 	snprintf(path, sizeof(path), "/internal/v1/workers/%s/events", w->id);
 	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", w->secret);
 	const char *headers[] = {auth, "Content-Type: application/json", NULL};
 	if (http_client_request(w->event_client, "POST", path, headers, text, strlen(text),
-	                        WORKER_REQUEST_TIMEOUT_MS, events_posted, w) == 0)
+	                        WORKER_REQUEST_TIMEOUT_MS, events_posted, w) == 0) {
 		w->posting = 1;
+	} else {
+		json_array_extend(batch, w->events);
+		json_decref(w->events);
+		w->events = batch;
+		w->posting_batch = NULL;
+		uv_timer_start(&w->retry, retry_fire, WORKER_RETRY_MS, 0);
+	}
 	free(text);
 }
 
@@ -395,10 +449,7 @@ static void spawner_event(struct worker *w, json_t *msg)
 		}
 		*es = (struct exec_end_stream){e, STREAMS[i]};
 		e->pending++;
-		if (spawn(w, req, exec_end_output, es) < 0) {
-			e->pending--;
-			free(es);
-		}
+		spawn(w, req, exec_end_output, es);
 	}
 	if (--e->pending == 0)
 		exec_end_finish(w, e);
@@ -528,8 +579,7 @@ static void command_run(struct worker *w, json_t *cmd)
 		    x->exec, "command", json_object_get(cmd, "command"), "env",
 		    json_object_get(cmd, "env"), "workdir", json_object_get(cmd, "workdir"),
 		    "timeout_s", json_object_get(cmd, "timeout_s"));
-		if (!req || spawn(w, req, exec_started, x) < 0)
-			exec_started(w, NULL, x);
+		spawn(w, req, exec_started, x);
 	} else if (!strcmp(op, "terminate")) {
 		spawn(w,
 		      json_pack("{s:s, s:O, s:O}", "op", "terminate", "id", sandbox, "grace_ms",
@@ -554,10 +604,12 @@ static void poll_next(struct worker *w);
 static void retry_fire(uv_timer_t *t)
 {
 	struct worker *w = t->data;
-	if (!w->registered)
+	if (!w->registered) {
 		do_register(w);
-	else
+	} else {
 		poll_next(w);
+		events_post(w);
+	}
 }
 
 static void polled(void *ud, int err, int status, const char *body, size_t len)
@@ -678,10 +730,7 @@ static void do_register(struct worker *w)
 		return;
 	w->registering = 1;
 	uv_timer_stop(&w->heartbeat);
-	if (spawn(w, json_pack("{s:s}", "op", "hello"), hello_reply, NULL) < 0) {
-		w->registering = 0;
-		uv_timer_start(&w->retry, retry_fire, WORKER_RETRY_MS, 0);
-	}
+	spawn(w, json_pack("{s:s}", "op", "hello"), hello_reply, NULL);
 }
 
 int worker_new(uv_loop_t *loop, const struct worker_config *cfg, struct worker **ret,
@@ -746,6 +795,7 @@ static void handle_closed(uv_handle_t *h)
 	}
 	json_decref(w->acks);
 	json_decref(w->events);
+	json_decref(w->posting_batch);
 	json_decref(w->recent);
 	json_decref(w->recent_order);
 	free(w->rbuf);

@@ -12,6 +12,9 @@
 #define WORKER_REQUEST_TIMEOUT_MS 30000
 #define WORKER_MAX_EVENTS_QUEUED  100000
 #define WORKER_RECENT_COMMANDS    1024 /* command ids remembered, so a replay is harmless */
+#define WORKER_EVENTS_BATCH_BYTES                                                                  \
+	(4 * 1024 * 1024) /* per events post, unless one event is more                             \
+	                   */
 
 struct worker_config {
 	const char *server_host; /* "127.0.0.1" */
