@@ -34,6 +34,19 @@ def run(d, sbid, cmd, token="", **extra):
     return d.api("POST", f"/v1/sandboxes/{sbid}/exec?wait=true", body, token=token)
 
 
+def list_all(d, path, token=""):
+    """Every item of a list route, following next_cursor."""
+    items, cursor = [], ""
+    sep = "&" if "?" in path else "?"
+    while True:
+        s, body = d.api("GET", f"{path}{sep}limit=1000{cursor}", token=token)
+        assert s == 200, body
+        items += body["items"]
+        if not body["next_cursor"]:
+            return items
+        cursor = "&cursor=" + body["next_cursor"]
+
+
 def new_workspace(d, name=None):
     name = name or "ws" + str(time.monotonic_ns())
     s, w = d.api("POST", "/v1/workspaces", {"name": name})
@@ -111,8 +124,7 @@ def test_workspaces_create_list_and_conflicts(skiffd):
 def test_token_secret_shown_once_and_hashed_at_rest(skiffd):
     t = new_token(skiffd, "developer")
     assert ID_RE["tk"].match(t["id"]) and re.match(r"sk_[0-9a-f]{64}$", t["secret"])
-    s, body = skiffd.api("GET", "/v1/tokens?limit=1000")
-    listed = [x for x in body["items"] if x["id"] == t["id"]]
+    listed = [x for x in list_all(skiffd, "/v1/tokens") if x["id"] == t["id"]]
     assert listed and "secret" not in listed[0]
     db = (skiffd.data / "skiff.db").read_bytes()
     wal = skiffd.data / "skiff.db-wal"
@@ -148,9 +160,25 @@ def test_token_expiry(skiffd):
 def test_token_create_validation(skiffd):
     for bad in [{"role": "viewer"}, {"name": "x"}, {"name": "x", "role": "god"},
                 {"name": "x y", "role": "viewer"}, {"name": "x", "role": "viewer", "q": 1},
-                {"name": "x", "role": "viewer", "workspace": "no-such-ws"}]:
+                {"name": 5, "role": "viewer"}, {"name": "x", "role": "viewer",
+                                                "expires_at": "soon"}]:
         s, body = skiffd.api("POST", "/v1/tokens", bad)
-        assert s in (400, 404) and err_code(body) in ("invalid_argument", "not_found"), bad
+        assert s == 400 and err_code(body) == "invalid_argument", bad
+    s, body = skiffd.api("POST", "/v1/tokens",
+                         {"name": "x", "role": "viewer", "workspace": "no-such-ws"})
+    assert s == 404 and err_code(body) == "not_found"
+
+
+def test_last_admin_token_cannot_be_deleted(skiffd):
+    s, me = skiffd.api("GET", "/v1/whoami")
+    admins = [t for t in list_all(skiffd, "/v1/tokens") if t["role"] == "admin"]
+    if len(admins) == 1:
+        s, body = skiffd.api("DELETE", f"/v1/tokens/{me['token']}")
+        assert s == 409 and err_code(body) == "conflict"
+    other = new_token(skiffd, "admin")
+    s, body = skiffd.api("DELETE", f"/v1/tokens/{other['id']}", token=other["secret"])
+    assert s == 200  # not the last one: an admin token may delete itself
+    assert skiffd.api("GET", "/v1/whoami")[0] == 200
 
 
 def test_roles(skiffd):
@@ -178,16 +206,26 @@ def test_roles(skiffd):
     # developer: sandboxes, not tokens
     s, body = skiffd.api("POST", "/v1/tokens", {"name": "x", "role": "viewer"}, token=dev)
     assert s == 403
+    s, t_admin = skiffd.api("GET", "/v1/whoami")
+    assert skiffd.api("DELETE", f"/v1/tokens/{t_admin['token']}", token=dev)[0] == 403
+    # viewer: no exec, no patch
+    assert skiffd.api("POST", f"/v1/sandboxes/{sb['id']}/exec?wait=true",
+                      {"command": ["true"]}, token=viewer)[0] == 403
+    assert skiffd.api("PATCH", f"/v1/sandboxes/{sb['id']}", {"tags": {}},
+                      token=viewer)[0] == 403
+    assert skiffd.api("GET", f"/v1/sandboxes/{sb['id']}", token=viewer)[0] == 200
     # owner: tokens of its workspace, never above its own role, never another workspace
     t = new_token(skiffd, "viewer", token=owner)
     assert t["workspace"] == ws["id"]
     s, body = skiffd.api("POST", "/v1/tokens", {"name": "x", "role": "admin"}, token=owner)
     assert s == 403
+    # an owner deletes its workspace's tokens, never an admin's (nor sees one elsewhere)
+    assert skiffd.api("DELETE", f"/v1/tokens/{t['id']}", token=owner)[0] == 200
+    assert skiffd.api("DELETE", f"/v1/tokens/{t_admin['token']}", token=owner)[0] == 404
     s, body = skiffd.api("POST", "/v1/tokens",
                          {"name": "x", "role": "viewer", "workspace": "default"}, token=owner)
     assert s == 404
-    s, body = skiffd.api("GET", "/v1/tokens?limit=1000", token=owner)
-    assert s == 200 and {x["workspace"] for x in body["items"]} == {ws["id"]}
+    assert {x["workspace"] for x in list_all(skiffd, "/v1/tokens", token=owner)} == {ws["id"]}
     s, body = skiffd.api("POST", "/v1/workspaces", {"name": "nope"}, token=owner)
     assert s == 403
     assert skiffd.api("DELETE", f"/v1/sandboxes/{sb['id']}", token=viewer)[0] == 403
@@ -269,6 +307,16 @@ def test_exec_output_is_capped(skiffd):
     assert s == 200, out
     assert out["truncated"] is True and out["exit_code"] == 0
     assert 0 < len(out["stdout"]) <= 1024 * 1024 and set(out["stdout"]) == {"a"}
+    # Control characters are text too, six bytes each in JSON: 1 MiB of them on both streams
+    # still comes back, and the execs after it still run.
+    s, out = run(skiffd, sb["id"], ["sh", "-c", "head -c 2097152 /dev/zero | tr '\\0' '\\001'; "
+                                                "head -c 2097152 /dev/zero | tr '\\0' '\\002' >&2"])
+    assert s == 200, out
+    assert out["truncated"] is True
+    assert 0 < len(out["stdout"]) <= 1024 * 1024 and set(out["stdout"]) == {"\x01"}
+    assert 0 < len(out["stderr"]) <= 1024 * 1024 and set(out["stderr"]) == {"\x02"}
+    s, out = run(skiffd, sb["id"], ["echo", "after"])
+    assert s == 200 and out["stdout"] == "after\n"
 
 
 def test_async_exec_and_its_status(skiffd):
@@ -519,3 +567,91 @@ def test_restart_leaves_sandboxes_running(skiffd):
     assert s == 200 and out["stdout"] == "before\n", out
     s, fin = skiffd.api("DELETE", f"/v1/sandboxes/{sb['id']}")
     assert s == 200 and fin["state"] == "terminated"
+
+
+# ---- races and clients that go away ----
+
+
+def test_delete_while_creating(skiffd):
+    """A DELETE that lands while the create is still on its way ends the sandbox: it never
+    runs on after the DELETE returned."""
+    tag = f"race{time.monotonic_ns()}"
+    for _ in range(5):
+        result = {}
+        t = threading.Thread(target=lambda: result.update(
+            c=create(skiffd, {"tags": {"race": tag}})))
+        t.start()
+        seen = wait_for(lambda: skiffd.api("GET", f"/v1/sandboxes?tag=race:{tag}"
+                                           "&state=pending")[1]["items"]
+                        or skiffd.api("GET", f"/v1/sandboxes?tag=race:{tag}"
+                                      "&state=running")[1]["items"], 30, 0.001)
+        assert seen
+        for sb in seen:
+            s, fin = skiffd.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+            assert s == 200 and fin["state"] == "terminated", fin
+        t.join(60)
+        s, c = result["c"]
+        assert s == 201 or err_code(c), c
+        s, body = skiffd.api("GET", f"/v1/sandboxes?tag=race:{tag}&state=running")
+        assert body["items"] == []
+        tag += "x"
+
+
+def test_same_idempotency_key_at_once(skiffd):
+    key = f"same{time.monotonic_ns()}"
+    body = {"tags": {"idem": key}}
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: create(skiffd, body,
+                                                 headers={"Idempotency-Key": key}), range(8)))
+    ok = [sb for s, sb in results if s == 201]
+    assert ok and {sb["id"] for sb in ok} == {ok[0]["id"]}
+    assert all(s in (201, 409) for s, _ in results), results
+    s, lst = skiffd.api("GET", f"/v1/sandboxes?tag=idem:{key}")
+    assert len(lst["items"]) == 1
+
+
+def test_clients_that_leave_while_waiting(skiffd):
+    s, sb = create(skiffd)
+    for path, body in [(f"/v1/sandboxes/{sb['id']}/wait?timeout_s=30", b""),
+                       (f"/v1/sandboxes/{sb['id']}/exec?wait=true",
+                        b'{"command":["sleep","2"]}')]:
+        for _ in range(20):
+            c = socket.create_connection(("127.0.0.1", skiffd.port))
+            c.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                      f"{skiffd.token}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+            c.close()
+    time.sleep(0.5)
+    s, out = run(skiffd, sb["id"], ["echo", "still"])
+    assert s == 200 and out["stdout"] == "still\n"
+    s, fin = skiffd.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    assert s == 200 and fin["state"] == "terminated"
+
+
+def test_stop_with_writes_in_flight(skiffd):
+    """SIGTERM while creates and token writes are in flight: skiffd stops cleanly (exit 0;
+    the ASan build catches any use after free), and comes back with what it acknowledged."""
+    stop = threading.Event()
+    acked = []
+
+    def writer():
+        while not stop.is_set():
+            try:
+                s, t = skiffd.api("POST", "/v1/tokens", {"name": "w", "role": "viewer"},
+                                  timeout=10)
+            except OSError:
+                return
+            if s == 201:
+                acked.append(t["id"])
+    threads = [threading.Thread(target=writer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    rc = skiffd.stop()
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert rc == 0, skiffd.log_text()[-3000:]
+    assert acked
+    skiffd.start(pool=skiffd.pool)
+    have = {t["id"] for t in list_all(skiffd, "/v1/tokens")}
+    assert set(acked) <= have  # every acknowledged write survived
