@@ -47,7 +47,8 @@ static void usage(FILE *f)
 	    "  --instance ID       the runtime instance: 1-4 of [a-z0-9] (" DEFAULT_INSTANCE ")\n"
 	    "  --pool N            sandboxes kept ready for the default image (2)\n"
 	    "\n"
-	    "`skiffd server` and `skiffd worker` (several machines) are not available yet.\n",
+	    "`skiffd routes` prints the API's routes.\n"
+	      "`skiffd server` and `skiffd worker` (several machines) are not available yet.\n",
 	    f);
 }
 
@@ -222,6 +223,14 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "dev"))
 		return cmd_dev(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "routes")) {
+		/* The API's routes, one "METHOD PATTERN" a line ("{}" is one path segment). */
+		size_t n;
+		const struct http_route *r = server_routes(&n);
+		for (size_t i = 0; i < n; i++)
+			printf("%s %s\n", r[i].method, r[i].pattern);
+		return 0;
+	}
 	if (!strcmp(argv[1], "server") || !strcmp(argv[1], "worker")) {
 		fprintf(stderr, "skiffd %s: not available yet; use `skiffd dev`\n", argv[1]);
 		return 2;

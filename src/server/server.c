@@ -43,6 +43,12 @@ static const struct http_route ROUTES[] = {
     {"POST", "/internal/v1/workers/{}/events", link_events, NULL, LINK_MAX_BODY_BYTES, PERM_WORKER},
 };
 
+const struct http_route *server_routes(size_t *ret_n)
+{
+	*ret_n = ARRAY_SIZE(ROUTES);
+	return ROUTES;
+}
+
 void server_logf(struct server *srv, const char *fmt, ...)
 {
 	char line[2048], ts[RFC3339_BYTES];

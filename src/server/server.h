@@ -187,6 +187,8 @@ void server_shutdown(struct server *srv);
  * when every handle is closed. */
 void server_close(struct server *srv, void (*done)(void *), void *ud);
 int server_port(const struct server *srv);
+/* The routing table (for `skiffd routes` and the OpenAPI check). */
+const struct http_route *server_routes(size_t *ret_n);
 void server_logf(struct server *srv, const char *fmt, ...) _printf_(2, 3);
 /* s made safe to put between quotes in a logfmt line (quotes, backslashes and control
  * characters become '_'), cut to fit buf. Returns buf. */
