@@ -53,6 +53,22 @@ _Noreturn static void intermediate_fail(int fd, int type, int code, const char *
 	_exit(1);
 }
 
+int rt_sandbox_enter(const struct rt_sandbox *sb, struct sk_error *err)
+{
+	for (int i = 0; i < sb->rt->cg.nhier; i++) {
+		if (sb->cg.dirfd[i] < 0)
+			continue;
+		int r = fs_write_str_at(sb->cg.dirfd[i], "cgroup.procs", "0");
+		if (r < 0)
+			return sk_error_errno(err, r, "join the sandbox's cgroups");
+	}
+	if (setns(sb->pidfd, EXEC_NS_FLAGS) < 0)
+		return sk_error_errno(err, -errno, "join the sandbox's namespaces");
+	if (setresgid(0, 0, 0) < 0 || setgroups(0, NULL) < 0 || setresuid(0, 0, 0) < 0)
+		return sk_error_errno(err, -errno, "become the sandbox's root");
+	return 0;
+}
+
 /* The intermediate: in a fork of the runtime. Never returns. */
 _Noreturn static void intermediate(struct rt_sandbox *sb, const struct rt_exec_spec *es, int fd)
 {
@@ -65,19 +81,13 @@ _Noreturn static void intermediate(struct rt_sandbox *sb, const struct rt_exec_s
 	}
 	if (devnull > 2)
 		close(devnull);
-	for (int i = 0; i < sb->rt->cg.nhier; i++) {
-		if (sb->cg.dirfd[i] < 0)
-			continue;
-		int r = fs_write_str_at(sb->cg.dirfd[i], "cgroup.procs", "0");
-		if (r < 0)
-			intermediate_fail(fd, RT_MSG_ERROR, r, "%s: %s",
-			                  "join the sandbox's cgroups");
+	struct sk_error eerr = {0};
+	if (rt_sandbox_enter(sb, &eerr) < 0) {
+		struct exec_hello h = {.type = RT_MSG_ERROR, .code = eerr.code};
+		snprintf(h.msg, sizeof(h.msg), "%s", eerr.msg);
+		hello_send(fd, &h, -1);
+		_exit(1);
 	}
-	if (setns(sb->pidfd, EXEC_NS_FLAGS) < 0)
-		intermediate_fail(fd, RT_MSG_ERROR, -errno, "%s: %s",
-		                  "join the sandbox's namespaces");
-	if (setresgid(0, 0, 0) < 0 || setgroups(0, NULL) < 0 || setresuid(0, 0, 0) < 0)
-		intermediate_fail(fd, RT_MSG_ERROR, -errno, "%s: %s", "become the sandbox's root");
 	char hostname[65] = "";
 	gethostname(hostname, sizeof(hostname) - 1);
 	/* We are still in the host's pid namespace (setns only moves our children), and an

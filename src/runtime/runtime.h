@@ -149,6 +149,11 @@ int rt_exec_wait(struct rt_sandbox *sb, const struct rt_exec *ex, int timeout_ms
  * init has not logged it yet, -ESRCH when it never will (the sandbox ended first). */
 int rt_exec_status(struct rt_sandbox *sb, const struct rt_exec *ex, int *ret_status);
 int rt_exec_signal(const struct rt_exec *ex, int sig);
+/* In a single-threaded fork of the runtime, which it changes for good: join the running
+ * sandbox's cgroups and namespaces through its init's pidfd and become its root. The process's
+ * root and working directory are then the sandbox's /, its future children in its pid namespace;
+ * it holds the capabilities of the sandbox's user namespace (its own files, not the host's). */
+int rt_sandbox_enter(const struct rt_sandbox *sb, struct sk_error *err);
 void rt_exec_release(struct rt_exec *ex);
 
 enum rt_state {

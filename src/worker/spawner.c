@@ -163,9 +163,22 @@ static const struct {
 	const char *name;
 	int (*fn)(struct spawner *, json_t *, json_t *, struct sk_error *);
 } OPS[] = {
-    {"hello", sp_op_hello},   {"create", sp_op_create},       {"exec", sp_op_exec},
-    {"signal", sp_op_signal}, {"terminate", sp_op_terminate}, {"remove", sp_op_remove},
-    {"usage", sp_op_usage},   {"output", sp_op_output},       {"timeout", sp_op_timeout},
+    {"hello", sp_op_hello},
+    {"create", sp_op_create},
+    {"exec", sp_op_exec},
+    {"signal", sp_op_signal},
+    {"terminate", sp_op_terminate},
+    {"remove", sp_op_remove},
+    {"usage", sp_op_usage},
+    {"output", sp_op_output},
+    {"timeout", sp_op_timeout},
+    {"file_read", sp_op_file_read},
+    {"file_write", sp_op_file_write},
+    {"fs_stat", sp_op_fs_stat},
+    {"fs_list", sp_op_fs_list},
+    {"fs_mkdir", sp_op_fs_mkdir},
+    {"fs_remove", sp_op_fs_remove},
+    {"fs_move", sp_op_fs_move},
 };
 
 static void reply_error(struct spawner *sp, json_t *req_id, const struct sk_error *err)
@@ -188,7 +201,9 @@ static void events_flush(struct spawner *sp)
 static void request_handle(struct spawner *sp, const char *msg, size_t len)
 {
 	struct sk_error err = {0};
-	json_t *req = json_loadb(msg, len, JSON_REJECT_DUPLICATES, NULL);
+	/* NUL is allowed in strings so that a request holding one is answered under its req;
+	 * sp_json_string refuses such strings. */
+	json_t *req = json_loadb(msg, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
 	json_t *req_id = json_object_get(req, "req");
 	const char *op = NULL;
 	if (!json_is_object(req)) {
@@ -510,6 +525,12 @@ int spawner_start(const struct spawner_config *cfg, struct spawner_proc *ret, st
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
+		/* The daemon's stop signals are the daemon's: a service manager or a terminal that
+		 * signals the whole group must not end the spawner before it has released its pool.
+		 * It ends at EOF on its socket, when the daemon is gone. */
+		signal(SIGTERM, SIG_IGN);
+		signal(SIGINT, SIG_IGN);
+		signal(SIGHUP, SIG_IGN);
 		_exit(spawner_main(cfg, sv[1]));
 	}
 	close(sv[1]);

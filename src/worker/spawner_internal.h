@@ -1,6 +1,7 @@
 /* The spawner's insides, shared by its files: spawner.c (process, frames, loop, dispatch),
  * spawner_sandbox.c (create, end, terminate, remove, usage, hello), spawner_exec.c (exec,
- * signal) and spawner_output.c (the output op, trimming). Not part of the worker's API. */
+ * signal), spawner_output.c (the output op, trimming) and spawner_files.c (file operations in a
+ * sandbox's root). Not part of the worker's API. */
 #pragma once
 
 #include <jansson.h>
@@ -12,9 +13,21 @@
 
 #define SP_OUTPUT_MAX_READ_BYTES  (1024 * 1024) /* per output reply: base64 stays under a frame */
 #define SP_EXEC_STATUS_RECHECK_MS 5             /* while init has not logged an exec's status */
-#define SP_TERM_CHECK_MS          50 /* terminate of a sandbox without command: all gone yet? */
+#define SP_TERM_CHECK_MS          5 /* terminate of a sandbox without command: all gone yet? */
 #define SP_MAX_GRACE_MS           (3600 * 1000)
 #define SP_RECORD_NAME            "spawner.json" /* in the state directory */
+
+/* File operations (spawner_files.c). */
+#define SP_FILES_MAX_PATH_BYTES     4096
+#define SP_FILES_MAX_DATA_BYTES     (1024 * 1024) /* read or written per request */
+#define SP_FILES_MAX_DEPTH          16            /* fs_list */
+#define SP_FILES_MAX_LIST_ENTRIES   10000
+#define SP_FILES_MAX_LIST_BYTES     (1800 * 1000) /* fs_list's entries as JSON: under a frame */
+#define SP_FILES_MAX_REMOVE_ENTRIES 100000        /* fs_remove recursive: more is refused */
+#define SP_FILES_MAX_REMOVE_DEPTH   256
+#define SP_FILES_TIMEOUT_MS         10000 /* then the op's helper process is killed */
+#define SP_FILES_DIR_MODE           0755
+#define SP_FILES_DEFAULT_MODE       0644
 
 enum sp_state { SP_RUNNING, SP_EXITED, SP_TERMINATED, SP_TIMEOUT, SP_OOM, SP_LOST };
 
@@ -102,6 +115,13 @@ int sp_op_timeout(struct spawner *sp, json_t *req, json_t *reply, struct sk_erro
 int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_signal(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_output(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
+int sp_op_file_read(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
+int sp_op_file_write(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
+int sp_op_fs_stat(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
+int sp_op_fs_list(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
+int sp_op_fs_mkdir(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
+int sp_op_fs_remove(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
+int sp_op_fs_move(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 
 struct sp_exec *sp_exec_find(struct sp_sandbox *s, const char *id);
 /* The exec's pidfd fired, or its status recheck is due: report it once its status is known. */

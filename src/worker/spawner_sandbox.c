@@ -300,8 +300,16 @@ int sp_op_terminate(struct spawner *sp, json_t *req, json_t *reply, struct sk_er
 		return 1;
 	}
 	s->kill_mono = now + grace;
-	if (!s->has_command)
+	if (!s->has_command) {
+		/* An idle sandbox often has nothing but its init: then it ends now, not at the
+		 * first check. */
+		if (rt_sandbox_signal_all(s->sb, 0) == 0) {
+			s->kill_mono = 0;
+			sandbox_kill(s, SP_TERMINATED);
+			return 1;
+		}
 		s->term_check_mono = now + SP_TERM_CHECK_MS;
+	}
 	return 1;
 }
 

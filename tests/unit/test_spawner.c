@@ -2,7 +2,8 @@
  * spawner_main on a socket pair, with an instance of its own and a temporary data directory; the
  * tests speak the protocol of docs/WORKER.md to it: sandboxes made from the pool and on the spot,
  * execs and their output, how things end (exit codes, signals, timeout, terminate), bad
- * requests, and a restart that finds a running sandbox again. Nothing is left afterwards. */
+ * requests, a restart that finds a running sandbox again, and file operations in a sandbox's root
+ * (escapes refused or kept inside). Nothing is left afterwards. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +30,7 @@
 #include "../../src/lib/id.h"
 #include "../../src/runtime/runtime.h"
 #include "../../src/worker/spawner.h"
+#include "../../src/worker/spawner_internal.h"
 
 #define WAIT_MS 20000
 
@@ -629,13 +631,338 @@ static void test_restart(void **state)
 	spawner_down(f);
 }
 
+/* ---- file operations ---- */
+
+static json_t *fcall(struct fixture *f, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	json_t *m = json_vpack_ex(NULL, 0, fmt, ap);
+	va_end(ap);
+	assert_non_null(m);
+	return call(f, m);
+}
+
+static void expect_code(json_t *reply, const char *code)
+{
+	if (is_ok(reply) || strcmp(error_code(reply), code)) {
+		char *t = json_dumps(reply, 0);
+		fail_msg("expected %s, got %s", code, t);
+	}
+	json_decref(reply);
+}
+
+static json_t *fwrite_at(struct fixture *f, const char *id, const char *path, const void *data,
+                         size_t len, long long offset, int truncate)
+{
+	char *b64 = malloc(base64_encoded_size(len));
+	base64_encode(data, len, b64);
+	json_t *r =
+	    fcall(f, "{s:s, s:s, s:s, s:s, s:I, s:b}", "op", "file_write", "id", id, "path", path,
+	          "data_b64", b64, "offset", (json_int_t)offset, "truncate", truncate);
+	free(b64);
+	return r;
+}
+
+/* file_read's data into buf (NUL-terminated); returns the reply, *ret_n the byte count. */
+static json_t *fread_at(struct fixture *f, const char *id, const char *path, long long offset,
+                        size_t max, char *buf, size_t size, size_t *ret_n)
+{
+	json_t *r = fcall(f, "{s:s, s:s, s:s, s:I, s:I}", "op", "file_read", "id", id, "path", path,
+	                  "offset", (json_int_t)offset, "max", (json_int_t)max);
+	if (!is_ok(r))
+		return r;
+	const char *b64 = json_string_value(json_object_get(r, "data_b64"));
+	assert_non_null(b64);
+	assert_true(strlen(b64) / 4 * 3 < size);
+	long n = base64_decode(b64, strlen(b64), (unsigned char *)buf);
+	assert_true(n >= 0);
+	buf[n] = '\0';
+	if (ret_n)
+		*ret_n = (size_t)n;
+	return r;
+}
+
+/* Run a shell command in the sandbox, its stdout into buf. */
+static void sh(struct fixture *f, const char *id, const char *script, char *buf, size_t size)
+{
+	char ex[ID_MAX_BYTES];
+	new_id("ex-", ex);
+	json_t *cmd = json_pack("[s, s, s]", "sh", "-c", script);
+	json_t *r = call(f, json_pack("{s:s, s:s, s:s, s:o}", "op", "exec", "id", id, "exec", ex,
+	                              "command", cmd));
+	expect_ok(r);
+	json_decref(r);
+	json_t *e = wait_event(f, "exec_ended", id, ex);
+	assert_int_equal(json_integer_value(json_object_get(e, "exit_code")), 0);
+	json_decref(e);
+	json_decref(output(f, id, ex, "stdout", 0, buf, size));
+}
+
+static const char *entry_str(json_t *entry, const char *key)
+{
+	const char *v = json_string_value(json_object_get(entry, key));
+	return v ? v : "(null)";
+}
+
+static void test_files(void **state)
+{
+	struct fixture *f = *state;
+	spawner_up(f, 0);
+	json_decref(call(f, json_pack("{s:s}", "op", "hello")));
+	char a[ID_MAX_BYTES], buf[4096], buf2[4096];
+	new_id("sb-", a);
+	json_t *r = create(f, a, "{}");
+	expect_ok(r);
+	json_decref(r);
+
+	/* Every byte value, written in three chunks at offsets, read back in three. */
+	unsigned char bytes[256];
+	for (int i = 0; i < 256; i++)
+		bytes[i] = (unsigned char)i;
+	r = fcall(f, "{s:s, s:s, s:s, s:s, s:b, s:i, s:b}", "op", "file_write", "id", a, "path",
+	          "/data/sub/bin", "data_b64", "AAEC", "truncate", 1, "mode", 0640, "parents", 1);
+	expect_ok(r);
+	json_decref(r);
+	long long sizes[3] = {100, 200, 256};
+	for (int c = 0; c < 3; c++) {
+		size_t from = (size_t)c * 100, len = c < 2 ? 100 : 56;
+		r = fwrite_at(f, a, "/data/sub/bin", bytes + from, len, (long long)from, c == 0);
+		expect_ok(r);
+		assert_int_equal(json_integer_value(json_object_get(r, "size")), sizes[c]);
+		json_decref(r);
+	}
+	for (int c = 0; c < 3; c++) {
+		size_t n = 0;
+		r = fread_at(f, a, "/data/sub/bin", c * 100, 100, buf, sizeof(buf), &n);
+		expect_ok(r);
+		assert_int_equal(n, c < 2 ? 100 : 56);
+		assert_memory_equal(buf, bytes + c * 100, n);
+		assert_int_equal(json_integer_value(json_object_get(r, "size")), 256);
+		assert_int_equal(json_is_true(json_object_get(r, "eof")), c == 2);
+		json_decref(r);
+	}
+	/* Owned by the sandbox's root, as seen from inside; the mode as asked. */
+	sh(f, a, "stat -c '%u:%g:%a' /data/sub/bin /data/sub /data", buf, sizeof(buf));
+	assert_string_equal(buf, "0:0:640\n0:0:755\n0:0:755\n");
+
+	/* stat and list: types, sizes, modes, symlink targets; listing never follows links. */
+	sh(f, a,
+	   "ln -s /etc/passwd /data/link && ln -s /proc/1/root/etc/shadow /data/shadow && "
+	   "ln -s /proc/self/root /data/self && ln -s ../../../../../etc /data/sub/up && "
+	   "ln -s / /tmp/out && mkfifo /data/fifo",
+	   buf, sizeof(buf));
+	r = fcall(f, "{s:s, s:s, s:s}", "op", "fs_stat", "id", a, "path", "/data//sub/./bin");
+	expect_ok(r);
+	json_t *e = json_object_get(r, "entry");
+	assert_string_equal(entry_str(e, "name"), "bin");
+	assert_string_equal(entry_str(e, "path"), "/data/sub/bin");
+	assert_string_equal(entry_str(e, "type"), "file");
+	assert_int_equal(json_integer_value(json_object_get(e, "size")), 256);
+	assert_int_equal(json_integer_value(json_object_get(e, "mode")), 0640);
+	assert_true(json_is_null(json_object_get(e, "link_target")));
+	assert_int_equal(strlen(entry_str(e, "mtime")), 24);
+	json_decref(r);
+	r = fcall(f, "{s:s, s:s, s:s}", "op", "fs_stat", "id", a, "path", "/data/link");
+	expect_ok(r);
+	e = json_object_get(r, "entry");
+	assert_string_equal(entry_str(e, "type"), "symlink");
+	assert_string_equal(entry_str(e, "link_target"), "/etc/passwd");
+	json_decref(r);
+	r = fcall(f, "{s:s, s:s, s:s, s:i}", "op", "fs_list", "id", a, "path", "/data", "depth", 2);
+	expect_ok(r);
+	static const char *const want[][3] = {
+	    {"/data/fifo", "other", ""},
+	    {"/data/link", "symlink", "/etc/passwd"},
+	    {"/data/self", "symlink", "/proc/self/root"},
+	    {"/data/shadow", "symlink", "/proc/1/root/etc/shadow"},
+	    {"/data/sub", "dir", ""},
+	    {"/data/sub/bin", "file", ""},
+	    {"/data/sub/up", "symlink", "../../../../../etc"},
+	};
+	json_t *list = json_object_get(r, "entries");
+	assert_int_equal(json_array_size(list), ARRAY_SIZE(want));
+	for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
+		e = json_array_get(list, i);
+		assert_string_equal(entry_str(e, "path"), want[i][0]);
+		assert_string_equal(entry_str(e, "type"), want[i][1]);
+		if (want[i][2][0])
+			assert_string_equal(entry_str(e, "link_target"), want[i][2]);
+	}
+	assert_true(json_is_false(json_object_get(r, "truncated")));
+	json_decref(r);
+	r = fcall(f, "{s:s, s:s, s:s}", "op", "fs_list", "id", a, "path", "/data");
+	expect_ok(r);
+	assert_int_equal(json_array_size(json_object_get(r, "entries")), 5); /* depth 1 */
+	json_decref(r);
+
+	/* Escapes: "..", absolute and climbing symlinks resolve inside the root; magic links are
+	 * refused. The sandbox's /etc/passwd is not the host's. */
+	size_t n0 = 0, n = 0;
+	r = fread_at(f, a, "/etc/passwd", 0, 4096, buf, sizeof(buf), &n0);
+	expect_ok(r);
+	json_decref(r);
+	assert_non_null(strstr(buf, "root:x:0:0:"));
+	char host[4096];
+	ssize_t hn = fs_read_at(AT_FDCWD, "/etc/passwd", host, sizeof(host));
+	assert_true(hn > 0);
+	assert_true((size_t)hn != n0 || memcmp(host, buf, n0) != 0);
+	const char *same[] = {"/../../etc/passwd", "/data/link", "/data/sub/up/passwd",
+	                      "/tmp/out/etc/passwd", "/data/sub/../../../etc/passwd"};
+	for (size_t i = 0; i < ARRAY_SIZE(same); i++) {
+		r = fread_at(f, a, same[i], 0, 4096, buf2, sizeof(buf2), &n);
+		expect_ok(r);
+		json_decref(r);
+		assert_int_equal(n, n0);
+		assert_memory_equal(buf2, buf, n0);
+	}
+	r = fread_at(f, a, "/data/shadow", 0, 4096, buf2, sizeof(buf2), NULL);
+	assert_false(is_ok(r));
+	json_decref(r);
+	r = fread_at(f, a, "/data/self/etc/passwd", 0, 4096, buf2, sizeof(buf2), NULL);
+	assert_false(is_ok(r));
+	json_decref(r);
+	expect_code(fread_at(f, a, "/proc/1/root/etc/passwd", 0, 16, buf2, sizeof(buf2), NULL),
+	            "invalid_argument");
+	/* A write through a symlinked parent (/tmp/out -> /) lands at the sandbox's /x. */
+	int host_x = access("/x", F_OK) == 0;
+	r = fwrite_at(f, a, "/tmp/out/x", "hello", 5, 0, 1);
+	expect_ok(r);
+	json_decref(r);
+	json_decref(fread_at(f, a, "/x", 0, 100, buf2, sizeof(buf2), NULL));
+	assert_string_equal(buf2, "hello");
+	assert_int_equal(access("/x", F_OK) == 0, host_x);
+	/* Through an absolute symlink to a file: the sandbox's file, not the host's. */
+	r = fwrite_at(f, a, "/data/shadow", "x", 1, 0, 1);
+	assert_false(is_ok(r));
+	json_decref(r);
+	/* Not files: a directory, a FIFO (never opened: it would block). */
+	expect_code(fwrite_at(f, a, "/data", "x", 1, 0, 0), "invalid_argument");
+	expect_code(fread_at(f, a, "/data", 0, 16, buf2, sizeof(buf2), NULL), "invalid_argument");
+	expect_code(fread_at(f, a, "/data/fifo", 0, 16, buf2, sizeof(buf2), NULL),
+	            "invalid_argument");
+	expect_code(fwrite_at(f, a, "/data/fifo", "x", 1, 0, 0), "invalid_argument");
+	expect_code(fread_at(f, a, "/nope", 0, 16, buf2, sizeof(buf2), NULL), "not_found");
+
+	/* mkdir, move, remove. */
+	r = fcall(f, "{s:s, s:s, s:s, s:b}", "op", "fs_mkdir", "id", a, "path", "/m/a/b", "parents",
+	          1);
+	expect_ok(r);
+	json_decref(r);
+	r = fcall(f, "{s:s, s:s, s:s, s:b}", "op", "fs_mkdir", "id", a, "path", "/m/a/b", "parents",
+	          1);
+	expect_ok(r); /* -p: there already */
+	json_decref(r);
+	expect_code(fcall(f, "{s:s, s:s, s:s}", "op", "fs_mkdir", "id", a, "path", "/m/a"),
+	            "conflict");
+	expect_code(fcall(f, "{s:s, s:s, s:s}", "op", "fs_mkdir", "id", a, "path", "/n/x"),
+	            "not_found");
+	expect_code(fcall(f, "{s:s, s:s, s:s, s:b}", "op", "fs_mkdir", "id", a, "path",
+	                  "/data/sub/bin/x", "parents", 1),
+	            "conflict");
+	r = fcall(f, "{s:s, s:s, s:s, s:s}", "op", "fs_move", "id", a, "from", "/data/sub/bin",
+	          "to", "/m/a/b/bin2");
+	expect_ok(r);
+	json_decref(r);
+	expect_code(fcall(f, "{s:s, s:s, s:s}", "op", "fs_stat", "id", a, "path", "/data/sub/bin"),
+	            "not_found");
+	r = fcall(f, "{s:s, s:s, s:s}", "op", "fs_stat", "id", a, "path", "/m/a/b/bin2");
+	expect_ok(r);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(r, "entry"), "size")),
+	                 256);
+	json_decref(r);
+	expect_code(fcall(f, "{s:s, s:s, s:s, s:s}", "op", "fs_move", "id", a, "from", "/x", "to",
+	                  "/m/a/b/bin2"),
+	            "conflict");
+	expect_code(fcall(f, "{s:s, s:s, s:s, s:s}", "op", "fs_move", "id", a, "from", "/nope",
+	                  "to", "/m/nope"),
+	            "not_found");
+	expect_code(
+	    fcall(f, "{s:s, s:s, s:s, s:s}", "op", "fs_move", "id", a, "from", "/x", "to", "/m/.."),
+	    "invalid_argument");
+	expect_code(fcall(f, "{s:s, s:s, s:s}", "op", "fs_remove", "id", a, "path", "/m"),
+	            "conflict");
+	r = fcall(f, "{s:s, s:s, s:s, s:b}", "op", "fs_remove", "id", a, "path", "/m", "recursive",
+	          1);
+	expect_ok(r);
+	json_decref(r);
+	expect_code(fcall(f, "{s:s, s:s, s:s}", "op", "fs_stat", "id", a, "path", "/m"),
+	            "not_found");
+	/* A symlink is removed, not what it points at. */
+	r = fcall(f, "{s:s, s:s, s:s, s:b}", "op", "fs_remove", "id", a, "path", "/tmp/out",
+	          "recursive", 1);
+	expect_ok(r);
+	json_decref(r);
+	r = fcall(f, "{s:s, s:s, s:s}", "op", "fs_remove", "id", a, "path", "/x");
+	expect_ok(r);
+	json_decref(r);
+	expect_code(fcall(f, "{s:s, s:s, s:s}", "op", "fs_remove", "id", a, "path", "/x"),
+	            "not_found");
+	expect_code(fcall(f, "{s:s, s:s, s:s, s:b}", "op", "fs_remove", "id", a, "path", "/",
+	                  "recursive", 1),
+	            "invalid_argument");
+	r = fread_at(f, a, "/etc/passwd", 0, 16, buf2, sizeof(buf2), NULL);
+	expect_ok(r); /* still there */
+	json_decref(r);
+
+	/* A large directory: fs_list stops at SP_FILES_MAX_LIST_ENTRIES; removed in one go. */
+	sh(f, a, "mkdir /big && cd /big && seq 10050 | xargs touch && ls | wc -l", buf,
+	   sizeof(buf));
+	assert_string_equal(buf, "10050\n");
+	r = fcall(f, "{s:s, s:s, s:s, s:i}", "op", "fs_list", "id", a, "path", "/", "depth", 16);
+	expect_ok(r);
+	assert_int_equal(json_array_size(json_object_get(r, "entries")), SP_FILES_MAX_LIST_ENTRIES);
+	assert_true(json_is_true(json_object_get(r, "truncated")));
+	json_decref(r);
+	r = fcall(f, "{s:s, s:s, s:s, s:b}", "op", "fs_remove", "id", a, "path", "/big",
+	          "recursive", 1);
+	expect_ok(r);
+	json_decref(r);
+
+	/* Bad requests change nothing and leave the spawner up. */
+	expect_code(fcall(f, "{s:s, s:s}", "op", "file_read", "id", a), "invalid_argument");
+	expect_code(fcall(f, "{s:s, s:s, s:s}", "op", "file_read", "id", a, "path", "etc/passwd"),
+	            "invalid_argument");
+	expect_code(
+	    fcall(f, "{s:s, s:s, s:s%}", "op", "file_read", "id", a, "path", "/etc\0x", (size_t)6),
+	    "invalid_argument");
+	expect_code(fcall(f, "{s:s, s:s, s:s, s:I}", "op", "file_read", "id", a, "path",
+	                  "/etc/passwd", "max", (json_int_t)(2 << 20)),
+	            "invalid_argument");
+	expect_code(
+	    fcall(f, "{s:s, s:s, s:s, s:i}", "op", "fs_list", "id", a, "path", "/", "depth", 17),
+	    "invalid_argument");
+	expect_code(fcall(f, "{s:s, s:s, s:s, s:s}", "op", "file_write", "id", a, "path", "/y",
+	                  "data_b64", "!!"),
+	            "invalid_argument");
+	expect_code(fcall(f, "{s:s, s:s, s:s, s:i}", "op", "file_write", "id", a, "path", "/y",
+	                  "mode", 04755),
+	            "invalid_argument");
+	expect_code(fcall(f, "{s:s, s:s, s:s, s:s}", "op", "file_write", "id", a, "path", "/y",
+	                  "truncate", "yes"),
+	            "invalid_argument");
+	expect_code(fcall(f, "{s:s, s:s, s:s}", "op", "fs_stat", "id",
+	                  "sb-00000000000000000000000000", "path", "/"),
+	            "not_found");
+	expect_code(fcall(f, "{s:s, s:s, s:s}", "op", "fs_stat", "id", a, "path", "/y"),
+	            "not_found");
+
+	/* Only running sandboxes. */
+	char b[ID_MAX_BYTES];
+	json_decref(run_to_end(f, "{\"command\":[\"true\"]}", b));
+	expect_code(fcall(f, "{s:s, s:s, s:s}", "op", "file_read", "id", b, "path", "/etc/passwd"),
+	            "conflict");
+	remove_sandbox(f, a);
+	remove_sandbox(f, b);
+	spawner_down(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_bad_requests),
-	    cmocka_unit_test(test_pool_exec_output),
-	    cmocka_unit_test(test_ends),
-	    cmocka_unit_test(test_restart),
+	    cmocka_unit_test(test_bad_requests), cmocka_unit_test(test_pool_exec_output),
+	    cmocka_unit_test(test_ends),         cmocka_unit_test(test_restart),
+	    cmocka_unit_test(test_files),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
