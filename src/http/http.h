@@ -112,6 +112,10 @@ struct http_server_config {
 	http_gate_fn gate;
 	void *gate_ud;
 	void *ud; /* http_server_ud() */
+	/* Optional: called once a request's reply has ended (its status, and the time from the
+	 * request's first byte), while its connection lives (for metrics). req->route is NULL for a
+	 * request no route matched. */
+	void (*on_done)(const struct http_request *req, int status, uint64_t duration_ns, void *ud);
 };
 
 /* Make a server on loop; nothing listens yet. */

@@ -42,7 +42,9 @@ struct http_req_priv {
 	size_t body_limit; /* the route's (or the server's) limit */
 	char *params_buf;  /* decoded route parameters, NUL-separated */
 
-	int route_status; /* 0: routed; 400, 404, 405 or 414: answer that */
+	int route_status;  /* 0: routed; 400, 404, 405 or 414: answer that */
+	int status;        /* of the reply, once its head is built */
+	uint64_t start_ns; /* uv_hrtime() when its first byte came */
 	char route_msg[128];
 	char allow[96]; /* methods for 405's Allow header */
 

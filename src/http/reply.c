@@ -91,6 +91,8 @@ static bool status_has_body(int status)
 static char *head_build(struct http_req_priv *rp, int status, const char *content_type,
                         const char *framing, bool close, size_t *ret_len)
 {
+	if (rp)
+		rp->status = status;
 	size_t extra = 0;
 	for (struct http_reply_hdr *h = rp ? rp->rhdrs : NULL; h; h = h->next)
 		extra += h->len;

@@ -56,6 +56,7 @@ struct http_server {
 	http_gate_fn gate;
 	void *gate_ud;
 	void *ud;
+	void (*on_done)(const struct http_request *req, int status, uint64_t duration_ns, void *ud);
 	llhttp_settings_t settings;
 	struct http_conn *conns;
 	unsigned nconns, nrejecting;
@@ -116,6 +117,7 @@ static struct http_req_priv *req_new(struct http_conn *conn)
 	rp->pub.priv_ = rp;
 	rp->pub.query = "";
 	rp->rhdrs_tail = &rp->rhdrs;
+	rp->start_ns = uv_hrtime();
 	memcpy(rp->pub.remote, conn->remote, sizeof(rp->pub.remote));
 	return rp;
 }
@@ -689,6 +691,9 @@ void http_conn_request_done(struct http_req_priv *rp, bool close)
 {
 	struct http_conn *conn = rp->conn;
 	close = close || !rp->keep_alive;
+	/* Only while the connection lives: a request detached from it may outlive the server. */
+	if (conn && !conn->closing && conn->srv->on_done && rp->status)
+		conn->srv->on_done(&rp->pub, rp->status, uv_hrtime() - rp->start_ns, conn->srv->ud);
 	if (rp->in_gate)
 		rp->ended = true; /* the gate replied: req_gate frees it once the gate returns */
 	else
@@ -899,6 +904,7 @@ int http_server_new(uv_loop_t *loop, const struct http_server_config *cfg, struc
 	srv->gate = cfg->gate;
 	srv->gate_ud = cfg->gate_ud;
 	srv->ud = cfg->ud;
+	srv->on_done = cfg->on_done;
 	srv->port = -1;
 	llhttp_settings_init(&srv->settings);
 	srv->settings.on_message_begin = on_message_begin;

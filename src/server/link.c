@@ -48,6 +48,7 @@ static void poll_answer(struct worker_rec *w)
 	if (!req)
 		return;
 	w->poll = NULL;
+	req->on_abort = NULL;
 	if (w->poll_timer) {
 		uv_close((uv_handle_t *)w->poll_timer, timer_free);
 		w->poll_timer = NULL;
@@ -150,17 +151,29 @@ static void worker_lost(struct server *srv, struct worker_rec *w)
 
 void link_check_workers(struct server *srv)
 {
+	int64_t lost_ms =
+	    srv->cfg.worker_lost_ms > 0 ? srv->cfg.worker_lost_ms : SERVER_WORKER_LOST_MS;
 	int64_t now = clock_now_ms();
 	size_t pos = 0;
 	struct worker_rec *w;
 	while ((w = map_next(&srv->workers, &pos)))
-		if (w->connected && !w->poll && now - w->last_seen_ms > SERVER_WORKER_LOST_MS)
+		if (w->connected && !w->poll && now - w->last_seen_ms > lost_ms)
 			worker_lost(srv, w);
 }
 
 static void poll_timeout(uv_timer_t *t)
 {
 	poll_answer(t->data);
+}
+
+/* The worker hung up during its long-poll (it died, or its connection did): no poll waits now,
+ * so its silence from here on counts toward being lost. */
+static void poll_aborted(struct http_request *req)
+{
+	struct api_call *call = req->data;
+	struct worker_rec *w = call ? call->obj : NULL;
+	if (w && w->poll == req)
+		poll_answer(w); /* the reply is dropped; it frees the request */
 }
 
 void link_poll(struct http_request *req)
@@ -181,6 +194,8 @@ void link_poll(struct http_request *req)
 	if (w->poll) /* a newer poll replaces the one waiting */
 		poll_answer(w);
 	w->poll = req;
+	call->obj = w;
+	req->on_abort = poll_aborted;
 	if (w->queue || call->srv->stopping) {
 		poll_answer(w);
 		return;
@@ -243,6 +258,10 @@ static int valid_end_state(const char *s)
 static void event_apply(struct server *srv, struct worker_rec *w, json_t *ev)
 {
 	const char *type = str(ev, "type");
+	if (!strcmp(type, "file_done")) {
+		link_file_done(srv, w, ev);
+		return;
+	}
 	struct sandbox_rec *sb = sandbox_find(srv, str(ev, "sandbox"));
 	if (!sb || sb->worker != w) {
 		char safe[40];

@@ -329,6 +329,9 @@ void sandbox_set_running(struct server *srv, struct sandbox_rec *sb, int64_t sta
 		return;
 	snprintf(sb->row.state, sizeof(sb->row.state), "running");
 	sb->row.started_ms = started_ms ? started_ms : clock_now_ms();
+	if (sb->row.started_ms >= sb->row.created_ms)
+		metrics_sandbox_started(srv,
+		                        (double)(sb->row.started_ms - sb->row.created_ms) / 1e3);
 	double timeout = json_number_value(json_object_get(sb->spec, "timeout_s"));
 	if (timeout > 0)
 		sb->row.deadline_ms = sb->row.started_ms + (int64_t)(timeout * 1000);

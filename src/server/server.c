@@ -19,6 +19,7 @@
 
 static const struct http_route ROUTES[] = {
     {"GET", "/healthz", api_healthz, NULL, 0, PERM_PUBLIC},
+    {"GET", "/metrics", api_metrics, NULL, 0, PERM_PUBLIC},
     {"GET", "/v1/whoami", api_whoami, NULL, 0, PERM_ANY},
     {"POST", "/v1/workspaces", api_workspaces_create, NULL, SERVER_MAX_JSON_BODY_BYTES, PERM_ADMIN},
     {"GET", "/v1/workspaces", api_workspaces_list, NULL, 0, PERM_READ},
@@ -36,12 +37,25 @@ static const struct http_route ROUTES[] = {
     {"POST", "/v1/sandboxes/{}/exec", api_sandboxes_exec, NULL, SERVER_MAX_JSON_BODY_BYTES,
      PERM_WRITE | PERM_SANDBOX},
     {"GET", "/v1/sandboxes/{}/execs/{}", api_execs_get, NULL, 0, PERM_READ | PERM_SANDBOX},
+    {"GET", "/v1/sandboxes/{}/files", api_files_get, NULL, 0, PERM_READ | PERM_SANDBOX},
+    {"PUT", "/v1/sandboxes/{}/files", api_files_put, NULL, SERVER_MAX_FILE_BYTES,
+     PERM_WRITE | PERM_SANDBOX},
+    {"GET", "/v1/sandboxes/{}/fs/list", api_fs_list, NULL, 0, PERM_READ | PERM_SANDBOX},
+    {"GET", "/v1/sandboxes/{}/fs/stat", api_fs_stat, NULL, 0, PERM_READ | PERM_SANDBOX},
+    {"POST", "/v1/sandboxes/{}/fs/mkdir", api_fs_mkdir, NULL, SERVER_MAX_JSON_BODY_BYTES,
+     PERM_WRITE | PERM_SANDBOX},
+    {"POST", "/v1/sandboxes/{}/fs/remove", api_fs_remove, NULL, SERVER_MAX_JSON_BODY_BYTES,
+     PERM_WRITE | PERM_SANDBOX},
+    {"POST", "/v1/sandboxes/{}/fs/move", api_fs_move, NULL, SERVER_MAX_JSON_BODY_BYTES,
+     PERM_WRITE | PERM_SANDBOX},
     {"GET", "/v1/workers", api_workers_list, NULL, 0, PERM_ADMIN},
     {"POST", "/internal/v1/workers/register", link_register, NULL, LINK_MAX_BODY_BYTES,
      PERM_WORKER},
     {"POST", "/internal/v1/workers/{}/poll", link_poll, NULL, LINK_MAX_BODY_BYTES, PERM_WORKER},
     {"POST", "/internal/v1/workers/{}/events", link_events, NULL, LINK_MAX_BODY_BYTES, PERM_WORKER},
 };
+
+_Static_assert(ARRAY_SIZE(ROUTES) <= METRICS_MAX_ROUTES, "metrics count routes one by one");
 
 const struct http_route *server_routes(size_t *ret_n)
 {
@@ -186,6 +200,9 @@ static int load_worker(const struct store_worker *w, void *ud)
 	rec->row = *w;
 	rec->row.info_json = w->info_json ? strdup(w->info_json) : NULL;
 	rec->queue_tail = &rec->queue;
+	/* Commands queued before this start are gone: every worker must register again (its next
+	 * poll gets 409), so that the reconcile sees what it runs. */
+	rec->row.epoch++;
 	return map_put(&srv->workers, rec->row.id, rec);
 }
 
@@ -269,6 +286,15 @@ static int idem_expire_fn(struct store_tx *tx, void *ud)
 	return r < 0 ? r : 0;
 }
 
+static void request_done(const struct http_request *req, int status, uint64_t duration_ns, void *ud)
+{
+	size_t route =
+	    req->route && req->route >= ROUTES && req->route < ROUTES + ARRAY_SIZE(ROUTES)
+	        ? (size_t)(req->route - ROUTES)
+	        : METRICS_MAX_ROUTES;
+	metrics_request(ud, route, status, duration_ns);
+}
+
 static void tick(uv_timer_t *t)
 {
 	struct server *srv = t->data;
@@ -291,6 +317,7 @@ int server_new(uv_loop_t *loop, struct store *store, const struct server_config 
 	map_init(&srv->sandboxes);
 	map_init(&srv->workers);
 	map_init(&srv->idem_inflight);
+	map_init(&srv->file_calls);
 	sha256_hex(cfg->worker_secret, strlen(cfg->worker_secret), srv->worker_secret_hash);
 
 	int r = store_run_sync(store, load_all, srv);
@@ -307,6 +334,7 @@ int server_new(uv_loop_t *loop, struct store *store, const struct server_config 
 	    .gate = auth_gate,
 	    .gate_ud = srv,
 	    .ud = srv,
+	    .on_done = request_done,
 	};
 	hc.limits.max_body_bytes = SERVER_MAX_JSON_BODY_BYTES;
 	if ((r = http_server_new(loop, &hc, &srv->http, err)) < 0)
@@ -366,12 +394,14 @@ static void free_all(struct server *srv)
 	map_release(&srv->sandboxes);
 	map_release(&srv->workers);
 	map_release(&srv->idem_inflight);
+	map_release(&srv->file_calls);
 }
 
 void server_shutdown(struct server *srv)
 {
 	srv->stopping = 1;
 	waiters_cancel_all(srv);
+	file_calls_cancel_all(srv);
 	link_release_polls(srv);
 }
 

@@ -37,6 +37,8 @@
 #define SERVER_MAX_PENDING_COMMANDS   100000
 #define EXEC_WAIT_MAX_OUTPUT_BYTES    (1024 * 1024) /* per stream, in ?wait=true replies */
 #define LINK_VERSION                  1
+#define SERVER_MAX_FILE_BYTES         (8 * 1024 * 1024) /* one file read or written by the API */
+#define SERVER_FILE_TIMEOUT_MS        60000
 
 enum role {
 	ROLE_NONE = 0,
@@ -118,6 +120,23 @@ struct server_config {
 	const char *data_dir;
 	const char *listen;        /* "ADDR:PORT" */
 	const char *worker_secret; /* what the worker link's callers must present */
+	int worker_lost_ms;        /* 0: SERVER_WORKER_LOST_MS */
+};
+
+#define METRICS_MAX_ROUTES 64 /* routes counted one by one; one more slot is "unmatched" */
+#define METRICS_NSTATUS    17 /* statuses counted one by one, and "other" */
+#define METRICS_NBUCKETS   16
+
+struct metrics_histogram {
+	uint64_t buckets[METRICS_NBUCKETS]; /* cumulative, like Prometheus's */
+	uint64_t count;
+	double sum;
+};
+
+struct metrics {
+	uint64_t requests[METRICS_MAX_ROUTES + 1][METRICS_NSTATUS];
+	struct metrics_histogram latency[METRICS_MAX_ROUTES + 1];
+	struct metrics_histogram start;
 };
 
 struct close_ctx;
@@ -133,8 +152,10 @@ struct server {
 	struct map sandboxes;     /* sb-id → sandbox_rec */
 	struct map workers;       /* wk-id → worker_rec */
 	struct map idem_inflight; /* "ws/key" → strdup'ed key (a create with this key is running) */
+	struct map file_calls;    /* fr-id → file_call waiting for the worker */
 	uv_timer_t tick;          /* worker liveness, expired idempotency keys */
 	unsigned long ticks;
+	struct metrics metrics;
 	int stopping;
 	int store_closed;              /* set by the owner once store_close ran */
 	unsigned persists_inflight;    /* submitted to the store, not answered yet */
@@ -220,6 +241,10 @@ int auth_token_add(struct server *srv, const struct store_token *row);
 
 /* api_*.c: route handlers */
 void api_healthz(struct http_request *req);
+void api_metrics(struct http_request *req);
+/* metrics.c */
+void metrics_request(struct server *srv, size_t route, int status, uint64_t duration_ns);
+void metrics_sandbox_started(struct server *srv, double seconds);
 void api_whoami(struct http_request *req);
 void api_workspaces_create(struct http_request *req);
 void api_workspaces_list(struct http_request *req);
@@ -235,6 +260,16 @@ void api_sandboxes_delete(struct http_request *req);
 void api_sandboxes_exec(struct http_request *req);
 void api_execs_get(struct http_request *req);
 void api_workers_list(struct http_request *req);
+void api_files_get(struct http_request *req);
+void api_files_put(struct http_request *req);
+void api_fs_list(struct http_request *req);
+void api_fs_stat(struct http_request *req);
+void api_fs_mkdir(struct http_request *req);
+void api_fs_remove(struct http_request *req);
+void api_fs_move(struct http_request *req);
+void file_calls_cancel_all(struct server *srv);
+/* A worker's file_done event: answer the file call it belongs to. */
+void link_file_done(struct server *srv, struct worker_rec *w, json_t *ev);
 
 /* link.c: the worker link, server side */
 void link_register(struct http_request *req);

@@ -531,6 +531,191 @@ static void terminated(struct worker *w, json_t *reply, void *ud)
 	json_decref(sandbox);
 }
 
+/* File operations: the spawner moves at most 1 MiB a call; whole files (up to
+ * SERVER_MAX_FILE_BYTES) are read and written here in chunks. */
+#define FILE_CHUNK_BYTES (1024 * 1024)
+
+struct file_op {
+	json_t *sandbox, *request, *path;
+	unsigned char *data; /* read: what came so far; write: what goes */
+	size_t len, cap, off;
+	size_t max;
+	int mode, parents;
+	int sent; /* a request went to the spawner: a NULL reply now means it is gone */
+};
+
+static void file_op_free(struct file_op *f)
+{
+	json_decref(f->sandbox);
+	json_decref(f->request);
+	json_decref(f->path);
+	free(f->data);
+	free(f);
+}
+
+static void file_done(struct worker *w, struct file_op *f, json_t *result, json_t *reply)
+{
+	json_t *ev = json_pack("{s:s, s:O, s:O}", "type", "file_done", "sandbox", f->sandbox,
+	                       "request", f->request);
+	if (ev && result) {
+		json_object_set_new(ev, "ok", json_true());
+		json_object_set_new(ev, "result", result);
+	} else if (ev) {
+		json_decref(result);
+		json_object_set_new(ev, "ok", json_false());
+		json_object_set_new(ev, "error",
+		                    json_pack("{s:s, s:s}", "code", error_code(reply), "message",
+		                              error_message(reply)));
+	}
+	if (ev)
+		event_queue(w, ev);
+	file_op_free(f);
+}
+
+static void file_fail(struct worker *w, struct file_op *f, const char *code, const char *msg)
+{
+	json_t *reply = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg);
+	file_done(w, f, NULL, reply);
+	json_decref(reply);
+}
+
+static void file_read_next(struct worker *w, json_t *reply, void *ud)
+{
+	struct file_op *f = ud;
+	if (reply) { /* a chunk came back */
+		if (!reply_ok(reply)) {
+			file_done(w, f, NULL, reply);
+			return;
+		}
+		const char *b64 = json_string_value(json_object_get(reply, "data_b64"));
+		size_t blen = b64 ? strlen(b64) : 0;
+		if (f->len + blen / 4 * 3 > f->max) {
+			file_fail(w, f, "payload_too_large",
+			          "the file is larger than the API's limit");
+			return;
+		}
+		if (f->cap < f->len + blen / 4 * 3 + 1) {
+			size_t cap = f->len + blen / 4 * 3 + 1;
+			unsigned char *p = realloc(f->data, cap);
+			if (!p) {
+				file_fail(w, f, "unavailable", "out of memory");
+				return;
+			}
+			f->data = p, f->cap = cap;
+		}
+		long n = base64_decode(b64 ? b64 : "", blen, f->data + f->len);
+		if (n < 0) {
+			file_fail(w, f, "internal", "the spawner sent unreadable data");
+			return;
+		}
+		f->len += (size_t)n;
+		if (json_is_true(json_object_get(reply, "eof")) || n == 0) {
+			char *out = malloc(base64_encoded_size(f->len));
+			if (!out) {
+				file_fail(w, f, "unavailable", "out of memory");
+				return;
+			}
+			base64_encode(f->data ? f->data : (unsigned char *)"", f->len, out);
+			json_t *result =
+			    json_pack("{s:s, s:I}", "data_b64", out, "size", (json_int_t)f->len);
+			free(out);
+			file_done(w, f, result, NULL);
+			return;
+		}
+	} else if (f->sent) {
+		file_fail(w, f, "unavailable", "the spawner is gone");
+		return;
+	}
+	f->sent = 1;
+	spawn(w,
+	      json_pack("{s:s, s:O, s:O, s:I, s:i}", "op", "file_read", "id", f->sandbox, "path",
+	                f->path, "offset", (json_int_t)f->len, "max", FILE_CHUNK_BYTES),
+	      file_read_next, f);
+}
+
+static void file_write_next(struct worker *w, json_t *reply, void *ud)
+{
+	struct file_op *f = ud;
+	if ((reply && !reply_ok(reply)) || (!reply && f->sent)) {
+		file_done(w, f, NULL, reply);
+		return;
+	}
+	if (reply && f->off >= f->len) {
+		file_done(w, f, json_pack("{s:I}", "size", (json_int_t)f->len), NULL);
+		return;
+	}
+	size_t n = f->len - f->off < FILE_CHUNK_BYTES ? f->len - f->off : FILE_CHUNK_BYTES;
+	char *b64 = malloc(base64_encoded_size(n));
+	if (!b64) {
+		file_fail(w, f, "unavailable", "out of memory");
+		return;
+	}
+	base64_encode(f->data ? f->data + f->off : (unsigned char *)"", n, b64);
+	json_t *req =
+	    json_pack("{s:s, s:O, s:O, s:s, s:I, s:b, s:i, s:b}", "op", "file_write", "id",
+	              f->sandbox, "path", f->path, "data_b64", b64, "offset", (json_int_t)f->off,
+	              "truncate", f->off == 0, "mode", f->mode, "parents", f->parents);
+	free(b64);
+	f->off += n;
+	f->sent = 1;
+	spawn(w, req, file_write_next, f);
+}
+
+static void file_simple_done(struct worker *w, json_t *reply, void *ud)
+{
+	struct file_op *f = ud;
+	if (!reply_ok(reply)) {
+		file_done(w, f, NULL, reply);
+		return;
+	}
+	json_t *result = json_deep_copy(reply);
+	json_object_del(result, "ok");
+	json_object_del(result, "req");
+	file_done(w, f, result, NULL);
+}
+
+static void file_command(struct worker *w, json_t *cmd)
+{
+	const char *op = json_string_value(json_object_get(cmd, "file_op"));
+	struct file_op *f = calloc(1, sizeof(*f));
+	if (!f || !op)
+		return (void)free(f);
+	f->sandbox = json_incref(json_object_get(cmd, "sandbox"));
+	f->request = json_incref(json_object_get(cmd, "request"));
+	f->path = json_incref(json_object_get(cmd, "path"));
+	if (!strcmp(op, "file_read")) {
+		json_int_t max = json_integer_value(json_object_get(cmd, "max"));
+		f->max =
+		    max > 0 && max <= SERVER_MAX_FILE_BYTES ? (size_t)max : SERVER_MAX_FILE_BYTES;
+		file_read_next(w, NULL, f);
+	} else if (!strcmp(op, "file_write")) {
+		const char *b64 = json_string_value(json_object_get(cmd, "data_b64"));
+		size_t blen = b64 ? strlen(b64) : 0;
+		f->data = malloc(blen / 4 * 3 + 1);
+		long n = f->data && b64 ? base64_decode(b64, blen, f->data) : -EINVAL;
+		if (n < 0 || !json_is_string(f->path)) {
+			file_fail(w, f, "invalid_argument", "file_write: bad data");
+			return;
+		}
+		f->len = (size_t)n;
+		f->mode = (int)json_integer_value(json_object_get(cmd, "mode"));
+		f->parents = json_is_true(json_object_get(cmd, "parents"));
+		file_write_next(w, NULL, f);
+	} else if (!strncmp(op, "fs_", 3)) {
+		json_t *req = json_deep_copy(cmd);
+		static const char *const DROP[] = {"id", "op", "sandbox", "request", "file_op"};
+		for (size_t i = 0; req && i < ARRAY_SIZE(DROP); i++)
+			json_object_del(req, DROP[i]);
+		if (req) {
+			json_object_set_new(req, "op", json_string(op));
+			json_object_set(req, "id", f->sandbox);
+		}
+		spawn(w, req, file_simple_done, f);
+	} else {
+		file_fail(w, f, "invalid_argument", "unknown file operation");
+	}
+}
+
 static int command_seen(struct worker *w, const char *id)
 {
 	if (json_object_get(w->recent, id))
@@ -588,6 +773,8 @@ static void command_run(struct worker *w, json_t *cmd)
 	} else if (!strcmp(op, "remove")) {
 		spawn(w, json_pack("{s:s, s:O}", "op", "remove", "id", sandbox), logged_reply,
 		      "remove");
+	} else if (!strcmp(op, "file")) {
+		file_command(w, cmd);
 	} else if (!strcmp(op, "timeout")) {
 		spawn(w,
 		      json_pack("{s:s, s:O, s:O}", "op", "timeout", "id", sandbox, "timeout_s",
