@@ -1,13 +1,16 @@
 /* skiffd: the daemon. `skiffd dev` runs a server and a worker in one process on the embedded
  * defaults (SQLite in the data directory, a local worker); the two talk over the worker link on
- * loopback, as they would across machines. */
+ * loopback, as they would across machines. `skiffd server` and `skiffd worker` are the same two
+ * halves as separate processes. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "../lib/error.h"
@@ -19,10 +22,12 @@
 #include "../worker/spawner.h"
 #include "../worker/worker.h"
 
-#define DEFAULT_DATA_DIR "/var/lib/skiff"
-#define DEFAULT_LISTEN   "127.0.0.1:7457"
-#define DEFAULT_INSTANCE "d0"
-#define SKIFF_VERSION    "0.1.0"
+#define DEFAULT_DATA_DIR  "/var/lib/skiff"
+#define DEFAULT_LISTEN    "127.0.0.1:7457"
+#define DEFAULT_INSTANCE  "d0"
+#define SKIFF_VERSION     "0.1.0"
+#define WORKER_TOKEN_FILE "worker.token"
+#define SECRET_MAX_BYTES  256
 
 struct daemon {
 	uv_loop_t loop;
@@ -34,22 +39,33 @@ struct daemon {
 	int stopping;
 };
 
+struct options {
+	const char *data, *listen, *instance, *server_url, *token, *token_file, *name;
+	int pool;
+	int worker_lost_s;
+};
+
 static void usage(FILE *f)
 {
-	fputs(
-	    "usage: skiffd dev [--data DIR] [--listen ADDR:PORT] [--instance ID] [--pool N]\n"
-	    "\n"
-	    "  dev      a server and a worker in one process, state in SQLite under DIR\n"
-	    "\n"
-	    "  --data DIR          where state, images and the admin token live (" DEFAULT_DATA_DIR
-	    ")\n"
-	    "  --listen ADDR:PORT  the API's address (" DEFAULT_LISTEN ")\n"
-	    "  --instance ID       the runtime instance: 1-4 of [a-z0-9] (" DEFAULT_INSTANCE ")\n"
-	    "  --pool N            sandboxes kept ready for the default image (2)\n"
-	    "\n"
-	    "`skiffd routes` prints the API's routes.\n"
-	      "`skiffd server` and `skiffd worker` (several machines) are not available yet.\n",
-	    f);
+	fputs("usage: skiffd dev    [--data DIR] [--listen ADDR:PORT] [--instance ID] [--pool N]\n"
+	      "       skiffd server [--data DIR] [--listen ADDR:PORT] [--worker-lost-s S]\n"
+	      "       skiffd worker --server URL (--token SECRET | --token-file FILE)\n"
+	      "                     [--data DIR] [--instance ID] [--pool N] [--name NAME]\n"
+	      "       skiffd routes\n"
+	      "\n"
+	      "  dev      a server and a worker in one process, state in SQLite under DIR\n"
+	      "  server   the control plane alone: the API, the store; workers connect to it\n"
+	      "  worker   runs sandboxes for a server; the secret is in the server's\n"
+	      "           DIR/" WORKER_TOKEN_FILE "\n"
+	      "  routes   print the API's routes\n"
+	      "\n"
+	      "  --data DIR          state, images, tokens (" DEFAULT_DATA_DIR ")\n"
+	      "  --listen ADDR:PORT  the API's address (" DEFAULT_LISTEN ")\n"
+	      "  --instance ID       the runtime instance: 1-4 of [a-z0-9] (" DEFAULT_INSTANCE ")\n"
+	      "  --pool N            sandboxes kept ready for the default image (2)\n"
+	      "  --name NAME         the worker's name, stable across restarts (host-instance)\n"
+	      "  --worker-lost-s S   a worker silent this long is lost (15)\n",
+	      f);
 }
 
 static void log_line(const char *line)
@@ -68,17 +84,24 @@ static void server_closed(void *ud)
 	d->srv = NULL;
 }
 
+static void server_stop(struct daemon *d)
+{
+	if (!d->srv)
+		return;
+	server_shutdown(d->srv);
+	store_close(d->store);
+	d->store = NULL;
+	d->srv->store_closed = 1;
+	server_close(d->srv, server_closed, d);
+}
+
 static void worker_closed(void *ud)
 {
 	struct daemon *d = ud;
 	d->worker = NULL;
 	/* The worker's end of the spawner's socket is closed: the spawner exits at EOF and leaves
 	 * the sandboxes running. */
-	server_shutdown(d->srv);
-	store_close(d->store);
-	d->store = NULL;
-	d->srv->store_closed = 1;
-	server_close(d->srv, server_closed, d);
+	server_stop(d);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -91,120 +114,334 @@ static void on_signal(uv_signal_t *s, int signum)
 	            signum);
 	uv_close((uv_handle_t *)&d->sigterm, on_closed);
 	uv_close((uv_handle_t *)&d->sigint, on_closed);
-	worker_close(d->worker, worker_closed, d);
+	if (d->worker)
+		worker_close(d->worker, worker_closed, d);
+	else
+		server_stop(d);
 }
 
-static int cmd_dev(int argc, char **argv)
+static int parse_options(int argc, char **argv, struct options *o)
 {
-	const char *data = getenv("SKIFF_DATA") ? getenv("SKIFF_DATA") : DEFAULT_DATA_DIR;
-	const char *listen = DEFAULT_LISTEN, *instance = DEFAULT_INSTANCE;
-	int pool = SPAWNER_DEFAULT_POOL;
 	static const struct option opts[] = {
-	    {"data", required_argument, NULL, 'd'},     {"listen", required_argument, NULL, 'l'},
-	    {"instance", required_argument, NULL, 'i'}, {"pool", required_argument, NULL, 'p'},
-	    {"help", no_argument, NULL, 'h'},           {0},
+	    {"data", required_argument, NULL, 'd'},
+	    {"listen", required_argument, NULL, 'l'},
+	    {"instance", required_argument, NULL, 'i'},
+	    {"pool", required_argument, NULL, 'p'},
+	    {"server", required_argument, NULL, 's'},
+	    {"token", required_argument, NULL, 't'},
+	    {"token-file", required_argument, NULL, 'T'},
+	    {"name", required_argument, NULL, 'n'},
+	    {"worker-lost-s", required_argument, NULL, 'L'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+		char *end;
+		long v;
 		switch (c) {
-		case 'd': data = optarg; break;
-		case 'l': listen = optarg; break;
-		case 'i': instance = optarg; break;
-		case 'p': {
-			char *end;
-			long v = strtol(optarg, &end, 10);
+		case 'd': o->data = optarg; break;
+		case 'l': o->listen = optarg; break;
+		case 'i': o->instance = optarg; break;
+		case 's': o->server_url = optarg; break;
+		case 't': o->token = optarg; break;
+		case 'T': o->token_file = optarg; break;
+		case 'n': o->name = optarg; break;
+		case 'p':
+			v = strtol(optarg, &end, 10);
 			if (!optarg[0] || *end || v < 0 || v > 64) {
 				fprintf(stderr, "skiffd: --pool: expected 0 to 64\n");
 				return 2;
 			}
-			pool = (int)v;
+			o->pool = (int)v;
 			break;
-		}
-		case 'h': usage(stdout); return 0;
+		case 'L':
+			v = strtol(optarg, &end, 10);
+			if (!optarg[0] || *end || v < 1 || v > 3600) {
+				fprintf(stderr, "skiffd: --worker-lost-s: expected 1 to 3600\n");
+				return 2;
+			}
+			o->worker_lost_s = (int)v;
+			break;
+		case 'h': usage(stdout); return -1;
 		default: usage(stderr); return 2;
 		}
 	}
 	if (optind < argc) {
-		fprintf(stderr, "skiffd dev: unexpected argument %s\n", argv[optind]);
+		fprintf(stderr, "skiffd: unexpected argument %s\n", argv[optind]);
 		return 2;
 	}
-	if (!rt_instance_valid(instance)) {
+	if (!rt_instance_valid(o->instance)) {
 		fprintf(stderr, "skiffd: --instance: 1-%d characters of [a-z0-9]\n",
 		        RT_INSTANCE_MAX_CHARS);
 		return 2;
 	}
-	if (data[0] != '/') {
+	if (o->data[0] != '/') {
 		fprintf(stderr, "skiffd: --data: an absolute path is needed\n");
 		return 2;
 	}
-	if (mkdir(data, 0700) < 0 && errno != EEXIST) {
-		fprintf(stderr, "skiffd: create %s: %s\n", data, strerror(errno));
+	if (mkdir(o->data, 0700) < 0 && errno != EEXIST) {
+		fprintf(stderr, "skiffd: create %s: %s\n", o->data, strerror(errno));
 		return 1;
 	}
+	return 0;
+}
 
+/* The secret of a line file (a token file), without its newline. */
+static int read_secret(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	ssize_t n = read(fd, buf, size - 1);
+	close(fd);
+	if (n < 0)
+		return -errno;
+	buf[n] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	return buf[0] ? 0 : -EINVAL;
+}
+
+/* The server's worker secret: <data>/worker.token, made on first start (mode 0600). */
+static int worker_secret(const char *data, char *buf, size_t size)
+{
+	char path[4096], tmp[4200];
+	snprintf(path, sizeof(path), "%s/" WORKER_TOKEN_FILE, data);
+	if (read_secret(path, buf, size) == 0)
+		return 0;
+	char hex[65];
+	int r = random_hex(32, hex, sizeof(hex));
+	if (r < 0)
+		return r;
+	snprintf(buf, size, "skw_%s", hex);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return -errno;
+	dprintf(fd, "%s\n", buf);
+	if (fsync(fd) < 0 || close(fd) < 0 || rename(tmp, path) < 0)
+		return -errno;
+	server_logf(NULL, "level=info msg=\"made the worker token\" file=%s", path);
+	return 0;
+}
+
+static int start_server(struct daemon *d, const struct options *o, const char *secret)
+{
 	struct sk_error err = {0};
-	struct daemon d = {0};
-	/* The spawner first: it must be forked before this process has any thread. */
-	struct spawner_config sc = {.instance = instance, .data_dir = data, .pool_size = pool};
-	if (spawner_start(&sc, &d.spawner, &err) < 0) {
-		fprintf(stderr, "skiffd: start the spawner: %s\n", err.msg);
-		return 1;
+	char dbpath[4096];
+	snprintf(dbpath, sizeof(dbpath), "%s/skiff.db", o->data);
+	if (store_open(dbpath, &d->store, &err) < 0) {
+		fprintf(stderr, "skiffd: %s\n", err.msg);
+		return -1;
 	}
+	struct server_config cfg = {.data_dir = o->data,
+	                            .listen = o->listen,
+	                            .worker_secret = secret,
+	                            .worker_lost_ms = o->worker_lost_s * 1000};
+	if (server_new(&d->loop, d->store, &cfg, &d->srv, &err) < 0) {
+		fprintf(stderr, "skiffd: %s\n", err.msg);
+		store_close(d->store);
+		d->store = NULL;
+		uv_run(&d->loop, UV_RUN_DEFAULT);
+		return -1;
+	}
+	return 0;
+}
+
+static int start_worker(struct daemon *d, const char *host, int port, const char *secret,
+                        const char *name)
+{
+	struct sk_error err = {0};
+	struct worker_config wc = {.server_host = host,
+	                           .server_port = port,
+	                           .secret = secret,
+	                           .name = name,
+	                           .spawner_fd = d->spawner.fd,
+	                           .log = log_line};
+	if (worker_new(&d->loop, &wc, &d->worker, &err) < 0) {
+		fprintf(stderr, "skiffd: %s\n", err.msg);
+		return -1;
+	}
+	d->spawner.fd = -1; /* the worker owns it now */
+	return 0;
+}
+
+/* The spawner first: it must be forked before this process has any thread. */
+static int start_spawner(struct daemon *d, const struct options *o)
+{
+	struct sk_error err = {0};
+	struct spawner_config sc = {
+	    .instance = o->instance, .data_dir = o->data, .pool_size = o->pool};
+	if (spawner_start(&sc, &d->spawner, &err) < 0) {
+		fprintf(stderr, "skiffd: start the spawner: %s\n", err.msg);
+		return -1;
+	}
+	return 0;
+}
+
+static int run(struct daemon *d)
+{
+	uv_signal_init(&d->loop, &d->sigterm);
+	uv_signal_init(&d->loop, &d->sigint);
+	d->sigterm.data = d->sigint.data = d;
+	uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+	uv_signal_start(&d->sigint, on_signal, SIGINT);
+	uv_run(&d->loop, UV_RUN_DEFAULT);
+	if (uv_loop_close(&d->loop) < 0)
+		server_logf(NULL, "level=warn msg=\"handles left open at exit\"");
+	if (d->spawner.pid > 0)
+		spawner_stop(&d->spawner);
+	server_logf(NULL, "level=info msg=\"stopped\"");
+	return 0;
+}
+
+static void options_init(struct options *o)
+{
+	*o =
+	    (struct options){.data = getenv("SKIFF_DATA") ? getenv("SKIFF_DATA") : DEFAULT_DATA_DIR,
+	                     .listen = DEFAULT_LISTEN,
+	                     .instance = DEFAULT_INSTANCE,
+	                     .pool = SPAWNER_DEFAULT_POOL};
+}
+
+static int cmd_dev(int argc, char **argv)
+{
+	struct options o;
+	options_init(&o);
+	int r = parse_options(argc, argv, &o);
+	if (r)
+		return r < 0 ? 0 : r;
+	struct daemon d = {0};
+	if (start_spawner(&d, &o) < 0)
+		return 1;
 	signal(SIGPIPE, SIG_IGN);
 	uv_loop_init(&d.loop);
-
-	char dbpath[4096];
-	snprintf(dbpath, sizeof(dbpath), "%s/skiff.db", data);
-	if (store_open(dbpath, &d.store, &err) < 0) {
-		fprintf(stderr, "skiffd: %s\n", err.msg);
-		spawner_stop(&d.spawner);
-		return 1;
-	}
 	char secret[65];
-	random_hex(32, secret, sizeof(secret));
-	struct server_config cfg = {.data_dir = data, .listen = listen, .worker_secret = secret};
-	if (server_new(&d.loop, d.store, &cfg, &d.srv, &err) < 0) {
-		fprintf(stderr, "skiffd: %s\n", err.msg);
-		store_close(d.store);
-		uv_run(&d.loop, UV_RUN_DEFAULT);
+	random_hex(32, secret, sizeof(secret)); /* dev's link never leaves the process */
+	if (start_server(&d, &o, secret) < 0) {
 		uv_loop_close(&d.loop);
 		spawner_stop(&d.spawner);
 		return 1;
 	}
-	char host[64] = "127.0.0.1";
-	if (!strncmp(listen, "[::1]", 5))
-		snprintf(host, sizeof(host), "::1");
-	struct worker_config wc = {.server_host = host,
-	                           .server_port = server_port(d.srv),
-	                           .secret = secret,
-	                           .name = "local",
-	                           .spawner_fd = d.spawner.fd,
-	                           .log = log_line};
-	if (worker_new(&d.loop, &wc, &d.worker, &err) < 0) {
-		fprintf(stderr, "skiffd: %s\n", err.msg);
+	const char *host = !strncmp(o.listen, "[::1]", 5) ? "::1" : "127.0.0.1";
+	if (start_worker(&d, host, server_port(d.srv), secret, "local") < 0)
 		return 1;
-	}
-	d.spawner.fd = -1; /* the worker owns it now */
 	explicit_bzero(secret, sizeof(secret));
-
-	uv_signal_init(&d.loop, &d.sigterm);
-	uv_signal_init(&d.loop, &d.sigint);
-	d.sigterm.data = d.sigint.data = &d;
-	uv_signal_start(&d.sigterm, on_signal, SIGTERM);
-	uv_signal_start(&d.sigint, on_signal, SIGINT);
-
 	server_logf(NULL,
 	            "level=info msg=\"skiffd dev ready\" url=http://%s:%d data=%s "
 	            "admin_token_file=%s/admin.token instance=%s",
-	            host, server_port(d.srv), data, data, instance);
-	uv_run(&d.loop, UV_RUN_DEFAULT);
-	int r = uv_loop_close(&d.loop);
-	if (r < 0)
-		server_logf(NULL, "level=warn msg=\"handles left open at exit\"");
-	spawner_stop(&d.spawner);
-	server_logf(NULL, "level=info msg=\"stopped\"");
+	            host, server_port(d.srv), o.data, o.data, o.instance);
+	return run(&d);
+}
+
+static int cmd_server(int argc, char **argv)
+{
+	struct options o;
+	options_init(&o);
+	int r = parse_options(argc, argv, &o);
+	if (r)
+		return r < 0 ? 0 : r;
+	char secret[SECRET_MAX_BYTES];
+	if ((r = worker_secret(o.data, secret, sizeof(secret))) < 0) {
+		fprintf(stderr, "skiffd: the worker token in %s: %s\n", o.data, strerror(-r));
+		return 1;
+	}
+	struct daemon d = {0};
+	signal(SIGPIPE, SIG_IGN);
+	uv_loop_init(&d.loop);
+	if (start_server(&d, &o, secret) < 0) {
+		uv_loop_close(&d.loop);
+		return 1;
+	}
+	explicit_bzero(secret, sizeof(secret));
+	server_logf(NULL,
+	            "level=info msg=\"skiffd server ready\" listen=%s port=%d data=%s "
+	            "admin_token_file=%s/admin.token worker_token_file=%s/" WORKER_TOKEN_FILE,
+	            o.listen, server_port(d.srv), o.data, o.data, o.data);
+	return run(&d);
+}
+
+/* "http://HOST:PORT[/]" → host and port. */
+static int parse_url(const char *url, char *host, size_t size, int *port)
+{
+	if (strncmp(url, "http://", 7))
+		return -EINVAL;
+	const char *h = url + 7;
+	const char *colon = strrchr(h, ':');
+	if (!colon || colon == h || (size_t)(colon - h) >= size)
+		return -EINVAL;
+	char *end;
+	long p = strtol(colon + 1, &end, 10);
+	if (p < 1 || p > 65535 || (*end && strcmp(end, "/")))
+		return -EINVAL;
+	memcpy(host, h, (size_t)(colon - h));
+	host[colon - h] = '\0';
+	if (host[0] == '[') { /* [v6] */
+		size_t n = strlen(host);
+		if (n < 3 || host[n - 1] != ']')
+			return -EINVAL;
+		memmove(host, host + 1, n - 2);
+		host[n - 2] = '\0';
+	}
+	*port = (int)p;
 	return 0;
+}
+
+static int cmd_worker(int argc, char **argv)
+{
+	struct options o;
+	options_init(&o);
+	int r = parse_options(argc, argv, &o);
+	if (r)
+		return r < 0 ? 0 : r;
+	char host[256], secret[SECRET_MAX_BYTES], name[STORE_NAME_BYTES];
+	int port;
+	if (!o.server_url || parse_url(o.server_url, host, sizeof(host), &port) < 0) {
+		fprintf(stderr, "skiffd worker: --server http://HOST:PORT is required\n");
+		return 2;
+	}
+	if (o.token && o.token_file) {
+		fprintf(stderr, "skiffd worker: --token and --token-file: one of them\n");
+		return 2;
+	}
+	if (o.token_file) {
+		if ((r = read_secret(o.token_file, secret, sizeof(secret))) < 0) {
+			fprintf(stderr, "skiffd worker: read %s: %s\n", o.token_file, strerror(-r));
+			return 1;
+		}
+	} else if (o.token && strlen(o.token) < sizeof(secret)) {
+		snprintf(secret, sizeof(secret), "%s", o.token);
+	} else {
+		fprintf(stderr, "skiffd worker: --token or --token-file is required (the server's "
+		                "DATA/" WORKER_TOKEN_FILE ")\n");
+		return 2;
+	}
+	if (o.name) {
+		if (!o.name[0] || strlen(o.name) >= sizeof(name)) {
+			fprintf(stderr, "skiffd worker: --name: 1-%zu characters\n",
+			        sizeof(name) - 1);
+			return 2;
+		}
+		snprintf(name, sizeof(name), "%s", o.name);
+	} else {
+		char hn[64] = "host";
+		gethostname(hn, sizeof(hn) - 1);
+		snprintf(name, sizeof(name), "%.40s-%s", hn, o.instance);
+	}
+	struct daemon d = {0};
+	if (start_spawner(&d, &o) < 0)
+		return 1;
+	signal(SIGPIPE, SIG_IGN);
+	uv_loop_init(&d.loop);
+	if (start_worker(&d, host, port, secret, name) < 0) {
+		spawner_stop(&d.spawner);
+		return 1;
+	}
+	explicit_bzero(secret, sizeof(secret));
+	server_logf(NULL, "level=info msg=\"skiffd worker started\" server=%s name=%s instance=%s",
+	            o.server_url, name, o.instance);
+	return run(&d);
 }
 
 int main(int argc, char **argv)
@@ -223,6 +460,10 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "dev"))
 		return cmd_dev(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "server"))
+		return cmd_server(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "worker"))
+		return cmd_worker(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "routes")) {
 		/* The API's routes, one "METHOD PATTERN" a line ("{}" is one path segment). */
 		size_t n;
@@ -230,10 +471,6 @@ int main(int argc, char **argv)
 		for (size_t i = 0; i < n; i++)
 			printf("%s %s\n", r[i].method, r[i].pattern);
 		return 0;
-	}
-	if (!strcmp(argv[1], "server") || !strcmp(argv[1], "worker")) {
-		fprintf(stderr, "skiffd %s: not available yet; use `skiffd dev`\n", argv[1]);
-		return 2;
 	}
 	fprintf(stderr, "skiffd: unknown command %s\n", argv[1]);
 	usage(stderr);
