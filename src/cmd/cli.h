@@ -59,6 +59,8 @@ int cli_sandbox_main(struct cli *c, int argc, char **argv);
 int cli_token_main(struct cli *c, int argc, char **argv);
 int cli_workspace_main(struct cli *c, int argc, char **argv);
 int cli_login_main(struct cli *c, int argc, char **argv);
+/* skiff sandbox cp (cli_cp.c). */
+int cli_sandbox_cp(struct cli *c, int argc, char **argv);
 
 /* ---- configuration (cli_client.c) ---- */
 
@@ -79,6 +81,10 @@ int cli_token_check(const char *token, struct sk_error *err);
  * Resolves the URL and token on first use. */
 int cli_http(struct cli *c, const char *method, const char *path, json_t *body, long timeout_s,
              json_t **ret, struct sk_error *err);
+/* Like cli_http with raw bytes both ways (body may be NULL): on a 2xx reply *ret is the reply's
+ * bytes (malloc'd, NUL-terminated, NULL when empty) and *ret_len their count. */
+int cli_http_raw(struct cli *c, const char *method, const char *path, const void *body, size_t len,
+                 long timeout_s, char **ret, size_t *ret_len, struct sk_error *err);
 /* GET path and every page after it (following next_cursor); *ret is one array of all items. */
 int cli_list_all(struct cli *c, const char *path, json_t **ret, struct sk_error *err);
 

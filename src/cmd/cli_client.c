@@ -307,10 +307,12 @@ static int reply_error(long status, const json_t *reply, struct sk_error *err)
 }
 
 /* The request's headers, or NULL when out of memory. */
-static struct curl_slist *request_headers(const char *auth, bool json_body)
+static struct curl_slist *request_headers(const char *auth, const char *content_type)
 {
-	const char *lines[] = {auth, "Accept: application/json",
-	                       "Expect:", json_body ? "Content-Type: application/json" : NULL};
+	char ct[128];
+	snprintf(ct, sizeof(ct), "Content-Type: %s", content_type ? content_type : "");
+	const char *lines[] = {auth, "Accept: application/json, application/octet-stream",
+	                       "Expect:", content_type ? ct : NULL};
 	struct curl_slist *list = NULL;
 	for (size_t i = 0; i < ARRAY_SIZE(lines) && lines[i]; i++) {
 		struct curl_slist *l = curl_slist_append(list, lines[i]);
@@ -323,8 +325,12 @@ static struct curl_slist *request_headers(const char *auth, bool json_body)
 	return list;
 }
 
-int cli_http(struct cli *c, const char *method, const char *path, json_t *body, long timeout_s,
-             json_t **ret, struct sk_error *err)
+/* One request: body of len bytes with content_type (NULL: no body). On a reply, whatever its
+ * status, *ret_data (malloc'd, NUL-terminated, may be NULL when empty), *ret_len and *ret_status;
+ * on a transport failure err says why. */
+static int http_perform(struct cli *c, const char *method, const char *path,
+                        const char *content_type, const void *body, size_t len, long timeout_s,
+                        char **ret_data, size_t *ret_len, long *ret_status, struct sk_error *err)
 {
 	int r = cli_resolve(c, err);
 	if (r < 0)
@@ -337,14 +343,12 @@ int cli_http(struct cli *c, const char *method, const char *path, json_t *body, 
 	CURL *h = c->curl;
 	curl_easy_reset(h); /* keeps the connection for the next request */
 
-	_cleanup_free_ char *url = NULL, *payload = NULL;
+	_cleanup_free_ char *url = NULL;
 	_cleanup_(token_freep) char *auth = NULL;
 	if (asprintf(&url, "%s%s", c->url, path) < 0 ||
 	    asprintf(&auth, "Authorization: Bearer %s", c->token) < 0)
 		return sk_error_errno(err, -ENOMEM, "request");
-	if (body && !(payload = json_dumps(body, JSON_COMPACT)))
-		return sk_error_errno(err, -ENOMEM, "request body");
-	struct curl_slist *headers = request_headers(auth, body != NULL);
+	struct curl_slist *headers = request_headers(auth, content_type);
 	if (!headers)
 		return sk_error_errno(err, -ENOMEM, "request");
 
@@ -370,8 +374,8 @@ int cli_http(struct cli *c, const char *method, const char *path, json_t *body, 
 	if (url_is_loopback(c->url))
 		curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
 	if (strcmp(method, "GET") != 0) {
-		curl_easy_setopt(h, CURLOPT_POSTFIELDS, payload ? payload : "");
-		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, payload ? (long)strlen(payload) : 0L);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body ? (const char *)body : "");
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(body ? len : 0));
 		if (strcmp(method, "POST") != 0)
 			curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
 	}
@@ -404,11 +408,28 @@ int cli_http(struct cli *c, const char *method, const char *path, json_t *body, 
 		return sk_error_set(err, -EIO, "%s %s: %s", method, path,
 		                    errbuf[0] ? errbuf : curl_easy_strerror(cr));
 	}
+	*ret_data = TAKE_PTR(data);
+	*ret_len = reply.len;
+	*ret_status = status;
+	return 0;
+}
 
+int cli_http(struct cli *c, const char *method, const char *path, json_t *body, long timeout_s,
+             json_t **ret, struct sk_error *err)
+{
+	_cleanup_free_ char *payload = NULL, *data = NULL;
+	if (body && !(payload = json_dumps(body, JSON_COMPACT)))
+		return sk_error_errno(err, -ENOMEM, "request body");
+	size_t len = 0;
+	long status = 0;
+	int r = http_perform(c, method, path, payload ? "application/json" : NULL, payload,
+	                     payload ? strlen(payload) : 0, timeout_s, &data, &len, &status, err);
+	if (r < 0)
+		return r;
 	json_t *v = NULL;
-	if (reply.len > 0) {
+	if (len > 0) {
 		json_error_t jerr;
-		v = json_loadb(data, reply.len, JSON_ALLOW_NUL, &jerr);
+		v = json_loadb(data, len, JSON_ALLOW_NUL, &jerr);
 		if (!v && status >= 200 && status < 300)
 			return sk_error_set(err, -EPROTO, "%s %s: reply is not JSON: %s", method,
 			                    path, jerr.text);
@@ -419,6 +440,27 @@ int cli_http(struct cli *c, const char *method, const char *path, json_t *body, 
 		return r;
 	}
 	*ret = v;
+	return 0;
+}
+
+int cli_http_raw(struct cli *c, const char *method, const char *path, const void *body, size_t len,
+                 long timeout_s, char **ret, size_t *ret_len, struct sk_error *err)
+{
+	_cleanup_free_ char *data = NULL;
+	size_t n = 0;
+	long status = 0;
+	int r = http_perform(c, method, path, body ? "application/octet-stream" : NULL, body, len,
+	                     timeout_s, &data, &n, &status, err);
+	if (r < 0)
+		return r;
+	if (status < 200 || status >= 300) {
+		json_t *v = n ? json_loadb(data, n, 0, NULL) : NULL;
+		r = reply_error(status, v, err);
+		json_decref(v);
+		return r;
+	}
+	*ret = TAKE_PTR(data);
+	*ret_len = n;
 	return 0;
 }
 

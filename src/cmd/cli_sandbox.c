@@ -625,6 +625,7 @@ static const struct cli_command commands[] = {
     {"wait", sandbox_wait, WAIT_USAGE,
      "wait for a sandbox's command to end; print the state, exit with its status"},
     {"rm", sandbox_rm, RM_USAGE, "terminate and remove sandboxes"},
+    {"cp", cli_sandbox_cp, "SRC DST", "copy a file into or out of a sandbox (ID:/PATH)"},
 };
 
 int cli_sandbox_main(struct cli *c, int argc, char **argv)
