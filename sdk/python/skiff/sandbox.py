@@ -1,0 +1,438 @@
+"""Sandboxes: create, exec, wait, files, terminate."""
+
+import base64
+import time
+import urllib.parse
+
+from .client import default_client
+from .errors import NotFound, SkiffError
+
+__all__ = ["Sandbox", "ExecResult", "Exec", "Files", "FileEntry", "EntryList"]
+
+SERVER_MAX_WAIT_S = 3600.0     # the most one wait call may ask the server for
+WAIT_MARGIN_S = 30.0           # the reply's slack over what the server was asked to wait
+EXEC_HOLD_EXTRA_S = 30.0       # the server holds an exec ?wait=true reply timeout_s + this
+SANDBOX_ENDED = frozenset({"exited", "terminated", "timeout", "oom", "lost", "failed"})
+EXEC_RUNNING = frozenset({"pending", "running"})
+LIST_PAGE = 200
+
+
+def _argv(cmd, what):
+    """A command as a list of strings: exec("ls", "-l"), exec(["ls", "-l"])."""
+    if len(cmd) == 1 and isinstance(cmd[0], (list, tuple)):
+        cmd = cmd[0]
+    cmd = list(cmd)
+    if not cmd or not all(isinstance(a, str) for a in cmd):
+        raise TypeError(f"{what}: expected a non-empty list of strings, e.g. "
+                        f"['sh', '-c', 'echo hi']")
+    return cmd
+
+
+def _output(reply, stream):
+    """One stream of an exec reply as bytes: the text field, else the base64 one."""
+    text = reply.get(stream)
+    if isinstance(text, str):
+        return text.encode("utf-8")
+    b64 = reply.get(stream + "_b64")
+    if isinstance(b64, str):
+        return base64.b64decode(b64)
+    return b""
+
+
+class ExecResult:
+    """How a command run with Sandbox.exec() ended: exit_code (int, or None when it did not
+    end normally), stdout and stderr (bytes, each capped by the server; truncated says one
+    was cut), state and the exec's id."""
+
+    __slots__ = ("exit_code", "stdout", "stderr", "truncated", "state", "id")
+
+    def __init__(self, exit_code, stdout=b"", stderr=b"", truncated=False, state=None, id=None):
+        self.exit_code = exit_code
+        self.stdout = stdout
+        self.stderr = stderr
+        self.truncated = truncated
+        self.state = state
+        self.id = id
+
+    @classmethod
+    def _from_reply(cls, r):
+        return cls(r.get("exit_code"), _output(r, "stdout"), _output(r, "stderr"),
+                   bool(r.get("truncated")), r.get("state"), r.get("id"))
+
+    @property
+    def stdout_text(self):
+        return self.stdout.decode("utf-8", "replace")
+
+    @property
+    def stderr_text(self):
+        return self.stderr.decode("utf-8", "replace")
+
+    @property
+    def ok(self):
+        return self.exit_code == 0
+
+    def __repr__(self):
+        return (f"ExecResult(exit_code={self.exit_code!r}, stdout={self.stdout[:200]!r}, "
+                f"stderr={self.stderr[:200]!r}, truncated={self.truncated!r})")
+
+
+class Exec:
+    """A process started with Sandbox.exec_async(). status() asks the server for its state;
+    wait() polls until it has ended and returns its exit code."""
+
+    def __init__(self, sandbox, data):
+        self.sandbox = sandbox
+        self.id = data["id"]
+        self._data = data
+
+    @property
+    def state(self):
+        return self._data.get("state")
+
+    @property
+    def exit_code(self):
+        return self._data.get("exit_code")
+
+    @property
+    def data(self):
+        return dict(self._data)
+
+    def status(self):
+        """Refresh from GET /v1/sandboxes/{id}/execs/{ex}; returns the state."""
+        self._data = self.sandbox._client.json(
+            "GET", f"/v1/sandboxes/{_q(self.sandbox.id)}/execs/{_q(self.id)}")
+        return self.state
+
+    @property
+    def done(self):
+        return self.state not in EXEC_RUNNING
+
+    def wait(self, poll=0.2, timeout_s=None):
+        """Poll every `poll` seconds until the process has ended; return its exit code (None
+        when it ended without one, or when timeout_s passed first)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            if self.status() not in EXEC_RUNNING:
+                return self.exit_code
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(poll)
+
+    def __repr__(self):
+        return f"Exec(id={self.id!r}, state={self.state!r}, exit_code={self.exit_code!r})"
+
+
+class FileEntry(dict):
+    """One entry of fs/list or fs/stat: a dict with attribute access: name, path, type
+    ("file", "dir", "symlink", "other"), size, mode (permission bits, an int), mtime (RFC 3339),
+    link_target (symlinks only)."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            if name in ("name", "path", "type", "size", "mode", "mtime", "link_target"):
+                return None
+            raise AttributeError(name) from None
+
+    @property
+    def is_dir(self):
+        return self.get("type") == "dir"
+
+    @property
+    def is_file(self):
+        return self.get("type") == "file"
+
+
+class EntryList(list):
+    """The entries of Files.list(); truncated says the server cut the listing."""
+
+    truncated = False
+
+
+def _q(s):
+    return urllib.parse.quote(str(s), safe="")
+
+
+class Files:
+    """The files of a sandbox (its whole root; paths are resolved inside it)."""
+
+    def __init__(self, sandbox):
+        self._sb = sandbox
+
+    def _url(self, route):
+        return f"/v1/sandboxes/{_q(self._sb.id)}/{route}"
+
+    def read(self, path):
+        """A file's contents, as bytes."""
+        return self._sb._client.request("GET", self._url("files"), query={"path": path}).body
+
+    def write(self, path, data, mode=None, parents=False):
+        """Write data (bytes, or str as UTF-8) to path, replacing the file; mode is the new
+        file's permission bits, an int (0o755) or octal string ("755"; the server's default is
+        644); parents=True makes missing directories. Returns the size written."""
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        elif not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError("data: expected bytes or str")
+        if isinstance(mode, int) and not isinstance(mode, bool):
+            mode = format(mode, "o")
+        q = {"path": path, "mode": mode, "parents": True if parents else None}
+        r = self._sb._client.request("PUT", self._url("files"), query=q, data=bytes(data))
+        try:
+            return r.json().get("size", len(data))
+        except (ValueError, AttributeError):
+            return len(data)
+
+    def list(self, path="/", depth=1):
+        """The entries under the directory path, depth levels down (1-16), as a list of
+        FileEntry; its .truncated is True when the server cut the listing."""
+        r = self._sb._client.json("GET", self._url("fs/list"),
+                                  query={"path": path, "depth": depth})
+        if isinstance(r, dict):
+            out = EntryList(FileEntry(e) for e in r.get("entries", r.get("items")) or [])
+            out.truncated = bool(r.get("truncated"))
+            return out
+        return EntryList(FileEntry(e) for e in r or [])
+
+    def stat(self, path):
+        """One entry (FileEntry); NotFound when there is nothing at path."""
+        r = self._sb._client.json("GET", self._url("fs/stat"), query={"path": path})
+        if isinstance(r, dict) and isinstance(r.get("entry"), dict):
+            r = r["entry"]
+        return FileEntry(r)
+
+    def exists(self, path):
+        try:
+            self.stat(path)
+            return True
+        except NotFound:
+            return False
+
+    def mkdir(self, path, parents=False):
+        self._sb._client.request("POST", self._url("fs/mkdir"),
+                                 json={"path": path, "parents": bool(parents)})
+
+    def remove(self, path, recursive=False):
+        """Remove a file or directory; a non-empty directory needs recursive=True
+        (Conflict without)."""
+        self._sb._client.request("POST", self._url("fs/remove"),
+                                 json={"path": path, "recursive": bool(recursive)})
+
+    def move(self, src, dst):
+        """Rename src to dst."""
+        self._sb._client.request("POST", self._url("fs/move"), json={"from": src, "to": dst})
+
+
+class Sandbox:
+    """A skiff sandbox. Make one with Sandbox.create(), find them with Sandbox.list() or
+    Sandbox.from_id(). The fields of the API's sandbox object are attributes (id, state,
+    exit_code, name, tags, image, cpu, memory_mib, timeout_s, created_at, ...); refresh()
+    reloads them. As a context manager it terminates the sandbox on exit."""
+
+    def __init__(self, data, client=None):
+        self._client = client or default_client()
+        self._data = dict(data)
+        self.files = Files(self)
+
+    # ---- fields ----
+
+    @property
+    def id(self):
+        return self._data["id"]
+
+    @property
+    def state(self):
+        return self._data.get("state")
+
+    @property
+    def exit_code(self):
+        return self._data.get("exit_code")
+
+    @property
+    def name(self):
+        return self._data.get("name")
+
+    @property
+    def tags(self):
+        return dict(self._data.get("tags") or {})
+
+    @property
+    def data(self):
+        """The sandbox object as the server last sent it."""
+        return dict(self._data)
+
+    @property
+    def client(self):
+        return self._client
+
+    @property
+    def ended(self):
+        return self.state in SANDBOX_ENDED
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self.__dict__["_data"][name]
+        except KeyError:
+            raise AttributeError(f"Sandbox has no attribute {name!r}") from None
+
+    def __repr__(self):
+        return f"Sandbox(id={self.id!r}, state={self.state!r}, exit_code={self.exit_code!r})"
+
+    def __eq__(self, other):
+        return isinstance(other, Sandbox) and other.id == self.id
+
+    def __hash__(self):
+        return hash(self.id)
+
+    def _url(self, rest=""):
+        return f"/v1/sandboxes/{_q(self.id)}{rest}"
+
+    # ---- finding and making ----
+
+    @classmethod
+    def create(cls, image=None, command=None, env=None, workdir=None, cpu=None,
+               memory_mib=None, disk_mib=None, pids=None, timeout_s=None, name=None,
+               tags=None, idempotency_key=None, client=None, *, idle_timeout_s=None,
+               network=None):
+        """Create a sandbox and return it once it runs. command (a list of strings) is its
+        main command; without one it stays up idle until terminated or its timeout_s.
+        idempotency_key: the same key returns the same sandbox (a retry never makes two)."""
+        client = client or default_client()
+        body = {}
+        if command is not None:
+            if isinstance(command, str):
+                raise TypeError("command: expected a list of strings, e.g. "
+                                "['sh', '-c', 'echo hi']")
+            body["command"] = _argv((command,), "command")
+        for k, v in (("image", image), ("env", env), ("workdir", workdir), ("cpu", cpu),
+                     ("memory_mib", memory_mib), ("disk_mib", disk_mib), ("pids", pids),
+                     ("timeout_s", timeout_s), ("idle_timeout_s", idle_timeout_s),
+                     ("network", network), ("name", name), ("tags", tags)):
+            if v is not None:
+                body[k] = v
+        headers = {"Idempotency-Key": str(idempotency_key)} if idempotency_key else None
+        data = client.json("POST", "/v1/sandboxes", json=body, headers=headers,
+                           timeout=max(client.timeout, 120.0))
+        return cls(data, client)
+
+    @classmethod
+    def from_id(cls, sandbox_id, client=None):
+        """The sandbox with this id (NotFound when there is none the token can see)."""
+        client = client or default_client()
+        return cls(client.json("GET", f"/v1/sandboxes/{_q(sandbox_id)}"), client)
+
+    @classmethod
+    def iter(cls, tags=None, state=None, name=None, client=None, page_size=LIST_PAGE):
+        """Every matching sandbox, oldest first, following the list's cursors."""
+        client = client or default_client()
+        query = [("limit", page_size)]
+        if state is not None:
+            query.append(("state", state))
+        if name is not None:
+            query.append(("name", name))
+        for k, v in (tags or {}).items():
+            query.append(("tag", f"{k}:{v}"))
+        cursor = None
+        while True:
+            q = query + ([("cursor", cursor)] if cursor else [])
+            page = client.json("GET", "/v1/sandboxes", query=q)
+            for item in page.get("items") or []:
+                yield cls(item, client)
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    @classmethod
+    def list(cls, tags=None, state=None, name=None, client=None):
+        """Every matching sandbox (tags: {key: value}, all must match), as a list."""
+        return list(cls.iter(tags=tags, state=state, name=name, client=client))
+
+    # ---- state ----
+
+    def refresh(self):
+        """Reload the fields from the server; returns self."""
+        self._data = self._client.json("GET", self._url())
+        return self
+
+    def wait(self, timeout_s=None):
+        """Wait until the main command has ended (or timeout_s passed); returns exit_code
+        (None when it has not ended). Long waits are several server calls."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            left = SERVER_MAX_WAIT_S if deadline is None else max(0.0, deadline - time.monotonic())
+            left = min(left, SERVER_MAX_WAIT_S)
+            self._data = self._client.json("POST", self._url("/wait"),
+                                           query={"timeout_s": f"{left:.3f}"},
+                                           timeout=left + WAIT_MARGIN_S)
+            if self.ended or (deadline is not None and time.monotonic() >= deadline):
+                return self.exit_code
+
+    def terminate(self):
+        """End the sandbox (SIGTERM, a grace period, SIGKILL) and remove it; returns the
+        final exit code. Terminating an ended sandbox is not an error."""
+        self._data = self._client.json("DELETE", self._url(), timeout=max(self._client.timeout,
+                                                                           120.0))
+        return self.exit_code
+
+    def set_tags(self, tags):
+        """Replace the sandbox's tags with tags ({key: value})."""
+        self._data = self._client.json("PATCH", self._url(), json={"tags": dict(tags)})
+        return self
+
+    def extend_timeout(self, seconds):
+        """Give the sandbox `seconds` more: its timeout_s (wall-clock from its start) becomes
+        the present one plus seconds. Only a sandbox made with a timeout_s can be extended."""
+        current = self._data.get("timeout_s")
+        if current is None:
+            current = self.refresh()._data.get("timeout_s")
+        if not current:
+            raise SkiffError(f"sandbox {self.id} has no timeout to extend",
+                             code="invalid_argument", status=None)
+        return self.set_timeout(float(current) + float(seconds))
+
+    def set_timeout(self, timeout_s):
+        """Set timeout_s (wall-clock seconds from the start; it can only grow)."""
+        self._data = self._client.json("PATCH", self._url(), json={"timeout_s": timeout_s})
+        return self
+
+    # ---- processes ----
+
+    def _exec_body(self, cmd, env, workdir, timeout_s):
+        body = {"command": _argv(cmd, "command")}
+        if env is not None:
+            body["env"] = env
+        if workdir is not None:
+            body["workdir"] = workdir
+        if timeout_s is not None:
+            body["timeout_s"] = timeout_s
+        return body
+
+    def exec(self, *cmd, env=None, workdir=None, timeout_s=None):
+        """Run a command in the sandbox to its end: exec("ls", "-l") or exec(["ls", "-l"]).
+        Returns an ExecResult (exit_code, stdout and stderr as bytes, truncated)."""
+        body = self._exec_body(cmd, env, workdir, timeout_s)
+        hold = (timeout_s + EXEC_HOLD_EXTRA_S) if timeout_s else SERVER_MAX_WAIT_S
+        r = self._client.json("POST", self._url("/exec"), query={"wait": "true"}, json=body,
+                              timeout=hold + WAIT_MARGIN_S)
+        return ExecResult._from_reply(r)
+
+    def exec_async(self, *cmd, env=None, workdir=None, timeout_s=None):
+        """Start a command and return at once with an Exec handle (status(), wait())."""
+        body = self._exec_body(cmd, env, workdir, timeout_s)
+        r = self._client.json("POST", self._url("/exec"), json=body,
+                              timeout=max(self._client.timeout, 120.0))
+        return Exec(self, r)
+
+    # ---- context manager ----
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.terminate()
+        except NotFound:
+            pass
