@@ -269,8 +269,11 @@ static void create_go(struct api_call *call, json_t *body)
 	server_logf(srv, "level=info msg=\"sandbox create\" sandbox=%s workspace=%s worker=%s",
 	            sb->row.id, sb->row.workspace_id, w->row.id);
 	waiter_add(srv, &sb->waiters, call, WAIT_CREATE, sb, SERVER_CREATE_TIMEOUT_MS / 1000.0);
-	if (sandbox_persist(srv, sb, create_command) < 0)
-		sandbox_create_failed(srv, sb, 503, "unavailable", "the state store failed");
+	/* A pending sandbox is not stored: it becomes durable when it runs, and the 201 follows
+	 * that commit (one commit per create). A crash before it leaves at most a sandbox the
+	 * worker runs and the server does not know, which the worker's next registration removes.
+	 */
+	create_command(srv, sb, 0);
 out:
 	spec_release(&spec);
 	json_decref(body);
@@ -786,8 +789,8 @@ void api_sandboxes_exec(struct http_request *req)
 	double hold = wait ? (timeout > 0 ? timeout + 30 : SERVER_MAX_WAIT_S)
 	                   : SERVER_EXEC_START_TIMEOUT_MS / 1000.0;
 	waiter_add(srv, &ex->waiters, call, wait ? WAIT_EXEC_ENDED : WAIT_EXEC_STARTED, ex, hold);
-	if (exec_persist(srv, ex, exec_command) < 0)
-		exec_set_ended(srv, ex, "failed", -1, 0, NULL);
+	/* Like a create: an exec is stored once it has started (or ended), not while pending. */
+	exec_command(srv, ex, 0);
 	json_decref(body);
 	return;
 

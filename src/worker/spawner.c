@@ -200,6 +200,7 @@ static void events_flush(struct spawner *sp)
 
 static void request_handle(struct spawner *sp, const char *msg, size_t len)
 {
+	sp->last_request_mono = sp_now_mono();
 	struct sk_error err = {0};
 	/* NUL is allowed in strings so that a request holding one is answered under its req;
 	 * sp_json_string refuses such strings. */
@@ -410,8 +411,14 @@ static int loop(struct spawner *sp)
 		int64_t next = timers_next(sp);
 		int timeout = next ? (int)(next > now ? next - now : 0) : -1;
 		int refill = sp->pool.n < sp->pool.target;
-		if (refill)
-			timeout = 0;
+		if (refill) {
+			int64_t quiet =
+			    sp->pool.n == 0 ? now : sp->last_request_mono + SP_REFILL_QUIET_MS;
+			int wait = quiet > now ? (int)(quiet - now) : 0;
+			if (timeout < 0 || wait < timeout)
+				timeout = wait;
+			refill = wait == 0;
+		}
 		int pr = poll(pfds, k, timeout);
 		if (pr < 0 && errno != EINTR) {
 			sp_log("error", "poll: %s", strerror(errno));

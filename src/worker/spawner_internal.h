@@ -13,9 +13,13 @@
 
 #define SP_OUTPUT_MAX_READ_BYTES  (1024 * 1024) /* per output reply: base64 stays under a frame */
 #define SP_EXEC_STATUS_RECHECK_MS 5             /* while init has not logged an exec's status */
-#define SP_TERM_CHECK_MS          5 /* terminate of a sandbox without command: all gone yet? */
-#define SP_MAX_GRACE_MS           (3600 * 1000)
-#define SP_RECORD_NAME            "spawner.json" /* in the state directory */
+/* A pool refill (a sandbox made, ~10 ms here) waits until no request came for this long, so that
+ * the requests that follow a create (an exec, a file) are not queued behind it; an empty pool is
+ * refilled at once. */
+#define SP_REFILL_QUIET_MS 20
+#define SP_TERM_CHECK_MS   5 /* terminate of a sandbox without command: all gone yet? */
+#define SP_MAX_GRACE_MS    (3600 * 1000)
+#define SP_RECORD_NAME     "spawner.json" /* in the state directory */
 
 /* File operations (spawner_files.c). */
 #define SP_FILES_MAX_PATH_BYTES     4096
@@ -73,6 +77,7 @@ struct sp_sandbox {
 struct spawner {
 	const struct spawner_config *cfg;
 	int fd;
+	int64_t last_request_mono; /* the pool is refilled once requests have paused */
 	struct rt rt;
 	char rootfs[4096];
 	struct spec pool_base;
