@@ -165,6 +165,21 @@ void link_file_done(struct server *srv, struct worker_rec *w, json_t *ev)
 	}
 	const char *b64 = json_string_value(json_object_get(result, "data_b64"));
 	size_t blen = b64 ? strlen(b64) : 0;
+	/* Output reads say where the bytes start, how many were written so far, and whether the
+	 * writer has ended. */
+	static const char *const META[][2] = {
+	    {"offset", "X-Skiff-Offset"}, {"size", "X-Skiff-Size"}, {"eof", "X-Skiff-Eof"}};
+	for (size_t i = 0; i < ARRAY_SIZE(META); i++) {
+		json_t *v = json_object_get(result, META[i][0]);
+		char val[32];
+		if (json_is_integer(v))
+			snprintf(val, sizeof(val), "%lld", (long long)json_integer_value(v));
+		else if (json_is_boolean(v))
+			snprintf(val, sizeof(val), "%s", json_is_true(v) ? "true" : "false");
+		else
+			continue;
+		http_reply_header(call->req, META[i][1], val);
+	}
 	unsigned char *data = malloc(blen / 4 * 3 + 1);
 	long n = data ? base64_decode(b64 ? b64 : "", blen, data) : -ENOMEM;
 	if (n < 0) {
@@ -370,6 +385,83 @@ void api_fs_move(struct http_request *req)
 {
 	static const char *const P[] = {"from", "to"};
 	fs_change(req, "fs_move", P, NULL);
+}
+
+/* GET /v1/sandboxes/{id}/execs/{ex}/output and /v1/sandboxes/{id}/logs:
+ * ?stream=stdout|stderr&offset=N[&max=M] → the bytes of one stream from offset N (at most M, and
+ * at most 1 MiB a call); X-Skiff-Offset says where they start (later than N when older bytes were
+ * dropped), X-Skiff-Size how many were written so far, X-Skiff-Eof whether the writer ended.
+ * Reads are resumable: ask again from offset + the bytes received. */
+static void output_get(struct http_request *req, const char *exec)
+{
+	struct api_call *call = req->data;
+	char stream[16], num[32];
+	int r = http_query_get(req, "stream", 0, stream, sizeof(stream));
+	if (r == -ENOENT)
+		snprintf(stream, sizeof(stream), "stdout");
+	else if (r < 0 || (strcmp(stream, "stdout") && strcmp(stream, "stderr"))) {
+		api_reply_error(call, 400, "invalid_argument", "stream: stdout or stderr");
+		return;
+	}
+	long long offset = 0, max = OUTPUT_MAX_READ_BYTES;
+	static const char *const KEYS[] = {"offset", "max"};
+	long long *vals[] = {&offset, &max};
+	for (int i = 0; i < 2; i++) {
+		r = http_query_get(req, KEYS[i], 0, num, sizeof(num));
+		if (r == -ENOENT)
+			continue;
+		char *end;
+		long long v = r >= 0 ? strtoll(num, &end, 10) : -1;
+		if (r < 0 || !num[0] || *end || v < 0) {
+			api_reply_error(call, 400, "invalid_argument",
+			                "%s: expected a number of bytes, 0 or more", KEYS[i]);
+			return;
+		}
+		*vals[i] = v;
+	}
+	if (max > OUTPUT_MAX_READ_BYTES)
+		max = OUTPUT_MAX_READ_BYTES;
+	char fmt[16];
+	if (http_query_get(req, "format", 0, fmt, sizeof(fmt)) != -ENOENT ||
+	    http_query_get(req, "follow", 0, fmt, sizeof(fmt)) != -ENOENT) {
+		api_reply_error(call, 400, "invalid_argument",
+		                "format and follow: not supported yet; read with offsets");
+		return;
+	}
+	const char *id = req->params[0];
+	struct sandbox_rec *sb = sandbox_find(call->srv, id);
+	if (!sb || !api_can_see(call, sb->row.workspace_id)) {
+		api_reply_error(call, 404, "not_found", "sandbox %.64s not found", id);
+		return;
+	}
+	if (exec && !map_get(&sb->execs, exec)) {
+		api_reply_error(call, 404, "not_found", "exec %.64s not found in %s", exec,
+		                sb->row.id);
+		return;
+	}
+	if (sb->removed || !sb->worker || !sb->worker->connected) {
+		api_reply_error(call, sb->removed ? 409 : 503,
+		                sb->removed ? "conflict" : "unavailable",
+		                sb->removed ? "sandbox %s was deleted: its output is gone"
+		                            : "the worker of %s is not connected",
+		                sb->row.id);
+		return;
+	}
+	json_t *args = json_pack("{s:s, s:I, s:I}", "stream", stream, "offset", (json_int_t)offset,
+	                         "max", (json_int_t)max);
+	if (args && exec)
+		json_object_set_new(args, "exec", json_string(exec));
+	file_call_start(call, sb, "output", args, 1);
+}
+
+void api_exec_output(struct http_request *req)
+{
+	output_get(req, req->params[1]);
+}
+
+void api_sandbox_logs(struct http_request *req)
+{
+	output_get(req, NULL);
 }
 
 /* At shutdown: answer every file call still waiting. */

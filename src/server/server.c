@@ -37,6 +37,8 @@ static const struct http_route ROUTES[] = {
     {"POST", "/v1/sandboxes/{}/exec", api_sandboxes_exec, NULL, SERVER_MAX_JSON_BODY_BYTES,
      PERM_WRITE | PERM_SANDBOX},
     {"GET", "/v1/sandboxes/{}/execs/{}", api_execs_get, NULL, 0, PERM_READ | PERM_SANDBOX},
+    {"GET", "/v1/sandboxes/{}/execs/{}/output", api_exec_output, NULL, 0, PERM_READ | PERM_SANDBOX},
+    {"GET", "/v1/sandboxes/{}/logs", api_sandbox_logs, NULL, 0, PERM_READ | PERM_SANDBOX},
     {"GET", "/v1/sandboxes/{}/files", api_files_get, NULL, 0, PERM_READ | PERM_SANDBOX},
     {"PUT", "/v1/sandboxes/{}/files", api_files_put, NULL, SERVER_MAX_FILE_BYTES,
      PERM_WRITE | PERM_SANDBOX},

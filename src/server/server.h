@@ -39,6 +39,7 @@
 #define LINK_VERSION                  1
 #define SERVER_MAX_FILE_BYTES         (8 * 1024 * 1024) /* one file read or written by the API */
 #define SERVER_FILE_TIMEOUT_MS        60000
+#define OUTPUT_MAX_READ_BYTES         (1024 * 1024) /* one output read */
 
 enum role {
 	ROLE_NONE = 0,
@@ -268,6 +269,8 @@ void api_fs_mkdir(struct http_request *req);
 void api_fs_remove(struct http_request *req);
 void api_fs_move(struct http_request *req);
 void file_calls_cancel_all(struct server *srv);
+void api_exec_output(struct http_request *req);
+void api_sandbox_logs(struct http_request *req);
 /* A worker's file_done event: answer the file call it belongs to. */
 void link_file_done(struct server *srv, struct worker_rec *w, json_t *ev);
 

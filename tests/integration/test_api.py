@@ -655,3 +655,44 @@ def test_stop_with_writes_in_flight(skiffd):
     skiffd.start(pool=skiffd.pool)
     have = {t["id"] for t in list_all(skiffd, "/v1/tokens")}
     assert set(acked) <= have  # every acknowledged write survived
+
+
+# ---- output of execs and of the main command ----
+
+
+def test_exec_output_and_logs_by_offset(skiffd):
+    s, sb = create(skiffd, {"command": ["sh", "-c", "echo main-out; echo main-err >&2"]})
+    assert s == 201
+    skiffd.api("POST", f"/v1/sandboxes/{sb['id']}/wait?timeout_s=30")
+    h = {"Authorization": f"Bearer {skiffd.token}"}
+    s, hdr, raw = skiffd.raw("GET", f"/v1/sandboxes/{sb['id']}/logs", None, h)
+    assert s == 200 and raw == b"main-out\n", (s, raw)
+    assert hdr["X-Skiff-Offset"] == "0" and hdr["X-Skiff-Size"] == "9"
+    assert hdr["X-Skiff-Eof"] == "true"
+    s, hdr, raw = skiffd.raw("GET", f"/v1/sandboxes/{sb['id']}/logs?stream=stderr", None, h)
+    assert s == 200 and raw == b"main-err\n"
+
+    s, sb = create(skiffd)
+    s, ex = skiffd.api("POST", f"/v1/sandboxes/{sb['id']}/exec",
+                       {"command": ["sh", "-c", "printf 'abcdef'; printf 'E' >&2"]})
+    assert s == 201
+    assert wait_for(lambda: skiffd.api("GET", f"/v1/sandboxes/{sb['id']}/execs/{ex['id']}")[1]
+                    ["state"] == "exited", 20, 0.05)
+    base = f"/v1/sandboxes/{sb['id']}/execs/{ex['id']}/output"
+    s, hdr, raw = skiffd.raw("GET", f"{base}?max=3", None, h)
+    assert s == 200 and raw == b"abc" and hdr["X-Skiff-Size"] == "6"
+    s, hdr, raw = skiffd.raw("GET", f"{base}?offset=3", None, h)
+    assert s == 200 and raw == b"def" and hdr["X-Skiff-Offset"] == "3"
+    s, hdr, raw = skiffd.raw("GET", f"{base}?offset=6", None, h)
+    assert s == 200 and raw == b"" and hdr["X-Skiff-Eof"] == "true"
+    s, hdr, raw = skiffd.raw("GET", f"{base}?stream=stderr", None, h)
+    assert s == 200 and raw == b"E"
+    for bad in ["stream=stdin", "offset=-1", "offset=x", "follow=true"]:
+        s, _, raw = skiffd.raw("GET", f"{base}?{bad}", None, h)
+        assert s == 400, (bad, raw)
+    s, _, _ = skiffd.raw("GET", f"/v1/sandboxes/{sb['id']}/execs/ex-00000000000000000000000000"
+                                "/output", None, h)
+    assert s == 404
+    skiffd.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    s, _, raw = skiffd.raw("GET", f"{base}", None, h)
+    assert s == 409  # deleted: its output went with it
