@@ -1,7 +1,8 @@
 /* The spawner process: fork and reap it, frame its messages, and its loop. One poll() over the
- * worker's socket, every running sandbox's init pidfd and OOM fd and every running exec's pidfd,
- * with timers for deadlines, grace periods and output trimming; when nothing else is pending it
- * makes one pooled sandbox at a time. Requests are handled in order, each to its reply. */
+ * worker's socket, every running sandbox's init pidfd and OOM fd, every running exec's pidfd and
+ * every file op helper's pipe and pidfd, with timers for deadlines, grace periods and output
+ * trimming; when nothing else is pending it makes one pooled sandbox at a time. Requests are
+ * handled in order; most are answered at once, terminate and the file ops later. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -317,11 +318,12 @@ static int input_read(struct spawner *sp, struct inbuf *in)
 
 /* ---- the loop ---- */
 
-enum { W_SOCKET, W_INIT, W_OOM, W_EXEC };
+enum { W_SOCKET, W_INIT, W_OOM, W_EXEC, W_FOP_PIPE, W_FOP_PID };
 struct watch {
 	int kind;
 	struct sp_sandbox *s;
 	struct sp_exec *e;
+	struct sp_fop *fop;
 };
 
 static void timer_min(int64_t *next, int64_t t)
@@ -333,6 +335,7 @@ static void timer_min(int64_t *next, int64_t t)
 static int64_t timers_next(struct spawner *sp)
 {
 	int64_t next = sp->trim_mono;
+	timer_min(&next, sp_files_next_deadline(sp));
 	for (struct sp_sandbox *s = sp->sandboxes; s; s = s->next) {
 		if (s->state == SP_RUNNING) {
 			timer_min(&next, s->deadline_mono);
@@ -373,6 +376,8 @@ static int loop(struct spawner *sp)
 		size_t n = 1;
 		for (struct sp_sandbox *s = sp->sandboxes; s; s = s->next)
 			n += 2 + (size_t)s->nexecs;
+		for (struct sp_fop *o = sp->fops; o; o = o->next)
+			n += 2;
 		if (n > cap) {
 			free(pfds);
 			free(w);
@@ -405,6 +410,16 @@ static int loop(struct spawner *sp)
 					continue;
 				pfds[k] = (struct pollfd){.fd = e->ex.pidfd, .events = POLLIN};
 				w[k++] = (struct watch){.kind = W_EXEC, .s = s, .e = e};
+			}
+		}
+		for (struct sp_fop *o = sp->fops; o; o = o->next) {
+			if (o->pipe_fd >= 0) {
+				pfds[k] = (struct pollfd){.fd = o->pipe_fd, .events = POLLIN};
+				w[k++] = (struct watch){.kind = W_FOP_PIPE, .fop = o};
+			}
+			if (o->pidfd >= 0) {
+				pfds[k] = (struct pollfd){.fd = o->pidfd, .events = POLLIN};
+				w[k++] = (struct watch){.kind = W_FOP_PID, .fop = o};
 			}
 		}
 		int64_t now = sp_now_mono();
@@ -446,16 +461,22 @@ static int loop(struct spawner *sp)
 				break;
 			case W_OOM: sp_sandbox_oom(sp, w[i].s); break;
 			case W_EXEC: sp_exec_check(sp, w[i].s, w[i].e, now); break;
+			case W_FOP_PIPE: sp_fop_read(sp, w[i].fop); break;
+			case W_FOP_PID: sp_fop_reap(sp, w[i].fop); break;
 			}
 		}
 		events_flush(sp);
-		/* The socket last: its requests may free what the other watches point at. */
+		/* The socket last: its requests may free what the other watches point at (file
+		 * ops are freed only by sp_files_run). */
 		int eof = pr > 0 && pfds[0].revents && !input_read(sp, &in);
 		if (eof)
 			break;
-		timers_run(sp, sp_now_mono());
+		now = sp_now_mono();
+		timers_run(sp, now);
+		sp_files_run(sp, now);
 		events_flush(sp);
 	}
+	sp_files_release(sp);
 	free(pfds);
 	free(w);
 	free(in.buf);
@@ -538,6 +559,8 @@ int spawner_start(const struct spawner_config *cfg, struct spawner_proc *ret, st
 		signal(SIGTERM, SIG_IGN);
 		signal(SIGINT, SIG_IGN);
 		signal(SIGHUP, SIG_IGN);
+		if (cfg->in_child)
+			cfg->in_child();
 		_exit(spawner_main(cfg, sv[1]));
 	}
 	close(sv[1]);

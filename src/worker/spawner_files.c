@@ -9,14 +9,22 @@
  * would bring host root's capabilities to whatever the sandbox planted there, and new files would
  * need their owner fixed by hand.
  *
- * The spawner validates the request, forks, and reads the child's answer from a pipe: one JSON
- * object, {"reply":{…}} or {"code":-errno,"message":"…"}. A child that takes longer than
- * SP_FILES_TIMEOUT_MS is killed. Every walk is bounded (entries, depth, reply bytes). */
+ * The helper holds no more than the sandbox's own processes: before it enters, every fd of the
+ * spawner but what entering needs is closed and it is made non-dumpable (nothing in the sandbox
+ * may trace it); once in, it keeps the sandbox's capability set, no_new_privs and seccomp profile.
+ *
+ * Nothing here blocks the spawner's loop: a request is validated and queued (1 running per
+ * sandbox, SP_FILES_MAX_QUEUED waiting, SP_FILES_MAX_RUNNING helpers in all); its helper's pipe
+ * and pidfd join the loop's poll; the answer, one JSON object ({"reply":{…}} or
+ * {"code":-errno,"message":"…"}), is read without blocking, and the reply sent once the helper
+ * is reaped. An op not answered SP_FILES_TIMEOUT_MS after it arrived is answered with an error
+ * at once, its helper killed and reaped later (a helper in a sandbox throttled to a sliver of
+ * CPU can take a while to die). Every walk is bounded (entries, depth, reply bytes). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
-#include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,29 +38,18 @@
 #include "../lib/clock.h"
 #include "../lib/encoding.h"
 #include "../lib/fsutil.h"
+#include "../runtime/caps.h"
 #include "spawner_internal.h"
+
+#ifndef P_PIDFD
+#define P_PIDFD 3 /* linux/wait.h, which clashes with sys/wait.h */
+#endif
 
 #define RESOLVE_FLAGS       (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
 #define OPENAT2_RETRIES     8   /* -EAGAIN: a rename raced the resolution */
 #define MSG_PATH_MAX_BYTES  200 /* of a path quoted in an error message */
 #define ENTRY_JSON_OVERHEAD 136 /* an entry's JSON beside its name, path and target */
 #define COLLECT_CHUNK_BYTES (64 * 1024)
-
-enum files_op { F_READ, F_WRITE, F_STAT, F_LIST, F_MKDIR, F_REMOVE, F_MOVE };
-
-/* A validated request, read by the child (a copy of this memory). */
-struct files_req {
-	enum files_op op;
-	const char *path;
-	const char *to; /* fs_move */
-	int64_t offset;
-	size_t max; /* file_read */
-	const unsigned char *data;
-	size_t len;
-	mode_t mode;
-	int truncate, parents, recursive;
-	int depth;
-};
 
 /* ---- text ---- */
 
@@ -321,7 +318,7 @@ static json_t *entry_json(const char *name, const char *path, const struct stat 
 
 /* ---- in the child: the ops ---- */
 
-static int do_read(int rootfd, const struct files_req *fr, json_t *out, struct sk_error *err)
+static int do_read(int rootfd, const struct sp_files_req *fr, json_t *out, struct sk_error *err)
 {
 	/* Look before opening: a FIFO or a device is not opened at all. */
 	_cleanup_close_ int pfd = root_open(rootfd, fr->path, O_PATH, 0);
@@ -375,7 +372,7 @@ static void unmake(int rootfd, const char *path)
 		unlinkat(pfd, name, 0);
 }
 
-static int do_write(int rootfd, const struct files_req *fr, json_t *out, struct sk_error *err)
+static int do_write(int rootfd, const struct sp_files_req *fr, json_t *out, struct sk_error *err)
 {
 	char dir[SP_FILES_MAX_PATH_BYTES + 2], name[NAME_MAX + 1];
 	if (path_split(fr->path, dir, sizeof(dir), name) < 0)
@@ -425,7 +422,7 @@ static int do_write(int rootfd, const struct files_req *fr, json_t *out, struct 
 	return 0;
 }
 
-static int do_stat(int rootfd, const struct files_req *fr, json_t *out, struct sk_error *err)
+static int do_stat(int rootfd, const struct sp_files_req *fr, json_t *out, struct sk_error *err)
 {
 	_cleanup_close_ int fd = root_open(rootfd, fr->path, O_PATH | O_NOFOLLOW, 0);
 	struct stat st;
@@ -529,7 +526,7 @@ static void list_dir(struct lister *l, int fd, int level)
 	closedir(d);
 }
 
-static int do_list(int rootfd, const struct files_req *fr, json_t *out, struct sk_error *err)
+static int do_list(int rootfd, const struct sp_files_req *fr, json_t *out, struct sk_error *err)
 {
 	int fd = root_open(rootfd, fr->path, O_RDONLY | O_DIRECTORY | O_NONBLOCK, 0);
 	if (fd < 0)
@@ -542,7 +539,7 @@ static int do_list(int rootfd, const struct files_req *fr, json_t *out, struct s
 	return 0;
 }
 
-static int do_mkdir(int rootfd, const struct files_req *fr, json_t *out, struct sk_error *err)
+static int do_mkdir(int rootfd, const struct sp_files_req *fr, json_t *out, struct sk_error *err)
 {
 	(void)out;
 	if (fr->parents)
@@ -589,7 +586,7 @@ static int tree_count(int fd, int level, size_t *count)
 	return r;
 }
 
-static int do_remove(int rootfd, const struct files_req *fr, json_t *out, struct sk_error *err)
+static int do_remove(int rootfd, const struct sp_files_req *fr, json_t *out, struct sk_error *err)
 {
 	(void)out;
 	char name[NAME_MAX + 1];
@@ -627,7 +624,7 @@ static int do_remove(int rootfd, const struct files_req *fr, json_t *out, struct
 	return 0;
 }
 
-static int do_move(int rootfd, const struct files_req *fr, json_t *out, struct sk_error *err)
+static int do_move(int rootfd, const struct sp_files_req *fr, json_t *out, struct sk_error *err)
 {
 	(void)out;
 	char from[NAME_MAX + 1], to[NAME_MAX + 1];
@@ -645,21 +642,89 @@ static int do_move(int rootfd, const struct files_req *fr, json_t *out, struct s
 	return 0;
 }
 
-static int (*const OPS[])(int, const struct files_req *, json_t *, struct sk_error *) = {
-    [F_READ] = do_read,   [F_WRITE] = do_write,   [F_STAT] = do_stat, [F_LIST] = do_list,
-    [F_MKDIR] = do_mkdir, [F_REMOVE] = do_remove, [F_MOVE] = do_move,
+static int (*const OPS[])(int, const struct sp_files_req *, json_t *, struct sk_error *) = {
+    [SP_F_READ] = do_read, [SP_F_WRITE] = do_write, [SP_F_STAT] = do_stat,
+    [SP_F_LIST] = do_list, [SP_F_MKDIR] = do_mkdir, [SP_F_REMOVE] = do_remove,
+    [SP_F_MOVE] = do_move,
 };
 
-/* The child: enter the sandbox, do the op, write the answer to fd, exit. */
-_Noreturn static void files_child(const struct sp_sandbox *s, const struct files_req *fr, int fd)
+/* ---- the helper ---- */
+
+/* Every fd but fd, the sandbox's init pidfd and its cgroup directories (what rt_sandbox_enter
+ * uses) is closed; 0, 1 and 2 become /dev/null. The cgroup directories are told by their inode:
+ * "<mount>/skiff-<instance>/<runtime id>" in each hierarchy (cgroup.h). */
+static int helper_fds_close(const struct spawner *sp, const struct rt_sandbox *sb, int fd,
+                            struct sk_error *err)
+{
+	int keep[2 + 2 * CG_MAX_HIER];
+	size_t n = 0;
+	keep[n++] = fd;
+	keep[n++] = rt_sandbox_pidfd(sb);
+	struct stat cg[CG_MAX_HIER];
+	int ncg = 0;
+	for (int i = 0; i < sp->rt.cg.nhier && i < CG_MAX_HIER; i++) {
+		char path[2 * CG_PATH_BYTES];
+		snprintf(path, sizeof(path), "%s/skiff-%s/%s", sp->rt.cg.hier[i].mount,
+		         sp->rt.instance, rt_sandbox_id(sb));
+		if (stat(path, &cg[ncg]) == 0)
+			ncg++;
+	}
+	DIR *d = opendir("/proc/self/fd");
+	if (!d)
+		return sk_error_errno(err, -errno, "list open fds");
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		char *end;
+		long k = strtol(de->d_name, &end, 10);
+		struct stat st;
+		if (end == de->d_name || *end || k <= 2 || k == dirfd(d) ||
+		    fstat((int)k, &st) < 0 || !S_ISDIR(st.st_mode))
+			continue;
+		for (int i = 0; i < ncg && n < ARRAY_SIZE(keep); i++)
+			if (st.st_dev == cg[i].st_dev && st.st_ino == cg[i].st_ino)
+				keep[n++] = (int)k;
+	}
+	closedir(d);
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	for (int i = 0; i < 3; i++)
+		if (null < 0 || dup2(null, i) < 0)
+			return sk_error_errno(err, -errno, "stdio on /dev/null");
+	int r = fs_close_all_except(keep, n); /* null too */
+	return r < 0 ? sk_error_errno(err, r, "close fds") : 0;
+}
+
+/* After entering: what the sandbox's own processes hold, no more. Its capabilities (Docker's
+ * default set, not every one of its user namespace), no_new_privs and its seccomp profile. */
+static int helper_confine(const struct spawner *sp, struct sk_error *err)
+{
+	int r = caps_restrict(sp->rt.caps, err);
+	if (r < 0)
+		return r;
+	r = rt_seccomp_load(&sp->rt.seccomp);
+	return r < 0 ? sk_error_errno(err, r, "load the seccomp profile") : 0;
+}
+
+/* The helper: enter the sandbox, do the op, write the answer to fd, exit. */
+_Noreturn static void helper_main(const struct spawner *sp, const struct sp_sandbox *s,
+                                  const struct sp_files_req *fr, int fd)
 {
 	struct sk_error err = {0};
-	json_t *out = json_object();
-	int r = rt_sandbox_enter(s->sb, &err);
-	if (r == 0) {
+	prctl(PR_SET_NAME, SP_FILES_HELPER_NAME);
+	/* From the moment it enters, nothing in the sandbox may trace it or reach its fds. */
+	prctl(PR_SET_DUMPABLE, 0);
+	fcntl(fd, F_SETFL, 0); /* blocking: the spawner reads when it can */
+	int r = helper_fds_close(sp, s->sb, fd, &err);
+	if (r == 0 && (r = rt_sandbox_enter(s->sb, &err)) == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* set now: a change of uid clears it */
 		int keep[1] = {fd};
-		fs_close_all_except(keep, 1);
-		prctl(PR_SET_DUMPABLE, 0);
+		r = fs_close_all_except(keep, 1);
+		if (r < 0)
+			sk_error_errno(&err, r, "close fds");
+		else
+			r = helper_confine(sp, &err);
+	}
+	json_t *out = json_object();
+	if (r == 0) {
 		umask(0);
 		int rootfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
 		r = rootfd < 0 ? sk_error_errno(&err, -errno, "open the sandbox's root")
@@ -681,114 +746,288 @@ _Noreturn static void files_child(const struct sp_sandbox *s, const struct files
 	_exit(text ? 0 : 1);
 }
 
-/* ---- in the spawner ---- */
+/* ---- in the spawner: queue, helpers, answers ---- */
 
-/* Read the child's answer until EOF, at most SP_FILES_TIMEOUT_MS; kill it past that; reap it. */
-static int files_collect(pid_t pid, int fd, char **ret_text, size_t *ret_len, struct sk_error *err)
+static int sandbox_live(const struct sp_sandbox *s)
 {
-	char *buf = NULL;
-	size_t len = 0, cap = 0;
-	int r = 0;
-	int64_t deadline = sp_now_mono() + SP_FILES_TIMEOUT_MS;
-	for (;;) {
-		int64_t left = deadline - sp_now_mono();
-		struct pollfd p = {.fd = fd, .events = POLLIN};
-		int pr = left > 0 ? poll(&p, 1, (int)left) : 0;
-		if (pr < 0 && errno == EINTR)
-			continue;
-		if (pr <= 0) {
-			r = pr < 0 ? sk_error_errno(err, -errno, "poll")
-			           : sk_error_set(err, -ETIMEDOUT, "not done within %d ms",
-			                          SP_FILES_TIMEOUT_MS);
-			break;
-		}
-		if (cap - len < COLLECT_CHUNK_BYTES) {
-			if (cap > SPAWNER_MAX_MSG_BYTES) {
-				r = sk_error_set(err, -EMSGSIZE, "the answer is too large");
-				break;
-			}
-			cap = cap ? cap * 2 : 4 * COLLECT_CHUNK_BYTES;
-			char *nb = realloc(buf, cap);
-			if (!nb) {
-				r = sk_error_set(err, -ENOMEM, "out of memory");
-				break;
-			}
-			buf = nb;
-		}
-		ssize_t n = read(fd, buf + len, cap - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = sk_error_errno(err, -errno, "read the answer");
-			break;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
-	if (r < 0)
-		kill(pid, SIGKILL);
-	int status = 0;
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	if (r == 0 && (len == 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0))
-		r = sk_error_set(err, -EIO, "the helper died");
-	if (r < 0) {
-		free(buf);
-		return r;
-	}
-	*ret_text = buf;
-	*ret_len = len;
-	return 0;
+	return s->state == SP_RUNNING && s->end_reason == SP_RUNNING && rt_sandbox_running(s->sb);
 }
 
-/* Run fr in the running sandbox s; the child's reply fields go into reply. */
-static int files_run(struct sp_sandbox *s, const char *op, const struct files_req *fr,
-                     json_t *reply, struct sk_error *err)
+static void fop_free(struct sp_fop *o)
 {
-	if (s->state != SP_RUNNING || s->end_reason != SP_RUNNING || !rt_sandbox_running(s->sb))
-		return sk_error_set(err, -ESRCH, "sandbox %s is not running", s->id);
+	if (o->pidfd >= 0)
+		close(o->pidfd);
+	if (o->pipe_fd >= 0)
+		close(o->pipe_fd);
+	free(o->buf);
+	free(o->fr.path);
+	free(o->fr.to);
+	free(o->fr.data);
+	json_decref(o->req_id);
+	free(o);
+}
+
+/* Send o's reply: fields (taken) when err is NULL, else err. */
+static void fop_answer(struct spawner *sp, struct sp_fop *o, json_t *fields,
+                       const struct sk_error *err)
+{
+	json_t *m = fields;
+	if (err) {
+		json_decref(fields);
+		m = json_pack("{s:O, s:b, s:o}", "req", o->req_id, "ok", 0, "error",
+		              sp_error_json(err));
+	} else if (m) {
+		json_object_set(m, "req", o->req_id);
+		json_object_set_new(m, "ok", json_true());
+	}
+	if (m)
+		sp_event(sp, m); /* after the reply being made, if any */
+	else
+		sp_log("error", "%s in %s: out of memory for the reply", o->name, o->sandbox);
+	o->answered = 1;
+}
+
+/* Stop o's helper (SIGKILL through its pidfd: never a recycled pid) and stop reading it; it
+ * is reaped when its pidfd fires. */
+static void fop_kill(struct sp_fop *o)
+{
+	if (o->started && !o->reaped && o->pidfd >= 0)
+		syscall(SYS_pidfd_send_signal, o->pidfd, SIGKILL, NULL, 0);
+	if (o->pipe_fd >= 0)
+		close(o->pipe_fd);
+	o->pipe_fd = -1;
+}
+
+/* Answer o with code and "<op> in <sandbox>: msg", its helper killed. */
+static void fop_fail(struct spawner *sp, struct sp_fop *o, int code, const char *msg)
+{
+	struct sk_error err = {0};
+	sk_error_set(&err, code, "%s in %s: %s", o->name, o->sandbox, msg);
+	fop_kill(o);
+	fop_answer(sp, o, NULL, &err);
+}
+
+void sp_fop_read(struct spawner *sp, struct sp_fop *o)
+{
+	while (o->pipe_fd >= 0) {
+		if (o->len == o->cap) {
+			if (o->cap > SP_FILES_MAX_ANSWER_BYTES) {
+				fop_fail(sp, o, -EMSGSIZE, "the answer is too large");
+				return;
+			}
+			size_t cap = o->cap ? o->cap * 2 : 4 * COLLECT_CHUNK_BYTES;
+			if (cap > SP_FILES_MAX_ANSWER_BYTES + 1)
+				cap = SP_FILES_MAX_ANSWER_BYTES + 1;
+			char *nb = realloc(o->buf, cap);
+			if (!nb) {
+				fop_fail(sp, o, -ENOMEM, "out of memory");
+				return;
+			}
+			o->buf = nb;
+			o->cap = cap;
+		}
+		ssize_t n = read(o->pipe_fd, o->buf + o->len, o->cap - o->len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		if (n <= 0) {
+			o->eof = n == 0;
+			close(o->pipe_fd);
+			o->pipe_fd = -1;
+			return;
+		}
+		o->len += (size_t)n;
+	}
+}
+
+void sp_fop_reap(struct spawner *sp, struct sp_fop *o)
+{
+	(void)sp;
+	siginfo_t si = {0};
+	if (waitid((idtype_t)P_PIDFD, (id_t)o->pidfd, &si, WEXITED | WNOHANG) < 0) {
+		if (errno == EINTR)
+			return;
+		/* Not ours to wait for any more: nothing else to learn from it. */
+	} else if (si.si_pid == 0) {
+		return;
+	}
+	o->reaped = 1;
+	o->exit_ok = si.si_pid != 0 && si.si_code == CLD_EXITED && si.si_status == 0;
+	close(o->pidfd);
+	o->pidfd = -1;
+}
+
+/* The helper is reaped and its answer read: reply with it. */
+static void fop_finish(struct spawner *sp, struct sp_fop *o)
+{
+	if (!o->eof || !o->exit_ok || o->len == 0) {
+		fop_fail(sp, o, -EIO, "the helper died");
+		return;
+	}
+	json_t *msg = json_loadb(o->buf, o->len, 0, NULL);
+	json_t *rep = json_object_get(msg, "reply");
+	json_t *code = json_object_get(msg, "code");
+	struct sk_error err = {0};
+	if (json_is_object(rep)) {
+		fop_answer(sp, o, json_incref(rep), NULL);
+	} else if (json_is_integer(code) && json_integer_value(code) < 0) {
+		/* The helper's message names the op and path already. */
+		const char *m = json_string_value(json_object_get(msg, "message"));
+		sk_error_set(&err, (int)json_integer_value(code), "%s", m ? m : "failed");
+		fop_answer(sp, o, NULL, &err);
+	} else {
+		fop_fail(sp, o, -EIO, "the helper's answer is garbled");
+	}
+	json_decref(msg);
+}
+
+/* Fork o's helper into o->s. */
+static int fop_start(struct spawner *sp, struct sp_fop *o, struct sk_error *err)
+{
+	struct sp_sandbox *s = o->s;
+	if (!sandbox_live(s))
+		return sk_error_set(err, -ESRCH, "the sandbox is not running");
 	int p[2];
-	if (pipe2(p, O_CLOEXEC) < 0)
-		return sk_error_errno(err, -errno, "%s: pipe", op);
-	pid_t pid = fork();
+	if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
+		return sk_error_errno(err, -errno, "pipe");
+	int pidfd = -1;
+	pid_t pid = (pid_t)syscall(SYS_clone, CLONE_PIDFD | SIGCHLD, NULL, &pidfd, NULL, 0);
 	if (pid < 0) {
 		int r = -errno;
 		close(p[0]);
 		close(p[1]);
-		return sk_error_errno(err, r, "%s: fork", op);
+		return sk_error_errno(err, r, "fork");
 	}
 	if (pid == 0) {
 		close(p[0]);
-		files_child(s, fr, p[1]);
+		helper_main(sp, s, &o->fr, p[1]);
 	}
 	close(p[1]);
-	_cleanup_close_ int fd = p[0];
-	_cleanup_free_ char *text = NULL;
-	size_t len = 0;
-	int r = files_collect(pid, fd, &text, &len, err);
-	if (r < 0) {
-		sk_error_prefix(err, "%s in %s", op, s->id);
-		return r;
+	o->pid = pid;
+	o->pidfd = pidfd;
+	o->pipe_fd = p[0];
+	o->started = 1;
+	s->fop_running = o;
+	return 0;
+}
+
+void sp_files_run(struct spawner *sp, int64_t now)
+{
+	int running = 0;
+	for (struct sp_fop **p = &sp->fops; *p;) {
+		struct sp_fop *o = *p;
+		if (o->started && o->reaped && !o->answered) {
+			sp_fop_read(sp, o); /* what it wrote before it exited */
+			if (!o->answered)
+				fop_finish(sp, o);
+		}
+		if (!o->answered && now >= o->deadline_mono) {
+			char msg[64];
+			snprintf(msg, sizeof(msg), "not done within %d ms", SP_FILES_TIMEOUT_MS);
+			fop_fail(sp, o, -ETIMEDOUT, msg);
+		}
+		if (o->answered && (!o->started || o->reaped)) {
+			if (o->s && o->s->fop_running == o)
+				o->s->fop_running = NULL;
+			*p = o->next;
+			fop_free(o);
+			continue;
+		}
+		running += o->started;
+		p = &o->next;
 	}
-	json_t *msg = json_loadb(text, len, 0, NULL);
-	json_t *rep = json_object_get(msg, "reply");
-	json_t *code = json_object_get(msg, "code");
-	if (json_is_object(rep)) {
-		json_object_update(reply, rep);
-		r = 0;
-	} else if (json_is_integer(code) && json_integer_value(code) < 0) {
-		const char *m = json_string_value(json_object_get(msg, "message"));
-		r = sk_error_set(err, (int)json_integer_value(code), "%s", m ? m : "failed");
-	} else {
-		r = sk_error_set(err, -EIO, "%s in %s: the helper's answer is garbled", op, s->id);
+	for (struct sp_fop **p = &sp->fops; *p && running < SP_FILES_MAX_RUNNING;) {
+		struct sp_fop *o = *p;
+		if (o->started || o->answered || o->s->fop_running) {
+			p = &o->next;
+			continue;
+		}
+		struct sk_error err = {0};
+		if (fop_start(sp, o, &err) < 0) {
+			sk_error_prefix(&err, "%s in %s", o->name, o->sandbox);
+			fop_answer(sp, o, NULL, &err);
+			*p = o->next;
+			fop_free(o);
+			continue;
+		}
+		running++;
+		p = &o->next;
 	}
-	json_decref(msg);
-	return r;
+}
+
+int64_t sp_files_next_deadline(const struct spawner *sp)
+{
+	int64_t next = 0;
+	for (const struct sp_fop *o = sp->fops; o; o = o->next)
+		if (!o->answered && (next == 0 || o->deadline_mono < next))
+			next = o->deadline_mono;
+	return next;
+}
+
+void sp_files_cancel(struct spawner *sp, struct sp_sandbox *s)
+{
+	for (struct sp_fop *o = sp->fops; o; o = o->next) {
+		if (o->s != s)
+			continue;
+		if (!o->answered)
+			fop_fail(sp, o, -ESRCH, "the sandbox is ending");
+		o->s = NULL;
+	}
+	s->fop_running = NULL;
+}
+
+void sp_files_release(struct spawner *sp)
+{
+	while (sp->fops) {
+		struct sp_fop *o = sp->fops;
+		sp->fops = o->next;
+		if (o->s)
+			o->s->fop_running = NULL;
+		fop_kill(o);
+		fop_free(o);
+	}
+}
+
+/* Queue fr (copied) for s; its reply comes later (returns 1). */
+static int files_queue(struct spawner *sp, struct sp_sandbox *s, const char *name, json_t *req,
+                       const struct sp_files_req *fr, struct sk_error *err)
+{
+	if (!sandbox_live(s))
+		return sk_error_set(err, -ESRCH, "sandbox %s is not running", s->id);
+	int queued = 0;
+	struct sp_fop **tail = &sp->fops;
+	for (; *tail; tail = &(*tail)->next)
+		queued += (*tail)->s == s && !(*tail)->started && !(*tail)->answered;
+	if (queued >= SP_FILES_MAX_QUEUED)
+		return sk_error_set(err, -EAGAIN,
+		                    "%s in %s: %d file operations are waiting already", name, s->id,
+		                    SP_FILES_MAX_QUEUED);
+	struct sp_fop *o = calloc(1, sizeof(*o));
+	if (!o)
+		return sk_error_set(err, -ENOMEM, "out of memory");
+	o->s = s;
+	snprintf(o->sandbox, sizeof(o->sandbox), "%s", s->id);
+	o->name = name;
+	o->req_id = json_incref(json_object_get(req, "req"));
+	o->pidfd = o->pipe_fd = -1;
+	o->deadline_mono = sp_now_mono() + SP_FILES_TIMEOUT_MS;
+	o->fr = *fr;
+	o->fr.path = strdup(fr->path);
+	o->fr.to = fr->to ? strdup(fr->to) : NULL;
+	o->fr.data = fr->len ? malloc(fr->len) : NULL;
+	if (!o->fr.path || (fr->to && !o->fr.to) || (fr->len && !o->fr.data)) {
+		fop_free(o);
+		return sk_error_set(err, -ENOMEM, "out of memory");
+	}
+	if (fr->len)
+		memcpy(o->fr.data, fr->data, fr->len);
+	*tail = o;
+	return 1;
 }
 
 /* A request's path field: absolute, at most SP_FILES_MAX_PATH_BYTES, no NUL. */
-static int req_path(json_t *req, const char *key, const char **ret, struct sk_error *err)
+static int req_path(json_t *req, const char *key, char **ret, struct sk_error *err)
 {
 	const char *p;
 	int r = sp_json_string(req, key, &p, err);
@@ -801,7 +1040,7 @@ static int req_path(json_t *req, const char *key, const char **ret, struct sk_er
 	if (strlen(p) > SP_FILES_MAX_PATH_BYTES)
 		return sk_error_set(err, -EINVAL, "%s: longer than %d bytes", key,
 		                    SP_FILES_MAX_PATH_BYTES);
-	*ret = p;
+	*ret = (char *)p; /* files_queue copies it */
 	return 0;
 }
 
@@ -825,7 +1064,7 @@ static int req_int(json_t *req, const char *key, json_int_t min, json_int_t max,
 
 /* The sandbox and path every op starts with. */
 static int req_start(struct spawner *sp, json_t *req, struct sp_sandbox **ret_s,
-                     struct files_req *fr, struct sk_error *err)
+                     struct sp_files_req *fr, struct sk_error *err)
 {
 	int r = sp_sandbox_get(sp, req, ret_s, err);
 	if (r < 0)
@@ -835,7 +1074,8 @@ static int req_start(struct spawner *sp, json_t *req, struct sp_sandbox **ret_s,
 
 int sp_op_file_read(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
 {
-	struct files_req fr = {.op = F_READ};
+	(void)reply; /* sent by sp_files_run */
+	struct sp_files_req fr = {.op = SP_F_READ};
 	struct sp_sandbox *s;
 	json_int_t offset = 0, max = SP_FILES_MAX_DATA_BYTES;
 	int r;
@@ -846,12 +1086,13 @@ int sp_op_file_read(struct spawner *sp, json_t *req, json_t *reply, struct sk_er
 		return r;
 	fr.offset = offset;
 	fr.max = (size_t)max;
-	return files_run(s, "file_read", &fr, reply, err);
+	return files_queue(sp, s, "file_read", req, &fr, err);
 }
 
 int sp_op_file_write(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
 {
-	struct files_req fr = {.op = F_WRITE};
+	(void)reply; /* sent by sp_files_run */
+	struct sp_files_req fr = {.op = SP_F_WRITE};
 	struct sp_sandbox *s;
 	json_int_t offset = 0, mode = SP_FILES_DEFAULT_MODE;
 	const char *b64 = "";
@@ -882,20 +1123,22 @@ int sp_op_file_write(struct spawner *sp, json_t *req, json_t *reply, struct sk_e
 	fr.mode = (mode_t)mode;
 	fr.data = data;
 	fr.len = (size_t)n;
-	return files_run(s, "file_write", &fr, reply, err);
+	return files_queue(sp, s, "file_write", req, &fr, err);
 }
 
 int sp_op_fs_stat(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
 {
-	struct files_req fr = {.op = F_STAT};
+	(void)reply; /* sent by sp_files_run */
+	struct sp_files_req fr = {.op = SP_F_STAT};
 	struct sp_sandbox *s;
 	int r = req_start(sp, req, &s, &fr, err);
-	return r < 0 ? r : files_run(s, "fs_stat", &fr, reply, err);
+	return r < 0 ? r : files_queue(sp, s, "fs_stat", req, &fr, err);
 }
 
 int sp_op_fs_list(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
 {
-	struct files_req fr = {.op = F_LIST};
+	(void)reply; /* sent by sp_files_run */
+	struct sp_files_req fr = {.op = SP_F_LIST};
 	struct sp_sandbox *s;
 	json_int_t depth = 1;
 	int r;
@@ -903,38 +1146,41 @@ int sp_op_fs_list(struct spawner *sp, json_t *req, json_t *reply, struct sk_erro
 	    (r = req_int(req, "depth", 1, SP_FILES_MAX_DEPTH, &depth, err)) < 0)
 		return r;
 	fr.depth = (int)depth;
-	return files_run(s, "fs_list", &fr, reply, err);
+	return files_queue(sp, s, "fs_list", req, &fr, err);
 }
 
 int sp_op_fs_mkdir(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
 {
-	struct files_req fr = {.op = F_MKDIR};
+	(void)reply; /* sent by sp_files_run */
+	struct sp_files_req fr = {.op = SP_F_MKDIR};
 	struct sp_sandbox *s;
 	int r;
 	if ((r = req_start(sp, req, &s, &fr, err)) < 0 ||
 	    (r = req_bool(req, "parents", &fr.parents, err)) < 0)
 		return r;
-	return files_run(s, "fs_mkdir", &fr, reply, err);
+	return files_queue(sp, s, "fs_mkdir", req, &fr, err);
 }
 
 int sp_op_fs_remove(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
 {
-	struct files_req fr = {.op = F_REMOVE};
+	(void)reply; /* sent by sp_files_run */
+	struct sp_files_req fr = {.op = SP_F_REMOVE};
 	struct sp_sandbox *s;
 	int r;
 	if ((r = req_start(sp, req, &s, &fr, err)) < 0 ||
 	    (r = req_bool(req, "recursive", &fr.recursive, err)) < 0)
 		return r;
-	return files_run(s, "fs_remove", &fr, reply, err);
+	return files_queue(sp, s, "fs_remove", req, &fr, err);
 }
 
 int sp_op_fs_move(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
 {
-	struct files_req fr = {.op = F_MOVE};
+	(void)reply; /* sent by sp_files_run */
+	struct sp_files_req fr = {.op = SP_F_MOVE};
 	struct sp_sandbox *s;
 	int r = sp_sandbox_get(sp, req, &s, err);
 	if (r < 0 || (r = req_path(req, "from", &fr.path, err)) < 0 ||
 	    (r = req_path(req, "to", &fr.to, err)) < 0)
 		return r;
-	return files_run(s, "fs_move", &fr, reply, err);
+	return files_queue(sp, s, "fs_move", req, &fr, err);
 }

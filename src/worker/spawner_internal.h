@@ -29,9 +29,60 @@
 #define SP_FILES_MAX_LIST_BYTES     (1800 * 1000) /* fs_list's entries as JSON: under a frame */
 #define SP_FILES_MAX_REMOVE_ENTRIES 100000        /* fs_remove recursive: more is refused */
 #define SP_FILES_MAX_REMOVE_DEPTH   256
-#define SP_FILES_TIMEOUT_MS         10000 /* then the op's helper process is killed */
-#define SP_FILES_DIR_MODE           0755
-#define SP_FILES_DEFAULT_MODE       0644
+/* From its arrival, queued or running: then it is answered and its helper killed. */
+#define SP_FILES_TIMEOUT_MS       10000
+#define SP_FILES_MAX_RUNNING      8  /* helpers at once, all sandboxes together */
+#define SP_FILES_MAX_QUEUED       16 /* per sandbox, behind its one running op */
+#define SP_FILES_MAX_ANSWER_BYTES SPAWNER_MAX_MSG_BYTES /* what a helper may write */
+#define SP_FILES_HELPER_NAME      "skiff-files"         /* its comm */
+#define SP_FILES_DIR_MODE         0755
+#define SP_FILES_DEFAULT_MODE     0644
+
+enum sp_files_op {
+	SP_F_READ,
+	SP_F_WRITE,
+	SP_F_STAT,
+	SP_F_LIST,
+	SP_F_MKDIR,
+	SP_F_REMOVE,
+	SP_F_MOVE
+};
+
+/* A validated file request; its strings and data belong to it. The helper reads its copy. */
+struct sp_files_req {
+	enum sp_files_op op;
+	char *path;
+	char *to; /* fs_move */
+	int64_t offset;
+	size_t max; /* file_read */
+	unsigned char *data;
+	size_t len;
+	mode_t mode;
+	int truncate, parents, recursive;
+	int depth;
+};
+
+struct sp_sandbox;
+
+/* A file operation (spawner_files.c): queued until its sandbox runs no other one and fewer than
+ * SP_FILES_MAX_RUNNING run in all, then done by a helper process. Answered once the helper's
+ * answer is read and the helper reaped, or at once at its deadline or its sandbox's end (the
+ * helper killed and reaped later: only then is its place free). */
+struct sp_fop {
+	struct sp_fop *next;
+	struct sp_sandbox *s; /* NULL once its sandbox ended */
+	char sandbox[ID_MAX_BYTES];
+	json_t *req_id;
+	const char *name; /* the op's */
+	struct sp_files_req fr;
+	int64_t deadline_mono;
+	int started, answered, reaped, eof;
+	int exit_ok; /* reaped: exited with 0 */
+	pid_t pid;
+	int pidfd, pipe_fd; /* -1: none, or closed */
+	char *buf;          /* the answer so far */
+	size_t len, cap;
+};
 
 enum sp_state { SP_RUNNING, SP_EXITED, SP_TERMINATED, SP_TIMEOUT, SP_OOM, SP_LOST };
 
@@ -71,7 +122,8 @@ struct sp_sandbox {
 	struct sp_output out[2];
 	struct sp_exec *execs;
 	int nexecs;
-	json_t *waiters; /* "req" values of terminates waiting for the end */
+	json_t *waiters;            /* "req" values of terminates waiting for the end */
+	struct sp_fop *fop_running; /* its helper, until reaped */
 };
 
 struct spawner {
@@ -83,9 +135,10 @@ struct spawner {
 	struct spec pool_base;
 	struct rt_pool pool;
 	struct sp_sandbox *sandboxes;
-	int attached;      /* hello re-attached the instance's sandboxes */
-	json_t *events;    /* sent after the current reply */
-	int64_t trim_mono; /* next output trim */
+	int attached;        /* hello re-attached the instance's sandboxes */
+	json_t *events;      /* sent after the current reply */
+	int64_t trim_mono;   /* next output trim */
+	struct sp_fop *fops; /* file ops, queued and running, in arrival order */
 };
 
 int64_t sp_now_mono(void);
@@ -139,6 +192,19 @@ void sp_output_init(struct sp_output *o, const char *dir, const char *name);
 void sp_output_trim(struct sp_output *o);
 /* Every live output file of every sandbox. */
 void sp_outputs_trim(struct spawner *sp);
+
+/* A file op's helper: its pipe or pidfd polled readable. Answers, but frees nothing. */
+void sp_fop_read(struct spawner *sp, struct sp_fop *o);
+void sp_fop_reap(struct spawner *sp, struct sp_fop *o);
+/* Answer the file ops that are done or past their deadline, free those answered and reaped,
+ * start those that may start. */
+void sp_files_run(struct spawner *sp, int64_t now);
+/* The earliest deadline of an unanswered file op; 0: none. */
+int64_t sp_files_next_deadline(const struct spawner *sp);
+/* s ended or is ending: answer its file ops (conflict), kill its helper. */
+void sp_files_cancel(struct spawner *sp, struct sp_sandbox *s);
+/* The spawner stops: kill every helper, free every op. */
+void sp_files_release(struct spawner *sp);
 
 /* JSON request fields: 0 and the value, -ENOENT when absent (or null), else err set. */
 int sp_json_string(json_t *req, const char *key, const char **ret, struct sk_error *err);

@@ -161,6 +161,7 @@ static json_t *ended_event(const struct sp_sandbox *s)
 
 void sp_sandbox_end(struct spawner *sp, struct sp_sandbox *s)
 {
+	sp_files_cancel(sp, s);
 	sandbox_finish(s);
 	sp_event(sp, ended_event(s));
 	size_t i;
@@ -289,6 +290,8 @@ int sp_op_terminate(struct spawner *sp, json_t *req, json_t *reply, struct sk_er
 		json_object_set_new(reply, "exit_code", json_integer(s->exit_code));
 		return 0;
 	}
+	/* Its file ops are answered now and their helpers killed: no grace for them. */
+	sp_files_cancel(sp, s);
 	json_array_append(s->waiters, json_object_get(req, "req"));
 	if (s->end_reason != SP_RUNNING)
 		return 1; /* already ending */
@@ -320,6 +323,7 @@ int sp_op_remove(struct spawner *sp, json_t *req, json_t *reply, struct sk_error
 	int r = sp_sandbox_get(sp, req, &s, err);
 	if (r < 0)
 		return r;
+	sp_files_cancel(sp, s);
 	if (s->state == SP_RUNNING) {
 		sandbox_kill(s, SP_TERMINATED);
 		sp_sandbox_end(sp, s); /* waits for init: it was just killed */

@@ -28,6 +28,7 @@
 #include "../../src/lib/encoding.h"
 #include "../../src/lib/fsutil.h"
 #include "../../src/lib/id.h"
+#include "../../src/runtime/caps.h"
 #include "../../src/runtime/runtime.h"
 #include "../../src/worker/spawner.h"
 #include "../../src/worker/spawner_internal.h"
@@ -141,8 +142,8 @@ static json_t *recv_msg(struct fixture *f)
 	}
 }
 
-/* Send a request (takes msg), return its reply; events meanwhile are queued. */
-static json_t *call(struct fixture *f, json_t *msg)
+/* Send a request (takes msg) without waiting for its reply; returns its req. */
+static int send_req(struct fixture *f, json_t *msg)
 {
 	int req = ++f->next_req;
 	json_object_set_new(msg, "req", json_integer(req));
@@ -150,13 +151,31 @@ static json_t *call(struct fixture *f, json_t *msg)
 	send_raw(f, text, strlen(text));
 	free(text);
 	json_decref(msg);
+	return req;
+}
+
+/* The reply to req; other messages meanwhile are queued with the events. */
+static json_t *wait_reply(struct fixture *f, int req)
+{
 	for (;;) {
-		json_t *m = recv_msg(f);
-		if (json_integer_value(json_object_get(m, "req")) == req &&
-		    json_object_get(m, "ok"))
-			return m;
-		json_array_append_new(f->events, m);
+		size_t i;
+		json_t *m;
+		json_array_foreach (f->events, i, m) {
+			if (json_integer_value(json_object_get(m, "req")) == req &&
+			    json_object_get(m, "ok")) {
+				json_incref(m);
+				json_array_remove(f->events, i);
+				return m;
+			}
+		}
+		json_array_append_new(f->events, recv_msg(f));
 	}
+}
+
+/* Send a request (takes msg), return its reply; events meanwhile are queued. */
+static json_t *call(struct fixture *f, json_t *msg)
+{
+	return wait_reply(f, send_req(f, msg));
 }
 
 static int is_ok(json_t *reply)
@@ -957,12 +976,229 @@ static void test_files(void **state)
 	spawner_down(f);
 }
 
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The spawner's file helpers (comm SP_FILES_HELPER_NAME, its children): how many, and the pid
+ * of one that has confined itself (seccomp on) other than not_pid, its status into status. */
+static int helpers_find(struct fixture *f, pid_t not_pid, pid_t *ret_pid, char *status, size_t size)
+{
+	int count = 0;
+	*ret_pid = 0;
+	DIR *d = opendir("/proc");
+	assert_non_null(d);
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		char path[300], text[1024];
+		char *end;
+		long pid = strtol(de->d_name, &end, 10);
+		if (*end || pid <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+		ssize_t n = fs_read_at(AT_FDCWD, path, text, sizeof(text) - 1);
+		if (n <= 0)
+			continue;
+		text[n] = '\0';
+		char *open = strchr(text, '('), *close = strrchr(text, ')');
+		if (!open || !close || close - open - 1 != (long)strlen(SP_FILES_HELPER_NAME) ||
+		    memcmp(open + 1, SP_FILES_HELPER_NAME, strlen(SP_FILES_HELPER_NAME)) ||
+		    strtol(close + 4, NULL, 10) != f->pid)
+			continue;
+		count++;
+		snprintf(path, sizeof(path), "/proc/%ld/status", pid);
+		n = fs_read_at(AT_FDCWD, path, status, size - 1);
+		status[n > 0 ? n : 0] = '\0';
+		if (n > 0 && pid != not_pid) {
+			if (strstr(status, "\nSeccomp:\t2\n"))
+				*ret_pid = (pid_t)pid;
+		}
+	}
+	closedir(d);
+	return count;
+}
+
+/* Wait (up to 9 s, within the op's deadline) for a confined helper other than not_pid; 0 when
+ * none came (a loaded host: the helper gets a sliver of a sliver). */
+static pid_t helper_wait(struct fixture *f, pid_t not_pid, char *status, size_t size)
+{
+	pid_t pid = 0;
+	int n = 0;
+	for (int i = 0; i < 450 && !pid; i++) {
+		n = helpers_find(f, not_pid, &pid, status, size);
+		if (!pid)
+			usleep(20 * 1000);
+	}
+	if (!pid)
+		print_message("no confined file helper within 9 s (%d helpers)\n", n);
+	return pid;
+}
+
+/* Send a slow walk of a's root, retried until its helper is seen confined; *ret_req its req. */
+static pid_t slow_op_start(struct fixture *f, const char *a, int *ret_req, int64_t *ret_t0,
+                           char *status, size_t size)
+{
+	for (int attempt = 0; attempt < 3; attempt++) {
+		*ret_t0 = mono_ms();
+		*ret_req = send_req(f, json_pack("{s:s, s:s, s:s, s:i}", "op", "fs_list", "id", a,
+		                                 "path", "/", "depth", 16));
+		pid_t pid = helper_wait(f, 0, status, size);
+		if (pid)
+			return pid;
+		json_decref(wait_reply(f, *ret_req));
+	}
+	fail_msg("no confined file helper in 3 tries");
+	return 0;
+}
+
+static unsigned long long status_hex(const char *status, const char *key)
+{
+	const char *p = strstr(status, key);
+	assert_non_null(p);
+	return strtoull(p + strlen(key), NULL, 16);
+}
+
+#define PROMPT_MS 1000
+
+/* File ops against a sandbox that gets a sliver of CPU and spends it spinning: they never hold
+ * up other sandboxes' requests, are bounded in time and number, end with their sandbox, and
+ * their helper holds no more than the sandbox's own processes. */
+static void helper_check(pid_t helper, const char *status)
+{
+	/* The sandbox's capabilities, no_new_privs, seccomp; none of the spawner's sockets or
+	 * pidfds. */
+	unsigned long long mask = caps_default_mask();
+	assert_int_equal(status_hex(status, "\nCapEff:\t"), mask);
+	assert_int_equal(status_hex(status, "\nCapPrm:\t"), mask);
+	assert_int_equal(status_hex(status, "\nCapBnd:\t"), mask);
+	assert_int_equal(status_hex(status, "\nCapInh:\t"), 0);
+	assert_non_null(strstr(status, "\nNoNewPrivs:\t1\n"));
+	char fddir[64];
+	snprintf(fddir, sizeof(fddir), "/proc/%d/fd", (int)helper);
+	DIR *d = opendir(fddir);
+	assert_non_null(d);
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		char path[400], target[256] = "";
+		snprintf(path, sizeof(path), "%s/%s", fddir, de->d_name);
+		if (de->d_name[0] == '.' || readlink(path, target, sizeof(target) - 1) < 0)
+			continue;
+		if (!strncmp(target, "socket:", 7) || strstr(target, "pidfd"))
+			fail_msg("the helper holds %s", target);
+	}
+	closedir(d);
+}
+
+#define SPIN(n)                                                                                    \
+	"{\"cpu\":0.01,\"command\":[\"sh\",\"-c\",\"for i in " n " ; do while :; do :; done & "    \
+	"done; wait\"]}"
+
+/* File ops against sandboxes that get a sliver of CPU and spend it spinning: they never hold
+ * up other sandboxes' requests, are bounded in time and number, end with their sandbox, and
+ * their helper holds no more than the sandbox's own processes. */
+static void test_files_async(void **state)
+{
+	struct fixture *f = *state;
+	spawner_up(f, 0);
+	json_decref(call(f, json_pack("{s:s}", "op", "hello")));
+	char a[ID_MAX_BYTES], b[ID_MAX_BYTES], c[ID_MAX_BYTES], d[ID_MAX_BYTES], ex[ID_MAX_BYTES];
+	char status[4096];
+	new_id("sb-", a);
+	new_id("sb-", b);
+	new_id("sb-", c);
+	new_id("sb-", d);
+	json_t *r = create(f, a, SPIN("1 2 3 4 5 6 7 8"));
+	expect_ok(r);
+	json_decref(r);
+	r = create(f, b, "{}");
+	expect_ok(r);
+	json_decref(r);
+
+	/* A slow walk in a: it runs (a has no other op) while the rest is asked. */
+	int64_t t0 = mono_ms();
+	int slow = send_req(f, json_pack("{s:s, s:s, s:s, s:i}", "op", "fs_list", "id", a, "path",
+	                                 "/", "depth", 16));
+
+	/* Meanwhile other sandboxes are served at once. */
+	int64_t t = mono_ms();
+	new_id("ex-", ex);
+	r = exec_cmd(f, b, ex, "[\"true\"]");
+	expect_ok(r);
+	json_decref(r);
+	assert_true(mono_ms() - t < PROMPT_MS);
+	json_decref(wait_event(f, "exec_ended", b, ex));
+	t = mono_ms();
+	r = create(f, c, "{}");
+	expect_ok(r);
+	json_decref(r);
+	assert_true(mono_ms() - t < PROMPT_MS);
+
+	/* SP_FILES_MAX_QUEUED wait behind the running one; one more is refused at once. */
+	int queued[SP_FILES_MAX_QUEUED];
+	int64_t tq = mono_ms();
+	for (int i = 0; i < SP_FILES_MAX_QUEUED; i++)
+		queued[i] = send_req(
+		    f, json_pack("{s:s, s:s, s:s}", "op", "fs_stat", "id", a, "path", "/etc"));
+	t = mono_ms();
+	expect_code(fcall(f, "{s:s, s:s, s:s}", "op", "fs_stat", "id", a, "path", "/etc"),
+	            "resource_exhausted");
+	assert_true(mono_ms() - t < PROMPT_MS);
+	r = fcall(f, "{s:s, s:s, s:s}", "op", "fs_stat", "id", b, "path", "/etc");
+	expect_ok(r); /* another sandbox's queue */
+	json_decref(r);
+
+	/* The slow one is answered by its deadline, done or not; so is every queued one. */
+	r = wait_reply(f, slow);
+	assert_true(mono_ms() - t0 < SP_FILES_TIMEOUT_MS + 1500);
+	if (!is_ok(r))
+		assert_string_equal(error_code(r), "internal");
+	json_decref(r);
+	for (int i = 0; i < SP_FILES_MAX_QUEUED; i++) {
+		r = wait_reply(f, queued[i]);
+		if (!is_ok(r))
+			assert_string_equal(error_code(r), "internal");
+		json_decref(r);
+	}
+	assert_true(mono_ms() - tq < SP_FILES_TIMEOUT_MS + 1500);
+
+	/* In d (one spinner: its helper gets along faster than in a), a helper seen at work holds
+	 * what the sandbox's processes hold. Terminate answers its op at once and ends d. */
+	r = create(f, d, SPIN("1"));
+	expect_ok(r);
+	json_decref(r);
+	pid_t helper = slow_op_start(f, d, &slow, &t0, status, sizeof(status));
+	helper_check(helper, status);
+	t = mono_ms();
+	int term =
+	    send_req(f, json_pack("{s:s, s:s, s:i}", "op", "terminate", "id", d, "grace_ms", 0));
+	expect_code(wait_reply(f, slow), "conflict");
+	assert_true(mono_ms() - t < PROMPT_MS);
+	r = wait_reply(f, term);
+	expect_ok(r);
+	assert_string_equal(json_string_value(json_object_get(r, "state")), "terminated");
+	json_decref(r);
+	expect_code(fcall(f, "{s:s, s:s, s:s}", "op", "fs_stat", "id", d, "path", "/"), "conflict");
+	remove_sandbox(f, a);
+	remove_sandbox(f, b);
+	remove_sandbox(f, c);
+	remove_sandbox(f, d);
+	/* Each request was answered once. */
+	size_t i;
+	json_t *m;
+	json_array_foreach (f->events, i, m)
+		assert_null(json_object_get(m, "req"));
+	spawner_down(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_bad_requests), cmocka_unit_test(test_pool_exec_output),
 	    cmocka_unit_test(test_ends),         cmocka_unit_test(test_restart),
-	    cmocka_unit_test(test_files),
+	    cmocka_unit_test(test_files),        cmocka_unit_test(test_files_async),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
