@@ -29,6 +29,20 @@
 #define WORKER_TOKEN_FILE "worker.token"
 #define SECRET_MAX_BYTES  256
 
+/* The process's command line, to blank in the spawner (spawner_config.in_child). */
+static char **main_argv;
+static int main_argc;
+
+static void cmdline_blank(void)
+{
+	if (!main_argv || main_argc < 1)
+		return;
+	char *start = main_argv[0];
+	char *end = main_argv[main_argc - 1] + strlen(main_argv[main_argc - 1]) + 1;
+	memset(start, 0, (size_t)(end - start));
+	snprintf(start, (size_t)(end - start), "skiffd-spawner");
+}
+
 struct daemon {
 	uv_loop_t loop;
 	struct store *store;
@@ -37,10 +51,11 @@ struct daemon {
 	struct spawner_proc spawner;
 	uv_signal_t sigterm, sigint;
 	int stopping;
+	char *spawner_strings[2]; /* the spawner's copies of options (argv is blanked in it) */
 };
 
 struct options {
-	const char *data, *listen, *instance, *server_url, *token, *token_file, *name;
+	const char *data, *listen, *instance, *server_url, *token_file, *name;
 	int pool;
 	int worker_lost_s;
 };
@@ -49,7 +64,7 @@ static void usage(FILE *f)
 {
 	fputs("usage: skiffd dev    [--data DIR] [--listen ADDR:PORT] [--instance ID] [--pool N]\n"
 	      "       skiffd server [--data DIR] [--listen ADDR:PORT] [--worker-lost-s S]\n"
-	      "       skiffd worker --server URL (--token SECRET | --token-file FILE)\n"
+	      "       skiffd worker --server URL --token-file FILE\n"
 	      "                     [--data DIR] [--instance ID] [--pool N] [--name NAME]\n"
 	      "       skiffd routes\n"
 	      "\n"
@@ -128,7 +143,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 	    {"instance", required_argument, NULL, 'i'},
 	    {"pool", required_argument, NULL, 'p'},
 	    {"server", required_argument, NULL, 's'},
-	    {"token", required_argument, NULL, 't'},
+
 	    {"token-file", required_argument, NULL, 'T'},
 	    {"name", required_argument, NULL, 'n'},
 	    {"worker-lost-s", required_argument, NULL, 'L'},
@@ -145,7 +160,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case 'l': o->listen = optarg; break;
 		case 'i': o->instance = optarg; break;
 		case 's': o->server_url = optarg; break;
-		case 't': o->token = optarg; break;
+
 		case 'T': o->token_file = optarg; break;
 		case 'n': o->name = optarg; break;
 		case 'p':
@@ -185,6 +200,13 @@ static int parse_options(int argc, char **argv, struct options *o)
 		fprintf(stderr, "skiffd: create %s: %s\n", o->data, strerror(errno));
 		return 1;
 	}
+	/* The store and the tokens' files are root's alone, whatever the directory was made with.
+	 */
+	struct stat st;
+	if (stat(o->data, &st) == 0 && (st.st_mode & 077) && chmod(o->data, 0700) == 0)
+		server_logf(NULL,
+		            "level=warn msg=\"made the data directory private (0700)\" dir=%s",
+		            o->data);
 	return 0;
 }
 
@@ -271,8 +293,17 @@ static int start_worker(struct daemon *d, const char *host, int port, const char
 static int start_spawner(struct daemon *d, const struct options *o)
 {
 	struct sk_error err = {0};
-	struct spawner_config sc = {
-	    .instance = o->instance, .data_dir = o->data, .pool_size = o->pool};
+	/* The options point into argv, which the spawner blanks: it gets copies. */
+	d->spawner_strings[0] = strdup(o->instance);
+	d->spawner_strings[1] = strdup(o->data);
+	struct spawner_config sc = {.instance = d->spawner_strings[0],
+	                            .data_dir = d->spawner_strings[1],
+	                            .pool_size = o->pool,
+	                            .in_child = cmdline_blank};
+	if (!sc.instance || !sc.data_dir) {
+		fprintf(stderr, "skiffd: out of memory\n");
+		return -1;
+	}
 	if (spawner_start(&sc, &d->spawner, &err) < 0) {
 		fprintf(stderr, "skiffd: start the spawner: %s\n", err.msg);
 		return -1;
@@ -292,6 +323,8 @@ static int run(struct daemon *d)
 		server_logf(NULL, "level=warn msg=\"handles left open at exit\"");
 	if (d->spawner.pid > 0)
 		spawner_stop(&d->spawner);
+	free(d->spawner_strings[0]);
+	free(d->spawner_strings[1]);
 	server_logf(NULL, "level=info msg=\"stopped\"");
 	return 0;
 }
@@ -322,6 +355,8 @@ static int cmd_dev(int argc, char **argv)
 	if (start_server(&d, &o, secret) < 0) {
 		uv_loop_close(&d.loop);
 		spawner_stop(&d.spawner);
+		free(d.spawner_strings[0]);
+		free(d.spawner_strings[1]);
 		return 1;
 	}
 	const char *host = !strncmp(o.listen, "[::1]", 5) ? "::1" : "127.0.0.1";
@@ -401,21 +436,16 @@ static int cmd_worker(int argc, char **argv)
 		fprintf(stderr, "skiffd worker: --server http://HOST:PORT is required\n");
 		return 2;
 	}
-	if (o.token && o.token_file) {
-		fprintf(stderr, "skiffd worker: --token and --token-file: one of them\n");
-		return 2;
-	}
-	if (o.token_file) {
-		if ((r = read_secret(o.token_file, secret, sizeof(secret))) < 0) {
-			fprintf(stderr, "skiffd worker: read %s: %s\n", o.token_file, strerror(-r));
-			return 1;
-		}
-	} else if (o.token && strlen(o.token) < sizeof(secret)) {
-		snprintf(secret, sizeof(secret), "%s", o.token);
-	} else {
-		fprintf(stderr, "skiffd worker: --token or --token-file is required (the server's "
+	/* The secret comes from a file only: a command line is readable by every user of the host,
+	 * and sandboxes' processes descend from this one. */
+	if (!o.token_file) {
+		fprintf(stderr, "skiffd worker: --token-file FILE is required (the server's "
 		                "DATA/" WORKER_TOKEN_FILE ")\n");
 		return 2;
+	}
+	if ((r = read_secret(o.token_file, secret, sizeof(secret))) < 0) {
+		fprintf(stderr, "skiffd worker: read %s: %s\n", o.token_file, strerror(-r));
+		return 1;
 	}
 	if (o.name) {
 		if (!o.name[0] || strlen(o.name) >= sizeof(name)) {
@@ -436,6 +466,8 @@ static int cmd_worker(int argc, char **argv)
 	uv_loop_init(&d.loop);
 	if (start_worker(&d, host, port, secret, name) < 0) {
 		spawner_stop(&d.spawner);
+		free(d.spawner_strings[0]);
+		free(d.spawner_strings[1]);
 		return 1;
 	}
 	explicit_bzero(secret, sizeof(secret));
@@ -446,6 +478,8 @@ static int cmd_worker(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+	main_argv = argv;
+	main_argc = argc;
 	if (argc < 2) {
 		usage(stderr);
 		return 2;
