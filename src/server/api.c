@@ -135,6 +135,47 @@ int api_list_params(struct api_call *call, size_t *ret_limit, char *cursor, size
 	return 0;
 }
 
+static int page_cmp(const void *a, const void *b, void *id_of)
+{
+	const char *(*f)(const void *) = (const char *(*)(const void *))id_of;
+	return strcmp(f(*(const void *const *)a), f(*(const void *const *)b));
+}
+
+void api_reply_page(struct api_call *call, const void **items, size_t n, size_t limit,
+                    const char *(*id_of)(const void *item), json_t *(*to_json)(const void *item))
+{
+	qsort_r(items, n, sizeof(*items), page_cmp, (void *)id_of);
+	json_t *list = json_array();
+	for (size_t i = 0; i < n && i < limit; i++)
+		json_array_append_new(list, to_json(items[i]));
+	json_t *next = n > limit ? json_string(id_of(items[limit - 1])) : json_null();
+	api_reply_json(call, 200, json_pack("{s:o, s:o}", "items", list, "next_cursor", next));
+}
+
+void api_reply_map_page(struct api_call *call, const struct map *m,
+                        const char *(*id_of)(const void *item),
+                        const char *(*workspace_of)(const void *item),
+                        json_t *(*to_json)(const void *item))
+{
+	size_t limit;
+	char cursor[ID_MAX_BYTES + 1];
+	if (api_list_params(call, &limit, cursor, sizeof(cursor)) < 0)
+		return;
+	const void **all = malloc(sizeof(*all) * (m->len + 1));
+	if (!all) {
+		api_reply_error(call, 503, "unavailable", "out of memory");
+		return;
+	}
+	size_t n = 0, pos = 0;
+	const void *item;
+	while ((item = map_next(m, &pos)))
+		if (api_can_see(call, workspace_of(item)) &&
+		    (!cursor[0] || strcmp(id_of(item), cursor) > 0))
+			all[n++] = item;
+	api_reply_page(call, all, n, limit, id_of, to_json);
+	free(all);
+}
+
 json_t *api_time(int64_t ms)
 {
 	if (!ms)

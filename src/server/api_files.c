@@ -39,6 +39,7 @@ static void file_call_timeout(uv_timer_t *t)
 	struct file_call *fc = t->data;
 	struct api_call *call = fc->call;
 	struct server *srv = call->srv;
+	call->obj = NULL;
 	file_call_end(srv, fc);
 	api_reply_error(call, 504, "deadline_exceeded", "the worker did not answer in time");
 }
@@ -245,7 +246,8 @@ void api_files_put(struct http_request *req)
 	if (m >= 0) {
 		char *end;
 		mode = strtol(mode_s, &end, 8);
-		if (!mode_s[0] || *end || mode < 0 || mode > 01777) {
+		if (m < 1 || m > 4 || strspn(mode_s, "01234567") != (size_t)m || *end ||
+		    mode > 01777) {
 			api_reply_error(
 			    call, 400, "invalid_argument",
 			    "mode: octal permission bits, such as 644 or 755 (no setuid)");
@@ -462,6 +464,22 @@ void api_exec_output(struct http_request *req)
 void api_sandbox_logs(struct http_request *req)
 {
 	output_get(req, NULL);
+}
+
+/* A worker lost: the file calls it was to answer are answered now. */
+void file_calls_worker_lost(struct server *srv, struct worker_rec *w)
+{
+	size_t pos = 0;
+	struct file_call *fc;
+	while ((fc = map_next(&srv->file_calls, &pos))) {
+		struct sandbox_rec *sb = sandbox_find(srv, fc->sandbox);
+		if (sb && sb->worker != w)
+			continue;
+		struct api_call *call = fc->call;
+		call->obj = NULL;
+		file_call_end(srv, fc);
+		api_reply_error(call, 503, "unavailable", "the sandbox's worker was lost");
+	}
 }
 
 /* At shutdown: answer every file call still waiting. */

@@ -372,11 +372,14 @@ void api_sandboxes_create(struct http_request *req)
 }
 
 /* List. */
-static int cmp_id(const void *a, const void *b)
+static const char *sandbox_id(const void *sb)
 {
-	const struct sandbox_rec *x = *(const struct sandbox_rec *const *)a;
-	const struct sandbox_rec *y = *(const struct sandbox_rec *const *)b;
-	return strcmp(x->row.id, y->row.id);
+	return ((const struct sandbox_rec *)sb)->row.id;
+}
+
+static json_t *sandbox_item(const void *sb)
+{
+	return sandbox_json(sb);
 }
 
 void api_sandboxes_list(struct http_request *req)
@@ -420,7 +423,7 @@ void api_sandboxes_list(struct http_request *req)
 		ws_id = w->row.id;
 	}
 
-	struct sandbox_rec **all = malloc(sizeof(*all) * (srv->sandboxes.len + 1));
+	const void **all = malloc(sizeof(*all) * (srv->sandboxes.len + 1));
 	if (!all) {
 		api_reply_error(call, 503, "unavailable", "out of memory");
 		return;
@@ -445,13 +448,8 @@ void api_sandboxes_list(struct http_request *req)
 		if (ok)
 			all[n++] = sb;
 	}
-	qsort(all, n, sizeof(*all), cmp_id);
-	json_t *items = json_array();
-	for (size_t i = 0; i < n && i < limit; i++)
-		json_array_append_new(items, sandbox_json(all[i]));
-	json_t *next = n > limit ? json_string(all[limit - 1]->row.id) : json_null();
+	api_reply_page(call, all, n, limit, sandbox_id, sandbox_item);
 	free(all);
-	api_reply_json(call, 200, json_pack("{s:o, s:o}", "items", items, "next_cursor", next));
 }
 
 void api_sandboxes_get(struct http_request *req)

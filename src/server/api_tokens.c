@@ -187,39 +187,25 @@ out:
 	json_decref(body);
 }
 
-static int cmp_token(const void *a, const void *b)
+static const char *token_id(const void *t)
 {
-	const struct token_rec *x = *(const struct token_rec *const *)a;
-	const struct token_rec *y = *(const struct token_rec *const *)b;
-	return strcmp(x->row.id, y->row.id);
+	return ((const struct token_rec *)t)->row.id;
+}
+
+static const char *token_workspace(const void *t)
+{
+	return ((const struct token_rec *)t)->row.workspace_id;
+}
+
+static json_t *token_item(const void *t)
+{
+	return token_json(&((const struct token_rec *)t)->row);
 }
 
 void api_tokens_list(struct http_request *req)
 {
 	struct api_call *call = req->data;
-	struct server *srv = call->srv;
-	size_t limit;
-	char cursor[ID_MAX_BYTES + 1];
-	if (api_list_params(call, &limit, cursor, sizeof(cursor)) < 0)
-		return;
-	struct token_rec **all = malloc(sizeof(*all) * (srv->tokens.len + 1));
-	if (!all) {
-		api_reply_error(call, 503, "unavailable", "out of memory");
-		return;
-	}
-	size_t n = 0, pos = 0;
-	struct token_rec *t;
-	while ((t = map_next(&srv->tokens, &pos)))
-		if (api_can_see(call, t->row.workspace_id) &&
-		    (!cursor[0] || strcmp(t->row.id, cursor) > 0))
-			all[n++] = t;
-	qsort(all, n, sizeof(*all), cmp_token);
-	json_t *items = json_array();
-	for (size_t i = 0; i < n && i < limit; i++)
-		json_array_append_new(items, token_json(&all[i]->row));
-	json_t *next = n > limit ? json_string(all[limit - 1]->row.id) : json_null();
-	free(all);
-	api_reply_json(call, 200, json_pack("{s:o, s:o}", "items", items, "next_cursor", next));
+	api_reply_map_page(call, &call->srv->tokens, token_id, token_workspace, token_item);
 }
 
 void api_tokens_delete(struct http_request *req)
@@ -346,36 +332,19 @@ out:
 	json_decref(body);
 }
 
-static int cmp_ws(const void *a, const void *b)
+static const char *workspace_id(const void *w)
 {
-	const struct workspace_rec *x = *(const struct workspace_rec *const *)a;
-	const struct workspace_rec *y = *(const struct workspace_rec *const *)b;
-	return strcmp(x->row.id, y->row.id);
+	return ((const struct workspace_rec *)w)->row.id;
+}
+
+static json_t *workspace_item(const void *w)
+{
+	return workspace_json(&((const struct workspace_rec *)w)->row);
 }
 
 void api_workspaces_list(struct http_request *req)
 {
 	struct api_call *call = req->data;
-	struct server *srv = call->srv;
-	size_t limit;
-	char cursor[ID_MAX_BYTES + 1];
-	if (api_list_params(call, &limit, cursor, sizeof(cursor)) < 0)
-		return;
-	struct workspace_rec **all = malloc(sizeof(*all) * (srv->workspaces.len + 1));
-	if (!all) {
-		api_reply_error(call, 503, "unavailable", "out of memory");
-		return;
-	}
-	size_t n = 0, pos = 0;
-	struct workspace_rec *w;
-	while ((w = map_next(&srv->workspaces, &pos)))
-		if (api_can_see(call, w->row.id) && (!cursor[0] || strcmp(w->row.id, cursor) > 0))
-			all[n++] = w;
-	qsort(all, n, sizeof(*all), cmp_ws);
-	json_t *items = json_array();
-	for (size_t i = 0; i < n && i < limit; i++)
-		json_array_append_new(items, workspace_json(&all[i]->row));
-	json_t *next = n > limit ? json_string(all[limit - 1]->row.id) : json_null();
-	free(all);
-	api_reply_json(call, 200, json_pack("{s:o, s:o}", "items", items, "next_cursor", next));
+	api_reply_map_page(call, &call->srv->workspaces, workspace_id, workspace_id,
+	                   workspace_item);
 }

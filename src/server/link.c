@@ -35,6 +35,21 @@ static struct worker_rec *worker_of_call(struct api_call *call, json_t *body)
 	return w;
 }
 
+/* The body of a poll or events call and the worker it comes from, checked; or NULL, replied. */
+static struct worker_rec *worker_of_body(struct api_call *call, json_t **ret_body)
+{
+	json_t *body = api_body_object(call);
+	if (!body)
+		return NULL;
+	struct worker_rec *w = worker_of_call(call, body);
+	if (!w) {
+		json_decref(body);
+		return NULL;
+	}
+	*ret_body = body;
+	return w;
+}
+
 static void command_free(struct command *c)
 {
 	json_decref(c->body);
@@ -136,6 +151,7 @@ static void worker_lost(struct server *srv, struct worker_rec *w)
 {
 	w->connected = 0;
 	w->row.epoch++; /* what it says under the old epoch is refused: it registers again */
+	file_calls_worker_lost(srv, w);
 	server_logf(srv, "level=warn msg=\"worker lost\" worker=%s", w->row.id);
 	size_t pos = 0;
 	struct sandbox_rec *sb;
@@ -179,14 +195,10 @@ static void poll_aborted(struct http_request *req)
 void link_poll(struct http_request *req)
 {
 	struct api_call *call = req->data;
-	json_t *body = api_body_object(call);
-	if (!body)
+	json_t *body;
+	struct worker_rec *w = worker_of_body(call, &body);
+	if (!w)
 		return;
-	struct worker_rec *w = worker_of_call(call, body);
-	if (!w) {
-		json_decref(body);
-		return;
-	}
 	json_t *acks = json_object_get(body, "acks");
 	if (json_is_array(acks))
 		commands_ack(w, acks);
@@ -315,14 +327,10 @@ static void event_apply(struct server *srv, struct worker_rec *w, json_t *ev)
 void link_events(struct http_request *req)
 {
 	struct api_call *call = req->data;
-	json_t *body = api_body_object(call);
-	if (!body)
+	json_t *body;
+	struct worker_rec *w = worker_of_body(call, &body);
+	if (!w)
 		return;
-	struct worker_rec *w = worker_of_call(call, body);
-	if (!w) {
-		json_decref(body);
-		return;
-	}
 	json_t *events = json_object_get(body, "events");
 	size_t i;
 	json_t *ev;

@@ -92,6 +92,9 @@ static void histogram_write(struct buf *b, const char *name, const char *labels,
 void api_metrics(struct http_request *req)
 {
 	struct server *srv = http_server_ud(req->server);
+	/* The gate made a call for it (admin only); this reply is plain text, not through it. */
+	api_call_free(req->data);
+	req->data = NULL;
 	struct metrics *m = &srv->metrics;
 	size_t nroutes;
 	const struct http_route *routes = server_routes(&nroutes);
@@ -104,7 +107,9 @@ void api_metrics(struct http_request *req)
 	bprintf(&b,
 	        "# HELP skiff_http_requests_total HTTP requests answered, by route and status.\n"
 	        "# TYPE skiff_http_requests_total counter\n");
-	for (size_t r = 0; r <= nroutes && r <= METRICS_MAX_ROUTES; r++) {
+	for (size_t r = 0; r <= METRICS_MAX_ROUTES; r++) {
+		if (r >= nroutes && r < METRICS_MAX_ROUTES)
+			continue; /* the last slot counts requests no route matched */
 		char route[160];
 		if (r < nroutes)
 			snprintf(route, sizeof(route), "%s %s", routes[r].method,
@@ -127,8 +132,8 @@ void api_metrics(struct http_request *req)
 	        "# HELP skiff_http_request_duration_seconds Time from a request's first byte to "
 	        "the end of its reply.\n"
 	        "# TYPE skiff_http_request_duration_seconds histogram\n");
-	for (size_t r = 0; r <= nroutes && r <= METRICS_MAX_ROUTES; r++) {
-		if (!m->latency[r].count)
+	for (size_t r = 0; r <= METRICS_MAX_ROUTES; r++) {
+		if (!m->latency[r].count || (r >= nroutes && r < METRICS_MAX_ROUTES))
 			continue;
 		char labels[200];
 		if (r < nroutes)

@@ -9,6 +9,7 @@
 #include "../lib/clock.h"
 #include "../lib/fsutil.h"
 #include "../lib/hash.h"
+#include "../lib/logfmt.h"
 #include "server.h"
 
 #define TICK_MS           1000
@@ -19,7 +20,7 @@
 
 static const struct http_route ROUTES[] = {
     {"GET", "/healthz", api_healthz, NULL, 0, PERM_PUBLIC},
-    {"GET", "/metrics", api_metrics, NULL, 0, PERM_PUBLIC},
+    {"GET", "/metrics", api_metrics, NULL, 0, PERM_ADMIN}, /* counts across workspaces */
     {"GET", "/v1/whoami", api_whoami, NULL, 0, PERM_ANY},
     {"POST", "/v1/workspaces", api_workspaces_create, NULL, SERVER_MAX_JSON_BODY_BYTES, PERM_ADMIN},
     {"GET", "/v1/workspaces", api_workspaces_list, NULL, 0, PERM_READ},
@@ -67,17 +68,10 @@ const struct http_route *server_routes(size_t *ret_n)
 
 void server_logf(struct server *srv, const char *fmt, ...)
 {
-	char line[2048], ts[RFC3339_BYTES];
-	clock_format_rfc3339(clock_now_ms(), ts, sizeof(ts));
-	int n = snprintf(line, sizeof(line), "time=%s ", ts);
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+	logfmt_vline(srv ? srv->log : NULL, "", fmt, ap);
 	va_end(ap);
-	if (srv && srv->log)
-		srv->log(line);
-	else
-		fprintf(stderr, "%s\n", line);
 }
 
 const char *log_safe(const char *s, char *buf, size_t size)

@@ -232,6 +232,16 @@ int api_can_see(const struct api_call *call, const char *workspace_id);
 /* Parse ?limit= and ?cursor=; replies 400 and returns -1 on bad values. */
 int api_list_params(struct api_call *call, size_t *ret_limit, char *cursor, size_t cursor_size);
 json_t *api_time(int64_t ms); /* RFC 3339 string, or null for 0 */
+/* Reply with one page of a list: items (n of them, already filtered, those after the cursor
+ * only) sorted by id, the first limit as JSON, and next_cursor when more remain. */
+void api_reply_page(struct api_call *call, const void **items, size_t n, size_t limit,
+                    const char *(*id_of)(const void *item), json_t *(*to_json)(const void *item));
+/* The same for every item of m the caller may see (workspace_of gives an item's workspace),
+ * taking ?limit= and ?cursor= from the request. */
+void api_reply_map_page(struct api_call *call, const struct map *m,
+                        const char *(*id_of)(const void *item),
+                        const char *(*workspace_of)(const void *item),
+                        json_t *(*to_json)(const void *item));
 struct workspace_rec *api_workspace_find(struct server *srv, const char *id_or_name);
 
 /* auth.c */
@@ -269,6 +279,7 @@ void api_fs_mkdir(struct http_request *req);
 void api_fs_remove(struct http_request *req);
 void api_fs_move(struct http_request *req);
 void file_calls_cancel_all(struct server *srv);
+void file_calls_worker_lost(struct server *srv, struct worker_rec *w);
 void api_exec_output(struct http_request *req);
 void api_sandbox_logs(struct http_request *req);
 /* A worker's file_done event: answer the file call it belongs to. */

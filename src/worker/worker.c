@@ -13,6 +13,7 @@
 #include "../lib/clock.h"
 #include "../lib/encoding.h"
 #include "../lib/id.h"
+#include "../lib/logfmt.h"
 #include "../server/server.h"
 #include "spawner.h"
 
@@ -60,17 +61,10 @@ struct worker {
 static void wlog(struct worker *w, const char *fmt, ...) _printf_(2, 3);
 static void wlog(struct worker *w, const char *fmt, ...)
 {
-	char line[2048], ts[RFC3339_BYTES];
-	clock_format_rfc3339(clock_now_ms(), ts, sizeof(ts));
-	int n = snprintf(line, sizeof(line), "time=%s component=worker ", ts);
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+	logfmt_vline(w->cfg.log, "component=worker ", fmt, ap);
 	va_end(ap);
-	if (w->cfg.log)
-		w->cfg.log(line);
-	else
-		fprintf(stderr, "%s\n", line);
 }
 
 /* The spawner. */
@@ -589,7 +583,8 @@ static void file_read_next(struct worker *w, json_t *reply, void *ud)
 		}
 		const char *b64 = json_string_value(json_object_get(reply, "data_b64"));
 		size_t blen = b64 ? strlen(b64) : 0;
-		if (f->len + blen / 4 * 3 > f->max) {
+		/* blen / 4 * 3 counts the padding too: the limit is checked on what decodes. */
+		if (f->len + blen / 4 * 3 > f->max + 2) {
 			file_fail(w, f, "payload_too_large",
 			          "the file is larger than the API's limit");
 			return;
@@ -609,6 +604,11 @@ static void file_read_next(struct worker *w, json_t *reply, void *ud)
 			return;
 		}
 		f->len += (size_t)n;
+		if (f->len > f->max) {
+			file_fail(w, f, "payload_too_large",
+			          "the file is larger than the API's limit");
+			return;
+		}
 		if (json_is_true(json_object_get(reply, "eof")) || n == 0) {
 			char *out = malloc(base64_encoded_size(f->len));
 			if (!out) {
