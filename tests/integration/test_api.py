@@ -696,3 +696,12 @@ def test_exec_output_and_logs_by_offset(skiffd):
     skiffd.api("DELETE", f"/v1/sandboxes/{sb['id']}")
     s, _, raw = skiffd.raw("GET", f"{base}", None, h)
     assert s == 409  # deleted: its output went with it
+
+
+def test_sandboxes_do_not_see_the_daemons_command_line(skiffd):
+    """Sandboxes descend from the spawner, a fork of skiffd: /proc/1/cmdline inside must not
+    show skiffd's options (paths on the host, its port, its instance)."""
+    s, sb = create(skiffd)
+    s, out = run(skiffd, sb["id"], ["sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline"])
+    assert s == 200, out
+    assert "--data" not in out["stdout"] and str(skiffd.data) not in out["stdout"], out

@@ -8,7 +8,7 @@ LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
 def scrape(d):
-    s, headers, raw = d.raw("GET", "/metrics")
+    s, headers, raw = d.raw("GET", "/metrics", None, {"Authorization": f"Bearer {d.token}"})
     assert s == 200 and headers["Content-Type"].startswith("text/plain")
     samples, types = {}, {}
     for line in raw.decode().splitlines():
@@ -32,6 +32,14 @@ def value(samples, name, **labels):
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+def test_metrics_need_an_admin_token(skiffd):
+    # They count every workspace's sandboxes and requests: an admin's to read.
+    assert skiffd.raw("GET", "/metrics")[0] == 401
+    s, t = skiffd.api("POST", "/v1/tokens", {"name": "m", "role": "owner"})
+    assert skiffd.raw("GET", "/metrics", None, {"Authorization": f"Bearer {t['secret']}"})[0] \
+        == 403
+
+
 def test_metrics_parse_and_move(skiffd):
     before, types = scrape(skiffd)
     assert types["skiff_http_requests_total"] == "counter"
@@ -44,7 +52,11 @@ def test_metrics_parse_and_move(skiffd):
     assert s == 201
     s, _ = skiffd.api("GET", "/v1/sandboxes/sb-00000000000000000000000000")
     assert s == 404
+    for _ in range(3):
+        assert skiffd.raw("GET", "/v1/no-such-route")[0] == 404
     after, _ = scrape(skiffd)
+    assert value(after, "skiff_http_requests_total", route="unmatched", status="404") >= \
+        value(before, "skiff_http_requests_total", route="unmatched", status="404") + 3
     route = "POST /v1/sandboxes"
     assert value(after, "skiff_http_requests_total", route=route, status="201") == \
         value(before, "skiff_http_requests_total", route=route, status="201") + 1
