@@ -61,6 +61,8 @@ int cli_workspace_main(struct cli *c, int argc, char **argv);
 int cli_login_main(struct cli *c, int argc, char **argv);
 /* skiff sandbox cp (cli_cp.c). */
 int cli_sandbox_cp(struct cli *c, int argc, char **argv);
+/* skiff sandbox logs (cli_logs.c). */
+int cli_sandbox_logs(struct cli *c, int argc, char **argv);
 
 /* ---- configuration (cli_client.c) ---- */
 
@@ -83,8 +85,13 @@ int cli_http(struct cli *c, const char *method, const char *path, json_t *body, 
              json_t **ret, struct sk_error *err);
 /* Like cli_http with raw bytes both ways (body may be NULL): on a 2xx reply *ret is the reply's
  * bytes (malloc'd, NUL-terminated, NULL when empty) and *ret_len their count. */
+struct cli_output_meta {
+	long long offset; /* X-Skiff-Offset: where the bytes start; -1 when absent */
+	int eof;          /* X-Skiff-Eof: 1, 0, or -1 when absent */
+};
 int cli_http_raw(struct cli *c, const char *method, const char *path, const void *body, size_t len,
-                 long timeout_s, char **ret, size_t *ret_len, struct sk_error *err);
+                 long timeout_s, char **ret, size_t *ret_len, struct cli_output_meta *ret_meta,
+                 struct sk_error *err);
 /* GET path and every page after it (following next_cursor); *ret is one array of all items. */
 int cli_list_all(struct cli *c, const char *path, json_t **ret, struct sk_error *err);
 

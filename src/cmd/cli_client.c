@@ -219,7 +219,28 @@ struct reply_buf {
 	char *data;
 	size_t len, cap;
 	bool too_big;
+	long long skiff_offset; /* X-Skiff-Offset of an output read, -1 when absent */
+	int skiff_eof;          /* X-Skiff-Eof: 1 true, 0 false, -1 absent */
 };
+
+/* Output reads say where their bytes start and whether the writer has ended. */
+static size_t reply_on_header(char *p, size_t size, size_t n, void *userdata)
+{
+	struct reply_buf *b = userdata;
+	size_t len = size * n;
+	static const char OFF[] = "x-skiff-offset:", EOFH[] = "x-skiff-eof:";
+	if (len > sizeof(OFF) - 1 && !strncasecmp(p, OFF, sizeof(OFF) - 1)) {
+		char num[32];
+		size_t k = len - (sizeof(OFF) - 1) < sizeof(num) - 1 ? len - (sizeof(OFF) - 1)
+		                                                     : sizeof(num) - 1;
+		memcpy(num, p + sizeof(OFF) - 1, k);
+		num[k] = '\0';
+		b->skiff_offset = strtoll(num, NULL, 10);
+	} else if (len > sizeof(EOFH) - 1 && !strncasecmp(p, EOFH, sizeof(EOFH) - 1)) {
+		b->skiff_eof = memmem(p, len, "true", 4) != NULL;
+	}
+	return len;
+}
 
 static size_t reply_on_data(char *p, size_t size, size_t n, void *userdata)
 {
@@ -330,7 +351,8 @@ static struct curl_slist *request_headers(const char *auth, const char *content_
  * on a transport failure err says why. */
 static int http_perform(struct cli *c, const char *method, const char *path,
                         const char *content_type, const void *body, size_t len, long timeout_s,
-                        char **ret_data, size_t *ret_len, long *ret_status, struct sk_error *err)
+                        char **ret_data, size_t *ret_len, long *ret_status,
+                        struct cli_output_meta *ret_meta, struct sk_error *err)
 {
 	int r = cli_resolve(c, err);
 	if (r < 0)
@@ -352,9 +374,11 @@ static int http_perform(struct cli *c, const char *method, const char *path,
 	if (!headers)
 		return sk_error_errno(err, -ENOMEM, "request");
 
-	struct reply_buf reply = {0};
+	struct reply_buf reply = {.skiff_offset = -1, .skiff_eof = -1};
 	char errbuf[CURL_ERROR_SIZE] = "";
 	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, reply_on_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, &reply);
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
 	curl_easy_setopt(h, CURLOPT_USERAGENT, "skiff/" SKIFF_VERSION);
@@ -411,6 +435,10 @@ static int http_perform(struct cli *c, const char *method, const char *path,
 	*ret_data = TAKE_PTR(data);
 	*ret_len = reply.len;
 	*ret_status = status;
+	if (ret_meta) {
+		ret_meta->offset = reply.skiff_offset;
+		ret_meta->eof = reply.skiff_eof;
+	}
 	return 0;
 }
 
@@ -422,8 +450,9 @@ int cli_http(struct cli *c, const char *method, const char *path, json_t *body, 
 		return sk_error_errno(err, -ENOMEM, "request body");
 	size_t len = 0;
 	long status = 0;
-	int r = http_perform(c, method, path, payload ? "application/json" : NULL, payload,
-	                     payload ? strlen(payload) : 0, timeout_s, &data, &len, &status, err);
+	int r =
+	    http_perform(c, method, path, payload ? "application/json" : NULL, payload,
+	                 payload ? strlen(payload) : 0, timeout_s, &data, &len, &status, NULL, err);
 	if (r < 0)
 		return r;
 	json_t *v = NULL;
@@ -444,13 +473,14 @@ int cli_http(struct cli *c, const char *method, const char *path, json_t *body, 
 }
 
 int cli_http_raw(struct cli *c, const char *method, const char *path, const void *body, size_t len,
-                 long timeout_s, char **ret, size_t *ret_len, struct sk_error *err)
+                 long timeout_s, char **ret, size_t *ret_len, struct cli_output_meta *ret_meta,
+                 struct sk_error *err)
 {
 	_cleanup_free_ char *data = NULL;
 	size_t n = 0;
 	long status = 0;
 	int r = http_perform(c, method, path, body ? "application/octet-stream" : NULL, body, len,
-	                     timeout_s, &data, &n, &status, err);
+	                     timeout_s, &data, &n, &status, ret_meta, err);
 	if (r < 0)
 		return r;
 	if (status < 200 || status >= 300) {

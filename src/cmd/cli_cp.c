@@ -129,7 +129,7 @@ static int upload(struct cli *c, const char *local, const char *id, const char *
 	_cleanup_free_ char *reply = NULL;
 	size_t rlen = 0;
 	if (cli_http_raw(c, "PUT", url, data ? data : "", len, CLI_REQUEST_TIMEOUT_S, &reply, &rlen,
-	                 &err) < 0)
+	                 NULL, &err) < 0)
 		return cli_fail(&err);
 	return 0;
 }
@@ -144,7 +144,8 @@ static int download(struct cli *c, const char *id, const char *path, const char 
 	}
 	_cleanup_free_ char *data = NULL;
 	size_t len = 0;
-	if (cli_http_raw(c, "GET", url, NULL, 0, CLI_REQUEST_TIMEOUT_S, &data, &len, &err) < 0)
+	if (cli_http_raw(c, "GET", url, NULL, 0, CLI_REQUEST_TIMEOUT_S, &data, &len, NULL, &err) <
+	    0)
 		return cli_fail(&err);
 	if (!strcmp(local, "-"))
 		return fwrite(data ? data : "", 1, len, stdout) == len && fflush(stdout) == 0 ? 0

@@ -222,3 +222,40 @@ def test_workspaces(env):
     assert run(env, "workspace", "ls", check=0).stdout.splitlines()[0].split() == \
         ["ID", "NAME", "CREATED"]
     assert tok
+
+
+def test_sandbox_logs(env, skiffd):
+    sid = run(env, "sandbox", "create", "--", "sh", "-c",
+              "for i in 1 2 3; do echo line$i; sleep 0.3; done; echo err >&2",
+              check=0).stdout.strip()
+    try:
+        # --follow reads while the command runs and stops when it ends.
+        p = run(env, "sandbox", "logs", "--follow", sid, check=0)
+        assert p.stdout == "line1\nline2\nline3\n", p
+        assert run(env, "sandbox", "logs", sid, check=0).stdout == "line1\nline2\nline3\n"
+        assert run(env, "sandbox", "logs", "--stderr", sid, check=0).stdout == "err\n"
+        s, ex = skiffd.api("POST", f"/v1/sandboxes/{sid}/exec",
+                           {"command": ["sh", "-c", "echo from-exec"]})
+        if s == 409:  # the main command ended: an exec needs a running sandbox
+            return
+        time.sleep(0.5)
+        p = run(env, "sandbox", "logs", "--exec", ex["id"], sid, check=0)
+        assert p.stdout == "from-exec\n"
+    finally:
+        run(env, "sandbox", "rm", sid)
+    run(env, "sandbox", "logs", "sb-00000000000000000000000000", check=1)
+    run(env, "sandbox", "logs", check=2)
+
+
+def test_sandbox_exec_output_through_logs(env, skiffd):
+    sid = run(env, "sandbox", "create", check=0).stdout.strip()
+    try:
+        s, ex = skiffd.api("POST", f"/v1/sandboxes/{sid}/exec",
+                           {"command": ["sh", "-c", "printf 'a\\nb\\n'; echo e >&2"]})
+        assert s == 201
+        p = run(env, "sandbox", "logs", "--exec", ex["id"], "--follow", sid, check=0)
+        assert p.stdout == "a\nb\n"
+        p = run(env, "sandbox", "logs", "--exec", ex["id"], "--stderr", sid, check=0)
+        assert p.stdout == "e\n"
+    finally:
+        run(env, "sandbox", "rm", sid)

@@ -558,3 +558,18 @@ def test_files_stay_inside(fsb):
     fsb.files.write("/../../../tmp/inside", b"in")
     assert fsb.exec("cat", "/tmp/inside").stdout == b"in"
     assert not Path("/tmp/inside").exists() or Path("/tmp/inside").read_bytes() != b"in"
+
+
+def test_exec_output_and_logs(client):
+    sb = skiff.Sandbox.create(command=["sh", "-c", "echo main; echo oops >&2"], client=client)
+    try:
+        assert sb.wait(timeout_s=30) == 0
+        assert sb.logs() == b"main\n" and sb.logs("stderr") == b"oops\n"
+        assert sb.logs(offset=2) == b"in\n"
+    finally:
+        sb.terminate()
+    with skiff.Sandbox.create(client=client) as sb:
+        p = sb.exec_async("sh", "-c", "printf 'abc'; sleep 0.2; printf 'def'")
+        assert p.wait(timeout_s=30) == 0
+        assert p.output() == b"abcdef" and p.output(offset=3) == b"def"
+        assert p.output("stderr") == b""

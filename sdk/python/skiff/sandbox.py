@@ -76,6 +76,23 @@ class ExecResult:
                 f"stderr={self.stderr[:200]!r}, truncated={self.truncated!r})")
 
 
+def _read_output(client, path, stream, offset):
+    """(bytes from offset to what was written so far, the next offset, whether the writer ended)
+    of one output stream, read in pieces; older bytes may have been dropped (the offset moves
+    on)."""
+    chunks = []
+    while True:
+        r = client.request("GET", path, query={"stream": stream, "offset": str(offset)})
+        headers = {k.lower(): v for k, v in dict(r.headers).items()}
+        start = int(headers.get("x-skiff-offset", offset))
+        eof = headers.get("x-skiff-eof") == "true"
+        offset = start + len(r.body)
+        if r.body:
+            chunks.append(r.body)
+            continue
+        return b"".join(chunks), offset, eof
+
+
 class Exec:
     """A process started with Sandbox.exec_async(). status() asks the server for its state;
     wait() polls until it has ended and returns its exit code."""
@@ -84,6 +101,12 @@ class Exec:
         self.sandbox = sandbox
         self.id = data["id"]
         self._data = data
+
+    def output(self, stream="stdout", offset=0):
+        """What the process wrote to stream ("stdout" or "stderr") from offset so far, as
+        bytes. Resumable: pass the length read so far as offset to get only what is new."""
+        path = (f"/v1/sandboxes/{_q(self.sandbox.id)}/execs/{_q(self.id)}/output")
+        return _read_output(self.sandbox._client, path, stream, offset)[0]
 
     @property
     def state(self):
@@ -369,6 +392,11 @@ class Sandbox:
                                            timeout=left + WAIT_MARGIN_S)
             if self.ended or (deadline is not None and time.monotonic() >= deadline):
                 return self.exit_code
+
+    def logs(self, stream="stdout", offset=0):
+        """What the sandbox's main command wrote to stream from offset so far, as bytes."""
+        return _read_output(self._client, f"/v1/sandboxes/{_q(self.id)}/logs", stream,
+                            offset)[0]
 
     def terminate(self):
         """End the sandbox (SIGTERM, a grace period, SIGKILL) and remove it; returns the
