@@ -67,33 +67,33 @@ def test_what_the_sandbox_writes_the_api_reads(skiffd, sb):
 
 
 def test_parents_mode_list_stat_mkdir_move_remove(skiffd, sb):
-    s, raw = put(skiffd, sb, "/work/a/b/run.sh", b"#!/bin/sh\necho ran\n", mode="755",
+    s, raw = put(skiffd, sb, "/srv/app/b/run.sh", b"#!/bin/sh\necho ran\n", mode="755",
                  parents="true")
     assert s == 200, raw
-    assert sh(skiffd, sb, "/work/a/b/run.sh")["stdout"] == "ran\n"
-    s, st = skiffd.api("GET", f"/v1/sandboxes/{sb}/fs/stat?path={q('/work/a/b/run.sh')}")
+    assert sh(skiffd, sb, "/srv/app/b/run.sh")["stdout"] == "ran\n"
+    s, st = skiffd.api("GET", f"/v1/sandboxes/{sb}/fs/stat?path={q('/srv/app/b/run.sh')}")
     assert s == 200, st
     assert st["type"] == "file" and st["size"] == 19 and st["mode"] & 0o777 == 0o755
-    assert st["name"] == "run.sh" and st["path"] == "/work/a/b/run.sh" and st["mtime"]
-    sh(skiffd, sb, "ln -s b /work/a/link")
-    s, st = skiffd.api("GET", f"/v1/sandboxes/{sb}/fs/stat?path={q('/work/a/link')}")
+    assert st["name"] == "run.sh" and st["path"] == "/srv/app/b/run.sh" and st["mtime"]
+    sh(skiffd, sb, "ln -s b /srv/app/link")
+    s, st = skiffd.api("GET", f"/v1/sandboxes/{sb}/fs/stat?path={q('/srv/app/link')}")
     assert st["type"] == "symlink" and st["link_target"] == "b"
-    s, ls = skiffd.api("GET", f"/v1/sandboxes/{sb}/fs/list?path={q('/work')}&depth=3")
+    s, ls = skiffd.api("GET", f"/v1/sandboxes/{sb}/fs/list?path={q('/srv')}&depth=3")
     assert s == 200, ls
     paths = {e["path"]: e["type"] for e in ls["entries"]}
-    assert paths == {"/work/a": "dir", "/work/a/b": "dir", "/work/a/b/run.sh": "file",
-                     "/work/a/link": "symlink"}, paths
-    s, ls = skiffd.api("GET", f"/v1/sandboxes/{sb}/fs/list?path={q('/work')}")
-    assert [e["path"] for e in ls["entries"]] == ["/work/a"]
+    assert paths == {"/srv/app": "dir", "/srv/app/b": "dir", "/srv/app/b/run.sh": "file",
+                     "/srv/app/link": "symlink"}, paths
+    s, ls = skiffd.api("GET", f"/v1/sandboxes/{sb}/fs/list?path={q('/srv')}")
+    assert [e["path"] for e in ls["entries"]] == ["/srv/app"]
 
     assert skiffd.api("POST", f"/v1/sandboxes/{sb}/fs/mkdir", {"path": "/x/y"})[0] == 404
     assert skiffd.api("POST", f"/v1/sandboxes/{sb}/fs/mkdir",
                       {"path": "/x/y", "parents": True})[0] == 200
     s, body = skiffd.api("POST", f"/v1/sandboxes/{sb}/fs/move",
-                         {"from": "/work/a/b/run.sh", "to": "/x/y/moved.sh"})
+                         {"from": "/srv/app/b/run.sh", "to": "/x/y/moved.sh"})
     assert s == 200, body
     assert get(skiffd, sb, "/x/y/moved.sh")[1] == b"#!/bin/sh\necho ran\n"
-    assert get(skiffd, sb, "/work/a/b/run.sh")[0] == 404
+    assert get(skiffd, sb, "/srv/app/b/run.sh")[0] == 404
     s, body = skiffd.api("POST", f"/v1/sandboxes/{sb}/fs/remove", {"path": "/x"})
     assert s == 409, body  # not empty
     assert skiffd.api("POST", f"/v1/sandboxes/{sb}/fs/remove",
