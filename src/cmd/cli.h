@@ -149,6 +149,12 @@ struct cli_column {
 };
 /* Print items (an array of objects) as aligned columns under a header line. */
 void cli_print_table(const json_t *items, const struct cli_column *cols, size_t ncols);
+/* Parse a command line whose only option is --json; returns 0 or the exit status to return. */
+int cli_parse_json_flag(const char *cmd, const char *usage, int argc, char **argv, bool *json);
+/* `skiff <group> ls [--json]`: every item of path (cursors followed), as a table of cols or as
+ * a JSON array. */
+int cli_list_command(struct cli *c, const char *cmd, const char *usage, int argc, char **argv,
+                     const char *path, const struct cli_column *cols, size_t ncols);
 /* Print an object as "key: value" lines. */
 void cli_print_fields(const json_t *obj);
 

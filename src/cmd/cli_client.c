@@ -818,3 +818,40 @@ void cli_print_fields(const json_t *obj)
 		fputc('\n', stdout);
 	}
 }
+
+int cli_parse_json_flag(const char *cmd, const char *usage, int argc, char **argv, bool *json)
+{
+	enum { OPT_JSON = 256 };
+	static const struct option options[] = {
+	    {"json", no_argument, NULL, OPT_JSON},
+	    {NULL, 0, NULL, 0},
+	};
+	int opt;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, ":", options, NULL)) != -1) {
+		if (opt != OPT_JSON)
+			return cli_option_error(cmd, usage, opt, argv);
+		*json = true;
+	}
+	return 0;
+}
+
+int cli_list_command(struct cli *c, const char *cmd, const char *usage, int argc, char **argv,
+                     const char *path, const struct cli_column *cols, size_t ncols)
+{
+	bool json = false;
+	int st = cli_parse_json_flag(cmd, usage, argc, argv, &json);
+	if (st)
+		return st;
+	if (optind < argc)
+		return cli_usage_error(cmd, usage, "unexpected argument '%s'", argv[optind]);
+	struct sk_error err = {0};
+	_cleanup_json_ json_t *items = NULL;
+	if (cli_list_all(c, path, &items, &err) < 0)
+		return cli_fail(&err);
+	if (json)
+		cli_print_json(items);
+	else
+		cli_print_table(items, cols, ncols);
+	return 0;
+}

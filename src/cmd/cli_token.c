@@ -98,34 +98,12 @@ static int token_create(struct cli *c, int argc, char **argv)
 
 static int token_ls(struct cli *c, int argc, char **argv)
 {
-	static const struct option options[] = {
-	    {"json", no_argument, NULL, OPT_JSON},
-	    {NULL, 0, NULL, 0},
-	};
 	static const struct cli_column cols[] = {
 	    {"ID", "id"},     {"NAME", "name"},          {"WORKSPACE", "workspace"},
 	    {"ROLE", "role"}, {"CREATED", "created_at"}, {"EXPIRES", "expires_at"},
 	};
-	bool json = false;
-	int opt;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":", options, NULL)) != -1) {
-		if (opt != OPT_JSON)
-			return cli_option_error("token ls", LS_USAGE, opt, argv);
-		json = true;
-	}
-	if (optind < argc)
-		return cli_usage_error("token ls", LS_USAGE, "unexpected argument '%s'",
-		                       argv[optind]);
-	struct sk_error err = {0};
-	_cleanup_json_ json_t *items = NULL;
-	if (cli_list_all(c, "/v1/tokens", &items, &err) < 0)
-		return cli_fail(&err);
-	if (json)
-		cli_print_json(items);
-	else
-		cli_print_table(items, cols, ARRAY_SIZE(cols));
-	return 0;
+	return cli_list_command(c, "token ls", LS_USAGE, argc, argv, "/v1/tokens", cols,
+	                        ARRAY_SIZE(cols));
 }
 
 static int token_rm(struct cli *c, int argc, char **argv)
