@@ -457,16 +457,31 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 	return head_append(conn, at, len);
 }
 
+/* End the string being read into the head (a header's name or value) with its NUL; a value
+ * loses its trailing whitespace first (llhttp skips the leading). */
+static int head_end_string(struct http_conn *conn, bool trim)
+{
+	struct http_req_priv *rp = conn->req;
+	int r = head_append(conn, "", 0);
+	if (r)
+		return r;
+	size_t start = trim ? rp->hoff[rp->nhoff - 1].value : rp->head_len;
+	while (rp->head_len > start &&
+	       (rp->head[rp->head_len - 1] == ' ' || rp->head[rp->head_len - 1] == '\t'))
+		rp->head[--rp->head_len] = '\0';
+	rp->head_len++;
+	return 0;
+}
+
 static int on_header_field_complete(llhttp_t *p)
 {
 	struct http_conn *conn = p->data;
 	struct http_req_priv *rp = conn->req;
 	if (conn->state == CONN_BODY)
 		return 0;
-	int r = head_append(conn, "", 0);
+	int r = head_end_string(conn, false);
 	if (r)
 		return r;
-	rp->head_len++;
 	rp->hoff[rp->nhoff - 1].value = rp->head_len;
 	rp->in_value = true;
 	return 0;
@@ -483,19 +498,9 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 static int on_header_value_complete(llhttp_t *p)
 {
 	struct http_conn *conn = p->data;
-	struct http_req_priv *rp = conn->req;
 	if (conn->state == CONN_BODY)
 		return 0;
-	int r = head_append(conn, "", 0);
-	if (r)
-		return r;
-	/* Drop trailing whitespace (leading whitespace llhttp skips). */
-	size_t start = rp->hoff[rp->nhoff - 1].value;
-	while (rp->head_len > start &&
-	       (rp->head[rp->head_len - 1] == ' ' || rp->head[rp->head_len - 1] == '\t'))
-		rp->head[--rp->head_len] = '\0';
-	rp->head_len++;
-	return 0;
+	return head_end_string(conn, true);
 }
 
 /* Split the URL into path and query; only origin-form ("/path?query") is served. */
