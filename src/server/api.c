@@ -12,7 +12,7 @@ void api_call_free(struct api_call *call)
 {
 	if (!call)
 		return;
-	json_decref(call->reply);
+
 	if (call->inflight_key[0])
 		free(map_remove(&call->srv->idem_inflight, call->inflight_key));
 	free(call);

@@ -109,26 +109,13 @@ static int tags_valid(json_t *tags, struct api_call *call)
 	return 1;
 }
 
-static void create_command(struct server *srv, struct sandbox_rec *sb, int rc)
+/* Queue a new sandbox's create for its worker. */
+static void create_command(struct server *srv, struct sandbox_rec *sb)
 {
-	if (rc < 0) {
-		sandbox_create_failed(srv, sb, 503, "unavailable", "the state store failed");
-		return;
-	}
-	if (strcmp(sb->row.state, "pending"))
-		return; /* timed out meanwhile */
-	if (sb->terminating) {
-		/* Deleted before the worker heard of it: it never starts. */
-		sandbox_set_ended(srv, sb, "terminated", 137, 0);
-		return;
-	}
-	struct worker_rec *w = sb->worker;
 	json_t *cmd = json_pack("{s:s, s:O}", "sandbox", sb->row.id, "spec", sb->spec);
-	if (!w || !cmd || link_command(srv, w, "create", cmd) < 0)
+	if (!cmd || link_command(srv, sb->worker, "create", cmd) < 0)
 		sandbox_create_failed(srv, sb, 503, "unavailable",
 		                      "the worker can't take commands");
-	else
-		sb->create_sent = 1;
 }
 
 /* Live sandboxes: all, and in workspace ws. */
@@ -273,7 +260,7 @@ static void create_go(struct api_call *call, json_t *body)
 	 * that commit (one commit per create). A crash before it leaves at most a sandbox the
 	 * worker runs and the server does not know, which the worker's next registration removes.
 	 */
-	create_command(srv, sb, 0);
+	create_command(srv, sb);
 out:
 	spec_release(&spec);
 	json_decref(body);
@@ -603,12 +590,7 @@ void api_sandboxes_delete(struct http_request *req)
 		api_reply_json(call, 200, sandbox_json(sb));
 		return;
 	}
-	if (!strcmp(sb->row.state, "pending") && !sb->create_sent) {
-		/* Its create is still being stored: it ends as soon as it is (create_command). */
-		sb->terminating = 1;
-		waiter_add(srv, &sb->waiters, call, WAIT_TERMINATE, sb, TERMINATE_EXTRA_S);
-		return;
-	}
+
 	if (!sb->worker || !sb->worker->connected) {
 		/* Nobody runs it now: the worker, when it comes back, is told to remove it. */
 		sandbox_set_ended(srv, sb, "terminated", 137, 0);
@@ -644,15 +626,10 @@ static int string_array_valid(json_t *a, size_t max_items, size_t *bytes)
 	return 1;
 }
 
-static void exec_command(struct server *srv, struct exec_rec *ex, int rc)
+/* Queue a new exec for its sandbox's worker. */
+static void exec_command(struct server *srv, struct exec_rec *ex)
 {
 	struct sandbox_rec *sb = ex->sb;
-	if (rc < 0) {
-		exec_set_ended(srv, ex, "failed", -1, 0, NULL);
-		return;
-	}
-	if (strcmp(ex->row.state, "pending"))
-		return;
 	json_t *cmd = ex->row.command_json ? json_loads(ex->row.command_json, 0, NULL) : NULL;
 	if (cmd) {
 		/* An exec sees the sandbox's environment, then its own on top. */
@@ -788,7 +765,7 @@ void api_sandboxes_exec(struct http_request *req)
 	                   : SERVER_EXEC_START_TIMEOUT_MS / 1000.0;
 	waiter_add(srv, &ex->waiters, call, wait ? WAIT_EXEC_ENDED : WAIT_EXEC_STARTED, ex, hold);
 	/* Like a create: an exec is stored once it has started (or ended), not while pending. */
-	exec_command(srv, ex, 0);
+	exec_command(srv, ex);
 	json_decref(body);
 	return;
 

@@ -77,7 +77,6 @@ static void poll_answer(struct worker_rec *w)
 			break; /* the rest goes with the next poll */
 		bytes += size;
 		json_array_append(cmds, c->body);
-		c->sent_ms = clock_now_ms();
 	}
 	api_reply_json(req->data, 200, json_pack("{s:o}", "commands", cmds));
 }

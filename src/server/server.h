@@ -82,8 +82,8 @@ struct sandbox_rec {
 	struct map execs;       /* ex-id → exec_rec */
 	struct waiter *waiters; /* wait calls and the create call, answered when it changes */
 	int terminating;
-	int removed;     /* the worker was told to remove it */
-	int create_sent; /* its create command is queued for the worker */
+	int removed; /* the worker was told to remove it */
+
 	struct api_call *patch_call;
 	/* why a create failed, for the create call */
 	int fail_status;
@@ -103,7 +103,6 @@ struct command {
 	struct command *next;
 	char id[ID_MAX_BYTES];
 	json_t *body; /* {"id","op",…} as sent to the worker */
-	int64_t sent_ms;
 };
 
 struct worker_rec {
@@ -180,8 +179,7 @@ struct api_call {
 	int aborted;
 	/* what a handler carries across store callbacks */
 	void *obj;
-	json_t *reply;
-	int status;
+
 	struct waiter *waiter; /* while it waits */
 	char idem_key[STORE_IDEM_KEY_BYTES];
 	char idem_hash[65];
