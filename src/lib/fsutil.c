@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -191,4 +192,26 @@ int proc_start_time(pid_t pid, unsigned long long *ret)
 	if (n < 0)
 		return (int)n;
 	return proc_stat_start_time(stat, ret);
+}
+
+int proc_pidfd_open(pid_t pid, unsigned long long start)
+{
+	/* Open first, then check: the pidfd pins this process, so a start time that matches
+	 * after the open means the pidfd is that process's, not a later one's with its pid. */
+	if (pid <= 0)
+		return -ESRCH;
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (fd < 0)
+		return -errno;
+	unsigned long long now;
+	if (proc_start_time(pid, &now) < 0 || now != start) {
+		close(fd);
+		return -ESRCH;
+	}
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	if (poll(&p, 1, 0) > 0) { /* exited: a zombie waiting for its parent */
+		close(fd);
+		return -ESRCH;
+	}
+	return fd;
 }

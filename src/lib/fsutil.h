@@ -26,3 +26,6 @@ int fs_close_all_except(const int *keep, size_t n);
  * tells a process from a later one that reused its pid. */
 int proc_stat_start_time(const char *stat, unsigned long long *ret);
 int proc_start_time(pid_t pid, unsigned long long *ret);
+/* A pidfd for the process pid if it is still the one that started at start (not a later one with
+ * its pid) and has not exited (a zombie counts as gone); else -ESRCH (or -errno). */
+int proc_pidfd_open(pid_t pid, unsigned long long start);

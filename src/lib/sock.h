@@ -1,11 +1,18 @@
-/* One message, and at most one passed fd, over a SOCK_SEQPACKET (or any unix) socket. */
+/* One message, and a few passed fds, over a SOCK_SEQPACKET (or any unix) socket. */
 #pragma once
 
 #include <stddef.h>
 #include <sys/types.h>
 
-/* Send len bytes of buf with pass_fd attached (-1: none); 0 or -errno. No SIGPIPE. */
+#define SOCK_MAX_FDS 2 /* fds passed with one message */
+
+/* Send len bytes of buf with the n fds attached (at most SOCK_MAX_FDS); 0 or -errno. No
+ * SIGPIPE. */
+int sock_send_fds(int sock, const void *buf, size_t len, const int *fds, size_t n);
+/* Receive one message into buf (size bytes); ret_fds (if not NULL) gets up to max passed fds,
+ * -1 in the slots left, and any further fds are closed. Returns the bytes received (0 at EOF)
+ * or -errno. */
+ssize_t sock_recv_fds(int sock, void *buf, size_t size, int *ret_fds, size_t max);
+/* The same with one fd (pass_fd -1: none). */
 int sock_send_fd(int sock, const void *buf, size_t len, int pass_fd);
-/* Receive one message into buf (size bytes); *ret_fd (if not NULL) gets a passed fd or -1,
- * and any further fds are closed. Returns the bytes received (0 at EOF) or -errno. */
 ssize_t sock_recv_fd(int sock, void *buf, size_t size, int *ret_fd);

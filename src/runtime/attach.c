@@ -134,22 +134,7 @@ int state_init_read(const char *inst_dir, const char *id, struct state_init *ret
 
 int state_init_pidfd(const struct state_init *si)
 {
-	/* Open first, then check: the pidfd pins this process, so a start time that matches
-	 * after the open means the pidfd is init's, not a later process's with its pid. */
-	int fd = (int)syscall(SYS_pidfd_open, si->pid, 0);
-	if (fd < 0)
-		return -errno;
-	unsigned long long start;
-	if (proc_start_time(si->pid, &start) < 0 || start != si->start) {
-		close(fd);
-		return -ESRCH;
-	}
-	struct pollfd p = {.fd = fd, .events = POLLIN};
-	if (poll(&p, 1, 0) > 0) { /* exited: a zombie waiting for its parent */
-		close(fd);
-		return -ESRCH;
-	}
-	return fd;
+	return proc_pidfd_open(si->pid, si->start);
 }
 
 /* Find in the events log the last line starting with prefix; parse the wait status after it.

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include "../../src/lib/error.h"
 #include "../../src/lib/fsutil.h"
 #include "../../src/lib/id.h"
+#include "../../src/lib/signame.h"
 
 static const char CROCKFORD[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
@@ -500,6 +502,32 @@ static void test_fs_keyed_u64(void **state)
 	assert_true(fs_keyed_u64("big 18446744073709551615\n", "big") == UINT64_MAX);
 }
 
+static void test_signal_parse(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *s;
+		int sig;
+	} OK[] = {{"TERM", SIGTERM}, {"SIGTERM", SIGTERM},
+	          {"term", SIGTERM}, {"sigkill", SIGKILL},
+	          {"HUP", SIGHUP},   {"WINCH", SIGWINCH},
+	          {"USR1", SIGUSR1}, {"SYS", SIGSYS},
+	          {"1", 1},          {"9", 9},
+	          {"15", 15},        {"64", 64}};
+	for (size_t i = 0; i < ARRAY_SIZE(OK); i++)
+		assert_int_equal(signal_parse(OK[i].s, strlen(OK[i].s)), OK[i].sig);
+	static const char *const BAD[] = {"",    "0",     "65",         "100",   "-1",    "+9",
+	                                  "09",  "SIG",   "SIGSIGTERM", "TERMX", " TERM", "TERM ",
+	                                  "1.5", "RTMIN", "0x9",        "NOPE"};
+	for (size_t i = 0; i < ARRAY_SIZE(BAD); i++)
+		assert_int_equal(signal_parse(BAD[i], strlen(BAD[i])), -EINVAL);
+	/* Length-delimited: bytes past len don't count, a NUL inside does. */
+	assert_int_equal(signal_parse("TERMINATE", 4), SIGTERM);
+	assert_int_equal(signal_parse("TE\0RM", 5), -EINVAL);
+	assert_int_equal(signal_parse(NULL, 0), -EINVAL);
+	assert_int_equal(signal_parse("SIGVERYLONGNAMEHERE", 19), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -510,7 +538,7 @@ int main(void)
 	    cmocka_unit_test(test_error_truncation), cmocka_unit_test(test_fs_read_write),
 	    cmocka_unit_test(test_fs_read_u64_at),   cmocka_unit_test(test_fs_mkdir_p),
 	    cmocka_unit_test(test_fs_rm_rf_at_tree), cmocka_unit_test(test_fs_rm_rf_at_symlinks),
-	    cmocka_unit_test(test_fs_keyed_u64),
+	    cmocka_unit_test(test_fs_keyed_u64),     cmocka_unit_test(test_signal_parse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
