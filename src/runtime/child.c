@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -141,6 +142,11 @@ _Noreturn void rt_command_exec(const struct rt *rt, const struct rt_command *s, 
 	if (s->nproc)
 		setrlimit(RLIMIT_NPROC, &nproc);
 
+	/* A terminal's session: job control and its signals (^C, SIGWINCH, SIGHUP) reach us. */
+	if (s->ctty && (setsid() < 0 || ioctl(0, TIOCSCTTY, 0) < 0)) {
+		sk_error_errno(errp, -errno, "make the terminal the controlling one");
+		goto fail;
+	}
 	const char *wd = s->workdir ? s->workdir : "/";
 	if (chdir(wd) < 0) {
 		sk_error_errno(errp, -errno, "workdir %s", wd);

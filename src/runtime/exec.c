@@ -13,8 +13,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -28,6 +32,8 @@
 	(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | \
 	 CLONE_NEWCGROUP)
 #define EXEC_STATUS_WAIT_MS 2000 /* how long init may take to log a status after the exit */
+#define PTMX_MAJOR          5    /* /dev/ptmx, and devpts' ptmx */
+#define PTMX_MINOR          2
 
 /* What the intermediate reports (with the command's pidfd attached on success). */
 struct exec_hello {
@@ -53,20 +59,71 @@ _Noreturn static void intermediate_fail(int fd, int type, int code, const char *
 	_exit(1);
 }
 
-int rt_sandbox_enter(const struct rt_sandbox *sb, struct sk_error *err)
+int rt_sandbox_join_cgroups(const struct rt_sandbox *sb, pid_t pid, struct sk_error *err)
 {
+	char num[16];
+	snprintf(num, sizeof(num), "%d", (int)pid);
 	for (int i = 0; i < sb->rt->cg.nhier; i++) {
 		if (sb->cg.dirfd[i] < 0)
 			continue;
-		int r = fs_write_str_at(sb->cg.dirfd[i], "cgroup.procs", "0");
+		int r = fs_write_str_at(sb->cg.dirfd[i], "cgroup.procs", num);
 		if (r < 0)
 			return sk_error_errno(err, r, "join the sandbox's cgroups");
 	}
+	return 0;
+}
+
+int rt_sandbox_enter(const struct rt_sandbox *sb, struct sk_error *err)
+{
+	int r = rt_sandbox_join_cgroups(sb, 0, err);
+	if (r < 0)
+		return r;
 	if (setns(sb->pidfd, EXEC_NS_FLAGS) < 0)
 		return sk_error_errno(err, -errno, "join the sandbox's namespaces");
 	if (setresgid(0, 0, 0) < 0 || setgroups(0, NULL) < 0 || setresuid(0, 0, 0) < 0)
 		return sk_error_errno(err, -errno, "become the sandbox's root");
 	return 0;
+}
+
+int rt_pty_resize(int pty_fd, unsigned short rows, unsigned short cols)
+{
+	struct winsize ws = {.ws_row = rows, .ws_col = cols};
+	return ioctl(pty_fd, TIOCSWINSZ, &ws) < 0 ? -errno : 0;
+}
+
+/* In the intermediate, inside the sandbox (its root is ours): a pseudo-terminal of the sandbox's
+ * devpts, its slave on our 0, 1 and 2. /dev/ptmx is the sandbox's to replace: it is resolved
+ * inside its root, and what it opens must be a ptmx. Returns the master or -errno. */
+static int pty_open(const struct rt_exec_spec *es)
+{
+	struct open_how how = {.flags = O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK,
+	                       .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+	_cleanup_close_ int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (root < 0)
+		return -errno;
+	_cleanup_close_ int master = (int)syscall(SYS_openat2, root, "dev/ptmx", &how, sizeof(how));
+	if (master < 0)
+		return -errno;
+	struct stat st;
+	if (fstat(master, &st) < 0)
+		return -errno;
+	if (!S_ISCHR(st.st_mode) || major(st.st_rdev) != PTMX_MAJOR ||
+	    minor(st.st_rdev) != PTMX_MINOR)
+		return -ENOTTY;
+	int unlock = 0;
+	if (ioctl(master, TIOCSPTLCK, &unlock) < 0)
+		return -errno;
+	int r = rt_pty_resize(master, es->pty_rows, es->pty_cols);
+	if (r < 0)
+		return r;
+	/* The slave of this very master, without a path lookup. */
+	_cleanup_close_ int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (slave < 0)
+		return -errno;
+	for (int i = 0; i < 3; i++)
+		if (dup2(slave, i) < 0)
+			return -errno;
+	return TAKE_FD(master);
 }
 
 /* The intermediate: in a fork of the runtime. Never returns. */
@@ -88,6 +145,10 @@ _Noreturn static void intermediate(struct rt_sandbox *sb, const struct rt_exec_s
 		hello_send(fd, &h, -1);
 		_exit(1);
 	}
+	int pty = -1;
+	if (es->pty && (pty = pty_open(es)) < 0)
+		intermediate_fail(fd, RT_MSG_ERROR, pty, "%s: %s",
+		                  "open a terminal in the sandbox");
 	char hostname[65] = "";
 	gethostname(hostname, sizeof(hostname) - 1);
 	/* We are still in the host's pid namespace (setns only moves our children), and an
@@ -120,6 +181,7 @@ _Noreturn static void intermediate(struct rt_sandbox *sb, const struct rt_exec_s
 		    .hostname = hostname,
 		    .nproc = sb->base.pids,
 		    .load_seccomp = 1,
+		    .ctty = es->pty,
 		};
 		rt_command_exec(sb->rt, &cmd, errpipe[1], -1);
 	}
@@ -146,7 +208,8 @@ _Noreturn static void intermediate(struct rt_sandbox *sb, const struct rt_exec_s
 		h.code = -errno;
 		snprintf(h.msg, sizeof(h.msg), "pidfd of the command: %s", strerror(errno));
 	}
-	hello_send(fd, &h, h.type == RT_MSG_STARTED ? pidfd : -1);
+	int fds[2] = {pidfd, pty};
+	sock_send_fds(fd, &h, sizeof(h), fds, h.type != RT_MSG_STARTED ? 0 : pty >= 0 ? 2 : 1);
 	_exit(0);
 }
 
@@ -199,7 +262,9 @@ int rt_sandbox_exec(struct rt_sandbox *sb, const struct rt_exec_spec *es, struct
 	setpgid(pid, pid); /* also here: whichever runs first */
 	close(sp[1]);
 	struct exec_hello h;
+	int fds[2] = {-1, -1}; /* the command's pidfd, the terminal's master */
 	int pidfd = -1;
+	_cleanup_close_ int pty = -1;
 	/* The sandbox's processes may signal the helpers inside its pid namespace (SIGSTOP them,
 	 * say): a start that takes too long is ended, helpers and command together. */
 	ssize_t n = -1;
@@ -210,7 +275,9 @@ int rt_sandbox_exec(struct rt_sandbox *sb, const struct rt_exec_spec *es, struct
 		int left = (int)(deadline - now_ms());
 		int pr = poll(&pfd, 1, left > 0 ? left : 0);
 		if (pr > 0) {
-			n = sock_recv_fd(sp[0], &h, sizeof(h), &pidfd);
+			n = sock_recv_fds(sp[0], &h, sizeof(h), fds, 2);
+			pidfd = fds[0];
+			pty = fds[1];
 			break;
 		}
 		if (pr == 0 || errno != EINTR) {
@@ -236,14 +303,17 @@ int rt_sandbox_exec(struct rt_sandbox *sb, const struct rt_exec_spec *es, struct
 	if (h.type == RT_MSG_EXEC_ERROR)
 		return sk_error_set(err, h.code == -ENOENT ? -SK_ECMD_NOTFOUND : -SK_ECMD_EXEC,
 		                    "%s", h.msg);
-	if (h.type != RT_MSG_STARTED || pidfd < 0) {
+	if (h.type != RT_MSG_STARTED || pidfd < 0 || (es->pty && pty < 0)) {
 		if (pidfd >= 0)
 			close(pidfd);
 		return sk_error_set(err, h.code < 0 ? h.code : -EIO, "exec into %s: %s", sb->id,
 		                    h.msg);
 	}
-	*ret = (struct rt_exec){
-	    .pid = pidfd_host_pid(pidfd), .nspid = h.nspid, .start = h.start, .pidfd = pidfd};
+	*ret = (struct rt_exec){.pid = pidfd_host_pid(pidfd),
+	                        .nspid = h.nspid,
+	                        .start = h.start,
+	                        .pidfd = pidfd,
+	                        .pty_fd = TAKE_FD(pty)};
 	return 0;
 }
 
@@ -303,9 +373,22 @@ int rt_exec_signal(const struct rt_exec *ex, int sig)
 	return 0;
 }
 
+int rt_exec_attach(pid_t pid, pid_t nspid, unsigned long long start, struct rt_exec *ret)
+{
+	int pidfd = proc_pidfd_open(pid, start);
+	if (pidfd < 0)
+		return pidfd;
+	*ret = (struct rt_exec){
+	    .pid = pid, .nspid = nspid, .start = start, .pidfd = pidfd, .pty_fd = -1};
+	return 0;
+}
+
 void rt_exec_release(struct rt_exec *ex)
 {
 	if (ex->pidfd >= 0)
 		close(ex->pidfd);
 	ex->pidfd = -1;
+	if (ex->pty_fd >= 0)
+		close(ex->pty_fd);
+	ex->pty_fd = -1;
 }

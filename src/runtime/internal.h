@@ -95,6 +95,7 @@ struct rt_command {
 	const char *hostname;
 	uint64_t nproc;   /* RLIMIT_NPROC, 0 to leave it */
 	int load_seccomp; /* load the profile here (an exec does not inherit init's) */
+	int ctty;         /* a new session with fd 0 (a terminal) as its controlling terminal */
 };
 /* In a process inside the sandbox's namespaces (as its root): reset signals, set rlimits, the
  * working directory, the capabilities (and seccomp), wait for a byte on go_fd (unless -1), then

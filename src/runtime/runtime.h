@@ -126,6 +126,11 @@ struct rt_exec_spec {
 	size_t envc;
 	const char *workdir; /* NULL: / */
 	int stdio[3];        /* fds it gets as 0, 1, 2; -1: /dev/null */
+	/* A terminal instead of stdio: a pseudo-terminal of the sandbox's own devpts (its slave's
+	 * path is valid inside) of this size, the command's controlling terminal in a session of
+	 * its own, on its 0, 1 and 2; the master comes back in rt_exec.pty_fd. */
+	int pty;
+	unsigned short pty_rows, pty_cols;
 };
 
 /* A started exec. Its status outlives this handle and this process: it is in the sandbox's
@@ -135,6 +140,7 @@ struct rt_exec {
 	pid_t nspid;              /* in the sandbox's */
 	unsigned long long start; /* start time: with nspid, names it in the events log */
 	int pidfd;
+	int pty_fd; /* the terminal's master (O_NONBLOCK), when asked for; else -1 */
 };
 
 /* Start a process in the sandbox: its cgroups, namespaces, root, capabilities and seccomp
@@ -149,11 +155,21 @@ int rt_exec_wait(struct rt_sandbox *sb, const struct rt_exec *ex, int timeout_ms
  * init has not logged it yet, -ESRCH when it never will (the sandbox ended first). */
 int rt_exec_status(struct rt_sandbox *sb, const struct rt_exec *ex, int *ret_status);
 int rt_exec_signal(const struct rt_exec *ex, int sig);
+/* Find an exec again from what rt_sandbox_exec returned (after a restart): its pidfd if that
+ * very process still runs (*ret filled, pty_fd -1), else -ESRCH (its status may be in the
+ * events log: rt_exec_status with pidfd -1). */
+int rt_exec_attach(pid_t pid, pid_t nspid, unsigned long long start, struct rt_exec *ret);
+/* Size a terminal: its rows and columns (the foreground process group gets SIGWINCH). */
+int rt_pty_resize(int pty_fd, unsigned short rows, unsigned short cols);
 /* In a single-threaded fork of the runtime, which it changes for good: join the running
  * sandbox's cgroups and namespaces through its init's pidfd and become its root. The process's
  * root and working directory are then the sandbox's /, its future children in its pid namespace;
  * it holds the capabilities of the sandbox's user namespace (its own files, not the host's). */
 int rt_sandbox_enter(const struct rt_sandbox *sb, struct sk_error *err);
+/* Move process pid (0: the caller) into the sandbox's cgroups, and nothing else: for a process
+ * that serves a running sandbox from the host's namespaces, so that the sandbox's limits, its
+ * teardown and gc cover it as one of the sandbox's own. */
+int rt_sandbox_join_cgroups(const struct rt_sandbox *sb, pid_t pid, struct sk_error *err);
 void rt_exec_release(struct rt_exec *ex);
 
 enum rt_state {

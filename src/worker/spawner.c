@@ -1,6 +1,7 @@
 /* The spawner process: fork and reap it, frame its messages, and its loop. One poll() over the
- * worker's socket, every running sandbox's init pidfd and OOM fd, every running exec's pidfd and
- * every file op helper's pipe and pidfd, with timers for deadlines, grace periods and output
+ * worker's socket, every running sandbox's init pidfd and OOM fd, every running exec's pidfd,
+ * stdin holder's pidfd and stdin waiting for room, and every file op helper's pipe and pidfd,
+ * with timers for deadlines, grace periods and output
  * trimming; when nothing else is pending it makes one pooled sandbox at a time. Requests are
  * handled in order; most are answered at once, terminate and the file ops later. */
 #include <errno.h>
@@ -131,6 +132,15 @@ json_t *sp_error_json(const struct sk_error *err)
 	return json_pack("{s:s, s:s}", "code", code, "message", err->msg);
 }
 
+void sp_json_save(const char *dir, const char *name, json_t *rec)
+{
+	char tmp[700], final[700];
+	snprintf(tmp, sizeof(tmp), "%s/%s.tmp", dir, name);
+	snprintf(final, sizeof(final), "%s/%s", dir, name);
+	if (!rec || json_dump_file(rec, tmp, JSON_COMPACT) < 0 || rename(tmp, final) < 0)
+		sp_log("error", "record %s: failed", final);
+}
+
 int sp_json_string(json_t *req, const char *key, const char **ret, struct sk_error *err)
 {
 	json_t *v = json_object_get(req, key);
@@ -168,6 +178,8 @@ static const struct {
     {"create", sp_op_create},
     {"exec", sp_op_exec},
     {"signal", sp_op_signal},
+    {"stdin", sp_op_stdin},
+    {"resize", sp_op_resize},
     {"terminate", sp_op_terminate},
     {"remove", sp_op_remove},
     {"usage", sp_op_usage},
@@ -318,7 +330,7 @@ static int input_read(struct spawner *sp, struct inbuf *in)
 
 /* ---- the loop ---- */
 
-enum { W_SOCKET, W_INIT, W_OOM, W_EXEC, W_FOP_PIPE, W_FOP_PID };
+enum { W_SOCKET, W_INIT, W_OOM, W_EXEC, W_STDIN, W_HOLDER, W_FOP_PIPE, W_FOP_PID };
 struct watch {
 	int kind;
 	struct sp_sandbox *s;
@@ -347,6 +359,8 @@ static int64_t timers_next(struct spawner *sp)
 			if (!e->running)
 				continue;
 			timer_min(&next, e->recheck_mono);
+			if (e->in.req_id)
+				timer_min(&next, e->in.deadline_mono);
 			if (!e->exited_mono)
 				timer_min(&next, e->deadline_mono);
 		}
@@ -375,7 +389,7 @@ static int loop(struct spawner *sp)
 	for (;;) {
 		size_t n = 1;
 		for (struct sp_sandbox *s = sp->sandboxes; s; s = s->next)
-			n += 2 + (size_t)s->nexecs;
+			n += 2 + 3 * (size_t)s->nexecs;
 		for (struct sp_fop *o = sp->fops; o; o = o->next)
 			n += 2;
 		if (n > cap) {
@@ -406,6 +420,16 @@ static int loop(struct spawner *sp)
 				}
 			}
 			for (struct sp_exec *e = s->execs; e; e = e->next) {
+				if (e->in.holder_pidfd >= 0) {
+					pfds[k] = (struct pollfd){.fd = e->in.holder_pidfd,
+					                          .events = POLLIN};
+					w[k++] = (struct watch){.kind = W_HOLDER, .s = s, .e = e};
+				}
+				if (e->in.req_id && e->in.fd >= 0) {
+					pfds[k] =
+					    (struct pollfd){.fd = e->in.fd, .events = POLLOUT};
+					w[k++] = (struct watch){.kind = W_STDIN, .s = s, .e = e};
+				}
 				if (!e->running || e->exited_mono || e->ex.pidfd < 0)
 					continue;
 				pfds[k] = (struct pollfd){.fd = e->ex.pidfd, .events = POLLIN};
@@ -461,6 +485,12 @@ static int loop(struct spawner *sp)
 				break;
 			case W_OOM: sp_sandbox_oom(sp, w[i].s); break;
 			case W_EXEC: sp_exec_check(sp, w[i].s, w[i].e, now); break;
+			case W_STDIN: sp_stdin_writable(sp, w[i].s, w[i].e); break;
+			case W_HOLDER:
+				sp_stdin_holder_exited(w[i].e);
+				if (w[i].e->running && w[i].e->status_known)
+					sp_exec_check(sp, w[i].s, w[i].e, now); /* drained */
+				break;
 			case W_FOP_PIPE: sp_fop_read(sp, w[i].fop); break;
 			case W_FOP_PID: sp_fop_reap(sp, w[i].fop); break;
 			}

@@ -1,6 +1,8 @@
 /* Execs and signals. An exec's stdout and stderr are files of the sandbox's state directory
- * (execs/<ex>.stdout, .stderr) that the command writes itself, its stdin /dev/null; its end is
- * its pidfd, its status what init logged for it. */
+ * (execs/<ex>.stdout, .stderr) that the command writes itself; its stdin is /dev/null, a pipe, or
+ * a terminal (spawner_stdin.c); its end is its pidfd, its status what init logged for it. What
+ * a restarted spawner needs to find it again is in execs/<ex>.json. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -27,23 +29,63 @@ struct sp_exec *sp_exec_find(struct sp_sandbox *s, const char *id)
 	return NULL;
 }
 
+struct sp_exec *sp_exec_new(const char *id)
+{
+	struct sp_exec *e = calloc(1, sizeof(*e));
+	if (!e)
+		return NULL;
+	snprintf(e->id, sizeof(e->id), "%s", id);
+	e->ex.pidfd = e->ex.pty_fd = -1;
+	e->in.fd = e->in.holder_pidfd = -1;
+	return e;
+}
+
 void sp_exec_free(struct sp_exec *e)
 {
+	if (!e)
+		return;
+	sp_stdin_release(&e->in);
 	rt_exec_release(&e->ex);
 	free(e);
 }
 
-static void exec_ended(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e,
-                       const char *state, int code)
+void sp_exec_record(struct sp_sandbox *s, struct sp_exec *e)
 {
+	json_t *rec =
+	    json_pack("{s:s, s:i, s:i, s:I, s:I, s:I, s:b}", "id", e->id, "pid", (int)e->ex.pid,
+	              "nspid", (int)e->ex.nspid, "start", (json_int_t)e->ex.start, "started_ms",
+	              (json_int_t)e->started_ms, "deadline_ms", (json_int_t)e->deadline_ms,
+	              "timed_out", e->timed_out);
+	json_t *in = sp_stdin_record(e);
+	if (rec && in)
+		json_object_set_new(rec, "stdin", in);
+	else
+		json_decref(in);
+	if (rec && !e->running) {
+		json_object_set_new(rec, "state", json_string(e->lost ? "lost" : "exited"));
+		json_object_set_new(rec, "exit_code", json_integer(e->exit_code));
+		json_object_set_new(rec, "ended_ms", json_integer(e->ended_ms));
+	}
+	char name[64];
+	snprintf(name, sizeof(name), "execs/%s.json", e->id);
+	sp_json_save(rt_sandbox_dir(s->sb), name, rec);
+	json_decref(rec);
+}
+
+/* e's end is known (e->lost, e->exit_code): tell, and let go of what it held. */
+static void exec_ended(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e)
+{
+	sp_stdin_end(sp, e, "has ended", 0);
 	rt_exec_release(&e->ex);
 	e->running = 0;
 	e->recheck_mono = 0;
+	e->ended_ms = clock_now_ms();
 	for (int i = 0; i < 2; i++)
 		sp_output_trim(&e->out[i]);
+	sp_exec_record(s, e);
 	sp_event(sp, json_pack("{s:s, s:s, s:s, s:s, s:i, s:I}", "event", "exec_ended", "id", s->id,
-	                       "exec", e->id, "state", state, "exit_code", code, "ended_ms",
-	                       (json_int_t)clock_now_ms()));
+	                       "exec", e->id, "state", e->lost ? "lost" : "exited", "exit_code",
+	                       e->exit_code, "ended_ms", (json_int_t)e->ended_ms));
 }
 
 void sp_exec_check(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e, int64_t now)
@@ -52,18 +94,30 @@ void sp_exec_check(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e, 
 		return;
 	if (!e->exited_mono)
 		e->exited_mono = now;
-	int status;
-	int r = rt_exec_status(s->sb, &e->ex, &status);
-	if (r == -EAGAIN && now - e->exited_mono < SPAWNER_EXEC_DRAIN_MS) {
-		e->recheck_mono = now + SP_EXEC_STATUS_RECHECK_MS;
+	if (!e->status_known) {
+		int status;
+		int r = rt_exec_status(s->sb, &e->ex, &status);
+		if (r == -EAGAIN && now - e->exited_mono < SPAWNER_EXEC_DRAIN_MS) {
+			e->recheck_mono = now + SP_EXEC_STATUS_RECHECK_MS;
+			return;
+		}
+		e->status_known = 1;
+		e->lost = r < 0;
+		if (r < 0)
+			e->exit_code = 137;
+		else if (e->timed_out)
+			e->exit_code = 124;
+		else
+			e->exit_code =
+			    WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	}
+	/* A terminal's last output may still be on its way to the stdout file: its holder exits
+	 * once it has copied everything (every slave closed); it gets a while. */
+	if (sp_stdin_draining(e) && now - e->exited_mono < SPAWNER_EXEC_DRAIN_MS) {
+		e->recheck_mono = e->exited_mono + SPAWNER_EXEC_DRAIN_MS;
 		return;
 	}
-	if (r < 0) {
-		exec_ended(sp, s, e, "lost", 137);
-		return;
-	}
-	int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-	exec_ended(sp, s, e, "exited", e->timed_out ? 124 : code);
+	exec_ended(sp, s, e);
 }
 
 void sp_exec_timers(struct spawner *sp, struct sp_sandbox *s, int64_t now)
@@ -71,11 +125,13 @@ void sp_exec_timers(struct spawner *sp, struct sp_sandbox *s, int64_t now)
 	for (struct sp_exec *e = s->execs; e; e = e->next) {
 		if (!e->running)
 			continue;
-		if (e->recheck_mono && now >= e->recheck_mono)
+		sp_stdin_timers(sp, e, now);
+		if (e->recheck_mono && now >= e->recheck_mono) {
 			sp_exec_check(sp, s, e, now);
-		else if (!e->exited_mono && e->deadline_mono && now >= e->deadline_mono) {
+		} else if (!e->exited_mono && e->deadline_mono && now >= e->deadline_mono) {
 			e->deadline_mono = 0;
 			e->timed_out = 1;
+			sp_exec_record(s, e);
 			rt_exec_signal(&e->ex, SIGKILL);
 		}
 	}
@@ -107,7 +163,36 @@ static int exec_files_open(struct sp_sandbox *s, struct sp_exec *e, int fds[2],
 	return 0;
 }
 
-int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
+/* The request's stdin, pty and pty_size: what the exec's stdin is, and a terminal's size. */
+static int exec_input_options(json_t *req, enum sp_stdin_kind *ret_kind, json_int_t size[2],
+                              struct sk_error *err)
+{
+	static const char *const FLAGS[] = {"stdin", "pty"};
+	int on[2] = {0, 0};
+	for (int i = 0; i < 2; i++) {
+		json_t *v = json_object_get(req, FLAGS[i]);
+		if (v && !json_is_null(v) && !json_is_boolean(v))
+			return sk_error_set(err, -EINVAL, "%s: expected a boolean", FLAGS[i]);
+		on[i] = json_is_true(v);
+	}
+	size[0] = SP_PTY_DEFAULT_ROWS;
+	size[1] = SP_PTY_DEFAULT_COLS;
+	json_t *ps = json_object_get(req, "pty_size");
+	if (ps && !json_is_null(ps)) {
+		if (!on[1] || !json_is_object(ps))
+			return sk_error_set(err, -EINVAL, "pty_size: an object, with pty only");
+		int r;
+		if ((r = sp_json_int(ps, "rows", 1, SP_PTY_MAX_ROWS, &size[0], err)) < 0 ||
+		    (r = sp_json_int(ps, "cols", 1, SP_PTY_MAX_COLS, &size[1], err)) < 0)
+			return r == -ENOENT ? sk_error_set(err, -EINVAL, "pty_size: rows and cols")
+			                    : r;
+	}
+	*ret_kind = on[1] ? SP_STDIN_PTY : on[0] ? SP_STDIN_PIPE : SP_STDIN_NONE;
+	return 0;
+}
+
+int sp_exec_request(struct spawner *sp, json_t *req, struct sp_sandbox **ret_s,
+                    const char **ret_exid, struct sk_error *err)
 {
 	struct sp_sandbox *s;
 	int r = sp_sandbox_get(sp, req, &s, err);
@@ -117,6 +202,18 @@ int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *
 	r = sp_json_string(req, "exec", &exid, err);
 	if (r == -ENOENT || (r == 0 && !id_is_valid("ex-", exid)))
 		return sk_error_set(err, -EINVAL, "exec: expected an exec id (ex-…)");
+	if (r < 0)
+		return r;
+	*ret_s = s;
+	*ret_exid = exid;
+	return 0;
+}
+
+int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
+{
+	struct sp_sandbox *s;
+	const char *exid;
+	int r = sp_exec_request(sp, req, &s, &exid, err);
 	if (r < 0)
 		return r;
 	/* command, env and workdir are checked as a create's are. */
@@ -129,12 +226,23 @@ int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *
 	     json_number_value(timeout) > SPEC_MAX_TIMEOUT_S))
 		return sk_error_set(err, -EINVAL, "timeout_s: expected null or a number in [0, %g]",
 		                    SPEC_MAX_TIMEOUT_S);
+	enum sp_stdin_kind kind = SP_STDIN_NONE;
+	json_int_t pty_size[2];
+	if ((r = exec_input_options(req, &kind, pty_size, err)) < 0)
+		return r;
 	json_t *sub = json_object();
 	json_object_set(sub, "command", cmd);
 	const char *keys[] = {"env", "workdir"};
 	for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
 		if (json_object_get(req, keys[i]))
 			json_object_set(sub, keys[i], json_object_get(req, keys[i]));
+	json_t *env = json_object_get(sub, "env");
+	if (kind == SP_STDIN_PTY && (!env || json_is_object(env)) &&
+	    !json_object_get(env, "TERM")) {
+		env = env ? json_copy(env) : json_object();
+		json_object_set_new(env, "TERM", json_string(SP_PTY_DEFAULT_TERM));
+		json_object_set_new(sub, "env", env);
+	}
 	_cleanup_free_ char *text = json_dumps(sub, JSON_COMPACT);
 	json_decref(sub);
 	if (!text)
@@ -143,6 +251,7 @@ int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *
 	spec_init(&spec);
 	struct sp_exec *e = NULL;
 	int fds[2] = {-1, -1};
+	int in[2] = {-1, -1}; /* stdin: the command's end, the write end */
 	if ((r = spec_apply_json(&spec, text, strlen(text), err)) < 0 ||
 	    (r = spec_validate(&spec, err)) < 0)
 		goto out;
@@ -161,13 +270,11 @@ int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *
 		r = sk_error_set(err, -EAGAIN, "sandbox %s runs %d execs already", s->id, running);
 		goto out;
 	}
-	e = calloc(1, sizeof(*e));
+	e = sp_exec_new(exid);
 	if (!e) {
 		r = sk_error_set(err, -ENOMEM, "out of memory");
 		goto out;
 	}
-	e->ex.pidfd = -1;
-	snprintf(e->id, sizeof(e->id), "%s", exid);
 	char name[64];
 	for (int i = 0; i < 2; i++) {
 		snprintf(name, sizeof(name), "execs/%s.%s", exid, i ? "stderr" : "stdout");
@@ -177,49 +284,73 @@ int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *
 		fds[0] = fds[1] = -1;
 		goto out;
 	}
+	if (kind == SP_STDIN_PIPE && pipe2(in, O_CLOEXEC) < 0) {
+		r = sk_error_errno(err, -errno, "pipe");
+		goto out_unlink;
+	}
 	struct rt_exec_spec es = {
 	    .argv = spec.argv,
 	    .env = spec.env,
 	    .envc = spec.envc,
 	    .workdir = spec.workdir,
-	    .stdio = {-1, fds[0], fds[1]},
+	    .stdio = {in[0], fds[0], fds[1]},
+	    .pty = kind == SP_STDIN_PTY,
+	    .pty_rows = (unsigned short)pty_size[0],
+	    .pty_cols = (unsigned short)pty_size[1],
 	};
 	struct sk_error xerr = {0};
 	r = rt_sandbox_exec(s->sb, &es, &e->ex, &xerr);
+	e->started_ms = clock_now_ms();
 	if (r == -SK_ECMD_NOTFOUND || r == -SK_ECMD_EXEC) {
 		/* Like a shell: the reason on its stderr, 127 or 126 as its status. */
 		dprintf(fds[1], "%s\n", xerr.msg);
 		e->running = 1;
-		exec_ended(sp, s, e, "exited", r == -SK_ECMD_NOTFOUND ? 127 : 126);
+		e->status_known = 1;
+		e->exit_code = r == -SK_ECMD_NOTFOUND ? 127 : 126;
+		exec_ended(sp, s, e);
 		json_object_set_new(reply, "started", json_false());
 		r = 0;
 	} else if (r < 0) {
 		*err = xerr;
-		for (int i = 0; i < 2; i++)
-			unlink(e->out[i].path);
-		goto out;
+		goto out_unlink;
 	} else {
+		if (kind != SP_STDIN_NONE) {
+			int stream = kind == SP_STDIN_PTY ? TAKE_FD(e->ex.pty_fd) : TAKE_FD(in[1]);
+			if ((r = sp_stdin_start(s, e, kind, stream, fds[0], err)) < 0) {
+				rt_exec_signal(&e->ex, SIGKILL);
+				goto out_unlink;
+			}
+		}
 		e->running = 1;
-		if (json_is_number(timeout) && json_number_value(timeout) > 0)
-			e->deadline_mono =
-			    sp_now_mono() + (int64_t)(json_number_value(timeout) * 1000);
+		if (json_is_number(timeout) && json_number_value(timeout) > 0) {
+			int64_t ms = (int64_t)(json_number_value(timeout) * 1000);
+			e->deadline_mono = sp_now_mono() + ms;
+			e->deadline_ms = e->started_ms + ms;
+		}
+		sp_exec_record(s, e);
 		json_object_set_new(reply, "started", json_true());
 	}
 	e->next = s->execs;
 	s->execs = TAKE_PTR(e);
 	s->nexecs++;
-out:
+	goto out;
+out_unlink:
 	for (int i = 0; i < 2; i++)
+		unlink(e->out[i].path);
+out:
+	for (int i = 0; i < 2; i++) {
 		if (fds[i] >= 0)
 			close(fds[i]);
-	free(e);
+		if (in[i] >= 0)
+			close(in[i]);
+	}
+	sp_exec_free(e);
 	spec_release(&spec);
 	return r;
 }
 
 int sp_op_signal(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
 {
-	(void)reply;
 	struct sp_sandbox *s;
 	int r = sp_sandbox_get(sp, req, &s, err);
 	if (r < 0)
@@ -242,6 +373,7 @@ int sp_op_signal(struct spawner *sp, json_t *req, json_t *reply, struct sk_error
 			return sk_error_set(err, -ESRCH, "exec %s is not running", e->id);
 		if ((r = rt_exec_signal(&e->ex, (int)sig)) < 0)
 			return sk_error_errno(err, r, "signal exec %s", e->id);
+		json_object_set_new(reply, "signal", json_integer(sig));
 		return 0;
 	}
 	if (s->state != SP_RUNNING)
@@ -262,4 +394,96 @@ int sp_op_signal(struct spawner *sp, json_t *req, json_t *reply, struct sk_error
 	if ((r = rt_sandbox_signal(s->sb, (int)sig)) < 0)
 		return sk_error_errno(err, r, "signal sandbox %s", s->id);
 	return 0;
+}
+
+/* One exec record of a re-attached sandbox: an ended exec as it ended; a running one by its
+ * pidfd (gone meanwhile: its status comes from the events log at the next check). */
+static struct sp_exec *exec_adopt(struct sp_sandbox *s, const char *id, json_t *rec, int64_t now)
+{
+	struct sp_exec *e = sp_exec_new(id);
+	if (!e)
+		return NULL;
+	char name[64];
+	for (int i = 0; i < 2; i++) {
+		snprintf(name, sizeof(name), "execs/%s.%s", id, i ? "stderr" : "stdout");
+		sp_output_init(&e->out[i], rt_sandbox_dir(s->sb), name);
+	}
+	e->started_ms = json_integer_value(json_object_get(rec, "started_ms"));
+	e->deadline_ms = json_integer_value(json_object_get(rec, "deadline_ms"));
+	e->timed_out = json_is_true(json_object_get(rec, "timed_out"));
+	const char *state = json_string_value(json_object_get(rec, "state"));
+	if (state) {
+		e->status_known = 1;
+		e->lost = !strcmp(state, "lost");
+		e->exit_code = (int)json_integer_value(json_object_get(rec, "exit_code"));
+		e->ended_ms = json_integer_value(json_object_get(rec, "ended_ms"));
+		return e;
+	}
+	e->running = 1;
+	pid_t pid = (pid_t)json_integer_value(json_object_get(rec, "pid"));
+	pid_t nspid = (pid_t)json_integer_value(json_object_get(rec, "nspid"));
+	unsigned long long start =
+	    (unsigned long long)json_integer_value(json_object_get(rec, "start"));
+	if (rt_exec_attach(pid, nspid, start, &e->ex) < 0) {
+		e->ex = (struct rt_exec){
+		    .pid = pid, .nspid = nspid, .start = start, .pidfd = -1, .pty_fd = -1};
+		e->exited_mono = e->recheck_mono = now;
+	}
+	if (e->deadline_ms > 0) {
+		int64_t left = e->deadline_ms - clock_now_ms();
+		e->deadline_mono = now + (left > 0 ? left : 0);
+	}
+	sp_stdin_adopt(e, json_object_get(rec, "stdin"));
+	return e;
+}
+
+void sp_execs_adopt(struct spawner *sp, struct sp_sandbox *s)
+{
+	(void)sp;
+	char dir[600];
+	snprintf(dir, sizeof(dir), "%s/execs", rt_sandbox_dir(s->sb));
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	int64_t now = sp_now_mono();
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		char id[ID_MAX_BYTES], path[700];
+		size_t n = strlen(de->d_name);
+		if (n <= 5 || n - 5 >= sizeof(id) || strcmp(de->d_name + n - 5, ".json"))
+			continue;
+		memcpy(id, de->d_name, n - 5);
+		id[n - 5] = '\0';
+		if (!id_is_valid("ex-", id) || sp_exec_find(s, id))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		json_t *rec = json_load_file(path, 0, NULL);
+		struct sp_exec *e = json_is_object(rec) ? exec_adopt(s, id, rec, now) : NULL;
+		json_decref(rec);
+		if (!e)
+			continue;
+		e->next = s->execs;
+		s->execs = e;
+		s->nexecs++;
+	}
+	closedir(d);
+}
+
+json_t *sp_execs_json(const struct sp_sandbox *s)
+{
+	json_t *list = json_array();
+	int ended = 0;
+	for (const struct sp_exec *e = s->execs; e; e = e->next) {
+		if (!e->running && ended++ >= SP_HELLO_MAX_ENDED_EXECS)
+			continue;
+		json_array_append_new(
+		    list,
+		    json_pack("{s:s, s:s, s:o, s:o}", "id", e->id, "state",
+		              e->running ? "running"
+		              : e->lost  ? "lost"
+		                         : "exited",
+		              "exit_code", e->running ? json_null() : json_integer(e->exit_code),
+		              "ended_ms", e->running ? json_null() : json_integer(e->ended_ms)));
+	}
+	return list;
 }

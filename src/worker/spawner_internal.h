@@ -1,7 +1,8 @@
 /* The spawner's insides, shared by its files: spawner.c (process, frames, loop, dispatch),
  * spawner_sandbox.c (create, end, terminate, remove, usage, hello), spawner_exec.c (exec,
- * signal), spawner_output.c (the output op, trimming) and spawner_files.c (file operations in a
- * sandbox's root). Not part of the worker's API. */
+ * signal, exec records), spawner_stdin.c (exec stdin and terminals), spawner_output.c (the
+ * output op, trimming) and spawner_files.c (file operations in a sandbox's root). Not part of
+ * the worker's API. */
 #pragma once
 
 #include <jansson.h>
@@ -13,6 +14,17 @@
 
 #define SP_OUTPUT_MAX_READ_BYTES  (1024 * 1024) /* per output reply: base64 stays under a frame */
 #define SP_EXEC_STATUS_RECHECK_MS 5             /* while init has not logged an exec's status */
+/* Exec stdin and terminals (spawner_stdin.c). */
+#define SP_STDIN_MAX_WRITE_BYTES (1024 * 1024) /* one stdin request's data */
+/* A write the exec has not taken in by then is answered (deadline_exceeded). */
+#define SP_STDIN_WRITE_TIMEOUT_MS 30000
+#define SP_STDIN_HOLDER_NAME      "skiff-stdin" /* the holder's comm */
+#define SP_PTY_MAX_ROWS           1000
+#define SP_PTY_MAX_COLS           1000
+#define SP_PTY_DEFAULT_ROWS       24
+#define SP_PTY_DEFAULT_COLS       80
+#define SP_PTY_DEFAULT_TERM       "xterm-256color" /* TERM of a terminal exec, unless env sets it */
+#define SP_HELLO_MAX_ENDED_EXECS  64 /* per sandbox: ended execs hello reports, the latest */
 /* A pool refill (a sandbox made, ~10 ms here) waits until no request came for this long, so that
  * the requests that follow a create (an exec, a file) are not queued behind it; an empty pool is
  * refilled at once. */
@@ -92,6 +104,32 @@ struct sp_output {
 	uint64_t dropped;
 };
 
+enum sp_stdin_kind { SP_STDIN_NONE, SP_STDIN_PIPE, SP_STDIN_PTY };
+
+/* An exec's stdin (a pipe) or terminal (a pseudo-terminal's master). A holder process keeps it
+ * open for as long as the exec runs, whatever happens to the spawner: the command never gets
+ * EOF or SIGHUP because its starter died. The holder is a fork of the spawner in the sandbox's
+ * cgroups; it holds the pipe's write end (and exits when nobody reads it any more), or the
+ * master, whose output it copies into the exec's stdout file (and exits when every slave is
+ * closed). The spawner writes through its own copy of the same fd; a restarted spawner takes
+ * the fd back from the holder (pidfd_getfd). */
+struct sp_stdin {
+	enum sp_stdin_kind kind;
+	int fd;  /* ours, O_NONBLOCK; -1: none, or closed */
+	int eof; /* the client closed it */
+	pid_t holder;
+	unsigned long long holder_start;
+	int holder_pidfd; /* -1: none, or gone */
+	int holder_child; /* forked by this spawner: ours to reap */
+	/* The write in progress, answered once its bytes are in (or it failed). */
+	json_t *req_id; /* NULL: none */
+	unsigned char *buf;
+	size_t len, off;
+	size_t data_len; /* of len: the client's (a terminal's EOF character may follow) */
+	int eof_after;   /* then close stdin */
+	int64_t deadline_mono;
+};
+
 struct sp_exec {
 	struct sp_exec *next;
 	char id[ID_MAX_BYTES];
@@ -99,9 +137,15 @@ struct sp_exec {
 	int running;         /* until exec_ended is sent */
 	int64_t exited_mono; /* when its pidfd fired; 0: not yet */
 	int64_t recheck_mono;
-	int64_t deadline_mono; /* its timeout_s; 0: none */
+	int64_t deadline_mono;           /* its timeout_s; 0: none */
+	int64_t started_ms, deadline_ms; /* wall clock, for its record; deadline 0: none */
 	int timed_out;
+	int status_known; /* its end is known, waiting for its terminal's output to drain */
+	int lost;         /* ended: its status was lost */
+	int exit_code;
+	int64_t ended_ms;
 	struct sp_output out[2];
+	struct sp_stdin in;
 };
 
 struct sp_sandbox {
@@ -181,11 +225,46 @@ int sp_op_fs_mkdir(struct spawner *sp, json_t *req, json_t *reply, struct sk_err
 int sp_op_fs_remove(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_fs_move(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 
+/* Save a record through a rename (all or nothing): dir/name. Logs a failure. */
+void sp_json_save(const char *dir, const char *name, json_t *rec);
+
 struct sp_exec *sp_exec_find(struct sp_sandbox *s, const char *id);
+/* The request's "id" (a known sandbox) and "exec" (an exec id, known or not); else err set. */
+int sp_exec_request(struct spawner *sp, json_t *req, struct sp_sandbox **ret_s,
+                    const char **ret_exid, struct sk_error *err);
+/* A new exec (nothing open), or NULL. */
+struct sp_exec *sp_exec_new(const char *id);
+/* Record e in its sandbox's state directory (execs/<ex>.json), for a restarted spawner. */
+void sp_exec_record(struct sp_sandbox *s, struct sp_exec *e);
+/* Find the execs of a re-attached running sandbox again from their records. */
+void sp_execs_adopt(struct spawner *sp, struct sp_sandbox *s);
+/* The execs hello reports for s: [{id, state, exit_code, ended_ms}]. */
+json_t *sp_execs_json(const struct sp_sandbox *s);
 /* The exec's pidfd fired, or its status recheck is due: report it once its status is known. */
 void sp_exec_check(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e, int64_t now);
 void sp_exec_timers(struct spawner *sp, struct sp_sandbox *s, int64_t now);
 void sp_exec_free(struct sp_exec *e);
+
+int sp_op_stdin(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
+int sp_op_resize(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
+/* Give e's stream (a pipe's write end, or a terminal's master; taken) to a new holder, and to
+ * e->in (out_fd: the stdout file the holder copies a terminal's output to). */
+int sp_stdin_start(struct sp_sandbox *s, struct sp_exec *e, enum sp_stdin_kind kind, int stream_fd,
+                   int out_fd, struct sk_error *err);
+/* e's stdin is over (e ended, or its sandbox): answer its write in progress (conflict, why),
+ * close ours, kill the holder. wait: also reap it now (the exec is freed next). */
+void sp_stdin_end(struct spawner *sp, struct sp_exec *e, const char *why, int wait);
+/* The spawner stops: close ours; the holder runs on. */
+void sp_stdin_release(struct sp_stdin *in);
+/* Polled: ours writable (a write in progress goes on), or the holder exited (reap it). */
+void sp_stdin_writable(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e);
+void sp_stdin_holder_exited(struct sp_exec *e);
+/* Whether a terminal's output may still be on its way to the stdout file (its holder runs). */
+int sp_stdin_draining(const struct sp_exec *e);
+void sp_stdin_timers(struct spawner *sp, struct sp_exec *e, int64_t now);
+/* e's stdin in its record, and back from it (the holder found again, its fd taken back). */
+json_t *sp_stdin_record(const struct sp_exec *e);
+void sp_stdin_adopt(struct sp_exec *e, json_t *rec);
 
 void sp_output_init(struct sp_output *o, const char *dir, const char *name);
 /* Punch out all but the last SPAWNER_OUTPUT_KEEP_BYTES of the file. */

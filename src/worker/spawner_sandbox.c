@@ -83,11 +83,7 @@ static void record_write(struct sp_sandbox *s)
 		json_object_set_new(rec, "memory_peak_bytes",
 		                    json_integer((json_int_t)s->usage.memory_peak_bytes));
 	}
-	char tmp[600], final[600];
-	snprintf(tmp, sizeof(tmp), "%s/%s.tmp", dir, SP_RECORD_NAME);
-	snprintf(final, sizeof(final), "%s/%s", dir, SP_RECORD_NAME);
-	if (!rec || json_dump_file(rec, tmp, JSON_COMPACT) < 0 || rename(tmp, final) < 0)
-		sp_log("error", "record sandbox %s in %s: failed", s->id, dir);
+	sp_json_save(dir, SP_RECORD_NAME, rec);
 	json_decref(rec);
 }
 
@@ -159,9 +155,17 @@ static json_t *ended_event(const struct sp_sandbox *s)
 	                 (json_int_t)s->ended_ms);
 }
 
+/* s ends or goes: the holders of its execs' stdin go now (before its cgroups do). */
+static void stdin_end_all(struct spawner *sp, struct sp_sandbox *s, const char *why)
+{
+	for (struct sp_exec *e = s->execs; e; e = e->next)
+		sp_stdin_end(sp, e, why, 1);
+}
+
 void sp_sandbox_end(struct spawner *sp, struct sp_sandbox *s)
 {
 	sp_files_cancel(sp, s);
+	stdin_end_all(sp, s, "ended with its sandbox");
 	sandbox_finish(s);
 	sp_event(sp, ended_event(s));
 	size_t i;
@@ -328,6 +332,7 @@ int sp_op_remove(struct spawner *sp, json_t *req, json_t *reply, struct sk_error
 		sandbox_kill(s, SP_TERMINATED);
 		sp_sandbox_end(sp, s); /* waits for init: it was just killed */
 	}
+	stdin_end_all(sp, s, "was removed with its sandbox");
 	for (struct sp_sandbox **p = &sp->sandboxes; *p; p = &(*p)->next) {
 		if (*p == s) {
 			*p = s->next;
@@ -412,6 +417,8 @@ static void sandbox_adopt(struct spawner *sp, const struct rt_sandbox_info *info
 		int64_t left = s->started_ms + (int64_t)(s->timeout_s * 1000) - clock_now_ms();
 		s->deadline_mono = sp_now_mono() + (left > 0 ? left : 0);
 	}
+	if (s->state == SP_RUNNING)
+		sp_execs_adopt(sp, s);
 	json_decref(rec);
 }
 
@@ -445,11 +452,12 @@ int sp_op_hello(struct spawner *sp, json_t *req, json_t *reply, struct sk_error 
 	for (struct sp_sandbox *s = sp->sandboxes; s; s = s->next) {
 		int ended = s->state != SP_RUNNING;
 		json_array_append_new(list,
-		                      json_pack("{s:s, s:s, s:o, s:I, s:o}", "id", s->id, "state",
-		                                sp_state_name(s->state), "exit_code",
+		                      json_pack("{s:s, s:s, s:o, s:I, s:o, s:o}", "id", s->id,
+		                                "state", sp_state_name(s->state), "exit_code",
 		                                ended ? json_integer(s->exit_code) : json_null(),
 		                                "started_ms", (json_int_t)s->started_ms, "ended_ms",
-		                                ended ? json_integer(s->ended_ms) : json_null()));
+		                                ended ? json_integer(s->ended_ms) : json_null(),
+		                                "execs", sp_execs_json(s)));
 	}
 	json_object_set_new(reply, "version", json_integer(1));
 	json_object_set_new(reply, "instance", json_string(sp->rt.instance));

@@ -4,6 +4,7 @@
  * execs and their output, how things end (exit codes, signals, timeout, terminate), bad
  * requests, a restart that finds a running sandbox again, and file operations in a sandbox's root
  * (escapes refused or kept inside). Nothing is left afterwards. */
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -1193,12 +1194,309 @@ static void test_files_async(void **state)
 	spawner_down(f);
 }
 
+/* ---- stdin and terminals ---- */
+
+/* Start an exec with extra request fields (a JSON object's text); expects it started. */
+static void exec_with(struct fixture *f, const char *id, const char *ex, const char *cmd_json,
+                      const char *extra_json)
+{
+	json_t *m = json_loads(extra_json, 0, NULL);
+	assert_non_null(m);
+	json_object_set_new(m, "op", json_string("exec"));
+	json_object_set_new(m, "id", json_string(id));
+	json_object_set_new(m, "exec", json_string(ex));
+	json_object_set_new(m, "command", json_loads(cmd_json, 0, NULL));
+	json_t *r = call(f, m);
+	expect_ok(r);
+	assert_true(json_is_true(json_object_get(r, "started")));
+	json_decref(r);
+}
+
+static int stdin_send(struct fixture *f, const char *id, const char *ex, const void *data,
+                      size_t len, int eof)
+{
+	char *b64 = malloc(base64_encoded_size(len));
+	base64_encode(data, len, b64);
+	int req = send_req(f, json_pack("{s:s, s:s, s:s, s:s, s:b}", "op", "stdin", "id", id,
+	                                "exec", ex, "data_b64", b64, "eof", eof));
+	free(b64);
+	return req;
+}
+
+/* Write and wait for the answer; expects len bytes written. */
+static void stdin_write(struct fixture *f, const char *id, const char *ex, const void *data,
+                        size_t len, int eof)
+{
+	json_t *r = wait_reply(f, stdin_send(f, id, ex, data, len, eof));
+	expect_ok(r);
+	assert_int_equal(json_integer_value(json_object_get(r, "written")), (json_int_t)len);
+	assert_int_equal(json_is_true(json_object_get(r, "eof")), eof);
+	json_decref(r);
+}
+
+/* An exec's whole stdout so far (up to size bytes); returns its length. */
+static size_t stdout_all(struct fixture *f, const char *id, const char *ex, unsigned char *buf,
+                         size_t size)
+{
+	size_t got = 0;
+	for (;;) {
+		json_t *r =
+		    call(f, json_pack("{s:s, s:s, s:s, s:s, s:I}", "op", "output", "id", id, "exec",
+		                      ex, "stream", "stdout", "offset", (json_int_t)got));
+		expect_ok(r);
+		const char *b64 = json_string_value(json_object_get(r, "data_b64"));
+		assert_true(strlen(b64) / 4 * 3 <= size - got);
+		long n = base64_decode(b64, strlen(b64), buf + got);
+		json_decref(r);
+		assert_true(n >= 0);
+		if (n == 0)
+			return got;
+		got += (size_t)n;
+	}
+}
+
+/* Poll an exec's stdout until it holds text (a terminal's output comes when it comes). */
+static void stdout_wait_for(struct fixture *f, const char *id, const char *ex, const char *text)
+{
+	static unsigned char buf[1 << 16];
+	int64_t until = mono_ms() + WAIT_MS;
+	for (;;) {
+		size_t n = stdout_all(f, id, ex, buf, sizeof(buf) - 1);
+		buf[n] = '\0';
+		if (strstr((char *)buf, text))
+			return;
+		if (mono_ms() > until)
+			fail_msg("\"%s\" not in the output of %s: \"%s\"", text, ex, buf);
+		usleep(20000);
+	}
+}
+
+/* Live holder processes of this instance's sandboxes. */
+static int holders(struct fixture *f)
+{
+	char key[32];
+	snprintf(key, sizeof(key), "/skiff-%s/", f->instance);
+	int n = 0;
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		char path[300], text[4096];
+		if (!isdigit((unsigned char)de->d_name[0]))
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/comm", de->d_name);
+		if (fs_read_at(AT_FDCWD, path, text, sizeof(text)) <= 0 ||
+		    strcmp(text, SP_STDIN_HOLDER_NAME "\n"))
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/stat", de->d_name);
+		if (fs_read_at(AT_FDCWD, path, text, sizeof(text)) <= 0 ||
+		    strrchr(text, ')')[2] == 'Z')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/cgroup", de->d_name);
+		if (fs_read_at(AT_FDCWD, path, text, sizeof(text)) > 0 && strstr(text, key))
+			n++;
+	}
+	if (d)
+		closedir(d);
+	return n;
+}
+
+static void holders_expect(struct fixture *f, int want)
+{
+	int64_t until = mono_ms() + 3000;
+	while (holders(f) != want && mono_ms() < until)
+		usleep(10000);
+	assert_int_equal(holders(f), want);
+}
+
+static void test_stdin(void **state)
+{
+	struct fixture *f = *state;
+	spawner_up(f, 1);
+	json_decref(call(f, json_pack("{s:s}", "op", "hello")));
+	char sb[ID_MAX_BYTES], ex[ID_MAX_BYTES], plain[ID_MAX_BYTES];
+	new_id("sb-", sb);
+	json_t *r = create(f, sb, "{}");
+	expect_ok(r);
+	json_decref(r);
+
+	/* cat: several writes, more than a pipe holds, every byte value, then EOF. */
+	new_id("ex-", ex);
+	exec_with(f, sb, ex, "[\"cat\"]", "{\"stdin\":true}");
+	holders_expect(f, 1);
+	size_t big = 200 * 1024, total = 0;
+	unsigned char *sent = malloc(big + 64), *got = malloc(big + 64);
+	for (size_t i = 0; i < big; i++)
+		sent[i] = (unsigned char)(i * 7 + i / 256);
+	stdin_write(f, sb, ex, "head:", 5, 0);
+	memcpy(got, "head:", 5);
+	stdin_write(f, sb, ex, sent, big, 0);
+	memcpy(got + 5, sent, big);
+	stdin_write(f, sb, ex, "\0tail", 5, 1);
+	memcpy(got + 5 + big, "\0tail", 5);
+	total = big + 10;
+	json_t *e = wait_event(f, "exec_ended", sb, ex);
+	assert_int_equal(json_integer_value(json_object_get(e, "exit_code")), 0);
+	json_decref(e);
+	assert_int_equal(stdout_all(f, sb, ex, sent, big + 64), total);
+	assert_memory_equal(sent, got, total);
+	free(sent);
+	free(got);
+	holders_expect(f, 0);
+	/* Ended: writes are refused. */
+	expect_code(wait_reply(f, stdin_send(f, sb, ex, "x", 1, 0)), "conflict");
+
+	/* EOF alone; a write after it. */
+	new_id("ex-", ex);
+	exec_with(f, sb, ex, "[\"sh\",\"-c\",\"cat >/dev/null; echo eof-seen; sleep 30\"]",
+	          "{\"stdin\":true}");
+	stdin_write(f, sb, ex, "", 0, 1);
+	stdout_wait_for(f, sb, ex, "eof-seen");
+	expect_code(wait_reply(f, stdin_send(f, sb, ex, "x", 1, 0)), "conflict");
+	expect_code(wait_reply(f, stdin_send(f, sb, ex, "", 0, 1)), "conflict");
+
+	/* Without stdin; bad requests. */
+	new_id("ex-", plain);
+	exec_with(f, sb, plain, "[\"sleep\",\"30\"]", "{}");
+	expect_code(wait_reply(f, stdin_send(f, sb, plain, "x", 1, 0)), "conflict");
+	expect_code(fcall(f, "{s:s, s:s, s:s, s:i, s:i}", "op", "resize", "id", sb, "exec", plain,
+	                  "rows", 10, "cols", 10),
+	            "conflict");
+	expect_code(fcall(f, "{s:s, s:s, s:s, s:s}", "op", "stdin", "id", sb, "exec",
+	                  "ex-00000000000000000000000000", "data_b64", ""),
+	            "not_found");
+	expect_code(fcall(f, "{s:s, s:s, s:s, s:s, s:s}", "op", "stdin", "id", sb, "exec", ex,
+	                  "data_b64", "", "eof", "yes"),
+	            "invalid_argument");
+	expect_code(fcall(f, "{s:s, s:s, s:s, s:s}", "op", "exec", "id", sb, "exec",
+	                  "ex-00000000000000000000000001", "command", "[]"),
+	            "invalid_argument");
+	expect_code(fcall(f, "{s:s, s:s, s:s, s:[s], s:s}", "op", "exec", "id", sb, "exec",
+	                  "ex-00000000000000000000000001", "command", "true", "stdin", "yes"),
+	            "invalid_argument");
+	expect_code(fcall(f, "{s:s, s:s, s:s, s:[s], s:{s:i, s:i}}", "op", "exec", "id", sb, "exec",
+	                  "ex-00000000000000000000000001", "command", "true", "pty_size", "rows",
+	                  10, "cols", 10),
+	            "invalid_argument"); /* without pty */
+
+	/* A write that waits for room; another meanwhile is refused; the exec's end answers
+	 * the one waiting. */
+	new_id("ex-", ex);
+	exec_with(f, sb, ex, "[\"sleep\",\"30\"]", "{\"stdin\":true}");
+	unsigned char *lots = calloc(1, SP_STDIN_MAX_WRITE_BYTES);
+	int pending = stdin_send(f, sb, ex, lots, SP_STDIN_MAX_WRITE_BYTES, 0);
+	free(lots);
+	expect_code(wait_reply(f, stdin_send(f, sb, ex, "x", 1, 0)), "conflict");
+	r = call(f, json_pack("{s:s, s:s, s:s, s:i}", "op", "signal", "id", sb, "exec", ex,
+	                      "signal", SIGTERM));
+	expect_ok(r);
+	json_decref(r);
+	expect_code(wait_reply(f, pending), "conflict");
+	e = wait_event(f, "exec_ended", sb, ex);
+	assert_int_equal(json_integer_value(json_object_get(e, "exit_code")), 128 + SIGTERM);
+	json_decref(e);
+
+	/* A terminal: its path, size, TERM, resize, an exit code. */
+	new_id("ex-", ex);
+	exec_with(f, sb, ex, "[\"sh\"]", "{\"pty\":true,\"pty_size\":{\"rows\":30,\"cols\":100}}");
+	const char *script = "tty; stty size; echo term=$TERM; [ -t 0 ] && echo is-a-tty\n";
+	stdin_write(f, sb, ex, script, strlen(script), 0);
+	stdout_wait_for(f, sb, ex, "\n/dev/pts/");
+	stdout_wait_for(f, sb, ex, "\n30 100");
+	stdout_wait_for(f, sb, ex, "term=xterm-256color");
+	stdout_wait_for(f, sb, ex, "\nis-a-tty");
+	r = fcall(f, "{s:s, s:s, s:s, s:i, s:i}", "op", "resize", "id", sb, "exec", ex, "rows", 40,
+	          "cols", 120);
+	expect_ok(r);
+	json_decref(r);
+	expect_code(fcall(f, "{s:s, s:s, s:s, s:i, s:i}", "op", "resize", "id", sb, "exec", ex,
+	                  "rows", 0, "cols", 120),
+	            "invalid_argument");
+	stdin_write(f, sb, ex, "stty size\n", 10, 0);
+	stdout_wait_for(f, sb, ex, "\n40 120");
+	stdin_write(f, sb, ex, "exit 7\n", 7, 0);
+	e = wait_event(f, "exec_ended", sb, ex);
+	assert_int_equal(json_integer_value(json_object_get(e, "exit_code")), 7);
+	json_decref(e);
+	/* ^D ends a terminal's input. */
+	new_id("ex-", ex);
+	exec_with(f, sb, ex, "[\"sh\",\"-c\",\"cat; echo after-eof\"]", "{\"pty\":true}");
+	stdin_write(f, sb, ex, "", 0, 1);
+	e = wait_event(f, "exec_ended", sb, ex);
+	assert_int_equal(json_integer_value(json_object_get(e, "exit_code")), 0);
+	json_decref(e);
+	stdout_wait_for(f, sb, ex, "after-eof");
+	holders_expect(f, 0); /* of the exec that read to EOF and sleeps too: stdin closed */
+
+	/* A restart: stdin and terminal sessions go on; an exec that ended meanwhile is told. */
+	char cat[ID_MAX_BYTES], term[ID_MAX_BYTES], brief[ID_MAX_BYTES];
+	new_id("ex-", cat);
+	exec_with(f, sb, cat, "[\"cat\"]", "{\"stdin\":true}");
+	stdin_write(f, sb, cat, "a", 1, 0);
+	new_id("ex-", term);
+	exec_with(f, sb, term, "[\"sh\"]", "{\"pty\":true}");
+	stdin_write(f, sb, term, "echo one\n", 9, 0);
+	stdout_wait_for(f, sb, term, "\none");
+	new_id("ex-", brief);
+	exec_with(f, sb, brief, "[\"sh\",\"-c\",\"sleep 0.3; exit 6\"]", "{}");
+	holders_expect(f, 2);
+	spawner_down(f);
+	usleep(500 * 1000);
+	holders_expect(f, 2);
+	spawner_up(f, 1);
+	r = call(f, json_pack("{s:s}", "op", "hello"));
+	expect_ok(r);
+	json_t *list = json_object_get(json_array_get(json_object_get(r, "sandboxes"), 0), "execs");
+	int seen = 0;
+	size_t i;
+	json_t *x;
+	json_array_foreach (list, i, x) {
+		const char *xid = json_string_value(json_object_get(x, "id"));
+		if (!strcmp(xid, cat) || !strcmp(xid, term)) {
+			assert_string_equal(json_string_value(json_object_get(x, "state")),
+			                    "running");
+			seen++;
+		}
+	}
+	assert_int_equal(seen, 2);
+	json_decref(r);
+	e = wait_event(f, "exec_ended", sb, brief);
+	assert_int_equal(json_integer_value(json_object_get(e, "exit_code")), 6);
+	json_decref(e);
+	stdin_write(f, sb, cat, "b", 1, 1);
+	e = wait_event(f, "exec_ended", sb, cat);
+	assert_int_equal(json_integer_value(json_object_get(e, "exit_code")), 0);
+	json_decref(e);
+	unsigned char out[16];
+	assert_int_equal(stdout_all(f, sb, cat, out, sizeof(out)), 2);
+	assert_memory_equal(out, "ab", 2);
+	r = fcall(f, "{s:s, s:s, s:s, s:i, s:i}", "op", "resize", "id", sb, "exec", term, "rows",
+	          12, "cols", 34);
+	expect_ok(r);
+	json_decref(r);
+	stdin_write(f, sb, term, "stty size; echo two; exit 3\n", 28, 0);
+	e = wait_event(f, "exec_ended", sb, term);
+	assert_int_equal(json_integer_value(json_object_get(e, "exit_code")), 3);
+	json_decref(e);
+	stdout_wait_for(f, sb, term, "\n12 34");
+	stdout_wait_for(f, sb, term, "\ntwo");
+	holders_expect(f, 0);
+
+	/* Remove: a holder goes with its sandbox. */
+	new_id("ex-", cat);
+	exec_with(f, sb, cat, "[\"cat\"]", "{\"stdin\":true}");
+	holders_expect(f, 1);
+	remove_sandbox(f, sb);
+	holders_expect(f, 0);
+	spawner_down(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_bad_requests), cmocka_unit_test(test_pool_exec_output),
 	    cmocka_unit_test(test_ends),         cmocka_unit_test(test_restart),
 	    cmocka_unit_test(test_files),        cmocka_unit_test(test_files_async),
+	    cmocka_unit_test(test_stdin),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
