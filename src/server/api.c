@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "../lib/clock.h"
+#include "../lib/encoding.h"
 #include "../lib/jsonlim.h"
 #include "server.h"
 
@@ -96,6 +97,22 @@ json_t *api_body_object(struct api_call *call)
 		api_reply_error(call, 400, "invalid_argument", "the body must be a JSON object");
 		return NULL;
 	}
+	return v;
+}
+
+json_t *api_body_base64(struct api_call *call)
+{
+	struct http_request *req = call->req;
+	char *b64 = malloc(base64_encoded_size(req->body_len));
+	if (!b64) {
+		api_reply_error(call, 503, "unavailable", "out of memory");
+		return NULL;
+	}
+	base64_encode(req->body ? req->body : "", req->body_len, b64);
+	json_t *v = json_string(b64);
+	free(b64);
+	if (!v)
+		api_reply_error(call, 503, "unavailable", "out of memory");
 	return v;
 }
 

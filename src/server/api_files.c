@@ -63,7 +63,7 @@ static int path_valid(const char *p, size_t len)
 	return len > 0 && len < SPEC_MAX_PATH_BYTES && p[0] == '/' && strlen(p) == len;
 }
 
-static struct sandbox_rec *running_sandbox(struct api_call *call)
+struct sandbox_rec *running_sandbox(struct api_call *call)
 {
 	const char *id = call->req->params[0];
 	struct sandbox_rec *sb = sandbox_find(call->srv, id);
@@ -86,8 +86,8 @@ static struct sandbox_rec *running_sandbox(struct api_call *call)
 }
 
 /* Send op with args to the sandbox's worker and wait for its file_done. Steals args. */
-static void file_call_start(struct api_call *call, struct sandbox_rec *sb, const char *op,
-                            json_t *args, int raw)
+void file_call_start(struct api_call *call, struct sandbox_rec *sb, const char *op, json_t *args,
+                     int raw)
 {
 	struct server *srv = call->srv;
 	struct file_call *fc = calloc(1, sizeof(*fc));
@@ -128,7 +128,7 @@ static int status_of(const char *code)
 	} MAP[] = {{"invalid_argument", 400},  {"not_found", 404},
 	           {"conflict", 409},          {"payload_too_large", 413},
 	           {"permission_denied", 403}, {"resource_exhausted", 429},
-	           {"unavailable", 503}};
+	           {"unavailable", 503},       {"deadline_exceeded", 504}};
 	for (size_t i = 0; i < ARRAY_SIZE(MAP); i++)
 		if (!strcmp(code, MAP[i].code))
 			return MAP[i].status;
@@ -214,7 +214,7 @@ void api_files_get(struct http_request *req)
 		    1);
 }
 
-static int query_bool(struct api_call *call, const char *key, int *ret)
+int query_bool(struct api_call *call, const char *key, int *ret)
 {
 	char buf[8];
 	int r = http_query_get(call->req, key, 0, buf, sizeof(buf));
@@ -263,16 +263,12 @@ void api_files_put(struct http_request *req)
 	struct sandbox_rec *sb = running_sandbox(call);
 	if (!sb)
 		return;
-	char *b64 = malloc(base64_encoded_size(req->body_len));
-	if (!b64) {
-		api_reply_error(call, 503, "unavailable", "out of memory");
-		return;
-	}
-	base64_encode(req->body, req->body_len, b64);
-	json_t *args = json_pack("{s:s, s:s, s:i, s:b}", "path", path, "data_b64", b64, "mode",
-	                         (int)mode, "parents", parents);
-	free(b64);
-	file_call_start(call, sb, "file_write", args, 0);
+	json_t *b64 = api_body_base64(call);
+	if (b64)
+		file_call_start(call, sb, "file_write",
+		                json_pack("{s:s, s:o, s:i, s:b}", "path", path, "data_b64", b64,
+		                          "mode", (int)mode, "parents", parents),
+		                0);
 }
 
 static int depth_param(struct api_call *call, int *ret)

@@ -626,6 +626,20 @@ static int string_array_valid(json_t *a, size_t max_items, size_t *bytes)
 	return 1;
 }
 
+int pty_size_valid(json_t *o)
+{
+	static const char *const KEYS[] = {"rows", "cols"};
+	if (!json_is_object(o) || json_object_size(o) != 2)
+		return 0;
+	for (size_t i = 0; i < ARRAY_SIZE(KEYS); i++) {
+		json_t *v = json_object_get(o, KEYS[i]);
+		if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+		    json_integer_value(v) > EXEC_PTY_MAX_SIZE)
+			return 0;
+	}
+	return 1;
+}
+
 /* Queue a new exec for its sandbox's worker. */
 static void exec_command(struct server *srv, struct exec_rec *ex)
 {
@@ -711,11 +725,21 @@ void api_sandboxes_exec(struct http_request *req)
 				goto out;
 			}
 		} else if (!strcmp(key, "stdin") || !strcmp(key, "pty")) {
-			if (json_is_null(v) || json_is_false(v))
+			if (json_is_null(v) || json_is_boolean(v))
 				continue;
-			api_reply_error(call, 400, "invalid_argument", "%s: not supported yet",
+			api_reply_error(call, 400, "invalid_argument", "%s: expected a boolean",
 			                key);
 			goto out;
+		} else if (!strcmp(key, "pty_size")) {
+			if (json_is_null(v))
+				continue;
+			if (!pty_size_valid(v) || !json_is_true(json_object_get(body, "pty"))) {
+				api_reply_error(call, 400, "invalid_argument",
+				                "pty_size: {\"rows\", \"cols\"} from 1 to %d, with "
+				                "\"pty\": true",
+				                EXEC_PTY_MAX_SIZE);
+				goto out;
+			}
 		} else {
 			api_reply_error(call, 400, "invalid_argument", "unknown field \"%.64s\"",
 			                key);
@@ -780,18 +804,24 @@ out:
 	json_decref(body);
 }
 
+struct exec_rec *exec_of_call(struct api_call *call)
+{
+	struct sandbox_rec *sb = sandbox_of_call(call);
+	if (!sb)
+		return NULL;
+	struct exec_rec *ex = map_get(&sb->execs, call->req->params[1]);
+	if (!ex)
+		api_reply_error(call, 404, "not_found", "exec %.64s not found in %s",
+		                call->req->params[1], sb->row.id);
+	return ex;
+}
+
 void api_execs_get(struct http_request *req)
 {
 	struct api_call *call = req->data;
-	struct sandbox_rec *sb = sandbox_of_call(call);
-	if (!sb)
+	struct exec_rec *ex = exec_of_call(call);
+	if (!ex)
 		return;
-	struct exec_rec *ex = map_get(&sb->execs, req->params[1]);
-	if (!ex) {
-		api_reply_error(call, 404, "not_found", "exec %.64s not found in %s",
-		                req->params[1], sb->row.id);
-		return;
-	}
 	json_t *o = exec_json(ex);
 	/* Output lives with the exec's output route (not here). */
 	json_object_del(o, "stdout");

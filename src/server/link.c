@@ -386,10 +386,33 @@ static int create_queued(struct worker_rec *w, const char *sandbox_id)
 	return 0;
 }
 
+/* The execs of sb in flight against what the worker reports of them: one it runs goes on (its
+ * stdin and terminal with it), one that ended meanwhile ends as it did, one it does not know
+ * (its start was lost with the queue) is lost. */
+static void execs_reconcile(struct server *srv, struct sandbox_rec *sb, json_t *reported_execs)
+{
+	size_t pos = 0;
+	struct exec_rec *ex;
+	while ((ex = map_next(&sb->execs, &pos))) {
+		if (strcmp(ex->row.state, "running") && strcmp(ex->row.state, "pending"))
+			continue;
+		json_t *r = reported(reported_execs, ex->row.id);
+		const char *state = str(r, "state");
+		json_t *code = json_object_get(r, "exit_code");
+		if (!strcmp(state, "running"))
+			exec_set_started(srv, ex, 0);
+		else if (!strcmp(state, "exited") && json_is_integer(code))
+			exec_set_ended(srv, ex, "exited", (int)json_integer_value(code),
+			               num(r, "ended_ms"), NULL);
+		else
+			exec_set_ended(srv, ex, "lost", -1, 0, NULL);
+	}
+}
+
 /* What the server believes of this worker's sandboxes against what the worker says it runs. */
 static void reconcile(struct server *srv, struct worker_rec *w, json_t *list)
 {
-	/* Execs in flight did not survive whatever made the worker register again. */
+	/* Exec commands still queued are dropped: an exec is never run twice. */
 	for (struct command **p = &w->queue; *p;) {
 		struct command *c = *p;
 		if (strcmp(str(c->body, "op"), "exec")) {
@@ -408,12 +431,8 @@ static void reconcile(struct server *srv, struct worker_rec *w, json_t *list)
 		if (strcmp(sb->row.worker_id, w->row.id))
 			continue;
 		sb->worker = w;
-		size_t epos = 0;
-		struct exec_rec *ex;
-		while ((ex = map_next(&sb->execs, &epos)))
-			if (!strcmp(ex->row.state, "running") || !strcmp(ex->row.state, "pending"))
-				exec_set_ended(srv, ex, "lost", -1, 0, NULL);
 		json_t *r = reported(list, sb->row.id);
+		execs_reconcile(srv, sb, json_object_get(r, "execs"));
 		if (sandbox_ended(sb)) {
 			/* Ended here (deleted, lost, failed) but running there: end it there too.
 			 */

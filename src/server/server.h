@@ -40,6 +40,8 @@
 #define SERVER_MAX_FILE_BYTES         (8 * 1024 * 1024) /* one file read or written by the API */
 #define SERVER_FILE_TIMEOUT_MS        60000
 #define OUTPUT_MAX_READ_BYTES         (1024 * 1024) /* one output read */
+#define EXEC_STDIN_MAX_WRITE_BYTES    (1024 * 1024) /* one stdin write (the spawner's limit) */
+#define EXEC_PTY_MAX_SIZE             1000          /* rows and columns of a terminal */
 
 enum role {
 	ROLE_NONE = 0,
@@ -225,6 +227,9 @@ void api_call_free(struct api_call *call);
 /* Parse the request's body as a JSON object (depth and size limited); replies 400 and returns
  * NULL when it is not one. */
 json_t *api_body_object(struct api_call *call);
+/* The request's raw body as a base64 JSON string; replies 503 and returns NULL when out of
+ * memory. */
+json_t *api_body_base64(struct api_call *call);
 /* Whether the caller may see objects of workspace ws. */
 int api_can_see(const struct api_call *call, const char *workspace_id);
 /* Parse ?limit= and ?cursor=; replies 400 and returns -1 on bad values. */
@@ -268,6 +273,15 @@ void api_sandboxes_wait(struct http_request *req);
 void api_sandboxes_delete(struct http_request *req);
 void api_sandboxes_exec(struct http_request *req);
 void api_execs_get(struct http_request *req);
+/* The exec of the route's two parameters (sandbox, exec), if the caller may see it; else
+ * replies 404 and returns NULL. */
+struct exec_rec *exec_of_call(struct api_call *call);
+/* {"rows", "cols"}, each from 1 to EXEC_PTY_MAX_SIZE, and nothing else. */
+int pty_size_valid(json_t *o);
+/* api_exec_io.c: an exec's stdin, signals and terminal size */
+void api_exec_stdin(struct http_request *req);
+void api_exec_signal(struct http_request *req);
+void api_exec_resize(struct http_request *req);
 void api_workers_list(struct http_request *req);
 void api_files_get(struct http_request *req);
 void api_files_put(struct http_request *req);
@@ -276,6 +290,15 @@ void api_fs_stat(struct http_request *req);
 void api_fs_mkdir(struct http_request *req);
 void api_fs_remove(struct http_request *req);
 void api_fs_move(struct http_request *req);
+/* Send op with args (steals them) to the running sandbox sb's worker and reply with what its
+ * spawner answers: the result object as JSON, or its bytes when raw (output reads). */
+void file_call_start(struct api_call *call, struct sandbox_rec *sb, const char *op, json_t *args,
+                     int raw);
+/* The sandbox of the route's first parameter if the caller may see it, it runs and its worker
+ * is connected; else replies (404, 409, 503) and returns NULL. */
+struct sandbox_rec *running_sandbox(struct api_call *call);
+/* ?key=true|1|false|0 into *ret (absent: 0); replies 400 and returns -1 on anything else. */
+int query_bool(struct api_call *call, const char *key, int *ret);
 void file_calls_cancel_all(struct server *srv);
 void file_calls_worker_lost(struct server *srv, struct worker_rec *w);
 void api_exec_output(struct http_request *req);

@@ -701,7 +701,8 @@ static void file_command(struct worker *w, json_t *cmd)
 		f->mode = (int)json_integer_value(json_object_get(cmd, "mode"));
 		f->parents = json_is_true(json_object_get(cmd, "parents"));
 		file_write_next(w, NULL, f);
-	} else if (!strncmp(op, "fs_", 3) || !strcmp(op, "output")) {
+	} else if (!strncmp(op, "fs_", 3) || !strcmp(op, "output") || !strcmp(op, "stdin") ||
+	           !strcmp(op, "signal") || !strcmp(op, "resize")) {
 		json_t *req = json_deep_copy(cmd);
 		static const char *const DROP[] = {"id", "op", "sandbox", "request", "file_op"};
 		for (size_t i = 0; req && i < ARRAY_SIZE(DROP); i++)
@@ -760,10 +761,12 @@ static void command_run(struct worker *w, json_t *cmd)
 			}
 		}
 		json_t *req = json_pack(
-		    "{s:s, s:O, s:O, s:O, s:O?, s:O?, s:O?}", "op", "exec", "id", sandbox, "exec",
-		    x->exec, "command", json_object_get(cmd, "command"), "env",
+		    "{s:s, s:O, s:O, s:O, s:O?, s:O?, s:O?, s:O?, s:O?, s:O?}", "op", "exec", "id",
+		    sandbox, "exec", x->exec, "command", json_object_get(cmd, "command"), "env",
 		    json_object_get(cmd, "env"), "workdir", json_object_get(cmd, "workdir"),
-		    "timeout_s", json_object_get(cmd, "timeout_s"));
+		    "timeout_s", json_object_get(cmd, "timeout_s"), "stdin",
+		    json_object_get(cmd, "stdin"), "pty", json_object_get(cmd, "pty"), "pty_size",
+		    json_object_get(cmd, "pty_size"));
 		spawn(w, req, exec_started, x);
 	} else if (!strcmp(op, "terminate")) {
 		spawn(w,

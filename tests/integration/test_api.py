@@ -458,7 +458,7 @@ def test_bad_exec_bodies(skiffd):
     s, sb = create(skiffd)
     for body in [{}, {"command": []}, {"command": "ls"}, {"command": ["ls", 1]},
                  {"command": ["ls"], "env": {"A=B": "c"}}, {"command": ["ls"], "workdir": "rel"},
-                 {"command": ["ls"], "pty": True}, {"command": ["ls"], "timeout_s": -1},
+                 {"command": ["ls"], "pty": "yes"}, {"command": ["ls"], "timeout_s": -1},
                  {"command": ["ls"], "other": 1}]:
         s, r = skiffd.api("POST", f"/v1/sandboxes/{sb['id']}/exec?wait=true", body)
         assert s == 400 and err_code(r) == "invalid_argument", body

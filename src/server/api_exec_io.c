@@ -1,0 +1,131 @@
+/* /v1/sandboxes/{id}/execs/{ex}/stdin, /signal and /resize: what a client sends a running exec.
+ * The server checks the request and who asks; the worker's spawner writes to the exec's stdin
+ * or terminal, signals it, sizes its terminal, and answers (see docs/WORKER.md). Like file
+ * operations, nothing here is persisted. */
+#include <string.h>
+
+#include "../lib/signame.h"
+#include "server.h"
+
+/* The exec of the route and the request's JSON object body; else replies (404, 400). */
+static struct exec_rec *exec_and_body(struct api_call *call, json_t **ret_body)
+{
+	struct exec_rec *ex = exec_of_call(call);
+	json_t *body = ex ? api_body_object(call) : NULL;
+	if (!body)
+		return NULL;
+	*ret_body = body;
+	return ex;
+}
+
+/* Whether the exec was started with flag ("stdin", "pty") true in its body. */
+static int exec_flag(const struct exec_rec *ex, const char *flag)
+{
+	json_t *body = ex->row.command_json ? json_loads(ex->row.command_json, 0, NULL) : NULL;
+	int on = json_is_true(json_object_get(body, flag));
+	json_decref(body);
+	return on;
+}
+
+/* The exec still runs (or starts); else replies 409. Then its sandbox, running, with its worker
+ * connected; else replies. */
+static struct sandbox_rec *exec_running(struct api_call *call, struct exec_rec *ex)
+{
+	if (strcmp(ex->row.state, "pending") && strcmp(ex->row.state, "running")) {
+		api_reply_error(call, 409, "conflict", "exec %s has ended (%s)", ex->row.id,
+		                ex->row.state);
+		return NULL;
+	}
+	return running_sandbox(call);
+}
+
+/* POST …/stdin[?eof=true] with the raw bytes as the body: they are appended to the exec's stdin
+ * (a terminal's input); the reply comes once they are in (a full pipe waits for the exec to
+ * read). eof closes stdin after them. One write at a time per exec: 409 while one waits. */
+void api_exec_stdin(struct http_request *req)
+{
+	struct api_call *call = req->data;
+	struct exec_rec *ex = exec_of_call(call);
+	int eof;
+	if (!ex || query_bool(call, "eof", &eof) < 0)
+		return;
+	if (!exec_flag(ex, "stdin") && !exec_flag(ex, "pty")) {
+		api_reply_error(call, 409, "conflict",
+		                "exec %s was started without stdin: start it with \"stdin\": true",
+		                ex->row.id);
+		return;
+	}
+	struct sandbox_rec *sb = exec_running(call, ex);
+	if (!sb)
+		return;
+	json_t *b64 = api_body_base64(call);
+	if (!b64)
+		return;
+	/* TODO: sandbox_touch(srv, sb) once it exists: stdin writes count for idle_timeout_s. */
+	file_call_start(
+	    call, sb, "stdin",
+	    json_pack("{s:s, s:o, s:b}", "exec", ex->row.id, "data_b64", b64, "eof", eof), 0);
+}
+
+/* POST …/signal {"signal": "TERM" | "SIGTERM" | 15}: to the exec's process (its pidfd). */
+void api_exec_signal(struct http_request *req)
+{
+	struct api_call *call = req->data;
+	json_t *body;
+	struct exec_rec *ex = exec_and_body(call, &body);
+	if (!ex)
+		return;
+	json_t *v = json_object_get(body, "signal");
+	int sig = -1;
+	if (json_is_string(v))
+		sig = signal_parse(json_string_value(v), json_string_length(v));
+	else if (json_is_integer(v) && json_integer_value(v) >= 1 &&
+	         json_integer_value(v) <= SIGNAME_MAX)
+		sig = (int)json_integer_value(v);
+	if (sig < 0 || json_object_size(body) != 1) {
+		api_reply_error(
+		    call, 400, "invalid_argument",
+		    "signal: a name such as \"TERM\" or \"SIGKILL\", or a number from 1 "
+		    "to %d (and no other field)",
+		    SIGNAME_MAX);
+		json_decref(body);
+		return;
+	}
+	json_decref(body);
+	struct sandbox_rec *sb = exec_running(call, ex);
+	if (sb)
+		file_call_start(call, sb, "signal",
+		                json_pack("{s:s, s:i}", "exec", ex->row.id, "signal", sig), 0);
+}
+
+/* POST …/resize {"rows": R, "cols": C}: the size of the exec's terminal (it gets SIGWINCH). */
+void api_exec_resize(struct http_request *req)
+{
+	struct api_call *call = req->data;
+	json_t *body;
+	struct exec_rec *ex = exec_and_body(call, &body);
+	if (!ex)
+		return;
+	if (!pty_size_valid(body)) {
+		api_reply_error(call, 400, "invalid_argument",
+		                "expected {\"rows\": R, \"cols\": C}, each from 1 to %d",
+		                EXEC_PTY_MAX_SIZE);
+		json_decref(body);
+		return;
+	}
+	json_t *args =
+	    json_pack("{s:s, s:O, s:O}", "exec", ex->row.id, "rows", json_object_get(body, "rows"),
+	              "cols", json_object_get(body, "cols"));
+	json_decref(body);
+	if (!exec_flag(ex, "pty")) {
+		json_decref(args);
+		api_reply_error(call, 409, "conflict",
+		                "exec %s has no terminal: start it with \"pty\": true", ex->row.id);
+		return;
+	}
+	struct sandbox_rec *sb = exec_running(call, ex);
+	if (sb)
+		file_call_start(call, sb, "resize", args, 0);
+	else
+		json_decref(args);
+}
