@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, wait_for
 
 SDK_DIR = REPO / "sdk" / "python"
 sys.path.insert(0, str(SDK_DIR))
@@ -186,6 +186,52 @@ def test_exec_async(client):
         assert q.wait(poll=0.05, timeout_s=0.2) is None       # still running
         r = sb.exec("sleep", "10", timeout_s=0.5)
         assert r.exit_code not in (0, None), r
+
+
+def test_exec_stdin_signal_and_terminal(client):
+    with skiff.Sandbox.create(client=client) as sb:
+        # Input as bytes: written, closed, run to the end.
+        r = sb.exec("cat", stdin=b"\x00\xffbinary" + bytes(range(256)) * 300)
+        assert r.exit_code == 0 and r.stdout == b"\x00\xffbinary" + bytes(range(256)) * 300
+        assert sb.exec("wc", "-c", stdin="héllo").stdout.split() == [b"6"]
+        # stdin=True: a handle to write to while it runs.
+        p = sb.exec("sh", "-c", "read a; echo got-$a; cat", stdin=True)
+        assert isinstance(p, skiff.Exec) and isinstance(p.stdin, skiff.ExecStdin)
+        assert p.stdin.write("one\n") == 4
+        assert p.stdin.write(b"x" * (1024 * 1024 + 10)) == 1024 * 1024 + 10  # two requests
+        p.stdin.close()
+        p.stdin.close()  # twice is fine
+        assert p.wait(poll=0.05) == 0
+        out = p.output()
+        assert out.startswith(b"got-one\n") and len(out) == 8 + 1024 * 1024 + 10
+        with pytest.raises(skiff.Conflict):
+            p.stdin.write("late")
+        done = sb.exec("true", stdin=True)
+        assert done.wait(poll=0.05) == 0
+        done.stdin.close()  # closing an ended process's stdin is no error
+        assert done.stdin.closed
+        # Signals by name and number.
+        q = sb.exec_async("sleep", "60")
+        with pytest.raises(skiff.Conflict):
+            q.stdin.write("x")  # started without stdin
+        assert q.signal("TERM") == 15
+        assert q.wait(poll=0.05) == 143
+        with pytest.raises(skiff.Conflict):
+            q.signal(9)
+        q = sb.exec_async("sleep", "60")
+        with pytest.raises(skiff.InvalidArgument):
+            q.signal("NOPE")
+        assert q.signal(9) == 9 and q.wait(poll=0.05) == 137
+        # A terminal: size, resize.
+        t = sb.exec_async("sh", pty=True, pty_size=(33, 77))
+        t.stdin.write("stty size\n")
+        assert wait_for(lambda: b"33 77" in t.output(), 20, 0.05), t.output()
+        t.resize(44, 88)
+        t.stdin.write("stty size; exit 2\n")
+        assert t.wait(poll=0.05) == 2
+        assert b"44 88" in t.output()
+        r = sb.exec("sh", "-c", "[ -t 1 ] && echo tty; echo err >&2", pty=True)
+        assert r.exit_code == 0 and r.stdout == b"tty\r\nerr\r\n" and r.stderr == b""
 
 
 def test_idempotency_key(client):

@@ -10,7 +10,7 @@ from .client import Client, DEFAULT_URL, config_path, configure, default_client
 from .errors import (Conflict, DeadlineExceeded, Internal, InvalidArgument, NotFound,
                      PayloadTooLarge, PermissionDenied, ResourceExhausted, SkiffError,
                      Unauthenticated, Unavailable)
-from .sandbox import EntryList, Exec, ExecResult, FileEntry, Files, Sandbox
+from .sandbox import EntryList, Exec, ExecResult, ExecStdin, FileEntry, Files, Sandbox
 
 __version__ = "0.1.0"
 
@@ -19,5 +19,5 @@ __all__ = [
     "SkiffError", "InvalidArgument", "Unauthenticated", "PermissionDenied", "NotFound",
     "Conflict", "PayloadTooLarge", "ResourceExhausted", "DeadlineExceeded", "Unavailable",
     "Internal",
-    "Sandbox", "ExecResult", "Exec", "Files", "FileEntry", "EntryList",
+    "Sandbox", "ExecResult", "Exec", "ExecStdin", "Files", "FileEntry", "EntryList",
 ]

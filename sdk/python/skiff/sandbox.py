@@ -5,9 +5,9 @@ import time
 import urllib.parse
 
 from .client import default_client
-from .errors import NotFound, SkiffError
+from .errors import Conflict, NotFound, SkiffError
 
-__all__ = ["Sandbox", "ExecResult", "Exec", "Files", "FileEntry", "EntryList"]
+__all__ = ["Sandbox", "ExecResult", "Exec", "ExecStdin", "Files", "FileEntry", "EntryList"]
 
 SERVER_MAX_WAIT_S = 3600.0     # the most one wait call may ask the server for
 WAIT_MARGIN_S = 30.0           # the reply's slack over what the server was asked to wait
@@ -15,6 +15,8 @@ EXEC_HOLD_EXTRA_S = 30.0       # the server holds an exec ?wait=true reply timeo
 SANDBOX_ENDED = frozenset({"exited", "terminated", "timeout", "oom", "lost", "failed"})
 EXEC_RUNNING = frozenset({"pending", "running"})
 LIST_PAGE = 200
+STDIN_MAX_WRITE = 1024 * 1024  # the most one stdin request may carry
+STDIN_WRITE_TIMEOUT_S = 30.0   # how long the server lets one write wait for the process to read
 
 
 def _argv(cmd, what):
@@ -93,14 +95,85 @@ def _read_output(client, path, stream, offset):
         return b"".join(chunks), offset, eof
 
 
+def _bytes(data, what):
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"{what}: expected bytes or str")
+
+
+class ExecStdin:
+    """The stdin of a process started with stdin=True (or its terminal, with pty=True).
+    write() returns once the bytes are in (a process that does not read makes it wait);
+    close() ends the input: the process reads end-of-file (on a terminal, ^D is typed). Both
+    raise Conflict once the process has ended, or for a process started without stdin. As a
+    context manager it closes on exit."""
+
+    def __init__(self, ex):
+        self._ex = ex
+        self.closed = False
+
+    def _post(self, data, eof):
+        path = (f"/v1/sandboxes/{_q(self._ex.sandbox.id)}/execs/{_q(self._ex.id)}/stdin")
+        client = self._ex.sandbox._client
+        return client.json("POST", path, query={"eof": "true"} if eof else None, data=data,
+                           timeout=max(client.timeout, STDIN_WRITE_TIMEOUT_S + 30.0))
+
+    def write(self, data):
+        """Append data (bytes, or str as UTF-8) to the process's stdin, in requests of at most
+        1 MiB; returns the number of bytes written."""
+        data = _bytes(data, "data")
+        for i in range(0, len(data), STDIN_MAX_WRITE):
+            self._post(data[i:i + STDIN_MAX_WRITE], False)
+        return len(data)
+
+    def close(self):
+        """End the input (the process reads end-of-file). Closing twice, or closing the stdin
+        of a process that has ended, is not an error."""
+        if self.closed:
+            return
+        try:
+            self._post(b"", True)
+        except Conflict:
+            if self._ex.status() in EXEC_RUNNING:
+                raise
+        self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 class Exec:
-    """A process started with Sandbox.exec_async(). status() asks the server for its state;
-    wait() polls until it has ended and returns its exit code."""
+    """A process started with Sandbox.exec_async() (or exec() with stdin=True). status() asks
+    the server for its state; wait() polls until it has ended and returns its exit code.
+    stdin writes to it (when started with stdin or pty), signal() signals it, resize() sizes
+    its terminal."""
 
     def __init__(self, sandbox, data):
         self.sandbox = sandbox
         self.id = data["id"]
         self._data = data
+        self.stdin = ExecStdin(self)
+
+    def _url(self, rest):
+        return f"/v1/sandboxes/{_q(self.sandbox.id)}/execs/{_q(self.id)}/{rest}"
+
+    def signal(self, sig):
+        """Send sig to the process: a name ("TERM", "SIGKILL") or a number. Returns the
+        signal's number."""
+        if isinstance(sig, bool) or not isinstance(sig, (str, int)):
+            raise TypeError("sig: expected a name such as 'TERM' or a number")
+        return self.sandbox._client.json("POST", self._url("signal"),
+                                         json={"signal": sig}).get("signal")
+
+    def resize(self, rows, cols):
+        """Set the size of the process's terminal (started with pty=True)."""
+        self.sandbox._client.request("POST", self._url("resize"),
+                                     json={"rows": rows, "cols": cols})
 
     def output(self, stream="stdout", offset=0):
         """What the process wrote to stream ("stdout" or "stderr") from offset so far, as
@@ -428,7 +501,7 @@ class Sandbox:
 
     # ---- processes ----
 
-    def _exec_body(self, cmd, env, workdir, timeout_s):
+    def _exec_body(self, cmd, env, workdir, timeout_s, stdin=False, pty=False, pty_size=None):
         body = {"command": _argv(cmd, "command")}
         if env is not None:
             body["env"] = env
@@ -436,20 +509,54 @@ class Sandbox:
             body["workdir"] = workdir
         if timeout_s is not None:
             body["timeout_s"] = timeout_s
+        if stdin:
+            body["stdin"] = True
+        if pty:
+            body["pty"] = True
+        if pty_size is not None:
+            rows, cols = pty_size
+            body["pty_size"] = {"rows": rows, "cols": cols}
         return body
 
-    def exec(self, *cmd, env=None, workdir=None, timeout_s=None):
-        """Run a command in the sandbox to its end: exec("ls", "-l") or exec(["ls", "-l"]).
-        Returns an ExecResult (exit_code, stdout and stderr as bytes, truncated)."""
-        body = self._exec_body(cmd, env, workdir, timeout_s)
+    def exec(self, *cmd, env=None, workdir=None, timeout_s=None, stdin=None, pty=False,
+             pty_size=None):
+        """Run a command in the sandbox: exec("ls", "-l") or exec(["ls", "-l"]).
+
+        By default it runs to its end and returns an ExecResult (exit_code, stdout and stderr
+        as bytes, truncated). stdin=b"..." (or a str) is its input, then end-of-file; it still
+        runs to its end. stdin=True starts it with a stdin to write to while it runs and
+        returns its Exec at once (exec.stdin.write(), .close(), .signal(), .wait()). pty=True
+        runs it on a terminal (pty_size=(rows, cols), default (24, 80)): its stdout and
+        stderr are one stream, in stdout."""
+        if stdin is True:
+            return self.exec_async(*cmd, env=env, workdir=workdir, timeout_s=timeout_s,
+                                   stdin=True, pty=pty, pty_size=pty_size)
+        if stdin is not None and stdin is not False:
+            data = _bytes(stdin, "stdin")
+            ex = self.exec_async(*cmd, env=env, workdir=workdir, timeout_s=timeout_s,
+                                 stdin=True, pty=pty, pty_size=pty_size)
+            try:
+                ex.stdin.write(data)
+                ex.stdin.close()
+            except SkiffError:
+                if ex.status() in EXEC_RUNNING:  # it ended before reading it all: fine
+                    raise
+            ex.wait(poll=0.05)
+            out = ex.output("stdout")
+            err = ex.output("stderr")
+            return ExecResult(ex.exit_code, out, err, False, ex.state, ex.id)
+        body = self._exec_body(cmd, env, workdir, timeout_s, pty=pty, pty_size=pty_size)
         hold = (timeout_s + EXEC_HOLD_EXTRA_S) if timeout_s else SERVER_MAX_WAIT_S
         r = self._client.json("POST", self._url("/exec"), query={"wait": "true"}, json=body,
                               timeout=hold + WAIT_MARGIN_S)
         return ExecResult._from_reply(r)
 
-    def exec_async(self, *cmd, env=None, workdir=None, timeout_s=None):
-        """Start a command and return at once with an Exec handle (status(), wait())."""
-        body = self._exec_body(cmd, env, workdir, timeout_s)
+    def exec_async(self, *cmd, env=None, workdir=None, timeout_s=None, stdin=False, pty=False,
+                   pty_size=None):
+        """Start a command and return at once with an Exec handle (status(), wait(),
+        output()). stdin=True gives it a stdin to write to (Exec.stdin); pty=True a terminal
+        (Exec.stdin types into it, Exec.resize() sizes it; pty_size=(rows, cols))."""
+        body = self._exec_body(cmd, env, workdir, timeout_s, stdin, pty, pty_size)
         r = self._client.json("POST", self._url("/exec"), json=body,
                               timeout=max(self._client.timeout, 120.0))
         return Exec(self, r)
