@@ -14,8 +14,7 @@ struct file_call {
 	char sandbox[ID_MAX_BYTES];
 	struct api_call *call;
 	uv_timer_t *timer;
-	int raw;            /* reply with the file's bytes rather than JSON */
-	const char *unwrap; /* reply with this member of the result (fs/stat: its entry) */
+	file_call_done_fn done;
 };
 
 static void timer_free(uv_handle_t *h)
@@ -38,10 +37,10 @@ static void file_call_timeout(uv_timer_t *t)
 {
 	struct file_call *fc = t->data;
 	struct api_call *call = fc->call;
-	struct server *srv = call->srv;
+	file_call_done_fn done = fc->done;
 	call->obj = NULL;
-	file_call_end(srv, fc);
-	api_reply_error(call, 504, "deadline_exceeded", "the worker did not answer in time");
+	file_call_end(call->srv, fc);
+	done(call, NULL, 504, "deadline_exceeded", "the worker did not answer in time");
 }
 
 static void file_call_aborted(struct http_request *req)
@@ -50,11 +49,11 @@ static void file_call_aborted(struct http_request *req)
 	struct file_call *fc = call ? call->obj : NULL;
 	if (!fc)
 		return;
+	file_call_done_fn done = fc->done;
 	call->obj = NULL;
 	fc->call = NULL;
-	struct server *srv = call->srv;
-	file_call_end(srv, fc);
-	api_reply_error(call, 499, "cancelled", "the client went away");
+	file_call_end(call->srv, fc);
+	done(call, NULL, 499, "cancelled", "the client went away");
 }
 
 /* A path inside the sandbox from the query or the body: absolute, bounded, no NUL. */
@@ -85,9 +84,8 @@ static struct sandbox_rec *running_sandbox(struct api_call *call)
 	return sb;
 }
 
-/* Send op with args to the sandbox's worker and wait for its file_done. Steals args. */
-static void file_call_start(struct api_call *call, struct sandbox_rec *sb, const char *op,
-                            json_t *args, int raw)
+void file_call_send(struct api_call *call, struct sandbox_rec *sb, const char *op, json_t *args,
+                    file_call_done_fn done)
 {
 	struct server *srv = call->srv;
 	struct file_call *fc = calloc(1, sizeof(*fc));
@@ -97,12 +95,11 @@ static void file_call_start(struct api_call *call, struct sandbox_rec *sb, const
 		free(t);
 		free(fc);
 		json_decref(args);
-		api_reply_error(call, 503, "unavailable", "out of memory");
+		done(call, NULL, 503, "unavailable", "out of memory");
 		return;
 	}
 	fc->call = call;
-	fc->raw = raw;
-	fc->unwrap = !strcmp(op, "fs_stat") ? "entry" : NULL;
+	fc->done = done;
 	snprintf(fc->sandbox, sizeof(fc->sandbox), "%s", sb->row.id);
 	fc->timer = t;
 	uv_timer_init(srv->loop, t);
@@ -116,8 +113,26 @@ static void file_call_start(struct api_call *call, struct sandbox_rec *sb, const
 	if (link_command(srv, sb->worker, "file", args) < 0) {
 		call->obj = NULL;
 		file_call_end(srv, fc);
-		api_reply_error(call, 503, "unavailable", "the worker can't take commands");
+		done(call, NULL, 503, "unavailable", "the worker can't take commands");
 	}
+}
+
+/* How most file calls end: the result as the JSON reply, or the error. */
+static void done_json(struct api_call *call, json_t *result, int status, const char *code,
+                      const char *msg)
+{
+	if (result)
+		api_reply_json(call, 200, json_incref(result));
+	else
+		api_reply_error(call, status, code, "%s", msg);
+}
+
+/* fs/stat: the entry alone. */
+static void done_stat(struct api_call *call, json_t *result, int status, const char *code,
+                      const char *msg)
+{
+	done_json(call, result ? json_object_get(result, "entry") : NULL, result ? 500 : status,
+	          result ? "internal" : code, result ? "the worker sent no entry" : msg);
 }
 
 static int status_of(const char *code)
@@ -146,28 +161,33 @@ void link_file_done(struct server *srv, struct worker_rec *w, json_t *ev)
 	if (!sbid || strcmp(sbid, fc->sandbox) || !sb || sb->worker != w)
 		return; /* not this worker's to answer */
 	struct api_call *call = fc->call;
-	int raw = fc->raw;
-	const char *unwrap = fc->unwrap;
+	file_call_done_fn done = fc->done;
 	call->obj = NULL;
 	file_call_end(srv, fc);
 	json_t *err = json_object_get(ev, "error");
 	if (!json_is_true(json_object_get(ev, "ok")) || err) {
 		const char *code = json_string_value(json_object_get(err, "code"));
 		const char *msg = json_string_value(json_object_get(err, "message"));
-		api_reply_error(call, status_of(code ? code : "internal"), code ? code : "internal",
-		                "%s", msg ? msg : "the file operation failed");
+		done(call, NULL, status_of(code ? code : "internal"), code ? code : "internal",
+		     msg ? msg : "the file operation failed");
 		return;
 	}
 	json_t *result = json_object_get(ev, "result");
-	if (!raw) {
-		json_t *out = unwrap ? json_object_get(result, unwrap) : result;
-		api_reply_json(call, 200, out ? json_incref(out) : json_object());
+	done(call, json_is_object(result) ? result : NULL, 500, "internal",
+	     "the worker sent no result");
+}
+
+/* The bytes of a file or output read as the raw reply, with what an output read says of them
+ * in headers: where they start, how many were written so far, whether the writer has ended. */
+void file_done_raw(struct api_call *call, json_t *result, int status, const char *code,
+                   const char *msg)
+{
+	if (!result) {
+		api_reply_error(call, status, code, "%s", msg);
 		return;
 	}
 	const char *b64 = json_string_value(json_object_get(result, "data_b64"));
 	size_t blen = b64 ? strlen(b64) : 0;
-	/* Output reads say where the bytes start, how many were written so far, and whether the
-	 * writer has ended. */
 	static const char *const META[][2] = {
 	    {"offset", "X-Skiff-Offset"}, {"size", "X-Skiff-Size"}, {"eof", "X-Skiff-Eof"}};
 	for (size_t i = 0; i < ARRAY_SIZE(META); i++) {
@@ -208,26 +228,10 @@ void api_files_get(struct http_request *req)
 	}
 	struct sandbox_rec *sb = running_sandbox(call);
 	if (sb)
-		file_call_start(
+		file_call_send(
 		    call, sb, "file_read",
 		    json_pack("{s:s, s:I}", "path", path, "max", (json_int_t)SERVER_MAX_FILE_BYTES),
-		    1);
-}
-
-static int query_bool(struct api_call *call, const char *key, int *ret)
-{
-	char buf[8];
-	int r = http_query_get(call->req, key, 0, buf, sizeof(buf));
-	*ret = 0;
-	if (r == -ENOENT)
-		return 0;
-	if (r >= 0 && (!strcmp(buf, "true") || !strcmp(buf, "1")))
-		*ret = 1;
-	else if (r < 0 || (strcmp(buf, "false") && strcmp(buf, "0"))) {
-		api_reply_error(call, 400, "invalid_argument", "%s: expected true or false", key);
-		return -1;
-	}
-	return 0;
+		    file_done_raw);
 }
 
 /* PUT /v1/sandboxes/{id}/files?path=&mode=&parents= with the raw bytes as the body. */
@@ -258,7 +262,7 @@ void api_files_put(struct http_request *req)
 		return;
 	}
 	int parents;
-	if (query_bool(call, "parents", &parents) < 0)
+	if (api_query_bool(call, "parents", &parents) < 0)
 		return;
 	struct sandbox_rec *sb = running_sandbox(call);
 	if (!sb)
@@ -272,7 +276,7 @@ void api_files_put(struct http_request *req)
 	json_t *args = json_pack("{s:s, s:s, s:i, s:b}", "path", path, "data_b64", b64, "mode",
 	                         (int)mode, "parents", parents);
 	free(b64);
-	file_call_start(call, sb, "file_write", args, 0);
+	file_call_send(call, sb, "file_write", args, done_json);
 }
 
 static int depth_param(struct api_call *call, int *ret)
@@ -308,8 +312,8 @@ static void fs_query(struct http_request *req, const char *op)
 		return;
 	struct sandbox_rec *sb = running_sandbox(call);
 	if (sb)
-		file_call_start(call, sb, op, json_pack("{s:s, s:i}", "path", path, "depth", depth),
-		                0);
+		file_call_send(call, sb, op, json_pack("{s:s, s:i}", "path", path, "depth", depth),
+		               strcmp(op, "fs_stat") ? done_json : done_stat);
 }
 
 void api_fs_list(struct http_request *req)
@@ -363,7 +367,7 @@ static void fs_change(struct http_request *req, const char *op, const char *cons
 		}
 	struct sandbox_rec *sb = running_sandbox(call);
 	if (sb) {
-		file_call_start(call, sb, op, args, 0);
+		file_call_send(call, sb, op, args, done_json);
 		args = NULL;
 	}
 out:
@@ -389,83 +393,6 @@ void api_fs_move(struct http_request *req)
 	fs_change(req, "fs_move", P, NULL);
 }
 
-/* GET /v1/sandboxes/{id}/execs/{ex}/output and /v1/sandboxes/{id}/logs:
- * ?stream=stdout|stderr&offset=N[&max=M] → the bytes of one stream from offset N (at most M, and
- * at most 1 MiB a call); X-Skiff-Offset says where they start (later than N when older bytes were
- * dropped), X-Skiff-Size how many were written so far, X-Skiff-Eof whether the writer ended.
- * Reads are resumable: ask again from offset + the bytes received. */
-static void output_get(struct http_request *req, const char *exec)
-{
-	struct api_call *call = req->data;
-	char stream[16], num[32];
-	int r = http_query_get(req, "stream", 0, stream, sizeof(stream));
-	if (r == -ENOENT)
-		snprintf(stream, sizeof(stream), "stdout");
-	else if (r < 0 || (strcmp(stream, "stdout") && strcmp(stream, "stderr"))) {
-		api_reply_error(call, 400, "invalid_argument", "stream: stdout or stderr");
-		return;
-	}
-	long long offset = 0, max = OUTPUT_MAX_READ_BYTES;
-	static const char *const KEYS[] = {"offset", "max"};
-	long long *vals[] = {&offset, &max};
-	for (int i = 0; i < 2; i++) {
-		r = http_query_get(req, KEYS[i], 0, num, sizeof(num));
-		if (r == -ENOENT)
-			continue;
-		char *end;
-		long long v = r >= 0 ? strtoll(num, &end, 10) : -1;
-		if (r < 0 || !num[0] || *end || v < 0) {
-			api_reply_error(call, 400, "invalid_argument",
-			                "%s: expected a number of bytes, 0 or more", KEYS[i]);
-			return;
-		}
-		*vals[i] = v;
-	}
-	if (max > OUTPUT_MAX_READ_BYTES)
-		max = OUTPUT_MAX_READ_BYTES;
-	char fmt[16];
-	if (http_query_get(req, "format", 0, fmt, sizeof(fmt)) != -ENOENT ||
-	    http_query_get(req, "follow", 0, fmt, sizeof(fmt)) != -ENOENT) {
-		api_reply_error(call, 400, "invalid_argument",
-		                "format and follow: not supported yet; read with offsets");
-		return;
-	}
-	const char *id = req->params[0];
-	struct sandbox_rec *sb = sandbox_find(call->srv, id);
-	if (!sb || !api_can_see(call, sb->row.workspace_id)) {
-		api_reply_error(call, 404, "not_found", "sandbox %.64s not found", id);
-		return;
-	}
-	if (exec && !map_get(&sb->execs, exec)) {
-		api_reply_error(call, 404, "not_found", "exec %.64s not found in %s", exec,
-		                sb->row.id);
-		return;
-	}
-	if (sb->removed || !sb->worker || !sb->worker->connected) {
-		api_reply_error(call, sb->removed ? 409 : 503,
-		                sb->removed ? "conflict" : "unavailable",
-		                sb->removed ? "sandbox %s was deleted: its output is gone"
-		                            : "the worker of %s is not connected",
-		                sb->row.id);
-		return;
-	}
-	json_t *args = json_pack("{s:s, s:I, s:I}", "stream", stream, "offset", (json_int_t)offset,
-	                         "max", (json_int_t)max);
-	if (args && exec)
-		json_object_set_new(args, "exec", json_string(exec));
-	file_call_start(call, sb, "output", args, 1);
-}
-
-void api_exec_output(struct http_request *req)
-{
-	output_get(req, req->params[1]);
-}
-
-void api_sandbox_logs(struct http_request *req)
-{
-	output_get(req, NULL);
-}
-
 /* A worker lost: the file calls it was to answer are answered now. */
 void file_calls_worker_lost(struct server *srv, struct worker_rec *w)
 {
@@ -476,9 +403,10 @@ void file_calls_worker_lost(struct server *srv, struct worker_rec *w)
 		if (sb && sb->worker != w)
 			continue;
 		struct api_call *call = fc->call;
+		file_call_done_fn done = fc->done;
 		call->obj = NULL;
 		file_call_end(srv, fc);
-		api_reply_error(call, 503, "unavailable", "the sandbox's worker was lost");
+		done(call, NULL, 503, "unavailable", "the sandbox's worker was lost");
 	}
 }
 
@@ -489,8 +417,9 @@ void file_calls_cancel_all(struct server *srv)
 	struct file_call *fc;
 	while ((fc = map_next(&srv->file_calls, &pos))) {
 		struct api_call *call = fc->call;
+		file_call_done_fn done = fc->done;
 		call->obj = NULL;
 		file_call_end(srv, fc);
-		api_reply_error(call, 503, "unavailable", "the server is stopping");
+		done(call, NULL, 503, "unavailable", "the server is stopping");
 	}
 }

@@ -40,6 +40,8 @@
 #define SERVER_MAX_FILE_BYTES         (8 * 1024 * 1024) /* one file read or written by the API */
 #define SERVER_FILE_TIMEOUT_MS        60000
 #define OUTPUT_MAX_READ_BYTES         (1024 * 1024) /* one output read */
+#define OUTPUT_FOLLOW_WAIT_MS         5000 /* a follower's read waits this long on the worker */
+#define OUTPUT_FOLLOW_RETRY_MS        50   /* after a read that brought nothing */
 
 enum role {
 	ROLE_NONE = 0,
@@ -181,6 +183,7 @@ struct api_call {
 	void *obj;
 
 	struct waiter *waiter; /* while it waits */
+	void *stream;          /* a streamed reply's state (api_output.c) */
 	char idem_key[STORE_IDEM_KEY_BYTES];
 	char idem_hash[65];
 	char inflight_key[ID_MAX_BYTES + STORE_IDEM_KEY_BYTES + 2];
@@ -225,6 +228,8 @@ void api_call_free(struct api_call *call);
 /* Parse the request's body as a JSON object (depth and size limited); replies 400 and returns
  * NULL when it is not one. */
 json_t *api_body_object(struct api_call *call);
+/* Query parameter key as true/1 or false/0 (0 when absent) in ret; -1 after a 400 reply. */
+int api_query_bool(struct api_call *call, const char *key, int *ret);
 /* Whether the caller may see objects of workspace ws. */
 int api_can_see(const struct api_call *call, const char *workspace_id);
 /* Parse ?limit= and ?cursor=; replies 400 and returns -1 on bad values. */
@@ -277,6 +282,16 @@ void api_fs_mkdir(struct http_request *req);
 void api_fs_remove(struct http_request *req);
 void api_fs_move(struct http_request *req);
 void file_calls_cancel_all(struct server *srv);
+/* A file call: op with args (taken) sent to sb's worker; done runs once, with the worker's
+ * result (borrowed) or with NULL and an error (status, code, message: the worker's error, its
+ * loss, the deadline, 499 when the client went away). done must answer or end the call. */
+typedef void (*file_call_done_fn)(struct api_call *call, json_t *result, int status,
+                                  const char *code, const char *msg);
+void file_call_send(struct api_call *call, struct sandbox_rec *sb, const char *op, json_t *args,
+                    file_call_done_fn done);
+/* done for reads: the bytes as the raw reply, with X-Skiff-Offset/-Size/-Eof. */
+void file_done_raw(struct api_call *call, json_t *result, int status, const char *code,
+                   const char *msg);
 void file_calls_worker_lost(struct server *srv, struct worker_rec *w);
 void api_exec_output(struct http_request *req);
 void api_sandbox_logs(struct http_request *req);

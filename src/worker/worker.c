@@ -780,6 +780,11 @@ static void command_run(struct worker *w, json_t *cmd)
 		      json_pack("{s:s, s:O, s:O}", "op", "timeout", "id", sandbox, "timeout_s",
 		                json_object_get(cmd, "timeout_s")),
 		      logged_reply, "timeout");
+	} else if (!strcmp(op, "exec_check")) {
+		spawn(w,
+		      json_pack("{s:s, s:O, s:O}", "op", "exec_check", "id", sandbox, "execs",
+		                json_object_get(cmd, "execs")),
+		      logged_reply, "exec_check");
 	} else {
 		wlog(w, "level=warn msg=\"unknown command\" op=%.32s", op);
 	}
