@@ -40,7 +40,7 @@ static void file_call_timeout(uv_timer_t *t)
 	file_call_done_fn done = fc->done;
 	call->obj = NULL;
 	file_call_end(call->srv, fc);
-	done(call, NULL, 504, "deadline_exceeded", "the worker did not answer in time");
+	done(call, NULL, NULL, 504, "deadline_exceeded", "the worker did not answer in time");
 }
 
 static void file_call_aborted(struct http_request *req)
@@ -53,7 +53,7 @@ static void file_call_aborted(struct http_request *req)
 	call->obj = NULL;
 	fc->call = NULL;
 	file_call_end(call->srv, fc);
-	done(call, NULL, 499, "cancelled", "the client went away");
+	done(call, NULL, NULL, 499, "cancelled", "the client went away");
 }
 
 /* A path inside the sandbox from the query or the body: absolute, bounded, no NUL. */
@@ -95,7 +95,7 @@ void file_call_send(struct api_call *call, struct sandbox_rec *sb, const char *o
 		free(t);
 		free(fc);
 		json_decref(args);
-		done(call, NULL, 503, "unavailable", "out of memory");
+		done(call, NULL, NULL, 503, "unavailable", "out of memory");
 		return;
 	}
 	fc->call = call;
@@ -113,14 +113,15 @@ void file_call_send(struct api_call *call, struct sandbox_rec *sb, const char *o
 	if (link_command(srv, sb->worker, "file", args) < 0) {
 		call->obj = NULL;
 		file_call_end(srv, fc);
-		done(call, NULL, 503, "unavailable", "the worker can't take commands");
+		done(call, NULL, NULL, 503, "unavailable", "the worker can't take commands");
 	}
 }
 
 /* How most file calls end: the result as the JSON reply, or the error. */
-static void done_json(struct api_call *call, json_t *result, int status, const char *code,
-                      const char *msg)
+static void done_json(struct api_call *call, json_t *result, const struct file_bytes *bytes,
+                      int status, const char *code, const char *msg)
 {
+	(void)bytes;
 	if (result)
 		api_reply_json(call, 200, json_incref(result));
 	else
@@ -128,11 +129,12 @@ static void done_json(struct api_call *call, json_t *result, int status, const c
 }
 
 /* fs/stat: the entry alone. */
-static void done_stat(struct api_call *call, json_t *result, int status, const char *code,
-                      const char *msg)
+static void done_stat(struct api_call *call, json_t *result, const struct file_bytes *bytes,
+                      int status, const char *code, const char *msg)
 {
-	done_json(call, result ? json_object_get(result, "entry") : NULL, result ? 500 : status,
-	          result ? "internal" : code, result ? "the worker sent no entry" : msg);
+	done_json(call, result ? json_object_get(result, "entry") : NULL, bytes,
+	          result ? 500 : status, result ? "internal" : code,
+	          result ? "the worker sent no entry" : msg);
 }
 
 static int status_of(const char *code)
@@ -150,16 +152,26 @@ static int status_of(const char *code)
 	return 500;
 }
 
-void link_file_done(struct server *srv, struct worker_rec *w, json_t *ev)
+/* The worker's part of a file call, checked: its call, or NULL when it has none to answer (timed
+ * out, its client left, not this worker's sandbox). */
+static struct file_call *file_call_of(struct server *srv, struct worker_rec *w, json_t *msg)
 {
-	const char *id = json_string_value(json_object_get(ev, "request"));
-	const char *sbid = json_string_value(json_object_get(ev, "sandbox"));
+	const char *id = json_string_value(json_object_get(msg, "request"));
+	const char *sbid = json_string_value(json_object_get(msg, "sandbox"));
 	struct file_call *fc = id ? map_get(&srv->file_calls, id) : NULL;
 	if (!fc)
-		return; /* timed out, or its client left */
+		return NULL;
 	struct sandbox_rec *sb = sandbox_find(srv, fc->sandbox);
 	if (!sbid || strcmp(sbid, fc->sandbox) || !sb || sb->worker != w)
-		return; /* not this worker's to answer */
+		return NULL;
+	return fc;
+}
+
+void link_file_done(struct server *srv, struct worker_rec *w, json_t *ev)
+{
+	struct file_call *fc = file_call_of(srv, w, ev);
+	if (!fc)
+		return;
 	struct api_call *call = fc->call;
 	file_call_done_fn done = fc->done;
 	call->obj = NULL;
@@ -168,26 +180,111 @@ void link_file_done(struct server *srv, struct worker_rec *w, json_t *ev)
 	if (!json_is_true(json_object_get(ev, "ok")) || err) {
 		const char *code = json_string_value(json_object_get(err, "code"));
 		const char *msg = json_string_value(json_object_get(err, "message"));
-		done(call, NULL, status_of(code ? code : "internal"), code ? code : "internal",
-		     msg ? msg : "the file operation failed");
+		done(call, NULL, NULL, status_of(code ? code : "internal"),
+		     code ? code : "internal", msg ? msg : "the file operation failed");
 		return;
 	}
 	json_t *result = json_object_get(ev, "result");
-	done(call, json_is_object(result) ? result : NULL, 500, "internal",
+	done(call, json_is_object(result) ? result : NULL, NULL, 500, "internal",
 	     "the worker sent no result");
+}
+
+void link_output(struct http_request *req)
+{
+	struct api_call *call = req->data;
+	size_t scan =
+	    req->body_len < LINK_OUTPUT_MAX_META_BYTES ? req->body_len : LINK_OUTPUT_MAX_META_BYTES;
+	const char *nl = memchr(req->body, '\n', scan);
+	json_t *meta = nl ? json_loadb(req->body, (size_t)(nl - req->body), 0, NULL) : NULL;
+	if (!json_is_object(meta)) {
+		json_decref(meta);
+		api_reply_error(call, 400, "invalid_argument", "expected a JSON line, then bytes");
+		return;
+	}
+	struct worker_rec *w = link_worker_of(call, meta);
+	if (!w) {
+		json_decref(meta);
+		return;
+	}
+	/* The bytes: each stream's "length" of them, in order, and nothing else. */
+	json_t *result = json_object_get(meta, "result");
+	json_t *parts[2] = {json_object_get(result, "stdout"), json_object_get(result, "stderr")};
+	if (!parts[0] && !parts[1])
+		parts[0] = result;
+	struct file_bytes bytes = {{NULL, NULL}, {0, 0}};
+	const char *p = nl + 1;
+	size_t left = req->body_len - (size_t)(p - req->body);
+	int ok = json_is_object(result);
+	for (int i = 0; i < 2 && ok; i++) {
+		json_t *len = json_object_get(parts[i], "length");
+		if (!parts[i])
+			continue;
+		ok = json_is_integer(len) && json_integer_value(len) >= 0 &&
+		     (size_t)json_integer_value(len) <= left;
+		if (!ok)
+			break;
+		bytes.data[i] = p;
+		bytes.len[i] = (size_t)json_integer_value(len);
+		p += bytes.len[i];
+		left -= bytes.len[i];
+	}
+	if (!ok || left) {
+		json_decref(meta);
+		api_reply_error(call, 400, "invalid_argument", "the lengths don't match the bytes");
+		return;
+	}
+	struct file_call *fc = file_call_of(call->srv, w, meta);
+	if (fc) {
+		struct api_call *fcall = fc->call;
+		file_call_done_fn done = fc->done;
+		fcall->obj = NULL;
+		file_call_end(call->srv, fc);
+		done(fcall, result, &bytes, 500, "internal", "");
+	}
+	json_decref(meta);
+	api_reply_json(call, 200, json_object());
 }
 
 /* The bytes of a file or output read as the raw reply, with what an output read says of them
  * in headers: where they start, how many were written so far, whether the writer has ended. */
-void file_done_raw(struct api_call *call, json_t *result, int status, const char *code,
-                   const char *msg)
+int file_result_bytes(json_t *part, const struct file_bytes *bytes, int i, const char **ret,
+                      size_t *ret_len, char **ret_owned)
+{
+	*ret_owned = NULL;
+	if (bytes) {
+		*ret = bytes->data[i] ? bytes->data[i] : "";
+		*ret_len = bytes->len[i];
+		return 0;
+	}
+	const char *b64 = json_string_value(json_object_get(part, "data_b64"));
+	size_t blen = b64 ? strlen(b64) : 0;
+	char *data = b64 ? malloc(blen / 4 * 3 + 1) : NULL;
+	long n = data ? base64_decode(b64, blen, (unsigned char *)data) : -EBADMSG;
+	if (n < 0) {
+		free(data);
+		return -EBADMSG;
+	}
+	*ret = *ret_owned = data;
+	*ret_len = (size_t)n;
+	return 0;
+}
+
+/* The bytes of a file or output read as the raw reply, with what an output read says of them
+ * in headers: where they start, how many were written so far, whether the writer has ended. */
+void file_done_raw(struct api_call *call, json_t *result, const struct file_bytes *bytes,
+                   int status, const char *code, const char *msg)
 {
 	if (!result) {
 		api_reply_error(call, status, code, "%s", msg);
 		return;
 	}
-	const char *b64 = json_string_value(json_object_get(result, "data_b64"));
-	size_t blen = b64 ? strlen(b64) : 0;
+	const char *data;
+	size_t len;
+	_cleanup_free_ char *owned = NULL;
+	if (file_result_bytes(result, bytes, 0, &data, &len, &owned) < 0) {
+		api_reply_error(call, 500, "internal", "the worker sent unreadable data");
+		return;
+	}
 	static const char *const META[][2] = {
 	    {"offset", "X-Skiff-Offset"}, {"size", "X-Skiff-Size"}, {"eof", "X-Skiff-Eof"}};
 	for (size_t i = 0; i < ARRAY_SIZE(META); i++) {
@@ -201,18 +298,10 @@ void file_done_raw(struct api_call *call, json_t *result, int status, const char
 			continue;
 		http_reply_header(call->req, META[i][1], val);
 	}
-	unsigned char *data = malloc(blen / 4 * 3 + 1);
-	long n = data ? base64_decode(b64 ? b64 : "", blen, data) : -ENOMEM;
-	if (n < 0) {
-		free(data);
-		api_reply_error(call, 500, "internal", "the worker sent unreadable data");
-		return;
-	}
 	struct http_request *req = call->req;
 	req->data = NULL;
 	api_call_free(call);
-	http_reply(req, 200, "application/octet-stream", data, (size_t)n);
-	free(data);
+	http_reply(req, 200, "application/octet-stream", data, len);
 }
 
 /* GET /v1/sandboxes/{id}/files?path= */
@@ -406,7 +495,7 @@ void file_calls_worker_lost(struct server *srv, struct worker_rec *w)
 		file_call_done_fn done = fc->done;
 		call->obj = NULL;
 		file_call_end(srv, fc);
-		done(call, NULL, 503, "unavailable", "the sandbox's worker was lost");
+		done(call, NULL, NULL, 503, "unavailable", "the sandbox's worker was lost");
 	}
 }
 
@@ -420,6 +509,6 @@ void file_calls_cancel_all(struct server *srv)
 		file_call_done_fn done = fc->done;
 		call->obj = NULL;
 		file_call_end(srv, fc);
-		done(call, NULL, 503, "unavailable", "the server is stopping");
+		done(call, NULL, NULL, 503, "unavailable", "the server is stopping");
 	}
 }

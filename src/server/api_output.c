@@ -30,6 +30,7 @@ struct output_read {
 	size_t max;
 	int started; /* the reply's head is out */
 	uv_timer_t *timer;
+	unsigned exit_waited_ms;
 };
 
 static void timer_free(uv_handle_t *h)
@@ -65,8 +66,8 @@ static void output_aborted(struct http_request *req)
 		output_finish(call->stream, 499, "cancelled", "the client went away");
 }
 
-static void output_done(struct api_call *call, json_t *result, int status, const char *code,
-                        const char *msg);
+static void output_done(struct api_call *call, json_t *result, const struct file_bytes *bytes,
+                        int status, const char *code, const char *msg);
 
 /* Ask the worker for what follows the offsets. */
 static void output_next(struct output_read *o)
@@ -143,28 +144,18 @@ static int output_start(struct output_read *o, json_t *result)
 	                        o->ndjson ? "application/x-ndjson" : "application/octet-stream");
 }
 
-/* Bytes that base64 text of len characters decodes to. */
-static size_t b64_decoded_len(const char *b64, size_t len)
-{
-	size_t n = len / 4 * 3;
-	if (len >= 1 && b64[len - 1] == '=')
-		n--;
-	if (len >= 2 && b64[len - 2] == '=')
-		n--;
-	return n;
-}
-
-/* One stream's part of an ndjson answer as an event; returns the bytes it carried. */
-static long ndjson_event(struct output_read *o, int si, json_t *part, int *ret_write)
+/* One stream's part of an answer as an ndjson event; returns the bytes it carried. */
+static long ndjson_event(struct output_read *o, int si, json_t *part,
+                         const struct file_bytes *bytes, int *ret_write)
 {
 	static const char *const NAMES[] = {"stdout", "stderr"};
-	const char *b64 = json_string_value(json_object_get(part, "data_b64"));
 	json_t *off = json_object_get(part, "offset");
-	size_t blen = b64 ? strlen(b64) : 0;
-	if (!b64 || !json_is_integer(off))
+	const char *data;
+	size_t n;
+	_cleanup_free_ char *owned = NULL;
+	if (!json_is_integer(off) || file_result_bytes(part, bytes, si, &data, &n, &owned) < 0)
 		return -EBADMSG;
 	uint64_t start = (uint64_t)json_integer_value(off);
-	size_t n = b64_decoded_len(b64, blen);
 	if (n == 0) {
 		if (start > o->offset[si])
 			o->offset[si] = start; /* dropped before it was read */
@@ -174,14 +165,14 @@ static long ndjson_event(struct output_read *o, int si, json_t *part, int *ret_w
 	int hlen =
 	    snprintf(head, sizeof(head), "{\"stream\":\"%s\",\"offset\":%llu,\"data_b64\":\"",
 	             NAMES[si], (unsigned long long)start);
-	char *line = malloc((size_t)hlen + blen + 3);
+	size_t blen = base64_encoded_size(n) - 1; /* without its NUL */
+	_cleanup_free_ char *line = malloc((size_t)hlen + blen + 4);
 	if (!line)
 		return -ENOMEM;
 	memcpy(line, head, (size_t)hlen);
-	memcpy(line + hlen, b64, blen);
+	base64_encode((const unsigned char *)data, n, line + hlen);
 	memcpy(line + (size_t)hlen + blen, "\"}\n", 3);
 	int r = http_reply_write(o->call->req, line, (size_t)hlen + blen + 3);
-	free(line);
 	if (r == -EAGAIN)
 		*ret_write = r;
 	else if (r < 0)
@@ -190,30 +181,71 @@ static long ndjson_event(struct output_read *o, int si, json_t *part, int *ret_w
 	return (long)n;
 }
 
-static long raw_write(struct output_read *o, json_t *result, int *ret_write)
+static long raw_write(struct output_read *o, json_t *result, const struct file_bytes *bytes,
+                      int *ret_write)
 {
-	const char *b64 = json_string_value(json_object_get(result, "data_b64"));
 	json_t *off = json_object_get(result, "offset");
-	size_t blen = b64 ? strlen(b64) : 0;
-	if (!b64 || !json_is_integer(off))
+	const char *data;
+	size_t n;
+	_cleanup_free_ char *owned = NULL;
+	if (!json_is_integer(off) || file_result_bytes(result, bytes, 0, &data, &n, &owned) < 0)
 		return -EBADMSG;
-	unsigned char *data = malloc(blen / 4 * 3 + 1);
-	long n = data ? base64_decode(b64, blen, data) : -ENOMEM;
 	if (n > 0) {
-		int r = http_reply_write(o->call->req, data, (size_t)n);
+		int r = http_reply_write(o->call->req, data, n);
 		if (r == -EAGAIN)
 			*ret_write = r;
 		else if (r < 0)
-			n = r;
+			return r;
 	}
-	free(data);
-	if (n >= 0)
-		o->offset[o->stream] = (uint64_t)json_integer_value(off) + (uint64_t)n;
-	return n;
+	o->offset[o->stream] = (uint64_t)json_integer_value(off) + n;
+	return (long)n;
 }
 
-static void output_done(struct api_call *call, json_t *result, int status, const char *code,
-                        const char *msg)
+static void output_exit_timer(uv_timer_t *t);
+
+/* Run fn once, OUTPUT_FOLLOW_RETRY_MS from now. */
+static int output_timer_start(struct output_read *o, uv_timer_cb fn)
+{
+	if (!o->timer) {
+		o->timer = malloc(sizeof(*o->timer));
+		if (!o->timer)
+			return -ENOMEM;
+		uv_timer_init(o->call->srv->loop, o->timer);
+		o->timer->data = o;
+	}
+	uv_timer_start(o->timer, fn, OUTPUT_FOLLOW_RETRY_MS, 0);
+	return 0;
+}
+
+/* The end of an ndjson stream: its exit code once the server knows it (the worker's event
+ * that says so may come a little after the output's end), then the end of the reply. */
+static void output_exit(struct output_read *o)
+{
+	json_t *code_v = NULL;
+	if (output_exit_code(o, &code_v) < 0 && o->exit_waited_ms < OUTPUT_EXIT_WAIT_MS &&
+	    output_timer_start(o, output_exit_timer) == 0) {
+		o->exit_waited_ms += OUTPUT_FOLLOW_RETRY_MS;
+		return;
+	}
+	if (code_v) {
+		char line[64];
+		int len = json_is_integer(code_v)
+		              ? snprintf(line, sizeof(line), "{\"exit_code\":%lld}\n",
+		                         (long long)json_integer_value(code_v))
+		              : snprintf(line, sizeof(line), "{\"exit_code\":null}\n");
+		json_decref(code_v);
+		http_reply_write(o->call->req, line, (size_t)len);
+	}
+	output_finish(o, 200, "", "");
+}
+
+static void output_exit_timer(uv_timer_t *t)
+{
+	output_exit(t->data);
+}
+
+static void output_done(struct api_call *call, json_t *result, const struct file_bytes *bytes,
+                        int status, const char *code, const char *msg)
 {
 	struct output_read *o = call->stream;
 	if (!result) {
@@ -229,27 +261,21 @@ static void output_done(struct api_call *call, json_t *result, int status, const
 	long got = 0;
 	for (int si = 0; si < 2 && o->ndjson && got >= 0; si++) {
 		static const char *const NAMES[] = {"stdout", "stderr"};
-		long n = ndjson_event(o, si, json_object_get(result, NAMES[si]), &wrote);
+		json_t *part = json_object_get(result, NAMES[si]);
+		long n = part ? ndjson_event(o, si, part, bytes, &wrote) : -EBADMSG;
 		got = n < 0 ? n : got + n;
 	}
 	if (!o->ndjson)
-		got = raw_write(o, result, &wrote);
+		got = raw_write(o, result, bytes, &wrote);
 	if (got < 0) {
 		output_finish(o, 500, "internal", "the worker sent unreadable output");
 		return;
 	}
 	if (json_is_true(json_object_get(result, "eof"))) {
-		json_t *code_v = NULL;
-		if (o->ndjson && output_exit_code(o, &code_v) == 0) {
-			char line[64];
-			int len = json_is_integer(code_v)
-			              ? snprintf(line, sizeof(line), "{\"exit_code\":%lld}\n",
-			                         (long long)json_integer_value(code_v))
-			              : snprintf(line, sizeof(line), "{\"exit_code\":null}\n");
-			json_decref(code_v);
-			http_reply_write(call->req, line, (size_t)len);
-		}
-		output_finish(o, 200, "", "");
+		if (o->ndjson)
+			output_exit(o);
+		else
+			output_finish(o, 200, "", "");
 		return;
 	}
 	if (!o->follow) {
@@ -266,16 +292,8 @@ static void output_done(struct api_call *call, json_t *result, int status, const
 	}
 	/* Nothing new and the worker did not wait (its readers are at their limit, or the wait
 	 * ran out): ask again a little later rather than at once. */
-	if (!o->timer) {
-		o->timer = malloc(sizeof(*o->timer));
-		if (!o->timer) {
-			output_finish(o, 503, "unavailable", "out of memory");
-			return;
-		}
-		uv_timer_init(call->srv->loop, o->timer);
-		o->timer->data = o;
-	}
-	uv_timer_start(o->timer, output_timer, OUTPUT_FOLLOW_RETRY_MS, 0);
+	if (output_timer_start(o, output_timer) < 0)
+		output_finish(o, 503, "unavailable", "out of memory");
 }
 
 /* A query parameter as a count of bytes (0 or more); 0 when absent, 1 when present, -1 after a

@@ -15,7 +15,7 @@ static void timer_free(uv_handle_t *h)
 	free(h);
 }
 
-static struct worker_rec *worker_of_call(struct api_call *call, json_t *body)
+struct worker_rec *link_worker_of(struct api_call *call, json_t *body)
 {
 	struct worker_rec *w = map_get(&call->srv->workers, call->req->params[0]);
 	json_t *epoch = json_object_get(body, "epoch");
@@ -41,7 +41,7 @@ static struct worker_rec *worker_of_body(struct api_call *call, json_t **ret_bod
 	json_t *body = api_body_object(call);
 	if (!body)
 		return NULL;
-	struct worker_rec *w = worker_of_call(call, body);
+	struct worker_rec *w = link_worker_of(call, body);
 	if (!w) {
 		json_decref(body);
 		return NULL;

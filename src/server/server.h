@@ -42,6 +42,8 @@
 #define OUTPUT_MAX_READ_BYTES         (1024 * 1024) /* one output read */
 #define OUTPUT_FOLLOW_WAIT_MS         5000 /* a follower's read waits this long on the worker */
 #define OUTPUT_FOLLOW_RETRY_MS        50   /* after a read that brought nothing */
+#define OUTPUT_EXIT_WAIT_MS           5000 /* output ended: its exit code comes within */
+#define LINK_OUTPUT_MAX_META_BYTES    (64 * 1024) /* the JSON line before an output's bytes */
 
 enum role {
 	ROLE_NONE = 0,
@@ -285,23 +287,38 @@ void file_calls_cancel_all(struct server *srv);
 /* A file call: op with args (taken) sent to sb's worker; done runs once, with the worker's
  * result (borrowed) or with NULL and an error (status, code, message: the worker's error, its
  * loss, the deadline, 499 when the client went away). done must answer or end the call. */
-typedef void (*file_call_done_fn)(struct api_call *call, json_t *result, int status,
-                                  const char *code, const char *msg);
+/* Raw bytes that an answer carries beside its result (output reads, which the worker posts
+ * without JSON): stdout's then stderr's, or one stream's in [0]. */
+struct file_bytes {
+	const char *data[2];
+	size_t len[2];
+};
+typedef void (*file_call_done_fn)(struct api_call *call, json_t *result,
+                                  const struct file_bytes *bytes, int status, const char *code,
+                                  const char *msg);
 void file_call_send(struct api_call *call, struct sandbox_rec *sb, const char *op, json_t *args,
                     file_call_done_fn done);
 /* done for reads: the bytes as the raw reply, with X-Skiff-Offset/-Size/-Eof. */
-void file_done_raw(struct api_call *call, json_t *result, int status, const char *code,
-                   const char *msg);
+void file_done_raw(struct api_call *call, json_t *result, const struct file_bytes *bytes,
+                   int status, const char *code, const char *msg);
+/* The one stream's bytes of an output answer: raw (bytes) or decoded from result's data_b64
+ * into *ret_owned (to free). -EBADMSG when neither is readable. */
+int file_result_bytes(json_t *part, const struct file_bytes *bytes, int i, const char **ret,
+                      size_t *ret_len, char **ret_owned);
 void file_calls_worker_lost(struct server *srv, struct worker_rec *w);
 void api_exec_output(struct http_request *req);
 void api_sandbox_logs(struct http_request *req);
 /* A worker's file_done event: answer the file call it belongs to. */
 void link_file_done(struct server *srv, struct worker_rec *w, json_t *ev);
+/* POST /internal/v1/workers/{wk}/output: an output read's answer, raw. */
+void link_output(struct http_request *req);
 
 /* link.c: the worker link, server side */
 void link_register(struct http_request *req);
 void link_poll(struct http_request *req);
 void link_events(struct http_request *req);
+/* The worker a link call comes from, its epoch in body checked; or NULL after an error reply. */
+struct worker_rec *link_worker_of(struct api_call *call, json_t *body);
 /* Queue a command for a worker; body gets "id" and "op". Returns 0 or -ENOSPC. */
 int link_command(struct server *srv, struct worker_rec *w, const char *op, json_t *body);
 /* A worker that can take a new sandbox, or NULL. */

@@ -88,10 +88,12 @@ static int output_locate(struct sp_sandbox *s, const char *exid, int si, struct 
 	return 0;
 }
 
-/* Read at most max bytes of o from offset into {"data_b64","offset","size","eof"}; returns the
- * number of bytes read, or a negative code in err. */
+/* What of o can be read from offset (at most max bytes), into {"offset","size","eof"} and,
+ * inline, "data_b64" with the bytes; else "path" and "length" for the caller to read them
+ * itself (the worker: it sends them on without JSON). Returns that many bytes, or a negative
+ * code in err. */
 static long output_read(struct sp_output *o, int writing, int is_exec, uint64_t offset, size_t max,
-                        json_t *into, struct sk_error *err)
+                        int inline_data, json_t *into, struct sk_error *err)
 {
 	_cleanup_close_ int fd = open(o->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
 	if (fd < 0 && errno == ENOENT && is_exec)
@@ -108,17 +110,23 @@ static long output_read(struct sp_output *o, int writing, int is_exec, uint64_t 
 	size_t want = start < size ? (size_t)(size - start) : 0;
 	if (want > max)
 		want = max;
-	_cleanup_free_ unsigned char *buf = malloc(want ? want : 1);
-	if (!buf)
-		return sk_error_set(err, -ENOMEM, "out of memory");
-	ssize_t n = want ? pread(fd, buf, want, (off_t)start) : 0;
-	if (n < 0)
-		return sk_error_errno(err, -errno, "read %s", o->path);
-	_cleanup_free_ char *b64 = malloc(base64_encoded_size((size_t)n));
-	if (!b64)
-		return sk_error_set(err, -ENOMEM, "out of memory");
-	base64_encode(buf, (size_t)n, b64);
-	json_object_set_new(into, "data_b64", json_string(b64));
+	ssize_t n = (ssize_t)want;
+	if (inline_data) {
+		_cleanup_free_ unsigned char *buf = malloc(want ? want : 1);
+		if (!buf)
+			return sk_error_set(err, -ENOMEM, "out of memory");
+		n = want ? pread(fd, buf, want, (off_t)start) : 0;
+		if (n < 0)
+			return sk_error_errno(err, -errno, "read %s", o->path);
+		_cleanup_free_ char *b64 = malloc(base64_encoded_size((size_t)n));
+		if (!b64)
+			return sk_error_set(err, -ENOMEM, "out of memory");
+		base64_encode(buf, (size_t)n, b64);
+		json_object_set_new(into, "data_b64", json_string(b64));
+	} else {
+		json_object_set_new(into, "path", json_string(o->path));
+		json_object_set_new(into, "length", json_integer((json_int_t)want));
+	}
 	json_object_set_new(into, "offset", json_integer((json_int_t)start));
 	json_object_set_new(into, "size", json_integer((json_int_t)size));
 	json_object_set_new(into, "eof", json_boolean(!writing && start + (uint64_t)n >= size));
@@ -152,6 +160,8 @@ static int output_answer(struct spawner *sp, json_t *req, json_t *reply,
 	r = sp_json_string(req, "exec", &exid, err);
 	if (r < 0 && r != -ENOENT)
 		return r;
+	json_t *inl = json_object_get(req, "inline");
+	int inline_data = !inl || json_is_true(inl);
 	static const char *const OFFSET_KEYS[] = {"stdout_offset", "stderr_offset"};
 	static const char *const NAMES[] = {"stdout", "stderr"};
 	int first = both ? 0 : !strcmp(stream, "stderr"), last = both ? 1 : first;
@@ -167,8 +177,10 @@ static int output_answer(struct spawner *sp, json_t *req, json_t *reply,
 		if ((r = output_locate(s, exid, si, &found, &o, &writing, err)) < 0)
 			return r;
 		json_t *into = both ? json_object() : json_incref(reply);
-		long n = into ? output_read(o, writing, exid != NULL, (uint64_t)offset,
-		                            (size_t)(both ? max / 2 : max), into, err)
+		/* Inline, both streams share one frame; else each may have max. */
+		size_t per = (size_t)(both && inline_data ? max / 2 : max);
+		long n = into ? output_read(o, writing, exid != NULL, (uint64_t)offset, per,
+		                            inline_data, into, err)
 		              : sk_error_set(err, -ENOMEM, "out of memory");
 		if (n == -ENOENT)
 			sk_error_set(err, -ENOENT, "no exec %.64s in %s", exid, s->id);

@@ -303,3 +303,47 @@ def test_streams_survive_a_killed_skiffd(skiffd):
     assert code == 5
     s, ex = skiffd.api("GET", f"/v1/sandboxes/{sid}/execs/{exid}")
     assert ex["state"] == "exited" and ex["exit_code"] == 5
+
+
+def test_half_closed_and_stalled_clients_do_not_starve_others(skiffd):
+    """Clients that stall mid-head, followers that half-close (taken as gone: the server drops
+    them), followers that never read a noisy stream: a normal follower still gets its whole
+    stream and a normal client is served meanwhile."""
+    import socket
+    sid = create(skiffd)
+    exid = start(skiffd, sid, "i=0; while [ $i -lt 200 ]; do head -c 65536 /dev/zero; "
+                              "i=$((i+1)); done; echo end >&2")
+    req = (f"GET {output_path(sid, exid, format='ndjson', follow='true')} HTTP/1.1\r\n"
+           f"Host: x\r\nAuthorization: Bearer {skiffd.token}\r\n\r\n").encode()
+    socks = []
+    try:
+        for i in range(60):
+            s = socket.create_connection(("127.0.0.1", skiffd.port))
+            socks.append(s)
+            if i < 20:  # slowloris: half a head, then nothing
+                s.sendall(b"GET /v1/whoami HTTP/1.1\r\nHost: x\r\n")
+            elif i < 40:  # a follower that half-closes
+                s.sendall(req)
+                s.shutdown(socket.SHUT_WR)
+            else:  # a follower that never reads
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.sendall(req)
+        c, r = open_stream(skiffd, output_path(sid, exid, format="ndjson", follow="true"))
+        out, err, code = collect(e for _, e in events(r))
+        c.close()
+        assert len(out) == 200 * 65536 and out.count(0) == len(out)
+        assert (err, code) == (b"end\n", 0)
+        s2, body = skiffd.api("POST", f"/v1/sandboxes/{sid}/exec?wait=true",
+                              {"command": ["echo", "served"]}, timeout=30)
+        assert s2 == 200 and body["stdout"] == "served\n"
+        # The half-closed followers were let go: their connections end (no timeout).
+        for s in socks[20:40]:
+            s.settimeout(20)
+            try:
+                while s.recv(1 << 16):
+                    pass
+            except ConnectionResetError:
+                pass
+    finally:
+        for s in socks:
+            s.close()
