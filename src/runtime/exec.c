@@ -366,20 +366,20 @@ int rt_exec_status(struct rt_sandbox *sb, const struct rt_exec *ex, int *ret_sta
 	return -ESRCH;
 }
 
+int rt_exec_attach(pid_t pid, pid_t nspid, unsigned long long start, struct rt_exec *ret)
+{
+	if (pid <= 0 || nspid <= 0 || start == 0)
+		return -EINVAL;
+	int fd = proc_pidfd_open(pid, start);
+	*ret = (struct rt_exec){
+	    .pid = pid, .nspid = nspid, .start = start, .pidfd = fd >= 0 ? fd : -1, .pty_fd = -1};
+	return 0;
+}
+
 int rt_exec_signal(const struct rt_exec *ex, int sig)
 {
 	if (syscall(SYS_pidfd_send_signal, ex->pidfd, sig, NULL, 0) < 0)
 		return -errno;
-	return 0;
-}
-
-int rt_exec_attach(pid_t pid, pid_t nspid, unsigned long long start, struct rt_exec *ret)
-{
-	int pidfd = proc_pidfd_open(pid, start);
-	if (pidfd < 0)
-		return pidfd;
-	*ret = (struct rt_exec){
-	    .pid = pid, .nspid = nspid, .start = start, .pidfd = pidfd, .pty_fd = -1};
 	return 0;
 }
 

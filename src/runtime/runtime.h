@@ -155,9 +155,9 @@ int rt_exec_wait(struct rt_sandbox *sb, const struct rt_exec *ex, int timeout_ms
  * init has not logged it yet, -ESRCH when it never will (the sandbox ended first). */
 int rt_exec_status(struct rt_sandbox *sb, const struct rt_exec *ex, int *ret_status);
 int rt_exec_signal(const struct rt_exec *ex, int sig);
-/* Find an exec again from what rt_sandbox_exec returned (after a restart): its pidfd if that
- * very process still runs (*ret filled, pty_fd -1), else -ESRCH (its status may be in the
- * events log: rt_exec_status with pidfd -1). */
+/* An exec found again after a restart from what rt_sandbox_exec returned: *ret gets a pidfd for
+ * it while it still runs (its start time checked after the open, pids recycle), else pidfd -1:
+ * it ended, and rt_exec_status says how. pty_fd is -1 (a terminal's master is its holder's). */
 int rt_exec_attach(pid_t pid, pid_t nspid, unsigned long long start, struct rt_exec *ret);
 /* Size a terminal: its rows and columns (the foreground process group gets SIGWINCH). */
 int rt_pty_resize(int pty_fd, unsigned short rows, unsigned short cols);

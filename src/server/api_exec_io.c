@@ -47,7 +47,7 @@ void api_exec_stdin(struct http_request *req)
 	struct api_call *call = req->data;
 	struct exec_rec *ex = exec_of_call(call);
 	int eof;
-	if (!ex || query_bool(call, "eof", &eof) < 0)
+	if (!ex || api_query_bool(call, "eof", &eof) < 0)
 		return;
 	if (!exec_flag(ex, "stdin") && !exec_flag(ex, "pty")) {
 		api_reply_error(call, 409, "conflict",
@@ -62,9 +62,10 @@ void api_exec_stdin(struct http_request *req)
 	if (!b64)
 		return;
 	/* TODO: sandbox_touch(srv, sb) once it exists: stdin writes count for idle_timeout_s. */
-	file_call_start(
+	file_call_send(
 	    call, sb, "stdin",
-	    json_pack("{s:s, s:o, s:b}", "exec", ex->row.id, "data_b64", b64, "eof", eof), 0);
+	    json_pack("{s:s, s:o, s:b}", "exec", ex->row.id, "data_b64", b64, "eof", eof),
+	    file_done_json);
 }
 
 /* POST …/signal {"signal": "TERM" | "SIGTERM" | 15}: to the exec's process (its pidfd). */
@@ -94,8 +95,9 @@ void api_exec_signal(struct http_request *req)
 	json_decref(body);
 	struct sandbox_rec *sb = exec_running(call, ex);
 	if (sb)
-		file_call_start(call, sb, "signal",
-		                json_pack("{s:s, s:i}", "exec", ex->row.id, "signal", sig), 0);
+		file_call_send(call, sb, "signal",
+		               json_pack("{s:s, s:i}", "exec", ex->row.id, "signal", sig),
+		               file_done_json);
 }
 
 /* POST …/resize {"rows": R, "cols": C}: the size of the exec's terminal (it gets SIGWINCH). */
@@ -125,7 +127,7 @@ void api_exec_resize(struct http_request *req)
 	}
 	struct sandbox_rec *sb = exec_running(call, ex);
 	if (sb)
-		file_call_start(call, sb, "resize", args, 0);
+		file_call_send(call, sb, "resize", args, file_done_json);
 	else
 		json_decref(args);
 }

@@ -15,7 +15,7 @@ static void timer_free(uv_handle_t *h)
 	free(h);
 }
 
-static struct worker_rec *worker_of_call(struct api_call *call, json_t *body)
+struct worker_rec *link_worker_of(struct api_call *call, json_t *body)
 {
 	struct worker_rec *w = map_get(&call->srv->workers, call->req->params[0]);
 	json_t *epoch = json_object_get(body, "epoch");
@@ -41,7 +41,7 @@ static struct worker_rec *worker_of_body(struct api_call *call, json_t **ret_bod
 	json_t *body = api_body_object(call);
 	if (!body)
 		return NULL;
-	struct worker_rec *w = worker_of_call(call, body);
+	struct worker_rec *w = link_worker_of(call, body);
 	if (!w) {
 		json_decref(body);
 		return NULL;
@@ -386,33 +386,32 @@ static int create_queued(struct worker_rec *w, const char *sandbox_id)
 	return 0;
 }
 
-/* The execs of sb in flight against what the worker reports of them: one it runs goes on (its
- * stdin and terminal with it), one that ended meanwhile ends as it did, one it does not know
- * (its start was lost with the queue) is lost. */
-static void execs_reconcile(struct server *srv, struct sandbox_rec *sb, json_t *reported_execs)
+/* The sandbox's execs that the server believes run: when the worker runs the sandbox, it is asked
+ * after them (it reports those that ended, and those it doesn't know as lost; running ones end
+ * later with an event); else they are lost now. */
+static void execs_check(struct server *srv, struct worker_rec *w, struct sandbox_rec *sb,
+                        int running_there)
 {
+	json_t *ids = running_there ? json_array() : NULL;
 	size_t pos = 0;
 	struct exec_rec *ex;
 	while ((ex = map_next(&sb->execs, &pos))) {
 		if (strcmp(ex->row.state, "running") && strcmp(ex->row.state, "pending"))
 			continue;
-		json_t *r = reported(reported_execs, ex->row.id);
-		const char *state = str(r, "state");
-		json_t *code = json_object_get(r, "exit_code");
-		if (!strcmp(state, "running"))
-			exec_set_started(srv, ex, 0);
-		else if (!strcmp(state, "exited") && json_is_integer(code))
-			exec_set_ended(srv, ex, "exited", (int)json_integer_value(code),
-			               num(r, "ended_ms"), NULL);
-		else
+		if (!ids || json_array_append_new(ids, json_string(ex->row.id)) < 0)
 			exec_set_ended(srv, ex, "lost", -1, 0, NULL);
 	}
+	if (ids && json_array_size(ids))
+		link_command(srv, w, "exec_check",
+		             json_pack("{s:s, s:o}", "sandbox", sb->row.id, "execs", ids));
+	else
+		json_decref(ids);
 }
 
 /* What the server believes of this worker's sandboxes against what the worker says it runs. */
 static void reconcile(struct server *srv, struct worker_rec *w, json_t *list)
 {
-	/* Exec commands still queued are dropped: an exec is never run twice. */
+	/* Execs in flight did not survive whatever made the worker register again. */
 	for (struct command **p = &w->queue; *p;) {
 		struct command *c = *p;
 		if (strcmp(str(c->body, "op"), "exec")) {
@@ -432,7 +431,7 @@ static void reconcile(struct server *srv, struct worker_rec *w, json_t *list)
 			continue;
 		sb->worker = w;
 		json_t *r = reported(list, sb->row.id);
-		execs_reconcile(srv, sb, json_object_get(r, "execs"));
+		execs_check(srv, w, sb, r && !strcmp(str(r, "state"), "running"));
 		if (sandbox_ended(sb)) {
 			/* Ended here (deleted, lost, failed) but running there: end it there too.
 			 */

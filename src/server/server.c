@@ -62,6 +62,7 @@ static const struct http_route ROUTES[] = {
      PERM_WORKER},
     {"POST", "/internal/v1/workers/{}/poll", link_poll, NULL, LINK_MAX_BODY_BYTES, PERM_WORKER},
     {"POST", "/internal/v1/workers/{}/events", link_events, NULL, LINK_MAX_BODY_BYTES, PERM_WORKER},
+    {"POST", "/internal/v1/workers/{}/output", link_output, NULL, LINK_MAX_BODY_BYTES, PERM_WORKER},
 };
 
 _Static_assert(ARRAY_SIZE(ROUTES) <= METRICS_MAX_ROUTES, "metrics count routes one by one");

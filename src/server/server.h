@@ -42,6 +42,10 @@
 #define OUTPUT_MAX_READ_BYTES         (1024 * 1024) /* one output read */
 #define EXEC_STDIN_MAX_WRITE_BYTES    (1024 * 1024) /* one stdin write (the spawner's limit) */
 #define EXEC_PTY_MAX_SIZE             1000          /* rows and columns of a terminal */
+#define OUTPUT_FOLLOW_WAIT_MS         5000 /* a follower's read waits this long on the worker */
+#define OUTPUT_FOLLOW_RETRY_MS        50   /* after a read that brought nothing */
+#define OUTPUT_EXIT_WAIT_MS           5000 /* output ended: its exit code comes within */
+#define LINK_OUTPUT_MAX_META_BYTES    (64 * 1024) /* the JSON line before an output's bytes */
 
 enum role {
 	ROLE_NONE = 0,
@@ -183,6 +187,7 @@ struct api_call {
 	void *obj;
 
 	struct waiter *waiter; /* while it waits */
+	void *stream;          /* a streamed reply's state (api_output.c) */
 	char idem_key[STORE_IDEM_KEY_BYTES];
 	char idem_hash[65];
 	char inflight_key[ID_MAX_BYTES + STORE_IDEM_KEY_BYTES + 2];
@@ -227,6 +232,8 @@ void api_call_free(struct api_call *call);
 /* Parse the request's body as a JSON object (depth and size limited); replies 400 and returns
  * NULL when it is not one. */
 json_t *api_body_object(struct api_call *call);
+/* Query parameter key as true/1 or false/0 (0 when absent) in ret; -1 after a 400 reply. */
+int api_query_bool(struct api_call *call, const char *key, int *ret);
 /* The request's raw body as a base64 JSON string; replies 503 and returns NULL when out of
  * memory. */
 json_t *api_body_base64(struct api_call *call);
@@ -290,26 +297,48 @@ void api_fs_stat(struct http_request *req);
 void api_fs_mkdir(struct http_request *req);
 void api_fs_remove(struct http_request *req);
 void api_fs_move(struct http_request *req);
-/* Send op with args (steals them) to the running sandbox sb's worker and reply with what its
- * spawner answers: the result object as JSON, or its bytes when raw (output reads). */
-void file_call_start(struct api_call *call, struct sandbox_rec *sb, const char *op, json_t *args,
-                     int raw);
+void file_calls_cancel_all(struct server *srv);
+/* A file call: op with args (taken) sent to sb's worker; done runs once, with the worker's
+ * result (borrowed) or with NULL and an error (status, code, message: the worker's error, its
+ * loss, the deadline, 499 when the client went away). done must answer or end the call. */
+/* Raw bytes that an answer carries beside its result (output reads, which the worker posts
+ * without JSON): stdout's then stderr's, or one stream's in [0]. */
+struct file_bytes {
+	const char *data[2];
+	size_t len[2];
+};
+typedef void (*file_call_done_fn)(struct api_call *call, json_t *result,
+                                  const struct file_bytes *bytes, int status, const char *code,
+                                  const char *msg);
+void file_call_send(struct api_call *call, struct sandbox_rec *sb, const char *op, json_t *args,
+                    file_call_done_fn done);
+/* done for most calls: the result as the JSON reply, or the error. */
+void file_done_json(struct api_call *call, json_t *result, const struct file_bytes *bytes,
+                    int status, const char *code, const char *msg);
 /* The sandbox of the route's first parameter if the caller may see it, it runs and its worker
  * is connected; else replies (404, 409, 503) and returns NULL. */
 struct sandbox_rec *running_sandbox(struct api_call *call);
-/* ?key=true|1|false|0 into *ret (absent: 0); replies 400 and returns -1 on anything else. */
-int query_bool(struct api_call *call, const char *key, int *ret);
-void file_calls_cancel_all(struct server *srv);
+/* done for reads: the bytes as the raw reply, with X-Skiff-Offset/-Size/-Eof. */
+void file_done_raw(struct api_call *call, json_t *result, const struct file_bytes *bytes,
+                   int status, const char *code, const char *msg);
+/* The one stream's bytes of an output answer: raw (bytes) or decoded from result's data_b64
+ * into *ret_owned (to free). -EBADMSG when neither is readable. */
+int file_result_bytes(json_t *part, const struct file_bytes *bytes, int i, const char **ret,
+                      size_t *ret_len, char **ret_owned);
 void file_calls_worker_lost(struct server *srv, struct worker_rec *w);
 void api_exec_output(struct http_request *req);
 void api_sandbox_logs(struct http_request *req);
 /* A worker's file_done event: answer the file call it belongs to. */
 void link_file_done(struct server *srv, struct worker_rec *w, json_t *ev);
+/* POST /internal/v1/workers/{wk}/output: an output read's answer, raw. */
+void link_output(struct http_request *req);
 
 /* link.c: the worker link, server side */
 void link_register(struct http_request *req);
 void link_poll(struct http_request *req);
 void link_events(struct http_request *req);
+/* The worker a link call comes from, its epoch in body checked; or NULL after an error reply. */
+struct worker_rec *link_worker_of(struct api_call *call, json_t *body);
 /* Queue a command for a worker; body gets "id" and "op". Returns 0 or -ENOSPC. */
 int link_command(struct server *srv, struct worker_rec *w, const char *op, json_t *body);
 /* A worker that can take a new sandbox, or NULL. */

@@ -127,18 +127,10 @@ json_t *sp_error_json(const struct sk_error *err)
 	case -ENFILE:
 	case -EDQUOT:
 	case -EUSERS: code = "resource_exhausted"; break;
+	case -ETIME: code = "deadline_exceeded"; break; /* a deadline the API promises */
 	default: code = "internal";
 	}
 	return json_pack("{s:s, s:s}", "code", code, "message", err->msg);
-}
-
-void sp_json_save(const char *dir, const char *name, json_t *rec)
-{
-	char tmp[700], final[700];
-	snprintf(tmp, sizeof(tmp), "%s/%s.tmp", dir, name);
-	snprintf(final, sizeof(final), "%s/%s", dir, name);
-	if (!rec || json_dump_file(rec, tmp, JSON_COMPACT) < 0 || rename(tmp, final) < 0)
-		sp_log("error", "record %s: failed", final);
 }
 
 int sp_json_string(json_t *req, const char *key, const char **ret, struct sk_error *err)
@@ -180,6 +172,7 @@ static const struct {
     {"signal", sp_op_signal},
     {"stdin", sp_op_stdin},
     {"resize", sp_op_resize},
+    {"exec_check", sp_op_exec_check},
     {"terminate", sp_op_terminate},
     {"remove", sp_op_remove},
     {"usage", sp_op_usage},
@@ -200,6 +193,39 @@ static void reply_error(struct spawner *sp, json_t *req_id, const struct sk_erro
 	                      "error", sp_error_json(err));
 	sp_send(sp, m);
 	json_decref(m);
+}
+
+int sp_record_write(const char *dir, const char *name, json_t *rec)
+{
+	char tmp[700], final[700];
+	snprintf(tmp, sizeof(tmp), "%s/%s.tmp", dir, name);
+	snprintf(final, sizeof(final), "%s/%s", dir, name);
+	if (json_dump_file(rec, tmp, JSON_COMPACT) < 0)
+		return -EIO;
+	if (rename(tmp, final) < 0) {
+		int r = -errno;
+		unlink(tmp);
+		return r;
+	}
+	return 0;
+}
+
+void sp_answer(struct spawner *sp, json_t *req_id, json_t *fields, const struct sk_error *err)
+{
+	json_t *m = fields;
+	if (err) {
+		json_decref(fields);
+		m = json_pack("{s:O, s:b, s:o}", "req", req_id, "ok", 0, "error",
+		              sp_error_json(err));
+	} else if (m) {
+		json_object_set(m, "req", req_id);
+		json_object_set_new(m, "ok", json_true());
+	}
+	if (m)
+		sp_event(sp, m);
+	else
+		sp_log("error", "request %lld: out of memory for the reply",
+		       (long long)json_integer_value(req_id));
 }
 
 static void events_flush(struct spawner *sp)
@@ -330,7 +356,7 @@ static int input_read(struct spawner *sp, struct inbuf *in)
 
 /* ---- the loop ---- */
 
-enum { W_SOCKET, W_INIT, W_OOM, W_EXEC, W_STDIN, W_HOLDER, W_FOP_PIPE, W_FOP_PID };
+enum { W_SOCKET, W_INIT, W_OOM, W_EXEC, W_STDIN, W_HOLDER, W_FOP_PIPE, W_FOP_PID, W_INOTIFY };
 struct watch {
 	int kind;
 	struct sp_sandbox *s;
@@ -348,6 +374,7 @@ static int64_t timers_next(struct spawner *sp)
 {
 	int64_t next = sp->trim_mono;
 	timer_min(&next, sp_files_next_deadline(sp));
+	timer_min(&next, sp_oreads_next(sp));
 	for (struct sp_sandbox *s = sp->sandboxes; s; s = s->next) {
 		if (s->state == SP_RUNNING) {
 			timer_min(&next, s->deadline_mono);
@@ -387,7 +414,7 @@ static int loop(struct spawner *sp)
 	size_t cap = 0;
 	int ret = 0;
 	for (;;) {
-		size_t n = 1;
+		size_t n = 2;
 		for (struct sp_sandbox *s = sp->sandboxes; s; s = s->next)
 			n += 2 + 3 * (size_t)s->nexecs;
 		for (struct sp_fop *o = sp->fops; o; o = o->next)
@@ -446,6 +473,10 @@ static int loop(struct spawner *sp)
 				w[k++] = (struct watch){.kind = W_FOP_PID, .fop = o};
 			}
 		}
+		if (sp->oreads && sp->ino_fd >= 0) {
+			pfds[k] = (struct pollfd){.fd = sp->ino_fd, .events = POLLIN};
+			w[k++] = (struct watch){.kind = W_INOTIFY};
+		}
 		int64_t now = sp_now_mono();
 		int64_t next = timers_next(sp);
 		int timeout = next ? (int)(next > now ? next - now : 0) : -1;
@@ -493,6 +524,7 @@ static int loop(struct spawner *sp)
 				break;
 			case W_FOP_PIPE: sp_fop_read(sp, w[i].fop); break;
 			case W_FOP_PID: sp_fop_reap(sp, w[i].fop); break;
+			case W_INOTIFY: sp_oreads_inotify(sp); break;
 			}
 		}
 		events_flush(sp);
@@ -504,9 +536,11 @@ static int loop(struct spawner *sp)
 		now = sp_now_mono();
 		timers_run(sp, now);
 		sp_files_run(sp, now);
+		sp_oreads_run(sp, now);
 		events_flush(sp);
 	}
 	sp_files_release(sp);
+	sp_oreads_release(sp);
 	free(pfds);
 	free(w);
 	free(in.buf);
@@ -523,7 +557,7 @@ int spawner_main(const struct spawner_config *cfg, int fd)
 		nofile.rlim_cur = nofile.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &nofile);
 	}
-	struct spawner sp = {.cfg = cfg, .fd = fd};
+	struct spawner sp = {.cfg = cfg, .fd = fd, .ino_fd = -1};
 	struct sk_error err = {0};
 	int ret = 1;
 	sp.events = json_array();

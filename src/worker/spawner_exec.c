@@ -29,17 +29,6 @@ struct sp_exec *sp_exec_find(struct sp_sandbox *s, const char *id)
 	return NULL;
 }
 
-struct sp_exec *sp_exec_new(const char *id)
-{
-	struct sp_exec *e = calloc(1, sizeof(*e));
-	if (!e)
-		return NULL;
-	snprintf(e->id, sizeof(e->id), "%s", id);
-	e->ex.pidfd = e->ex.pty_fd = -1;
-	e->in.fd = e->in.holder_pidfd = -1;
-	return e;
-}
-
 void sp_exec_free(struct sp_exec *e)
 {
 	if (!e)
@@ -51,41 +40,45 @@ void sp_exec_free(struct sp_exec *e)
 
 void sp_exec_record(struct sp_sandbox *s, struct sp_exec *e)
 {
-	json_t *rec =
-	    json_pack("{s:s, s:i, s:i, s:I, s:I, s:I, s:b}", "id", e->id, "pid", (int)e->ex.pid,
-	              "nspid", (int)e->ex.nspid, "start", (json_int_t)e->ex.start, "started_ms",
-	              (json_int_t)e->started_ms, "deadline_ms", (json_int_t)e->deadline_ms,
-	              "timed_out", e->timed_out);
-	json_t *in = sp_stdin_record(e);
+	char name[64];
+	snprintf(name, sizeof(name), "execs/%s.json", e->id);
+	json_t *rec = e->running ? json_pack("{s:i, s:i, s:I, s:I}", "pid", (int)e->ex.pid, "nspid",
+	                                     (int)e->ex.nspid, "start", (json_int_t)e->ex.start,
+	                                     "deadline_ms", (json_int_t)e->deadline_ms)
+	                         : json_pack("{s:s, s:i, s:I}", "state", e->end_state, "exit_code",
+	                                     e->exit_code, "ended_ms", (json_int_t)e->ended_ms);
+	json_t *in = e->running ? sp_stdin_record(e) : NULL;
 	if (rec && in)
 		json_object_set_new(rec, "stdin", in);
 	else
 		json_decref(in);
-	if (rec && !e->running) {
-		json_object_set_new(rec, "state", json_string(e->lost ? "lost" : "exited"));
-		json_object_set_new(rec, "exit_code", json_integer(e->exit_code));
-		json_object_set_new(rec, "ended_ms", json_integer(e->ended_ms));
-	}
-	char name[64];
-	snprintf(name, sizeof(name), "execs/%s.json", e->id);
-	sp_json_save(rt_sandbox_dir(s->sb), name, rec);
+	if (!rec || sp_record_write(rt_sandbox_dir(s->sb), name, rec) < 0)
+		sp_log("error", "record exec %s of %s: failed", e->id, s->id);
 	json_decref(rec);
 }
 
-/* e's end is known (e->lost, e->exit_code): tell, and let go of what it held. */
-static void exec_ended(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e)
+static void exec_event(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e)
+{
+	sp_event(sp, json_pack("{s:s, s:s, s:s, s:s, s:i, s:I}", "event", "exec_ended", "id", s->id,
+	                       "exec", e->id, "state", e->end_state, "exit_code", e->exit_code,
+	                       "ended_ms", (json_int_t)e->ended_ms));
+}
+
+static void exec_ended(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e,
+                       const char *state, int code)
 {
 	sp_stdin_end(sp, e, "has ended", 0);
 	rt_exec_release(&e->ex);
 	e->running = 0;
 	e->recheck_mono = 0;
+	e->end_state = !strcmp(state, "lost") ? "lost" : "exited";
+	e->exit_code = code;
 	e->ended_ms = clock_now_ms();
 	for (int i = 0; i < 2; i++)
 		sp_output_trim(&e->out[i]);
 	sp_exec_record(s, e);
-	sp_event(sp, json_pack("{s:s, s:s, s:s, s:s, s:i, s:I}", "event", "exec_ended", "id", s->id,
-	                       "exec", e->id, "state", e->lost ? "lost" : "exited", "exit_code",
-	                       e->exit_code, "ended_ms", (json_int_t)e->ended_ms));
+	sp->oreads_due = 1;
+	exec_event(sp, s, e);
 }
 
 void sp_exec_check(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e, int64_t now)
@@ -102,7 +95,7 @@ void sp_exec_check(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e, 
 			return;
 		}
 		e->status_known = 1;
-		e->lost = r < 0;
+		e->end_state = r < 0 ? "lost" : "exited";
 		if (r < 0)
 			e->exit_code = 137;
 		else if (e->timed_out)
@@ -117,7 +110,7 @@ void sp_exec_check(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e, 
 		e->recheck_mono = e->exited_mono + SPAWNER_EXEC_DRAIN_MS;
 		return;
 	}
-	exec_ended(sp, s, e);
+	exec_ended(sp, s, e, e->end_state, e->exit_code);
 }
 
 void sp_exec_timers(struct spawner *sp, struct sp_sandbox *s, int64_t now)
@@ -126,15 +119,30 @@ void sp_exec_timers(struct spawner *sp, struct sp_sandbox *s, int64_t now)
 		if (!e->running)
 			continue;
 		sp_stdin_timers(sp, e, now);
-		if (e->recheck_mono && now >= e->recheck_mono) {
+		if (e->recheck_mono && now >= e->recheck_mono)
 			sp_exec_check(sp, s, e, now);
-		} else if (!e->exited_mono && e->deadline_mono && now >= e->deadline_mono) {
+		else if (!e->exited_mono && e->deadline_mono && now >= e->deadline_mono) {
 			e->deadline_mono = 0;
 			e->timed_out = 1;
-			sp_exec_record(s, e);
 			rt_exec_signal(&e->ex, SIGKILL);
 		}
 	}
+}
+
+static struct sp_exec *exec_new(struct sp_sandbox *s, const char *exid)
+{
+	struct sp_exec *e = calloc(1, sizeof(*e));
+	if (!e)
+		return NULL;
+	e->ex.pidfd = e->ex.pty_fd = -1;
+	e->in.fd = e->in.holder_pidfd = -1;
+	snprintf(e->id, sizeof(e->id), "%s", exid);
+	char name[64];
+	for (int i = 0; i < 2; i++) {
+		snprintf(name, sizeof(name), "execs/%s.%s", exid, i ? "stderr" : "stdout");
+		sp_output_init(&e->out[i], rt_sandbox_dir(s->sb), name);
+	}
+	return e;
 }
 
 /* Open execs/<ex>.stdout and .stderr, new. */
@@ -270,15 +278,10 @@ int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *
 		r = sk_error_set(err, -EAGAIN, "sandbox %s runs %d execs already", s->id, running);
 		goto out;
 	}
-	e = sp_exec_new(exid);
+	e = exec_new(s, exid);
 	if (!e) {
 		r = sk_error_set(err, -ENOMEM, "out of memory");
 		goto out;
-	}
-	char name[64];
-	for (int i = 0; i < 2; i++) {
-		snprintf(name, sizeof(name), "execs/%s.%s", exid, i ? "stderr" : "stdout");
-		sp_output_init(&e->out[i], rt_sandbox_dir(s->sb), name);
 	}
 	if ((r = exec_files_open(s, e, fds, err)) < 0) {
 		fds[0] = fds[1] = -1;
@@ -300,14 +303,11 @@ int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *
 	};
 	struct sk_error xerr = {0};
 	r = rt_sandbox_exec(s->sb, &es, &e->ex, &xerr);
-	e->started_ms = clock_now_ms();
 	if (r == -SK_ECMD_NOTFOUND || r == -SK_ECMD_EXEC) {
 		/* Like a shell: the reason on its stderr, 127 or 126 as its status. */
 		dprintf(fds[1], "%s\n", xerr.msg);
 		e->running = 1;
-		e->status_known = 1;
-		e->exit_code = r == -SK_ECMD_NOTFOUND ? 127 : 126;
-		exec_ended(sp, s, e);
+		exec_ended(sp, s, e, "exited", r == -SK_ECMD_NOTFOUND ? 127 : 126);
 		json_object_set_new(reply, "started", json_false());
 		r = 0;
 	} else if (r < 0) {
@@ -325,7 +325,7 @@ int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *
 		if (json_is_number(timeout) && json_number_value(timeout) > 0) {
 			int64_t ms = (int64_t)(json_number_value(timeout) * 1000);
 			e->deadline_mono = sp_now_mono() + ms;
-			e->deadline_ms = e->started_ms + ms;
+			e->deadline_ms = clock_now_ms() + ms;
 		}
 		sp_exec_record(s, e);
 		json_object_set_new(reply, "started", json_true());
@@ -347,6 +347,101 @@ out:
 	sp_exec_free(e);
 	spec_release(&spec);
 	return r;
+}
+
+/* One exec record: an ended exec as it ended; a running one found again (its pidfd watched),
+ * or, when it is gone, ended with what init logged for it. */
+static void exec_adopt(struct spawner *sp, struct sp_sandbox *s, const char *exid, json_t *rec)
+{
+	struct sp_exec *e = exec_new(s, exid);
+	if (!e)
+		return;
+	const char *state = json_string_value(json_object_get(rec, "state"));
+	int64_t now = sp_now_mono();
+	if (state) {
+		e->end_state = !strcmp(state, "lost") ? "lost" : "exited";
+		e->exit_code = (int)json_integer_value(json_object_get(rec, "exit_code"));
+		e->ended_ms = json_integer_value(json_object_get(rec, "ended_ms"));
+	} else {
+		e->running = 1;
+		rt_exec_attach(
+		    (pid_t)json_integer_value(json_object_get(rec, "pid")),
+		    (pid_t)json_integer_value(json_object_get(rec, "nspid")),
+		    (unsigned long long)json_integer_value(json_object_get(rec, "start")), &e->ex);
+		sp_stdin_adopt(e, json_object_get(rec, "stdin"));
+		e->deadline_ms = json_integer_value(json_object_get(rec, "deadline_ms"));
+		if (e->deadline_ms > 0) {
+			int64_t left = e->deadline_ms - clock_now_ms();
+			e->deadline_mono = now + (left > 0 ? left : 0);
+		}
+	}
+	e->next = s->execs;
+	s->execs = e;
+	s->nexecs++;
+	if (e->running && e->ex.pidfd < 0)
+		sp_exec_check(sp, s, e, now); /* gone while no spawner watched */
+}
+
+void sp_execs_adopt(struct spawner *sp, struct sp_sandbox *s)
+{
+	char dir[700];
+	snprintf(dir, sizeof(dir), "%s/execs", rt_sandbox_dir(s->sb));
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		char exid[ID_MAX_BYTES];
+		const char *dot = strchr(de->d_name, '.');
+		size_t n = dot ? (size_t)(dot - de->d_name) : 0;
+		if (!dot || strcmp(dot, ".json") || n >= sizeof(exid))
+			continue;
+		memcpy(exid, de->d_name, n);
+		exid[n] = '\0';
+		if (!id_is_valid("ex-", exid) || sp_exec_find(s, exid))
+			continue;
+		char path[800];
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		json_t *rec = json_load_file(path, 0, NULL);
+		if (json_is_object(rec))
+			exec_adopt(sp, s, exid, rec);
+		else
+			sp_log("error", "exec record %s: unreadable", path);
+		json_decref(rec);
+	}
+	closedir(d);
+}
+
+/* The server asks after execs it believes run (after either side restarted): those that ended
+ * are reported again, those unknown here as lost; running ones are reported when they end. */
+int sp_op_exec_check(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
+{
+	(void)reply;
+	struct sp_sandbox *s;
+	int r = sp_sandbox_get(sp, req, &s, err);
+	if (r < 0)
+		return r;
+	json_t *ids = json_object_get(req, "execs");
+	if (!json_is_array(ids))
+		return sk_error_set(err, -EINVAL, "execs: expected an array of exec ids");
+	size_t i;
+	json_t *v;
+	json_array_foreach (ids, i, v) {
+		const char *exid = json_string_value(v);
+		if (!exid || !id_is_valid("ex-", exid))
+			continue;
+		struct sp_exec *e = sp_exec_find(s, exid);
+		if (e && e->running)
+			continue;
+		if (e) {
+			exec_event(sp, s, e);
+			continue;
+		}
+		sp_event(sp, json_pack("{s:s, s:s, s:s, s:s, s:i, s:I}", "event", "exec_ended",
+		                       "id", s->id, "exec", exid, "state", "lost", "exit_code", 137,
+		                       "ended_ms", (json_int_t)clock_now_ms()));
+	}
+	return 0;
 }
 
 int sp_op_signal(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
@@ -394,96 +489,4 @@ int sp_op_signal(struct spawner *sp, json_t *req, json_t *reply, struct sk_error
 	if ((r = rt_sandbox_signal(s->sb, (int)sig)) < 0)
 		return sk_error_errno(err, r, "signal sandbox %s", s->id);
 	return 0;
-}
-
-/* One exec record of a re-attached sandbox: an ended exec as it ended; a running one by its
- * pidfd (gone meanwhile: its status comes from the events log at the next check). */
-static struct sp_exec *exec_adopt(struct sp_sandbox *s, const char *id, json_t *rec, int64_t now)
-{
-	struct sp_exec *e = sp_exec_new(id);
-	if (!e)
-		return NULL;
-	char name[64];
-	for (int i = 0; i < 2; i++) {
-		snprintf(name, sizeof(name), "execs/%s.%s", id, i ? "stderr" : "stdout");
-		sp_output_init(&e->out[i], rt_sandbox_dir(s->sb), name);
-	}
-	e->started_ms = json_integer_value(json_object_get(rec, "started_ms"));
-	e->deadline_ms = json_integer_value(json_object_get(rec, "deadline_ms"));
-	e->timed_out = json_is_true(json_object_get(rec, "timed_out"));
-	const char *state = json_string_value(json_object_get(rec, "state"));
-	if (state) {
-		e->status_known = 1;
-		e->lost = !strcmp(state, "lost");
-		e->exit_code = (int)json_integer_value(json_object_get(rec, "exit_code"));
-		e->ended_ms = json_integer_value(json_object_get(rec, "ended_ms"));
-		return e;
-	}
-	e->running = 1;
-	pid_t pid = (pid_t)json_integer_value(json_object_get(rec, "pid"));
-	pid_t nspid = (pid_t)json_integer_value(json_object_get(rec, "nspid"));
-	unsigned long long start =
-	    (unsigned long long)json_integer_value(json_object_get(rec, "start"));
-	if (rt_exec_attach(pid, nspid, start, &e->ex) < 0) {
-		e->ex = (struct rt_exec){
-		    .pid = pid, .nspid = nspid, .start = start, .pidfd = -1, .pty_fd = -1};
-		e->exited_mono = e->recheck_mono = now;
-	}
-	if (e->deadline_ms > 0) {
-		int64_t left = e->deadline_ms - clock_now_ms();
-		e->deadline_mono = now + (left > 0 ? left : 0);
-	}
-	sp_stdin_adopt(e, json_object_get(rec, "stdin"));
-	return e;
-}
-
-void sp_execs_adopt(struct spawner *sp, struct sp_sandbox *s)
-{
-	(void)sp;
-	char dir[600];
-	snprintf(dir, sizeof(dir), "%s/execs", rt_sandbox_dir(s->sb));
-	DIR *d = opendir(dir);
-	if (!d)
-		return;
-	int64_t now = sp_now_mono();
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		char id[ID_MAX_BYTES], path[700];
-		size_t n = strlen(de->d_name);
-		if (n <= 5 || n - 5 >= sizeof(id) || strcmp(de->d_name + n - 5, ".json"))
-			continue;
-		memcpy(id, de->d_name, n - 5);
-		id[n - 5] = '\0';
-		if (!id_is_valid("ex-", id) || sp_exec_find(s, id))
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		json_t *rec = json_load_file(path, 0, NULL);
-		struct sp_exec *e = json_is_object(rec) ? exec_adopt(s, id, rec, now) : NULL;
-		json_decref(rec);
-		if (!e)
-			continue;
-		e->next = s->execs;
-		s->execs = e;
-		s->nexecs++;
-	}
-	closedir(d);
-}
-
-json_t *sp_execs_json(const struct sp_sandbox *s)
-{
-	json_t *list = json_array();
-	int ended = 0;
-	for (const struct sp_exec *e = s->execs; e; e = e->next) {
-		if (!e->running && ended++ >= SP_HELLO_MAX_ENDED_EXECS)
-			continue;
-		json_array_append_new(
-		    list,
-		    json_pack("{s:s, s:s, s:o, s:o}", "id", e->id, "state",
-		              e->running ? "running"
-		              : e->lost  ? "lost"
-		                         : "exited",
-		              "exit_code", e->running ? json_null() : json_integer(e->exit_code),
-		              "ended_ms", e->running ? json_null() : json_integer(e->ended_ms)));
-	}
-	return list;
 }

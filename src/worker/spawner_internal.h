@@ -12,8 +12,15 @@
 #include "../runtime/runtime.h"
 #include "spawner.h"
 
-#define SP_OUTPUT_MAX_READ_BYTES  (1024 * 1024) /* per output reply: base64 stays under a frame */
-#define SP_EXEC_STATUS_RECHECK_MS 5             /* while init has not logged an exec's status */
+#define SP_OUTPUT_MAX_READ_BYTES (1024 * 1024) /* per output reply: base64 stays under a frame */
+/* An output read with wait_ms that finds nothing new waits for output, its writer's end or
+ * wait_ms (a follower's long poll); at most this many wait at once (more are answered at
+ * once), each looked at again every SP_OUTPUT_RECHECK_MS whatever inotify says. */
+#define SP_OUTPUT_MAX_WAIT_MS     30000
+#define SP_OUTPUT_MAX_WAITING     4096
+#define SP_OUTPUT_RECHECK_MS      1000
+#define SP_OUTPUT_PATH_BYTES      600
+#define SP_EXEC_STATUS_RECHECK_MS 5 /* while init has not logged an exec's status */
 /* Exec stdin and terminals (spawner_stdin.c). */
 #define SP_STDIN_MAX_WRITE_BYTES (1024 * 1024) /* one stdin request's data */
 /* A write the exec has not taken in by then is answered (deadline_exceeded). */
@@ -24,7 +31,6 @@
 #define SP_PTY_DEFAULT_ROWS       24
 #define SP_PTY_DEFAULT_COLS       80
 #define SP_PTY_DEFAULT_TERM       "xterm-256color" /* TERM of a terminal exec, unless env sets it */
-#define SP_HELLO_MAX_ENDED_EXECS  64 /* per sandbox: ended execs hello reports, the latest */
 /* A pool refill (a sandbox made, ~10 ms here) waits until no request came for this long, so that
  * the requests that follow a create (an exec, a file) are not queued behind it; an empty pool is
  * refilled at once. */
@@ -100,7 +106,7 @@ enum sp_state { SP_RUNNING, SP_EXITED, SP_TERMINATED, SP_TIMEOUT, SP_OOM, SP_LOS
 
 /* One output file: what was punched out of its start. */
 struct sp_output {
-	char path[600];
+	char path[SP_OUTPUT_PATH_BYTES];
 	uint64_t dropped;
 };
 
@@ -137,15 +143,16 @@ struct sp_exec {
 	int running;         /* until exec_ended is sent */
 	int64_t exited_mono; /* when its pidfd fired; 0: not yet */
 	int64_t recheck_mono;
-	int64_t deadline_mono;           /* its timeout_s; 0: none */
-	int64_t started_ms, deadline_ms; /* wall clock, for its record; deadline 0: none */
+	int64_t deadline_mono; /* its timeout_s; 0: none */
+	int64_t deadline_ms;   /* the same on the wall clock, for a restarted spawner */
 	int timed_out;
-	int status_known; /* its end is known, waiting for its terminal's output to drain */
-	int lost;         /* ended: its status was lost */
-	int exit_code;
-	int64_t ended_ms;
 	struct sp_output out[2];
 	struct sp_stdin in;
+	int status_known; /* its end is known, waiting for its terminal's output to drain */
+	/* once ended (or status_known) */
+	const char *end_state; /* "exited" or "lost" */
+	int exit_code;
+	int64_t ended_ms;
 };
 
 struct sp_sandbox {
@@ -179,10 +186,14 @@ struct spawner {
 	struct spec pool_base;
 	struct rt_pool pool;
 	struct sp_sandbox *sandboxes;
-	int attached;        /* hello re-attached the instance's sandboxes */
-	json_t *events;      /* sent after the current reply */
-	int64_t trim_mono;   /* next output trim */
-	struct sp_fop *fops; /* file ops, queued and running, in arrival order */
+	int attached;            /* hello re-attached the instance's sandboxes */
+	json_t *events;          /* sent after the current reply */
+	int64_t trim_mono;       /* next output trim */
+	struct sp_fop *fops;     /* file ops, queued and running, in arrival order */
+	struct sp_oread *oreads; /* output reads waiting for output */
+	unsigned noreads;
+	int ino_fd;     /* inotify on their files; -1: not made yet */
+	int oreads_due; /* something they wait for may have happened */
 };
 
 int64_t sp_now_mono(void);
@@ -190,6 +201,11 @@ int64_t sp_now_mono(void);
 void sp_log(const char *level, const char *fmt, ...) _printf_(2, 3);
 /* Send one JSON object as a frame; logs a failure (the worker is gone: EOF comes next). */
 void sp_send(struct spawner *sp, json_t *msg);
+/* Write rec as dir/name through a rename (all or nothing). */
+int sp_record_write(const char *dir, const char *name, json_t *rec);
+/* Answer request req_id later (after the reply being made, if any): fields (taken) when err is
+ * NULL, else err. */
+void sp_answer(struct spawner *sp, json_t *req_id, json_t *fields, const struct sk_error *err);
 /* Queue an event (takes the reference) to go out after the reply being made. */
 void sp_event(struct spawner *sp, json_t *event);
 /* An error reply body {"code","message"} for err. */
@@ -216,6 +232,7 @@ int sp_op_usage(struct spawner *sp, json_t *req, json_t *reply, struct sk_error 
 int sp_op_timeout(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_signal(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
+int sp_op_exec_check(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_output(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_file_read(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_file_write(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
@@ -225,25 +242,20 @@ int sp_op_fs_mkdir(struct spawner *sp, json_t *req, json_t *reply, struct sk_err
 int sp_op_fs_remove(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_fs_move(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 
-/* Save a record through a rename (all or nothing): dir/name. Logs a failure. */
-void sp_json_save(const char *dir, const char *name, json_t *rec);
-
 struct sp_exec *sp_exec_find(struct sp_sandbox *s, const char *id);
 /* The request's "id" (a known sandbox) and "exec" (an exec id, known or not); else err set. */
 int sp_exec_request(struct spawner *sp, json_t *req, struct sp_sandbox **ret_s,
                     const char **ret_exid, struct sk_error *err);
-/* A new exec (nothing open), or NULL. */
-struct sp_exec *sp_exec_new(const char *id);
-/* Record e in its sandbox's state directory (execs/<ex>.json), for a restarted spawner. */
+/* Record what a restarted spawner needs of e (execs/<ex>.json): how to find it and its stdin
+ * while it runs, its status once it ended. */
 void sp_exec_record(struct sp_sandbox *s, struct sp_exec *e);
-/* Find the execs of a re-attached running sandbox again from their records. */
-void sp_execs_adopt(struct spawner *sp, struct sp_sandbox *s);
-/* The execs hello reports for s: [{id, state, exit_code, ended_ms}]. */
-json_t *sp_execs_json(const struct sp_sandbox *s);
 /* The exec's pidfd fired, or its status recheck is due: report it once its status is known. */
 void sp_exec_check(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e, int64_t now);
 void sp_exec_timers(struct spawner *sp, struct sp_sandbox *s, int64_t now);
 void sp_exec_free(struct sp_exec *e);
+/* A re-attached sandbox's execs, from their records (execs/<ex>.json): running ones watched
+ * again, ended ones known with their status. */
+void sp_execs_adopt(struct spawner *sp, struct sp_sandbox *s);
 
 int sp_op_stdin(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_resize(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
@@ -271,6 +283,12 @@ void sp_output_init(struct sp_output *o, const char *dir, const char *name);
 void sp_output_trim(struct sp_output *o);
 /* Every live output file of every sandbox. */
 void sp_outputs_trim(struct spawner *sp);
+/* Output reads waiting: the earliest time one must be looked at (0: none); inotify's fd was
+ * readable; answer those that can be (when due or something happened); free them all. */
+int64_t sp_oreads_next(const struct spawner *sp);
+void sp_oreads_inotify(struct spawner *sp);
+void sp_oreads_run(struct spawner *sp, int64_t now);
+void sp_oreads_release(struct spawner *sp);
 
 /* A file op's helper: its pipe or pidfd polled readable. Answers, but frees nothing. */
 void sp_fop_read(struct spawner *sp, struct sp_fop *o);

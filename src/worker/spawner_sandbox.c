@@ -83,7 +83,8 @@ static void record_write(struct sp_sandbox *s)
 		json_object_set_new(rec, "memory_peak_bytes",
 		                    json_integer((json_int_t)s->usage.memory_peak_bytes));
 	}
-	sp_json_save(dir, SP_RECORD_NAME, rec);
+	if (!rec || sp_record_write(dir, SP_RECORD_NAME, rec) < 0)
+		sp_log("error", "record sandbox %s in %s: failed", s->id, dir);
 	json_decref(rec);
 }
 
@@ -168,6 +169,7 @@ void sp_sandbox_end(struct spawner *sp, struct sp_sandbox *s)
 	stdin_end_all(sp, s, "ended with its sandbox");
 	sandbox_finish(s);
 	sp_event(sp, ended_event(s));
+	sp->oreads_due = 1; /* readers of its output see the end */
 	size_t i;
 	json_t *req;
 	json_array_foreach (s->waiters, i, req) {
@@ -341,6 +343,7 @@ int sp_op_remove(struct spawner *sp, json_t *req, json_t *reply, struct sk_error
 	}
 	r = rt_sandbox_destroy(TAKE_PTR(s->sb), err);
 	sp_sandbox_free(s);
+	sp->oreads_due = 1; /* its readers get "not found" */
 	if (r < 0)
 		return sk_error_prefix(err, "remove");
 	return 0;
@@ -417,9 +420,8 @@ static void sandbox_adopt(struct spawner *sp, const struct rt_sandbox_info *info
 		int64_t left = s->started_ms + (int64_t)(s->timeout_s * 1000) - clock_now_ms();
 		s->deadline_mono = sp_now_mono() + (left > 0 ? left : 0);
 	}
-	if (s->state == SP_RUNNING)
-		sp_execs_adopt(sp, s);
 	json_decref(rec);
+	sp_execs_adopt(sp, s);
 }
 
 int sp_sandboxes_attach(struct spawner *sp, struct sk_error *err)
@@ -452,12 +454,11 @@ int sp_op_hello(struct spawner *sp, json_t *req, json_t *reply, struct sk_error 
 	for (struct sp_sandbox *s = sp->sandboxes; s; s = s->next) {
 		int ended = s->state != SP_RUNNING;
 		json_array_append_new(list,
-		                      json_pack("{s:s, s:s, s:o, s:I, s:o, s:o}", "id", s->id,
-		                                "state", sp_state_name(s->state), "exit_code",
+		                      json_pack("{s:s, s:s, s:o, s:I, s:o}", "id", s->id, "state",
+		                                sp_state_name(s->state), "exit_code",
 		                                ended ? json_integer(s->exit_code) : json_null(),
 		                                "started_ms", (json_int_t)s->started_ms, "ended_ms",
-		                                ended ? json_integer(s->ended_ms) : json_null(),
-		                                "execs", sp_execs_json(s)));
+		                                ended ? json_integer(s->ended_ms) : json_null()));
 	}
 	json_object_set_new(reply, "version", json_integer(1));
 	json_object_set_new(reply, "instance", json_string(sp->rt.instance));

@@ -177,27 +177,20 @@ static void write_clear(struct sp_stdin *in)
 	in->deadline_mono = 0;
 }
 
-/* Answer the write in progress later (after the current reply): with err, or with what it
- * wrote. */
+/* Of the write in progress, the client's bytes that went in. */
 static size_t written(const struct sp_stdin *in)
 {
 	return in->off < in->data_len ? in->off : in->data_len;
 }
 
+/* Answer the write in progress later (after the current reply): with err, or with what it
+ * wrote. */
 static void write_answer(struct spawner *sp, struct sp_stdin *in, const struct sk_error *err)
 {
-	json_t *m;
-	if (err) {
-		json_t *e = sp_error_json(err);
-		if (err->code == -ETIMEDOUT)
-			json_object_set_new(e, "code", json_string("deadline_exceeded"));
-		m = json_pack("{s:O, s:b, s:o}", "req", in->req_id, "ok", 0, "error", e);
-	} else {
-		m = json_pack("{s:O, s:b, s:I, s:b}", "req", in->req_id, "ok", 1, "written",
-		              (json_int_t)written(in), "eof", in->eof);
-	}
-	if (m)
-		sp_event(sp, m);
+	sp_answer(sp, in->req_id,
+	          err ? NULL
+	              : json_pack("{s:I, s:b}", "written", (json_int_t)written(in), "eof", in->eof),
+	          err);
 	write_clear(in);
 }
 
@@ -256,7 +249,7 @@ void sp_stdin_timers(struct spawner *sp, struct sp_exec *e, int64_t now)
 	if (!in->req_id || now < in->deadline_mono)
 		return;
 	struct sk_error err;
-	sk_error_set(&err, -ETIMEDOUT,
+	sk_error_set(&err, -ETIME,
 	             "exec %s did not read its stdin within %d s: %zu of %zu bytes were written, "
 	             "the rest was dropped",
 	             e->id, SP_STDIN_WRITE_TIMEOUT_MS / 1000, written(in), in->data_len);

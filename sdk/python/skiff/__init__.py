@@ -11,6 +11,7 @@ from .errors import (Conflict, DeadlineExceeded, Internal, InvalidArgument, NotF
                      PayloadTooLarge, PermissionDenied, ResourceExhausted, SkiffError,
                      Unauthenticated, Unavailable)
 from .sandbox import EntryList, Exec, ExecResult, ExecStdin, FileEntry, Files, Sandbox
+from .stream import OutputStream
 
 __version__ = "0.1.0"
 
@@ -20,4 +21,5 @@ __all__ = [
     "Conflict", "PayloadTooLarge", "ResourceExhausted", "DeadlineExceeded", "Unavailable",
     "Internal",
     "Sandbox", "ExecResult", "Exec", "ExecStdin", "Files", "FileEntry", "EntryList",
+    "OutputStream",
 ]

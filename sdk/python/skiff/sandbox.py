@@ -6,6 +6,7 @@ import urllib.parse
 
 from .client import default_client
 from .errors import Conflict, NotFound, SkiffError
+from .stream import OutputStream
 
 __all__ = ["Sandbox", "ExecResult", "Exec", "ExecStdin", "Files", "FileEntry", "EntryList"]
 
@@ -148,16 +149,28 @@ class ExecStdin:
 
 
 class Exec:
-    """A process started with Sandbox.exec_async() (or exec() with stdin=True). status() asks
-    the server for its state; wait() polls until it has ended and returns its exit code.
-    stdin writes to it (when started with stdin or pty), signal() signals it, resize() sizes
-    its terminal."""
+    """A process started with Sandbox.exec_async() (or exec() with stdin=True). Its stdout and
+    stderr stream as it writes them (OutputStream); status() asks the server for its state;
+    wait() polls until it has ended and returns its exit code. stdin writes to it (when
+    started with stdin or pty), signal() signals it, resize() sizes its terminal."""
 
     def __init__(self, sandbox, data):
         self.sandbox = sandbox
         self.id = data["id"]
         self._data = data
+        path = f"/v1/sandboxes/{_q(sandbox.id)}/execs/{_q(self.id)}/output"
+        #: The process's output as it is written: ``for line in proc.stdout: ...``
+        #: (text lines), ``proc.stdout.iter_bytes()``, ``proc.stdout.read()``.
+        self.stdout = OutputStream(sandbox._client, path, "stdout", self._ended)
+        self.stderr = OutputStream(sandbox._client, path, "stderr", self._ended)
         self.stdin = ExecStdin(self)
+
+    def _ended(self, exit_code):
+        """A stream read to the process's end: its state and exit code are known now."""
+        try:
+            self.status()
+        except SkiffError:
+            self._data = dict(self._data, exit_code=exit_code)
 
     def _url(self, rest):
         return f"/v1/sandboxes/{_q(self.sandbox.id)}/execs/{_q(self.id)}/{rest}"
@@ -465,6 +478,16 @@ class Sandbox:
                                            timeout=left + WAIT_MARGIN_S)
             if self.ended or (deadline is not None and time.monotonic() >= deadline):
                 return self.exit_code
+
+    @property
+    def stdout(self):
+        """The main command's stdout as it is written (an OutputStream: iterate it for
+        lines)."""
+        return OutputStream(self._client, f"/v1/sandboxes/{_q(self.id)}/logs", "stdout")
+
+    @property
+    def stderr(self):
+        return OutputStream(self._client, f"/v1/sandboxes/{_q(self.id)}/logs", "stderr")
 
     def logs(self, stream="stdout", offset=0):
         """What the sandbox's main command wrote to stream from offset so far, as bytes."""
