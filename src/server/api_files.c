@@ -98,6 +98,7 @@ void file_call_send(struct api_call *call, struct sandbox_rec *sb, const char *o
 		done(call, NULL, 503, "unavailable", "out of memory");
 		return;
 	}
+	sandbox_touch(srv, sb); /* I/O: not idle */
 	fc->call = call;
 	fc->done = done;
 	snprintf(fc->sandbox, sizeof(fc->sandbox), "%s", sb->row.id);
@@ -159,7 +160,8 @@ void link_file_done(struct server *srv, struct worker_rec *w, json_t *ev)
 		return; /* timed out, or its client left */
 	struct sandbox_rec *sb = sandbox_find(srv, fc->sandbox);
 	if (!sbid || strcmp(sbid, fc->sandbox) || !sb || sb->worker != w)
-		return; /* not this worker's to answer */
+		return;         /* not this worker's to answer */
+	sandbox_touch(srv, sb); /* an operation as long as the idle limit ends no less active */
 	struct api_call *call = fc->call;
 	file_call_done_fn done = fc->done;
 	call->obj = NULL;
