@@ -18,6 +18,7 @@ enum {
 	OPT_DISK,
 	OPT_PIDS,
 	OPT_TIMEOUT,
+	OPT_IDLE_TIMEOUT,
 	OPT_NAME,
 	OPT_TAG,
 	OPT_ENV,
@@ -27,8 +28,8 @@ enum {
 };
 
 #define CREATE_OPTIONS                                                                             \
-	"[--image I] [--cpu N] [--memory MIB] [--disk MIB] [--pids N] [--timeout S] [--name N] "   \
-	"[--tag K=V]... [--env K=V]... [--workdir D]"
+	"[--image I] [--cpu N] [--memory MIB] [--disk MIB] [--pids N] [--timeout S] "              \
+	"[--idle-timeout S] [--name N] [--tag K=V]... [--env K=V]... [--workdir D]"
 #define CREATE_USAGE "" CREATE_OPTIONS " [--json] [-- CMD...]"
 #define RUN_USAGE    "" CREATE_OPTIONS " -- CMD..."
 #define LS_USAGE     "[--state S] [--tag K:V]... [--name N] [--json]"
@@ -44,6 +45,7 @@ static const struct option create_options[] = {
     {"disk", required_argument, NULL, OPT_DISK},
     {"pids", required_argument, NULL, OPT_PIDS},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
     {"name", required_argument, NULL, OPT_NAME},
     {"tag", required_argument, NULL, OPT_TAG},
     {"env", required_argument, NULL, OPT_ENV},
@@ -135,6 +137,14 @@ static int create_parse(const char *cmd, const char *usage, int argc, char **arg
 				json_object_set_new(a->body, "timeout_s",
 				                    json_seconds(a->timeout_s));
 			break;
+		case OPT_IDLE_TIMEOUT: {
+			double idle;
+			r = cli_parse_real(optarg, "--idle-timeout", 0.001, SANDBOX_MAX_TIMEOUT_S,
+			                   &idle, &err);
+			if (r == 0)
+				json_object_set_new(a->body, "idle_timeout_s", json_seconds(idle));
+			break;
+		}
 		case OPT_TAG: {
 			json_t *tags = json_object_get(a->body, "tags");
 			if (!tags) {

@@ -61,7 +61,7 @@ void api_exec_stdin(struct http_request *req)
 	json_t *b64 = api_body_base64(call);
 	if (!b64)
 		return;
-	/* TODO: sandbox_touch(srv, sb) once it exists: stdin writes count for idle_timeout_s. */
+	/* file_call_send calls sandbox_touch: a stdin write is I/O for idle_timeout_s. */
 	file_call_send(
 	    call, sb, "stdin",
 	    json_pack("{s:s, s:o, s:b}", "exec", ex->row.id, "data_b64", b64, "eof", eof),

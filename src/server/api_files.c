@@ -98,6 +98,7 @@ void file_call_send(struct api_call *call, struct sandbox_rec *sb, const char *o
 		done(call, NULL, NULL, 503, "unavailable", "out of memory");
 		return;
 	}
+	sandbox_touch(srv, sb); /* I/O: not idle */
 	fc->call = call;
 	fc->done = done;
 	snprintf(fc->sandbox, sizeof(fc->sandbox), "%s", sb->row.id);
@@ -163,6 +164,7 @@ static struct file_call *file_call_of(struct server *srv, struct worker_rec *w, 
 	struct sandbox_rec *sb = sandbox_find(srv, fc->sandbox);
 	if (!sbid || strcmp(sbid, fc->sandbox) || !sb || sb->worker != w)
 		return NULL;
+	sandbox_touch(srv, sb); /* an operation as long as the idle limit ends no less active */
 	return fc;
 }
 

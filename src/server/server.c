@@ -172,6 +172,7 @@ static int load_exec(const struct store_exec *e, void *ud)
 	ex->row = *e;
 	ex->row.command_json = e->command_json ? strdup(e->command_json) : NULL;
 	ex->sb = sb;
+	sb->execs_live += !strcmp(ex->row.state, "pending") || !strcmp(ex->row.state, "running");
 	return map_put(&sb->execs, ex->row.id, ex);
 }
 
@@ -350,6 +351,7 @@ int server_new(uv_loop_t *loop, struct store *store, const struct server_config 
 	uv_timer_init(loop, &srv->tick);
 	srv->tick.data = srv;
 	uv_timer_start(&srv->tick, tick, TICK_MS, TICK_MS);
+	timeouts_start(srv);
 	*ret = srv;
 	return 0;
 fail:
@@ -365,6 +367,7 @@ int server_port(const struct server *srv)
 
 static void free_all(struct server *srv)
 {
+	prioq_release(&srv->timeouts); /* it points into the sandboxes */
 	size_t pos = 0;
 	void *v;
 	while ((v = map_next(&srv->workspaces, &pos)))
@@ -403,6 +406,7 @@ static void free_all(struct server *srv)
 void server_shutdown(struct server *srv)
 {
 	srv->stopping = 1;
+	timeouts_stop(srv);
 	waiters_cancel_all(srv);
 	file_calls_cancel_all(srv);
 	link_release_polls(srv);
@@ -424,7 +428,7 @@ static void http_closed(void *ud)
 	close_step(ud);
 }
 
-static void tick_closed(uv_handle_t *h)
+static void timer_closed(uv_handle_t *h)
 {
 	close_step(h->data);
 }
@@ -448,7 +452,12 @@ void server_close(struct server *srv, void (*done)(void *), void *ud)
 	if (srv->tick.loop) {
 		c->pending++;
 		srv->tick.data = c;
-		uv_close((uv_handle_t *)&srv->tick, tick_closed);
+		uv_close((uv_handle_t *)&srv->tick, timer_closed);
+	}
+	if (srv->timeouts_timer.loop) {
+		c->pending++;
+		srv->timeouts_timer.data = c;
+		uv_close((uv_handle_t *)&srv->timeouts_timer, timer_closed);
 	}
 	close_step(c);
 }

@@ -16,6 +16,7 @@
 #include "../http/http.h"
 #include "../lib/error.h"
 #include "../lib/map.h"
+#include "../lib/prioq.h"
 #include "../store/store.h"
 
 #define SERVER_MAX_JSON_BODY_BYTES    (256 * 1024)
@@ -46,6 +47,11 @@
 #define OUTPUT_FOLLOW_RETRY_MS        50   /* after a read that brought nothing */
 #define OUTPUT_EXIT_WAIT_MS           5000 /* output ended: its exit code comes within */
 #define LINK_OUTPUT_MAX_META_BYTES    (64 * 1024) /* the JSON line before an output's bytes */
+/* At a sandbox's deadline (timeout_s, idle_timeout_s) the server has its worker end it like the
+ * spawner's own timeout does (SIGKILL at once); with no end reported this much later (a slow
+ * or stopped worker), it records the timeout itself. */
+#define SERVER_TIMEOUT_GRACE_MS  0
+#define SERVER_TIMEOUT_MARGIN_MS 2000
 
 enum role {
 	ROLE_NONE = 0,
@@ -91,6 +97,11 @@ struct sandbox_rec {
 	int removed; /* the worker was told to remove it */
 
 	struct api_call *patch_call;
+	/* Its timeouts (timeouts.c), while it runs. */
+	struct prioq_node timer; /* in srv->timeouts: wakes no later than its next deadline */
+	int64_t active_ms;       /* the idle clock counts from here: the last I/O or exec end */
+	size_t execs_live;       /* execs pending or running: while any, it is not idle */
+	int64_t timeout_end_ms;  /* its deadline passed: the end is a timeout, recorded by then */
 	/* why a create failed, for the create call */
 	int fail_status;
 	char fail_code[32];
@@ -160,6 +171,8 @@ struct server {
 	struct map idem_inflight; /* "ws/key" → strdup'ed key (a create with this key is running) */
 	struct map file_calls;    /* fr-id → file_call waiting for the worker */
 	uv_timer_t tick;          /* worker liveness, expired idempotency keys */
+	struct prioq timeouts;    /* running sandboxes with a deadline, by when to look at them */
+	uv_timer_t timeouts_timer; /* at the first of them */
 	unsigned long ticks;
 	struct metrics metrics;
 	int stopping;
@@ -345,6 +358,20 @@ int link_command(struct server *srv, struct worker_rec *w, const char *op, json_
 struct worker_rec *link_pick_worker(struct server *srv);
 void link_check_workers(struct server *srv);
 void link_release_polls(struct server *srv);
+
+/* timeouts.c: every running sandbox's deadline (timeout_s from its start, moved by PATCH) and
+ * idle deadline (idle_timeout_s after its last I/O, while no exec runs), enforced by the server
+ * whatever its worker does. */
+/* Queue every running sandbox loaded from the store and start the timer. A deadline that passed
+ * while the server was down ends its sandbox at once; idle clocks start again now. */
+void timeouts_start(struct server *srv);
+/* At shutdown: nothing ends from here on. */
+void timeouts_stop(struct server *srv);
+/* I/O on sb through the API (an exec created, output read, a file or fs route): its idle clock
+ * starts again. */
+void sandbox_touch(struct server *srv, struct sandbox_rec *sb);
+/* sb's deadlines changed (it started or ended, PATCH, its last exec ended): look again. */
+void sandbox_timeouts_update(struct server *srv, struct sandbox_rec *sb);
 
 /* sandboxes.c: the model */
 json_t *sandbox_json(const struct sandbox_rec *sb);

@@ -518,14 +518,17 @@ static void logged_reply(struct worker *w, json_t *reply, void *ud)
 		     error_message(reply));
 }
 
+/* A terminate done: the sandbox goes too, unless the server keeps its output (a timeout). */
 static void terminated(struct worker *w, json_t *reply, void *ud)
 {
-	json_t *sandbox = ud;
+	json_t *cmd = ud;
 	logged_reply(w, reply, "terminate");
-	if (reply)
-		spawn(w, json_pack("{s:s, s:O}", "op", "remove", "id", sandbox), logged_reply,
-		      "remove");
-	json_decref(sandbox);
+	if (reply && !json_is_false(json_object_get(cmd, "remove")))
+		spawn(
+		    w,
+		    json_pack("{s:s, s:O}", "op", "remove", "id", json_object_get(cmd, "sandbox")),
+		    logged_reply, "remove");
+	json_decref(cmd);
 }
 
 /* File operations: the spawner moves at most 1 MiB a call; whole files (up to
@@ -875,7 +878,7 @@ static void command_run(struct worker *w, json_t *cmd)
 		spawn(w,
 		      json_pack("{s:s, s:O, s:O}", "op", "terminate", "id", sandbox, "grace_ms",
 		                json_object_get(cmd, "grace_ms")),
-		      terminated, json_incref(sandbox));
+		      terminated, json_incref(cmd));
 	} else if (!strcmp(op, "remove")) {
 		spawn(w, json_pack("{s:s, s:O}", "op", "remove", "id", sandbox), logged_reply,
 		      "remove");

@@ -262,3 +262,17 @@ def test_sandbox_exec_output_through_logs(env, skiffd):
         assert (p.stdout, p.stderr) == ("", "e\n")
     finally:
         run(env, "sandbox", "rm", sid)
+
+
+def test_idle_timeout_flag(env, skiffd):
+    sid = run(env, "sandbox", "create", "--idle-timeout", "1.5", check=0).stdout.strip()
+    try:
+        s, sb = skiffd.api("GET", f"/v1/sandboxes/{sid}")
+        assert sb["idle_timeout_s"] == 1.5
+        p = run(env, "sandbox", "wait", "--timeout", "30", sid)
+        assert p.returncode == 124, p  # ended idle: timeout
+        assert skiffd.api("GET", f"/v1/sandboxes/{sid}")[1]["state"] == "timeout"
+    finally:
+        run(env, "sandbox", "rm", sid)
+    p = run(env, "sandbox", "create", "--idle-timeout", "0")
+    assert p.returncode == 2 and "--idle-timeout" in p.stderr

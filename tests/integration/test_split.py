@@ -3,6 +3,7 @@ link `skiffd dev` uses: a killed worker's sandboxes become `lost`, a late report
 epoch is refused, a restarted worker is reconciled, and a restarted server takes its live worker
 back."""
 
+import contextlib
 import json
 import os
 import signal
@@ -19,8 +20,9 @@ LOST_S = 2
 
 
 class Split:
-    def __init__(self, tmp):
+    def __init__(self, tmp, lost_s=LOST_S):
         self.tmp = tmp
+        self.lost_s = lost_s
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.instance = new_instance("s")
@@ -32,11 +34,13 @@ class Split:
         self.logs.append(f)
         return f
 
-    def start_server(self):
+    def start_server(self, env=None):
+        """env: variables to add to the server's environment (SKIFF_CLOCK_OFFSET_MS)."""
         self.server = subprocess.Popen(
             [str(SKIFFD), "server", "--data", str(self.tmp / "srv"), "--listen",
-             f"127.0.0.1:{self.port}", "--worker-lost-s", str(LOST_S)],
-            stdin=subprocess.DEVNULL, stdout=self._log("server"), stderr=subprocess.STDOUT)
+             f"127.0.0.1:{self.port}", "--worker-lost-s", str(self.lost_s)],
+            stdin=subprocess.DEVNULL, stdout=self._log("server"), stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})})
         assert wait_for(lambda: self._healthy() or self.server.poll() is not None, 30, 0.05)
         assert self.server.poll() is None, self.log("server")
         self.token = (self.tmp / "srv" / "admin.token").read_text().strip()
@@ -82,11 +86,13 @@ class Split:
         return proc.returncode if proc else 0
 
 
-@pytest.fixture
-def split(tmp_path):
+@contextlib.contextmanager
+def running_split(tmp_path, lost_s=LOST_S):
+    """A server and a worker of their own; afterwards every sandbox is deleted, both stop
+    cleanly and nothing of the runtime instance is left."""
     if os.geteuid() != 0:
         pytest.skip("the skiffd tests need root")
-    s = Split(tmp_path)
+    s = Split(tmp_path, lost_s)
     try:
         s.start_server()
         s.start_worker()
@@ -106,6 +112,12 @@ def split(tmp_path):
         kill_all(box)
         end_instance(box)
         assert rc_w == 0 and rc_s == 0, (rc_w, rc_s, s.log("worker"), s.log("server"))
+
+
+@pytest.fixture
+def split(tmp_path):
+    with running_split(tmp_path) as s:
+        yield s
 
 
 def test_separate_processes_run_sandboxes(split):
