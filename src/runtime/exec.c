@@ -366,13 +366,19 @@ int rt_exec_status(struct rt_sandbox *sb, const struct rt_exec *ex, int *ret_sta
 	return -ESRCH;
 }
 
-int rt_exec_attach(pid_t pid, pid_t nspid, unsigned long long start, struct rt_exec *ret)
+int rt_exec_attach(pid_t pid, pid_t nspid, unsigned long long start, struct rt_exec *ret,
+                   struct sk_error *err)
 {
+	*ret =
+	    (struct rt_exec){.pid = pid, .nspid = nspid, .start = start, .pidfd = -1, .pty_fd = -1};
 	if (pid <= 0 || nspid <= 0 || start == 0)
-		return -EINVAL;
+		return sk_error_set(err, -EINVAL, "exec record: bad pid or start time");
+	/* A pidfd for the very process the record names (its start time checked): pids recycle. */
 	int fd = proc_pidfd_open(pid, start);
-	*ret = (struct rt_exec){
-	    .pid = pid, .nspid = nspid, .start = start, .pidfd = fd >= 0 ? fd : -1, .pty_fd = -1};
+	if (fd >= 0)
+		ret->pidfd = fd;
+	else if (fd != -ESRCH)
+		return sk_error_errno(err, fd, "pidfd_open %d", (int)pid);
 	return 0;
 }
 
