@@ -38,7 +38,7 @@ D_OBJ = $(D_SRC:%.c=$(BUILD)/obj/%.o) $(LLHTTP_OBJ)
 D_LDLIBS = $(shell pkg-config --libs $(DPKGS)) -lpthread
 CLI_SRC = src/cmd/skiff.c $(wildcard src/cmd/cli_*.c)
 CLI_OBJ = $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
-CLI_LDLIBS = $(shell pkg-config --libs libcurl jansson libcrypto)
+CLI_LDLIBS = $(shell pkg-config --libs libcurl jansson libcrypto) -lpthread
 
 BINS = $(BUILD)/bin/skiff-box $(BUILD)/bin/skiffd $(BUILD)/bin/skiff
 PROBE = $(BUILD)/tests/skiff-probe

@@ -61,6 +61,8 @@ int cli_workspace_main(struct cli *c, int argc, char **argv);
 int cli_login_main(struct cli *c, int argc, char **argv);
 /* skiff sandbox cp (cli_cp.c). */
 int cli_sandbox_cp(struct cli *c, int argc, char **argv);
+/* skiff sandbox shell (cli_shell.c). */
+int cli_sandbox_shell(struct cli *c, int argc, char **argv);
 /* skiff sandbox logs (cli_logs.c). */
 int cli_sandbox_logs(struct cli *c, int argc, char **argv);
 /* Print the output at base (/v1/sandboxes/ID/logs or …/execs/EX/output) from its start: the

@@ -606,8 +606,10 @@ static const struct cli_command commands[] = {
      "wait for a sandbox's command to end; print the state, exit with its status"},
     {"rm", sandbox_rm, RM_USAGE, "terminate and remove sandboxes"},
     {"cp", cli_sandbox_cp, "SRC DST", "copy a file into or out of a sandbox (ID:/PATH)"},
-    {"logs", cli_sandbox_logs, "[--stderr] [--exec EX] [--follow] ID",
+    {"logs", cli_sandbox_logs, "[--stdout | --stderr] [--exec EX] [--follow] ID",
      "print the output of a sandbox's command, or of one exec"},
+    {"shell", cli_sandbox_shell, "ID [-- CMD...]",
+     "an interactive terminal in a sandbox (default: sh)"},
 };
 
 int cli_sandbox_main(struct cli *c, int argc, char **argv)

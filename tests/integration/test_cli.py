@@ -276,3 +276,51 @@ def test_idle_timeout_flag(env, skiffd):
         run(env, "sandbox", "rm", sid)
     p = run(env, "sandbox", "create", "--idle-timeout", "0")
     assert p.returncode == 2 and "--idle-timeout" in p.stderr
+
+
+def test_sandbox_shell_on_a_terminal(env, skiffd):
+    """`skiff sandbox shell` driven through a pty as a person would: a prompt, a terminal of
+    this window's size inside, a resize passed on, and the shell's exit status."""
+    import fcntl
+    import pty
+    import select
+    import signal
+    import struct
+    import termios
+    sid = run(env, "sandbox", "create", check=0).stdout.strip()
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(str(SKIFF), ["skiff", "sandbox", "shell", sid], dict(env, TERM="xterm"))
+    try:
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+
+        def read_until(want, timeout=20):
+            out, end = b"", time.monotonic() + timeout
+            while want not in out and time.monotonic() < end:
+                if select.select([fd], [], [], 0.1)[0]:
+                    try:
+                        out += os.read(fd, 4096)
+                    except OSError:
+                        break
+            assert want in out, out
+            return out
+
+        read_until(b"# ")
+        os.write(fd, b"tty; stty size\r")
+        out = read_until(b"30 100")
+        assert b"/dev/pts/" in out
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        os.kill(pid, signal.SIGWINCH)
+        time.sleep(0.5)
+        os.write(fd, b"stty size\r")
+        read_until(b"40 120")
+        os.write(fd, b"exit 3\r")
+        _, st = os.waitpid(pid, 0)
+        pid = 0
+        assert os.waitstatus_to_exitcode(st) == 3
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+        run(env, "sandbox", "rm", sid)
