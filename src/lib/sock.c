@@ -10,7 +10,7 @@ union fd_control {
 	char buf[CMSG_SPACE(sizeof(int))];
 };
 
-int sock_send_fd(int sock, const void *buf, size_t len, int pass_fd)
+ssize_t sock_send_part_fd(int sock, const void *buf, size_t len, int pass_fd)
 {
 	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
 	union fd_control ctl;
@@ -29,7 +29,13 @@ int sock_send_fd(int sock, const void *buf, size_t len, int pass_fd)
 	do {
 		n = sendmsg(sock, &msg, MSG_NOSIGNAL);
 	} while (n < 0 && errno == EINTR);
-	return n < 0 ? -errno : 0;
+	return n < 0 ? -errno : n;
+}
+
+int sock_send_fd(int sock, const void *buf, size_t len, int pass_fd)
+{
+	ssize_t n = sock_send_part_fd(sock, buf, len, pass_fd);
+	return n < 0 ? (int)n : 0;
 }
 
 ssize_t sock_recv_fd(int sock, void *buf, size_t size, int *ret_fd)
