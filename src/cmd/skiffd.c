@@ -499,7 +499,8 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "worker"))
 		return cmd_worker(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "routes")) {
-		/* The API's routes, one "METHOD PATTERN" a line ("{}" is one path segment). */
+		/* The API's routes, one "METHOD PATTERN" a line ("{}" is one path segment, "{*}"
+		 * the rest of the path; method "*" is any). */
 		size_t n;
 		const struct http_route *r = server_routes(&n);
 		for (size_t i = 0; i < n; i++)

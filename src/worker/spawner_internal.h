@@ -139,6 +139,7 @@ struct spawner {
 	json_t *events;      /* sent after the current reply */
 	int64_t trim_mono;   /* next output trim */
 	struct sp_fop *fops; /* file ops, queued and running, in arrival order */
+	int reply_fd;        /* set by a handler: passed with its reply ("fd":true), then closed */
 };
 
 int64_t sp_now_mono(void);
@@ -146,6 +147,8 @@ int64_t sp_now_mono(void);
 void sp_log(const char *level, const char *fmt, ...) _printf_(2, 3);
 /* Send one JSON object as a frame; logs a failure (the worker is gone: EOF comes next). */
 void sp_send(struct spawner *sp, json_t *msg);
+/* The same with pass_fd (>= 0) attached; the caller still owns it. */
+void sp_send_fd(struct spawner *sp, json_t *msg, int pass_fd);
 /* Queue an event (takes the reference) to go out after the reply being made. */
 void sp_event(struct spawner *sp, json_t *event);
 /* An error reply body {"code","message"} for err. */
@@ -180,6 +183,8 @@ int sp_op_fs_list(struct spawner *sp, json_t *req, json_t *reply, struct sk_erro
 int sp_op_fs_mkdir(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_fs_remove(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_fs_move(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
+/* A TCP socket in the running sandbox's network namespace, passed with the reply. */
+int sp_op_tunnel_socket(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 
 struct sp_exec *sp_exec_find(struct sp_sandbox *s, const char *id);
 /* The exec's pidfd fired, or its status recheck is due: report it once its status is known. */
