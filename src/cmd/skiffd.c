@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
@@ -491,6 +492,13 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "--version")) {
 		printf("skiffd %s\n", SKIFF_VERSION);
 		return 0;
+	}
+	/* Up to 1,024 connections and 1,024 tunnels (two sockets each on the server, two more on
+	 * the worker in dev): more than a default soft limit of 1,024 descriptors. */
+	struct rlimit nofile;
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+		nofile.rlim_cur = nofile.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &nofile);
 	}
 	if (!strcmp(argv[1], "dev"))
 		return cmd_dev(argc - 1, argv + 1);
