@@ -42,15 +42,15 @@ static void tunnel_refuse(struct tunnel_rec *t, int status, const char *code, co
 {
 	struct api_call *call = t->call;
 	t->call = NULL;
+	if (call) {
+		call->obj = NULL;
+		call->req->on_abort = NULL;
+		va_list ap;
+		va_start(ap, fmt);
+		api_reply_verror(call, status, code, fmt, ap); /* fmt's strings may be t's */
+		va_end(ap);
+	}
 	tunnel_free(t);
-	if (!call)
-		return;
-	call->obj = NULL;
-	call->req->on_abort = NULL;
-	va_list ap;
-	va_start(ap, fmt);
-	api_reply_verror(call, status, code, fmt, ap);
-	va_end(ap);
 }
 
 static void tunnel_timeout(uv_timer_t *timer)
@@ -159,12 +159,12 @@ void api_ports_proxy(struct http_request *req)
 		return;
 	long port = port_parse(req->params[1]);
 	if (!port || !port_declared(sb, port)) {
-		_cleanup_free_ char *list = json_dumps(
-		    declared_ports(sb) ? declared_ports(sb) : json_array(), JSON_COMPACT);
+		json_t *ports = declared_ports(sb);
+		_cleanup_free_ char *list = ports ? json_dumps(ports, JSON_COMPACT) : NULL;
 		api_reply_error(
 		    call, 404, "not_found",
 		    "sandbox %s does not serve port %.16s (its ports, given at create: %s)",
-		    sb->row.id, req->params[1], list ? list : "?");
+		    sb->row.id, req->params[1], list ? list : "[]");
 		return;
 	}
 	if (!api_sandbox_running(call, "its ports are served only while it runs"))
@@ -234,23 +234,21 @@ static int has_token(const char *list, const char *token)
  * (redone from the body as read), the caller's credentials, and what we set ourselves. */
 static int header_dropped(const char *name, const char *connection)
 {
-	static const char *const DROP[] = {
-	    "Connection",
-	    "Keep-Alive",
-	    "Proxy-Connection",
-	    "Proxy-Authenticate",
-	    "Proxy-Authorization",
-	    "TE",
-	    "Trailer",
-	    "Transfer-Encoding",
-	    "Upgrade",
-	    "Content-Length",
-	    "Authorization",
-	    "Expect",
-	    "X-Forwarded-For",
-	    "X-Forwarded-Proto",
-	    "X-Forwarded-Prefix",
-	};
+	static const char *const DROP[] = {"Connection",
+	                                   "Keep-Alive",
+	                                   "Proxy-Connection",
+	                                   "Proxy-Authenticate",
+	                                   "Proxy-Authorization",
+	                                   "TE",
+	                                   "Trailer",
+	                                   "Transfer-Encoding",
+	                                   "Upgrade",
+	                                   "Content-Length",
+	                                   "Authorization",
+	                                   "Expect",
+	                                   "X-Forwarded-For",
+	                                   "X-Forwarded-Proto",
+	                                   "X-Forwarded-Prefix"};
 	for (size_t i = 0; i < ARRAY_SIZE(DROP); i++)
 		if (!strcasecmp(name, DROP[i]))
 			return 1;

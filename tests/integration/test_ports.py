@@ -494,3 +494,24 @@ def test_split_stops_with_a_tunnel_open(split, which):  # noqa: F811
             assert conn.recv(4096) == b""
         except ConnectionError:
             pass
+
+
+def test_split_worker_silent_while_a_tunnel_waits(split):  # noqa: F811
+    """A worker that stops answering: the request waiting for its tunnel is answered (503 once
+    the worker is declared lost, at most 504 after 10 s) and freed."""
+    import signal
+    import urllib.error
+    conn = split_echo(split)
+    conn.close()
+    s, sbs = split.api("GET", "/v1/sandboxes")
+    sbid = sbs["items"][0]["id"]
+    split.worker.send_signal(signal.SIGSTOP)
+    try:
+        req = urllib.request.Request(f"{split.url}/v1/sandboxes/{sbid}/ports/{ECHO}/",
+                                     headers={"Authorization": f"Bearer {split.token}"})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=30)
+        err = json.loads(e.value.read())["error"]
+        assert e.value.code in (503, 504) and sbid in err["message"], err
+    finally:
+        split.worker.send_signal(signal.SIGCONT)
