@@ -63,6 +63,14 @@ int cli_login_main(struct cli *c, int argc, char **argv);
 int cli_sandbox_cp(struct cli *c, int argc, char **argv);
 /* skiff sandbox logs (cli_logs.c). */
 int cli_sandbox_logs(struct cli *c, int argc, char **argv);
+/* Print the output at base (/v1/sandboxes/ID/logs or …/execs/EX/output) from its start: the
+ * streams in mask, stdout to stdout and stderr to stderr, as they come. With follow, until the
+ * writer ends (resuming after a cut), and *ret_exit_code is its exit code (-1: it has none);
+ * without, what was written so far (*ret_exit_code -1 unless it ended). -EINTR after a signal. */
+#define CLI_OUT_STDOUT 1u
+#define CLI_OUT_STDERR 2u
+int cli_output_stream(struct cli *c, const char *base, unsigned mask, bool follow,
+                      int *ret_exit_code, struct sk_error *err);
 
 /* ---- configuration (cli_client.c) ---- */
 
@@ -92,6 +100,16 @@ struct cli_output_meta {
 int cli_http_raw(struct cli *c, const char *method, const char *path, const void *body, size_t len,
                  long timeout_s, char **ret, size_t *ret_len, struct cli_output_meta *ret_meta,
                  struct sk_error *err);
+/* Where cli_http_stream puts a 2xx reply's body, as it arrives: on_data returns 0 to go on, or
+ * -1 to stop the request (which then fails with -ECANCELED; the reader says why). */
+struct cli_sink {
+	int (*on_data)(const char *p, size_t n, void *ud);
+	void *ud;
+};
+/* GET path (no time limit: for streamed replies) with the body going to sink. A non-2xx reply is
+ * an error (-EAGAIN for a 503: try again later); so is a transport failure. */
+int cli_http_stream(struct cli *c, const char *path, const struct cli_sink *sink,
+                    struct sk_error *err);
 /* GET path and every page after it (following next_cursor); *ret is one array of all items. */
 int cli_list_all(struct cli *c, const char *path, json_t **ret, struct sk_error *err);
 

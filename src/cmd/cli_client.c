@@ -219,8 +219,11 @@ struct reply_buf {
 	char *data;
 	size_t len, cap;
 	bool too_big;
-	long long skiff_offset; /* X-Skiff-Offset of an output read, -1 when absent */
-	int skiff_eof;          /* X-Skiff-Eof: 1 true, 0 false, -1 absent */
+	long long skiff_offset;      /* X-Skiff-Offset of an output read, -1 when absent */
+	int skiff_eof;               /* X-Skiff-Eof: 1 true, 0 false, -1 absent */
+	const struct cli_sink *sink; /* a 2xx reply's body goes there as it comes */
+	void *curl;
+	bool sink_stopped;
 };
 
 /* Output reads say where their bytes start and whether the writer has ended. */
@@ -246,6 +249,15 @@ static size_t reply_on_data(char *p, size_t size, size_t n, void *userdata)
 {
 	struct reply_buf *b = userdata;
 	size_t add = size * n;
+	long status = 0;
+	if (b->sink && curl_easy_getinfo(b->curl, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK &&
+	    status >= 200 && status < 300) {
+		if (b->sink->on_data(p, add, b->sink->ud) < 0) {
+			b->sink_stopped = true;
+			return 0;
+		}
+		return add;
+	}
 	if (add > CLI_MAX_RESPONSE_BYTES - b->len) {
 		b->too_big = true;
 		return 0;
@@ -352,7 +364,8 @@ static struct curl_slist *request_headers(const char *auth, const char *content_
 static int http_perform(struct cli *c, const char *method, const char *path,
                         const char *content_type, const void *body, size_t len, long timeout_s,
                         char **ret_data, size_t *ret_len, long *ret_status,
-                        struct cli_output_meta *ret_meta, struct sk_error *err)
+                        struct cli_output_meta *ret_meta, const struct cli_sink *sink,
+                        struct sk_error *err)
 {
 	int r = cli_resolve(c, err);
 	if (r < 0)
@@ -374,7 +387,7 @@ static int http_perform(struct cli *c, const char *method, const char *path,
 	if (!headers)
 		return sk_error_errno(err, -ENOMEM, "request");
 
-	struct reply_buf reply = {.skiff_offset = -1, .skiff_eof = -1};
+	struct reply_buf reply = {.skiff_offset = -1, .skiff_eof = -1, .sink = sink, .curl = h};
 	char errbuf[CURL_ERROR_SIZE] = "";
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, reply_on_header);
@@ -412,6 +425,9 @@ static int http_perform(struct cli *c, const char *method, const char *path,
 	_cleanup_free_ char *data = reply.data;
 
 	if (cr != CURLE_OK) {
+		if (reply.sink_stopped)
+			return sk_error_set(err, -ECANCELED, "%s %s: stopped by its reader", method,
+			                    path);
 		if (reply.too_big)
 			return sk_error_set(err, -EFBIG, "%s %s: reply larger than %u MiB", method,
 			                    path, CLI_MAX_RESPONSE_BYTES >> 20);
@@ -450,9 +466,9 @@ int cli_http(struct cli *c, const char *method, const char *path, json_t *body, 
 		return sk_error_errno(err, -ENOMEM, "request body");
 	size_t len = 0;
 	long status = 0;
-	int r =
-	    http_perform(c, method, path, payload ? "application/json" : NULL, payload,
-	                 payload ? strlen(payload) : 0, timeout_s, &data, &len, &status, NULL, err);
+	int r = http_perform(c, method, path, payload ? "application/json" : NULL, payload,
+	                     payload ? strlen(payload) : 0, timeout_s, &data, &len, &status, NULL,
+	                     NULL, err);
 	if (r < 0)
 		return r;
 	json_t *v = NULL;
@@ -472,26 +488,44 @@ int cli_http(struct cli *c, const char *method, const char *path, json_t *body, 
 	return 0;
 }
 
-int cli_http_raw(struct cli *c, const char *method, const char *path, const void *body, size_t len,
-                 long timeout_s, char **ret, size_t *ret_len, struct cli_output_meta *ret_meta,
-                 struct sk_error *err)
+/* http_perform with raw bytes, a non-2xx reply turned into err (-EAGAIN for a 503). */
+static int perform_raw(struct cli *c, const char *method, const char *path, const void *body,
+                       size_t len, long timeout_s, char **ret, size_t *ret_len,
+                       struct cli_output_meta *ret_meta, const struct cli_sink *sink,
+                       struct sk_error *err)
 {
 	_cleanup_free_ char *data = NULL;
 	size_t n = 0;
 	long status = 0;
 	int r = http_perform(c, method, path, body ? "application/octet-stream" : NULL, body, len,
-	                     timeout_s, &data, &n, &status, ret_meta, err);
+	                     timeout_s, &data, &n, &status, ret_meta, sink, err);
 	if (r < 0)
 		return r;
 	if (status < 200 || status >= 300) {
 		json_t *v = n ? json_loadb(data, n, 0, NULL) : NULL;
 		r = reply_error(status, v, err);
 		json_decref(v);
-		return r;
+		return status == 503 ? -EAGAIN : r;
 	}
 	*ret = TAKE_PTR(data);
 	*ret_len = n;
 	return 0;
+}
+
+int cli_http_raw(struct cli *c, const char *method, const char *path, const void *body, size_t len,
+                 long timeout_s, char **ret, size_t *ret_len, struct cli_output_meta *ret_meta,
+                 struct sk_error *err)
+{
+	return perform_raw(c, method, path, body, len, timeout_s, ret, ret_len, ret_meta, NULL,
+	                   err);
+}
+
+int cli_http_stream(struct cli *c, const char *path, const struct cli_sink *sink,
+                    struct sk_error *err)
+{
+	_cleanup_free_ char *data = NULL;
+	size_t n;
+	return perform_raw(c, "GET", path, NULL, 0, CLI_NO_TIMEOUT, &data, &n, NULL, sink, err);
 }
 
 int cli_list_all(struct cli *c, const char *path, json_t **ret, struct sk_error *err)

@@ -18,6 +18,7 @@ enum {
 	OPT_DISK,
 	OPT_PIDS,
 	OPT_TIMEOUT,
+	OPT_IDLE_TIMEOUT,
 	OPT_NAME,
 	OPT_TAG,
 	OPT_ENV,
@@ -28,8 +29,8 @@ enum {
 };
 
 #define CREATE_OPTIONS                                                                             \
-	"[--image I] [--cpu N] [--memory MIB] [--disk MIB] [--pids N] [--timeout S] [--name N] "   \
-	"[--tag K=V]... [--env K=V]... [--workdir D] [--port P]..."
+	"[--image I] [--cpu N] [--memory MIB] [--disk MIB] [--pids N] [--timeout S] "              \
+	"[--idle-timeout S] [--name N] [--tag K=V]... [--env K=V]... [--workdir D] [--port P]..."
 #define CREATE_USAGE "" CREATE_OPTIONS " [--json] [-- CMD...]"
 #define RUN_USAGE    "" CREATE_OPTIONS " -- CMD..."
 #define LS_USAGE     "[--state S] [--tag K:V]... [--name N] [--json]"
@@ -46,6 +47,7 @@ static const struct option create_options[] = {
     {"disk", required_argument, NULL, OPT_DISK},
     {"pids", required_argument, NULL, OPT_PIDS},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
     {"name", required_argument, NULL, OPT_NAME},
     {"tag", required_argument, NULL, OPT_TAG},
     {"env", required_argument, NULL, OPT_ENV},
@@ -138,6 +140,14 @@ static int create_parse(const char *cmd, const char *usage, int argc, char **arg
 				json_object_set_new(a->body, "timeout_s",
 				                    json_seconds(a->timeout_s));
 			break;
+		case OPT_IDLE_TIMEOUT: {
+			double idle;
+			r = cli_parse_real(optarg, "--idle-timeout", 0.001, SANDBOX_MAX_TIMEOUT_S,
+			                   &idle, &err);
+			if (r == 0)
+				json_object_set_new(a->body, "idle_timeout_s", json_seconds(idle));
+			break;
+		}
 		case OPT_TAG: {
 			json_t *tags = json_object_get(a->body, "tags");
 			if (!tags) {
@@ -358,63 +368,33 @@ static int sandbox_show(struct cli *c, int argc, char **argv)
 
 /* ---- exec and run ---- */
 
-/* Write one stream of an exec reply ("stdout" text or "stdout_b64") to f. */
-static int exec_write_stream(const json_t *ex, const char *name, FILE *f, struct sk_error *err)
+/* Start the exec body in sandbox id and print its output as it comes; returns its exit status
+ * (1 when it has none), or a negative code in err. */
+static int exec_stream(struct cli *c, const char *id, json_t *body, struct sk_error *err)
 {
-	const json_t *text = json_object_get(ex, name);
-	if (json_is_string(text)) {
-		fwrite(json_string_value(text), 1, json_string_length(text), f);
-		return 0;
-	}
-	char key[32];
-	snprintf(key, sizeof(key), "%s_b64", name);
-	const json_t *b64 = json_object_get(ex, key);
-	if (!json_is_string(b64))
-		return 0;
-	size_t len = json_string_length(b64);
-	const char *s = json_string_value(b64);
-	if (len == 0)
-		return 0;
-	_cleanup_free_ unsigned char *out = malloc(len / 4 * 3 + 1);
-	if (!out)
-		return sk_error_errno(err, -ENOMEM, "%s", key);
-	long n = base64_decode(s, len, out);
-	if (n < 0)
-		return sk_error_set(err, -EPROTO, "%s in the reply is not valid base64", key);
-	fwrite(out, 1, (size_t)n, f);
-	return 0;
-}
-
-/* Print an exec's output and return its exit status (1 when it has none). */
-static int exec_report(const json_t *ex)
-{
-	struct sk_error err = {0};
-	if (exec_write_stream(ex, "stdout", stdout, &err) < 0 ||
-	    exec_write_stream(ex, "stderr", stderr, &err) < 0)
-		cli_fail(&err);
-	fflush(stdout);
-	fflush(stderr);
-	if (json_is_true(json_object_get(ex, "truncated")))
-		fputs("skiff: warning: the output was truncated by the server\n", stderr);
-	const json_t *code = json_object_get(ex, "exit_code");
-	if (json_is_integer(code)) {
-		json_int_t v = json_integer_value(code);
-		return v >= 0 && v <= 255 ? (int)v : 1;
-	}
-	const char *state = cli_json_str(ex, "state");
-	fprintf(stderr, "skiff: exec %s ended in state %s without an exit code\n",
-	        cli_json_str(ex, "id") ? cli_json_str(ex, "id") : "?", state ? state : "?");
-	return 1;
-}
-
-/* Run cmd in sandbox id and wait for it: *ret_exec is the reply with the output. */
-static int exec_wait(struct cli *c, const char *id, json_t *body, double timeout_s,
-                     json_t **ret_exec, struct sk_error *err)
-{
-	_cleanup_free_ char *path = sandbox_path(id, "/exec?wait=true");
+	_cleanup_free_ char *path = sandbox_path(id, "/exec");
+	_cleanup_json_ json_t *ex = NULL;
 	if (!path)
 		return sk_error_errno(err, -ENOMEM, "exec");
-	return cli_http(c, "POST", path, body, request_timeout_for(timeout_s), ret_exec, err);
+	int r = cli_http(c, "POST", path, body, CLI_REQUEST_TIMEOUT_S, &ex, err);
+	if (r < 0)
+		return r;
+	const char *exid = cli_json_str(ex, "id");
+	_cleanup_free_ char *eex = exid ? cli_escape(exid) : NULL;
+	_cleanup_free_ char *tail = NULL, *base = NULL;
+	if (!exid)
+		return sk_error_set(err, -EPROTO, "the server's reply has no exec id");
+	if (!eex || asprintf(&tail, "/execs/%s/output", eex) < 0 ||
+	    !(base = sandbox_path(id, tail)))
+		return sk_error_errno(err, -ENOMEM, "exec");
+	int code;
+	r = cli_output_stream(c, base, CLI_OUT_STDOUT | CLI_OUT_STDERR, true, &code, err);
+	if (r < 0)
+		return r;
+	if (code >= 0 && code <= 255)
+		return code;
+	fprintf(stderr, "skiff: exec %s ended without an exit code\n", exid);
+	return 1;
 }
 
 struct exec_args {
@@ -469,10 +449,12 @@ static int sandbox_exec(struct cli *c, int argc, char **argv)
 		json_object_set_new(body, "workdir", json_string(a.workdir));
 	if (a.timeout_s > 0)
 		json_object_set_new(body, "timeout_s", json_seconds(a.timeout_s));
-	_cleanup_json_ json_t *ex = NULL;
-	if (exec_wait(c, id, body, a.timeout_s, &ex, &a.err) < 0)
-		return cli_fail(&a.err);
-	return exec_report(ex);
+	cli_signals_install();
+	c->abort_after_signals = 1;
+	st = exec_stream(c, id, body, &a.err);
+	if (st < 0)
+		return cli_signal_count() ? 128 + cli_signal_caught() : cli_fail(&a.err);
+	return st;
 }
 
 /* DELETE one sandbox; *ret (if not NULL) is its final state. */
@@ -519,17 +501,15 @@ static int sandbox_run(struct cli *c, int argc, char **argv)
 		st = 128 + cli_signal_caught();
 	} else {
 		_cleanup_json_ json_t *body = json_object();
-		_cleanup_json_ json_t *ex = NULL;
 		json_object_set_new(body, "command", cli_json_argv(a.ncmd, a.cmd));
 		if (json_object_size(a.env))
 			json_object_set(body, "env", a.env);
 		if (a.workdir)
 			json_object_set_new(body, "workdir", json_string(a.workdir));
 		c->abort_after_signals = 1;
-		if (exec_wait(c, id, body, a.timeout_s, &ex, &err) < 0)
+		st = exec_stream(c, id, body, &err);
+		if (st < 0)
 			st = cli_signal_caught() ? 128 + cli_signal_caught() : cli_fail(&err);
-		else
-			st = exec_report(ex);
 	}
 
 	/* Cleanup goes on through one more signal: only the next one gives up on it. */

@@ -296,6 +296,22 @@ int rt_exec_status(struct rt_sandbox *sb, const struct rt_exec *ex, int *ret_sta
 	return -ESRCH;
 }
 
+int rt_exec_attach(pid_t pid, pid_t nspid, unsigned long long start, struct rt_exec *ret)
+{
+	if (pid <= 0 || nspid <= 0 || start == 0)
+		return -EINVAL;
+	/* Open first, then check: the pidfd pins the process, so a start time that matches
+	 * after the open means the pidfd is the exec's, not a later process's with its pid. */
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	unsigned long long now_start;
+	if (fd >= 0 && (proc_start_time(pid, &now_start) < 0 || now_start != start)) {
+		close(fd);
+		fd = -1;
+	}
+	*ret = (struct rt_exec){.pid = pid, .nspid = nspid, .start = start, .pidfd = fd};
+	return 0;
+}
+
 int rt_exec_signal(const struct rt_exec *ex, int sig)
 {
 	if (syscall(SYS_pidfd_send_signal, ex->pidfd, sig, NULL, 0) < 0)

@@ -149,6 +149,10 @@ int rt_exec_wait(struct rt_sandbox *sb, const struct rt_exec *ex, int timeout_ms
  * init has not logged it yet, -ESRCH when it never will (the sandbox ended first). */
 int rt_exec_status(struct rt_sandbox *sb, const struct rt_exec *ex, int *ret_status);
 int rt_exec_signal(const struct rt_exec *ex, int sig);
+/* An exec found again after a restart from what rt_sandbox_exec returned: *ret gets a pidfd for
+ * it while it still runs (its start time checked after the open, pids recycle), else pidfd -1:
+ * it ended, and rt_exec_status says how. */
+int rt_exec_attach(pid_t pid, pid_t nspid, unsigned long long start, struct rt_exec *ret);
 /* In a single-threaded fork of the runtime, which it changes for good: join the running
  * sandbox's cgroups and namespaces through its init's pidfd and become its root. The process's
  * root and working directory are then the sandbox's /, its future children in its pid namespace;

@@ -237,3 +237,19 @@ void api_healthz(struct http_request *req)
 	static const char OK[] = "{\"status\":\"ok\"}";
 	http_reply(req, 200, "application/json", OK, sizeof(OK) - 1);
 }
+
+int api_query_bool(struct api_call *call, const char *key, int *ret)
+{
+	char buf[8];
+	int r = http_query_get(call->req, key, 0, buf, sizeof(buf));
+	*ret = 0;
+	if (r == -ENOENT)
+		return 0;
+	if (r >= 0 && (!strcmp(buf, "true") || !strcmp(buf, "1")))
+		*ret = 1;
+	else if (r < 0 || (strcmp(buf, "false") && strcmp(buf, "0"))) {
+		api_reply_error(call, 400, "invalid_argument", "%s: expected true or false", key);
+		return -1;
+	}
+	return 0;
+}

@@ -14,8 +14,7 @@ struct file_call {
 	char sandbox[ID_MAX_BYTES];
 	struct api_call *call;
 	uv_timer_t *timer;
-	int raw;            /* reply with the file's bytes rather than JSON */
-	const char *unwrap; /* reply with this member of the result (fs/stat: its entry) */
+	file_call_done_fn done;
 };
 
 static void file_call_end(struct server *srv, struct file_call *fc)
@@ -33,10 +32,10 @@ static void file_call_timeout(uv_timer_t *t)
 {
 	struct file_call *fc = t->data;
 	struct api_call *call = fc->call;
-	struct server *srv = call->srv;
+	file_call_done_fn done = fc->done;
 	call->obj = NULL;
-	file_call_end(srv, fc);
-	api_reply_error(call, 504, "deadline_exceeded", "the worker did not answer in time");
+	file_call_end(call->srv, fc);
+	done(call, NULL, NULL, 504, "deadline_exceeded", "the worker did not answer in time");
 }
 
 static void file_call_aborted(struct http_request *req)
@@ -45,11 +44,11 @@ static void file_call_aborted(struct http_request *req)
 	struct file_call *fc = call ? call->obj : NULL;
 	if (!fc)
 		return;
+	file_call_done_fn done = fc->done;
 	call->obj = NULL;
 	fc->call = NULL;
-	struct server *srv = call->srv;
-	file_call_end(srv, fc);
-	api_reply_error(call, 499, "cancelled", "the client went away");
+	file_call_end(call->srv, fc);
+	done(call, NULL, NULL, 499, "cancelled", "the client went away");
 }
 
 /* A path inside the sandbox from the query or the body: absolute, bounded, no NUL. */
@@ -58,9 +57,8 @@ static int path_valid(const char *p, size_t len)
 	return len > 0 && len < SPEC_MAX_PATH_BYTES && p[0] == '/' && strlen(p) == len;
 }
 
-/* Send op with args to the sandbox's worker and wait for its file_done. Steals args. */
-static void file_call_start(struct api_call *call, struct sandbox_rec *sb, const char *op,
-                            json_t *args, int raw)
+void file_call_send(struct api_call *call, struct sandbox_rec *sb, const char *op, json_t *args,
+                    file_call_done_fn done)
 {
 	struct server *srv = call->srv;
 	struct file_call *fc = calloc(1, sizeof(*fc));
@@ -71,12 +69,12 @@ static void file_call_start(struct api_call *call, struct sandbox_rec *sb, const
 		server_timer_free(t);
 		free(fc);
 		json_decref(args);
-		api_reply_error(call, 503, "unavailable", "out of memory");
+		done(call, NULL, NULL, 503, "unavailable", "out of memory");
 		return;
 	}
+	sandbox_touch(srv, sb); /* I/O: not idle */
 	fc->call = call;
-	fc->raw = raw;
-	fc->unwrap = !strcmp(op, "fs_stat") ? "entry" : NULL;
+	fc->done = done;
 	snprintf(fc->sandbox, sizeof(fc->sandbox), "%s", sb->row.id);
 	fc->timer = t;
 	call->obj = fc;
@@ -87,8 +85,28 @@ static void file_call_start(struct api_call *call, struct sandbox_rec *sb, const
 	if (link_command(srv, sb->worker, "file", args) < 0) {
 		call->obj = NULL;
 		file_call_end(srv, fc);
-		api_reply_error(call, 503, "unavailable", "the worker can't take commands");
+		done(call, NULL, NULL, 503, "unavailable", "the worker can't take commands");
 	}
+}
+
+/* How most file calls end: the result as the JSON reply, or the error. */
+static void done_json(struct api_call *call, json_t *result, const struct file_bytes *bytes,
+                      int status, const char *code, const char *msg)
+{
+	(void)bytes;
+	if (result)
+		api_reply_json(call, 200, json_incref(result));
+	else
+		api_reply_error(call, status, code, "%s", msg);
+}
+
+/* fs/stat: the entry alone. */
+static void done_stat(struct api_call *call, json_t *result, const struct file_bytes *bytes,
+                      int status, const char *code, const char *msg)
+{
+	done_json(call, result ? json_object_get(result, "entry") : NULL, bytes,
+	          result ? 500 : status, result ? "internal" : code,
+	          result ? "the worker sent no entry" : msg);
 }
 
 static int status_of(const char *code)
@@ -106,39 +124,140 @@ static int status_of(const char *code)
 	return 500;
 }
 
-void link_file_done(struct server *srv, struct worker_rec *w, json_t *ev)
+/* The worker's part of a file call, checked: its call, or NULL when it has none to answer (timed
+ * out, its client left, not this worker's sandbox). */
+static struct file_call *file_call_of(struct server *srv, struct worker_rec *w, json_t *msg)
 {
-	const char *id = json_string_value(json_object_get(ev, "request"));
-	const char *sbid = json_string_value(json_object_get(ev, "sandbox"));
+	const char *id = json_string_value(json_object_get(msg, "request"));
+	const char *sbid = json_string_value(json_object_get(msg, "sandbox"));
 	struct file_call *fc = id ? map_get(&srv->file_calls, id) : NULL;
 	if (!fc)
-		return; /* timed out, or its client left */
+		return NULL;
 	struct sandbox_rec *sb = sandbox_find(srv, fc->sandbox);
 	if (!sbid || strcmp(sbid, fc->sandbox) || !sb || sb->worker != w)
-		return; /* not this worker's to answer */
+		return NULL;
+	sandbox_touch(srv, sb); /* an operation as long as the idle limit ends no less active */
+	return fc;
+}
+
+void link_file_done(struct server *srv, struct worker_rec *w, json_t *ev)
+{
+	struct file_call *fc = file_call_of(srv, w, ev);
+	if (!fc)
+		return;
 	struct api_call *call = fc->call;
-	int raw = fc->raw;
-	const char *unwrap = fc->unwrap;
+	file_call_done_fn done = fc->done;
 	call->obj = NULL;
 	file_call_end(srv, fc);
 	json_t *err = json_object_get(ev, "error");
 	if (!json_is_true(json_object_get(ev, "ok")) || err) {
 		const char *code = json_string_value(json_object_get(err, "code"));
 		const char *msg = json_string_value(json_object_get(err, "message"));
-		api_reply_error(call, status_of(code ? code : "internal"), code ? code : "internal",
-		                "%s", msg ? msg : "the file operation failed");
+		done(call, NULL, NULL, status_of(code ? code : "internal"),
+		     code ? code : "internal", msg ? msg : "the file operation failed");
 		return;
 	}
 	json_t *result = json_object_get(ev, "result");
-	if (!raw) {
-		json_t *out = unwrap ? json_object_get(result, unwrap) : result;
-		api_reply_json(call, 200, out ? json_incref(out) : json_object());
+	done(call, json_is_object(result) ? result : NULL, NULL, 500, "internal",
+	     "the worker sent no result");
+}
+
+void link_output(struct http_request *req)
+{
+	struct api_call *call = req->data;
+	size_t scan =
+	    req->body_len < LINK_OUTPUT_MAX_META_BYTES ? req->body_len : LINK_OUTPUT_MAX_META_BYTES;
+	const char *nl = memchr(req->body, '\n', scan);
+	json_t *meta = nl ? json_loadb(req->body, (size_t)(nl - req->body), 0, NULL) : NULL;
+	if (!json_is_object(meta)) {
+		json_decref(meta);
+		api_reply_error(call, 400, "invalid_argument", "expected a JSON line, then bytes");
 		return;
 	}
-	const char *b64 = json_string_value(json_object_get(result, "data_b64"));
+	struct worker_rec *w = link_worker_of(call, meta);
+	if (!w) {
+		json_decref(meta);
+		return;
+	}
+	/* The bytes: each stream's "length" of them, in order, and nothing else. */
+	json_t *result = json_object_get(meta, "result");
+	json_t *parts[2] = {json_object_get(result, "stdout"), json_object_get(result, "stderr")};
+	if (!parts[0] && !parts[1])
+		parts[0] = result;
+	struct file_bytes bytes = {{NULL, NULL}, {0, 0}};
+	const char *p = nl + 1;
+	size_t left = req->body_len - (size_t)(p - req->body);
+	int ok = json_is_object(result);
+	for (int i = 0; i < 2 && ok; i++) {
+		json_t *len = json_object_get(parts[i], "length");
+		if (!parts[i])
+			continue;
+		ok = json_is_integer(len) && json_integer_value(len) >= 0 &&
+		     (size_t)json_integer_value(len) <= left;
+		if (!ok)
+			break;
+		bytes.data[i] = p;
+		bytes.len[i] = (size_t)json_integer_value(len);
+		p += bytes.len[i];
+		left -= bytes.len[i];
+	}
+	if (!ok || left) {
+		json_decref(meta);
+		api_reply_error(call, 400, "invalid_argument", "the lengths don't match the bytes");
+		return;
+	}
+	struct file_call *fc = file_call_of(call->srv, w, meta);
+	if (fc) {
+		struct api_call *fcall = fc->call;
+		file_call_done_fn done = fc->done;
+		fcall->obj = NULL;
+		file_call_end(call->srv, fc);
+		done(fcall, result, &bytes, 500, "internal", "");
+	}
+	json_decref(meta);
+	api_reply_json(call, 200, json_object());
+}
+
+/* The bytes of a file or output read as the raw reply, with what an output read says of them
+ * in headers: where they start, how many were written so far, whether the writer has ended. */
+int file_result_bytes(json_t *part, const struct file_bytes *bytes, int i, const char **ret,
+                      size_t *ret_len, char **ret_owned)
+{
+	*ret_owned = NULL;
+	if (bytes) {
+		*ret = bytes->data[i] ? bytes->data[i] : "";
+		*ret_len = bytes->len[i];
+		return 0;
+	}
+	const char *b64 = json_string_value(json_object_get(part, "data_b64"));
 	size_t blen = b64 ? strlen(b64) : 0;
-	/* Output reads say where the bytes start, how many were written so far, and whether the
-	 * writer has ended. */
+	char *data = b64 ? malloc(blen / 4 * 3 + 1) : NULL;
+	long n = data ? base64_decode(b64, blen, (unsigned char *)data) : -EBADMSG;
+	if (n < 0) {
+		free(data);
+		return -EBADMSG;
+	}
+	*ret = *ret_owned = data;
+	*ret_len = (size_t)n;
+	return 0;
+}
+
+/* The bytes of a file or output read as the raw reply, with what an output read says of them
+ * in headers: where they start, how many were written so far, whether the writer has ended. */
+void file_done_raw(struct api_call *call, json_t *result, const struct file_bytes *bytes,
+                   int status, const char *code, const char *msg)
+{
+	if (!result) {
+		api_reply_error(call, status, code, "%s", msg);
+		return;
+	}
+	const char *data;
+	size_t len;
+	_cleanup_free_ char *owned = NULL;
+	if (file_result_bytes(result, bytes, 0, &data, &len, &owned) < 0) {
+		api_reply_error(call, 500, "internal", "the worker sent unreadable data");
+		return;
+	}
 	static const char *const META[][2] = {
 	    {"offset", "X-Skiff-Offset"}, {"size", "X-Skiff-Size"}, {"eof", "X-Skiff-Eof"}};
 	for (size_t i = 0; i < ARRAY_SIZE(META); i++) {
@@ -152,18 +271,10 @@ void link_file_done(struct server *srv, struct worker_rec *w, json_t *ev)
 			continue;
 		http_reply_header(call->req, META[i][1], val);
 	}
-	unsigned char *data = malloc(blen / 4 * 3 + 1);
-	long n = data ? base64_decode(b64 ? b64 : "", blen, data) : -ENOMEM;
-	if (n < 0) {
-		free(data);
-		api_reply_error(call, 500, "internal", "the worker sent unreadable data");
-		return;
-	}
 	struct http_request *req = call->req;
 	req->data = NULL;
 	api_call_free(call);
-	http_reply(req, 200, "application/octet-stream", data, (size_t)n);
-	free(data);
+	http_reply(req, 200, "application/octet-stream", data, len);
 }
 
 /* GET /v1/sandboxes/{id}/files?path= */
@@ -179,26 +290,10 @@ void api_files_get(struct http_request *req)
 	}
 	struct sandbox_rec *sb = api_sandbox_running(call, "its files exist only while it runs");
 	if (sb)
-		file_call_start(
+		file_call_send(
 		    call, sb, "file_read",
 		    json_pack("{s:s, s:I}", "path", path, "max", (json_int_t)SERVER_MAX_FILE_BYTES),
-		    1);
-}
-
-static int query_bool(struct api_call *call, const char *key, int *ret)
-{
-	char buf[8];
-	int r = http_query_get(call->req, key, 0, buf, sizeof(buf));
-	*ret = 0;
-	if (r == -ENOENT)
-		return 0;
-	if (r >= 0 && (!strcmp(buf, "true") || !strcmp(buf, "1")))
-		*ret = 1;
-	else if (r < 0 || (strcmp(buf, "false") && strcmp(buf, "0"))) {
-		api_reply_error(call, 400, "invalid_argument", "%s: expected true or false", key);
-		return -1;
-	}
-	return 0;
+		    file_done_raw);
 }
 
 /* PUT /v1/sandboxes/{id}/files?path=&mode=&parents= with the raw bytes as the body. */
@@ -229,7 +324,7 @@ void api_files_put(struct http_request *req)
 		return;
 	}
 	int parents;
-	if (query_bool(call, "parents", &parents) < 0)
+	if (api_query_bool(call, "parents", &parents) < 0)
 		return;
 	struct sandbox_rec *sb = api_sandbox_running(call, "its files exist only while it runs");
 	if (!sb)
@@ -243,7 +338,7 @@ void api_files_put(struct http_request *req)
 	json_t *args = json_pack("{s:s, s:s, s:i, s:b}", "path", path, "data_b64", b64, "mode",
 	                         (int)mode, "parents", parents);
 	free(b64);
-	file_call_start(call, sb, "file_write", args, 0);
+	file_call_send(call, sb, "file_write", args, done_json);
 }
 
 static int depth_param(struct api_call *call, int *ret)
@@ -279,8 +374,8 @@ static void fs_query(struct http_request *req, const char *op)
 		return;
 	struct sandbox_rec *sb = api_sandbox_running(call, "its files exist only while it runs");
 	if (sb)
-		file_call_start(call, sb, op, json_pack("{s:s, s:i}", "path", path, "depth", depth),
-		                0);
+		file_call_send(call, sb, op, json_pack("{s:s, s:i}", "path", path, "depth", depth),
+		               strcmp(op, "fs_stat") ? done_json : done_stat);
 }
 
 void api_fs_list(struct http_request *req)
@@ -334,7 +429,7 @@ static void fs_change(struct http_request *req, const char *op, const char *cons
 		}
 	struct sandbox_rec *sb = api_sandbox_running(call, "its files exist only while it runs");
 	if (sb) {
-		file_call_start(call, sb, op, args, 0);
+		file_call_send(call, sb, op, args, done_json);
 		args = NULL;
 	}
 out:
@@ -360,83 +455,6 @@ void api_fs_move(struct http_request *req)
 	fs_change(req, "fs_move", P, NULL);
 }
 
-/* GET /v1/sandboxes/{id}/execs/{ex}/output and /v1/sandboxes/{id}/logs:
- * ?stream=stdout|stderr&offset=N[&max=M] → the bytes of one stream from offset N (at most M, and
- * at most 1 MiB a call); X-Skiff-Offset says where they start (later than N when older bytes were
- * dropped), X-Skiff-Size how many were written so far, X-Skiff-Eof whether the writer ended.
- * Reads are resumable: ask again from offset + the bytes received. */
-static void output_get(struct http_request *req, const char *exec)
-{
-	struct api_call *call = req->data;
-	char stream[16], num[32];
-	int r = http_query_get(req, "stream", 0, stream, sizeof(stream));
-	if (r == -ENOENT)
-		snprintf(stream, sizeof(stream), "stdout");
-	else if (r < 0 || (strcmp(stream, "stdout") && strcmp(stream, "stderr"))) {
-		api_reply_error(call, 400, "invalid_argument", "stream: stdout or stderr");
-		return;
-	}
-	long long offset = 0, max = OUTPUT_MAX_READ_BYTES;
-	static const char *const KEYS[] = {"offset", "max"};
-	long long *vals[] = {&offset, &max};
-	for (int i = 0; i < 2; i++) {
-		r = http_query_get(req, KEYS[i], 0, num, sizeof(num));
-		if (r == -ENOENT)
-			continue;
-		char *end;
-		long long v = r >= 0 ? strtoll(num, &end, 10) : -1;
-		if (r < 0 || !num[0] || *end || v < 0) {
-			api_reply_error(call, 400, "invalid_argument",
-			                "%s: expected a number of bytes, 0 or more", KEYS[i]);
-			return;
-		}
-		*vals[i] = v;
-	}
-	if (max > OUTPUT_MAX_READ_BYTES)
-		max = OUTPUT_MAX_READ_BYTES;
-	char fmt[16];
-	if (http_query_get(req, "format", 0, fmt, sizeof(fmt)) != -ENOENT ||
-	    http_query_get(req, "follow", 0, fmt, sizeof(fmt)) != -ENOENT) {
-		api_reply_error(call, 400, "invalid_argument",
-		                "format and follow: not supported yet; read with offsets");
-		return;
-	}
-	const char *id = req->params[0];
-	struct sandbox_rec *sb = sandbox_find(call->srv, id);
-	if (!sb || !api_can_see(call, sb->row.workspace_id)) {
-		api_reply_error(call, 404, "not_found", "sandbox %.64s not found", id);
-		return;
-	}
-	if (exec && !map_get(&sb->execs, exec)) {
-		api_reply_error(call, 404, "not_found", "exec %.64s not found in %s", exec,
-		                sb->row.id);
-		return;
-	}
-	if (sb->removed || !sb->worker || !sb->worker->connected) {
-		api_reply_error(call, sb->removed ? 409 : 503,
-		                sb->removed ? "conflict" : "unavailable",
-		                sb->removed ? "sandbox %s was deleted: its output is gone"
-		                            : "the worker of %s is not connected",
-		                sb->row.id);
-		return;
-	}
-	json_t *args = json_pack("{s:s, s:I, s:I}", "stream", stream, "offset", (json_int_t)offset,
-	                         "max", (json_int_t)max);
-	if (args && exec)
-		json_object_set_new(args, "exec", json_string(exec));
-	file_call_start(call, sb, "output", args, 1);
-}
-
-void api_exec_output(struct http_request *req)
-{
-	output_get(req, req->params[1]);
-}
-
-void api_sandbox_logs(struct http_request *req)
-{
-	output_get(req, NULL);
-}
-
 /* A worker lost: the file calls it was to answer are answered now. */
 void file_calls_worker_lost(struct server *srv, struct worker_rec *w)
 {
@@ -447,9 +465,10 @@ void file_calls_worker_lost(struct server *srv, struct worker_rec *w)
 		if (sb && sb->worker != w)
 			continue;
 		struct api_call *call = fc->call;
+		file_call_done_fn done = fc->done;
 		call->obj = NULL;
 		file_call_end(srv, fc);
-		api_reply_error(call, 503, "unavailable", "the sandbox's worker was lost");
+		done(call, NULL, NULL, 503, "unavailable", "the sandbox's worker was lost");
 	}
 }
 
@@ -460,8 +479,9 @@ void file_calls_cancel_all(struct server *srv)
 	struct file_call *fc;
 	while ((fc = map_next(&srv->file_calls, &pos))) {
 		struct api_call *call = fc->call;
+		file_call_done_fn done = fc->done;
 		call->obj = NULL;
 		file_call_end(srv, fc);
-		api_reply_error(call, 503, "unavailable", "the server is stopping");
+		done(call, NULL, NULL, 503, "unavailable", "the server is stopping");
 	}
 }

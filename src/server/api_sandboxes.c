@@ -97,10 +97,24 @@ static int tags_valid(json_t *tags, struct api_call *call)
 	return 1;
 }
 
+/* A duration in seconds of the API: a number more than 0, at most SPEC_MAX_TIMEOUT_S. */
+static int seconds_valid(json_t *v, double *ret)
+{
+	double d = json_number_value(v);
+	if (!json_is_number(v) || !isfinite(d) || d <= 0 || d > SPEC_MAX_TIMEOUT_S)
+		return 0;
+	*ret = d;
+	return 1;
+}
+
 /* Queue a new sandbox's create for its worker. */
 static void create_command(struct server *srv, struct sandbox_rec *sb)
 {
-	json_t *cmd = json_pack("{s:s, s:O}", "sandbox", sb->row.id, "spec", sb->spec);
+	/* The runtime knows nothing of idleness: the server ends an idle sandbox (timeouts.c). */
+	json_t *spec = json_copy(sb->spec);
+	if (spec)
+		json_object_del(spec, "idle_timeout_s");
+	json_t *cmd = spec ? json_pack("{s:s, s:o}", "sandbox", sb->row.id, "spec", spec) : NULL;
 	if (!cmd || link_command(srv, sb->worker, "create", cmd) < 0)
 		sandbox_create_failed(srv, sb, 503, "unavailable",
 		                      "the worker can't take commands");
@@ -158,6 +172,16 @@ static void create_go(struct api_call *call, json_t *body)
 		                "unknown field \"rootfs\": name an image instead");
 		goto out;
 	}
+	double idle = 0;
+	json_t *idle_v = json_object_get(body, "idle_timeout_s");
+	if (idle_v && !json_is_null(idle_v) && !seconds_valid(idle_v, &idle)) {
+		api_reply_error(
+		    call, 400, "invalid_argument",
+		    "idle_timeout_s: expected seconds, more than 0 and up to %.0f, or null",
+		    SPEC_MAX_TIMEOUT_S);
+		goto out;
+	}
+	json_object_del(body, "idle_timeout_s"); /* checked here: the runtime's spec has none */
 	json_t *image = json_object_get(body, "image");
 	if (image && !json_is_null(image) &&
 	    (!json_is_string(image) || strcmp(json_string_value(image), "busybox"))) {
@@ -227,12 +251,13 @@ static void create_go(struct api_call *call, json_t *body)
 	json_t *command = json_object_get(body, "command");
 	json_t *env = json_object_get(body, "env");
 	json_t *env_v = env && !json_is_null(env) ? json_incref(env) : json_object();
-	sb->spec = json_pack("{s:s, s:O, s:o, s:s, s:f, s:I, s:I, s:I, s:f, s:n, s:s}", "image",
-	                     "busybox", "command", command ? command : json_null(), "env", env_v,
-	                     "workdir", spec.workdir ? spec.workdir : "/", "cpu", spec.cpu,
-	                     "memory_mib", (json_int_t)spec.memory_mib, "disk_mib",
-	                     (json_int_t)spec.disk_mib, "pids", (json_int_t)spec.pids, "timeout_s",
-	                     spec.timeout_s, "idle_timeout_s", "network", "none");
+	sb->spec =
+	    json_pack("{s:s, s:O, s:o, s:s, s:f, s:I, s:I, s:I, s:f, s:o, s:s}", "image", "busybox",
+	              "command", command ? command : json_null(), "env", env_v, "workdir",
+	              spec.workdir ? spec.workdir : "/", "cpu", spec.cpu, "memory_mib",
+	              (json_int_t)spec.memory_mib, "disk_mib", (json_int_t)spec.disk_mib, "pids",
+	              (json_int_t)spec.pids, "timeout_s", spec.timeout_s, "idle_timeout_s",
+	              idle > 0 ? json_real(idle) : json_null(), "network", "none");
 	if (sb->spec && spec.hostname)
 		json_object_set_new(sb->spec, "hostname", json_string(spec.hostname));
 	json_t *ports = json_array();
@@ -481,9 +506,8 @@ void api_sandboxes_patch(struct http_request *req)
 	}
 	double t = 0;
 	if (timeout) {
-		t = json_number_value(timeout);
 		double old = json_number_value(json_object_get(sb->spec, "timeout_s"));
-		if (!json_is_number(timeout) || !isfinite(t) || t <= 0 || t > SPEC_MAX_TIMEOUT_S) {
+		if (!seconds_valid(timeout, &t)) {
 			api_reply_error(call, 400, "invalid_argument",
 			                "timeout_s: expected a number of seconds up to %.0f",
 			                SPEC_MAX_TIMEOUT_S);
@@ -503,8 +527,9 @@ void api_sandboxes_patch(struct http_request *req)
 			json_decref(body);
 			return;
 		}
-		if (sandbox_ended(sb)) {
-			api_reply_error(call, 409, "conflict", "sandbox %s has ended", sb->row.id);
+		if (sandbox_ended(sb) || sb->timeout_end_ms) {
+			api_reply_error(call, 409, "conflict", "sandbox %s has %s", sb->row.id,
+			                sandbox_ended(sb) ? "ended" : "timed out");
 			json_decref(body);
 			return;
 		}
@@ -523,6 +548,7 @@ void api_sandboxes_patch(struct http_request *req)
 		json_object_set_new(sb->spec, "timeout_s", json_real(t));
 		if (sb->row.started_ms)
 			sb->row.deadline_ms = sb->row.started_ms + (int64_t)(t * 1000);
+		sandbox_timeouts_update(call->srv, sb);
 		json_t *cmd = json_pack("{s:s, s:f}", "sandbox", sb->row.id, "timeout_s", t);
 		if (sb->worker && cmd)
 			link_command(call->srv, sb->worker, "timeout", cmd);
@@ -697,9 +723,7 @@ void api_sandboxes_exec(struct http_request *req)
 		} else if (!strcmp(key, "timeout_s")) {
 			if (json_is_null(v))
 				continue;
-			timeout = json_number_value(v);
-			if (!json_is_number(v) || !isfinite(timeout) || timeout <= 0 ||
-			    timeout > SPEC_MAX_TIMEOUT_S) {
+			if (!seconds_valid(v, &timeout)) {
 				api_reply_error(call, 400, "invalid_argument",
 				                "timeout_s: expected seconds up to %.0f",
 				                SPEC_MAX_TIMEOUT_S);
@@ -725,9 +749,9 @@ void api_sandboxes_exec(struct http_request *req)
 		                SPEC_MAX_STRINGS_BYTES);
 		goto out;
 	}
-	if (strcmp(sb->row.state, "running")) {
+	if (strcmp(sb->row.state, "running") || sb->timeout_end_ms) {
 		api_reply_error(call, 409, "conflict", "sandbox %s is %s, not running", sb->row.id,
-		                sb->row.state);
+		                sb->timeout_end_ms ? "timing out" : sb->row.state);
 		goto out;
 	}
 	if (sb->execs.len >= SERVER_MAX_EXECS_PER_SANDBOX) {
@@ -756,6 +780,8 @@ void api_sandboxes_exec(struct http_request *req)
 		api_reply_error(call, 503, "unavailable", "out of memory");
 		goto out;
 	}
+	sb->execs_live++; /* not idle until it ends */
+	sandbox_touch(srv, sb);
 	double hold = wait ? (timeout > 0 ? timeout + 30 : SERVER_MAX_WAIT_S)
 	                   : SERVER_EXEC_START_TIMEOUT_MS / 1000.0;
 	waiter_add(srv, &ex->waiters, call, wait ? WAIT_EXEC_ENDED : WAIT_EXEC_STARTED, ex, hold);

@@ -10,7 +10,7 @@
 #define POLL_MAX_COMMANDS 100
 #define POLL_MAX_BYTES    (4 * 1024 * 1024) /* a reply holds at least one command */
 
-static struct worker_rec *worker_of_call(struct api_call *call, json_t *body)
+struct worker_rec *link_worker_of(struct api_call *call, json_t *body)
 {
 	struct worker_rec *w = map_get(&call->srv->workers, call->req->params[0]);
 	json_t *epoch = json_object_get(body, "epoch");
@@ -36,7 +36,7 @@ static struct worker_rec *worker_of_body(struct api_call *call, json_t **ret_bod
 	json_t *body = api_body_object(call);
 	if (!body)
 		return NULL;
-	struct worker_rec *w = worker_of_call(call, body);
+	struct worker_rec *w = link_worker_of(call, body);
 	if (!w) {
 		json_decref(body);
 		return NULL;
@@ -378,6 +378,28 @@ static int create_queued(struct worker_rec *w, const char *sandbox_id)
 	return 0;
 }
 
+/* The sandbox's execs that the server believes run: when the worker runs the sandbox, it is asked
+ * after them (it reports those that ended, and those it doesn't know as lost; running ones end
+ * later with an event); else they are lost now. */
+static void execs_check(struct server *srv, struct worker_rec *w, struct sandbox_rec *sb,
+                        int running_there)
+{
+	json_t *ids = running_there ? json_array() : NULL;
+	size_t pos = 0;
+	struct exec_rec *ex;
+	while ((ex = map_next(&sb->execs, &pos))) {
+		if (strcmp(ex->row.state, "running") && strcmp(ex->row.state, "pending"))
+			continue;
+		if (!ids || json_array_append_new(ids, json_string(ex->row.id)) < 0)
+			exec_set_ended(srv, ex, "lost", -1, 0, NULL);
+	}
+	if (ids && json_array_size(ids))
+		link_command(srv, w, "exec_check",
+		             json_pack("{s:s, s:o}", "sandbox", sb->row.id, "execs", ids));
+	else
+		json_decref(ids);
+}
+
 /* What the server believes of this worker's sandboxes against what the worker says it runs. */
 static void reconcile(struct server *srv, struct worker_rec *w, json_t *list)
 {
@@ -401,12 +423,8 @@ static void reconcile(struct server *srv, struct worker_rec *w, json_t *list)
 		if (strcmp(sb->row.worker_id, w->row.id))
 			continue;
 		sb->worker = w;
-		size_t epos = 0;
-		struct exec_rec *ex;
-		while ((ex = map_next(&sb->execs, &epos)))
-			if (!strcmp(ex->row.state, "running") || !strcmp(ex->row.state, "pending"))
-				exec_set_ended(srv, ex, "lost", -1, 0, NULL);
 		json_t *r = reported(list, sb->row.id);
+		execs_check(srv, w, sb, r && !strcmp(str(r, "state"), "running"));
 		if (sandbox_ended(sb)) {
 			/* Ended here (deleted, lost, failed) but running there: end it there too.
 			 */

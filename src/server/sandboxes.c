@@ -330,6 +330,8 @@ void sandbox_set_running(struct server *srv, struct sandbox_rec *sb, int64_t sta
 	double timeout = json_number_value(json_object_get(sb->spec, "timeout_s"));
 	if (timeout > 0)
 		sb->row.deadline_ms = sb->row.started_ms + (int64_t)(timeout * 1000);
+	sandbox_touch(srv, sb); /* the idle clock starts */
+	sandbox_timeouts_update(srv, sb);
 	if (sandbox_persist(srv, sb, sandbox_changed) < 0)
 		sandbox_changed(srv, sb, -ENOMEM);
 }
@@ -339,11 +341,18 @@ void sandbox_set_ended(struct server *srv, struct sandbox_rec *sb, const char *s
 {
 	if (sandbox_ended(sb))
 		return;
+	/* Once its deadline passed here, the end is that timeout however the worker saw it: the
+	 * server's terminate, or the worker lost. */
+	if (sb->timeout_end_ms && (!strcmp(state, "terminated") || !strcmp(state, "lost"))) {
+		state = "timeout";
+		exit_code = 124;
+	}
 	snprintf(sb->row.state, sizeof(sb->row.state), "%s", state);
 	sb->row.exit_code = exit_code;
 	sb->row.ended_ms = ended_ms ? ended_ms : clock_now_ms();
 	server_logf(srv, "level=info msg=\"sandbox ended\" sandbox=%s state=%s exit_code=%d",
 	            sb->row.id, state, exit_code);
+	sandbox_timeouts_update(srv, sb);
 	tunnels_close(srv, sb->row.id, NULL, 502, "the sandbox ended");
 	if (sandbox_persist(srv, sb, sandbox_changed) < 0)
 		sandbox_changed(srv, sb, -ENOMEM);
@@ -392,6 +401,11 @@ void exec_set_ended(struct server *srv, struct exec_rec *ex, const char *state, 
 	if (strcmp(ex->row.state, "pending") && strcmp(ex->row.state, "running")) {
 		json_decref(output);
 		return;
+	}
+	struct sandbox_rec *sb = ex->sb;
+	if (sb->execs_live && --sb->execs_live == 0) {
+		sandbox_touch(srv, sb); /* idle from the end of its last exec */
+		sandbox_timeouts_update(srv, sb);
 	}
 	if (!ex->row.started_ms)
 		ex->row.started_ms = ended_ms ? ended_ms : clock_now_ms();

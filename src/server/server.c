@@ -62,6 +62,7 @@ static const struct http_route ROUTES[] = {
      PERM_WORKER},
     {"POST", "/internal/v1/workers/{}/poll", link_poll, NULL, LINK_MAX_BODY_BYTES, PERM_WORKER},
     {"POST", "/internal/v1/workers/{}/events", link_events, NULL, LINK_MAX_BODY_BYTES, PERM_WORKER},
+    {"POST", "/internal/v1/workers/{}/output", link_output, NULL, LINK_MAX_BODY_BYTES, PERM_WORKER},
     {"POST", "/internal/v1/workers/{}/tunnels/{}", link_tunnel, NULL, 0, PERM_WORKER},
 };
 
@@ -194,6 +195,7 @@ static int load_exec(const struct store_exec *e, void *ud)
 	ex->row = *e;
 	ex->row.command_json = e->command_json ? strdup(e->command_json) : NULL;
 	ex->sb = sb;
+	sb->execs_live += !strcmp(ex->row.state, "pending") || !strcmp(ex->row.state, "running");
 	return map_put(&sb->execs, ex->row.id, ex);
 }
 
@@ -373,6 +375,7 @@ int server_new(uv_loop_t *loop, struct store *store, const struct server_config 
 	uv_timer_init(loop, &srv->tick);
 	srv->tick.data = srv;
 	uv_timer_start(&srv->tick, tick, TICK_MS, TICK_MS);
+	timeouts_start(srv);
 	*ret = srv;
 	return 0;
 fail:
@@ -388,6 +391,7 @@ int server_port(const struct server *srv)
 
 static void free_all(struct server *srv)
 {
+	prioq_release(&srv->timeouts); /* it points into the sandboxes */
 	size_t pos = 0;
 	void *v;
 	while ((v = map_next(&srv->workspaces, &pos)))
@@ -427,6 +431,7 @@ static void free_all(struct server *srv)
 void server_shutdown(struct server *srv)
 {
 	srv->stopping = 1;
+	timeouts_stop(srv);
 	waiters_cancel_all(srv);
 	file_calls_cancel_all(srv);
 	tunnels_close(srv, NULL, NULL, 503, "the server is stopping");
@@ -449,7 +454,7 @@ static void http_closed(void *ud)
 	close_step(ud);
 }
 
-static void tick_closed(uv_handle_t *h)
+static void timer_closed(uv_handle_t *h)
 {
 	close_step(h->data);
 }
@@ -473,7 +478,12 @@ void server_close(struct server *srv, void (*done)(void *), void *ud)
 	if (srv->tick.loop) {
 		c->pending++;
 		srv->tick.data = c;
-		uv_close((uv_handle_t *)&srv->tick, tick_closed);
+		uv_close((uv_handle_t *)&srv->tick, timer_closed);
+	}
+	if (srv->timeouts_timer.loop) {
+		c->pending++;
+		srv->timeouts_timer.data = c;
+		uv_close((uv_handle_t *)&srv->timeouts_timer, timer_closed);
 	}
 	close_step(c);
 }

@@ -17,6 +17,7 @@
 #include "../http/http.h"
 #include "../lib/error.h"
 #include "../lib/map.h"
+#include "../lib/prioq.h"
 #include "../store/store.h"
 
 #define SERVER_MAX_JSON_BODY_BYTES    (256 * 1024)
@@ -41,6 +42,15 @@
 #define SERVER_MAX_FILE_BYTES         (8 * 1024 * 1024) /* one file read or written by the API */
 #define SERVER_FILE_TIMEOUT_MS        60000
 #define OUTPUT_MAX_READ_BYTES         (1024 * 1024) /* one output read */
+#define OUTPUT_FOLLOW_WAIT_MS         5000 /* a follower's read waits this long on the worker */
+#define OUTPUT_FOLLOW_RETRY_MS        50   /* after a read that brought nothing */
+#define OUTPUT_EXIT_WAIT_MS           5000 /* output ended: its exit code comes within */
+#define LINK_OUTPUT_MAX_META_BYTES    (64 * 1024) /* the JSON line before an output's bytes */
+/* At a sandbox's deadline (timeout_s, idle_timeout_s) the server has its worker end it like the
+ * spawner's own timeout does (SIGKILL at once); with no end reported this much later (a slow
+ * or stopped worker), it records the timeout itself. */
+#define SERVER_TIMEOUT_GRACE_MS  0
+#define SERVER_TIMEOUT_MARGIN_MS 2000
 /* Tunnels to sandbox ports (api_ports.c). */
 #define SERVER_MAX_TUNNELS         1024               /* open at once, all sandboxes */
 #define SERVER_PORT_MAX_BODY_BYTES (16 * 1024 * 1024) /* a request to a port, read whole */
@@ -93,6 +103,11 @@ struct sandbox_rec {
 	int removed; /* the worker was told to remove it */
 
 	struct api_call *patch_call;
+	/* Its timeouts (timeouts.c), while it runs. */
+	struct prioq_node timer; /* in srv->timeouts: wakes no later than its next deadline */
+	int64_t active_ms;       /* the idle clock counts from here: the last I/O or exec end */
+	size_t execs_live;       /* execs pending or running: while any, it is not idle */
+	int64_t timeout_end_ms;  /* its deadline passed: the end is a timeout, recorded by then */
 	/* why a create failed, for the create call */
 	int fail_status;
 	char fail_code[32];
@@ -163,6 +178,8 @@ struct server {
 	struct map file_calls;    /* fr-id → file_call waiting for the worker */
 	struct map tunnels;       /* tn-id → tunnel_rec, waiting for the worker or relaying */
 	uv_timer_t tick;          /* worker liveness, expired idempotency keys */
+	struct prioq timeouts;    /* running sandboxes with a deadline, by when to look at them */
+	uv_timer_t timeouts_timer; /* at the first of them */
 	unsigned long ticks;
 	struct metrics metrics;
 	int stopping;
@@ -190,6 +207,7 @@ struct api_call {
 	void *obj;
 
 	struct waiter *waiter; /* while it waits */
+	void *stream;          /* a streamed reply's state (api_output.c) */
 	char idem_key[STORE_IDEM_KEY_BYTES];
 	char idem_hash[65];
 	char inflight_key[ID_MAX_BYTES + STORE_IDEM_KEY_BYTES + 2];
@@ -240,6 +258,8 @@ void api_call_free(struct api_call *call);
 /* Parse the request's body as a JSON object (depth and size limited); replies 400 and returns
  * NULL when it is not one. */
 json_t *api_body_object(struct api_call *call);
+/* Query parameter key as true/1 or false/0 (0 when absent) in ret; -1 after a 400 reply. */
+int api_query_bool(struct api_call *call, const char *key, int *ret);
 /* Whether the caller may see objects of workspace ws. */
 int api_can_see(const struct api_call *call, const char *workspace_id);
 /* Parse ?limit= and ?cursor=; replies 400 and returns -1 on bad values. */
@@ -297,11 +317,34 @@ void api_fs_mkdir(struct http_request *req);
 void api_fs_remove(struct http_request *req);
 void api_fs_move(struct http_request *req);
 void file_calls_cancel_all(struct server *srv);
+/* A file call: op with args (taken) sent to sb's worker; done runs once, with the worker's
+ * result (borrowed) or with NULL and an error (status, code, message: the worker's error, its
+ * loss, the deadline, 499 when the client went away). done must answer or end the call. */
+/* Raw bytes that an answer carries beside its result (output reads, which the worker posts
+ * without JSON): stdout's then stderr's, or one stream's in [0]. */
+struct file_bytes {
+	const char *data[2];
+	size_t len[2];
+};
+typedef void (*file_call_done_fn)(struct api_call *call, json_t *result,
+                                  const struct file_bytes *bytes, int status, const char *code,
+                                  const char *msg);
+void file_call_send(struct api_call *call, struct sandbox_rec *sb, const char *op, json_t *args,
+                    file_call_done_fn done);
+/* done for reads: the bytes as the raw reply, with X-Skiff-Offset/-Size/-Eof. */
+void file_done_raw(struct api_call *call, json_t *result, const struct file_bytes *bytes,
+                   int status, const char *code, const char *msg);
+/* The one stream's bytes of an output answer: raw (bytes) or decoded from result's data_b64
+ * into *ret_owned (to free). -EBADMSG when neither is readable. */
+int file_result_bytes(json_t *part, const struct file_bytes *bytes, int i, const char **ret,
+                      size_t *ret_len, char **ret_owned);
 void file_calls_worker_lost(struct server *srv, struct worker_rec *w);
 void api_exec_output(struct http_request *req);
 void api_sandbox_logs(struct http_request *req);
 /* A worker's file_done event: answer the file call it belongs to. */
 void link_file_done(struct server *srv, struct worker_rec *w, json_t *ev);
+/* POST /internal/v1/workers/{wk}/output: an output read's answer, raw. */
+void link_output(struct http_request *req);
 
 /* api_ports.c: the ports a sandbox serves, and tunnels to them */
 void api_ports_list(struct http_request *req);
@@ -319,12 +362,28 @@ void tunnels_close(struct server *srv, const char *sandbox, const struct worker_
 void link_register(struct http_request *req);
 void link_poll(struct http_request *req);
 void link_events(struct http_request *req);
+/* The worker a link call comes from, its epoch in body checked; or NULL after an error reply. */
+struct worker_rec *link_worker_of(struct api_call *call, json_t *body);
 /* Queue a command for a worker; body gets "id" and "op". Returns 0 or -ENOSPC. */
 int link_command(struct server *srv, struct worker_rec *w, const char *op, json_t *body);
 /* A worker that can take a new sandbox, or NULL. */
 struct worker_rec *link_pick_worker(struct server *srv);
 void link_check_workers(struct server *srv);
 void link_release_polls(struct server *srv);
+
+/* timeouts.c: every running sandbox's deadline (timeout_s from its start, moved by PATCH) and
+ * idle deadline (idle_timeout_s after its last I/O, while no exec runs), enforced by the server
+ * whatever its worker does. */
+/* Queue every running sandbox loaded from the store and start the timer. A deadline that passed
+ * while the server was down ends its sandbox at once; idle clocks start again now. */
+void timeouts_start(struct server *srv);
+/* At shutdown: nothing ends from here on. */
+void timeouts_stop(struct server *srv);
+/* I/O on sb through the API (an exec created, output read, a file or fs route): its idle clock
+ * starts again. */
+void sandbox_touch(struct server *srv, struct sandbox_rec *sb);
+/* sb's deadlines changed (it started or ended, PATCH, its last exec ended): look again. */
+void sandbox_timeouts_update(struct server *srv, struct sandbox_rec *sb);
 
 /* sandboxes.c: the model */
 json_t *sandbox_json(const struct sandbox_rec *sb);

@@ -186,6 +186,7 @@ static const struct {
     {"create", sp_op_create},
     {"exec", sp_op_exec},
     {"signal", sp_op_signal},
+    {"exec_check", sp_op_exec_check},
     {"terminate", sp_op_terminate},
     {"remove", sp_op_remove},
     {"usage", sp_op_usage},
@@ -207,6 +208,39 @@ static void reply_error(struct spawner *sp, json_t *req_id, const struct sk_erro
 	                      "error", sp_error_json(err));
 	sp_send(sp, m);
 	json_decref(m);
+}
+
+int sp_record_write(const char *dir, const char *name, json_t *rec)
+{
+	char tmp[700], final[700];
+	snprintf(tmp, sizeof(tmp), "%s/%s.tmp", dir, name);
+	snprintf(final, sizeof(final), "%s/%s", dir, name);
+	if (json_dump_file(rec, tmp, JSON_COMPACT) < 0)
+		return -EIO;
+	if (rename(tmp, final) < 0) {
+		int r = -errno;
+		unlink(tmp);
+		return r;
+	}
+	return 0;
+}
+
+void sp_answer(struct spawner *sp, json_t *req_id, json_t *fields, const struct sk_error *err)
+{
+	json_t *m = fields;
+	if (err) {
+		json_decref(fields);
+		m = json_pack("{s:O, s:b, s:o}", "req", req_id, "ok", 0, "error",
+		              sp_error_json(err));
+	} else if (m) {
+		json_object_set(m, "req", req_id);
+		json_object_set_new(m, "ok", json_true());
+	}
+	if (m)
+		sp_event(sp, m);
+	else
+		sp_log("error", "request %lld: out of memory for the reply",
+		       (long long)json_integer_value(req_id));
 }
 
 static void events_flush(struct spawner *sp)
@@ -341,7 +375,7 @@ static int input_read(struct spawner *sp, struct inbuf *in)
 
 /* ---- the loop ---- */
 
-enum { W_SOCKET, W_INIT, W_OOM, W_EXEC, W_FOP_PIPE, W_FOP_PID };
+enum { W_SOCKET, W_INIT, W_OOM, W_EXEC, W_FOP_PIPE, W_FOP_PID, W_INOTIFY };
 struct watch {
 	int kind;
 	struct sp_sandbox *s;
@@ -359,6 +393,7 @@ static int64_t timers_next(struct spawner *sp)
 {
 	int64_t next = sp->trim_mono;
 	timer_min(&next, sp_files_next_deadline(sp));
+	timer_min(&next, sp_oreads_next(sp));
 	for (struct sp_sandbox *s = sp->sandboxes; s; s = s->next) {
 		if (s->state == SP_RUNNING) {
 			timer_min(&next, s->deadline_mono);
@@ -396,7 +431,7 @@ static int loop(struct spawner *sp)
 	size_t cap = 0;
 	int ret = 0;
 	for (;;) {
-		size_t n = 1;
+		size_t n = 2;
 		for (struct sp_sandbox *s = sp->sandboxes; s; s = s->next)
 			n += 2 + (size_t)s->nexecs;
 		for (struct sp_fop *o = sp->fops; o; o = o->next)
@@ -445,6 +480,10 @@ static int loop(struct spawner *sp)
 				w[k++] = (struct watch){.kind = W_FOP_PID, .fop = o};
 			}
 		}
+		if (sp->oreads && sp->ino_fd >= 0) {
+			pfds[k] = (struct pollfd){.fd = sp->ino_fd, .events = POLLIN};
+			w[k++] = (struct watch){.kind = W_INOTIFY};
+		}
 		int64_t now = sp_now_mono();
 		int64_t next = timers_next(sp);
 		int timeout = next ? (int)(next > now ? next - now : 0) : -1;
@@ -486,6 +525,7 @@ static int loop(struct spawner *sp)
 			case W_EXEC: sp_exec_check(sp, w[i].s, w[i].e, now); break;
 			case W_FOP_PIPE: sp_fop_read(sp, w[i].fop); break;
 			case W_FOP_PID: sp_fop_reap(sp, w[i].fop); break;
+			case W_INOTIFY: sp_oreads_inotify(sp); break;
 			}
 		}
 		events_flush(sp);
@@ -497,9 +537,11 @@ static int loop(struct spawner *sp)
 		now = sp_now_mono();
 		timers_run(sp, now);
 		sp_files_run(sp, now);
+		sp_oreads_run(sp, now);
 		events_flush(sp);
 	}
 	sp_files_release(sp);
+	sp_oreads_release(sp);
 	free(pfds);
 	free(w);
 	free(in.buf);
@@ -516,7 +558,7 @@ int spawner_main(const struct spawner_config *cfg, int fd)
 		nofile.rlim_cur = nofile.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &nofile);
 	}
-	struct spawner sp = {.cfg = cfg, .fd = fd, .reply_fd = -1};
+	struct spawner sp = {.cfg = cfg, .fd = fd, .ino_fd = -1, .reply_fd = -1};
 	struct sk_error err = {0};
 	int ret = 1;
 	sp.events = json_array();

@@ -1,6 +1,7 @@
 /* Execs and signals. An exec's stdout and stderr are files of the sandbox's state directory
  * (execs/<ex>.stdout, .stderr) that the command writes itself, its stdin /dev/null; its end is
  * its pidfd, its status what init logged for it. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -33,17 +34,43 @@ void sp_exec_free(struct sp_exec *e)
 	free(e);
 }
 
+/* Record what a restarted spawner needs of e: how to find it while it runs, its status once
+ * it ended. */
+static void exec_record(struct sp_sandbox *s, struct sp_exec *e)
+{
+	char name[64];
+	snprintf(name, sizeof(name), "execs/%s.json", e->id);
+	json_t *rec = e->running ? json_pack("{s:i, s:i, s:I, s:I}", "pid", (int)e->ex.pid, "nspid",
+	                                     (int)e->ex.nspid, "start", (json_int_t)e->ex.start,
+	                                     "deadline_ms", (json_int_t)e->deadline_ms)
+	                         : json_pack("{s:s, s:i, s:I}", "state", e->end_state, "exit_code",
+	                                     e->exit_code, "ended_ms", (json_int_t)e->ended_ms);
+	if (!rec || sp_record_write(rt_sandbox_dir(s->sb), name, rec) < 0)
+		sp_log("error", "record exec %s of %s: failed", e->id, s->id);
+	json_decref(rec);
+}
+
+static void exec_event(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e)
+{
+	sp_event(sp, json_pack("{s:s, s:s, s:s, s:s, s:i, s:I}", "event", "exec_ended", "id", s->id,
+	                       "exec", e->id, "state", e->end_state, "exit_code", e->exit_code,
+	                       "ended_ms", (json_int_t)e->ended_ms));
+}
+
 static void exec_ended(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e,
                        const char *state, int code)
 {
 	rt_exec_release(&e->ex);
 	e->running = 0;
 	e->recheck_mono = 0;
+	e->end_state = !strcmp(state, "lost") ? "lost" : "exited";
+	e->exit_code = code;
+	e->ended_ms = clock_now_ms();
 	for (int i = 0; i < 2; i++)
 		sp_output_trim(&e->out[i]);
-	sp_event(sp, json_pack("{s:s, s:s, s:s, s:s, s:i, s:I}", "event", "exec_ended", "id", s->id,
-	                       "exec", e->id, "state", state, "exit_code", code, "ended_ms",
-	                       (json_int_t)clock_now_ms()));
+	exec_record(s, e);
+	sp->oreads_due = 1;
+	exec_event(sp, s, e);
 }
 
 void sp_exec_check(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e, int64_t now)
@@ -79,6 +106,21 @@ void sp_exec_timers(struct spawner *sp, struct sp_sandbox *s, int64_t now)
 			rt_exec_signal(&e->ex, SIGKILL);
 		}
 	}
+}
+
+static struct sp_exec *exec_new(struct sp_sandbox *s, const char *exid)
+{
+	struct sp_exec *e = calloc(1, sizeof(*e));
+	if (!e)
+		return NULL;
+	e->ex.pidfd = -1;
+	snprintf(e->id, sizeof(e->id), "%s", exid);
+	char name[64];
+	for (int i = 0; i < 2; i++) {
+		snprintf(name, sizeof(name), "execs/%s.%s", exid, i ? "stderr" : "stdout");
+		sp_output_init(&e->out[i], rt_sandbox_dir(s->sb), name);
+	}
+	return e;
 }
 
 /* Open execs/<ex>.stdout and .stderr, new. */
@@ -161,17 +203,10 @@ int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *
 		r = sk_error_set(err, -EAGAIN, "sandbox %s runs %d execs already", s->id, running);
 		goto out;
 	}
-	e = calloc(1, sizeof(*e));
+	e = exec_new(s, exid);
 	if (!e) {
 		r = sk_error_set(err, -ENOMEM, "out of memory");
 		goto out;
-	}
-	e->ex.pidfd = -1;
-	snprintf(e->id, sizeof(e->id), "%s", exid);
-	char name[64];
-	for (int i = 0; i < 2; i++) {
-		snprintf(name, sizeof(name), "execs/%s.%s", exid, i ? "stderr" : "stdout");
-		sp_output_init(&e->out[i], rt_sandbox_dir(s->sb), name);
 	}
 	if ((r = exec_files_open(s, e, fds, err)) < 0) {
 		fds[0] = fds[1] = -1;
@@ -200,9 +235,12 @@ int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *
 		goto out;
 	} else {
 		e->running = 1;
-		if (json_is_number(timeout) && json_number_value(timeout) > 0)
-			e->deadline_mono =
-			    sp_now_mono() + (int64_t)(json_number_value(timeout) * 1000);
+		if (json_is_number(timeout) && json_number_value(timeout) > 0) {
+			int64_t ms = (int64_t)(json_number_value(timeout) * 1000);
+			e->deadline_mono = sp_now_mono() + ms;
+			e->deadline_ms = clock_now_ms() + ms;
+		}
+		exec_record(s, e);
 		json_object_set_new(reply, "started", json_true());
 	}
 	e->next = s->execs;
@@ -215,6 +253,100 @@ out:
 	free(e);
 	spec_release(&spec);
 	return r;
+}
+
+/* One exec record: an ended exec as it ended; a running one found again (its pidfd watched),
+ * or, when it is gone, ended with what init logged for it. */
+static void exec_adopt(struct spawner *sp, struct sp_sandbox *s, const char *exid, json_t *rec)
+{
+	struct sp_exec *e = exec_new(s, exid);
+	if (!e)
+		return;
+	const char *state = json_string_value(json_object_get(rec, "state"));
+	int64_t now = sp_now_mono();
+	if (state) {
+		e->end_state = !strcmp(state, "lost") ? "lost" : "exited";
+		e->exit_code = (int)json_integer_value(json_object_get(rec, "exit_code"));
+		e->ended_ms = json_integer_value(json_object_get(rec, "ended_ms"));
+	} else {
+		e->running = 1;
+		rt_exec_attach(
+		    (pid_t)json_integer_value(json_object_get(rec, "pid")),
+		    (pid_t)json_integer_value(json_object_get(rec, "nspid")),
+		    (unsigned long long)json_integer_value(json_object_get(rec, "start")), &e->ex);
+		e->deadline_ms = json_integer_value(json_object_get(rec, "deadline_ms"));
+		if (e->deadline_ms > 0) {
+			int64_t left = e->deadline_ms - clock_now_ms();
+			e->deadline_mono = now + (left > 0 ? left : 0);
+		}
+	}
+	e->next = s->execs;
+	s->execs = e;
+	s->nexecs++;
+	if (e->running && e->ex.pidfd < 0)
+		sp_exec_check(sp, s, e, now); /* gone while no spawner watched */
+}
+
+void sp_execs_adopt(struct spawner *sp, struct sp_sandbox *s)
+{
+	char dir[700];
+	snprintf(dir, sizeof(dir), "%s/execs", rt_sandbox_dir(s->sb));
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		char exid[ID_MAX_BYTES];
+		const char *dot = strchr(de->d_name, '.');
+		size_t n = dot ? (size_t)(dot - de->d_name) : 0;
+		if (!dot || strcmp(dot, ".json") || n >= sizeof(exid))
+			continue;
+		memcpy(exid, de->d_name, n);
+		exid[n] = '\0';
+		if (!id_is_valid("ex-", exid) || sp_exec_find(s, exid))
+			continue;
+		char path[800];
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		json_t *rec = json_load_file(path, 0, NULL);
+		if (json_is_object(rec))
+			exec_adopt(sp, s, exid, rec);
+		else
+			sp_log("error", "exec record %s: unreadable", path);
+		json_decref(rec);
+	}
+	closedir(d);
+}
+
+/* The server asks after execs it believes run (after either side restarted): those that ended
+ * are reported again, those unknown here as lost; running ones are reported when they end. */
+int sp_op_exec_check(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
+{
+	(void)reply;
+	struct sp_sandbox *s;
+	int r = sp_sandbox_get(sp, req, &s, err);
+	if (r < 0)
+		return r;
+	json_t *ids = json_object_get(req, "execs");
+	if (!json_is_array(ids))
+		return sk_error_set(err, -EINVAL, "execs: expected an array of exec ids");
+	size_t i;
+	json_t *v;
+	json_array_foreach (ids, i, v) {
+		const char *exid = json_string_value(v);
+		if (!exid || !id_is_valid("ex-", exid))
+			continue;
+		struct sp_exec *e = sp_exec_find(s, exid);
+		if (e && e->running)
+			continue;
+		if (e) {
+			exec_event(sp, s, e);
+			continue;
+		}
+		sp_event(sp, json_pack("{s:s, s:s, s:s, s:s, s:i, s:I}", "event", "exec_ended",
+		                       "id", s->id, "exec", exid, "state", "lost", "exit_code", 137,
+		                       "ended_ms", (json_int_t)clock_now_ms()));
+	}
+	return 0;
 }
 
 int sp_op_signal(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)

@@ -771,19 +771,7 @@ static void fop_free(struct sp_fop *o)
 static void fop_answer(struct spawner *sp, struct sp_fop *o, json_t *fields,
                        const struct sk_error *err)
 {
-	json_t *m = fields;
-	if (err) {
-		json_decref(fields);
-		m = json_pack("{s:O, s:b, s:o}", "req", o->req_id, "ok", 0, "error",
-		              sp_error_json(err));
-	} else if (m) {
-		json_object_set(m, "req", o->req_id);
-		json_object_set_new(m, "ok", json_true());
-	}
-	if (m)
-		sp_event(sp, m); /* after the reply being made, if any */
-	else
-		sp_log("error", "%s in %s: out of memory for the reply", o->name, o->sandbox);
+	sp_answer(sp, o->req_id, fields, err);
 	o->answered = 1;
 }
 

@@ -11,8 +11,15 @@
 #include "../runtime/runtime.h"
 #include "spawner.h"
 
-#define SP_OUTPUT_MAX_READ_BYTES  (1024 * 1024) /* per output reply: base64 stays under a frame */
-#define SP_EXEC_STATUS_RECHECK_MS 5             /* while init has not logged an exec's status */
+#define SP_OUTPUT_MAX_READ_BYTES (1024 * 1024) /* per output reply: base64 stays under a frame */
+/* An output read with wait_ms that finds nothing new waits for output, its writer's end or
+ * wait_ms (a follower's long poll); at most this many wait at once (more are answered at
+ * once), each looked at again every SP_OUTPUT_RECHECK_MS whatever inotify says. */
+#define SP_OUTPUT_MAX_WAIT_MS     30000
+#define SP_OUTPUT_MAX_WAITING     4096
+#define SP_OUTPUT_RECHECK_MS      1000
+#define SP_OUTPUT_PATH_BYTES      600
+#define SP_EXEC_STATUS_RECHECK_MS 5 /* while init has not logged an exec's status */
 /* A pool refill (a sandbox made, ~10 ms here) waits until no request came for this long, so that
  * the requests that follow a create (an exec, a file) are not queued behind it; an empty pool is
  * refilled at once. */
@@ -88,7 +95,7 @@ enum sp_state { SP_RUNNING, SP_EXITED, SP_TERMINATED, SP_TIMEOUT, SP_OOM, SP_LOS
 
 /* One output file: what was punched out of its start. */
 struct sp_output {
-	char path[600];
+	char path[SP_OUTPUT_PATH_BYTES];
 	uint64_t dropped;
 };
 
@@ -100,8 +107,13 @@ struct sp_exec {
 	int64_t exited_mono; /* when its pidfd fired; 0: not yet */
 	int64_t recheck_mono;
 	int64_t deadline_mono; /* its timeout_s; 0: none */
+	int64_t deadline_ms;   /* the same on the wall clock, for a restarted spawner */
 	int timed_out;
 	struct sp_output out[2];
+	/* once ended */
+	const char *end_state; /* "exited" or "lost" */
+	int exit_code;
+	int64_t ended_ms;
 };
 
 struct sp_sandbox {
@@ -135,11 +147,15 @@ struct spawner {
 	struct spec pool_base;
 	struct rt_pool pool;
 	struct sp_sandbox *sandboxes;
-	int attached;        /* hello re-attached the instance's sandboxes */
-	json_t *events;      /* sent after the current reply */
-	int64_t trim_mono;   /* next output trim */
-	struct sp_fop *fops; /* file ops, queued and running, in arrival order */
-	int reply_fd;        /* set by a handler: passed with its reply ("fd":true), then closed */
+	int attached;            /* hello re-attached the instance's sandboxes */
+	json_t *events;          /* sent after the current reply */
+	int64_t trim_mono;       /* next output trim */
+	struct sp_fop *fops;     /* file ops, queued and running, in arrival order */
+	struct sp_oread *oreads; /* output reads waiting for output */
+	unsigned noreads;
+	int ino_fd;     /* inotify on their files; -1: not made yet */
+	int oreads_due; /* something they wait for may have happened */
+	int reply_fd;   /* set by a handler: passed with its reply ("fd":true), then closed */
 };
 
 int64_t sp_now_mono(void);
@@ -147,6 +163,11 @@ int64_t sp_now_mono(void);
 void sp_log(const char *level, const char *fmt, ...) _printf_(2, 3);
 /* Send one JSON object as a frame; logs a failure (the worker is gone: EOF comes next). */
 void sp_send(struct spawner *sp, json_t *msg);
+/* Write rec as dir/name through a rename (all or nothing). */
+int sp_record_write(const char *dir, const char *name, json_t *rec);
+/* Answer request req_id later (after the reply being made, if any): fields (taken) when err is
+ * NULL, else err. */
+void sp_answer(struct spawner *sp, json_t *req_id, json_t *fields, const struct sk_error *err);
 /* The same with pass_fd (>= 0) attached; the caller still owns it. */
 void sp_send_fd(struct spawner *sp, json_t *msg, int pass_fd);
 /* Queue an event (takes the reference) to go out after the reply being made. */
@@ -175,6 +196,7 @@ int sp_op_usage(struct spawner *sp, json_t *req, json_t *reply, struct sk_error 
 int sp_op_timeout(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_signal(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
+int sp_op_exec_check(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_output(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_file_read(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_file_write(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
@@ -191,12 +213,21 @@ struct sp_exec *sp_exec_find(struct sp_sandbox *s, const char *id);
 void sp_exec_check(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e, int64_t now);
 void sp_exec_timers(struct spawner *sp, struct sp_sandbox *s, int64_t now);
 void sp_exec_free(struct sp_exec *e);
+/* A re-attached sandbox's execs, from their records (execs/<ex>.json): running ones watched
+ * again, ended ones known with their status. */
+void sp_execs_adopt(struct spawner *sp, struct sp_sandbox *s);
 
 void sp_output_init(struct sp_output *o, const char *dir, const char *name);
 /* Punch out all but the last SPAWNER_OUTPUT_KEEP_BYTES of the file. */
 void sp_output_trim(struct sp_output *o);
 /* Every live output file of every sandbox. */
 void sp_outputs_trim(struct spawner *sp);
+/* Output reads waiting: the earliest time one must be looked at (0: none); inotify's fd was
+ * readable; answer those that can be (when due or something happened); free them all. */
+int64_t sp_oreads_next(const struct spawner *sp);
+void sp_oreads_inotify(struct spawner *sp);
+void sp_oreads_run(struct spawner *sp, int64_t now);
+void sp_oreads_release(struct spawner *sp);
 
 /* A file op's helper: its pipe or pidfd polled readable. Answers, but frees nothing. */
 void sp_fop_read(struct spawner *sp, struct sp_fop *o);

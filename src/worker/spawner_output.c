@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -59,7 +60,84 @@ void sp_outputs_trim(struct spawner *sp)
 	}
 }
 
-int sp_op_output(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
+/* Where the output of one stream is: the exec's (or the main command's) file and whether its
+ * writer still runs. found is filled for an exec started before this spawner did. */
+static int output_locate(struct sp_sandbox *s, const char *exid, int si, struct sp_output *found,
+                         struct sp_output **ret, int *ret_writing, struct sk_error *err)
+{
+	static const char *const NAMES[] = {"stdout", "stderr"};
+	if (!exid) {
+		*ret = &s->out[si];
+		*ret_writing = s->state == SP_RUNNING;
+		return 0;
+	}
+	struct sp_exec *e = sp_exec_find(s, exid);
+	if (e) {
+		*ret = &e->out[si];
+		*ret_writing = e->running;
+		return 0;
+	}
+	if (!id_is_valid("ex-", exid))
+		return sk_error_set(err, -ENOENT, "no exec %.64s in %s", exid, s->id);
+	/* Started before this spawner did: its files are all there is. */
+	char name[64];
+	snprintf(name, sizeof(name), "execs/%s.%s", exid, NAMES[si]);
+	sp_output_init(found, rt_sandbox_dir(s->sb), name);
+	*ret = found;
+	*ret_writing = s->state == SP_RUNNING;
+	return 0;
+}
+
+/* What of o can be read from offset (at most max bytes), into {"offset","size","eof"} and,
+ * inline, "data_b64" with the bytes; else "path" and "length" for the caller to read them
+ * itself (the worker: it sends them on without JSON). Returns that many bytes, or a negative
+ * code in err. */
+static long output_read(struct sp_output *o, int writing, int is_exec, uint64_t offset, size_t max,
+                        int inline_data, json_t *into, struct sk_error *err)
+{
+	_cleanup_close_ int fd = open(o->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+	if (fd < 0 && errno == ENOENT && is_exec)
+		return sk_error_set(err, -ENOENT, "no such exec");
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return sk_error_errno(err, -errno, "open %s", o->path);
+	uint64_t size = (uint64_t)st.st_size, start = offset;
+	uint64_t kept = data_start(fd, size);
+	if (kept < o->dropped)
+		kept = o->dropped;
+	if (start < kept)
+		start = kept;
+	size_t want = start < size ? (size_t)(size - start) : 0;
+	if (want > max)
+		want = max;
+	ssize_t n = (ssize_t)want;
+	if (inline_data) {
+		_cleanup_free_ unsigned char *buf = malloc(want ? want : 1);
+		if (!buf)
+			return sk_error_set(err, -ENOMEM, "out of memory");
+		n = want ? pread(fd, buf, want, (off_t)start) : 0;
+		if (n < 0)
+			return sk_error_errno(err, -errno, "read %s", o->path);
+		_cleanup_free_ char *b64 = malloc(base64_encoded_size((size_t)n));
+		if (!b64)
+			return sk_error_set(err, -ENOMEM, "out of memory");
+		base64_encode(buf, (size_t)n, b64);
+		json_object_set_new(into, "data_b64", json_string(b64));
+	} else {
+		json_object_set_new(into, "path", json_string(o->path));
+		json_object_set_new(into, "length", json_integer((json_int_t)want));
+	}
+	json_object_set_new(into, "offset", json_integer((json_int_t)start));
+	json_object_set_new(into, "size", json_integer((json_int_t)size));
+	json_object_set_new(into, "eof", json_boolean(!writing && start + (uint64_t)n >= size));
+	return (long)n;
+}
+
+/* The output op, once: fills reply; returns 1 when it read nothing and a writer runs (a
+ * follower may wait), 0 otherwise, or a negative code in err. The paths it read are put in
+ * ret_paths (two at most, when not NULL) for a waiter to watch. */
+static int output_answer(struct spawner *sp, json_t *req, json_t *reply,
+                         char (*ret_paths)[SP_OUTPUT_PATH_BYTES], struct sk_error *err)
 {
 	struct sp_sandbox *s;
 	int r = sp_sandbox_get(sp, req, &s, err);
@@ -67,14 +145,14 @@ int sp_op_output(struct spawner *sp, json_t *req, json_t *reply, struct sk_error
 		return r;
 	const char *stream, *exid = NULL;
 	r = sp_json_string(req, "stream", &stream, err);
-	if (r == -ENOENT || (r == 0 && strcmp(stream, "stdout") && strcmp(stream, "stderr")))
-		return sk_error_set(err, -EINVAL, "stream: expected \"stdout\" or \"stderr\"");
+	if (r == -ENOENT || (r == 0 && strcmp(stream, "stdout") && strcmp(stream, "stderr") &&
+	                     strcmp(stream, "both")))
+		return sk_error_set(err, -EINVAL,
+		                    "stream: expected \"stdout\", \"stderr\" or \"both\"");
 	if (r < 0)
 		return r;
-	int si = !strcmp(stream, "stderr");
-	json_int_t offset = 0, max = SP_OUTPUT_MAX_READ_BYTES;
-	if ((r = sp_json_int(req, "offset", 0, INT64_MAX, &offset, err)) < 0 && r != -ENOENT)
-		return r;
+	int both = !strcmp(stream, "both");
+	json_int_t max = SP_OUTPUT_MAX_READ_BYTES;
 	if ((r = sp_json_int(req, "max", 0, INT64_MAX, &max, err)) < 0 && r != -ENOENT)
 		return r;
 	if (max > SP_OUTPUT_MAX_READ_BYTES)
@@ -82,55 +160,163 @@ int sp_op_output(struct spawner *sp, json_t *req, json_t *reply, struct sk_error
 	r = sp_json_string(req, "exec", &exid, err);
 	if (r < 0 && r != -ENOENT)
 		return r;
-	struct sp_output *o, found;
-	int writing;
-	if (r == 0) {
-		struct sp_exec *e = sp_exec_find(s, exid);
-		if (e) {
-			o = &e->out[si];
-			writing = e->running;
-		} else if (id_is_valid("ex-", exid)) {
-			/* Started before this spawner did: its files are all there is. */
-			char name[64];
-			snprintf(name, sizeof(name), "execs/%s.%s", exid, stream);
-			sp_output_init(&found, rt_sandbox_dir(s->sb), name);
-			o = &found;
-			writing = s->state == SP_RUNNING;
-		} else {
-			return sk_error_set(err, -ENOENT, "no exec %.64s in %s", exid, s->id);
-		}
-	} else {
-		o = &s->out[si];
-		writing = s->state == SP_RUNNING;
+	json_t *inl = json_object_get(req, "inline");
+	int inline_data = !inl || json_is_true(inl);
+	static const char *const OFFSET_KEYS[] = {"stdout_offset", "stderr_offset"};
+	static const char *const NAMES[] = {"stdout", "stderr"};
+	int first = both ? 0 : !strcmp(stream, "stderr"), last = both ? 1 : first;
+	long total = 0;
+	int eof = 1;
+	for (int si = first; si <= last; si++) {
+		json_int_t offset = 0;
+		r = sp_json_int(req, both ? OFFSET_KEYS[si] : "offset", 0, INT64_MAX, &offset, err);
+		if (r < 0 && r != -ENOENT)
+			return r;
+		struct sp_output found, *o = NULL;
+		int writing = 0;
+		if ((r = output_locate(s, exid, si, &found, &o, &writing, err)) < 0)
+			return r;
+		json_t *into = both ? json_object() : json_incref(reply);
+		/* Inline, both streams share one frame; else each may have max. */
+		size_t per = (size_t)(both && inline_data ? max / 2 : max);
+		long n = into ? output_read(o, writing, exid != NULL, (uint64_t)offset, per,
+		                            inline_data, into, err)
+		              : sk_error_set(err, -ENOMEM, "out of memory");
+		if (n == -ENOENT)
+			sk_error_set(err, -ENOENT, "no exec %.64s in %s", exid, s->id);
+		if (n >= 0 && both)
+			json_object_set(reply, NAMES[si], into);
+		eof &= json_is_true(json_object_get(into, "eof"));
+		json_decref(into);
+		if (n < 0)
+			return (int)n;
+		total += n;
+		if (ret_paths)
+			snprintf(ret_paths[si - first], SP_OUTPUT_PATH_BYTES, "%s", o->path);
 	}
-	_cleanup_close_ int fd = open(o->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
-	if (fd < 0 && errno == ENOENT && exid)
-		return sk_error_set(err, -ENOENT, "no exec %.64s in %s", exid, s->id);
-	struct stat st;
-	if (fd < 0 || fstat(fd, &st) < 0)
-		return sk_error_errno(err, -errno, "open %s", o->path);
-	uint64_t size = (uint64_t)st.st_size, start = (uint64_t)offset;
-	uint64_t kept = data_start(fd, size);
-	if (kept < o->dropped)
-		kept = o->dropped;
-	if (start < kept)
-		start = kept;
-	size_t want = start < size ? (size_t)(size - start) : 0;
-	if (want > (size_t)max)
-		want = (size_t)max;
-	_cleanup_free_ unsigned char *buf = malloc(want ? want : 1);
-	if (!buf)
-		return sk_error_set(err, -ENOMEM, "out of memory");
-	ssize_t n = want ? pread(fd, buf, want, (off_t)start) : 0;
-	if (n < 0)
-		return sk_error_errno(err, -errno, "read %s", o->path);
-	_cleanup_free_ char *b64 = malloc(base64_encoded_size((size_t)n));
-	if (!b64)
-		return sk_error_set(err, -ENOMEM, "out of memory");
-	base64_encode(buf, (size_t)n, b64);
-	json_object_set_new(reply, "data_b64", json_string(b64));
-	json_object_set_new(reply, "offset", json_integer((json_int_t)start));
-	json_object_set_new(reply, "size", json_integer((json_int_t)size));
-	json_object_set_new(reply, "eof", json_boolean(!writing && start + (uint64_t)n >= size));
+	if (both)
+		json_object_set_new(reply, "eof", json_boolean(eof));
+	return total == 0 && !eof;
+}
+
+/* ---- reads that wait for output (followers) ---- */
+
+struct sp_oread {
+	struct sp_oread *next;
+	json_t *req;
+	int64_t deadline_mono; /* answered then, even with nothing */
+	int64_t check_mono;    /* looked at again then, whatever inotify says */
+	int wd[2];             /* inotify watches on its files; -1: none */
+};
+
+static void oread_unwatch(struct spawner *sp, struct sp_oread *o)
+{
+	for (int i = 0; i < 2; i++) {
+		if (o->wd[i] < 0)
+			continue;
+		int shared = 0;
+		for (struct sp_oread *x = sp->oreads; x && !shared; x = x->next)
+			shared = x != o && (x->wd[0] == o->wd[i] || x->wd[1] == o->wd[i]);
+		if (!shared)
+			inotify_rm_watch(sp->ino_fd, o->wd[i]); /* EINVAL once the file is gone */
+		o->wd[i] = -1;
+	}
+}
+
+static void oread_free(struct spawner *sp, struct sp_oread *o)
+{
+	oread_unwatch(sp, o);
+	json_decref(o->req);
+	free(o);
+	sp->noreads--;
+}
+
+/* Keep req until output comes, its writer ends, or wait_ms pass. */
+static int oread_park(struct spawner *sp, json_t *req, char paths[2][SP_OUTPUT_PATH_BYTES],
+                      json_int_t wait_ms)
+{
+	if (sp->ino_fd < 0)
+		sp->ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	struct sp_oread *o = calloc(1, sizeof(*o));
+	if (!o)
+		return -ENOMEM;
+	int64_t now = sp_now_mono();
+	o->req = json_incref(req);
+	o->deadline_mono = now + wait_ms;
+	o->check_mono = now + SP_OUTPUT_RECHECK_MS;
+	for (int i = 0; i < 2; i++)
+		o->wd[i] = sp->ino_fd >= 0 && paths[i][0]
+		               ? inotify_add_watch(sp->ino_fd, paths[i], IN_MODIFY)
+		               : -1;
+	o->next = sp->oreads;
+	sp->oreads = o;
+	sp->noreads++;
 	return 0;
+}
+
+int sp_op_output(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
+{
+	char paths[2][SP_OUTPUT_PATH_BYTES] = {{0}};
+	json_int_t wait_ms = 0;
+	int r = sp_json_int(req, "wait_ms", 0, SP_OUTPUT_MAX_WAIT_MS, &wait_ms, err);
+	if (r < 0 && r != -ENOENT)
+		return r;
+	r = output_answer(sp, req, reply, paths, err);
+	if (r <= 0 || wait_ms == 0 || sp->noreads >= SP_OUTPUT_MAX_WAITING)
+		return r < 0 ? r : 0;
+	return oread_park(sp, req, paths, wait_ms) < 0 ? 0 : 1;
+}
+
+int64_t sp_oreads_next(const struct spawner *sp)
+{
+	int64_t next = 0;
+	for (const struct sp_oread *o = sp->oreads; o; o = o->next) {
+		int64_t t = o->check_mono < o->deadline_mono ? o->check_mono : o->deadline_mono;
+		if (!next || t < next)
+			next = t;
+	}
+	return next;
+}
+
+void sp_oreads_inotify(struct spawner *sp)
+{
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	while (read(sp->ino_fd, buf, sizeof(buf)) > 0)
+		;
+	sp->oreads_due = 1;
+}
+
+void sp_oreads_run(struct spawner *sp, int64_t now)
+{
+	if (!sp->oreads_due && (!sp->oreads || sp_oreads_next(sp) > now))
+		return;
+	sp->oreads_due = 0;
+	for (struct sp_oread **p = &sp->oreads; *p;) {
+		struct sp_oread *o = *p;
+		json_t *reply = json_object();
+		struct sk_error err = {0};
+		int r = reply ? output_answer(sp, o->req, reply, NULL, &err)
+		              : sk_error_set(&err, -ENOMEM, "out of memory");
+		if (r == 1 && now < o->deadline_mono) {
+			json_decref(reply);
+			o->check_mono = now + SP_OUTPUT_RECHECK_MS;
+			p = &o->next;
+			continue;
+		}
+		sp_answer(sp, json_object_get(o->req, "req"), reply, r < 0 ? &err : NULL);
+		*p = o->next;
+		oread_free(sp, o);
+	}
+}
+
+void sp_oreads_release(struct spawner *sp)
+{
+	while (sp->oreads) {
+		struct sp_oread *o = sp->oreads;
+		sp->oreads = o->next;
+		oread_free(sp, o);
+	}
+	if (sp->ino_fd >= 0)
+		close(sp->ino_fd);
+	sp->ino_fd = -1;
 }

@@ -84,10 +84,7 @@ static void record_write(struct sp_sandbox *s)
 		json_object_set_new(rec, "memory_peak_bytes",
 		                    json_integer((json_int_t)s->usage.memory_peak_bytes));
 	}
-	char tmp[600], final[600];
-	snprintf(tmp, sizeof(tmp), "%s/%s.tmp", dir, SP_RECORD_NAME);
-	snprintf(final, sizeof(final), "%s/%s", dir, SP_RECORD_NAME);
-	if (!rec || json_dump_file(rec, tmp, JSON_COMPACT) < 0 || rename(tmp, final) < 0)
+	if (!rec || sp_record_write(dir, SP_RECORD_NAME, rec) < 0)
 		sp_log("error", "record sandbox %s in %s: failed", s->id, dir);
 	json_decref(rec);
 }
@@ -165,6 +162,7 @@ void sp_sandbox_end(struct spawner *sp, struct sp_sandbox *s)
 	sp_files_cancel(sp, s);
 	sandbox_finish(s);
 	sp_event(sp, ended_event(s));
+	sp->oreads_due = 1; /* readers of its output see the end */
 	size_t i;
 	json_t *req;
 	json_array_foreach (s->waiters, i, req) {
@@ -337,6 +335,7 @@ int sp_op_remove(struct spawner *sp, json_t *req, json_t *reply, struct sk_error
 	}
 	r = rt_sandbox_destroy(TAKE_PTR(s->sb), err);
 	sp_sandbox_free(s);
+	sp->oreads_due = 1; /* its readers get "not found" */
 	if (r < 0)
 		return sk_error_prefix(err, "remove");
 	return 0;
@@ -431,6 +430,7 @@ static void sandbox_adopt(struct spawner *sp, const struct rt_sandbox_info *info
 		s->deadline_mono = sp_now_mono() + (left > 0 ? left : 0);
 	}
 	json_decref(rec);
+	sp_execs_adopt(sp, s);
 }
 
 int sp_sandboxes_attach(struct spawner *sp, struct sk_error *err)

@@ -3,11 +3,14 @@
 #include "worker.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../http/http.h"
 #include "../lib/clock.h"
@@ -544,14 +547,17 @@ static void logged_reply(struct worker *w, json_t *reply, void *ud)
 		     error_message(reply));
 }
 
+/* A terminate done: the sandbox goes too, unless the server keeps its output (a timeout). */
 static void terminated(struct worker *w, json_t *reply, void *ud)
 {
-	json_t *sandbox = ud;
+	json_t *cmd = ud;
 	logged_reply(w, reply, "terminate");
-	if (reply)
-		spawn(w, json_pack("{s:s, s:O}", "op", "remove", "id", sandbox), logged_reply,
-		      "remove");
-	json_decref(sandbox);
+	if (reply && !json_is_false(json_object_get(cmd, "remove")))
+		spawn(
+		    w,
+		    json_pack("{s:s, s:O}", "op", "remove", "id", json_object_get(cmd, "sandbox")),
+		    logged_reply, "remove");
+	json_decref(cmd);
 }
 
 /* File operations: the spawner moves at most 1 MiB a call; whole files (up to
@@ -703,6 +709,103 @@ static void file_simple_done(struct worker *w, json_t *reply, void *ud)
 	file_done(w, f, result, NULL);
 }
 
+/* Output reads go to the server as raw bytes, not base64 in JSON (which costs more than the
+ * read itself): the spawner says which bytes of which file (its reply carries path and length
+ * per stream), the worker reads them and posts {epoch, request, sandbox, result}\n then the
+ * bytes (stdout's, then stderr's) to /internal/v1/workers/{wk}/output. */
+static void output_posted(void *ud, int err, int status, const char *body, size_t len)
+{
+	struct worker *w = ud;
+	(void)body, (void)len;
+	if (err < 0 || status != 200)
+		wlog(w, "level=warn msg=\"posting output failed\" err=%d status=%d", err, status);
+}
+
+/* Read part's bytes (its path, offset, length) onto buf; the part then says where they start
+ * and how many they are. Bytes that were punched out meanwhile (the file is kept to its last
+ * SPAWNER_OUTPUT_KEEP_BYTES) read as zeros: those are cut off, as dropped. */
+static int output_part_read(json_t *part, char *buf, size_t *len)
+{
+	const char *path = json_string_value(json_object_get(part, "path"));
+	json_int_t off = json_integer_value(json_object_get(part, "offset"));
+	json_int_t want = json_integer_value(json_object_get(part, "length"));
+	if (!path || off < 0 || want < 0 || want > SPAWNER_MAX_MSG_BYTES)
+		return -EBADMSG;
+	ssize_t n = 0;
+	if (want > 0) {
+		_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+		if (fd < 0)
+			return -errno;
+		n = pread(fd, buf + *len, (size_t)want, (off_t)off);
+		if (n < 0)
+			return -errno;
+		off_t data = lseek(fd, 0, SEEK_DATA);
+		if (data > off) {
+			size_t cut =
+			    (size_t)(data - off) < (size_t)n ? (size_t)(data - off) : (size_t)n;
+			memmove(buf + *len, buf + *len + cut, (size_t)n - cut);
+			n -= (ssize_t)cut;
+			off += (json_int_t)cut;
+		}
+	}
+	json_object_del(part, "path");
+	json_object_set_new(part, "offset", json_integer(off));
+	json_object_set_new(part, "length", json_integer(n));
+	*len += (size_t)n;
+	return 0;
+}
+
+static void output_read_done(struct worker *w, json_t *reply, void *ud)
+{
+	struct file_op *f = ud;
+	if (!reply_ok(reply)) {
+		file_done(w, f, NULL, reply);
+		return;
+	}
+	json_auto_t *result = json_deep_copy(reply);
+	json_object_del(result, "ok");
+	json_object_del(result, "req");
+	json_t *parts[2] = {json_object_get(result, "stdout"), json_object_get(result, "stderr")};
+	if (!parts[0] && !parts[1])
+		parts[0] = result; /* one stream */
+	size_t cap = 0, len = 0;
+	for (int i = 0; i < 2; i++)
+		cap +=
+		    parts[i] ? (size_t)json_integer_value(json_object_get(parts[i], "length")) : 0;
+	_cleanup_free_ char *buf = cap <= 2 * SPAWNER_MAX_MSG_BYTES ? malloc(cap + 1) : NULL;
+	int r = buf ? 0 : -ENOMEM;
+	for (int i = 0; i < 2 && r == 0; i++)
+		if (parts[i])
+			r = output_part_read(parts[i], buf, &len);
+	if (r < 0) {
+		char msg[128];
+		snprintf(msg, sizeof(msg), "reading the output failed: %s", strerror(-r));
+		file_fail(w, f, "internal", msg);
+		return;
+	}
+	json_auto_t *meta =
+	    json_pack("{s:I, s:O, s:O, s:O}", "epoch", (json_int_t)w->epoch, "request", f->request,
+	              "sandbox", f->sandbox, "result", result);
+	_cleanup_free_ char *head = meta ? json_dumps(meta, JSON_COMPACT) : NULL;
+	size_t hlen = head ? strlen(head) : 0;
+	_cleanup_free_ char *body = head ? malloc(hlen + 1 + len) : NULL;
+	if (!body) {
+		file_fail(w, f, "internal", "out of memory");
+		return;
+	}
+	memcpy(body, head, hlen);
+	body[hlen] = '\n';
+	memcpy(body + hlen + 1, buf, len);
+	char path[128], auth[200];
+	snprintf(path, sizeof(path), "/internal/v1/workers/%s/output", w->id);
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", w->secret);
+	const char *headers[] = {auth, "Content-Type: application/octet-stream", NULL};
+	if (http_client_request(w->event_client, "POST", path, headers, body, hlen + 1 + len,
+	                        WORKER_REQUEST_TIMEOUT_MS, output_posted, w) < 0)
+		wlog(w, "level=warn msg=\"posting output failed\"");
+	file_op_free(f);
+}
+
 static void file_command(struct worker *w, json_t *cmd)
 {
 	const char *op = json_string_value(json_object_get(cmd, "file_op"));
@@ -735,11 +838,14 @@ static void file_command(struct worker *w, json_t *cmd)
 		static const char *const DROP[] = {"id", "op", "sandbox", "request", "file_op"};
 		for (size_t i = 0; req && i < ARRAY_SIZE(DROP); i++)
 			json_object_del(req, DROP[i]);
+		int output = !strcmp(op, "output");
 		if (req) {
 			json_object_set_new(req, "op", json_string(op));
 			json_object_set(req, "id", f->sandbox);
+			if (output)
+				json_object_set_new(req, "inline", json_false());
 		}
-		spawn(w, req, file_simple_done, f);
+		spawn(w, req, output ? output_read_done : file_simple_done, f);
 	} else {
 		file_fail(w, f, "invalid_argument", "unknown file operation");
 	}
@@ -1102,7 +1208,7 @@ static void command_run(struct worker *w, json_t *cmd)
 		spawn(w,
 		      json_pack("{s:s, s:O, s:O}", "op", "terminate", "id", sandbox, "grace_ms",
 		                json_object_get(cmd, "grace_ms")),
-		      terminated, json_incref(sandbox));
+		      terminated, json_incref(cmd));
 	} else if (!strcmp(op, "remove")) {
 		spawn(w, json_pack("{s:s, s:O}", "op", "remove", "id", sandbox), logged_reply,
 		      "remove");
@@ -1115,6 +1221,11 @@ static void command_run(struct worker *w, json_t *cmd)
 		      json_pack("{s:s, s:O, s:O}", "op", "timeout", "id", sandbox, "timeout_s",
 		                json_object_get(cmd, "timeout_s")),
 		      logged_reply, "timeout");
+	} else if (!strcmp(op, "exec_check")) {
+		spawn(w,
+		      json_pack("{s:s, s:O, s:O}", "op", "exec_check", "id", sandbox, "execs",
+		                json_object_get(cmd, "execs")),
+		      logged_reply, "exec_check");
 	} else {
 		wlog(w, "level=warn msg=\"unknown command\" op=%.32s", op);
 	}

@@ -687,7 +687,7 @@ def test_exec_output_and_logs_by_offset(skiffd):
     assert s == 200 and raw == b"" and hdr["X-Skiff-Eof"] == "true"
     s, hdr, raw = skiffd.raw("GET", f"{base}?stream=stderr", None, h)
     assert s == 200 and raw == b"E"
-    for bad in ["stream=stdin", "offset=-1", "offset=x", "follow=true"]:
+    for bad in ["stream=stdin", "offset=-1", "offset=x", "follow=yes"]:
         s, _, raw = skiffd.raw("GET", f"{base}?{bad}", None, h)
         assert s == 400, (bad, raw)
     s, _, _ = skiffd.raw("GET", f"/v1/sandboxes/{sb['id']}/execs/ex-00000000000000000000000000"

@@ -230,10 +230,13 @@ def test_sandbox_logs(env, skiffd):
               check=0).stdout.strip()
     try:
         # --follow reads while the command runs and stops when it ends.
+        # Both streams by default, each to its own; --stdout / --stderr pick one.
         p = run(env, "sandbox", "logs", "--follow", sid, check=0)
-        assert p.stdout == "line1\nline2\nline3\n", p
-        assert run(env, "sandbox", "logs", sid, check=0).stdout == "line1\nline2\nline3\n"
-        assert run(env, "sandbox", "logs", "--stderr", sid, check=0).stdout == "err\n"
+        assert (p.stdout, p.stderr) == ("line1\nline2\nline3\n", "err\n"), p
+        p = run(env, "sandbox", "logs", "--stdout", sid, check=0)
+        assert (p.stdout, p.stderr) == ("line1\nline2\nline3\n", ""), p
+        p = run(env, "sandbox", "logs", "--stderr", sid, check=0)
+        assert (p.stdout, p.stderr) == ("", "err\n"), p
         s, ex = skiffd.api("POST", f"/v1/sandboxes/{sid}/exec",
                            {"command": ["sh", "-c", "echo from-exec"]})
         if s == 409:  # the main command ended: an exec needs a running sandbox
@@ -254,8 +257,22 @@ def test_sandbox_exec_output_through_logs(env, skiffd):
                            {"command": ["sh", "-c", "printf 'a\\nb\\n'; echo e >&2"]})
         assert s == 201
         p = run(env, "sandbox", "logs", "--exec", ex["id"], "--follow", sid, check=0)
-        assert p.stdout == "a\nb\n"
+        assert (p.stdout, p.stderr) == ("a\nb\n", "e\n")
         p = run(env, "sandbox", "logs", "--exec", ex["id"], "--stderr", sid, check=0)
-        assert p.stdout == "e\n"
+        assert (p.stdout, p.stderr) == ("", "e\n")
     finally:
         run(env, "sandbox", "rm", sid)
+
+
+def test_idle_timeout_flag(env, skiffd):
+    sid = run(env, "sandbox", "create", "--idle-timeout", "1.5", check=0).stdout.strip()
+    try:
+        s, sb = skiffd.api("GET", f"/v1/sandboxes/{sid}")
+        assert sb["idle_timeout_s"] == 1.5
+        p = run(env, "sandbox", "wait", "--timeout", "30", sid)
+        assert p.returncode == 124, p  # ended idle: timeout
+        assert skiffd.api("GET", f"/v1/sandboxes/{sid}")[1]["state"] == "timeout"
+    finally:
+        run(env, "sandbox", "rm", sid)
+    p = run(env, "sandbox", "create", "--idle-timeout", "0")
+    assert p.returncode == 2 and "--idle-timeout" in p.stderr

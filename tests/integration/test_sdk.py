@@ -573,3 +573,47 @@ def test_exec_output_and_logs(client):
         assert p.wait(timeout_s=30) == 0
         assert p.output() == b"abcdef" and p.output(offset=3) == b"def"
         assert p.output("stderr") == b""
+
+
+def test_exec_streams_lines_as_they_come(client):
+    with skiff.Sandbox.create(client=client) as sb:
+        p = sb.exec_async("sh", "-c", "for i in 1 2 3 4; do echo line$i; echo e$i >&2; "
+                                      "sleep 0.4; done; exit 4")
+        t0 = time.monotonic()
+        seen = []
+        for line in p.stdout:
+            seen.append((time.monotonic() - t0, line))
+        assert [l for _, l in seen] == [f"line{i}\n" for i in range(1, 5)]
+        assert seen[0][0] < 1.0 and seen[-1][0] > 1.0, seen  # live, not all at the end
+        assert p.exit_code == 4 and p.state == "exited"
+        assert p.stderr.read() == "e1\ne2\ne3\ne4\n"
+        assert p.wait(timeout_s=5) == 4
+        assert b"".join(p.stdout.iter_bytes()) == b"line1\nline2\nline3\nline4\n"
+    with skiff.Sandbox.create(command=["sh", "-c", "echo main; echo bad >&2"],
+                              client=client) as sb:
+        assert list(sb.stdout) == ["main\n"] and sb.stderr.read() == "bad\n"
+
+
+def test_exec_stream_resumes_after_dropped_connections(skiffd, proxy):
+    """The proxy cuts every connection again and again while the output streams: the
+    iteration reads on from its offsets and gets every line exactly once."""
+    c = skiff.Client(url=proxy.url, token=skiffd.token)
+    with skiff.Sandbox.create(client=c) as sb:
+        p = sb.exec_async("sh", "-c", "i=0; while [ $i -lt 30 ]; do echo n$i; i=$((i+1)); "
+                                      "sleep 0.05; done")
+        stop = threading.Event()
+
+        def cutter():
+            while not stop.wait(0.3):
+                proxy.drop_all()
+
+        t = threading.Thread(target=cutter)
+        t.start()
+        try:
+            lines = list(p.stdout)
+        finally:
+            stop.set()
+            t.join()
+        assert lines == [f"n{i}\n" for i in range(30)]
+        assert proxy.accepted > 2  # it did reconnect
+        assert p.exit_code == 0

@@ -3,6 +3,7 @@ link `skiffd dev` uses: a killed worker's sandboxes become `lost`, a late report
 epoch is refused, a restarted worker is reconciled, and a restarted server takes its live worker
 back."""
 
+import contextlib
 import json
 import os
 import signal
@@ -19,8 +20,9 @@ LOST_S = 2
 
 
 class Split:
-    def __init__(self, tmp):
+    def __init__(self, tmp, lost_s=LOST_S):
         self.tmp = tmp
+        self.lost_s = lost_s
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.instance = new_instance("s")
@@ -32,11 +34,13 @@ class Split:
         self.logs.append(f)
         return f
 
-    def start_server(self):
+    def start_server(self, env=None):
+        """env: variables to add to the server's environment (SKIFF_CLOCK_OFFSET_MS)."""
         self.server = subprocess.Popen(
             [str(SKIFFD), "server", "--data", str(self.tmp / "srv"), "--listen",
-             f"127.0.0.1:{self.port}", "--worker-lost-s", str(LOST_S)],
-            stdin=subprocess.DEVNULL, stdout=self._log("server"), stderr=subprocess.STDOUT)
+             f"127.0.0.1:{self.port}", "--worker-lost-s", str(self.lost_s)],
+            stdin=subprocess.DEVNULL, stdout=self._log("server"), stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})})
         assert wait_for(lambda: self._healthy() or self.server.poll() is not None, 30, 0.05)
         assert self.server.poll() is None, self.log("server")
         self.token = (self.tmp / "srv" / "admin.token").read_text().strip()
@@ -82,11 +86,13 @@ class Split:
         return proc.returncode if proc else 0
 
 
-@pytest.fixture
-def split(tmp_path):
+@contextlib.contextmanager
+def running_split(tmp_path, lost_s=LOST_S):
+    """A server and a worker of their own; afterwards every sandbox is deleted, both stop
+    cleanly and nothing of the runtime instance is left."""
     if os.geteuid() != 0:
         pytest.skip("the skiffd tests need root")
-    s = Split(tmp_path)
+    s = Split(tmp_path, lost_s)
     try:
         s.start_server()
         s.start_worker()
@@ -106,6 +112,12 @@ def split(tmp_path):
         kill_all(box)
         end_instance(box)
         assert rc_w == 0 and rc_s == 0, (rc_w, rc_s, s.log("worker"), s.log("server"))
+
+
+@pytest.fixture
+def split(tmp_path):
+    with running_split(tmp_path) as s:
+        yield s
 
 
 def test_separate_processes_run_sandboxes(split):
@@ -174,3 +186,102 @@ def test_server_restart_under_a_live_worker(split):
     s, out = split.api("POST", f"/v1/sandboxes/{sb['id']}/exec?wait=true",
                        {"command": ["echo", "again"]})
     assert s == 200 and out["stdout"] == "again\n", out
+
+
+# ---- execs and their output across restarts ----
+
+
+def follow_all(split, sid, exid, offsets=(0, 0), stop_after=None):
+    """ndjson events of an exec's output from offsets, following; (events, complete), where
+    complete says the stream ended with its exit_code (stop_after: leave after that many)."""
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", split.port, timeout=60)
+    c.request("GET", f"/v1/sandboxes/{sid}/execs/{exid}/output?format=ndjson&follow=true"
+                     f"&stdout_offset={offsets[0]}&stderr_offset={offsets[1]}",
+              headers={"Authorization": f"Bearer {split.token}"})
+    r = c.getresponse()
+    assert r.status == 200
+    evs = []
+    try:
+        while stop_after is None or len(evs) < stop_after:
+            line = r.readline()
+            if not line:
+                break
+            evs.append(json.loads(line))
+    except (ConnectionError, http.client.IncompleteRead):
+        pass
+    c.close()
+    return evs, bool(evs) and "exit_code" in evs[-1]
+
+
+def stdout_of(evs):
+    import base64
+    out = b""
+    for ev in evs:
+        if ev.get("stream") == "stdout":
+            assert ev["offset"] == len(out), ev
+            out += base64.b64decode(ev["data_b64"])
+    return out
+
+
+def test_execs_survive_a_killed_and_restarted_worker(split):
+    s, sb = split.api("POST", "/v1/sandboxes", {})
+    assert s == 201
+    s, ex = split.api("POST", f"/v1/sandboxes/{sb['id']}/exec",
+                      {"command": ["sh", "-c", "for i in $(seq 1 25); do echo w$i; sleep 0.1;"
+                                               " done; exit 6"]})
+    assert s == 201
+    s, quick = split.api("POST", f"/v1/sandboxes/{sb['id']}/exec",
+                         {"command": ["sh", "-c", "exit 9"]})
+    evs, _ = follow_all(split, sb["id"], ex["id"], stop_after=2)
+    split.worker.kill()  # SIGKILL, then back before it is declared lost
+    split.worker.wait()
+    split.start_worker()
+    out = stdout_of(evs)
+    more, complete = follow_all(split, sb["id"], ex["id"], (len(out), 0))
+    assert complete, more
+    assert stdout_of(evs + more) == b"".join(b"w%d\n" % i for i in range(1, 26))
+    assert more[-1]["exit_code"] == 6
+    for exid, code in ((ex["id"], 6), (quick["id"], 9)):
+        s, got = split.api("GET", f"/v1/sandboxes/{sb['id']}/execs/{exid}")
+        assert got["state"] == "exited" and got["exit_code"] == code, got
+
+
+def test_execs_survive_a_server_restart_under_a_live_worker(split):
+    s, sb = split.api("POST", "/v1/sandboxes", {})
+    assert s == 201
+    s, ex = split.api("POST", f"/v1/sandboxes/{sb['id']}/exec",
+                      {"command": ["sh", "-c", "for i in $(seq 1 20); do echo s$i; sleep 0.1;"
+                                               " done; exit 4"]})
+    assert s == 201
+    evs, _ = follow_all(split, sb["id"], ex["id"], stop_after=1)
+    assert split.stop(split.server, signal.SIGKILL) == -signal.SIGKILL
+    split.start_server()
+    assert wait_for(split.connected, 20, 0.1)
+    more, complete = follow_all(split, sb["id"], ex["id"], (len(stdout_of(evs)), 0))
+    assert complete and more[-1]["exit_code"] == 4, more
+    assert stdout_of(evs + more) == b"".join(b"s%d\n" % i for i in range(1, 21))
+
+
+def test_output_route_refuses_bad_bodies(split):
+    s, workers = split.api("GET", "/v1/workers")
+    w = workers["items"][0]
+    url = f"/internal/v1/workers/{w['id']}/output"
+
+    def post(body):
+        req = urllib.request.Request(split.url + url, method="POST", data=body)
+        req.add_header("Authorization", f"Bearer {split.worker_token}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    meta = {"epoch": w["epoch"], "request": "fr-x", "sandbox": "sb-x",
+            "result": {"offset": 0, "length": 5, "size": 5, "eof": True}}
+    assert post(b"no newline at all") == 400
+    assert post(json.dumps(meta).encode() + b"\nabc") == 400  # 3 bytes, not 5
+    assert post(json.dumps(meta).encode() + b"\nabcdefg") == 400  # 7 bytes, not 5
+    assert post(json.dumps(dict(meta, epoch=w["epoch"] - 1)).encode() + b"\nabcde") == 409
+    assert post(json.dumps(meta).encode() + b"\nabcde") == 200  # no such call: dropped
+    assert split.api("GET", "/v1/workers")[1]["items"][0]["connected"]

@@ -11,6 +11,7 @@ from .errors import (Conflict, DeadlineExceeded, Internal, InvalidArgument, NotF
                      PayloadTooLarge, PermissionDenied, ResourceExhausted, SkiffError,
                      Unauthenticated, Unavailable)
 from .sandbox import EntryList, Exec, ExecResult, FileEntry, Files, Sandbox
+from .stream import OutputStream
 
 __version__ = "0.1.0"
 
@@ -19,5 +20,5 @@ __all__ = [
     "SkiffError", "InvalidArgument", "Unauthenticated", "PermissionDenied", "NotFound",
     "Conflict", "PayloadTooLarge", "ResourceExhausted", "DeadlineExceeded", "Unavailable",
     "Internal",
-    "Sandbox", "ExecResult", "Exec", "Files", "FileEntry", "EntryList",
+    "Sandbox", "ExecResult", "Exec", "Files", "FileEntry", "EntryList", "OutputStream",
 ]

@@ -287,6 +287,41 @@ class Client:
                     from None
         raise AssertionError("unreachable")
 
+    def open_stream(self, path, *, query=None, timeout=None):
+        """GET path on a connection of its own and return the http.client response once its
+        head has come, for the caller to read as the body streams (and close). Raises the
+        matching SkiffError for a non-2xx status; timeout bounds each wait for bytes."""
+        h = {"User-Agent": USER_AGENT, "Accept": "application/x-ndjson, application/json"}
+        if self.token:
+            h["Authorization"] = f"Bearer {self.token}"
+        target = self._path(path, query)
+        conn = None
+        try:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            kw = {}
+            if self._https:
+                import ssl
+                kw["context"] = ssl.create_default_context()
+            conn = cls(self._host, self._port, timeout=self.connect_timeout, **kw)
+            conn.connect()
+            conn.sock.settimeout(self.timeout if timeout is None else timeout)
+            conn.request("GET", target, headers=h)
+            r = conn.getresponse()
+        except socket.timeout:
+            if conn:
+                conn.close()
+            raise DeadlineExceeded(f"GET {target}: no reply from {self.url}") from None
+        except (OSError, http.client.HTTPException) as e:
+            if conn:
+                conn.close()
+            raise Unavailable(f"GET {target}: {self.url}: {e or type(e).__name__}") from None
+        if not 200 <= r.status < 300:
+            body = r.read()
+            conn.close()
+            raise error_from_reply(r.status, body)
+        r._skiff_conn = conn  # closed with the response by the caller
+        return r
+
     def json(self, method, path, **kw):
         """request() and the reply's JSON."""
         return self.request(method, path, **kw).json()

@@ -6,6 +6,7 @@ import urllib.parse
 
 from .client import default_client
 from .errors import NotFound, SkiffError
+from .stream import OutputStream
 
 __all__ = ["Sandbox", "ExecResult", "Exec", "Files", "FileEntry", "EntryList"]
 
@@ -94,13 +95,26 @@ def _read_output(client, path, stream, offset):
 
 
 class Exec:
-    """A process started with Sandbox.exec_async(). status() asks the server for its state;
-    wait() polls until it has ended and returns its exit code."""
+    """A process started with Sandbox.exec_async(). Its stdout and stderr stream as it writes
+    them (OutputStream); status() asks the server for its state; wait() polls until it has
+    ended and returns its exit code."""
 
     def __init__(self, sandbox, data):
         self.sandbox = sandbox
         self.id = data["id"]
         self._data = data
+        path = f"/v1/sandboxes/{_q(sandbox.id)}/execs/{_q(self.id)}/output"
+        #: The process's output as it is written: ``for line in proc.stdout: ...``
+        #: (text lines), ``proc.stdout.iter_bytes()``, ``proc.stdout.read()``.
+        self.stdout = OutputStream(sandbox._client, path, "stdout", self._ended)
+        self.stderr = OutputStream(sandbox._client, path, "stderr", self._ended)
+
+    def _ended(self, exit_code):
+        """A stream read to the process's end: its state and exit code are known now."""
+        try:
+            self.status()
+        except SkiffError:
+            self._data = dict(self._data, exit_code=exit_code)
 
     def output(self, stream="stdout", offset=0):
         """What the process wrote to stream ("stdout" or "stderr") from offset so far, as
@@ -396,6 +410,15 @@ class Sandbox:
             if self.ended or (deadline is not None and time.monotonic() >= deadline):
                 return self.exit_code
 
+    @property
+    def stdout(self):
+        """The main command's stdout as it is written (an OutputStream: iterate it for
+        lines)."""
+        return OutputStream(self._client, f"/v1/sandboxes/{_q(self.id)}/logs", "stdout")
+
+    @property
+    def stderr(self):
+        return OutputStream(self._client, f"/v1/sandboxes/{_q(self.id)}/logs", "stderr")
     def ports(self):
         """The ports the sandbox serves, {port: URL}: each URL reaches the port through the
         server, for any HTTP client that sends this client's token as a bearer token."""
