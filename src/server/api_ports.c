@@ -30,6 +30,11 @@ struct tunnel_rec {
 /* Off the map and freed; the caller has dealt with its call and its relay. */
 static void tunnel_free(struct tunnel_rec *t)
 {
+	struct sandbox_rec *sb = sandbox_find(t->srv, t->sandbox);
+	if (sb && sb->tunnels_live && --sb->tunnels_live == 0) {
+		sandbox_touch(t->srv, sb); /* idle from the end of its last tunnel */
+		sandbox_timeouts_update(t->srv, sb);
+	}
 	map_remove(&t->srv->tunnels, t->id);
 	server_timer_free(t->timer);
 	free(t);
@@ -191,6 +196,8 @@ void api_ports_proxy(struct http_request *req)
 	t->call = call;
 	snprintf(t->sandbox, sizeof(t->sandbox), "%s", sb->row.id);
 	t->timer = timer;
+	sb->tunnels_live++; /* not idle while it is open */
+	sandbox_touch(srv, sb);
 	call->obj = t;
 	req->on_abort = tunnel_client_aborted;
 	if (link_command(srv, sb->worker, "tunnel",

@@ -107,6 +107,7 @@ struct sandbox_rec {
 	struct prioq_node timer; /* in srv->timeouts: wakes no later than its next deadline */
 	int64_t active_ms;       /* the idle clock counts from here: the last I/O or exec end */
 	size_t execs_live;       /* execs pending or running: while any, it is not idle */
+	size_t tunnels_live;     /* tunnels to its ports, set up or relaying: likewise */
 	int64_t timeout_end_ms;  /* its deadline passed: the end is a timeout, recorded by then */
 	/* why a create failed, for the create call */
 	int fail_status;

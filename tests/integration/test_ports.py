@@ -357,6 +357,26 @@ def test_slow_reader_memory_bounded(skiffd, web):
     assert no_tunnels(skiffd, base)
 
 
+def test_open_tunnel_keeps_an_idle_limited_sandbox(skiffd):
+    """idle_timeout_s counts from the end of the last tunnel, not from its start."""
+    s, sb = skiffd.api("POST", "/v1/sandboxes", {"ports": [WEB], "idle_timeout_s": 2,
+                                                 "command": ["sh", "-c", SETUP]})
+    assert s == 201, sb
+    files_put(skiffd, sb["id"], "/srv/cgi-bin/forever",
+              b"#!/bin/sh\n" + CGI["forever"].encode(), "755")
+    assert wait_for(lambda: proxy(skiffd, sb["id"], WEB)[0] == 200, 15, 0.05)
+    st = Stream(skiffd, sb["id"], WEB, "cgi-bin/forever")
+    try:
+        end = time.monotonic() + 4  # twice the idle limit, with nothing but the stream
+        while time.monotonic() < end:
+            assert st.r.fp.readline() == b"tick\n"
+        assert skiffd.api("GET", f"/v1/sandboxes/{sb['id']}")[1]["state"] == "running"
+    finally:
+        st.close()
+    assert wait_for(lambda: skiffd.api("GET", f"/v1/sandboxes/{sb['id']}")[1]["state"]
+                    == "timeout", 15, 0.2)
+
+
 def test_tunnels_counted_in_metrics(skiffd, web):
     st = Stream(skiffd, web, WEB, "cgi-bin/forever")
     try:
