@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import read_slowly, rss_kib, wait_for
 
 
 def create(d, body=None):
@@ -55,14 +55,6 @@ def collect(evs):
         assert ev["offset"] == len(out[ev["stream"]]), ev
         out[ev["stream"]] += base64.b64decode(ev["data_b64"])
     return out["stdout"], out["stderr"], code
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def asan(pid):
@@ -220,16 +212,9 @@ def test_a_slow_reader_holds_up_neither_the_process_nor_the_server(skiffd):
     # The process ends while the reader sits on its connection.
     assert wait_for(lambda: skiffd.api("GET", f"/v1/sandboxes/{sid}/execs/{exid}")[1]["state"]
                     != "running", 30)
-    peak = before
-    n = 64 * 1024
-    while True:
-        chunk = r.read(256 * 1024)
-        if not chunk:
-            break
-        assert chunk.count(0) == len(chunk)
-        n += len(chunk)
-        peak = max(peak, rss_kib(skiffd.proc.pid))
-        time.sleep(0.002)
+    n, peak = read_slowly(r, skiffd.proc.pid, 0.002)
+    n += 64 * 1024
+    peak = max(peak, before)
     c.close()
     if not asan(skiffd.proc.pid):
         assert peak - before < 64 * 1024, (before, peak)

@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from conftest import REPO, wait_for
+from conftest import REPO, read_slowly, rss_kib, wait_for
 from test_cli import run, skiff_env
 from test_split import split  # noqa: F401  (the fixture: skiffd server + skiffd worker)
 
@@ -325,31 +325,15 @@ def test_client_gone_mid_stream(skiffd, web):
     assert proxy(skiffd, web, WEB, "index.html")[0] == 200
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def test_slow_reader_memory_bounded(skiffd, web):
     """50 MiB through a reader that sleeps: the server buffers a bounded amount, whatever the
     sandbox writes (the rest waits in the sandbox, which blocks on a full socket)."""
     base = fds(skiffd.proc.pid)
     st = Stream(skiffd, web, WEB, "cgi-bin/big")
     start = rss_kib(skiffd.proc.pid)
-    peak, total = start, 0
     try:
         assert st.r.status == 200
-        while True:
-            chunk = st.r.read(256 * 1024)
-            if not chunk:
-                break
-            assert chunk.count(0) == len(chunk)
-            total += len(chunk)
-            peak = max(peak, rss_kib(skiffd.proc.pid))
-            time.sleep(0.01)
+        total, peak = read_slowly(st.r, skiffd.proc.pid, 0.01)
     finally:
         st.close()
     assert total == 50 * MIB
@@ -488,15 +472,7 @@ def test_split_mode(split):  # noqa: F811
     assert s == 201, sb
 
     def get():
-        import urllib.error
-        import urllib.request
-        req = urllib.request.Request(f"{split.url}/v1/sandboxes/{sb['id']}/ports/{WEB}/",
-                                     headers={"Authorization": f"Bearer {split.token}"})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.status, r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
+        return split.raw("GET", f"/v1/sandboxes/{sb['id']}/ports/{WEB}/")
 
     assert wait_for(lambda: get() == (200, b"hello\n"), 15, 0.05), get()
 
@@ -520,18 +496,14 @@ def test_split_worker_silent_while_a_tunnel_waits(split):  # noqa: F811
     """A worker that stops answering: the request waiting for its tunnel is answered (503 once
     the worker is declared lost, at most 504 after 10 s) and freed."""
     import signal
-    import urllib.error
     conn = split_echo(split)
     conn.close()
     s, sbs = split.api("GET", "/v1/sandboxes")
     sbid = sbs["items"][0]["id"]
     split.worker.send_signal(signal.SIGSTOP)
     try:
-        req = urllib.request.Request(f"{split.url}/v1/sandboxes/{sbid}/ports/{ECHO}/",
-                                     headers={"Authorization": f"Bearer {split.token}"})
-        with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.urlopen(req, timeout=30)
-        err = json.loads(e.value.read())["error"]
-        assert e.value.code in (503, 504) and sbid in err["message"], err
+        s, raw = split.raw("GET", f"/v1/sandboxes/{sbid}/ports/{ECHO}/", timeout=30)
+        err = json.loads(raw)["error"]
+        assert s in (503, 504) and sbid in err["message"], (s, err)
     finally:
         split.worker.send_signal(signal.SIGCONT)
