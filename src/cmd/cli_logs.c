@@ -15,7 +15,7 @@
 #define LOGS_USAGE            "[--stdout | --stderr] [--exec EX] [--follow] ID"
 #define STREAM_MAX_LINE_BYTES (4u << 20) /* one event; the server sends under 1.5 MiB */
 #define STREAM_RETRY_MS       500        /* before resuming a stream that was cut */
-#define STREAM_MAX_RETRIES    120        /* about a minute of a server that's away */
+#define STREAM_MAX_RETRIES    120        /* cuts in a row: a minute of a server that's away */
 
 struct out_reader {
 	unsigned mask; /* CLI_OUT_STDOUT | CLI_OUT_STDERR: what to print */
@@ -102,6 +102,7 @@ int cli_output_stream(struct cli *c, const char *base, unsigned mask, bool follo
 	struct out_reader o = {.mask = mask};
 	int r = 0;
 	for (unsigned tries = 0;; tries++) {
+		long long before = o.offset[0] + o.offset[1];
 		_cleanup_free_ char *path = NULL;
 		if (asprintf(&path, "%s?format=ndjson&stdout_offset=%lld&stderr_offset=%lld%s",
 		             base, o.offset[0], o.offset[1], follow ? "&follow=true" : "") < 0) {
@@ -115,6 +116,12 @@ int cli_output_stream(struct cli *c, const char *base, unsigned mask, bool follo
 			*err = o.err;
 			break;
 		}
+		if (o.offset[0] + o.offset[1] > before)
+			tries = 0; /* it moved on: only cuts in a row count */
+		/* Without follow one read returns up to 1 MiB a stream: read on until one brings
+		 * nothing new. */
+		if (r == 0 && !follow && !o.ended && o.offset[0] + o.offset[1] > before)
+			continue;
 		if ((r == 0 && (o.ended || !follow)) || r == -EINTR || cli_signal_count())
 			break;
 		/* Cut short (a dropped connection, a restarting server or worker): resume from

@@ -157,6 +157,9 @@ void http_reply_error(struct http_request *req, int status, const char *code, co
 int http_reply_start(struct http_request *req, int status, const char *content_type);
 int http_reply_write(struct http_request *req, const void *data, size_t len);
 void http_reply_end(struct http_request *req);
+/* End a streamed reply as failed: what was written is sent, then the connection is closed
+ * without the last chunk, so that the client sees the body cut short rather than complete. */
+void http_reply_abort(struct http_request *req);
 
 /* Take the request's connection over instead of replying (a proxy or an upgrade): the request
  * ends (on_done sees status; it is freed) and the server lets go of the connection. The caller

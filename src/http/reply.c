@@ -280,3 +280,14 @@ void http_reply_end(struct http_request *req)
 	rp->in_reply = false;
 	http_conn_request_done(rp, false);
 }
+
+void http_reply_abort(struct http_request *req)
+{
+	struct http_req_priv *rp = req->priv_;
+	if (!rp->started) {
+		http_reply_end(req);
+		return;
+	}
+	/* No last chunk: the client sees the body cut short, and the connection goes. */
+	http_conn_request_done(rp, true);
+}

@@ -296,13 +296,17 @@ int rt_exec_status(struct rt_sandbox *sb, const struct rt_exec *ex, int *ret_sta
 	return -ESRCH;
 }
 
-int rt_exec_attach(pid_t pid, pid_t nspid, unsigned long long start, struct rt_exec *ret)
+int rt_exec_attach(pid_t pid, pid_t nspid, unsigned long long start, struct rt_exec *ret,
+                   struct sk_error *err)
 {
+	*ret = (struct rt_exec){.pid = pid, .nspid = nspid, .start = start, .pidfd = -1};
 	if (pid <= 0 || nspid <= 0 || start == 0)
-		return -EINVAL;
+		return sk_error_set(err, -EINVAL, "exec record: bad pid or start time");
 	/* Open first, then check: the pidfd pins the process, so a start time that matches
 	 * after the open means the pidfd is the exec's, not a later process's with its pid. */
 	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (fd < 0 && errno != ESRCH)
+		return sk_error_errno(err, -errno, "pidfd_open %d", (int)pid);
 	unsigned long long now_start;
 	if (fd >= 0 && (proc_start_time(pid, &now_start) < 0 || now_start != start)) {
 		close(fd);

@@ -151,8 +151,10 @@ int rt_exec_status(struct rt_sandbox *sb, const struct rt_exec *ex, int *ret_sta
 int rt_exec_signal(const struct rt_exec *ex, int sig);
 /* An exec found again after a restart from what rt_sandbox_exec returned: *ret gets a pidfd for
  * it while it still runs (its start time checked after the open, pids recycle), else pidfd -1:
- * it ended, and rt_exec_status says how. */
-int rt_exec_attach(pid_t pid, pid_t nspid, unsigned long long start, struct rt_exec *ret);
+ * it ended, and rt_exec_status says how. An error (a bad record, pidfd_open failing otherwise
+ * than with ESRCH) leaves pidfd -1 too. */
+int rt_exec_attach(pid_t pid, pid_t nspid, unsigned long long start, struct rt_exec *ret,
+                   struct sk_error *err);
 /* In a single-threaded fork of the runtime, which it changes for good: join the running
  * sandbox's cgroups and namespaces through its init's pidfd and become its root. The process's
  * root and working directory are then the sandbox's /, its future children in its pid namespace;

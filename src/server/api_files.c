@@ -15,6 +15,7 @@ struct file_call {
 	struct api_call *call;
 	uv_timer_t *timer;
 	file_call_done_fn done;
+	int output; /* an output read: it may wait on the worker; reading it is not activity */
 };
 
 static void file_call_end(struct server *srv, struct file_call *fc)
@@ -45,6 +46,10 @@ static void file_call_aborted(struct http_request *req)
 	if (!fc)
 		return;
 	file_call_done_fn done = fc->done;
+	struct sandbox_rec *sb = fc->output ? sandbox_find(call->srv, fc->sandbox) : NULL;
+	if (sb && sb->worker && sb->worker->connected) /* the worker need not wait for output */
+		link_command(call->srv, sb->worker, "file_cancel",
+		             json_pack("{s:s, s:s}", "sandbox", fc->sandbox, "request", fc->id));
 	call->obj = NULL;
 	fc->call = NULL;
 	file_call_end(call->srv, fc);
@@ -72,7 +77,9 @@ void file_call_send(struct api_call *call, struct sandbox_rec *sb, const char *o
 		done(call, NULL, NULL, 503, "unavailable", "out of memory");
 		return;
 	}
-	sandbox_touch(srv, sb); /* I/O: not idle */
+	fc->output = !strcmp(op, "output");
+	if (!fc->output)
+		sandbox_touch(srv, sb); /* I/O: not idle */
 	fc->call = call;
 	fc->done = done;
 	snprintf(fc->sandbox, sizeof(fc->sandbox), "%s", sb->row.id);
@@ -136,7 +143,8 @@ static struct file_call *file_call_of(struct server *srv, struct worker_rec *w, 
 	struct sandbox_rec *sb = sandbox_find(srv, fc->sandbox);
 	if (!sbid || strcmp(sbid, fc->sandbox) || !sb || sb->worker != w)
 		return NULL;
-	sandbox_touch(srv, sb); /* an operation as long as the idle limit ends no less active */
+	if (!fc->output) /* an operation as long as the idle limit ends no less active */
+		sandbox_touch(srv, sb);
 	return fc;
 }
 
@@ -207,6 +215,9 @@ void link_output(struct http_request *req)
 		return;
 	}
 	struct file_call *fc = file_call_of(call->srv, w, meta);
+	struct sandbox_rec *sb = fc ? sandbox_find(call->srv, fc->sandbox) : NULL;
+	if (sb && bytes.len[0] + bytes.len[1] > 0)
+		sandbox_touch(call->srv, sb); /* output read: the exec's I/O */
 	if (fc) {
 		struct api_call *fcall = fc->call;
 		file_call_done_fn done = fc->done;

@@ -14,6 +14,7 @@
  *       slow client costs the server one write buffer, never more. A stream that ends without
  *       its end (raw: X-Skiff-Eof never came; ndjson: no exit_code) is resumed from the
  *       offsets the client has. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,9 +32,11 @@ struct output_read {
 	int started; /* the reply's head is out */
 	uv_timer_t *timer;
 	unsigned exit_waited_ms;
+	unsigned long answers; /* read answers written */
 };
 
-/* End the reply (an error when nothing was sent yet) and free everything. */
+/* End the reply and free everything: status 200 ends it whole; another is an error reply when
+ * nothing was sent yet, else a cut (the body ends without its last chunk). */
 static void output_finish(struct output_read *o, int status, const char *code, const char *msg)
 {
 	struct api_call *call = o->call;
@@ -50,7 +53,10 @@ static void output_finish(struct output_read *o, int status, const char *code, c
 	}
 	req->data = NULL;
 	api_call_free(call);
-	http_reply_end(req);
+	if (status == 200)
+		http_reply_end(req);
+	else
+		http_reply_abort(req); /* cut short: the client resumes from its offsets */
 }
 
 static void output_aborted(struct http_request *req)
@@ -184,6 +190,10 @@ static long raw_write(struct output_read *o, json_t *result, const struct file_b
 	_cleanup_free_ char *owned = NULL;
 	if (!json_is_integer(off) || file_result_bytes(result, bytes, 0, &data, &n, &owned) < 0)
 		return -EBADMSG;
+	/* Raw bytes can't say that some were dropped: a raw follow that would skip some ends cut
+	 * short instead, and the client's next read (X-Skiff-Offset) shows where they resume. */
+	if (o->answers > 0 && (uint64_t)json_integer_value(off) != o->offset[o->stream])
+		return -ESPIPE;
 	if (n > 0) {
 		int r = http_reply_write(o->call->req, data, n);
 		if (r == -EAGAIN)
@@ -250,7 +260,9 @@ static void output_done(struct api_call *call, json_t *result, const struct file
 	}
 	int wrote = 0;
 	long got = 0;
-	for (int si = 0; si < 2 && o->ndjson && got >= 0; si++) {
+	/* Once the client's buffer is full, the other stream waits for the next read (its offset
+	 * did not move): a connection holds one event over the limit at most. */
+	for (int si = 0; si < 2 && o->ndjson && got >= 0 && wrote != -EAGAIN; si++) {
 		static const char *const NAMES[] = {"stdout", "stderr"};
 		json_t *part = json_object_get(result, NAMES[si]);
 		long n = part ? ndjson_event(o, si, part, bytes, &wrote) : -EBADMSG;
@@ -258,10 +270,15 @@ static void output_done(struct api_call *call, json_t *result, const struct file
 	}
 	if (!o->ndjson)
 		got = raw_write(o, result, bytes, &wrote);
+	if (got == -ESPIPE) {
+		output_finish(o, 500, "internal", "output was dropped before it was read");
+		return;
+	}
 	if (got < 0) {
 		output_finish(o, 500, "internal", "the worker sent unreadable output");
 		return;
 	}
+	o->answers++;
 	if (json_is_true(json_object_get(result, "eof"))) {
 		if (o->ndjson)
 			output_exit(o);
@@ -296,8 +313,9 @@ static int query_u64(struct api_call *call, const char *key, uint64_t *ret)
 	if (r == -ENOENT)
 		return 0;
 	char *end;
-	long long v = r > 0 && num[0] != '-' ? strtoll(num, &end, 10) : -1;
-	if (r <= 0 || v < 0 || *end) {
+	errno = 0;
+	long long v = r > 0 && num[0] >= '0' && num[0] <= '9' ? strtoll(num, &end, 10) : -1;
+	if (r <= 0 || v < 0 || *end || errno == ERANGE) {
 		api_reply_error(call, 400, "invalid_argument",
 		                "%s: expected a number of bytes, 0 or more", key);
 		return -1;
@@ -333,6 +351,10 @@ static void output_get(struct http_request *req, const char *exec)
 	uint64_t max = q.max;
 	if (query_u64(call, "max", &max) < 0 || api_query_bool(call, "follow", &q.follow) < 0)
 		return;
+	if (max == 0) {
+		api_reply_error(call, 400, "invalid_argument", "max: expected 1 or more bytes");
+		return;
+	}
 	q.max = max < q.max ? (size_t)max : q.max;
 	if (q.ndjson) {
 		if (query_u64(call, "stdout_offset", &q.offset[0]) < 0 ||

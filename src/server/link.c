@@ -378,13 +378,13 @@ static int create_queued(struct worker_rec *w, const char *sandbox_id)
 	return 0;
 }
 
-/* The sandbox's execs that the server believes run: when the worker runs the sandbox, it is asked
+/* The sandbox's execs that the server believes run: when the worker has the sandbox, it is asked
  * after them (it reports those that ended, and those it doesn't know as lost; running ones end
  * later with an event); else they are lost now. */
 static void execs_check(struct server *srv, struct worker_rec *w, struct sandbox_rec *sb,
-                        int running_there)
+                        int known_there)
 {
-	json_t *ids = running_there ? json_array() : NULL;
+	json_t *ids = known_there ? json_array() : NULL;
 	size_t pos = 0;
 	struct exec_rec *ex;
 	while ((ex = map_next(&sb->execs, &pos))) {
@@ -424,7 +424,8 @@ static void reconcile(struct server *srv, struct worker_rec *w, json_t *list)
 			continue;
 		sb->worker = w;
 		json_t *r = reported(list, sb->row.id);
-		execs_check(srv, w, sb, r && !strcmp(str(r, "state"), "running"));
+		/* The worker keeps an ended sandbox's exec records until it removes it. */
+		execs_check(srv, w, sb, r && !(sandbox_ended(sb) && sb->removed));
 		if (sandbox_ended(sb)) {
 			/* Ended here (deleted, lost, failed) but running there: end it there too.
 			 */

@@ -191,6 +191,7 @@ static const struct {
     {"remove", sp_op_remove},
     {"usage", sp_op_usage},
     {"output", sp_op_output},
+    {"output_cancel", sp_op_output_cancel},
     {"timeout", sp_op_timeout},
     {"file_read", sp_op_file_read},
     {"file_write", sp_op_file_write},

@@ -40,9 +40,10 @@ static void exec_record(struct sp_sandbox *s, struct sp_exec *e)
 {
 	char name[64];
 	snprintf(name, sizeof(name), "execs/%s.json", e->id);
-	json_t *rec = e->running ? json_pack("{s:i, s:i, s:I, s:I}", "pid", (int)e->ex.pid, "nspid",
-	                                     (int)e->ex.nspid, "start", (json_int_t)e->ex.start,
-	                                     "deadline_ms", (json_int_t)e->deadline_ms)
+	json_t *rec = e->running ? json_pack("{s:i, s:i, s:I, s:I, s:b}", "pid", (int)e->ex.pid,
+	                                     "nspid", (int)e->ex.nspid, "start",
+	                                     (json_int_t)e->ex.start, "deadline_ms",
+	                                     (json_int_t)e->deadline_ms, "timed_out", e->timed_out)
 	                         : json_pack("{s:s, s:i, s:I}", "state", e->end_state, "exit_code",
 	                                     e->exit_code, "ended_ms", (json_int_t)e->ended_ms);
 	if (!rec || sp_record_write(rt_sandbox_dir(s->sb), name, rec) < 0)
@@ -103,6 +104,7 @@ void sp_exec_timers(struct spawner *sp, struct sp_sandbox *s, int64_t now)
 		else if (!e->exited_mono && e->deadline_mono && now >= e->deadline_mono) {
 			e->deadline_mono = 0;
 			e->timed_out = 1;
+			exec_record(s, e); /* a restarted spawner reports 124 too */
 			rt_exec_signal(&e->ex, SIGKILL);
 		}
 	}
@@ -270,10 +272,14 @@ static void exec_adopt(struct spawner *sp, struct sp_sandbox *s, const char *exi
 		e->ended_ms = json_integer_value(json_object_get(rec, "ended_ms"));
 	} else {
 		e->running = 1;
-		rt_exec_attach(
-		    (pid_t)json_integer_value(json_object_get(rec, "pid")),
-		    (pid_t)json_integer_value(json_object_get(rec, "nspid")),
-		    (unsigned long long)json_integer_value(json_object_get(rec, "start")), &e->ex);
+		e->timed_out = json_is_true(json_object_get(rec, "timed_out"));
+		struct sk_error err = {0};
+		if (rt_exec_attach(
+		        (pid_t)json_integer_value(json_object_get(rec, "pid")),
+		        (pid_t)json_integer_value(json_object_get(rec, "nspid")),
+		        (unsigned long long)json_integer_value(json_object_get(rec, "start")),
+		        &e->ex, &err) < 0)
+			sp_log("error", "exec %s of %s: %s", exid, s->id, err.msg);
 		e->deadline_ms = json_integer_value(json_object_get(rec, "deadline_ms"));
 		if (e->deadline_ms > 0) {
 			int64_t left = e->deadline_ms - clock_now_ms();

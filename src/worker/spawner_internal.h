@@ -153,9 +153,10 @@ struct spawner {
 	struct sp_fop *fops;     /* file ops, queued and running, in arrival order */
 	struct sp_oread *oreads; /* output reads waiting for output */
 	unsigned noreads;
-	int ino_fd;     /* inotify on their files; -1: not made yet */
-	int oreads_due; /* something they wait for may have happened */
-	int reply_fd;   /* set by a handler: passed with its reply ("fd":true), then closed */
+	int ino_fd;      /* inotify on their files; -1: not made yet */
+	int oreads_due;  /* something they all wait for may have happened (an end) */
+	int oreads_some; /* some of them are due (their files changed, a cancel) */
+	int reply_fd;    /* set by a handler: passed with its reply ("fd":true), then closed */
 };
 
 int64_t sp_now_mono(void);
@@ -198,6 +199,7 @@ int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *
 int sp_op_signal(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_exec_check(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_output(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
+int sp_op_output_cancel(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_file_read(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_file_write(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_fs_stat(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);

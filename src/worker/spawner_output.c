@@ -79,12 +79,13 @@ static int output_locate(struct sp_sandbox *s, const char *exid, int si, struct 
 	}
 	if (!id_is_valid("ex-", exid))
 		return sk_error_set(err, -ENOENT, "no exec %.64s in %s", exid, s->id);
-	/* Started before this spawner did: its files are all there is. */
+	/* Files without a record (a spawner that died between the start and the record): they
+	 * are all there is. */
 	char name[64];
 	snprintf(name, sizeof(name), "execs/%s.%s", exid, NAMES[si]);
 	sp_output_init(found, rt_sandbox_dir(s->sb), name);
 	*ret = found;
-	*ret_writing = s->state == SP_RUNNING;
+	*ret_writing = 0; /* no record of it was found: nothing is known to write it */
 	return 0;
 }
 
@@ -153,7 +154,7 @@ static int output_answer(struct spawner *sp, json_t *req, json_t *reply,
 		return r;
 	int both = !strcmp(stream, "both");
 	json_int_t max = SP_OUTPUT_MAX_READ_BYTES;
-	if ((r = sp_json_int(req, "max", 0, INT64_MAX, &max, err)) < 0 && r != -ENOENT)
+	if ((r = sp_json_int(req, "max", 1, INT64_MAX, &max, err)) < 0 && r != -ENOENT)
 		return r;
 	if (max > SP_OUTPUT_MAX_READ_BYTES)
 		max = SP_OUTPUT_MAX_READ_BYTES;
@@ -207,6 +208,7 @@ struct sp_oread {
 	int64_t deadline_mono; /* answered then, even with nothing */
 	int64_t check_mono;    /* looked at again then, whatever inotify says */
 	int wd[2];             /* inotify watches on its files; -1: none */
+	int due;               /* its files changed, or it was cancelled: look at it now */
 };
 
 static void oread_unwatch(struct spawner *sp, struct sp_oread *o)
@@ -278,21 +280,56 @@ int64_t sp_oreads_next(const struct spawner *sp)
 	return next;
 }
 
+/* Only the reads whose files changed are looked at again (a noisy writer wakes its own
+ * readers, not every waiting one); an overflowed queue wakes them all. */
 void sp_oreads_inotify(struct spawner *sp)
 {
 	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-	while (read(sp->ino_fd, buf, sizeof(buf)) > 0)
-		;
-	sp->oreads_due = 1;
+	ssize_t n;
+	while ((n = read(sp->ino_fd, buf, sizeof(buf))) > 0) {
+		for (ssize_t off = 0; off + (ssize_t)sizeof(struct inotify_event) <= n;) {
+			const struct inotify_event *ev = (const void *)(buf + off);
+			for (struct sp_oread *o = sp->oreads; o; o = o->next)
+				if (ev->wd < 0 || o->wd[0] == ev->wd || o->wd[1] == ev->wd)
+					o->due = 1;
+			off += (ssize_t)sizeof(*ev) + ev->len;
+		}
+	}
+	sp->oreads_some = 1;
+}
+
+int sp_op_output_cancel(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
+{
+	(void)reply;
+	json_int_t id;
+	int r = sp_json_int(req, "read", 0, INT64_MAX, &id, err);
+	if (r == -ENOENT)
+		return sk_error_set(err, -EINVAL, "read: missing");
+	if (r < 0)
+		return r;
+	for (struct sp_oread *o = sp->oreads; o; o = o->next) {
+		if (json_integer_value(json_object_get(o->req, "req")) != id)
+			continue;
+		o->deadline_mono = 0; /* answered now, with what there is */
+		o->due = 1;
+		sp->oreads_some = 1;
+	}
+	return 0;
 }
 
 void sp_oreads_run(struct spawner *sp, int64_t now)
 {
-	if (!sp->oreads_due && (!sp->oreads || sp_oreads_next(sp) > now))
+	if (!sp->oreads_due && !sp->oreads_some && (!sp->oreads || sp_oreads_next(sp) > now))
 		return;
-	sp->oreads_due = 0;
+	int all = sp->oreads_due;
+	sp->oreads_due = sp->oreads_some = 0;
 	for (struct sp_oread **p = &sp->oreads; *p;) {
 		struct sp_oread *o = *p;
+		if (!all && !o->due && now < o->check_mono && now < o->deadline_mono) {
+			p = &o->next;
+			continue;
+		}
+		o->due = 0;
 		json_t *reply = json_object();
 		struct sk_error err = {0};
 		int r = reply ? output_answer(sp, o->req, reply, NULL, &err)

@@ -713,12 +713,30 @@ static void file_simple_done(struct worker *w, json_t *reply, void *ud)
  * read itself): the spawner says which bytes of which file (its reply carries path and length
  * per stream), the worker reads them and posts {epoch, request, sandbox, result}\n then the
  * bytes (stdout's, then stderr's) to /internal/v1/workers/{wk}/output. */
+struct output_post {
+	struct worker *w;
+	json_t *sandbox, *request;
+};
+
+/* A post that did not land (an epoch change, a restarting server, a timeout) still answers its
+ * call, as an error event, rather than leaving the reader waiting for the call's deadline. */
 static void output_posted(void *ud, int err, int status, const char *body, size_t len)
 {
-	struct worker *w = ud;
+	struct output_post *op = ud;
+	struct worker *w = op->w;
 	(void)body, (void)len;
-	if (err < 0 || status != 200)
+	if ((err < 0 || status != 200) && !w->closing) {
 		wlog(w, "level=warn msg=\"posting output failed\" err=%d status=%d", err, status);
+		json_t *ev =
+		    json_pack("{s:s, s:O, s:O, s:b, s:{s:s, s:s}}", "type", "file_done", "sandbox",
+		              op->sandbox, "request", op->request, "ok", 0, "error", "code",
+		              "unavailable", "message", "the worker could not deliver the output");
+		if (ev)
+			event_queue(w, ev);
+	}
+	json_decref(op->sandbox);
+	json_decref(op->request);
+	free(op);
 }
 
 /* Read part's bytes (its path, offset, length) onto buf; the part then says where they start
@@ -769,11 +787,18 @@ static void output_read_done(struct worker *w, json_t *reply, void *ud)
 	if (!parts[0] && !parts[1])
 		parts[0] = result; /* one stream */
 	size_t cap = 0, len = 0;
-	for (int i = 0; i < 2; i++)
-		cap +=
-		    parts[i] ? (size_t)json_integer_value(json_object_get(parts[i], "length")) : 0;
-	_cleanup_free_ char *buf = cap <= 2 * SPAWNER_MAX_MSG_BYTES ? malloc(cap + 1) : NULL;
-	int r = buf ? 0 : -ENOMEM;
+	int r = 0;
+	for (int i = 0; i < 2; i++) {
+		json_int_t n =
+		    parts[i] ? json_integer_value(json_object_get(parts[i], "length")) : 0;
+		if (n < 0 || n > SPAWNER_MAX_MSG_BYTES)
+			r = -EBADMSG;
+		else
+			cap += (size_t)n;
+	}
+	_cleanup_free_ char *buf = r == 0 ? malloc(cap + 1) : NULL;
+	if (r == 0 && !buf)
+		r = -ENOMEM;
 	for (int i = 0; i < 2 && r == 0; i++)
 		if (parts[i])
 			r = output_part_read(parts[i], buf, &len);
@@ -800,9 +825,15 @@ static void output_read_done(struct worker *w, json_t *reply, void *ud)
 	snprintf(path, sizeof(path), "/internal/v1/workers/%s/output", w->id);
 	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", w->secret);
 	const char *headers[] = {auth, "Content-Type: application/octet-stream", NULL};
+	struct output_post *op = malloc(sizeof(*op));
+	if (!op) {
+		file_fail(w, f, "internal", "out of memory");
+		return;
+	}
+	*op = (struct output_post){w, json_incref(f->sandbox), json_incref(f->request)};
 	if (http_client_request(w->event_client, "POST", path, headers, body, hlen + 1 + len,
-	                        WORKER_REQUEST_TIMEOUT_MS, output_posted, w) < 0)
-		wlog(w, "level=warn msg=\"posting output failed\"");
+	                        WORKER_REQUEST_TIMEOUT_MS, output_posted, op) < 0)
+		output_posted(op, -EIO, 0, NULL, 0);
 	file_op_free(f);
 }
 
@@ -1221,6 +1252,19 @@ static void command_run(struct worker *w, json_t *cmd)
 		      json_pack("{s:s, s:O, s:O}", "op", "timeout", "id", sandbox, "timeout_s",
 		                json_object_get(cmd, "timeout_s")),
 		      logged_reply, "timeout");
+	} else if (!strcmp(op, "file_cancel")) {
+		/* The reader of an output read went away: the spawner need not wait for output. */
+		const char *request = json_string_value(json_object_get(cmd, "request"));
+		for (struct spawn_call *c = w->calls; c && request; c = c->next) {
+			struct file_op *f = c->cb == output_read_done ? c->ud : NULL;
+			if (f && !strcmp(json_string_value(f->request) ?: "", request)) {
+				spawn(w,
+				      json_pack("{s:s, s:I}", "op", "output_cancel", "read",
+				                (json_int_t)c->req),
+				      logged_reply, "output_cancel");
+				break;
+			}
+		}
 	} else if (!strcmp(op, "exec_check")) {
 		spawn(w,
 		      json_pack("{s:s, s:O, s:O}", "op", "exec_check", "id", sandbox, "execs",

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import read_slowly, rss_kib, wait_for
+from conftest import rss_kib, wait_for
 
 
 def create(d, body=None):
@@ -144,7 +144,8 @@ def test_bad_queries(skiffd):
     for q, word in [("format=xml", "format"), ("format=ndjson&stream=stdout", "stream"),
                     ("stream=both", "stream"), ("offset=-1", "offset"),
                     ("follow=maybe", "follow"), ("format=ndjson&stdout_offset=x", "stdout_offset"),
-                    ("max=1e3", "max")]:
+                    ("max=1e3", "max"), ("max=0&follow=true", "max"),
+                    ("offset=99999999999999999999", "offset"), ("offset=+5", "offset")]:
         s, body = skiffd.api("GET", f"/v1/sandboxes/{sid}/execs/{exid}/output?{q}")
         assert s == 400 and word in body["error"]["message"], (q, body)
     s, _ = skiffd.api("GET", f"/v1/sandboxes/{sid}/execs/ex-nope/output?follow=true")
@@ -202,23 +203,39 @@ def test_100_mib_through_one_exec_with_server_memory_bounded(skiffd):
 
 def test_a_slow_reader_holds_up_neither_the_process_nor_the_server(skiffd):
     """A follower that reads slowly: the command ends on its own time, the server holds a
-    bounded amount, and the reader still gets the tail after the end."""
+    bounded amount, and the reader still gets the tail after the end, with what was dropped
+    meanwhile shown by the offsets."""
     total = 48 * 1024 * 1024
     sid = create(skiffd)
-    exid = start(skiffd, sid, f"head -c {total} /dev/zero; echo done >&2")
+    exid = start(skiffd, sid, f"yes 0123456789abcde | head -c {total}; echo done >&2")
     before = rss_kib(skiffd.proc.pid)
-    c, r = open_stream(skiffd, output_path(sid, exid, follow="true"))
-    r.read(64 * 1024)
+    c, r = open_stream(skiffd, output_path(sid, exid, format="ndjson", follow="true"))
+    r.readline()
     # The process ends while the reader sits on its connection.
     assert wait_for(lambda: skiffd.api("GET", f"/v1/sandboxes/{sid}/execs/{exid}")[1]["state"]
                     != "running", 30)
-    n, peak = read_slowly(r, skiffd.proc.pid, 0.002)
-    n += 64 * 1024
-    peak = max(peak, before)
+    peak = before
+    line = b"0123456789abcde\n"
+    end = {"stdout": 0, "stderr": 0}
+    got, code = 0, None
+    for _, ev in events(r):
+        peak = max(peak, rss_kib(skiffd.proc.pid))
+        time.sleep(0.005)
+        if "exit_code" in ev:
+            code = ev["exit_code"]
+            continue
+        data = base64.b64decode(ev["data_b64"])
+        assert ev["offset"] >= end[ev["stream"]]
+        if ev["stream"] == "stdout":
+            k = ev["offset"] % len(line)
+            assert data == (line[k:] + line * (len(data) // len(line) + 2))[:len(data)]
+            got += len(data)
+        end[ev["stream"]] = ev["offset"] + len(data)
     c.close()
     if not asan(skiffd.proc.pid):
         assert peak - before < 64 * 1024, (before, peak)
-    assert 16 * 1024 * 1024 <= n <= total
+    assert end["stdout"] == total and code == 0
+    assert 16 * 1024 * 1024 <= got <= total
     s, ex = skiffd.api("GET", f"/v1/sandboxes/{sid}/execs/{exid}")
     assert ex["state"] == "exited" and ex["exit_code"] == 0
 
@@ -332,3 +349,51 @@ def test_half_closed_and_stalled_clients_do_not_starve_others(skiffd):
     finally:
         for s in socks:
             s.close()
+
+
+def test_reads_without_follow_over_one_mib(skiffd, tmp_path):
+    """One read returns at most 1 MiB a stream: the CLI and the SDK read on to the end."""
+    import subprocess
+    import sys
+    from conftest import REPO, SKIFF
+    sid = create(skiffd)
+    exid = start(skiffd, sid, "yes 0123456789abcdef | head -c 3000000")
+    assert wait_for(lambda: skiffd.api("GET", f"/v1/sandboxes/{sid}/execs/{exid}")[1]["state"]
+                    == "exited", 30)
+    want = (b"0123456789abcdef\n" * 200000)[:3000000]
+    env = dict(os.environ, SKIFF_URL=skiffd.url, SKIFF_TOKEN=skiffd.token,
+               XDG_CONFIG_HOME=str(tmp_path))
+    p = subprocess.run([str(SKIFF), "sandbox", "logs", "--exec", exid, sid], env=env,
+                       capture_output=True, timeout=60)
+    assert p.returncode == 0 and p.stdout == want, (p.returncode, len(p.stdout), p.stderr)
+    sys.path.insert(0, str(REPO / "sdk" / "python"))
+    import skiff
+    c = skiff.Client(url=skiffd.url, token=skiffd.token)
+    from skiff.stream import OutputStream
+    out = OutputStream(c, f"/v1/sandboxes/{sid}/execs/{exid}/output", "stdout")
+    assert b"".join(out.iter_bytes(follow=False)) == want
+
+
+def test_a_raw_follow_never_ends_whole_with_a_hole(skiffd):
+    """A writer far faster than the reader: bytes get dropped. A raw follow can't say so in
+    its bytes, so it is cut short; when it does end whole, it has every byte from where it
+    started."""
+    total = 64 * 1024 * 1024
+    sid = create(skiffd)
+    exid = start(skiffd, sid, f"head -c {total} /dev/zero")
+    c, r = open_stream(skiffd, output_path(sid, exid, follow="true"))
+    start_at = int(r.getheader("X-Skiff-Offset"))
+    n, whole = 0, True
+    try:
+        while True:
+            b = r.read(1 << 20)
+            if not b:
+                break
+            n += len(b)
+    except (http.client.IncompleteRead, ConnectionError):
+        whole = False
+    c.close()
+    if whole:
+        assert n == total - start_at, (n, start_at)
+    else:
+        assert n < total

@@ -578,13 +578,13 @@ def test_exec_output_and_logs(client):
 def test_exec_streams_lines_as_they_come(client):
     with skiff.Sandbox.create(client=client) as sb:
         p = sb.exec_async("sh", "-c", "for i in 1 2 3 4; do echo line$i; echo e$i >&2; "
-                                      "sleep 0.4; done; exit 4")
+                                      "sleep 0.6; done; exit 4")
         t0 = time.monotonic()
         seen = []
         for line in p.stdout:
             seen.append((time.monotonic() - t0, line))
         assert [l for _, l in seen] == [f"line{i}\n" for i in range(1, 5)]
-        assert seen[0][0] < 1.0 and seen[-1][0] > 1.0, seen  # live, not all at the end
+        assert seen[0][0] < seen[-1][0] - 1.0, seen  # live, not all at the end
         assert p.exit_code == 4 and p.state == "exited"
         assert p.stderr.read() == "e1\ne2\ne3\ne4\n"
         assert p.wait(timeout_s=5) == 4
@@ -602,9 +602,14 @@ def test_exec_stream_resumes_after_dropped_connections(skiffd, proxy):
         p = sb.exec_async("sh", "-c", "i=0; while [ $i -lt 30 ]; do echo n$i; i=$((i+1)); "
                                       "sleep 0.05; done")
         stop = threading.Event()
+        cuts = []
 
         def cutter():
             while not stop.wait(0.3):
+                with proxy.lock:
+                    live = len(proxy.socks)
+                if live:
+                    cuts.append(live)
                 proxy.drop_all()
 
         t = threading.Thread(target=cutter)
@@ -615,5 +620,6 @@ def test_exec_stream_resumes_after_dropped_connections(skiffd, proxy):
             stop.set()
             t.join()
         assert lines == [f"n{i}\n" for i in range(30)]
-        assert proxy.accepted > 2  # it did reconnect
+        # The stream was cut under the iteration at least twice, and each time it came back.
+        assert len(cuts) >= 2 and proxy.accepted >= len(cuts) + 1, (cuts, proxy.accepted)
         assert p.exit_code == 0

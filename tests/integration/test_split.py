@@ -292,3 +292,27 @@ def test_output_route_refuses_bad_bodies(split):
     assert post(json.dumps(dict(meta, epoch=w["epoch"] - 1)).encode() + b"\nabcde") == 409
     assert post(json.dumps(meta).encode() + b"\nabcde") == 200  # no such call: dropped
     assert split.api("GET", "/v1/workers")[1]["items"][0]["connected"]
+
+
+def test_an_exec_that_ends_while_no_worker_runs_reports_its_code(tmp_path):
+    """The worker is down while an exec ends and while another passes its timeout: the
+    restarted worker's spawner finds their records, reports the first's code and ends the
+    second as timed out (124)."""
+    with running_split(tmp_path, lost_s=60) as split:
+        s, sb = split.api("POST", "/v1/sandboxes", {})
+        assert s == 201
+        s, ex = split.api("POST", f"/v1/sandboxes/{sb['id']}/exec",
+                          {"command": ["sh", "-c", "sleep 0.5; exit 9"]})
+        s, slow = split.api("POST", f"/v1/sandboxes/{sb['id']}/exec",
+                            {"command": ["sleep", "30"], "timeout_s": 0.8})
+        assert s == 201
+        time.sleep(0.3)
+        split.worker.kill()
+        split.worker.wait()
+        time.sleep(1.5)  # both end meanwhile, with no spawner to see it
+        split.start_worker()
+        for exid, code in ((ex["id"], 9), (slow["id"], 124)):
+            assert wait_for(lambda: split.api("GET", f"/v1/sandboxes/{sb['id']}/execs/{exid}")
+                            [1]["state"] != "running", 20, 0.1)
+            s, got = split.api("GET", f"/v1/sandboxes/{sb['id']}/execs/{exid}")
+            assert got["state"] == "exited" and got["exit_code"] == code, got

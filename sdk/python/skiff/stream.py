@@ -52,9 +52,9 @@ class _Follower:
     def __iter__(self):
         tries = 0
         while not self.ended:
+            before = self.offsets["stdout"] + self.offsets["stderr"]
             try:
                 for ev in self._events():
-                    tries = 0
                     if "exit_code" in ev:
                         self.ended = True
                         self.exit_code = ev["exit_code"]
@@ -66,11 +66,17 @@ class _Follower:
                         self.dropped[name] += start - self.offsets[name]
                     self.offsets[name] = start + len(data)
                     if data:
+                        tries = 0  # it moved on: only cuts in a row count
                         yield name, data
                 if not self.follow:
+                    # One read returns up to 1 MiB a stream: read on until one brings nothing.
+                    if self.offsets["stdout"] + self.offsets["stderr"] > before:
+                        continue
                     return
             except (NotFound, Conflict, InvalidArgument, PermissionDenied, Unauthenticated):
                 raise  # the server meant it: reading again won't help
+            except TimeoutError:
+                continue  # a quiet stream: ask again, it is not a cut
             except (SkiffError, OSError, http.client.HTTPException, ValueError):
                 pass  # cut short (a dropped connection, a restart): read on from the offsets
             tries += 1
