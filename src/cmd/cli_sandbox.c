@@ -1,4 +1,4 @@
-/* skiff sandbox: create, ls, show, exec, run, wait, rm. */
+/* skiff sandbox: create, ls, show, exec, run, wait, rm, ports. */
 #include "cli.h"
 
 #include <string.h>
@@ -25,11 +25,12 @@ enum {
 	OPT_WORKDIR,
 	OPT_JSON,
 	OPT_STATE,
+	OPT_PORT,
 };
 
 #define CREATE_OPTIONS                                                                             \
 	"[--image I] [--cpu N] [--memory MIB] [--disk MIB] [--pids N] [--timeout S] "              \
-	"[--idle-timeout S] [--name N] [--tag K=V]... [--env K=V]... [--workdir D]"
+	"[--idle-timeout S] [--name N] [--tag K=V]... [--env K=V]... [--workdir D] [--port P]..."
 #define CREATE_USAGE "" CREATE_OPTIONS " [--json] [-- CMD...]"
 #define RUN_USAGE    "" CREATE_OPTIONS " -- CMD..."
 #define LS_USAGE     "[--state S] [--tag K:V]... [--name N] [--json]"
@@ -37,6 +38,7 @@ enum {
 #define EXEC_USAGE   "ID [--env K=V]... [--workdir D] [--timeout S] -- CMD..."
 #define WAIT_USAGE   "ID [--timeout S]"
 #define RM_USAGE     "ID..."
+#define PORTS_USAGE  "ID [--json]"
 
 static const struct option create_options[] = {
     {"image", required_argument, NULL, OPT_IMAGE},
@@ -50,6 +52,7 @@ static const struct option create_options[] = {
     {"tag", required_argument, NULL, OPT_TAG},
     {"env", required_argument, NULL, OPT_ENV},
     {"workdir", required_argument, NULL, OPT_WORKDIR},
+    {"port", required_argument, NULL, OPT_PORT},
     {"json", no_argument, NULL, OPT_JSON},
     {NULL, 0, NULL, 0},
 };
@@ -152,6 +155,18 @@ static int create_parse(const char *cmd, const char *usage, int argc, char **arg
 				json_object_set_new(a->body, "tags", tags);
 			}
 			r = cli_parse_pair(optarg, '=', "--tag", tags, &err);
+			break;
+		}
+		case OPT_PORT: {
+			json_t *ports = json_object_get(a->body, "ports");
+			if (!ports) {
+				ports = json_array();
+				json_object_set_new(a->body, "ports", ports);
+			}
+			/* The server checks the rest (how many, no twice). */
+			r = cli_parse_int(optarg, "--port", 1, 65535, &n, &err);
+			if (r == 0)
+				json_array_append_new(ports, json_integer(n));
 			break;
 		}
 		case OPT_ENV: r = cli_parse_pair(optarg, '=', "--env", a->env, &err); break;
@@ -594,6 +609,46 @@ static int sandbox_rm(struct cli *c, int argc, char **argv)
 	return st;
 }
 
+/* ---- ports ---- */
+
+static int sandbox_ports(struct cli *c, int argc, char **argv)
+{
+	bool json = false;
+	int st = simple_parse("sandbox ports", PORTS_USAGE, argc, argv, json_options, json_on_opt,
+	                      &json);
+	if (st)
+		return st;
+	const char *id = one_id("sandbox ports", PORTS_USAGE, argc, argv, &st);
+	if (!id)
+		return st;
+	struct sk_error err = {0};
+	_cleanup_free_ char *path = sandbox_path(id, "/ports");
+	_cleanup_json_ json_t *reply = NULL;
+	if (!path)
+		return cli_fail(&(struct sk_error){.msg = "out of memory"});
+	if (cli_http(c, "GET", path, NULL, CLI_REQUEST_TIMEOUT_S, &reply, &err) < 0 ||
+	    cli_url_resolve(c, &err) < 0)
+		return cli_fail(&err);
+	json_t *ports = json_object_get(reply, "ports");
+	if (!json_is_array(ports))
+		return cli_fail(&(struct sk_error){.msg = "the reply has no ports"});
+	/* Whole URLs: what a client (with the token) calls. */
+	size_t i;
+	json_t *p;
+	json_array_foreach (ports, i, p) {
+		const char *url = cli_json_str(p, "url");
+		_cleanup_free_ char *full = NULL;
+		if (url && asprintf(&full, "%s%s", c->url, url) >= 0)
+			json_object_set_new(p, "url", json_string(full));
+	}
+	static const struct cli_column cols[] = {{"PORT", "port"}, {"URL", "url"}};
+	if (json)
+		cli_print_json(ports);
+	else
+		cli_print_table(ports, cols, ARRAY_SIZE(cols));
+	return 0;
+}
+
 static const struct cli_command commands[] = {
     {"create", sandbox_create, CREATE_USAGE,
      "create a sandbox (idle without a command); print its id"},
@@ -610,6 +665,8 @@ static const struct cli_command commands[] = {
      "print the output of a sandbox's command, or of one exec"},
     {"shell", cli_sandbox_shell, "ID [-- CMD...]",
      "an interactive terminal in a sandbox (default: sh)"},
+    {"ports", sandbox_ports, PORTS_USAGE,
+     "list the ports a sandbox serves, with the URL that reaches each (with a token)"},
 };
 
 int cli_sandbox_main(struct cli *c, int argc, char **argv)

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
@@ -492,6 +493,13 @@ int main(int argc, char **argv)
 		printf("skiffd %s\n", SKIFF_VERSION);
 		return 0;
 	}
+	/* Up to 1,024 connections and 1,024 tunnels (two sockets each on the server, two more on
+	 * the worker in dev): more than a default soft limit of 1,024 descriptors. */
+	struct rlimit nofile;
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+		nofile.rlim_cur = nofile.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &nofile);
+	}
 	if (!strcmp(argv[1], "dev"))
 		return cmd_dev(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "server"))
@@ -499,7 +507,8 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "worker"))
 		return cmd_worker(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "routes")) {
-		/* The API's routes, one "METHOD PATTERN" a line ("{}" is one path segment). */
+		/* The API's routes, one "METHOD PATTERN" a line ("{}" is one path segment, "{*}"
+		 * the rest of the path; method "*" is any). */
 		size_t n;
 		const struct http_route *r = server_routes(&n);
 		for (size_t i = 0; i < n; i++)

@@ -453,6 +453,11 @@ static void on_timer_closed(uv_handle_t *h)
 	client_maybe_free(c);
 }
 
+const struct sockaddr *http_client_addr(const struct http_client *c)
+{
+	return (const struct sockaddr *)&c->addr;
+}
+
 void http_client_close(struct http_client *c)
 {
 	if (!c || c->closing)

@@ -53,15 +53,17 @@ struct http_request {
 	struct http_server *server;
 	const struct http_route *route; /* the matched route */
 	char method[16];
-	char *path;  /* the raw path, without the query (NUL-terminated) */
-	char *query; /* the raw query without '?', "" when none */
+	int http_minor; /* HTTP/1.x */
+	char *path;     /* the raw path, without the query (NUL-terminated) */
+	char *query;    /* the raw query without '?', "" when none */
 	struct http_header *headers;
 	size_t nheaders;
 	/* The whole body, NUL-terminated for convenience (body_len excludes it). Not available to
 	 * the gate (NULL, body_len 0): it runs before the body is read. */
 	char *body;
 	size_t body_len;
-	/* Route parameters: the "{}" segments of the pattern, percent-decoded, NUL-terminated. */
+	/* Route parameters: the "{}" segments of the pattern, percent-decoded, and its "{*}" rest,
+	 * raw; NUL-terminated. */
 	char *params[HTTP_MAX_PARAMS];
 	size_t nparams;
 	char remote[64]; /* "ip:port" of the client */
@@ -86,8 +88,11 @@ struct http_request {
 typedef void (*http_handler_fn)(struct http_request *req);
 
 struct http_route {
-	const char *method;  /* "GET", "POST", ...; "*" any */
-	const char *pattern; /* "/v1/sandboxes/{}/execs/{}": "{}" matches one non-empty segment */
+	const char *method; /* "GET", "POST", ...; "*" any */
+	/* "/v1/sandboxes/{}/execs/{}": "{}" matches one non-empty segment (percent-decoded into a
+	 * parameter); a pattern may end in "{*}", which matches the rest of the path, empty or
+	 * not, slashes included, as it came (not decoded). */
+	const char *pattern;
 	http_handler_fn fn;
 	void *ud;              /* handler's data for this route (req->route->ud) */
 	size_t max_body_bytes; /* 0: the server's limit */
@@ -156,6 +161,50 @@ void http_reply_end(struct http_request *req);
  * without the last chunk, so that the client sees the body cut short rather than complete. */
 void http_reply_abort(struct http_request *req);
 
+/* Take the request's connection over instead of replying (a proxy or an upgrade): the request
+ * ends (on_done sees status; it is freed) and the server lets go of the connection. The caller
+ * gets *ret_tcp, a new handle on the same socket (malloc'ed, open, not reading; the caller closes
+ * it and frees it), and *ret_pending (malloc'ed, *ret_pending_len bytes, NULL when none): what the
+ * client sent after the request, already read. Nothing is written to the client. Fails without
+ * changing anything (the handler then replies as usual): -EPIPE when the client is gone, -EBUSY
+ * while an earlier write to it is still queued, -ENOMEM. */
+#define HTTP_MAX_PENDING_BYTES (16 * 1024) /* *ret_pending_len is at most this */
+int http_hijack(struct http_request *req, int status, uv_tcp_t **ret_tcp, char **ret_pending,
+                size_t *ret_pending_len);
+
+/* A relay: bytes both ways between two connections, a and b (e.g. a client taken over with
+ * http_hijack and an upstream), with backpressure: a side is not read while more than
+ * max_buffer_bytes wait to be written to the other. EOF from a is passed on to b (its write side
+ * is shut down) and the relay goes on; EOF from b (or an error reading it) ends the relay once
+ * what b sent is written to a: a is shut down and read (and dropped) for a moment so that its
+ * peer gets every byte, then both are closed. A write error, an error reading a, or nothing
+ * moving either way for idle_timeout_ms ends it at once. on_end runs once when the relay ends by
+ * itself, never after http_relay_close; either way the relay frees itself once its handles are
+ * closed. */
+#define HTTP_RELAY_READ_BYTES (64 * 1024) /* one read */
+#define HTTP_RELAY_LINGER_MS  2000        /* a's draining after the end */
+struct http_relay;
+struct http_relay_config {
+	size_t max_buffer_bytes;  /* per direction; 0: HTTP_DEFAULT_MAX_WRITE_BUFFER */
+	unsigned idle_timeout_ms; /* 0: none */
+	void (*on_end)(void *ud);
+	void *ud;
+};
+/* Start relaying between a and b, which it takes in every case (malloc'ed uv_tcp_t, open and
+ * connected, not reading; closed and freed by the relay). to_a and to_b (malloc'ed or NULL,
+ * taken in every case too) are written first: e.g. what was already read from the other side.
+ * Returns 0, or a negative errno (everything given is closed or freed then, *ret is not set). */
+int http_relay_new(uv_loop_t *loop, uv_tcp_t *a, uv_tcp_t *b, char *to_a, size_t to_a_len,
+                   char *to_b, size_t to_b_len, const struct http_relay_config *cfg,
+                   struct http_relay **ret);
+/* End the relay now (both connections closed, on_end not called). */
+void http_relay_close(struct http_relay *r);
+/* Bytes waiting to be written to a (side 0) or b (side 1). */
+size_t http_relay_queued(const struct http_relay *r, int side);
+/* Close and free a handle given by http_hijack (or one meant for http_relay_new that never got
+ * there). Accepts NULL. */
+void http_tcp_free(uv_tcp_t *tcp);
+
 /* Client: one keep-alive connection to host:port; requests are queued and sent one at a time
  * (reconnecting when the server closed the connection). The callback runs exactly once per
  * request: err 0 with the status and body, or a negative errno (-ETIMEDOUT after timeout_ms,
@@ -169,6 +218,8 @@ int http_client_new(uv_loop_t *loop, const char *host, int port, struct http_cli
 int http_client_request(struct http_client *c, const char *method, const char *path,
                         const char *const *headers, const void *body, size_t len,
                         unsigned timeout_ms, http_client_cb cb, void *ud);
+/* The server's address the client connects to. */
+const struct sockaddr *http_client_addr(const struct http_client *c);
 /* Cancel queued requests (their callbacks run with -ECANCELED) and free the client once its
  * handles are closed. */
 void http_client_close(struct http_client *c);

@@ -7,9 +7,9 @@
 
 #include "http.h"
 
-#define HTTP_READ_BUFFER_BYTES (16 * 1024) /* per connection: bytes read, not yet parsed */
-#define HTTP_LINGER_MS         2000        /* after an error reply: read and drop, then close */
-#define HTTP_MAX_REJECTING     64 /* connections being answered 503 at once; more are cut */
+#define HTTP_READ_BUFFER_BYTES HTTP_MAX_PENDING_BYTES /* per connection: read, not yet parsed */
+#define HTTP_LINGER_MS         2000 /* after an error reply: read and drop, then close */
+#define HTTP_MAX_REJECTING     64   /* connections being answered 503 at once; more are cut */
 
 struct http_conn;
 

@@ -1,5 +1,6 @@
 /* Routing: match a request's path against the route table ("{}" matches one non-empty segment,
- * percent-decoded into a parameter), and decode query parameters and read request headers. */
+ * percent-decoded into a parameter; a final "{*}" matches the rest of the path as it came), and
+ * decode query parameters and read request headers. */
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -51,7 +52,20 @@ int http_route_match(const char *pattern, const char *path, char *params_buf,
 	size_t np = 0;
 	bool bad = false;
 
-	while (*p && *s) {
+	while (*p) {
+		if (!strcmp(p, "{*}")) {
+			/* The rest, raw: it is passed on, not interpreted. */
+			if (np == HTTP_MAX_PARAMS)
+				return 0;
+			size_t rest = strlen(s);
+			memcpy(out, s, rest + 1);
+			params[np++] = out;
+			p += 3;
+			s += rest;
+			break;
+		}
+		if (!*s)
+			return 0;
 		if (p[0] == '{' && p[1] == '}') {
 			size_t seg = strcspn(s, "/");
 			if (seg == 0 || np == HTTP_MAX_PARAMS)

@@ -7,6 +7,8 @@
  * handler works is what lets a client's disconnect abort a deferred reply. Connections and
  * requests are freed only from libuv close callbacks or once a reply has ended, so a pointer
  * held on the stack stays valid until the callback it is in returns. */
+#include <assert.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -579,6 +581,7 @@ static int on_headers_complete(llhttp_t *p)
 	}
 	req->nheaders = rp->nhoff;
 	rp->http10 = p->http_major == 1 && p->http_minor == 0;
+	req->http_minor = p->http_minor;
 	rp->head_only = strcmp(req->method, "HEAD") == 0;
 
 	http_route_find(rp, srv->routes, srv->nroutes);
@@ -715,6 +718,68 @@ void http_conn_request_done(struct http_req_priv *rp, bool close)
 	conn->state = CONN_IDLE;
 	conn_timer(conn, conn->srv->limits.idle_timeout_ms);
 	conn_process(conn);
+}
+
+/* ---- taking a connection over ---- */
+
+static void tcp_freed(uv_handle_t *h)
+{
+	free(h);
+}
+
+void http_tcp_free(uv_tcp_t *tcp)
+{
+	if (tcp)
+		uv_close((uv_handle_t *)tcp, tcp_freed);
+}
+
+int http_hijack(struct http_request *req, int status, uv_tcp_t **ret_tcp, char **ret_pending,
+                size_t *ret_pending_len)
+{
+	struct http_req_priv *rp = req->priv_;
+	struct http_conn *conn = rp->conn;
+	assert(!rp->started && rp->dispatched);
+	if (!conn || conn->closing)
+		return -EPIPE;
+	/* A 100 Continue not fully written yet would be cut by the close below. */
+	if (uv_stream_get_write_queue_size((uv_stream_t *)&conn->tcp) > 0)
+		return -EBUSY;
+	uv_os_fd_t fd;
+	if (uv_fileno((uv_handle_t *)&conn->tcp, &fd) < 0)
+		return -EPIPE;
+	_cleanup_free_ char *pending = conn->in_len ? malloc(conn->in_len) : NULL;
+	uv_tcp_t *tcp = malloc(sizeof(*tcp));
+	if (!tcp || (conn->in_len && !pending)) {
+		free(tcp);
+		return -ENOMEM;
+	}
+	/* The socket outlives the connection's handle through a second descriptor: closing the
+	 * handle (which takes the first out of the loop's epoll set first) sends nothing. */
+	int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	if (nfd < 0) {
+		free(tcp);
+		return -errno;
+	}
+	uv_tcp_init(conn->srv->loop, tcp);
+	int r = uv_tcp_open(tcp, nfd);
+	if (r < 0) {
+		close(nfd);
+		http_tcp_free(tcp);
+		return r;
+	}
+	if (conn->in_len)
+		memcpy(pending, conn->in + conn->in_off, conn->in_len);
+	*ret_pending_len = conn->in_len;
+	*ret_pending = TAKE_PTR(pending);
+	*ret_tcp = tcp;
+	rp->started = true;
+	rp->status = status;
+	if (conn->srv->on_done)
+		conn->srv->on_done(req, status, uv_hrtime() - rp->start_ns, conn->srv->ud);
+	conn->req = NULL;
+	http_req_free(rp);
+	conn_close(conn);
+	return 0;
 }
 
 /* ---- reading ---- */

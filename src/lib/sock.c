@@ -10,7 +10,9 @@ union fd_control {
 	char buf[CMSG_SPACE(sizeof(int) * SOCK_MAX_FDS)];
 };
 
-int sock_send_fds(int sock, const void *buf, size_t len, const int *fds, size_t n)
+/* One sendmsg() of len bytes with the n fds attached: the bytes sent (the fds went with the
+ * first), or -errno. */
+static ssize_t send_part_fds(int sock, const void *buf, size_t len, const int *fds, size_t n)
 {
 	if (n > SOCK_MAX_FDS)
 		return -EINVAL;
@@ -31,7 +33,18 @@ int sock_send_fds(int sock, const void *buf, size_t len, const int *fds, size_t 
 	do {
 		r = sendmsg(sock, &msg, MSG_NOSIGNAL);
 	} while (r < 0 && errno == EINTR);
-	return r < 0 ? -errno : 0;
+	return r < 0 ? -errno : r;
+}
+
+int sock_send_fds(int sock, const void *buf, size_t len, const int *fds, size_t n)
+{
+	ssize_t r = send_part_fds(sock, buf, len, fds, n);
+	return r < 0 ? (int)r : 0;
+}
+
+ssize_t sock_send_part_fd(int sock, const void *buf, size_t len, int pass_fd)
+{
+	return send_part_fds(sock, buf, len, &pass_fd, pass_fd >= 0 ? 1 : 0);
 }
 
 ssize_t sock_recv_fds(int sock, void *buf, size_t size, int *ret_fds, size_t max)

@@ -15,4 +15,7 @@ int sock_send_fds(int sock, const void *buf, size_t len, const int *fds, size_t 
 ssize_t sock_recv_fds(int sock, void *buf, size_t size, int *ret_fds, size_t max);
 /* The same with one fd (pass_fd -1: none). */
 int sock_send_fd(int sock, const void *buf, size_t len, int pass_fd);
+/* One sendmsg() of the same, on a stream socket that may take part of it (or none: -EAGAIN
+ * when non-blocking): returns the bytes sent (pass_fd went with the first) or -errno. */
+ssize_t sock_send_part_fd(int sock, const void *buf, size_t len, int pass_fd);
 ssize_t sock_recv_fd(int sock, void *buf, size_t size, int *ret_fd);

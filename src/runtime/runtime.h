@@ -173,6 +173,12 @@ int rt_sandbox_enter(const struct rt_sandbox *sb, struct sk_error *err);
  * teardown and gc cover it as one of the sandbox's own. */
 int rt_sandbox_join_cgroups(const struct rt_sandbox *sb, pid_t pid, struct sk_error *err);
 void rt_exec_release(struct rt_exec *ex);
+/* A socket (socket(2)'s domain and type; close-on-exec) made in the running sandbox's network
+ * namespace, by a short-lived child that joins that namespace only: connected or bound by the
+ * caller, it reaches what the sandbox's loopback reaches and nothing else. *ret_fd is the
+ * caller's. */
+int rt_sandbox_socket(const struct rt_sandbox *sb, int domain, int type, int *ret_fd,
+                      struct sk_error *err);
 
 enum rt_state {
 	RT_STATE_RUNNING,    /* detached, init runs */

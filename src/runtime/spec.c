@@ -385,6 +385,31 @@ static int json_network(struct spec *s, json_t *v, struct sk_error *err)
 	return 0;
 }
 
+static int json_ports(struct spec *s, json_t *v, struct sk_error *err)
+{
+	s->nports = 0;
+	if (json_is_null(v))
+		return 0;
+	if (!json_is_array(v))
+		return sk_error_set(err, EINPUT, "ports: expected a list of port numbers");
+	if (json_array_size(v) > SPEC_MAX_PORTS)
+		return sk_error_set(err, EINPUT, "ports: at most %d", SPEC_MAX_PORTS);
+	size_t i;
+	json_t *p;
+	json_array_foreach (v, i, p) {
+		json_int_t n = json_integer_value(p);
+		if (!json_is_integer(p) || n < 1 || n > 65535)
+			return sk_error_set(
+			    err, EINPUT, "ports[%zu]: expected a port number from 1 to 65535", i);
+		for (size_t j = 0; j < s->nports; j++)
+			if (s->ports[j] == n)
+				return sk_error_set(err, EINPUT, "ports: %lld is given twice",
+				                    (long long)n);
+		s->ports[s->nports++] = (uint16_t)n;
+	}
+	return 0;
+}
+
 static int json_field(struct spec *s, const char *key, json_t *v, struct sk_error *err)
 {
 	if (!strcmp(key, "image"))
@@ -427,11 +452,8 @@ static int json_field(struct spec *s, const char *key, json_t *v, struct sk_erro
 		return sk_error_set(err, EINPUT,
 		                    "cidr_allowlist: needs network \"egress\", not supported yet");
 	}
-	if (!strcmp(key, "ports")) {
-		if (json_is_null(v) || (json_is_array(v) && json_array_size(v) == 0))
-			return 0;
-		return sk_error_set(err, EINPUT, "ports: not supported yet");
-	}
+	if (!strcmp(key, "ports"))
+		return json_ports(s, v, err);
 	if (!strcmp(key, "tags"))
 		return json_tags(v, err);
 	return sk_error_set(err, EINPUT, "unknown field \"%.64s\"", key);

@@ -26,6 +26,7 @@
 #define SPEC_MAX_DISK_MIB       (1024 * 1024)
 #define SPEC_MAX_PIDS           (1 << 22)
 #define SPEC_MAX_TIMEOUT_S      86400.0
+#define SPEC_MAX_PORTS          16 /* ports a sandbox declares it serves */
 
 /* Defaults (API.md). */
 #define SPEC_DEFAULT_CPU        1.0
@@ -53,6 +54,10 @@ struct spec {
 	uint64_t pids;
 	double timeout_s; /* 0: none */
 	enum spec_network network;
+	/* TCP ports on the sandbox's loopback that the server proxies to (its own concern: the
+	 * runtime keeps them, nothing more). Distinct, 1-65535, in the order given. */
+	uint16_t ports[SPEC_MAX_PORTS];
+	size_t nports;
 };
 
 /* Fill s with the defaults; s owns nothing yet. */

@@ -36,11 +36,17 @@ void api_reply_json(struct api_call *call, int status, json_t *body)
 
 void api_reply_error(struct api_call *call, int status, const char *code, const char *fmt, ...)
 {
-	char msg[1024];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	api_reply_verror(call, status, code, fmt, ap);
 	va_end(ap);
+}
+
+void api_reply_verror(struct api_call *call, int status, const char *code, const char *fmt,
+                      va_list ap)
+{
+	char msg[1024];
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	struct http_request *req = call->req;
 	req->data = NULL;
 	api_call_free(call);
@@ -212,6 +218,35 @@ struct workspace_rec *api_workspace_find(struct server *srv, const char *id_or_n
 		if (!strcmp(w->row.name, id_or_name))
 			return w;
 	return NULL;
+}
+
+struct sandbox_rec *api_sandbox_of_call(struct api_call *call)
+{
+	const char *id = call->req->params[0];
+	struct sandbox_rec *sb = sandbox_find(call->srv, id);
+	if (!sb || !api_can_see(call, sb->row.workspace_id)) {
+		api_reply_error(call, 404, "not_found", "sandbox %.64s not found", id);
+		return NULL;
+	}
+	return sb;
+}
+
+struct sandbox_rec *api_sandbox_running(struct api_call *call, const char *why)
+{
+	struct sandbox_rec *sb = api_sandbox_of_call(call);
+	if (!sb)
+		return NULL;
+	if (strcmp(sb->row.state, "running")) {
+		api_reply_error(call, 409, "conflict", "sandbox %s is %s: %s", sb->row.id,
+		                sb->row.state, why);
+		return NULL;
+	}
+	if (!sb->worker || !sb->worker->connected) {
+		api_reply_error(call, 503, "unavailable", "the worker of %s is not connected",
+		                sb->row.id);
+		return NULL;
+	}
+	return sb;
 }
 
 void api_healthz(struct http_request *req)

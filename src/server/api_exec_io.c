@@ -36,7 +36,7 @@ static struct sandbox_rec *exec_running(struct api_call *call, struct exec_rec *
 		                ex->row.state);
 		return NULL;
 	}
-	return running_sandbox(call);
+	return api_sandbox_running(call, "its execs run only while it runs");
 }
 
 /* POST …/stdin[?eof=true] with the raw bytes as the body: they are appended to the exec's stdin

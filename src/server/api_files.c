@@ -18,11 +18,6 @@ struct file_call {
 	int output; /* an output read: it may wait on the worker; reading it is not activity */
 };
 
-static void timer_free(uv_handle_t *h)
-{
-	free(h);
-}
-
 static void file_call_end(struct server *srv, struct file_call *fc)
 {
 	map_remove(&srv->file_calls, fc->id);
@@ -30,7 +25,7 @@ static void file_call_end(struct server *srv, struct file_call *fc)
 		fc->call->req->on_abort = NULL;
 		fc->call->waiter = NULL;
 	}
-	uv_close((uv_handle_t *)fc->timer, timer_free);
+	server_timer_free(fc->timer);
 	free(fc);
 }
 
@@ -67,37 +62,16 @@ static int path_valid(const char *p, size_t len)
 	return len > 0 && len < SPEC_MAX_PATH_BYTES && p[0] == '/' && strlen(p) == len;
 }
 
-struct sandbox_rec *running_sandbox(struct api_call *call)
-{
-	const char *id = call->req->params[0];
-	struct sandbox_rec *sb = sandbox_find(call->srv, id);
-	if (!sb || !api_can_see(call, sb->row.workspace_id)) {
-		api_reply_error(call, 404, "not_found", "sandbox %.64s not found", id);
-		return NULL;
-	}
-	if (strcmp(sb->row.state, "running")) {
-		api_reply_error(call, 409, "conflict",
-		                "sandbox %s is %s: its files exist only while it runs", sb->row.id,
-		                sb->row.state);
-		return NULL;
-	}
-	if (!sb->worker || !sb->worker->connected) {
-		api_reply_error(call, 503, "unavailable", "the worker of %s is not connected",
-		                sb->row.id);
-		return NULL;
-	}
-	return sb;
-}
-
 void file_call_send(struct api_call *call, struct sandbox_rec *sb, const char *op, json_t *args,
                     file_call_done_fn done)
 {
 	struct server *srv = call->srv;
 	struct file_call *fc = calloc(1, sizeof(*fc));
-	uv_timer_t *t = fc ? malloc(sizeof(*t)) : NULL;
+	uv_timer_t *t =
+	    fc ? server_timer_new(srv, file_call_timeout, SERVER_FILE_TIMEOUT_MS, fc) : NULL;
 	if (!t || !args || id_new("fr-", fc->id, sizeof(fc->id)) < 0 ||
 	    map_put(&srv->file_calls, fc->id, fc) < 0) {
-		free(t);
+		server_timer_free(t);
 		free(fc);
 		json_decref(args);
 		done(call, NULL, NULL, 503, "unavailable", "out of memory");
@@ -110,9 +84,6 @@ void file_call_send(struct api_call *call, struct sandbox_rec *sb, const char *o
 	fc->done = done;
 	snprintf(fc->sandbox, sizeof(fc->sandbox), "%s", sb->row.id);
 	fc->timer = t;
-	uv_timer_init(srv->loop, t);
-	t->data = fc;
-	uv_timer_start(t, file_call_timeout, SERVER_FILE_TIMEOUT_MS, 0);
 	call->obj = fc;
 	call->req->on_abort = file_call_aborted;
 	json_object_set_new(args, "sandbox", json_string(sb->row.id));
@@ -327,7 +298,7 @@ void api_files_get(struct http_request *req)
 		                "path: an absolute path inside the sandbox is required");
 		return;
 	}
-	struct sandbox_rec *sb = running_sandbox(call);
+	struct sandbox_rec *sb = api_sandbox_running(call, "its files exist only while it runs");
 	if (sb)
 		file_call_send(
 		    call, sb, "file_read",
@@ -365,7 +336,7 @@ void api_files_put(struct http_request *req)
 	int parents;
 	if (api_query_bool(call, "parents", &parents) < 0)
 		return;
-	struct sandbox_rec *sb = running_sandbox(call);
+	struct sandbox_rec *sb = api_sandbox_running(call, "its files exist only while it runs");
 	if (!sb)
 		return;
 	json_t *b64 = api_body_base64(call);
@@ -407,7 +378,7 @@ static void fs_query(struct http_request *req, const char *op)
 	int depth = 1;
 	if (!strcmp(op, "fs_list") && depth_param(call, &depth) < 0)
 		return;
-	struct sandbox_rec *sb = running_sandbox(call);
+	struct sandbox_rec *sb = api_sandbox_running(call, "its files exist only while it runs");
 	if (sb)
 		file_call_send(call, sb, op, json_pack("{s:s, s:i}", "path", path, "depth", depth),
 		               strcmp(op, "fs_stat") ? file_done_json : done_stat);
@@ -462,7 +433,7 @@ static void fs_change(struct http_request *req, const char *op, const char *cons
 			api_reply_error(call, 400, "invalid_argument", "%s: required", paths[i]);
 			goto out;
 		}
-	struct sandbox_rec *sb = running_sandbox(call);
+	struct sandbox_rec *sb = api_sandbox_running(call, "its files exist only while it runs");
 	if (sb) {
 		file_call_send(call, sb, op, args, file_done_json);
 		args = NULL;

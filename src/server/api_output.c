@@ -35,11 +35,6 @@ struct output_read {
 	unsigned long answers; /* read answers written */
 };
 
-static void timer_free(uv_handle_t *h)
-{
-	free(h);
-}
-
 /* End the reply and free everything: status 200 ends it whole; another is an error reply when
  * nothing was sent yet, else a cut (the body ends without its last chunk). */
 static void output_finish(struct output_read *o, int status, const char *code, const char *msg)
@@ -49,8 +44,7 @@ static void output_finish(struct output_read *o, int status, const char *code, c
 	req->on_abort = NULL;
 	req->on_drain = NULL;
 	call->stream = NULL;
-	if (o->timer)
-		uv_close((uv_handle_t *)o->timer, timer_free);
+	server_timer_free(o->timer);
 	int started = o->started;
 	free(o);
 	if (!started) {
@@ -217,11 +211,8 @@ static void output_exit_timer(uv_timer_t *t);
 static int output_timer_start(struct output_read *o, uv_timer_cb fn)
 {
 	if (!o->timer) {
-		o->timer = malloc(sizeof(*o->timer));
-		if (!o->timer)
-			return -ENOMEM;
-		uv_timer_init(o->call->srv->loop, o->timer);
-		o->timer->data = o;
+		o->timer = server_timer_new(o->call->srv, fn, OUTPUT_FOLLOW_RETRY_MS, o);
+		return o->timer ? 0 : -ENOMEM;
 	}
 	uv_timer_start(o->timer, fn, OUTPUT_FOLLOW_RETRY_MS, 0);
 	return 0;

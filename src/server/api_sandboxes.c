@@ -13,18 +13,6 @@
 #define TERMINATE_EXTRA_S  30.0
 #define MAX_TAG_FILTERS    16
 
-/* The sandbox named by the route's first parameter, if the caller may see it; else replies 404. */
-static struct sandbox_rec *sandbox_of_call(struct api_call *call)
-{
-	const char *id = call->req->params[0];
-	struct sandbox_rec *sb = sandbox_find(call->srv, id);
-	if (!sb || !api_can_see(call, sb->row.workspace_id)) {
-		api_reply_error(call, 404, "not_found", "sandbox %.64s not found", id);
-		return NULL;
-	}
-	return sb;
-}
-
 /* Idempotency: the reply to a create is stored under its key before it is sent. */
 struct idem_write {
 	struct api_call *call;
@@ -272,6 +260,13 @@ static void create_go(struct api_call *call, json_t *body)
 	              idle > 0 ? json_real(idle) : json_null(), "network", "none");
 	if (sb->spec && spec.hostname)
 		json_object_set_new(sb->spec, "hostname", json_string(spec.hostname));
+	json_t *ports = json_array();
+	for (size_t i = 0; ports && i < spec.nports; i++)
+		json_array_append_new(ports, json_integer(spec.ports[i]));
+	if (sb->spec && ports)
+		json_object_set_new(sb->spec, "ports", ports);
+	else
+		json_decref(ports);
 	sb->tags = tags && !json_is_null(tags) ? json_copy(tags) : json_object();
 	if (!sb->spec || !sb->tags || map_put(&srv->sandboxes, sb->row.id, sb) < 0) {
 		sandbox_rec_free(sb);
@@ -467,7 +462,7 @@ void api_sandboxes_list(struct http_request *req)
 void api_sandboxes_get(struct http_request *req)
 {
 	struct api_call *call = req->data;
-	struct sandbox_rec *sb = sandbox_of_call(call);
+	struct sandbox_rec *sb = api_sandbox_of_call(call);
 	if (sb)
 		api_reply_json(call, 200, sandbox_json(sb));
 }
@@ -486,7 +481,7 @@ static void patch_done(struct server *srv, struct sandbox_rec *sb, int rc)
 void api_sandboxes_patch(struct http_request *req)
 {
 	struct api_call *call = req->data;
-	struct sandbox_rec *sb = sandbox_of_call(call);
+	struct sandbox_rec *sb = api_sandbox_of_call(call);
 	if (!sb)
 		return;
 	json_t *body = api_body_object(call);
@@ -589,7 +584,7 @@ static int wait_timeout_param(struct api_call *call, double *ret)
 void api_sandboxes_wait(struct http_request *req)
 {
 	struct api_call *call = req->data;
-	struct sandbox_rec *sb = sandbox_of_call(call);
+	struct sandbox_rec *sb = api_sandbox_of_call(call);
 	double timeout;
 	if (!sb || wait_timeout_param(call, &timeout) < 0)
 		return;
@@ -604,7 +599,7 @@ void api_sandboxes_delete(struct http_request *req)
 {
 	struct api_call *call = req->data;
 	struct server *srv = call->srv;
-	struct sandbox_rec *sb = sandbox_of_call(call);
+	struct sandbox_rec *sb = api_sandbox_of_call(call);
 	if (!sb)
 		return;
 	if (sandbox_ended(sb)) {
@@ -690,7 +685,7 @@ void api_sandboxes_exec(struct http_request *req)
 {
 	struct api_call *call = req->data;
 	struct server *srv = call->srv;
-	struct sandbox_rec *sb = sandbox_of_call(call);
+	struct sandbox_rec *sb = api_sandbox_of_call(call);
 	if (!sb)
 		return;
 	char buf[16];
@@ -832,7 +827,7 @@ out:
 
 struct exec_rec *exec_of_call(struct api_call *call)
 {
-	struct sandbox_rec *sb = sandbox_of_call(call);
+	struct sandbox_rec *sb = api_sandbox_of_call(call);
 	if (!sb)
 		return NULL;
 	struct exec_rec *ex = map_get(&sb->execs, call->req->params[1]);

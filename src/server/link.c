@@ -10,11 +10,6 @@
 #define POLL_MAX_COMMANDS 100
 #define POLL_MAX_BYTES    (4 * 1024 * 1024) /* a reply holds at least one command */
 
-static void timer_free(uv_handle_t *h)
-{
-	free(h);
-}
-
 struct worker_rec *link_worker_of(struct api_call *call, json_t *body)
 {
 	struct worker_rec *w = map_get(&call->srv->workers, call->req->params[0]);
@@ -64,10 +59,7 @@ static void poll_answer(struct worker_rec *w)
 		return;
 	w->poll = NULL;
 	req->on_abort = NULL;
-	if (w->poll_timer) {
-		uv_close((uv_handle_t *)w->poll_timer, timer_free);
-		w->poll_timer = NULL;
-	}
+	server_timer_free(TAKE_PTR(w->poll_timer));
 	json_t *cmds = json_array();
 	int n = 0;
 	size_t bytes = 0;
@@ -151,6 +143,7 @@ static void worker_lost(struct server *srv, struct worker_rec *w)
 	w->connected = 0;
 	w->row.epoch++; /* what it says under the old epoch is refused: it registers again */
 	file_calls_worker_lost(srv, w);
+	tunnels_close(srv, NULL, w, 503, "its worker was lost");
 	server_logf(srv, "level=warn msg=\"worker lost\" worker=%s", w->row.id);
 	size_t pos = 0;
 	struct sandbox_rec *sb;
@@ -211,14 +204,9 @@ void link_poll(struct http_request *req)
 		poll_answer(w);
 		return;
 	}
-	w->poll_timer = malloc(sizeof(*w->poll_timer));
-	if (!w->poll_timer) {
+	w->poll_timer = server_timer_new(call->srv, poll_timeout, SERVER_POLL_HOLD_MS, w);
+	if (!w->poll_timer)
 		poll_answer(w);
-		return;
-	}
-	uv_timer_init(call->srv->loop, w->poll_timer);
-	w->poll_timer->data = w;
-	uv_timer_start(w->poll_timer, poll_timeout, SERVER_POLL_HOLD_MS, 0);
 }
 
 /* At shutdown: answer every waiting poll. */
@@ -271,6 +259,10 @@ static void event_apply(struct server *srv, struct worker_rec *w, json_t *ev)
 	const char *type = str(ev, "type");
 	if (!strcmp(type, "file_done")) {
 		link_file_done(srv, w, ev);
+		return;
+	}
+	if (!strcmp(type, "tunnel_failed")) {
+		link_tunnel_failed(srv, w, ev);
 		return;
 	}
 	struct sandbox_rec *sb = sandbox_find(srv, str(ev, "sandbox"));
@@ -411,10 +403,11 @@ static void execs_check(struct server *srv, struct worker_rec *w, struct sandbox
 /* What the server believes of this worker's sandboxes against what the worker says it runs. */
 static void reconcile(struct server *srv, struct worker_rec *w, json_t *list)
 {
-	/* Execs in flight did not survive whatever made the worker register again. */
+	/* Execs and tunnels in flight did not survive whatever made the worker register again. */
 	for (struct command **p = &w->queue; *p;) {
 		struct command *c = *p;
-		if (strcmp(str(c->body, "op"), "exec")) {
+		/* A tunnel waiting for the old worker process is answered at its deadline. */
+		if (strcmp(str(c->body, "op"), "exec") && strcmp(str(c->body, "op"), "tunnel")) {
 			p = &c->next;
 			continue;
 		}

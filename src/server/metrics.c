@@ -8,8 +8,9 @@
 
 #include "server.h"
 
-static const int STATUSES[METRICS_NSTATUS - 1] = {200, 201, 204, 400, 401, 403, 404, 405,
-                                                  408, 409, 413, 429, 431, 500, 503, 504};
+/* 101: a request handed to a tunnel (its status is the sandbox's). */
+static const int STATUSES[METRICS_NSTATUS - 1] = {101, 200, 201, 204, 400, 401, 403, 404, 405,
+                                                  408, 409, 413, 429, 431, 500, 502, 503, 504};
 static const double BUCKETS_S[METRICS_NBUCKETS] = {
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
 
@@ -171,6 +172,12 @@ void api_metrics(struct http_request *req)
 	        "# TYPE skiff_workers_connected gauge\n"
 	        "skiff_workers_connected %zu\n",
 	        connected);
+	bprintf(&b,
+	        "# HELP skiff_tunnels_open Tunnels to sandbox ports, waiting for their worker or "
+	        "relaying.\n"
+	        "# TYPE skiff_tunnels_open gauge\n"
+	        "skiff_tunnels_open %zu\n",
+	        srv->tunnels.len);
 	if (b.failed)
 		http_reply_error(req, 503, "unavailable", "out of memory");
 	else

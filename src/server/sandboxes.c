@@ -55,9 +55,11 @@ json_t *sandbox_json(const struct sandbox_rec *sb)
 	                    sb->row.exit_code >= 0 ? json_integer(sb->row.exit_code) : json_null());
 	static const char *const FIELDS[] = {"image",     "command",        "env",      "workdir",
 	                                     "cpu",       "memory_mib",     "disk_mib", "pids",
-	                                     "timeout_s", "idle_timeout_s", "network"};
+	                                     "timeout_s", "idle_timeout_s", "network",  "ports"};
 	for (size_t i = 0; i < ARRAY_SIZE(FIELDS); i++)
 		json_object_set_new(o, FIELDS[i], spec_field(sb, FIELDS[i]));
+	if (!json_is_array(json_object_get(o, "ports"))) /* made before ports existed */
+		json_object_set_new(o, "ports", json_array());
 	json_object_set(o, "tags", sb->tags);
 	json_object_set_new(o, "created_at", api_time(sb->row.created_ms));
 	json_object_set_new(o, "started_at", api_time(sb->row.started_ms));
@@ -198,7 +200,8 @@ void waiter_add(struct server *srv, struct waiter **list, struct api_call *call,
 		return;
 	}
 	struct waiter *w = calloc(1, sizeof(*w));
-	uv_timer_t *t = w ? malloc(sizeof(*t)) : NULL;
+	uv_timer_t *t =
+	    w ? server_timer_new(srv, waiter_timeout, (uint64_t)(timeout_s * 1000), w) : NULL;
 	if (!t) {
 		free(w);
 		api_reply_error(call, 503, "unavailable", "out of memory");
@@ -209,18 +212,10 @@ void waiter_add(struct server *srv, struct waiter **list, struct api_call *call,
 	w->obj = obj;
 	w->timer = t;
 	w->list = list;
-	uv_timer_init(srv->loop, t);
-	t->data = w;
-	uv_timer_start(t, waiter_timeout, (uint64_t)(timeout_s * 1000), 0);
 	w->next = *list;
 	*list = w;
 	call->waiter = w;
 	call->req->on_abort = waiter_aborted;
-}
-
-static void timer_free(uv_handle_t *h)
-{
-	free(h);
 }
 
 static void waiter_unlink(struct waiter *w)
@@ -230,7 +225,7 @@ static void waiter_unlink(struct waiter *w)
 			*p = w->next;
 			break;
 		}
-	uv_close((uv_handle_t *)w->timer, timer_free);
+	server_timer_free(w->timer);
 }
 
 /* Answer one waiter with the object's present state. */
@@ -302,7 +297,7 @@ void waiters_wake(struct server *srv, struct waiter **list, int kind)
 			continue;
 		}
 		*p = w->next;
-		uv_close((uv_handle_t *)w->timer, timer_free);
+		server_timer_free(w->timer);
 		waiter_answer(w, 0);
 	}
 }
@@ -358,6 +353,7 @@ void sandbox_set_ended(struct server *srv, struct sandbox_rec *sb, const char *s
 	server_logf(srv, "level=info msg=\"sandbox ended\" sandbox=%s state=%s exit_code=%d",
 	            sb->row.id, state, exit_code);
 	sandbox_timeouts_update(srv, sb);
+	tunnels_close(srv, sb->row.id, NULL, 502, "the sandbox ended");
 	if (sandbox_persist(srv, sb, sandbox_changed) < 0)
 		sandbox_changed(srv, sb, -ENOMEM);
 }
@@ -428,7 +424,7 @@ static void waiters_cancel(struct waiter **list)
 	while (*list) {
 		struct waiter *w = *list;
 		*list = w->next;
-		uv_close((uv_handle_t *)w->timer, timer_free);
+		server_timer_free(w->timer);
 		w->call->waiter = NULL;
 		w->call->req->on_abort = NULL;
 		api_reply_error(w->call, 503, "unavailable", "the server is stopping");

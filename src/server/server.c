@@ -57,12 +57,19 @@ static const struct http_route ROUTES[] = {
      PERM_WRITE | PERM_SANDBOX},
     {"POST", "/v1/sandboxes/{}/fs/move", api_fs_move, NULL, SERVER_MAX_JSON_BODY_BYTES,
      PERM_WRITE | PERM_SANDBOX},
+    {"GET", "/v1/sandboxes/{}/ports", api_ports_list, NULL, 0, PERM_READ | PERM_SANDBOX},
+    /* Any method: the request goes to the sandbox as it came. */
+    {"*", "/v1/sandboxes/{}/ports/{}", api_ports_proxy, NULL, SERVER_PORT_MAX_BODY_BYTES,
+     PERM_WRITE | PERM_SANDBOX},
+    {"*", "/v1/sandboxes/{}/ports/{}/{*}", api_ports_proxy, NULL, SERVER_PORT_MAX_BODY_BYTES,
+     PERM_WRITE | PERM_SANDBOX},
     {"GET", "/v1/workers", api_workers_list, NULL, 0, PERM_ADMIN},
     {"POST", "/internal/v1/workers/register", link_register, NULL, LINK_MAX_BODY_BYTES,
      PERM_WORKER},
     {"POST", "/internal/v1/workers/{}/poll", link_poll, NULL, LINK_MAX_BODY_BYTES, PERM_WORKER},
     {"POST", "/internal/v1/workers/{}/events", link_events, NULL, LINK_MAX_BODY_BYTES, PERM_WORKER},
     {"POST", "/internal/v1/workers/{}/output", link_output, NULL, LINK_MAX_BODY_BYTES, PERM_WORKER},
+    {"POST", "/internal/v1/workers/{}/tunnels/{}", link_tunnel, NULL, 0, PERM_WORKER},
 };
 
 _Static_assert(ARRAY_SIZE(ROUTES) <= METRICS_MAX_ROUTES, "metrics count routes one by one");
@@ -90,6 +97,28 @@ const char *log_safe(const char *s, char *buf, size_t size)
 		             : s[i];
 	buf[i] = '\0';
 	return buf;
+}
+
+static void timer_freed(uv_handle_t *h)
+{
+	free(h);
+}
+
+uv_timer_t *server_timer_new(struct server *srv, uv_timer_cb cb, uint64_t ms, void *data)
+{
+	uv_timer_t *t = malloc(sizeof(*t));
+	if (!t)
+		return NULL;
+	uv_timer_init(srv->loop, t);
+	t->data = data;
+	uv_timer_start(t, cb, ms, 0);
+	return t;
+}
+
+void server_timer_free(uv_timer_t *t)
+{
+	if (t)
+		uv_close((uv_handle_t *)t, timer_freed);
 }
 
 struct close_ctx {
@@ -322,6 +351,7 @@ int server_new(uv_loop_t *loop, struct store *store, const struct server_config 
 	map_init(&srv->workers);
 	map_init(&srv->idem_inflight);
 	map_init(&srv->file_calls);
+	map_init(&srv->tunnels);
 	sha256_hex(cfg->worker_secret, strlen(cfg->worker_secret), srv->worker_secret_hash);
 
 	int r = store_run_sync(store, load_all, srv);
@@ -401,6 +431,7 @@ static void free_all(struct server *srv)
 	map_release(&srv->workers);
 	map_release(&srv->idem_inflight);
 	map_release(&srv->file_calls);
+	map_release(&srv->tunnels);
 }
 
 void server_shutdown(struct server *srv)
@@ -409,6 +440,7 @@ void server_shutdown(struct server *srv)
 	timeouts_stop(srv);
 	waiters_cancel_all(srv);
 	file_calls_cancel_all(srv);
+	tunnels_close(srv, NULL, NULL, 503, "the server is stopping");
 	link_release_polls(srv);
 }
 

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -52,6 +53,13 @@
  * or stopped worker), it records the timeout itself. */
 #define SERVER_TIMEOUT_GRACE_MS  0
 #define SERVER_TIMEOUT_MARGIN_MS 2000
+/* Tunnels to sandbox ports (api_ports.c). */
+#define SERVER_MAX_TUNNELS         1024               /* open at once, all sandboxes */
+#define SERVER_PORT_MAX_BODY_BYTES (16 * 1024 * 1024) /* a request to a port, read whole */
+#define SERVER_TUNNEL_CONNECT_MS   10000              /* the worker connects back within */
+#define SERVER_TUNNEL_IDLE_MS      (10 * 60 * 1000)   /* nothing either way: closed */
+#define SERVER_TUNNEL_BUFFER_BYTES (1024 * 1024)      /* queued per direction */
+#define LINK_TUNNEL_PROTOCOL       "skiff-tunnel"     /* the worker's Upgrade */
 
 enum role {
 	ROLE_NONE = 0,
@@ -101,6 +109,7 @@ struct sandbox_rec {
 	struct prioq_node timer; /* in srv->timeouts: wakes no later than its next deadline */
 	int64_t active_ms;       /* the idle clock counts from here: the last I/O or exec end */
 	size_t execs_live;       /* execs pending or running: while any, it is not idle */
+	size_t tunnels_live;     /* tunnels to its ports, set up or relaying: likewise */
 	int64_t timeout_end_ms;  /* its deadline passed: the end is a timeout, recorded by then */
 	/* why a create failed, for the create call */
 	int fail_status;
@@ -141,7 +150,7 @@ struct server_config {
 };
 
 #define METRICS_MAX_ROUTES 64 /* routes counted one by one; one more slot is "unmatched" */
-#define METRICS_NSTATUS    17 /* statuses counted one by one, and "other" */
+#define METRICS_NSTATUS    19 /* statuses counted one by one, and "other" */
 #define METRICS_NBUCKETS   16
 
 struct metrics_histogram {
@@ -170,6 +179,7 @@ struct server {
 	struct map workers;       /* wk-id → worker_rec */
 	struct map idem_inflight; /* "ws/key" → strdup'ed key (a create with this key is running) */
 	struct map file_calls;    /* fr-id → file_call waiting for the worker */
+	struct map tunnels;       /* tn-id → tunnel_rec, waiting for the worker or relaying */
 	uv_timer_t tick;          /* worker liveness, expired idempotency keys */
 	struct prioq timeouts;    /* running sandboxes with a deadline, by when to look at them */
 	uv_timer_t timeouts_timer; /* at the first of them */
@@ -230,6 +240,10 @@ int server_port(const struct server *srv);
 /* The routing table (for `skiffd routes` and the OpenAPI check). */
 const struct http_route *server_routes(size_t *ret_n);
 void server_logf(struct server *srv, const char *fmt, ...) _printf_(2, 3);
+/* A timer of its own (malloc'ed) that runs cb once, ms from now, with data; NULL when out of
+ * memory. Closed and freed by server_timer_free (which accepts NULL). */
+uv_timer_t *server_timer_new(struct server *srv, uv_timer_cb cb, uint64_t ms, void *data);
+void server_timer_free(uv_timer_t *t);
 /* s made safe to put between quotes in a logfmt line (quotes, backslashes and control
  * characters become '_'), cut to fit buf. Returns buf. */
 const char *log_safe(const char *s, char *buf, size_t size);
@@ -240,6 +254,8 @@ int server_persist(struct server *srv, store_fn fn, store_done_fn done, void *ud
 void api_reply_json(struct api_call *call, int status, json_t *body); /* steals body */
 void api_reply_error(struct api_call *call, int status, const char *code, const char *fmt, ...)
     _printf_(4, 5);
+void api_reply_verror(struct api_call *call, int status, const char *code, const char *fmt,
+                      va_list ap) _printf_(4, 0);
 void api_reply_sk_error(struct api_call *call, const struct sk_error *err);
 void api_call_free(struct api_call *call);
 /* Parse the request's body as a JSON object (depth and size limited); replies 400 and returns
@@ -266,6 +282,11 @@ void api_reply_map_page(struct api_call *call, const struct map *m,
                         const char *(*workspace_of)(const void *item),
                         json_t *(*to_json)(const void *item));
 struct workspace_rec *api_workspace_find(struct server *srv, const char *id_or_name);
+/* The sandbox named by the route's first parameter, if the caller may see it; else replies 404
+ * and returns NULL. */
+struct sandbox_rec *api_sandbox_of_call(struct api_call *call);
+/* The same, running on a connected worker; else replies (404, 409 with why, 503). */
+struct sandbox_rec *api_sandbox_running(struct api_call *call, const char *why);
 
 /* auth.c */
 enum role role_parse(const char *s);
@@ -345,6 +366,18 @@ void api_sandbox_logs(struct http_request *req);
 void link_file_done(struct server *srv, struct worker_rec *w, json_t *ev);
 /* POST /internal/v1/workers/{wk}/output: an output read's answer, raw. */
 void link_output(struct http_request *req);
+
+/* api_ports.c: the ports a sandbox serves, and tunnels to them */
+void api_ports_list(struct http_request *req);
+void api_ports_proxy(struct http_request *req);
+/* POST /internal/v1/workers/{wk}/tunnels/{tn}: the worker's end of a tunnel. */
+void link_tunnel(struct http_request *req);
+/* A worker's tunnel_failed event: answer the request waiting for that tunnel. */
+void link_tunnel_failed(struct server *srv, struct worker_rec *w, json_t *ev);
+/* Close the tunnels of sandbox (NULL: any) on worker w (NULL: any): relays are cut, requests
+ * still waiting for their worker are answered status with why. */
+void tunnels_close(struct server *srv, const char *sandbox, const struct worker_rec *w, int status,
+                   const char *why);
 
 /* link.c: the worker link, server side */
 void link_register(struct http_request *req);

@@ -1,6 +1,7 @@
 /* Sandbox timeouts, enforced by the server whatever the worker does: timeout_s counts from a
  * sandbox's start (PATCH moves it), idle_timeout_s from its last I/O through the API or the end
- * of its last exec, and never while an exec is pending or running.
+ * of its last exec or tunnel, and never while an exec is pending or running or a tunnel to one
+ * of its ports is open.
  *
  * Running sandboxes wait in one priority queue, keyed by when to look at each, and one timer
  * fires at the first. The queue is lazy: I/O only moves a sandbox's idle clock (sandbox_touch
@@ -43,7 +44,7 @@ static int64_t sandbox_due_ms(const struct sandbox_rec *sb)
 		return sb->timeout_end_ms;
 	int64_t due = sb->row.deadline_ms;
 	int64_t idle = spec_ms(sb, "idle_timeout_s");
-	if (idle && !sb->execs_live && (!due || sb->active_ms + idle < due))
+	if (idle && !sb->execs_live && !sb->tunnels_live && (!due || sb->active_ms + idle < due))
 		due = sb->active_ms + idle;
 	return due;
 }

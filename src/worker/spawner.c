@@ -21,6 +21,7 @@
 
 #include "../image/busybox.h"
 #include "../lib/fsutil.h"
+#include "../lib/sock.h"
 #include "spawner_internal.h"
 
 #define SP_READ_CHUNK_BYTES (64 * 1024)
@@ -49,6 +50,11 @@ void sp_log(const char *level, const char *fmt, ...)
 
 int spawner_send(int fd, const char *json, size_t len)
 {
+	return spawner_send_fd(fd, json, len, -1);
+}
+
+int spawner_send_fd(int fd, const char *json, size_t len, int pass_fd)
+{
 	if (len > SPAWNER_MAX_MSG_BYTES)
 		return -EMSGSIZE;
 	unsigned char head[4] = {len >> 24, len >> 16, len >> 8, len};
@@ -59,19 +65,26 @@ int spawner_send(int fd, const char *json, size_t len)
 	for (int i = 0; i < 2; i++) {
 		size_t done = 0;
 		while (done < parts[i].n) {
-			ssize_t w = send(fd, parts[i].p + done, parts[i].n - done, MSG_NOSIGNAL);
-			if (w < 0 && errno == ENOTSOCK)
+			/* The fd goes with the frame's first byte: the reader takes it when it
+			 * reads the frame. */
+			ssize_t w =
+			    sock_send_part_fd(fd, parts[i].p + done, parts[i].n - done, pass_fd);
+			if (w == -ENOTSOCK && pass_fd < 0) { /* a pipe (tests) */
 				w = write(fd, parts[i].p + done, parts[i].n - done);
-			if (w < 0 && errno == EINTR)
+				if (w < 0)
+					w = -errno;
+			}
+			if (w == -EINTR)
 				continue;
-			if (w < 0 && errno == EAGAIN) {
+			if (w == -EAGAIN) {
 				struct pollfd p = {.fd = fd, .events = POLLOUT};
 				poll(&p, 1, -1);
 				continue;
 			}
 			if (w < 0)
-				return -errno;
+				return (int)w;
 			done += (size_t)w;
+			pass_fd = -1;
 		}
 	}
 	return 0;
@@ -94,8 +107,13 @@ ssize_t spawner_frame_parse(const char *buf, size_t len, const char **ret_msg, s
 
 void sp_send(struct spawner *sp, json_t *msg)
 {
+	sp_send_fd(sp, msg, -1);
+}
+
+void sp_send_fd(struct spawner *sp, json_t *msg, int pass_fd)
+{
 	char *text = json_dumps(msg, JSON_COMPACT);
-	int r = text ? spawner_send(sp->fd, text, strlen(text)) : -ENOMEM;
+	int r = text ? spawner_send_fd(sp->fd, text, strlen(text), pass_fd) : -ENOMEM;
 	if (r < 0)
 		sp_log("error", "send a message: %s", strerror(-r));
 	free(text);
@@ -186,6 +204,7 @@ static const struct {
     {"fs_mkdir", sp_op_fs_mkdir},
     {"fs_remove", sp_op_fs_remove},
     {"fs_move", sp_op_fs_move},
+    {"tunnel_socket", sp_op_tunnel_socket},
 };
 
 static void reply_error(struct spawner *sp, json_t *req_id, const struct sk_error *err)
@@ -274,12 +293,16 @@ static void request_handle(struct spawner *sp, const char *msg, size_t len)
 	if (r == 0) {
 		json_object_set(reply, "req", req_id);
 		json_object_set_new(reply, "ok", json_true());
-		sp_send(sp, reply);
+		if (sp->reply_fd >= 0)
+			json_object_set_new(reply, "fd", json_true());
+		sp_send_fd(sp, reply, sp->reply_fd);
 	} else if (r < 0) {
 		if (!err.code)
 			sk_error_set(&err, r, "%s: %s", op, strerror(-r));
 		reply_error(sp, req_id, &err);
 	}
+	if (sp->reply_fd >= 0) /* passed with the reply, or not sent: ours no more */
+		close(TAKE_FD(sp->reply_fd));
 	events_flush(sp);
 	json_decref(reply);
 	json_decref(req);
@@ -558,7 +581,7 @@ int spawner_main(const struct spawner_config *cfg, int fd)
 		nofile.rlim_cur = nofile.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &nofile);
 	}
-	struct spawner sp = {.cfg = cfg, .fd = fd, .ino_fd = -1};
+	struct spawner sp = {.cfg = cfg, .fd = fd, .ino_fd = -1, .reply_fd = -1};
 	struct sk_error err = {0};
 	int ret = 1;
 	sp.events = json_array();

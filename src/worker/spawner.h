@@ -62,6 +62,8 @@ int spawner_main(const struct spawner_config *cfg, int fd);
 /* Framing helpers shared by both ends (blocking fd I/O; the worker's side on the loop does its
  * own reading with spawner_frame_parse). */
 int spawner_send(int fd, const char *json, size_t len);
+/* The same with pass_fd (>= 0) attached to the frame's first byte (SCM_RIGHTS). */
+int spawner_send_fd(int fd, const char *json, size_t len, int pass_fd);
 /* Parse one frame from buf (len bytes): 0 when incomplete, -EMSGSIZE when too large, else the
  * frame's total size with *ret_msg and *ret_len pointing at its JSON. */
 ssize_t spawner_frame_parse(const char *buf, size_t len, const char **ret_msg, size_t *ret_len);

@@ -195,6 +195,7 @@ struct spawner {
 	int ino_fd;      /* inotify on their files; -1: not made yet */
 	int oreads_due;  /* something they all wait for may have happened (an end) */
 	int oreads_some; /* some of them are due (their files changed, a cancel) */
+	int reply_fd;    /* set by a handler: passed with its reply ("fd":true), then closed */
 };
 
 int64_t sp_now_mono(void);
@@ -207,6 +208,8 @@ int sp_record_write(const char *dir, const char *name, json_t *rec);
 /* Answer request req_id later (after the reply being made, if any): fields (taken) when err is
  * NULL, else err. */
 void sp_answer(struct spawner *sp, json_t *req_id, json_t *fields, const struct sk_error *err);
+/* The same with pass_fd (>= 0) attached; the caller still owns it. */
+void sp_send_fd(struct spawner *sp, json_t *msg, int pass_fd);
 /* Queue an event (takes the reference) to go out after the reply being made. */
 void sp_event(struct spawner *sp, json_t *event);
 /* An error reply body {"code","message"} for err. */
@@ -243,6 +246,8 @@ int sp_op_fs_list(struct spawner *sp, json_t *req, json_t *reply, struct sk_erro
 int sp_op_fs_mkdir(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_fs_remove(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_fs_move(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
+/* A TCP socket in the running sandbox's network namespace, passed with the reply. */
+int sp_op_tunnel_socket(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 
 struct sp_exec *sp_exec_find(struct sp_sandbox *s, const char *id);
 /* The request's "id" (a known sandbox) and "exec" (an exec id, known or not); else err set. */

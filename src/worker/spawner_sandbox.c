@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -362,6 +363,23 @@ int sp_op_usage(struct spawner *sp, json_t *req, json_t *reply, struct sk_error 
 	json_object_set_new(reply, "memory_bytes", json_integer((json_int_t)u.memory_bytes));
 	json_object_set_new(reply, "memory_peak_bytes",
 	                    json_integer((json_int_t)u.memory_peak_bytes));
+	return 0;
+}
+
+int sp_op_tunnel_socket(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
+{
+	(void)reply;
+	struct sp_sandbox *s;
+	int r = sp_sandbox_get(sp, req, &s, err);
+	if (r < 0)
+		return r;
+	if (s->state != SP_RUNNING)
+		return sk_error_set(err, -EBUSY, "sandbox %s is %s: its ports are gone", s->id,
+		                    sp_state_name(s->state));
+	int fd;
+	if ((r = rt_sandbox_socket(s->sb, AF_INET, SOCK_STREAM, &fd, err)) < 0)
+		return r;
+	sp->reply_fd = fd;
 	return 0;
 }
 

@@ -35,6 +35,8 @@ struct capture {
 	char exec[ID_MAX_BYTES];
 };
 
+struct tunnel;
+
 struct worker {
 	uv_loop_t *loop;
 	struct worker_config cfg;
@@ -54,6 +56,8 @@ struct worker {
 	json_t *recent;        /* command ids carried out lately (object used as a set) */
 	json_t *recent_order;
 	struct capture *captures; /* execs whose output goes back with their end */
+	uv_tcp_t *passed;         /* a socket passed with the spawner's reply being handled */
+	struct tunnel *tunnels;   /* being set up or relaying */
 	uv_timer_t heartbeat, retry;
 	int heartbeat_ms;
 	void (*done)(void *);
@@ -141,6 +145,26 @@ static void event_queue(struct worker *w, json_t *ev);
 static int reply_ok(json_t *reply);
 static void spawner_event(struct worker *w, json_t *msg);
 
+/* The socket the spawner passed with its last frame, as a TCP handle; NULL when none came. */
+static uv_tcp_t *spawner_passed_socket(struct worker *w)
+{
+	if (uv_pipe_pending_count(&w->spawner) == 0) {
+		wlog(w, "level=error msg=\"a spawner reply said it passed a socket; none came\"");
+		return NULL;
+	}
+	uv_tcp_t *tcp = malloc(sizeof(*tcp));
+	/* Only accepting takes it off libuv's queue: one left there would be taken for the next
+	 * reply's, a socket into another sandbox. */
+	if (!tcp)
+		abort();
+	uv_tcp_init(w->loop, tcp);
+	if (uv_accept((uv_stream_t *)&w->spawner, (uv_stream_t *)tcp) < 0) {
+		http_tcp_free(tcp);
+		return NULL;
+	}
+	return tcp;
+}
+
 static void spawner_message(struct worker *w, const char *data, size_t len)
 {
 	json_t *msg = json_loadb(data, len, 0, NULL);
@@ -154,6 +178,10 @@ static void spawner_message(struct worker *w, const char *data, size_t len)
 		json_decref(msg);
 		return;
 	}
+	/* A socket came with this reply (SCM_RIGHTS on the pipe, queued by libuv in order): take
+	 * it now, whoever waits for the reply, so that the next one is not mistaken for it. */
+	if (json_is_true(json_object_get(msg, "fd")))
+		w->passed = spawner_passed_socket(w);
 	long req = (long)json_integer_value(json_object_get(msg, "req"));
 	for (struct spawn_call **p = &w->calls; *p; p = &(*p)->next) {
 		if ((*p)->req != req)
@@ -164,6 +192,7 @@ static void spawner_message(struct worker *w, const char *data, size_t len)
 		free(c);
 		break;
 	}
+	http_tcp_free(TAKE_PTR(w->passed)); /* nobody took it */
 	json_decref(msg);
 }
 
@@ -854,6 +883,310 @@ static void file_command(struct worker *w, json_t *cmd)
 	}
 }
 
+/* Tunnels (docs/WORKER.md): a socket into the sandbox's network namespace from the spawner,
+ * connected to the port on its loopback, and a connection of our own to the server, upgraded;
+ * then a relay between the two until either ends. A tunnel that fails before the server has its
+ * connection is reported with a tunnel_failed event. */
+struct tunnel {
+	struct tunnel *next;
+	struct worker *w; /* NULL once it stopped */
+	char id[ID_MAX_BYTES];
+	char sandbox[ID_MAX_BYTES];
+	int port;
+	uv_tcp_t *sb_tcp, *srv_tcp; /* until the relay takes them */
+	uv_timer_t *timer;          /* the setup's deadline */
+	uv_connect_t sb_connect, srv_connect;
+	char head[WORKER_TUNNEL_MAX_HEAD_BYTES]; /* the server's answer, and what followed it */
+	size_t head_len;
+	struct http_relay *relay;
+	int refs; /* the list, connects in flight, handles closing */
+};
+
+struct tunnel_write {
+	uv_write_t w;
+	char data[];
+};
+
+static void tunnel_unref(struct tunnel *t)
+{
+	if (--t->refs == 0)
+		free(t);
+}
+
+static void tunnel_handle_closed(uv_handle_t *h)
+{
+	struct tunnel *t = h->data;
+	free(h);
+	tunnel_unref(t);
+}
+
+static void tunnel_close_handle(struct tunnel *t, uv_handle_t *h)
+{
+	if (!h)
+		return;
+	t->refs++;
+	h->data = t;
+	uv_close(h, tunnel_handle_closed);
+}
+
+/* Stop t: off the list, its handles closed (a relay that has them is the caller's to close); it
+ * is freed once every callback of its own has run. */
+static void tunnel_stop(struct tunnel *t)
+{
+	struct worker *w = t->w;
+	if (!w)
+		return;
+	for (struct tunnel **p = &w->tunnels; *p; p = &(*p)->next)
+		if (*p == t) {
+			*p = t->next;
+			break;
+		}
+	t->w = NULL;
+	tunnel_close_handle(t, (uv_handle_t *)TAKE_PTR(t->sb_tcp));
+	tunnel_close_handle(t, (uv_handle_t *)TAKE_PTR(t->srv_tcp));
+	tunnel_close_handle(t, (uv_handle_t *)TAKE_PTR(t->timer));
+	tunnel_unref(t);
+}
+
+/* The tunnel failed before the server got its connection: tell it, and stop. */
+static void tunnel_fail(struct tunnel *t, const char *code, const char *fmt, ...) _printf_(3, 4);
+static void tunnel_fail(struct tunnel *t, const char *code, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	event_queue(t->w, json_pack("{s:s, s:s, s:s, s:s, s:s}", "type", "tunnel_failed", "sandbox",
+	                            t->sandbox, "tunnel", t->id, "code", code, "message", msg));
+	tunnel_stop(t);
+}
+
+static void tunnel_relay_ended(void *ud)
+{
+	struct tunnel *t = ud;
+	t->relay = NULL;
+	tunnel_stop(t);
+}
+
+static void tunnel_timeout(uv_timer_t *timer)
+{
+	struct tunnel *t = timer->data;
+	tunnel_fail(t, "deadline_exceeded", "the tunnel to port %d of %s was not set up in time",
+	            t->port, t->sandbox);
+}
+
+static void tunnel_head_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	(void)suggested;
+	struct tunnel *t = h->data;
+	*buf = uv_buf_init(t->head + t->head_len, (unsigned)(sizeof(t->head) - t->head_len));
+}
+
+/* The server's answer to the upgrade: 101, then the client's request, for the sandbox. */
+static void tunnel_head_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+	(void)buf;
+	struct tunnel *t = s->data;
+	struct worker *w = t->w;
+	if (n == 0)
+		return;
+	if (n < 0) {
+		wlog(w, "level=warn msg=\"the server closed a tunnel before answering\" tunnel=%s",
+		     t->id);
+		tunnel_stop(t);
+		return;
+	}
+	t->head_len += (size_t)n;
+	const char *end = memmem(t->head, t->head_len, "\r\n\r\n", 4);
+	if (!end) {
+		if (t->head_len == sizeof(t->head)) {
+			wlog(w, "level=warn msg=\"a tunnel's answer is too large\" tunnel=%s",
+			     t->id);
+			tunnel_stop(t);
+		}
+		return;
+	}
+	uv_read_stop(s);
+	if (t->head_len < 12 || memcmp(t->head, "HTTP/1.1 101", 12)) {
+		/* The client went away meanwhile (404), or the server refused. */
+		wlog(
+		    w,
+		    "level=info msg=\"the server did not take a tunnel\" tunnel=%s status=\"%.3s\"",
+		    t->id, t->head_len >= 12 ? t->head + 9 : "?");
+		tunnel_stop(t);
+		return;
+	}
+	size_t head = (size_t)(end + 4 - t->head), rest = t->head_len - head;
+	char *to_sandbox = rest ? malloc(rest) : NULL;
+	if (rest && !to_sandbox) {
+		tunnel_stop(t);
+		return;
+	}
+	if (rest)
+		memcpy(to_sandbox, t->head + head, rest);
+	struct http_relay_config rc = {
+	    .max_buffer_bytes = SERVER_TUNNEL_BUFFER_BYTES,
+	    .idle_timeout_ms = SERVER_TUNNEL_IDLE_MS,
+	    .on_end = tunnel_relay_ended,
+	    .ud = t,
+	};
+	/* The server's side is a: the sandbox's EOF (its response sent) ends the tunnel. */
+	int r = http_relay_new(w->loop, TAKE_PTR(t->srv_tcp), TAKE_PTR(t->sb_tcp), NULL, 0,
+	                       to_sandbox, rest, &rc, &t->relay);
+	tunnel_close_handle(t, (uv_handle_t *)TAKE_PTR(t->timer));
+	if (r < 0)
+		tunnel_stop(t);
+}
+
+static void tunnel_write_done(uv_write_t *req, int status)
+{
+	(void)status; /* a failed write shows as the server's EOF */
+	free(req);
+}
+
+static void tunnel_srv_connected(uv_connect_t *c, int status)
+{
+	struct tunnel *t = c->data;
+	struct worker *w = t->w;
+	if (!w || status == UV_ECANCELED) {
+		tunnel_unref(t);
+		return;
+	}
+	tunnel_unref(t); /* the list's reference still holds it */
+	if (status < 0) {
+		tunnel_fail(t, "unavailable", "the worker could not connect to the server: %s",
+		            uv_strerror(status));
+		return;
+	}
+	uv_tcp_nodelay(t->srv_tcp, 1);
+	char head[512];
+	int n = snprintf(head, sizeof(head),
+	                 "POST /internal/v1/workers/%s/tunnels/%s HTTP/1.1\r\n"
+	                 "Host: %s\r\n"
+	                 "Authorization: Bearer %s\r\n"
+	                 "Connection: Upgrade\r\n"
+	                 "Upgrade: " LINK_TUNNEL_PROTOCOL "\r\n"
+	                 "Content-Length: 0\r\n\r\n",
+	                 w->id, t->id, w->host, w->secret);
+	struct tunnel_write *wr =
+	    n > 0 && (size_t)n < sizeof(head) ? malloc(sizeof(*wr) + (size_t)n) : NULL;
+	if (!wr) {
+		tunnel_fail(t, "internal", "out of memory");
+		return;
+	}
+	memcpy(wr->data, head, (size_t)n);
+	uv_buf_t buf = uv_buf_init(wr->data, (unsigned)n);
+	t->srv_tcp->data = t;
+	if (uv_write(&wr->w, (uv_stream_t *)t->srv_tcp, &buf, 1, tunnel_write_done) < 0) {
+		free(wr);
+		tunnel_fail(t, "unavailable", "the worker could not write to the server");
+		return;
+	}
+	uv_read_start((uv_stream_t *)t->srv_tcp, tunnel_head_alloc, tunnel_head_read);
+}
+
+static void tunnel_sb_connected(uv_connect_t *c, int status)
+{
+	struct tunnel *t = c->data;
+	struct worker *w = t->w;
+	if (!w || status == UV_ECANCELED) {
+		tunnel_unref(t);
+		return;
+	}
+	tunnel_unref(t);
+	if (status < 0) {
+		tunnel_fail(t, "unavailable", "nothing answers on port %d in %s: %s", t->port,
+		            t->sandbox, uv_strerror(status));
+		return;
+	}
+	uv_tcp_nodelay(t->sb_tcp, 1);
+	t->srv_tcp = malloc(sizeof(*t->srv_tcp));
+	if (!t->srv_tcp) {
+		tunnel_fail(t, "internal", "out of memory");
+		return;
+	}
+	uv_tcp_init(w->loop, t->srv_tcp);
+	t->srv_connect.data = t;
+	int r = uv_tcp_connect(&t->srv_connect, t->srv_tcp, http_client_addr(w->poll_client),
+	                       tunnel_srv_connected);
+	if (r < 0) {
+		tunnel_fail(t, "unavailable", "the worker could not connect to the server: %s",
+		            uv_strerror(r));
+		return;
+	}
+	t->refs++;
+}
+
+static void tunnel_socket_made(struct worker *w, json_t *reply, void *ud)
+{
+	struct tunnel *t = ud;
+	if (!t->w) { /* stopped meanwhile (the worker closes) */
+		tunnel_unref(t);
+		return;
+	}
+	tunnel_unref(t);
+	if (!reply_ok(reply)) {
+		tunnel_fail(t, error_code(reply), "%s", error_message(reply));
+		return;
+	}
+	t->sb_tcp = TAKE_PTR(w->passed);
+	if (!t->sb_tcp) {
+		tunnel_fail(t, "internal", "the spawner passed no socket");
+		return;
+	}
+	struct sockaddr_in lo;
+	uv_ip4_addr("127.0.0.1", t->port, &lo);
+	t->sb_connect.data = t;
+	int r =
+	    uv_tcp_connect(&t->sb_connect, t->sb_tcp, (struct sockaddr *)&lo, tunnel_sb_connected);
+	if (r < 0) {
+		tunnel_fail(t, "unavailable", "connect to port %d in %s: %s", t->port, t->sandbox,
+		            uv_strerror(r));
+		return;
+	}
+	t->refs++;
+}
+
+/* tunnel {sandbox, port, tunnel} */
+static void tunnel_command(struct worker *w, json_t *cmd)
+{
+	const char *id = json_string_value(json_object_get(cmd, "tunnel"));
+	const char *sandbox = json_string_value(json_object_get(cmd, "sandbox"));
+	json_t *port = json_object_get(cmd, "port");
+	if (!id || strlen(id) >= ID_MAX_BYTES || strlen(sandbox) >= ID_MAX_BYTES ||
+	    !json_is_integer(port) || json_integer_value(port) < 1 ||
+	    json_integer_value(port) > 65535) {
+		wlog(w,
+		     "level=warn msg=\"a tunnel command without a valid tunnel, port or sandbox\"");
+		return;
+	}
+	struct tunnel *t = calloc(1, sizeof(*t));
+	uv_timer_t *timer = malloc(sizeof(*timer));
+	if (!t || !timer) {
+		free(t);
+		free(timer);
+		event_queue(w, json_pack("{s:s, s:s, s:s, s:s, s:s}", "type", "tunnel_failed",
+		                         "sandbox", sandbox, "tunnel", id, "code", "unavailable",
+		                         "message", "the worker is out of memory"));
+		return;
+	}
+	t->w = w;
+	t->refs = 1;
+	snprintf(t->id, sizeof(t->id), "%s", id);
+	snprintf(t->sandbox, sizeof(t->sandbox), "%s", sandbox);
+	t->port = (int)json_integer_value(port);
+	t->timer = timer;
+	uv_timer_init(w->loop, timer);
+	timer->data = t;
+	uv_timer_start(timer, tunnel_timeout, WORKER_TUNNEL_SETUP_MS, 0);
+	t->next = w->tunnels;
+	w->tunnels = t;
+	t->refs++;
+	spawn(w, json_pack("{s:s, s:s}", "op", "tunnel_socket", "id", sandbox), tunnel_socket_made,
+	      t);
+}
+
 static int command_seen(struct worker *w, const char *id)
 {
 	if (json_object_get(w->recent, id))
@@ -915,6 +1248,8 @@ static void command_run(struct worker *w, json_t *cmd)
 		      "remove");
 	} else if (!strcmp(op, "file")) {
 		file_command(w, cmd);
+	} else if (!strcmp(op, "tunnel")) {
+		tunnel_command(w, cmd);
 	} else if (!strcmp(op, "timeout")) {
 		spawn(w,
 		      json_pack("{s:s, s:O, s:O}", "op", "timeout", "id", sandbox, "timeout_s",
@@ -1100,7 +1435,8 @@ int worker_new(uv_loop_t *loop, const struct worker_config *cfg, struct worker *
 	if ((r = http_client_new(loop, w->host, cfg->server_port, &w->poll_client, err)) < 0 ||
 	    (r = http_client_new(loop, w->host, cfg->server_port, &w->event_client, err)) < 0)
 		goto fail;
-	uv_pipe_init(loop, &w->spawner, 0);
+	/* ipc: the spawner passes sockets (SCM_RIGHTS) with some replies. */
+	uv_pipe_init(loop, &w->spawner, 1);
 	if ((r = uv_pipe_open(&w->spawner, cfg->spawner_fd)) < 0) {
 		sk_error_set(err, r, "open the spawner's socket: %s", uv_strerror(r));
 		uv_close((uv_handle_t *)&w->spawner, NULL);
@@ -1164,6 +1500,12 @@ void worker_close(struct worker *w, void (*done)(void *), void *ud)
 		w->calls = c->next;
 		c->cb(w, NULL, c->ud);
 		free(c);
+	}
+	while (w->tunnels) {
+		struct tunnel *t = w->tunnels;
+		if (t->relay)
+			http_relay_close(TAKE_PTR(t->relay));
+		tunnel_stop(t);
 	}
 	uv_close((uv_handle_t *)&w->spawner, handle_closed);
 	uv_close((uv_handle_t *)&w->heartbeat, handle_closed);

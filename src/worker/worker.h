@@ -8,10 +8,12 @@
 
 #include "../lib/error.h"
 
-#define WORKER_RETRY_MS           1000 /* after the server could not be reached */
-#define WORKER_REQUEST_TIMEOUT_MS 30000
-#define WORKER_MAX_EVENTS_QUEUED  100000
-#define WORKER_RECENT_COMMANDS    1024 /* command ids remembered, so a replay is harmless */
+#define WORKER_RETRY_MS              1000 /* after the server could not be reached */
+#define WORKER_REQUEST_TIMEOUT_MS    30000
+#define WORKER_MAX_EVENTS_QUEUED     100000
+#define WORKER_RECENT_COMMANDS       1024  /* command ids remembered, so a replay is harmless */
+#define WORKER_TUNNEL_SETUP_MS       10000 /* a tunnel not relaying by then is given up */
+#define WORKER_TUNNEL_MAX_HEAD_BYTES 4096  /* the server's answer to a tunnel's upgrade */
 #define WORKER_EVENTS_BATCH_BYTES                                                                  \
 	(4 * 1024 * 1024) /* per events post, unless one event is more                             \
 	                   */

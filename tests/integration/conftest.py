@@ -164,6 +164,33 @@ def read_bytes(path):
         return b""
 
 
+def rss_kib(pid):
+    """The resident memory of pid (VmRSS), in KiB; 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def read_slowly(resp, pid, pause_s):
+    """Read resp (a response of zero bytes) to its end in 256 KiB pieces, pausing pause_s after
+    each, as a slow client would. Returns (bytes read, the highest VmRSS of pid seen meanwhile,
+    in KiB)."""
+    total, peak = 0, rss_kib(pid)
+    while True:
+        chunk = resp.read(256 * 1024)
+        if not chunk:
+            return total, peak
+        assert chunk.count(0) == len(chunk)
+        total += len(chunk)
+        peak = max(peak, rss_kib(pid))
+        time.sleep(pause_s)
+
+
 def all_pids():
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 

@@ -1,6 +1,7 @@
 """docs/openapi.yaml against the server: its routes are exactly `skiffd routes` (less the
 operations marked `x-skiff-planned: true`, which must not be served yet), and a few live replies
-of `skiffd dev` match the schemas documented for them."""
+of `skiffd dev` match the schemas documented for them. A route of any method (`*`) is documented
+as every method but HEAD and TRACE; its final `{*}` (the rest of the path) as a parameter."""
 
 import re
 import subprocess
@@ -12,6 +13,7 @@ from conftest import REPO, SKIFFD
 DOC_PATH = REPO / "docs" / "openapi.yaml"
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 PLANNED = "x-skiff-planned"
+ANY_METHODS = ("GET", "PUT", "POST", "DELETE", "PATCH", "OPTIONS")
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +51,10 @@ def server_routes():
         if not line.strip():
             continue
         method, pattern = line.split()
-        if method != "HEAD":  # served wherever GET is; not listed separately
-            routes.add((method, pattern))
+        pattern = pattern.replace("{*}", "{}")
+        for m in ANY_METHODS if method == "*" else (method,):
+            if m != "HEAD":  # served wherever GET is; not listed separately
+                routes.add((m, pattern))
     assert routes, "skiffd routes printed nothing"
     return routes
 
@@ -136,7 +140,7 @@ def test_document_is_consistent(doc):
         if internal and op.get("security") != [{"workerSecret": []}]:
             problems.append(f"{where}: an internal route takes the worker secret")
         responses = op.get("responses", {})
-        if not any(s.startswith("2") for s in responses):
+        if not any(s.startswith("2") or s == "101" for s in responses):  # 101: upgraded
             problems.append(f"{where}: no success response")
         for status, resp in responses.items():
             if int(status) < 400:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import rss_kib, wait_for
 
 
 def create(d, body=None):
@@ -55,14 +55,6 @@ def collect(evs):
         assert ev["offset"] == len(out[ev["stream"]]), ev
         out[ev["stream"]] += base64.b64decode(ev["data_b64"])
     return out["stdout"], out["stderr"], code
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def asan(pid):

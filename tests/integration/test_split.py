@@ -67,17 +67,24 @@ class Split:
         s, body = self.api("GET", "/v1/workers")
         return s == 200 and any(w["connected"] for w in body["items"])
 
-    def api(self, method, path, body=None, token="", timeout=60):
+    def raw(self, method, path, data=None, token="", timeout=60):
+        """One request with the admin token (token="") or the given one (None: none):
+        (status, body bytes)."""
         tok = self.token if token == "" else token
-        req = urllib.request.Request(self.url + path, method=method,
-                                     data=None if body is None else json.dumps(body).encode())
+        req = urllib.request.Request(self.url + path, method=method, data=data)
         if tok:
             req.add_header("Authorization", f"Bearer {tok}")
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
-                return r.status, json.loads(r.read() or b"null")
+                return r.status, r.read()
         except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"null")
+            return e.code, e.read()
+
+    def api(self, method, path, body=None, token="", timeout=60):
+        """raw() with a JSON body and reply: (status, parsed body)."""
+        s, raw = self.raw(method, path, None if body is None else json.dumps(body).encode(),
+                          token, timeout)
+        return s, json.loads(raw or b"null")
 
     def stop(self, proc, sig=signal.SIGTERM):
         if proc and proc.poll() is None:

@@ -179,14 +179,7 @@ def stop_worker(split):
 
 
 def logs(split, sb):
-    import urllib.request
-    req = urllib.request.Request(f"{split.url}/v1/sandboxes/{sb['id']}/logs",
-                                 headers={"Authorization": f"Bearer {split.token}"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+    return split.raw("GET", f"/v1/sandboxes/{sb['id']}/logs")
 
 
 def ended_lines(split, sb):

@@ -54,6 +54,12 @@ struct ctx {
 	int frees;            /* on_free calls */
 	size_t free_body_cap; /* the largest body buffer a freed request had */
 	size_t last_body_cap; /* /big's body buffer when its handler ran */
+	/* /hijack: the client's connection relayed to a socket pair's end (upstream[0]); the
+	 * client thread plays the upstream on upstream[1]. */
+	int upstream[2];
+	int hijack_err;
+	struct http_relay *relay;
+	atomic_bool relay_ended;
 	/* Client thread. */
 	pthread_t thread;
 	void (*client)(struct ctx *);
@@ -173,6 +179,40 @@ static void h_stream(struct http_request *req)
 	stream_pump(req);
 }
 
+static void on_relay_end(void *ud)
+{
+	struct ctx *c = ud;
+	c->relay = NULL;
+	atomic_store(&c->relay_ended, true);
+}
+
+/* Take the connection over and relay it to upstream[0], after "HELLO\n" to the client and what
+ * the client sent after its request to the upstream. */
+static void h_hijack(struct http_request *req)
+{
+	note(req);
+	struct ctx *c = ctx_of(req);
+	uv_tcp_t *tcp, *up = malloc(sizeof(*up));
+	char *pending;
+	size_t pending_len;
+	assert_non_null(up);
+	c->hijack_err = http_hijack(req, 101, &tcp, &pending, &pending_len);
+	if (c->hijack_err < 0) {
+		free(up);
+		http_reply(req, 500, "text/plain", "", 0);
+		return;
+	}
+	uv_tcp_init(&c->loop, up);
+	assert_int_equal(uv_tcp_open(up, c->upstream[0]), 0);
+	struct http_relay_config rc = {.max_buffer_bytes = 64 * 1024,
+	                               .idle_timeout_ms = 5000,
+	                               .on_end = on_relay_end,
+	                               .ud = c};
+	char *hello = strdup("HELLO\n");
+	assert_int_equal(
+	    http_relay_new(&c->loop, tcp, up, hello, 6, pending, pending_len, &rc, &c->relay), 0);
+}
+
 static void on_req_free(struct http_request *req)
 {
 	struct ctx *c = ctx_of(req);
@@ -220,6 +260,8 @@ static const struct http_route routes[] = {
     {.method = "GET", .pattern = "/hang", .fn = h_hang},
     {.method = "GET", .pattern = "/stream", .fn = h_stream},
     {.method = "POST", .pattern = "/big", .fn = h_big, .max_body_bytes = BIG_LIMIT},
+    {.method = "GET", .pattern = "/hijack", .fn = h_hijack},
+    {.method = "*", .pattern = "/tail/{}/{*}", .fn = h_params},
 };
 
 static void on_wake(uv_async_t *a)
@@ -424,6 +466,17 @@ static void test_route_match(void **state)
 	assert_int_equal(http_route_match("/a/{}", "/a/x%zz", buf, params, &n), -EINVAL);
 	assert_int_equal(http_route_match("/a/{}", "/a/x%4", buf, params, &n), -EINVAL);
 	assert_int_equal(http_route_match("/a/{}/c", "/a/b%2Fx/d", buf, params, &n), 0);
+	/* A final {*} takes the rest as it came, empty or not. */
+	assert_int_equal(http_route_match("/a/{}/{*}", "/a/x/r/e%20st?", buf, params, &n), 1);
+	assert_int_equal(n, 2);
+	assert_string_equal(params[0], "x");
+	assert_string_equal(params[1], "r/e%20st?");
+	assert_int_equal(http_route_match("/a/{}/{*}", "/a/x/", buf, params, &n), 1);
+	assert_string_equal(params[1], "");
+	assert_int_equal(http_route_match("/a/{}/{*}", "/a/x", buf, params, &n), 0);
+	assert_int_equal(http_route_match("/a/{*}", "/a//x/%zz", buf, params, &n), 1);
+	assert_string_equal(params[0], "/x/%zz");
+	assert_int_equal(http_route_match("/a/{*}", "/b/x", buf, params, &n), 0);
 }
 
 static void test_route_find(void **state)
@@ -449,6 +502,13 @@ static void test_route_find(void **state)
 	snprintf(path, sizeof(path), "/nope");
 	http_route_find(&rp, routes, ARRAY_SIZE(routes));
 	assert_int_equal(rp.route_status, 404);
+
+	/* "*" takes any method. */
+	snprintf(path, sizeof(path), "/tail/p/q/r");
+	snprintf(rp.pub.method, sizeof(rp.pub.method), "PATCH");
+	http_route_find(&rp, routes, ARRAY_SIZE(routes));
+	assert_int_equal(rp.route_status, 0);
+	assert_string_equal(rp.pub.params[1], "q/r");
 	free(rp.params_buf);
 }
 
@@ -1073,6 +1133,96 @@ static void test_client(void **state)
 	ctx_free(c);
 }
 
+/* ---- taking a connection over, and relaying it ---- */
+
+#define RELAY_TOTAL_BYTES (4 * 1024 * 1024)
+
+struct upstream_run {
+	int fd;
+	char got[64];
+	size_t len;
+	bool ok;
+};
+
+/* The upstream: what the client sent after its request, then RELAY_TOTAL_BYTES, then EOF. */
+static void *upstream_main(void *arg)
+{
+	struct upstream_run *u = arg;
+	while (u->len < 10) {
+		ssize_t n = recv(u->fd, u->got + u->len, sizeof(u->got) - 1 - u->len, 0);
+		if (n <= 0)
+			return NULL;
+		u->len += (size_t)n;
+	}
+	static char chunk[STREAM_CHUNK_BYTES];
+	for (size_t off = 0; off < RELAY_TOTAL_BYTES; off += sizeof(chunk)) {
+		memset(chunk, 'a' + (int)((off / STREAM_CHUNK_BYTES) % 26), sizeof(chunk));
+		for (size_t done = 0; done < sizeof(chunk);) {
+			ssize_t n = send(u->fd, chunk + done, sizeof(chunk) - done, MSG_NOSIGNAL);
+			if (n <= 0)
+				return NULL;
+			done += (size_t)n;
+		}
+	}
+	close(u->fd);
+	u->ok = true;
+	return NULL;
+}
+
+static struct raw *hj_client;
+static struct upstream_run hj_up;
+
+static void cl_hijack(struct ctx *c)
+{
+	hj_up.fd = c->upstream[1];
+	pthread_t t;
+	pthread_create(&t, NULL, upstream_main, &hj_up);
+	hj_client = raw_connect(c->port);
+	raw_send(hj_client, "GET /hijack HTTP/1.1\r\nHost: x\r\n\r\nEXTRA");
+	usleep(20 * 1000);
+	raw_send(hj_client, "MORE!");
+	/* Read slowly at first: the relay must hold back, not buffer everything. */
+	char tmp[16384];
+	size_t total = 0;
+	bool pattern_ok = true;
+	for (;;) {
+		ssize_t n = recv(hj_client->fd, tmp, sizeof(tmp), 0);
+		if (n <= 0)
+			break;
+		for (ssize_t i = 0; i < n; i++) {
+			size_t off = total + (size_t)i;
+			char want =
+			    off < 6 ? "HELLO\n"[off]
+			            : (char)('a' + (int)(((off - 6) / STREAM_CHUNK_BYTES) % 26));
+			if (tmp[i] != want)
+				pattern_ok = false;
+		}
+		total += (size_t)n;
+		if (total < 512 * 1024)
+			usleep(1000);
+	}
+	hj_client->body_total = total;
+	hj_client->body_ok = pattern_ok;
+	pthread_join(t, NULL);
+}
+
+static void test_hijack_relay(void **state)
+{
+	(void)state;
+	struct ctx *c = ctx_new(NULL);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, c->upstream), 0);
+	run_client(c, cl_hijack);
+	assert_int_equal(c->hijack_err, 0);
+	assert_true(hj_up.ok);
+	hj_up.got[hj_up.len] = '\0';
+	assert_string_equal(hj_up.got, "EXTRAMORE!"); /* pending bytes, then the live ones */
+	assert_int_equal(hj_client->body_total, 6 + RELAY_TOTAL_BYTES);
+	assert_true(hj_client->body_ok);
+	run_until(c, &c->relay_ended); /* the upstream's EOF ended it by itself */
+	raw_free(hj_client);
+	ctx_free(c); /* every handle closed: the relay freed itself */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1094,6 +1244,7 @@ int main(void)
 	    cmocka_unit_test(test_on_free),
 	    cmocka_unit_test(test_on_free_server_close),
 	    cmocka_unit_test(test_client),
+	    cmocka_unit_test(test_hijack_relay),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

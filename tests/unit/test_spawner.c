@@ -17,6 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -29,6 +33,7 @@
 #include "../../src/lib/encoding.h"
 #include "../../src/lib/fsutil.h"
 #include "../../src/lib/id.h"
+#include "../../src/lib/sock.h"
 #include "../../src/runtime/caps.h"
 #include "../../src/runtime/runtime.h"
 #include "../../src/worker/spawner.h"
@@ -46,6 +51,7 @@ struct fixture {
 	char *buf;
 	size_t len, cap;
 	json_t *events;        /* received, not yet waited for */
+	int passed[4];         /* descriptors passed with replies, in order (-1: none) */
 	char run_before[4096]; /* names in /run/skiff before */
 };
 
@@ -94,6 +100,8 @@ static void spawner_up(struct fixture *f, int pool)
 	f->fd = sv[0];
 	f->len = 0;
 	json_array_clear(f->events);
+	for (size_t i = 0; i < ARRAY_SIZE(f->passed); i++)
+		f->passed[i] = -1;
 }
 
 static void spawner_down(struct fixture *f)
@@ -136,10 +144,16 @@ static json_t *recv_msg(struct fixture *f)
 		struct pollfd p = {.fd = f->fd, .events = POLLIN};
 		if (poll(&p, 1, WAIT_MS) != 1)
 			fail_msg("no message from the spawner within %d ms", WAIT_MS);
-		ssize_t r = read(f->fd, f->buf + f->len, f->cap - f->len);
+		int pfd;
+		ssize_t r = sock_recv_fd(f->fd, f->buf + f->len, f->cap - f->len, &pfd);
 		if (r <= 0)
 			fail_msg("the spawner's socket closed");
 		f->len += (size_t)r;
+		for (size_t i = 0; pfd >= 0 && i < ARRAY_SIZE(f->passed); i++)
+			if (f->passed[i] < 0)
+				f->passed[i] = TAKE_FD(pfd);
+		if (pfd >= 0)
+			close(pfd);
 	}
 }
 
@@ -1483,13 +1497,77 @@ static void test_stdin(void **state)
 	spawner_down(f);
 }
 
+/* The inode of the network namespace a socket was made in. */
+static ino_t socket_netns(int fd)
+{
+	int ns = ioctl(fd, SIOCGSKNS);
+	assert_true(ns >= 0);
+	struct stat st;
+	assert_int_equal(fstat(ns, &st), 0);
+	close(ns);
+	return st.st_ino;
+}
+
+static void test_tunnel_socket(void **state)
+{
+	struct fixture *f = *state;
+	spawner_up(f, 0);
+	json_decref(call(f, json_pack("{s:s}", "op", "hello")));
+	char id[ID_MAX_BYTES], missing[ID_MAX_BYTES];
+	new_id("sb-", id);
+	new_id("sb-", missing);
+	json_t *r = call(f, json_pack("{s:s, s:s}", "op", "tunnel_socket", "id", missing));
+	assert_string_equal(error_code(r), "not_found");
+	assert_int_equal(f->passed[0], -1);
+	json_decref(r);
+	r = create(f, id, "{\"command\":[\"busybox\",\"httpd\",\"-f\",\"-p\",\"8080\"]}");
+	expect_ok(r);
+	json_decref(r);
+
+	/* A TCP socket of the sandbox's network: it reaches the httpd on the sandbox's
+	 * loopback. */
+	int connected = 0;
+	for (int i = 0; i < 100 && !connected; i++) {
+		r = call(f, json_pack("{s:s, s:s}", "op", "tunnel_socket", "id", id));
+		expect_ok(r);
+		assert_true(json_is_true(json_object_get(r, "fd")));
+		json_decref(r);
+		int fd = TAKE_FD(f->passed[0]);
+		assert_true(fd >= 0);
+		struct stat self;
+		assert_int_equal(stat("/proc/self/ns/net", &self), 0);
+		assert_true(socket_netns(fd) != self.st_ino);
+		int type = 0;
+		socklen_t len = sizeof(type);
+		assert_int_equal(getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len), 0);
+		assert_int_equal(type, SOCK_STREAM);
+		struct sockaddr_in lo = {.sin_family = AF_INET, .sin_port = htons(8080)};
+		lo.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		connected = connect(fd, (struct sockaddr *)&lo, sizeof(lo)) == 0;
+		close(fd);
+		if (!connected)
+			usleep(20 * 1000); /* httpd is not listening yet */
+	}
+	assert_true(connected);
+
+	r = call(f, json_pack("{s:s, s:s, s:i}", "op", "terminate", "id", id, "grace_ms", 0));
+	expect_ok(r);
+	json_decref(r);
+	r = call(f, json_pack("{s:s, s:s}", "op", "tunnel_socket", "id", id));
+	assert_string_equal(error_code(r), "conflict");
+	assert_int_equal(f->passed[0], -1);
+	json_decref(r);
+	remove_sandbox(f, id);
+	spawner_down(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_bad_requests), cmocka_unit_test(test_pool_exec_output),
 	    cmocka_unit_test(test_ends),         cmocka_unit_test(test_restart),
 	    cmocka_unit_test(test_files),        cmocka_unit_test(test_files_async),
-	    cmocka_unit_test(test_stdin),
+	    cmocka_unit_test(test_stdin),        cmocka_unit_test(test_tunnel_socket),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -285,8 +285,35 @@ static void test_json_wrong_types(void **state)
 	expect_error("{\"idle_timeout_s\":5}", "idle_timeout_s: needs a long-lived sandbox");
 	expect_error("{\"cidr_allowlist\":[\"10.0.0.0/8\"]}", "cidr_allowlist: needs network");
 	expect_error("{\"cidr_allowlist\":\"x\"}", "cidr_allowlist: needs network");
-	expect_error("{\"ports\":[8080]}", "ports: not supported yet");
 	expect_ok("{\"cidr_allowlist\":null,\"ports\":[],\"idle_timeout_s\":null}");
+}
+
+/* Ports the server proxies to: kept in order, each checked. */
+static void test_json_ports(void **state)
+{
+	(void)state;
+	struct spec s;
+	struct sk_error err = {0};
+	spec_init(&s);
+	assert_int_equal(apply(&s, "{\"ports\":[8080,1,65535]}", &err), 0);
+	assert_int_equal(s.nports, 3);
+	assert_int_equal(s.ports[0], 8080);
+	assert_int_equal(s.ports[1], 1);
+	assert_int_equal(s.ports[2], 65535);
+	assert_int_equal(apply(&s, "{\"ports\":null}", &err), 0);
+	assert_int_equal(s.nports, 0);
+	spec_release(&s);
+	expect_ok("{\"ports\":[80,81,82,83,84,85,86,87,88,89,90,91,92,93,94,95]}");
+	expect_error("{\"ports\":[80,81,82,83,84,85,86,87,88,89,90,91,92,93,94,95,96]}",
+	             "ports: at most 16");
+	expect_error("{\"ports\":8080}", "ports: expected a list of port numbers");
+	expect_error("{\"ports\":[0]}", "ports[0]: expected a port number from 1 to 65535");
+	expect_error("{\"ports\":[80,65536]}", "ports[1]: expected a port number from 1 to 65535");
+	expect_error("{\"ports\":[-1]}", "ports[0]: expected a port number");
+	expect_error("{\"ports\":[\"80\"]}", "ports[0]: expected a port number");
+	expect_error("{\"ports\":[80.5]}", "ports[0]: expected a port number");
+	expect_error("{\"ports\":[null]}", "ports[0]: expected a port number");
+	expect_error("{\"ports\":[80,81,80]}", "ports: 80 is given twice");
 }
 
 static void test_json_out_of_range(void **state)
@@ -836,16 +863,27 @@ static void test_parse_double(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_defaults),         cmocka_unit_test(test_release),
-	    cmocka_unit_test(test_json_every_field), cmocka_unit_test(test_json_unknown_fields),
-	    cmocka_unit_test(test_json_wrong_types), cmocka_unit_test(test_json_out_of_range),
-	    cmocka_unit_test(test_json_duplicates),  cmocka_unit_test(test_json_not_object),
-	    cmocka_unit_test(test_json_invalid),     cmocka_unit_test(test_json_nul_bytes),
-	    cmocka_unit_test(test_json_env_names),   cmocka_unit_test(test_limit_args),
-	    cmocka_unit_test(test_limit_env),        cmocka_unit_test(test_limit_strings_bytes),
-	    cmocka_unit_test(test_limit_json_bytes), cmocka_unit_test(test_limit_string_fields),
-	    cmocka_unit_test(test_validate_strings), cmocka_unit_test(test_validate_numbers),
-	    cmocka_unit_test(test_parse_u64),        cmocka_unit_test(test_parse_double),
+	    cmocka_unit_test(test_defaults),
+	    cmocka_unit_test(test_release),
+	    cmocka_unit_test(test_json_every_field),
+	    cmocka_unit_test(test_json_unknown_fields),
+	    cmocka_unit_test(test_json_wrong_types),
+	    cmocka_unit_test(test_json_out_of_range),
+	    cmocka_unit_test(test_json_ports),
+	    cmocka_unit_test(test_json_duplicates),
+	    cmocka_unit_test(test_json_not_object),
+	    cmocka_unit_test(test_json_invalid),
+	    cmocka_unit_test(test_json_nul_bytes),
+	    cmocka_unit_test(test_json_env_names),
+	    cmocka_unit_test(test_limit_args),
+	    cmocka_unit_test(test_limit_env),
+	    cmocka_unit_test(test_limit_strings_bytes),
+	    cmocka_unit_test(test_limit_json_bytes),
+	    cmocka_unit_test(test_limit_string_fields),
+	    cmocka_unit_test(test_validate_strings),
+	    cmocka_unit_test(test_validate_numbers),
+	    cmocka_unit_test(test_parse_u64),
+	    cmocka_unit_test(test_parse_double),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -224,10 +224,11 @@ class Client:
         return p
 
     def request(self, method, path, *, query=None, json=None, data=None, headers=None,
-                timeout=None):
+                timeout=None, check=True):
         """Send one request and return the reply (status, headers, body bytes); raises the
-        matching SkiffError for a non-2xx status. json= is sent as JSON, data= as raw bytes.
-        timeout is the seconds to wait for the reply (default: the client's)."""
+        matching SkiffError for a non-2xx status (check=False: returns it whatever its status).
+        json= is sent as JSON, data= as raw bytes. timeout is the seconds to wait for the reply
+        (default: the client's)."""
         h = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if self.token:
             h["Authorization"] = f"Bearer {self.token}"
@@ -245,7 +246,7 @@ class Client:
         t = self.timeout if timeout is None else timeout
         with self._lock:
             resp = self._send(method, target, body, h, t)
-        if not 200 <= resp.status < 300:
+        if check and not 200 <= resp.status < 300:
             raise error_from_reply(resp.status, resp.body)
         return resp
 

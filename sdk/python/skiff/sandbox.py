@@ -405,9 +405,11 @@ class Sandbox:
     def create(cls, image=None, command=None, env=None, workdir=None, cpu=None,
                memory_mib=None, disk_mib=None, pids=None, timeout_s=None, name=None,
                tags=None, idempotency_key=None, client=None, *, idle_timeout_s=None,
-               network=None):
+               network=None, ports=None):
         """Create a sandbox and return it once it runs. command (a list of strings) is its
         main command; without one it stays up idle until terminated or its timeout_s.
+        ports: the TCP ports (at most 16) it serves on its loopback, reachable through the
+        server (ports(), port_request()).
         idempotency_key: the same key returns the same sandbox (a retry never makes two)."""
         client = client or default_client()
         body = {}
@@ -419,7 +421,8 @@ class Sandbox:
         for k, v in (("image", image), ("env", env), ("workdir", workdir), ("cpu", cpu),
                      ("memory_mib", memory_mib), ("disk_mib", disk_mib), ("pids", pids),
                      ("timeout_s", timeout_s), ("idle_timeout_s", idle_timeout_s),
-                     ("network", network), ("name", name), ("tags", tags)):
+                     ("network", network), ("name", name), ("tags", tags),
+                     ("ports", None if ports is None else list(ports))):
             if v is not None:
                 body[k] = v
         headers = {"Idempotency-Key": str(idempotency_key)} if idempotency_key else None
@@ -488,6 +491,26 @@ class Sandbox:
     @property
     def stderr(self):
         return OutputStream(self._client, f"/v1/sandboxes/{_q(self.id)}/logs", "stderr")
+    def ports(self):
+        """The ports the sandbox serves, {port: URL}: each URL reaches the port through the
+        server, for any HTTP client that sends this client's token as a bearer token."""
+        reply = self._client.json("GET", self._url("/ports"))
+        base = self._client.url.rstrip("/")
+        return {p["port"]: base + p["url"] for p in reply.get("ports") or []}
+
+    def port_request(self, port, method="GET", path="/", body=None, headers=None,
+                     timeout=None):
+        """One HTTP request to a port the sandbox serves (path: in the sandbox, with its
+        query), through the server. Returns the answer whatever its status (.status,
+        .headers, .body bytes): the sandbox's own, or the proxy's JSON error (401, 403, 404 for
+        a port not declared at create, 409 when the sandbox has ended, 502 when nothing
+        listens, 504)."""
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ValueError("path: expected a path in the sandbox starting with /, e.g. "
+                             "'/index.html?x=1'")
+        data = body.encode() if isinstance(body, str) else body
+        return self._client.request(method, self._url(f"/ports/{int(port)}{path}"), data=data,
+                                    headers=headers, timeout=timeout, check=False)
 
     def logs(self, stream="stdout", offset=0):
         """What the sandbox's main command wrote to stream from offset so far, as bytes."""
