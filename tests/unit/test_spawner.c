@@ -25,6 +25,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "../../src/image/busybox.h"
 #include "../../src/lib/encoding.h"
 #include "../../src/lib/fsutil.h"
 #include "../../src/lib/id.h"
@@ -290,7 +291,8 @@ static int setup(void **state)
 	snprintf(f->instance, sizeof(f->instance), "ts%02d", (int)(getpid() % 100));
 	snprintf(f->data, sizeof(f->data), "/tmp/skiff-test-spawner-%d", (int)getpid());
 	run_dir_names(f->run_before, sizeof(f->run_before));
-	f->cfg = (struct spawner_config){.instance = f->instance, .data_dir = f->data};
+	f->cfg = (struct spawner_config){
+	    .instance = f->instance, .data_dir = f->data, .busybox = getenv(BUSYBOX_PATH_ENV)};
 	f->fd = -1;
 	f->events = json_array();
 	*state = f;
