@@ -67,7 +67,8 @@ static void env_init(struct env *e)
 	struct sk_error err = {0};
 	const char *inst = getenv("SKIFF_INSTANCE") ? getenv("SKIFF_INSTANCE") : "bpol";
 	const char *data = getenv("SKIFF_DATA") ? getenv("SKIFF_DATA") : "/tmp/skiff-bench-data";
-	if (image_busybox_ensure(data, e->rootfs, sizeof(e->rootfs), &err) < 0)
+	if (image_busybox_ensure(data, getenv(BUSYBOX_PATH_ENV), e->rootfs, sizeof(e->rootfs),
+	                         &err) < 0)
 		die("busybox root", &err);
 	if (rt_init(&e->rt, inst, NULL, &err) < 0)
 		die("rt_init", &err);

@@ -368,7 +368,8 @@ int main(int argc, char **argv)
 	} else if (o.spec.image && strcmp(o.spec.image, "busybox") != 0) {
 		die_usage("image '%s': skiff-box knows only 'busybox'; use --rootfs DIR",
 		          o.spec.image);
-	} else if (image_busybox_ensure(o.data_dir, rootfs, sizeof(rootfs), &err) < 0) {
+	} else if (image_busybox_ensure(o.data_dir, getenv(BUSYBOX_PATH_ENV), rootfs,
+	                                sizeof(rootfs), &err) < 0) {
 		fprintf(stderr, "skiff-box: %s\n", err.msg);
 		return EXIT_RUNTIME;
 	}

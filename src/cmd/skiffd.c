@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "../image/busybox.h"
 #include "../lib/error.h"
 #include "../lib/fsutil.h"
 #include "../lib/hash.h"
@@ -299,6 +300,7 @@ static int start_spawner(struct daemon *d, const struct options *o)
 	d->spawner_strings[1] = strdup(o->data);
 	struct spawner_config sc = {.instance = d->spawner_strings[0],
 	                            .data_dir = d->spawner_strings[1],
+	                            .busybox = getenv(BUSYBOX_PATH_ENV),
 	                            .pool_size = o->pool,
 	                            .in_child = cmdline_blank};
 	if (!sc.instance || !sc.data_dir) {

@@ -18,8 +18,8 @@ static const char PASSWD[] = "root:x:0:0:root:/root:/bin/sh\n"
                              "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
 static const char GROUP[] = "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n";
 
-/* Run "busybox --list-full" and collect its output. */
-static int applet_list(char *buf, size_t size)
+/* Run "<busybox> --list-full" and collect its output. */
+static int applet_list(const char *busybox, char *buf, size_t size)
 {
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
@@ -33,7 +33,7 @@ static int applet_list(char *buf, size_t size)
 	}
 	if (pid == 0) {
 		dup2(p[1], 1);
-		execl(BUSYBOX_HOST_PATH, "busybox", "--list-full", (char *)NULL);
+		execl(busybox, "busybox", "--list-full", (char *)NULL);
 		_exit(127);
 	}
 	close(p[1]);
@@ -87,7 +87,7 @@ static int write_new(int dirfd, const char *name, const char *text, mode_t mode)
 	return write(fd, text, len) == (ssize_t)len ? 0 : -EIO;
 }
 
-static int build(const char *dir, struct sk_error *err)
+static int build(const char *dir, const char *busybox, struct sk_error *err)
 {
 	static const char *const DIRS[] = {"bin", "sbin", "usr",     "usr/bin", "usr/sbin",
 	                                   "etc", "root", "proc",    "sys",     "dev",
@@ -102,10 +102,10 @@ static int build(const char *dir, struct sk_error *err)
 		if (mkdirat(dfd, DIRS[i], mode) < 0 || fchmodat(dfd, DIRS[i], mode, 0) < 0)
 			return sk_error_errno(err, -errno, "mkdir %s/%s", dir, DIRS[i]);
 	}
-	int r = copy_file(BUSYBOX_HOST_PATH, dfd, "bin/busybox", 0755);
+	int r = copy_file(busybox, dfd, "bin/busybox", 0755);
 	if (r < 0)
-		return sk_error_errno(err, r, "copy %s (install busybox-static)",
-		                      BUSYBOX_HOST_PATH);
+		return sk_error_errno(err, r, "copy %s (install busybox-static or set %s)", busybox,
+		                      BUSYBOX_PATH_ENV);
 	if ((r = write_new(dfd, "etc/passwd", PASSWD, 0644)) < 0 ||
 	    (r = write_new(dfd, "etc/group", GROUP, 0644)) < 0 ||
 	    (r = write_new(dfd, "etc/hostname", "sandbox\n", 0644)) < 0)
@@ -113,8 +113,8 @@ static int build(const char *dir, struct sk_error *err)
 	_cleanup_free_ char *list = malloc(APPLET_LIST_MAX_BYTES);
 	if (!list)
 		return sk_error_set(err, -ENOMEM, "out of memory");
-	if ((r = applet_list(list, APPLET_LIST_MAX_BYTES)) < 0)
-		return sk_error_errno(err, r, "list busybox applets");
+	if ((r = applet_list(busybox, list, APPLET_LIST_MAX_BYTES)) < 0)
+		return sk_error_errno(err, r, "list the applets of %s", busybox);
 	char *save = NULL;
 	for (char *line = strtok_r(list, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		if (!strcmp(line, "bin/busybox") || strstr(line, "..") || line[0] == '/')
@@ -126,7 +126,8 @@ static int build(const char *dir, struct sk_error *err)
 	return 0;
 }
 
-int image_busybox_ensure(const char *data_dir, char *ret_path, size_t size, struct sk_error *err)
+int image_busybox_ensure(const char *data_dir, const char *host_busybox, char *ret_path,
+                         size_t size, struct sk_error *err)
 {
 	char parent[4096], final[4096], tmp[4096 + 32];
 	snprintf(parent, sizeof(parent), "%s/rootfs", data_dir);
@@ -143,7 +144,7 @@ int image_busybox_ensure(const char *data_dir, char *ret_path, size_t size, stru
 		return sk_error_errno(err, r, "mkdir %s", parent);
 	snprintf(tmp, sizeof(tmp), "%s/.busybox-%d", parent, (int)getpid());
 	fs_rm_rf_at(AT_FDCWD, tmp);
-	if ((r = build(tmp, err)) < 0) {
+	if ((r = build(tmp, host_busybox ? host_busybox : BUSYBOX_HOST_PATH, err)) < 0) {
 		fs_rm_rf_at(AT_FDCWD, tmp);
 		return sk_error_prefix(err, "make the busybox root");
 	}

@@ -161,8 +161,16 @@ int cgroup_parent_ensure(const struct cg_layout *l, const char *instance,
 		int created = mkdirat(root, name, 0755) == 0;
 		if (!created && errno != EEXIST)
 			return sk_error_errno(err, -errno, "create cgroup %s/%s", h->mount, name);
-		if (!created)
+		if (!created) {
+			/* Older versions set memory.oom.group on the parent too. */
+			if (h->version == 2 && (h->ctrls & (1u << CG_MEMORY))) {
+				_cleanup_close_ int dfd =
+				    openat(root, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+				if (dfd >= 0 && cgroup_v2_oom_group_set(dfd, 0, err) < 0)
+					return sk_error_prefix(err, "cgroup %s/%s", h->mount, name);
+			}
 			continue;
+		}
 		_cleanup_close_ int dfd = openat(root, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (dfd < 0)
 			return sk_error_errno(err, -errno, "open cgroup %s/%s", h->mount, name);
@@ -219,6 +227,9 @@ int cgroup_sandbox_create(const struct cg_layout *l, const char *instance, const
 		}
 		int r = h->version == 2 ? cgroup_v2_limits_apply(cg->dirfd[i], h->ctrls, lim, err)
 		                        : cgroup_v1_limits_apply(cg->dirfd[i], h->ctrls, lim, err);
+		/* An OOM kill in a sandbox takes all of it (on v1 the runtime does that itself). */
+		if (r == 0 && h->version == 2 && (h->ctrls & (1u << CG_MEMORY)))
+			r = cgroup_v2_oom_group_set(cg->dirfd[i], 1, err);
 		if (r < 0) {
 			sk_error_prefix(err, "cgroup %s/%s", h->mount, cg->rel);
 			goto fail;

@@ -90,3 +90,7 @@ void cgroup_v1_usage_read(int dirfd, unsigned ctrls, struct cg_usage *u);
 void cgroup_v2_usage_read(int dirfd, unsigned ctrls, struct cg_usage *u);
 int cgroup_v1_oom_fd(int dirfd, int *ret_fd, struct sk_error *err);
 int cgroup_v2_enable_controllers(int dirfd, unsigned ctrls, struct sk_error *err);
+/* memory.oom.group: an OOM kill takes every process of the cgroup. Only a sandbox's cgroup has
+ * it: the kernel kills in the highest cgroup with it set between the victim and the cgroup out of
+ * memory, so on the instance's parent one sandbox's OOM would kill every sandbox. */
+int cgroup_v2_oom_group_set(int dirfd, int on, struct sk_error *err);

@@ -50,15 +50,21 @@ int cgroup_v2_limits_apply(int dirfd, unsigned ctrls, const struct cg_limits *li
 		r = fs_write_str_at(dirfd, "memory.swap.max", "0");
 		if (r < 0 && r != -ENOENT)
 			return sk_error_errno(err, r, "write memory.swap.max");
-		r = fs_write_str_at(dirfd, "memory.oom.group", "1");
-		if (r < 0 && r != -ENOENT)
-			return sk_error_errno(err, r, "write memory.oom.group");
 	}
 	if ((ctrls & (1u << CG_PIDS)) && lim->pids) {
 		snprintf(buf, sizeof(buf), "%" PRIu64, lim->pids);
 		if ((r = fs_write_str_at(dirfd, "pids.max", buf)) < 0)
 			return sk_error_errno(err, r, "write pids.max");
 	}
+	return 0;
+}
+
+int cgroup_v2_oom_group_set(int dirfd, int on, struct sk_error *err)
+{
+	/* Absent before Linux 4.19: then an OOM kills one process, and the runtime the rest. */
+	int r = fs_write_str_at(dirfd, "memory.oom.group", on ? "1" : "0");
+	if (r < 0 && r != -ENOENT)
+		return sk_error_errno(err, r, "write %d to memory.oom.group", on ? 1 : 0);
 	return 0;
 }
 

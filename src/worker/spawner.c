@@ -591,7 +591,8 @@ int spawner_main(const struct spawner_config *cfg, int fd)
 		json_decref(sp.events);
 		return 1;
 	}
-	if (image_busybox_ensure(cfg->data_dir, sp.rootfs, sizeof(sp.rootfs), &err) < 0) {
+	if (image_busybox_ensure(cfg->data_dir, cfg->busybox, sp.rootfs, sizeof(sp.rootfs), &err) <
+	    0) {
 		sp_log("error", "start: %s", err.msg);
 		goto out;
 	}

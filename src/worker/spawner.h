@@ -36,7 +36,9 @@ struct spawner_config {
 	const char *instance; /* runtime instance id (1-4 [a-z0-9]) */
 	const char *run_dir;  /* NULL: RT_DEFAULT_RUN_DIR */
 	const char *data_dir; /* images (the busybox root) live under it */
-	int pool_size;        /* ready sandboxes for the default image and limits; 0: none */
+	const char
+	    *busybox;  /* the static busybox the default root is made from; NULL: the default */
+	int pool_size; /* ready sandboxes for the default image and limits; 0: none */
 	/* Called in the spawner right after the fork, optional: e.g. to blank the daemon's command
 	 * line, which sandboxes (forks of the spawner) would show as their /proc/1/cmdline. The
 	 * strings above must not live in what it blanks. */

@@ -306,6 +306,8 @@ def test_kill_removes_everything(box, detached):
     pid, start, slot = read_init(box, sbid)
     p = spawn_exec(box, sbid, "sleep", "1000")
     assert wait_for(lambda: procs_named(box, "sleep"), 10), "the exec never started"
+    # The exec's helpers are in the sandbox's cgroups until they have handed the command over.
+    wait_for(lambda: len(sandbox_pids(box.instance)) == 2, 10)
     procs = sandbox_pids(box.instance)
     assert len(procs) == 2 and (pid, start) in procs, procs  # init and the exec's sleep
     assert uid_slots(box.instance) and sandbox_cgroups(box.instance)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import parent_cgroups, sandbox_cgroups
+from conftest import parent_cgroups, sandbox_cgroups, wait_for
 
 MIB = 1024 * 1024
 
@@ -156,6 +156,25 @@ def _memory_parent(inst):
         if (parent / "memory.max").exists():
             return parent, ["memory.max"]
     pytest.skip("no memory cgroup for the instance")
+
+
+def test_oom_group_on_sandboxes_not_on_the_instance(box):
+    # cgroup v2 kills in the highest cgroup with memory.oom.group between the victim and the
+    # cgroup out of memory: on the instance's parent, one OOM would take every sandbox.
+    box.run(["true"])
+    parent, _ = _memory_parent(box.instance)
+    if not (parent / "memory.oom.group").exists():
+        pytest.skip(f"no memory.oom.group in {parent}: memory is not on cgroup v2 here")
+    p = box.spawn("--", "sleep", "30")
+    try:
+        cg = wait_for(lambda: [c for c in sandbox_cgroups(box.instance)
+                               if c.startswith(str(parent) + "/")], 15)
+        assert cg, "the sandbox has no memory cgroup"
+        assert (parent / "memory.oom.group").read_text() == "0\n"
+        assert open(f"{cg[0]}/memory.oom.group").read() == "1\n"
+    finally:
+        p.terminate()
+        p.communicate(timeout=30)
 
 
 def test_oom_in_a_sibling_is_not_this_sandboxs(box):

@@ -612,6 +612,17 @@ static void test_parent_ensure_v2(void **state)
 	assert_int_equal(cgroup_parent_ensure(&l, "t3", &agg, &err), 0);
 	assert_true(fake_exists(f, "cg/skiff-t3/marker"));
 	assert_false(fake_exists(f, "cg/skiff-t3/cpu.max"));
+	assert_false(fake_exists(f, "cg/skiff-t3/memory.oom.group"));
+
+	/* But memory.oom.group, which older versions set there, goes off: with it on the parent,
+	 * an OOM under the instance's limit kills every sandbox of the instance. */
+	fake_put(f, "cg/skiff-t3/memory.oom.group", "1");
+	assert_int_equal(cgroup_parent_ensure(&l, "t3", &agg, &err), 0);
+	snprintf(path, sizeof(path), "%s/cg/skiff-t3", f->root);
+	int parent = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(parent >= 0);
+	assert_file(parent, "memory.oom.group", "0");
+	close(parent);
 	close(root);
 }
 
@@ -811,7 +822,8 @@ static void test_v2_limits_apply(void **state)
 	assert_file(dfd, "cpu.max", "50000 100000");
 	assert_file(dfd, "memory.max", "67108864");
 	assert_file(dfd, "memory.swap.max", "0");
-	assert_file(dfd, "memory.oom.group", "1");
+	/* Not a limit: sandbox cgroups get it apart, the instance's parent never. */
+	assert_file(dfd, "memory.oom.group", "");
 	assert_file(dfd, "pids.max", "100");
 	close(dfd);
 

@@ -40,7 +40,9 @@ static int setup(void **state)
 	snprintf(f->data, sizeof(f->data), "/tmp/skiff-test-pool-%d", (int)getpid());
 	char inst[8];
 	snprintf(inst, sizeof(inst), "p%03d", (int)(getpid() % 1000));
-	assert_int_equal(image_busybox_ensure(f->data, f->rootfs, sizeof(f->rootfs), &err), 0);
+	assert_int_equal(image_busybox_ensure(f->data, getenv(BUSYBOX_PATH_ENV), f->rootfs,
+	                                      sizeof(f->rootfs), &err),
+	                 0);
 	if (rt_init(&f->rt, inst, NULL, &err) < 0)
 		fail_msg("rt_init: %s", err.msg);
 	spec_init(&f->base);

@@ -30,6 +30,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "../../src/image/busybox.h"
 #include "../../src/lib/encoding.h"
 #include "../../src/lib/fsutil.h"
 #include "../../src/lib/id.h"
@@ -305,7 +306,8 @@ static int setup(void **state)
 	snprintf(f->instance, sizeof(f->instance), "ts%02d", (int)(getpid() % 100));
 	snprintf(f->data, sizeof(f->data), "/tmp/skiff-test-spawner-%d", (int)getpid());
 	run_dir_names(f->run_before, sizeof(f->run_before));
-	f->cfg = (struct spawner_config){.instance = f->instance, .data_dir = f->data};
+	f->cfg = (struct spawner_config){
+	    .instance = f->instance, .data_dir = f->data, .busybox = getenv(BUSYBOX_PATH_ENV)};
 	f->fd = -1;
 	f->events = json_array();
 	*state = f;
@@ -999,7 +1001,8 @@ static int64_t mono_ms(void)
 }
 
 /* The spawner's file helpers (comm SP_FILES_HELPER_NAME, its children): how many, and the pid
- * of one that has confined itself (seccomp on) other than not_pid, its status into status. */
+ * of the first that has confined itself (seccomp on) other than not_pid, its status (and only
+ * its: other helpers may still be entering) into status. */
 static int helpers_find(struct fixture *f, pid_t not_pid, pid_t *ret_pid, char *status, size_t size)
 {
 	int count = 0;
@@ -1024,13 +1027,13 @@ static int helpers_find(struct fixture *f, pid_t not_pid, pid_t *ret_pid, char *
 		    strtol(close + 4, NULL, 10) != f->pid)
 			continue;
 		count++;
+		if (*ret_pid || pid == not_pid)
+			continue;
 		snprintf(path, sizeof(path), "/proc/%ld/status", pid);
 		n = fs_read_at(AT_FDCWD, path, status, size - 1);
 		status[n > 0 ? n : 0] = '\0';
-		if (n > 0 && pid != not_pid) {
-			if (strstr(status, "\nSeccomp:\t2\n"))
-				*ret_pid = (pid_t)pid;
-		}
+		if (n > 0 && strstr(status, "\nSeccomp:\t2\n"))
+			*ret_pid = (pid_t)pid;
 	}
 	closedir(d);
 	return count;
