@@ -21,7 +21,25 @@
 #define SHELL_DEFAULT_ROWS 24
 #define SHELL_DEFAULT_COLS 80
 
-static int wake_pipe[2] = {-1, -1}; /* SIGWINCH and the output's end wake the input loop */
+static int wake_pipe[2] = {-1, -1};  /* SIGWINCH and the output's end wake the input loop */
+static struct termios saved_termios; /* the terminal as it was, restored however we end */
+static volatile sig_atomic_t raw_mode;
+
+static void terminal_restore(void)
+{
+	if (raw_mode) {
+		tcsetattr(STDIN_FILENO, TCSANOW, &saved_termios);
+		raw_mode = 0;
+	}
+}
+
+/* A signal that ends the process: the terminal back first, then the signal's own end. */
+static void on_fatal(int sig)
+{
+	terminal_restore();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
 
 static void on_winch(int sig)
 {
@@ -175,11 +193,16 @@ int cli_sandbox_shell(struct cli *c, int argc, char **argv)
 		free(t.base);
 		return cli_fail(&err);
 	}
-	struct termios saved;
-	bool raw = tty && tcgetattr(STDIN_FILENO, &saved) == 0;
+	bool raw = tty && tcgetattr(STDIN_FILENO, &saved_termios) == 0;
+	signal(SIGPIPE, SIG_IGN); /* a closed stdout is an error to report, not an end */
 	if (raw) {
-		struct termios rawt = saved;
+		struct termios rawt = saved_termios;
 		cfmakeraw(&rawt);
+		atexit(terminal_restore);
+		static const int FATAL[] = {SIGTERM, SIGHUP, SIGQUIT, SIGINT, SIGSEGV, SIGABRT};
+		for (size_t i = 0; i < ARRAY_SIZE(FATAL); i++)
+			signal(FATAL[i], on_fatal);
+		raw_mode = 1;
 		tcsetattr(STDIN_FILENO, TCSANOW, &rawt);
 		struct sigaction sa = {.sa_handler = on_winch};
 		sigemptyset(&sa.sa_mask);
@@ -193,8 +216,7 @@ int cli_sandbox_shell(struct cli *c, int argc, char **argv)
 		int r = input_loop(c, exec_base, raw, &err);
 		if (r < 0) {
 			/* The exec goes on; the output thread is still in its request: end here. */
-			if (raw)
-				tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+			terminal_restore();
 			fflush(stdout);
 			cli_fail(&err);
 			_exit(1);
@@ -207,7 +229,7 @@ int cli_sandbox_shell(struct cli *c, int argc, char **argv)
 	}
 	if (raw) {
 		signal(SIGWINCH, SIG_DFL);
-		tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+		terminal_restore();
 	}
 	cli_release(&t.c);
 	free(t.base);

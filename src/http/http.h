@@ -12,6 +12,7 @@
  * replies (the reply is then dropped): a handler never sees a freed request. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -181,12 +182,18 @@ int http_hijack(struct http_request *req, int status, uv_tcp_t **ret_tcp, char *
  * moving either way for idle_timeout_ms ends it at once. on_end runs once when the relay ends by
  * itself, never after http_relay_close; either way the relay frees itself once its handles are
  * closed. */
-#define HTTP_RELAY_READ_BYTES (64 * 1024) /* one read */
-#define HTTP_RELAY_LINGER_MS  2000        /* a's draining after the end */
+#define HTTP_RELAY_READ_BYTES     (64 * 1024) /* one read */
+#define HTTP_RELAY_LINGER_MS      2000        /* a's draining after the end */
+#define HTTP_RELAY_MAX_HEAD_BYTES (16 * 1024) /* one_request: b's head must end within */
 struct http_relay;
 struct http_relay_config {
 	size_t max_buffer_bytes;  /* per direction; 0: HTTP_DEFAULT_MAX_WRITE_BUFFER */
 	unsigned idle_timeout_ms; /* 0: none */
+	/* One request and its response: what a sends is dropped (its request went with to_b; a
+	 * keep-alive client's next request must never reach b), and "Connection: close" is put
+	 * after the status line of b's response unless it says so, so that the client ends the
+	 * connection. */
+	bool one_request;
 	void (*on_end)(void *ud);
 	void *ud;
 };

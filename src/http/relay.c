@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
+#include <strings.h>
 
 #include "http.h"
 
@@ -37,6 +38,10 @@ struct http_relay {
 	int open_handles;
 	bool lingering; /* b is done and a shut down: a's input is dropped until its EOF */
 	bool closing;
+	/* one_request: b's status line so far, until its end is seen (NULL: passed already) */
+	char *status_line;
+	size_t status_len;
+	bool status_done;
 };
 
 struct relay_write {
@@ -68,6 +73,7 @@ static void on_closed(uv_handle_t *h)
 		r->spare = wr->next;
 		free(wr);
 	}
+	free(r->status_line);
 	free(r);
 }
 
@@ -215,6 +221,52 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	*buf = wr ? uv_buf_init(wr->data, HTTP_RELAY_READ_BYTES) : uv_buf_init(NULL, 0);
 }
 
+/* Whether the head (len bytes) has a Connection header that holds "close". */
+static bool head_says_close(const char *head, size_t len)
+{
+	static const char NAME[] = "\r\nconnection:";
+	for (size_t i = 0; i + sizeof(NAME) - 1 <= len; i++) {
+		if (strncasecmp(head + i, NAME, sizeof(NAME) - 1))
+			continue;
+		const char *v = head + i + sizeof(NAME) - 1;
+		const char *end = memmem(v, len - (size_t)(v - head), "\r\n", 2);
+		for (const char *p = v; end && p + 5 <= end; p++)
+			if (!strncasecmp(p, "close", 5))
+				return true;
+	}
+	return false;
+}
+
+/* one_request: b's bytes until its head has ended are held; then they go to a, with
+ * "Connection: close" after the status line unless the head says so already. A head longer
+ * than the limit ends the relay. */
+static int status_line_add(struct http_relay *r, const char *data, size_t n)
+{
+	static const char CLOSE[] = "Connection: close\r\n";
+	char *p = realloc(r->status_line, r->status_len + n + sizeof(CLOSE));
+	if (!p)
+		return -ENOMEM;
+	r->status_line = p;
+	memcpy(p + r->status_len, data, n);
+	size_t old = r->status_len;
+	r->status_len += n;
+	size_t from = old > 3 ? old - 3 : 0;
+	const char *end = memmem(p + from, r->status_len - from, "\r\n\r\n", 4);
+	if (!end)
+		return r->status_len > HTTP_RELAY_MAX_HEAD_BYTES ? -EPROTO : 0;
+	const char *nl = memmem(p, r->status_len, "\r\n", 2);
+	size_t at = (size_t)(nl - p) + 2, len = r->status_len;
+	if (!head_says_close(p, (size_t)(end - p) + 2)) {
+		memmove(p + at + sizeof(CLOSE) - 1, p + at, r->status_len - at);
+		memcpy(p + at, CLOSE, sizeof(CLOSE) - 1);
+		len += sizeof(CLOSE) - 1;
+	}
+	r->status_done = true;
+	r->status_line = NULL;
+	r->status_len = 0;
+	return side_write_owned(&r->side[SIDE_A], p, len);
+}
+
 static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf)
 {
 	struct relay_side *s = stream->data;
@@ -229,6 +281,14 @@ static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf)
 	if (n < 0) {
 		spare_put(r, wr);
 		s->eof = true;
+		if (r->status_line && !r->status_done) { /* b ended within its first line */
+			r->status_done = true;
+			if (side_write_owned(&r->side[SIDE_A], TAKE_PTR(r->status_line),
+			                     r->status_len) < 0) {
+				relay_end(r, true);
+				return;
+			}
+		}
 		relay_read_update(s);
 		if (n == UV_ENOBUFS || (n != UV_EOF && s == &r->side[SIDE_A]) ||
 		    (r->lingering && s == &r->side[SIDE_A])) {
@@ -239,8 +299,17 @@ static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf)
 		return;
 	}
 	r->last_ms = uv_now(r->loop);
-	if (r->lingering) { /* b is done: what a says now goes nowhere */
+	if (r->lingering || (r->cfg.one_request && s == &r->side[SIDE_A])) {
+		spare_put(r, wr); /* b is done, or a's one request went already: goes nowhere */
+		return;
+	}
+	if (r->cfg.one_request && !r->status_done) {
+		int e = status_line_add(r, wr->data, (size_t)n);
 		spare_put(r, wr);
+		if (e < 0)
+			relay_end(r, true);
+		else
+			relay_read_update(s);
 		return;
 	}
 	if (side_write(other(s), wr, wr->data, (size_t)n) < 0) {

@@ -39,6 +39,15 @@ static struct sandbox_rec *exec_running(struct api_call *call, struct exec_rec *
 	return api_sandbox_running(call, "its execs run only while it runs");
 }
 
+/* A stdin write answered (or failed): its bytes no longer count as on their way. */
+static void stdin_done(struct api_call *call, json_t *result, const struct file_bytes *bytes,
+                       int status, const char *code, const char *msg)
+{
+	call->srv->stdin_bytes -= call->stdin_bytes;
+	call->stdin_bytes = 0;
+	file_done_json(call, result, bytes, status, code, msg);
+}
+
 /* POST …/stdin[?eof=true] with the raw bytes as the body: they are appended to the exec's stdin
  * (a terminal's input); the reply comes once they are in (a full pipe waits for the exec to
  * read). eof closes stdin after them. One write at a time per exec: 409 while one waits. */
@@ -58,14 +67,25 @@ void api_exec_stdin(struct http_request *req)
 	struct sandbox_rec *sb = exec_running(call, ex);
 	if (!sb)
 		return;
+	struct server *srv = call->srv;
+	if (req->body_len > SERVER_MAX_STDIN_INFLIGHT_BYTES - srv->stdin_bytes) {
+		api_reply_error(
+		    call, 429, "resource_exhausted",
+		    "%zu bytes of stdin are on their way to executions already; try again "
+		    "shortly",
+		    srv->stdin_bytes);
+		return;
+	}
 	json_t *b64 = api_body_base64(call);
 	if (!b64)
 		return;
+	call->stdin_bytes = req->body_len;
+	srv->stdin_bytes += req->body_len;
 	/* file_call_send calls sandbox_touch: a stdin write is I/O for idle_timeout_s. */
 	file_call_send(
 	    call, sb, "stdin",
 	    json_pack("{s:s, s:o, s:b}", "exec", ex->row.id, "data_b64", b64, "eof", eof),
-	    file_done_json);
+	    stdin_done);
 }
 
 /* POST …/signal {"signal": "TERM" | "SIGTERM" | 15}: to the exec's process (its pidfd). */

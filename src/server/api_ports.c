@@ -25,6 +25,7 @@ struct tunnel_rec {
 	struct api_call *call;    /* the client's request, until the worker connects */
 	uv_timer_t *timer;        /* the worker's deadline */
 	struct http_relay *relay; /* then */
+	int one_request;          /* not a switched protocol: this request and its response */
 };
 
 /* Off the map and freed; the caller has dealt with its call and its relay. */
@@ -155,6 +156,14 @@ static long port_parse(const char *s)
 }
 
 /* ANY /v1/sandboxes/{id}/ports/{port}[/{rest}] */
+static int visible_ascii(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
+			return 0;
+	return 1;
+}
+
 void api_ports_proxy(struct http_request *req)
 {
 	struct api_call *call = req->data;
@@ -174,6 +183,15 @@ void api_ports_proxy(struct http_request *req)
 	}
 	if (!api_sandbox_running(call, "its ports are served only while it runs"))
 		return;
+	/* The path and query go into the sandbox's request line as they came: only what a
+	 * request line may hold (llhttp lets tabs and bytes over 0x7f through). */
+	if (!visible_ascii(req->nparams > 2 ? req->params[2] : "") || !visible_ascii(req->query)) {
+		api_reply_error(
+		    call, 400, "invalid_argument",
+		    "the path and query may hold only visible ASCII (percent-encode the "
+		    "rest)");
+		return;
+	}
 	if (srv->tunnels.len >= SERVER_MAX_TUNNELS) {
 		api_reply_error(call, 503, "unavailable",
 		                "too many open tunnels (%d); try again shortly",
@@ -253,14 +271,45 @@ static int header_dropped(const char *name, const char *connection)
 	                                   "Content-Length",
 	                                   "Authorization",
 	                                   "Expect",
-	                                   "X-Forwarded-For",
-	                                   "X-Forwarded-Proto",
-	                                   "X-Forwarded-Prefix"};
+	                                   "Forwarded",
+	                                   "X-Real-IP"};
 	for (size_t i = 0; i < ARRAY_SIZE(DROP); i++)
 		if (!strcasecmp(name, DROP[i]))
 			return 1;
+	/* What says where the request came from is ours to say, whatever its name. */
+	if (!strncasecmp(name, "X-Forwarded-", 12))
+		return 1;
 	/* Headers that Connection names are hop-by-hop too. */
 	return has_token(connection, name);
+}
+
+/* Every Connection header's value, joined by commas (a request may send several). */
+static char *connection_tokens(const struct http_request *req)
+{
+	size_t len = 0;
+	for (size_t i = 0; i < req->nheaders; i++)
+		if (!strcasecmp(req->headers[i].name, "Connection"))
+			len += strlen(req->headers[i].value) + 1;
+	char *all = malloc(len + 1), *p = all;
+	if (!all)
+		return NULL;
+	for (size_t i = 0; i < req->nheaders; i++) {
+		if (strcasecmp(req->headers[i].name, "Connection"))
+			continue;
+		size_t n = strlen(req->headers[i].value);
+		memcpy(p, req->headers[i].value, n);
+		p += n;
+		*p++ = ',';
+	}
+	*p = '\0';
+	return all;
+}
+
+/* Whether the client asks to switch protocols (a WebSocket): then the tunnel relays both ways
+ * for as long as it lasts; else it carries this one request and its response. */
+static int request_upgrades(const struct http_request *req, const char *connection)
+{
+	return http_header_get(req, "Upgrade") && has_token(connection, "upgrade");
 }
 
 /* The client's request as the sandbox gets it, with its body, behind the 101 that tells the
@@ -273,9 +322,13 @@ static char *tunnel_request(const struct tunnel_rec *t, const struct http_reques
 	FILE *f = open_memstream(&head, &head_len);
 	if (!f)
 		return NULL;
-	const char *connection = http_header_get(req, "Connection");
+	_cleanup_free_ char *connection = connection_tokens(req);
 	const char *upgrade = http_header_get(req, "Upgrade");
-	int upgrading = upgrade && has_token(connection, "upgrade");
+	if (!connection) {
+		fclose(f);
+		return NULL;
+	}
+	int upgrading = request_upgrades(req, connection);
 	const char *rest = req->nparams > 2 ? req->params[2] : "";
 	fputs("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
 	      "Upgrade: " LINK_TUNNEL_PROTOCOL "\r\n\r\n",
@@ -334,6 +387,8 @@ void link_tunnel(struct http_request *req)
 	 * once its connection is ours (at most a read buffer's worth). */
 	size_t to_b_len = 0;
 	char *to_b = tunnel_request(t, creq, HTTP_MAX_PENDING_BYTES, &to_b_len);
+	_cleanup_free_ char *connection = connection_tokens(creq);
+	t->one_request = !connection || !request_upgrades(creq, connection);
 	uv_tcp_t *wtcp, *ctcp;
 	char *wpending, *cpending;
 	size_t wpending_len, cpending_len;
@@ -364,12 +419,17 @@ void link_tunnel(struct http_request *req)
 		return;
 	}
 	api_call_free(call);
-	if (cpending_len)
+	/* What the client sent after its request goes on only on a switched protocol; otherwise
+	 * a keep-alive client's next request (its token with it) must never reach the sandbox. */
+	if (!t->one_request && cpending_len)
 		memcpy(to_b + to_b_len, cpending, cpending_len);
+	else
+		cpending_len = 0;
 	free(cpending);
 	struct http_relay_config rc = {
 	    .max_buffer_bytes = SERVER_TUNNEL_BUFFER_BYTES,
 	    .idle_timeout_ms = SERVER_TUNNEL_IDLE_MS,
+	    .one_request = t->one_request,
 	    .on_end = tunnel_relay_ended,
 	    .ud = t,
 	};

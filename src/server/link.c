@@ -427,12 +427,15 @@ static void reconcile(struct server *srv, struct worker_rec *w, json_t *list)
 		/* The worker keeps an ended sandbox's exec records until it removes it. */
 		execs_check(srv, w, sb, r && !(sandbox_ended(sb) && sb->removed));
 		if (sandbox_ended(sb)) {
-			/* Ended here (deleted, lost, failed) but running there: end it there too.
-			 */
+			/* Ended here (deleted, lost, failed, timed out) but running there: end it
+			 * there too; a timed-out one keeps its output until DELETE, as at its
+			 * deadline. */
 			if (r && !strcmp(str(r, "state"), "running"))
 				link_command(
 				    srv, w, "terminate",
-				    json_pack("{s:s, s:i}", "sandbox", sb->row.id, "grace_ms", 0));
+				    json_pack("{s:s, s:i, s:b}", "sandbox", sb->row.id, "grace_ms",
+				              0, "remove",
+				              sb->removed || strcmp(sb->row.state, "timeout")));
 			else if (r && sb->removed)
 				link_command(srv, w, "remove",
 				             json_pack("{s:s}", "sandbox", sb->row.id));

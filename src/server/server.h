@@ -46,8 +46,11 @@
 #define EXEC_PTY_MAX_SIZE             1000          /* rows and columns of a terminal */
 #define OUTPUT_FOLLOW_WAIT_MS         5000 /* a follower's read waits this long on the worker */
 #define OUTPUT_FOLLOW_RETRY_MS        50   /* after a read that brought nothing */
-#define OUTPUT_EXIT_WAIT_MS           5000 /* output ended: its exit code comes within */
-#define LINK_OUTPUT_MAX_META_BYTES    (64 * 1024) /* the JSON line before an output's bytes */
+/* stdin bytes on their way to executions, all workers together: more waits for room (429). A
+ * write waits in the spawner until the process reads it (SP_STDIN_WRITE_TIMEOUT_MS). */
+#define SERVER_MAX_STDIN_INFLIGHT_BYTES (64 * 1024 * 1024)
+#define OUTPUT_EXIT_WAIT_MS             5000        /* output ended: its exit code comes within */
+#define LINK_OUTPUT_MAX_META_BYTES      (64 * 1024) /* the JSON line before an output's bytes */
 /* At a sandbox's deadline (timeout_s, idle_timeout_s) the server has its worker end it like the
  * spawner's own timeout does (SIGKILL at once); with no end reported this much later (a slow
  * or stopped worker), it records the timeout itself. */
@@ -180,6 +183,7 @@ struct server {
 	struct map idem_inflight; /* "ws/key" → strdup'ed key (a create with this key is running) */
 	struct map file_calls;    /* fr-id → file_call waiting for the worker */
 	struct map tunnels;       /* tn-id → tunnel_rec, waiting for the worker or relaying */
+	size_t stdin_bytes;       /* stdin writes sent to workers and not answered yet */
 	uv_timer_t tick;          /* worker liveness, expired idempotency keys */
 	struct prioq timeouts;    /* running sandboxes with a deadline, by when to look at them */
 	uv_timer_t timeouts_timer; /* at the first of them */
@@ -211,6 +215,7 @@ struct api_call {
 
 	struct waiter *waiter; /* while it waits */
 	void *stream;          /* a streamed reply's state (api_output.c) */
+	size_t stdin_bytes;    /* what it counts in srv->stdin_bytes while it waits */
 	char idem_key[STORE_IDEM_KEY_BYTES];
 	char idem_hash[65];
 	char inflight_key[ID_MAX_BYTES + STORE_IDEM_KEY_BYTES + 2];

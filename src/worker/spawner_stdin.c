@@ -137,7 +137,9 @@ static void holder_reap(struct sp_stdin *in, int wait)
 	if (in->holder_pidfd < 0)
 		return;
 	if (in->holder_child) {
-		while (waitpid(in->holder, NULL, wait ? 0 : WNOHANG) < 0 && errno == EINTR)
+		/* Killed just before (holder_kill): SIGKILL ends it at once, so this wait is short,
+		 * and without it a holder that had not quite gone yet stays a zombie for good. */
+		while (waitpid(in->holder, NULL, 0) < 0 && errno == EINTR)
 			;
 	} else if (wait) {
 		struct pollfd p = {.fd = in->holder_pidfd, .events = POLLIN};

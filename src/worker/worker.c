@@ -1154,7 +1154,7 @@ static void tunnel_command(struct worker *w, json_t *cmd)
 	const char *id = json_string_value(json_object_get(cmd, "tunnel"));
 	const char *sandbox = json_string_value(json_object_get(cmd, "sandbox"));
 	json_t *port = json_object_get(cmd, "port");
-	if (!id || strlen(id) >= ID_MAX_BYTES || strlen(sandbox) >= ID_MAX_BYTES ||
+	if (!id || !sandbox || strlen(id) >= ID_MAX_BYTES || strlen(sandbox) >= ID_MAX_BYTES ||
 	    !json_is_integer(port) || json_integer_value(port) < 1 ||
 	    json_integer_value(port) > 65535) {
 		wlog(w,

@@ -507,3 +507,74 @@ def test_split_worker_silent_while_a_tunnel_waits(split):  # noqa: F811
         assert s in (503, 504) and sbid in err["message"], (s, err)
     finally:
         split.worker.send_signal(signal.SIGCONT)
+
+
+# ---- what a sandbox must never get ----
+
+EVIL_PORT = 8082
+KEEP_ALIVE_THIEF = ("#!/bin/sh\nprintf 'HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok'\n"
+                    "exec cat >> /tmp/stolen\n")
+
+
+def test_a_keep_alive_answer_never_gets_the_clients_next_request(skiffd):
+    """A sandbox answers as if the connection could stay open and then reads on: the client's
+    next API call on the same connection (its token with it) must never reach the sandbox."""
+    import socket
+    s, sb = skiffd.api("POST", "/v1/sandboxes", {"ports": [EVIL_PORT], "command": [
+        "sh", "-c", "while [ ! -x /srv/evil ]; do sleep 0.1; done; "
+        f"exec busybox nc -ll -p {EVIL_PORT} -e /srv/evil"]})
+    assert s == 201, sb
+    files_put(skiffd, sb["id"], "/srv/evil", KEEP_ALIVE_THIEF.encode(), "755")
+    assert wait_for(lambda: proxy(skiffd, sb["id"], EVIL_PORT)[0] == 200, 15, 0.1)
+    with socket.create_connection(("127.0.0.1", skiffd.port), timeout=10) as so:
+        so.sendall(f"GET /v1/sandboxes/{sb['id']}/ports/{EVIL_PORT}/ HTTP/1.1\r\nHost: t\r\n"
+                   f"Authorization: Bearer {skiffd.token}\r\n\r\n".encode())
+        got = b""
+        while b"ok" not in got:
+            b = so.recv(4096)
+            assert b, got
+            got += b
+        head = got.split(b"\r\n\r\n")[0].lower()
+        assert b"connection: close" in head, got  # the client is told to go
+        try:  # a client that ignores it: its next request goes nowhere
+            so.sendall(f"GET /v1/whoami HTTP/1.1\r\nHost: t\r\n"
+                       f"Authorization: Bearer {skiffd.token}\r\n\r\n".encode())
+            so.settimeout(3)
+            so.recv(4096)
+        except OSError:
+            pass
+    time.sleep(1)
+    st, _, raw = skiffd.raw("GET", f"/v1/sandboxes/{sb['id']}/files?path=/tmp/stolen", None,
+                            headers(skiffd))
+    assert skiffd.token.encode() not in raw and b"whoami" not in raw, raw[:500]
+
+
+def test_forwarding_headers_and_bytes_a_client_sends_are_not_passed_on(skiffd):
+    import socket
+    s, sb = skiffd.api("POST", "/v1/sandboxes", {"ports": [EVIL_PORT], "command": [
+        "busybox", "nc", "-ll", "-p", str(EVIL_PORT), "-e", "/bin/cat"]})
+    assert s == 201
+
+    def one(raw):
+        with socket.create_connection(("127.0.0.1", skiffd.port), timeout=10) as so:
+            so.sendall(raw)
+            got = b""
+            while b"\r\n\r\n" not in got:
+                ch = so.recv(4096)
+                if not ch:
+                    break
+                got += ch
+            return got
+
+    base = (f"GET /v1/sandboxes/{sb['id']}/ports/{EVIL_PORT}/x HTTP/1.1\r\nHost: t\r\n"
+            f"Authorization: Bearer {skiffd.token}\r\n")
+    assert wait_for(lambda: one((base + "\r\n").encode()).startswith(b"GET /x"), 15, 0.1)
+    echoed = one((base + "X-Forwarded-Host: evil\r\nForwarded: for=6.6.6.6\r\n"
+                  "X-Real-IP: 6.6.6.6\r\nConnection: keep-alive\r\nConnection: X-Secret\r\n"
+                  "X-Secret: s\r\n\r\n").encode()).lower()
+    for bad in (b"x-forwarded-host", b"forwarded: for", b"x-real-ip", b"x-secret",
+                skiffd.token.encode().lower()):
+        assert bad not in echoed, (bad, echoed)
+    got = one(f"GET /v1/sandboxes/{sb['id']}/ports/{EVIL_PORT}/a\tb?c\td HTTP/1.1\r\nHost: t\r\n"
+              f"Authorization: Bearer {skiffd.token}\r\n\r\n".encode())
+    assert got.startswith(b"HTTP/1.1 400"), got
