@@ -132,18 +132,24 @@ def free_port():
     return port
 
 
+def proc_stat(pid):
+    """The fields of /proc/PID/stat after the command's name, as numbers from the state on
+    (the state itself 0); None once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            st = f.read()
+        return [0] + [int(x) for x in st[st.rindex(")") + 2:].split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
 def children(pid):
     out = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                st = f.read()
-            ppid = int(st[st.rindex(")") + 2:].split()[1])
-        except (OSError, ValueError):
-            continue
-        if ppid == pid:
+        fields = proc_stat(d)
+        if fields and fields[1] == pid:  # ppid
             out.append(int(d))
     return out
 
@@ -485,17 +491,14 @@ def cpu_ticks():
 
 
 def proc_cpu_s(pids):
-    tck = os.sysconf("SC_CLK_TCK")
-    tot = 0
-    for p in pids:
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                st = f.read()
-            fields = st[st.rindex(")") + 2:].split()
-            tot += int(fields[11]) + int(fields[12])  # utime stime
-        except (OSError, ValueError, IndexError):
-            pass
-    return tot / tck
+    """CPU seconds (user + system) of the processes alive, without their reaped children."""
+    fields = [f for f in map(proc_stat, pids) if f]
+    return sum(f[11] + f[12] for f in fields) / os.sysconf("SC_CLK_TCK")  # utime stime
+
+
+def proc_minflt(pids):
+    """Minor page faults of the processes alive, without their reaped children."""
+    return sum(f[7] for f in map(proc_stat, pids) if f)
 
 
 def memory(sk, m, parallel_delete):

@@ -22,8 +22,9 @@ with perf_counter_ns (CLOCK_MONOTONIC) on the client's side:
      outruns the reader and each stream keeps only its last 16 MiB: received vs written (the
      exec's X-Skiff-Size) and, for ndjson, the bytes skipped by offsets that jump. Every byte
      received is checked against the pattern at its offset (raw: across the jumps it can't see).
-     Also the CPU (user + system) that skiffd (server and worker, one process in dev) and its
-     spawner spent per MiB received, which a loaded machine changes less than MB/s.
+     Also the CPU (user + system) and the minor page faults of skiffd (server and worker, one
+     process in dev) and its spawner per MiB received, which a loaded machine changes less than
+     MB/s, and the client's own CPU per MiB (this Python process: reading, decoding, checking).
   4. kept output, all of it there: an exec's finished 15 MiB output read from offset 0 with
      follow=true raw and ndjson, and in plain 1 MiB raw reads (one request each).
   5. anchors, in the same run, interleaved with 3: the same S MiB of the pattern from a host file
@@ -55,7 +56,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from api_cycle import (Api, cleanup, log, ms, pct, preflight, proc_cpu_s,  # noqa: E402
-                       run_end, run_start, skiffd_args)
+                       proc_minflt, run_end, run_start, skiffd_args)
 
 MIB = 1024 * 1024
 PATTERN = b"0123456789abcdef\n"
@@ -82,9 +83,17 @@ def pattern_ok(offset, data):
     return True
 
 
-def server_cpu_s(sk):
-    """CPU seconds (user + system) of skiffd (server and worker) and its spawner so far."""
-    return proc_cpu_s([sk.proc.pid, sk.spawner_pid()])
+def server_usage(sk):
+    """CPU seconds (user + system) and minor page faults of skiffd (server and worker) and its
+    spawner so far."""
+    pids = [sk.proc.pid, sk.spawner_pid()]
+    return proc_cpu_s(pids), proc_minflt(pids)
+
+
+def per_mib(u0, u1, nbytes):
+    """CPU ms and page faults per MiB between two server_usage()s."""
+    mib = max(nbytes, 1) / MIB
+    return (u1[0] - u0[0]) * 1000 / mib, (u1[1] - u0[1]) / mib
 
 
 def mb_s(nbytes, ns):
@@ -343,7 +352,7 @@ def follow_raw(api, sid, ex, t_sent):
         else:
             pos += len(c)
         n += len(c)
-        tail = (tail + c)[-4096:]
+        tail = c[-4096:] if len(c) >= 4096 else (tail + c)[-4096:]
     s.done()
     return {"received": n, "start": start, "jumps": jumps, "bad": bad, "tail": tail,
             "first": t_first, "last": t_last, "sent": t_sent}
@@ -360,7 +369,7 @@ def follow_ndjson(api, sid, ex, t_sent):
         st["last"] = t
         st["received"] += len(data)
         st["bad"] += not pattern_ok(offset, data)
-        st["tail"] = (st["tail"] + data)[-4096:]
+        st["tail"] = data[-4096:] if len(data) >= 4096 else (st["tail"] + data)[-4096:]
 
     rd = NdjsonReader(api, sid, ex)
     rd.run(on_data)
@@ -373,13 +382,13 @@ def follow_ndjson(api, sid, ex, t_sent):
 def flood(sk, api, sid, mib, how):
     """One exec writing mib MiB, read by how ("raw" or "ndjson") from the moment it runs."""
     cpu0 = time.process_time()
-    srv0 = server_cpu_s(sk)
+    srv0 = server_usage(sk)
     t0 = time.perf_counter_ns()
     ex = post_exec(api, sid, writer_cmd(mib))["id"]
     t_sent = time.perf_counter_ns()
     st = (follow_raw if how == "raw" else follow_ndjson)(api, sid, ex, t_sent)
     st["client_cpu_s"] = time.process_time() - cpu0
-    st["server_ms_mib"] = (server_cpu_s(sk) - srv0) * 1000 / (st["received"] / MIB)
+    st["server_ms_mib"], st["faults_mib"] = per_mib(srv0, server_usage(sk), st["received"])
     st["post"] = t0
     doc = exec_ended(api, sid, ex)
     if doc.get("exit_code") != 0:
@@ -427,13 +436,13 @@ def kept(sk, api, sid, runs):
     size = KEPT_MIB * MIB
     res = {"raw": [], "ndjson": [], "plain": [], "plain_read_ms": []}
     for i in range(runs + 1):  # the first round warms up
-        c0 = server_cpu_s(sk)
+        c0 = server_usage(sk)
         t0 = time.perf_counter_ns()
         raw = follow_raw(api, sid, ex, t0)
-        c1 = server_cpu_s(sk)
+        c1 = server_usage(sk)
         t1 = time.perf_counter_ns()
         nd = follow_ndjson(api, sid, ex, t1)
-        c2 = server_cpu_s(sk)
+        c2 = server_usage(sk)
         t2 = time.perf_counter_ns()
         off, reads = 0, []
         while True:
@@ -446,7 +455,7 @@ def kept(sk, api, sid, runs):
             if eof:
                 break
         t3 = time.perf_counter_ns()
-        c3 = server_cpu_s(sk)
+        c3 = server_usage(sk)
         for name, st in (("raw", raw), ("ndjson", nd)):
             if st["received"] != size or st["bad"] or st.get("jumps") or st.get("skipped"):
                 raise RuntimeError(f"{ex}: kept {name}: {st['received']} of {size} bytes, "
@@ -457,18 +466,18 @@ def kept(sk, api, sid, runs):
             continue
         res["raw"].append({"mb_s": mb_s(size, raw["last"] - raw["first"]),
                            "whole_mb_s": mb_s(size, raw["last"] - t0),
-                           "first_ms": ms(raw["first"] - t0), "cpu": (c1 - c0) * 1000 / KEPT_MIB})
+                           "first_ms": ms(raw["first"] - t0), "use": per_mib(c0, c1, size)})
         res["ndjson"].append({"mb_s": mb_s(size, nd["last"] - nd["first"]),
                               "whole_mb_s": mb_s(size, nd["last"] - t1),
-                              "first_ms": ms(nd["first"] - t1), "cpu": (c2 - c1) * 1000 / KEPT_MIB})
+                              "first_ms": ms(nd["first"] - t1), "use": per_mib(c1, c2, size)})
         res["plain"].append({"whole_mb_s": mb_s(size, t3 - t2), "reads": len(reads),
-                             "cpu": (c3 - c2) * 1000 / KEPT_MIB})
+                             "use": per_mib(c2, c3, size)})
         res["plain_read_ms"] += reads
     return res
 
 
-def med(rows, key):
-    return statistics.median(r[key] for r in rows)
+def med(rows, key, i=None):
+    return statistics.median(r[key] if i is None else r[key][i] for r in rows)
 
 
 def main():
@@ -561,37 +570,38 @@ def main():
     log(f"\n### Throughput, an exec writing {args.size_mib} MiB, the reader from its start "
         "(MB/s = 10^6 bytes/s, first byte → last)\n")
     log("| run | how | MB/s | received MiB | written MiB | dropped MiB | jumps seen | first byte ms "
-        "| writer ms | server CPU ms/MiB | client CPU s |")
-    log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        "| writer ms | server CPU ms/MiB | server faults/MiB | client CPU ms/MiB |")
+    log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for i in range(args.tp_runs):
         for name in ("raw", "ndjson"):
             r = tp[name][i]
             jumps = r["jumps"] if name == "raw" else f"{r['skipped'] / MIB:.1f} MiB skipped"
             log(f"| {i + 1} | follow {name} | **{r['mb_s']:.1f}** | {r['received'] / MIB:.1f} | "
                 f"{r['written'] / MIB:.0f} | {(r['written'] - r['received']) / MIB:.1f} | {jumps} | "
-                f"{r['first_ms']:.1f} | {r['writer_ms']:.0f} | {r['server_ms_mib']:.0f} | "
-                f"{r['client_cpu_s']:.2f} |")
+                f"{r['first_ms']:.1f} | {r['writer_ms']:.0f} | {r['server_ms_mib']:.1f} | "
+                f"{r['faults_mib']:.0f} | {r['client_cpu_s'] * 1000 * MIB / r['received']:.1f} |")
         for name, label in (("cat", "anchor: host `cat` of a file → pipe"),
                             ("box", "anchor: `skiff-box -- <writer>` → pipe")):
             r = tp[name][i]
             log(f"| {i + 1} | {label} | {r['mb_s']:.1f} | {r['received'] / MIB:.1f} | "
-                f"{args.size_mib} | 0 | | {r['first_ms']:.1f} | {r['whole_ms']:.0f} (whole) | | |")
+                f"{args.size_mib} | 0 | | {r['first_ms']:.1f} | {r['whole_ms']:.0f} (whole) | | | |")
     if any(r["resumes"] for r in tp["ndjson"]) or fb["resumes"] or w["resumes"]:
         log(f"ndjson streams resumed (ended without exit_code): first byte {fb['resumes']}, "
             f"wake-up {w['resumes']}, throughput {sum(r['resumes'] for r in tp['ndjson'])}")
     k = res["kept"]
     log(f"\n### Kept output: a finished {KEPT_MIB} MiB read from offset 0, {args.kept_runs} reads "
         "each (medians)\n")
-    log("| how | MB/s first byte → last | MB/s whole request | first byte ms | server CPU ms/MiB |")
-    log("| --- | --- | --- | --- | --- |")
-    log(f"| follow raw | **{med(k['raw'], 'mb_s'):.1f}** | {med(k['raw'], 'whole_mb_s'):.1f} | "
-        f"{med(k['raw'], 'first_ms'):.1f} | {med(k['raw'], 'cpu'):.0f} |")
-    log(f"| follow ndjson | **{med(k['ndjson'], 'mb_s'):.1f}** | "
-        f"{med(k['ndjson'], 'whole_mb_s'):.1f} | {med(k['ndjson'], 'first_ms'):.1f} | "
-        f"{med(k['ndjson'], 'cpu'):.0f} |")
+    log("| how | MB/s first byte → last | MB/s whole request | first byte ms | server CPU ms/MiB "
+        "| server faults/MiB |")
+    log("| --- | --- | --- | --- | --- | --- |")
+    for name, label in (("raw", "follow raw"), ("ndjson", "follow ndjson")):
+        log(f"| {label} | **{med(k[name], 'mb_s'):.1f}** | {med(k[name], 'whole_mb_s'):.1f} | "
+            f"{med(k[name], 'first_ms'):.1f} | {med(k[name], 'use', 0):.1f} | "
+            f"{med(k[name], 'use', 1):.0f} |")
     pr = k["plain_read_ms"]
     log(f"| plain raw reads, one request per 1 MiB ({k['plain'][0]['reads']} requests) | | "
-        f"{med(k['plain'], 'whole_mb_s'):.1f} | | {med(k['plain'], 'cpu'):.0f} |")
+        f"{med(k['plain'], 'whole_mb_s'):.1f} | | {med(k['plain'], 'use', 0):.1f} | "
+        f"{med(k['plain'], 'use', 1):.0f} |")
     log(f"\none plain 1 MiB raw read: p50 {pct(pr, 50):.2f} ms, p90 {pct(pr, 90):.2f} ms, "
         f"p99 {pct(pr, 99):.2f} ms")
     summary = {
@@ -605,8 +615,8 @@ def main():
         "ndjson_received_mib": statistics.median(r["received"] for r in tp["ndjson"]) / MIB,
         "written_mib": size / MIB,
         "kept_raw_mb_s": med(k["raw"], "mb_s"), "kept_ndjson_mb_s": med(k["ndjson"], "mb_s"),
-        "kept_raw_cpu_ms_mib": med(k["raw"], "cpu"),
-        "kept_ndjson_cpu_ms_mib": med(k["ndjson"], "cpu"),
+        "kept_raw_cpu_ms_mib": med(k["raw"], "use", 0),
+        "kept_ndjson_cpu_ms_mib": med(k["ndjson"], "use", 0),
         "plain_read_p50_ms": pct(pr, 50),
         "cat_mb_s": statistics.median(r["mb_s"] for r in tp["cat"]),
         "box_mb_s": statistics.median(r["mb_s"] for r in tp["box"]),
