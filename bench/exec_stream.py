@@ -118,18 +118,21 @@ class Stream:
         return self.r.read1(MIB)
 
     def line(self):
-        """The next line, without its newline; None at the end (a last partial line is an error)."""
+        """The next line, without its newline; None at the end (a last partial line is an error).
+        A line's pieces are joined once (an event's line can be more than a MiB)."""
+        parts = []
         while True:
             i = self.buf.find(b"\n")
             if i >= 0:
-                ln, self.buf = self.buf[:i], self.buf[i + 1:]
-                return ln
-            c = self.chunk()
-            if not c:
-                if self.buf:
-                    raise RuntimeError(f"stream ended inside a line: {self.buf[:100]!r}")
+                parts.append(self.buf[:i])
+                self.buf = self.buf[i + 1:]
+                return b"".join(parts)
+            parts.append(self.buf)
+            self.buf = self.chunk()
+            if not self.buf:
+                if any(parts):
+                    raise RuntimeError(f"stream ended inside a line: {parts[0][:100]!r}")
                 return None
-            self.buf += c
 
     def done(self):
         self.r.read()
