@@ -20,8 +20,10 @@ with perf_counter_ns (CLOCK_MONOTONIC) on the client's side:
      iflag=fullblock`), read with follow=true raw (stream=stdout) and ndjson, the GET sent right
      after the POST. MB/s = bytes received / (last byte - first byte), 10^6 bytes. The writer
      outruns the reader and each stream keeps only its last 16 MiB: received vs written (the
-     exec's X-Skiff-Size) and, for ndjson, the bytes skipped by offsets that jump. Every byte
-     received is checked against the pattern at its offset (raw: across the jumps it can't see).
+     exec's X-Skiff-Size) and, for ndjson, the bytes skipped by offsets that jump; a raw follow
+     cut short where bytes were dropped is resumed from its offset (the jump shown by the next
+     X-Skiff-Offset), and one that skips them silently is caught by its content: every byte
+     received is checked against the pattern at its offset.
      Also the CPU (user + system) and the minor page faults of skiffd (server and worker, one
      process in dev) and its spawner per MiB received, which a loaded machine changes less than
      MB/s, and the client's own CPU per MiB (this Python process: reading, decoding, checking).
@@ -45,6 +47,7 @@ import binascii
 import calendar
 import ctypes
 import glob
+import http.client
 import json
 import os
 import select
@@ -101,10 +104,12 @@ def mb_s(nbytes, ns):
 
 
 class Stream:
-    """A streamed GET on api's keep-alive connection, read as it comes."""
+    """A streamed GET on api's keep-alive connection, read as it comes. A body that ends without
+    its last chunk (the server cut the stream short) ends it with cut set."""
 
     def __init__(self, api, path):
         self.api = api
+        self.cut = False
         api.conn.request("GET", path, headers={"Authorization": "Bearer " + api.token})
         self.r = api.conn.getresponse()
         if self.r.status != 200:
@@ -115,7 +120,11 @@ class Stream:
 
     def chunk(self):
         """What has come (at most 1 MiB), b"" at the end."""
-        return self.r.read1(MIB)
+        try:
+            return self.r.read1(MIB)
+        except (http.client.HTTPException, OSError):
+            self.cut = True
+            return b""
 
     def line(self):
         """The next line, without its newline; None at the end (a last partial line is an error).
@@ -130,19 +139,21 @@ class Stream:
             parts.append(self.buf)
             self.buf = self.chunk()
             if not self.buf:
-                if any(parts):
+                if any(parts) and not self.cut:
                     raise RuntimeError(f"stream ended inside a line: {parts[0][:100]!r}")
                 return None
 
     def done(self):
-        self.r.read()
-        if self.r.will_close:
+        if not self.cut:
+            self.r.read()
+        if self.cut or self.r.will_close:
             self.api.connect()
 
 
 class NdjsonReader:
     """An exec's output as ndjson with follow=true, resumed from its offsets when a stream ends
-    without its exit_code. on_data(stream, offset, data, t_ns) sees every event with data."""
+    without its exit_code (cut short or not). on_data(stream, offset, data, t_ns) sees every
+    event with data."""
 
     def __init__(self, api, sid, ex):
         self.api, self.sid, self.ex = api, sid, ex
@@ -331,34 +342,51 @@ def wake_up(api, sk, sid, runs, warmup):
 # ---- 3. throughput with the writer outrunning the reader ----
 
 def follow_raw(api, sid, ex, t_sent):
-    """Read stdout raw with follow=true; every chunk checked against the pattern assuming no jump
-    since the last one. A chunk that doesn't fit is a jump the stream does not show: the phase is
-    found again from its last newline, and what follows that newline checked."""
-    s = Stream(api, f"/v1/sandboxes/{sid}/execs/{ex}/output?stream=stdout&follow=true")
-    pos = int(s.r.getheader("X-Skiff-Offset", "0"))
-    start = pos
-    n, jumps, bad, t_first, t_last = 0, 0, 0, None, None
+    """Read stdout raw with follow=true from offset 0 to its end. Raw bytes can't show that some
+    were dropped before they were read: a stream cut short there is resumed from the bytes it
+    brought, and the next X-Skiff-Offset says where they go on (a jump shown). Every chunk is
+    checked against the pattern at its phase; one that doesn't fit is a jump the stream did not
+    show (a server that skips silently): the phase is found again from its last newline, what
+    follows it checked, and the offset is lost (such a stream can't be resumed)."""
+    pos, phase = 0, 0  # the offset reached (None once lost) and the pattern's phase there
+    n, shown, silent, bad, resumes, t_first, t_last = 0, 0, 0, 0, 0, None, None
     tail = b""
     while True:
-        c = s.chunk()
-        if not c:
+        s = Stream(api, f"/v1/sandboxes/{sid}/execs/{ex}/output?stream=stdout&follow=true"
+                        f"&offset={pos}")
+        start = int(s.r.getheader("X-Skiff-Offset", "0"))
+        if start < pos:
+            raise RuntimeError(f"{ex}: a raw read from {pos} started at {start}")
+        shown += start > pos
+        pos, phase = start, start % len(PATTERN)
+        while True:
+            c = s.chunk()
+            if not c:
+                break
+            t_last = time.perf_counter_ns()
+            if t_first is None:
+                t_first = t_last
+            if pattern_ok(phase, c):
+                phase = (phase + len(c)) % len(PATTERN)
+                pos = pos + len(c) if pos is not None else None
+            else:
+                silent += 1
+                j = c.rfind(b"\n")
+                if j < 0 or not pattern_ok(0, c[j + 1:]):
+                    bad += 1
+                phase, pos = len(c) - 1 - j, None
+            n += len(c)
+            tail = c[-4096:] if len(c) >= 4096 else (tail + c)[-4096:]
+        s.done()
+        if not s.cut:
             break
-        t_last = time.perf_counter_ns()
-        if t_first is None:
-            t_first = t_last
-        if not pattern_ok(pos, c):
-            jumps += 1
-            j = c.rfind(b"\n")
-            if j < 0 or not pattern_ok(0, c[j + 1:]):
-                bad += 1
-            pos = len(c) - 1 - j  # a phase that fits what follows the newline
-        else:
-            pos += len(c)
-        n += len(c)
-        tail = c[-4096:] if len(c) >= 4096 else (tail + c)[-4096:]
-    s.done()
-    return {"received": n, "start": start, "jumps": jumps, "bad": bad, "tail": tail,
-            "first": t_first, "last": t_last, "sent": t_sent}
+        resumes += 1
+        if pos is None or resumes > MAX_RESUMES:
+            raise RuntimeError(f"{ex}: raw stream cut short {resumes} times, offset "
+                               f"{'lost' if pos is None else pos}")
+    return {"received": n, "jumps": shown + silent, "shown": shown, "silent": silent,
+            "resumes": resumes, "bad": bad, "tail": tail, "first": t_first, "last": t_last,
+            "sent": t_sent}
 
 
 def follow_ndjson(api, sid, ex, t_sent):
@@ -578,7 +606,8 @@ def main():
     for i in range(args.tp_runs):
         for name in ("raw", "ndjson"):
             r = tp[name][i]
-            jumps = r["jumps"] if name == "raw" else f"{r['skipped'] / MIB:.1f} MiB skipped"
+            jumps = f"{r['shown']} shown, {r['silent']} silent" if name == "raw" \
+                else f"{r['skipped'] / MIB:.1f} MiB skipped"
             log(f"| {i + 1} | follow {name} | **{r['mb_s']:.1f}** | {r['received'] / MIB:.1f} | "
                 f"{r['written'] / MIB:.0f} | {(r['written'] - r['received']) / MIB:.1f} | {jumps} | "
                 f"{r['first_ms']:.1f} | {r['writer_ms']:.0f} | {r['server_ms_mib']:.1f} | "
@@ -588,9 +617,9 @@ def main():
             r = tp[name][i]
             log(f"| {i + 1} | {label} | {r['mb_s']:.1f} | {r['received'] / MIB:.1f} | "
                 f"{args.size_mib} | 0 | | {r['first_ms']:.1f} | {r['whole_ms']:.0f} (whole) | | | |")
-    if any(r["resumes"] for r in tp["ndjson"]) or fb["resumes"] or w["resumes"]:
-        log(f"ndjson streams resumed (ended without exit_code): first byte {fb['resumes']}, "
-            f"wake-up {w['resumes']}, throughput {sum(r['resumes'] for r in tp['ndjson'])}")
+    log(f"\nstreams resumed (raw: cut short; ndjson: ended without exit_code): first byte "
+        f"{fb['resumes']}, wake-up {w['resumes']}, throughput raw "
+        f"{sum(r['resumes'] for r in tp['raw'])}, ndjson {sum(r['resumes'] for r in tp['ndjson'])}")
     k = res["kept"]
     log(f"\n### Kept output: a finished {KEPT_MIB} MiB read from offset 0, {args.kept_runs} reads "
         "each (medians)\n")
