@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# What the Python benchmarks' scripts share (api_cycle.sh, exec_stream.sh): as root, build into
-# BUILD (default build/bench), then run bench/NAME.py --build BUILD with the arguments given.
+# What the Python benchmarks' scripts share (api_cycle.sh, exec_stream.sh, port_proxy.sh): as root,
+# build into BUILD (default build/bench), then run bench/NAME.py --build BUILD with the arguments
+# given.
 # Usage: bench/python_bench.sh NAME [ARGS...]
 set -euo pipefail
 name=$1
