@@ -132,18 +132,24 @@ def free_port():
     return port
 
 
+def proc_stat(pid):
+    """The fields of /proc/PID/stat after the command's name, as numbers from the state on
+    (the state itself 0); None once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            st = f.read()
+        return [0] + [int(x) for x in st[st.rindex(")") + 2:].split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
 def children(pid):
     out = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                st = f.read()
-            ppid = int(st[st.rindex(")") + 2:].split()[1])
-        except (OSError, ValueError):
-            continue
-        if ppid == pid:
+        fields = proc_stat(d)
+        if fields and fields[1] == pid:  # ppid
             out.append(int(d))
     return out
 
@@ -291,6 +297,93 @@ def live_sandboxes(api):
             return ids
 
 
+def skiffd_args(ap, pool, instance, box_instance, tmpdir_help):
+    """The options of a benchmark that runs its own skiffd dev (and skiff-box)."""
+    ap.add_argument("--pool", type=int, default=pool, help=f"skiffd dev --pool ({pool})")
+    ap.add_argument("--instance", default=instance,
+                    help=f"skiffd's runtime instance ({instance})")
+    ap.add_argument("--box-instance", default=box_instance,
+                    help=f"skiff-box's instance ({box_instance})")
+    ap.add_argument("--tmpdir", default=None, help=tmpdir_help)
+    ap.add_argument("--build", default=os.path.join(REPO, "build/bench"),
+                    help="build directory with bin/skiffd and bin/skiff-box (build/bench)")
+
+
+def preflight(name, args):
+    """Exit unless root and both runtime instances are free."""
+    if os.geteuid() != 0:
+        sys.exit(f"{name}: run as root (sandboxes need it)")
+    for inst in (args.instance, args.box_instance):
+        if os.path.exists(f"/run/skiff/{inst}"):
+            sys.exit(f"{name}: /run/skiff/{inst} exists: another run uses instance {inst}?")
+
+
+def run_banner(name):
+    """The first line of a run: when, which commit, the kernel, the cores and the load."""
+    rev = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
+                         text=True).stdout.strip() or "?"
+    dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "src"], capture_output=True,
+                           text=True).stdout.strip()
+    with open("/proc/loadavg") as f:
+        load = " ".join(f.read().split()[:3])
+    return (f"{name}: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, skiff {rev}"
+            f"{' (src/ of the checkout has uncommitted changes)' if dirty else ''}, "
+            f"kernel {os.uname().release}, {os.cpu_count()} cores, load {load}")
+
+
+def run_start(name, args):
+    """A run's temporary directory and its skiffd (not started yet), announced."""
+    tmp = tempfile.mkdtemp(prefix=f"skiff-{name.replace('_', '-')}.", dir=args.tmpdir)
+    sk = Skiffd(args, tmp)
+    log(run_banner(name))
+    log(f"skiffd dev --pool {args.pool} --instance {args.instance} on 127.0.0.1:{sk.port}, "
+        f"data {sk.data}, binaries from {os.path.abspath(args.build)}")
+    return tmp, sk
+
+
+def run_end(name, cleaned, summary):
+    """What cleanup found, then the summary line `name key=value ...`; exits 1 if an instance's
+    state directory was left behind."""
+    log(f"\ncleanup: {cleaned['leftover_deleted']} sandboxes left to delete, skiffd stopped "
+        f"(SIGTERM), gc'd, /run/skiff/<instance> gone for "
+        f"{', '.join(cleaned['instances_gone']) or 'none'}")
+    log(f"\n{name} " + " ".join(
+        f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+    if len(cleaned["instances_gone"]) != 2:
+        sys.exit(f"{name}: /run/skiff/<instance> left behind")
+
+
+def cleanup(sk, instances, tmp, ok):
+    """Leave nothing behind: every live sandbox deleted over the API, skiffd stopped, `skiff-box
+    gc` for each instance, the temporary directory removed. Returns what it found. What it has to
+    say comes last, once all is done (a closed stdout can't stop it halfway)."""
+    leftover, notes = [], []
+    try:
+        if sk.proc is not None and sk.proc.poll() is None and sk.token:
+            api = Api(sk.port, sk.token)
+            leftover = live_sandboxes(api)
+            for sid in leftover:
+                try:
+                    api.delete(sid)
+                except Exception as e:  # noqa: BLE001
+                    notes.append(f"cleanup: delete {sid}: {e}")
+            api.close()
+    except Exception as e:  # noqa: BLE001
+        notes.append(f"cleanup: listing sandboxes: {e}")
+    sk.stop()
+    if not ok:
+        notes.append("skiffd log (tail):\n" + sk.log_tail())
+    for inst in instances:
+        subprocess.run([os.path.join(sk.bin, "skiff-box"), "gc", "--instance", inst],
+                       env=dict(os.environ, SKIFF_DATA=sk.data), stdout=subprocess.DEVNULL)
+    gone = [inst for inst in instances if not os.path.exists(f"/run/skiff/{inst}")]
+    sk.logf.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+    for n in notes:
+        log(n)
+    return {"leftover_deleted": len(leftover), "instances_gone": gone}
+
+
 def row(name, samples, target=None):
     t = f"{target:.1f}" if target is not None else ""
     ok = ""
@@ -398,17 +491,14 @@ def cpu_ticks():
 
 
 def proc_cpu_s(pids):
-    tck = os.sysconf("SC_CLK_TCK")
-    tot = 0
-    for p in pids:
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                st = f.read()
-            fields = st[st.rindex(")") + 2:].split()
-            tot += int(fields[11]) + int(fields[12])  # utime stime
-        except (OSError, ValueError, IndexError):
-            pass
-    return tot / tck
+    """CPU seconds (user + system) of the processes alive, without their reaped children."""
+    fields = [f for f in map(proc_stat, pids) if f]
+    return sum(f[11] + f[12] for f in fields) / os.sysconf("SC_CLK_TCK")  # utime stime
+
+
+def proc_minflt(pids):
+    """Minor page faults of the processes alive, without their reaped children."""
+    return sum(f[7] for f in map(proc_stat, pids) if f)
 
 
 def memory(sk, m, parallel_delete):
@@ -510,35 +600,13 @@ def main():
     ap.add_argument("--clients", type=int, default=8, help="concurrent clients (8)")
     ap.add_argument("--duration", type=float, default=10.0, help="throughput window, s (10)")
     ap.add_argument("--idle", type=int, default=1000, help="idle sandboxes for memory (1000)")
-    ap.add_argument("--pool", type=int, default=2, help="skiffd dev --pool (2)")
     ap.add_argument("--anchor-runs", type=int, default=100, help="skiff-box / host runs (100)")
-    ap.add_argument("--instance", default="bnc1", help="skiffd's runtime instance (bnc1)")
-    ap.add_argument("--box-instance", default="bnc2", help="skiff-box's instance (bnc2)")
-    ap.add_argument("--tmpdir", default=None,
-                    help="where the temporary data directory goes (default: $TMPDIR or /tmp); "
-                         "a tmpfs here takes the store's fsyncs off the path")
-    ap.add_argument("--build", default=os.path.join(REPO, "build/bench"),
-                    help="build directory with bin/skiffd and bin/skiff-box (build/bench)")
+    skiffd_args(ap, 2, "bnc1", "bnc2", "where the temporary data directory goes (default: $TMPDIR "
+                "or /tmp); a tmpfs here takes the store's fsyncs off the path")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("api_cycle: run as root (sandboxes need it)")
-    for inst in (args.instance, args.box_instance):
-        if os.path.exists(f"/run/skiff/{inst}"):
-            sys.exit(f"api_cycle: /run/skiff/{inst} exists: another run uses instance {inst}?")
+    preflight("api_cycle", args)
 
-    tmp = tempfile.mkdtemp(prefix="skiff-api-cycle.", dir=args.tmpdir)
-    sk = Skiffd(args, tmp)
-    rev = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
-                         text=True).stdout.strip() or "?"
-    dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "src"], capture_output=True,
-                           text=True).stdout.strip()
-    with open("/proc/loadavg") as f:
-        load = " ".join(f.read().split()[:3])
-    log(f"api_cycle: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, skiff {rev}"
-        f"{' (src/ of the checkout has uncommitted changes)' if dirty else ''}, kernel {os.uname().release}, {os.cpu_count()} cores, "
-        f"load {load}")
-    log(f"skiffd dev --pool {args.pool} --instance {args.instance} on 127.0.0.1:{sk.port}, "
-        f"data {sk.data}, binaries from {os.path.abspath(args.build)}")
+    tmp, sk = run_start("api_cycle", args)
     res = {}
     ok = False
     try:
@@ -586,31 +654,7 @@ def main():
         res["mem"] = memory(sk, args.idle, args.clients)
         ok = True
     finally:
-        # Leave nothing behind.
-        leftover = []
-        try:
-            if sk.proc is not None and sk.proc.poll() is None and sk.token:
-                api = Api(sk.port, sk.token)
-                leftover = live_sandboxes(api)
-                for sid in leftover:
-                    try:
-                        api.delete(sid)
-                    except Exception as e:  # noqa: BLE001
-                        log(f"cleanup: delete {sid}: {e}")
-                api.close()
-        except Exception as e:  # noqa: BLE001
-            log(f"cleanup: listing sandboxes: {e}")
-        sk.stop()
-        if not ok:
-            log("skiffd log (tail):\n" + sk.log_tail())
-        for inst in (args.instance, args.box_instance):
-            subprocess.run([os.path.join(sk.bin, "skiff-box"), "gc", "--instance", inst],
-                           env=dict(os.environ, SKIFF_DATA=sk.data), stdout=subprocess.DEVNULL)
-        gone = [inst for inst in (args.instance, args.box_instance)
-                if not os.path.exists(f"/run/skiff/{inst}")]
-        sk.logf.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-        res["cleanup"] = {"leftover_deleted": len(leftover), "instances_gone": gone}
+        res["cleanup"] = cleanup(sk, (args.instance, args.box_instance), tmp, ok)
 
     # ---- report ----
     T = TARGETS
@@ -673,9 +717,6 @@ def main():
     log(row("GET /v1/whoami (token checked)", res["whoami"]).rsplit("|", 3)[0] + "|")
     log(row("`skiff-box -- echo hi` one-shot", res["spawn"]["box"]).rsplit("|", 3)[0] + "|")
     log(row("host fork+exec `/bin/true`", res["spawn"]["host"]).rsplit("|", 3)[0] + "|")
-    c = res["cleanup"]
-    log(f"\ncleanup: {c['leftover_deleted']} sandboxes left to delete, skiffd stopped (SIGTERM), "
-        f"gc'd, /run/skiff/<instance> gone for {', '.join(c['instances_gone']) or 'none'}")
     summary = {
         "create_p50_ms": pct(res["create"], 50), "create_p99_ms": pct(res["create"], 99),
         "exec_p50_ms": pct(res["exec"], 50), "exec_p99_ms": pct(res["exec"], 99),
@@ -689,10 +730,7 @@ def main():
         "healthz_p50_ms": pct(res["healthz"], 50),
         "cycles": args.cycles, "clients": args.clients, "pool": args.pool,
     }
-    log("\napi_cycle " + " ".join(
-        f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
-    if len(c["instances_gone"]) != 2:
-        sys.exit("api_cycle: /run/skiff/<instance> left behind")
+    run_end("api_cycle", res["cleanup"], summary)
 
 
 if __name__ == "__main__":

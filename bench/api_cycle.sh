@@ -6,9 +6,4 @@
 # (see `bench/api_cycle.py --help`: --cycles 300 --clients 8 --duration 10 --idle 1000 --pool 2).
 # Usage (as root): bench/api_cycle.sh [ARGS...]
 # Last line: api_cycle create_p50_ms=… exec_p50_ms=… cycle_p50_ms=… cycles_per_s=… …
-set -euo pipefail
-cd "$(dirname "$0")/.."
-BUILD=${BUILD:-build/bench}
-[ "$(id -u)" -eq 0 ] || { echo "api_cycle: run as root (sandboxes need it)" >&2; exit 1; }
-make -s BUILD="$BUILD" -j"$(nproc)" all >/dev/null
-exec python3 bench/api_cycle.py --build "$BUILD" "$@"
+exec "$(dirname "$0")/python_bench.sh" api_cycle "$@"

@@ -6,9 +6,4 @@
 # (see `bench/port_proxy.py --help`: --requests 500 --clients 8 --duration 10 --bulk 5).
 # Usage (as root): bench/port_proxy.sh [ARGS...]
 # Last line: port_proxy direct_p50_ms=… proxy_p50_ms=… direct_rps=… proxy_rps=… …
-set -euo pipefail
-cd "$(dirname "$0")/.."
-BUILD=${BUILD:-build/bench}
-[ "$(id -u)" -eq 0 ] || { echo "port_proxy: run as root (sandboxes need it)" >&2; exit 1; }
-make -s BUILD="$BUILD" -j"$(nproc)" all >/dev/null
-exec python3 bench/port_proxy.py --build "$BUILD" "$@"
+exec "$(dirname "$0")/python_bench.sh" port_proxy "$@"
