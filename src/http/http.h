@@ -204,7 +204,8 @@ struct http_relay_config {
 int http_relay_new(uv_loop_t *loop, uv_tcp_t *a, uv_tcp_t *b, char *to_a, size_t to_a_len,
                    char *to_b, size_t to_b_len, const struct http_relay_config *cfg,
                    struct http_relay **ret);
-/* End the relay now (both connections closed, on_end not called). */
+/* End the relay now (both connections closed, a with a reset so that its peer doesn't take
+ * what it got for complete; on_end not called). */
 void http_relay_close(struct http_relay *r);
 /* Bytes waiting to be written to a (side 0) or b (side 1). */
 size_t http_relay_queued(const struct http_relay *r, int side);

@@ -38,6 +38,7 @@ struct http_relay {
 	int open_handles;
 	bool lingering; /* b is done and a shut down: a's input is dropped until its EOF */
 	bool closing;
+	bool reset_a; /* b failed: a is reset, so that a cut response never looks whole */
 	/* one_request: b's status line so far, until its end is seen (NULL: passed already) */
 	char *status_line;
 	size_t status_len;
@@ -85,6 +86,9 @@ static void relay_end(struct http_relay *r, bool by_itself)
 	r->closing = true;
 	for (int i = 0; i < 2; i++) {
 		r->side[i].tcp->data = r; /* for on_closed: no read callback comes after this */
+		if (i == SIDE_A && r->reset_a &&
+		    uv_tcp_close_reset(r->side[i].tcp, (uv_close_cb)on_closed) == 0)
+			continue;
 		uv_close((uv_handle_t *)r->side[i].tcp, on_closed);
 	}
 	uv_close((uv_handle_t *)&r->timer, on_closed);
@@ -290,6 +294,12 @@ static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf)
 			}
 		}
 		relay_read_update(s);
+		if (n != UV_EOF && s == &r->side[SIDE_B] && !r->lingering) {
+			r->reset_a = true; /* a reset or error upstream: the client must not take
+			                    * what it got for a whole response */
+			relay_end(r, true);
+			return;
+		}
 		if (n == UV_ENOBUFS || (n != UV_EOF && s == &r->side[SIDE_A]) ||
 		    (r->lingering && s == &r->side[SIDE_A])) {
 			relay_end(r, true);
@@ -393,6 +403,7 @@ int http_relay_new(uv_loop_t *loop, uv_tcp_t *a, uv_tcp_t *b, char *to_a, size_t
 
 void http_relay_close(struct http_relay *r)
 {
+	r->reset_a = true; /* ended from outside (its upstream went away): cut, not complete */
 	relay_end(r, false);
 }
 

@@ -19,6 +19,7 @@
 struct tunnel_rec {
 	char id[ID_MAX_BYTES]; /* tn-… */
 	char sandbox[ID_MAX_BYTES];
+	char workspace[ID_MAX_BYTES];
 	struct server *srv;
 	struct worker_rec *worker;
 	int port;
@@ -198,6 +199,16 @@ void api_ports_proxy(struct http_request *req)
 		                SERVER_MAX_TUNNELS);
 		return;
 	}
+	size_t pos = 0, mine = 0;
+	const struct tunnel_rec *other;
+	while ((other = map_next(&srv->tunnels, &pos)))
+		mine += !strcmp(other->workspace, sb->row.workspace_id);
+	if (mine >= SERVER_MAX_TUNNELS_PER_WS) {
+		api_reply_error(call, 429, "resource_exhausted",
+		                "this workspace has %d tunnels open, its most; try again shortly",
+		                SERVER_MAX_TUNNELS_PER_WS);
+		return;
+	}
 	struct tunnel_rec *t = calloc(1, sizeof(*t));
 	uv_timer_t *timer =
 	    t ? server_timer_new(srv, tunnel_timeout, SERVER_TUNNEL_CONNECT_MS, t) : NULL;
@@ -213,6 +224,7 @@ void api_ports_proxy(struct http_request *req)
 	t->port = (int)port;
 	t->call = call;
 	snprintf(t->sandbox, sizeof(t->sandbox), "%s", sb->row.id);
+	snprintf(t->workspace, sizeof(t->workspace), "%s", sb->row.workspace_id);
 	t->timer = timer;
 	sb->tunnels_live++; /* not idle while it is open */
 	sandbox_touch(srv, sb);

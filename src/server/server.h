@@ -58,6 +58,7 @@
 #define SERVER_TIMEOUT_MARGIN_MS 2000
 /* Tunnels to sandbox ports (api_ports.c). */
 #define SERVER_MAX_TUNNELS         1024               /* open at once, all sandboxes */
+#define SERVER_MAX_TUNNELS_PER_WS  256                /* of one workspace: no tenant takes all */
 #define SERVER_PORT_MAX_BODY_BYTES (16 * 1024 * 1024) /* a request to a port, read whole */
 #define SERVER_TUNNEL_CONNECT_MS   10000              /* the worker connects back within */
 #define SERVER_TUNNEL_IDLE_MS      (10 * 60 * 1000)   /* nothing either way: closed */
