@@ -58,14 +58,17 @@ def test_timeout_ends_the_sandbox_and_keeps_its_output(skiffd):
 
 
 def test_patch_keeps_the_sandbox_past_its_old_deadline(skiffd):
-    sb = create(skiffd, {"timeout_s": 2})
-    s, p = skiffd.api("PATCH", f"/v1/sandboxes/{sb['id']}", {"timeout_s": 4})
-    assert s == 200 and p["timeout_s"] == 4, p
-    time.sleep(2.5)
+    sb = create(skiffd, {"timeout_s": 3})
+    s, p = skiffd.api("PATCH", f"/v1/sandboxes/{sb['id']}", {"timeout_s": 6})
+    assert s == 200 and p["timeout_s"] == 6, p
+    # Past the old deadline (by the server's own clock: started_at), and well before the new.
+    started = t(sb["started_at"])
+    while time.time() < started + 3.5:
+        time.sleep(0.1)
     assert state(skiffd, sb)["state"] == "running"
     w = wait_end(skiffd, sb)
     assert ended_by_timeout(w), w
-    assert t(w["ended_at"]) - t(w["started_at"]) >= 3.9, w
+    assert t(w["ended_at"]) - t(w["started_at"]) >= 5.9, w
     s, body = skiffd.api("PATCH", f"/v1/sandboxes/{sb['id']}", {"timeout_s": 10})
     assert s == 409, body
 
@@ -83,9 +86,9 @@ def test_idle_sandbox_ends(skiffd):
 
 def test_a_running_exec_keeps_the_sandbox_from_idling(skiffd):
     sb = create(skiffd, {"idle_timeout_s": 2})
-    s, ex = skiffd.api("POST", f"/v1/sandboxes/{sb['id']}/exec", {"command": ["sleep", "3"]})
+    s, ex = skiffd.api("POST", f"/v1/sandboxes/{sb['id']}/exec", {"command": ["sleep", "5"]})
     assert s == 201, ex
-    time.sleep(2.5)
+    time.sleep(3)
     assert state(skiffd, sb)["state"] == "running"
     w = wait_end(skiffd, sb)
     assert ended_by_timeout(w), w
