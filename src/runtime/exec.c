@@ -138,6 +138,10 @@ _Noreturn static void intermediate(struct rt_sandbox *sb, const struct rt_exec_s
 	}
 	if (devnull > 2)
 		close(devnull);
+	/* A fork of its starter (the spawner holds other sandboxes' pipes, terminals and
+	 * pidfds): not dumpable before it enters, so that no process of the sandbox can reach
+	 * its fds through /proc, and holding only what it needs once it is in. */
+	prctl(PR_SET_DUMPABLE, 0);
 	struct sk_error eerr = {0};
 	if (rt_sandbox_enter(sb, &eerr) < 0) {
 		struct exec_hello h = {.type = RT_MSG_ERROR, .code = eerr.code};
@@ -149,6 +153,9 @@ _Noreturn static void intermediate(struct rt_sandbox *sb, const struct rt_exec_s
 	if (es->pty && (pty = pty_open(es)) < 0)
 		intermediate_fail(fd, RT_MSG_ERROR, pty, "%s: %s",
 		                  "open a terminal in the sandbox");
+	int keep[2] = {fd, pty};
+	if (fs_close_all_except(keep, pty >= 0 ? 2 : 1) < 0)
+		intermediate_fail(fd, RT_MSG_ERROR, -errno, "%s: %s", "close the starter's fds");
 	char hostname[65] = "";
 	gethostname(hostname, sizeof(hostname) - 1);
 	/* We are still in the host's pid namespace (setns only moves our children), and an
