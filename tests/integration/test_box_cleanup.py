@@ -39,7 +39,7 @@ def start_sleeper(box, *args):
     their host pids and start times."""
     p = box.spawn(*args, "--", "sleep", "1000")
     procs = wait_for(lambda: {x for x in sandbox_pids(box.instance)
-                              if proc_info(x[0]) and proc_info(x[0])[1] == "sleep"}
+                              if (proc_info(x[0]) or (None, None))[1] == "sleep"}
                      and sandbox_pids(box.instance), 15)
     assert procs, "the sandbox never started"
     return p, procs
