@@ -414,7 +414,17 @@ void sp_stdin_adopt(struct sp_exec *e, json_t *rec)
 	    (unsigned long long)json_integer_value(json_object_get(rec, "holder_start"));
 	/* The holder, if that very process still runs; not ours to reap. */
 	int pidfd = proc_pidfd_open(in->holder, in->holder_start);
-	if (pidfd < 0) {
+	char comm[32] = "";
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)in->holder);
+	ssize_t n = pidfd >= 0 ? fs_read_at(AT_FDCWD, path, comm, sizeof(comm) - 1) : -1;
+	if (n > 0)
+		comm[n] = '\0';
+	if (n > 0 && comm[n - 1] == '\n')
+		comm[n - 1] = '\0';
+	if (pidfd < 0 || strcmp(comm, SP_STDIN_HOLDER_NAME)) { /* gone, or not ours */
+		if (pidfd >= 0)
+			close(pidfd);
 		in->holder = 0;
 		return;
 	}
@@ -424,7 +434,12 @@ void sp_stdin_adopt(struct sp_exec *e, json_t *rec)
 		return;
 	}
 	in->fd = (int)syscall(SYS_pidfd_getfd, pidfd, HOLDER_STREAM_FD, 0);
-	if (in->fd < 0)
+	if (in->fd < 0) {
+		/* Not ours to write any more (e.g. ptrace refused): the exec gets its EOF now
+		 * rather than a stdin nobody can write or close. */
 		sp_log("error", "take back the stdin of exec %s from its holder %d: %s", e->id,
 		       (int)in->holder, strerror(errno));
+		in->eof = 1;
+		holder_kill(in);
+	}
 }
