@@ -427,6 +427,17 @@ def test_sdk_ports(skiffd):
         c.close()
 
 
+def read_head(s):
+    """What s sends up to the end of a head (or its EOF)."""
+    got = b""
+    while b"\r\n\r\n" not in got:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
 def upgraded_echo(port, token, sbid):
     """A connection through the proxy to the nc echo server, upgraded: (socket, what came back
     of the request), or (None, why) while it is not up yet."""
@@ -434,12 +445,7 @@ def upgraded_echo(port, token, sbid):
     s.sendall((f"GET /v1/sandboxes/{sbid}/ports/{ECHO}/ws HTTP/1.1\r\nHost: t\r\n"
                f"Authorization: Bearer {token}\r\nConnection: Upgrade\r\nUpgrade: echo-test\r\n"
                "\r\n").encode())
-    got = b""
-    while b"\r\n\r\n" not in got:
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        got += chunk
+    got = read_head(s)
     if not got.startswith(b"GET /ws "):
         s.close()
         return None, got
@@ -558,13 +564,7 @@ def test_forwarding_headers_and_bytes_a_client_sends_are_not_passed_on(skiffd):
     def one(raw):
         with socket.create_connection(("127.0.0.1", skiffd.port), timeout=10) as so:
             so.sendall(raw)
-            got = b""
-            while b"\r\n\r\n" not in got:
-                ch = so.recv(4096)
-                if not ch:
-                    break
-                got += ch
-            return got
+            return read_head(so)
 
     base = (f"GET /v1/sandboxes/{sb['id']}/ports/{EVIL_PORT}/x HTTP/1.1\r\nHost: t\r\n"
             f"Authorization: Bearer {skiffd.token}\r\n")

@@ -231,13 +231,20 @@ def stdout_of(evs):
     return out
 
 
-def test_execs_survive_a_killed_and_restarted_worker(split):
+def counting(split, word, n, code):
+    """A new sandbox and an exec in it that prints word1..wordN, 0.1 s apart, then exits with
+    code: (sandbox, exec)."""
     s, sb = split.api("POST", "/v1/sandboxes", {})
     assert s == 201
     s, ex = split.api("POST", f"/v1/sandboxes/{sb['id']}/exec",
-                      {"command": ["sh", "-c", "for i in $(seq 1 25); do echo w$i; sleep 0.1;"
-                                               " done; exit 6"]})
+                      {"command": ["sh", "-c", f"for i in $(seq 1 {n}); do echo {word}$i; "
+                                               f"sleep 0.1; done; exit {code}"]})
     assert s == 201
+    return sb, ex
+
+
+def test_execs_survive_a_killed_and_restarted_worker(split):
+    sb, ex = counting(split, "w", 25, 6)
     s, quick = split.api("POST", f"/v1/sandboxes/{sb['id']}/exec",
                          {"command": ["sh", "-c", "exit 9"]})
     evs, _ = follow_all(split, sb["id"], ex["id"], stop_after=2)
@@ -255,12 +262,7 @@ def test_execs_survive_a_killed_and_restarted_worker(split):
 
 
 def test_execs_survive_a_server_restart_under_a_live_worker(split):
-    s, sb = split.api("POST", "/v1/sandboxes", {})
-    assert s == 201
-    s, ex = split.api("POST", f"/v1/sandboxes/{sb['id']}/exec",
-                      {"command": ["sh", "-c", "for i in $(seq 1 20); do echo s$i; sleep 0.1;"
-                                               " done; exit 4"]})
-    assert s == 201
+    sb, ex = counting(split, "s", 20, 4)
     evs, _ = follow_all(split, sb["id"], ex["id"], stop_after=1)
     assert split.stop(split.server, signal.SIGKILL) == -signal.SIGKILL
     split.start_server()
