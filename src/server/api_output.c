@@ -262,12 +262,14 @@ static void output_done(struct api_call *call, json_t *result, const struct file
 	long got = 0;
 	/* Once the client's buffer is full, the other stream waits for the next read (its offset
 	 * did not move): a connection holds one event over the limit at most. */
-	for (int si = 0; si < 2 && o->ndjson && got >= 0 && wrote != -EAGAIN; si++) {
+	int si = 0;
+	for (; si < 2 && o->ndjson && got >= 0 && wrote != -EAGAIN; si++) {
 		static const char *const NAMES[] = {"stdout", "stderr"};
 		json_t *part = json_object_get(result, NAMES[si]);
 		long n = part ? ndjson_event(o, si, part, bytes, &wrote) : -EBADMSG;
 		got = n < 0 ? n : got + n;
 	}
+	int skipped = o->ndjson && si < 2; /* stderr's part waits for the next read */
 	if (!o->ndjson)
 		got = raw_write(o, result, bytes, &wrote);
 	if (got == -ESPIPE) {
@@ -279,6 +281,10 @@ static void output_done(struct api_call *call, json_t *result, const struct file
 		return;
 	}
 	o->answers++;
+	if (skipped && got >= 0) {
+		call->req->on_drain = output_drained; /* read again once the client took this */
+		return;
+	}
 	if (json_is_true(json_object_get(result, "eof"))) {
 		if (o->ndjson)
 			output_exit(o);
