@@ -95,10 +95,9 @@ static int resize(struct cli *c, const char *exec_base, struct sk_error *err)
 {
 	int rows, cols;
 	window_size(&rows, &cols);
-	char body[64];
-	int n = snprintf(body, sizeof(body), "{\"rows\":%d,\"cols\":%d}", rows, cols);
 	_cleanup_free_ char *path = NULL;
-	_cleanup_json_ json_t *json = json_loadb(body, (size_t)n, 0, NULL), *reply = NULL;
+	_cleanup_json_ json_t *json = json_pack("{s:i, s:i}", "rows", rows, "cols", cols);
+	_cleanup_json_ json_t *reply = NULL;
 	if (asprintf(&path, "%s/resize", exec_base) < 0)
 		return sk_error_errno(err, -ENOMEM, "shell");
 	return cli_http(c, "POST", path, json, CLI_REQUEST_TIMEOUT_S, &reply, err);

@@ -287,17 +287,25 @@ void file_done_raw(struct api_call *call, json_t *result, const struct file_byte
 	http_reply(req, 200, "application/octet-stream", data, len);
 }
 
+/* The "path" query parameter into path (size bytes): 0, or -1 after a 400 reply. */
+static int query_path(struct api_call *call, char *path, size_t size)
+{
+	int n = http_query_get(call->req, "path", 0, path, size);
+	if (n < 0 || !path_valid(path, (size_t)n)) {
+		api_reply_error(call, 400, "invalid_argument",
+		                "path: an absolute path inside the sandbox is required");
+		return -1;
+	}
+	return 0;
+}
+
 /* GET /v1/sandboxes/{id}/files?path= */
 void api_files_get(struct http_request *req)
 {
 	struct api_call *call = req->data;
 	char path[SPEC_MAX_PATH_BYTES + 1];
-	int n = http_query_get(req, "path", 0, path, sizeof(path));
-	if (n < 0 || !path_valid(path, (size_t)n)) {
-		api_reply_error(call, 400, "invalid_argument",
-		                "path: an absolute path inside the sandbox is required");
+	if (query_path(call, path, sizeof(path)) < 0)
 		return;
-	}
 	struct sandbox_rec *sb = api_sandbox_running(call, "its files exist only while it runs");
 	if (sb)
 		file_call_send(
@@ -311,12 +319,8 @@ void api_files_put(struct http_request *req)
 {
 	struct api_call *call = req->data;
 	char path[SPEC_MAX_PATH_BYTES + 1], mode_s[16];
-	int n = http_query_get(req, "path", 0, path, sizeof(path));
-	if (n < 0 || !path_valid(path, (size_t)n)) {
-		api_reply_error(call, 400, "invalid_argument",
-		                "path: an absolute path inside the sandbox is required");
+	if (query_path(call, path, sizeof(path)) < 0)
 		return;
-	}
 	long mode = 0644;
 	int m = http_query_get(req, "mode", 0, mode_s, sizeof(mode_s));
 	if (m >= 0) {
@@ -369,12 +373,8 @@ static void fs_query(struct http_request *req, const char *op)
 {
 	struct api_call *call = req->data;
 	char path[SPEC_MAX_PATH_BYTES + 1];
-	int n = http_query_get(req, "path", 0, path, sizeof(path));
-	if (n < 0 || !path_valid(path, (size_t)n)) {
-		api_reply_error(call, 400, "invalid_argument",
-		                "path: an absolute path inside the sandbox is required");
+	if (query_path(call, path, sizeof(path)) < 0)
 		return;
-	}
 	int depth = 1;
 	if (!strcmp(op, "fs_list") && depth_param(call, &depth) < 0)
 		return;

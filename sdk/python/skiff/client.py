@@ -183,6 +183,12 @@ class Client:
             self._conn = None
 
     def _connect(self, timeout):
+        conn = self._open_connection()
+        self._conn = conn
+        return conn
+
+    def _open_connection(self):
+        """A new connection to the server, connected (Unavailable when it can't be)."""
         if self._https:
             import ssl
             conn = http.client.HTTPSConnection(self._host, self._port,
@@ -205,7 +211,6 @@ class Client:
         except OSError:
             pass
         self.connections_opened += 1
-        self._conn = conn
         return conn
 
     def _path(self, path, query):
@@ -295,25 +300,16 @@ class Client:
         if self.token:
             h["Authorization"] = f"Bearer {self.token}"
         target = self._path(path, query)
-        conn = None
+        conn = self._open_connection()
         try:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            kw = {}
-            if self._https:
-                import ssl
-                kw["context"] = ssl.create_default_context()
-            conn = cls(self._host, self._port, timeout=self.connect_timeout, **kw)
-            conn.connect()
             conn.sock.settimeout(self.timeout if timeout is None else timeout)
             conn.request("GET", target, headers=h)
             r = conn.getresponse()
         except socket.timeout:
-            if conn:
-                conn.close()
+            conn.close()
             raise DeadlineExceeded(f"GET {target}: no reply from {self.url}") from None
         except (OSError, http.client.HTTPException) as e:
-            if conn:
-                conn.close()
+            conn.close()
             raise Unavailable(f"GET {target}: {self.url}: {e or type(e).__name__}") from None
         if not 200 <= r.status < 300:
             body = r.read()
