@@ -1,13 +1,17 @@
-/* Network namespace setup inside the sandbox (network "none": loopback only), and sockets made
- * in a running sandbox's network namespace for the host to use. */
+/* Network namespace setup inside the sandbox (loopback; for network egress, its resolv.conf:
+ * the links are src/net's), and sockets made in a running sandbox's network namespace for the
+ * host to use. */
 #include <errno.h>
+#include <fcntl.h>
 #include <net/if.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -36,7 +40,7 @@ int net_loopback_up(struct sk_error *err)
 /* What the socket child works from and answers with. */
 struct socket_child {
 	int pidfd; /* the sandbox's init */
-	int domain, type;
+	int domain, type, protocol;
 	int answer_fd; /* its end of the socket pair: (errno, socket) go back there */
 };
 
@@ -48,13 +52,13 @@ static int socket_child_main(void *arg)
 	int e = 0, fd = -1;
 	if (setns(c->pidfd, CLONE_NEWNET) < 0)
 		e = errno;
-	else if ((fd = socket(c->domain, c->type | SOCK_CLOEXEC, 0)) < 0)
+	else if ((fd = socket(c->domain, c->type | SOCK_CLOEXEC, c->protocol)) < 0)
 		e = errno;
 	sock_send_fd(c->answer_fd, &e, sizeof(e), fd);
 	_exit(e ? 1 : 0);
 }
 
-int rt_sandbox_socket(const struct rt_sandbox *sb, int domain, int type, int *ret_fd,
+int rt_sandbox_socket(const struct rt_sandbox *sb, int domain, int type, int protocol, int *ret_fd,
                       struct sk_error *err)
 {
 	int sv[2];
@@ -62,8 +66,11 @@ int rt_sandbox_socket(const struct rt_sandbox *sb, int domain, int type, int *re
 		return sk_error_errno(err, -errno, "socketpair");
 	_cleanup_close_ int mine = sv[0];
 	_cleanup_close_ int theirs = sv[1];
-	struct socket_child c = {
-	    .pidfd = sb->pidfd, .domain = domain, .type = type, .answer_fd = theirs};
+	struct socket_child c = {.pidfd = sb->pidfd,
+	                         .domain = domain,
+	                         .type = type,
+	                         .protocol = protocol,
+	                         .answer_fd = theirs};
 #if defined(__SANITIZE_ADDRESS__)
 	/* ASan keeps per-thread state in TLS, which a clone sharing our memory would share. */
 	pid_t pid = fork();
@@ -97,5 +104,44 @@ int rt_sandbox_socket(const struct rt_sandbox *sb, int domain, int type, int *re
 		return sk_error_errno(err, -e, "make a socket in the sandbox's network");
 	}
 	*ret_fd = fd;
+	return 0;
+}
+
+int rt_sandbox_netns_open(const struct rt_sandbox *sb, int *ret_fd, struct sk_error *err)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)sb->pid);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return sk_error_errno(err, -errno, "open %s", path);
+	/* Opened while the pidfd's process still runs: the pid was not recycled in between. */
+	struct pollfd p = {.fd = sb->pidfd, .events = POLLIN};
+	if (sb->pidfd < 0 || poll(&p, 1, 0) != 0)
+		return sk_error_set(err, -ESRCH, "the sandbox's init is gone");
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+int rt_sandbox_slot(const struct rt_sandbox *sb)
+{
+	return sb->slot.slot;
+}
+
+int net_resolv_conf_write(const char *text, struct sk_error *err)
+{
+	/* In the sandbox's own root, as its root: a link the image put there goes nowhere outside
+	 * it, yet it is replaced rather than followed. */
+	struct stat st;
+	if (lstat("/etc", &st) < 0 && errno == ENOENT && mkdir("/etc", 0755) < 0)
+		return sk_error_errno(err, -errno, "make /etc");
+	if (unlink("/etc/resolv.conf") < 0 && errno != ENOENT)
+		return sk_error_errno(err, -errno, "replace /etc/resolv.conf");
+	_cleanup_close_ int fd =
+	    open("/etc/resolv.conf", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return sk_error_errno(err, -errno, "write /etc/resolv.conf");
+	size_t len = strlen(text);
+	if (write(fd, text, len) != (ssize_t)len)
+		return sk_error_errno(err, -EIO, "write /etc/resolv.conf");
 	return 0;
 }
