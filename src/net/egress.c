@@ -59,12 +59,14 @@ int egress_config_set_subnet(struct egress_config *cfg, const char *text, struct
 	struct spec_cidr c = {.addr = a, .prefix = (uint8_t)prefix};
 	uint32_t mask = prefix ? 0xffffffffu << (32 - prefix) : 0;
 	if (a & ~mask)
-		return sk_error_set(err, -SK_EINVAL_SPEC, "--egress-subnet %s: host bits set", text);
+		return sk_error_set(err, -SK_EINVAL_SPEC, "--egress-subnet %s: host bits set",
+		                    text);
 	if (prefix > EGRESS_MAX_SUBNET_BITS)
-		return sk_error_set(err, -SK_EINVAL_SPEC,
-		                    "--egress-subnet %s: too small; a /%d or larger holds an address "
-		                    "for every sandbox",
-		                    text, EGRESS_MAX_SUBNET_BITS);
+		return sk_error_set(
+		    err, -SK_EINVAL_SPEC,
+		    "--egress-subnet %s: too small; a /%d or larger holds an address "
+		    "for every sandbox",
+		    text, EGRESS_MAX_SUBNET_BITS);
 	const char *blocked = spec_cidr_blocked(&c);
 	if (!blocked || (strcmp(blocked, "10.0.0.0/8") && strcmp(blocked, "172.16.0.0/12") &&
 	                 strcmp(blocked, "192.168.0.0/16") && strcmp(blocked, "100.64.0.0/10")))
@@ -85,8 +87,8 @@ int egress_config_add_dns(struct egress_config *cfg, const char *text, struct sk
 {
 	uint32_t a;
 	if (addr_parse(text, &a) < 0)
-		return sk_error_set(err, -SK_EINVAL_SPEC, "--dns: expected an IPv4 address, got '%.64s'",
-		                    text);
+		return sk_error_set(err, -SK_EINVAL_SPEC,
+		                    "--dns: expected an IPv4 address, got '%.64s'", text);
 	if ((a >> 24) == 127 || a == 0)
 		return sk_error_set(err, -SK_EINVAL_SPEC,
 		                    "--dns %s: a loopback resolver can't be reached from a sandbox",

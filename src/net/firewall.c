@@ -4,13 +4,12 @@
  *     in on is dropped (no spoofing another sandbox's address, or anyone's);
  *   input: the host's own addresses (and every service on them, the API included) refuse
  *     everything but DNS to an allowed resolver that is a host address;
- *   forward: DNS to the allowed resolvers; then blocked ranges (private, loopback, link-local,
- *     CGNAT, multicast, reserved, the egress subnet itself: no sandbox reaches another, the
- *     control plane) dropped; then sandboxes with an allowlist (set "limited") reach only their
- *     pairs in set "allow"; to the veths only replies (ct established,related);
- *   postrouting: the egress subnet masqueraded behind the host's address where it leaves.
- * Other tables (the host's own firewall, other instances) see the same packets: a drop there
- * still drops. */
+ *   forward: DNS to the allowed resolvers and to no other server; then blocked ranges (private,
+ * loopback, link-local, CGNAT, multicast, reserved, the egress subnet itself: no sandbox reaches
+ * another, the control plane) dropped; then sandboxes with an allowlist (set "limited") reach only
+ * their pairs in set "allow"; to the veths only replies (ct established,related); postrouting: the
+ * egress subnet masqueraded behind the host's address where it leaves. Other tables (the host's own
+ * firewall, other instances) see the same packets: a drop there still drops. */
 #include <errno.h>
 #include <nftables/libnftables.h>
 #include <stdarg.h>
@@ -72,13 +71,14 @@ int egress_ruleset_format(const struct egress_config *cfg, const char *instance,
 		r |= append(buf, size, &len, ", %s", a);
 	}
 	r |= append(buf, size, &len, " } }\n");
-	r |= append(buf, size, &len,
-	            "\tset limited { type ipv4_addr; }\n"
-	            "\tset allow { type ipv4_addr . ipv4_addr; flags interval; }\n"
-	            "\tchain prerouting { type filter hook prerouting priority raw; policy accept;\n"
-	            "\t\tiifname \"%s\" meta nfproto ipv6 drop\n"
-	            "\t\tiifname \"%s\" fib saddr . iif oif missing drop\n\t}\n",
-	            veths, veths);
+	r |=
+	    append(buf, size, &len,
+	           "\tset limited { type ipv4_addr; }\n"
+	           "\tset allow { type ipv4_addr . ipv4_addr; flags interval; }\n"
+	           "\tchain prerouting { type filter hook prerouting priority raw; policy accept;\n"
+	           "\t\tiifname \"%s\" meta nfproto ipv6 drop\n"
+	           "\t\tiifname \"%s\" fib saddr . iif oif missing drop\n\t}\n",
+	           veths, veths);
 	r |= append(buf, size, &len,
 	            "\tchain input { type filter hook input priority filter; policy accept;\n"
 	            "\t\tiifname \"%s\" jump to_resolver\n"
@@ -96,6 +96,8 @@ int egress_ruleset_format(const struct egress_config *cfg, const char *instance,
 	            "\t\tip daddr @resolvers tcp dport 53 accept\n\t}\n"
 	            "\tchain from_sandbox {\n"
 	            "\t\tjump to_resolver\n"
+	            "\t\tudp dport 53 drop\n"
+	            "\t\ttcp dport 53 drop\n"
 	            "\t\tip daddr @blocked drop\n"
 	            "\t\tip saddr @limited jump limited\n"
 	            "\t\taccept\n\t}\n"

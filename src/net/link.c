@@ -73,8 +73,8 @@ static int addr_add(struct mnl_socket *nl, unsigned *seq, int ifindex, uint32_t 
 
 /* A route to dst/dst_len through ifindex: on the link (gw 0), or via gw, which is on the link
  * whatever the addresses say (onlink). */
-static int route_add(struct mnl_socket *nl, unsigned *seq, int ifindex, uint32_t dst,
-                     int dst_len, uint32_t gw)
+static int route_add(struct mnl_socket *nl, unsigned *seq, int ifindex, uint32_t dst, int dst_len,
+                     uint32_t gw)
 {
 	char buf[MNL_SOCKET_BUFFER_SIZE];
 	struct nlmsghdr *nlh = msg_start(buf, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE);
@@ -202,7 +202,8 @@ static int sweep_link(const struct nlmsghdr *nlh, void *data)
 	struct nlattr *a;
 	mnl_attr_for_each(a, nlh, sizeof(struct ifinfomsg))
 	{
-		if (mnl_attr_get_type(a) != IFLA_IFNAME || mnl_attr_validate(a, MNL_TYPE_STRING) < 0)
+		if (mnl_attr_get_type(a) != IFLA_IFNAME ||
+		    mnl_attr_validate(a, MNL_TYPE_STRING) < 0)
 			continue;
 		const char *name = mnl_attr_get_str(a);
 		size_t plen = strlen(s->prefix);

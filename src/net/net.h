@@ -15,7 +15,7 @@
 #include "../runtime/runtime.h"
 
 #define EGRESS_DEFAULT_SUBNET   "10.201.0.0/16"
-#define EGRESS_MAX_DNS          3 /* like resolv.conf's MAXNS */
+#define EGRESS_MAX_DNS          3  /* like resolv.conf's MAXNS */
 #define EGRESS_MAX_SUBNET_BITS  17 /* a subnet must hold gateway + every uid slot */
 #define EGRESS_RESOLV_CONF_FILE "/etc/resolv.conf"
 #define EGRESS_LINK_PREFIX_FMT  "sk%s-e" /* + the slot in hex */
