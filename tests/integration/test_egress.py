@@ -409,3 +409,39 @@ def test_crash_cleanup(tmp_path, internet):
         kill_all(box)
         end_instance(box)
         nft.run(f"delete table inet skiff_{d.instance}")
+
+
+def test_cli_network_and_allow(egressd, internet, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SKIFF_")}
+    env.update(XDG_CONFIG_HOME=str(tmp_path), SKIFF_URL=egressd.url, SKIFF_TOKEN=egressd.token)
+    script = (f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {INTERNET} {HTTP_PORT}; "
+              f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {OTHER} {HTTP_PORT}; true")
+    p = subprocess.run([str(SKIFF), "sandbox", "run", "--network", "egress", "--allow",
+                        "198.51.100.0/24", "--", "sh", "-c", script],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count("hello-egress") == 1, p.stdout
+    p = subprocess.run([str(SKIFF), "sandbox", "run", "--allow", "10.0.0.0/8", "--", "true"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "lies in 10.0.0.0/8" in p.stderr, p.stderr
+    p = subprocess.run([str(SKIFF), "sandbox", "run", "--network", "bridge", "--", "true"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "expected none or egress" in p.stderr, p.stderr
+    egressd.cleanup_sandboxes()
+
+
+def test_sdk_network_and_allowlist(egressd, internet):
+    sys.path.insert(0, str(REPO / "sdk" / "python"))
+    import skiff
+    c = skiff.Client(egressd.url, egressd.token)
+    sb = skiff.Sandbox.create(network="egress", cidr_allowlist=["198.51.100.0/24"], client=c)
+    try:
+        r = sb.exec("sh", "-c", f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | "
+                                f"nc -w 3 {INTERNET} {HTTP_PORT}")
+        assert b"hello-egress" in r.stdout
+        with pytest.raises(skiff.InvalidArgument, match="lies in 192.168.0.0/16"):
+            skiff.Sandbox.create(network="egress", cidr_allowlist=["192.168.0.0/16"], client=c)
+    finally:
+        sb.terminate()
+        egressd.deleted.discard(sb.id)
+        egressd.cleanup_sandboxes()
