@@ -118,7 +118,8 @@ int egress_config_dns_from_resolv_conf(struct egress_config *cfg, const char *te
 			skipped++;
 			continue;
 		}
-		if (egress_config_add_dns(cfg, addr, NULL) == 0)
+		int before = cfg->ndns;
+		if (egress_config_add_dns(cfg, addr, NULL) == 0 && cfg->ndns > before)
 			added++;
 	}
 	*ret_skipped = skipped;
