@@ -3,6 +3,11 @@
  * host to use. */
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netlink.h>
 #include <net/if.h>
 #include <poll.h>
 #include <sched.h>
@@ -144,4 +149,61 @@ int net_resolv_conf_write(const char *text, struct sk_error *err)
 	if (write(fd, text, len) != (ssize_t)len)
 		return sk_error_errno(err, -EIO, "write /etc/resolv.conf");
 	return 0;
+}
+
+/* One nfnetlink message: header, nfgenmsg, optionally one string attribute. */
+static size_t nfnl_put(char *buf, uint16_t type, uint16_t flags, uint32_t seq, uint8_t family,
+                       uint16_t res_id, uint16_t attr, const char *str)
+{
+	struct nlmsghdr *h = (struct nlmsghdr *)buf;
+	struct nfgenmsg *g = (struct nfgenmsg *)(h + 1);
+	memset(h, 0, NLMSG_SPACE(sizeof(*g)));
+	h->nlmsg_type = type;
+	h->nlmsg_flags = NLM_F_REQUEST | flags;
+	h->nlmsg_seq = seq;
+	g->nfgen_family = family;
+	g->version = NFNETLINK_V0;
+	g->res_id = htons(res_id);
+	size_t len = NLMSG_SPACE(sizeof(*g));
+	if (str) {
+		struct nlattr *a = (struct nlattr *)(buf + len);
+		size_t n = strlen(str) + 1;
+		a->nla_type = attr;
+		a->nla_len = (uint16_t)(NLA_HDRLEN + n);
+		memcpy(a + 1, str, n);
+		memset((char *)(a + 1) + n, 0, NLA_ALIGN(a->nla_len) - a->nla_len);
+		len += NLA_ALIGN(a->nla_len);
+	}
+	h->nlmsg_len = (uint32_t)len;
+	return len;
+}
+
+int rt_net_table_remove(const struct rt *rt)
+{
+	char name[32];
+	snprintf(name, sizeof(name), "skiff_%s", rt->instance);
+	_cleanup_close_ int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+	if (fd < 0)
+		return -errno;
+	char buf[256] __attribute__((aligned(4)));
+	uint32_t seq = (uint32_t)getpid();
+	size_t len =
+	    nfnl_put(buf, NFNL_MSG_BATCH_BEGIN, 0, seq, AF_UNSPEC, NFNL_SUBSYS_NFTABLES, 0, NULL);
+	len += nfnl_put(buf + len, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELTABLE, NLM_F_ACK,
+	                seq + 1, NFPROTO_INET, 0, NFTA_TABLE_NAME, name);
+	len += nfnl_put(buf + len, NFNL_MSG_BATCH_END, 0, seq + 2, AF_UNSPEC, NFNL_SUBSYS_NFTABLES,
+	                0, NULL);
+	struct sockaddr_nl to = {.nl_family = AF_NETLINK};
+	if (sendto(fd, buf, len, 0, (struct sockaddr *)&to, sizeof(to)) < 0)
+		return -errno;
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	if (poll(&p, 1, NET_SOCKET_WAIT_MS) <= 0)
+		return -ETIMEDOUT;
+	char ans[512] __attribute__((aligned(4)));
+	ssize_t n = recv(fd, ans, sizeof(ans), 0);
+	const struct nlmsghdr *h = (const struct nlmsghdr *)ans;
+	if (n < (ssize_t)NLMSG_SPACE(sizeof(struct nlmsgerr)) || h->nlmsg_type != NLMSG_ERROR)
+		return -EIO;
+	int e = ((const struct nlmsgerr *)NLMSG_DATA(h))->error;
+	return e == -ENOENT ? 0 : e;
 }

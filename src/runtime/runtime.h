@@ -256,9 +256,13 @@ int rt_sandbox_release(struct rt_sandbox *sb, struct sk_error *err);
 /* Kill what is left, remove cgroups, state and uid range, free sb. Accepts NULL. */
 int rt_sandbox_destroy(struct rt_sandbox *sb, struct sk_error *err);
 
-/* Remove the instance's parent cgroups, state directory and lock file when no other runtime of
- * the instance runs (1: rt may then only be released), or leave them (0). */
+/* Remove the instance's parent cgroups, state directory, lock file and egress firewall table
+ * when no other runtime of the instance runs (1: rt may then only be released), or leave them
+ * (0). */
 int rt_instance_remove_if_idle(struct rt *rt);
+/* Delete the instance's nftables table (inet skiff_<instance>) if there is one: with a bare
+ * nfnetlink message, so that static programs (skiff-box gc) can; src/net makes the table. */
+int rt_net_table_remove(const struct rt *rt);
 /* Remove what crashed runs of this instance left: sandboxes whose owner is gone. Returns how many.
  */
 int rt_gc(struct rt *rt, struct sk_error *err);

@@ -173,7 +173,10 @@ int rt_instance_remove_if_idle(struct rt *rt)
 		return r;
 	}
 	cgroup_parent_remove(&rt->cg, rt->instance);
-	rmdir(rt->inst_dir);
+	/* Only once the state directory is gone (no sandbox of the instance is left, detached
+	 * ones included): a running egress sandbox without its table would be unfiltered. */
+	if (rmdir(rt->inst_dir) == 0 || errno == ENOENT)
+		rt_net_table_remove(rt);
 	char lock[sizeof(rt->run_dir) + 16];
 	snprintf(lock, sizeof(lock), "%s/%s.lock", rt->run_dir, rt->instance);
 	unlink(lock);

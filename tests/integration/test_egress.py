@@ -382,33 +382,50 @@ def test_skiff_box_refuses_egress_clearly():
     assert r.returncode == 2 and "needs skiffd" in r.stderr, r.stderr
 
 
+def box_ls(box):
+    r = subprocess.run([str(SKIFF_BOX), "ls", "--instance", box.instance, "--json"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
 def test_crash_cleanup(tmp_path, internet):
-    """kill -9 of skiffd: gc ends the sandboxes (their links go with them), a restart rebuilds
-    the table without the dead sandboxes' elements, a stop removes it."""
+    """kill -9 of skiffd: a restart rebuilds the table with the elements of the sandboxes that
+    still run and without those of the ones that ended meanwhile; gc, once nothing of the
+    instance runs, removes links and table."""
     nft = Nft()
     d = Skiffd(tmp_path / "data", new_instance("c"), _port())
     d.start(pool=0, extra=["--dns", RESOLVER])
     box = Box(SKIFF_BOX, d.instance, d.data)
     try:
         create(d, cidr_allowlist=["203.0.113.0/24"], command=["sleep", "300"])
-        assert instance_links(d.instance)
+        create(d, cidr_allowlist=["198.51.100.0/24"])
+        assert len(instance_links(d.instance)) == 2
+        d.proc.kill()
+        d.proc.wait()
+        d.log.close()
+        # One ends while no skiffd runs: its allowlist stays in the table, stale.
+        dying = [sb for sb in box_ls(box) if "sleep" in sb.get("command", "")]
+        assert len(dying) == 1, box_ls(box)
+        subprocess.run([str(SKIFF_BOX), "kill", "--instance", d.instance, dying[0]["id"]],
+                       capture_output=True, timeout=60)
         assert "203.0.113.0/24" in nft.table(d.instance)
+        d.start(pool=0, extra=["--dns", RESOLVER])
+        table = nft.table(d.instance)
+        assert "203.0.113.0/24" not in table and "198.51.100.0/24" in table, table
+        assert wait_for(lambda: len(instance_links(d.instance)) == 1, 5)
         d.proc.kill()
         d.proc.wait()
         d.log.close()
         kill_all(box)
         box.gc()
         assert wait_for(lambda: not instance_links(d.instance), 5), instance_links(d.instance)
-        d.start(pool=0, extra=["--dns", RESOLVER])
-        assert "203.0.113.0/24" not in (nft.table(d.instance) or "")
-        assert d.stop() == 0
-        assert nft.table(d.instance) is None
+        assert nft.table(d.instance) is None, "gc left the table"
     finally:
         if d.proc and d.proc.poll() is None:
             d.stop()
         kill_all(box)
         end_instance(box)
-        nft.run(f"delete table inet skiff_{d.instance}")
 
 
 def test_cli_network_and_allow(egressd, internet, tmp_path):

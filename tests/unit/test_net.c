@@ -69,8 +69,8 @@ static void test_dns(void **state)
 	assert_int_equal(skipped, 1);
 	assert_int_equal(c.ndns, 1);
 	egress_config_init(&c);
-	assert_int_equal(egress_config_dns_from_resolv_conf(&c, "nameserver 127.0.0.53\n", &skipped),
-	                 0);
+	assert_int_equal(
+	    egress_config_dns_from_resolv_conf(&c, "nameserver 127.0.0.53\n", &skipped), 0);
 	assert_int_equal(skipped, 1);
 	assert_true(egress_config_add_dns(&c, "127.0.0.1", &err) < 0);
 	assert_non_null(strstr(err.msg, "loopback"));
