@@ -232,9 +232,9 @@ def instance_net_links(inst):
 _nft = None
 
 
-def nft_table_exists(inst):
-    """Whether the instance's nftables table (inet skiff_<inst>) is there, asked through
-    libnftables (no nft program needed); False when the library is absent."""
+def nft_run(cmd):
+    """Run an nftables command through libnftables (no nft program needed): (rc, output).
+    rc is None when the library is absent."""
     global _nft
     import ctypes
     if _nft is None:
@@ -242,29 +242,38 @@ def nft_table_exists(inst):
             lib = ctypes.CDLL("libnftables.so.1")
         except OSError:
             _nft = False
-            return False
+            return None, ""
         lib.nft_ctx_new.restype = ctypes.c_void_p
         lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
         for f in ("nft_ctx_buffer_output", "nft_ctx_buffer_error", "nft_ctx_free"):
             getattr(lib, f).argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_get_output_buffer.restype = ctypes.c_char_p
+        lib.nft_ctx_get_output_buffer.argtypes = [ctypes.c_void_p]
         lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
         _nft = lib
     if not _nft:
-        return False
+        return None, ""
     ctx = _nft.nft_ctx_new(0)
     try:
         _nft.nft_ctx_buffer_output(ctx)
         _nft.nft_ctx_buffer_error(ctx)
-        return _nft.nft_run_cmd_from_buffer(ctx, f"list table inet skiff_{inst}".encode()) == 0
+        rc = _nft.nft_run_cmd_from_buffer(ctx, cmd.encode())
+        return rc, _nft.nft_ctx_get_output_buffer(ctx).decode()
     finally:
         _nft.nft_ctx_free(ctx)
+
+
+def nft_table(inst):
+    """The instance's nftables table (inet skiff_<inst>) as text, or None when absent."""
+    rc, out = nft_run(f"list table inet skiff_{inst}")
+    return out if rc == 0 else None
 
 
 def leaks(inst, extra_pids=()):
     """Everything of the instance still on the host, as readable lines (empty when clean)."""
     out = []
     out += [f"link {l}" for l in instance_net_links(inst)]
-    if nft_table_exists(inst):
+    if nft_table(inst) is not None:
         out.append(f"nftables table inet skiff_{inst}")
     out += [f"cgroup {p}" for p in sandbox_cgroups(inst)]
     out += [f"mount {m}" for m in instance_mounts(inst)]

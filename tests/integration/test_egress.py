@@ -8,7 +8,6 @@ record what arrived) and never at the uplink. Resolvers are test addresses too: 
 resolver is never used.
 """
 
-import ctypes
 import json
 import os
 import random
@@ -21,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (REPO, SKIFF, SKIFF_BOX, Box, Skiffd, end_instance, free_port, kill_all,
-                      new_instance, wait_for)
+from conftest import (REPO, SKIFF, SKIFF_BOX, Box, Skiffd, end_instance, instance_net_links,
+                      kill_all, new_instance, nft_run, nft_table, wait_for)
 
 PROBE = Path(os.environ.get("SKIFF_PROBE", str(REPO / "build" / "tests" / "skiff-probe")))
 N = random.randrange(10, 240)  # the test hosts' last octet: apart from other runs on the host
@@ -78,40 +77,21 @@ def sh(*argv, check=True):
 
 
 class Nft:
-    """The nftables state, read through libnftables (no nft program needed)."""
+    """The nftables state, read through libnftables (conftest.nft_run)."""
 
     def __init__(self):
-        try:
-            self.lib = ctypes.CDLL("libnftables.so.1")
-        except OSError:
+        if nft_run("list tables")[0] is None:
             pytest.skip("libnftables.so.1 is missing (apt install libnftables1)")
-        self.lib.nft_ctx_new.restype = ctypes.c_void_p
-        self.lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
-        for f in ("nft_ctx_buffer_output", "nft_ctx_buffer_error", "nft_ctx_free"):
-            getattr(self.lib, f).argtypes = [ctypes.c_void_p]
-        for f in ("nft_ctx_get_output_buffer", "nft_ctx_get_error_buffer"):
-            getattr(self.lib, f).restype = ctypes.c_char_p
-            getattr(self.lib, f).argtypes = [ctypes.c_void_p]
-        self.lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
 
     def run(self, cmd):
-        ctx = self.lib.nft_ctx_new(0)
-        try:
-            self.lib.nft_ctx_buffer_output(ctx)
-            self.lib.nft_ctx_buffer_error(ctx)
-            rc = self.lib.nft_run_cmd_from_buffer(ctx, cmd.encode())
-            return rc, self.lib.nft_ctx_get_output_buffer(ctx).decode()
-        finally:
-            self.lib.nft_ctx_free(ctx)
+        return nft_run(cmd)
 
     def table(self, inst):
-        rc, out = self.run(f"list table inet skiff_{inst}")
-        return out if rc == 0 else None
+        return nft_table(inst)
 
 
 def instance_links(inst):
-    out = json.loads(sh("ip", "-j", "link", "show").stdout or "[]")
-    return [l["ifname"] for l in out if l["ifname"].startswith(f"sk{inst}-e")]
+    return instance_net_links(inst)
 
 
 @pytest.fixture(scope="module")
