@@ -36,6 +36,13 @@ D_SRC = $(wildcard src/http/*.c) $(wildcard src/store/*.c) $(wildcard src/server
 	$(wildcard src/worker/*.c)
 D_OBJ = $(D_SRC:%.c=$(BUILD)/obj/%.o) $(LLHTTP_OBJ)
 D_LDLIBS = $(shell pkg-config --libs $(DPKGS)) -lpthread
+
+# Network egress: rtnetlink and nftables, linked by skiffd and the unit tests only (skiff-box
+# is static, and Debian ships no static libmnl or libnftables).
+NET_PKGS = libmnl libnftables
+NET_SRC = $(wildcard src/net/*.c)
+NET_OBJ = $(NET_SRC:%.c=$(BUILD)/obj/%.o)
+NET_LDLIBS = $(shell pkg-config --libs $(NET_PKGS))
 CLI_SRC = src/cmd/skiff.c $(wildcard src/cmd/cli_*.c)
 CLI_OBJ = $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_LDLIBS = $(shell pkg-config --libs libcurl jansson libcrypto) -lpthread
@@ -77,14 +84,19 @@ $(BUILD)/libskiffd.a: $(D_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+$(BUILD)/libskiffnet.a: $(NET_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
 # Not our code: built without our warnings and banned.h.
 $(BUILD)/obj/llhttp/%.o: $(LLHTTP_DIR)/%.c
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -g $(SAN_FLAGS) -I$(LLHTTP_INC) -c -o $@ $<
 
-$(BUILD)/bin/skiffd: $(BUILD)/obj/src/cmd/skiffd.o $(BUILD)/libskiffd.a $(BUILD)/libskiff.a
+$(BUILD)/bin/skiffd: $(BUILD)/obj/src/cmd/skiffd.o $(BUILD)/libskiffd.a $(BUILD)/libskiffnet.a \
+		$(BUILD)/libskiff.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(D_LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(D_LDLIBS) $(NET_LDLIBS)
 
 $(BUILD)/bin/skiff: $(CLI_OBJ) $(BUILD)/libskiff.a
 	@mkdir -p $(dir $@)
@@ -103,10 +115,11 @@ $(BUILD)/bench/pool_start: bench/pool_start.c $(BUILD)/libskiff.a
 bench: $(BUILD)/bench/pool_start
 
 # Unit tests may #include the .c they test to reach static functions.
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libskiffd.a $(BUILD)/libskiff.a
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libskiffd.a $(BUILD)/libskiffnet.a $(BUILD)/libskiff.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -Wno-unused-function -o $@ $< $(BUILD)/libskiffd.a \
-		$(BUILD)/libskiff.a $(D_LDLIBS) $(shell pkg-config --libs cmocka)
+		$(BUILD)/libskiffnet.a $(BUILD)/libskiff.a $(D_LDLIBS) $(NET_LDLIBS) \
+		$(shell pkg-config --libs cmocka)
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done

@@ -26,11 +26,14 @@ enum {
 	OPT_JSON,
 	OPT_STATE,
 	OPT_PORT,
+	OPT_NETWORK,
+	OPT_ALLOW,
 };
 
 #define CREATE_OPTIONS                                                                             \
 	"[--image I] [--cpu N] [--memory MIB] [--disk MIB] [--pids N] [--timeout S] "              \
-	"[--idle-timeout S] [--name N] [--tag K=V]... [--env K=V]... [--workdir D] [--port P]..."
+	"[--idle-timeout S] [--name N] [--tag K=V]... [--env K=V]... [--workdir D] [--port P]... " \
+	"[--network none|egress] [--allow CIDR]..."
 #define CREATE_USAGE "" CREATE_OPTIONS " [--json] [-- CMD...]"
 #define RUN_USAGE    "" CREATE_OPTIONS " -- CMD..."
 #define LS_USAGE     "[--state S] [--tag K:V]... [--name N] [--json]"
@@ -53,6 +56,8 @@ static const struct option create_options[] = {
     {"env", required_argument, NULL, OPT_ENV},
     {"workdir", required_argument, NULL, OPT_WORKDIR},
     {"port", required_argument, NULL, OPT_PORT},
+    {"network", required_argument, NULL, OPT_NETWORK},
+    {"allow", required_argument, NULL, OPT_ALLOW},
     {"json", no_argument, NULL, OPT_JSON},
     {NULL, 0, NULL, 0},
 };
@@ -167,6 +172,27 @@ static int create_parse(const char *cmd, const char *usage, int argc, char **arg
 			r = cli_parse_int(optarg, "--port", 1, 65535, &n, &err);
 			if (r == 0)
 				json_array_append_new(ports, json_integer(n));
+			break;
+		}
+		case OPT_NETWORK:
+			r = strcmp(optarg, "none") && strcmp(optarg, "egress")
+			        ? sk_error_set(&err, -SK_EINVAL_SPEC,
+			                       "--network: expected none or egress, got '%s'",
+			                       optarg)
+			        : json_object_set_new(a->body, "network", json_string(optarg));
+			break;
+		case OPT_ALLOW: {
+			/* The server checks each range; --allow alone implies egress. */
+			json_t *allow = json_object_get(a->body, "cidr_allowlist");
+			if (!allow) {
+				allow = json_array();
+				json_object_set_new(a->body, "cidr_allowlist", allow);
+			}
+			if (!json_object_get(a->body, "network"))
+				json_object_set_new(a->body, "network", json_string("egress"));
+			r = json_array_append_new(allow, json_string(optarg)) < 0
+			        ? sk_error_set(&err, -SK_EINVAL_SPEC, "--allow: not valid UTF-8")
+			        : 0;
 			break;
 		}
 		case OPT_ENV: r = cli_parse_pair(optarg, '=', "--env", a->env, &err); break;

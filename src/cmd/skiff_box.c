@@ -52,7 +52,8 @@ static void usage(FILE *f)
 	    "  --disk MIB        writable layer size (default %d)\n"
 	    "  --pids N          process limit (default %d)\n"
 	    "  --timeout S       wall-clock limit in seconds, 0 for none (default %g)\n"
-	    "  --network none    loopback only (the default and, for now, the only choice)\n"
+	    "  --network none    loopback only (the default and the only choice here: network\n"
+	    "                    egress needs skiffd, `skiff sandbox create --network egress`)\n"
 	    "  --env K=V         set an environment variable (repeatable)\n"
 	    "  --workdir DIR     working directory inside the sandbox (default /)\n"
 	    "  --hostname NAME   host name inside the sandbox\n"
@@ -224,8 +225,10 @@ int parse_options(int argc, char **argv, struct options *o)
 				break;
 			case OPT_NETWORK:
 				if (!strcmp(optarg, "egress"))
-					die_usage("--network egress is not supported yet; use "
-					          "--network none");
+					die_usage(
+					    "--network egress needs skiffd: use `skiff sandbox "
+					    "create --network egress` (skiff-box runs network none "
+					    "only)");
 				if (strcmp(optarg, "none") != 0)
 					die_usage("--network: expected 'none', got '%s'", optarg);
 				s->network = SPEC_NET_NONE;

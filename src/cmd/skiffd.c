@@ -2,6 +2,7 @@
  * defaults (SQLite in the data directory, a local worker); the two talk over the worker link on
  * loopback, as they would across machines. `skiffd server` and `skiffd worker` are the same two
  * halves as separate processes. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -18,6 +19,7 @@
 #include "../lib/error.h"
 #include "../lib/fsutil.h"
 #include "../lib/hash.h"
+#include "../net/net.h"
 #include "../runtime/runtime.h"
 #include "../server/server.h"
 #include "../store/store.h"
@@ -60,6 +62,8 @@ struct options {
 	const char *data, *listen, *instance, *server_url, *token_file, *name;
 	int pool;
 	int worker_lost_s;
+	struct egress_config egress; /* --egress-subnet, --dns */
+	int dns_given;
 };
 
 static void usage(FILE *f)
@@ -81,7 +85,13 @@ static void usage(FILE *f)
 	      "  --instance ID       the runtime instance: 1-4 of [a-z0-9] (" DEFAULT_INSTANCE ")\n"
 	      "  --pool N            sandboxes kept ready for the default image (2)\n"
 	      "  --name NAME         the worker's name, stable across restarts (host-instance)\n"
-	      "  --worker-lost-s S   a worker silent this long is lost (15)\n",
+	      "  --worker-lost-s S   a worker silent this long is lost (15)\n"
+	      "  --egress-subnet CIDR  addresses of network-egress sandboxes, a private range\n"
+	      "                      of /"
+	      "17 or more (" EGRESS_DEFAULT_SUBNET ")\n"
+	      "  --dns ADDR          a resolver egress sandboxes may use, named in their\n"
+	      "                      resolv.conf (repeatable; default: the host's nameservers\n"
+	      "                      from " EGRESS_RESOLV_CONF_FILE ", loopback ones left out)\n",
 	      f);
 }
 
@@ -137,6 +147,22 @@ static void on_signal(uv_signal_t *s, int signum)
 		server_stop(d);
 }
 
+/* The host's resolvers for egress sandboxes; said plainly when there is none they can use. */
+static void dns_default(struct egress_config *cfg)
+{
+	char text[4096];
+	int skipped = 0;
+	if (fs_read_at(AT_FDCWD, EGRESS_RESOLV_CONF_FILE, text, sizeof(text)) < 0)
+		text[0] = '\0';
+	if (egress_config_dns_from_resolv_conf(cfg, text, &skipped) > 0)
+		return;
+	fprintf(stderr,
+	        "level=warn msg=\"egress sandboxes get no DNS: %s (give one with --dns ADDR)\"\n",
+	        skipped ? "the host's only nameservers are on loopback, which a sandbox can't "
+	                  "reach"
+	                : "no IPv4 nameserver in " EGRESS_RESOLV_CONF_FILE);
+}
+
 static int parse_options(int argc, char **argv, struct options *o)
 {
 	static const struct option opts[] = {
@@ -149,6 +175,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 	    {"token-file", required_argument, NULL, 'T'},
 	    {"name", required_argument, NULL, 'n'},
 	    {"worker-lost-s", required_argument, NULL, 'L'},
+	    {"egress-subnet", required_argument, NULL, 'E'},
+	    {"dns", required_argument, NULL, 'D'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
@@ -181,6 +209,17 @@ static int parse_options(int argc, char **argv, struct options *o)
 			}
 			o->worker_lost_s = (int)v;
 			break;
+		case 'E':
+		case 'D': {
+			struct sk_error err = {0};
+			if ((c == 'E' ? egress_config_set_subnet(&o->egress, optarg, &err)
+			              : egress_config_add_dns(&o->egress, optarg, &err)) < 0) {
+				fprintf(stderr, "skiffd: %s\n", err.msg);
+				return 2;
+			}
+			o->dns_given |= c == 'D';
+			break;
+		}
 		case 'h': usage(stdout); return -1;
 		default: usage(stderr); return 2;
 		}
@@ -198,6 +237,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 		fprintf(stderr, "skiffd: --data: an absolute path is needed\n");
 		return 2;
 	}
+	if (!o->dns_given)
+		dns_default(&o->egress);
 	if (mkdir(o->data, 0700) < 0 && errno != EEXIST) {
 		fprintf(stderr, "skiffd: create %s: %s\n", o->data, strerror(errno));
 		return 1;
@@ -302,6 +343,7 @@ static int start_spawner(struct daemon *d, const struct options *o)
 	                            .data_dir = d->spawner_strings[1],
 	                            .busybox = getenv(BUSYBOX_PATH_ENV),
 	                            .pool_size = o->pool,
+	                            .egress = &o->egress,
 	                            .in_child = cmdline_blank};
 	if (!sc.instance || !sc.data_dir) {
 		fprintf(stderr, "skiffd: out of memory\n");
@@ -339,6 +381,7 @@ static void options_init(struct options *o)
 	                     .listen = DEFAULT_LISTEN,
 	                     .instance = DEFAULT_INSTANCE,
 	                     .pool = SPAWNER_DEFAULT_POOL};
+	egress_config_init(&o->egress);
 }
 
 static int cmd_dev(int argc, char **argv)
@@ -439,6 +482,10 @@ static int cmd_worker(int argc, char **argv)
 		fprintf(stderr, "skiffd worker: --server http://HOST:PORT is required\n");
 		return 2;
 	}
+	/* The control plane, when it is not on this host (whose addresses egress blocks anyway). */
+	struct in_addr cp;
+	if (inet_pton(AF_INET, host, &cp) == 1)
+		o.egress.control_plane = ntohl(cp.s_addr);
 	/* The secret comes from a file only: a command line is readable by every user of the host,
 	 * and sandboxes' processes descend from this one. */
 	if (!o.token_file) {

@@ -478,6 +478,8 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 	}
 	if (net_loopback_up(&err) < 0)
 		fail(sync_fd, &err);
+	if (a->resolv_conf && net_resolv_conf_write(a->resolv_conf, &err) < 0)
+		fail(sync_fd, &err);
 	timing_mark(&t, "init_hostname_lo");
 	/* A session of our own: the host terminal's job control and signals reach the sandbox
 	 * only through the runtime. */

@@ -37,7 +37,8 @@ struct rt_child_args {
 	int events_fd; /* the events log init appends to, or -1 */
 	int stdio[3];  /* detached: what init and the main command get as 0, 1, 2 (else -1) */
 	int detached;  /* outlive the runtime: no parent-death signal */
-	int wait_for_command; /* pooled: set up, then wait for RT_MSG_RUN */
+	int wait_for_command;    /* pooled: set up, then wait for RT_MSG_RUN */
+	const char *resolv_conf; /* network egress: /etc/resolv.conf's text; NULL: leave it */
 };
 
 /* A sandbox as the runtime holds it (sandbox.c; exec.c and attach.c use it too). */
@@ -118,6 +119,9 @@ int rootfs_setup(const char *scratch, int lower_fd, const struct spec *spec, str
 
 /* Bring loopback up in the current network namespace. */
 int net_loopback_up(struct sk_error *err);
+/* In the sandbox, after pivot_root: make /etc/resolv.conf hold text (replacing what the image
+ * has there, a symlink included). */
+int net_resolv_conf_write(const char *text, struct sk_error *err);
 
 int rt_msg_send(int fd, int type, int code, const char *text, int pass_fd);
 /* Wait for init's word that the command runs (sandbox.c; pool.c too). */

@@ -1,13 +1,22 @@
-/* Network namespace setup inside the sandbox (network "none": loopback only), and sockets made
- * in a running sandbox's network namespace for the host to use. */
+/* Network namespace setup inside the sandbox (loopback; for network egress, its resolv.conf:
+ * the links are src/net's), and sockets made in a running sandbox's network namespace for the
+ * host to use. */
 #include <errno.h>
+#include <fcntl.h>
+#include <arpa/inet.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netlink.h>
 #include <net/if.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -36,7 +45,7 @@ int net_loopback_up(struct sk_error *err)
 /* What the socket child works from and answers with. */
 struct socket_child {
 	int pidfd; /* the sandbox's init */
-	int domain, type;
+	int domain, type, protocol;
 	int answer_fd; /* its end of the socket pair: (errno, socket) go back there */
 };
 
@@ -48,13 +57,13 @@ static int socket_child_main(void *arg)
 	int e = 0, fd = -1;
 	if (setns(c->pidfd, CLONE_NEWNET) < 0)
 		e = errno;
-	else if ((fd = socket(c->domain, c->type | SOCK_CLOEXEC, 0)) < 0)
+	else if ((fd = socket(c->domain, c->type | SOCK_CLOEXEC, c->protocol)) < 0)
 		e = errno;
 	sock_send_fd(c->answer_fd, &e, sizeof(e), fd);
 	_exit(e ? 1 : 0);
 }
 
-int rt_sandbox_socket(const struct rt_sandbox *sb, int domain, int type, int *ret_fd,
+int rt_sandbox_socket(const struct rt_sandbox *sb, int domain, int type, int protocol, int *ret_fd,
                       struct sk_error *err)
 {
 	int sv[2];
@@ -62,8 +71,11 @@ int rt_sandbox_socket(const struct rt_sandbox *sb, int domain, int type, int *re
 		return sk_error_errno(err, -errno, "socketpair");
 	_cleanup_close_ int mine = sv[0];
 	_cleanup_close_ int theirs = sv[1];
-	struct socket_child c = {
-	    .pidfd = sb->pidfd, .domain = domain, .type = type, .answer_fd = theirs};
+	struct socket_child c = {.pidfd = sb->pidfd,
+	                         .domain = domain,
+	                         .type = type,
+	                         .protocol = protocol,
+	                         .answer_fd = theirs};
 #if defined(__SANITIZE_ADDRESS__)
 	/* ASan keeps per-thread state in TLS, which a clone sharing our memory would share. */
 	pid_t pid = fork();
@@ -98,4 +110,100 @@ int rt_sandbox_socket(const struct rt_sandbox *sb, int domain, int type, int *re
 	}
 	*ret_fd = fd;
 	return 0;
+}
+
+int rt_sandbox_netns_open(const struct rt_sandbox *sb, int *ret_fd, struct sk_error *err)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)sb->pid);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return sk_error_errno(err, -errno, "open %s", path);
+	/* Opened while the pidfd's process still runs: the pid was not recycled in between. */
+	struct pollfd p = {.fd = sb->pidfd, .events = POLLIN};
+	if (sb->pidfd < 0 || poll(&p, 1, 0) != 0)
+		return sk_error_set(err, -ESRCH, "the sandbox's init is gone");
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+int rt_sandbox_slot(const struct rt_sandbox *sb)
+{
+	return sb->slot.slot;
+}
+
+int net_resolv_conf_write(const char *text, struct sk_error *err)
+{
+	/* In the sandbox's own root, as its root: a link the image put there goes nowhere outside
+	 * it, yet it is replaced rather than followed. */
+	struct stat st;
+	if (lstat("/etc", &st) < 0 && errno == ENOENT && mkdir("/etc", 0755) < 0)
+		return sk_error_errno(err, -errno, "make /etc");
+	if (unlink("/etc/resolv.conf") < 0 && errno != ENOENT)
+		return sk_error_errno(err, -errno, "replace /etc/resolv.conf");
+	_cleanup_close_ int fd =
+	    open("/etc/resolv.conf", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return sk_error_errno(err, -errno, "write /etc/resolv.conf");
+	size_t len = strlen(text);
+	if (write(fd, text, len) != (ssize_t)len)
+		return sk_error_errno(err, -EIO, "write /etc/resolv.conf");
+	return 0;
+}
+
+/* One nfnetlink message: header, nfgenmsg, optionally one string attribute. */
+static size_t nfnl_put(char *buf, uint16_t type, uint16_t flags, uint32_t seq, uint8_t family,
+                       uint16_t res_id, uint16_t attr, const char *str)
+{
+	struct nlmsghdr *h = (struct nlmsghdr *)buf;
+	struct nfgenmsg *g = (struct nfgenmsg *)(h + 1);
+	memset(h, 0, NLMSG_SPACE(sizeof(*g)));
+	h->nlmsg_type = type;
+	h->nlmsg_flags = NLM_F_REQUEST | flags;
+	h->nlmsg_seq = seq;
+	g->nfgen_family = family;
+	g->version = NFNETLINK_V0;
+	g->res_id = htons(res_id);
+	size_t len = NLMSG_SPACE(sizeof(*g));
+	if (str) {
+		struct nlattr *a = (struct nlattr *)(buf + len);
+		size_t n = strlen(str) + 1;
+		a->nla_type = attr;
+		a->nla_len = (uint16_t)(NLA_HDRLEN + n);
+		memcpy(a + 1, str, n);
+		memset((char *)(a + 1) + n, 0, NLA_ALIGN(a->nla_len) - a->nla_len);
+		len += NLA_ALIGN(a->nla_len);
+	}
+	h->nlmsg_len = (uint32_t)len;
+	return len;
+}
+
+int rt_net_table_remove(const struct rt *rt)
+{
+	char name[32];
+	snprintf(name, sizeof(name), "skiff_%s", rt->instance);
+	_cleanup_close_ int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+	if (fd < 0)
+		return -errno;
+	char buf[256] __attribute__((aligned(4)));
+	uint32_t seq = (uint32_t)getpid();
+	size_t len =
+	    nfnl_put(buf, NFNL_MSG_BATCH_BEGIN, 0, seq, AF_UNSPEC, NFNL_SUBSYS_NFTABLES, 0, NULL);
+	len += nfnl_put(buf + len, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELTABLE, NLM_F_ACK,
+	                seq + 1, NFPROTO_INET, 0, NFTA_TABLE_NAME, name);
+	len += nfnl_put(buf + len, NFNL_MSG_BATCH_END, 0, seq + 2, AF_UNSPEC, NFNL_SUBSYS_NFTABLES,
+	                0, NULL);
+	struct sockaddr_nl to = {.nl_family = AF_NETLINK};
+	if (sendto(fd, buf, len, 0, (struct sockaddr *)&to, sizeof(to)) < 0)
+		return -errno;
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	if (poll(&p, 1, NET_SOCKET_WAIT_MS) <= 0)
+		return -ETIMEDOUT;
+	char ans[512] __attribute__((aligned(4)));
+	ssize_t n = recv(fd, ans, sizeof(ans), 0);
+	const struct nlmsghdr *h = (const struct nlmsghdr *)ans;
+	if (n < (ssize_t)NLMSG_SPACE(sizeof(struct nlmsgerr)) || h->nlmsg_type != NLMSG_ERROR)
+		return -EIO;
+	int e = ((const struct nlmsgerr *)NLMSG_DATA(h))->error;
+	return e == -ENOENT ? 0 : e;
 }

@@ -22,6 +22,20 @@
 #define RT_OOM_RECHECK_MS        5
 #define RT_EXEC_START_TIMEOUT_MS 10000 /* an exec not started by then is ended */
 
+struct rt_sandbox;
+
+/* Network "egress", provided by a process that links src/net (skiffd's spawner; skiff-box does
+ * not, and refuses egress). attach runs once a sandbox's init is cloned with its ids mapped and
+ * before anything of the sandbox runs; detach before its uid slot (and with it its address) is
+ * released, and for a sandbox found again after a restart too (a no-op where nothing was set). */
+struct rt_net {
+	int (*attach)(void *ctx, struct rt_sandbox *sb, const struct spec *spec,
+	              struct sk_error *err);
+	void (*detach)(void *ctx, struct rt_sandbox *sb);
+	void *ctx;
+	const char *resolv_conf; /* the egress sandboxes' /etc/resolv.conf */
+};
+
 struct rt {
 	char instance[RT_INSTANCE_MAX_CHARS + 1];
 	char run_dir[256];  /* RT_DEFAULT_RUN_DIR: shared by instances (uid slots) */
@@ -29,7 +43,8 @@ struct rt {
 	struct cg_layout cg;
 	struct rt_seccomp seccomp;
 	uint64_t caps;
-	int lock_fd; /* <run_dir>/<instance>.lock, held shared */
+	int lock_fd;              /* <run_dir>/<instance>.lock, held shared */
+	const struct rt_net *net; /* NULL: network egress is refused */
 	/* Cleanup helpers told to exit but not reaped yet: reaped later, never waited for on a
 	 * sandbox's teardown path. */
 	struct {
@@ -173,12 +188,18 @@ int rt_sandbox_enter(const struct rt_sandbox *sb, struct sk_error *err);
  * teardown and gc cover it as one of the sandbox's own. */
 int rt_sandbox_join_cgroups(const struct rt_sandbox *sb, pid_t pid, struct sk_error *err);
 void rt_exec_release(struct rt_exec *ex);
-/* A socket (socket(2)'s domain and type; close-on-exec) made in the running sandbox's network
- * namespace, by a short-lived child that joins that namespace only: connected or bound by the
- * caller, it reaches what the sandbox's loopback reaches and nothing else. *ret_fd is the
- * caller's. */
-int rt_sandbox_socket(const struct rt_sandbox *sb, int domain, int type, int *ret_fd,
+/* A socket (socket(2)'s domain, type and protocol; close-on-exec) made in the running
+ * sandbox's network namespace, by a short-lived child that joins that namespace only: connected
+ * or bound by the caller, it reaches what the sandbox's loopback reaches and nothing else (a
+ * NETLINK_ROUTE one configures the sandbox's links). *ret_fd is the caller's. */
+int rt_sandbox_socket(const struct rt_sandbox *sb, int domain, int type, int protocol, int *ret_fd,
                       struct sk_error *err);
+/* An fd of the sandbox's network namespace (for IFLA_NET_NS_FD), checked to be its init's while
+ * init still runs (pids recycle). */
+int rt_sandbox_netns_open(const struct rt_sandbox *sb, int *ret_fd, struct sk_error *err);
+/* The sandbox's uid slot: unique on the host among live sandboxes of every instance (egress
+ * addresses derive from it); -1 once released. */
+int rt_sandbox_slot(const struct rt_sandbox *sb);
 
 enum rt_state {
 	RT_STATE_RUNNING,    /* detached, init runs */
@@ -235,9 +256,13 @@ int rt_sandbox_release(struct rt_sandbox *sb, struct sk_error *err);
 /* Kill what is left, remove cgroups, state and uid range, free sb. Accepts NULL. */
 int rt_sandbox_destroy(struct rt_sandbox *sb, struct sk_error *err);
 
-/* Remove the instance's parent cgroups, state directory and lock file when no other runtime of
- * the instance runs (1: rt may then only be released), or leave them (0). */
+/* Remove the instance's parent cgroups, state directory, lock file and egress firewall table
+ * when no other runtime of the instance runs (1: rt may then only be released), or leave them
+ * (0). */
 int rt_instance_remove_if_idle(struct rt *rt);
+/* Delete the instance's nftables table (inet skiff_<instance>) if there is one: with a bare
+ * nfnetlink message, so that static programs (skiff-box gc) can; src/net makes the table. */
+int rt_net_table_remove(const struct rt *rt);
 /* Remove what crashed runs of this instance left: sandboxes whose owner is gone. Returns how many.
  */
 int rt_gc(struct rt *rt, struct sk_error *err);

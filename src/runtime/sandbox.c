@@ -173,7 +173,10 @@ int rt_instance_remove_if_idle(struct rt *rt)
 		return r;
 	}
 	cgroup_parent_remove(&rt->cg, rt->instance);
-	rmdir(rt->inst_dir);
+	/* Only once the state directory is gone (no sandbox of the instance is left, detached
+	 * ones included): a running egress sandbox without its table would be unfiltered. */
+	if (rmdir(rt->inst_dir) == 0 || errno == ENOENT)
+		rt_net_table_remove(rt);
 	char lock[sizeof(rt->run_dir) + 16];
 	snprintf(lock, sizeof(lock), "%s/%s.lock", rt->run_dir, rt->instance);
 	unlink(lock);
@@ -376,6 +379,14 @@ static int lower_mount_make(pid_t pid, const char *rootfs, int *ret_fd, struct s
 
 static void sandbox_free(struct rt_sandbox *sb);
 
+/* Undo what the network's attach set up outside the sandbox, before its address (its slot) can
+ * go to another. */
+static void net_detach(struct rt_sandbox *sb)
+{
+	if (sb->rt->net && sb->slot.slot >= 0)
+		sb->rt->net->detach(sb->rt->net->ctx, sb);
+}
+
 void rt_sandbox_close(struct rt_sandbox *sb)
 {
 	if (!sb)
@@ -483,6 +494,10 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 	int r = spec_validate(spec, err);
 	if (r < 0)
 		return r;
+	if (spec->network == SPEC_NET_EGRESS && !rt->net)
+		return sk_error_set(err, -SK_EINVAL_SPEC,
+		                    "network egress needs skiffd (skiff sandbox create --network "
+		                    "egress): this program has no egress networking");
 	struct rt_sandbox *sb = calloc(1, sizeof(*sb));
 	if (!sb)
 		return sk_error_set(err, -ENOMEM, "out of memory");
@@ -553,6 +568,7 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 	    .detached = detached,
 	    .stdio = {stdio[0], stdio[1], stdio[2]},
 	    .wait_for_command = !!(flags & RT_START_POOLED),
+	    .resolv_conf = spec->network == SPEC_NET_EGRESS ? rt->net->resolv_conf : NULL,
 	};
 	int pidfd = -1;
 	/* Fork-like, on a copy of this stack: init gets a memory of its own (see HELPER_SHARES_VM).
@@ -589,6 +605,11 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 	if ((r = cgroup_sandbox_attach(&sb->cg, sb->pid, err)) < 0)
 		goto fail;
 	timing_mark(&sb->marks, "cgroup_attach");
+	if (spec->network == SPEC_NET_EGRESS) {
+		if ((r = rt->net->attach(rt->net->ctx, sb, spec, err)) < 0)
+			goto fail;
+		timing_mark(&sb->marks, "net_egress");
+	}
 	if ((r = lower_mount_make(sb->pid, rootfs, &lower, err)) < 0)
 		goto fail;
 	timing_mark(&sb->marks, "idmapped_mount");
@@ -822,6 +843,7 @@ int rt_sandbox_release(struct rt_sandbox *sb, struct sk_error *err)
 		sb->cg_made = 0;
 	}
 	/* The slot may be another sandbox's by now (gc freed it): release only our own. */
+	net_detach(sb);
 	idmap_slot_release(sb->rt->run_dir, sb->slot.slot, sb->owner);
 	sb->slot.slot = -1;
 	if (sb->oom_fd >= 0)
@@ -858,6 +880,7 @@ int rt_sandbox_destroy(struct rt_sandbox *sb, struct sk_error *err)
 		sb->cg_made = r < 0; /* the helper retries what we could not remove */
 	}
 	if (r == 0) {
+		net_detach(sb);
 		idmap_slot_release(sb->rt->run_dir, sb->slot.slot, sb->owner);
 		if (sb->lock_fd >= 0)
 			state_sandbox_dir_remove(sb->rt->inst_dir, sb->id);

@@ -1,8 +1,10 @@
 #include "spec.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
+#include <stdio.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -242,6 +244,11 @@ int spec_validate(const struct spec *s, struct sk_error *err)
 	if (!(s->timeout_s >= 0 && s->timeout_s <= SPEC_MAX_TIMEOUT_S))
 		return sk_error_set(err, EINPUT, "timeout_s: %g is out of range [0, %g]",
 		                    s->timeout_s, SPEC_MAX_TIMEOUT_S);
+	if (s->ncidrs > SPEC_MAX_CIDRS)
+		return sk_error_set(err, EINPUT, "cidr_allowlist: at most %d entries",
+		                    SPEC_MAX_CIDRS);
+	if (s->ncidrs && s->network != SPEC_NET_EGRESS)
+		return sk_error_set(err, EINPUT, "cidr_allowlist: needs network \"egress\"");
 	return 0;
 }
 
@@ -385,6 +392,121 @@ static int json_network(struct spec *s, json_t *v, struct sk_error *err)
 	return 0;
 }
 
+const char *const SPEC_BLOCKED_CIDRS[] = {
+    "0.0.0.0/8",      "10.0.0.0/8",    "100.64.0.0/10", "127.0.0.0/8",
+    "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24",  "192.168.0.0/16",
+    "198.18.0.0/15",  "224.0.0.0/4",   "240.0.0.0/4",   NULL,
+};
+
+static uint32_t prefix_mask(unsigned prefix)
+{
+	return prefix == 0 ? 0 : 0xffffffffu << (32 - prefix);
+}
+
+/* Parse "A.B.C.D/N" or "A.B.C.D" strictly (no leading zeros, no spaces). */
+static int cidr_parse(const char *text, struct spec_cidr *ret)
+{
+	char addr[16];
+	const char *slash = strchr(text, '/');
+	size_t alen = slash ? (size_t)(slash - text) : strlen(text);
+	if (alen == 0 || alen >= sizeof(addr))
+		return -EINVAL;
+	memcpy(addr, text, alen);
+	addr[alen] = '\0';
+	struct in_addr in;
+	if (inet_pton(AF_INET, addr, &in) != 1)
+		return -EINVAL;
+	unsigned prefix = 32;
+	if (slash) {
+		const char *p = slash + 1;
+		if (!isdigit((unsigned char)p[0]) || strlen(p) > 2 || (p[0] == '0' && p[1]) ||
+		    (p[1] && !isdigit((unsigned char)p[1])))
+			return -EINVAL;
+		prefix = (unsigned)atoi(p);
+		if (prefix > 32)
+			return -EINVAL;
+	}
+	ret->addr = ntohl(in.s_addr);
+	ret->prefix = (uint8_t)prefix;
+	return 0;
+}
+
+void spec_cidr_format(const struct spec_cidr *c, char *buf, size_t size)
+{
+	snprintf(buf, size, "%u.%u.%u.%u/%u", c->addr >> 24, (c->addr >> 16) & 0xff,
+	         (c->addr >> 8) & 0xff, c->addr & 0xff, c->prefix);
+}
+
+const char *spec_cidr_blocked(const struct spec_cidr *c)
+{
+	for (size_t i = 0; SPEC_BLOCKED_CIDRS[i]; i++) {
+		struct spec_cidr b;
+		if (cidr_parse(SPEC_BLOCKED_CIDRS[i], &b) < 0)
+			continue;
+		if (c->prefix >= b.prefix && (c->addr & prefix_mask(b.prefix)) == b.addr)
+			return SPEC_BLOCKED_CIDRS[i];
+	}
+	return NULL;
+}
+
+int spec_add_cidr(struct spec *s, const char *text, struct sk_error *err)
+{
+	struct spec_cidr c;
+	if (cidr_parse(text, &c) < 0)
+		return sk_error_set(
+		    err, EINPUT,
+		    "cidr_allowlist: '%.32s' is not an IPv4 range like 198.51.100.0/24", text);
+	if (c.addr & ~prefix_mask(c.prefix)) {
+		struct spec_cidr net = {.addr = c.addr & prefix_mask(c.prefix), .prefix = c.prefix};
+		char buf[SPEC_CIDR_MAX_CHARS + 1];
+		spec_cidr_format(&net, buf, sizeof(buf));
+		return sk_error_set(err, EINPUT,
+		                    "cidr_allowlist: '%.32s' has host bits set; did you mean %s?",
+		                    text, buf);
+	}
+	const char *blocked = spec_cidr_blocked(&c);
+	if (blocked)
+		return sk_error_set(
+		    err, EINPUT,
+		    "cidr_allowlist: '%.32s' lies in %s, which an egress sandbox never "
+		    "reaches (private, loopback, link-local and reserved ranges stay "
+		    "blocked); list public destinations only",
+		    text, blocked);
+	for (size_t i = 0; i < s->ncidrs; i++)
+		if (s->cidrs[i].addr == c.addr && s->cidrs[i].prefix == c.prefix)
+			return 0;
+	if (s->ncidrs >= SPEC_MAX_CIDRS)
+		return sk_error_set(err, EINPUT, "cidr_allowlist: at most %d entries",
+		                    SPEC_MAX_CIDRS);
+	s->cidrs[s->ncidrs++] = c;
+	return 0;
+}
+
+static int json_cidrs(struct spec *s, json_t *v, struct sk_error *err)
+{
+	s->ncidrs = 0;
+	if (json_is_null(v))
+		return 0;
+	if (!json_is_array(v))
+		return sk_error_set(err, EINPUT, "cidr_allowlist: expected a list of IPv4 ranges");
+	if (json_array_size(v) > SPEC_MAX_CIDRS)
+		return sk_error_set(err, EINPUT, "cidr_allowlist: at most %d entries",
+		                    SPEC_MAX_CIDRS);
+	size_t i;
+	json_t *c;
+	json_array_foreach (v, i, c) {
+		if (!json_is_string(c))
+			return sk_error_set(err, EINPUT,
+			                    "cidr_allowlist[%zu]: expected a string like "
+			                    "\"198.51.100.0/24\"",
+			                    i);
+		int r = spec_add_cidr(s, json_string_value(c), err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 static int json_ports(struct spec *s, json_t *v, struct sk_error *err)
 {
 	s->nports = 0;
@@ -446,12 +568,8 @@ static int json_field(struct spec *s, const char *key, json_t *v, struct sk_erro
 	}
 	if (!strcmp(key, "network"))
 		return json_network(s, v, err);
-	if (!strcmp(key, "cidr_allowlist")) {
-		if (json_is_null(v) || (json_is_array(v) && json_array_size(v) == 0))
-			return 0;
-		return sk_error_set(err, EINPUT,
-		                    "cidr_allowlist: needs network \"egress\", not supported yet");
-	}
+	if (!strcmp(key, "cidr_allowlist"))
+		return json_cidrs(s, v, err);
 	if (!strcmp(key, "ports"))
 		return json_ports(s, v, err);
 	if (!strcmp(key, "tags"))
@@ -479,9 +597,6 @@ int spec_apply_json(struct spec *s, const char *data, size_t len, struct sk_erro
 		if ((r = json_field(s, key, v, err)) < 0)
 			goto out;
 	}
-	if (s->network == SPEC_NET_EGRESS)
-		r = sk_error_set(err, EINPUT,
-		                 "network: \"egress\" is not supported yet; use \"none\"");
 out:
 	json_decref(root);
 	return r;

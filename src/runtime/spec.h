@@ -27,6 +27,8 @@
 #define SPEC_MAX_PIDS           (1 << 22)
 #define SPEC_MAX_TIMEOUT_S      86400.0
 #define SPEC_MAX_PORTS          16 /* ports a sandbox declares it serves */
+#define SPEC_MAX_CIDRS          64 /* entries of cidr_allowlist */
+#define SPEC_CIDR_MAX_CHARS     18 /* "255.255.255.255/32" */
 
 /* Defaults (API.md). */
 #define SPEC_DEFAULT_CPU        1.0
@@ -36,6 +38,12 @@
 #define SPEC_DEFAULT_TIMEOUT_S  300.0
 
 enum spec_network { SPEC_NET_NONE = 0, SPEC_NET_EGRESS };
+
+/* An IPv4 range: addr (host byte order) with its host bits clear, and a prefix length 0-32. */
+struct spec_cidr {
+	uint32_t addr;
+	uint8_t prefix;
+};
 
 struct spec {
 	char *image;  /* image name; NULL means the default ("busybox") */
@@ -58,6 +66,9 @@ struct spec {
 	 * runtime keeps them, nothing more). Distinct, 1-65535, in the order given. */
 	uint16_t ports[SPEC_MAX_PORTS];
 	size_t nports;
+	/* egress only: the public destinations it may reach (none: every public one). */
+	struct spec_cidr cidrs[SPEC_MAX_CIDRS];
+	size_t ncidrs;
 };
 
 /* Fill s with the defaults; s owns nothing yet. */
@@ -73,6 +84,19 @@ int spec_apply_json(struct spec *s, const char *data, size_t len, struct sk_erro
 int spec_set_env(struct spec *s, const char *kv, struct sk_error *err); /* "K=V" */
 int spec_set_argv(struct spec *s, char *const *argv, size_t argc, struct sk_error *err);
 int spec_set_string(char **field, const char *value, const char *what, struct sk_error *err);
+
+/* Add one allowlist entry, "A.B.C.D/N" or "A.B.C.D" (/32). Refused: a malformed range, host
+ * bits set, one that lies wholly in a range egress never reaches (spec_cidr_blocked), more than
+ * SPEC_MAX_CIDRS. A duplicate is kept once. */
+int spec_add_cidr(struct spec *s, const char *text, struct sk_error *err);
+/* "A.B.C.D/N" into buf (at least SPEC_CIDR_MAX_CHARS + 1 bytes). */
+void spec_cidr_format(const struct spec_cidr *c, char *buf, size_t size);
+/* Ranges an egress sandbox never reaches, whatever its allowlist says: "this" network, private,
+ * CGNAT, loopback, link-local, IETF protocol assignments, benchmarking, multicast, reserved and
+ * broadcast. NULL-terminated, for the firewall too. */
+extern const char *const SPEC_BLOCKED_CIDRS[];
+/* The blocked range that holds all of c, or NULL. */
+const char *spec_cidr_blocked(const struct spec_cidr *c);
 
 /* Check cross-field rules and every bound; call after all setters. */
 int spec_validate(const struct spec *s, struct sk_error *err);

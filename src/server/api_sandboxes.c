@@ -257,7 +257,18 @@ static void create_go(struct api_call *call, json_t *body)
 	              spec.workdir ? spec.workdir : "/", "cpu", spec.cpu, "memory_mib",
 	              (json_int_t)spec.memory_mib, "disk_mib", (json_int_t)spec.disk_mib, "pids",
 	              (json_int_t)spec.pids, "timeout_s", spec.timeout_s, "idle_timeout_s",
-	              idle > 0 ? json_real(idle) : json_null(), "network", "none");
+	              idle > 0 ? json_real(idle) : json_null(), "network",
+	              spec.network == SPEC_NET_EGRESS ? "egress" : "none");
+	json_t *cidrs = json_array();
+	for (size_t i = 0; cidrs && i < spec.ncidrs; i++) {
+		char c[SPEC_CIDR_MAX_CHARS + 1];
+		spec_cidr_format(&spec.cidrs[i], c, sizeof(c));
+		json_array_append_new(cidrs, json_string(c));
+	}
+	if (sb->spec && cidrs)
+		json_object_set_new(sb->spec, "cidr_allowlist", cidrs);
+	else
+		json_decref(cidrs);
 	if (sb->spec && spec.hostname)
 		json_object_set_new(sb->spec, "hostname", json_string(spec.hostname));
 	json_t *ports = json_array();

@@ -53,13 +53,16 @@ json_t *sandbox_json(const struct sandbox_rec *sb)
 	json_object_set_new(o, "state", json_string(sb->row.state));
 	json_object_set_new(o, "exit_code",
 	                    sb->row.exit_code >= 0 ? json_integer(sb->row.exit_code) : json_null());
-	static const char *const FIELDS[] = {"image",     "command",        "env",      "workdir",
-	                                     "cpu",       "memory_mib",     "disk_mib", "pids",
-	                                     "timeout_s", "idle_timeout_s", "network",  "ports"};
+	static const char *const FIELDS[] = {
+	    "image",      "command",  "env",           "workdir",   "cpu",
+	    "memory_mib", "disk_mib", "pids",          "timeout_s", "idle_timeout_s",
+	    "network",    "ports",    "cidr_allowlist"};
 	for (size_t i = 0; i < ARRAY_SIZE(FIELDS); i++)
 		json_object_set_new(o, FIELDS[i], spec_field(sb, FIELDS[i]));
 	if (!json_is_array(json_object_get(o, "ports"))) /* made before ports existed */
 		json_object_set_new(o, "ports", json_array());
+	if (!json_is_array(json_object_get(o, "cidr_allowlist")))
+		json_object_set_new(o, "cidr_allowlist", json_array());
 	json_object_set(o, "tags", sb->tags);
 	json_object_set_new(o, "created_at", api_time(sb->row.created_ms));
 	json_object_set_new(o, "started_at", api_time(sb->row.started_ms));

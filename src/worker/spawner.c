@@ -599,6 +599,12 @@ int spawner_main(const struct spawner_config *cfg, int fd)
 	/* What a crashed spawner left: its pool, starts cut short. Ended sandboxes stay. */
 	if (rt_gc_keep_ended(&sp.rt, &err) < 0)
 		sp_log("error", "gc: %s", err.msg);
+	struct egress_config egress_defaults;
+	egress_config_init(&egress_defaults);
+	if (egress_init(&sp.egress, &sp.rt, cfg->egress ? cfg->egress : &egress_defaults, &err) < 0)
+		sp_log("error", "network egress is unavailable: %s", err.msg);
+	else
+		sp.egress_ok = 1;
 	if (rt_pool_init(&sp.pool, &sp.rt, &sp.pool_base, sp.rootfs,
 	                 cfg->pool_size > 0 ? cfg->pool_size : 0, &err) < 0) {
 		sp_log("error", "start: %s", err.msg);
@@ -619,6 +625,8 @@ out:
 	}
 	spec_release(&sp.pool_base);
 	json_decref(sp.events);
+	if (sp.egress_ok)
+		egress_release(&sp.egress);
 	rt_release(&sp.rt);
 	return ret;
 }

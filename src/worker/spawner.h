@@ -23,6 +23,7 @@
 #include <sys/types.h>
 
 #include "../lib/error.h"
+#include "../net/net.h"
 
 #define SPAWNER_MAX_MSG_BYTES         (2 * 1024 * 1024)
 #define SPAWNER_DEFAULT_POOL          2 /* ready sandboxes kept for the default image */
@@ -39,6 +40,8 @@ struct spawner_config {
 	const char
 	    *busybox;  /* the static busybox the default root is made from; NULL: the default */
 	int pool_size; /* ready sandboxes for the default image and limits; 0: none */
+	/* Network egress: its subnet and resolvers; NULL: the defaults without DNS. */
+	const struct egress_config *egress;
 	/* Called in the spawner right after the fork, optional: e.g. to blank the daemon's command
 	 * line, which sandboxes (forks of the spawner) would show as their /proc/1/cmdline. The
 	 * strings above must not live in what it blanks. */

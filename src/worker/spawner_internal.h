@@ -182,6 +182,8 @@ struct spawner {
 	int fd;
 	int64_t last_request_mono; /* the pool is refilled once requests have paused */
 	struct rt rt;
+	struct egress egress;
+	int egress_ok;
 	char rootfs[4096];
 	struct spec pool_base;
 	struct rt_pool pool;

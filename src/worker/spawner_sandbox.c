@@ -377,7 +377,7 @@ int sp_op_tunnel_socket(struct spawner *sp, json_t *req, json_t *reply, struct s
 		return sk_error_set(err, -EBUSY, "sandbox %s is %s: its ports are gone", s->id,
 		                    sp_state_name(s->state));
 	int fd;
-	if ((r = rt_sandbox_socket(s->sb, AF_INET, SOCK_STREAM, &fd, err)) < 0)
+	if ((r = rt_sandbox_socket(s->sb, AF_INET, SOCK_STREAM, 0, &fd, err)) < 0)
 		return r;
 	sp->reply_fd = fd;
 	return 0;

@@ -221,9 +221,60 @@ def instance_processes(inst):
     return found
 
 
+def instance_net_links(inst):
+    """Host links of the instance's egress sandboxes (sk<inst>-e<slot>)."""
+    try:
+        return sorted(n for n in os.listdir("/sys/class/net") if n.startswith(f"sk{inst}-e"))
+    except OSError:
+        return []
+
+
+_nft = None
+
+
+def nft_run(cmd):
+    """Run an nftables command through libnftables (no nft program needed): (rc, output).
+    rc is None when the library is absent."""
+    global _nft
+    import ctypes
+    if _nft is None:
+        try:
+            lib = ctypes.CDLL("libnftables.so.1")
+        except OSError:
+            _nft = False
+            return None, ""
+        lib.nft_ctx_new.restype = ctypes.c_void_p
+        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+        for f in ("nft_ctx_buffer_output", "nft_ctx_buffer_error", "nft_ctx_free"):
+            getattr(lib, f).argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_get_output_buffer.restype = ctypes.c_char_p
+        lib.nft_ctx_get_output_buffer.argtypes = [ctypes.c_void_p]
+        lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        _nft = lib
+    if not _nft:
+        return None, ""
+    ctx = _nft.nft_ctx_new(0)
+    try:
+        _nft.nft_ctx_buffer_output(ctx)
+        _nft.nft_ctx_buffer_error(ctx)
+        rc = _nft.nft_run_cmd_from_buffer(ctx, cmd.encode())
+        return rc, _nft.nft_ctx_get_output_buffer(ctx).decode()
+    finally:
+        _nft.nft_ctx_free(ctx)
+
+
+def nft_table(inst):
+    """The instance's nftables table (inet skiff_<inst>) as text, or None when absent."""
+    rc, out = nft_run(f"list table inet skiff_{inst}")
+    return out if rc == 0 else None
+
+
 def leaks(inst, extra_pids=()):
     """Everything of the instance still on the host, as readable lines (empty when clean)."""
     out = []
+    out += [f"link {l}" for l in instance_net_links(inst)]
+    if nft_table(inst) is not None:
+        out.append(f"nftables table inet skiff_{inst}")
     out += [f"cgroup {p}" for p in sandbox_cgroups(inst)]
     out += [f"mount {m}" for m in instance_mounts(inst)]
     out += [f"state dir {d}" for d in state_dirs(inst)]
@@ -536,12 +587,13 @@ class Skiffd:
         self.deleted = set()
         self.log_path = self.data.parent / f"skiffd-{instance}.log"
 
-    def start(self, pool=1, timeout=30):
+    def start(self, pool=1, timeout=30, extra=()):
         self.pool = pool
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [str(SKIFFD), "dev", "--data", str(self.data), "--listen",
-             f"127.0.0.1:{self.port}", "--instance", self.instance, "--pool", str(pool)],
+             f"127.0.0.1:{self.port}", "--instance", self.instance, "--pool", str(pool),
+             *extra],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
         ok = wait_for(lambda: self._healthy() or self.proc.poll() is not None, timeout, 0.05)
         if self.proc.poll() is not None or not ok:

@@ -196,6 +196,37 @@ static int nftables_list(void)
 	return report(0);
 }
 
+/* One UDP datagram from src to dst:port with a forged source address, through a raw socket
+ * (CAP_NET_RAW, which sandboxes keep in their user namespace). "ok" says it left the socket,
+ * nothing about where it arrived. */
+static int spoof_udp(const char *src, const char *dst, int port)
+{
+	struct {
+		unsigned char ver_ihl, tos;
+		uint16_t len, id, frag;
+		unsigned char ttl, proto;
+		uint16_t csum;
+		uint32_t saddr, daddr;
+		uint16_t sport, dport, ulen, ucsum;
+		char data[8];
+	} __attribute__((packed)) pkt = {0};
+	pkt.ver_ihl = 0x45;
+	pkt.len = htons(sizeof(pkt));
+	pkt.ttl = 64;
+	pkt.proto = IPPROTO_UDP;
+	if (inet_pton(AF_INET, src, &pkt.saddr) != 1 || inet_pton(AF_INET, dst, &pkt.daddr) != 1)
+		return report(-1);
+	pkt.sport = htons(4242);
+	pkt.dport = htons((uint16_t)port);
+	pkt.ulen = htons(8 + sizeof(pkt.data));
+	memcpy(pkt.data, "spoofed", 8);
+	int fd = socket(AF_INET, SOCK_RAW, IPPROTO_RAW); /* IP_HDRINCL implied; the kernel sums */
+	if (fd < 0)
+		return report(-1);
+	struct sockaddr_in to = {.sin_family = AF_INET, .sin_addr.s_addr = pkt.daddr};
+	return report(sendto(fd, &pkt, sizeof(pkt), 0, (struct sockaddr *)&to, sizeof(to)));
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -205,6 +236,8 @@ int main(int argc, char **argv)
 	const char *t = argv[1];
 	const char *a = argc > 2 ? argv[2] : "";
 	char buf[256];
+	if (!strcmp(t, "spoof-udp") && argc == 5) /* spoof-udp SRC DST PORT */
+		return spoof_udp(argv[2], argv[3], atoi(argv[4]));
 	if (!strcmp(t, "personality")) /* personality HEX */
 		return report(syscall(SYS_personality, (unsigned long)strtoul(a, NULL, 16)));
 	if (!strcmp(t, "fill-shm")) /* fill /dev/shm until the write fails or we are killed */ {

@@ -281,11 +281,75 @@ static void test_json_wrong_types(void **state)
 	expect_error("{\"tags\":[]}", "tags: expected an object of strings");
 	expect_error("{\"tags\":{\"a\":1}}", "tags: keys and values are strings");
 	/* Fields of the API that a one-shot run does not support. */
-	expect_error("{\"network\":\"egress\"}", "network: \"egress\" is not supported yet");
 	expect_error("{\"idle_timeout_s\":5}", "idle_timeout_s: needs a long-lived sandbox");
-	expect_error("{\"cidr_allowlist\":[\"10.0.0.0/8\"]}", "cidr_allowlist: needs network");
-	expect_error("{\"cidr_allowlist\":\"x\"}", "cidr_allowlist: needs network");
+	expect_error("{\"cidr_allowlist\":\"x\"}", "cidr_allowlist: expected a list");
 	expect_ok("{\"cidr_allowlist\":null,\"ports\":[],\"idle_timeout_s\":null}");
+}
+
+/* An allowlist: parsed strictly, normalized, kept once per range; private and other blocked
+ * ranges refused; only with network egress; bounded. */
+static void test_json_cidrs(void **state)
+{
+	(void)state;
+	struct spec s;
+	struct sk_error err = {0};
+	spec_init(&s);
+	assert_int_equal(apply(&s,
+	                       "{\"network\":\"egress\",\"cidr_allowlist\":[\"198.51.100.0/24\","
+	                       "\"203.0.113.7\",\"198.51.100.0/24\",\"0.0.0.0/0\",\"8.0.0.0/5\"]}",
+	                       &err),
+	                 0);
+	assert_int_equal(spec_validate(&s, &err), 0);
+	assert_int_equal(s.ncidrs, 4);
+	char buf[SPEC_CIDR_MAX_CHARS + 1];
+	spec_cidr_format(&s.cidrs[0], buf, sizeof(buf));
+	assert_string_equal(buf, "198.51.100.0/24");
+	spec_cidr_format(&s.cidrs[1], buf, sizeof(buf));
+	assert_string_equal(buf, "203.0.113.7/32");
+	/* Ranges that only partly overlap a blocked one are taken: the blocked part stays so. */
+	spec_cidr_format(&s.cidrs[2], buf, sizeof(buf));
+	assert_string_equal(buf, "0.0.0.0/0");
+	spec_release(&s);
+
+	spec_init(&s);
+	assert_int_equal(apply(&s, "{\"cidr_allowlist\":[\"198.51.100.0/24\"]}", &err), 0);
+	assert_int_equal(spec_validate(&s, &err), EINPUT);
+	assert_string_equal(err.msg, "cidr_allowlist: needs network \"egress\"");
+	spec_release(&s);
+
+	static const char *const bad[][2] = {
+	    {"[\"10.1.2.0/24\"]", "cidr_allowlist: '10.1.2.0/24' lies in 10.0.0.0/8"},
+	    {"[\"172.20.0.0/16\"]", "cidr_allowlist: '172.20.0.0/16' lies in 172.16.0.0/12"},
+	    {"[\"192.168.1.1\"]", "cidr_allowlist: '192.168.1.1' lies in 192.168.0.0/16"},
+	    {"[\"169.254.169.254/32\"]", "cidr_allowlist: '169.254.169.254/32' lies in 169.254"},
+	    {"[\"127.0.0.1\"]", "cidr_allowlist: '127.0.0.1' lies in 127.0.0.0/8"},
+	    {"[\"100.64.0.0/10\"]", "cidr_allowlist: '100.64.0.0/10' lies in 100.64.0.0/10"},
+	    {"[\"239.1.1.1\"]", "cidr_allowlist: '239.1.1.1' lies in 224.0.0.0/4"},
+	    {"[\"198.51.100.1/24\"]", "cidr_allowlist: '198.51.100.1/24' has host bits set; "
+	                              "did you mean 198.51.100.0/24?"},
+	    {"[\"198.51.100.0/33\"]", "cidr_allowlist: '198.51.100.0/33' is not an IPv4 range"},
+	    {"[\"198.51.100.0/024\"]", "cidr_allowlist: '198.51.100.0/024' is not an IPv4"},
+	    {"[\"198.51.100.0/\"]", "cidr_allowlist: '198.51.100.0/' is not an IPv4 range"},
+	    {"[\"example.com\"]", "cidr_allowlist: 'example.com' is not an IPv4 range"},
+	    {"[\"2001:db8::/32\"]", "cidr_allowlist: '2001:db8::/32' is not an IPv4 range"},
+	    {"[\" 1.2.3.4\"]", "cidr_allowlist: ' 1.2.3.4' is not an IPv4 range"},
+	    {"[1]", "cidr_allowlist[0]: expected a string"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char json[256];
+		snprintf(json, sizeof(json), "{\"network\":\"egress\",\"cidr_allowlist\":%s}",
+		         bad[i][0]);
+		expect_error(json, bad[i][1]);
+	}
+	/* More entries than the limit: refused whole. */
+	char json[8192] = "{\"network\":\"egress\",\"cidr_allowlist\":[";
+	for (int i = 0; i <= SPEC_MAX_CIDRS; i++) {
+		size_t n = strlen(json);
+		snprintf(json + n, sizeof(json) - n, "%s\"198.51.%d.0/24\"", i ? "," : "", i);
+	}
+	size_t n = strlen(json);
+	snprintf(json + n, sizeof(json) - n, "]}");
+	expect_error(json, "cidr_allowlist: at most 64 entries");
 }
 
 /* Ports the server proxies to: kept in order, each checked. */
@@ -881,6 +945,7 @@ int main(void)
 	    cmocka_unit_test(test_limit_json_bytes),
 	    cmocka_unit_test(test_limit_string_fields),
 	    cmocka_unit_test(test_validate_strings),
+	    cmocka_unit_test(test_json_cidrs),
 	    cmocka_unit_test(test_validate_numbers),
 	    cmocka_unit_test(test_parse_u64),
 	    cmocka_unit_test(test_parse_double),

@@ -405,14 +405,23 @@ class Sandbox:
     def create(cls, image=None, command=None, env=None, workdir=None, cpu=None,
                memory_mib=None, disk_mib=None, pids=None, timeout_s=None, name=None,
                tags=None, idempotency_key=None, client=None, *, idle_timeout_s=None,
-               network=None, ports=None):
+               network=None, ports=None, cidr_allowlist=None):
         """Create a sandbox and return it once it runs. command (a list of strings) is its
         main command; without one it stays up idle until terminated or its timeout_s.
         ports: the TCP ports (at most 16) it serves on its loopback, reachable through the
         server (ports(), port_request()).
+        network: "none" (loopback only, the default) or "egress" (outbound to public
+        addresses, DNS through the worker's resolvers); cidr_allowlist (with "egress"): the
+        public IPv4 ranges it may reach, at most 64 (private ones are refused: they are never
+        reachable).
         idempotency_key: the same key returns the same sandbox (a retry never makes two)."""
         client = client or default_client()
         body = {}
+        if cidr_allowlist is not None:
+            if isinstance(cidr_allowlist, str):
+                raise TypeError("cidr_allowlist: expected a list of ranges, e.g. "
+                                "['198.51.100.0/24']")
+            cidr_allowlist = [str(c) for c in cidr_allowlist]
         if command is not None:
             if isinstance(command, str):
                 raise TypeError("command: expected a list of strings, e.g. "
@@ -422,7 +431,8 @@ class Sandbox:
                      ("memory_mib", memory_mib), ("disk_mib", disk_mib), ("pids", pids),
                      ("timeout_s", timeout_s), ("idle_timeout_s", idle_timeout_s),
                      ("network", network), ("name", name), ("tags", tags),
-                     ("ports", None if ports is None else list(ports))):
+                     ("ports", None if ports is None else list(ports)),
+                     ("cidr_allowlist", cidr_allowlist)):
             if v is not None:
                 body[k] = v
         headers = {"Idempotency-Key": str(idempotency_key)} if idempotency_key else None
