@@ -49,11 +49,22 @@ CLI_LDLIBS = $(shell pkg-config --libs libcurl jansson libcrypto) -lpthread
 
 BINS = $(BUILD)/bin/skiff-box $(BUILD)/bin/skiffd $(BUILD)/bin/skiff
 PROBE = $(BUILD)/tests/skiff-probe
+INIT = $(BUILD)/bin/skiff-init
+INIT_SRC = src/cmd/skiff_init.c src/runtime/init_loop.c src/runtime/msg.c src/lib/sock.c \
+	src/lib/fsutil.c
 
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BINS = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-all: $(BINS) $(PROBE)
+all: $(BINS) $(PROBE) $(INIT)
+
+# What a detached sandbox's init execs into (src/runtime/init_exe.c): static, small, never
+# sanitized (it runs in every sandbox), and not readable by others, so init stays not dumpable.
+$(INIT): $(INIT_SRC)
+	@mkdir -p $(dir $@)
+	$(CC) -static -Os -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -include src/lib/banned.h \
+		$(shell pkg-config --cflags $(PKGS)) -o $@.tmp $(INIT_SRC)
+	chmod 0711 $@.tmp && mv $@.tmp $@
 
 # A static program the tests run inside sandboxes (never sanitized: it must run in any root).
 $(PROBE): tests/probe/probe.c

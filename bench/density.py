@@ -363,6 +363,10 @@ def main():
     shutil.copy2(a.box, box)
     skiffd = os.path.join(tmp, "skiffd")
     shutil.copy2(a.skiffd, skiffd)
+    # What detached sandboxes' inits exec into, found beside the binaries (0711, root's).
+    init = os.path.join(os.path.dirname(a.box), "skiff-init")
+    if os.path.exists(init):
+        shutil.copy2(init, os.path.join(tmp, "skiff-init"))
     data = os.path.join(tmp, "data")
     log(f"density: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, N={a.n}, "
         f"kernel {os.uname().release}, {os.cpu_count()} cores, "

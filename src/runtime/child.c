@@ -233,71 +233,6 @@ static pid_t command_spawn(struct command_args *ca, char *stack, size_t stack_by
 /* init's loop: reap everything, forward signals to main, report main's exit. */
 /* Append "exit <pid> <start time> <wait status>" for a child about to be reaped (it is a zombie
  * until then, so its /proc entry still tells its start time: pids recycle). */
-static void events_log_exit(int events_fd, pid_t pid)
-{
-	char path[64], stat[1024], line[96];
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	unsigned long long start = 0;
-	if (fs_read_at(AT_FDCWD, path, stat, sizeof(stat)) > 0)
-		proc_stat_start_time(stat, &start);
-	int status;
-	if (waitpid(pid, &status, WNOHANG) != pid)
-		return;
-	int n = snprintf(line, sizeof(line), "exit %d %llu %d\n", (int)pid, start, status);
-	if (write(events_fd, line, n) < 0) {
-		/* the state directory is gone: nobody will ask */
-	}
-}
-
-_Noreturn static void init_loop(int sync_fd, int events_fd, pid_t main_pid, const sigset_t *mask)
-{
-	for (;;) {
-		siginfo_t si;
-		int sig = sigwaitinfo(mask, &si);
-		if (sig < 0)
-			continue;
-		if (sig != SIGCHLD) {
-			if (main_pid > 0)
-				kill(main_pid, sig);
-			continue;
-		}
-		for (;;) {
-			int status;
-			pid_t p;
-			if (events_fd >= 0) {
-				/* Look first, then log and reap, so execs' statuses are kept. */
-				siginfo_t ci = {0};
-				if (waitid(P_ALL, 0, &ci, WEXITED | WNOHANG | WNOWAIT) < 0 ||
-				    !ci.si_pid)
-					break;
-				p = ci.si_pid;
-				if (p != main_pid) {
-					events_log_exit(events_fd, p);
-					continue;
-				}
-			}
-			p = waitpid(events_fd >= 0 ? main_pid : -1, &status, WNOHANG);
-			if (p <= 0)
-				break;
-			if (p == main_pid) {
-				if (events_fd >= 0) {
-					char line[48];
-					int n = snprintf(line, sizeof(line), "main %d\n", status);
-					if (write(events_fd, line, n) < 0) {
-						/* nobody will ask */
-					}
-				}
-				char when[32];
-				snprintf(when, sizeof(when), "%llu",
-				         (unsigned long long)timing_now_ns());
-				rt_msg_send(sync_fd, RT_MSG_EXIT, status, when, -1);
-				/* Leaving kills every other process of the pid namespace. */
-				_exit(0);
-			}
-		}
-	}
-}
-
 /* Start the spec's command: it execs only once init has dropped its capabilities. Returns its
  * pid; on failure reports to the runtime and exits. stack must outlive the call (until the
  * command execs). */
@@ -438,8 +373,15 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 			sk_error_errno(&err, -errno, "stdio");
 			fail(sync_fd, &err);
 		}
-	int keep[2] = {sync_fd, a->events_fd};
-	if (fs_close_all_except(keep, a->events_fd >= 0 ? 2 : 1) < 0) {
+	/* skiff-init's fd is kept only where init will exec it: a detached sandbox's. */
+	int exe_fd = a->detached ? a->rt->init_exe_fd : -1;
+	int keep[3], nkeep = 0;
+	keep[nkeep++] = sync_fd;
+	if (a->events_fd >= 0)
+		keep[nkeep++] = a->events_fd;
+	if (exe_fd >= 0)
+		keep[nkeep++] = exe_fd;
+	if (fs_close_all_except(keep, nkeep) < 0) {
 		sk_error_errno(&err, -errno, "close inherited fds");
 		fail(sync_fd, &err);
 	}
@@ -535,5 +477,10 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 	char marks[SK_ERROR_MSG_BYTES];
 	timing_format(&t, marks, sizeof(marks));
 	rt_msg_send(sync_fd, RT_MSG_STARTED, main_pid, marks, -1);
-	init_loop(sync_fd, a->events_fd, main_pid, &mask);
+	/* A detached sandbox may idle for hours: its init becomes skiff-init, a few pages of its
+	 * own, rather than staying a copy of the process that started it (for the worker: its
+	 * libraries' relocations, heap and page tables). The command already runs. */
+	if (exe_fd >= 0)
+		rt_init_exe_run(exe_fd, sync_fd, a->events_fd, main_pid);
+	rt_init_loop(sync_fd, a->events_fd, main_pid, &mask);
 }

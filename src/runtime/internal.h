@@ -124,6 +124,14 @@ int net_loopback_up(struct sk_error *err);
 int net_resolv_conf_write(const char *text, struct sk_error *err);
 
 int rt_msg_send(int fd, int type, int code, const char *text, int pass_fd);
+/* init's life once the sandbox runs (init_loop.c): reap, log execs' exits, forward signals to
+ * main_pid, report its status and exit. mask holds the forwarded signals and SIGCHLD, blocked. */
+_Noreturn void rt_init_loop(int sync_fd, int events_fd, pid_t main_pid, const sigset_t *mask);
+/* Find skiff-init and keep an fd to exec it by (init_exe.c). Never fails: without it, init
+ * stays as it is. */
+void rt_init_exe_open(struct rt *rt);
+/* In init: exec skiff-init to run rt_init_loop there. Returns only if that failed. */
+void rt_init_exe_run(int exe_fd, int sync_fd, int events_fd, pid_t main_pid);
 /* Wait for init's word that the command runs (sandbox.c; pool.c too). */
 int started_await(struct rt_sandbox *sb, struct sk_error *err);
 /* Receive one message; *ret_fd gets a passed fd or -1. Returns bytes, 0 on EOF, -errno. */

@@ -45,6 +45,9 @@ struct rt {
 	uint64_t caps;
 	int lock_fd;              /* <run_dir>/<instance>.lock, held shared */
 	const struct rt_net *net; /* NULL: network egress is refused */
+	/* skiff-init, which a detached sandbox's init execs into once its command runs (-1: init
+	 * stays the copy of its starter it was born as; see rt_init_exe_open). */
+	int init_exe_fd;
 	/* Cleanup helpers told to exit but not reaped yet: reaped later, never waited for on a
 	 * sandbox's teardown path. */
 	struct {

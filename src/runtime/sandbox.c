@@ -114,6 +114,7 @@ int rt_init(struct rt *rt, const char *instance, const char *run_dir, struct sk_
 {
 	memset(rt, 0, sizeof(*rt));
 	rt->lock_fd = -1;
+	rt->init_exe_fd = -1;
 	if (!rt_instance_valid(instance))
 		return sk_error_set(err, -SK_EINVAL_SPEC,
 		                    "instance id '%.16s': 1 to %d characters of a-z and 0-9",
@@ -147,6 +148,7 @@ int rt_init(struct rt *rt, const char *instance, const char *run_dir, struct sk_
 		goto fail;
 	rt->caps = caps_default_mask();
 	caps_last_cap();
+	rt_init_exe_open(rt);
 	return 0;
 fail:
 	rt_release(rt);
@@ -162,6 +164,9 @@ void rt_release(struct rt *rt)
 	if (rt->lock_fd >= 0)
 		close(rt->lock_fd);
 	rt->lock_fd = -1;
+	if (rt->init_exe_fd >= 0)
+		close(rt->init_exe_fd);
+	rt->init_exe_fd = -1;
 }
 
 int rt_instance_remove_if_idle(struct rt *rt)

@@ -4,6 +4,7 @@ sandboxes at once, and a restart that leaves sandboxes running."""
 
 import base64
 import json
+import os
 import re
 import socket
 import threading
@@ -12,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import proc_alive, sandbox_pids, wait_for
+from conftest import BIN_DIR, proc_alive, sandbox_pids, wait_for
 
 ID_RE = {p: re.compile(p + r"-[0-9A-HJKMNP-TV-Z]{26}$") for p in ("sb", "ex", "tk", "ws", "wk")}
 
@@ -280,6 +281,26 @@ def test_create_get_exec_delete(skiffd):
     assert s == 200 and again["state"] == "terminated"
     s, body = run(skiffd, sb["id"], ["true"])
     assert s == 409 and err_code(body) == "conflict"
+
+
+def test_idle_sandboxes_init_is_skiff_init(skiffd):
+    # A worker's sandbox (pooled or not) idles as skiff-init, not as a copy of the spawner:
+    # its anonymous memory is a static program's few pages.
+    s, sb = create(skiffd, {})
+    assert s == 201, sb
+    s, out = run(skiffd, sb["id"], ["sh", "-c", "cat /proc/1/comm; readlink /proc/1/exe"])
+    assert s == 200 and out["stdout"] == "skiff-init\n", out
+    exe = str(BIN_DIR / "skiff-init")
+
+    def inits():
+        return [p for p, _ in sandbox_pids(skiffd.instance)
+                if os.path.exists(f"/proc/{p}/exe") and os.readlink(f"/proc/{p}/exe") == exe]
+    assert wait_for(lambda: len(inits()) == 1, 5), sandbox_pids(skiffd.instance)
+    with open(f"/proc/{inits()[0]}/status") as f:
+        anon = int(next(ln for ln in f if ln.startswith("RssAnon:")).split()[1])
+    assert anon < 256, anon
+    s, _ = skiffd.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    assert s == 200
 
 
 def test_exec_sees_state_of_earlier_execs_and_env(skiffd):

@@ -196,8 +196,9 @@ def test_detach_prints_id_returns_and_ls_shows_it_running(box, detached):
     assert (e["state"], e["pid"], e["command"]) == ("running", pid, "")
     assert "exit_code" not in e
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", e["created_at"]), e
-    # The pid is the sandbox's init, in the sandbox's cgroups, with the recorded start time.
-    assert proc_info(pid)[1:] == ("skiff-init", start)
+    # The pid is the sandbox's init, in the sandbox's cgroups, with the recorded start time
+    # (once it has exec'd skiff-init, which names itself right after the exec).
+    assert wait_for(lambda: proc_info(pid)[1:] == ("skiff-init", start), 2), proc_info(pid)
     assert (pid, start) in sandbox_pids(box.instance)
     # Nothing of the sandbox holds a host terminal or our pipes: init's stdio are /dev/null and
     # the state directory's files.
@@ -210,6 +211,38 @@ def test_detach_prints_id_returns_and_ls_shows_it_running(box, detached):
     lines = r.stdout.splitlines()
     assert lines[0].split() == ["ID", "STATE", "EXIT", "CREATED", "COMMAND"]
     assert [ln.split()[:3] for ln in lines[1:]] == [[sbid, "running", "-"]]
+
+
+def status_fields(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def test_idle_init_is_skiff_init_small_and_closed(box, detached):
+    # A detached sandbox's init execs skiff-init once its command runs: a small program of its
+    # own instead of a copy of its starter, with no capabilities and not dumpable (the sandbox
+    # can't read its memory, maps or executable).
+    sbid = detached(box, "sh", "-c", "sleep 1000")
+    pid, start, _ = read_init(box, sbid)
+    exe = os.path.join(os.path.dirname(box.binary), "skiff-init")
+    assert wait_for(lambda: os.readlink(f"/proc/{pid}/exe") == exe, 2), os.readlink(
+        f"/proc/{pid}/exe")
+    assert proc_info(pid)[2] == start  # the same process: an exec keeps pid and start time
+    st = status_fields(pid)
+    assert (st["CapPrm"], st["CapEff"], st["NoNewPrivs"]) == ("0" * 16, "0" * 16, "1"), st
+    assert st["Seccomp"] == "2", st
+    # Its own pages: a static program's few, not the starter's heap and libraries.
+    anon = int(st["RssAnon"].split()[0])
+    assert anon < 256, st["RssAnon"]
+    # From inside: pid 1 is there but closed.
+    r = exec_(box, sbid, "sh", "-c",
+              "cat /proc/1/comm; readlink /proc/1/exe; cat /proc/1/maps; cat /proc/1/environ")
+    assert r.stdout == "skiff-init\n", r  # readlink printed nothing: it failed
+    assert r.stderr.count("Permission denied") == 2, r.stderr
+    # It still does init's work: forwards a signal to the command and reports its status.
+    os.kill(pid, signal.SIGTERM)
+    e = wait_for(lambda: ls(box)[sbid]["state"] == "exited" and ls(box)[sbid], 10)
+    assert e and e["exit_code"] == 128 + 15, ls(box)
 
 
 def test_detach_with_command_returns_even_when_it_runs_on(box, detached):
