@@ -41,6 +41,8 @@
 #define BTRFS_FIRST_SUBVOL_INO   256ull
 #define DISK_IMAGE_MIN_BYTES     (1ull << 30)
 #define DISK_LOOP_TRIES          16
+#define DISK_LOCK_TRIES          500
+#define DISK_LOCK_RETRY_US       10000
 #define DISK_MKFS_OUTPUT_BYTES   400
 #define DISK_MOUNT_FLAGS         (MS_NOSUID | MS_NODEV | MS_NOATIME)
 /* Freed blocks are punched out of the sparse image, so a removed sandbox's data leaves the host's
@@ -237,23 +239,31 @@ static int disk_open(struct rt *rt, const char *data_dir, int make, struct sk_er
 	_cleanup_close_ int fd = open(lock, O_RDWR | O_CLOEXEC | (make ? O_CREAT : 0), 0600);
 	if (fd < 0)
 		return errno == ENOENT && !make ? 0 : sk_error_errno(err, -errno, "open %s", lock);
-	/* Exclusive while we look and mount, then shared while we use it. The downgrade is not
-	 * atomic: another runtime may unmount in between, so look again. */
-	for (int tries = 0; tries < 10; tries++) {
-		if (flock(fd, LOCK_EX) < 0)
-			return sk_error_errno(err, -errno, "lock %s", lock);
-		int there = is_btrfs(data_dir) || btrfs_mounted_at(d->dir, data_dir);
-		if (!there && !make)
-			return 0;
-		if (!there && (r = disk_mount(data_dir, d->dir, err)) < 0)
-			return r;
+	/* Shared while we use it (no one unmounts it under us); exclusive only to mount it, taken
+	 * without waiting (runtimes hold it shared for their whole life), so we look again and retry
+	 * when another runtime holds it. A failed conversion drops our shared lock: taken again. */
+	int there = 0;
+	for (int tries = 0; tries < DISK_LOCK_TRIES && !there; tries++) {
 		if (flock(fd, LOCK_SH) < 0)
 			return sk_error_errno(err, -errno, "lock %s", lock);
-		if (is_btrfs(d->dir))
+		there = is_btrfs(data_dir) || btrfs_mounted_at(d->dir, data_dir);
+		if (there)
 			break;
+		if (!make)
+			return 0;
+		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+			usleep(DISK_LOCK_RETRY_US + (getpid() % 8) * 1000);
+			continue;
+		}
+		if (!is_btrfs(data_dir) && !btrfs_mounted_at(d->dir, data_dir) &&
+		    (r = disk_mount(data_dir, d->dir, err)) < 0)
+			return r;
 	}
-	if (!is_btrfs(d->dir))
-		return sk_error_set(err, -EAGAIN, "%s: unmounted again and again under us", d->dir);
+	if (!there)
+		return sk_error_set(err, -EAGAIN, "%s: could not lock it to mount it", d->dir);
+	/* A data directory on btrfs is used as it is: quotas enabled once (idempotent). */
+	if (make && is_btrfs(data_dir) && (r = disk_mount(data_dir, d->dir, err)) < 0)
+		return r;
 	char inst[sizeof(d->dir) + 8];
 	snprintf(inst, sizeof(inst), "%s/%s", d->dir, rt->instance);
 	if (mkdir(inst, 0700) < 0 && errno != EEXIST)
