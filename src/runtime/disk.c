@@ -38,13 +38,13 @@
 #ifndef BTRFS_QUOTA_CTL_ENABLE_SIMPLE_QUOTA
 #define BTRFS_QUOTA_CTL_ENABLE_SIMPLE_QUOTA 4
 #endif
-#define BTRFS_FIRST_SUBVOL_INO   256ull
-#define DISK_IMAGE_MIN_BYTES     (1ull << 30)
-#define DISK_LOOP_TRIES          16
-#define DISK_LOCK_TRIES          500
-#define DISK_LOCK_RETRY_US       10000
-#define DISK_MKFS_OUTPUT_BYTES   400
-#define DISK_MOUNT_FLAGS         (MS_NOSUID | MS_NODEV | MS_NOATIME)
+#define BTRFS_FIRST_SUBVOL_INO 256ull
+#define DISK_IMAGE_MIN_BYTES   (1ull << 30)
+#define DISK_LOOP_TRIES        16
+#define DISK_LOCK_TRIES        500
+#define DISK_LOCK_RETRY_US     10000
+#define DISK_MKFS_OUTPUT_BYTES 400
+#define DISK_MOUNT_FLAGS       (MS_NOSUID | MS_NODEV | MS_NOATIME)
 /* Freed blocks are punched out of the sparse image, so a removed sandbox's data leaves the host's
  * disk too. */
 #define DISK_MOUNT_OPTS "discard=async"
@@ -78,8 +78,7 @@ static int is_btrfs(const char *path)
 static int btrfs_mounted_at(const char *dir, const char *parent)
 {
 	struct stat a, b;
-	return stat(dir, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev &&
-	       is_btrfs(dir);
+	return stat(dir, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev && is_btrfs(dir);
 }
 
 /* Run mkfs.btrfs on image. Its output comes back in the error when it fails. */
@@ -100,8 +99,8 @@ static int image_format(const char *image, struct sk_error *err)
 	posix_spawn_file_actions_adddup2(&fa, out, 1);
 	posix_spawn_file_actions_adddup2(&fa, out, 2);
 	/* Metadata single, not DUP: the image is a file on a disk that has its own redundancy. */
-	char *const argv[] = {(char *)mkfs, "-q", "-m", "single", "-d", "single", "-L", "skiff",
-	                      (char *)image, NULL};
+	char *const argv[] = {(char *)mkfs, "-q", "-m",    "single",      "-d",
+	                      "single",     "-L", "skiff", (char *)image, NULL};
 	char *const envp[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", NULL};
 	pid_t pid;
 	int r = posix_spawn(&pid, mkfs, &fa, NULL, argv, envp);
@@ -240,8 +239,9 @@ static int disk_open(struct rt *rt, const char *data_dir, int make, struct sk_er
 	if (fd < 0)
 		return errno == ENOENT && !make ? 0 : sk_error_errno(err, -errno, "open %s", lock);
 	/* Shared while we use it (no one unmounts it under us); exclusive only to mount it, taken
-	 * without waiting (runtimes hold it shared for their whole life), so we look again and retry
-	 * when another runtime holds it. A failed conversion drops our shared lock: taken again. */
+	 * without waiting (runtimes hold it shared for their whole life), so we look again and
+	 * retry when another runtime holds it. A failed conversion drops our shared lock: taken
+	 * again. */
 	int there = 0;
 	for (int tries = 0; tries < DISK_LOCK_TRIES && !there; tries++) {
 		if (flock(fd, LOCK_SH) < 0)
@@ -414,9 +414,9 @@ void disk_remove_if_idle(struct rt_disk *d, const char *instance)
 	d->inst_fd = -1;
 	rmdir(inst); /* not while subvolumes of ours are left */
 	/* Only we may hold it shared: then no runtime uses the disk, and none can start to until we
-	 * let go. Empty: no instance has anything on it. Not busy: the kernel agrees (umount2 without
-	 * MNT_DETACH fails while anything uses it). Our own image only: a btrfs data directory is
-	 * never unmounted. */
+	 * let go. Empty: no instance has anything on it. Not busy: the kernel agrees (umount2
+	 * without MNT_DETACH fails while anything uses it). Our own image only: a btrfs data
+	 * directory is never unmounted. */
 	snprintf(parent, sizeof(parent), "%s", d->dir);
 	char *slash = strrchr(parent, '/');
 	if (slash)

@@ -601,8 +601,8 @@ int spawner_main(const struct spawner_config *cfg, int fd)
 	enum rt_disk_backend backend = RT_DISK_AUTO;
 	const char *want = getenv("SKIFF_DISK_BACKEND");
 	if (want && rt_disk_backend_parse(want, &backend) < 0) {
-		sp_log("error", "start: SKIFF_DISK_BACKEND: expected auto, btrfs or tmpfs, got '%s'",
-		       want);
+		sp_log("error",
+		       "start: SKIFF_DISK_BACKEND: expected auto, btrfs or tmpfs, got '%s'", want);
 		goto out;
 	}
 	if (rt_disk_setup(&sp.rt, cfg->data_dir, backend, 1, &err) < 0) {
