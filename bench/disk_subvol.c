@@ -2,8 +2,9 @@
  * create a subvolume with its qgroup limit, change the limit (a pooled start for another
  * disk_mib), destroy it (with its qgroup).
  * Usage: disk_subvol simple|full DIR RUNS   (DIR: the root of a fresh btrfs; quotas are enabled
- * in the given mode). Last line: disk_subvol mode=… create_p50_us=… limit_p50_us=…
- * destroy_p50_us=… runs=… */
+ * in the given mode), then WRITE_ROUNDS rounds of: 256 files of 64 KiB written into a limited
+ * subvolume and syncfs (what the quota costs at commit). Last line: disk_subvol mode=…
+ * create_p50_us=… limit_p50_us=… destroy_p50_us=… write_sync_p50_ms=… runs=… */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/btrfs.h>
@@ -16,6 +17,8 @@
 
 #include "../src/runtime/disk.h"
 #include "../src/runtime/runtime.h"
+
+#define WRITE_ROUNDS 15
 
 static double now_us(void)
 {
@@ -85,8 +88,35 @@ int main(int argc, char **argv)
 		lim[i] = t2 - t1;
 		rm[i] = t4 - t3;
 	}
+	double ws[WRITE_ROUNDS];
+	static char block[64 * 1024];
+	memset(block, 'x', sizeof(block));
+	for (int i = 0; i < WRITE_ROUNDS; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "sb-w%d", i);
+		int fd;
+		if (disk_subvol_make(&d, name, 0, 1024ull << 20, &fd, &err) < 0) {
+			fprintf(stderr, "%s\n", err.msg);
+			return 1;
+		}
+		double t0 = now_us();
+		for (int k = 0; k < 256; k++) {
+			char f[32];
+			snprintf(f, sizeof(f), "f%d", k);
+			int w = openat(fd, f, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+			if (w < 0 || write(w, block, sizeof(block)) != (ssize_t)sizeof(block)) {
+				perror("write");
+				return 1;
+			}
+			close(w);
+		}
+		syncfs(fd);
+		ws[i] = (now_us() - t0) / 1000;
+		close(fd);
+		disk_subvol_remove(d.inst_fd, name);
+	}
 	printf("disk_subvol mode=%s create_p50_us=%.1f limit_p50_us=%.1f destroy_p50_us=%.1f "
-	       "runs=%d\n",
-	       argv[1], p50(mk, runs), p50(lim, runs), p50(rm, runs), runs);
+	       "write_sync_p50_ms=%.1f runs=%d\n",
+	       argv[1], p50(mk, runs), p50(lim, runs), p50(rm, runs), p50(ws, WRITE_ROUNDS), runs);
 	return 0;
 }
