@@ -266,9 +266,11 @@ static int disk_open(struct rt *rt, const char *data_dir, int make, struct sk_er
 		return r;
 	char inst[sizeof(d->dir) + 8];
 	snprintf(inst, sizeof(inst), "%s/%s", d->dir, rt->instance);
-	if (mkdir(inst, 0700) < 0 && errno != EEXIST)
+	if (make && mkdir(inst, 0700) < 0 && errno != EEXIST)
 		return sk_error_errno(err, -errno, "mkdir %s", inst);
 	d->inst_fd = open(inst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (d->inst_fd < 0 && errno == ENOENT && !make)
+		return 0; /* the instance has nothing there */
 	if (d->inst_fd < 0)
 		return sk_error_errno(err, -errno, "open %s", inst);
 	d->lock_fd = TAKE_FD(fd);

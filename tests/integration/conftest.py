@@ -401,6 +401,8 @@ def end_instance(b):
             p.kill()
             p.wait()
     r = b.gc()
+    # An autoclear loop device is released a moment after the unmount.
+    wait_for(lambda: not data_disk_leaks(b.data_dir), LEAK_GRACE_S)
     left = wait_no_leaks(b.instance, data_dir=b.data_dir) + data_disk_leaks(b.data_dir)
     assert r.returncode == 0, f"skiff-box gc failed ({r.returncode}): {r.stderr}"
     assert not left, "left after gc:\n" + "\n".join(left)
