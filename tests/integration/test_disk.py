@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (DEFAULT_TIMEOUT_S, SKIFF_BOX, Box, data_disk_leaks, disk_subvolumes,
-                      end_instance, new_instance, read_line, state_dirs, wait_for,
+from conftest import (DEFAULT_TIMEOUT_S, SKIFF_BOX, Box, Skiffd, data_disk_leaks,
+                      descendants, disk_subvolumes, end_instance, free_port, kill_all,
+                      new_instance, proc_alive, proc_info, read_line, state_dirs, wait_for,
                       wait_no_leaks)
 
 MIB = 1024 * 1024
@@ -193,3 +194,36 @@ def test_pool_serves_another_disk_size(skiffd):
     assert disk_full(out["stderr"]), out
     s, _ = skiffd.api("DELETE", f"/v1/sandboxes/{sb['id']}")
     assert s == 200
+
+
+def test_gc_after_skiffd_is_killed(tmp_path):
+    # skiffd dies with a sandbox running: the sandbox runs on (detached) and keeps its layer;
+    # once it is ended too, gc removes the layer, and with it the last use of the disk: the
+    # image is unmounted and its loop device released (end_instance checks both).
+    d = Skiffd(tmp_path / "data", new_instance("d"), free_port())
+    d.start(pool=1)
+    box = Box(SKIFF_BOX, d.instance, d.data)
+    try:
+        s, sb = d.api("POST", "/v1/sandboxes", {"disk_mib": 16})
+        assert s == 201, sb
+        spawners = [p for p in descendants(d.proc.pid)
+                    if (proc_info(p) or (0, ""))[1] == "skiff-spawner"]
+        d.proc.kill()
+        d.proc.wait()
+        # Its spawner goes with it (and the pool's sandbox with the spawner): gc is for what is
+        # dead, so wait for that.
+        assert wait_for(lambda: not any(proc_alive(p) for p in spawners), 10)
+        if not disk_subvolumes(d.instance, d.data):
+            pytest.skip("skiffd's disk is not btrfs on this host")
+        ls = json.loads(box("ls", "--json").stdout)
+        running = [x for x in ls if x["state"] == "running"]
+        assert running, ls
+        for x in running:
+            os.kill(x["pid"], signal.SIGKILL)
+    finally:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+        d.log.close()
+        kill_all(box)
+        end_instance(box)
