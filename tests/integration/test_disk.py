@@ -3,6 +3,7 @@ directory's image; the tmpfs fallback."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -227,3 +228,31 @@ def test_gc_after_skiffd_is_killed(tmp_path):
         d.log.close()
         kill_all(box)
         end_instance(box)
+
+
+def test_data_directory_on_btrfs_is_used_as_it_is(tmp_path):
+    if not shutil.which("mkfs.btrfs"):
+        pytest.skip("mkfs.btrfs is missing (btrfs-progs): needed to make a btrfs data directory")
+    img, mnt = tmp_path / "fs.img", tmp_path / "mnt"
+    mnt.mkdir()
+    with open(img, "wb") as f:
+        f.truncate(1 << 30)
+    subprocess.run(["mkfs.btrfs", "-q", str(img)], check=True, capture_output=True)
+    r = subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"can't mount a btrfs image here: {r.stderr.strip()}")
+    try:
+        b = Box(SKIFF_BOX, new_instance("d"), mnt)
+        try:
+            report = tmp_path / "report"
+            r = b.sh(fill("/f", 16), "--disk", "4", "--report", str(report))
+            assert r.returncode == 0, r.stderr
+            assert json.loads(report.read_text())["disk_backend"] == "btrfs"
+            assert int(r.stdout.split()[1]) <= 4 * MIB and disk_full(r.stderr)
+            # No image, no mount of ours: the data directory's own filesystem holds the layers.
+            assert not (mnt / "disk.img").exists()
+            assert os.stat(mnt / "disk").st_dev == os.stat(mnt).st_dev
+        finally:
+            end_instance(b)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
