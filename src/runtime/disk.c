@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -42,6 +43,8 @@
 #define DISK_IMAGE_MIN_BYTES   (1ull << 30)
 #define DISK_LOOP_TRIES        16
 #define DISK_LOCK_TRIES        500
+#define DISK_MOUNT_TRIES       4
+#define DISK_LOOP_GONE_WAIT_MS 2000
 #define DISK_LOCK_RETRY_US     10000
 #define DISK_MKFS_OUTPUT_BYTES 400
 #define DISK_MOUNT_FLAGS       (MS_NOSUID | MS_NODEV | MS_NOATIME)
@@ -207,12 +210,28 @@ static int disk_mount(const char *data_dir, const char *dir, struct sk_error *er
 		snprintf(image, sizeof(image), "%s/disk.img", data_dir);
 		if ((r = image_ensure(data_dir, image, err)) < 0)
 			return r;
-		_cleanup_close_ int loop = -1;
-		if ((r = loop_attach(image, &loop, dev, sizeof(dev), err)) < 0)
-			return r;
-		/* Once mounted, closing our fd leaves the mount the device's only user. */
-		if (mount(dev, dir, "btrfs", DISK_MOUNT_FLAGS, DISK_MOUNT_OPTS) < 0)
-			return sk_error_errno(err, -errno, "mount %s (%s) on %s", image, dev, dir);
+		/* A device another image just left may still answer with that image's blocks for a
+		 * moment (EIO from btrfs): detach it and try another. */
+		for (int tries = 0;; tries++) {
+			_cleanup_close_ int loop = -1;
+			if ((r = loop_attach(image, &loop, dev, sizeof(dev), err)) < 0)
+				return r;
+			/* Once mounted, closing our fd leaves the mount the device's only user. */
+			if (mount(dev, dir, "btrfs", DISK_MOUNT_FLAGS, DISK_MOUNT_OPTS) == 0) {
+				/* Shared: a mount namespace copied from ours while it is mounted (a
+				 * sandbox's, before it goes private; another program's) gets a peer
+				 * or slave of it, so our unmount reaches it there too and the
+				 * device is not pinned by a copy nobody will unmount. */
+				mount(NULL, dir, NULL, MS_SHARED, NULL);
+				break;
+			}
+			r = -errno;
+			ioctl(loop, LOOP_CLR_FD, 0);
+			if (tries + 1 >= DISK_MOUNT_TRIES)
+				return sk_error_errno(err, r, "mount %s (%s) on %s", image, dev,
+				                      dir);
+			usleep(DISK_LOCK_RETRY_US);
+		}
 	}
 	_cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
@@ -345,10 +364,15 @@ int disk_subvol_make(const struct rt_disk *d, const char *id, uid_t owner, uint6
 
 int disk_upper_mount(int subvol_fd, int *ret_fd, struct sk_error *err)
 {
-	int fd = open_tree(subvol_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+	_cleanup_close_ int fd =
+	    open_tree(subvol_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
 	if (fd < 0)
 		return sk_error_errno(err, -errno, "clone a mount of the writable layer");
-	*ret_fd = fd;
+	/* The disk's mount is shared; the sandbox's root must not be (pivot_root refuses). */
+	struct mount_attr attr = {.propagation = MS_PRIVATE};
+	if (mount_setattr(fd, "", AT_EMPTY_PATH, &attr, sizeof(attr)) < 0)
+		return sk_error_errno(err, -errno, "make the writable layer's mount private");
+	*ret_fd = TAKE_FD(fd);
 	return 0;
 }
 
@@ -406,6 +430,18 @@ static int dir_empty(const char *dir)
 	return empty;
 }
 
+/* An autoclear loop device is detached by the kernel a moment after its last user went: wait
+ * for it (bounded), so that whoever comes next (a test's leak check, a new mount) finds it
+ * free. */
+static void loop_wait_gone(dev_t dev)
+{
+	char path[96];
+	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/loop/backing_file", major(dev),
+	         minor(dev));
+	for (int ms = 0; ms < DISK_LOOP_GONE_WAIT_MS && access(path, F_OK) == 0; ms += 5)
+		usleep(5000);
+}
+
 void disk_remove_if_idle(struct rt_disk *d, const char *instance)
 {
 	if (!d->btrfs)
@@ -423,8 +459,10 @@ void disk_remove_if_idle(struct rt_disk *d, const char *instance)
 	char *slash = strrchr(parent, '/');
 	if (slash)
 		*slash = '\0';
+	struct stat st;
 	if (flock(d->lock_fd, LOCK_EX | LOCK_NB) == 0 && dir_empty(d->dir) &&
-	    btrfs_mounted_at(d->dir, parent) && !is_btrfs(parent))
-		umount2(d->dir, UMOUNT_NOFOLLOW);
+	    btrfs_mounted_at(d->dir, parent) && !is_btrfs(parent) && stat(d->dir, &st) == 0 &&
+	    umount2(d->dir, UMOUNT_NOFOLLOW) == 0)
+		loop_wait_gone(st.st_dev);
 	disk_release(d);
 }
