@@ -288,8 +288,11 @@ static int disk_open(struct rt *rt, const char *data_dir, int make, struct sk_er
 	if (make && mkdir(inst, 0700) < 0 && errno != EEXIST)
 		return sk_error_errno(err, -errno, "mkdir %s", inst);
 	d->inst_fd = open(inst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (d->inst_fd < 0 && errno == ENOENT && !make)
-		return 0; /* the instance has nothing there */
+	if (d->inst_fd < 0 && errno == ENOENT && !make) {
+		/* The instance has nothing there; held all the same, so that gc may unmount it. */
+		d->lock_fd = TAKE_FD(fd);
+		return 0;
+	}
 	if (d->inst_fd < 0)
 		return sk_error_errno(err, -errno, "open %s", inst);
 	d->lock_fd = TAKE_FD(fd);
@@ -444,11 +447,12 @@ static void loop_wait_gone(dev_t dev)
 
 void disk_remove_if_idle(struct rt_disk *d, const char *instance)
 {
-	if (!d->btrfs)
+	if (d->lock_fd < 0)
 		return;
 	char inst[sizeof(d->dir) + 8], parent[sizeof(d->dir)];
 	snprintf(inst, sizeof(inst), "%s/%s", d->dir, instance);
-	close(d->inst_fd);
+	if (d->inst_fd >= 0)
+		close(d->inst_fd);
 	d->inst_fd = -1;
 	rmdir(inst); /* not while subvolumes of ours are left */
 	/* Only we may hold it shared: then no runtime uses the disk, and none can start to until we
