@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (DEFAULT_TIMEOUT_S, SKIFF_BOX, Box, Skiffd, data_disk_leaks,
+from conftest import (DEFAULT_TIMEOUT_S, LEAK_GRACE_S, SKIFF_BOX, Box, Skiffd, data_disk_leaks,
                       descendants, disk_subvolumes, end_instance, free_port, kill_all,
                       new_instance, proc_alive, proc_info, read_line, state_dirs, wait_for,
                       wait_no_leaks)
@@ -126,8 +126,10 @@ def test_gc_removes_subvolume_and_mount_after_a_crash(box):
     g = box.gc()
     assert g.returncode == 0, g.stderr
     assert not disk_subvolumes(box.instance, box.data_dir)
-    # Nothing of any instance is on the disk any more and no runtime uses it: unmounted.
-    assert data_disk_leaks(box.data_dir) == []
+    # Nothing of any instance is on the disk any more and no runtime uses it: unmounted, and
+    # its loop device released (by the kernel, a moment later).
+    assert wait_for(lambda: not data_disk_leaks(box.data_dir), LEAK_GRACE_S), \
+        data_disk_leaks(box.data_dir)
 
 
 def test_fallback_to_tmpfs_when_no_image_can_be_made(tmp_path):
