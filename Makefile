@@ -123,7 +123,11 @@ $(BUILD)/bench/pool_start: bench/pool_start.c $(BUILD)/libskiff.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $(STATIC_FLAGS) -o $@ $^ $(LDLIBS)
 
-bench: $(BUILD)/bench/pool_start
+$(BUILD)/bench/disk_subvol: bench/disk_subvol.c $(BUILD)/libskiff.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) $(STATIC_FLAGS) -o $@ $^ $(LDLIBS)
+
+bench: $(BUILD)/bench/pool_start $(BUILD)/bench/disk_subvol
 
 # Unit tests may #include the .c they test to reach static functions.
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libskiffd.a $(BUILD)/libskiffnet.a $(BUILD)/libskiff.a

@@ -72,6 +72,15 @@ static void env_init(struct env *e)
 		die("busybox root", &err);
 	if (rt_init(&e->rt, inst, NULL, &err) < 0)
 		die("rt_init", &err);
+	/* Writable layers as skiff-box makes them: SKIFF_DISK_BACKEND (auto, btrfs, tmpfs). */
+	enum rt_disk_backend backend = RT_DISK_AUTO;
+	const char *want = getenv("SKIFF_DISK_BACKEND");
+	if (want && rt_disk_backend_parse(want, &backend) < 0)
+		die("SKIFF_DISK_BACKEND: auto, btrfs or tmpfs", &err);
+	if (rt_disk_setup(&e->rt, data, backend, 1, &err) < 0)
+		die("disk", &err);
+	fprintf(stderr, "pool_start: writable layers on %s%s%s\n", rt_disk_backend_name(&e->rt),
+	        e->rt.disk.why_tmpfs[0] ? ": " : "", e->rt.disk.why_tmpfs);
 	spec_init(&e->spec);
 	char *argv[] = {"/bin/true"};
 	if (spec_set_argv(&e->spec, argv, 1, &err) < 0)
@@ -109,6 +118,9 @@ static int latency(int runs)
 	if (rt_pool_init(&pool, &e.rt, &e.spec, e.rootfs, 4, &err) < 0 ||
 	    rt_pool_fill(&pool, 4, &err) < 0)
 		die("pool", &err);
+	/* TAKE_DISK_MIB: requests ask for another disk size than the pool was made for. */
+	if (getenv("TAKE_DISK_MIB"))
+		e.spec.disk_mib = strtoull(getenv("TAKE_DISK_MIB"), NULL, 10);
 	double *host = calloc(runs, sizeof(double)), *pooled = calloc(runs, sizeof(double)),
 	       *spot = calloc(runs, sizeof(double));
 	for (int w = 0; w < 5; w++) { /* warm-up */

@@ -50,6 +50,9 @@ static void usage(FILE *f)
 	    "  --cpu CORES       CPU limit in cores (default %g)\n"
 	    "  --memory MIB      memory limit, swap off (default %d)\n"
 	    "  --disk MIB        writable layer size (default %d)\n"
+	    "  --disk-backend B  where writable layers live: btrfs (a subvolume with a quota),\n"
+	    "                    tmpfs (memory), auto (btrfs, else tmpfs; the default;\n"
+	    "                    env SKIFF_DISK_BACKEND)\n"
 	    "  --pids N          process limit (default %d)\n"
 	    "  --timeout S       wall-clock limit in seconds, 0 for none (default %g)\n"
 	    "  --network none    loopback only (the default and the only choice here: network\n"
@@ -140,6 +143,7 @@ enum {
 	OPT_DATA,
 	OPT_REPORT,
 	OPT_DETACH,
+	OPT_DISK_BACKEND,
 	OPT_HELP,
 	OPT_VERSION
 };
@@ -160,6 +164,7 @@ static const struct option LONGOPTS[] = {
     {"data", required_argument, NULL, OPT_DATA},
     {"report", required_argument, NULL, OPT_REPORT},
     {"detach", no_argument, NULL, OPT_DETACH},
+    {"disk-backend", required_argument, NULL, OPT_DISK_BACKEND},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -171,6 +176,9 @@ int parse_options(int argc, char **argv, struct options *o)
 	struct sk_error err = {0};
 	o->instance = getenv("SKIFF_INSTANCE") ? getenv("SKIFF_INSTANCE") : RT_DEFAULT_INSTANCE;
 	o->data_dir = getenv("SKIFF_DATA") ? getenv("SKIFF_DATA") : DEFAULT_DATA_DIR;
+	const char *backend = getenv("SKIFF_DISK_BACKEND");
+	if (backend && rt_disk_backend_parse(backend, &o->disk_backend) < 0)
+		die_usage("SKIFF_DISK_BACKEND: expected auto, btrfs or tmpfs, got '%s'", backend);
 	opterr = 0;
 	for (int pass = 0; pass < 2; pass++) {
 		optind = 1;
@@ -244,6 +252,12 @@ int parse_options(int argc, char **argv, struct options *o)
 			case OPT_DATA: o->data_dir = optarg; break;
 			case OPT_DETACH: o->detach = 1; break;
 			case OPT_REPORT: o->report = optarg; break;
+			case OPT_DISK_BACKEND:
+				if (rt_disk_backend_parse(optarg, &o->disk_backend) < 0)
+					die_usage("--disk-backend: expected auto, btrfs or tmpfs, "
+					          "got '%s'",
+					          optarg);
+				break;
 			}
 			if (r < 0)
 				die_usage("%s", err.msg);
@@ -394,6 +408,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "skiff-box: %s\n", err.msg);
 		return exit_code_for(&err);
 	}
+	int r = disk_setup(&rt, o.data_dir, o.disk_backend, 1);
+	if (r) {
+		rt_release(&rt);
+		return r;
+	}
 	double t0 = now_s();
 	struct rt_sandbox *sb;
 	if (rt_sandbox_start(&rt, &o.spec, rootfs, o.detach ? RT_START_DETACHED : 0, &sb, &err) <
@@ -480,6 +499,8 @@ int main(int argc, char **argv)
 		status = res.code;
 	}
 	json_t *report = o.report ? report_new(sb, &res, timed_out, wall) : NULL;
+	if (report)
+		json_object_set_new(report, "disk_backend", json_string(rt_disk_backend_name(&rt)));
 	double td = now_s();
 	if (rt_sandbox_destroy(sb, &err) < 0)
 		fprintf(stderr, "skiff-box: teardown: %s\n", err.msg);

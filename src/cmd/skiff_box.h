@@ -27,6 +27,7 @@ struct options {
 	const char *data_dir;
 	const char *report;
 	int detach;
+	enum rt_disk_backend disk_backend;
 };
 
 /* Frees what the spec holds on every return from main (ASan's leak check runs at exit). */
@@ -37,6 +38,9 @@ int parse_options(int argc, char **argv, struct options *o);
 _Noreturn void die_usage(const char *fmt, ...) _printf_(1, 2);
 /* The exit status that reports err. */
 int exit_code_for(const struct sk_error *err);
+/* rt_disk_setup with skiff-box's reporting: a fallback to tmpfs is logged on stderr. Returns
+ * 0, or the exit status (> 0) after reporting the failure. */
+int disk_setup(struct rt *rt, const char *data_dir, enum rt_disk_backend backend, int make);
 /* The exit status of a process that ended with this wait status: its code, or 128+N. */
 int exit_code_of_status(int status);
 

@@ -31,8 +31,23 @@ static const char *instance_default(void)
 	return env ? env : RT_DEFAULT_INSTANCE;
 }
 
-/* rt_init for a subcommand; on failure reports and returns the exit status (> 0). */
-static int runtime_open(struct rt *rt, const char *instance, const char *what)
+int disk_setup(struct rt *rt, const char *data_dir, enum rt_disk_backend backend, int make)
+{
+	struct sk_error err = {0};
+	if (rt_disk_setup(rt, data_dir, backend, make, &err) < 0) {
+		fprintf(stderr, "skiff-box: %s\n", err.msg);
+		return exit_code_for(&err);
+	}
+	if (rt->disk.why_tmpfs[0])
+		fprintf(stderr,
+		        "skiff-box: disk: no btrfs (%s): writable layers are tmpfs, in memory\n",
+		        rt->disk.why_tmpfs);
+	return 0;
+}
+
+/* rt_init for a subcommand, with the data directory's disk if it is there (never made);
+ * on failure reports and returns the exit status (> 0). */
+static int runtime_open(struct rt *rt, const char *instance, const char *data, const char *what)
 {
 	if (!rt_instance_valid(instance))
 		die_usage("--instance '%s': 1 to %d characters of a-z and 0-9", instance,
@@ -42,7 +57,12 @@ static int runtime_open(struct rt *rt, const char *instance, const char *what)
 		fprintf(stderr, "skiff-box: %s: %s\n", what, err.msg);
 		return exit_code_for(&err);
 	}
-	return 0;
+	if (!data)
+		data = getenv("SKIFF_DATA") ? getenv("SKIFF_DATA") : DEFAULT_DATA_DIR;
+	int r = disk_setup(rt, data, RT_DISK_AUTO, 0);
+	if (r)
+		rt_release(rt);
+	return r;
 }
 
 int cmd_gc(int argc, char **argv)
@@ -53,7 +73,7 @@ int cmd_gc(int argc, char **argv)
 	if (first < argc)
 		die_usage("gc takes no arguments");
 	struct rt rt;
-	int r = runtime_open(&rt, o.instance, "gc");
+	int r = runtime_open(&rt, o.instance, o.data_dir, "gc");
 	if (r)
 		return r;
 	struct sk_error err = {0};
@@ -116,7 +136,7 @@ int cmd_exec(int argc, char **argv)
 		return EXIT_RUNTIME;
 	}
 	struct rt rt;
-	int r = runtime_open(&rt, o.instance, "exec");
+	int r = runtime_open(&rt, o.instance, NULL, "exec");
 	if (r)
 		return r;
 	struct rt_sandbox *sb;
@@ -194,7 +214,7 @@ int cmd_kill(int argc, char **argv)
 	if (first >= argc)
 		die_usage("kill: usage: skiff-box kill ID...");
 	struct rt rt;
-	int status = runtime_open(&rt, instance, "kill");
+	int status = runtime_open(&rt, instance, NULL, "kill");
 	if (status)
 		return status;
 	for (int i = first; i < argc; i++) {
@@ -238,7 +258,7 @@ int cmd_ls(int argc, char **argv)
 	if (first < argc)
 		die_usage("ls takes no arguments");
 	struct rt rt;
-	int r = runtime_open(&rt, instance, "ls");
+	int r = runtime_open(&rt, instance, NULL, "ls");
 	if (r)
 		return r;
 	struct sk_error err = {0};

@@ -386,8 +386,13 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 		fail(sync_fd, &err);
 	}
 	struct rt_msg m;
-	int lower_fd = -1;
+	int lower_fd = -1, upper_fd = -1;
 	ssize_t n = rt_msg_recv(sync_fd, &m, &lower_fd);
+	if (n > 0 && m.type == RT_MSG_UPPER) {
+		upper_fd = lower_fd;
+		lower_fd = -1;
+		n = rt_msg_recv(sync_fd, &m, &lower_fd);
+	}
 	if (n <= 0 || m.type != RT_MSG_GO || lower_fd < 0)
 		_exit(1); /* the runtime gave up on us; it reports why */
 	struct timing t = {0};
@@ -411,9 +416,11 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 	}
 	umask(022);
 	timing_mark(&t, "init_ids_cgroupns");
-	if (rootfs_setup(a->scratch, lower_fd, a->spec, &t, &err) < 0)
+	if (rootfs_setup(a->scratch, lower_fd, upper_fd, a->spec, &t, &err) < 0)
 		fail(sync_fd, &err);
 	close(lower_fd);
+	if (upper_fd >= 0)
+		close(upper_fd);
 	if (sethostname(a->hostname, strlen(a->hostname)) < 0) {
 		sk_error_errno(&err, -errno, "sethostname");
 		fail(sync_fd, &err);

@@ -18,6 +18,7 @@ enum rt_msg_type {
 	RT_MSG_EXEC_ERROR, /* init → runtime: the command could not be exec'd (not found, …) */
 	RT_MSG_READY,      /* init → runtime: set up, waiting for its command (pooled) */
 	RT_MSG_RUN,        /* runtime → init: the command (a memfd of its strings) */
+	RT_MSG_UPPER,      /* runtime → init, before GO: the writable layer's mount (btrfs) */
 };
 
 struct rt_msg {
@@ -70,6 +71,7 @@ struct rt_sandbox {
 	int ran;             /* pooled: its command was sent */
 	int attached;        /* found from state by rt_sandbox_attach: init is not our child */
 	int events_fd;       /* the state directory's events log (init appends to it) */
+	int disk_fd;         /* its writable layer's subvolume (btrfs), or -1 */
 	uint64_t init_start; /* init's start time (clock ticks since boot): pids recycle */
 	struct rt_child_args child_args;       /* read by init during setup */
 	struct timing marks;                   /* the runtime's steps */
@@ -112,10 +114,11 @@ int exec_report_wait(int fd, struct exec_report *ret_failure, uint64_t *ret_abou
 _Noreturn void rt_child_main(const struct rt_child_args *a);
 
 /* In the child, after the mount namespace is private: build the root under scratch from the
- * idmapped lower mount fd and pivot into it. */
+ * idmapped lower mount fd and pivot into it. The writable layer is the mount upper_fd (a btrfs
+ * subvolume) or, when -1, a tmpfs of spec->disk_mib. */
 struct timing;
-int rootfs_setup(const char *scratch, int lower_fd, const struct spec *spec, struct timing *t,
-                 struct sk_error *err);
+int rootfs_setup(const char *scratch, int lower_fd, int upper_fd, const struct spec *spec,
+                 struct timing *t, struct sk_error *err);
 
 /* Bring loopback up in the current network namespace. */
 int net_loopback_up(struct sk_error *err);

@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "disk.h"
 #include "internal.h"
 
 #define POOL_MAX 256
@@ -46,10 +47,17 @@ int rt_sandbox_run(struct rt_sandbox *sb, const struct spec *spec, struct sk_err
 	int r = spec_validate(spec, err);
 	if (r < 0)
 		return r;
-	if (spec->disk_mib != sb->base.disk_mib || spec->network != sb->base.network)
+	int disk_differs = spec->disk_mib != sb->base.disk_mib;
+	if ((disk_differs && sb->disk_fd < 0) || spec->network != sb->base.network)
 		return sk_error_set(err, -EINVAL, "sandbox %s was made for another disk or network",
 		                    sb->id);
 	timing_mark(&sb->marks, "run");
+	/* A subvolume's limit is a qgroup's: one ioctl changes it. */
+	if (disk_differs) {
+		if ((r = disk_subvol_limit(sb->disk_fd, spec->disk_mib * 1024 * 1024, err)) < 0)
+			return sk_error_prefix(err, "disk of %s", sb->id);
+		timing_mark(&sb->marks, "disk_limit");
+	}
 	if (spec->cpu != sb->base.cpu || spec->memory_mib != sb->base.memory_mib ||
 	    spec->pids != sb->base.pids) {
 		struct cg_limits lim = {.cpu = spec->cpu,
@@ -127,7 +135,8 @@ int rt_pool_fill(struct rt_pool *p, int max_new, struct sk_error *err)
 
 int rt_pool_fits(const struct rt_pool *p, const struct spec *spec, const char *rootfs)
 {
-	return !strcmp(rootfs, p->rootfs) && spec->disk_mib == p->base.disk_mib &&
+	return !strcmp(rootfs, p->rootfs) &&
+	       (p->rt->disk.btrfs || spec->disk_mib == p->base.disk_mib) &&
 	       spec->network == p->base.network;
 }
 

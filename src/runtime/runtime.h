@@ -36,6 +36,24 @@ struct rt_net {
 	const char *resolv_conf; /* the egress sandboxes' /etc/resolv.conf */
 };
 
+/* Where sandboxes' writable layers live. */
+enum rt_disk_backend {
+	RT_DISK_AUTO = 0, /* btrfs where it can be had, else tmpfs (with a reason to log) */
+	RT_DISK_BTRFS,    /* btrfs or fail */
+	RT_DISK_TMPFS,    /* a tmpfs in the sandbox's mount namespace, charged to its memory */
+};
+
+/* The data directory's btrfs: <data>/disk, a mount of the image <data>/disk.img unless the data
+ * directory is on btrfs itself; shared by every instance using that data directory, each in a
+ * directory <data>/disk/<instance> of its own. */
+struct rt_disk {
+	int btrfs;           /* 1: writable layers are subvolumes; 0: tmpfs */
+	int inst_fd;         /* <data>/disk/<instance>, or -1 */
+	int lock_fd;         /* <data>/disk.lock, held shared while we use the disk, or -1 */
+	char dir[3072];      /* <data>/disk */
+	char why_tmpfs[512]; /* RT_DISK_AUTO fell back to tmpfs: why ("" when it did not) */
+};
+
 struct rt {
 	char instance[RT_INSTANCE_MAX_CHARS + 1];
 	char run_dir[256];  /* RT_DEFAULT_RUN_DIR: shared by instances (uid slots) */
@@ -48,6 +66,7 @@ struct rt {
 	/* skiff-init, which a detached sandbox's init execs into once its command runs (-1: init
 	 * stays the copy of its starter it was born as; see rt_init_exe_open). */
 	int init_exe_fd;
+	struct rt_disk disk;
 	/* Cleanup helpers told to exit but not reaped yet: reaped later, never waited for on a
 	 * sandbox's teardown path. */
 	struct {
@@ -80,6 +99,16 @@ int rt_instance_valid(const char *instance);
 /* Prepare an instance: detect cgroups, make the parent cgroups and directories, build seccomp. */
 int rt_init(struct rt *rt, const char *instance, const char *run_dir, struct sk_error *err);
 void rt_release(struct rt *rt);
+/* Where writable layers go, after rt_init (without it they are tmpfs). With make, the data
+ * directory's btrfs is made and mounted as needed (mkfs.btrfs once per data directory); without,
+ * it is used only if it is there already (gc, kill). RT_DISK_AUTO falls back to tmpfs on any
+ * failure and says why in rt->disk.why_tmpfs; RT_DISK_BTRFS fails instead. */
+int rt_disk_setup(struct rt *rt, const char *data_dir, enum rt_disk_backend backend, int make,
+                  struct sk_error *err);
+/* "btrfs" or "tmpfs". */
+const char *rt_disk_backend_name(const struct rt *rt);
+/* Parse "auto", "btrfs" or "tmpfs"; -EINVAL otherwise. */
+int rt_disk_backend_parse(const char *s, enum rt_disk_backend *ret);
 
 /* Start flags. A detached sandbox outlives the process that started it (its init has no
  * parent-death signal, its state is recorded for rt_sandbox_attach); it may have no command
@@ -95,9 +124,10 @@ void rt_release(struct rt *rt);
 int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs, unsigned flags,
                      struct rt_sandbox **ret, struct sk_error *err);
 /* Start spec's command in a sandbox made with RT_START_POOLED: its cpu, memory and pids limits
- * are applied where they differ from the ones it was made with; rootfs, disk and network must
- * be the same (rt_pool_fits). Returns once the command has been exec'd. A detached one may get
- * no command (spec->argv NULL): it then idles, waiting for execs. */
+ * (and its disk limit, on btrfs) are applied where they differ from the ones it was made with;
+ * rootfs and network must be the same, and disk too on tmpfs (rt_pool_fits). Returns once the
+ * command has been exec'd. A detached one may get no command (spec->argv NULL): it then idles,
+ * waiting for execs. */
 int rt_sandbox_run(struct rt_sandbox *sb, const struct spec *spec, struct sk_error *err);
 
 /* A pool of sandboxes made ahead for one base spec and root filesystem, refilled by its owner
@@ -114,7 +144,8 @@ int rt_pool_init(struct rt_pool *p, struct rt *rt, const struct spec *base, cons
                  int target, struct sk_error *err);
 /* Make up to max_new sandboxes, as long as the pool is below its target. Returns how many. */
 int rt_pool_fill(struct rt_pool *p, int max_new, struct sk_error *err);
-/* True when a request can be served from the pool (same root, disk size and network). */
+/* True when a request can be served from the pool (same root and network; same disk size
+ * unless the disk is btrfs, whose limit changes at the start). */
 int rt_pool_fits(const struct rt_pool *p, const struct spec *spec, const char *rootfs);
 /* Start spec: from the pool when it fits and has one ready (*ret_pooled 1), else made on the
  * spot. */

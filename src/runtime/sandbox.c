@@ -25,6 +25,7 @@
 #include "../lib/id.h"
 #include "../lib/timing.h"
 #include "caps.h"
+#include "disk.h"
 #include "internal.h"
 
 #define HELPER_STACK_BYTES (256 * 1024)
@@ -56,6 +57,7 @@ struct helper_ctx {
 	int slot;
 	int rfd;
 	int lock_fd;
+	int disk_fd; /* the instance's directory on the btrfs disk, or -1 */
 };
 
 #define SANDBOX_NS_FLAGS                                                                           \
@@ -115,6 +117,7 @@ int rt_init(struct rt *rt, const char *instance, const char *run_dir, struct sk_
 	memset(rt, 0, sizeof(*rt));
 	rt->lock_fd = -1;
 	rt->init_exe_fd = -1;
+	rt->disk.inst_fd = rt->disk.lock_fd = -1;
 	if (!rt_instance_valid(instance))
 		return sk_error_set(err, -SK_EINVAL_SPEC,
 		                    "instance id '%.16s': 1 to %d characters of a-z and 0-9",
@@ -161,6 +164,7 @@ void rt_release(struct rt *rt)
 {
 	helpers_reap(rt, 1);
 	rt_seccomp_release(&rt->seccomp);
+	disk_release(&rt->disk);
 	if (rt->lock_fd >= 0)
 		close(rt->lock_fd);
 	rt->lock_fd = -1;
@@ -187,6 +191,7 @@ int rt_instance_remove_if_idle(struct rt *rt)
 	unlink(lock);
 	close(rt->lock_fd);
 	rt->lock_fd = -1;
+	disk_remove_if_idle(&rt->disk, rt->instance);
 	return 1;
 }
 
@@ -225,6 +230,8 @@ static void helper_cleanup(struct helper_ctx *h)
 	h->cg.layout = &h->layout;
 	if (h->cg_made && cgroup_sandbox_destroy(&h->cg, RT_KILL_GRACE_MS, NULL) < 0)
 		return; /* gc finishes the job */
+	if (h->disk_fd >= 0)
+		disk_subvol_remove(h->disk_fd, h->id);
 	idmap_slot_release(h->run_dir, h->slot, h->owner);
 	state_sandbox_dir_remove(h->inst_dir, h->id);
 }
@@ -244,8 +251,10 @@ static int helper_main(void *arg)
 		dup2(devnull, 1);
 		dup2(devnull, 2);
 	}
-	int keep[2 + CG_MAX_HIER] = {h->rfd, h->lock_fd};
+	int keep[3 + CG_MAX_HIER] = {h->rfd, h->lock_fd};
 	size_t nkeep = 2;
+	if (h->disk_fd >= 0)
+		keep[nkeep++] = h->disk_fd;
 	for (int i = 0; i < CG_MAX_HIER; i++)
 		if (h->cg.dirfd[i] >= 0)
 			keep[nkeep++] = h->cg.dirfd[i];
@@ -299,6 +308,8 @@ static int helper_spawn(struct rt_sandbox *sb, struct sk_error *err)
 	h->slot = sb->slot.slot;
 	h->rfd = p[0];
 	h->lock_fd = sb->lock_fd;
+	/* Our fd table is copied into the helper's: the number stays valid there. */
+	h->disk_fd = sb->disk_fd >= 0 ? sb->rt->disk.inst_fd : -1;
 #if HELPER_SHARES_VM
 	pid_t pid = clone(helper_main, (char *)stack + HELPER_STACK_BYTES, CLONE_VM | SIGCHLD, h);
 #else
@@ -412,6 +423,8 @@ static void sandbox_free(struct rt_sandbox *sb)
 		close(sb->oom_fd);
 	if (sb->lock_fd >= 0)
 		close(sb->lock_fd);
+	if (sb->disk_fd >= 0)
+		close(sb->disk_fd);
 	free(sb);
 }
 
@@ -510,7 +523,8 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 	sb->flags = flags;
 	sb->base = *spec; /* numbers only: the strings stay the caller's */
 	timing_mark(&sb->marks, "begin");
-	sb->pidfd = sb->sync_fd = sb->lock_fd = sb->helper_fd = sb->oom_fd = sb->events_fd = -1;
+	sb->pidfd = sb->sync_fd = sb->lock_fd = sb->helper_fd = sb->oom_fd = sb->events_fd =
+	    sb->disk_fd = -1;
 	sb->slot.slot = -1;
 	for (int i = 0; i < CG_MAX_HIER; i++)
 		sb->cg.dirfd[i] = -1;
@@ -546,6 +560,12 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 	if ((r = cgroup_sandbox_oom_fd(&sb->cg, &sb->oom_fd, &sb->oom_events, err)) < 0)
 		goto fail;
 	timing_mark(&sb->marks, "cgroups");
+	if (rt->disk.btrfs) {
+		if ((r = disk_subvol_make(&rt->disk, sb->id, sb->slot.base,
+		                          spec->disk_mib * 1024 * 1024, &sb->disk_fd, err)) < 0)
+			goto fail;
+		timing_mark(&sb->marks, "subvolume");
+	}
 	if (detached) {
 		/* A detached sandbox outlives us: no helper; gc cleans up after a failed start. Its
 		 * output goes to files in its state directory, never to our stdio. */
@@ -618,6 +638,20 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 	if ((r = lower_mount_make(sb->pid, rootfs, &lower, err)) < 0)
 		goto fail;
 	timing_mark(&sb->marks, "idmapped_mount");
+	if (sb->disk_fd >= 0) {
+		int upper = -1;
+		if ((r = disk_upper_mount(sb->disk_fd, &upper, err)) < 0) {
+			close(lower);
+			goto fail;
+		}
+		r = rt_msg_send(sb->sync_fd, RT_MSG_UPPER, 0, "", upper);
+		close(upper);
+		if (r < 0) {
+			close(lower);
+			sk_error_errno(err, r, "send the writable layer to init");
+			goto fail;
+		}
+	}
 	r = rt_msg_send(sb->sync_fd, RT_MSG_GO, 0, "", lower);
 	close(lower);
 	if (r < 0) {
@@ -837,6 +871,17 @@ int rt_sandbox_reap(struct rt_sandbox *sb, struct rt_result *ret)
 	return 0;
 }
 
+/* Destroy the writable layer's subvolume, once nothing of the sandbox runs. One found by
+ * attach is removed by name (none: -ENOENT, ignored). */
+static void sandbox_disk_remove(struct rt_sandbox *sb)
+{
+	if (sb->disk_fd >= 0)
+		close(sb->disk_fd);
+	sb->disk_fd = -1;
+	if (sb->rt->disk.btrfs)
+		disk_subvol_remove(sb->rt->disk.inst_fd, sb->id);
+}
+
 int rt_sandbox_release(struct rt_sandbox *sb, struct sk_error *err)
 {
 	if (sb->pid > 0 && !sb->reaped)
@@ -847,6 +892,7 @@ int rt_sandbox_release(struct rt_sandbox *sb, struct sk_error *err)
 			return r;
 		sb->cg_made = 0;
 	}
+	sandbox_disk_remove(sb);
 	/* The slot may be another sandbox's by now (gc freed it): release only our own. */
 	net_detach(sb);
 	idmap_slot_release(sb->rt->run_dir, sb->slot.slot, sb->owner);
@@ -886,6 +932,7 @@ int rt_sandbox_destroy(struct rt_sandbox *sb, struct sk_error *err)
 	}
 	if (r == 0) {
 		net_detach(sb);
+		sandbox_disk_remove(sb);
 		idmap_slot_release(sb->rt->run_dir, sb->slot.slot, sb->owner);
 		if (sb->lock_fd >= 0)
 			state_sandbox_dir_remove(sb->rt->inst_dir, sb->id);
@@ -954,6 +1001,8 @@ static int gc_run(struct rt *rt, int keep_ended, struct sk_error *err)
 	}
 	free(names);
 	idmap_slots_gc(rt->run_dir, rt->instance, gc_alive, rt);
+	/* Subvolumes whose sandbox is gone: counted with its state directory or cgroups. */
+	disk_gc(&rt->disk, gc_alive, rt);
 	return removed;
 }
 

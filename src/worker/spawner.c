@@ -596,6 +596,22 @@ int spawner_main(const struct spawner_config *cfg, int fd)
 		sp_log("error", "start: %s", err.msg);
 		goto out;
 	}
+	/* Writable layers: btrfs subvolumes on the data directory's disk, unless SKIFF_DISK_BACKEND
+	 * says otherwise or btrfs can't be had. */
+	enum rt_disk_backend backend = RT_DISK_AUTO;
+	const char *want = getenv("SKIFF_DISK_BACKEND");
+	if (want && rt_disk_backend_parse(want, &backend) < 0) {
+		sp_log("error",
+		       "start: SKIFF_DISK_BACKEND: expected auto, btrfs or tmpfs, got '%s'", want);
+		goto out;
+	}
+	if (rt_disk_setup(&sp.rt, cfg->data_dir, backend, 1, &err) < 0) {
+		sp_log("error", "start: %s", err.msg);
+		goto out;
+	}
+	if (sp.rt.disk.why_tmpfs[0])
+		sp_log("warning", "disk: no btrfs (%s): writable layers are tmpfs, in memory",
+		       sp.rt.disk.why_tmpfs);
 	/* What a crashed spawner left: its pool, starts cut short. Ended sandboxes stay. */
 	if (rt_gc_keep_ended(&sp.rt, &err) < 0)
 		sp_log("error", "gc: %s", err.msg);
@@ -623,6 +639,9 @@ out:
 		sp.sandboxes = s->next;
 		sp_sandbox_free(s); /* detached: they run on */
 	}
+	/* A clean stop: the instance's parent cgroups, directories and disk go when nothing of it
+	 * is left (sandboxes that run on keep them). */
+	rt_instance_remove_if_idle(&sp.rt);
 	spec_release(&sp.pool_base);
 	json_decref(sp.events);
 	if (sp.egress_ok)

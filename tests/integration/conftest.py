@@ -129,6 +129,34 @@ def uid_slots(inst):
     return out
 
 
+def disk_subvolumes(inst, data_dir):
+    """The instance's writable layers (btrfs subvolumes) on the data directory's disk."""
+    try:
+        return [str(p) for p in (Path(data_dir) / "disk" / inst).iterdir()]
+    except OSError:
+        return []
+
+
+def data_disk_leaks(data_dir):
+    """The data directory's btrfs image still mounted, or a loop device still backed by it."""
+    out = []
+    mnt = str(Path(data_dir) / "disk")
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 4 and fields[4].encode().decode("unicode_escape") == mnt:
+                out.append(f"mount {line.strip()}")
+    img = str(Path(data_dir) / "disk.img")
+    for b in Path("/sys/block").glob("loop*"):
+        try:
+            backing = (b / "loop" / "backing_file").read_text().strip()
+        except OSError:
+            continue
+        if backing == img or backing.startswith(img + " "):
+            out.append(f"loop device /dev/{b.name} backed by {backing}")
+    return out
+
+
 def proc_state(pid):
     """The state letter of pid ('R', 'S', 'Z', ...), or None when it is gone."""
     try:
@@ -269,9 +297,11 @@ def nft_table(inst):
     return out if rc == 0 else None
 
 
-def leaks(inst, extra_pids=()):
+def leaks(inst, extra_pids=(), data_dir=None):
     """Everything of the instance still on the host, as readable lines (empty when clean)."""
     out = []
+    if data_dir is not None:
+        out += [f"subvolume {p}" for p in disk_subvolumes(inst, data_dir)]
     out += [f"link {l}" for l in instance_net_links(inst)]
     if nft_table(inst) is not None:
         out.append(f"nftables table inet skiff_{inst}")
@@ -284,13 +314,13 @@ def leaks(inst, extra_pids=()):
     return out
 
 
-def wait_no_leaks(inst, timeout=LEAK_GRACE_S, extra_pids=()):
+def wait_no_leaks(inst, timeout=LEAK_GRACE_S, extra_pids=(), data_dir=None):
     """Poll until nothing of the instance is left; return what is left after timeout."""
-    left = leaks(inst, extra_pids)
+    left = leaks(inst, extra_pids, data_dir)
     deadline = time.monotonic() + timeout
     while left and time.monotonic() < deadline:
         time.sleep(0.05)
-        left = leaks(inst, extra_pids)
+        left = leaks(inst, extra_pids, data_dir)
     return left
 
 
@@ -422,9 +452,12 @@ def end_instance(b):
             p.kill()
             p.wait()
     r = b.gc()
-    left = wait_no_leaks(b.instance)
+    # An autoclear loop device is released a moment after the unmount.
+    wait_for(lambda: not data_disk_leaks(b.data_dir), LEAK_GRACE_S)
+    left = wait_no_leaks(b.instance, data_dir=b.data_dir) + data_disk_leaks(b.data_dir)
     assert r.returncode == 0, f"skiff-box gc failed ({r.returncode}): {r.stderr}"
     assert not left, "left after gc:\n" + "\n".join(left)
+    assert not (Path(b.data_dir) / "disk" / b.instance).exists(), "instance's disk dir left"
     assert not parent_cgroups(b.instance), f"parent cgroups left: {parent_cgroups(b.instance)}"
     assert not (RUN_DIR / b.instance).exists(), f"{RUN_DIR / b.instance} left after gc"
     assert not (RUN_DIR / f"{b.instance}.lock").exists(), "instance lock file left after gc"
@@ -458,7 +491,7 @@ def _no_leaks(request):
         p.wait()
     pids = [p.pid for p in b.procs]
     b.procs.clear()
-    left = wait_no_leaks(b.instance, extra_pids=pids)
+    left = wait_no_leaks(b.instance, extra_pids=pids, data_dir=b.data_dir)
     if left:
         # Clean up so that one test's leak does not fail every test after it.
         for line in left:

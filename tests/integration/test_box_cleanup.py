@@ -181,9 +181,10 @@ def test_gc_racing_starts_never_breaks_them(box):
     t = threading.Thread(target=gc_loop)
     t.start()
     try:
-        codes = [box.run(["true"]).returncode for _ in range(40)]
+        runs = [box.run(["true"]) for _ in range(40)]
+        codes = [r.returncode for r in runs]
     finally:
         stop.set()
         t.join()
-    assert codes == [0] * 40
+    assert codes == [0] * 40, [r.stderr for r in runs if r.returncode]
     assert gcs and set(gcs) == {0}

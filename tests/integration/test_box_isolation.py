@@ -280,8 +280,9 @@ def test_chown_inside(box):
 
 
 def test_writable_layer_private(box):
-    # The sandbox's writable layer is a tmpfs in its own mount namespace: nothing of it shows
-    # on the host, not even under the sandbox's state directory.
+    # The sandbox's writable layer is mounted in its own mount namespace: nothing of it shows
+    # under the sandbox's state directory on the host (a btrfs layer lives under the data
+    # directory, which is root's alone).
     token = uuid.uuid4().hex
     p = box.spawn("--", "sh", "-c", f"echo {token} > /written; echo ready; exec sleep 30")
     try:

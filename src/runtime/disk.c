@@ -1,0 +1,472 @@
+/* Writable layers on btrfs: one subvolume per sandbox, limited by a qgroup, so that filling it
+ * fails with EDQUOT and costs the sandbox no memory (a tmpfs layer is memory).
+ *
+ * The filesystem is the data directory's: <data>/disk. Where the data directory is not on btrfs,
+ * <data>/disk.img (a sparse file the size of the filesystem under it, formatted by mkfs.btrfs
+ * once) is mounted there through a loop device (LOOP_CONFIGURE, autoclear: it goes when the mount
+ * goes). Every instance using the data directory shares that mount, each in <data>/disk/<instance>:
+ * the mount is made by whoever needs it first and removed by whoever finds it unused and empty
+ * (no runtime holds <data>/disk.lock, no instance directory is left under it). Everything per
+ * sandbox is an ioctl: create, limit and destroy a subvolume, remove its qgroup. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/btrfs.h>
+#include <linux/loop.h>
+#include <linux/magic.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../lib/fsutil.h"
+#include "../lib/id.h"
+#include "disk.h"
+#include "internal.h"
+
+/* Simple quotas (Linux 6.7): usage is charged to the subvolume that allocated an extent, at
+ * allocation, with no backref walks at each commit. The headers of older distributions lack it. */
+#ifndef BTRFS_QUOTA_CTL_ENABLE_SIMPLE_QUOTA
+#define BTRFS_QUOTA_CTL_ENABLE_SIMPLE_QUOTA 4
+#endif
+#define BTRFS_FIRST_SUBVOL_INO 256ull
+#define DISK_IMAGE_MIN_BYTES   (1ull << 30)
+#define DISK_LOOP_TRIES        16
+#define DISK_LOCK_TRIES        500
+#define DISK_MOUNT_TRIES       4
+#define DISK_LOOP_GONE_WAIT_MS 2000
+#define DISK_LOCK_RETRY_US     10000
+#define DISK_MKFS_OUTPUT_BYTES 400
+#define DISK_MOUNT_FLAGS       (MS_NOSUID | MS_NODEV | MS_NOATIME)
+/* Freed blocks are punched out of the sparse image, so a removed sandbox's data leaves the host's
+ * disk too. */
+#define DISK_MOUNT_OPTS "discard=async"
+
+static const char *const MKFS_PATHS[] = {"/usr/sbin/mkfs.btrfs", "/sbin/mkfs.btrfs",
+                                         "/usr/bin/mkfs.btrfs", "/bin/mkfs.btrfs"};
+
+int rt_disk_backend_parse(const char *s, enum rt_disk_backend *ret)
+{
+	static const char *const NAMES[] = {"auto", "btrfs", "tmpfs"};
+	for (size_t i = 0; i < ARRAY_SIZE(NAMES); i++)
+		if (!strcmp(s, NAMES[i])) {
+			*ret = (enum rt_disk_backend)i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+const char *rt_disk_backend_name(const struct rt *rt)
+{
+	return rt->disk.btrfs ? "btrfs" : "tmpfs";
+}
+
+static int is_btrfs(const char *path)
+{
+	struct statfs sf;
+	return statfs(path, &sf) == 0 && sf.f_type == BTRFS_SUPER_MAGIC;
+}
+
+/* Whether dir is a mount of its own (another device than its parent's) holding btrfs. */
+static int btrfs_mounted_at(const char *dir, const char *parent)
+{
+	struct stat a, b;
+	return stat(dir, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev && is_btrfs(dir);
+}
+
+/* Run mkfs.btrfs on image. Its output comes back in the error when it fails. */
+static int image_format(const char *image, struct sk_error *err)
+{
+	const char *mkfs = NULL;
+	for (size_t i = 0; i < ARRAY_SIZE(MKFS_PATHS) && !mkfs; i++)
+		if (access(MKFS_PATHS[i], X_OK) == 0)
+			mkfs = MKFS_PATHS[i];
+	if (!mkfs)
+		return sk_error_set(err, -ENOENT, "mkfs.btrfs not found (install btrfs-progs)");
+	_cleanup_close_ int out = memfd_create("skiff-mkfs", MFD_CLOEXEC);
+	if (out < 0)
+		return sk_error_errno(err, -errno, "memfd_create");
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_adddup2(&fa, out, 1);
+	posix_spawn_file_actions_adddup2(&fa, out, 2);
+	/* Metadata single, not DUP: the image is a file on a disk that has its own redundancy. */
+	char *const argv[] = {(char *)mkfs, "-q", "-m",    "single",      "-d",
+	                      "single",     "-L", "skiff", (char *)image, NULL};
+	char *const envp[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", NULL};
+	pid_t pid;
+	int r = posix_spawn(&pid, mkfs, &fa, NULL, argv, envp);
+	posix_spawn_file_actions_destroy(&fa);
+	if (r != 0)
+		return sk_error_errno(err, -r, "run %s", mkfs);
+	int status;
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return sk_error_errno(err, -errno, "wait for %s", mkfs);
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	char msg[DISK_MKFS_OUTPUT_BYTES];
+	ssize_t n = pread(out, msg, sizeof(msg) - 1, 0);
+	msg[n > 0 ? n : 0] = '\0';
+	msg[strcspn(msg, "\n")] = '\0';
+	return sk_error_set(err, -EIO, "%s %s failed (status %d): %s", mkfs, image, status, msg);
+}
+
+/* Make <data>/disk.img once: a sparse file the size of the filesystem it is on (its blocks are
+ * taken only as sandboxes write), formatted under a temporary name and renamed when complete. */
+static int image_ensure(const char *data_dir, const char *image, struct sk_error *err)
+{
+	struct stat st;
+	if (stat(image, &st) == 0)
+		return S_ISREG(st.st_mode) ? 0
+		                           : sk_error_set(err, -EINVAL, "%s: not a file", image);
+	if (errno != ENOENT)
+		return sk_error_errno(err, -errno, "stat %s", image);
+	struct statvfs vfs;
+	if (statvfs(data_dir, &vfs) < 0)
+		return sk_error_errno(err, -errno, "statvfs %s", data_dir);
+	uint64_t size = (uint64_t)vfs.f_blocks * vfs.f_frsize;
+	if (size < DISK_IMAGE_MIN_BYTES)
+		size = DISK_IMAGE_MIN_BYTES;
+	char tmp[4096];
+	snprintf(tmp, sizeof(tmp), "%s.new", image);
+	_cleanup_close_ int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return sk_error_errno(err, -errno, "create %s", tmp);
+	int r;
+	if (ftruncate(fd, (off_t)size) < 0)
+		r = sk_error_errno(err, -errno, "size %s", tmp);
+	else if ((r = image_format(tmp, err)) == 0 && rename(tmp, image) < 0)
+		r = sk_error_errno(err, -errno, "rename %s", tmp);
+	if (r < 0)
+		unlink(tmp);
+	return r;
+}
+
+/* Attach image to a free loop device that detaches itself once unused (autoclear); *ret_fd
+ * gets it open, *ret_dev its path. Another process may take the device we were offered: retry. */
+static int loop_attach(const char *image, int *ret_fd, char *ret_dev, size_t dev_size,
+                       struct sk_error *err)
+{
+	_cleanup_close_ int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+	if (ctl < 0)
+		return sk_error_errno(err, -errno, "open /dev/loop-control");
+	_cleanup_close_ int img = open(image, O_RDWR | O_CLOEXEC);
+	if (img < 0)
+		return sk_error_errno(err, -errno, "open %s", image);
+	for (int tries = 0; tries < DISK_LOOP_TRIES; tries++) {
+		int n = ioctl(ctl, LOOP_CTL_GET_FREE);
+		if (n < 0)
+			return sk_error_errno(err, -errno, "get a free loop device");
+		snprintf(ret_dev, dev_size, "/dev/loop%d", n);
+		_cleanup_close_ int fd = open(ret_dev, O_RDWR | O_CLOEXEC);
+		if (fd < 0)
+			return sk_error_errno(err, -errno, "open %s", ret_dev);
+		struct loop_config cfg = {.fd = (uint32_t)img};
+		cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO;
+		snprintf((char *)cfg.info.lo_file_name, sizeof(cfg.info.lo_file_name), "%s", image);
+		if (ioctl(fd, LOOP_CONFIGURE, &cfg) == 0) {
+			*ret_fd = TAKE_FD(fd);
+			return 0;
+		}
+		if (errno != EBUSY)
+			return sk_error_errno(err, -errno, "configure %s for %s", ret_dev, image);
+	}
+	return sk_error_set(err, -EBUSY, "no free loop device for %s", image);
+}
+
+static int quota_enable(int fd, struct sk_error *err)
+{
+	struct btrfs_ioctl_quota_ctl_args q = {.cmd = BTRFS_QUOTA_CTL_ENABLE_SIMPLE_QUOTA};
+	if (ioctl(fd, BTRFS_IOC_QUOTA_CTL, &q) == 0)
+		return 0;
+	/* Before Linux 6.7: full qgroups. */
+	q = (struct btrfs_ioctl_quota_ctl_args){.cmd = BTRFS_QUOTA_CTL_ENABLE};
+	if (ioctl(fd, BTRFS_IOC_QUOTA_CTL, &q) < 0)
+		return sk_error_errno(err, -errno, "enable btrfs quotas");
+	return 0;
+}
+
+/* With <data>/disk.lock held exclusively: make <data>/disk a btrfs with quotas, mounting the
+ * image when the data directory is not on btrfs and nothing is mounted there yet. */
+static int disk_mount(const char *data_dir, const char *dir, struct sk_error *err)
+{
+	int r;
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return sk_error_errno(err, -errno, "mkdir %s", dir);
+	if (!is_btrfs(data_dir) && !btrfs_mounted_at(dir, data_dir)) {
+		char image[4096], dev[64];
+		snprintf(image, sizeof(image), "%s/disk.img", data_dir);
+		if ((r = image_ensure(data_dir, image, err)) < 0)
+			return r;
+		/* A device another image just left may still answer with that image's blocks for a
+		 * moment (EIO from btrfs): detach it and try another. */
+		for (int tries = 0;; tries++) {
+			_cleanup_close_ int loop = -1;
+			if ((r = loop_attach(image, &loop, dev, sizeof(dev), err)) < 0)
+				return r;
+			/* Once mounted, closing our fd leaves the mount the device's only user. */
+			if (mount(dev, dir, "btrfs", DISK_MOUNT_FLAGS, DISK_MOUNT_OPTS) == 0) {
+				/* Shared: a mount namespace copied from ours while it is mounted (a
+				 * sandbox's, before it goes private; another program's) gets a peer
+				 * or slave of it, so our unmount reaches it there too and the
+				 * device is not pinned by a copy nobody will unmount. */
+				mount(NULL, dir, NULL, MS_SHARED, NULL);
+				break;
+			}
+			r = -errno;
+			ioctl(loop, LOOP_CLR_FD, 0);
+			if (tries + 1 >= DISK_MOUNT_TRIES)
+				return sk_error_errno(err, r, "mount %s (%s) on %s", image, dev,
+				                      dir);
+			usleep(DISK_LOCK_RETRY_US);
+		}
+	}
+	_cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return sk_error_errno(err, -errno, "open %s", dir);
+	/* The layers hold files of sandbox uids: no host user but root walks in. */
+	if (fchmod(fd, 0700) < 0)
+		return sk_error_errno(err, -errno, "chmod %s", dir);
+	return quota_enable(fd, err);
+}
+
+/* The disk for this runtime: mounted if make, its instance directory open, its lock held shared
+ * (so that no other runtime unmounts it under us). */
+static int disk_open(struct rt *rt, const char *data_dir, int make, struct sk_error *err)
+{
+	struct rt_disk *d = &rt->disk;
+	char lock[4096];
+	int r;
+	if (snprintf(d->dir, sizeof(d->dir), "%s/disk", data_dir) >= (int)sizeof(d->dir))
+		return sk_error_set(err, -ENAMETOOLONG, "data directory path too long");
+	snprintf(lock, sizeof(lock), "%s/disk.lock", data_dir);
+	if (make && (r = fs_mkdir_p(data_dir, 0700)) < 0)
+		return sk_error_errno(err, r, "make %s", data_dir);
+	_cleanup_close_ int fd = open(lock, O_RDWR | O_CLOEXEC | (make ? O_CREAT : 0), 0600);
+	if (fd < 0)
+		return errno == ENOENT && !make ? 0 : sk_error_errno(err, -errno, "open %s", lock);
+	/* Shared while we use it (no one unmounts it under us); exclusive only to mount it, taken
+	 * without waiting (runtimes hold it shared for their whole life), so we look again and
+	 * retry when another runtime holds it. A failed conversion drops our shared lock: taken
+	 * again. */
+	int there = 0;
+	for (int tries = 0; tries < DISK_LOCK_TRIES && !there; tries++) {
+		if (flock(fd, LOCK_SH) < 0)
+			return sk_error_errno(err, -errno, "lock %s", lock);
+		there = is_btrfs(data_dir) || btrfs_mounted_at(d->dir, data_dir);
+		if (there)
+			break;
+		if (!make)
+			return 0;
+		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+			usleep(DISK_LOCK_RETRY_US + (getpid() % 8) * 1000);
+			continue;
+		}
+		if (!is_btrfs(data_dir) && !btrfs_mounted_at(d->dir, data_dir) &&
+		    (r = disk_mount(data_dir, d->dir, err)) < 0)
+			return r;
+	}
+	if (!there)
+		return sk_error_set(err, -EAGAIN, "%s: could not lock it to mount it", d->dir);
+	/* A data directory on btrfs is used as it is: quotas enabled once (idempotent). */
+	if (make && is_btrfs(data_dir) && (r = disk_mount(data_dir, d->dir, err)) < 0)
+		return r;
+	char inst[sizeof(d->dir) + 8];
+	snprintf(inst, sizeof(inst), "%s/%s", d->dir, rt->instance);
+	if (make && mkdir(inst, 0700) < 0 && errno != EEXIST)
+		return sk_error_errno(err, -errno, "mkdir %s", inst);
+	d->inst_fd = open(inst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (d->inst_fd < 0 && errno == ENOENT && !make) {
+		/* The instance has nothing there; held all the same, so that gc may unmount it. */
+		d->lock_fd = TAKE_FD(fd);
+		return 0;
+	}
+	if (d->inst_fd < 0)
+		return sk_error_errno(err, -errno, "open %s", inst);
+	d->lock_fd = TAKE_FD(fd);
+	d->btrfs = 1;
+	return 0;
+}
+
+int rt_disk_setup(struct rt *rt, const char *data_dir, enum rt_disk_backend backend, int make,
+                  struct sk_error *err)
+{
+	disk_release(&rt->disk);
+	if (backend == RT_DISK_TMPFS)
+		return 0;
+	struct sk_error why = {0};
+	int r = disk_open(rt, data_dir, make, &why);
+	if (r == 0)
+		return 0;
+	disk_release(&rt->disk);
+	if (backend == RT_DISK_BTRFS) {
+		*err = why;
+		return sk_error_prefix(err, "btrfs disk");
+	}
+	snprintf(rt->disk.why_tmpfs, sizeof(rt->disk.why_tmpfs), "%s", why.msg);
+	return 0;
+}
+
+void disk_release(struct rt_disk *d)
+{
+	if (d->inst_fd >= 0)
+		close(d->inst_fd);
+	if (d->lock_fd >= 0)
+		close(d->lock_fd);
+	d->inst_fd = d->lock_fd = -1;
+	d->btrfs = 0;
+	d->why_tmpfs[0] = '\0';
+}
+
+int disk_subvol_limit(int fd, uint64_t limit_bytes, struct sk_error *err)
+{
+	/* qgroupid 0: the subvolume fd is in. */
+	struct btrfs_ioctl_qgroup_limit_args a = {
+	    .lim = {.flags = BTRFS_QGROUP_LIMIT_MAX_RFER, .max_rfer = limit_bytes}};
+	if (ioctl(fd, BTRFS_IOC_QGROUP_LIMIT, &a) < 0)
+		return sk_error_errno(err, -errno, "limit the writable layer to %llu bytes",
+		                      (unsigned long long)limit_bytes);
+	return 0;
+}
+
+int disk_subvol_make(const struct rt_disk *d, const char *id, uid_t owner, uint64_t limit_bytes,
+                     int *ret_fd, struct sk_error *err)
+{
+	struct btrfs_ioctl_vol_args va = {0};
+	snprintf(va.name, sizeof(va.name), "%s", id);
+	if (ioctl(d->inst_fd, BTRFS_IOC_SUBVOL_CREATE, &va) < 0)
+		return sk_error_errno(err, -errno, "create subvolume %s/%s", d->dir, id);
+	_cleanup_close_ int fd = openat(d->inst_fd, id, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r;
+	if (fd < 0)
+		r = sk_error_errno(err, -errno, "open subvolume %s", id);
+	/* The sandbox's root (in its user namespace) makes overlayfs' upper and work in it. */
+	else if (fchown(fd, owner, owner) < 0)
+		r = sk_error_errno(err, -errno, "chown subvolume %s", id);
+	else
+		r = disk_subvol_limit(fd, limit_bytes, err);
+	if (r < 0) {
+		disk_subvol_remove(d->inst_fd, id);
+		return r;
+	}
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+int disk_upper_mount(int subvol_fd, int *ret_fd, struct sk_error *err)
+{
+	_cleanup_close_ int fd =
+	    open_tree(subvol_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+	if (fd < 0)
+		return sk_error_errno(err, -errno, "clone a mount of the writable layer");
+	/* The disk's mount is shared; the sandbox's root must not be (pivot_root refuses). */
+	struct mount_attr attr = {.propagation = MS_PRIVATE};
+	if (mount_setattr(fd, "", AT_EMPTY_PATH, &attr, sizeof(attr)) < 0)
+		return sk_error_errno(err, -errno, "make the writable layer's mount private");
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+int disk_subvol_remove(int inst_fd, const char *id)
+{
+	struct btrfs_ioctl_ino_lookup_args look = {.objectid = BTRFS_FIRST_SUBVOL_INO};
+	int fd = openat(inst_fd, id, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	int found = ioctl(fd, BTRFS_IOC_INO_LOOKUP, &look) == 0;
+	close(fd);
+	struct btrfs_ioctl_vol_args va = {0};
+	snprintf(va.name, sizeof(va.name), "%s", id);
+	if (ioctl(inst_fd, BTRFS_IOC_SNAP_DESTROY, &va) < 0)
+		return -errno;
+	/* Its qgroup: the kernel refuses while the cleaner still frees the subvolume's extents
+	 * (EBUSY), and then drops an empty one of a deleted subvolume itself. */
+	if (found) {
+		struct btrfs_ioctl_qgroup_create_args q = {.create = 0, .qgroupid = look.treeid};
+		ioctl(inst_fd, BTRFS_IOC_QGROUP_CREATE, &q);
+	}
+	return 0;
+}
+
+int disk_gc(const struct rt_disk *d, int (*alive)(const char *id, void *ud), void *ud)
+{
+	if (!d->btrfs)
+		return 0;
+	_cleanup_close_ int fd = openat(d->inst_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dir = fd < 0 ? NULL : fdopendir(fd);
+	if (!dir)
+		return fd < 0 ? -errno : -ENOMEM;
+	TAKE_FD(fd);
+	int removed = 0;
+	struct dirent *de;
+	while ((de = readdir(dir)))
+		if (id_is_valid("sb-", de->d_name) && !alive(de->d_name, ud) &&
+		    disk_subvol_remove(d->inst_fd, de->d_name) == 0)
+			removed++;
+	closedir(dir);
+	return removed;
+}
+
+/* Whether directory dir holds nothing but "." and "..". */
+static int dir_empty(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return 0;
+	struct dirent *de;
+	int empty = 1;
+	while (empty && (de = readdir(d)))
+		empty = !strcmp(de->d_name, ".") || !strcmp(de->d_name, "..");
+	closedir(d);
+	return empty;
+}
+
+/* An autoclear loop device is detached by the kernel a moment after its last user went: wait
+ * for it (bounded), so that whoever comes next (a test's leak check, a new mount) finds it
+ * free. */
+static void loop_wait_gone(dev_t dev)
+{
+	char path[96];
+	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/loop/backing_file", major(dev),
+	         minor(dev));
+	for (int ms = 0; ms < DISK_LOOP_GONE_WAIT_MS && access(path, F_OK) == 0; ms += 5)
+		usleep(5000);
+}
+
+void disk_remove_if_idle(struct rt_disk *d, const char *instance)
+{
+	if (d->lock_fd < 0)
+		return;
+	char inst[sizeof(d->dir) + 8], parent[sizeof(d->dir)];
+	snprintf(inst, sizeof(inst), "%s/%s", d->dir, instance);
+	if (d->inst_fd >= 0)
+		close(d->inst_fd);
+	d->inst_fd = -1;
+	rmdir(inst); /* not while subvolumes of ours are left */
+	/* Only we may hold it shared: then no runtime uses the disk, and none can start to until we
+	 * let go. Empty: no instance has anything on it. Not busy: the kernel agrees (umount2
+	 * without MNT_DETACH fails while anything uses it). Our own image only: a btrfs data
+	 * directory is never unmounted. */
+	snprintf(parent, sizeof(parent), "%s", d->dir);
+	char *slash = strrchr(parent, '/');
+	if (slash)
+		*slash = '\0';
+	struct stat st;
+	if (flock(d->lock_fd, LOCK_EX | LOCK_NB) == 0 && dir_empty(d->dir) &&
+	    btrfs_mounted_at(d->dir, parent) && !is_btrfs(parent) && stat(d->dir, &st) == 0 &&
+	    umount2(d->dir, UMOUNT_NOFOLLOW) == 0)
+		loop_wait_gone(st.st_dev);
+	disk_release(d);
+}

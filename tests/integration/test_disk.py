@@ -1,0 +1,260 @@
+"""Writable layers on btrfs: one subvolume per sandbox with a qgroup limit, on the data
+directory's image; the tmpfs fallback."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import (DEFAULT_TIMEOUT_S, LEAK_GRACE_S, SKIFF_BOX, Box, Skiffd, data_disk_leaks,
+                      descendants, disk_subvolumes, end_instance, free_port, kill_all,
+                      new_instance, proc_alive, proc_info, read_line, state_dirs, wait_for,
+                      wait_no_leaks)
+
+MIB = 1024 * 1024
+
+
+def btrfs_or_skip(box):
+    r = box.run(["true"], "--report", "/dev/stdout")
+    assert r.returncode == 0, r.stderr
+    if json.loads(r.stdout)["disk_backend"] != "btrfs":
+        pytest.skip(f"no btrfs disk on this host: {r.stderr.strip()}")
+
+
+def disk_full(stderr):
+    return "Disk quota exceeded" in stderr or "No space left on device" in stderr
+
+
+def fill(path, mib):
+    """A shell snippet: write mib MiB to path, print the status and the size written."""
+    return (f"dd if=/dev/zero of={path} bs=1M count={mib}; echo rc=$?; "
+            f"ls -l {path} | awk '{{print $5}}'")
+
+
+def test_write_past_disk_fails_with_quota(box):
+    btrfs_or_skip(box)
+    script = ("head -c 3000000 /dev/urandom > /keep && sum1=$(md5sum < /keep) && sync && "
+              "sum2=$(md5sum < /keep) && [ \"$sum1\" = \"$sum2\" ] && echo kept; " +
+              fill("/big", 32))
+    r = box.sh(script, "--disk", "8")
+    assert r.returncode == 0, r.stderr
+    kept, rc, size = r.stdout.split()
+    assert kept == "kept"
+    assert rc != "rc=0"
+    assert int(size) <= 8 * MIB
+    assert disk_full(r.stderr), r.stderr
+
+
+def test_disk_is_not_memory(box):
+    # 96 MiB written under a 48 MiB memory limit: on btrfs it is disk (page cache is reclaimed),
+    # on the tmpfs layer it is memory and the sandbox is killed.
+    btrfs_or_skip(box)
+    script = "dd if=/dev/zero of=/big bs=1M count=96 conv=fsync 2>/dev/null; echo rc=$?; " \
+             "ls -l /big | awk '{print $5}'"
+    r = box.sh(script, "--disk", "256", "--memory", "48", "--report", "/dev/stderr")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["rc=0", str(96 * MIB)]
+    r = box.sh(script, "--disk", "256", "--memory", "48", "--disk-backend", "tmpfs")
+    assert r.returncode == 137, (r.stdout, r.stderr)
+    assert "out of memory" in r.stderr
+
+
+def test_limit_is_per_sandbox(box):
+    btrfs_or_skip(box)
+    script = "echo ready; read go; " + fill("/f", 48)
+    procs = [box.spawn("--disk", str(mib), "--", "sh", "-c", script, stdin=subprocess.PIPE)
+             for mib in (8, 24)]
+    for p in procs:
+        assert read_line(p) == b"ready\n"
+    # Both hold their subvolume at once.
+    assert len(disk_subvolumes(box.instance, box.data_dir)) == 2
+    outs = []
+    for p in procs:
+        out, err = p.communicate(b"go\n", timeout=DEFAULT_TIMEOUT_S)
+        assert p.returncode == 0, err
+        outs.append((out.decode().split(), err.decode()))
+    (rc8, size8), err8 = outs[0]
+    (rc24, size24), err24 = outs[1]
+    assert rc8 != "rc=0" and rc24 != "rc=0", outs
+    assert 6 * MIB <= int(size8) <= 8 * MIB
+    assert 20 * MIB <= int(size24) <= 24 * MIB
+    assert disk_full(err8) and disk_full(err24)
+
+
+def test_subvolume_lives_with_a_detached_sandbox(box):
+    btrfs_or_skip(box)
+    r = box("--detach", "--disk", "16")
+    assert r.returncode == 0, r.stderr
+    sbid = r.stdout.strip()
+    sub = Path(box.data_dir) / "disk" / box.instance / sbid
+    try:
+        assert sub.is_dir() and sub.stat().st_ino == 256  # a subvolume's root
+        r = box("exec", sbid, "--", "sh", "-c", fill("/f", 32))
+        assert r.stdout.split()[0] != "rc=0" and int(r.stdout.split()[1]) <= 16 * MIB
+    finally:
+        k = box("kill", sbid)
+    assert k.returncode == 0, k.stderr
+    assert not sub.exists()
+
+
+def test_runtime_killed_helper_removes_subvolume(box):
+    btrfs_or_skip(box)
+    p = box.spawn("--", "sh", "-c", "echo x > /f; echo ready; exec sleep 60")
+    assert read_line(p) == b"ready\n"
+    assert len(disk_subvolumes(box.instance, box.data_dir)) == 1
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    # The cleanup helper removes it; the per-test leak check waits for that.
+    assert wait_for(lambda: not disk_subvolumes(box.instance, box.data_dir), 5)
+
+
+def test_gc_removes_subvolume_and_mount_after_a_crash(box):
+    btrfs_or_skip(box)
+    r = box("--detach")
+    assert r.returncode == 0, r.stderr
+    sbid = r.stdout.strip()
+    ls = json.loads(box("ls", "--json").stdout)
+    pid = next(s["pid"] for s in ls if s["id"] == sbid)
+    os.kill(pid, signal.SIGKILL)  # its init: nothing is left to clean up after it
+    assert wait_for(lambda: not os.path.exists(f"/proc/{pid}/stat")
+                    or open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] == "Z", 5)
+    assert disk_subvolumes(box.instance, box.data_dir)
+    g = box.gc()
+    assert g.returncode == 0, g.stderr
+    assert not disk_subvolumes(box.instance, box.data_dir)
+    # Nothing of any instance is on the disk any more and no runtime uses it: unmounted, and
+    # its loop device released (by the kernel, a moment later).
+    assert wait_for(lambda: not data_disk_leaks(box.data_dir), LEAK_GRACE_S), \
+        data_disk_leaks(box.data_dir)
+
+
+def test_fallback_to_tmpfs_when_no_image_can_be_made(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "disk.img").mkdir()  # the image can't be made: a directory is in the way
+    b = Box(SKIFF_BOX, new_instance("d"), data)
+    try:
+        r = b.sh(fill("/f", 16), "--disk", "4", "--report", str(tmp_path / "report"))
+        assert r.returncode == 0, r.stderr
+        assert "writable layers are tmpfs" in r.stderr and "disk.img" in r.stderr
+        assert json.loads((tmp_path / "report").read_text())["disk_backend"] == "tmpfs"
+        assert "No space left on device" in r.stderr
+        assert int(r.stdout.split()[1]) <= 4 * MIB
+        # Asked for btrfs: a clear failure, nothing started.
+        r = b.run(["true"], "--disk-backend", "btrfs")
+        assert r.returncode == 125 and "btrfs disk" in r.stderr and "disk.img" in r.stderr
+        assert not state_dirs(b.instance)
+    finally:
+        end_instance(b)
+
+
+def test_bad_disk_backend_refused(box):
+    r = box.run(["true"], "--disk-backend", "zfs")
+    assert r.returncode == 2 and "--disk-backend" in r.stderr
+
+
+def test_two_instances_share_the_data_directorys_disk(box):
+    btrfs_or_skip(box)
+    other = Box(SKIFF_BOX, new_instance("d"), box.data_dir)
+    p = box.spawn("--", "sh", "-c", "echo ready; exec sleep 60")
+    try:
+        assert read_line(p) == b"ready\n"
+        # The other instance runs and its gc ends while ours still holds a subvolume: the
+        # disk stays mounted, our subvolume stays.
+        assert other.run(["true"]).returncode == 0
+        assert other.gc().returncode == 0
+        assert not wait_no_leaks(other.instance, data_dir=other.data_dir)
+        assert not (Path(box.data_dir) / "disk" / other.instance).exists()
+        assert len(disk_subvolumes(box.instance, box.data_dir)) == 1
+        assert data_disk_leaks(box.data_dir)
+    finally:
+        p.kill()
+        p.wait()
+        other.gc()
+
+
+def test_pool_serves_another_disk_size(skiffd):
+    # The pool's sandbox was made for the default disk size; a create asking for 16 MiB takes it
+    # and gets its limit.
+    pooled = wait_for(lambda: [d for d in state_dirs(skiffd.instance)
+                               if not (Path(d) / "init").exists()], 15)
+    if not pooled:
+        pytest.skip("no pooled sandbox waiting")
+    if not disk_subvolumes(skiffd.instance, skiffd.data):
+        pytest.skip("skiffd's disk is not btrfs on this host")
+    s, sb = skiffd.api("POST", "/v1/sandboxes", {"disk_mib": 16})
+    assert s == 201, sb
+    assert (Path(pooled[0]) / "init").exists(), "the create was not served from the pool"
+    s, out = skiffd.api("POST", f"/v1/sandboxes/{sb['id']}/exec?wait=true",
+                        {"command": ["sh", "-c", fill("/f", 40)]})
+    assert s == 200, out
+    rc, size = out["stdout"].split()
+    assert rc != "rc=0" and int(size) <= 16 * MIB, out
+    assert disk_full(out["stderr"]), out
+    s, _ = skiffd.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    assert s == 200
+
+
+def test_gc_after_skiffd_is_killed(tmp_path):
+    # skiffd dies with a sandbox running: the sandbox runs on (detached) and keeps its layer;
+    # once it is ended too, gc removes the layer, and with it the last use of the disk: the
+    # image is unmounted and its loop device released (end_instance checks both).
+    d = Skiffd(tmp_path / "data", new_instance("d"), free_port())
+    d.start(pool=1)
+    box = Box(SKIFF_BOX, d.instance, d.data)
+    try:
+        s, sb = d.api("POST", "/v1/sandboxes", {"disk_mib": 16})
+        assert s == 201, sb
+        spawners = [p for p in descendants(d.proc.pid)
+                    if (proc_info(p) or (0, ""))[1] == "skiff-spawner"]
+        d.proc.kill()
+        d.proc.wait()
+        # Its spawner goes with it (and the pool's sandbox with the spawner): gc is for what is
+        # dead, so wait for that.
+        assert wait_for(lambda: not any(proc_alive(p) for p in spawners), 10)
+        if not disk_subvolumes(d.instance, d.data):
+            pytest.skip("skiffd's disk is not btrfs on this host")
+        ls = json.loads(box("ls", "--json").stdout)
+        running = [x for x in ls if x["state"] == "running"]
+        assert running, ls
+        for x in running:
+            os.kill(x["pid"], signal.SIGKILL)
+    finally:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+        d.log.close()
+        kill_all(box)
+        end_instance(box)
+
+
+def test_data_directory_on_btrfs_is_used_as_it_is(tmp_path):
+    if not shutil.which("mkfs.btrfs"):
+        pytest.skip("mkfs.btrfs is missing (btrfs-progs): needed to make a btrfs data directory")
+    img, mnt = tmp_path / "fs.img", tmp_path / "mnt"
+    mnt.mkdir()
+    with open(img, "wb") as f:
+        f.truncate(1 << 30)
+    subprocess.run(["mkfs.btrfs", "-q", str(img)], check=True, capture_output=True)
+    r = subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"can't mount a btrfs image here: {r.stderr.strip()}")
+    try:
+        b = Box(SKIFF_BOX, new_instance("d"), mnt)
+        try:
+            report = tmp_path / "report"
+            r = b.sh(fill("/f", 16), "--disk", "4", "--report", str(report))
+            assert r.returncode == 0, r.stderr
+            assert json.loads(report.read_text())["disk_backend"] == "btrfs"
+            assert int(r.stdout.split()[1]) <= 4 * MIB and disk_full(r.stderr)
+            # No image, no mount of ours: the data directory's own filesystem holds the layers.
+            assert not (mnt / "disk.img").exists()
+            assert os.stat(mnt / "disk").st_dev == os.stat(mnt).st_dev
+        finally:
+            end_instance(b)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
