@@ -131,12 +131,12 @@ class Detached:
     def __init__(self):
         self.made = []  # (box, id)
 
-    def start(self, b, *cmd, opts=(), timeout=15):
+    def start(self, b, *cmd, opts=(), timeout=15, env=None):
         argv = b.argv(*opts, "--detach", *(("--", *cmd) if cmd else ()))
         t0 = time.monotonic()
         try:
             # capture_output: returns only once nothing holds our stdout/stderr pipes.
-            r = subprocess.run(argv, capture_output=True, timeout=timeout, env=b.env(),
+            r = subprocess.run(argv, capture_output=True, timeout=timeout, env=b.env(env),
                                stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as e:
             m = ID_RE.search((e.stdout or b"").decode(errors="replace"))
@@ -155,8 +155,8 @@ class Detached:
         assert r.stderr == b"", r.stderr
         return out.strip(), elapsed
 
-    def __call__(self, b, *cmd, opts=()):
-        return self.start(b, *cmd, opts=opts)[0]
+    def __call__(self, b, *cmd, opts=(), env=None):
+        return self.start(b, *cmd, opts=opts, env=env)[0]
 
     def cleanup(self):
         for b, sbid in self.made:
@@ -239,10 +239,127 @@ def test_idle_init_is_skiff_init_small_and_closed(box, detached):
               "cat /proc/1/comm; readlink /proc/1/exe; cat /proc/1/maps; cat /proc/1/environ")
     assert r.stdout == "skiff-init\n", r  # readlink printed nothing: it failed
     assert r.stderr.count("Permission denied") == 2, r.stderr
+    # It holds stdio (the state directory's files), the events log and its socket to the
+    # runtime, nothing else (skiff-init's own fd is close-on-exec).
+    fds = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    sd = str(state_dir(box, sbid))
+    assert [fds[i] for i in (0, 1, 2)] == ["/dev/null", sd + "/stdout", sd + "/stderr"], fds
+    rest = sorted(t for fd, t in fds.items() if fd > 2)
+    assert len(rest) == 2 and rest[0] == sd + "/events" and rest[1].startswith("socket:"), fds
     # It still does init's work: forwards a signal to the command and reports its status.
     os.kill(pid, signal.SIGTERM)
     e = wait_for(lambda: ls(box)[sbid]["state"] == "exited" and ls(box)[sbid], 10)
     assert e and e["exit_code"] == 128 + 15, ls(box)
+
+
+def init_closed_from_inside(b, sbid):
+    """What the sandbox's root sees of pid 1: its name only (exe, maps, fds closed)."""
+    r = exec_(b, sbid, "sh", "-c", "cat /proc/1/comm; readlink /proc/1/exe; "
+              "cat /proc/1/maps; ls /proc/1/fd; head -c 1 /proc/1/mem")
+    assert r.stdout == "skiff-init\n", r  # the rest printed nothing: it failed
+    assert r.stderr.count("Permission denied") == 3, r.stderr
+
+
+@pytest.fixture
+def suid_dumpable():
+    """Sets fs.suid_dumpable for a moment (a host-wide setting), then puts it back."""
+    path = "/proc/sys/fs/suid_dumpable"
+    with open(path) as f:
+        old = f.read().strip()
+
+    def set_to(v):
+        with open(path, "w") as f:
+            f.write(f"{v}\n")
+    try:
+        set_to(old)
+    except OSError as e:
+        pytest.skip(f"fs.suid_dumpable can't be set here: {e}")
+    try:
+        yield set_to
+    finally:
+        set_to(old)
+
+
+@pytest.mark.parametrize("value", [1, 2])
+def test_idle_init_stays_closed_whatever_suid_dumpable_says(box, detached, suid_dumpable, value):
+    # The kernel gives a process that execs a file it can't read the dumpability of
+    # fs.suid_dumpable. 1 would open skiff-init to the sandbox's root (/proc/1/mem for writing:
+    # init holds the runtime's socket and the events log), so init then stays as it is; 2 keeps
+    # it closed (dumpable for the host's root only).
+    suid_dumpable(value)
+    sbid = detached(box, "sh", "-c", "sleep 1000")
+    pid = read_init(box, sbid)[0]
+    exe = os.path.join(os.path.dirname(box.binary), "skiff-init")
+    # Long enough for the exec that follows the start, if init makes it.
+    execd = wait_for(lambda: os.readlink(f"/proc/{pid}/exe") == exe, 1)
+    init_closed_from_inside(box, sbid)
+    assert bool(execd) == (value == 2), os.readlink(f"/proc/{pid}/exe")
+    suid_dumpable(0)
+    init_closed_from_inside(box, sbid)
+    os.kill(pid, signal.SIGTERM)
+    e = wait_for(lambda: ls(box)[sbid]["state"] == "exited" and ls(box)[sbid], 10)
+    assert e and e["exit_code"] == 128 + 15, ls(box)
+
+
+def test_idle_init_without_a_usable_skiff_init_stays_as_it_is(box, detached, tmp_path):
+    # Missing, not root's, writable by others, not a file: init does its work in place.
+    mine = tmp_path / "not-roots"
+    shutil.copy(os.path.join(os.path.dirname(box.binary), "skiff-init"), mine)
+    os.chown(mine, 65534, 65534)
+    open_to_all = tmp_path / "writable"
+    shutil.copy(os.path.join(os.path.dirname(box.binary), "skiff-init"), open_to_all)
+    os.chmod(open_to_all, 0o777)
+    for given in ("/nonexistent/skiff-init", str(mine), str(open_to_all), str(tmp_path)):
+        sbid = detached(box, "sh", "-c", "sleep 1000", env={"SKIFF_INIT": given})
+        pid = read_init(box, sbid)[0]
+        in_place = os.path.realpath(box.binary)
+        assert not wait_for(lambda: os.readlink(f"/proc/{pid}/exe") != in_place, 0.5), given
+        init_closed_from_inside(box, sbid)
+        os.kill(pid, signal.SIGTERM)
+        e = wait_for(lambda: ls(box)[sbid]["state"] == "exited" and ls(box)[sbid], 10)
+        assert e and e["exit_code"] == 128 + 15, (given, ls(box))
+
+
+def test_idle_init_from_a_readable_skiff_init_runs_a_sealed_copy(box, detached, tmp_path):
+    # A skiff-init others may read (a package's 0755) is exec'd from a sealed memfd copy that
+    # they can't: init stays closed.
+    readable = tmp_path / "skiff-init"
+    shutil.copy(os.path.join(os.path.dirname(box.binary), "skiff-init"), readable)
+    os.chmod(readable, 0o755)
+    sbid = detached(box, "sh", "-c", "sleep 1000", env={"SKIFF_INIT": str(readable)})
+    pid = read_init(box, sbid)[0]
+    assert wait_for(lambda: os.readlink(f"/proc/{pid}/exe").startswith("/memfd:skiff-init"),
+                    2), os.readlink(f"/proc/{pid}/exe")
+    init_closed_from_inside(box, sbid)
+    os.kill(pid, signal.SIGTERM)
+    e = wait_for(lambda: ls(box)[sbid]["state"] == "exited" and ls(box)[sbid], 10)
+    assert e and e["exit_code"] == 128 + 15, ls(box)
+
+
+def test_commands_that_end_around_inits_exec_report_their_status(box, detached):
+    # The command may end, or be signalled, before, during or after init's exec: its SIGCHLD
+    # or the forwarded signal waits, blocked, across the exec, and every status is reported.
+    want = {}
+
+    def start(i):
+        if i % 3 == 2:  # a signal sent to init as soon as the start returns
+            sbid = detached(box, "sleep", "1000")
+            os.kill(read_init(box, sbid)[0], signal.SIGTERM)
+            return sbid, 128 + 15
+        if i % 3 == 1:  # a command that ends before init can exec
+            return detached(box, "false"), 1
+        return detached(box, "sh", "-c", f"exit {i}"), i
+
+    with ThreadPoolExecutor(4) as ex:
+        want = dict(ex.map(start, range(24)))
+
+    def ended():
+        entries = ls(box)
+        return all(entries[s]["state"] == "exited" for s in want) and entries
+    entries = wait_for(ended, 20)
+    assert entries, {s: ls(box)[s]["state"] for s in want}
+    got = {s: entries[s].get("exit_code") for s in want}
+    assert got == want
 
 
 def test_detach_with_command_returns_even_when_it_runs_on(box, detached):
