@@ -13,6 +13,10 @@
 
 #include "../runtime/internal.h"
 
+/* What the runtime looks for before it execs us (the linker puts notes in the first page). */
+#define NOTE_SECTION __attribute__((used, section(".note.skiff"), aligned(4)))
+static const struct rt_init_note init_note NOTE_SECTION = RT_INIT_NOTE;
+
 static int parse_int(const char *s, int min, long *ret)
 {
 	char *end;

@@ -65,13 +65,24 @@ fail:
 	return -1;
 }
 
+/* Whether fd is skiff-init, of this runtime's version: its note is in the first page. The
+ * checks above make the file root's; a directory on the way there, or a hard link, could
+ * still give another root-owned program the name. */
+static int exe_marked(int fd)
+{
+	static const struct rt_init_note want = RT_INIT_NOTE;
+	char page[4096];
+	ssize_t n = pread(fd, page, sizeof(page), 0);
+	return n > 0 && memmem(page, (size_t)n, &want, sizeof(want)) != NULL;
+}
+
 static int exe_open_at(const char *path)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return -1;
 	struct stat st;
-	if (fstat(fd, &st) < 0 || !exe_trusted(&st)) {
+	if (fstat(fd, &st) < 0 || !exe_trusted(&st) || !exe_marked(fd)) {
 		close(fd);
 		return -1;
 	}

@@ -11,12 +11,14 @@ import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
-from conftest import (DEFAULT_TIMEOUT_S, RUN_DIR, SKIFF_BOX, Box, descendants, end_instance,
-                      new_instance, proc_alive, proc_info, same_process_alive, sandbox_cgroups,
-                      sandbox_pids, state_dirs, uid_slots, wait_for, wait_no_leaks)
+from conftest import (DEFAULT_TIMEOUT_S, REPO, RUN_DIR, SKIFF_BOX, Box, descendants,
+                      end_instance, new_instance, proc_alive, proc_info, same_process_alive,
+                      sandbox_cgroups, sandbox_pids, state_dirs, uid_slots, wait_for,
+                      wait_no_leaks)
 
 ID_RE = re.compile(r"sb-[0-9A-HJKMNP-TV-Z]{26}")  # sb- and 26 Crockford base32 characters
 
@@ -302,14 +304,23 @@ def test_idle_init_stays_closed_whatever_suid_dumpable_says(box, detached, suid_
 
 
 def test_idle_init_without_a_usable_skiff_init_stays_as_it_is(box, detached, tmp_path):
-    # Missing, not root's, writable by others, not a file: init does its work in place.
+    # Missing, not root's, writable by others, not a file, another root-owned program under the
+    # name (a directory on the way, a hard link): init does its work in place.
+    probe = Path(os.environ.get("SKIFF_PROBE", str(REPO / "build" / "tests" / "skiff-probe")))
+    if not probe.exists():
+        pytest.skip(f"no {probe}: build it with make")
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(probe, other / "skiff-init")
+    os.chmod(other / "skiff-init", 0o711)
     mine = tmp_path / "not-roots"
     shutil.copy(os.path.join(os.path.dirname(box.binary), "skiff-init"), mine)
     os.chown(mine, 65534, 65534)
     open_to_all = tmp_path / "writable"
     shutil.copy(os.path.join(os.path.dirname(box.binary), "skiff-init"), open_to_all)
     os.chmod(open_to_all, 0o777)
-    for given in ("/nonexistent/skiff-init", str(mine), str(open_to_all), str(tmp_path)):
+    for given in ("/nonexistent/skiff-init", str(mine), str(open_to_all), str(tmp_path),
+                  str(other / "skiff-init")):
         sbid = detached(box, "sh", "-c", "sleep 1000", env={"SKIFF_INIT": given})
         pid = read_init(box, sbid)[0]
         in_place = os.path.realpath(box.binary)
