@@ -262,24 +262,34 @@ def init_closed_from_inside(b, sbid):
     assert r.stderr.count("Permission denied") == 3, r.stderr
 
 
+class SuidDumpable:
+    """fs.suid_dumpable, a host-wide setting: set for as short a time as a test can, then put
+    back (restore(), and at teardown whatever happens)."""
+    PATH = "/proc/sys/fs/suid_dumpable"
+
+    def __init__(self):
+        with open(self.PATH) as f:
+            self.old = f.read().strip()
+
+    def set(self, v):
+        with open(self.PATH, "w") as f:
+            f.write(f"{v}\n")
+
+    def restore(self):
+        self.set(self.old)
+
+
 @pytest.fixture
 def suid_dumpable():
-    """Sets fs.suid_dumpable for a moment (a host-wide setting), then puts it back."""
-    path = "/proc/sys/fs/suid_dumpable"
-    with open(path) as f:
-        old = f.read().strip()
-
-    def set_to(v):
-        with open(path, "w") as f:
-            f.write(f"{v}\n")
+    sd = SuidDumpable()
     try:
-        set_to(old)
+        sd.restore()
     except OSError as e:
         pytest.skip(f"fs.suid_dumpable can't be set here: {e}")
     try:
-        yield set_to
+        yield sd
     finally:
-        set_to(old)
+        sd.restore()
 
 
 @pytest.mark.parametrize("value", [1, 2])
@@ -287,17 +297,18 @@ def test_idle_init_stays_closed_whatever_suid_dumpable_says(box, detached, suid_
     # The kernel gives a process that execs a file it can't read the dumpability of
     # fs.suid_dumpable. 1 would open skiff-init to the sandbox's root (/proc/1/mem for writing:
     # init holds the runtime's socket and the events log), so init then stays as it is; 2 keeps
-    # it closed (dumpable for the host's root only).
-    suid_dumpable(value)
-    sbid = detached(box, "sh", "-c", "sleep 1000")
-    pid = read_init(box, sbid)[0]
-    exe = os.path.join(os.path.dirname(box.binary), "skiff-init")
-    # Long enough for the exec that follows the start, if init makes it.
-    execd = wait_for(lambda: os.readlink(f"/proc/{pid}/exe") == exe, 1)
+    # it closed (dumpable for the host's root only). Dumpability is settled at the exec: the
+    # setting is put back as soon as init has had time to make it.
+    suid_dumpable.set(value)
+    try:
+        sbid = detached(box, "sh", "-c", "sleep 1000")
+        pid = read_init(box, sbid)[0]
+        exe = os.path.join(os.path.dirname(box.binary), "skiff-init")
+        execd = wait_for(lambda: os.readlink(f"/proc/{pid}/exe") == exe, 0.5)
+    finally:
+        suid_dumpable.restore()
     init_closed_from_inside(box, sbid)
     assert bool(execd) == (value == 2), os.readlink(f"/proc/{pid}/exe")
-    suid_dumpable(0)
-    init_closed_from_inside(box, sbid)
     os.kill(pid, signal.SIGTERM)
     e = wait_for(lambda: ls(box)[sbid]["state"] == "exited" and ls(box)[sbid], 10)
     assert e and e["exit_code"] == 128 + 15, ls(box)
