@@ -161,9 +161,19 @@ class Skiffd(Phase):
         else:
             raise RuntimeError("skiffd dev did not start")
         self.token = open(os.path.join(self.data, "admin.token")).read().strip()
-        # One sandbox made and removed: the busybox root exists before the baseline.
-        sid = self.create()
-        self.delete(sid)
+        # One sandbox made and removed: the busybox root exists before the baseline. The worker
+        # may connect a moment after the health check answers (503 until then).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            st, data = self.req("POST", "/v1/sandboxes", {})
+            if st == 201:
+                self.delete(json.loads(data)["id"])
+                break
+            if st != 503:
+                raise RuntimeError(f"create: {st} {data[:200]!r}")
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("skiffd dev: no worker connected")
 
     def req(self, method, path, body=None, auth=True):
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)

@@ -13,6 +13,10 @@
 
 #include "../runtime/internal.h"
 
+/* What the runtime looks for before it execs us (the linker puts notes in the first page). */
+#define NOTE_SECTION __attribute__((used, section(".note.skiff"), aligned(4)))
+static const struct rt_init_note init_note NOTE_SECTION = RT_INIT_NOTE;
+
 static int parse_int(const char *s, int min, long *ret)
 {
 	char *end;
@@ -26,6 +30,9 @@ static int parse_int(const char *s, int min, long *ret)
 
 int main(int argc, char **argv)
 {
+	/* The runtime execs us only where the kernel keeps us not dumpable (fs.suid_dumpable 0 or
+	 * 2): should the setting have changed since it looked, this closes us again at once. */
+	prctl(PR_SET_DUMPABLE, 0);
 	/* An exec through an fd names the process after the fd's number. */
 	prctl(PR_SET_NAME, "skiff-init");
 	long sync_fd, events_fd, main_pid;

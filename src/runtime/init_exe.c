@@ -9,7 +9,8 @@
  * no_new_privs). The program must not be readable by the sandbox's root, or the exec would make
  * init dumpable (ptrace-able, /proc/1/mem) in the sandbox's eyes: the kernel makes a process
  * that execs a file it can't read not dumpable. So the file must be root's and not readable by
- * others (the build makes it 0711); otherwise we exec a sealed memfd copy of it, mode 0711. */
+ * others (the build makes it 0711); otherwise we exec a sealed memfd copy of it, mode 0711. Even
+ * so, "not dumpable" means what fs.suid_dumpable says: where it is 1, init does not exec. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -17,11 +18,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "../lib/fsutil.h"
 #include "internal.h"
 
 #define INIT_EXE_NAME      "skiff-init"
@@ -62,13 +65,24 @@ fail:
 	return -1;
 }
 
+/* Whether fd is skiff-init, of this runtime's version: its note is in the first page. The
+ * checks above make the file root's; a directory on the way there, or a hard link, could
+ * still give another root-owned program the name. */
+static int exe_marked(int fd)
+{
+	static const struct rt_init_note want = RT_INIT_NOTE;
+	char page[4096];
+	ssize_t n = pread(fd, page, sizeof(page), 0);
+	return n > 0 && memmem(page, (size_t)n, &want, sizeof(want)) != NULL;
+}
+
 static int exe_open_at(const char *path)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return -1;
 	struct stat st;
-	if (fstat(fd, &st) < 0 || !exe_trusted(&st)) {
+	if (fstat(fd, &st) < 0 || !exe_trusted(&st) || !exe_marked(fd)) {
 		close(fd);
 		return -1;
 	}
@@ -106,8 +120,26 @@ void rt_init_exe_open(struct rt *rt)
 	}
 }
 
+/* Whether init, about to exec, would come out of the exec as closed as it went in. Under
+ * no_new_privs an exec grants nothing; without it, an exec as root of the user namespace would
+ * grant the bounding set. A process that execs a file it can't read gets the dumpability of
+ * fs.suid_dumpable: 0 keeps init closed, 2 opens it to the host's root only (its memory map
+ * belongs to the host's user namespace then), but 1 would open it to the sandbox's root, which
+ * could then write init's memory (/proc/1/mem) and so speak for it on the runtime's socket. The
+ * setting is the host's (a sysctl is not per namespace), read here just before the exec. */
+static int exec_keeps_init_closed(void)
+{
+	if (prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1)
+		return 0;
+	char v[8];
+	ssize_t n = fs_read_at(AT_FDCWD, "/proc/sys/fs/suid_dumpable", v, sizeof(v));
+	return n >= 1 && (v[0] == '0' || v[0] == '2') && (n == 1 || v[1] == '\n');
+}
+
 void rt_init_exe_run(int exe_fd, int sync_fd, int events_fd, pid_t main_pid)
 {
+	if (!exec_keeps_init_closed())
+		return;
 	char a_sync[16], a_events[16], a_main[16];
 	snprintf(a_sync, sizeof(a_sync), "%d", sync_fd);
 	snprintf(a_events, sizeof(a_events), "%d", events_fd);

@@ -130,6 +130,14 @@ int rt_msg_send(int fd, int type, int code, const char *text, int pass_fd);
 /* init's life once the sandbox runs (init_loop.c): reap, log execs' exits, forward signals to
  * main_pid, report its status and exit. mask holds the forwarded signals and SIGCHLD, blocked. */
 _Noreturn void rt_init_loop(int sync_fd, int events_fd, pid_t main_pid, const sigset_t *mask);
+/* skiff-init's mark, an ELF note in its first page: the runtime execs a file only if it bears
+ * it, so that neither another root-owned program under that name nor a skiff-init whose
+ * arguments or messages differ ever becomes a sandbox's init. Bump the version with them. */
+struct rt_init_note {
+	uint32_t namesz, descsz, type;
+	char name[8], desc[8];
+};
+#define RT_INIT_NOTE ((struct rt_init_note){6, 7, 1, "skiff", "init-1"})
 /* Find skiff-init and keep an fd to exec it by (init_exe.c). Never fails: without it, init
  * stays as it is. */
 void rt_init_exe_open(struct rt *rt);

@@ -11,12 +11,14 @@ import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
-from conftest import (DEFAULT_TIMEOUT_S, RUN_DIR, SKIFF_BOX, Box, descendants, end_instance,
-                      new_instance, proc_alive, proc_info, same_process_alive, sandbox_cgroups,
-                      sandbox_pids, state_dirs, uid_slots, wait_for, wait_no_leaks)
+from conftest import (DEFAULT_TIMEOUT_S, REPO, RUN_DIR, SKIFF_BOX, Box, descendants,
+                      end_instance, new_instance, proc_alive, proc_info, same_process_alive,
+                      sandbox_cgroups, sandbox_pids, state_dirs, uid_slots, wait_for,
+                      wait_no_leaks)
 
 ID_RE = re.compile(r"sb-[0-9A-HJKMNP-TV-Z]{26}")  # sb- and 26 Crockford base32 characters
 
@@ -131,12 +133,12 @@ class Detached:
     def __init__(self):
         self.made = []  # (box, id)
 
-    def start(self, b, *cmd, opts=(), timeout=15):
+    def start(self, b, *cmd, opts=(), timeout=15, env=None):
         argv = b.argv(*opts, "--detach", *(("--", *cmd) if cmd else ()))
         t0 = time.monotonic()
         try:
             # capture_output: returns only once nothing holds our stdout/stderr pipes.
-            r = subprocess.run(argv, capture_output=True, timeout=timeout, env=b.env(),
+            r = subprocess.run(argv, capture_output=True, timeout=timeout, env=b.env(env),
                                stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as e:
             m = ID_RE.search((e.stdout or b"").decode(errors="replace"))
@@ -155,8 +157,8 @@ class Detached:
         assert r.stderr == b"", r.stderr
         return out.strip(), elapsed
 
-    def __call__(self, b, *cmd, opts=()):
-        return self.start(b, *cmd, opts=opts)[0]
+    def __call__(self, b, *cmd, opts=(), env=None):
+        return self.start(b, *cmd, opts=opts, env=env)[0]
 
     def cleanup(self):
         for b, sbid in self.made:
@@ -239,10 +241,147 @@ def test_idle_init_is_skiff_init_small_and_closed(box, detached):
               "cat /proc/1/comm; readlink /proc/1/exe; cat /proc/1/maps; cat /proc/1/environ")
     assert r.stdout == "skiff-init\n", r  # readlink printed nothing: it failed
     assert r.stderr.count("Permission denied") == 2, r.stderr
+    # It holds stdio (the state directory's files), the events log and its socket to the
+    # runtime, nothing else (skiff-init's own fd is close-on-exec).
+    fds = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    sd = str(state_dir(box, sbid))
+    assert [fds[i] for i in (0, 1, 2)] == ["/dev/null", sd + "/stdout", sd + "/stderr"], fds
+    rest = sorted(t for fd, t in fds.items() if fd > 2)
+    assert len(rest) == 2 and rest[0] == sd + "/events" and rest[1].startswith("socket:"), fds
     # It still does init's work: forwards a signal to the command and reports its status.
     os.kill(pid, signal.SIGTERM)
     e = wait_for(lambda: ls(box)[sbid]["state"] == "exited" and ls(box)[sbid], 10)
     assert e and e["exit_code"] == 128 + 15, ls(box)
+
+
+def init_closed_from_inside(b, sbid):
+    """What the sandbox's root sees of pid 1: its name only (exe, maps, fds closed)."""
+    r = exec_(b, sbid, "sh", "-c", "cat /proc/1/comm; readlink /proc/1/exe; "
+              "cat /proc/1/maps; ls /proc/1/fd; head -c 1 /proc/1/mem")
+    assert r.stdout == "skiff-init\n", r  # the rest printed nothing: it failed
+    assert r.stderr.count("Permission denied") == 3, r.stderr
+
+
+class SuidDumpable:
+    """fs.suid_dumpable, a host-wide setting: set for as short a time as a test can, then put
+    back (restore(), and at teardown whatever happens)."""
+    PATH = "/proc/sys/fs/suid_dumpable"
+
+    def __init__(self):
+        with open(self.PATH) as f:
+            self.old = f.read().strip()
+
+    def set(self, v):
+        with open(self.PATH, "w") as f:
+            f.write(f"{v}\n")
+
+    def restore(self):
+        self.set(self.old)
+
+
+@pytest.fixture
+def suid_dumpable():
+    sd = SuidDumpable()
+    try:
+        sd.restore()
+    except OSError as e:
+        pytest.skip(f"fs.suid_dumpable can't be set here: {e}")
+    try:
+        yield sd
+    finally:
+        sd.restore()
+
+
+@pytest.mark.parametrize("value", [1, 2])
+def test_idle_init_stays_closed_whatever_suid_dumpable_says(box, detached, suid_dumpable, value):
+    # The kernel gives a process that execs a file it can't read the dumpability of
+    # fs.suid_dumpable. 1 would open skiff-init to the sandbox's root (/proc/1/mem for writing:
+    # init holds the runtime's socket and the events log), so init then stays as it is; 2 keeps
+    # it closed (dumpable for the host's root only). Dumpability is settled at the exec: the
+    # setting is put back as soon as init has had time to make it.
+    suid_dumpable.set(value)
+    try:
+        sbid = detached(box, "sh", "-c", "sleep 1000")
+        pid = read_init(box, sbid)[0]
+        exe = os.path.join(os.path.dirname(box.binary), "skiff-init")
+        execd = wait_for(lambda: os.readlink(f"/proc/{pid}/exe") == exe, 0.5)
+    finally:
+        suid_dumpable.restore()
+    init_closed_from_inside(box, sbid)
+    assert bool(execd) == (value == 2), os.readlink(f"/proc/{pid}/exe")
+    os.kill(pid, signal.SIGTERM)
+    e = wait_for(lambda: ls(box)[sbid]["state"] == "exited" and ls(box)[sbid], 10)
+    assert e and e["exit_code"] == 128 + 15, ls(box)
+
+
+def test_idle_init_without_a_usable_skiff_init_stays_as_it_is(box, detached, tmp_path):
+    # Missing, not root's, writable by others, not a file, another root-owned program under the
+    # name (a directory on the way, a hard link): init does its work in place.
+    probe = Path(os.environ.get("SKIFF_PROBE", str(REPO / "build" / "tests" / "skiff-probe")))
+    if not probe.exists():
+        pytest.skip(f"no {probe}: build it with make")
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(probe, other / "skiff-init")
+    os.chmod(other / "skiff-init", 0o711)
+    mine = tmp_path / "not-roots"
+    shutil.copy(os.path.join(os.path.dirname(box.binary), "skiff-init"), mine)
+    os.chown(mine, 65534, 65534)
+    open_to_all = tmp_path / "writable"
+    shutil.copy(os.path.join(os.path.dirname(box.binary), "skiff-init"), open_to_all)
+    os.chmod(open_to_all, 0o777)
+    for given in ("/nonexistent/skiff-init", str(mine), str(open_to_all), str(tmp_path),
+                  str(other / "skiff-init")):
+        sbid = detached(box, "sh", "-c", "sleep 1000", env={"SKIFF_INIT": given})
+        pid = read_init(box, sbid)[0]
+        in_place = os.path.realpath(box.binary)
+        assert not wait_for(lambda: os.readlink(f"/proc/{pid}/exe") != in_place, 0.5), given
+        init_closed_from_inside(box, sbid)
+        os.kill(pid, signal.SIGTERM)
+        e = wait_for(lambda: ls(box)[sbid]["state"] == "exited" and ls(box)[sbid], 10)
+        assert e and e["exit_code"] == 128 + 15, (given, ls(box))
+
+
+def test_idle_init_from_a_readable_skiff_init_runs_a_sealed_copy(box, detached, tmp_path):
+    # A skiff-init others may read (a package's 0755) is exec'd from a sealed memfd copy that
+    # they can't: init stays closed.
+    readable = tmp_path / "skiff-init"
+    shutil.copy(os.path.join(os.path.dirname(box.binary), "skiff-init"), readable)
+    os.chmod(readable, 0o755)
+    sbid = detached(box, "sh", "-c", "sleep 1000", env={"SKIFF_INIT": str(readable)})
+    pid = read_init(box, sbid)[0]
+    assert wait_for(lambda: os.readlink(f"/proc/{pid}/exe").startswith("/memfd:skiff-init"),
+                    2), os.readlink(f"/proc/{pid}/exe")
+    init_closed_from_inside(box, sbid)
+    os.kill(pid, signal.SIGTERM)
+    e = wait_for(lambda: ls(box)[sbid]["state"] == "exited" and ls(box)[sbid], 10)
+    assert e and e["exit_code"] == 128 + 15, ls(box)
+
+
+def test_commands_that_end_around_inits_exec_report_their_status(box, detached):
+    # The command may end, or be signalled, before, during or after init's exec: its SIGCHLD
+    # or the forwarded signal waits, blocked, across the exec, and every status is reported.
+    want = {}
+
+    def start(i):
+        if i % 3 == 2:  # a signal sent to init as soon as the start returns
+            sbid = detached(box, "sleep", "1000")
+            os.kill(read_init(box, sbid)[0], signal.SIGTERM)
+            return sbid, 128 + 15
+        if i % 3 == 1:  # a command that ends before init can exec
+            return detached(box, "false"), 1
+        return detached(box, "sh", "-c", f"exit {i}"), i
+
+    with ThreadPoolExecutor(4) as ex:
+        want = dict(ex.map(start, range(24)))
+
+    def ended():
+        entries = ls(box)
+        return all(entries[s]["state"] == "exited" for s in want) and entries
+    entries = wait_for(ended, 20)
+    assert entries, {s: ls(box)[s]["state"] for s in want}
+    got = {s: entries[s].get("exit_code") for s in want}
+    assert got == want
 
 
 def test_detach_with_command_returns_even_when_it_runs_on(box, detached):
