@@ -245,6 +245,18 @@ def test_allowlist_narrows(egressd, internet):
     assert wait_for(lambda: "198.51.100.0/24" not in (Nft().table(egressd.instance) or ""), 5)
 
 
+def test_nested_allowlist_ranges_kept_once(egressd, internet):
+    # An interval set refuses overlapping elements: nested ranges must not fail the start.
+    sb = create(egressd, cidr_allowlist=["198.51.100.0/25", "198.51.100.0/24", INTERNET])
+    try:
+        assert egressd.api("GET", f"/v1/sandboxes/{sb['id']}")[1]["cidr_allowlist"] == [
+            "198.51.100.0/24"]
+        assert fetch(egressd, sb, INTERNET) == "hello-egress"
+        assert fetch(egressd, sb, OTHER) == ""
+    finally:
+        delete(egressd, sb)
+
+
 def test_private_and_link_local_refused(egressd, internet):
     sb = create(egressd)
     try:
