@@ -123,10 +123,3 @@ int egress_nft_run(struct egress *e, const char *cmds, struct sk_error *err)
 	nft_ctx_get_output_buffer(e->nft);
 	return 0;
 }
-
-int egress_table_exists(struct egress *e)
-{
-	char cmd[64];
-	snprintf(cmd, sizeof(cmd), "list table inet " EGRESS_TABLE_FMT, e->rt->instance);
-	return egress_nft_run(e, cmd, NULL) == 0;
-}

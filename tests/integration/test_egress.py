@@ -245,6 +245,7 @@ def test_allowlist_narrows(egressd, internet):
     assert wait_for(lambda: "198.51.100.0/24" not in (Nft().table(egressd.instance) or ""), 5)
 
 
+
 def test_nested_allowlist_ranges_kept_once(egressd, internet):
     # An interval set refuses overlapping elements: nested ranges must not fail the start.
     sb = create(egressd, cidr_allowlist=["198.51.100.0/25", "198.51.100.0/24", INTERNET])
@@ -255,6 +256,40 @@ def test_nested_allowlist_ranges_kept_once(egressd, internet):
         assert fetch(egressd, sb, OTHER) == ""
     finally:
         delete(egressd, sb)
+
+
+def refused(d, sb, internet, addrs):
+    """None of addrs is reached from sb, and the test hosts saw nothing from it."""
+    before = len(arrived(internet))
+    got = {a: fetch(d, sb, a) for a in addrs}
+    later = [l for l in arrived(internet)[before:] if any(a in l for a in addrs)]
+    return not any(got.values()) and not later
+
+
+def test_table_removed_from_outside_comes_back(egressd, internet):
+    """A host firewall reload that flushes the whole ruleset takes the instance's table with
+    it: the next start installs it again before its sandbox runs, and running sandboxes get it
+    back within seconds, allowlists included."""
+    nft = Nft()
+    table = f"delete table inet skiff_{egressd.instance}"
+    running = create(egressd, cidr_allowlist=["198.51.100.0/24"])
+    try:
+        assert fetch(egressd, running, INTERNET) == "hello-egress"
+        assert nft.run(table)[0] == 0
+        fresh = create(egressd)
+        try:
+            assert refused(egressd, fresh, internet, PRIVATE[:2])
+            assert refused(egressd, running, internet, [OTHER, PRIVATE[0]])
+            assert fetch(egressd, running, INTERNET) == "hello-egress"
+        finally:
+            delete(egressd, fresh)
+        # With no start to notice it: the worker looks by itself.
+        assert nft.run(table)[0] == 0
+        assert wait_for(lambda: "198.51.100.0/24" in (nft.table(egressd.instance) or ""), 10)
+        assert refused(egressd, running, internet, [OTHER, PRIVATE[0]])
+        assert fetch(egressd, running, INTERNET) == "hello-egress"
+    finally:
+        delete(egressd, running)
 
 
 def test_private_and_link_local_refused(egressd, internet):
@@ -418,6 +453,44 @@ def test_crash_cleanup(tmp_path, internet):
             d.stop()
         kill_all(box)
         end_instance(box)
+
+
+
+def test_restart_never_unfiltered(tmp_path, internet):
+    """A skiffd that starts again while egress sandboxes run never leaves one's link without
+    the table or without its allowlist: the table gone meanwhile is made again, and a sandbox
+    whose record can't be read whole loses its link rather than its limits."""
+    nft = Nft()
+    d = Skiffd(tmp_path / "data", new_instance("r"), _port())
+    d.start(pool=0, extra=["--dns", RESOLVER])
+    box = Box(SKIFF_BOX, d.instance, d.data)
+    try:
+        kept = create(d, cidr_allowlist=["198.51.100.0/24"], command=["sleep", "300"])
+        cut = create(d, cidr_allowlist=["198.51.100.0/24"], command=["sleep", "301"])
+        assert len(instance_links(d.instance)) == 2
+        d.proc.kill()
+        d.proc.wait()
+        d.log.close()
+        # Gone while no skiffd ran (a host firewall reload), and a record read short.
+        assert nft.run(f"delete table inet skiff_{d.instance}")[0] == 0
+        cut_id = [sb["id"] for sb in box_ls(box) if "301" in sb.get("command", "")]
+        assert len(cut_id) == 1, box_ls(box)
+        record = Path("/run/skiff") / d.instance / cut_id[0] / "egress"
+        record.write_text(record.read_text().split("allow")[0])
+        d.start(pool=0, extra=["--dns", RESOLVER])
+        assert "198.51.100.0/24" in (nft.table(d.instance) or "")
+        assert refused(d, kept, internet, [OTHER, PRIVATE[0]])
+        assert fetch(d, kept, INTERNET) == "hello-egress"
+        assert refused(d, cut, internet, [OTHER, PRIVATE[0], INTERNET])
+        assert len(instance_links(d.instance)) == 1
+    finally:
+        if d.proc and d.proc.poll() is None:
+            d.cleanup_sandboxes()
+            d.stop()
+        kill_all(box)
+        end_instance(box)
+    assert wait_for(lambda: not instance_links(d.instance), 5), instance_links(d.instance)
+    assert nft.table(d.instance) is None
 
 
 def test_cli_network_and_allow(egressd, internet, tmp_path):
