@@ -493,6 +493,55 @@ def test_restart_never_unfiltered(tmp_path, internet):
     assert nft.table(d.instance) is None
 
 
+def test_two_instances_at_once(tmp_path, internet):
+    """Two skiffd with egress side by side: each filters its own sandboxes, neither reaches
+    the other's, and the end of one leaves the other's table, links and sandboxes working."""
+    nft = Nft()
+    ds, boxes = [], []
+    try:
+        for k in ("a", "b"):
+            d = Skiffd(tmp_path / f"data-{k}", new_instance(k), _port())
+            ds.append(d)
+            d.start(pool=0, extra=["--dns", RESOLVER])
+            boxes.append(Box(SKIFF_BOX, d.instance, d.data))
+        a = create(ds[0], cidr_allowlist=["198.51.100.0/24"])
+        b = create(ds[1], cidr_allowlist=["203.0.113.0/24"])
+        assert fetch(ds[0], a, INTERNET) == "hello-egress"
+        assert fetch(ds[1], b, OTHER) == "hello-egress"
+        assert refused(ds[0], a, internet, [OTHER])
+        assert refused(ds[1], b, internet, [INTERNET])
+        addr_a, addr_b = sandbox_addr(ds[0], a), sandbox_addr(ds[1], b)
+        assert addr_a != addr_b
+        s, _ = ds[0].api("POST", f"/v1/sandboxes/{a['id']}/exec",
+                         {"command": ["sh", "-c", "nc -l -p 7000 > /tmp/got"]})
+        assert s in (200, 201, 202)
+        r = run(ds[1], b, f"echo hi | nc -w 2 {addr_a} 7000 && echo SENT; "
+                          f"ping -c 1 -W 1 {addr_a} >/dev/null && echo PINGED; true")
+        assert "SENT" not in r["stdout"] and "PINGED" not in r["stdout"], r
+        assert run(ds[0], a, "cat /tmp/got 2>/dev/null; true")["stdout"] == ""
+        # The first instance ends; the second carries on as it was.
+        ds[0].cleanup_sandboxes()
+        assert ds[0].stop() == 0, ds[0].log_text()[-3000:]
+        kill_all(boxes[0])
+        end_instance(boxes[0])
+        assert wait_for(lambda: not instance_links(ds[0].instance), 5)
+        assert nft.table(ds[0].instance) is None
+        assert "203.0.113.0/24" in (nft.table(ds[1].instance) or "")
+        assert len(instance_links(ds[1].instance)) == 1
+        assert fetch(ds[1], b, OTHER) == "hello-egress"
+        assert refused(ds[1], b, internet, [INTERNET, PRIVATE[0]])
+    finally:
+        for d, box in zip(ds, boxes):
+            if d.proc and d.proc.poll() is None:
+                try:
+                    d.cleanup_sandboxes()
+                except OSError:
+                    pass
+                d.stop()
+            kill_all(box)
+            end_instance(box)
+
+
 def test_cli_network_and_allow(egressd, internet, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKIFF_")}
     env.update(XDG_CONFIG_HOME=str(tmp_path), SKIFF_URL=egressd.url, SKIFF_TOKEN=egressd.token)
