@@ -382,6 +382,7 @@ static int table_rebuild(struct egress *e, const struct live *l, struct sk_error
 	}
 	if ((r = egress_nft_run(e, buf, err)) < 0)
 		return sk_error_prefix(err, "install the egress firewall");
+	e->installed = 1;
 	return 0;
 }
 
@@ -409,7 +410,9 @@ static int table_install(struct egress *e, struct sk_error *err)
 
 int egress_check(struct egress *e, struct sk_error *err)
 {
-	if (!e->nft || rt_net_table_exists(e->rt) != 0)
+	/* Nothing to look after before this worker's (or its predecessor's) first egress
+	 * sandbox: no listing of every sandbox each second for instances that never use it. */
+	if (!e->nft || !e->installed || rt_net_table_exists(e->rt) != 0)
 		return 0;
 	struct live l;
 	int r = live_load(e, &l);

@@ -39,6 +39,7 @@ struct egress {
 	struct mnl_socket *nl; /* rtnetlink in the host's namespace */
 	unsigned seq;
 	struct nft_ctx *nft;
+	int installed; /* the table was made by this process: egress_check looks after it */
 	char resolv_conf[256];
 	struct rt_net ops;
 };
