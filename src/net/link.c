@@ -4,6 +4,7 @@
  * eth0 with its address and a default route through the gateway. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <libmnl/libmnl.h>
 #include <net/if.h>
 #include <linux/if_link.h>
@@ -16,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../lib/fsutil.h"
 #include "net.h"
 
 #define SANDBOX_ETH0_IFINDEX 2 /* a fresh namespace holds lo (1) only */
@@ -155,6 +157,45 @@ static int sandbox_side(struct rt_sandbox *sb, uint32_t addr, uint32_t gw, struc
 	return r;
 }
 
+/* The host end answers ARP for the gateway only (arp_ignore 1: addresses of the link asked
+ * on), not for every host address, which would list them to the sandbox; and has no IPv6 (a
+ * link-local address, router and neighbour traffic the sandbox could see or answer). */
+static int host_end_quiet(const char *name, struct sk_error *err)
+{
+	static const char *const SETTINGS[][2] = {
+	    {"/proc/sys/net/ipv4/conf/%s/arp_ignore", "1"},
+	    {"/proc/sys/net/ipv4/conf/%s/arp_announce", "2"},
+	    {"/proc/sys/net/ipv6/conf/%s/disable_ipv6", "1"},
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(SETTINGS); i++) {
+		char path[96];
+		snprintf(path, sizeof(path), SETTINGS[i][0], name);
+		int r = fs_write_str_at(AT_FDCWD, path, SETTINGS[i][1]);
+		/* A host without IPv6 has nothing to disable. */
+		if (r == -ENOENT && strstr(path, "ipv6"))
+			continue;
+		if (r < 0)
+			return sk_error_errno(err, r, "set %s", path);
+	}
+	return 0;
+}
+
+/* The host end: quiet, with the gateway address and the route to the sandbox. */
+static int host_end_setup(struct egress *e, const char *name, uint32_t addr, struct sk_error *err)
+{
+	int ifindex = (int)if_nametoindex(name);
+	if (ifindex <= 0)
+		return sk_error_errno(err, -errno, "find veth %s", name);
+	int r = host_end_quiet(name, err);
+	if (r < 0)
+		return r;
+	if ((r = addr_add(e->nl, &e->seq, ifindex, e->cfg.subnet + 1)) < 0)
+		return sk_error_errno(err, r, "address veth %s", name);
+	if ((r = route_add(e->nl, &e->seq, ifindex, addr, 32, 0)) < 0)
+		return sk_error_errno(err, r, "route to the sandbox through %s", name);
+	return 0;
+}
+
 int egress_link_create(struct egress *e, struct rt_sandbox *sb, const char *host_name,
                        uint32_t addr, struct sk_error *err)
 {
@@ -172,16 +213,8 @@ int egress_link_create(struct egress *e, struct rt_sandbox *sb, const char *host
 	close(netns);
 	if (r < 0)
 		return sk_error_errno(err, r, "make veth %s", host_name);
-	int ifindex = (int)if_nametoindex(host_name);
-	uint32_t gw = e->cfg.subnet + 1;
-	if (ifindex <= 0)
-		r = sk_error_errno(err, -errno, "find veth %s", host_name);
-	else if ((r = addr_add(e->nl, &e->seq, ifindex, gw)) < 0)
-		sk_error_errno(err, r, "address veth %s", host_name);
-	else if ((r = route_add(e->nl, &e->seq, ifindex, addr, 32, 0)) < 0)
-		sk_error_errno(err, r, "route to the sandbox through %s", host_name);
-	else
-		r = sandbox_side(sb, addr, gw, err);
+	if ((r = host_end_setup(e, host_name, addr, err)) == 0)
+		r = sandbox_side(sb, addr, e->cfg.subnet + 1, err);
 	if (r < 0)
 		egress_link_delete(e, host_name);
 	return r;

@@ -328,6 +328,24 @@ def test_host_services_refused(egressd, internet):
         delete(egressd, sb)
 
 
+
+def test_host_addresses_not_told_over_arp(egressd, internet):
+    """The host end answers ARP for the gateway only: a sandbox can't list the host's other
+    addresses by asking its link (HOST_END stands for any host address). No IPv6 on it either:
+    nothing of the host's link-local addresses reaches the sandbox."""
+    sb = create(egressd)
+    try:
+        gw = run(egressd, sb, "ip route show default")["stdout"].split()[2]
+        r = run(egressd, sb, f"arping -c 1 -w 2 -I eth0 {gw}; echo; "
+                             f"arping -c 1 -w 2 -I eth0 {HOST_END}; true")
+        assert r["stdout"].count("Received 1 response") == 1, r
+        assert "Received 0 response" in r["stdout"].split(HOST_END, 1)[1], r
+        links = instance_links(egressd.instance)
+        assert len(links) == 1, links
+        assert sh("ip", "-6", "-o", "addr", "show", "dev", links[0]).stdout == ""
+    finally:
+        delete(egressd, sb)
+
 def test_sandbox_to_sandbox_refused(egressd, internet):
     a = create(egressd)
     b = create(egressd)
