@@ -268,6 +268,7 @@ static void sandbox_detach(void *ctx, struct rt_sandbox *sb)
 	/* Gone with the sandbox's namespace already, or soon (namespaces die asynchronously):
 	 * delete it now so that the slot's next sandbox finds the name free. */
 	egress_link_delete(e, name);
+	egress_conntrack_forget(e, rec.addr);
 	char cmd[NFT_CMD_MAX_BYTES];
 	if (rec.n && elements_cmd(e, "delete", rec.addr, rec.cidrs, rec.n, cmd, sizeof(cmd)) == 0)
 		egress_nft_run(e, cmd, NULL);
@@ -303,6 +304,13 @@ static int sandbox_attach(void *ctx, struct rt_sandbox *sb, const struct spec *s
 			sandbox_detach(e, sb);
 			return r;
 		}
+	}
+	/* What a previous holder of the address left, where its end could not say (a gc
+	 * without egress, a crash). */
+	if ((r = egress_conntrack_forget(e, addr)) < 0) {
+		sk_error_errno(err, r, "forget the connections of the sandbox's address");
+		sandbox_detach(e, sb);
+		return r;
 	}
 	char name[IFNAMSIZ];
 	link_name(e, slot, name, sizeof(name));

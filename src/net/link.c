@@ -8,6 +8,8 @@
 #include <libmnl/libmnl.h>
 #include <net/if.h>
 #include <linux/if_link.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nfnetlink_conntrack.h>
 #include <linux/rtnetlink.h>
 #include <linux/veth.h>
 #include <stdio.h>
@@ -131,6 +133,33 @@ int egress_link_delete(struct egress *e, const char *name)
 	ifi->ifi_family = AF_UNSPEC;
 	mnl_attr_put_strz(nlh, IFLA_IFNAME, name);
 	return nl_request(e->nl, nlh, &e->seq);
+}
+
+int egress_conntrack_forget(struct egress *e, uint32_t addr)
+{
+	struct mnl_socket *nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
+	if (!nl)
+		return -errno;
+	int r = 0;
+	if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0)
+		r = -errno;
+	else {
+		/* No tuple: the kernel deletes every entry whose mark matches. The ruleset's
+		 * chain "remember" set the mark from the packet's source address bytes as they
+		 * are (network order in a host-order word); CTA_MARK is read big-endian: so
+		 * the address goes in host order, on either kind of host. */
+		char buf[MNL_SOCKET_BUFFER_SIZE];
+		struct nlmsghdr *nlh =
+		    msg_start(buf, (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE, 0);
+		struct nfgenmsg *g = mnl_nlmsg_put_extra_header(nlh, sizeof(*g));
+		g->nfgen_family = AF_INET;
+		g->version = NFNETLINK_V0;
+		mnl_attr_put_u32(nlh, CTA_MARK, addr);
+		mnl_attr_put_u32(nlh, CTA_MARK_MASK, htonl(0xffffffffu));
+		r = nl_request(nl, nlh, &e->seq);
+	}
+	mnl_socket_close(nl);
+	return r == -ENOENT ? 0 : r;
 }
 
 /* The sandbox's side, through a NETLINK_ROUTE socket made in its namespace. */

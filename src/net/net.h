@@ -84,6 +84,9 @@ void egress_addr_format(uint32_t addr, char *buf, size_t size);
 int egress_link_create(struct egress *e, struct rt_sandbox *sb, const char *host_name,
                        uint32_t addr, struct sk_error *err);
 int egress_link_delete(struct egress *e, const char *name);
+/* Forget the conntrack entries of the sandbox with address addr (marked so by the ruleset):
+ * replies on their way to a sandbox that ended must not reach the next one with its address. */
+int egress_conntrack_forget(struct egress *e, uint32_t addr);
 /* Remove the instance's host links for which keep(slot) is false. Returns how many. */
 int egress_links_sweep(struct egress *e, int (*keep)(int slot, void *), void *ud);
 

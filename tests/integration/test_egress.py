@@ -346,6 +346,30 @@ def test_host_addresses_not_told_over_arp(egressd, internet):
     finally:
         delete(egressd, sb)
 
+
+def conntrack_of(addr):
+    """The host's conntrack entries with addr as source."""
+    try:
+        lines = Path("/proc/net/nf_conntrack").read_text().splitlines()
+    except OSError:
+        pytest.skip("/proc/net/nf_conntrack is missing (CONFIG_NF_CONNTRACK_PROCFS)")
+    return [l for l in lines if f" src={addr} " in l]
+
+
+def test_connections_forgotten_at_the_end(egressd, internet):
+    """A sandbox's conntrack entries go with it: replies still on their way (a UDP flow, a
+    TCP stream for days) must never reach the next sandbox that gets its address."""
+    sb = create(egressd)
+    try:
+        addr = sandbox_addr(egressd, sb)
+        assert fetch(egressd, sb, INTERNET) == "hello-egress"
+        run(egressd, sb, "nslookup example.test >/dev/null 2>&1; true")
+        assert wait_for(lambda: len(conntrack_of(addr)) >= 2, 3), conntrack_of(addr)
+    finally:
+        delete(egressd, sb)
+    assert wait_for(lambda: not conntrack_of(addr), 3), conntrack_of(addr)
+
+
 def test_sandbox_to_sandbox_refused(egressd, internet):
     a = create(egressd)
     b = create(egressd)
