@@ -184,18 +184,31 @@ static int record_read(const char *sbdir, struct record *ret)
 	struct spec s;
 	spec_init(&s);
 	s.network = SPEC_NET_EGRESS;
-	for (char *p = buf; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
-		char word[8], val[32];
-		if (sscanf(p, "%7s %31s", word, val) != 2)
-			continue;
-		if (!strcmp(word, "addr"))
-			addr_parse(val, &ret->addr);
-		else if (!strcmp(word, "allow"))
-			spec_add_cidr(&s, val, NULL);
+	/* Strict, and whole only with its "end" line: a record read short would give its sandbox
+	 * fewer allowlist entries, or none (no limit at all). A bad one counts as no record: the
+	 * sandbox's link goes rather than run without its allowlist. */
+	int ended = 0;
+	for (char *p = buf; *p && !ended;) {
+		char *nl = strchr(p, '\n');
+		if (!nl)
+			return -EINVAL;
+		*nl = '\0';
+		char word[8], val[32], extra;
+		int n = sscanf(p, "%7s %31s %c", word, val, &extra);
+		if (n == 1 && !strcmp(word, "end"))
+			ended = 1;
+		else if (n != 2)
+			return -EINVAL;
+		else if (!strcmp(word, "addr") && !ret->addr) {
+			if (addr_parse(val, &ret->addr) < 0)
+				return -EINVAL;
+		} else if (strcmp(word, "allow") || spec_add_cidr(&s, val, NULL) < 0)
+			return -EINVAL;
+		p = nl + 1;
 	}
 	memcpy(ret->cidrs, s.cidrs, s.ncidrs * sizeof(s.cidrs[0]));
 	ret->n = s.ncidrs;
-	return ret->addr ? 0 : -EINVAL;
+	return ret->addr && ended ? 0 : -EINVAL;
 }
 
 static int record_write(const char *sbdir, uint32_t addr, const struct spec *spec,
@@ -208,30 +221,39 @@ static int record_write(const char *sbdir, uint32_t addr, const struct spec *spe
 		spec_cidr_format(&spec->cidrs[i], c, sizeof(c));
 		len += (size_t)snprintf(buf + len, sizeof(buf) - len, "allow %s\n", c);
 	}
+	len += (size_t)snprintf(buf + len, sizeof(buf) - len, "end\n");
+	/* Whole or not there (renamed into place), whatever happens while it is written. */
+	char tmp[620];
 	snprintf(path, sizeof(path), "%s/" EGRESS_RECORD_FILE, sbdir);
-	_cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0 || write(fd, buf, len) != (ssize_t)len)
-		return sk_error_errno(err, fd < 0 ? -errno : -EIO, "write %s", path);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	_cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	int r = 0;
+	if (fd < 0)
+		r = -errno;
+	else if (write(fd, buf, len) != (ssize_t)len)
+		r = -EIO;
+	else if (rename(tmp, path) < 0)
+		r = -errno;
+	if (r < 0) {
+		unlink(tmp);
+		return sk_error_errno(err, r, "write %s", path);
+	}
 	return 0;
 }
 
-/* The first egress sandbox of this process installs the table (and lets the host forward). */
+static int table_install(struct egress *e, struct sk_error *err);
+
+/* Before every egress start, not once per process: the table may have gone behind our back (a
+ * host firewall reload that flushes the whole ruleset), and a veth without it would forward
+ * unfiltered. The check is one netlink round trip. */
 static int table_ensure(struct egress *e, struct sk_error *err)
 {
-	if (e->table_ready)
+	int r = rt_net_table_exists(e->rt);
+	if (r == 1)
 		return 0;
-	int r = fs_write_str_at(AT_FDCWD, "/proc/sys/net/ipv4/ip_forward", "1");
 	if (r < 0)
-		return sk_error_errno(err, r, "enable net.ipv4.ip_forward");
-	_cleanup_free_ char *rules = malloc(RULESET_MAX_BYTES);
-	if (!rules)
-		return sk_error_set(err, -ENOMEM, "out of memory");
-	if (egress_ruleset_format(&e->cfg, e->rt->instance, rules, RULESET_MAX_BYTES) < 0)
-		return sk_error_set(err, -ENOBUFS, "the egress ruleset is too long");
-	if ((r = egress_nft_run(e, rules, err)) < 0)
-		return sk_error_prefix(err, "install the egress firewall");
-	e->table_ready = 1;
-	return 0;
+		return sk_error_errno(err, r, "look for the egress firewall");
+	return table_install(e, err);
 }
 
 static void sandbox_detach(void *ctx, struct rt_sandbox *sb)
@@ -246,6 +268,7 @@ static void sandbox_detach(void *ctx, struct rt_sandbox *sb)
 	/* Gone with the sandbox's namespace already, or soon (namespaces die asynchronously):
 	 * delete it now so that the slot's next sandbox finds the name free. */
 	egress_link_delete(e, name);
+	egress_conntrack_forget(e, rec.addr);
 	char cmd[NFT_CMD_MAX_BYTES];
 	if (rec.n && elements_cmd(e, "delete", rec.addr, rec.cidrs, rec.n, cmd, sizeof(cmd)) == 0)
 		egress_nft_run(e, cmd, NULL);
@@ -282,6 +305,13 @@ static int sandbox_attach(void *ctx, struct rt_sandbox *sb, const struct spec *s
 			return r;
 		}
 	}
+	/* What a previous holder of the address left, where its end could not say (a gc
+	 * without egress, a crash). */
+	if ((r = egress_conntrack_forget(e, addr)) < 0) {
+		sk_error_errno(err, r, "forget the connections of the sandbox's address");
+		sandbox_detach(e, sb);
+		return r;
+	}
 	char name[IFNAMSIZ];
 	link_name(e, slot, name, sizeof(name));
 	if ((r = egress_link_create(e, sb, name, addr, err)) < 0) {
@@ -298,7 +328,10 @@ struct live {
 	int n;
 };
 
-static void live_load(struct egress *e, struct live *ret)
+/* -errno when the list can't be made: then nothing is known to be gone. A sandbox counts
+ * unless its init is known to be gone (exited, lost): one whose state can't be read yet may
+ * run. */
+static int live_load(struct egress *e, struct live *ret)
 {
 	memset(ret, 0, sizeof(*ret));
 	ret->cfg = &e->cfg;
@@ -306,11 +339,15 @@ static void live_load(struct egress *e, struct live *ret)
 	int n = rt_sandbox_list(e->rt, &list, NULL);
 	if (n <= 0) {
 		free(list);
-		return;
+		return n;
 	}
 	ret->recs = calloc((size_t)n, sizeof(*ret->recs));
-	for (int i = 0; ret->recs && i < n; i++) {
-		if (list[i].state != RT_STATE_RUNNING)
+	if (!ret->recs) {
+		free(list);
+		return -ENOMEM;
+	}
+	for (int i = 0; i < n; i++) {
+		if (list[i].state == RT_STATE_EXITED || list[i].state == RT_STATE_LOST)
 			continue;
 		char dir[600];
 		snprintf(dir, sizeof(dir), "%s/%s", e->rt->inst_dir, list[i].id);
@@ -318,6 +355,7 @@ static void live_load(struct egress *e, struct live *ret)
 			ret->n++;
 	}
 	free(list);
+	return 0;
 }
 
 static int live_has_slot(int slot, void *ud)
@@ -330,9 +368,12 @@ static int live_has_slot(int slot, void *ud)
 }
 
 /* After a crash: the table again, with the elements of every sandbox that still runs, in one
- * transaction. */
+ * transaction. The first one lets the host forward too. */
 static int table_rebuild(struct egress *e, const struct live *l, struct sk_error *err)
 {
+	int r = fs_write_str_at(AT_FDCWD, "/proc/sys/net/ipv4/ip_forward", "1");
+	if (r < 0)
+		return sk_error_errno(err, r, "enable net.ipv4.ip_forward");
 	size_t size = RULESET_MAX_BYTES + (size_t)l->n * NFT_CMD_MAX_BYTES;
 	_cleanup_free_ char *buf = malloc(size);
 	if (!buf)
@@ -340,15 +381,59 @@ static int table_rebuild(struct egress *e, const struct live *l, struct sk_error
 	int len = egress_ruleset_format(&e->cfg, e->rt->instance, buf, size);
 	if (len < 0)
 		return sk_error_set(err, -ENOBUFS, "the egress ruleset is too long");
-	for (int i = 0; i < l->n; i++)
+	/* A sandbox left out would run without its allowlist: all or nothing. */
+	for (int i = 0; i < l->n; i++) {
 		if (elements_cmd(e, "add", l->recs[i].addr, l->recs[i].cidrs, l->recs[i].n,
-		                 buf + len, size - (size_t)len) == 0)
-			len += (int)strlen(buf + len);
-	int r = egress_nft_run(e, buf, err);
-	if (r < 0)
-		return sk_error_prefix(err, "rebuild the egress firewall");
-	e->table_ready = 1;
+		                 buf + len, size - (size_t)len) < 0)
+			return sk_error_set(err, -ENOBUFS, "the egress ruleset is too long");
+		len += (int)strlen(buf + len);
+	}
+	if ((r = egress_nft_run(e, buf, err)) < 0)
+		return sk_error_prefix(err, "install the egress firewall");
+	e->installed = 1;
 	return 0;
+}
+
+static int keep_none(int slot, void *ud)
+{
+	(void)slot;
+	(void)ud;
+	return 0;
+}
+
+/* The table with the elements of the sandboxes that run. Where that fails, their host links go
+ * (their network with them) rather than run unfiltered. */
+static int table_install(struct egress *e, struct sk_error *err)
+{
+	struct live l;
+	int r = live_load(e, &l);
+	if (r < 0)
+		sk_error_errno(err, r, "list the instance's sandboxes");
+	else
+		r = table_rebuild(e, &l, err);
+	egress_links_sweep(e, r < 0 ? keep_none : live_has_slot, &l);
+	free(l.recs);
+	return r;
+}
+
+int egress_check(struct egress *e, struct sk_error *err)
+{
+	/* Nothing to look after before this worker's (or its predecessor's) first egress
+	 * sandbox: no listing of every sandbox each second for instances that never use it. */
+	if (!e->nft || !e->installed || rt_net_table_exists(e->rt) != 0)
+		return 0;
+	struct live l;
+	int r = live_load(e, &l);
+	int n = l.n;
+	free(l.recs);
+	if (r == 0 && n == 0)
+		return 0; /* no egress sandbox runs: the next start installs it */
+	if ((r = table_install(e, err)) < 0)
+		return r;
+	return sk_error_set(err, -EAGAIN,
+	                    "the egress firewall was removed from outside; installed again for "
+	                    "the %d egress sandbox(es) that run",
+	                    n);
 }
 
 static void resolv_conf_make(struct egress *e)
@@ -390,13 +475,15 @@ int egress_init(struct egress *e, struct rt *rt, const struct egress_config *cfg
 	                         .detach = sandbox_detach,
 	                         .ctx = e,
 	                         .resolv_conf = e->resolv_conf};
+	/* The table again when one is there or some egress sandbox still runs (whose table may
+	 * have gone while no skiffd ran): never a host link without it. */
 	struct live l;
-	live_load(e, &l);
-	int r = 0;
-	if (egress_table_exists(e))
-		r = table_rebuild(e, &l, err);
-	egress_links_sweep(e, live_has_slot, &l);
+	int r = live_load(e, &l), n = l.n;
 	free(l.recs);
+	if (r < 0 || n > 0 || rt_net_table_exists(rt) != 0)
+		r = table_install(e, err);
+	else
+		egress_links_sweep(e, live_has_slot, &(struct live){.cfg = &e->cfg});
 	if (r < 0) {
 		egress_release(e);
 		return r;
@@ -407,10 +494,11 @@ int egress_init(struct egress *e, struct rt *rt, const struct egress_config *cfg
 
 void egress_release(struct egress *e)
 {
-	if (e->nft && e->rt && egress_table_exists(e)) {
+	if (e->nft && e->rt && rt_net_table_exists(e->rt) == 1) {
+		/* Kept while any sandbox of the instance may still use it, and when that can't be
+		 * told. */
 		struct live l;
-		live_load(e, &l);
-		if (l.n == 0) {
+		if (live_load(e, &l) == 0 && l.n == 0) {
 			char cmd[64];
 			snprintf(cmd, sizeof(cmd), "delete table inet " EGRESS_TABLE_FMT,
 			         e->rt->instance);

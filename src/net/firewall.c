@@ -81,9 +81,10 @@ int egress_ruleset_format(const struct egress_config *cfg, const char *instance,
 	           veths, veths);
 	r |= append(buf, size, &len,
 	            "\tchain input { type filter hook input priority filter; policy accept;\n"
+	            "\t\tiifname \"%s\" jump remember\n"
 	            "\t\tiifname \"%s\" jump to_resolver\n"
 	            "\t\tiifname \"%s\" drop\n\t}\n",
-	            veths, veths);
+	            veths, veths, veths);
 	r |= append(buf, size, &len,
 	            "\tchain forward { type filter hook forward priority filter; policy accept;\n"
 	            "\t\tiifname \"%s\" jump from_sandbox\n"
@@ -94,7 +95,14 @@ int egress_ruleset_format(const struct egress_config *cfg, const char *instance,
 	            "\tchain to_resolver {\n"
 	            "\t\tip daddr @resolvers udp dport 53 accept\n"
 	            "\t\tip daddr @resolvers tcp dport 53 accept\n\t}\n"
+	            /* Each connection of a sandbox carries its address as conntrack mark
+	             * (the source address as a raw 32-bit word): its end removes exactly
+	             * those, so that replies still on their way never reach the next sandbox
+	             * with that address. */
+	            "\tchain remember {\n"
+	            "\t\tmeta nfproto ipv4 ct mark set @nh,96,32\n\t}\n"
 	            "\tchain from_sandbox {\n"
+	            "\t\tjump remember\n"
 	            "\t\tjump to_resolver\n"
 	            "\t\tudp dport 53 drop\n"
 	            "\t\ttcp dport 53 drop\n"
@@ -122,11 +130,4 @@ int egress_nft_run(struct egress *e, const char *cmds, struct sk_error *err)
 	nft_ctx_get_error_buffer(e->nft); /* reset */
 	nft_ctx_get_output_buffer(e->nft);
 	return 0;
-}
-
-int egress_table_exists(struct egress *e)
-{
-	char cmd[64];
-	snprintf(cmd, sizeof(cmd), "list table inet " EGRESS_TABLE_FMT, e->rt->instance);
-	return egress_nft_run(e, cmd, NULL) == 0;
 }

@@ -4,9 +4,12 @@
  * eth0 with its address and a default route through the gateway. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <libmnl/libmnl.h>
 #include <net/if.h>
 #include <linux/if_link.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nfnetlink_conntrack.h>
 #include <linux/rtnetlink.h>
 #include <linux/veth.h>
 #include <stdio.h>
@@ -16,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../lib/fsutil.h"
 #include "net.h"
 
 #define SANDBOX_ETH0_IFINDEX 2 /* a fresh namespace holds lo (1) only */
@@ -131,6 +135,33 @@ int egress_link_delete(struct egress *e, const char *name)
 	return nl_request(e->nl, nlh, &e->seq);
 }
 
+int egress_conntrack_forget(struct egress *e, uint32_t addr)
+{
+	struct mnl_socket *nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
+	if (!nl)
+		return -errno;
+	int r = 0;
+	if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0)
+		r = -errno;
+	else {
+		/* No tuple: the kernel deletes every entry whose mark matches. The ruleset's
+		 * chain "remember" set the mark from the packet's source address bytes as they
+		 * are (network order in a host-order word); CTA_MARK is read big-endian: so
+		 * the address goes in host order, on either kind of host. */
+		char buf[MNL_SOCKET_BUFFER_SIZE];
+		struct nlmsghdr *nlh =
+		    msg_start(buf, (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE, 0);
+		struct nfgenmsg *g = mnl_nlmsg_put_extra_header(nlh, sizeof(*g));
+		g->nfgen_family = AF_INET;
+		g->version = NFNETLINK_V0;
+		mnl_attr_put_u32(nlh, CTA_MARK, addr);
+		mnl_attr_put_u32(nlh, CTA_MARK_MASK, htonl(0xffffffffu));
+		r = nl_request(nl, nlh, &e->seq);
+	}
+	mnl_socket_close(nl);
+	return r == -ENOENT ? 0 : r;
+}
+
 /* The sandbox's side, through a NETLINK_ROUTE socket made in its namespace. */
 static int sandbox_side(struct rt_sandbox *sb, uint32_t addr, uint32_t gw, struct sk_error *err)
 {
@@ -155,6 +186,45 @@ static int sandbox_side(struct rt_sandbox *sb, uint32_t addr, uint32_t gw, struc
 	return r;
 }
 
+/* The host end answers ARP for the gateway only (arp_ignore 1: addresses of the link asked
+ * on), not for every host address, which would list them to the sandbox; and has no IPv6 (a
+ * link-local address, router and neighbour traffic the sandbox could see or answer). */
+static int host_end_quiet(const char *name, struct sk_error *err)
+{
+	static const char *const SETTINGS[][2] = {
+	    {"/proc/sys/net/ipv4/conf/%s/arp_ignore", "1"},
+	    {"/proc/sys/net/ipv4/conf/%s/arp_announce", "2"},
+	    {"/proc/sys/net/ipv6/conf/%s/disable_ipv6", "1"},
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(SETTINGS); i++) {
+		char path[96];
+		snprintf(path, sizeof(path), SETTINGS[i][0], name);
+		int r = fs_write_str_at(AT_FDCWD, path, SETTINGS[i][1]);
+		/* A host without IPv6 has nothing to disable. */
+		if (r == -ENOENT && strstr(path, "ipv6"))
+			continue;
+		if (r < 0)
+			return sk_error_errno(err, r, "set %s", path);
+	}
+	return 0;
+}
+
+/* The host end: quiet, with the gateway address and the route to the sandbox. */
+static int host_end_setup(struct egress *e, const char *name, uint32_t addr, struct sk_error *err)
+{
+	int ifindex = (int)if_nametoindex(name);
+	if (ifindex <= 0)
+		return sk_error_errno(err, -errno, "find veth %s", name);
+	int r = host_end_quiet(name, err);
+	if (r < 0)
+		return r;
+	if ((r = addr_add(e->nl, &e->seq, ifindex, e->cfg.subnet + 1)) < 0)
+		return sk_error_errno(err, r, "address veth %s", name);
+	if ((r = route_add(e->nl, &e->seq, ifindex, addr, 32, 0)) < 0)
+		return sk_error_errno(err, r, "route to the sandbox through %s", name);
+	return 0;
+}
+
 int egress_link_create(struct egress *e, struct rt_sandbox *sb, const char *host_name,
                        uint32_t addr, struct sk_error *err)
 {
@@ -172,16 +242,8 @@ int egress_link_create(struct egress *e, struct rt_sandbox *sb, const char *host
 	close(netns);
 	if (r < 0)
 		return sk_error_errno(err, r, "make veth %s", host_name);
-	int ifindex = (int)if_nametoindex(host_name);
-	uint32_t gw = e->cfg.subnet + 1;
-	if (ifindex <= 0)
-		r = sk_error_errno(err, -errno, "find veth %s", host_name);
-	else if ((r = addr_add(e->nl, &e->seq, ifindex, gw)) < 0)
-		sk_error_errno(err, r, "address veth %s", host_name);
-	else if ((r = route_add(e->nl, &e->seq, ifindex, addr, 32, 0)) < 0)
-		sk_error_errno(err, r, "route to the sandbox through %s", host_name);
-	else
-		r = sandbox_side(sb, addr, gw, err);
+	if ((r = host_end_setup(e, host_name, addr, err)) == 0)
+		r = sandbox_side(sb, addr, e->cfg.subnet + 1, err);
 	if (r < 0)
 		egress_link_delete(e, host_name);
 	return r;

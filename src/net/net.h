@@ -39,7 +39,7 @@ struct egress {
 	struct mnl_socket *nl; /* rtnetlink in the host's namespace */
 	unsigned seq;
 	struct nft_ctx *nft;
-	int table_ready; /* installed by this process */
+	int installed; /* the table was made by this process: egress_check looks after it */
 	char resolv_conf[256];
 	struct rt_net ops;
 };
@@ -63,6 +63,11 @@ int egress_init(struct egress *e, struct rt *rt, const struct egress_config *cfg
                 struct sk_error *err);
 /* Unplug; the instance's table goes when no egress sandbox of the instance runs. */
 void egress_release(struct egress *e);
+/* Periodic: when the instance's table is gone while egress sandboxes run (removed from
+ * outside, e.g. by a host firewall reload that flushes the ruleset), install it again. Returns
+ * -EAGAIN with a message to log when it did, another -errno when it could not (their links are
+ * then removed). */
+int egress_check(struct egress *e, struct sk_error *err);
 
 /* ---- parts, for the tests ---- */
 
@@ -79,9 +84,11 @@ void egress_addr_format(uint32_t addr, char *buf, size_t size);
 int egress_link_create(struct egress *e, struct rt_sandbox *sb, const char *host_name,
                        uint32_t addr, struct sk_error *err);
 int egress_link_delete(struct egress *e, const char *name);
+/* Forget the conntrack entries of the sandbox with address addr (marked so by the ruleset):
+ * replies on their way to a sandbox that ended must not reach the next one with its address. */
+int egress_conntrack_forget(struct egress *e, uint32_t addr);
 /* Remove the instance's host links for which keep(slot) is false. Returns how many. */
 int egress_links_sweep(struct egress *e, int (*keep)(int slot, void *), void *ud);
 
 /* firewall.c: nftables. */
 int egress_nft_run(struct egress *e, const char *cmds, struct sk_error *err);
-int egress_table_exists(struct egress *e);

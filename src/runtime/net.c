@@ -178,7 +178,11 @@ static size_t nfnl_put(char *buf, uint16_t type, uint16_t flags, uint32_t seq, u
 	return len;
 }
 
-int rt_net_table_remove(const struct rt *rt)
+/* One request about the instance's table (inet skiff_<instance>) and the kernel's first answer:
+ * its type (*ret_type) and, for an error or acknowledgement, its code (*ret_error). A change
+ * (NFT_MSG_DELTABLE) goes in a batch, as nf_tables wants; a query alone. Bounded: three small
+ * messages out, one read back within NET_SOCKET_WAIT_MS. */
+static int table_request(const struct rt *rt, uint16_t msg, int *ret_type, int *ret_error)
 {
 	char name[32];
 	snprintf(name, sizeof(name), "skiff_%s", rt->instance);
@@ -187,23 +191,58 @@ int rt_net_table_remove(const struct rt *rt)
 		return -errno;
 	char buf[256] __attribute__((aligned(4)));
 	uint32_t seq = (uint32_t)getpid();
-	size_t len =
-	    nfnl_put(buf, NFNL_MSG_BATCH_BEGIN, 0, seq, AF_UNSPEC, NFNL_SUBSYS_NFTABLES, 0, NULL);
-	len += nfnl_put(buf + len, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELTABLE, NLM_F_ACK,
-	                seq + 1, NFPROTO_INET, 0, NFTA_TABLE_NAME, name);
-	len += nfnl_put(buf + len, NFNL_MSG_BATCH_END, 0, seq + 2, AF_UNSPEC, NFNL_SUBSYS_NFTABLES,
-	                0, NULL);
+	int batch = msg == NFT_MSG_DELTABLE;
+	size_t len = 0;
+	if (batch)
+		len += nfnl_put(buf, NFNL_MSG_BATCH_BEGIN, 0, seq, AF_UNSPEC, NFNL_SUBSYS_NFTABLES,
+		                0, NULL);
+	len += nfnl_put(buf + len, (NFNL_SUBSYS_NFTABLES << 8) | msg, NLM_F_ACK, seq + 1,
+	                NFPROTO_INET, 0, NFTA_TABLE_NAME, name);
+	if (batch)
+		len += nfnl_put(buf + len, NFNL_MSG_BATCH_END, 0, seq + 2, AF_UNSPEC,
+		                NFNL_SUBSYS_NFTABLES, 0, NULL);
 	struct sockaddr_nl to = {.nl_family = AF_NETLINK};
 	if (sendto(fd, buf, len, 0, (struct sockaddr *)&to, sizeof(to)) < 0)
 		return -errno;
 	struct pollfd p = {.fd = fd, .events = POLLIN};
 	if (poll(&p, 1, NET_SOCKET_WAIT_MS) <= 0)
 		return -ETIMEDOUT;
-	char ans[512] __attribute__((aligned(4)));
-	ssize_t n = recv(fd, ans, sizeof(ans), 0);
+	char ans[1024] __attribute__((aligned(4)));
+	ssize_t n = recv(fd, ans, sizeof(ans), MSG_TRUNC);
 	const struct nlmsghdr *h = (const struct nlmsghdr *)ans;
-	if (n < (ssize_t)NLMSG_SPACE(sizeof(struct nlmsgerr)) || h->nlmsg_type != NLMSG_ERROR)
+	if (n < (ssize_t)NLMSG_HDRLEN || n > (ssize_t)sizeof(ans) || !NLMSG_OK(h, (size_t)n) ||
+	    h->nlmsg_seq != seq + 1)
 		return -EIO;
-	int e = ((const struct nlmsgerr *)NLMSG_DATA(h))->error;
+	*ret_type = h->nlmsg_type;
+	*ret_error = 0;
+	if (h->nlmsg_type == NLMSG_ERROR) {
+		if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct nlmsgerr)))
+			return -EIO;
+		*ret_error = ((const struct nlmsgerr *)NLMSG_DATA(h))->error;
+	}
+	return 0;
+}
+
+int rt_net_table_remove(const struct rt *rt)
+{
+	int type, e;
+	int r = table_request(rt, NFT_MSG_DELTABLE, &type, &e);
+	if (r < 0)
+		return r;
+	if (type != NLMSG_ERROR)
+		return -EIO;
 	return e == -ENOENT ? 0 : e;
+}
+
+int rt_net_table_exists(const struct rt *rt)
+{
+	int type, e;
+	int r = table_request(rt, NFT_MSG_GETTABLE, &type, &e);
+	if (r < 0)
+		return r;
+	if (type == ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE))
+		return 1;
+	if (type != NLMSG_ERROR)
+		return -EIO;
+	return e == -ENOENT ? 0 : e < 0 ? e : -EIO;
 }

@@ -297,6 +297,9 @@ int rt_instance_remove_if_idle(struct rt *rt);
 /* Delete the instance's nftables table (inet skiff_<instance>) if there is one: with a bare
  * nfnetlink message, so that static programs (skiff-box gc) can; src/net makes the table. */
 int rt_net_table_remove(const struct rt *rt);
+/* 1 if the instance's table is there, 0 if not, -errno when the kernel can't say (same bare
+ * nfnetlink: a cheap check before every egress start). */
+int rt_net_table_exists(const struct rt *rt);
 /* Remove what crashed runs of this instance left: sandboxes whose owner is gone. Returns how many.
  */
 int rt_gc(struct rt *rt, struct sk_error *err);

@@ -437,13 +437,20 @@ void spec_cidr_format(const struct spec_cidr *c, char *buf, size_t size)
 	         (c->addr >> 8) & 0xff, c->addr & 0xff, c->prefix);
 }
 
+/* Whether outer holds all of inner. */
+static int cidr_contains(const struct spec_cidr *outer, const struct spec_cidr *inner)
+{
+	return inner->prefix >= outer->prefix &&
+	       (inner->addr & prefix_mask(outer->prefix)) == outer->addr;
+}
+
 const char *spec_cidr_blocked(const struct spec_cidr *c)
 {
 	for (size_t i = 0; SPEC_BLOCKED_CIDRS[i]; i++) {
 		struct spec_cidr b;
 		if (cidr_parse(SPEC_BLOCKED_CIDRS[i], &b) < 0)
 			continue;
-		if (c->prefix >= b.prefix && (c->addr & prefix_mask(b.prefix)) == b.addr)
+		if (cidr_contains(&b, c))
 			return SPEC_BLOCKED_CIDRS[i];
 	}
 	return NULL;
@@ -472,9 +479,16 @@ int spec_add_cidr(struct spec *s, const char *text, struct sk_error *err)
 		    "reaches (private, loopback, link-local and reserved ranges stay "
 		    "blocked); list public destinations only",
 		    text, blocked);
-	for (size_t i = 0; i < s->ncidrs; i++)
-		if (s->cidrs[i].addr == c.addr && s->cidrs[i].prefix == c.prefix)
+	/* Kept as ranges that do not overlap (two IPv4 ranges either nest or are apart): the
+	 * firewall's interval set refuses overlapping elements, which would fail the start. */
+	size_t kept = 0;
+	for (size_t i = 0; i < s->ncidrs; i++) {
+		if (cidr_contains(&s->cidrs[i], &c))
 			return 0;
+		if (!cidr_contains(&c, &s->cidrs[i]))
+			s->cidrs[kept++] = s->cidrs[i];
+	}
+	s->ncidrs = kept;
 	if (s->ncidrs >= SPEC_MAX_CIDRS)
 		return sk_error_set(err, EINPUT, "cidr_allowlist: at most %d entries",
 		                    SPEC_MAX_CIDRS);

@@ -87,7 +87,8 @@ int spec_set_string(char **field, const char *value, const char *what, struct sk
 
 /* Add one allowlist entry, "A.B.C.D/N" or "A.B.C.D" (/32). Refused: a malformed range, host
  * bits set, one that lies wholly in a range egress never reaches (spec_cidr_blocked), more than
- * SPEC_MAX_CIDRS. A duplicate is kept once. */
+ * SPEC_MAX_CIDRS. A duplicate, or a range inside one already listed, is kept once; a range
+ * holding listed ones replaces them. */
 int spec_add_cidr(struct spec *s, const char *text, struct sk_error *err);
 /* "A.B.C.D/N" into buf (at least SPEC_CIDR_MAX_CHARS + 1 bytes). */
 void spec_cidr_format(const struct spec_cidr *c, char *buf, size_t size);

@@ -426,6 +426,9 @@ static void timers_run(struct spawner *sp, int64_t now)
 		sp_exec_timers(sp, s, now);
 	if (now >= sp->trim_mono) {
 		sp_outputs_trim(sp);
+		struct sk_error err = {0};
+		if (sp->egress_ok && egress_check(&sp->egress, &err) < 0)
+			sp_log("error", "network egress: %s", err.msg);
 		sp->trim_mono = now + SPAWNER_OUTPUT_CHECK_MS;
 	}
 }

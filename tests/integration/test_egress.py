@@ -245,6 +245,53 @@ def test_allowlist_narrows(egressd, internet):
     assert wait_for(lambda: "198.51.100.0/24" not in (Nft().table(egressd.instance) or ""), 5)
 
 
+
+def test_nested_allowlist_ranges_kept_once(egressd, internet):
+    # An interval set refuses overlapping elements: nested ranges must not fail the start.
+    sb = create(egressd, cidr_allowlist=["198.51.100.0/25", "198.51.100.0/24", INTERNET])
+    try:
+        assert egressd.api("GET", f"/v1/sandboxes/{sb['id']}")[1]["cidr_allowlist"] == [
+            "198.51.100.0/24"]
+        assert fetch(egressd, sb, INTERNET) == "hello-egress"
+        assert fetch(egressd, sb, OTHER) == ""
+    finally:
+        delete(egressd, sb)
+
+
+def refused(d, sb, internet, addrs):
+    """None of addrs is reached from sb, and the test hosts saw nothing from it."""
+    before = len(arrived(internet))
+    got = {a: fetch(d, sb, a) for a in addrs}
+    later = [l for l in arrived(internet)[before:] if any(a in l for a in addrs)]
+    return not any(got.values()) and not later
+
+
+def test_table_removed_from_outside_comes_back(egressd, internet):
+    """A host firewall reload that flushes the whole ruleset takes the instance's table with
+    it: the next start installs it again before its sandbox runs, and running sandboxes get it
+    back within seconds, allowlists included."""
+    nft = Nft()
+    table = f"delete table inet skiff_{egressd.instance}"
+    running = create(egressd, cidr_allowlist=["198.51.100.0/24"])
+    try:
+        assert fetch(egressd, running, INTERNET) == "hello-egress"
+        assert nft.run(table)[0] == 0
+        fresh = create(egressd)
+        try:
+            assert refused(egressd, fresh, internet, PRIVATE[:2])
+            assert refused(egressd, running, internet, [OTHER, PRIVATE[0]])
+            assert fetch(egressd, running, INTERNET) == "hello-egress"
+        finally:
+            delete(egressd, fresh)
+        # With no start to notice it: the worker looks by itself.
+        assert nft.run(table)[0] == 0
+        assert wait_for(lambda: "198.51.100.0/24" in (nft.table(egressd.instance) or ""), 10)
+        assert refused(egressd, running, internet, [OTHER, PRIVATE[0]])
+        assert fetch(egressd, running, INTERNET) == "hello-egress"
+    finally:
+        delete(egressd, running)
+
+
 def test_private_and_link_local_refused(egressd, internet):
     sb = create(egressd)
     try:
@@ -279,6 +326,48 @@ def test_host_services_refused(egressd, internet):
     finally:
         srv.close()
         delete(egressd, sb)
+
+
+
+def test_host_addresses_not_told_over_arp(egressd, internet):
+    """The host end answers ARP for the gateway only: a sandbox can't list the host's other
+    addresses by asking its link (HOST_END stands for any host address). No IPv6 on it either:
+    nothing of the host's link-local addresses reaches the sandbox."""
+    sb = create(egressd)
+    try:
+        gw = run(egressd, sb, "ip route show default")["stdout"].split()[2]
+        r = run(egressd, sb, f"arping -c 1 -w 2 -I eth0 {gw}; echo; "
+                             f"arping -c 1 -w 2 -I eth0 {HOST_END}; true")
+        assert r["stdout"].count("Received 1 response") == 1, r
+        assert "Received 0 response" in r["stdout"].split(HOST_END, 1)[1], r
+        links = instance_links(egressd.instance)
+        assert len(links) == 1, links
+        assert sh("ip", "-6", "-o", "addr", "show", "dev", links[0]).stdout == ""
+    finally:
+        delete(egressd, sb)
+
+
+def conntrack_of(addr):
+    """The host's conntrack entries with addr as source."""
+    try:
+        lines = Path("/proc/net/nf_conntrack").read_text().splitlines()
+    except OSError:
+        pytest.skip("/proc/net/nf_conntrack is missing (CONFIG_NF_CONNTRACK_PROCFS)")
+    return [l for l in lines if f" src={addr} " in l]
+
+
+def test_connections_forgotten_at_the_end(egressd, internet):
+    """A sandbox's conntrack entries go with it: replies still on their way (a UDP flow, a
+    TCP stream for days) must never reach the next sandbox that gets its address."""
+    sb = create(egressd)
+    try:
+        addr = sandbox_addr(egressd, sb)
+        assert fetch(egressd, sb, INTERNET) == "hello-egress"
+        run(egressd, sb, "nslookup example.test >/dev/null 2>&1; true")
+        assert wait_for(lambda: len(conntrack_of(addr)) >= 2, 3), conntrack_of(addr)
+    finally:
+        delete(egressd, sb)
+    assert wait_for(lambda: not conntrack_of(addr), 3), conntrack_of(addr)
 
 
 def test_sandbox_to_sandbox_refused(egressd, internet):
@@ -406,6 +495,93 @@ def test_crash_cleanup(tmp_path, internet):
             d.stop()
         kill_all(box)
         end_instance(box)
+
+
+
+def test_restart_never_unfiltered(tmp_path, internet):
+    """A skiffd that starts again while egress sandboxes run never leaves one's link without
+    the table or without its allowlist: the table gone meanwhile is made again, and a sandbox
+    whose record can't be read whole loses its link rather than its limits."""
+    nft = Nft()
+    d = Skiffd(tmp_path / "data", new_instance("r"), _port())
+    d.start(pool=0, extra=["--dns", RESOLVER])
+    box = Box(SKIFF_BOX, d.instance, d.data)
+    try:
+        kept = create(d, cidr_allowlist=["198.51.100.0/24"], command=["sleep", "300"])
+        cut = create(d, cidr_allowlist=["198.51.100.0/24"], command=["sleep", "301"])
+        assert len(instance_links(d.instance)) == 2
+        d.proc.kill()
+        d.proc.wait()
+        d.log.close()
+        # Gone while no skiffd ran (a host firewall reload), and a record read short.
+        assert nft.run(f"delete table inet skiff_{d.instance}")[0] == 0
+        cut_id = [sb["id"] for sb in box_ls(box) if "301" in sb.get("command", "")]
+        assert len(cut_id) == 1, box_ls(box)
+        record = Path("/run/skiff") / d.instance / cut_id[0] / "egress"
+        record.write_text(record.read_text().split("allow")[0])
+        d.start(pool=0, extra=["--dns", RESOLVER])
+        assert "198.51.100.0/24" in (nft.table(d.instance) or "")
+        assert refused(d, kept, internet, [OTHER, PRIVATE[0]])
+        assert fetch(d, kept, INTERNET) == "hello-egress"
+        assert refused(d, cut, internet, [OTHER, PRIVATE[0], INTERNET])
+        assert len(instance_links(d.instance)) == 1
+    finally:
+        if d.proc and d.proc.poll() is None:
+            d.cleanup_sandboxes()
+            d.stop()
+        kill_all(box)
+        end_instance(box)
+    assert wait_for(lambda: not instance_links(d.instance), 5), instance_links(d.instance)
+    assert nft.table(d.instance) is None
+
+
+def test_two_instances_at_once(tmp_path, internet):
+    """Two skiffd with egress side by side: each filters its own sandboxes, neither reaches
+    the other's, and the end of one leaves the other's table, links and sandboxes working."""
+    nft = Nft()
+    ds, boxes = [], []
+    try:
+        for k in ("a", "b"):
+            d = Skiffd(tmp_path / f"data-{k}", new_instance(k), _port())
+            ds.append(d)
+            d.start(pool=0, extra=["--dns", RESOLVER])
+            boxes.append(Box(SKIFF_BOX, d.instance, d.data))
+        a = create(ds[0], cidr_allowlist=["198.51.100.0/24"])
+        b = create(ds[1], cidr_allowlist=["203.0.113.0/24"])
+        assert fetch(ds[0], a, INTERNET) == "hello-egress"
+        assert fetch(ds[1], b, OTHER) == "hello-egress"
+        assert refused(ds[0], a, internet, [OTHER])
+        assert refused(ds[1], b, internet, [INTERNET])
+        addr_a, addr_b = sandbox_addr(ds[0], a), sandbox_addr(ds[1], b)
+        assert addr_a != addr_b
+        s, _ = ds[0].api("POST", f"/v1/sandboxes/{a['id']}/exec",
+                         {"command": ["sh", "-c", "nc -l -p 7000 > /tmp/got"]})
+        assert s in (200, 201, 202)
+        r = run(ds[1], b, f"echo hi | nc -w 2 {addr_a} 7000 && echo SENT; "
+                          f"ping -c 1 -W 1 {addr_a} >/dev/null && echo PINGED; true")
+        assert "SENT" not in r["stdout"] and "PINGED" not in r["stdout"], r
+        assert run(ds[0], a, "cat /tmp/got 2>/dev/null; true")["stdout"] == ""
+        # The first instance ends; the second carries on as it was.
+        ds[0].cleanup_sandboxes()
+        assert ds[0].stop() == 0, ds[0].log_text()[-3000:]
+        kill_all(boxes[0])
+        end_instance(boxes[0])
+        assert wait_for(lambda: not instance_links(ds[0].instance), 5)
+        assert nft.table(ds[0].instance) is None
+        assert "203.0.113.0/24" in (nft.table(ds[1].instance) or "")
+        assert len(instance_links(ds[1].instance)) == 1
+        assert fetch(ds[1], b, OTHER) == "hello-egress"
+        assert refused(ds[1], b, internet, [INTERNET, PRIVATE[0]])
+    finally:
+        for d, box in zip(ds, boxes):
+            if d.proc and d.proc.poll() is None:
+                try:
+                    d.cleanup_sandboxes()
+                except OSError:
+                    pass
+                d.stop()
+            kill_all(box)
+            end_instance(box)
 
 
 def test_cli_network_and_allow(egressd, internet, tmp_path):
