@@ -7,11 +7,13 @@ holder processes that keep stdin open go with their exec, their sandbox, and gc.
 
 import json
 import signal
+import threading
 
 import pytest
 
 from conftest import (SKIFF_BOX, Box, Skiffd, all_pids, end_instance, free_port, kill_all,
                       new_instance, proc_alive, proc_info, read_bytes, wait_for)
+from conftest import LOW_LIMITS, limited_skiffd, _module_limited_skiffd  # noqa: F401
 
 HOLDER = "skiff-stdin"
 MAX_WRITE = 1024 * 1024
@@ -347,3 +349,32 @@ def test_holders_go_with_gc(tmp_path):
         kill_all(box)
         end_instance(box)
     assert holders(d.instance) == []
+
+
+def test_stdin_in_flight_limit(limited_skiffd):
+    """Stdin bytes on their way to executions, all together, are capped (lowered to 256 KiB
+    here): a write that would pass the cap is refused with 429 while another waits, and goes
+    once that one is answered."""
+    d = limited_skiffd
+    cap = int(LOW_LIMITS["SKIFF_MAX_STDIN_INFLIGHT_BYTES"])
+    sb = new_sandbox(d)
+    stuck = start(d, sb, ["sleep", "1000"], stdin=True)  # never reads: the write waits
+    cat = start(d, sb, ["cat"], stdin=True)
+    waiting = {}
+    t = threading.Thread(target=lambda: waiting.update(r=write(d, sb, stuck, bytes(cap - 1024))))
+    t.start()
+    try:
+        # in flight once another write to the same exec is refused as one at a time
+        assert wait_for(lambda: (lambda r: r[0] == 409 and "in progress" in
+                                 r[1]["error"]["message"])(write(d, sb, stuck, b"")), 10, 0.05)
+        s, body = write(d, sb, cat, b"x" * 2048)
+        assert s == 429 and err_code(body) == "resource_exhausted", (s, body)
+        assert "on their way" in body["error"]["message"], body
+        write_ok(d, sb, cat, b"x" * 512)  # what still fits goes
+    finally:
+        send_signal(d, sb, stuck, "KILL")
+        t.join(40)
+    s, body = waiting["r"]
+    assert s == 409 and err_code(body) == "conflict", (s, body)
+    write_ok(d, sb, cat, b"y" * 2048, eof=True)
+    assert wait_end(d, sb, cat)["exit_code"] == 0
