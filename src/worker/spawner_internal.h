@@ -122,7 +122,10 @@ enum sp_stdin_kind { SP_STDIN_NONE, SP_STDIN_PIPE, SP_STDIN_PTY };
 struct sp_stdin {
 	enum sp_stdin_kind kind;
 	int fd;  /* ours, O_NONBLOCK; -1: none, or closed */
-	int eof; /* the client closed it */
+	int eof; /* the client closed it (a pipe's: a terminal's never closes) */
+	/* A terminal: the last byte written ended a line (or none was written yet), so that its
+	 * end-of-file character makes a reader in canonical mode read end-of-file. */
+	int at_line_start;
 	pid_t holder;
 	unsigned long long holder_start;
 	int holder_pidfd; /* -1: none, or gone */
@@ -132,7 +135,7 @@ struct sp_stdin {
 	unsigned char *buf;
 	size_t len, off;
 	size_t data_len; /* of len: the client's (a terminal's EOF character may follow) */
-	int eof_after;   /* then close stdin */
+	int eof_after;   /* then close stdin (a pipe's) */
 	int64_t deadline_mono;
 };
 

@@ -126,7 +126,8 @@ int sp_stdin_start(struct sp_sandbox *s, struct sp_exec *e, enum sp_stdin_kind k
 	                          .holder = pid,
 	                          .holder_start = start,
 	                          .holder_pidfd = pidfd,
-	                          .holder_child = 1};
+	                          .holder_child = 1,
+	                          .at_line_start = 1};
 	return 0;
 }
 
@@ -189,23 +190,25 @@ static size_t written(const struct sp_stdin *in)
  * wrote. */
 static void write_answer(struct spawner *sp, struct sp_stdin *in, const struct sk_error *err)
 {
-	sp_answer(sp, in->req_id,
-	          err ? NULL
-	              : json_pack("{s:I, s:b}", "written", (json_int_t)written(in), "eof", in->eof),
-	          err);
+	sp_answer(
+	    sp, in->req_id,
+	    err ? NULL
+	        : json_pack("{s:I, s:b}", "written", (json_int_t)written(in), "eof", in->eof_after),
+	    err);
 	write_clear(in);
 }
 
+/* A pipe's end: ours and the holder's are its last write ends, so the command reads EOF. (A
+ * terminal's end-of-file is a character, typed with the data: the terminal stays open.) */
 static void input_close(struct sp_sandbox *s, struct sp_exec *e)
 {
 	struct sp_stdin *in = &e->in;
+	if (in->kind != SP_STDIN_PIPE)
+		return;
 	in->eof = 1;
-	if (in->kind == SP_STDIN_PIPE) {
-		/* Ours and the holder's are the last write ends: the command reads EOF. */
-		close(in->fd);
-		in->fd = -1;
-		holder_kill(in);
-	}
+	close(in->fd);
+	in->fd = -1;
+	holder_kill(in);
 	sp_exec_record(s, e);
 }
 
@@ -218,6 +221,8 @@ static int write_pump(struct sp_sandbox *s, struct sp_exec *e, struct sk_error *
 		ssize_t n = write(in->fd, in->buf + in->off, in->len - in->off);
 		if (n > 0) {
 			in->off += (size_t)n;
+			in->at_line_start = in->buf[in->off - 1] == '\n' ||
+			                    (in->off > in->data_len && in->eof_after);
 			continue;
 		}
 		if (n < 0 && errno == EINTR)
@@ -337,12 +342,15 @@ int sp_op_stdin(struct spawner *sp, json_t *req, json_t *reply, struct sk_error 
 		return sk_error_set(err, -EBUSY,
 		                    "a write to the stdin of exec %s is in progress: one at a time",
 		                    e->id);
-	/* A terminal's input ends as a user ends it: with its end-of-file character (^D). */
+	/* A terminal's input ends as a user ends it: with its end-of-file character (^D). In
+	 * canonical mode a ^D after part of a line only hands that part over; a second one then
+	 * makes the read return end-of-file. The terminal stays: more input may follow, and more
+	 * ends of file (a shell reads its next command after a `cat` ended). */
 	unsigned char veof = _POSIX_VDISABLE;
 	struct termios t;
 	if (json_is_true(eof) && in->kind == SP_STDIN_PTY && tcgetattr(in->fd, &t) == 0)
 		veof = t.c_cc[VEOF];
-	in->buf = malloc(blen / 4 * 3 + 2);
+	in->buf = malloc(blen / 4 * 3 + 3);
 	long n = in->buf ? base64_decode(b64, blen, in->buf) : -ENOMEM;
 	if (n < 0) {
 		write_clear(in);
@@ -350,8 +358,12 @@ int sp_op_stdin(struct spawner *sp, json_t *req, json_t *reply, struct sk_error 
 		                    : sk_error_set(err, -EINVAL, "data_b64: not base64");
 	}
 	in->len = in->data_len = (size_t)n;
-	if (veof != _POSIX_VDISABLE)
+	if (veof != _POSIX_VDISABLE) {
+		int partial = n > 0 ? in->buf[n - 1] != '\n' : !in->at_line_start;
+		if (partial && (t.c_lflag & ICANON))
+			in->buf[in->len++] = veof;
 		in->buf[in->len++] = veof;
+	}
 	in->eof_after = json_is_true(eof);
 	in->req_id = json_incref(json_object_get(req, "req"));
 	r = write_pump(s, e, err);
@@ -361,7 +373,7 @@ int sp_op_stdin(struct spawner *sp, json_t *req, json_t *reply, struct sk_error 
 	}
 	if (r > 0) {
 		json_object_set_new(reply, "written", json_integer((json_int_t)written(in)));
-		json_object_set_new(reply, "eof", json_boolean(in->eof));
+		json_object_set_new(reply, "eof", json_boolean(in->eof_after));
 	}
 	write_clear(in);
 	return r < 0 ? r : 0;
@@ -409,6 +421,7 @@ void sp_stdin_adopt(struct sp_exec *e, json_t *rec)
 	if (in->kind == SP_STDIN_NONE)
 		return;
 	in->eof = json_is_true(json_object_get(rec, "eof"));
+	in->at_line_start = 1; /* not known: a single end-of-file character is the safer guess */
 	in->holder = (pid_t)json_integer_value(json_object_get(rec, "holder"));
 	in->holder_start =
 	    (unsigned long long)json_integer_value(json_object_get(rec, "holder_start"));

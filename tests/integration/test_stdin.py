@@ -271,6 +271,25 @@ def test_pty(skiffd):
     wait_output(skiffd, sb, ex, b"after-eof")
 
 
+def test_terminal_eof_again_and_after_part_of_a_line(skiffd):
+    """eof on a terminal is a character, not a close: the terminal takes more input and more
+    ends of file after it; and an eof right after part of a line still ends the reader's input
+    (the part goes first)."""
+    sb = new_sandbox(skiffd)
+    ex = start(skiffd, sb, ["sh", "-c", "cat >/tmp/a; echo first-end; cat >/tmp/b; "
+                            "echo second-end; echo \"[$(cat /tmp/a)|$(cat /tmp/b)]\"; "
+                            "read line; echo \"got=$line\""], pty=True)
+    write_ok(skiffd, sb, ex, b"abc", eof=True)  # mid-line
+    wait_output(skiffd, sb, ex, b"first-end")
+    write_ok(skiffd, sb, ex, b"def\n", eof=True)  # at a line's start
+    wait_output(skiffd, sb, ex, b"second-end")
+    write_ok(skiffd, sb, ex, b"more\n")  # still a terminal that takes input
+    got = wait_end(skiffd, sb, ex)
+    assert got["exit_code"] == 0, got
+    out = output(skiffd, sb, ex)
+    assert b"[abc|def]" in out and b"got=more" in out, out
+
+
 # ---- restarts and cleanup ----
 
 
