@@ -40,7 +40,7 @@ CLI_SRC = src/cmd/skiff.c $(wildcard src/cmd/cli_*.c)
 CLI_OBJ = $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_LDLIBS = $(shell pkg-config --libs libcurl jansson libcrypto) -lpthread
 
-BINS = $(BUILD)/bin/skiff-box $(BUILD)/bin/skiffd $(BUILD)/bin/skiff
+BINS = $(BUILD)/bin/skiff-box $(BUILD)/bin/skiffd $(BUILD)/bin/skiff $(BUILD)/bin/skiff-stdin
 PROBE = $(BUILD)/tests/skiff-probe
 
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
@@ -94,6 +94,12 @@ $(BUILD)/bin/skiff-box: $(BUILD)/obj/src/cmd/skiff_box.o $(BUILD)/obj/src/cmd/sk
 		$(BUILD)/libskiff.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $(STATIC_FLAGS) -o $@ $^ $(LDLIBS)
+
+# The stdin holder skiffd's spawner runs for each exec with stdin or a terminal: small and static,
+# so that each one costs little memory.
+$(BUILD)/bin/skiff-stdin: $(BUILD)/obj/src/cmd/skiff_stdin.o $(BUILD)/libskiff.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $(STATIC_FLAGS) -o $@ $^
 
 # Benchmarks that link the runtime.
 $(BUILD)/bench/pool_start: bench/pool_start.c $(BUILD)/libskiff.a

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -16,12 +15,9 @@
 
 #include "../lib/encoding.h"
 #include "../lib/fsutil.h"
-#include "../runtime/caps.h"
 #include "spawner_internal.h"
+#include "stdin_holder.h"
 
-#define HOLDER_STREAM_FD    3 /* in the holder: the pipe's write end, or the master */
-#define HOLDER_OUTPUT_FD    4 /* and the stdout file a terminal's output goes to */
-#define HOLDER_COPY_BYTES   (64 * 1024)
 #define HOLDER_REAP_WAIT_MS 1000 /* a killed holder that is not our child: waited for this long */
 
 static const char *const KIND_NAMES[] = {
@@ -29,26 +25,11 @@ static const char *const KIND_NAMES[] = {
 
 /* ---- the holder ---- */
 
-static void write_all(int fd, const char *p, size_t n)
+/* In the spawner's child: its descriptors, session and signals made ready, then the holder
+ * program in its place (stdin_holder.h). errno goes to err_fd when the exec fails. */
+_Noreturn static void holder_exec(const char *path, enum sp_stdin_kind kind, int stream_fd,
+                                  int out_fd, int err_fd)
 {
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return; /* the file can't take it (disk full): the terminal must not stall
-			         */
-		p += w;
-		n -= (size_t)w;
-	}
-}
-
-/* The holder's life, in a fork of the spawner. A pipe: hold its write end until nobody reads it
- * any more. A terminal: copy the master's output to the stdout file until every slave is closed
- * (EIO), which also ends a session the command left behind. */
-_Noreturn static void holder_run(enum sp_stdin_kind kind, int stream_fd, int out_fd)
-{
-	prctl(PR_SET_NAME, SP_STDIN_HOLDER_NAME);
 	/* A session of its own, default signals: the daemon's process group, terminal and ignored
 	 * stop signals are not its. */
 	setsid();
@@ -60,55 +41,55 @@ _Noreturn static void holder_run(enum sp_stdin_kind kind, int stream_fd, int out
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	int a = fcntl(stream_fd, F_DUPFD_CLOEXEC, 10);
 	int b = out_fd >= 0 ? fcntl(out_fd, F_DUPFD_CLOEXEC, 10) : -1;
-	if (a < 0 || dup2(a, HOLDER_STREAM_FD) < 0 || (b >= 0 && dup2(b, HOLDER_OUTPUT_FD) < 0))
+	int e = fcntl(err_fd, F_DUPFD_CLOEXEC, 10);
+	if (a < 0 || e < 0 || dup2(a, STDIN_HOLDER_STREAM_FD) < 0 ||
+	    (b >= 0 && dup2(b, STDIN_HOLDER_OUTPUT_FD) < 0))
 		_exit(1);
-	int keep[2] = {HOLDER_STREAM_FD, HOLDER_OUTPUT_FD};
-	if (fs_close_all_except(keep, b >= 0 ? 2 : 1) < 0)
+	int keep[3] = {STDIN_HOLDER_STREAM_FD, e, STDIN_HOLDER_OUTPUT_FD};
+	if (fs_close_all_except(keep, b >= 0 ? 3 : 2) < 0)
 		_exit(1);
 	int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 	for (int i = 0; i < 3 && devnull >= 0; i++)
 		dup2(devnull, i);
-	if (devnull > HOLDER_OUTPUT_FD)
-		close(devnull);
-	/* It only copies bytes: no privilege, and nothing to trace or dump. */
-	struct sk_error err = {0};
-	if (caps_clear(&err) < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-		_exit(1);
-	prctl(PR_SET_DUMPABLE, 0);
-	if (kind == SP_STDIN_PIPE) {
-		struct pollfd p = {.fd = HOLDER_STREAM_FD, .events = 0};
-		for (;;)
-			if (poll(&p, 1, -1) > 0 && (p.revents & (POLLERR | POLLHUP | POLLNVAL)))
-				_exit(0);
+	char *argv[] = {(char *)STDIN_HOLDER_NAME, (char *)KIND_NAMES[kind], NULL};
+	char *envp[] = {NULL};
+	execve(path, argv, envp);
+	int saved = errno;
+	if (write(e, &saved, sizeof(saved)) < 0) {
 	}
-	static char buf[HOLDER_COPY_BYTES];
-	struct pollfd p = {.fd = HOLDER_STREAM_FD, .events = POLLIN};
-	for (;;) {
-		ssize_t n = read(HOLDER_STREAM_FD, buf, sizeof(buf));
-		if (n > 0)
-			write_all(HOLDER_OUTPUT_FD, buf, (size_t)n);
-		else if (n < 0 && errno == EAGAIN)
-			poll(&p, 1, -1);
-		else if (n == 0 || errno != EINTR)
-			_exit(0);
-	}
+	_exit(127);
 }
 
-int sp_stdin_start(struct sp_sandbox *s, struct sp_exec *e, enum sp_stdin_kind kind, int stream_fd,
-                   int out_fd, struct sk_error *err)
+int sp_stdin_start(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e,
+                   enum sp_stdin_kind kind, int stream_fd, int out_fd, struct sk_error *err)
 {
 	_cleanup_close_ int fd = stream_fd;
+	int ep[2];
+	if (pipe2(ep, O_CLOEXEC) < 0)
+		return sk_error_errno(err, -errno, "start the stdin holder of %s", e->id);
+	_cleanup_close_ int ep_read = ep[0];
+	_cleanup_close_ int ep_write = ep[1];
 	pid_t pid = fork();
 	if (pid < 0)
 		return sk_error_errno(err, -errno, "fork the stdin holder of %s", e->id);
 	if (pid == 0)
-		holder_run(kind, fd, kind == SP_STDIN_PTY ? out_fd : -1);
-	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+		holder_exec(sp->holder_path, kind, fd, kind == SP_STDIN_PTY ? out_fd : -1,
+		            ep_write);
+	close(TAKE_FD(ep_write));
+	/* The holder's exec closes its end: nothing read means it runs the holder program. */
+	int exec_errno = 0;
+	ssize_t n;
+	while ((n = read(ep_read, &exec_errno, sizeof(exec_errno))) < 0 && errno == EINTR)
+		;
+	int pidfd = n == 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
 	unsigned long long start = 0;
-	int r = pidfd < 0 ? -errno : proc_start_time(pid, &start);
-	if (r < 0)
+	int r = n != 0 ? sk_error_errno(err, n > 0 ? -exec_errno : -EIO, "run the stdin holder %s",
+	                                sp->holder_path)
+	        : pidfd < 0 ? sk_error_errno(err, -errno, "watch the stdin holder of %s", e->id)
+	                    : 0;
+	if (r == 0 && (r = proc_start_time(pid, &start)) < 0)
 		sk_error_errno(err, r, "watch the stdin holder of %s", e->id);
-	else
+	else if (r == 0)
 		r = rt_sandbox_join_cgroups(s->sb, pid, err);
 	if (r < 0) {
 		kill(pid, SIGKILL);
@@ -435,7 +416,7 @@ void sp_stdin_adopt(struct sp_exec *e, json_t *rec)
 		comm[n] = '\0';
 	if (n > 0 && comm[n - 1] == '\n')
 		comm[n - 1] = '\0';
-	if (pidfd < 0 || strcmp(comm, SP_STDIN_HOLDER_NAME)) { /* gone, or not ours */
+	if (pidfd < 0 || strcmp(comm, STDIN_HOLDER_NAME)) { /* gone, or not ours */
 		if (pidfd >= 0)
 			close(pidfd);
 		in->holder = 0;
@@ -446,7 +427,7 @@ void sp_stdin_adopt(struct sp_exec *e, json_t *rec)
 		holder_kill(in); /* closed, and killed when its closer stopped short */
 		return;
 	}
-	in->fd = (int)syscall(SYS_pidfd_getfd, pidfd, HOLDER_STREAM_FD, 0);
+	in->fd = (int)syscall(SYS_pidfd_getfd, pidfd, STDIN_HOLDER_STREAM_FD, 0);
 	if (in->fd < 0) {
 		/* Not ours to write any more (e.g. ptrace refused): the exec gets its EOF now
 		 * rather than a stdin nobody can write or close. */

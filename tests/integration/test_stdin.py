@@ -6,6 +6,7 @@ that outlive skiffd being SIGKILLed and go on once it is back. Nothing is left b
 holder processes that keep stdin open go with their exec, their sandbox, and gc."""
 
 import json
+import os
 import signal
 import threading
 
@@ -340,6 +341,9 @@ def test_holders_go_with_their_sandbox(skiffd):
     start(skiffd, sb, ["cat"], stdin=True)
     start(skiffd, sb, ["sh"], pty=True)
     expect_holders(skiffd, 2)
+    # A small program of its own, not a fork of skiffd that would pin a copy of its memory.
+    for p in holders(skiffd.instance):
+        assert os.readlink(f"/proc/{p}/exe").endswith("/" + HOLDER), os.readlink(f"/proc/{p}/exe")
     s, body = skiffd.api("DELETE", f"/v1/sandboxes/{sb}")
     assert s == 200 and body["state"] == "terminated", body
     expect_holders(skiffd, 0)
