@@ -109,7 +109,7 @@ $(BUILD)/bench/pool_start: bench/pool_start.c $(BUILD)/libskiff.a
 bench: $(BUILD)/bench/pool_start
 
 # Unit tests may #include the .c they test to reach static functions.
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libskiffd.a $(BUILD)/libskiff.a
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libskiffd.a $(BUILD)/libskiff.a | $(BUILD)/bin/skiff-stdin
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -Wno-unused-function -o $@ $< $(BUILD)/libskiffd.a \
 		$(BUILD)/libskiff.a $(D_LDLIBS) $(shell pkg-config --libs cmocka)

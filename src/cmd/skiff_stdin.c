@@ -23,7 +23,8 @@ static void write_all(int fd, const char *p, size_t n)
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0)
-			return; /* the file can't take it (disk full): the terminal must not stall */
+			return; /* the file can't take it (disk full): the terminal must not stall
+			         */
 		p += w;
 		n -= (size_t)w;
 	}

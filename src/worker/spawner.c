@@ -602,7 +602,9 @@ int spawner_main(const struct spawner_config *cfg, int fd)
 	struct spawner sp = {.cfg = cfg, .fd = fd, .ino_fd = -1, .reply_fd = -1};
 	struct sk_error err = {0};
 	int ret = 1;
-	if (holder_path_find(sp.holder_path, sizeof(sp.holder_path)) < 0)
+	if (cfg->stdin_holder)
+		snprintf(sp.holder_path, sizeof(sp.holder_path), "%s", cfg->stdin_holder);
+	else if (holder_path_find(sp.holder_path, sizeof(sp.holder_path)) < 0)
 		sp_log("error",
 		       "start: no stdin holder next to /proc/self/exe (%s): execs with "
 		       "stdin or a terminal will fail",

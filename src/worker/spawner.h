@@ -39,6 +39,8 @@ struct spawner_config {
 	const char
 	    *busybox;  /* the static busybox the default root is made from; NULL: the default */
 	int pool_size; /* ready sandboxes for the default image and limits; 0: none */
+	/* The stdin holder program (stdin_holder.h); NULL: skiff-stdin next to our own binary. */
+	const char *stdin_holder;
 	/* Called in the spawner right after the fork, optional: e.g. to blank the daemon's command
 	 * line, which sandboxes (forks of the spawner) would show as their /proc/1/cmdline. The
 	 * strings above must not live in what it blanks. */
