@@ -395,7 +395,8 @@ static char *tunnel_request(const struct tunnel_rec *t, const struct http_reques
 	if (!out)
 		return NULL;
 	memcpy(out, head, head_len);
-	memcpy(out + head_len, req->body, req->body_len);
+	if (req->body_len) /* body is NULL when it was left on the connection */
+		memcpy(out + head_len, req->body, req->body_len);
 	*ret_len = head_len + req->body_len;
 	return out;
 }
