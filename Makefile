@@ -47,7 +47,7 @@ CLI_SRC = src/cmd/skiff.c $(wildcard src/cmd/cli_*.c)
 CLI_OBJ = $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_LDLIBS = $(shell pkg-config --libs libcurl jansson libcrypto) -lpthread
 
-BINS = $(BUILD)/bin/skiff-box $(BUILD)/bin/skiffd $(BUILD)/bin/skiff
+BINS = $(BUILD)/bin/skiff-box $(BUILD)/bin/skiffd $(BUILD)/bin/skiff $(BUILD)/bin/skiff-stdin
 PROBE = $(BUILD)/tests/skiff-probe
 INIT = $(BUILD)/bin/skiff-init
 INIT_SRC = src/cmd/skiff_init.c src/runtime/init_loop.c src/runtime/msg.c src/lib/sock.c \
@@ -118,6 +118,12 @@ $(BUILD)/bin/skiff-box: $(BUILD)/obj/src/cmd/skiff_box.o $(BUILD)/obj/src/cmd/sk
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $(STATIC_FLAGS) -o $@ $^ $(LDLIBS)
 
+# The stdin holder skiffd's spawner runs for each exec with stdin or a terminal: small and static,
+# so that each one costs little memory.
+$(BUILD)/bin/skiff-stdin: $(BUILD)/obj/src/cmd/skiff_stdin.o $(BUILD)/libskiff.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $(STATIC_FLAGS) -o $@ $^
+
 # Benchmarks that link the runtime.
 $(BUILD)/bench/pool_start: bench/pool_start.c $(BUILD)/libskiff.a
 	@mkdir -p $(dir $@)
@@ -130,7 +136,7 @@ $(BUILD)/bench/disk_subvol: bench/disk_subvol.c $(BUILD)/libskiff.a
 bench: $(BUILD)/bench/pool_start $(BUILD)/bench/disk_subvol
 
 # Unit tests may #include the .c they test to reach static functions.
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libskiffd.a $(BUILD)/libskiffnet.a $(BUILD)/libskiff.a
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libskiffd.a $(BUILD)/libskiffnet.a $(BUILD)/libskiff.a | $(BUILD)/bin/skiff-stdin
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -Wno-unused-function -o $@ $< $(BUILD)/libskiffd.a \
 		$(BUILD)/libskiffnet.a $(BUILD)/libskiff.a $(D_LDLIBS) $(NET_LDLIBS) \

@@ -2,7 +2,10 @@
  * runs as an exec with a pseudo-terminal ("pty": true) and stdin; this terminal is put in raw
  * mode, what is typed goes to the exec's stdin (POST …/stdin), its output is followed (GET
  * …/output?format=ndjson&follow=true, on its own connection and thread) and printed as it
- * comes, and a window resize is passed on (POST …/resize). Ends with the command's status. */
+ * comes, and a window resize is passed on (POST …/resize). Ends with the command's status.
+ * Interrupted (SIGTERM, SIGHUP, SIGINT, SIGQUIT) or failing, it hangs up the terminal there
+ * (SIGHUP to the command, as a terminal that goes away does), so that an abandoned shell does
+ * not keep its sandbox busy; the command ends unless it ignores the hangup. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -16,14 +19,16 @@
 
 #include "cli.h"
 
-#define SHELL_USAGE        "ID [-- CMD...]"
-#define SHELL_INPUT_BYTES  (64 * 1024) /* one stdin post at most */
-#define SHELL_DEFAULT_ROWS 24
-#define SHELL_DEFAULT_COLS 80
+#define SHELL_USAGE            "ID [-- CMD...]"
+#define SHELL_INPUT_BYTES      (64 * 1024) /* one stdin post at most */
+#define SHELL_DEFAULT_ROWS     24
+#define SHELL_DEFAULT_COLS     80
+#define SHELL_HANGUP_TIMEOUT_S 5 /* the hangup posted when interrupted or failing */
 
 static int wake_pipe[2] = {-1, -1};  /* SIGWINCH and the output's end wake the input loop */
 static struct termios saved_termios; /* the terminal as it was, restored however we end */
 static volatile sig_atomic_t raw_mode;
+static volatile sig_atomic_t interrupted; /* the signal that asks us to end, until handled */
 
 static void terminal_restore(void)
 {
@@ -39,6 +44,16 @@ static void on_fatal(int sig)
 	terminal_restore();
 	signal(sig, SIG_DFL);
 	raise(sig);
+}
+
+/* A signal that ends the shell: the input loop hangs up the exec first, then ends by it. */
+static void on_interrupt(int sig)
+{
+	int saved = errno;
+	interrupted = sig;
+	if (write(wake_pipe[1], "x", 1) < 0) {
+	}
+	errno = saved;
 }
 
 static void on_winch(int sig)
@@ -91,6 +106,18 @@ static int post(struct cli *c, const char *base, const char *rest, const void *b
 	                    &rlen, NULL, err);
 }
 
+/* Hang up the exec's terminal: what a terminal that goes away does to its session. Best
+ * effort: we are ending anyway (and the server may be what failed). */
+static void hang_up(struct cli *c, const char *exec_base)
+{
+	_cleanup_free_ char *path = NULL;
+	_cleanup_json_ json_t *json = json_pack("{s:s}", "signal", "HUP");
+	_cleanup_json_ json_t *reply = NULL;
+	struct sk_error err = {0};
+	if (json && asprintf(&path, "%s/signal", exec_base) >= 0)
+		cli_http(c, "POST", path, json, SHELL_HANGUP_TIMEOUT_S, &reply, &err);
+}
+
 static int resize(struct cli *c, const char *exec_base, struct sk_error *err)
 {
 	int rows, cols;
@@ -124,6 +151,8 @@ static int input_loop(struct cli *c, const char *exec_base, bool tty, struct sk_
 			ssize_t n = read(wake_pipe[0], w, sizeof(w));
 			if (n > 0 && memchr(w, 'e', (size_t)n))
 				return 0; /* the output ended: the command is done */
+			if (interrupted)
+				return 1;
 			if (n > 0 && tty && resize(c, exec_base, err) < 0)
 				return -1;
 		}
@@ -198,7 +227,7 @@ int cli_sandbox_shell(struct cli *c, int argc, char **argv)
 		struct termios rawt = saved_termios;
 		cfmakeraw(&rawt);
 		atexit(terminal_restore);
-		static const int FATAL[] = {SIGTERM, SIGHUP, SIGQUIT, SIGINT, SIGSEGV, SIGABRT};
+		static const int FATAL[] = {SIGSEGV, SIGABRT};
 		for (size_t i = 0; i < ARRAY_SIZE(FATAL); i++)
 			signal(FATAL[i], on_fatal);
 		raw_mode = 1;
@@ -207,17 +236,30 @@ int cli_sandbox_shell(struct cli *c, int argc, char **argv)
 		sigemptyset(&sa.sa_mask);
 		sigaction(SIGWINCH, &sa, NULL);
 	}
+	static const int INTERRUPT[] = {SIGTERM, SIGHUP, SIGQUIT, SIGINT};
+	for (size_t i = 0; i < ARRAY_SIZE(INTERRUPT); i++) {
+		struct sigaction sa = {.sa_handler = on_interrupt};
+		sigemptyset(&sa.sa_mask);
+		sigaction(INTERRUPT[i], &sa, NULL);
+	}
 	pthread_t th;
 	int st = 1;
 	if (pthread_create(&th, NULL, output_main, &t) != 0) {
 		sk_error_set(&err, -EAGAIN, "shell: can't start the output thread");
 	} else {
 		int r = input_loop(c, exec_base, raw, &err);
-		if (r < 0) {
-			/* The exec goes on; the output thread is still in its request: end here. */
+		if (r != 0) {
+			/* Nobody drives the exec any more: hang it up, then end here (the output
+			 * thread is still in its request), by the signal when one asked. */
+			hang_up(c, exec_base);
 			terminal_restore();
 			fflush(stdout);
-			cli_fail(&err);
+			if (r > 0) {
+				signal(interrupted, SIG_DFL);
+				raise(interrupted);
+			}
+			if (r < 0)
+				cli_fail(&err);
 			_exit(1);
 		}
 		pthread_join(th, NULL);

@@ -291,8 +291,32 @@ static int worker_secret(const char *data, char *buf, size_t size)
 	return 0;
 }
 
+/* A limit lowered through the environment (0 when unset: the server's default), so that tests
+ * reach limits that would take too long to reach for real. -1 when the value is not a number
+ * from 1 to max. */
+static long long env_limit(const char *name, unsigned long long max)
+{
+	const char *v = getenv(name);
+	if (!v || !*v)
+		return 0;
+	char *end;
+	errno = 0;
+	unsigned long long n = strtoull(v, &end, 10);
+	if (errno || *end || n == 0 || n > max || v[0] == '-') {
+		fprintf(stderr, "skiffd: %s: expected a number from 1 to %llu\n", name, max);
+		return -1;
+	}
+	return (long long)n;
+}
+
 static int start_server(struct daemon *d, const struct options *o, const char *secret)
 {
+	long long tunnels = env_limit("SKIFF_MAX_TUNNELS_PER_WORKSPACE", SERVER_MAX_TUNNELS);
+	long long stdin_bytes =
+	    env_limit("SKIFF_MAX_STDIN_INFLIGHT_BYTES", SERVER_MAX_STDIN_INFLIGHT_BYTES);
+	long long bodies = env_limit("SKIFF_MAX_BODIES_BYTES", SERVER_MAX_BODIES_BYTES);
+	if (tunnels < 0 || stdin_bytes < 0 || bodies < 0)
+		return -1;
 	struct sk_error err = {0};
 	char dbpath[4096];
 	snprintf(dbpath, sizeof(dbpath), "%s/skiff.db", o->data);
@@ -303,7 +327,10 @@ static int start_server(struct daemon *d, const struct options *o, const char *s
 	struct server_config cfg = {.data_dir = o->data,
 	                            .listen = o->listen,
 	                            .worker_secret = secret,
-	                            .worker_lost_ms = o->worker_lost_s * 1000};
+	                            .worker_lost_ms = o->worker_lost_s * 1000,
+	                            .max_tunnels_per_ws = (size_t)tunnels,
+	                            .max_stdin_inflight_bytes = (size_t)stdin_bytes,
+	                            .max_bodies_bytes = (size_t)bodies};
 	if (server_new(&d->loop, d->store, &cfg, &d->srv, &err) < 0) {
 		fprintf(stderr, "skiffd: %s\n", err.msg);
 		store_close(d->store);

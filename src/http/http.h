@@ -40,6 +40,9 @@ struct http_limits {
 	unsigned head_timeout_ms;
 	unsigned body_timeout_ms;
 	size_t max_write_buffer;
+	/* Request bodies held at once, all connections together (0: no limit): a body that would
+	 * pass it is refused with 503, so many large bodies at once can't exhaust memory. */
+	size_t max_bodies_bytes;
 };
 
 struct http_header {
@@ -83,6 +86,13 @@ struct http_request {
 	 * (from then on, on_abort and the one reply apply). It must not reply; the request is freed
 	 * when it returns. */
 	void (*on_free)(struct http_request *req);
+	/* Routes with take_over: the declared length of a body that was left unread (body is then
+	 * NULL: it follows the head on the connection, see http_hijack); -1 when the body was read
+	 * as for other routes (a chunked one, whose end only parsing finds). */
+	int64_t body_unread;
+	/* Routes with take_over: the client shut down its sending side while the request was with
+	 * its handler (a half-close after its request; it may still read the answer). */
+	bool client_eof;
 	void *priv_; /* the library's */
 };
 
@@ -97,8 +107,16 @@ struct http_route {
 	http_handler_fn fn;
 	void *ud;              /* handler's data for this route (req->route->ud) */
 	size_t max_body_bytes; /* 0: the server's limit */
-	unsigned flags;        /* the application's (e.g. which permission the route needs) */
+	/* The application's (e.g. which permission the route needs), but for HTTP_ROUTE_TAKE_OVER
+	 */
+	unsigned flags;
 };
+/* In a route's flags: the handler takes the connection over (http_hijack, a proxy). A body of
+ * declared length is not read before it runs (req->body_unread), so that it can be streamed on
+ * with backpressure rather than held whole; and a client that shuts down its sending side while
+ * the request waits is not taken as gone (req->client_eof), since a request and then a
+ * half-close is how some clients say they are done sending. */
+#define HTTP_ROUTE_TAKE_OVER (1u << 31)
 
 /* Called for every routed request as soon as its head is complete (method, path, query,
  * headers, route and params are set; body is not: it has not been read yet, and none of it is
@@ -189,11 +207,18 @@ struct http_relay;
 struct http_relay_config {
 	size_t max_buffer_bytes;  /* per direction; 0: HTTP_DEFAULT_MAX_WRITE_BUFFER */
 	unsigned idle_timeout_ms; /* 0: none */
-	/* One request and its response: what a sends is dropped (its request went with to_b; a
-	 * keep-alive client's next request must never reach b), and "Connection: close" is put
+	/* One request and its response: what a sends past its request is dropped (its request
+	 * went with to_b, or its body's rest is counted by a_request_bytes; a keep-alive client's
+	 * next request must never reach b), and "Connection: close" is put
 	 * after the status line of b's response unless it says so, so that the client ends the
 	 * connection. */
 	bool one_request;
+	/* With one_request: how many of a's bytes still belong to its request (the rest of a body
+	 * not read before the relay began) and go to b; what follows them is dropped. */
+	uint64_t a_request_bytes;
+	/* a has shut down its sending side already: its EOF goes to b once to_b (which must not
+	 * be empty then) is written. */
+	bool a_eof;
 	void (*on_end)(void *ud);
 	void *ud;
 };

@@ -38,9 +38,10 @@ struct http_req_priv {
 	bool in_value;        /* the last head callback was a header value */
 	bool url_done;
 
-	size_t body_cap;   /* allocated, including the NUL: grows as the body arrives */
-	size_t body_limit; /* the route's (or the server's) limit */
-	char *params_buf;  /* decoded route parameters, NUL-separated */
+	size_t body_cap;     /* allocated, including the NUL: grows as the body arrives */
+	size_t body_limit;   /* the route's (or the server's) limit */
+	size_t body_counted; /* of body_cap, counted in the server's bodies_bytes */
+	char *params_buf;    /* decoded route parameters, NUL-separated */
 
 	int route_status;  /* 0: routed; 400, 404, 405 or 414: answer that */
 	int status;        /* of the reply, once its head is built */

@@ -309,11 +309,18 @@ static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf)
 		return;
 	}
 	r->last_ms = uv_now(r->loop);
-	if (r->lingering || (r->cfg.one_request && s == &r->side[SIDE_A])) {
+	if (r->cfg.one_request && s == &r->side[SIDE_A] && !r->lingering) {
+		/* The rest of a's request body goes on; what follows it goes nowhere. */
+		size_t pass = (uint64_t)n < r->cfg.a_request_bytes ? (size_t)n
+		                                                   : (size_t)r->cfg.a_request_bytes;
+		r->cfg.a_request_bytes -= pass;
+		n = (ssize_t)pass;
+	}
+	if (r->lingering || n == 0) {
 		spare_put(r, wr); /* b is done, or a's one request went already: goes nowhere */
 		return;
 	}
-	if (r->cfg.one_request && !r->status_done) {
+	if (r->cfg.one_request && s == &r->side[SIDE_B] && !r->status_done) {
 		int e = status_line_add(r, wr->data, (size_t)n);
 		spare_put(r, wr);
 		if (e < 0)
@@ -395,6 +402,7 @@ int http_relay_new(uv_loop_t *loop, uv_tcp_t *a, uv_tcp_t *b, char *to_a, size_t
 	}
 	if (r->cfg.idle_timeout_ms)
 		uv_timer_start(&r->timer, on_idle_check, r->cfg.idle_timeout_ms, 0);
+	r->side[SIDE_A].eof = r->cfg.a_eof;
 	relay_read_update(&r->side[SIDE_A]);
 	relay_read_update(&r->side[SIDE_B]);
 	*ret = r;

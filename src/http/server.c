@@ -62,6 +62,7 @@ struct http_server {
 	llhttp_settings_t settings;
 	struct http_conn *conns;
 	unsigned nconns, nrejecting;
+	size_t bodies_bytes; /* request bodies held by requests of open connections */
 	int port;
 	bool closing;
 	void (*done)(void *);
@@ -118,6 +119,7 @@ static struct http_req_priv *req_new(struct http_conn *conn)
 	rp->pub.server = conn->srv;
 	rp->pub.priv_ = rp;
 	rp->pub.query = "";
+	rp->pub.body_unread = -1;
 	rp->rhdrs_tail = &rp->rhdrs;
 	rp->start_ns = uv_hrtime();
 	memcpy(rp->pub.remote, conn->remote, sizeof(rp->pub.remote));
@@ -211,12 +213,23 @@ static void on_handle_closed(uv_handle_t *h)
 	server_maybe_done(srv);
 }
 
+/* The request's body no longer counts against the server's max_bodies_bytes: it leaves its
+ * connection (a detached request may outlive the server, so it is counted only while attached). */
+static void req_body_uncount(struct http_req_priv *rp)
+{
+	if (rp && rp->conn && rp->body_counted) {
+		rp->conn->srv->bodies_bytes -= rp->body_counted;
+		rp->body_counted = 0;
+	}
+}
+
 /* Let go of a request the connection no longer answers: freed, unless the gate is running on it
  * (its caller frees it once the gate returns). Not for a request with its handler. */
 static void req_drop(struct http_req_priv *rp)
 {
 	if (!rp)
 		return;
+	req_body_uncount(rp);
 	rp->conn = NULL;
 	if (!rp->in_gate)
 		http_req_free(rp);
@@ -239,6 +252,7 @@ static void conn_close(struct http_conn *conn)
 		req_drop(rp);
 		return;
 	}
+	req_body_uncount(rp);
 	rp->conn = NULL;
 	rp->aborted = true;
 	/* Last: on_abort may reply, which frees the request. */
@@ -593,15 +607,29 @@ static int on_headers_complete(llhttp_t *p)
 	if (rp->route_status == 0 && srv->gate && req_gate(conn, rp) < 0)
 		return -1; /* replied (the connection lingers) or the connection is gone */
 
-	/* The body buffer grows as bytes arrive (on_body), whatever the client declared. */
 	bool has_length = p->flags & F_CONTENT_LENGTH;
+	const char *expect = http_header_get(req, "Expect");
+	bool send_continue = expect && strcasecmp(expect, "100-continue") == 0 && !rp->http10;
+	/* A route that takes the connection over gets a body of known length unread: the handler
+	 * runs now, and the body stays on the connection (reading stops once the read buffer is
+	 * full) until the handler takes it over. */
+	if (rp->route_status == 0 && (req->route->flags & HTTP_ROUTE_TAKE_OVER) &&
+	    !(p->flags & F_CHUNKED)) {
+		req->body_unread = has_length ? (int64_t)p->content_length : 0;
+		if (send_continue && http_conn_write(conn, "HTTP/1.1 100 Continue\r\n\r\n", 25,
+		                                     NULL, 0, NULL, 0) < 0)
+			return -1;
+		conn->state = CONN_BUSY;
+		uv_timer_stop(&conn->timer);
+		return HPE_PAUSED;
+	}
+	/* The body buffer grows as bytes arrive (on_body), whatever the client declared. */
 	if (has_length && p->content_length > rp->body_limit) {
 		conn->fail_status = 413;
 		conn->fail_msg = "request body too large";
 		return -1;
 	}
-	const char *expect = http_header_get(req, "Expect");
-	if (expect && strcasecmp(expect, "100-continue") == 0 && !rp->http10 &&
+	if (send_continue &&
 	    http_conn_write(conn, "HTTP/1.1 100 Continue\r\n\r\n", 25, NULL, 0, NULL, 0) < 0)
 		return -1; /* the connection is closing; rp is gone */
 	conn->state = CONN_BODY;
@@ -642,12 +670,21 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 			cap *= 2;
 		if (cap > rp->body_limit + 1)
 			cap = rp->body_limit + 1;
+		size_t max_all = conn->srv->limits.max_bodies_bytes;
+		if (max_all && cap - rp->body_cap > max_all - conn->srv->bodies_bytes) {
+			conn->fail_status = 503;
+			conn->fail_msg =
+			    "the server holds too many request bodies; try again shortly";
+			return HPE_USER;
+		}
 		char *b = realloc(req->body, cap);
 		if (!b) {
 			conn->fail_status = 503;
 			conn->fail_msg = "out of memory";
 			return HPE_USER;
 		}
+		conn->srv->bodies_bytes += cap - rp->body_cap;
+		rp->body_counted += cap - rp->body_cap;
 		req->body = b;
 		rp->body_cap = cap;
 	}
@@ -702,6 +739,7 @@ void http_conn_request_done(struct http_req_priv *rp, bool close)
 	/* Only while the connection lives: a request detached from it may outlive the server. */
 	if (conn && !conn->closing && conn->srv->on_done && rp->status)
 		conn->srv->on_done(&rp->pub, rp->status, uv_hrtime() - rp->start_ns, conn->srv->ud);
+	req_body_uncount(rp);
 	if (rp->in_gate)
 		rp->ended = true; /* the gate replied: req_gate frees it once the gate returns */
 	else
@@ -777,6 +815,7 @@ int http_hijack(struct http_request *req, int status, uv_tcp_t **ret_tcp, char *
 	if (conn->srv->on_done)
 		conn->srv->on_done(req, status, uv_hrtime() - rp->start_ns, conn->srv->ud);
 	conn->req = NULL;
+	req_body_uncount(rp);
 	http_req_free(rp);
 	conn_close(conn);
 	return 0;
@@ -823,6 +862,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		conn->eof = true;
 		uv_read_stop(s);
 		conn->reading = false;
+		struct http_req_priv *rp = conn->req;
+		if (nread == UV_EOF && conn->state == CONN_BUSY && rp && rp->dispatched &&
+		    rp->pub.route && (rp->pub.route->flags & HTTP_ROUTE_TAKE_OVER)) {
+			rp->pub.client_eof = true; /* a half-close: it may still want the answer */
+			return;
+		}
 		if (nread == UV_EOF && conn->write_queued > 0 &&
 		    (conn->state == CONN_IDLE || conn->state == CONN_LINGER)) {
 			conn_close_when_flushed(conn);

@@ -68,7 +68,7 @@ void api_exec_stdin(struct http_request *req)
 	if (!sb)
 		return;
 	struct server *srv = call->srv;
-	if (req->body_len > SERVER_MAX_STDIN_INFLIGHT_BYTES - srv->stdin_bytes) {
+	if (req->body_len > srv->cfg.max_stdin_inflight_bytes - srv->stdin_bytes) {
 		api_reply_error(
 		    call, 429, "resource_exhausted",
 		    "%zu bytes of stdin are on their way to executions already; try again "

@@ -20,6 +20,8 @@ struct tunnel_rec {
 	char id[ID_MAX_BYTES]; /* tn-… */
 	char sandbox[ID_MAX_BYTES];
 	char workspace[ID_MAX_BYTES];
+	char token[ID_MAX_BYTES]; /* the caller's token (tk-…): its deletion closes the tunnel */
+	int64_t token_expires_ms; /* 0: never; the tunnel closes when the token expires */
 	struct server *srv;
 	struct worker_rec *worker;
 	int port;
@@ -83,6 +85,18 @@ static void tunnel_relay_ended(void *ud)
 	tunnel_free(t);
 }
 
+/* Cut a tunnel's relay, or answer its client still waiting with status and why. */
+static void tunnel_close(struct tunnel_rec *t, int status, const char *code, const char *why)
+{
+	if (t->relay) {
+		http_relay_close(TAKE_PTR(t->relay));
+		tunnel_free(t);
+	} else {
+		tunnel_refuse(t, status, code, "port %d of sandbox %s: %s", t->port, t->sandbox,
+		              why);
+	}
+}
+
 void tunnels_close(struct server *srv, const char *sandbox, const struct worker_rec *w, int status,
                    const char *why)
 {
@@ -91,13 +105,20 @@ void tunnels_close(struct server *srv, const char *sandbox, const struct worker_
 	while ((t = map_next(&srv->tunnels, &pos))) {
 		if ((sandbox && strcmp(t->sandbox, sandbox)) || (w && t->worker != w))
 			continue;
-		if (t->relay) {
-			http_relay_close(TAKE_PTR(t->relay));
-			tunnel_free(t);
-		} else {
-			tunnel_refuse(t, status, "unavailable", "port %d of sandbox %s: %s",
-			              t->port, t->sandbox, why);
-		}
+		tunnel_close(t, status, "unavailable", why);
+	}
+}
+
+void tunnels_close_token(struct server *srv, const char *token_id, int64_t now_ms)
+{
+	size_t pos = 0;
+	struct tunnel_rec *t;
+	while ((t = map_next(&srv->tunnels, &pos))) {
+		if (token_id ? !strcmp(t->token, token_id)
+		             : t->token_expires_ms && t->token_expires_ms <= now_ms)
+			tunnel_close(t, 401, "unauthenticated",
+			             token_id ? "the token that opened it was deleted"
+			                      : "the token that opened it expired");
 	}
 }
 
@@ -203,10 +224,10 @@ void api_ports_proxy(struct http_request *req)
 	const struct tunnel_rec *other;
 	while ((other = map_next(&srv->tunnels, &pos)))
 		mine += !strcmp(other->workspace, sb->row.workspace_id);
-	if (mine >= SERVER_MAX_TUNNELS_PER_WS) {
+	if (mine >= srv->cfg.max_tunnels_per_ws) {
 		api_reply_error(call, 429, "resource_exhausted",
-		                "this workspace has %d tunnels open, its most; try again shortly",
-		                SERVER_MAX_TUNNELS_PER_WS);
+		                "this workspace has %zu tunnels open, its most; try again shortly",
+		                srv->cfg.max_tunnels_per_ws);
 		return;
 	}
 	struct tunnel_rec *t = calloc(1, sizeof(*t));
@@ -225,6 +246,10 @@ void api_ports_proxy(struct http_request *req)
 	t->call = call;
 	snprintf(t->sandbox, sizeof(t->sandbox), "%s", sb->row.id);
 	snprintf(t->workspace, sizeof(t->workspace), "%s", sb->row.workspace_id);
+	if (call->who.token) {
+		snprintf(t->token, sizeof(t->token), "%s", call->who.token->row.id);
+		t->token_expires_ms = call->who.token->row.expires_ms;
+	}
 	t->timer = timer;
 	sb->tunnels_live++; /* not idle while it is open */
 	sandbox_touch(srv, sb);
@@ -350,9 +375,11 @@ static char *tunnel_request(const struct tunnel_rec *t, const struct http_reques
 	for (size_t i = 0; i < req->nheaders; i++)
 		if (!header_dropped(req->headers[i].name, connection))
 			fprintf(f, "%s: %s\r\n", req->headers[i].name, req->headers[i].value);
-	if (req->body_len || http_header_get(req, "Content-Length") ||
+	if (req->body_unread > 0 || req->body_len || http_header_get(req, "Content-Length") ||
 	    http_header_get(req, "Transfer-Encoding"))
-		fprintf(f, "Content-Length: %zu\r\n", req->body_len);
+		fprintf(f, "Content-Length: %llu\r\n",
+		        req->body_unread >= 0 ? (unsigned long long)req->body_unread
+		                              : (unsigned long long)req->body_len);
 	/* The client's address without its port ("ip:port", or "v6:…:port"). */
 	const char *colon = strrchr(req->remote, ':');
 	int iplen = colon ? (int)(colon - req->remote) : (int)strlen(req->remote);
@@ -368,7 +395,8 @@ static char *tunnel_request(const struct tunnel_rec *t, const struct http_reques
 	if (!out)
 		return NULL;
 	memcpy(out, head, head_len);
-	memcpy(out + head_len, req->body, req->body_len);
+	if (req->body_len) /* body is NULL when it was left on the connection */
+		memcpy(out + head_len, req->body, req->body_len);
 	*ret_len = head_len + req->body_len;
 	return out;
 }
@@ -401,6 +429,10 @@ void link_tunnel(struct http_request *req)
 	char *to_b = tunnel_request(t, creq, HTTP_MAX_PENDING_BYTES, &to_b_len);
 	_cleanup_free_ char *connection = connection_tokens(creq);
 	t->one_request = !connection || !request_upgrades(creq, connection);
+	/* A body of declared length was left on the client's connection: what of it was read
+	 * already goes with the request, the rest is relayed as it comes. */
+	uint64_t body_rest = creq->body_unread > 0 ? (uint64_t)creq->body_unread : 0;
+	bool client_eof = creq->client_eof;
 	uv_tcp_t *wtcp, *ctcp;
 	char *wpending, *cpending;
 	size_t wpending_len, cpending_len;
@@ -431,17 +463,21 @@ void link_tunnel(struct http_request *req)
 		return;
 	}
 	api_call_free(call);
-	/* What the client sent after its request goes on only on a switched protocol; otherwise
-	 * a keep-alive client's next request (its token with it) must never reach the sandbox. */
-	if (!t->one_request && cpending_len)
+	/* What the client sent after its request (and its body) goes on only on a switched
+	 * protocol; otherwise a keep-alive client's next request (its token with it) must never
+	 * reach the sandbox. */
+	if (t->one_request && cpending_len > body_rest)
+		cpending_len = (size_t)body_rest;
+	if (cpending_len)
 		memcpy(to_b + to_b_len, cpending, cpending_len);
-	else
-		cpending_len = 0;
+	body_rest -= t->one_request ? cpending_len : 0;
 	free(cpending);
 	struct http_relay_config rc = {
 	    .max_buffer_bytes = SERVER_TUNNEL_BUFFER_BYTES,
 	    .idle_timeout_ms = SERVER_TUNNEL_IDLE_MS,
 	    .one_request = t->one_request,
+	    .a_request_bytes = body_rest,
+	    .a_eof = client_eof,
 	    .on_end = tunnel_relay_ended,
 	    .ud = t,
 	};

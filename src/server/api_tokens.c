@@ -251,6 +251,7 @@ void api_tokens_delete(struct http_request *req)
 	/* Gone from memory now: from this moment it authenticates nothing. */
 	map_remove(&srv->tokens, found->row.secret_hash);
 	free(found);
+	tunnels_close_token(srv, w->row.id, 0); /* nor keeps any tunnel open */
 	if (server_persist(srv, token_write_fn, token_write_done, w) < 0) {
 		free(w);
 		api_reply_error(call, 503, "unavailable", "the state store is unavailable");

@@ -60,9 +60,9 @@ static const struct http_route ROUTES[] = {
     {"GET", "/v1/sandboxes/{}/ports", api_ports_list, NULL, 0, PERM_READ | PERM_SANDBOX},
     /* Any method: the request goes to the sandbox as it came. */
     {"*", "/v1/sandboxes/{}/ports/{}", api_ports_proxy, NULL, SERVER_PORT_MAX_BODY_BYTES,
-     PERM_WRITE | PERM_SANDBOX},
+     PERM_WRITE | PERM_SANDBOX | HTTP_ROUTE_TAKE_OVER},
     {"*", "/v1/sandboxes/{}/ports/{}/{*}", api_ports_proxy, NULL, SERVER_PORT_MAX_BODY_BYTES,
-     PERM_WRITE | PERM_SANDBOX},
+     PERM_WRITE | PERM_SANDBOX | HTTP_ROUTE_TAKE_OVER},
     {"GET", "/v1/workers", api_workers_list, NULL, 0, PERM_ADMIN},
     {"POST", "/internal/v1/workers/register", link_register, NULL, LINK_MAX_BODY_BYTES,
      PERM_WORKER},
@@ -332,6 +332,7 @@ static void tick(uv_timer_t *t)
 {
 	struct server *srv = t->data;
 	link_check_workers(srv);
+	tunnels_close_token(srv, NULL, clock_now_ms());
 	if (++srv->ticks % IDEM_EXPIRE_TICKS == 0 && !srv->stopping)
 		server_persist(srv, idem_expire_fn, NULL, NULL);
 }
@@ -345,6 +346,12 @@ int server_new(uv_loop_t *loop, struct store *store, const struct server_config 
 	srv->loop = loop;
 	srv->store = store;
 	srv->cfg = *cfg;
+	if (!srv->cfg.max_tunnels_per_ws)
+		srv->cfg.max_tunnels_per_ws = SERVER_MAX_TUNNELS_PER_WS;
+	if (!srv->cfg.max_stdin_inflight_bytes)
+		srv->cfg.max_stdin_inflight_bytes = SERVER_MAX_STDIN_INFLIGHT_BYTES;
+	if (!srv->cfg.max_bodies_bytes)
+		srv->cfg.max_bodies_bytes = SERVER_MAX_BODIES_BYTES;
 	map_init(&srv->workspaces);
 	map_init(&srv->tokens);
 	map_init(&srv->sandboxes);
@@ -371,6 +378,7 @@ int server_new(uv_loop_t *loop, struct store *store, const struct server_config 
 	    .on_done = request_done,
 	};
 	hc.limits.max_body_bytes = SERVER_MAX_JSON_BODY_BYTES;
+	hc.limits.max_bodies_bytes = srv->cfg.max_bodies_bytes;
 	if ((r = http_server_new(loop, &hc, &srv->http, err)) < 0)
 		goto fail;
 	if ((r = http_server_listen(srv->http, cfg->listen, err)) < 0) {

@@ -57,13 +57,15 @@
 #define SERVER_TIMEOUT_GRACE_MS  0
 #define SERVER_TIMEOUT_MARGIN_MS 2000
 /* Tunnels to sandbox ports (api_ports.c). */
-#define SERVER_MAX_TUNNELS         1024               /* open at once, all sandboxes */
-#define SERVER_MAX_TUNNELS_PER_WS  256                /* of one workspace: no tenant takes all */
-#define SERVER_PORT_MAX_BODY_BYTES (16 * 1024 * 1024) /* a request to a port, read whole */
-#define SERVER_TUNNEL_CONNECT_MS   10000              /* the worker connects back within */
-#define SERVER_TUNNEL_IDLE_MS      (10 * 60 * 1000)   /* nothing either way: closed */
-#define SERVER_TUNNEL_BUFFER_BYTES (1024 * 1024)      /* queued per direction */
-#define LINK_TUNNEL_PROTOCOL       "skiff-tunnel"     /* the worker's Upgrade */
+#define SERVER_MAX_TUNNELS        1024 /* open at once, all sandboxes */
+#define SERVER_MAX_TUNNELS_PER_WS 256  /* of one workspace: no tenant takes all */
+/* A chunked request to a port, read whole (one of known length is streamed). */
+#define SERVER_PORT_MAX_BODY_BYTES (16 * 1024 * 1024)
+#define SERVER_MAX_BODIES_BYTES    (256 * 1024 * 1024) /* request bodies held at once, all calls */
+#define SERVER_TUNNEL_CONNECT_MS   10000               /* the worker connects back within */
+#define SERVER_TUNNEL_IDLE_MS      (10 * 60 * 1000)    /* nothing either way: closed */
+#define SERVER_TUNNEL_BUFFER_BYTES (1024 * 1024)       /* queued per direction */
+#define LINK_TUNNEL_PROTOCOL       "skiff-tunnel"      /* the worker's Upgrade */
 
 enum role {
 	ROLE_NONE = 0,
@@ -151,6 +153,10 @@ struct server_config {
 	const char *listen;        /* "ADDR:PORT" */
 	const char *worker_secret; /* what the worker link's callers must present */
 	int worker_lost_ms;        /* 0: SERVER_WORKER_LOST_MS */
+	/* Limits a test can lower to reach them quickly (0: the SERVER_MAX_… default). */
+	size_t max_tunnels_per_ws;       /* SERVER_MAX_TUNNELS_PER_WS */
+	size_t max_stdin_inflight_bytes; /* SERVER_MAX_STDIN_INFLIGHT_BYTES */
+	size_t max_bodies_bytes;         /* SERVER_MAX_BODIES_BYTES */
 };
 
 #define METRICS_MAX_ROUTES 64 /* routes counted one by one; one more slot is "unmatched" */
@@ -384,6 +390,9 @@ void link_tunnel_failed(struct server *srv, struct worker_rec *w, json_t *ev);
  * still waiting for their worker are answered status with why. */
 void tunnels_close(struct server *srv, const char *sandbox, const struct worker_rec *w, int status,
                    const char *why);
+/* Close the tunnels opened with the token token_id (deleted), or with NULL those whose token
+ * has expired by now_ms: a revoked credential keeps nothing open. */
+void tunnels_close_token(struct server *srv, const char *token_id, int64_t now_ms);
 
 /* link.c: the worker link, server side */
 void link_register(struct http_request *req);

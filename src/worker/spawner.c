@@ -23,6 +23,7 @@
 #include "../lib/fsutil.h"
 #include "../lib/sock.h"
 #include "spawner_internal.h"
+#include "stdin_holder.h"
 
 #define SP_READ_CHUNK_BYTES (64 * 1024)
 
@@ -574,6 +575,23 @@ static int loop(struct spawner *sp)
 	return ret;
 }
 
+/* The stdin holder program's path: STDIN_HOLDER_NAME in our own binary's directory. 0 when it
+ * is there, else -errno (buf holds what was looked for). */
+static int holder_path_find(char *buf, size_t size)
+{
+	char self[4096];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n < 0)
+		return -errno;
+	self[n] = '\0';
+	char *slash = strrchr(self, '/');
+	if (slash)
+		*slash = '\0';
+	if ((size_t)snprintf(buf, size, "%s/%s", self, STDIN_HOLDER_NAME) >= size)
+		return -ENAMETOOLONG;
+	return access(buf, X_OK) < 0 ? -errno : 0;
+}
+
 int spawner_main(const struct spawner_config *cfg, int fd)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -587,6 +605,13 @@ int spawner_main(const struct spawner_config *cfg, int fd)
 	struct spawner sp = {.cfg = cfg, .fd = fd, .ino_fd = -1, .reply_fd = -1};
 	struct sk_error err = {0};
 	int ret = 1;
+	if (cfg->stdin_holder)
+		snprintf(sp.holder_path, sizeof(sp.holder_path), "%s", cfg->stdin_holder);
+	else if (holder_path_find(sp.holder_path, sizeof(sp.holder_path)) < 0)
+		sp_log("error",
+		       "start: no stdin holder next to /proc/self/exe (%s): execs with "
+		       "stdin or a terminal will fail",
+		       sp.holder_path);
 	sp.events = json_array();
 	spec_init(&sp.pool_base);
 	if (rt_init(&sp.rt, cfg->instance, cfg->run_dir, &err) < 0) {

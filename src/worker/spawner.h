@@ -42,6 +42,8 @@ struct spawner_config {
 	int pool_size; /* ready sandboxes for the default image and limits; 0: none */
 	/* Network egress: its subnet and resolvers; NULL: the defaults without DNS. */
 	const struct egress_config *egress;
+	/* The stdin holder program (stdin_holder.h); NULL: skiff-stdin next to our own binary. */
+	const char *stdin_holder;
 	/* Called in the spawner right after the fork, optional: e.g. to blank the daemon's command
 	 * line, which sandboxes (forks of the spawner) would show as their /proc/1/cmdline. The
 	 * strings above must not live in what it blanks. */

@@ -318,7 +318,7 @@ int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *
 	} else {
 		if (kind != SP_STDIN_NONE) {
 			int stream = kind == SP_STDIN_PTY ? TAKE_FD(e->ex.pty_fd) : TAKE_FD(in[1]);
-			if ((r = sp_stdin_start(s, e, kind, stream, fds[0], err)) < 0) {
+			if ((r = sp_stdin_start(sp, s, e, kind, stream, fds[0], err)) < 0) {
 				rt_exec_signal(&e->ex, SIGKILL);
 				goto out_unlink;
 			}

@@ -25,7 +25,6 @@
 #define SP_STDIN_MAX_WRITE_BYTES (1024 * 1024) /* one stdin request's data */
 /* A write the exec has not taken in by then is answered (deadline_exceeded). */
 #define SP_STDIN_WRITE_TIMEOUT_MS 30000
-#define SP_STDIN_HOLDER_NAME      "skiff-stdin" /* the holder's comm */
 #define SP_PTY_MAX_ROWS           1000
 #define SP_PTY_MAX_COLS           1000
 #define SP_PTY_DEFAULT_ROWS       24
@@ -114,15 +113,18 @@ enum sp_stdin_kind { SP_STDIN_NONE, SP_STDIN_PIPE, SP_STDIN_PTY };
 
 /* An exec's stdin (a pipe) or terminal (a pseudo-terminal's master). A holder process keeps it
  * open for as long as the exec runs, whatever happens to the spawner: the command never gets
- * EOF or SIGHUP because its starter died. The holder is a fork of the spawner in the sandbox's
- * cgroups; it holds the pipe's write end (and exits when nobody reads it any more), or the
- * master, whose output it copies into the exec's stdout file (and exits when every slave is
- * closed). The spawner writes through its own copy of the same fd; a restarted spawner takes
- * the fd back from the holder (pidfd_getfd). */
+ * EOF or SIGHUP because its starter died. The holder is a small program of its own
+ * (stdin_holder.h) in the sandbox's cgroups; it holds the pipe's write end (and exits when nobody
+ * reads it any more), or the master, whose output it copies into the exec's stdout file (and exits
+ * when every slave is closed). The spawner writes through its own copy of the same fd; a restarted
+ * spawner takes the fd back from the holder (pidfd_getfd). */
 struct sp_stdin {
 	enum sp_stdin_kind kind;
 	int fd;  /* ours, O_NONBLOCK; -1: none, or closed */
-	int eof; /* the client closed it */
+	int eof; /* the client closed it (a pipe's: a terminal's never closes) */
+	/* A terminal: the last byte written ended a line (or none was written yet), so that its
+	 * end-of-file character makes a reader in canonical mode read end-of-file. */
+	int at_line_start;
 	pid_t holder;
 	unsigned long long holder_start;
 	int holder_pidfd; /* -1: none, or gone */
@@ -132,7 +134,7 @@ struct sp_stdin {
 	unsigned char *buf;
 	size_t len, off;
 	size_t data_len; /* of len: the client's (a terminal's EOF character may follow) */
-	int eof_after;   /* then close stdin */
+	int eof_after;   /* then close stdin (a pipe's) */
 	int64_t deadline_mono;
 };
 
@@ -198,6 +200,7 @@ struct spawner {
 	int oreads_due;  /* something they all wait for may have happened (an end) */
 	int oreads_some; /* some of them are due (their files changed, a cancel) */
 	int reply_fd;    /* set by a handler: passed with its reply ("fd":true), then closed */
+	char holder_path[4096]; /* the stdin holder program: next to our own binary */
 };
 
 int64_t sp_now_mono(void);
@@ -268,10 +271,11 @@ void sp_execs_adopt(struct spawner *sp, struct sp_sandbox *s);
 
 int sp_op_stdin(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_resize(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
-/* Give e's stream (a pipe's write end, or a terminal's master; taken) to a new holder, and to
- * e->in (out_fd: the stdout file the holder copies a terminal's output to). */
-int sp_stdin_start(struct sp_sandbox *s, struct sp_exec *e, enum sp_stdin_kind kind, int stream_fd,
-                   int out_fd, struct sk_error *err);
+/* Give e's stream (a pipe's write end, or a terminal's master; taken) to a new holder (the
+ * program at sp->holder_path), and to e->in (out_fd: the stdout file the holder copies a
+ * terminal's output to). */
+int sp_stdin_start(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e,
+                   enum sp_stdin_kind kind, int stream_fd, int out_fd, struct sk_error *err);
 /* e's stdin is over (e ended, or its sandbox): answer its write in progress (conflict, why),
  * close ours, kill the holder. wait: also reap it now (the exec is freed next). */
 void sp_stdin_end(struct spawner *sp, struct sp_exec *e, const char *why, int wait);

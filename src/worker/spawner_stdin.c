@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -16,12 +15,9 @@
 
 #include "../lib/encoding.h"
 #include "../lib/fsutil.h"
-#include "../runtime/caps.h"
 #include "spawner_internal.h"
+#include "stdin_holder.h"
 
-#define HOLDER_STREAM_FD    3 /* in the holder: the pipe's write end, or the master */
-#define HOLDER_OUTPUT_FD    4 /* and the stdout file a terminal's output goes to */
-#define HOLDER_COPY_BYTES   (64 * 1024)
 #define HOLDER_REAP_WAIT_MS 1000 /* a killed holder that is not our child: waited for this long */
 
 static const char *const KIND_NAMES[] = {
@@ -29,26 +25,11 @@ static const char *const KIND_NAMES[] = {
 
 /* ---- the holder ---- */
 
-static void write_all(int fd, const char *p, size_t n)
+/* In the spawner's child: its descriptors, session and signals made ready, then the holder
+ * program in its place (stdin_holder.h). errno goes to err_fd when the exec fails. */
+_Noreturn static void holder_exec(const char *path, enum sp_stdin_kind kind, int stream_fd,
+                                  int out_fd, int err_fd)
 {
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return; /* the file can't take it (disk full): the terminal must not stall
-			         */
-		p += w;
-		n -= (size_t)w;
-	}
-}
-
-/* The holder's life, in a fork of the spawner. A pipe: hold its write end until nobody reads it
- * any more. A terminal: copy the master's output to the stdout file until every slave is closed
- * (EIO), which also ends a session the command left behind. */
-_Noreturn static void holder_run(enum sp_stdin_kind kind, int stream_fd, int out_fd)
-{
-	prctl(PR_SET_NAME, SP_STDIN_HOLDER_NAME);
 	/* A session of its own, default signals: the daemon's process group, terminal and ignored
 	 * stop signals are not its. */
 	setsid();
@@ -60,55 +41,55 @@ _Noreturn static void holder_run(enum sp_stdin_kind kind, int stream_fd, int out
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	int a = fcntl(stream_fd, F_DUPFD_CLOEXEC, 10);
 	int b = out_fd >= 0 ? fcntl(out_fd, F_DUPFD_CLOEXEC, 10) : -1;
-	if (a < 0 || dup2(a, HOLDER_STREAM_FD) < 0 || (b >= 0 && dup2(b, HOLDER_OUTPUT_FD) < 0))
+	int e = fcntl(err_fd, F_DUPFD_CLOEXEC, 10);
+	if (a < 0 || e < 0 || dup2(a, STDIN_HOLDER_STREAM_FD) < 0 ||
+	    (b >= 0 && dup2(b, STDIN_HOLDER_OUTPUT_FD) < 0))
 		_exit(1);
-	int keep[2] = {HOLDER_STREAM_FD, HOLDER_OUTPUT_FD};
-	if (fs_close_all_except(keep, b >= 0 ? 2 : 1) < 0)
+	int keep[3] = {STDIN_HOLDER_STREAM_FD, e, STDIN_HOLDER_OUTPUT_FD};
+	if (fs_close_all_except(keep, b >= 0 ? 3 : 2) < 0)
 		_exit(1);
 	int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 	for (int i = 0; i < 3 && devnull >= 0; i++)
 		dup2(devnull, i);
-	if (devnull > HOLDER_OUTPUT_FD)
-		close(devnull);
-	/* It only copies bytes: no privilege, and nothing to trace or dump. */
-	struct sk_error err = {0};
-	if (caps_clear(&err) < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-		_exit(1);
-	prctl(PR_SET_DUMPABLE, 0);
-	if (kind == SP_STDIN_PIPE) {
-		struct pollfd p = {.fd = HOLDER_STREAM_FD, .events = 0};
-		for (;;)
-			if (poll(&p, 1, -1) > 0 && (p.revents & (POLLERR | POLLHUP | POLLNVAL)))
-				_exit(0);
+	char *argv[] = {(char *)STDIN_HOLDER_NAME, (char *)KIND_NAMES[kind], NULL};
+	char *envp[] = {NULL};
+	execve(path, argv, envp);
+	int saved = errno;
+	if (write(e, &saved, sizeof(saved)) < 0) {
 	}
-	static char buf[HOLDER_COPY_BYTES];
-	struct pollfd p = {.fd = HOLDER_STREAM_FD, .events = POLLIN};
-	for (;;) {
-		ssize_t n = read(HOLDER_STREAM_FD, buf, sizeof(buf));
-		if (n > 0)
-			write_all(HOLDER_OUTPUT_FD, buf, (size_t)n);
-		else if (n < 0 && errno == EAGAIN)
-			poll(&p, 1, -1);
-		else if (n == 0 || errno != EINTR)
-			_exit(0);
-	}
+	_exit(127);
 }
 
-int sp_stdin_start(struct sp_sandbox *s, struct sp_exec *e, enum sp_stdin_kind kind, int stream_fd,
-                   int out_fd, struct sk_error *err)
+int sp_stdin_start(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e,
+                   enum sp_stdin_kind kind, int stream_fd, int out_fd, struct sk_error *err)
 {
 	_cleanup_close_ int fd = stream_fd;
+	int ep[2];
+	if (pipe2(ep, O_CLOEXEC) < 0)
+		return sk_error_errno(err, -errno, "start the stdin holder of %s", e->id);
+	_cleanup_close_ int ep_read = ep[0];
+	_cleanup_close_ int ep_write = ep[1];
 	pid_t pid = fork();
 	if (pid < 0)
 		return sk_error_errno(err, -errno, "fork the stdin holder of %s", e->id);
 	if (pid == 0)
-		holder_run(kind, fd, kind == SP_STDIN_PTY ? out_fd : -1);
-	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+		holder_exec(sp->holder_path, kind, fd, kind == SP_STDIN_PTY ? out_fd : -1,
+		            ep_write);
+	close(TAKE_FD(ep_write));
+	/* The holder's exec closes its end: nothing read means it runs the holder program. */
+	int exec_errno = 0;
+	ssize_t n;
+	while ((n = read(ep_read, &exec_errno, sizeof(exec_errno))) < 0 && errno == EINTR)
+		;
+	int pidfd = n == 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
 	unsigned long long start = 0;
-	int r = pidfd < 0 ? -errno : proc_start_time(pid, &start);
-	if (r < 0)
+	int r = n != 0 ? sk_error_errno(err, n > 0 ? -exec_errno : -EIO, "run the stdin holder %s",
+	                                sp->holder_path)
+	        : pidfd < 0 ? sk_error_errno(err, -errno, "watch the stdin holder of %s", e->id)
+	                    : 0;
+	if (r == 0 && (r = proc_start_time(pid, &start)) < 0)
 		sk_error_errno(err, r, "watch the stdin holder of %s", e->id);
-	else
+	else if (r == 0)
 		r = rt_sandbox_join_cgroups(s->sb, pid, err);
 	if (r < 0) {
 		kill(pid, SIGKILL);
@@ -126,7 +107,8 @@ int sp_stdin_start(struct sp_sandbox *s, struct sp_exec *e, enum sp_stdin_kind k
 	                          .holder = pid,
 	                          .holder_start = start,
 	                          .holder_pidfd = pidfd,
-	                          .holder_child = 1};
+	                          .holder_child = 1,
+	                          .at_line_start = 1};
 	return 0;
 }
 
@@ -189,23 +171,25 @@ static size_t written(const struct sp_stdin *in)
  * wrote. */
 static void write_answer(struct spawner *sp, struct sp_stdin *in, const struct sk_error *err)
 {
-	sp_answer(sp, in->req_id,
-	          err ? NULL
-	              : json_pack("{s:I, s:b}", "written", (json_int_t)written(in), "eof", in->eof),
-	          err);
+	sp_answer(
+	    sp, in->req_id,
+	    err ? NULL
+	        : json_pack("{s:I, s:b}", "written", (json_int_t)written(in), "eof", in->eof_after),
+	    err);
 	write_clear(in);
 }
 
+/* A pipe's end: ours and the holder's are its last write ends, so the command reads EOF. (A
+ * terminal's end-of-file is a character, typed with the data: the terminal stays open.) */
 static void input_close(struct sp_sandbox *s, struct sp_exec *e)
 {
 	struct sp_stdin *in = &e->in;
+	if (in->kind != SP_STDIN_PIPE)
+		return;
 	in->eof = 1;
-	if (in->kind == SP_STDIN_PIPE) {
-		/* Ours and the holder's are the last write ends: the command reads EOF. */
-		close(in->fd);
-		in->fd = -1;
-		holder_kill(in);
-	}
+	close(in->fd);
+	in->fd = -1;
+	holder_kill(in);
 	sp_exec_record(s, e);
 }
 
@@ -218,6 +202,8 @@ static int write_pump(struct sp_sandbox *s, struct sp_exec *e, struct sk_error *
 		ssize_t n = write(in->fd, in->buf + in->off, in->len - in->off);
 		if (n > 0) {
 			in->off += (size_t)n;
+			in->at_line_start = in->buf[in->off - 1] == '\n' ||
+			                    (in->off > in->data_len && in->eof_after);
 			continue;
 		}
 		if (n < 0 && errno == EINTR)
@@ -337,12 +323,15 @@ int sp_op_stdin(struct spawner *sp, json_t *req, json_t *reply, struct sk_error 
 		return sk_error_set(err, -EBUSY,
 		                    "a write to the stdin of exec %s is in progress: one at a time",
 		                    e->id);
-	/* A terminal's input ends as a user ends it: with its end-of-file character (^D). */
+	/* A terminal's input ends as a user ends it: with its end-of-file character (^D). In
+	 * canonical mode a ^D after part of a line only hands that part over; a second one then
+	 * makes the read return end-of-file. The terminal stays: more input may follow, and more
+	 * ends of file (a shell reads its next command after a `cat` ended). */
 	unsigned char veof = _POSIX_VDISABLE;
 	struct termios t;
 	if (json_is_true(eof) && in->kind == SP_STDIN_PTY && tcgetattr(in->fd, &t) == 0)
 		veof = t.c_cc[VEOF];
-	in->buf = malloc(blen / 4 * 3 + 2);
+	in->buf = malloc(blen / 4 * 3 + 3);
 	long n = in->buf ? base64_decode(b64, blen, in->buf) : -ENOMEM;
 	if (n < 0) {
 		write_clear(in);
@@ -350,8 +339,12 @@ int sp_op_stdin(struct spawner *sp, json_t *req, json_t *reply, struct sk_error 
 		                    : sk_error_set(err, -EINVAL, "data_b64: not base64");
 	}
 	in->len = in->data_len = (size_t)n;
-	if (veof != _POSIX_VDISABLE)
+	if (veof != _POSIX_VDISABLE) {
+		int partial = n > 0 ? in->buf[n - 1] != '\n' : !in->at_line_start;
+		if (partial && (t.c_lflag & ICANON))
+			in->buf[in->len++] = veof;
 		in->buf[in->len++] = veof;
+	}
 	in->eof_after = json_is_true(eof);
 	in->req_id = json_incref(json_object_get(req, "req"));
 	r = write_pump(s, e, err);
@@ -361,7 +354,7 @@ int sp_op_stdin(struct spawner *sp, json_t *req, json_t *reply, struct sk_error 
 	}
 	if (r > 0) {
 		json_object_set_new(reply, "written", json_integer((json_int_t)written(in)));
-		json_object_set_new(reply, "eof", json_boolean(in->eof));
+		json_object_set_new(reply, "eof", json_boolean(in->eof_after));
 	}
 	write_clear(in);
 	return r < 0 ? r : 0;
@@ -409,6 +402,7 @@ void sp_stdin_adopt(struct sp_exec *e, json_t *rec)
 	if (in->kind == SP_STDIN_NONE)
 		return;
 	in->eof = json_is_true(json_object_get(rec, "eof"));
+	in->at_line_start = 1; /* not known: a single end-of-file character is the safer guess */
 	in->holder = (pid_t)json_integer_value(json_object_get(rec, "holder"));
 	in->holder_start =
 	    (unsigned long long)json_integer_value(json_object_get(rec, "holder_start"));
@@ -422,7 +416,7 @@ void sp_stdin_adopt(struct sp_exec *e, json_t *rec)
 		comm[n] = '\0';
 	if (n > 0 && comm[n - 1] == '\n')
 		comm[n - 1] = '\0';
-	if (pidfd < 0 || strcmp(comm, SP_STDIN_HOLDER_NAME)) { /* gone, or not ours */
+	if (pidfd < 0 || strcmp(comm, STDIN_HOLDER_NAME)) { /* gone, or not ours */
 		if (pidfd >= 0)
 			close(pidfd);
 		in->holder = 0;
@@ -433,7 +427,7 @@ void sp_stdin_adopt(struct sp_exec *e, json_t *rec)
 		holder_kill(in); /* closed, and killed when its closer stopped short */
 		return;
 	}
-	in->fd = (int)syscall(SYS_pidfd_getfd, pidfd, HOLDER_STREAM_FD, 0);
+	in->fd = (int)syscall(SYS_pidfd_getfd, pidfd, STDIN_HOLDER_STREAM_FD, 0);
 	if (in->fd < 0) {
 		/* Not ours to write any more (e.g. ptrace refused): the exec gets its EOF now
 		 * rather than a stdin nobody can write or close. */

@@ -620,14 +620,17 @@ class Skiffd:
         self.deleted = set()
         self.log_path = self.data.parent / f"skiffd-{instance}.log"
 
-    def start(self, pool=1, timeout=30, extra=()):
+    def start(self, pool=1, timeout=30, extra=(), env=None):
+        """extra: more skiffd arguments; env: variables to add to skiffd's environment (limits
+        lowered for a test)."""
         self.pool = pool
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [str(SKIFFD), "dev", "--data", str(self.data), "--listen",
              f"127.0.0.1:{self.port}", "--instance", self.instance, "--pool", str(pool),
              *extra],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
+            env={**os.environ, **(env or {})})
         ok = wait_for(lambda: self._healthy() or self.proc.poll() is not None, timeout, 0.05)
         if self.proc.poll() is not None or not ok:
             pytest.fail(f"skiffd dev did not come up: {self.log_text()[-3000:]}", pytrace=False)
@@ -726,8 +729,9 @@ def kill_all(box):
                        capture_output=True, timeout=DEFAULT_TIMEOUT_S)
 
 
-@pytest.fixture(scope="session")
-def _session_skiffd(tmp_path_factory):
+def _own_skiffd(tmp_path_factory, env=None):
+    """A skiffd dev for the session or a module: started, and at the end stopped with every
+    sandbox and everything of its runtime instance gone."""
     if os.geteuid() != 0:
         pytest.skip("the skiffd tests need root")
     for b in (SKIFFD, SKIFF):
@@ -735,7 +739,7 @@ def _session_skiffd(tmp_path_factory):
             pytest.fail(f"{b} is missing: build it with `make` (or set SKIFF_BIN)",
                         pytrace=False)
     d = Skiffd(tmp_path_factory.mktemp("skiffd") / "data", new_instance("a"), free_port())
-    d.start()
+    d.start(env=env)
     yield d
     try:
         d.cleanup_sandboxes()
@@ -748,11 +752,36 @@ def _session_skiffd(tmp_path_factory):
     assert rc == 0, f"skiffd exited {rc} after SIGTERM: {d.log_text()[-3000:]}"
 
 
+@pytest.fixture(scope="session")
+def _session_skiffd(tmp_path_factory):
+    yield from _own_skiffd(tmp_path_factory)
+
+
+# Limits lowered so that tests reach them in a moment (skiffd reads them from its environment).
+LOW_LIMITS = {"SKIFF_MAX_TUNNELS_PER_WORKSPACE": "2",
+              "SKIFF_MAX_STDIN_INFLIGHT_BYTES": str(256 * 1024),
+              "SKIFF_MAX_BODIES_BYTES": str(6 * 1024 * 1024)}
+
+
+@pytest.fixture(scope="module")
+def _module_limited_skiffd(tmp_path_factory):
+    yield from _own_skiffd(tmp_path_factory, LOW_LIMITS)
+
+
+@pytest.fixture
+def limited_skiffd(_module_limited_skiffd):
+    """A skiffd of the module's with LOW_LIMITS; cleaned after each test like skiffd."""
+    yield from _after_test(_module_limited_skiffd)
+
+
 @pytest.fixture
 def skiffd(_session_skiffd):
     """The session's skiffd. After the test, every sandbox it left running is deleted and the
     runtime instance must hold no more than the pool."""
-    d = _session_skiffd
+    yield from _after_test(_session_skiffd)
+
+
+def _after_test(d):
     yield d
     if d.proc.poll() is not None:
         pytest.fail(f"skiffd died during the test: {d.log_text()[-3000:]}", pytrace=False)

@@ -278,6 +278,39 @@ def test_idle_timeout_flag(env, skiffd):
     assert p.returncode == 2 and "--idle-timeout" in p.stderr
 
 
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGHUP"])
+def test_interrupted_shell_hangs_up_its_command(env, skiffd, sig):
+    """A shell that is interrupted does not leave its command running (and its sandbox busy):
+    it hangs the terminal up there, as a terminal that goes away does, and ends by the
+    signal."""
+    from conftest import read_bytes, sandbox_pids, wait_for
+    marker = "7104"
+
+    def running():
+        return [p for p, _ in sandbox_pids(skiffd.instance)
+                if marker.encode() in read_bytes(f"/proc/{p}/cmdline")]
+    sid = run(env, "sandbox", "create", check=0).stdout.strip()
+    try:
+        p = subprocess.Popen([str(SKIFF), "sandbox", "shell", sid, "--", "sh", "-c",
+                              f"echo ready; exec sleep {marker}"], env=env,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        try:
+            assert p.stdout.readline().strip() == b"ready"
+            assert wait_for(running, 10, 0.05)
+            p.send_signal(getattr(signal, sig))
+            assert p.wait(30) == -getattr(signal, sig), p.stderr.read()
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            for f in (p.stdout, p.stderr, p.stdin):
+                f.close()
+        assert wait_for(lambda: not running(), 15, 0.1), running()
+    finally:
+        run(env, "sandbox", "rm", sid)
+
+
 def test_sandbox_shell_on_a_terminal(env, skiffd):
     """`skiff sandbox shell` driven through a pty as a person would: a prompt, a terminal of
     this window's size inside, a resize passed on, and the shell's exit status."""

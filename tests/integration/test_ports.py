@@ -16,7 +16,8 @@ import urllib.request
 
 import pytest
 
-from conftest import REPO, read_slowly, rss_kib, wait_for
+from conftest import REPO, read_slowly, rss_kib, wait_for  # noqa: F401
+from conftest import limited_skiffd, _module_limited_skiffd  # noqa: F401
 from test_cli import run, skiff_env
 from test_split import split  # noqa: F401  (the fixture: skiffd server + skiffd worker)
 
@@ -38,6 +39,8 @@ CGI = {
     # lines until the client goes away
     "forever": ("printf 'Content-Type: text/plain\\r\\n\\r\\n'\n"
                 "while :; do echo tick; sleep 0.05; done\n"),
+    # the size of the request's body
+    "count": "printf 'Content-Type: text/plain\\r\\n\\r\\n'\nexec wc -c\n",
     # 50 MiB of zeros
     "big": ("printf 'Content-Type: application/octet-stream\\r\\n\\r\\n'\n"
             "exec dd if=/dev/zero bs=65536 count=800 2>/dev/null\n"),
@@ -578,3 +581,172 @@ def test_forwarding_headers_and_bytes_a_client_sends_are_not_passed_on(skiffd):
     got = one(f"GET /v1/sandboxes/{sb['id']}/ports/{EVIL_PORT}/a\tb?c\td HTTP/1.1\r\nHost: t\r\n"
               f"Authorization: Bearer {skiffd.token}\r\n\r\n".encode())
     assert got.startswith(b"HTTP/1.1 400"), got
+
+
+def post_head(d, sbid, port, rest, length, token=""):
+    return (f"POST /v1/sandboxes/{sbid}/ports/{port}/{rest} HTTP/1.1\r\nHost: t\r\n"
+            f"Authorization: Bearer {token or d.token}\r\nContent-Length: {length}\r\n\r\n"
+            ).encode()
+
+
+def read_all(so):
+    got = b""
+    while True:
+        b = so.recv(65536)
+        if not b:
+            return got
+        got += b
+
+
+def test_large_upload_streamed_memory_bounded(skiffd, web):
+    """A 64 MiB upload (more than a body the server would read whole) goes to the sandbox as it
+    comes: the server holds a bounded part of it at any time."""
+    base = fds(skiffd.proc.pid)
+    size = 64 * MIB
+    start = peak = rss_kib(skiffd.proc.pid)
+    piece = bytes(MIB)
+    with socket.create_connection(("127.0.0.1", skiffd.port), timeout=60) as so:
+        so.sendall(post_head(skiffd, web, WEB, "cgi-bin/count", size))
+        for _ in range(size // MIB):
+            so.sendall(piece)
+            peak = max(peak, rss_kib(skiffd.proc.pid))
+        got = read_all(so)
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), got[:500]
+    assert body.strip() == str(size).encode(), got[:500]
+    assert peak - start < 24 * 1024, f"skiffd grew {(peak - start) // 1024} MiB"
+    assert no_tunnels(skiffd, base)
+
+
+def test_streamed_body_then_next_request_not_passed_on(skiffd, web):
+    """The rest of a body streamed on goes to the sandbox, and not a byte past it."""
+    with socket.create_connection(("127.0.0.1", skiffd.port), timeout=10) as so:
+        so.sendall(post_head(skiffd, web, ECHO, "x", 5) + b"hel")
+        time.sleep(0.2)  # the tunnel is being set up; the rest comes later
+        so.sendall(b"lo" + raw_request(skiffd, web, ECHO, "next"))
+        so.shutdown(socket.SHUT_WR)
+        got = read_all(so)
+    assert got.startswith(b"POST /x HTTP/1.1") and got.endswith(b"\r\n\r\nhello"), got
+    assert b"/next" not in got and skiffd.token.encode() not in got, got
+
+
+def test_half_close_after_the_request(skiffd, web):
+    """A client that sends its request and body and then shuts down its sending side still
+    gets the answer (also when the half-close comes before the tunnel is up)."""
+    base = fds(skiffd.proc.pid)
+    body = os.urandom(100 * 1024)
+    for delay in (0, 0.3):
+        with socket.create_connection(("127.0.0.1", skiffd.port), timeout=30) as so:
+            so.sendall(post_head(skiffd, web, WEB, "cgi-bin/echo", len(body)) + body)
+            time.sleep(delay)
+            so.shutdown(socket.SHUT_WR)
+            got = read_all(so)
+        head, _, back = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), got[:300]
+        assert back == body
+    # chunked: the body is read whole first, then the half-close
+    chunked = (f"POST /v1/sandboxes/{web}/ports/{WEB}/cgi-bin/echo HTTP/1.1\r\nHost: t\r\n"
+               f"Authorization: Bearer {skiffd.token}\r\nTransfer-Encoding: chunked\r\n\r\n"
+               "5\r\nhello\r\n0\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", skiffd.port), timeout=30) as so:
+        so.sendall(chunked)
+        so.shutdown(socket.SHUT_WR)
+        got = read_all(so)
+    assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"\r\n\r\nhello"), got[:300]
+    assert no_tunnels(skiffd, base)
+
+
+def new_token(d, role="developer", **extra):
+    s, t = d.api("POST", "/v1/tokens", {"name": f"tunnel{time.monotonic_ns()}", "role": role, **extra})
+    assert s == 201, t
+    return t
+
+
+def stream_ends(st, timeout=20):
+    """Whether the stream's response ends (EOF or a reset) within timeout seconds."""
+    end = time.monotonic() + timeout
+    try:
+        while st.r.fp.readline():
+            if time.monotonic() > end:
+                return False
+    except (ConnectionError, TimeoutError, OSError):
+        pass
+    return True
+
+
+@pytest.mark.parametrize("how", ["deleted", "expired"])
+def test_tunnel_closed_with_its_token(skiffd, web, how):
+    """A tunnel lasts no longer than the token that opened it: deleted or expired, its open
+    streams are cut."""
+    base = fds(skiffd.proc.pid)
+    extra = {}
+    if how == "expired":
+        when = time.gmtime(time.time() + 3)
+        extra["expires_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", when)
+    t = new_token(skiffd, **extra)
+    st = Stream(skiffd, web, WEB, "cgi-bin/forever", token=t["secret"])
+    other = Stream(skiffd, web, WEB, "cgi-bin/forever")  # the admin's: stays
+    try:
+        assert st.r.status == 200 and st.r.fp.readline() == b"tick\n"
+        assert other.r.status == 200 and other.r.fp.readline() == b"tick\n"
+        if how == "deleted":
+            s, body = skiffd.api("DELETE", f"/v1/tokens/{t['id']}")
+            assert s == 200, body
+        assert stream_ends(st)
+        assert other.r.fp.readline() == b"tick\n"
+    finally:
+        st.close()
+        other.close()
+    assert no_tunnels(skiffd, base)
+
+
+def test_tunnels_per_workspace_limit(limited_skiffd):
+    """The per-workspace tunnel limit (lowered to 2 here): a third is refused with 429 while
+    two are open, and goes once one is closed."""
+    d = limited_skiffd
+    sbid = make_web(d)
+    base = fds(d.proc.pid)
+    a = Stream(d, sbid, WEB, "cgi-bin/forever")
+    b = Stream(d, sbid, WEB, "cgi-bin/forever")
+    try:
+        for st in (a, b):
+            assert st.r.status == 200 and st.r.fp.readline() == b"tick\n"
+        s, _, raw = proxy(d, sbid, WEB, "index.html")
+        assert s == 429 and json.loads(raw)["error"]["code"] == "resource_exhausted", raw
+        assert b"2 tunnels open" in raw, raw
+        a.close()
+        assert wait_for(lambda: proxy(d, sbid, WEB, "index.html")[0] == 200, 15, 0.1)
+    finally:
+        a.close()
+        b.close()
+    assert no_tunnels(d, base)
+
+
+def test_bodies_held_limit(limited_skiffd):
+    """Chunked bodies are read whole before their tunnel; what all requests hold at once is
+    capped (lowered to 6 MiB here): past it, 503, and the rest of the server goes on."""
+    d = limited_skiffd
+    sbid = make_web(d)
+    head = (f"POST /v1/sandboxes/{sbid}/ports/{WEB}/cgi-bin/count HTTP/1.1\r\nHost: t\r\n"
+            f"Authorization: Bearer {d.token}\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ).encode()
+    part = b"%x\r\n" % MIB + bytes(MIB) + b"\r\n"
+    with socket.create_connection(("127.0.0.1", d.port), timeout=30) as first:
+        first.sendall(head + part * 3)  # 3 MiB held (4 MiB of buffer), not ended
+        time.sleep(0.5)
+        with socket.create_connection(("127.0.0.1", d.port), timeout=30) as second:
+            second.sendall(head)
+            try:
+                second.sendall(part * 3)
+            except OSError:
+                pass  # refused and closed while sending
+            got = read_all(second)
+        assert got.startswith(b"HTTP/1.1 503"), got[:300]
+        assert b"too many request bodies" in got, got
+        first.sendall(b"0\r\n\r\n")
+        got = read_all(first)
+    assert got.startswith(b"HTTP/1.1 200") and got.endswith(str(3 * MIB).encode() + b"\n"), got
+    # nothing held any more: the same again goes through
+    with socket.create_connection(("127.0.0.1", d.port), timeout=30) as so:
+        so.sendall(head + part * 3 + b"0\r\n\r\n")
+        assert read_all(so).startswith(b"HTTP/1.1 200")

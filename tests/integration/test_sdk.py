@@ -234,6 +234,38 @@ def test_exec_stdin_signal_and_terminal(client):
         assert r.exit_code == 0 and r.stdout == b"tty\r\nerr\r\n" and r.stderr == b""
 
 
+def test_abandoned_exec_lets_its_process_go(client):
+    """An exec driven from a `with` block that fails, or an exec(stdin=...) that is
+    interrupted, does not leave its process waiting for input: stdin is closed, a terminal
+    hung up."""
+    with skiff.Sandbox.create(client=client) as sb:
+        with pytest.raises(RuntimeError):
+            with sb.exec("cat", stdin=True) as p:
+                p.stdin.write("partial")
+                raise RuntimeError("the caller failed")
+        assert p.wait(poll=0.05, timeout_s=20) == 0 and p.output() == b"partial"
+        with pytest.raises(RuntimeError):
+            with sb.exec_async("sh", "-c", "echo ready; exec sleep 1000", pty=True) as t:
+                assert wait_for(lambda: b"ready" in t.output(), 20, 0.05)
+                raise RuntimeError("the caller failed")
+        assert t.wait(poll=0.05, timeout_s=20) == 128 + 1  # SIGHUP
+        # Interrupted while it runs (a KeyboardInterrupt from the wait): the terminal hangs up.
+        real_wait = skiff.Exec.wait
+        started = []
+
+        def interrupted_wait(self, *a, **kw):
+            started.append(self)
+            raise KeyboardInterrupt
+
+        skiff.Exec.wait = interrupted_wait
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                sb.exec("sh", "-c", "cat; exec sleep 1000", stdin=b"x", pty=True)
+        finally:
+            skiff.Exec.wait = real_wait
+        assert started and started[0].wait(poll=0.05, timeout_s=20) == 128 + 1
+
+
 def test_idempotency_key(client):
     key = f"sdk-{time.monotonic_ns()}"
     a = skiff.Sandbox.create(idempotency_key=key, client=client)

@@ -6,12 +6,15 @@ that outlive skiffd being SIGKILLed and go on once it is back. Nothing is left b
 holder processes that keep stdin open go with their exec, their sandbox, and gc."""
 
 import json
+import os
 import signal
+import threading
 
 import pytest
 
 from conftest import (SKIFF_BOX, Box, Skiffd, all_pids, end_instance, free_port, kill_all,
                       new_instance, proc_alive, proc_info, read_bytes, wait_for)
+from conftest import LOW_LIMITS, limited_skiffd, _module_limited_skiffd  # noqa: F401
 
 HOLDER = "skiff-stdin"
 MAX_WRITE = 1024 * 1024
@@ -269,6 +272,25 @@ def test_pty(skiffd):
     wait_output(skiffd, sb, ex, b"after-eof")
 
 
+def test_terminal_eof_again_and_after_part_of_a_line(skiffd):
+    """eof on a terminal is a character, not a close: the terminal takes more input and more
+    ends of file after it; and an eof right after part of a line still ends the reader's input
+    (the part goes first)."""
+    sb = new_sandbox(skiffd)
+    ex = start(skiffd, sb, ["sh", "-c", "cat >/tmp/a; echo first-end; cat >/tmp/b; "
+                            "echo second-end; echo \"[$(cat /tmp/a)|$(cat /tmp/b)]\"; "
+                            "read line; echo \"got=$line\""], pty=True)
+    write_ok(skiffd, sb, ex, b"abc", eof=True)  # mid-line
+    wait_output(skiffd, sb, ex, b"first-end")
+    write_ok(skiffd, sb, ex, b"def\n", eof=True)  # at a line's start
+    wait_output(skiffd, sb, ex, b"second-end")
+    write_ok(skiffd, sb, ex, b"more\n")  # still a terminal that takes input
+    got = wait_end(skiffd, sb, ex)
+    assert got["exit_code"] == 0, got
+    out = output(skiffd, sb, ex)
+    assert b"[abc|def]" in out and b"got=more" in out, out
+
+
 # ---- restarts and cleanup ----
 
 
@@ -319,6 +341,9 @@ def test_holders_go_with_their_sandbox(skiffd):
     start(skiffd, sb, ["cat"], stdin=True)
     start(skiffd, sb, ["sh"], pty=True)
     expect_holders(skiffd, 2)
+    # A small program of its own, not a fork of skiffd that would pin a copy of its memory.
+    for p in holders(skiffd.instance):
+        assert os.readlink(f"/proc/{p}/exe").endswith("/" + HOLDER), os.readlink(f"/proc/{p}/exe")
     s, body = skiffd.api("DELETE", f"/v1/sandboxes/{sb}")
     assert s == 200 and body["state"] == "terminated", body
     expect_holders(skiffd, 0)
@@ -347,3 +372,32 @@ def test_holders_go_with_gc(tmp_path):
         kill_all(box)
         end_instance(box)
     assert holders(d.instance) == []
+
+
+def test_stdin_in_flight_limit(limited_skiffd):
+    """Stdin bytes on their way to executions, all together, are capped (lowered to 256 KiB
+    here): a write that would pass the cap is refused with 429 while another waits, and goes
+    once that one is answered."""
+    d = limited_skiffd
+    cap = int(LOW_LIMITS["SKIFF_MAX_STDIN_INFLIGHT_BYTES"])
+    sb = new_sandbox(d)
+    stuck = start(d, sb, ["sleep", "1000"], stdin=True)  # never reads: the write waits
+    cat = start(d, sb, ["cat"], stdin=True)
+    waiting = {}
+    t = threading.Thread(target=lambda: waiting.update(r=write(d, sb, stuck, bytes(cap - 1024))))
+    t.start()
+    try:
+        # in flight once another write to the same exec is refused as one at a time
+        assert wait_for(lambda: (lambda r: r[0] == 409 and "in progress" in
+                                 r[1]["error"]["message"])(write(d, sb, stuck, b"")), 10, 0.05)
+        s, body = write(d, sb, cat, b"x" * 2048)
+        assert s == 429 and err_code(body) == "resource_exhausted", (s, body)
+        assert "on their way" in body["error"]["message"], body
+        write_ok(d, sb, cat, b"x" * 512)  # what still fits goes
+    finally:
+        send_signal(d, sb, stuck, "KILL")
+        t.join(40)
+    s, body = waiting["r"]
+    assert s == 409 and err_code(body) == "conflict", (s, body)
+    write_ok(d, sb, cat, b"y" * 2048, eof=True)
+    assert wait_end(d, sb, cat)["exit_code"] == 0

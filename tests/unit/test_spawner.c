@@ -39,6 +39,7 @@
 #include "../../src/runtime/runtime.h"
 #include "../../src/worker/spawner.h"
 #include "../../src/worker/spawner_internal.h"
+#include "../../src/worker/stdin_holder.h"
 
 #define WAIT_MS 20000
 
@@ -46,6 +47,7 @@ struct fixture {
 	char instance[8];
 	char data[64];
 	struct spawner_config cfg;
+	char holder[4096]; /* the stdin holder program */
 	pid_t pid;
 	int fd;
 	int next_req;
@@ -309,8 +311,17 @@ static int setup(void **state)
 	snprintf(f->instance, sizeof(f->instance), "ts%02d", (int)(getpid() % 100));
 	snprintf(f->data, sizeof(f->data), "/tmp/skiff-test-spawner-%d", (int)getpid());
 	run_dir_names(f->run_before, sizeof(f->run_before));
-	f->cfg = (struct spawner_config){
-	    .instance = f->instance, .data_dir = f->data, .busybox = getenv(BUSYBOX_PATH_ENV)};
+	/* The holder program is built into ../bin beside this test's directory. */
+	ssize_t n = readlink("/proc/self/exe", f->holder, sizeof(f->holder) - 1);
+	f->holder[n > 0 ? n : 0] = '\0';
+	char *slash = strrchr(f->holder, '/');
+	if (slash)
+		snprintf(slash, sizeof(f->holder) - (size_t)(slash - f->holder),
+		         "/../bin/" STDIN_HOLDER_NAME);
+	f->cfg = (struct spawner_config){.instance = f->instance,
+	                                 .data_dir = f->data,
+	                                 .busybox = getenv(BUSYBOX_PATH_ENV),
+	                                 .stdin_holder = f->holder};
 	f->fd = -1;
 	f->events = json_array();
 	*state = f;
@@ -1312,7 +1323,7 @@ static int holders(struct fixture *f)
 			continue;
 		snprintf(path, sizeof(path), "/proc/%s/comm", de->d_name);
 		if (fs_read_at(AT_FDCWD, path, text, sizeof(text)) <= 0 ||
-		    strcmp(text, SP_STDIN_HOLDER_NAME "\n"))
+		    strcmp(text, STDIN_HOLDER_NAME "\n"))
 			continue;
 		snprintf(path, sizeof(path), "/proc/%s/stat", de->d_name);
 		if (fs_read_at(AT_FDCWD, path, text, sizeof(text)) <= 0 ||

@@ -152,12 +152,16 @@ class Exec:
     """A process started with Sandbox.exec_async() (or exec() with stdin=True). Its stdout and
     stderr stream as it writes them (OutputStream); status() asks the server for its state;
     wait() polls until it has ended and returns its exit code. stdin writes to it (when
-    started with stdin or pty), signal() signals it, resize() sizes its terminal."""
+    started with stdin or pty), signal() signals it, resize() sizes its terminal. As a context
+    manager it lets the process go on exit (abandon()): nothing is left waiting for input that
+    will never come."""
 
-    def __init__(self, sandbox, data):
+    def __init__(self, sandbox, data, stdin=False, pty=False):
         self.sandbox = sandbox
         self.id = data["id"]
         self._data = data
+        self._stdin = stdin
+        self._pty = pty
         path = f"/v1/sandboxes/{_q(sandbox.id)}/execs/{_q(self.id)}/output"
         #: The process's output as it is written: ``for line in proc.stdout: ...``
         #: (text lines), ``proc.stdout.iter_bytes()``, ``proc.stdout.read()``.
@@ -182,6 +186,28 @@ class Exec:
             raise TypeError("sig: expected a name such as 'TERM' or a number")
         return self.sandbox._client.json("POST", self._url("signal"),
                                          json={"signal": sig}).get("signal")
+
+    def abandon(self):
+        """Let the process go: nobody will write to it any more. Its stdin is closed (it reads
+        end-of-file) or, on a terminal, the terminal hangs up (SIGHUP, as when a terminal
+        goes away). So an interrupted or failed caller does not leave a process waiting for
+        input, and its sandbox busy. Best effort: errors are not raised (the server may be
+        what failed)."""
+        if not (self._stdin or self._pty):
+            return
+        try:
+            if self._pty:
+                self.signal("HUP")
+            else:
+                self.stdin.close()
+        except (SkiffError, OSError):
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.abandon()
 
     def resize(self, rows, cols):
         """Set the size of the process's terminal (started with pty=True)."""
@@ -592,12 +618,16 @@ class Sandbox:
             ex = self.exec_async(*cmd, env=env, workdir=workdir, timeout_s=timeout_s,
                                  stdin=True, pty=pty, pty_size=pty_size)
             try:
-                ex.stdin.write(data)
-                ex.stdin.close()
-            except SkiffError:
-                if ex.status() in EXEC_RUNNING:  # it ended before reading it all: fine
-                    raise
-            ex.wait(poll=0.05)
+                try:
+                    ex.stdin.write(data)
+                    ex.stdin.close()
+                except SkiffError:
+                    if ex.status() in EXEC_RUNNING:  # it ended before reading it all: fine
+                        raise
+                ex.wait(poll=0.05)
+            except BaseException:
+                ex.abandon()  # failed or interrupted (KeyboardInterrupt): let it go
+                raise
             out = ex.output("stdout")
             err = ex.output("stderr")
             return ExecResult(ex.exit_code, out, err, False, ex.state, ex.id)
@@ -615,7 +645,7 @@ class Sandbox:
         body = self._exec_body(cmd, env, workdir, timeout_s, stdin, pty, pty_size)
         r = self._client.json("POST", self._url("/exec"), json=body,
                               timeout=max(self._client.timeout, 120.0))
-        return Exec(self, r)
+        return Exec(self, r, stdin=bool(stdin), pty=bool(pty))
 
     # ---- context manager ----
 
