@@ -23,7 +23,7 @@
 #include "../lib/sock.h"
 #include "internal.h"
 
-#define NET_SOCKET_WAIT_MS           2000 /* the child makes three system calls: past this, stuck */
+#define NET_SOCKET_WAIT_MS           2000 /* a forked child's three system calls: past this, stuck */
 #define NET_SOCKET_CHILD_STACK_BYTES (64 * 1024)
 
 int net_loopback_up(struct sk_error *err)
@@ -83,7 +83,11 @@ int rt_sandbox_socket(const struct rt_sandbox *sb, int domain, int type, int pro
 		socket_child_main(&c);
 #else
 	/* A fork costs about 1 ms on a VM; a child sharing our memory (and suspending us until it
-	 * exits, so its stack can't be in use twice) costs a fraction of that. */
+	 * exits, so its stack can't be in use twice) costs a fraction of that. We resume only once
+	 * it has exited, so the poll below bounds nothing here: none of its three calls can block
+	 * (setns on a pidfd we hold, socket, one small message into an empty socket pair), and
+	 * nothing of the sandbox can stop it (a host process, outside the sandbox's pid namespace
+	 * and cgroups). The poll is the bound of the fork path above. */
 	static char stack[NET_SOCKET_CHILD_STACK_BYTES] __attribute__((aligned(16)));
 	pid_t pid =
 	    clone(socket_child_main, stack + sizeof(stack), CLONE_VM | CLONE_VFORK | SIGCHLD, &c);
