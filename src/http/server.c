@@ -615,6 +615,13 @@ static int on_headers_complete(llhttp_t *p)
 	 * full) until the handler takes it over. */
 	if (rp->route_status == 0 && (req->route->flags & HTTP_ROUTE_TAKE_OVER) &&
 	    !(p->flags & F_CHUNKED)) {
+		/* body_unread counts it down signed (-1 says "read"): a length past that would
+		 * be passed on as another one. */
+		if (has_length && p->content_length > INT64_MAX) {
+			conn->fail_status = 413;
+			conn->fail_msg = "request body too large";
+			return -1;
+		}
 		req->body_unread = has_length ? (int64_t)p->content_length : 0;
 		if (send_continue && http_conn_write(conn, "HTTP/1.1 100 Continue\r\n\r\n", 25,
 		                                     NULL, 0, NULL, 0) < 0)

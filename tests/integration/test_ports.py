@@ -750,3 +750,16 @@ def test_bodies_held_limit(limited_skiffd):
     with socket.create_connection(("127.0.0.1", d.port), timeout=30) as so:
         so.sendall(head + part * 3 + b"0\r\n\r\n")
         assert read_all(so).startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize("length", ["9223372036854775808", "18446744073709551615"])
+def test_body_length_past_what_is_streamed_refused(skiffd, web, length):
+    """A declared length the server can't count down (past 2^63 - 1) is refused, rather than
+    forwarded as another length (the sandbox would read a different body than the client
+    sent)."""
+    with socket.create_connection(("127.0.0.1", skiffd.port), timeout=10) as so:
+        so.sendall(post_head(skiffd, web, ECHO, "x", length) + b"hello")
+        so.shutdown(socket.SHUT_WR)
+        got = read_all(so)
+    assert got.startswith(b"HTTP/1.1 413"), got[:300]
+    assert b"POST /x" not in got, got[:300]
