@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """What network egress costs a sandbox's start, through a real `skiffd dev` on loopback.
 
-Three kinds of sandbox, interleaved in one run on one keep-alive connection: network egress
-(never pooled), network none made on the spot (disk_mib 1023, so the pool does not fit), and
+Three kinds of sandbox, interleaved in one run on keep-alive connections: network egress
+(never pooled), network none made on the spot (a second skiffd with --pool 0), and
 network none from the pool (for reference). Each cycle: POST /v1/sandboxes (it returns once the
 sandbox runs: for egress, veth pair, addresses, routes and, with --allow, the allowlist's set
 elements included), then DELETE (teardown; for egress the host link and set elements go too);
@@ -51,55 +51,68 @@ def main():
     a = ap.parse_args()
     bindir = os.path.join(a.build, "bin")
     data = tempfile.mkdtemp(prefix="skiff-bench-egress-")
-    port = free_port()
-    log = open(os.path.join(data, "skiffd.log"), "wb")
-    proc = subprocess.Popen([os.path.join(bindir, "skiffd"), "dev", "--data",
-                             os.path.join(data, "d"), "--listen", f"127.0.0.1:{port}",
-                             "--instance", a.instance, "--pool", "2", "--dns", "192.0.2.53"],
-                            stdout=log, stderr=subprocess.STDOUT)
+    # Two daemons side by side: one without a pool (every sandbox made on the spot: egress, and
+    # none for comparison; the pool serves any disk size now, so only --pool 0 keeps none off
+    # it) and one with a pool of 2 (none from the pool, for reference).
+    daemons = {}
+    for name, pool in (("spot", "0"), ("pooled", "2")):
+        port = free_port()
+        d = os.path.join(data, name)
+        os.makedirs(d)
+        log = open(os.path.join(d, "skiffd.log"), "wb")
+        inst = a.instance[:3] + ("s" if name == "spot" else "p")
+        proc = subprocess.Popen([os.path.join(bindir, "skiffd"), "dev", "--data",
+                                 os.path.join(d, "d"), "--listen", f"127.0.0.1:{port}",
+                                 "--instance", inst, "--pool", pool, "--dns", "192.0.2.53"],
+                                stdout=log, stderr=subprocess.STDOUT)
+        daemons[name] = {"port": port, "dir": d, "log": log, "proc": proc, "inst": inst}
     kinds = {
-        "egress": {"network": "egress"},
-        "egress_allow": {"network": "egress", "cidr_allowlist": [a.allow]},
-        "none": {"disk_mib": 1023},
-        "none_pooled": {},
+        "egress": ("spot", {"network": "egress"}),
+        "egress_allow": ("spot", {"network": "egress", "cidr_allowlist": [a.allow]}),
+        "none": ("spot", {}),
+        "none_pooled": ("pooled", {}),
     }
     res = {k: ([], []) for k in kinds}
     try:
-        tok_path = os.path.join(data, "d", "admin.token")
-        for _ in range(300):
-            if os.path.exists(tok_path) and os.path.getsize(tok_path):
-                break
-            time.sleep(0.05)
-        time.sleep(1.0)
-        tok = open(tok_path).read().strip()
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        h = {"Authorization": f"Bearer {tok}", "Content-Type": "application/json"}
+        for dm in daemons.values():
+            tok_path = os.path.join(dm["dir"], "d", "admin.token")
+            for _ in range(300):
+                if os.path.exists(tok_path) and os.path.getsize(tok_path):
+                    break
+                time.sleep(0.05)
+            time.sleep(1.0)
+            dm["conn"] = http.client.HTTPConnection("127.0.0.1", dm["port"], timeout=60)
+            dm["headers"] = {"Authorization": f"Bearer {open(tok_path).read().strip()}",
+                             "Content-Type": "application/json"}
 
-        def call(method, path, body=None):
-            c.request(method, path, body=json.dumps(body) if body is not None else None,
-                      headers=h)
-            r = c.getresponse()
+        def call(dm, method, path, body=None):
+            dm["conn"].request(method, path, body=json.dumps(body) if body is not None else None,
+                               headers=dm["headers"])
+            r = dm["conn"].getresponse()
             return r.status, json.loads(r.read() or b"null")
 
         for i in range(a.cycles + 3):
-            for k, body in kinds.items():
+            for k, (where, body) in kinds.items():
+                dm = daemons[where]
                 t0 = time.perf_counter_ns()
-                s, sb = call("POST", "/v1/sandboxes", body)
+                s, sb = call(dm, "POST", "/v1/sandboxes", body)
                 t1 = time.perf_counter_ns()
                 if s != 201:
                     sys.exit(f"create {k}: {s} {sb}")
-                s, _ = call("DELETE", f"/v1/sandboxes/{sb['id']}")
+                s, _ = call(dm, "DELETE", f"/v1/sandboxes/{sb['id']}")
                 t2 = time.perf_counter_ns()
                 if i >= 3:  # warm-up cycles are not counted
                     res[k][0].append((t1 - t0) / 1e6)
                     res[k][1].append((t2 - t0) / 1e6)
                 time.sleep(0.05)  # the pool refills between requests
     finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
-        subprocess.run([os.path.join(bindir, "skiff-box"), "gc", "--instance", a.instance],
-                       capture_output=True)
+        for dm in daemons.values():
+            dm["proc"].terminate()
+            dm["proc"].wait(30)
+            dm["log"].close()
+            subprocess.run([os.path.join(bindir, "skiff-box"), "gc", "--instance", dm["inst"]],
+                           capture_output=True, env=dict(os.environ,
+                                                         SKIFF_DATA=os.path.join(dm["dir"], "d")))
         shutil.rmtree(data, ignore_errors=True)
     print(f"{'kind':<14}{'create p50':>12}{'p90':>8}{'create+delete p50':>20}{'p90':>8}  (ms)")
     summary = []
