@@ -40,7 +40,13 @@
 #define BTRFS_QUOTA_CTL_ENABLE_SIMPLE_QUOTA 4
 #endif
 #define BTRFS_FIRST_SUBVOL_INO 256ull
-#define DISK_IMAGE_MIN_BYTES   (1ull << 30)
+/* The image is sparse: its blocks are the host filesystem's free space, taken as sandboxes write.
+ * It is made no larger than what is free there, less a share left to the host (a tenth of the
+ * filesystem): a btrfs larger than the space under it fails writes mid-transaction once that
+ * space runs out, and goes read-only for every sandbox, and sandboxes would fill the host's disk
+ * first. Below the minimum there is no room for it: writable layers fall back to tmpfs. */
+#define DISK_IMAGE_MIN_BYTES   (256ull << 20)
+#define DISK_IMAGE_HOST_SHARE  10
 #define DISK_LOOP_TRIES        16
 #define DISK_LOCK_TRIES        500
 #define DISK_MOUNT_TRIES       4
@@ -123,7 +129,7 @@ static int image_format(const char *image, struct sk_error *err)
 	return sk_error_set(err, -EIO, "%s %s failed (status %d): %s", mkfs, image, status, msg);
 }
 
-/* Make <data>/disk.img once: a sparse file the size of the filesystem it is on (its blocks are
+/* Make <data>/disk.img once: a sparse file as large as the space free for it (its blocks are
  * taken only as sandboxes write), formatted under a temporary name and renamed when complete. */
 static int image_ensure(const char *data_dir, const char *image, struct sk_error *err)
 {
@@ -136,9 +142,17 @@ static int image_ensure(const char *data_dir, const char *image, struct sk_error
 	struct statvfs vfs;
 	if (statvfs(data_dir, &vfs) < 0)
 		return sk_error_errno(err, -errno, "statvfs %s", data_dir);
-	uint64_t size = (uint64_t)vfs.f_blocks * vfs.f_frsize;
+	uint64_t total = (uint64_t)vfs.f_blocks * vfs.f_frsize;
+	uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+	uint64_t keep = total / DISK_IMAGE_HOST_SHARE;
+	uint64_t size = avail > keep ? avail - keep : 0;
 	if (size < DISK_IMAGE_MIN_BYTES)
-		size = DISK_IMAGE_MIN_BYTES;
+		return sk_error_set(err, -ENOSPC,
+		                    "%s: %llu MiB free, a disk image needs %llu MiB and leaves "
+		                    "%llu MiB to the host",
+		                    data_dir, (unsigned long long)(avail >> 20),
+		                    (unsigned long long)(DISK_IMAGE_MIN_BYTES >> 20),
+		                    (unsigned long long)(keep >> 20));
 	char tmp[4096];
 	snprintf(tmp, sizeof(tmp), "%s.new", image);
 	_cleanup_close_ int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -347,7 +361,7 @@ int disk_subvol_make(const struct rt_disk *d, const char *id, uid_t owner, uint6
 	struct btrfs_ioctl_vol_args va = {0};
 	snprintf(va.name, sizeof(va.name), "%s", id);
 	if (ioctl(d->inst_fd, BTRFS_IOC_SUBVOL_CREATE, &va) < 0)
-		return sk_error_errno(err, -errno, "create subvolume %s/%s", d->dir, id);
+		return sk_error_errno(err, -errno, "create the subvolume of %s on %s", id, d->dir);
 	_cleanup_close_ int fd = openat(d->inst_fd, id, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	int r;
 	if (fd < 0)

@@ -258,3 +258,59 @@ def test_data_directory_on_btrfs_is_used_as_it_is(tmp_path):
             end_instance(b)
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """mount_tmpfs(MiB): a data directory on a filesystem of that size (a tmpfs of ours)."""
+    made = []
+
+    def mount_tmpfs(mib):
+        d = tmp_path / f"fs{len(made)}"
+        d.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mib}m", "skiff-test", str(d)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"can't mount a tmpfs here: {r.stderr.strip()}")
+        made.append(d)
+        return d
+
+    yield mount_tmpfs
+    for d in made:
+        subprocess.run(["umount", "-l", str(d)], check=True)
+
+
+def test_no_image_where_there_is_no_room_for_one(small_fs):
+    # 200 MiB, a tenth of it left to the host: too little for a disk image. The image is not
+    # made larger than the space under it (btrfs would fail writes mid-transaction): tmpfs.
+    data = small_fs(200)
+    b = Box(SKIFF_BOX, new_instance("d"), data)
+    try:
+        r = b.run(["true"], "--report", "/dev/stderr")
+        assert r.returncode == 0, r.stderr
+        assert "writable layers are tmpfs" in r.stderr and "MiB free" in r.stderr, r.stderr
+        assert '"disk_backend":"tmpfs"' in r.stderr.replace(" ", "")
+        assert not (data / "disk.img").exists()
+    finally:
+        end_instance(b)
+
+
+def test_a_sandbox_cannot_fill_the_data_directorys_filesystem(small_fs):
+    # A disk limit larger than the filesystem under the data directory: the sandbox fills the
+    # image, never the host's filesystem, and the disk stays writable for the next sandbox (a
+    # btrfs larger than the space under it goes read-only once that space runs out).
+    data = small_fs(1024)
+    b = Box(SKIFF_BOX, new_instance("d"), data)
+    try:
+        btrfs_or_skip(b)
+        assert os.stat(data / "disk.img").st_size <= 1024 * MIB * 9 // 10
+        r = b.sh(fill("/f", 1100), "--disk", "4096")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split()[0] != "rc=0" and disk_full(r.stderr), (r.stdout, r.stderr)
+        st = os.statvfs(data)
+        assert st.f_bavail * st.f_frsize >= 64 * MIB, "the host's filesystem was filled"
+        # Full, not broken: the disk is still mounted read-write.
+        assert not os.statvfs(data / "disk").f_flag & os.ST_RDONLY
+        assert os.stat(data / "disk").st_dev != os.stat(data).st_dev
+    finally:
+        end_instance(b)
