@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (DEFAULT_TIMEOUT_S, LEAK_GRACE_S, SKIFF_BOX, Box, Skiffd, data_disk_leaks,
+from conftest import (DEFAULT_TIMEOUT_S, LEAK_GRACE_S, REPO, SKIFF_BOX, Box, Skiffd, data_disk_leaks,
                       descendants, disk_subvolumes, end_instance, free_port, kill_all,
                       new_instance, proc_alive, proc_info, read_line, state_dirs, wait_for,
                       wait_no_leaks)
@@ -314,3 +314,37 @@ def test_a_sandbox_cannot_fill_the_data_directorys_filesystem(small_fs):
         assert os.stat(data / "disk").st_dev != os.stat(data).st_dev
     finally:
         end_instance(b)
+
+
+PROBE = Path(os.environ.get("SKIFF_PROBE", str(REPO / "build" / "tests" / "skiff-probe")))
+
+
+def test_the_layer_defeats_no_quota(box, custom_root):
+    # What a sandbox could try against its limit, through the overlay on its subvolume: btrfs'
+    # own ioctls (a subvolume or snapshot of its own would have a qgroup with no limit, and
+    # would block the layer's destroy) do not pass through overlayfs; preallocation, metadata
+    # alone (empty files, xattrs) and reflinks are charged like data.
+    btrfs_or_skip(box)
+    if not PROBE.is_file():
+        pytest.fail(f"{PROBE} is missing: build it with `make` (or set SKIFF_PROBE)",
+                    pytrace=False)
+    shutil.copy2(PROBE, custom_root / "bin" / "probe")
+    script = ("probe btrfs-subvol / sv; probe btrfs-subvol /tmp sv; probe btrfs-snap /tmp sn; "
+              "probe fallocate /fa 32; probe fill-files /tmp 1000000; rm -rf /tmp/*; "
+              "mkdir /x; probe fill-files /x 100000 4 2048; rm -rf /x; "
+              "head -c 3000000 /dev/zero > /a; probe ficlone /a /b; probe ficlone /a /c; "
+              "probe ficlone /a /d; probe ficlone /a /e; " + fill("/f", 16))
+    r = box.sh(script, "--rootfs", custom_root, "--disk", "8")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    assert out[:3] == ["err ENOTTY"] * 3, out
+    assert out[3] == "err EDQUOT", out  # 32 MiB preallocated under an 8 MiB limit
+    files, why = out[4].split()
+    assert why == "EDQUOT" and int(files) < 1000000, out
+    files, why = out[5].split()
+    assert why == "EDQUOT" and int(files) < 100000, out
+    # Clones share the blocks they clone (or, where refused, cost nothing): 3 MB is charged
+    # once, so 16 MiB more fails well before its end.
+    assert all(x in ("ok", "err EXDEV", "err EOPNOTSUPP") for x in out[6:10]), out
+    rc, size = out[10:12]
+    assert rc != "rc=0" and int(size) <= 8 * MIB, out
