@@ -90,6 +90,14 @@ static int btrfs_mounted_at(const char *dir, const char *parent)
 	return stat(dir, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev && is_btrfs(dir);
 }
 
+/* Whether dir's filesystem is read-only: btrfs turns so after a failed write (the image's
+ * blocks could not be had), and stays so until it is unmounted. */
+static int read_only(const char *dir)
+{
+	struct statvfs vfs;
+	return statvfs(dir, &vfs) == 0 && (vfs.f_flag & ST_RDONLY);
+}
+
 /* Run mkfs.btrfs on image. Its output comes back in the error when it fails. */
 static int image_format(const char *image, struct sk_error *err)
 {
@@ -294,6 +302,13 @@ static int disk_open(struct rt *rt, const char *data_dir, int make, struct sk_er
 	}
 	if (!there)
 		return sk_error_set(err, -EAGAIN, "%s: could not lock it to mount it", d->dir);
+	/* No layer can be made on it: say so (RT_DISK_AUTO falls back to tmpfs). Whoever finds it
+	 * unused unmounts it (disk_remove_if_idle); the next mount is writable again. */
+	if (make && read_only(d->dir))
+		return sk_error_set(err, -EROFS,
+		                    "%s is read-only (btrfs stops writing after a write error: see "
+		                    "the kernel's log); it is unmounted once no sandbox uses it",
+		                    d->dir);
 	/* A data directory on btrfs is used as it is: quotas enabled once (idempotent). */
 	if (make && is_btrfs(data_dir) && (r = disk_mount(data_dir, d->dir, err)) < 0)
 		return r;
@@ -470,15 +485,16 @@ void disk_remove_if_idle(struct rt_disk *d, const char *instance)
 	d->inst_fd = -1;
 	rmdir(inst); /* not while subvolumes of ours are left */
 	/* Only we may hold it shared: then no runtime uses the disk, and none can start to until we
-	 * let go. Empty: no instance has anything on it. Not busy: the kernel agrees (umount2
-	 * without MNT_DETACH fails while anything uses it). Our own image only: a btrfs data
-	 * directory is never unmounted. */
+	 * let go. Empty: no instance has anything on it; or read-only, when nothing can be removed
+	 * from it (what is left there is gc'd after the next mount). Not busy: the kernel agrees
+	 * (umount2 without MNT_DETACH fails while anything uses it). Our own image only: a btrfs
+	 * data directory is never unmounted. */
 	snprintf(parent, sizeof(parent), "%s", d->dir);
 	char *slash = strrchr(parent, '/');
 	if (slash)
 		*slash = '\0';
 	struct stat st;
-	if (flock(d->lock_fd, LOCK_EX | LOCK_NB) == 0 && dir_empty(d->dir) &&
+	if (flock(d->lock_fd, LOCK_EX | LOCK_NB) == 0 && (dir_empty(d->dir) || read_only(d->dir)) &&
 	    btrfs_mounted_at(d->dir, parent) && !is_btrfs(parent) && stat(d->dir, &st) == 0 &&
 	    umount2(d->dir, UMOUNT_NOFOLLOW) == 0)
 		loop_wait_gone(st.st_dev);

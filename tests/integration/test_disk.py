@@ -348,3 +348,32 @@ def test_the_layer_defeats_no_quota(box, custom_root):
     assert all(x in ("ok", "err EXDEV", "err EOPNOTSUPP") for x in out[6:10]), out
     rc, size = out[10:12]
     assert rc != "rc=0" and int(size) <= 8 * MIB, out
+
+
+def test_a_read_only_disk_falls_back_and_is_unmounted(tmp_path):
+    # btrfs turns read-only after a write it could not make (the host filled the filesystem under
+    # the image): the next sandboxes get tmpfs layers (btrfs asked for: a clear failure), and the
+    # disk is unmounted once nothing uses it, to be mounted writable again.
+    b = Box(SKIFF_BOX, new_instance("d"), tmp_path / "data")
+    try:
+        btrfs_or_skip(b)
+        p = b.spawn("--", "sh", "-c", "echo ready; exec sleep 60")
+        assert read_line(p) == b"ready\n"
+        disk = tmp_path / "data" / "disk"
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        r = b.run(["true"], "--report", "/dev/stderr")
+        assert r.returncode == 0, r.stderr
+        assert "read-only" in r.stderr and '"disk_backend":"tmpfs"' in r.stderr, r.stderr
+        r = b.run(["true"], "--disk-backend", "btrfs")
+        assert r.returncode == 125 and "read-only" in r.stderr, r.stderr
+        p.kill()
+        p.wait()
+        g = b.gc()
+        assert g.returncode == 0, g.stderr
+        assert wait_for(lambda: not data_disk_leaks(b.data_dir), LEAK_GRACE_S), \
+            data_disk_leaks(b.data_dir)
+        r = b.run(["sh", "-c", "echo x > /f"], "--report", "/dev/stderr")
+        assert r.returncode == 0 and '"disk_backend":"btrfs"' in r.stderr, r.stderr
+    finally:
+        kill_all(b)
+        end_instance(b)
