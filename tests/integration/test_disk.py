@@ -377,3 +377,28 @@ def test_a_read_only_disk_falls_back_and_is_unmounted(tmp_path):
     finally:
         kill_all(b)
         end_instance(b)
+
+
+def test_kill_and_gc_from_another_data_directory_remove_the_layer(box, tmp_path):
+    # kill and exec take no --data: a detached sandbox's layer is found where its start recorded
+    # it, not in the data directory of whoever ends it.
+    btrfs_or_skip(box)
+    elsewhere = {"SKIFF_DATA": str(tmp_path / "elsewhere")}
+    r = box("--detach")
+    assert r.returncode == 0, r.stderr
+    k = box("kill", r.stdout.strip(), env=elsewhere)
+    assert k.returncode == 0, k.stderr
+    assert not disk_subvolumes(box.instance, box.data_dir)
+    # A crash (its init killed), then gc for another data directory.
+    r = box("--detach")
+    assert r.returncode == 0, r.stderr
+    sbid = r.stdout.strip()
+    pid = next(s["pid"] for s in json.loads(box("ls", "--json").stdout) if s["id"] == sbid)
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: not os.path.exists(f"/proc/{pid}/stat")
+                    or open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] == "Z", 5)
+    g = subprocess.run([box.binary, "gc", "--instance", box.instance], capture_output=True,
+                       text=True, env=box.env(elsewhere), timeout=DEFAULT_TIMEOUT_S)
+    assert g.returncode == 0, g.stderr
+    assert not disk_subvolumes(box.instance, box.data_dir)
+    assert not (tmp_path / "elsewhere").exists()
