@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/btrfs.h>
+#include <linux/fs.h>
 #include <linux/loop.h>
 #include <linux/magic.h>
 #include <spawn.h>
@@ -81,6 +82,30 @@ static int is_btrfs(const char *path)
 {
 	struct statfs sf;
 	return statfs(path, &sf) == 0 && sf.f_type == BTRFS_SUPER_MAGIC;
+}
+
+/* Whether the data directory's own filesystem holds the layers: btrfs with quotas on already
+ * (its /sys/fs/btrfs/<fsid>/qgroups). One whose quotas are off gets an image like any other
+ * filesystem: turning them on would change the host's filesystem for good (simple quotas are an
+ * incompatible feature, which kernels before 6.7 refuse to mount; full qgroups slow the commits
+ * of a filesystem with snapshots). */
+static int host_btrfs(const char *path)
+{
+	if (!is_btrfs(path))
+		return 0;
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct btrfs_ioctl_fs_info_args fi = {0};
+	if (fd < 0 || ioctl(fd, BTRFS_IOC_FS_INFO, &fi) < 0)
+		return 0;
+	char q[96];
+	const unsigned char *u = fi.fsid;
+	snprintf(
+	    q, sizeof(q),
+	    "/sys/fs/btrfs/%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x"
+	    "/qgroups",
+	    u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
+	    u[14], u[15]);
+	return access(q, F_OK) == 0;
 }
 
 /* Whether dir is a mount of its own (another device than its parent's) holding btrfs. */
@@ -163,9 +188,17 @@ static int image_ensure(const char *data_dir, const char *image, struct sk_error
 		                    (unsigned long long)(keep >> 20));
 	char tmp[4096];
 	snprintf(tmp, sizeof(tmp), "%s.new", image);
-	_cleanup_close_ int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	/* One a start killed mid-format left may still have its mkfs.btrfs writing to it: a new
+	 * file, never that one. */
+	if (unlink(tmp) < 0 && errno != ENOENT)
+		return sk_error_errno(err, -errno, "remove %s", tmp);
+	_cleanup_close_ int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return sk_error_errno(err, -errno, "create %s", tmp);
+	/* On a btrfs data directory without quotas: no copy-on-write under the image's own. */
+	int flags = FS_NOCOW_FL;
+	if (is_btrfs(data_dir))
+		ioctl(fd, FS_IOC_SETFLAGS, &flags);
 	int r;
 	if (ftruncate(fd, (off_t)size) < 0)
 		r = sk_error_errno(err, -errno, "size %s", tmp);
@@ -221,13 +254,15 @@ static int quota_enable(int fd, struct sk_error *err)
 }
 
 /* With <data>/disk.lock held exclusively: make <data>/disk a btrfs with quotas, mounting the
- * image when the data directory is not on btrfs and nothing is mounted there yet. */
+ * image when the data directory's filesystem can't hold the layers itself and nothing is
+ * mounted there yet. */
 static int disk_mount(const char *data_dir, const char *dir, struct sk_error *err)
 {
 	int r;
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		return sk_error_errno(err, -errno, "mkdir %s", dir);
-	if (!is_btrfs(data_dir) && !btrfs_mounted_at(dir, data_dir)) {
+	int host = host_btrfs(data_dir);
+	if (!host && !btrfs_mounted_at(dir, data_dir)) {
 		char image[4096], dev[64];
 		snprintf(image, sizeof(image), "%s/disk.img", data_dir);
 		if ((r = image_ensure(data_dir, image, err)) < 0)
@@ -261,7 +296,7 @@ static int disk_mount(const char *data_dir, const char *dir, struct sk_error *er
 	/* The layers hold files of sandbox uids: no host user but root walks in. */
 	if (fchmod(fd, 0700) < 0)
 		return sk_error_errno(err, -errno, "chmod %s", dir);
-	return quota_enable(fd, err);
+	return host ? 0 : quota_enable(fd, err);
 }
 
 /* The disk for this runtime: mounted if make, its instance directory open, its lock held shared
@@ -287,7 +322,7 @@ static int disk_open(struct rt *rt, const char *data_dir, int make, struct sk_er
 	for (int tries = 0; tries < DISK_LOCK_TRIES && !there; tries++) {
 		if (flock(fd, LOCK_SH) < 0)
 			return sk_error_errno(err, -errno, "lock %s", lock);
-		there = is_btrfs(data_dir) || btrfs_mounted_at(d->dir, data_dir);
+		there = host_btrfs(data_dir) || btrfs_mounted_at(d->dir, data_dir);
 		if (there)
 			break;
 		if (!make)
@@ -296,7 +331,7 @@ static int disk_open(struct rt *rt, const char *data_dir, int make, struct sk_er
 			usleep(DISK_LOCK_RETRY_US + (getpid() % 8) * 1000);
 			continue;
 		}
-		if (!is_btrfs(data_dir) && !btrfs_mounted_at(d->dir, data_dir) &&
+		if (!host_btrfs(data_dir) && !btrfs_mounted_at(d->dir, data_dir) &&
 		    (r = disk_mount(data_dir, d->dir, err)) < 0)
 			return r;
 	}
@@ -309,8 +344,9 @@ static int disk_open(struct rt *rt, const char *data_dir, int make, struct sk_er
 		                    "%s is read-only (btrfs stops writing after a write error: see "
 		                    "the kernel's log); it is unmounted once no sandbox uses it",
 		                    d->dir);
-	/* A data directory on btrfs is used as it is: quotas enabled once (idempotent). */
-	if (make && is_btrfs(data_dir) && (r = disk_mount(data_dir, d->dir, err)) < 0)
+	/* A data directory on btrfs with quotas is used as it is. */
+	if (make && !btrfs_mounted_at(d->dir, data_dir) &&
+	    (r = disk_mount(data_dir, d->dir, err)) < 0)
 		return r;
 	char inst[sizeof(d->dir) + 8];
 	snprintf(inst, sizeof(inst), "%s/%s", d->dir, rt->instance);
@@ -487,15 +523,15 @@ void disk_remove_if_idle(struct rt_disk *d, const char *instance)
 	/* Only we may hold it shared: then no runtime uses the disk, and none can start to until we
 	 * let go. Empty: no instance has anything on it; or read-only, when nothing can be removed
 	 * from it (what is left there is gc'd after the next mount). Not busy: the kernel agrees
-	 * (umount2 without MNT_DETACH fails while anything uses it). Our own image only: a btrfs
-	 * data directory is never unmounted. */
+	 * (umount2 without MNT_DETACH fails while anything uses it). Our own image only (a mount
+	 * of its own): a btrfs data directory used as it is is never unmounted. */
 	snprintf(parent, sizeof(parent), "%s", d->dir);
 	char *slash = strrchr(parent, '/');
 	if (slash)
 		*slash = '\0';
 	struct stat st;
 	if (flock(d->lock_fd, LOCK_EX | LOCK_NB) == 0 && (dir_empty(d->dir) || read_only(d->dir)) &&
-	    btrfs_mounted_at(d->dir, parent) && !is_btrfs(parent) && stat(d->dir, &st) == 0 &&
+	    btrfs_mounted_at(d->dir, parent) && stat(d->dir, &st) == 0 &&
 	    umount2(d->dir, UMOUNT_NOFOLLOW) == 0)
 		loop_wait_gone(st.st_dev);
 	disk_release(d);

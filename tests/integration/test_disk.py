@@ -232,32 +232,64 @@ def test_gc_after_skiffd_is_killed(tmp_path):
         end_instance(box)
 
 
-def test_data_directory_on_btrfs_is_used_as_it_is(tmp_path):
+@pytest.fixture
+def btrfs_dir(tmp_path):
+    """A btrfs filesystem of 2 GiB of ours, mounted: (its mount point, its /sys/fs/btrfs dir)."""
     if not shutil.which("mkfs.btrfs"):
         pytest.skip("mkfs.btrfs is missing (btrfs-progs): needed to make a btrfs data directory")
     img, mnt = tmp_path / "fs.img", tmp_path / "mnt"
     mnt.mkdir()
     with open(img, "wb") as f:
-        f.truncate(1 << 30)
+        f.truncate(2 << 30)
     subprocess.run(["mkfs.btrfs", "-q", str(img)], check=True, capture_output=True)
     r = subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"can't mount a btrfs image here: {r.stderr.strip()}")
+    uuid = subprocess.run(["findmnt", "-no", "UUID", str(mnt)], capture_output=True,
+                          text=True).stdout.strip()
     try:
-        b = Box(SKIFF_BOX, new_instance("d"), mnt)
-        try:
-            report = tmp_path / "report"
-            r = b.sh(fill("/f", 16), "--disk", "4", "--report", str(report))
-            assert r.returncode == 0, r.stderr
-            assert json.loads(report.read_text())["disk_backend"] == "btrfs"
-            assert int(r.stdout.split()[1]) <= 4 * MIB and disk_full(r.stderr)
-            # No image, no mount of ours: the data directory's own filesystem holds the layers.
-            assert not (mnt / "disk.img").exists()
-            assert os.stat(mnt / "disk").st_dev == os.stat(mnt).st_dev
-        finally:
-            end_instance(b)
+        yield mnt, Path("/sys/fs/btrfs") / uuid
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_btrfs_data_directory_without_quotas_is_left_as_it_is(btrfs_dir, tmp_path):
+    # Its quotas are off: turning them on would change the host's filesystem for good (simple
+    # quotas are an incompatible feature). The layers go to an image on it, as on ext4.
+    mnt, sysfs = btrfs_dir
+    assert sysfs.is_dir() and not (sysfs / "qgroups").exists()
+    b = Box(SKIFF_BOX, new_instance("d"), mnt)
+    try:
+        report = tmp_path / "report"
+        r = b.sh(fill("/f", 16), "--disk", "4", "--report", str(report))
+        assert r.returncode == 0, r.stderr
+        assert json.loads(report.read_text())["disk_backend"] == "btrfs"
+        assert int(r.stdout.split()[1]) <= 4 * MIB and disk_full(r.stderr)
+        assert not (sysfs / "qgroups").exists(), "quotas turned on on the data directory's fs"
+        assert (mnt / "disk.img").is_file()
+        assert os.stat(mnt / "disk").st_dev != os.stat(mnt).st_dev
+    finally:
+        end_instance(b)
+
+
+def test_data_directory_on_btrfs_is_used_as_it_is(btrfs_dir, tmp_path):
+    mnt, sysfs = btrfs_dir
+    # Quotas on already (its owner's choice): the data directory's filesystem holds the layers.
+    subprocess.run(["btrfs", "quota", "enable", str(mnt)], check=True,
+                   capture_output=True)
+    assert (sysfs / "qgroups").is_dir()
+    b = Box(SKIFF_BOX, new_instance("d"), mnt)
+    try:
+        report = tmp_path / "report"
+        r = b.sh(fill("/f", 16), "--disk", "4", "--report", str(report))
+        assert r.returncode == 0, r.stderr
+        assert json.loads(report.read_text())["disk_backend"] == "btrfs"
+        assert int(r.stdout.split()[1]) <= 4 * MIB and disk_full(r.stderr)
+        # No image, no mount of ours: the data directory's own filesystem holds the layers.
+        assert not (mnt / "disk.img").exists()
+        assert os.stat(mnt / "disk").st_dev == os.stat(mnt).st_dev
+    finally:
+        end_instance(b)
 
 
 @pytest.fixture
@@ -402,3 +434,24 @@ def test_kill_and_gc_from_another_data_directory_remove_the_layer(box, tmp_path)
     assert g.returncode == 0, g.stderr
     assert not disk_subvolumes(box.instance, box.data_dir)
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_an_image_left_mid_format_is_not_reused(tmp_path):
+    # A start killed while mkfs.btrfs formats <data>/disk.img.new leaves that mkfs running: the
+    # next start formats a file of its own, never the one the orphan still writes to.
+    data = tmp_path / "data"
+    data.mkdir()
+    orphan = data / "disk.img.new"
+    orphan.write_bytes(b"still being formatted")
+    os.link(orphan, tmp_path / "orphan")
+    b = Box(SKIFF_BOX, new_instance("d"), data)
+    try:
+        r = b.run(["true"], "--report", "/dev/stderr")
+        assert r.returncode == 0, r.stderr
+        if '"disk_backend":"btrfs"' not in r.stderr:
+            pytest.skip(f"no btrfs disk on this host: {r.stderr.strip()}")
+        kept = tmp_path / "orphan"
+        assert kept.stat().st_size == 21 and kept.read_bytes() == b"still being formatted"
+        assert not orphan.exists()
+    finally:
+        end_instance(b)
