@@ -63,6 +63,18 @@ def test_disk_is_not_memory(box):
     assert "out of memory" in r.stderr
 
 
+def test_the_layer_is_volatile(box):
+    # Overlayfs syncs its upper filesystem when it is unmounted and on fsync: on the shared btrfs
+    # that is every sandbox's layer, at every sandbox's exit (a commit of the whole disk per
+    # exit). The layer dies with the sandbox: volatile, as a tmpfs layer is.
+    btrfs_or_skip(box)
+    r = box.sh("grep '^overlay / ' /proc/mounts")
+    assert r.returncode == 0, r.stderr
+    assert "fsync=volatile" in r.stdout.split()[3].split(","), r.stdout
+    r = box.sh("grep '^overlay / ' /proc/mounts", "--disk-backend", "tmpfs")
+    assert "volatile" not in r.stdout, r.stdout
+
+
 def test_limit_is_per_sandbox(box):
     btrfs_or_skip(box)
     script = "echo ready; read go; " + fill("/f", 48)
@@ -400,6 +412,8 @@ def test_a_read_only_disk_falls_back_and_is_unmounted(tmp_path):
         assert r.returncode == 125 and "read-only" in r.stderr, r.stderr
         p.kill()
         p.wait()
+        # Its cleanup helper ends it (the layer can't be removed from a read-only disk).
+        assert not wait_no_leaks(b.instance)
         g = b.gc()
         assert g.returncode == 0, g.stderr
         assert wait_for(lambda: not data_disk_leaks(b.data_dir), LEAK_GRACE_S), \
