@@ -265,6 +265,16 @@ def btrfs_dir(tmp_path):
         subprocess.run(["umount", str(mnt)], check=True)
 
 
+def limited_on(b, tmp_path):
+    """Run a 4 MiB sandbox that writes 16 MiB under b's data directory: it must be btrfs and fail
+    with a full disk."""
+    report = tmp_path / "report"
+    r = b.sh(fill("/f", 16), "--disk", "4", "--report", str(report))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(report.read_text())["disk_backend"] == "btrfs"
+    assert int(r.stdout.split()[1]) <= 4 * MIB and disk_full(r.stderr)
+
+
 def test_btrfs_data_directory_without_quotas_is_left_as_it_is(btrfs_dir, tmp_path):
     # Its quotas are off: turning them on would change the host's filesystem for good (simple
     # quotas are an incompatible feature). The layers go to an image on it, as on ext4.
@@ -272,11 +282,7 @@ def test_btrfs_data_directory_without_quotas_is_left_as_it_is(btrfs_dir, tmp_pat
     assert sysfs.is_dir() and not (sysfs / "qgroups").exists()
     b = Box(SKIFF_BOX, new_instance("d"), mnt)
     try:
-        report = tmp_path / "report"
-        r = b.sh(fill("/f", 16), "--disk", "4", "--report", str(report))
-        assert r.returncode == 0, r.stderr
-        assert json.loads(report.read_text())["disk_backend"] == "btrfs"
-        assert int(r.stdout.split()[1]) <= 4 * MIB and disk_full(r.stderr)
+        limited_on(b, tmp_path)
         assert not (sysfs / "qgroups").exists(), "quotas turned on on the data directory's fs"
         assert (mnt / "disk.img").is_file()
         assert os.stat(mnt / "disk").st_dev != os.stat(mnt).st_dev
@@ -287,16 +293,11 @@ def test_btrfs_data_directory_without_quotas_is_left_as_it_is(btrfs_dir, tmp_pat
 def test_data_directory_on_btrfs_is_used_as_it_is(btrfs_dir, tmp_path):
     mnt, sysfs = btrfs_dir
     # Quotas on already (its owner's choice): the data directory's filesystem holds the layers.
-    subprocess.run(["btrfs", "quota", "enable", str(mnt)], check=True,
-                   capture_output=True)
+    subprocess.run(["btrfs", "quota", "enable", str(mnt)], check=True, capture_output=True)
     assert (sysfs / "qgroups").is_dir()
     b = Box(SKIFF_BOX, new_instance("d"), mnt)
     try:
-        report = tmp_path / "report"
-        r = b.sh(fill("/f", 16), "--disk", "4", "--report", str(report))
-        assert r.returncode == 0, r.stderr
-        assert json.loads(report.read_text())["disk_backend"] == "btrfs"
-        assert int(r.stdout.split()[1]) <= 4 * MIB and disk_full(r.stderr)
+        limited_on(b, tmp_path)
         # No image, no mount of ours: the data directory's own filesystem holds the layers.
         assert not (mnt / "disk.img").exists()
         assert os.stat(mnt / "disk").st_dev == os.stat(mnt).st_dev
