@@ -186,12 +186,14 @@ int rt_instance_remove_if_idle(struct rt *rt)
 	 * ones included): a running egress sandbox without its table would be unfiltered. */
 	if (rmdir(rt->inst_dir) == 0 || errno == ENOENT)
 		rt_net_table_remove(rt);
+	/* With the instance's lock still held: a start of the instance let in once we let go
+	 * would find its directory on the disk removed under it. */
+	disk_remove_if_idle(&rt->disk, rt->instance);
 	char lock[sizeof(rt->run_dir) + 16];
 	snprintf(lock, sizeof(lock), "%s/%s.lock", rt->run_dir, rt->instance);
 	unlink(lock);
 	close(rt->lock_fd);
 	rt->lock_fd = -1;
-	disk_remove_if_idle(&rt->disk, rt->instance);
 	return 1;
 }
 
