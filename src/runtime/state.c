@@ -91,6 +91,9 @@ int state_new_dir_abandoned(int inst_dirfd, const char *name)
 	int maker = atoi(name + 5);
 	if (maker > 0 && kill(maker, 0) < 0 && errno == ESRCH)
 		return 1;
+	/* A name without its maker's pid is no live start's. */
+	if (fd >= 0 && maker <= 0)
+		return 1;
 	struct stat st;
 	if (fstatat(inst_dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return 0;
