@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/btrfs.h>
 #include <linux/fs.h>
 #include <linux/loop.h>
@@ -500,14 +501,20 @@ static int dir_empty(const char *dir)
 
 /* An autoclear loop device is detached by the kernel a moment after its last user went: wait
  * for it (bounded), so that whoever comes next (a test's leak check, a new mount) finds it
- * free. */
-static void loop_wait_gone(dev_t dev)
+ * free. Only while it still holds our image: someone else may have it by then. */
+static void loop_wait_gone(dev_t dev, const char *image)
 {
-	char path[96];
+	char path[96], backing[4096];
 	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/loop/backing_file", major(dev),
 	         minor(dev));
-	for (int ms = 0; ms < DISK_LOOP_GONE_WAIT_MS && access(path, F_OK) == 0; ms += 5)
+	size_t len = strlen(image);
+	for (int ms = 0; ms < DISK_LOOP_GONE_WAIT_MS; ms += 5) {
+		ssize_t n = fs_read_at(AT_FDCWD, path, backing, sizeof(backing));
+		if (n <= 0 || strncmp(backing, image, len) != 0 ||
+		    (backing[len] != '\n' && backing[len] != ' ' && backing[len] != '\0'))
+			return;
 		usleep(5000);
+	}
 }
 
 void disk_remove_if_idle(struct rt_disk *d, const char *instance)
@@ -530,9 +537,14 @@ void disk_remove_if_idle(struct rt_disk *d, const char *instance)
 	if (slash)
 		*slash = '\0';
 	struct stat st;
+	char image[sizeof(parent) + 16], real[PATH_MAX];
+	snprintf(image, sizeof(image), "%s/disk.img", parent);
+	/* The name the loop device has for it (sysfs' backing_file): no symlink, absolute. */
+	if (!realpath(image, real))
+		snprintf(real, sizeof(real), "%s", image);
 	if (flock(d->lock_fd, LOCK_EX | LOCK_NB) == 0 && (dir_empty(d->dir) || read_only(d->dir)) &&
 	    btrfs_mounted_at(d->dir, parent) && stat(d->dir, &st) == 0 &&
 	    umount2(d->dir, UMOUNT_NOFOLLOW) == 0)
-		loop_wait_gone(st.st_dev);
+		loop_wait_gone(st.st_dev, real);
 	disk_release(d);
 }
