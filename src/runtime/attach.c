@@ -1,7 +1,9 @@
 /* Detached sandboxes: the state a sandbox leaves in <run>/<instance>/<id>/ so that any process
  * can find it again (attach), list it, exec into it and end it:
  *   init    "<pid> <start time> <uid slot>": a pid alone could be a later process's
- *   meta    JSON: when it was made and what it runs (for ls)
+ *   meta    JSON: when it was made and what it runs (for ls); "disk": the directory of its
+ *           writable layer's subvolume (<data>/disk/<instance>), so that a kill or gc run for
+ *           another data directory still removes it
  *   events  appended by init: "main <wait status>" when the main command ends, "exit <pid>
  *           <start time> <wait status>" for every other process it reaps (execs)
  */
@@ -20,6 +22,7 @@
 #include <unistd.h>
 
 #include "../lib/fsutil.h"
+#include "disk.h"
 #include "internal.h"
 
 #define EVENTS_MAX_BYTES (4 * 1024 * 1024) /* what lookups read of the events log */
@@ -100,6 +103,10 @@ int state_sandbox_record(struct rt_sandbox *sb, const struct spec *spec, struct 
 	                         sb->label, "created_at", created, "command", cmd, "memory_mib",
 	                         (json_int_t)spec->memory_mib, "cpu", spec->cpu, "pids",
 	                         (json_int_t)spec->pids);
+	char disk[sizeof(sb->rt->disk.dir) + RT_INSTANCE_MAX_CHARS + 2];
+	snprintf(disk, sizeof(disk), "%s/%s", sb->rt->disk.dir, sb->rt->instance);
+	if (meta && sb->disk_fd >= 0)
+		json_object_set_new(meta, "disk", json_string(disk));
 	char *text = meta ? json_dumps(meta, JSON_COMPACT) : NULL;
 	json_decref(meta);
 	if (!text)
@@ -200,6 +207,23 @@ int state_events_exit(const char *inst_dir, const char *id, pid_t nspid, unsigne
 	char prefix[64];
 	snprintf(prefix, sizeof(prefix), "exit %d %llu", (int)nspid, start);
 	return events_find(inst_dir, id, prefix, ret_status);
+}
+
+int state_disk_remove(const char *inst_dir, const char *id)
+{
+	char path[512], meta[8192];
+	state_path(path, sizeof(path), inst_dir, id, "meta");
+	if (fs_read_at(AT_FDCWD, path, meta, sizeof(meta)) <= 0)
+		return -ENOENT;
+	json_t *m = json_loads(meta, 0, NULL);
+	const char *disk = json_string_value(json_object_get(m, "disk"));
+	int fd = disk ? open(disk, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	json_decref(m);
+	if (fd < 0)
+		return -ENOENT;
+	int r = disk_subvol_remove(fd, id);
+	close(fd);
+	return r;
 }
 
 /* The label recorded in the sandbox's meta, or "". */

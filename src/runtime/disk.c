@@ -11,7 +11,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/btrfs.h>
+#include <linux/fs.h>
 #include <linux/loop.h>
 #include <linux/magic.h>
 #include <spawn.h>
@@ -40,7 +42,13 @@
 #define BTRFS_QUOTA_CTL_ENABLE_SIMPLE_QUOTA 4
 #endif
 #define BTRFS_FIRST_SUBVOL_INO 256ull
-#define DISK_IMAGE_MIN_BYTES   (1ull << 30)
+/* The image is sparse: its blocks are the host filesystem's free space, taken as sandboxes write.
+ * It is made no larger than what is free there, less a share left to the host (a tenth of the
+ * filesystem): a btrfs larger than the space under it fails writes mid-transaction once that
+ * space runs out, and goes read-only for every sandbox, and sandboxes would fill the host's disk
+ * first. Below the minimum there is no room for it: writable layers fall back to tmpfs. */
+#define DISK_IMAGE_MIN_BYTES   (256ull << 20)
+#define DISK_IMAGE_HOST_SHARE  10
 #define DISK_LOOP_TRIES        16
 #define DISK_LOCK_TRIES        500
 #define DISK_MOUNT_TRIES       4
@@ -77,11 +85,43 @@ static int is_btrfs(const char *path)
 	return statfs(path, &sf) == 0 && sf.f_type == BTRFS_SUPER_MAGIC;
 }
 
+/* Whether the data directory's own filesystem holds the layers: btrfs with quotas on already
+ * (its /sys/fs/btrfs/<fsid>/qgroups). One whose quotas are off gets an image like any other
+ * filesystem: turning them on would change the host's filesystem for good (simple quotas are an
+ * incompatible feature, which kernels before 6.7 refuse to mount; full qgroups slow the commits
+ * of a filesystem with snapshots). */
+static int host_btrfs(const char *path)
+{
+	if (!is_btrfs(path))
+		return 0;
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct btrfs_ioctl_fs_info_args fi = {0};
+	if (fd < 0 || ioctl(fd, BTRFS_IOC_FS_INFO, &fi) < 0)
+		return 0;
+	char q[96];
+	const unsigned char *u = fi.fsid;
+	snprintf(
+	    q, sizeof(q),
+	    "/sys/fs/btrfs/%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x"
+	    "/qgroups",
+	    u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
+	    u[14], u[15]);
+	return access(q, F_OK) == 0;
+}
+
 /* Whether dir is a mount of its own (another device than its parent's) holding btrfs. */
 static int btrfs_mounted_at(const char *dir, const char *parent)
 {
 	struct stat a, b;
 	return stat(dir, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev && is_btrfs(dir);
+}
+
+/* Whether dir's filesystem is read-only: btrfs turns so after a failed write (the image's
+ * blocks could not be had), and stays so until it is unmounted. */
+static int read_only(const char *dir)
+{
+	struct statvfs vfs;
+	return statvfs(dir, &vfs) == 0 && (vfs.f_flag & ST_RDONLY);
 }
 
 /* Run mkfs.btrfs on image. Its output comes back in the error when it fails. */
@@ -123,7 +163,7 @@ static int image_format(const char *image, struct sk_error *err)
 	return sk_error_set(err, -EIO, "%s %s failed (status %d): %s", mkfs, image, status, msg);
 }
 
-/* Make <data>/disk.img once: a sparse file the size of the filesystem it is on (its blocks are
+/* Make <data>/disk.img once: a sparse file as large as the space free for it (its blocks are
  * taken only as sandboxes write), formatted under a temporary name and renamed when complete. */
 static int image_ensure(const char *data_dir, const char *image, struct sk_error *err)
 {
@@ -136,14 +176,30 @@ static int image_ensure(const char *data_dir, const char *image, struct sk_error
 	struct statvfs vfs;
 	if (statvfs(data_dir, &vfs) < 0)
 		return sk_error_errno(err, -errno, "statvfs %s", data_dir);
-	uint64_t size = (uint64_t)vfs.f_blocks * vfs.f_frsize;
+	uint64_t total = (uint64_t)vfs.f_blocks * vfs.f_frsize;
+	uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+	uint64_t keep = total / DISK_IMAGE_HOST_SHARE;
+	uint64_t size = avail > keep ? avail - keep : 0;
 	if (size < DISK_IMAGE_MIN_BYTES)
-		size = DISK_IMAGE_MIN_BYTES;
+		return sk_error_set(err, -ENOSPC,
+		                    "%s: %llu MiB free, a disk image needs %llu MiB and leaves "
+		                    "%llu MiB to the host",
+		                    data_dir, (unsigned long long)(avail >> 20),
+		                    (unsigned long long)(DISK_IMAGE_MIN_BYTES >> 20),
+		                    (unsigned long long)(keep >> 20));
 	char tmp[4096];
 	snprintf(tmp, sizeof(tmp), "%s.new", image);
-	_cleanup_close_ int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	/* One a start killed mid-format left may still have its mkfs.btrfs writing to it: a new
+	 * file, never that one. */
+	if (unlink(tmp) < 0 && errno != ENOENT)
+		return sk_error_errno(err, -errno, "remove %s", tmp);
+	_cleanup_close_ int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return sk_error_errno(err, -errno, "create %s", tmp);
+	/* On a btrfs data directory without quotas: no copy-on-write under the image's own. */
+	int flags = FS_NOCOW_FL;
+	if (is_btrfs(data_dir))
+		ioctl(fd, FS_IOC_SETFLAGS, &flags);
 	int r;
 	if (ftruncate(fd, (off_t)size) < 0)
 		r = sk_error_errno(err, -errno, "size %s", tmp);
@@ -199,13 +255,15 @@ static int quota_enable(int fd, struct sk_error *err)
 }
 
 /* With <data>/disk.lock held exclusively: make <data>/disk a btrfs with quotas, mounting the
- * image when the data directory is not on btrfs and nothing is mounted there yet. */
+ * image when the data directory's filesystem can't hold the layers itself and nothing is
+ * mounted there yet. */
 static int disk_mount(const char *data_dir, const char *dir, struct sk_error *err)
 {
 	int r;
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		return sk_error_errno(err, -errno, "mkdir %s", dir);
-	if (!is_btrfs(data_dir) && !btrfs_mounted_at(dir, data_dir)) {
+	int host = host_btrfs(data_dir);
+	if (!host && !btrfs_mounted_at(dir, data_dir)) {
 		char image[4096], dev[64];
 		snprintf(image, sizeof(image), "%s/disk.img", data_dir);
 		if ((r = image_ensure(data_dir, image, err)) < 0)
@@ -239,7 +297,7 @@ static int disk_mount(const char *data_dir, const char *dir, struct sk_error *er
 	/* The layers hold files of sandbox uids: no host user but root walks in. */
 	if (fchmod(fd, 0700) < 0)
 		return sk_error_errno(err, -errno, "chmod %s", dir);
-	return quota_enable(fd, err);
+	return host ? 0 : quota_enable(fd, err);
 }
 
 /* The disk for this runtime: mounted if make, its instance directory open, its lock held shared
@@ -265,7 +323,7 @@ static int disk_open(struct rt *rt, const char *data_dir, int make, struct sk_er
 	for (int tries = 0; tries < DISK_LOCK_TRIES && !there; tries++) {
 		if (flock(fd, LOCK_SH) < 0)
 			return sk_error_errno(err, -errno, "lock %s", lock);
-		there = is_btrfs(data_dir) || btrfs_mounted_at(d->dir, data_dir);
+		there = host_btrfs(data_dir) || btrfs_mounted_at(d->dir, data_dir);
 		if (there)
 			break;
 		if (!make)
@@ -274,14 +332,22 @@ static int disk_open(struct rt *rt, const char *data_dir, int make, struct sk_er
 			usleep(DISK_LOCK_RETRY_US + (getpid() % 8) * 1000);
 			continue;
 		}
-		if (!is_btrfs(data_dir) && !btrfs_mounted_at(d->dir, data_dir) &&
+		if (!host_btrfs(data_dir) && !btrfs_mounted_at(d->dir, data_dir) &&
 		    (r = disk_mount(data_dir, d->dir, err)) < 0)
 			return r;
 	}
 	if (!there)
 		return sk_error_set(err, -EAGAIN, "%s: could not lock it to mount it", d->dir);
-	/* A data directory on btrfs is used as it is: quotas enabled once (idempotent). */
-	if (make && is_btrfs(data_dir) && (r = disk_mount(data_dir, d->dir, err)) < 0)
+	/* No layer can be made on it: say so (RT_DISK_AUTO falls back to tmpfs). Whoever finds it
+	 * unused unmounts it (disk_remove_if_idle); the next mount is writable again. */
+	if (make && read_only(d->dir))
+		return sk_error_set(err, -EROFS,
+		                    "%s is read-only (btrfs stops writing after a write error: see "
+		                    "the kernel's log); it is unmounted once no sandbox uses it",
+		                    d->dir);
+	/* A data directory on btrfs with quotas is used as it is. */
+	if (make && !btrfs_mounted_at(d->dir, data_dir) &&
+	    (r = disk_mount(data_dir, d->dir, err)) < 0)
 		return r;
 	char inst[sizeof(d->dir) + 8];
 	snprintf(inst, sizeof(inst), "%s/%s", d->dir, rt->instance);
@@ -347,7 +413,7 @@ int disk_subvol_make(const struct rt_disk *d, const char *id, uid_t owner, uint6
 	struct btrfs_ioctl_vol_args va = {0};
 	snprintf(va.name, sizeof(va.name), "%s", id);
 	if (ioctl(d->inst_fd, BTRFS_IOC_SUBVOL_CREATE, &va) < 0)
-		return sk_error_errno(err, -errno, "create subvolume %s/%s", d->dir, id);
+		return sk_error_errno(err, -errno, "create the subvolume of %s on %s", id, d->dir);
 	_cleanup_close_ int fd = openat(d->inst_fd, id, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	int r;
 	if (fd < 0)
@@ -435,14 +501,20 @@ static int dir_empty(const char *dir)
 
 /* An autoclear loop device is detached by the kernel a moment after its last user went: wait
  * for it (bounded), so that whoever comes next (a test's leak check, a new mount) finds it
- * free. */
-static void loop_wait_gone(dev_t dev)
+ * free. Only while it still holds our image: someone else may have it by then. */
+static void loop_wait_gone(dev_t dev, const char *image)
 {
-	char path[96];
+	char path[96], backing[4096];
 	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/loop/backing_file", major(dev),
 	         minor(dev));
-	for (int ms = 0; ms < DISK_LOOP_GONE_WAIT_MS && access(path, F_OK) == 0; ms += 5)
+	size_t len = strlen(image);
+	for (int ms = 0; ms < DISK_LOOP_GONE_WAIT_MS; ms += 5) {
+		ssize_t n = fs_read_at(AT_FDCWD, path, backing, sizeof(backing));
+		if (n <= 0 || strncmp(backing, image, len) != 0 ||
+		    (backing[len] != '\n' && backing[len] != ' ' && backing[len] != '\0'))
+			return;
 		usleep(5000);
+	}
 }
 
 void disk_remove_if_idle(struct rt_disk *d, const char *instance)
@@ -456,17 +528,23 @@ void disk_remove_if_idle(struct rt_disk *d, const char *instance)
 	d->inst_fd = -1;
 	rmdir(inst); /* not while subvolumes of ours are left */
 	/* Only we may hold it shared: then no runtime uses the disk, and none can start to until we
-	 * let go. Empty: no instance has anything on it. Not busy: the kernel agrees (umount2
-	 * without MNT_DETACH fails while anything uses it). Our own image only: a btrfs data
-	 * directory is never unmounted. */
+	 * let go. Empty: no instance has anything on it; or read-only, when nothing can be removed
+	 * from it (what is left there is gc'd after the next mount). Not busy: the kernel agrees
+	 * (umount2 without MNT_DETACH fails while anything uses it). Our own image only (a mount
+	 * of its own): a btrfs data directory used as it is is never unmounted. */
 	snprintf(parent, sizeof(parent), "%s", d->dir);
 	char *slash = strrchr(parent, '/');
 	if (slash)
 		*slash = '\0';
 	struct stat st;
-	if (flock(d->lock_fd, LOCK_EX | LOCK_NB) == 0 && dir_empty(d->dir) &&
-	    btrfs_mounted_at(d->dir, parent) && !is_btrfs(parent) && stat(d->dir, &st) == 0 &&
+	char image[sizeof(parent) + 16], real[PATH_MAX];
+	snprintf(image, sizeof(image), "%s/disk.img", parent);
+	/* The name the loop device has for it (sysfs' backing_file): no symlink, absolute. */
+	if (!realpath(image, real))
+		snprintf(real, sizeof(real), "%s", image);
+	if (flock(d->lock_fd, LOCK_EX | LOCK_NB) == 0 && (dir_empty(d->dir) || read_only(d->dir)) &&
+	    btrfs_mounted_at(d->dir, parent) && stat(d->dir, &st) == 0 &&
 	    umount2(d->dir, UMOUNT_NOFOLLOW) == 0)
-		loop_wait_gone(st.st_dev);
+		loop_wait_gone(st.st_dev, real);
 	disk_release(d);
 }

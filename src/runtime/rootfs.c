@@ -180,8 +180,11 @@ int rootfs_setup(const char *scratch, int lower_fd, int upper_fd, const struct s
 		return sk_error_errno(err, -errno, "make layer directories in %s", scratch);
 	if (move_mount(lower_fd, "", AT_FDCWD, lower, MOVE_MOUNT_F_EMPTY_PATH) < 0)
 		return sk_error_errno(err, -errno, "move the image mount to %s", lower);
-	snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s,workdir=%s,userxattr", lower, upper,
-	         work);
+	/* On btrfs, volatile: overlayfs would otherwise sync the whole upper filesystem, every
+	 * sandbox's layer on it, when this one is unmounted (init's exit) or fsyncs or syncs; the
+	 * layer dies with the sandbox anyway, as a tmpfs one does. */
+	snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s,workdir=%s,userxattr%s", lower, upper,
+	         work, upper_fd >= 0 ? ",volatile" : "");
 	if ((r = mount_at(err, "overlay", root, "overlay", MS_NOSUID, opts)) < 0)
 		return r;
 	timing_mark(t, "mount_tmpfs_overlay");

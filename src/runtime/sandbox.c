@@ -186,12 +186,14 @@ int rt_instance_remove_if_idle(struct rt *rt)
 	 * ones included): a running egress sandbox without its table would be unfiltered. */
 	if (rmdir(rt->inst_dir) == 0 || errno == ENOENT)
 		rt_net_table_remove(rt);
+	/* With the instance's lock still held: a start of the instance let in once we let go
+	 * would find its directory on the disk removed under it. */
+	disk_remove_if_idle(&rt->disk, rt->instance);
 	char lock[sizeof(rt->run_dir) + 16];
 	snprintf(lock, sizeof(lock), "%s/%s.lock", rt->run_dir, rt->instance);
 	unlink(lock);
 	close(rt->lock_fd);
 	rt->lock_fd = -1;
-	disk_remove_if_idle(&rt->disk, rt->instance);
 	return 1;
 }
 
@@ -872,12 +874,15 @@ int rt_sandbox_reap(struct rt_sandbox *sb, struct rt_result *ret)
 }
 
 /* Destroy the writable layer's subvolume, once nothing of the sandbox runs. One found by
- * attach is removed by name (none: -ENOENT, ignored). */
+ * attach is removed where its meta says (its data directory may not be ours), else by name
+ * on our disk (none: -ENOENT, ignored). */
 static void sandbox_disk_remove(struct rt_sandbox *sb)
 {
 	if (sb->disk_fd >= 0)
 		close(sb->disk_fd);
 	sb->disk_fd = -1;
+	if (sb->attached && state_disk_remove(sb->rt->inst_dir, sb->id) == 0)
+		return;
 	if (sb->rt->disk.btrfs)
 		disk_subvol_remove(sb->rt->disk.inst_fd, sb->id);
 }
@@ -979,8 +984,12 @@ static int gc_run(struct rt *rt, int keep_ended, struct sk_error *err)
 			if (keep_ended && state_init_read(rt->inst_dir, de->d_name, &si) == 0)
 				continue; /* its cgroups go below, its uid range last */
 			struct cg_sandbox cg;
+			int ended = 1;
 			if (cgroup_sandbox_open(&rt->cg, rt->instance, de->d_name, &cg) == 0)
-				cgroup_sandbox_destroy(&cg, RT_KILL_GRACE_MS, NULL);
+				ended = cgroup_sandbox_destroy(&cg, RT_KILL_GRACE_MS, NULL) == 0;
+			/* Its layer, wherever it is (disk_gc below covers our own disk). */
+			if (ended)
+				state_disk_remove(rt->inst_dir, de->d_name);
 			fs_rm_rf_at(dirfd(d), de->d_name);
 			removed++;
 		}

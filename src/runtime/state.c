@@ -30,7 +30,8 @@ int state_sandbox_dir_create(const struct rt *rt, const char *id, int *ret_lock_
 	_cleanup_close_ int dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	_cleanup_close_ int lock =
 	    dfd < 0 ? -1 : openat(dfd, "lock", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (lock < 0 || flock(lock, LOCK_EX | LOCK_NB) < 0 || rename(tmp, final) < 0) {
+	/* Waited for: a gc looking whether the directory is abandoned holds it for a moment. */
+	if (lock < 0 || flock(lock, LOCK_EX) < 0 || rename(tmp, final) < 0) {
 		int r = -errno;
 		fs_rm_rf_at(AT_FDCWD, tmp);
 		return sk_error_errno(err, r, "make state directory %s", final);
@@ -82,13 +83,16 @@ int state_new_dir_abandoned(int inst_dirfd, const char *name)
 	char lock[300];
 	snprintf(lock, sizeof(lock), "%s/lock", name);
 	_cleanup_close_ int fd = openat(inst_dirfd, lock, O_RDONLY | O_CLOEXEC);
-	if (fd >= 0)
-		return flock(fd, LOCK_EX | LOCK_NB) == 0; /* its maker would hold it */
-	/* No lock yet: its maker is between mkdir and creating it, or died there. The name says
-	 * who made it (".new-<pid>-<id>"): gone, it is abandoned; a live pid may be a reuse, so the
-	 * age decides then. */
+	if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0)
+		return 0; /* its maker holds it */
+	/* No lock yet, or one nobody holds: its maker is between mkdir and creating it, between
+	 * creating and locking it, or died there. The name says who made it (".new-<pid>-<id>"):
+	 * gone, it is abandoned; a live pid may be a reuse, so the age decides then. */
 	int maker = atoi(name + 5);
 	if (maker > 0 && kill(maker, 0) < 0 && errno == ESRCH)
+		return 1;
+	/* A name without its maker's pid is no live start's. */
+	if (fd >= 0 && maker <= 0)
 		return 1;
 	struct stat st;
 	if (fstatat(inst_dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)

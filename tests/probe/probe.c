@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/bpf.h>
+#include <linux/btrfs.h>
+#include <linux/fs.h>
 #include <linux/keyctl.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
@@ -32,6 +34,7 @@
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -69,6 +72,8 @@ static const char *errname(int e)
 	case ELOOP: return "ELOOP";
 	case ENETDOWN: return "ENETDOWN";
 	case ETIMEDOUT: return "ETIMEDOUT";
+	case E2BIG: return "E2BIG";
+	case ENOTEMPTY: return "ENOTEMPTY";
 	default: return "EOTHER";
 	}
 }
@@ -227,6 +232,52 @@ static int spoof_udp(const char *src, const char *dst, int port)
 	return report(sendto(fd, &pkt, sizeof(pkt), 0, (struct sockaddr *)&to, sizeof(to)));
 }
 
+/* A btrfs ioctl on directory dir with a name (subvolume create, snapshot of dir itself). */
+static int btrfs_vol(const char *what, const char *dir, const char *name)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY);
+	if (fd < 0)
+		return report(-1);
+	if (!strcmp(what, "snap")) {
+		struct btrfs_ioctl_vol_args_v2 a;
+		memset(&a, 0, sizeof(a));
+		a.fd = fd;
+		snprintf(a.name, sizeof(a.name), "%s", name);
+		return report(ioctl(fd, BTRFS_IOC_SNAP_CREATE_V2, &a));
+	}
+	struct btrfs_ioctl_vol_args a;
+	memset(&a, 0, sizeof(a));
+	snprintf(a.name, sizeof(a.name), "%s", name);
+	return report(ioctl(fd, BTRFS_IOC_SUBVOL_CREATE, &a));
+}
+
+/* Make files (empty, or with n xattrs of size bytes each) in dir until one fails: prints how
+ * many and why. What metadata alone costs the writable layer. */
+static int fill_meta(const char *dir, long max, int xattrs, int size)
+{
+	static char val[65536];
+	memset(val, 'x', sizeof(val));
+	long n = 0;
+	for (; n < max; n++) {
+		char path[4096], key[64];
+		snprintf(path, sizeof(path), "%s/f%ld", dir, n);
+		int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		if (fd < 0)
+			break;
+		close(fd);
+		int i = 0;
+		for (; i < xattrs; i++) {
+			snprintf(key, sizeof(key), "user.k%d", i);
+			if (setxattr(path, key, val, (size_t)size, 0) < 0)
+				break;
+		}
+		if (i < xattrs)
+			break;
+	}
+	printf("%ld %s\n", n, n < max ? errname(errno) : "ok");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -240,6 +291,26 @@ int main(int argc, char **argv)
 		return spoof_udp(argv[2], argv[3], atoi(argv[4]));
 	if (!strcmp(t, "personality")) /* personality HEX */
 		return report(syscall(SYS_personality, (unsigned long)strtoul(a, NULL, 16)));
+	if (!strcmp(t, "btrfs-subvol") && argc == 4) /* btrfs-subvol DIR NAME */
+		return btrfs_vol("subvol", argv[2], argv[3]);
+	if (!strcmp(t, "btrfs-snap") && argc == 4) /* btrfs-snap DIR NAME: a snapshot of DIR */
+		return btrfs_vol("snap", argv[2], argv[3]);
+	if (!strcmp(t, "ficlone") && argc == 4) /* ficlone SRC DST: a reflink copy */ {
+		int src = open(argv[2], O_RDONLY);
+		int dst = open(argv[3], O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (src < 0 || dst < 0)
+			return report(-1);
+		return report(ioctl(dst, FICLONE, src));
+	}
+	if (!strcmp(t, "fallocate") && argc == 4) /* fallocate PATH MIB */ {
+		int fd = open(argv[2], O_WRONLY | O_CREAT, 0600);
+		if (fd < 0)
+			return report(-1);
+		return report(fallocate(fd, 0, 0, (off_t)atol(argv[3]) << 20));
+	}
+	if (!strcmp(t, "fill-files") && argc >= 4) /* fill-files DIR MAX [XATTRS SIZE] */
+		return fill_meta(argv[2], atol(argv[3]), argc > 4 ? atoi(argv[4]) : 0,
+		                 argc > 5 ? atoi(argv[5]) : 0);
 	if (!strcmp(t, "fill-shm")) /* fill /dev/shm until the write fails or we are killed */ {
 		static char chunk[1 << 16];
 		int fd = open("/dev/shm/fill", O_WRONLY | O_CREAT | O_TRUNC, 0600);
