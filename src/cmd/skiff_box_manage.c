@@ -4,6 +4,7 @@
  *   ls               list the instance's sandboxes
  *   gc               remove what crashed runs left behind */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <poll.h>
@@ -14,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../lib/fsutil.h"
 #include "skiff_box.h"
 
 int exit_code_of_status(int status)
@@ -31,6 +33,28 @@ static const char *instance_default(void)
 	return env ? env : RT_DEFAULT_INSTANCE;
 }
 
+/* Say once per data directory (and again when the reason changes) that writable layers fall
+ * back to tmpfs: every run repeating it would be noise on stderr, which scripts read.
+ * <data>/disk.tmpfs holds the reason last said; it goes once btrfs is had again. */
+static void disk_fallback_note(const char *data_dir, const char *why)
+{
+	char path[4096], said[SK_ERROR_MSG_BYTES];
+	if (snprintf(path, sizeof(path), "%s/disk.tmpfs", data_dir) >= (int)sizeof(path))
+		return;
+	if (!why[0]) {
+		unlink(path);
+		return;
+	}
+	if (fs_read_at(AT_FDCWD, path, said, sizeof(said)) >= 0 && !strcmp(said, why))
+		return;
+	fprintf(stderr, "skiff-box: disk: no btrfs (%s): writable layers are tmpfs, in memory\n",
+	        why);
+	_cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd >= 0 && write(fd, why, strlen(why)) < 0) {
+		/* said again next time */
+	}
+}
+
 int disk_setup(struct rt *rt, const char *data_dir, enum rt_disk_backend backend, int make)
 {
 	struct sk_error err = {0};
@@ -38,10 +62,7 @@ int disk_setup(struct rt *rt, const char *data_dir, enum rt_disk_backend backend
 		fprintf(stderr, "skiff-box: %s\n", err.msg);
 		return exit_code_for(&err);
 	}
-	if (rt->disk.why_tmpfs[0])
-		fprintf(stderr,
-		        "skiff-box: disk: no btrfs (%s): writable layers are tmpfs, in memory\n",
-		        rt->disk.why_tmpfs);
+	disk_fallback_note(data_dir, rt->disk.why_tmpfs);
 	return 0;
 }
 

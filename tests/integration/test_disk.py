@@ -156,6 +156,9 @@ def test_fallback_to_tmpfs_when_no_image_can_be_made(tmp_path):
         assert json.loads((tmp_path / "report").read_text())["disk_backend"] == "tmpfs"
         assert "No space left on device" in r.stderr
         assert int(r.stdout.split()[1]) <= 4 * MIB
+        # Said once per data directory: the next run's stderr is the command's alone.
+        r = b.run(["sh", "-c", "echo x >&2"])
+        assert (r.returncode, r.stderr) == (0, "x\n")
         # Asked for btrfs: a clear failure, nothing started.
         r = b.run(["true"], "--disk-backend", "btrfs")
         assert r.returncode == 125 and "btrfs disk" in r.stderr and "disk.img" in r.stderr
