@@ -209,20 +209,26 @@ int state_events_exit(const char *inst_dir, const char *id, pid_t nspid, unsigne
 	return events_find(inst_dir, id, prefix, ret_status);
 }
 
-int state_disk_remove(const char *inst_dir, const char *id)
+int state_disk_remove(const struct rt *rt, const char *id)
 {
-	char path[512], meta[8192];
-	state_path(path, sizeof(path), inst_dir, id, "meta");
+	char path[512], meta[8192], where[4096] = "";
+	state_path(path, sizeof(path), rt->inst_dir, id, "meta");
 	if (fs_read_at(AT_FDCWD, path, meta, sizeof(meta)) <= 0)
 		return -ENOENT;
 	json_t *m = json_loads(meta, 0, NULL);
 	const char *disk = json_string_value(json_object_get(m, "disk"));
 	int fd = disk ? open(disk, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	if (disk)
+		snprintf(where, sizeof(where), "%s", disk);
 	json_decref(m);
 	if (fd < 0)
 		return -ENOENT;
 	int r = disk_subvol_remove(fd, id);
 	close(fd);
+	/* Whoever ends a sandbox of another data directory (kill takes no --data) is the last to
+	 * know that disk: unmounted here once unused, or nothing would ever unmount it. */
+	if (r == 0)
+		disk_remove_if_idle_at(rt, where);
 	return r;
 }
 

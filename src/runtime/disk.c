@@ -548,3 +548,31 @@ void disk_remove_if_idle(struct rt_disk *d, const char *instance)
 		loop_wait_gone(st.st_dev, real);
 	disk_release(d);
 }
+
+void disk_remove_if_idle_at(const struct rt *rt, const char *inst_disk)
+{
+	/* <data>/disk/<instance> → <data>. */
+	char data[4096];
+	if (snprintf(data, sizeof(data), "%s", inst_disk) >= (int)sizeof(data))
+		return;
+	for (int i = 0; i < 2; i++) {
+		char *slash = strrchr(data, '/');
+		if (!slash || slash == data)
+			return;
+		*slash = '\0';
+	}
+	char dir[sizeof(data) + 8];
+	snprintf(dir, sizeof(dir), "%s/disk", data);
+	if (!strcmp(dir, rt->disk.dir))
+		return; /* ours: gc's business */
+	struct rt *other = calloc(1, sizeof(*other));
+	if (!other)
+		return;
+	snprintf(other->instance, sizeof(other->instance), "%s", rt->instance);
+	other->disk.inst_fd = other->disk.lock_fd = -1;
+	struct sk_error err = {0};
+	if (disk_open(other, data, 0, &err) == 0 && other->disk.lock_fd >= 0)
+		disk_remove_if_idle(&other->disk, other->instance);
+	disk_release(&other->disk);
+	free(other);
+}

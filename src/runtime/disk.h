@@ -7,6 +7,7 @@
 
 #include "../lib/error.h"
 
+struct rt;
 struct rt_disk;
 
 /* Make the subvolume <disk>/<instance>/<id>, owned by owner (the sandbox's mapped root), limited
@@ -26,4 +27,6 @@ int disk_gc(const struct rt_disk *d, int (*alive)(const char *id, void *ud), voi
 /* When no runtime of any instance uses the data directory's disk and it holds no subvolume:
  * unmount it (its loop device goes with it). Drops this runtime's hold either way. */
 void disk_remove_if_idle(struct rt_disk *d, const char *instance);
+/* The same for the disk holding inst_disk (<data>/disk/<instance>) when it isn't rt's own. */
+void disk_remove_if_idle_at(const struct rt *rt, const char *inst_disk);
 void disk_release(struct rt_disk *d);

@@ -175,7 +175,9 @@ int state_output_open(const char *inst_dir, const char *id, int ret_fds[3], stru
 int state_sandbox_record(struct rt_sandbox *sb, const struct spec *spec, struct sk_error *err);
 /* Destroy the writable layer's subvolume recorded in a detached sandbox's meta, wherever its data
  * directory is. -ENOENT when none is recorded or it is gone. */
-int state_disk_remove(const char *inst_dir, const char *id);
+/* Remove a sandbox's layer where its meta says it is; a disk of another data directory than
+ * rt's is unmounted once nothing uses it (as rt's own is at gc). */
+int state_disk_remove(const struct rt *rt, const char *id);
 /* A ".new-<pid>-sb-…" directory (a start in progress) whose maker is gone: its lock is free, or
  * it has none and its maker's pid is gone or it is older than STATE_NEW_DIR_GRACE_S. */
 #define STATE_NEW_DIR_GRACE_S 10

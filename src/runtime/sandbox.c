@@ -881,7 +881,7 @@ static void sandbox_disk_remove(struct rt_sandbox *sb)
 	if (sb->disk_fd >= 0)
 		close(sb->disk_fd);
 	sb->disk_fd = -1;
-	if (sb->attached && state_disk_remove(sb->rt->inst_dir, sb->id) == 0)
+	if (sb->attached && state_disk_remove(sb->rt, sb->id) == 0)
 		return;
 	if (sb->rt->disk.btrfs)
 		disk_subvol_remove(sb->rt->disk.inst_fd, sb->id);
@@ -989,7 +989,7 @@ static int gc_run(struct rt *rt, int keep_ended, struct sk_error *err)
 				ended = cgroup_sandbox_destroy(&cg, RT_KILL_GRACE_MS, NULL) == 0;
 			/* Its layer, wherever it is (disk_gc below covers our own disk). */
 			if (ended)
-				state_disk_remove(rt->inst_dir, de->d_name);
+				state_disk_remove(rt, de->d_name);
 			fs_rm_rf_at(dirfd(d), de->d_name);
 			removed++;
 		}

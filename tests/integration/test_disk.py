@@ -454,6 +454,27 @@ def test_kill_and_gc_from_another_data_directory_remove_the_layer(box, tmp_path)
     assert not (tmp_path / "elsewhere").exists()
 
 
+def test_the_last_kill_from_another_data_directory_unmounts_the_disk(tmp_path):
+    # A sandbox started with data directory A, killed by a skiff-box that knows only B (kill
+    # takes no --data): its layer goes, and with nothing else on A's disk, so does A's mount
+    # (nobody else knows it is there).
+    a = tmp_path / "a"
+    a.mkdir()
+    b = Box(SKIFF_BOX, new_instance("d"), a)
+    try:
+        btrfs_or_skip(b)
+        r = b("--detach")
+        assert r.returncode == 0, r.stderr
+        assert data_disk_leaks(a)  # mounted while the sandbox runs
+        k = b("kill", r.stdout.strip(), env={"SKIFF_DATA": str(tmp_path / "b")})
+        assert k.returncode == 0, k.stderr
+        assert not disk_subvolumes(b.instance, a)
+        assert wait_for(lambda: not data_disk_leaks(a), 5), data_disk_leaks(a)
+        assert not (tmp_path / "b").exists()
+    finally:
+        end_instance(b)
+
+
 def test_an_image_left_mid_format_is_not_reused(tmp_path):
     # A start killed while mkfs.btrfs formats <data>/disk.img.new leaves that mkfs running: the
     # next start formats a file of its own, never the one the orphan still writes to.
