@@ -95,6 +95,7 @@ static int exe_open_at(const char *path)
 
 void rt_init_exe_open(struct rt *rt)
 {
+	rt->init_exe_fd = -1;
 	const char *given = getenv(INIT_EXE_ENV);
 	if (given && *given) {
 		rt->init_exe_fd = exe_open_at(given);

@@ -14,6 +14,7 @@
 #include "seccomp.h"
 #include "spec.h"
 
+#define RT_INIT_EXE_UNKNOWN      (-2)
 #define RT_INSTANCE_MAX_CHARS    4
 #define RT_DEFAULT_RUN_DIR       "/run/skiff"
 #define RT_DEFAULT_INSTANCE      "0"
@@ -64,7 +65,8 @@ struct rt {
 	int lock_fd;              /* <run_dir>/<instance>.lock, held shared */
 	const struct rt_net *net; /* NULL: network egress is refused */
 	/* skiff-init, which a detached sandbox's init execs into once its command runs (-1: init
-	 * stays the copy of its starter it was born as; see rt_init_exe_open). */
+	 * stays the copy of its starter it was born as; RT_INIT_EXE_UNKNOWN: not looked for yet, as
+	 * only a detached start needs it; see rt_init_exe_open). */
 	int init_exe_fd;
 	struct rt_disk disk;
 	/* Cleanup helpers told to exit but not reaped yet: reaped later, never waited for on a

@@ -116,7 +116,7 @@ int rt_init(struct rt *rt, const char *instance, const char *run_dir, struct sk_
 {
 	memset(rt, 0, sizeof(*rt));
 	rt->lock_fd = -1;
-	rt->init_exe_fd = -1;
+	rt->init_exe_fd = RT_INIT_EXE_UNKNOWN;
 	rt->disk.inst_fd = rt->disk.lock_fd = -1;
 	if (!rt_instance_valid(instance))
 		return sk_error_set(err, -SK_EINVAL_SPEC,
@@ -151,7 +151,6 @@ int rt_init(struct rt *rt, const char *instance, const char *run_dir, struct sk_
 		goto fail;
 	rt->caps = caps_default_mask();
 	caps_last_cap();
-	rt_init_exe_open(rt);
 	return 0;
 fail:
 	rt_release(rt);
@@ -568,6 +567,10 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 			goto fail;
 		timing_mark(&sb->marks, "subvolume");
 	}
+	/* Looked for at the first detached start only: ls, kill, exec and foreground runs never
+	 * need it. */
+	if (detached && rt->init_exe_fd == RT_INIT_EXE_UNKNOWN)
+		rt_init_exe_open(rt);
 	if (detached) {
 		/* A detached sandbox outlives us: no helper; gc cleans up after a failed start. Its
 		 * output goes to files in its state directory, never to our stdio. */
