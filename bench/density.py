@@ -33,11 +33,12 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+from api_cycle import free_port  # a sibling script of bench/
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLEEP_S = "1000000"
@@ -70,14 +71,6 @@ def settle(quiet_kib=2048, max_s=30):
             return meminfo()
         last = now
     return meminfo()
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Phase:
