@@ -641,8 +641,10 @@ def test_exec_survives_its_starter_sigkill(box, detached, tmp_path):
     assert wait_for(lambda: out.read_text().count("\n") >= 3, 10), out.read_text()
     p.kill()
     p.wait()
-    # The command is init's child (not its starter's), runs on, its output grows.
-    assert proc_info(sh[0][0])[0] == pid
+    # The command is init's child (not its starter's), runs on, its output grows. It is
+    # reparented when the short-lived process that forked it exits, which may come a little
+    # after the command is seen.
+    assert wait_for(lambda: (proc_info(sh[0][0]) or [0])[0] == pid, 5), proc_info(sh[0][0])
     time.sleep(0.2)
     assert same_process_alive(*sh[0])
     assert grows(out), "the exec's output stopped growing after its starter died"
@@ -675,7 +677,7 @@ def test_exec_exit_status_survives_its_starter(box, detached):
     p.kill()
     p.wait()
     assert same_process_alive(host_pid, sh_start), "the exec died with its starter"
-    assert proc_info(host_pid)[0] == pid
+    assert wait_for(lambda: (proc_info(host_pid) or [0])[0] == pid, 5), proc_info(host_pid)
     want = f"exit {inner} {sh_start} {9 << 8}"
     assert wait_for(lambda: want in events(box, sbid), 5), (want, events(box, sbid))
     assert events(box, sbid) == [want]
