@@ -19,12 +19,12 @@ PKGS = libseccomp jansson
 CFLAGS ?= -O2 -g
 # What the code needs whatever CFLAGS a caller sets (`make CFLAGS=-O0` keeps these).
 override CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wno-format-truncation -D_GNU_SOURCE -include src/lib/banned.h \
-	  -MMD -MP -I$(BUILD)/gen -I$(LLHTTP_INC) $(SAN_FLAGS) $(shell pkg-config --cflags $(PKGS) libuv sqlite3 libcurl)
+	  -MMD -MP -I$(BUILD)/gen -I$(LLHTTP_INC) $(SAN_FLAGS) $(shell pkg-config --cflags $(PKGS) libuv sqlite3 libcurl libarchive)
 LLHTTP_INC = /usr/share/include/llhttp
 LDFLAGS += $(SAN_FLAGS) -Wl,--as-needed
 LDLIBS = $(shell pkg-config --libs $(PKGS))
 
-LIB_SRC = $(wildcard src/lib/*.c) $(wildcard src/runtime/*.c) $(wildcard src/image/*.c)
+LIB_SRC = $(wildcard src/lib/*.c) $(wildcard src/runtime/*.c) src/image/busybox.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 
 # The control plane (skiffd) and the client (skiff) link these too; they are dynamic binaries.
@@ -43,6 +43,12 @@ NET_PKGS = libmnl libnftables
 NET_SRC = $(wildcard src/net/*.c)
 NET_OBJ = $(NET_SRC:%.c=$(BUILD)/obj/%.o)
 NET_LDLIBS = $(shell pkg-config --libs $(NET_PKGS))
+
+# The image store, builder and importers: skiffd and the unit tests (libarchive is dynamic only).
+IMG_PKGS = libarchive libcrypto jansson
+IMG_SRC = $(filter-out src/image/busybox.c,$(wildcard src/image/*.c))
+IMG_OBJ = $(IMG_SRC:%.c=$(BUILD)/obj/%.o)
+IMG_LDLIBS = $(shell pkg-config --libs $(IMG_PKGS))
 CLI_SRC = src/cmd/skiff.c $(wildcard src/cmd/cli_*.c)
 CLI_OBJ = $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_LDLIBS = $(shell pkg-config --libs libcurl jansson libcrypto) -lpthread
@@ -99,15 +105,19 @@ $(BUILD)/libskiffnet.a: $(NET_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+$(BUILD)/libskiffimg.a: $(IMG_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
 # Not our code: built without our warnings and banned.h.
 $(BUILD)/obj/llhttp/%.o: $(LLHTTP_DIR)/%.c
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -g $(SAN_FLAGS) -I$(LLHTTP_INC) -c -o $@ $<
 
 $(BUILD)/bin/skiffd: $(BUILD)/obj/src/cmd/skiffd.o $(BUILD)/libskiffd.a $(BUILD)/libskiffnet.a \
-		$(BUILD)/libskiff.a
+		$(BUILD)/libskiffimg.a $(BUILD)/libskiff.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(D_LDLIBS) $(NET_LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(D_LDLIBS) $(NET_LDLIBS) $(IMG_LDLIBS)
 
 $(BUILD)/bin/skiff: $(CLI_OBJ) $(BUILD)/libskiff.a
 	@mkdir -p $(dir $@)
@@ -136,10 +146,12 @@ $(BUILD)/bench/disk_subvol: bench/disk_subvol.c $(BUILD)/libskiff.a
 bench: $(BUILD)/bench/pool_start $(BUILD)/bench/disk_subvol
 
 # Unit tests may #include the .c they test to reach static functions.
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libskiffd.a $(BUILD)/libskiffnet.a $(BUILD)/libskiff.a | $(BUILD)/bin/skiff-stdin
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libskiffd.a $(BUILD)/libskiffnet.a \
+		$(BUILD)/libskiffimg.a $(BUILD)/libskiff.a | $(BUILD)/bin/skiff-stdin
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -Wno-unused-function -o $@ $< $(BUILD)/libskiffd.a \
-		$(BUILD)/libskiffnet.a $(BUILD)/libskiff.a $(D_LDLIBS) $(NET_LDLIBS) \
+		$(BUILD)/libskiffnet.a $(BUILD)/libskiffimg.a $(BUILD)/libskiff.a $(D_LDLIBS) \
+		$(NET_LDLIBS) $(IMG_LDLIBS) \
 		$(shell pkg-config --libs cmocka)
 
 unit: $(UNIT_BINS)
