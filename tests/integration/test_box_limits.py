@@ -97,8 +97,12 @@ def cpu_seconds(box, tmp_path, cores):
 def test_cpu_quota(box, tmp_path):
     limited = cpu_seconds(box, tmp_path, "0.2")
     full = cpu_seconds(box, tmp_path, "1")
-    assert 0.05 < limited < 0.5, f"--cpu 0.2 used {limited:.2f} s in 1 s"
-    assert full > 0.6, f"--cpu 1 used only {full:.2f} s in 1 s"
+    # The quota caps the limited run however busy the machine is; the unlimited run gets a
+    # core on a quiet machine, and on a loaded one (other builds on two cores) at least clearly
+    # more than the limited one.
+    assert 0 < limited < 0.5, f"--cpu 0.2 used {limited:.2f} s in 1 s"
+    assert full > 0.6 or full > 1.5 * limited, \
+        f"--cpu 1 used only {full:.2f} s in 1 s (--cpu 0.2: {limited:.2f} s)"
 
 
 def test_timeout(box):
