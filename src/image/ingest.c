@@ -111,8 +111,8 @@ static int xattrs_read(struct ingest *in, int fd, const char *path, struct img_e
 	return 0;
 }
 
-/* True (and the attribute dropped) when e carries the named overlay attribute with value (any
- * value when NULL). Read before user.overlay.* attributes are dropped. */
+/* True when the file open as fd carries the overlay attribute name with value (any value when
+ * NULL). */
 static int overlay_flag(int fd, const char *name, const char *value)
 {
 	char proc[64], buf[16];
