@@ -1156,7 +1156,12 @@ static void test_gc(void **state)
 	assert_int_equal(count_files(f->s.root_fd, "inodes"), 1);
 	assert_int_equal(count_entries(f->s.root_fd, "trees"), 2); /* live's tree and stamp */
 
-	/* Pruning: with an impossible amount of free space asked for, every unheld tree goes. */
+	/* Pruning: with an impossible amount of free space asked for, every unheld tree goes;
+	 * none while the disk has what is asked, none that is held. */
+	assert_int_equal(img_trees_prune(&f->s, 0, &err), 0);
+	assert_int_equal(img_tree_hold(&f->s, live, "sb-2", &err), 0);
+	assert_int_equal(img_trees_prune(&f->s, UINT64_MAX, &err), 0);
+	img_tree_release(&f->s, live, "sb-2");
 	assert_int_equal(img_trees_prune(&f->s, UINT64_MAX, &err), 1);
 	assert_int_equal(count_files(f->s.root_fd, "inodes"), 0);
 }
