@@ -37,6 +37,7 @@ struct build {
 	int inodes_fd; /* inodes/ */
 	int parent_fd; /* the directory of the last entry, cached for its siblings */
 	char parent[IMG_PATH_MAX + 1];
+	unsigned char prefix_made[256]; /* inodes/<2 hex>/ known to exist */
 };
 
 /* Open path (relative to the tree's root, "" for the root) as a directory, refusing any symlink
@@ -155,8 +156,12 @@ static int inode_create(struct build *b, const struct img_entry *e, const char *
 {
 	char dir[8];
 	snprintf(dir, sizeof(dir), "%.2s", rel);
-	if (mkdirat(b->inodes_fd, dir, 0700) < 0 && errno != EEXIST)
-		return sk_error_errno(err, -errno, "materialize: create inodes/%s", dir);
+	unsigned long prefix = strtoul(dir, NULL, 16) & 0xff;
+	if (!b->prefix_made[prefix]) {
+		if (mkdirat(b->inodes_fd, dir, 0700) < 0 && errno != EEXIST)
+			return sk_error_errno(err, -errno, "materialize: create inodes/%s", dir);
+		b->prefix_made[prefix] = 1;
+	}
 	_cleanup_close_ int blob = -1;
 	uint64_t size = 0;
 	int r = img_blob_open(b->s, e->digest, &blob, &size, err);
