@@ -185,6 +185,12 @@ static int str_utf8(const char *s)
 	return utf8_valid((const unsigned char *)s, strlen(s));
 }
 
+int img_xattr_is_overlay(const char *name)
+{
+	return strncmp(name, "user.overlay.", 13) == 0 ||
+	       strncmp(name, "trusted.overlay.", 16) == 0;
+}
+
 /* The fields of one entry against its type; NULL when consistent, else why not. */
 static const char *entry_problem(const struct img_entry *e, int layer, const struct img_limits *lim)
 {
@@ -233,6 +239,8 @@ static const char *entry_problem(const struct img_entry *e, int layer, const str
 			return "xattr name empty or too long";
 		if (!str_utf8(x->name))
 			return "xattr name is not valid UTF-8";
+		if (img_xattr_is_overlay(x->name))
+			return "an overlayfs attribute (user.overlay.*, trusted.overlay.*)";
 		if (x->len > IMG_XATTR_VALUE_MAX || (x->len && !x->value))
 			return "xattr value too long";
 		if (i > 0 && strcmp(e->xattrs[i - 1].name, x->name) >= 0)

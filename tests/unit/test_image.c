@@ -394,6 +394,12 @@ static void test_manifest_decode_bad(void **state)
 	     "{\"path\":\"/a\",\"type\":\"fifo\",\"xattrs\":{\"user.b\":\"\",\"user.a\":\"\"}}]}",
 	     "\"/a\": xattrs not sorted"},
 	    {HEAD "{\"path\":\"/a\",\"type\":\"fifo\",\"xattrs\":{}}]}", "\"/a\": xattrs is empty"},
+	    {HEAD
+	     "{\"path\":\"/a\",\"type\":\"dir\",\"xattrs\":{\"user.overlay.opaque\":\"eQ==\"}}]}",
+	     "\"/a\": an overlayfs attribute"},
+	    {HEAD "{\"path\":\"/"
+	          "a\",\"type\":\"dir\",\"xattrs\":{\"trusted.overlay.redirect\":\"eQ==\"}}]}",
+	     "\"/a\": an overlayfs attribute"},
 	    {HEAD "{\"path\":\"/a\",\"type\":\"reg\",\"digest\":\"" D64
 	          "\",\"size\":17179869185}]}",
 	     "\"/a\": file larger than the limit"},
