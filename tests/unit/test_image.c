@@ -563,6 +563,16 @@ static void test_apply(void **state)
 	/* A whiteout of something absent changes nothing; plain additions merge in order. */
 	apply_case(base, (const char *[]){"/nothing", "w", "/a/c/a", "f", NULL},
 	           "/:d /a:d /a-b:f /a/b:f /a/c:d /a/c/a:f /a/c/d:f /a/c/e:l /e:f");
+	/* Subtrees whose order differs from their roots' ("/a" < "/a-b" but "/a-b/" < "/a/"),
+	 * nested ones, and the root made opaque. */
+	const char *base2[] = {"/",    "d", "/a",     "d", "/a-b", "d", "/a-b/x", "f",
+	                       "/a/b", "d", "/a/b/c", "f", "/a/z", "f", NULL};
+	apply_case(base2, (const char *[]){"/a", "o", "/a-b", "w", NULL}, "/:d /a:d");
+	apply_case(base2, (const char *[]){"/a-b", "f", "/a/b", "o", NULL},
+	           "/:d /a:d /a-b:f /a/b:d /a/z:f");
+	apply_case(base2, (const char *[]){"/a", "o", "/a/b", "o", "/a/b/n", "f", NULL},
+	           "/:d /a:d /a-b:d /a-b/x:f /a/b:d /a/b/n:f");
+	apply_case(base2, (const char *[]){"/", "o", "/n", "f", NULL}, "/:d /n:f");
 	/* Onto an empty base. */
 	apply_case((const char *[]){NULL}, (const char *[]){"/q/r", "f", NULL}, "/:d /q:d /q/r:f");
 
