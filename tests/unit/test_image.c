@@ -58,8 +58,9 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* Regular files under dirfd/path, recursively. */
-static int count_files(int at, const char *path)
+/* Under dirfd/path: the non-directories at every depth (recursive), or every entry directly in
+ * it, directories included. */
+static int count_in(int at, const char *path, int recursive)
 {
 	int fd = openat(at, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
@@ -71,8 +72,8 @@ static int count_files(int at, const char *path)
 	while ((de = readdir(d))) {
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
-		if (de->d_type == DT_DIR)
-			n += count_files(dirfd(d), de->d_name);
+		if (recursive && de->d_type == DT_DIR)
+			n += count_in(dirfd(d), de->d_name, 1);
 		else
 			n++;
 	}
@@ -80,20 +81,14 @@ static int count_files(int at, const char *path)
 	return n;
 }
 
-/* Entries directly in dirfd/path (directories included). */
+static int count_files(int at, const char *path)
+{
+	return count_in(at, path, 1);
+}
+
 static int count_entries(int at, const char *path)
 {
-	int fd = openat(at, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	DIR *d = fdopendir(fd);
-	assert_non_null(d);
-	int n = 0;
-	struct dirent *de;
-	while ((de = readdir(d)))
-		n += strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0;
-	closedir(d);
-	return n;
+	return count_in(at, path, 0);
 }
 
 /* ---- blobs ---- */
