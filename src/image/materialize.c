@@ -90,8 +90,7 @@ static void entry_times(const struct img_entry *e, struct timespec ts[2])
 	ts[0].tv_nsec = ts[1].tv_nsec = e->mtime_nsec;
 }
 
-/* The inode's key: the SHA-256 of everything a file shares with its inode. */
-static int inode_key(const struct img_entry *e, char key[IMG_DIGEST_HEX])
+int img_inode_key(const struct img_entry *e, char key[IMG_DIGEST_HEX])
 {
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	char head[256];
@@ -203,7 +202,7 @@ static int build_reg(struct build *b, const struct img_entry *e, int parent_fd, 
                      struct sk_error *err)
 {
 	char key[IMG_DIGEST_HEX];
-	if (inode_key(e, key) < 0)
+	if (img_inode_key(e, key) < 0)
 		return sk_error_set(err, -EIO, "materialize: SHA-256 failed");
 	for (int copy = 0, retries = 0; copy < INODE_MAX_COPIES;) {
 		char rel[INODE_RELPATH_BYTES];
