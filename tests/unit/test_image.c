@@ -8,7 +8,10 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +19,7 @@
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -177,6 +181,78 @@ static void test_blob_writer_mismatch_and_efbig(void **state)
 	sha256_hex(big, sizeof(big), want);
 	assert_string_equal(digest, want);
 	close(fd);
+}
+
+/* A write that fails half-way (here: past RLIMIT_FSIZE, the file holds the first 10 of 20
+ * bytes) leaves a hash of bytes the file lacks: finishing must store nothing rather than a blob
+ * whose name lies about its content. In a child, which alone gets the limit. */
+static void test_blob_write_failure_stores_nothing(void **state)
+{
+	struct fixture *f = *state;
+	const char data[] = "0123456789abcdefghij";
+	char whole[IMG_DIGEST_HEX], half[IMG_DIGEST_HEX];
+	assert_int_equal(sha256_hex(data, 20, whole), 0);
+	assert_int_equal(sha256_hex(data, 10, half), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		signal(SIGXFSZ, SIG_IGN);
+		struct rlimit rl = {.rlim_cur = 10, .rlim_max = 10};
+		struct sk_error err = {0};
+		struct img_blob_writer *w = NULL;
+		char digest[IMG_DIGEST_HEX];
+		if (setrlimit(RLIMIT_FSIZE, &rl) < 0 || img_blob_begin(&f->s, 100, &w, &err) < 0)
+			_exit(2);
+		if (img_blob_write(w, data, 20, &err) == 0)
+			_exit(3);
+		if (img_blob_write(w, "", 0, &err) == 0)
+			_exit(4); /* nothing more goes in either */
+		_exit(img_blob_finish(w, NULL, digest, NULL, &err) < 0 ? 0 : 5);
+	}
+	int status = 0;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_false(img_blob_exists(&f->s, whole));
+	assert_false(img_blob_exists(&f->s, half));
+	assert_int_equal(count_files(f->s.root_fd, "blobs"), 0);
+	assert_int_equal(count_files(f->s.root_fd, "tmp"), 0);
+}
+
+/* EVP_MD_CTX_new failing on demand (the real one otherwise): this program's definition comes
+ * before libcrypto's. */
+static int md_new_fails;
+EVP_MD_CTX *EVP_MD_CTX_new(void)
+{
+	static EVP_MD_CTX *(*real)(void);
+	if (md_new_fails)
+		return NULL;
+	if (!real)
+		*(void **)&real = dlsym(RTLD_NEXT, "EVP_MD_CTX_new");
+	return real();
+}
+
+/* A writer that fails before its file is made closes nothing of the caller's (fd 0 was closed:
+ * in a daemon, whatever socket came to hold it). */
+static void test_blob_begin_failure_closes_nothing(void **state)
+{
+	struct fixture *f = *state;
+	struct sk_error err = {0};
+	struct img_blob_writer *w = NULL;
+	int saved = dup(0), p[2];
+	assert_true(saved >= 0);
+	assert_int_equal(pipe(p), 0);
+	assert_int_equal(dup2(p[0], 0), 0);
+	md_new_fails = 1;
+	int r = img_blob_begin(&f->s, 100, &w, &err);
+	md_new_fails = 0;
+	int open0 = fcntl(0, F_GETFD) >= 0;
+	assert_int_equal(dup2(saved, 0), 0);
+	close(saved);
+	close(p[0]);
+	close(p[1]);
+	assert_int_equal(r, -EIO);
+	assert_true(open0);
 }
 
 static void test_digest_and_path_valid(void **state)
@@ -1183,6 +1259,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    T(test_blob_put_read),
 	    T(test_blob_writer_mismatch_and_efbig),
+	    T(test_blob_write_failure_stores_nothing),
+	    T(test_blob_begin_failure_closes_nothing),
 	    T(test_digest_and_path_valid),
 	    T(test_manifest_round_trip_canonical),
 	    T(test_manifest_save_load),
