@@ -151,16 +151,28 @@ static int blob_place(struct img_blob_writer *w, const char *digest, struct sk_e
 	if (fchmod(w->fd, 0444) < 0)
 		return sk_error_errno(err, -errno, "blob: chmod");
 	int r;
-	if (w->tmp_name[0] == '\0') {
-		r = img_fd_link(w->fd, s->root_fd, rel);
-	} else {
-		r = renameat2(s->root_fd, w->tmp_name, s->root_fd, rel, RENAME_NOREPLACE) < 0
-		        ? -errno
-		        : 0;
-		if (r == 0)
-			w->tmp_name[0] = '\0';
+	for (int attempt = 0;; attempt++) {
+		if (w->tmp_name[0] == '\0') {
+			r = img_fd_link(w->fd, s->root_fd, rel);
+		} else {
+			r = renameat2(s->root_fd, w->tmp_name, s->root_fd, rel, RENAME_NOREPLACE) <
+			            0
+			        ? -errno
+			        : 0;
+			if (r == 0)
+				w->tmp_name[0] = '\0';
+		}
+		if (r != -EEXIST)
+			break;
+		/* Stored before: it is made as new as now, so that gc's grace (counted from its
+		 * mtime) starts again for whoever is about to name it. Gone since the link
+		 * failed (gc took it): ours takes its place. */
+		if (utimensat(s->root_fd, rel, NULL, AT_SYMLINK_NOFOLLOW) == 0)
+			return 0;
+		if (errno != ENOENT || attempt == 3)
+			return sk_error_errno(err, -errno, "blob: touch %s/%s", s->root, rel);
 	}
-	if (r < 0 && r != -EEXIST)
+	if (r < 0)
 		return sk_error_errno(err, r, "blob: store %s/%s", s->root, rel);
 	return 0;
 }
