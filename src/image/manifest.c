@@ -161,10 +161,13 @@ int img_path_valid(const char *path)
 	if (path[len - 1] == '/')
 		return 0;
 	/* Each component: non-empty, not "." or "..". */
+	size_t depth = 0;
 	for (const char *c = path + 1;;) {
 		const char *end = strchr(c, '/');
 		size_t n = end ? (size_t)(end - c) : strlen(c);
 		if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
+			return 0;
+		if (++depth > IMG_PATH_DEPTH_MAX)
 			return 0;
 		if (!end)
 			return 1;
@@ -196,7 +199,7 @@ int img_xattr_is_overlay(const char *name)
 static const char *entry_problem(const struct img_entry *e, int layer, const struct img_limits *lim)
 {
 	if (!img_path_valid(e->path))
-		return "path is not absolute and normalized";
+		return "path is not absolute and normalized, or deeper than 256";
 	if (!str_utf8(e->path))
 		return "path is not valid UTF-8";
 	if ((unsigned)e->type > IMG_WHITEOUT)

@@ -309,6 +309,46 @@ static void test_digest_and_path_valid(void **state)
 	assert_false(img_path_valid(longp));
 	longp[sizeof(longp) - 2] = '\0';
 	assert_true(img_path_valid(longp));
+	/* IMG_PATH_DEPTH_MAX components, not one more (removing a tree holds an fd per level). */
+	char deep[2 * IMG_PATH_DEPTH_MAX + 3];
+	for (int i = 0; i < IMG_PATH_DEPTH_MAX; i++)
+		memcpy(deep + 2 * i, "/a", 2);
+	deep[2 * IMG_PATH_DEPTH_MAX] = '\0';
+	assert_true(img_path_valid(deep));
+	memcpy(deep + 2 * IMG_PATH_DEPTH_MAX, "/a", 3);
+	assert_false(img_path_valid(deep));
+}
+
+/* A tree nested deeper than a manifest may be is refused by ingest, with the place named; one
+ * level less is taken. */
+static void test_ingest_too_deep(void **state)
+{
+	struct fixture *f = *state;
+	struct sk_error err = {0};
+	char top[128];
+	snprintf(top, sizeof(top), "%s/deep", f->dir);
+	assert_int_equal(mkdir(top, 0755), 0);
+	int fd = open(top, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	int rootfd = dup(fd);
+	for (int i = 0; i < IMG_PATH_DEPTH_MAX; i++) {
+		assert_int_equal(mkdirat(fd, "d", 0755), 0);
+		int next = openat(fd, "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		assert_true(next >= 0);
+		close(fd);
+		fd = next;
+	}
+	struct img_manifest m;
+	img_manifest_init(&m);
+	assert_int_equal(img_ingest_dir(&f->s, rootfd, 0, NULL, &m, &err), 0);
+	assert_int_equal(m.n, IMG_PATH_DEPTH_MAX + 1);
+	assert_int_equal(mkdirat(fd, "d", 0755), 0);
+	assert_int_equal(img_ingest_dir(&f->s, rootfd, 0, NULL, &m, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "nested deeper"));
+	assert_int_equal(m.n, IMG_PATH_DEPTH_MAX + 1); /* untouched */
+	img_manifest_free(&m);
+	close(fd);
+	close(rootfd);
 }
 
 /* ---- manifests ---- */
@@ -1283,6 +1323,7 @@ int main(void)
 	    T(test_blob_begin_failure_closes_nothing),
 	    T(test_blob_put_again_renews_grace),
 	    T(test_digest_and_path_valid),
+	    T(test_ingest_too_deep),
 	    T(test_manifest_round_trip_canonical),
 	    T(test_manifest_save_load),
 	    T(test_manifest_sort_duplicate),
