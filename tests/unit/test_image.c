@@ -546,6 +546,16 @@ static void test_manifest_decode_bad(void **state)
 	    {"{\"version\":1,\"entries\":[{\"path\":\"/\",\"type\":\"fifo\"}]}",
 	     "root is not a dir"},
 	    {"{\"version\":1,\"entries\":[[[[[[]]]]]]}", "nested too deeply"},
+	    {"{\"version\":1,\"version\":1,\"entries\":[]}", "not an object"},
+	    {"{\"version\":01,\"entries\":[]}", "not an object"},
+	    {"{\"version\":1.0,\"entries\":[]}", "not an object"},
+	    {"{\"version\":1,\"entries\":[],}", "not an object"},
+	    {"{\"version\":1,\"entries\":[]} x", "not an object"},
+	    {"{\"version\":1,\"entries\":[{\"path\":\"/\",\"type\":\"dir\"},]}", "bad JSON"},
+	    {"{\"version\":1,\"entries\":[{\"path\":\"/\",\"type\":\"dir\"}", "bad JSON"},
+	    {"{\"version\":1,\"entries\":[1]}", "entry 0: bad JSON"},
+	    {"{\"version\":1,\"entries\":[{\"path\":\"/\",\"path\":\"/\",\"type\":\"dir\"}]}",
+	     "entry 0: bad JSON"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct img_manifest m;
@@ -559,6 +569,16 @@ static void test_manifest_decode_bad(void **state)
 		assert_non_null(strstr(err.msg, cases[i].want));
 		assert_int_equal(m.n, 0);
 	}
+	/* The outer keys in either order, whitespace where JSON allows it. */
+	const char *spaced = " {\n \"entries\" : [ {\"path\":\"/\",\"type\":\"dir\"} ,\n"
+	                     " {\"path\":\"/a\",\"type\":\"fifo\"} ] , \"version\" : 1 }\n";
+	struct img_manifest m;
+	img_manifest_init(&m);
+	struct sk_error err = {0};
+	assert_int_equal(img_manifest_decode(spaced, strlen(spaced), 0, NULL, &m, &err), 0);
+	assert_int_equal(m.n, 2);
+	assert_string_equal(m.e[1].path, "/a");
+	img_manifest_free(&m);
 }
 
 static void test_manifest_limits(void **state)
@@ -577,7 +597,15 @@ static void test_manifest_limits(void **state)
 	lim.max_files = 2;
 	assert_int_equal(img_manifest_decode(json, strlen(json), 0, &lim, &m, &err),
 	                 -SK_EINVAL_SPEC);
-	assert_non_null(strstr(err.msg, "3 entries"));
+	assert_non_null(strstr(err.msg, "more than 2 entries"));
+	/* Refused once the count passes the limit, before the rest is read (a manifest is parsed
+	 * entry by entry: the parser's memory is never the whole text's several times over). */
+	const char *over =
+	    HEAD "{\"path\":\"/a\",\"type\":\"dir\"},{\"path\":\"/b\",\"type\":\"dir\"},"
+	         "{\"path\":\"/c\",\"type\":\"dir\"} and then no JSON at all";
+	assert_int_equal(img_manifest_decode(over, strlen(over), 0, &lim, &m, &err),
+	                 -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "more than 2 entries"));
 	lim = img_default_limits;
 	lim.max_bytes = 15;
 	assert_int_equal(img_manifest_decode(json, strlen(json), 0, &lim, &m, &err),
