@@ -357,14 +357,11 @@ static json_t *entry_to_json(const struct img_entry *e)
 int img_manifest_encode(const struct img_manifest *m, char **ret, size_t *ret_len,
                         struct sk_error *err)
 {
-	/* Encode only what decode would take back: the bytes name the image. */
-	int layer = 0;
-	for (size_t i = 0; i < m->n && !layer; i++)
-		layer = m->e[i].type == IMG_WHITEOUT || m->e[i].opaque;
-	if (m->n == 0 || strcmp(m->e[0].path, "/") != 0)
-		layer = 1;
+	/* Encode only what decode would take back: the bytes name the image. Checked as a layer,
+	 * as img_manifest_load decodes: a layer may hold "/" and still lack parents (a guess from
+	 * its entries refused such a layer as an image with parents missing). */
 	struct img_limits nolimit = {UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX};
-	int r = img_manifest_check(m, layer, &nolimit, err);
+	int r = img_manifest_check(m, 1, &nolimit, err);
 	if (r < 0)
 		return sk_error_prefix(err, "encode");
 	json_t *root = json_object();
