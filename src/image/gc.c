@@ -386,6 +386,12 @@ static int gc_keep_image(struct gc *g, const char *digest, struct sk_error *err)
 	return r;
 }
 
+void (*img_blob_remove_hook)(const char *digest);
+
+/* An old blob nothing keeps: renamed aside into tmp/, its mtime looked at again, then removed.
+ * A writer that stored the same bytes meanwhile found it there and made it as new as now
+ * (blob_place): if that came before the rename, the blob is put back; if after, the writer
+ * found the name empty and stored its own copy. Either way the blob it was told is stored is. */
 static int gc_blob(int dfd, const char *prefix, const char *name, void *ctx)
 {
 	struct gc *g = ctx;
@@ -395,7 +401,21 @@ static int gc_blob(int dfd, const char *prefix, const char *name, void *ctx)
 	if (!img_digest_valid(digest) || map_get(&g->keep_blobs, digest) ||
 	    fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || st.st_mtime > g->cutoff)
 		return 0;
-	if (unlinkat(dfd, name, 0) == 0) {
+	char hex[17], aside[64];
+	if (random_hex(8, hex, sizeof(hex)) < 0)
+		return 0;
+	snprintf(aside, sizeof(aside), "tmp/gc-%s", hex);
+	if (img_blob_remove_hook)
+		img_blob_remove_hook(digest);
+	if (renameat2(dfd, name, g->s->root_fd, aside, RENAME_NOREPLACE) < 0)
+		return 0;
+	if (fstatat(g->s->root_fd, aside, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    st.st_mtime > g->cutoff) {
+		/* Renewed: back, unless a new copy took the name (then ours is a spare). */
+		if (renameat2(g->s->root_fd, aside, dfd, name, RENAME_NOREPLACE) == 0)
+			return 0;
+	}
+	if (unlinkat(g->s->root_fd, aside, 0) == 0) {
 		g->stats->blobs_removed++;
 		g->stats->blob_bytes_removed += (uint64_t)st.st_size;
 	}

@@ -18,6 +18,8 @@ extern unsigned long img_inode_max_links;
 /* Tests run this as gc or pruning is about to remove the tree of digest, having found it
  * unheld (to take a hold at that moment). */
 extern void (*img_tree_remove_hook)(const char *digest);
+/* Tests run this as gc is about to remove the blob of digest, having found it old and unkept. */
+extern void (*img_blob_remove_hook)(const char *digest);
 
 /* "trees/<digest>" and its companions, relative to the store's root. */
 #define IMG_TREES_DIR "trees"
