@@ -727,13 +727,13 @@ static int oci_read_member(struct oci_archive *ar, struct archive *a, struct arc
 	if (hard) {
 		r = tar_path_join("/", hard, target, sizeof(target), err);
 	} else if (type == AE_IFLNK) {
+		/* relative to the link's directory; ".." may climb up to the archive's root */
 		const char *sym = archive_entry_symlink(ae);
-		char dir[IMG_PATH_MAX + 1];
-		memcpy(dir, path, strlen(path) + 1);
-		char *slash = strrchr(dir, '/');
-		slash[slash == dir ? 1 : 0] = '\0';
-		r = tar_path_join(sym && sym[0] == '/' ? "/" : dir, sym ? sym : "", target,
-		                  sizeof(target), err);
+		char joined[2 * IMG_PATH_MAX + 2];
+		size_t dlen = (size_t)(strrchr(path, '/') - path);
+		snprintf(joined, sizeof(joined), "%.*s/%s", sym && sym[0] == '/' ? 0 : (int)dlen,
+		         path, sym ? sym : "");
+		r = tar_path_join("/", joined, target, sizeof(target), err);
 	} else if (type != AE_IFREG) {
 		return 0;
 	} else {
