@@ -538,6 +538,22 @@ static void test_gzip_bomb(void **state)
 	free(zeros);
 }
 
+/* An empty tar (its end blocks only) is an empty layer; an empty file is no tar. */
+static void test_empty(void **state)
+{
+	struct fixture *f = *state;
+	struct tw t = tw_open(TW_GZIP);
+	struct img_manifest m;
+	struct sk_error err = {0};
+	if (layer(f, tw_close(&t), "/", 0, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_int_equal(m.n, 0);
+	img_manifest_free(&m);
+	int fd = memfd_create("empty", MFD_CLOEXEC);
+	assert_int_equal(layer(f, fd, "/", 0, &m, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "not a tar archive"));
+}
+
 static void test_too_many_files(void **state)
 {
 	struct fixture *f = *state;
@@ -704,7 +720,7 @@ static void test_docker_save(void **state)
 	assert_clean(f);
 }
 
-enum { OCI_OK, OCI_BAD_DIGEST, OCI_NESTED, OCI_TWO_IMAGES };
+enum { OCI_OK, OCI_BAD_DIGEST, OCI_NESTED, OCI_TWO_IMAGES, OCI_JUNK_LAYER };
 
 static void tw_blob(struct tw *t, const char *data, size_t len, char hex[SHA256_HEX_BYTES])
 {
@@ -731,6 +747,10 @@ static int oci_layout(int variant)
 		snprintf(name, sizeof(name), "blobs/sha256/%s", d2);
 		l2[l2len / 2] ^= 0x40;
 		tw_file_bytes(&t, name, l2, l2len);
+	} else if (variant == OCI_JUNK_LAYER) {
+		static const char JUNK[] =
+		    "no tar in here, only text that gzip and zstd won't claim";
+		tw_blob(&t, JUNK, sizeof(JUNK) - 1, d2);
 	} else {
 		tw_blob(&t, l2, l2len, d2);
 	}
@@ -802,6 +822,9 @@ static void test_oci_refused(void **state)
 	assert_int_equal(m.n, 0);
 	assert_int_equal(import(f, oci_layout(OCI_TWO_IMAGES), &m, &c, &err), -SK_EINVAL_SPEC);
 	assert_non_null(strstr(err.msg, "several images"));
+	assert_int_equal(import(f, oci_layout(OCI_JUNK_LAYER), &m, &c, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "layer 2"));
+	assert_non_null(strstr(err.msg, "not a tar archive"));
 
 	struct tw t = tw_open(TW_PLAIN);
 	tw_file(&t, "hello.txt", "not an image");
@@ -823,6 +846,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_later_wins, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sparse_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gzip_bomb, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_empty, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_too_many_files, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_not_a_tar, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_docker_save, setup, teardown),
