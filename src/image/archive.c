@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../lib/hash.h"
 #include "../lib/jsonlim.h"
 #include "../lib/map.h"
 
@@ -693,16 +694,6 @@ static void oci_archive_release(struct oci_archive *ar)
 	map_release(&ar->byname);
 }
 
-static void hex_of(const unsigned char *in, size_t n, char *out)
-{
-	static const char HEX[] = "0123456789abcdef";
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = HEX[in[i] >> 4];
-		out[2 * i + 1] = HEX[in[i] & 15];
-	}
-	out[2 * n] = '\0';
-}
-
 /* Append the current member's data to the spool (an unlinked file under the store's tmp/), its
  * SHA-256 into mem. */
 static int oci_spool(struct oci_archive *ar, struct archive *a, uint64_t max,
@@ -755,7 +746,7 @@ static int oci_spool(struct oci_archive *ar, struct archive *a, uint64_t max,
 	EVP_MD_CTX_free(ctx);
 	if (r < 0)
 		return r;
-	hex_of(md, sizeof(md), mem->digest);
+	hex_encode(md, sizeof(md), mem->digest);
 	mem->off = ar->spool_end;
 	mem->size = got;
 	ar->spool_end += got;
