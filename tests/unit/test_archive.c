@@ -554,6 +554,60 @@ static void test_empty(void **state)
 	assert_non_null(strstr(err.msg, "not a tar archive"));
 }
 
+/* A ustar header, by hand: what libarchive's writer will not produce. */
+static void raw_header(char h[512], const char *name, char type, size_t size)
+{
+	memset(h, 0, 512);
+	snprintf(h, 100, "%s", name);
+	snprintf(h + 100, 8, "%07o", 0644);
+	snprintf(h + 108, 8, "%07o", 0);
+	snprintf(h + 116, 8, "%07o", 0);
+	snprintf(h + 124, 12, "%011zo", size);
+	snprintf(h + 136, 12, "%011o", 0);
+	h[156] = type;
+	memcpy(h + 257, "ustar", 6);
+	memcpy(h + 263, "00", 2);
+	memset(h + 148, ' ', 8);
+	unsigned sum = 0;
+	for (int i = 0; i < 512; i++)
+		sum += (unsigned char)h[i];
+	snprintf(h + 148, 8, "%06o", sum);
+}
+
+/* A pax header of 600 KiB (one long comment) before a small file: the member declares nothing
+ * large, but the stream is, and reading stops there. */
+static void test_header_bomb(void **state)
+{
+	struct fixture *f = *state;
+	size_t clen = 600 << 10; /* libarchive itself refuses pax headers past 1 MiB */
+	char *pax = malloc(clen + 64);
+	/* a record is "LEN comment=VALUE\n", LEN counting its own digits */
+	size_t len = clen + 1 + 8 + 1 + 6;
+	int n = snprintf(pax, 64, "%zu comment=", len);
+	assert_int_equal(n, 6 + 1 + 8);
+	memset(pax + n, 'x', clen);
+	pax[n + clen] = '\n';
+	size_t plen = (size_t)n + clen + 1;
+	int fd = memfd_create("bomb", MFD_CLOEXEC);
+	char h[512];
+	raw_header(h, "PaxHeaders/f", 'x', plen);
+	assert_int_equal(write(fd, h, 512), 512);
+	assert_int_equal(write(fd, pax, plen), (ssize_t)plen);
+	static const char zeros[1024];
+	size_t pad = (512 - plen % 512) % 512;
+	assert_int_equal(write(fd, zeros, pad), (ssize_t)pad);
+	raw_header(h, "f", '0', 0);
+	assert_int_equal(write(fd, h, 512), 512);
+	assert_int_equal(write(fd, zeros, 1024), 1024);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	free(pax);
+	struct img_manifest m;
+	struct sk_error err = {0};
+	assert_int_equal(layer(f, fd, "/", 0, &m, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "header is larger"));
+	assert_clean(f);
+}
+
 static void test_too_many_files(void **state)
 {
 	struct fixture *f = *state;
@@ -847,6 +901,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_sparse_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gzip_bomb, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_empty, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_header_bomb, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_too_many_files, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_not_a_tar, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_docker_save, setup, teardown),
