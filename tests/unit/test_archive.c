@@ -343,6 +343,12 @@ static void test_escape_refused(void **state)
 		assert_non_null(strstr(err.msg, "climbs above"));
 		assert_int_equal(m.n, 0);
 		assert_clean(f);
+		/* the member before it was stored, the refused one was not */
+		char hex[SHA256_HEX_BYTES];
+		assert_int_equal(sha256_hex("fine", 4, hex), 0);
+		assert_true(img_blob_exists(&f->s, hex));
+		assert_int_equal(sha256_hex("owned", 5, hex), 0);
+		assert_false(img_blob_exists(&f->s, hex));
 	}
 }
 
@@ -774,7 +780,7 @@ static void test_docker_save(void **state)
 	assert_clean(f);
 }
 
-enum { OCI_OK, OCI_BAD_DIGEST, OCI_NESTED, OCI_TWO_IMAGES, OCI_JUNK_LAYER };
+enum { OCI_OK, OCI_BAD_DIGEST, OCI_NESTED, OCI_TWO_IMAGES, OCI_JUNK_LAYER, OCI_THROUGH_LINK };
 
 static void tw_blob(struct tw *t, const char *data, size_t len, char hex[SHA256_HEX_BYTES])
 {
@@ -790,6 +796,13 @@ static int oci_layout(int variant)
 {
 	size_t l1len, l2len;
 	char *l1 = layer1(&l1len, TW_GZIP), *l2 = layer2(&l2len, TW_ZSTD);
+	if (variant == OCI_THROUGH_LINK) {
+		/* the first layer makes /etc a symlink out, the second writes through it */
+		struct tw t = tw_open(TW_PLAIN);
+		tw_symlink(&t, "etc", "/tmp");
+		free(l1);
+		l1 = tw_bytes(&t, &l1len);
+	}
 	char d1[SHA256_HEX_BYTES], d2[SHA256_HEX_BYTES], cd[SHA256_HEX_BYTES], md[SHA256_HEX_BYTES];
 	char id[SHA256_HEX_BYTES];
 	struct tw t = tw_open(TW_PLAIN);
@@ -876,6 +889,8 @@ static void test_oci_refused(void **state)
 	assert_int_equal(m.n, 0);
 	assert_int_equal(import(f, oci_layout(OCI_TWO_IMAGES), &m, &c, &err), -SK_EINVAL_SPEC);
 	assert_non_null(strstr(err.msg, "several images"));
+	assert_int_equal(import(f, oci_layout(OCI_THROUGH_LINK), &m, &c, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "/etc/b"));
 	assert_int_equal(import(f, oci_layout(OCI_JUNK_LAYER), &m, &c, &err), -SK_EINVAL_SPEC);
 	assert_non_null(strstr(err.msg, "layer 2"));
 	assert_non_null(strstr(err.msg, "not a tar archive"));
