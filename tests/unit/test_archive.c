@@ -511,6 +511,45 @@ static void test_sparse_refused(void **state)
 	assert_int_equal(count_files(blobs), 0);
 }
 
+/* A small sparse file reads back whole: its holes as zeros. */
+static void test_sparse_small(void **state)
+{
+	struct fixture *f = *state;
+	struct tw t = tw_open(TW_GZIP);
+	struct archive_entry *e = tw_entry("sparse", AE_IFREG, 0644);
+	archive_entry_set_size(e, 65536);
+	archive_entry_sparse_add_entry(e, 8192, 4);
+	/* the writer takes the whole logical content and leaves the holes out */
+	char *want = calloc(1, 65536);
+	memcpy(want + 8192, "data", 4);
+	assert_int_equal(archive_write_header(t.a, e), ARCHIVE_OK);
+	assert_int_equal(archive_write_data(t.a, want, 65536), 65536);
+	archive_entry_free(e);
+	int fd = tw_close(&t);
+	struct archive *r = archive_read_new(); /* it is stored sparse */
+	archive_read_support_filter_all(r);
+	archive_read_support_format_tar(r);
+	assert_int_equal(archive_read_open_fd(r, fd, 4096), ARCHIVE_OK);
+	assert_int_equal(archive_read_next_header(r, &e), ARCHIVE_OK);
+	assert_true(archive_entry_sparse_count(e) >= 1);
+	archive_read_free(r);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	struct img_manifest m;
+	struct sk_error err = {0};
+	if (layer(f, fd, "/", 0, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	const struct img_entry *x = find(&m, "/sparse");
+	assert_int_equal(x->size, 65536);
+	char *buf = NULL;
+	size_t len = 0;
+	assert_int_equal(img_blob_read(&f->s, x->digest, 1 << 20, &buf, &len, &err), 0);
+	assert_int_equal(len, 65536);
+	assert_memory_equal(buf, want, 65536);
+	free(buf);
+	free(want);
+	img_manifest_free(&m);
+}
+
 /* 10 MiB of zeros gzipped into a few KiB, under a 1 MiB limit. */
 static void test_gzip_bomb(void **state)
 {
@@ -914,6 +953,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_whiteouts, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_later_wins, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sparse_refused, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sparse_small, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gzip_bomb, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_empty, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_header_bomb, setup, teardown),
