@@ -470,13 +470,12 @@ static int tar_member(struct tar_reader *rd, struct archive_entry *ae, struct sk
 		return sk_error_set(err, -SK_EINVAL_SPEC,
 		                    "member \"%s\": %" PRIu64 " bytes, past the limit of %" PRIu64,
 		                    path, size, lim->max_file_bytes);
-	struct img_xattr *xattrs = NULL;
+	_cleanup_free_ struct img_xattr *xattrs = NULL;
 	size_t nxattrs = 0;
 	uint64_t xbytes = 0;
 	r = tar_xattrs(ae, path, lim, &xattrs, &nxattrs, &xbytes, err);
 	if (r < 0)
 		return r;
-	_cleanup_free_ struct img_xattr *xattrs_owned = xattrs;
 	rd->budget += TAR_MEMBER_OVERHEAD_BYTES + 3 * xbytes + 3 * (uint64_t)strlen(name) +
 	              ((size + 511) & ~(uint64_t)511);
 	if ((uint64_t)archive_filter_bytes(rd->a, 0) > rd->budget)
