@@ -476,7 +476,9 @@ static int tar_member(struct tar_reader *rd, struct archive_entry *ae, struct sk
 	r = tar_xattrs(ae, path, lim, &xattrs, &nxattrs, &xbytes, err);
 	if (r < 0)
 		return r;
+	/* old GNU sparse files list their regions in extra header blocks */
 	rd->budget += TAR_MEMBER_OVERHEAD_BYTES + 3 * xbytes + 3 * (uint64_t)strlen(name) +
+	              64 * (uint64_t)archive_entry_sparse_count(ae) +
 	              ((size + 511) & ~(uint64_t)511);
 	if ((uint64_t)archive_filter_bytes(rd->a, 0) > rd->budget)
 		return sk_error_set(err, -SK_EINVAL_SPEC,
@@ -879,11 +881,22 @@ static int oci_archive_read(struct oci_archive *ar, int fd, const struct img_lim
 	uint64_t max = lim->max_bytes * OCI_SPOOL_FACTOR + OCI_METADATA_BYTES;
 	struct archive_entry *ae;
 	size_t members = 0;
+	/* what the members declare, data skipped included, and what the stream may hold for them
+	 * (as for a layer: a bomb stops at the limit) */
+	uint64_t declared = 0, budget = TAR_MEMBER_OVERHEAD_BYTES;
 	while ((r = tar_next(a, &ae, err)) > 0) {
 		if (++members > OCI_MAX_MEMBERS)
 			return sk_error_set(err, -SK_EINVAL_SPEC,
 			                    "the archive holds more than %d members",
 			                    OCI_MAX_MEMBERS);
+		la_int64_t size = archive_entry_size_is_set(ae) ? archive_entry_size(ae) : 0;
+		uint64_t padded = size > 0 ? ((uint64_t)size + 511) & ~(uint64_t)511 : 0;
+		declared += padded;
+		budget += TAR_MEMBER_OVERHEAD_BYTES + padded;
+		if (declared > max || (uint64_t)archive_filter_bytes(a, 0) > budget)
+			return sk_error_set(
+			    err, -SK_EINVAL_SPEC,
+			    "member %zu: the archive is larger than the limits allow", members);
 		r = oci_read_member(ar, a, ae, max, err);
 		if (r < 0)
 			return r;

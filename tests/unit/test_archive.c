@@ -621,9 +621,8 @@ static void raw_header(char h[512], const char *name, char type, size_t size)
 
 /* A pax header of 600 KiB (one long comment) before a small file: the member declares nothing
  * large, but the stream is, and reading stops there. */
-static void test_header_bomb(void **state)
+static int header_bomb(void)
 {
-	struct fixture *f = *state;
 	size_t clen = 600 << 10; /* libarchive itself refuses pax headers past 1 MiB */
 	char *pax = malloc(clen + 64);
 	/* a record is "LEN comment=VALUE\n", LEN counting its own digits */
@@ -646,10 +645,23 @@ static void test_header_bomb(void **state)
 	assert_int_equal(write(fd, zeros, 1024), 1024);
 	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
 	free(pax);
+	return fd;
+}
+
+static void test_header_bomb(void **state)
+{
+	struct fixture *f = *state;
 	struct img_manifest m;
 	struct sk_error err = {0};
-	assert_int_equal(layer(f, fd, "/", 0, &m, &err), -SK_EINVAL_SPEC);
+	assert_int_equal(layer(f, header_bomb(), "/", 0, &m, &err), -SK_EINVAL_SPEC);
 	assert_non_null(strstr(err.msg, "header is larger"));
+	assert_clean(f);
+	/* the same as an image archive */
+	struct img_config c = {0};
+	int fd = header_bomb();
+	assert_int_equal(img_oci_import(&f->s, fd, &f->lim, &m, &c, &err), -SK_EINVAL_SPEC);
+	close(fd);
+	assert_non_null(strstr(err.msg, "larger than the limits allow"));
 	assert_clean(f);
 }
 
