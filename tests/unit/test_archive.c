@@ -621,17 +621,57 @@ static void raw_header(char h[512], const char *name, char type, size_t size)
 
 /* A pax header of 600 KiB (one long comment) before a small file: the member declares nothing
  * large, but the stream is, and reading stops there. */
+/* One pax record, "LEN key=value\n" where LEN counts its own digits; its length. */
+static size_t pax_record(char *out, size_t size, const char *key, const char *value)
+{
+	size_t body = 1 + strlen(key) + 1 + strlen(value) + 1, len = body + 1;
+	while ((size_t)snprintf(NULL, 0, "%zu", len) + body != len)
+		len++;
+	assert_int_equal(snprintf(out, size, "%zu %s=%s\n", len, key, value), (int)len);
+	return len;
+}
+
+/* Extended attributes as GNU tar and Python's tarfile write them: SCHILY.xattr only. */
+static void test_schily_xattrs(void **state)
+{
+	struct fixture *f = *state;
+	char pax[512];
+	size_t plen = pax_record(pax, sizeof(pax), "SCHILY.xattr.user.mime", "text/plain");
+	plen += pax_record(pax + plen, sizeof(pax) - plen, "SCHILY.xattr.trusted.x", "dropped");
+	int fd = memfd_create("schily", MFD_CLOEXEC);
+	char h[512];
+	static const char zeros[1024];
+	raw_header(h, "PaxHeaders/f", 'x', plen);
+	assert_int_equal(write(fd, h, 512), 512);
+	assert_int_equal(write(fd, pax, plen), (ssize_t)plen);
+	assert_int_equal(write(fd, zeros, 512 - plen), (ssize_t)(512 - plen));
+	raw_header(h, "f", '0', 2);
+	assert_int_equal(write(fd, h, 512), 512);
+	assert_int_equal(write(fd, "hi", 2), 2);
+	assert_int_equal(write(fd, zeros, 510), 510);
+	assert_int_equal(write(fd, zeros, 1024), 1024);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	struct img_manifest m;
+	struct sk_error err = {0};
+	if (layer(f, fd, "/", 0, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	const struct img_entry *e = find(&m, "/f");
+	assert_blob(f, e, "hi");
+	assert_int_equal(e->nxattrs, 1);
+	assert_string_equal(e->xattrs[0].name, "user.mime");
+	assert_int_equal(e->xattrs[0].len, 10);
+	assert_memory_equal(e->xattrs[0].value, "text/plain", 10);
+	img_manifest_free(&m);
+}
+
 static int header_bomb(void)
 {
 	size_t clen = 600 << 10; /* libarchive itself refuses pax headers past 1 MiB */
-	char *pax = malloc(clen + 64);
-	/* a record is "LEN comment=VALUE\n", LEN counting its own digits */
-	size_t len = clen + 1 + 8 + 1 + 6;
-	int n = snprintf(pax, 64, "%zu comment=", len);
-	assert_int_equal(n, 6 + 1 + 8);
-	memset(pax + n, 'x', clen);
-	pax[n + clen] = '\n';
-	size_t plen = (size_t)n + clen + 1;
+	char *value = malloc(clen + 1), *pax = malloc(clen + 64);
+	memset(value, 'x', clen);
+	value[clen] = '\0';
+	size_t plen = pax_record(pax, clen + 64, "comment", value);
+	free(value);
 	int fd = memfd_create("bomb", MFD_CLOEXEC);
 	char h[512];
 	raw_header(h, "PaxHeaders/f", 'x', plen);
@@ -968,6 +1008,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_sparse_small, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gzip_bomb, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_empty, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_schily_xattrs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_header_bomb, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_too_many_files, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_not_a_tar, setup, teardown),
