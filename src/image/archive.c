@@ -636,6 +636,7 @@ static int tar_layer_finish(struct tar_layer *t, const struct img_limits *lim,
 		img_manifest_free(&m);
 		return r;
 	}
+	img_manifest_free(ret);
 	*ret = m;
 	return 0;
 }
@@ -653,9 +654,17 @@ static int tar_layer_read(struct img_store *s, struct archive *a, const char *de
 	                        .budget = TAR_MEMBER_OVERHEAD_BYTES};
 	img_manifest_init(&rd.t.m);
 	map_init(&rd.t.byname);
+	/* the layer so far: hard links may name its files, members replace its entries */
+	int r = 0;
+	uint64_t seeded = 0;
+	for (size_t i = 0; i < layer->n && r >= 0; i++) {
+		r = tar_layer_put(&rd.t, &layer->e[i], err);
+		if (layer->e[i].type == IMG_REG)
+			seeded += layer->e[i].size;
+	}
+	rd.t.bytes = seeded;
 	struct archive_entry *ae;
-	int r;
-	while ((r = tar_next(a, &ae, err)) > 0) {
+	while (r >= 0 && (r = tar_next(a, &ae, err)) > 0) {
 		r = tar_member(&rd, ae, err);
 		if (r < 0)
 			break;
@@ -664,7 +673,7 @@ static int tar_layer_read(struct img_store *s, struct archive *a, const char *de
 		r = tar_layer_finish(&rd.t, lim, layer, err);
 	if (r >= 0 && ret_stats) {
 		*ret_stats = (struct img_tar_stats){.members = rd.t.members,
-		                                    .bytes = rd.t.bytes,
+		                                    .bytes = rd.t.bytes - seeded,
 		                                    .devices_dropped = rd.t.devices_dropped,
 		                                    .sockets_dropped = rd.t.sockets_dropped};
 		if (rd.t.devices_dropped || rd.t.sockets_dropped)
@@ -1250,6 +1259,7 @@ static int oci_apply_layers(struct oci_archive *ar, struct oci_plan *p,
 		if (r < 0)
 			return sk_error_prefix(err, "layer %zu", i + 1);
 		struct img_manifest layer;
+		img_manifest_init(&layer);
 		_cleanup_archive_ struct archive *a = NULL;
 		r = tar_open(ar->spool_fd, m->off, &m->size, &a, err);
 		if (r >= 0)

@@ -323,6 +323,41 @@ static void test_dest_and_dotdot(void **state)
 	assert_int_equal(layer(f, tw_close(&t), "/srv/../x", 0, &m, &err), -SK_EINVAL_SPEC);
 }
 
+/* A second archive read into the same layer: its hard links may name the first one's files,
+ * and its members replace the first one's entries. */
+static void test_layer_so_far(void **state)
+{
+	struct fixture *f = *state;
+	struct tw t = tw_open(TW_PLAIN);
+	tw_file(&t, "base", "base");
+	tw_file(&t, "old", "old");
+	struct img_manifest m;
+	struct sk_error err = {0};
+	if (layer(f, tw_close(&t), "/srv", 0, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	t = tw_open(TW_PLAIN);
+	tw_hardlink(&t, "link", "base");
+	tw_file(&t, "old", "new");
+	int fd = tw_close(&t);
+	if (img_layer_from_tar(&f->s, fd, "/srv", 0, &f->lim, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	close(fd);
+	assert_int_equal(m.n, 3);
+	assert_string_equal(find(&m, "/srv/link")->digest, find(&m, "/srv/base")->digest);
+	assert_blob(f, find(&m, "/srv/old"), "new");
+	/* a refused archive leaves the layer as it was */
+	t = tw_open(TW_PLAIN);
+	tw_file(&t, "more", "more");
+	tw_hardlink(&t, "bad", "/etc/shadow");
+	fd = tw_close(&t);
+	assert_int_equal(img_layer_from_tar(&f->s, fd, "/srv", 0, &f->lim, &m, &err),
+	                 -SK_EINVAL_SPEC);
+	close(fd);
+	assert_int_equal(m.n, 3);
+	assert_null(img_manifest_find(&m, "/srv/more"));
+	img_manifest_free(&m);
+}
+
 /* Names that climb above the root refuse the whole archive, naming the member. */
 static void test_escape_refused(void **state)
 {
@@ -998,6 +1033,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_types_round_trip, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dest_and_dotdot, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_layer_so_far, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_escape_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_through_symlink_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hardlinks, setup, teardown),
