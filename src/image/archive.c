@@ -486,6 +486,10 @@ static int tar_member(struct tar_reader *rd, struct archive_entry *ae, struct sk
 		                    path);
 
 	const char *link = archive_entry_hardlink(ae);
+	mode_t type = archive_entry_filetype(ae);
+	if ((link || type != AE_IFDIR) && strcmp(path, rd->dest) == 0)
+		return sk_error_set(err, -SK_EINVAL_SPEC,
+		                    "member \"%s\" would replace the destination directory", name);
 	if (link)
 		return tar_hardlink(rd, path, link, err);
 	r = tar_whiteout(rd, path, err);
@@ -496,10 +500,6 @@ static int tar_member(struct tar_reader *rd, struct archive_entry *ae, struct sk
 	r = tar_meta(ae, path, &e, err);
 	if (r < 0)
 		return r;
-	mode_t type = archive_entry_filetype(ae);
-	if (type != AE_IFDIR && strcmp(path, rd->dest) == 0)
-		return sk_error_set(err, -SK_EINVAL_SPEC,
-		                    "member \"%s\" would replace the destination directory", name);
 	switch (type) {
 	case AE_IFREG:
 		rd->t.bytes += size;

@@ -321,6 +321,20 @@ static void test_dest_and_dotdot(void **state)
 	t = tw_open(TW_PLAIN);
 	tw_file(&t, "x", "x");
 	assert_int_equal(layer(f, tw_close(&t), "/srv/../x", 0, &m, &err), -SK_EINVAL_SPEC);
+
+	/* nothing but a directory may stand at the destination itself */
+	for (int i = 0; i < 3; i++) {
+		t = tw_open(TW_PLAIN);
+		tw_file(&t, "f", "f");
+		if (i == 0)
+			tw_file(&t, ".", "file");
+		else if (i == 1)
+			tw_symlink(&t, ".", "/etc");
+		else
+			tw_hardlink(&t, ".", "f");
+		assert_int_equal(layer(f, tw_close(&t), "/srv", 0, &m, &err), -SK_EINVAL_SPEC);
+		assert_non_null(strstr(err.msg, "destination"));
+	}
 }
 
 /* A second archive read into the same layer: its hard links may name the first one's files,
