@@ -1074,22 +1074,26 @@ static int oci_plan_layout(struct oci_archive *ar, struct oci_plan *p, struct sk
 		return r;
 	char name[IMG_PATH_MAX + 1];
 	const char *hex = NULL;
-	if (media_type_is_index(desc)) {
-		r = oci_blob_name(desc, "index.json", name, sizeof(name), &hex, err);
+	r = oci_blob_name(desc, "index.json", name, sizeof(name), &hex, err);
+	if (r >= 0)
+		r = oci_json(ar, name, hex, &inner, err);
+	if (r < 0)
+		return r;
+	/* an index (by its media type, or by its content where the descriptor has none) is
+	 * followed one level down */
+	if (media_type_is_index(desc) || json_object_get(inner, "manifests")) {
+		r = oci_index_pick(inner, name, &desc, err);
 		if (r >= 0)
-			r = oci_json(ar, name, hex, &inner, err);
+			r = oci_blob_name(desc, name, name, sizeof(name), &hex, err);
 		if (r >= 0)
-			r = oci_index_pick(inner, name, &desc, err);
-		if (r >= 0 && media_type_is_index(desc))
+			r = oci_json(ar, name, hex, &manifest, err);
+		if (r >= 0 && (media_type_is_index(desc) || json_object_get(manifest, "manifests")))
 			r = sk_error_set(err, -SK_EINVAL_SPEC, "%s: an index of indexes", name);
 		if (r < 0)
 			return r;
+	} else {
+		manifest = TAKE_PTR(inner);
 	}
-	r = oci_blob_name(desc, "index.json", name, sizeof(name), &hex, err);
-	if (r >= 0)
-		r = oci_json(ar, name, hex, &manifest, err);
-	if (r < 0)
-		return r;
 	json_t *layers = json_object_get(manifest, "layers"), *l;
 	if (!json_is_array(layers))
 		return sk_error_set(err, -SK_EINVAL_SPEC, "manifest %s: no layers", name);

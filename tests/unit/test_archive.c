@@ -920,7 +920,15 @@ static void test_docker_save(void **state)
 	assert_clean(f);
 }
 
-enum { OCI_OK, OCI_BAD_DIGEST, OCI_NESTED, OCI_TWO_IMAGES, OCI_JUNK_LAYER, OCI_THROUGH_LINK };
+enum {
+	OCI_OK,
+	OCI_NESTED,
+	OCI_NESTED_BARE, /* the outer descriptor without a media type */
+	OCI_BAD_DIGEST,
+	OCI_TWO_IMAGES,
+	OCI_JUNK_LAYER,
+	OCI_THROUGH_LINK,
+};
 
 static void tw_blob(struct tw *t, const char *data, size_t len, char hex[SHA256_HEX_BYTES])
 {
@@ -988,11 +996,13 @@ static int oci_layout(int variant)
 		         "\"sha256:%s\",\"size\":%zu}]}",
 		         mt, md, strlen(manifest));
 	}
-	if (variant == OCI_NESTED) {
+	if (variant == OCI_NESTED || variant == OCI_NESTED_BARE) {
 		tw_blob(&t, index, strlen(index), id);
 		snprintf(index, sizeof(index),
-		         "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":"
-		         "\"application/vnd.oci.image.index.v1+json\",\"digest\":\"sha256:%s\"}]}",
+		         "{\"schemaVersion\":2,\"manifests\":[{%s\"digest\":\"sha256:%s\"}]}",
+		         variant == OCI_NESTED
+		             ? "\"mediaType\":\"application/vnd.oci.image.index.v1+json\","
+		             : "",
 		         id);
 	}
 	tw_file(&t, "index.json", index);
@@ -1004,7 +1014,7 @@ static int oci_layout(int variant)
 static void test_oci_layout(void **state)
 {
 	struct fixture *f = *state;
-	for (int v = OCI_OK; v <= OCI_NESTED; v += OCI_NESTED - OCI_OK) {
+	for (int v = OCI_OK; v <= OCI_NESTED_BARE; v++) {
 		struct img_manifest m;
 		struct img_config c;
 		struct sk_error err = {0};
