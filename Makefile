@@ -143,6 +143,11 @@ $(BUILD)/bench/disk_subvol: bench/disk_subvol.c $(BUILD)/libskiff.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $(STATIC_FLAGS) -o $@ $^ $(LDLIBS)
 
+# Imports and the store (dynamic: libarchive).
+$(BUILD)/bench/tar_layer: bench/tar_layer.c $(BUILD)/libskiffimg.a $(BUILD)/libskiff.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(IMG_LDLIBS)
+
 $(BUILD)/bench/image_store: bench/image_store.c $(BUILD)/libskiffimg.a $(BUILD)/libskiff.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(IMG_LDLIBS) $(LDLIBS)
@@ -152,7 +157,7 @@ $(BUILD)/bench/manifest_decode: bench/manifest_decode.c $(BUILD)/libskiffimg.a $
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(IMG_LDLIBS) $(LDLIBS)
 
 bench: $(BUILD)/bench/pool_start $(BUILD)/bench/disk_subvol $(BUILD)/bench/image_store \
-	$(BUILD)/bench/manifest_decode
+	$(BUILD)/bench/tar_layer $(BUILD)/bench/manifest_decode
 
 # Unit tests may #include the .c they test to reach static functions.
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libskiffd.a $(BUILD)/libskiffnet.a \
@@ -162,6 +167,16 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libskiffd.a $(BUILD)/libskiffnet.a \
 		$(BUILD)/libskiffnet.a $(BUILD)/libskiffimg.a $(BUILD)/libskiff.a $(D_LDLIBS) \
 		$(NET_LDLIBS) $(IMG_LDLIBS) \
 		$(shell pkg-config --libs cmocka)
+
+# Fuzz targets (clang's libFuzzer with ASan and UBSan): `make fuzz`, then tests/fuzz/run.sh.
+FUZZ_SRC = $(IMG_SRC) $(wildcard src/lib/*.c)
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_SRC)
+	@mkdir -p $(dir $@)
+	clang -g -O1 -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -include src/lib/banned.h \
+		-fsanitize=fuzzer,address,undefined $(shell pkg-config --cflags $(IMG_PKGS)) \
+		-o $@ $^ $(IMG_LDLIBS)
+
+fuzz: $(BUILD)/fuzz/fuzz_archive
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
@@ -180,5 +195,5 @@ format-check:
 clean:
 	rm -rf build
 
-.PHONY: all bench unit integration check format format-check clean
+.PHONY: all bench fuzz unit integration check format format-check clean
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
