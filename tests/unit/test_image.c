@@ -1191,6 +1191,53 @@ static void test_materialize_symlink_escape(void **state)
 	assert_int_equal(access(p, F_OK), -1);
 }
 
+/* A file that cannot be written whole (here: past RLIMIT_FSIZE, in a child; ENOSPC and EDQUOT
+ * go the same way) fails the build with that reason, not a bare "Input/output error", and leaves
+ * no tree. */
+static void test_materialize_copy_failure_says_why(void **state)
+{
+	struct fixture *f = *state;
+	static char big[200000];
+	memset(big, 'b', sizeof(big));
+	struct sk_error err = {0};
+	char blob[IMG_DIGEST_HEX], digest[IMG_DIGEST_HEX];
+	assert_int_equal(img_blob_put(&f->s, big, sizeof(big), blob, &err), 0);
+	struct img_manifest m;
+	img_manifest_init(&m);
+	add(&m, "/", IMG_DIR, 0755);
+	struct img_entry e = {.path = "/big", .type = IMG_REG, .mode = 0644, .size = sizeof(big)};
+	memcpy(e.digest, blob, sizeof(blob));
+	assert_int_equal(img_manifest_add(&m, &e, &err), 0);
+	assert_int_equal(img_manifest_save(&f->s, &m, digest, &err), 0);
+	img_manifest_free(&m);
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		signal(SIGXFSZ, SIG_IGN);
+		struct rlimit rl = {.rlim_cur = 100000, .rlim_max = 100000};
+		char path[512];
+		int r = setrlimit(RLIMIT_FSIZE, &rl) < 0
+		            ? -1
+		            : img_materialize(&f->s, digest, path, sizeof(path), &err);
+		ssize_t n = write(p[1], err.msg, strlen(err.msg));
+		_exit(r == -EFBIG && n > 0 ? 0 : 1);
+	}
+	close(p[1]);
+	char msg[1024] = "";
+	ssize_t n = read(p[0], msg, sizeof(msg) - 1);
+	msg[n > 0 ? n : 0] = '\0';
+	close(p[0]);
+	int status = 0;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		print_error("materialize: %s\n", msg);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	assert_non_null(strstr(msg, "\"/big\""));
+	assert_int_equal(count_entries(f->s.root_fd, "trees"), 0);
+}
+
 /* A blob missing half-way through the build: a clear error, no tree and no .tmp- left. */
 static void test_materialize_missing_blob(void **state)
 {
@@ -1495,6 +1542,7 @@ int main(void)
 	    T(test_materialize_shared_inodes),
 	    T(test_materialize_symlink_escape),
 	    T(test_materialize_missing_blob),
+	    T(test_materialize_copy_failure_says_why),
 	    T(test_materialize_concurrent),
 	    T(test_materialize_reflink_btrfs),
 	    T(test_gc),
