@@ -1,13 +1,14 @@
 /* What decoding a large manifest costs, side by side in one run: the manifest's JSON parsed as
  * one tree (json_loadb of the whole text, as decoding did before it went entry by entry) and
  * img_manifest_decode, each in a fresh process (this program run again) that reads the text
- * from a file, so that its peak memory is its own.
+ * from a file, so that its peak memory is its own; then decoding and encoding again (the bytes
+ * must come back the same), as saving a manifest loaded and changed does.
  * The manifest is made here: N entries, a directory per 100 (/usr/share/doc/package-NNNNNN),
  * regular files with a digest, mode, size and mtime, as an image of a distribution holds them.
- * Usage: manifest_decode N   (manifest_decode tree|decode FILE: one way, in a child)
+ * Usage: manifest_decode N   (manifest_decode tree|decode|encode FILE: one way, in a child)
  * Last line: manifest_decode entries=… text_mib=… tree_s=… tree_rss_mib=… decode_s=…
- * decode_rss_mib=… (s: the child's run, reading the file included; rss: its peak, the text it
- * read included) */
+ * decode_rss_mib=… encode_s=… encode_rss_mib=… (s: the child's run, reading the file included; rss:
+ * its peak, the text it read included) */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,6 +96,12 @@ static int child_main(const char *how, const char *file)
 		img_manifest_init(&m);
 		struct sk_error err = {0};
 		ok = img_manifest_decode(text, (size_t)len, 0, NULL, &m, &err) == 0;
+		if (ok && strcmp(how, "encode") == 0) {
+			char *out = NULL;
+			size_t olen = 0;
+			ok = img_manifest_encode(&m, &out, &olen, &err) == 0 &&
+			     olen == (size_t)len && memcmp(out, text, olen) == 0;
+		}
 	}
 	printf("%ld\n", peak_mib());
 	return ok ? 0 : 1;
@@ -138,17 +145,18 @@ int main(int argc, char **argv)
 	if (fd >= 0)
 		close(fd);
 	free(text);
-	double tree_s = 0, dec_s = 0;
-	long tree_mib = 0, dec_mib = 0;
+	double tree_s = 0, dec_s = 0, enc_s = 0;
+	long tree_mib = 0, dec_mib = 0, enc_mib = 0;
 	ok = ok && measure("tree", file, &tree_s, &tree_mib) == 0 &&
-	     measure("decode", file, &dec_s, &dec_mib) == 0;
+	     measure("decode", file, &dec_s, &dec_mib) == 0 &&
+	     measure("encode", file, &enc_s, &enc_mib) == 0;
 	unlink(file);
 	if (!ok) {
 		fprintf(stderr, "manifest_decode: a child failed\n");
 		return 1;
 	}
 	printf("manifest_decode entries=%zu text_mib=%zu tree_s=%.2f tree_rss_mib=%ld "
-	       "decode_s=%.2f decode_rss_mib=%ld\n",
-	       n, len >> 20, tree_s, tree_mib, dec_s, dec_mib);
+	       "decode_s=%.2f decode_rss_mib=%ld encode_s=%.2f encode_rss_mib=%ld\n",
+	       n, len >> 20, tree_s, tree_mib, dec_s, dec_mib, enc_s, enc_mib);
 	return 0;
 }

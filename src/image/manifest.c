@@ -354,6 +354,37 @@ static json_t *entry_to_json(const struct img_entry *e)
 	return o;
 }
 
+/* A growing text, for encoding. */
+struct text {
+	char *p;
+	size_t len, cap;
+};
+
+static int text_add(struct text *t, const char *s, size_t n)
+{
+	if (n > t->cap - t->len) {
+		size_t cap = t->cap ? t->cap : 4096;
+		while (cap - t->len < n)
+			cap *= 2;
+		char *p = realloc(t->p, cap);
+		if (!p)
+			return -1;
+		t->p = p;
+		t->cap = cap;
+	}
+	memcpy(t->p + t->len, s, n);
+	t->len += n;
+	return 0;
+}
+
+static int text_add_cb(const char *s, size_t n, void *t)
+{
+	return text_add(t, s, n);
+}
+
+/* Each entry is dumped on its own, with the flags and separators a dump of the whole document
+ * would use (the bytes are the same: they name the image), so that encoding never holds the
+ * whole manifest as a JSON tree (over a kilobyte per entry). */
 int img_manifest_encode(const struct img_manifest *m, char **ret, size_t *ret_len,
                         struct sk_error *err)
 {
@@ -364,28 +395,27 @@ int img_manifest_encode(const struct img_manifest *m, char **ret, size_t *ret_le
 	int r = img_manifest_check(m, 1, &nolimit, err);
 	if (r < 0)
 		return sk_error_prefix(err, "encode");
-	json_t *root = json_object();
-	json_t *arr = json_array();
-	if (!root || !arr || json_object_set_new(root, "version", json_integer(MANIFEST_VERSION)) ||
-	    json_object_set(root, "entries", arr)) {
-		json_decref(arr);
-		json_decref(root);
-		return sk_error_set(err, -ENOMEM, "encode manifest: out of memory");
-	}
-	json_decref(arr);
-	for (size_t i = 0; i < m->n; i++) {
+	struct text t = {0};
+	char head[64];
+	int hn = snprintf(head, sizeof(head), "{\"version\":%d,\"entries\":[", MANIFEST_VERSION);
+	r = text_add(&t, head, (size_t)hn);
+	for (size_t i = 0; r == 0 && i < m->n; i++) {
 		json_t *o = entry_to_json(&m->e[i]);
-		if (!o || json_array_append_new(arr, o)) {
-			json_decref(root);
-			return sk_error_set(err, -ENOMEM, "encode manifest: out of memory");
-		}
+		r = !o || (i > 0 && text_add(&t, ",", 1) < 0) ||
+		            json_dump_callback(o, text_add_cb, &t,
+		                               JSON_COMPACT | JSON_PRESERVE_ORDER) < 0
+		        ? -1
+		        : 0;
+		json_decref(o);
 	}
-	char *s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	json_decref(root);
-	if (!s)
+	if (r == 0)
+		r = text_add(&t, "]}", 3); /* the NUL too */
+	if (r < 0) {
+		free(t.p);
 		return sk_error_set(err, -ENOMEM, "encode manifest: out of memory");
-	*ret_len = strlen(s);
-	*ret = s;
+	}
+	*ret_len = t.len - 1;
+	*ret = t.p;
 	return 0;
 }
 
