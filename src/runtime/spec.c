@@ -556,20 +556,27 @@ static int json_ports(struct spec *s, json_t *v, struct sk_error *err)
 	return 0;
 }
 
-static int json_field(struct spec *s, const char *key, json_t *v, struct sk_error *err)
+/* The fields only the server sets (spec.h): never from a client's body. */
+static int json_internal_field(struct spec *s, const char *key, json_t *v, struct sk_error *err)
 {
+	if (!strcmp(key, "image_digest"))
+		return json_string_field(v, key, &s->image_digest, err);
+	if (!json_is_boolean(v) && !json_is_null(v))
+		return sk_error_set(err, EINPUT, "capture_layer: expected true or false");
+	s->capture_layer = json_is_true(v);
+	return 0;
+}
+
+static int json_field(struct spec *s, const char *key, json_t *v, unsigned flags,
+                      struct sk_error *err)
+{
+	if ((flags & SPEC_JSON_INTERNAL) &&
+	    (!strcmp(key, "image_digest") || !strcmp(key, "capture_layer")))
+		return json_internal_field(s, key, v, err);
 	if (!strcmp(key, "image"))
 		return json_string_field(v, key, &s->image, err);
 	if (!strcmp(key, "rootfs"))
 		return json_string_field(v, key, &s->rootfs, err);
-	if (!strcmp(key, "image_digest"))
-		return json_string_field(v, key, &s->image_digest, err);
-	if (!strcmp(key, "capture_layer")) {
-		if (!json_is_boolean(v) && !json_is_null(v))
-			return sk_error_set(err, EINPUT, "capture_layer: expected true or false");
-		s->capture_layer = json_is_true(v);
-		return 0;
-	}
 	if (!strcmp(key, "command"))
 		return json_command(s, v, err);
 	if (!strcmp(key, "env"))
@@ -611,6 +618,12 @@ static int json_field(struct spec *s, const char *key, json_t *v, struct sk_erro
 
 int spec_apply_json(struct spec *s, const char *data, size_t len, struct sk_error *err)
 {
+	return spec_apply_json_flags(s, data, len, 0, err);
+}
+
+int spec_apply_json_flags(struct spec *s, const char *data, size_t len, unsigned flags,
+                          struct sk_error *err)
+{
 	if (len > SPEC_MAX_JSON_BYTES)
 		return sk_error_set(err, EINPUT, "spec: larger than %d bytes", SPEC_MAX_JSON_BYTES);
 	json_error_t jerr;
@@ -626,7 +639,7 @@ int spec_apply_json(struct spec *s, const char *data, size_t len, struct sk_erro
 	const char *key;
 	json_t *v;
 	json_object_foreach (root, key, v) {
-		if ((r = json_field(s, key, v, err)) < 0)
+		if ((r = json_field(s, key, v, flags, err)) < 0)
 			goto out;
 	}
 out:

@@ -283,7 +283,7 @@ int sp_op_create(struct spawner *sp, json_t *req, json_t *reply, struct sk_error
 		return sk_error_set(err, -ENOMEM, "out of memory");
 	struct spec spec;
 	spec_init(&spec);
-	if ((r = spec_apply_json(&spec, text, strlen(text), err)) < 0 ||
+	if ((r = spec_apply_json_flags(&spec, text, strlen(text), SPEC_JSON_INTERNAL, err)) < 0 ||
 	    (r = spec_set_string(&spec.label, id, "label", err)) < 0 ||
 	    (r = spec_validate(&spec, err)) < 0)
 		goto out;
@@ -499,11 +499,13 @@ static void sandbox_adopt(struct spawner *sp, const struct rt_sandbox_info *info
 		s->usage.memory_peak_bytes =
 		    json_integer_value(json_object_get(rec, "memory_peak_bytes"));
 	} else if (!rt_sandbox_running(sb)) {
-		/* A build step that ended while no spawner ran: its layer is still on the disk
-		 * (btrfs), not on a tmpfs (gone with its mount namespace). */
+		/* A build step that ended while no spawner ran: its layer went with it (gc at our
+		 * start removed its subvolume; a tmpfs went with its mount namespace). */
 		sandbox_reap(s);
-		if (!s->capture_layer || !sp_layer_capture(sp, s))
-			sandbox_release(s);
+		if (s->capture_layer && !s->layer_error)
+			s->layer_error = strdup("its spawner was not running when it ended: its "
+			                        "layer is gone");
+		sandbox_release(s);
 	} else if (s->timeout_s > 0 && s->started_ms > 0) {
 		int64_t left = s->started_ms + (int64_t)(s->timeout_s * 1000) - clock_now_ms();
 		s->deadline_mono = sp_now_mono() + (left > 0 ? left : 0);
@@ -542,12 +544,16 @@ int sp_op_hello(struct spawner *sp, json_t *req, json_t *reply, struct sk_error 
 	json_t *list = json_array();
 	for (struct sp_sandbox *s = sp->sandboxes; s; s = s->next) {
 		int ended = s->state != SP_RUNNING;
-		json_array_append_new(list,
-		                      json_pack("{s:s, s:s, s:o, s:I, s:o}", "id", s->id, "state",
-		                                sp_state_name(s->state), "exit_code",
-		                                ended ? json_integer(s->exit_code) : json_null(),
-		                                "started_ms", (json_int_t)s->started_ms, "ended_ms",
-		                                ended ? json_integer(s->ended_ms) : json_null()));
+		json_t *entry = json_pack("{s:s, s:s, s:o, s:I, s:o}", "id", s->id, "state",
+		                          sp_state_name(s->state), "exit_code",
+		                          ended ? json_integer(s->exit_code) : json_null(),
+		                          "started_ms", (json_int_t)s->started_ms, "ended_ms",
+		                          ended ? json_integer(s->ended_ms) : json_null());
+		if (entry && s->layer[0])
+			json_object_set_new(entry, "layer", json_string(s->layer));
+		else if (entry && s->layer_error)
+			json_object_set_new(entry, "layer_error", json_string(s->layer_error));
+		json_array_append_new(list, entry);
 	}
 	json_object_set_new(reply, "version", json_integer(1));
 	json_object_set_new(reply, "instance", json_string(sp->rt.instance));

@@ -22,7 +22,9 @@
 #include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1643,6 +1645,15 @@ static void image_dir_make(struct fixture *f, const char *dir)
 	assert_int_equal(utimensat(AT_FDCWD, p, ts, 0), 0);
 }
 
+/* Whether the spawner's writable layers are on the data directory's btrfs. */
+static int disk_is_btrfs(struct fixture *f)
+{
+	char disk[sizeof(f->data) + 8];
+	struct statfs fs;
+	snprintf(disk, sizeof(disk), "%s/disk", f->data);
+	return statfs(disk, &fs) == 0 && fs.f_type == BTRFS_SUPER_MAGIC;
+}
+
 static void store_open(struct fixture *f, struct img_store *st)
 {
 	char root[sizeof(f->data) + 16];
@@ -1786,6 +1797,60 @@ static void test_images(void **state)
 	spawner_down(f);
 }
 
+/* Signal the processes of sandbox id from outside the spawner. */
+static void signal_sandbox(struct fixture *f, const char *id, int sig)
+{
+	struct rt rt;
+	struct sk_error err = {0};
+	assert_int_equal(rt_init(&rt, f->instance, NULL, &err), 0);
+	struct rt_sandbox_info *all = NULL;
+	int n = rt_sandbox_list(&rt, &all, &err);
+	struct rt_sandbox *sb = NULL;
+	for (int i = 0; i < n && !sb; i++)
+		if (!strcmp(all[i].label, id))
+			assert_int_equal(rt_sandbox_attach(&rt, all[i].id, &sb, &err), 0);
+	free(all);
+	assert_non_null(sb);
+	assert_true(rt_sandbox_signal_all(sb, sig) > 0);
+	rt_sandbox_close(sb);
+	rt_release(&rt);
+}
+
+/* A build step found again by a restarted spawner: its layer is stored when it ends, from its
+ * btrfs subvolume; a tmpfs layer is out of the new spawner's reach (layer_error). */
+static void capture_after_restart(struct fixture *f, const char *digest, int btrfs)
+{
+	char id[ID_MAX_BYTES];
+	new_id("sb-", id);
+	json_t *r = call(f, json_pack("{s:s, s:s, s:{s:s, s:b, s:[sss]}}", "op", "create", "id", id,
+	                              "spec", "image_digest", digest, "capture_layer", 1, "command",
+	                              "/bin/sh", "-c",
+	                              "trap 'echo x > /after; exit 0' TERM; "
+	                              "while :; do sleep 0.05; done"));
+	expect_ok(r);
+	json_decref(r);
+	spawner_up(f, 0); /* the first one stops; the sandbox runs on */
+	r = call(f, json_pack("{s:s}", "op", "hello"));
+	expect_ok(r);
+	json_decref(r);
+	signal_sandbox(f, id, SIGTERM);
+	json_t *e = wait_event(f, "sandbox_ended", id, NULL);
+	expect_end(json_incref(e), "exited", 0);
+	const char *layer = json_string_value(json_object_get(e, "layer"));
+	if (btrfs) {
+		assert_non_null(layer);
+		struct img_manifest m;
+		img_manifest_init(&m);
+		assert_int_equal(layer_entry(f, layer, &m, "/after")->type, IMG_REG);
+		img_manifest_free(&m);
+	} else {
+		assert_null(layer);
+		assert_non_null(json_string_value(json_object_get(e, "layer_error")));
+	}
+	json_decref(e);
+	remove_sandbox(f, id);
+}
+
 /* What a build step's command changed comes back as a layer, on either writable layer. */
 static void test_capture_layer(void **state)
 {
@@ -1825,6 +1890,7 @@ static void test_capture_layer(void **state)
 		json_decref(e);
 		remove_sandbox(f, id);
 		assert_int_equal(holds_count(f, digest), 0);
+		capture_after_restart(f, digest, i == 0 && disk_is_btrfs(f));
 		spawner_down(f);
 	}
 }
