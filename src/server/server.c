@@ -63,6 +63,10 @@ static const struct http_route ROUTES[] = {
      PERM_WRITE | PERM_SANDBOX | HTTP_ROUTE_TAKE_OVER},
     {"*", "/v1/sandboxes/{}/ports/{}/{*}", api_ports_proxy, NULL, SERVER_PORT_MAX_BODY_BYTES,
      PERM_WRITE | PERM_SANDBOX | HTTP_ROUTE_TAKE_OVER},
+    /* A declared body is streamed into the store (a chunked one is held whole first). */
+    {"PUT", "/v1/blobs/{}", api_blobs_put, NULL, SERVER_MAX_CHUNKED_BLOB_BYTES,
+     PERM_WRITE | HTTP_ROUTE_TAKE_OVER},
+    {"GET", "/v1/blobs/{}", api_blobs_get, NULL, 0, PERM_READ},
     {"GET", "/v1/workers", api_workers_list, NULL, 0, PERM_ADMIN},
     {"POST", "/internal/v1/workers/register", link_register, NULL, LINK_MAX_BODY_BYTES,
      PERM_WORKER},
@@ -352,6 +356,8 @@ int server_new(uv_loop_t *loop, struct store *store, const struct server_config 
 		srv->cfg.max_stdin_inflight_bytes = SERVER_MAX_STDIN_INFLIGHT_BYTES;
 	if (!srv->cfg.max_bodies_bytes)
 		srv->cfg.max_bodies_bytes = SERVER_MAX_BODIES_BYTES;
+	if (!srv->cfg.max_blob_bytes)
+		srv->cfg.max_blob_bytes = SERVER_MAX_BLOB_BYTES;
 	map_init(&srv->workspaces);
 	map_init(&srv->tokens);
 	map_init(&srv->sandboxes);
@@ -359,9 +365,17 @@ int server_new(uv_loop_t *loop, struct store *store, const struct server_config 
 	map_init(&srv->idem_inflight);
 	map_init(&srv->file_calls);
 	map_init(&srv->tunnels);
+	map_init(&srv->images);
+	srv->imgs.root_fd = -1;
 	sha256_hex(cfg->worker_secret, strlen(cfg->worker_secret), srv->worker_secret_hash);
 
-	int r = store_run_sync(store, load_all, srv);
+	char root[4200];
+	snprintf(root, sizeof(root), "%s/images", cfg->data_dir);
+	int r = img_store_open(&srv->imgs, root, err);
+	if (r < 0)
+		goto fail;
+	srv->imgs_open = 1;
+	r = store_run_sync(store, load_all, srv);
 	if (r < 0) {
 		sk_error_errno(err, r, "load the state store");
 		goto fail;
@@ -440,6 +454,8 @@ static void free_all(struct server *srv)
 	map_release(&srv->idem_inflight);
 	map_release(&srv->file_calls);
 	map_release(&srv->tunnels);
+	if (srv->imgs_open)
+		img_store_close(&srv->imgs);
 }
 
 void server_shutdown(struct server *srv)
