@@ -1,0 +1,569 @@
+/* The image content store (src/image): blobs stored by digest (a mismatch or an oversized blob
+ * stores nothing), manifests encoded canonically and decoded strictly (bad input refused with the
+ * entry named, never a crash), layers applied, directories ingested and trees materialized. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../../src/lib/fsutil.h"
+#include "../../src/lib/hash.h"
+#include "../../src/image/manifest.h"
+
+struct fixture {
+	char dir[64];
+	struct img_store s;
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	snprintf(f->dir, sizeof(f->dir), "/tmp/skiff-unit-image-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	char root[128];
+	snprintf(root, sizeof(root), "%s/images", f->dir);
+	struct sk_error err = {0};
+	int r = img_store_open(&f->s, root, &err);
+	if (r < 0)
+		print_error("img_store_open: %s\n", err.msg);
+	assert_int_equal(r, 0);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	img_store_close(&f->s);
+	fs_rm_rf_at(AT_FDCWD, f->dir);
+	free(f);
+	return 0;
+}
+
+/* Regular files under dirfd/path, recursively. */
+static int count_files(int at, const char *path)
+{
+	int fd = openat(at, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	DIR *d = fdopendir(fd);
+	assert_non_null(d);
+	int n = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (de->d_type == DT_DIR)
+			n += count_files(dirfd(d), de->d_name);
+		else
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+/* ---- blobs ---- */
+
+static void test_blob_put_read(void **state)
+{
+	struct fixture *f = *state;
+	struct sk_error err = {0};
+	char digest[IMG_DIGEST_HEX], want[IMG_DIGEST_HEX];
+	const char data[] = "hello, store";
+	assert_int_equal(sha256_hex(data, sizeof(data) - 1, want), 0);
+	assert_false(img_blob_exists(&f->s, want));
+	assert_int_equal(img_blob_put(&f->s, data, sizeof(data) - 1, digest, &err), 0);
+	assert_string_equal(digest, want);
+	assert_true(img_blob_exists(&f->s, digest));
+	/* Stored again: kept, one file. */
+	assert_int_equal(img_blob_put(&f->s, data, sizeof(data) - 1, digest, &err), 0);
+	assert_int_equal(count_files(f->s.root_fd, "blobs"), 1);
+	assert_int_equal(count_files(f->s.root_fd, "tmp"), 0);
+
+	char path[256];
+	snprintf(path, sizeof(path), "blobs/sha256/%.2s/%s", want, want + 2);
+	struct stat st;
+	assert_int_equal(fstatat(f->s.root_fd, path, &st, 0), 0);
+	assert_int_equal(st.st_mode & 07777, 0444);
+
+	char *buf = NULL;
+	size_t len = 0;
+	assert_int_equal(img_blob_read(&f->s, digest, 100, &buf, &len, &err), 0);
+	assert_int_equal(len, sizeof(data) - 1);
+	assert_string_equal(buf, data);
+	free(buf);
+	assert_int_equal(img_blob_read(&f->s, digest, 3, &buf, &len, &err), -EFBIG);
+
+	int fd = -1;
+	uint64_t size = 0;
+	assert_int_equal(img_blob_open(&f->s, digest, &fd, &size, &err), 0);
+	assert_int_equal(size, sizeof(data) - 1);
+	close(fd);
+	char missing[IMG_DIGEST_HEX];
+	memset(missing, 'a', 64);
+	missing[64] = '\0';
+	assert_int_equal(img_blob_open(&f->s, missing, &fd, &size, &err), -ENOENT);
+	assert_int_equal(img_blob_open(&f->s, "../../etc/passwd", &fd, &size, &err),
+	                 -SK_EINVAL_SPEC);
+}
+
+static void test_blob_writer_mismatch_and_efbig(void **state)
+{
+	struct fixture *f = *state;
+	struct sk_error err = {0};
+	char digest[IMG_DIGEST_HEX], other[IMG_DIGEST_HEX];
+	assert_int_equal(sha256_hex("other", 5, other), 0);
+
+	struct img_blob_writer *w = NULL;
+	assert_int_equal(img_blob_begin(&f->s, 1 << 20, &w, &err), 0);
+	assert_int_equal(img_blob_write(w, "some ", 5, &err), 0);
+	assert_int_equal(img_blob_write(w, "bytes", 5, &err), 0);
+	assert_int_equal(img_blob_finish(w, other, digest, NULL, &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, other));
+	assert_int_equal(count_files(f->s.root_fd, "blobs"), 0);
+
+	assert_int_equal(img_blob_begin(&f->s, 8, &w, &err), 0);
+	assert_int_equal(img_blob_write(w, "12345", 5, &err), 0);
+	assert_int_equal(img_blob_write(w, "6789", 4, &err), -EFBIG);
+	img_blob_abort(w);
+	assert_int_equal(count_files(f->s.root_fd, "blobs"), 0);
+	assert_int_equal(count_files(f->s.root_fd, "tmp"), 0);
+
+	/* From an fd, streamed, with a limit. */
+	char tmpl[128];
+	snprintf(tmpl, sizeof(tmpl), "%s/src-XXXXXX", f->dir);
+	int fd = mkstemp(tmpl);
+	assert_true(fd >= 0);
+	static char big[300000];
+	memset(big, 'x', sizeof(big));
+	assert_int_equal(write(fd, big, sizeof(big)), sizeof(big));
+	uint64_t size = 0;
+	lseek(fd, 0, SEEK_SET);
+	assert_int_equal(img_blob_put_fd(&f->s, fd, sizeof(big) - 1, digest, &size, &err), -EFBIG);
+	assert_int_equal(count_files(f->s.root_fd, "blobs"), 0);
+	lseek(fd, 0, SEEK_SET);
+	assert_int_equal(img_blob_put_fd(&f->s, fd, sizeof(big), digest, &size, &err), 0);
+	assert_int_equal(size, sizeof(big));
+	char want[IMG_DIGEST_HEX];
+	sha256_hex(big, sizeof(big), want);
+	assert_string_equal(digest, want);
+	close(fd);
+}
+
+static void test_digest_and_path_valid(void **state)
+{
+	(void)state;
+	char d[IMG_DIGEST_HEX];
+	memset(d, 'f', 64);
+	d[64] = '\0';
+	assert_true(img_digest_valid(d));
+	d[3] = 'F';
+	assert_false(img_digest_valid(d));
+	assert_false(img_digest_valid("abc"));
+	assert_false(img_digest_valid(NULL));
+
+	const char *good[] = {"/", "/a", "/a/b", "/.a", "/a/..b", "/a/b..", "/ a"};
+	const char *bad[] = {"",    "a",      "//",      "/a/",  "/a//b", "/.",
+	                     "/..", "/a/./b", "/a/../b", "/a/.", NULL};
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		assert_true(img_path_valid(good[i]));
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_false(img_path_valid(bad[i]));
+	char longp[IMG_PATH_MAX + 2];
+	memset(longp, 'a', sizeof(longp) - 1);
+	longp[0] = '/';
+	longp[sizeof(longp) - 1] = '\0';
+	assert_false(img_path_valid(longp));
+	longp[sizeof(longp) - 2] = '\0';
+	assert_true(img_path_valid(longp));
+}
+
+/* ---- manifests ---- */
+
+static void add(struct img_manifest *m, const char *path, enum img_type type, uint32_t mode)
+{
+	struct img_entry e = {.path = (char *)path, .type = type, .mode = mode};
+	if (type == IMG_REG) {
+		sha256_hex(path, strlen(path), e.digest);
+		e.size = strlen(path);
+	}
+	if (type == IMG_SYMLINK)
+		e.target = "../target";
+	struct sk_error err = {0};
+	assert_int_equal(img_manifest_add(m, &e, &err), 0);
+}
+
+/* A manifest with every type, owners, times and xattrs, entries added in the order given by
+ * perm (a permutation of 0..N-1). */
+#define FULL_N 9
+static void full_manifest(struct img_manifest *m, const int *perm)
+{
+	unsigned char cap[] = {1, 0, 0, 2, 0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+	struct img_xattr xs[] = {
+	    {.name = "security.capability", .value = cap, .len = sizeof(cap)},
+	    {.name = "user.empty", .value = (unsigned char *)"", .len = 0},
+	    {.name = "user.z", .value = (unsigned char *)"\xff\x00z", .len = 3}};
+	struct img_entry es[FULL_N] = {
+	    {.path = "/", .type = IMG_DIR, .mode = 0755, .mtime_sec = 1700000000},
+	    {.path = "/bin", .type = IMG_DIR, .mode = 0755, .uid = 0, .gid = 0},
+	    {.path = "/bin/ping",
+	     .type = IMG_REG,
+	     .mode = 04755,
+	     .size = 12,
+	     .uid = 1000,
+	     .gid = 1001,
+	     .mtime_sec = -5,
+	     .mtime_nsec = 123456789,
+	     .xattrs = xs,
+	     .nxattrs = 3},
+	    {.path = "/bin/sh", .type = IMG_SYMLINK, .mode = 0777, .target = "busybox"},
+	    {.path = "/dev", .type = IMG_DIR, .mode = 0755},
+	    {.path = "/dev/null", .type = IMG_CHR, .mode = 0666, .rdev_major = 1, .rdev_minor = 3},
+	    {.path = "/dev/sda", .type = IMG_BLK, .mode = 0660, .rdev_major = 8},
+	    {.path = "/fifo", .type = IMG_FIFO, .mode = 0600},
+	    {.path = "/tmp", .type = IMG_DIR, .mode = 01777},
+	};
+	sha256_hex("ping", 4, es[2].digest);
+	struct sk_error err = {0};
+	for (int i = 0; i < FULL_N; i++)
+		assert_int_equal(img_manifest_add(m, &es[perm[i]], &err), 0);
+	assert_int_equal(img_manifest_sort(m, &err), 0);
+}
+
+static void test_manifest_round_trip_canonical(void **state)
+{
+	(void)state;
+	struct sk_error err = {0};
+	const int order1[FULL_N] = {0, 1, 2, 3, 4, 5, 6, 7, 8};
+	const int order2[FULL_N] = {8, 3, 5, 0, 7, 2, 6, 1, 4};
+	struct img_manifest a, b, c;
+	img_manifest_init(&a);
+	img_manifest_init(&b);
+	img_manifest_init(&c);
+	full_manifest(&a, order1);
+	full_manifest(&b, order2);
+	assert_int_equal(img_manifest_check(&a, 0, &img_default_limits, &err), 0);
+
+	char *ja = NULL, *jb = NULL, *jc = NULL;
+	size_t la = 0, lb = 0, lc = 0;
+	assert_int_equal(img_manifest_encode(&a, &ja, &la, &err), 0);
+	assert_int_equal(img_manifest_encode(&b, &jb, &lb, &err), 0);
+	assert_int_equal(la, lb);
+	assert_memory_equal(ja, jb, la);
+	/* Defaults omitted, fixed key order, xattrs in base64. */
+	assert_non_null(strstr(ja, "{\"version\":1,\"entries\":[{\"path\":\"/\",\"type\":\"dir\","
+	                           "\"mode\":493,\"mtime\":1700000000}"));
+	assert_non_null(strstr(ja, "\"user.z\":\"/wB6\""));
+	assert_null(strstr(ja, "\"uid\":0"));
+
+	int r = img_manifest_decode(ja, la, 0, &img_default_limits, &c, &err);
+	if (r < 0)
+		print_error("decode: %s\n", err.msg);
+	assert_int_equal(r, 0);
+	assert_int_equal(c.n, FULL_N);
+	const struct img_entry *ping = img_manifest_find(&c, "/bin/ping");
+	assert_non_null(ping);
+	assert_int_equal(ping->mode, 04755);
+	assert_int_equal(ping->mtime_sec, -5);
+	assert_int_equal(ping->mtime_nsec, 123456789);
+	assert_int_equal(ping->nxattrs, 3);
+	assert_int_equal(ping->xattrs[2].len, 3);
+	assert_memory_equal(ping->xattrs[2].value, "\xff\x00z", 3);
+	assert_int_equal(img_manifest_find(&c, "/dev/null")->rdev_minor, 3);
+	assert_string_equal(img_manifest_find(&c, "/bin/sh")->target, "busybox");
+	assert_null(img_manifest_find(&c, "/nope"));
+	assert_int_equal(img_manifest_encode(&c, &jc, &lc, &err), 0);
+	assert_int_equal(la, lc);
+	assert_memory_equal(ja, jc, la);
+
+	/* Saved and loaded through the store. */
+	free(ja);
+	free(jb);
+	free(jc);
+	img_manifest_free(&a);
+	img_manifest_free(&b);
+	img_manifest_free(&c);
+}
+
+static void test_manifest_save_load(void **state)
+{
+	struct fixture *f = *state;
+	struct sk_error err = {0};
+	const int order[FULL_N] = {0, 1, 2, 3, 4, 5, 6, 7, 8};
+	struct img_manifest a, b;
+	img_manifest_init(&a);
+	img_manifest_init(&b);
+	full_manifest(&a, order);
+	char d1[IMG_DIGEST_HEX], d2[IMG_DIGEST_HEX];
+	assert_int_equal(img_manifest_save(&f->s, &a, d1, &err), 0);
+	assert_true(img_blob_exists(&f->s, d1));
+	assert_int_equal(img_manifest_load(&f->s, d1, NULL, &b, &err), 0);
+	assert_int_equal(img_manifest_save(&f->s, &b, d2, &err), 0);
+	assert_string_equal(d1, d2);
+	img_manifest_free(&a);
+	img_manifest_free(&b);
+}
+
+static void test_manifest_sort_duplicate(void **state)
+{
+	(void)state;
+	struct img_manifest m;
+	img_manifest_init(&m);
+	add(&m, "/", IMG_DIR, 0755);
+	add(&m, "/a", IMG_REG, 0644);
+	add(&m, "/a", IMG_DIR, 0755);
+	struct sk_error err = {0};
+	assert_int_equal(img_manifest_sort(&m, &err), -EEXIST);
+	assert_non_null(strstr(err.msg, "\"/a\""));
+	img_manifest_free(&m);
+}
+
+#define D64  "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+#define HEAD "{\"version\":1,\"entries\":[{\"path\":\"/\",\"type\":\"dir\",\"mode\":493},"
+
+/* Each bad manifest is refused with a message naming what is wrong (the entry where there is
+ * one), and leaves the output manifest as it was. */
+static void test_manifest_decode_bad(void **state)
+{
+	(void)state;
+	struct {
+		const char *json, *want;
+	} cases[] = {
+	    {"", "bad JSON"},
+	    {"[]", "not an object"},
+	    {"{\"version\":2,\"entries\":[]}", "version 2"},
+	    {"{\"version\":1,\"entries\":[],\"x\":1}", "not an object"},
+	    {"{\"version\":1,\"entries\":[]}", "no root"},
+	    {"{\"version\":1,\"entries\":[{\"path\":\"/a\",\"type\":\"dir\"}]}", "no root"},
+	    {HEAD "{\"path\":\"/a\",\"type\":\"reg\"}]}", "\"/a\": regular file without"},
+	    {HEAD "{\"path\":\"/a\",\"type\":\"reg\",\"digest\":\"" D64 "\",\"size\":-1}]}",
+	     "\"/a\": an integer"},
+	    {HEAD "{\"path\":\"/a\",\"type\":\"reg\",\"digest\":\"" D64 "\",\"bogus\":1}]}",
+	     "\"/a\": unknown key"},
+	    {HEAD "{\"path\":\"/a\",\"type\":\"door\"}]}", "\"/a\": unknown type"},
+	    {HEAD "{\"path\":\"/a/../b\",\"type\":\"dir\"}]}", "\"/a/../b\": path is not"},
+	    {HEAD "{\"path\":\"/a/b\",\"type\":\"dir\"}]}", "\"/a/b\": parent directory missing"},
+	    {HEAD "{\"path\":\"/b\",\"type\":\"dir\"},{\"path\":\"/a\",\"type\":\"dir\"}]}",
+	     "\"/a\": entries not sorted"},
+	    {HEAD "{\"path\":\"/a\",\"type\":\"dir\"},{\"path\":\"/a\",\"type\":\"dir\"}]}",
+	     "\"/a\": entries not sorted"},
+	    {HEAD "{\"path\":\"/a\",\"type\":\"fifo\",\"mode\":4096}]}", "\"/a\": an integer"},
+	    {HEAD "{\"path\":\"/a\",\"type\":\"symlink\"}]}", "\"/a\": symlink target"},
+	    {HEAD "{\"path\":\"/a\",\"type\":\"dir\",\"target\":\"x\"}]}", "\"/a\": target on"},
+	    {HEAD "{\"path\":\"/a\",\"type\":\"whiteout\"}]}", "\"/a\": a whiteout outside"},
+	    {HEAD "{\"path\":\"/a\",\"type\":\"dir\",\"opaque\":true}]}", "\"/a\": opaque outside"},
+	    {HEAD "{\"path\":\"/a\",\"type\":\"fifo\",\"major\":1}]}", "\"/a\": device numbers"},
+	    {HEAD "{\"path\":\"/a\",\"type\":\"fifo\",\"mtime_nsec\":1000000000}]}", "\"/a\": an "},
+	    {HEAD "{\"path\":\"/a\",\"type\":\"fifo\",\"xattrs\":{\"user.a\":\"!!\"}}]}",
+	     "\"/a\": an xattr value is not base64"},
+	    {HEAD
+	     "{\"path\":\"/a\",\"type\":\"fifo\",\"xattrs\":{\"user.b\":\"\",\"user.a\":\"\"}}]}",
+	     "\"/a\": xattrs not sorted"},
+	    {HEAD "{\"path\":\"/a\",\"type\":\"fifo\",\"xattrs\":{}}]}", "\"/a\": xattrs is empty"},
+	    {HEAD "{\"path\":\"/a\",\"type\":\"reg\",\"digest\":\"" D64
+	          "\",\"size\":17179869185}]}",
+	     "\"/a\": file larger than the limit"},
+	    {HEAD "{\"path\":\"/a\\u0000b\",\"type\":\"dir\"}]}", "bad JSON"},
+	    {"{\"version\":1,\"entries\":[{\"path\":\"/\",\"type\":\"fifo\"}]}",
+	     "root is not a dir"},
+	    {"{\"version\":1,\"entries\":[[[[[[]]]]]]}", "nested too deeply"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct img_manifest m;
+		img_manifest_init(&m);
+		struct sk_error err = {0};
+		int r = img_manifest_decode(cases[i].json, strlen(cases[i].json), 0,
+		                            &img_default_limits, &m, &err);
+		if (r != -SK_EINVAL_SPEC || !strstr(err.msg, cases[i].want))
+			print_error("case %zu: %d %s\n", i, r, err.msg);
+		assert_int_equal(r, -SK_EINVAL_SPEC);
+		assert_non_null(strstr(err.msg, cases[i].want));
+		assert_int_equal(m.n, 0);
+	}
+}
+
+static void test_manifest_limits(void **state)
+{
+	(void)state;
+	struct img_limits lim = img_default_limits;
+	const char *json =
+	    HEAD "{\"path\":\"/a\",\"type\":\"reg\",\"digest\":\"" D64
+	         "\",\"size\":10},{\"path\":\"/b\",\"type\":\"reg\",\"digest\":\"" D64
+	         "\",\"size\":10}]}";
+	struct img_manifest m;
+	img_manifest_init(&m);
+	struct sk_error err = {0};
+	assert_int_equal(img_manifest_decode(json, strlen(json), 0, &lim, &m, &err), 0);
+	img_manifest_free(&m);
+	lim.max_files = 2;
+	assert_int_equal(img_manifest_decode(json, strlen(json), 0, &lim, &m, &err),
+	                 -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "3 entries"));
+	lim = img_default_limits;
+	lim.max_bytes = 15;
+	assert_int_equal(img_manifest_decode(json, strlen(json), 0, &lim, &m, &err),
+	                 -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "\"/b\": files larger than the limit in all"));
+	lim = img_default_limits;
+	lim.max_xattr_bytes = 8;
+	const char *xj =
+	    HEAD "{\"path\":\"/a\",\"type\":\"fifo\",\"xattrs\":{\"user.abc\":\"eA==\"}}]}";
+	assert_int_equal(img_manifest_decode(xj, strlen(xj), 0, &lim, &m, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "\"/a\": xattrs larger"));
+	assert_int_equal(m.n, 0);
+}
+
+/* Mutated manifests: any outcome but a crash (the sanitized build checks memory too). */
+static void test_manifest_decode_mutations(void **state)
+{
+	(void)state;
+	const int order[FULL_N] = {0, 1, 2, 3, 4, 5, 6, 7, 8};
+	struct img_manifest a;
+	img_manifest_init(&a);
+	full_manifest(&a, order);
+	char *json = NULL;
+	size_t len = 0;
+	struct sk_error err = {0};
+	assert_int_equal(img_manifest_encode(&a, &json, &len, &err), 0);
+	img_manifest_free(&a);
+	unsigned seed = 12345;
+	const char alphabet[] = "{}[]\":,0123456789-/.abz\\ ";
+	char *buf = malloc(len);
+	assert_non_null(buf);
+	int ok = 0;
+	for (int iter = 0; iter < 3000; iter++) {
+		memcpy(buf, json, len);
+		int edits = 1 + iter % 4;
+		for (int k = 0; k < edits; k++) {
+			seed = seed * 1103515245 + 12345;
+			size_t pos = (seed >> 8) % len;
+			seed = seed * 1103515245 + 12345;
+			buf[pos] = alphabet[(seed >> 8) % (sizeof(alphabet) - 1)];
+		}
+		size_t cut = iter % 7 == 0 ? (seed >> 4) % len : len;
+		struct img_manifest m;
+		img_manifest_init(&m);
+		if (img_manifest_decode(buf, cut, iter % 2, &img_default_limits, &m, &err) == 0)
+			ok++;
+		img_manifest_free(&m);
+	}
+	free(buf);
+	free(json);
+	(void)ok;
+}
+
+/* ---- layers ---- */
+
+static void build(struct img_manifest *m, const char *const *spec)
+{
+	/* spec: "path type" pairs, type one of d f l w o (opaque dir) */
+	for (size_t i = 0; spec[i]; i += 2) {
+		char t = spec[i + 1][0];
+		enum img_type type = t == 'd' || t == 'o' ? IMG_DIR
+		                     : t == 'f'           ? IMG_REG
+		                     : t == 'l'           ? IMG_SYMLINK
+		                                          : IMG_WHITEOUT;
+		add(m, spec[i], type, type == IMG_WHITEOUT ? 0 : 0755);
+		m->e[m->n - 1].opaque = t == 'o';
+	}
+	struct sk_error err = {0};
+	assert_int_equal(img_manifest_sort(m, &err), 0);
+}
+
+/* "path:type path:type ..." of a manifest, in order. */
+static void describe(const struct img_manifest *m, char *out, size_t size)
+{
+	size_t off = 0;
+	out[0] = '\0';
+	for (size_t i = 0; i < m->n && off < size; i++)
+		off += snprintf(out + off, size - off, "%s%s:%c", i ? " " : "", m->e[i].path,
+		                "fdlcbfsw"[m->e[i].type]);
+}
+
+static void apply_case(const char *const *base_spec, const char *const *layer_spec,
+                       const char *want)
+{
+	struct img_manifest base, layer;
+	img_manifest_init(&base);
+	img_manifest_init(&layer);
+	build(&base, base_spec);
+	build(&layer, layer_spec);
+	struct sk_error err = {0};
+	assert_int_equal(img_manifest_check(&layer, 1, NULL, &err), 0);
+	int r = img_manifest_apply(&base, &layer, &err);
+	if (r < 0)
+		print_error("apply: %s\n", err.msg);
+	assert_int_equal(r, 0);
+	assert_int_equal(img_manifest_check(&base, 0, NULL, &err), 0);
+	char got[1024];
+	describe(&base, got, sizeof(got));
+	if (strcmp(got, want) != 0)
+		print_error("got  %s\nwant %s\n", got, want);
+	assert_string_equal(got, want);
+	img_manifest_free(&base);
+	img_manifest_free(&layer);
+}
+
+static void test_apply(void **state)
+{
+	(void)state;
+	const char *base[] = {"/", "d",    "/a", "d",  "/a/b", "f",      "/a/c", "d", "/a/c/d",
+	                      "f", "/a-b", "f",  "/e", "f",    "/a/c/e", "l",    NULL};
+	/* A whiteout of a directory removes its subtree, not its neighbours ("/a-b"). */
+	apply_case(base, (const char *[]){"/a", "w", NULL}, "/:d /a-b:f /e:f");
+	/* An opaque directory keeps itself, hides the lower's children, keeps its own. */
+	apply_case(base, (const char *[]){"/a", "o", "/a/new", "f", NULL},
+	           "/:d /a:d /a-b:f /a/new:f /e:f");
+	/* A directory replaced by a file loses its children. */
+	apply_case(base, (const char *[]){"/a/c", "f", NULL}, "/:d /a:d /a-b:f /a/b:f /a/c:f /e:f");
+	/* A file replaced by a directory; missing ancestors made. */
+	apply_case(base, (const char *[]){"/e", "d", "/e/f", "f", "/x/y/z", "f", NULL},
+	           "/:d /a:d /a-b:f /a/b:f /a/c:d /a/c/d:f /a/c/e:l /e:d /e/f:f /x:d /x/y:d "
+	           "/x/y/z:f");
+	/* A whiteout of something absent changes nothing; plain additions merge in order. */
+	apply_case(base, (const char *[]){"/nothing", "w", "/a/c/a", "f", NULL},
+	           "/:d /a:d /a-b:f /a/b:f /a/c:d /a/c/a:f /a/c/d:f /a/c/e:l /e:f");
+	/* Onto an empty base. */
+	apply_case((const char *[]){NULL}, (const char *[]){"/q/r", "f", NULL}, "/:d /q:d /q/r:f");
+
+	/* A layer entry under a file of the base is refused, and base is left as it was. */
+	struct img_manifest b, l;
+	img_manifest_init(&b);
+	img_manifest_init(&l);
+	build(&b, base);
+	build(&l, (const char *[]){"/e/x", "f", NULL});
+	struct sk_error err = {0};
+	assert_int_equal(img_manifest_apply(&b, &l, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "\"/e/x\""));
+	assert_int_equal(b.n, 8);
+	img_manifest_free(&b);
+	img_manifest_free(&l);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+	const struct CMUnitTest tests[] = {
+	    T(test_blob_put_read),
+	    T(test_blob_writer_mismatch_and_efbig),
+	    T(test_digest_and_path_valid),
+	    T(test_manifest_round_trip_canonical),
+	    T(test_manifest_save_load),
+	    T(test_manifest_sort_duplicate),
+	    T(test_manifest_decode_bad),
+	    T(test_manifest_limits),
+	    T(test_manifest_decode_mutations),
+	    T(test_apply),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
