@@ -35,17 +35,79 @@ static void archive_freep(struct archive **a)
 }
 #define _cleanup_archive_ _cleanup_(archive_freep)
 
-/* An archive reader over fd for tar in its variants (ustar, pax, GNU), behind any compression
- * libarchive knows; other formats (zip, cpio, iso) are not enabled, so they fail to open. */
-static int tar_open(int fd, struct archive **ret, struct sk_error *err)
+/* A byte range of a file as libarchive's input: a member of an image archive spooled with
+ * the others into one file. */
+struct tar_range {
+	int fd;
+	uint64_t off, end;
+	char buf[TAR_READ_BLOCK_BYTES];
+};
+
+static la_ssize_t tar_range_read(struct archive *a, void *data, const void **ret)
+{
+	struct tar_range *rg = data;
+	size_t want =
+	    rg->end - rg->off < sizeof(rg->buf) ? (size_t)(rg->end - rg->off) : sizeof(rg->buf);
+	ssize_t n;
+	do
+		n = pread(rg->fd, rg->buf, want, (off_t)rg->off);
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		archive_set_error(a, errno, "read spooled member");
+		return ARCHIVE_FATAL;
+	}
+	rg->off += (uint64_t)n;
+	*ret = rg->buf;
+	return n;
+}
+
+static la_int64_t tar_range_skip(struct archive *a, void *data, la_int64_t request)
+{
+	(void)a;
+	struct tar_range *rg = data;
+	uint64_t n = request < 0 ? 0 : (uint64_t)request;
+	if (n > rg->end - rg->off)
+		n = rg->end - rg->off;
+	rg->off += n;
+	return (la_int64_t)n;
+}
+
+static int tar_range_close(struct archive *a, void *data)
+{
+	(void)a;
+	free(data);
+	return ARCHIVE_OK;
+}
+
+/* An archive reader for tar in its variants (ustar, pax, GNU), behind any compression
+ * libarchive knows; other formats (zip, cpio, iso) are not enabled, so they fail to open. It
+ * reads fd from its offset to its end, or with len set the len bytes at off. */
+static int tar_open(int fd, uint64_t off, const uint64_t *len, struct archive **ret,
+                    struct sk_error *err)
 {
 	struct archive *a = archive_read_new();
 	if (!a)
 		return sk_error_set(err, -ENOMEM, "archive reader: out of memory");
 	archive_read_support_filter_all(a);
 	archive_read_support_format_tar(a);
-	if (archive_read_open_fd(a, fd, TAR_READ_BLOCK_BYTES) != ARCHIVE_OK) {
-		int r = sk_error_set(
+	int r;
+	if (len) {
+		struct tar_range *rg = malloc(sizeof(*rg));
+		if (!rg) {
+			archive_read_free(a);
+			return sk_error_set(err, -ENOMEM, "out of memory");
+		}
+		*rg = (struct tar_range){.fd = fd, .off = off, .end = off + *len};
+		archive_read_set_callback_data(a, rg);
+		archive_read_set_read_callback(a, tar_range_read);
+		archive_read_set_skip_callback(a, tar_range_skip);
+		archive_read_set_close_callback(a, tar_range_close);
+		r = archive_read_open1(a);
+	} else {
+		r = archive_read_open_fd(a, fd, TAR_READ_BLOCK_BYTES);
+	}
+	if (r != ARCHIVE_OK) {
+		r = sk_error_set(
 		    err, -SK_EINVAL_SPEC,
 		    "not a tar archive (tar, pax or GNU tar, optionally compressed): %s",
 		    archive_error_string(a) ? archive_error_string(a) : "unreadable");
@@ -535,18 +597,11 @@ static int tar_layer_finish(struct tar_layer *t, const struct img_limits *lim,
 	return 0;
 }
 
-int img_layer_from_tar_stats(struct img_store *s, int fd, const char *dest, int flags,
-                             const struct img_limits *lim, struct img_manifest *layer,
-                             struct img_tar_stats *ret_stats, struct sk_error *err)
+/* A layer from the open archive a (see img_layer_from_tar_stats). */
+static int tar_layer_read(struct img_store *s, struct archive *a, const char *dest, int flags,
+                          const struct img_limits *lim, struct img_manifest *layer,
+                          struct img_tar_stats *ret_stats, struct sk_error *err)
 {
-	if (!lim)
-		lim = &img_default_limits;
-	if (!img_path_valid(dest))
-		return sk_error_set(err, -SK_EINVAL_SPEC, "bad destination path \"%s\"", dest);
-	_cleanup_archive_ struct archive *a = NULL;
-	int r = tar_open(fd, &a, err);
-	if (r < 0)
-		return r;
 	struct tar_reader rd = {.s = s,
 	                        .a = a,
 	                        .dest = dest,
@@ -556,6 +611,7 @@ int img_layer_from_tar_stats(struct img_store *s, int fd, const char *dest, int 
 	img_manifest_init(&rd.t.m);
 	map_init(&rd.t.byname);
 	struct archive_entry *ae;
+	int r;
 	while ((r = tar_next(a, &ae, err)) > 0) {
 		r = tar_member(&rd, ae, err);
 		if (r < 0)
@@ -577,6 +633,21 @@ int img_layer_from_tar_stats(struct img_store *s, int fd, const char *dest, int 
 	return r;
 }
 
+int img_layer_from_tar_stats(struct img_store *s, int fd, const char *dest, int flags,
+                             const struct img_limits *lim, struct img_manifest *layer,
+                             struct img_tar_stats *ret_stats, struct sk_error *err)
+{
+	if (!lim)
+		lim = &img_default_limits;
+	if (!img_path_valid(dest))
+		return sk_error_set(err, -SK_EINVAL_SPEC, "bad destination path \"%s\"", dest);
+	_cleanup_archive_ struct archive *a = NULL;
+	int r = tar_open(fd, 0, NULL, &a, err);
+	if (r < 0)
+		return r;
+	return tar_layer_read(s, a, dest, flags, lim, layer, ret_stats, err);
+}
+
 int img_layer_from_tar(struct img_store *s, int fd, const char *dest, int flags,
                        const struct img_limits *lim, struct img_manifest *layer,
                        struct sk_error *err)
@@ -594,10 +665,10 @@ int img_layer_from_tar(struct img_store *s, int fd, const char *dest, int flags,
 #define OCI_METADATA_BYTES (64ULL * 1024 * 1024) /* index, manifests, configs */
 
 struct oci_member {
-	char *name; /* normalized, absolute */
-	int fd;     /* -1: a link */
-	char *link; /* a symlink's or hard link's target, normalized */
-	uint64_t size;
+	char *name;         /* normalized, absolute */
+	char *link;         /* a symlink's or hard link's target, normalized; NULL: a file */
+	uint64_t off, size; /* where the spool holds its bytes */
+	int gone;           /* replaced by a later member of the same name */
 	char digest[IMG_DIGEST_HEX];
 };
 
@@ -607,6 +678,8 @@ struct oci_archive {
 	size_t n, cap;
 	struct map byname;
 	uint64_t bytes;
+	int spool_fd; /* every file member, one after the other */
+	uint64_t spool_end;
 };
 
 static void oci_archive_release(struct oci_archive *ar)
@@ -614,9 +687,9 @@ static void oci_archive_release(struct oci_archive *ar)
 	for (size_t i = 0; i < ar->n; i++) {
 		free(ar->m[i].name);
 		free(ar->m[i].link);
-		closep(&ar->m[i].fd);
 	}
 	free(ar->m);
+	closep(&ar->spool_fd);
 	map_release(&ar->byname);
 }
 
@@ -630,14 +703,16 @@ static void hex_of(const unsigned char *in, size_t n, char *out)
 	out[2 * n] = '\0';
 }
 
-/* Copy the current member's data into a new unlinked file under tmp/, its SHA-256 into mem. */
+/* Append the current member's data to the spool (an unlinked file under the store's tmp/), its
+ * SHA-256 into mem. */
 static int oci_spool(struct oci_archive *ar, struct archive *a, uint64_t max,
                      struct oci_member *mem, struct sk_error *err)
 {
-	_cleanup_close_ int fd =
-	    openat(ar->s->root_fd, "tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return sk_error_errno(err, -errno, "spool file in the store's tmp/");
+	if (ar->spool_fd < 0) {
+		ar->spool_fd = openat(ar->s->root_fd, "tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+		if (ar->spool_fd < 0)
+			return sk_error_errno(err, -errno, "spool file in the store's tmp/");
+	}
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) {
 		EVP_MD_CTX_free(ctx);
@@ -664,7 +739,9 @@ static int oci_spool(struct oci_archive *ar, struct archive *a, uint64_t max,
 		}
 		EVP_DigestUpdate(ctx, buf, (size_t)n);
 		for (la_ssize_t off = 0; off < n && r >= 0;) {
-			ssize_t w = write(fd, buf + off, (size_t)(n - off));
+			ssize_t w =
+			    pwrite(ar->spool_fd, buf + off, (size_t)(n - off),
+			           (off_t)(ar->spool_end + got - (uint64_t)n + (uint64_t)off));
 			if (w < 0 && errno != EINTR)
 				r = sk_error_errno(err, -errno, "spool member \"%s\"", mem->name);
 			else if (w > 0)
@@ -679,8 +756,9 @@ static int oci_spool(struct oci_archive *ar, struct archive *a, uint64_t max,
 	if (r < 0)
 		return r;
 	hex_of(md, sizeof(md), mem->digest);
+	mem->off = ar->spool_end;
 	mem->size = got;
-	mem->fd = TAKE_FD(fd);
+	ar->spool_end += got;
 	return 0;
 }
 
@@ -690,10 +768,7 @@ static int oci_member_add(struct oci_archive *ar, struct oci_member *mem, struct
 	if (old) { /* later members win, as tar extracts them */
 		struct oci_member *o = &ar->m[old - 1];
 		map_remove(&ar->byname, o->name);
-		closep(&o->fd);
-		o->fd = -1;
-		free(o->link);
-		o->link = NULL;
+		o->gone = 1;
 	}
 	if (ar->n == ar->cap) {
 		size_t cap = ar->cap ? 2 * ar->cap : 16;
@@ -707,7 +782,7 @@ static int oci_member_add(struct oci_archive *ar, struct oci_member *mem, struct
 	if (map_put(&ar->byname, ar->m[ar->n].name, (void *)(uintptr_t)(ar->n + 1)) < 0)
 		return sk_error_set(err, -ENOMEM, "out of memory");
 	ar->n++;
-	*mem = (struct oci_member){.fd = -1};
+	*mem = (struct oci_member){0};
 	return 0;
 }
 
@@ -721,19 +796,19 @@ static int oci_read_member(struct oci_archive *ar, struct archive *a, struct arc
 	int r = tar_path_join("/", name ? name : "", path, sizeof(path), err);
 	if (r < 0)
 		return r;
-	struct oci_member mem = {.fd = -1};
+	struct oci_member mem = {0};
 	const char *hard = archive_entry_hardlink(ae);
 	mode_t type = archive_entry_filetype(ae);
 	if (hard) {
 		r = tar_path_join("/", hard, target, sizeof(target), err);
 	} else if (type == AE_IFLNK) {
+		/* relative to the link's directory; ".." may climb up to the archive's root */
 		const char *sym = archive_entry_symlink(ae);
-		char dir[IMG_PATH_MAX + 1];
-		memcpy(dir, path, strlen(path) + 1);
-		char *slash = strrchr(dir, '/');
-		slash[slash == dir ? 1 : 0] = '\0';
-		r = tar_path_join(sym && sym[0] == '/' ? "/" : dir, sym ? sym : "", target,
-		                  sizeof(target), err);
+		char joined[2 * IMG_PATH_MAX + 2];
+		size_t dlen = (size_t)(strrchr(path, '/') - path);
+		snprintf(joined, sizeof(joined), "%.*s/%s", sym && sym[0] == '/' ? 0 : (int)dlen,
+		         path, sym ? sym : "");
+		r = tar_path_join("/", joined, target, sizeof(target), err);
 	} else if (type != AE_IFREG) {
 		return 0;
 	} else {
@@ -767,7 +842,7 @@ static int oci_archive_read(struct oci_archive *ar, int fd, const struct img_lim
                             struct sk_error *err)
 {
 	_cleanup_archive_ struct archive *a = NULL;
-	int r = tar_open(fd, &a, err);
+	int r = tar_open(fd, 0, NULL, &a, err);
 	if (r < 0)
 		return r;
 	uint64_t max = lim->max_bytes * OCI_SPOOL_FACTOR + OCI_METADATA_BYTES;
@@ -794,7 +869,7 @@ static struct oci_member *oci_find(struct oci_archive *ar, const char *path)
 			return NULL;
 		struct oci_member *m = &ar->m[i - 1];
 		if (!m->link)
-			return m->fd >= 0 ? m : NULL;
+			return m;
 		path = m->link;
 	}
 	return NULL;
@@ -815,8 +890,6 @@ static int oci_open(struct oci_archive *ar, const char *name, const char *expect
 		return sk_error_set(err, -SK_EINVAL_SPEC,
 		                    "\"%s\": content digest sha256:%s, but sha256:%s expected",
 		                    name, m->digest, expect);
-	if (lseek(m->fd, 0, SEEK_SET) < 0)
-		return sk_error_errno(err, -errno, "seek spooled \"%s\"", name);
 	*ret = m;
 	return 0;
 }
@@ -837,7 +910,7 @@ static int oci_json(struct oci_archive *ar, const char *name, const char *expect
 		return sk_error_set(err, -ENOMEM, "out of memory");
 	size_t got = 0;
 	while (got < m->size) {
-		ssize_t n = pread(m->fd, buf + got, m->size - got, (off_t)got);
+		ssize_t n = pread(ar->spool_fd, buf + got, m->size - got, (off_t)(m->off + got));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
@@ -1133,7 +1206,11 @@ static int oci_apply_layers(struct oci_archive *ar, struct oci_plan *p,
 		if (r < 0)
 			return sk_error_prefix(err, "layer %zu", i + 1);
 		struct img_manifest layer;
-		r = img_layer_from_tar(ar->s, m->fd, "/", IMG_TAR_WHITEOUTS, lim, &layer, err);
+		_cleanup_archive_ struct archive *a = NULL;
+		r = tar_open(ar->spool_fd, m->off, &m->size, &a, err);
+		if (r >= 0)
+			r = tar_layer_read(ar->s, a, "/", IMG_TAR_WHITEOUTS, lim, &layer, NULL,
+			                   err);
 		if (r < 0)
 			return sk_error_prefix(err, "layer %zu (%s)", i + 1, p->layers[i]);
 		r = img_manifest_apply(image, &layer, err);
@@ -1181,7 +1258,7 @@ int img_oci_import(struct img_store *s, int fd, const struct img_limits *lim,
 {
 	if (!lim)
 		lim = &img_default_limits;
-	struct oci_archive ar = {.s = s};
+	struct oci_archive ar = {.s = s, .spool_fd = -1};
 	map_init(&ar.byname);
 	struct img_manifest m;
 	img_manifest_init(&m);
