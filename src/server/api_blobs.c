@@ -22,7 +22,8 @@ static const char *blob_digest_of_call(struct api_call *call)
 	const char *p = call->req->params[0];
 	if (strncmp(p, "sha256:", 7) || !img_digest_valid(p + 7)) {
 		api_reply_error(call, 400, "invalid_argument",
-		                "blob name: expected sha256:<64 lowercase hex digits>, got %.80s", p);
+		                "blob name: expected sha256:<64 lowercase hex digits>, got %.80s",
+		                p);
 		return NULL;
 	}
 	return p + 7;
@@ -115,8 +116,8 @@ static void upload_finish(struct blob_upload *u)
 	if (r == -EBADMSG) {
 		char msg[256];
 		snprintf(msg, sizeof(msg),
-		         "the bytes do not hash to the name sha256:%s (%s): nothing stored", u->expect,
-		         u->err.msg);
+		         "the bytes do not hash to the name sha256:%s (%s): nothing stored",
+		         u->expect, u->err.msg);
 		upload_fail(u, 400, "invalid_argument", msg);
 		return;
 	}

@@ -108,7 +108,7 @@ static int seconds_valid(json_t *v, double *ret)
 }
 
 /* Queue a new sandbox's create for its worker. */
-static void create_command(struct server *srv, struct sandbox_rec *sb)
+void sandbox_create_command(struct server *srv, struct sandbox_rec *sb)
 {
 	/* The runtime knows nothing of idleness: the server ends an idle sandbox (timeouts.c). */
 	json_t *spec = json_copy(sb->spec);
@@ -291,7 +291,7 @@ static void create_go(struct api_call *call, json_t *body)
 	 * that commit (one commit per create). A crash before it leaves at most a sandbox the
 	 * worker runs and the server does not know, which the worker's next registration removes.
 	 */
-	create_command(srv, sb);
+	sandbox_create_command(srv, sb);
 out:
 	spec_release(&spec);
 	json_decref(body);

@@ -129,6 +129,10 @@ struct sandbox_rec {
 	size_t execs_live;       /* execs pending or running: while any, it is not idle */
 	size_t tunnels_live;     /* tunnels to its ports, set up or relaying: likewise */
 	int64_t timeout_end_ms;  /* its deadline passed: the end is a timeout, recorded by then */
+	/* A build step's sandbox (builder.c): its build, and the layer the worker captured. */
+	struct build *build;
+	char layer[65];
+	char layer_error[256];
 	/* why a create failed, for the create call */
 	int fail_status;
 	char fail_code[32];
@@ -183,6 +187,7 @@ struct image_rec {
 	struct build *build;            /* while it builds */
 	struct log_follower *followers; /* GET …/logs?follow=true, until the build ends */
 	int deleting;
+	int interrupted; /* loaded as building: failed now, to be stored so */
 };
 
 #define METRICS_MAX_ROUTES 64 /* routes counted one by one; one more slot is "unmatched" */
@@ -221,6 +226,8 @@ struct server {
 	int imgs_open;
 	struct build *builds;      /* running builds (builder.c) */
 	unsigned gc_running;       /* an image gc on a thread */
+	struct map build_cache;    /* step key → struct store_cache */
+	unsigned tasks_inflight;   /* image work on the thread pool (builder.c) */
 	size_t stdin_bytes;        /* stdin writes sent to workers and not answered yet */
 	uv_timer_t tick;           /* worker liveness, expired idempotency keys */
 	struct prioq timeouts;     /* running sandboxes with a deadline, by when to look at them */
@@ -228,10 +235,11 @@ struct server {
 	unsigned long ticks;
 	struct metrics metrics;
 	int stopping;
-	int store_closed;              /* set by the owner once store_close ran */
-	unsigned persists_inflight;    /* submitted to the store, not answered yet */
-	struct close_ctx *closing;     /* set by server_close while it waits for them */
-	void (*log)(const char *line); /* one logfmt line per event; NULL: stderr */
+	int store_closed;                /* set by the owner once store_close ran */
+	unsigned persists_inflight;      /* submitted to the store, not answered yet */
+	struct close_ctx *closing;       /* set by server_close while it waits for them */
+	struct close_ctx *closing_tasks; /* ... and for the thread pool's image work */
+	void (*log)(const char *line);   /* one logfmt line per event; NULL: stderr */
 };
 
 /* The authenticated caller of one request. */
@@ -451,16 +459,21 @@ void image_logf(struct server *srv, struct image_rec *im, const char *fmt, ...) 
 void image_log_end(struct server *srv, struct image_rec *im);
 
 /* image_spec.c: validating a build spec (every field checked before anything is made) */
-/* 0, or -EINVAL with err naming the bad field. admin: dir: bases are allowed. */
+/* 0, or -EINVAL with err naming the bad field (-EPERM for a dir: base of a non-admin). */
+int image_name_valid(const char *s);
 int image_spec_check(struct server *srv, const char *ws, json_t *spec, int admin,
                      struct sk_error *err);
 
 /* builder.c: builds, one step at a time; slow work on the thread pool */
 int builder_start(struct server *srv, struct image_rec *im, struct sk_error *err);
-/* A build's sandbox ended (sandbox_set_ended): its step goes on. */
-void builder_sandbox_ended(struct server *srv, struct sandbox_rec *sb, json_t *ev);
-/* Builds that were running when the server stopped: failed ("interrupted"). */
-void builder_mark_interrupted(struct server *srv);
+/* A build's sandbox ended (sandbox_set_ended): its output goes to the log, its step on. */
+void builder_sandbox_ended(struct server *srv, struct sandbox_rec *sb);
+/* At the end: the builds' memory (their images stay "building" in the store, which the next
+ * start marks failed). */
+void builder_free_all(struct server *srv);
+int build_cache_load(const struct store_cache *c, void *ud);
+/* server.c: a task of the thread pool ended (the server waits for them when closing). */
+void server_task_done(struct server *srv);
 /* Remove unreferenced blobs on a thread: every image's manifest and the build cache live. */
 void images_gc(struct server *srv);
 
@@ -517,4 +530,6 @@ void waiters_cancel_all(struct server *srv);
 /* Reply to a create with status and body, recording it under the call's idempotency key first
  * (when it has one). Steals body. */
 void idem_record(struct api_call *call, int status, json_t *body);
+/* Queue a new sandbox's create (sb->spec) for its worker. */
+void sandbox_create_command(struct server *srv, struct sandbox_rec *sb);
 void sandbox_rec_free(struct sandbox_rec *sb);
