@@ -144,21 +144,29 @@ static int blob_place(struct img_blob_writer *w, const char *digest, struct sk_e
 		return sk_error_errno(err, -errno, "blob: chmod");
 	int r;
 	if (w->tmp_name[0] == '\0') {
-		r = linkat(w->fd, "", s->root_fd, rel, AT_EMPTY_PATH);
-		if (r < 0 && errno == ENOENT) {
-			/* AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; the /proc link does not. */
-			char proc[64];
-			snprintf(proc, sizeof(proc), "/proc/self/fd/%d", w->fd);
-			r = linkat(AT_FDCWD, proc, s->root_fd, rel, AT_SYMLINK_FOLLOW);
-		}
+		r = img_fd_link(w->fd, s->root_fd, rel);
 	} else {
-		r = renameat2(s->root_fd, w->tmp_name, s->root_fd, rel, RENAME_NOREPLACE);
+		r = renameat2(s->root_fd, w->tmp_name, s->root_fd, rel, RENAME_NOREPLACE) < 0
+		        ? -errno
+		        : 0;
 		if (r == 0)
 			w->tmp_name[0] = '\0';
 	}
-	if (r < 0 && errno != EEXIST)
-		return sk_error_errno(err, -errno, "blob: store %s/%s", s->root, rel);
+	if (r < 0 && r != -EEXIST)
+		return sk_error_errno(err, r, "blob: store %s/%s", s->root, rel);
 	return 0;
+}
+
+int img_fd_link(int fd, int dirfd, const char *name)
+{
+	if (linkat(fd, "", dirfd, name, AT_EMPTY_PATH) == 0)
+		return 0;
+	if (errno != ENOENT)
+		return -errno;
+	/* AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; the /proc link does not. */
+	char proc[64];
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	return linkat(AT_FDCWD, proc, dirfd, name, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
 }
 
 int img_blob_finish(struct img_blob_writer *w, const char *expect, char digest[IMG_DIGEST_HEX],
