@@ -89,12 +89,11 @@ json_t *image_json(const struct image_rec *im)
 	                 api_time(im->row.created_ms), "ready_at", api_time(im->row.ready_ms));
 }
 
-/* Any image (of any state) by id or name in workspace ws. */
-static struct image_rec *image_lookup(struct server *srv, const char *ws, const char *id_or_name)
+struct image_rec *image_lookup(struct server *srv, const char *ws, const char *id_or_name)
 {
 	struct image_rec *im = map_get(&srv->images, id_or_name);
 	if (im)
-		return !strcmp(im->row.workspace_id, ws) ? im : NULL;
+		return !strcmp(im->row.workspace_id, ws) && !im->deleting ? im : NULL;
 	size_t pos = 0;
 	while ((im = map_next(&srv->images, &pos)))
 		if (!strcmp(im->row.workspace_id, ws) && !strcmp(im->row.name, id_or_name))

@@ -337,8 +337,6 @@ void sandbox_set_running(struct server *srv, struct sandbox_rec *sb, int64_t sta
 	sandbox_timeouts_update(srv, sb);
 	if (sandbox_persist(srv, sb, sandbox_changed) < 0)
 		sandbox_changed(srv, sb, -ENOMEM);
-	if (sb->build)
-		builder_sandbox_ended(srv, sb);
 }
 
 void sandbox_set_ended(struct server *srv, struct sandbox_rec *sb, const char *state, int exit_code,

@@ -440,6 +440,8 @@ void api_blobs_get(struct http_request *req);
 /* images.c: the images of every workspace, and their routes */
 int image_load(const struct store_image *row, void *ud);
 json_t *image_json(const struct image_rec *im);
+/* An image of any state by id or by name in workspace ws, or NULL. */
+struct image_rec *image_lookup(struct server *srv, const char *ws, const char *id_or_name);
 /* A ready image by id or by name in workspace ws (NULL if none, or not ready). */
 struct image_rec *image_find(struct server *srv, const char *ws, const char *id_or_name);
 void image_rec_free(struct image_rec *im);

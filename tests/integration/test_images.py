@@ -353,3 +353,118 @@ def test_dir_base_is_admin_only_and_names_unique(d, src_dir):
     assert s == 404
     img2 = wait_built(d, build(d, {"base": f"dir:{src_dir}", "name": "uniq"})["id"])
     assert img2["state"] == "ready"
+
+
+# ---- sandboxes on images ----
+
+
+def sh(d, sbid, script):
+    s, out = d.api("POST", f"/v1/sandboxes/{sbid}/exec?wait=true",
+                   {"command": ["sh", "-c", script]})
+    assert s == 200, out
+    return out
+
+
+@pytest.fixture
+def app_image(d):
+    tar = upload(d, make_tar({"hello.txt": b"hello image\n"}))
+    got = wait_built(d, build(d, {"base": "busybox", "steps": [
+        {"copy": {"blob": tar, "dest": "/app"}}, {"env": {"FROM_IMAGE": "yes", "KEEP": "img"}},
+        {"workdir": "/app"}]})["id"])
+    assert got["state"] == "ready", (got, logs(d, got["id"]))
+    return got
+
+
+def test_sandbox_on_image_sees_files_env_workdir(d, app_image):
+    s, sb = d.api("POST", "/v1/sandboxes", {
+        "image": app_image["id"], "env": {"KEEP": "mine"},
+        "command": ["sh", "-c", "pwd > /tmp/pwd; echo $FROM_IMAGE $KEEP > /tmp/env; "
+                                "sleep 600"]})
+    assert s == 201, sb
+    assert sb["image"] == app_image["id"]
+    assert wait_for_file(d, sb["id"], "/tmp/env")
+    out = sh(d, sb["id"], "cat /app/hello.txt /tmp/pwd /tmp/env")
+    assert out["stdout"] == "hello image\n/app\nyes mine\n", out
+    # Deleting the image is refused while the sandbox runs.
+    s, body = d.api("DELETE", f"/v1/images/{app_image['id']}")
+    assert s == 409 and sb["id"] in body["error"]["message"], body
+    s, _ = d.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    assert s == 200
+    s, body = d.api("DELETE", f"/v1/images/{app_image['id']}")
+    assert s == 200, body
+
+
+def wait_for_file(d, sbid, path, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s, out = d.api("POST", f"/v1/sandboxes/{sbid}/exec?wait=true",
+                       {"command": ["test", "-s", path]})
+        if s == 200 and out.get("exit_code") == 0:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_sandbox_image_errors(d, app_image):
+    s, body = d.api("POST", "/v1/sandboxes", {"image": "im-nope"})
+    assert s == 404 and "im-nope" in body["error"]["message"], body
+    s, body = d.api("POST", "/v1/sandboxes", {"image": "no-such-name"})
+    assert s == 404, body
+    s, body = d.api("POST", "/v1/sandboxes", {"image": 5})
+    assert s == 400, body
+    for field, v in (("image_digest", "0" * 64), ("capture_layer", True)):
+        s, body = d.api("POST", "/v1/sandboxes", {field: v})
+        assert s == 400 and field in body["error"]["message"], body
+    # By name works too, and the entrypoint goes before the command.
+    named = wait_built(d, build(d, {"base": app_image["id"], "name": "with-ep", "steps": [
+        {"entrypoint": ["sh", "-c"]}]})["id"])
+    s, sb = d.api("POST", "/v1/sandboxes", {"image": "with-ep",
+                                            "command": ["echo ep-ok > /tmp/ep; sleep 600"]})
+    assert s == 201, sb
+    assert wait_for_file(d, sb["id"], "/tmp/ep")
+    d.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    assert named["state"] == "ready"
+
+
+# ---- run steps (the worker captures a build sandbox's layer) ----
+
+
+def test_run_steps_and_failure(d):
+    got = wait_built(d, build(d, {"base": "busybox", "steps": [
+        {"env": {"MSG": "made-by-run"}},
+        {"run": "mkdir -p /out && echo $MSG > /out/file && echo step-output-visible"},
+    ]})["id"])
+    assert got["state"] == "ready", (got, logs(d, got["id"]))
+    assert got["layers"][1]["layer"].startswith("sha256:")
+    assert "step-output-visible" in logs(d, got["id"])
+    s, sb = d.api("POST", "/v1/sandboxes", {"image": got["id"]})
+    assert s == 201, sb
+    out = sh(d, sb["id"], "cat /out/file")
+    assert out["stdout"] == "made-by-run\n", out
+    d.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+
+    bad = wait_built(d, build(d, {"base": "busybox", "steps": [
+        {"env": {"A": "1"}}, {"run": "echo about-to-fail; exit 7"}]})["id"])
+    assert bad["state"] == "failed", bad
+    assert "step 1" in bad["error"] and "exit 7" in bad["error"] and "7" in bad["error"]
+    assert "about-to-fail" in logs(d, bad["id"])
+    # Build sandboxes do not outlive their step.
+    s, lst = d.api("GET", "/v1/sandboxes?limit=1000")
+    live = [x for x in lst["items"] if x["tags"].get("skiff.build")
+            and x["state"] in ("pending", "running")]
+    assert not live, live
+
+
+def test_concurrent_identical_builds_run_the_step_once(d):
+    marker = os.urandom(8).hex()
+    spec = {"base": "busybox", "steps": [{"run": f"echo {marker} > /m; sleep 1"}]}
+    a = build(d, spec)["id"]
+    b = build(d, spec)["id"]
+    ga, gb = wait_built(d, a), wait_built(d, b)
+    assert ga["state"] == gb["state"] == "ready", (ga, gb)
+    assert ga["manifest"] == gb["manifest"]
+    # One of them made the step; the other waited for it and took it from the cache.
+    assert sorted([ga["layers"][0]["cached"], gb["layers"][0]["cached"]]) == [False, True]
+    s, lst = d.api("GET", "/v1/sandboxes?limit=1000")
+    made = [x for x in lst["items"] if x["tags"].get("skiff.build") in (a, b)]
+    assert len(made) == 1, made
