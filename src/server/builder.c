@@ -77,6 +77,9 @@ struct build {
 	struct sandbox_rec *sb;   /* a run step's sandbox */
 	int output_stream;        /* reading its stdout (0), then stderr (1) */
 	struct task *task;        /* thread work in flight */
+	/* A snapshot: the layer to apply onto the base, and the call to answer. */
+	char snap_layer[IMG_DIGEST_HEX];
+	struct api_call *call;
 };
 
 static void build_step(struct build *b);
@@ -456,6 +459,12 @@ static void build_end(struct build *b)
 {
 	struct server *srv = b->srv;
 	struct image_rec *im = b->im;
+	struct api_call *call = TAKE_PTR(b->call);
+	if (call && !strcmp(im->row.state, "ready"))
+		api_reply_json(call, 201, json_pack("{s:s}", "id", im->row.id));
+	else if (call)
+		api_reply_error(call, 500, "internal", "snapshot: %s",
+		                im->row.error ? im->row.error : "failed");
 	image_persist(srv, im, NULL);
 	image_log_end(srv, im);
 	build_free(b);
@@ -554,6 +563,25 @@ static json_t *oci_config(const struct img_config *c)
 	                 c->workdir && c->workdir[0] == '/' ? c->workdir : "/", "entrypoint", ep);
 }
 
+static void snap_applied(uv_work_t *w, int status)
+{
+	(void)status;
+	struct task *t = w->data;
+	struct build *b = t->b;
+	b->task = NULL;
+	if (t->rc < 0) {
+		build_fail(b, "apply the snapshot's layer: %s", t->err.msg);
+	} else {
+		snprintf(b->manifest, sizeof(b->manifest), "%s", t->out_manifest);
+		json_array_append_new(b->im->layers,
+		                      json_pack("{s:i, s:s, s:b, s:s++, s:f}", "step", 0, "key", "",
+		                                "cached", 0, "layer", "sha256:", t->arg, "seconds",
+		                                0.0));
+		build_step(b); /* no steps: the stats, then ready */
+	}
+	task_free(t);
+}
+
 /* The base is a manifest now: its key, then the steps. */
 static void base_ready(struct build *b)
 {
@@ -563,6 +591,16 @@ static void base_ready(struct build *b)
 	free(cfg);
 	image_logf(b->srv, b->im, "base: sha256:%s", b->manifest);
 	b->step = 0;
+	if (b->snap_layer[0]) {
+		struct task *t = task_new(b->srv, b, TASK_LAYER);
+		if (!t) {
+			build_fail(b, "out of memory");
+			return;
+		}
+		snprintf(t->arg, sizeof(t->arg), "%s", b->snap_layer);
+		task_submit(t, snap_applied);
+		return;
+	}
 	build_step(b);
 }
 
@@ -935,7 +973,8 @@ static void build_step(struct build *b)
 	step_work(b, step);
 }
 
-int builder_start(struct server *srv, struct image_rec *im, struct sk_error *err)
+static int build_begin(struct server *srv, struct image_rec *im, const char *layer,
+                       struct api_call *call, struct sk_error *err)
 {
 	struct build *b = calloc(1, sizeof(*b));
 	if (!b)
@@ -945,12 +984,35 @@ int builder_start(struct server *srv, struct image_rec *im, struct sk_error *err
 	b->steps = json_object_get(im->spec, "steps");
 	b->nsteps = json_is_array(b->steps) ? json_array_size(b->steps) : 0;
 	b->config = json_deep_copy(im->config);
+	if (layer)
+		snprintf(b->snap_layer, sizeof(b->snap_layer), "%s", layer);
+	b->call = call;
 	im->build = b;
 	b->next = srv->builds;
 	srv->builds = b;
 	image_logf(srv, im, "build %s", im->row.id);
 	base_start(b);
 	return 0;
+}
+
+int builder_start(struct server *srv, struct image_rec *im, struct sk_error *err)
+{
+	return build_begin(srv, im, NULL, NULL, err);
+}
+
+int builder_start_snapshot(struct server *srv, struct image_rec *im, const char *layer,
+                           struct api_call *call, struct sk_error *err)
+{
+	return build_begin(srv, im, layer, call, err);
+}
+
+void builder_shutdown(struct server *srv)
+{
+	for (struct build *b = srv->builds; b; b = b->next) {
+		struct api_call *call = TAKE_PTR(b->call);
+		if (call)
+			api_reply_error(call, 503, "unavailable", "the server is stopping");
+	}
 }
 
 void builder_free_all(struct server *srv)

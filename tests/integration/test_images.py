@@ -468,3 +468,37 @@ def test_concurrent_identical_builds_run_the_step_once(d):
     s, lst = d.api("GET", "/v1/sandboxes?limit=1000")
     made = [x for x in lst["items"] if x["tags"].get("skiff.build") in (a, b)]
     assert len(made) == 1, made
+
+
+def test_snapshot_round_trip(d, app_image):
+    s, sb = d.api("POST", "/v1/sandboxes", {"image": app_image["id"]})
+    assert s == 201, sb
+    sh(d, sb["id"], "echo changed > /app/new.txt && rm /app/hello.txt")
+    s, body = d.api("POST", f"/v1/sandboxes/{sb['id']}/snapshot", {"name": "snap-1"})
+    assert s == 201, body
+    snap = body["id"]
+    s, img = d.api("GET", f"/v1/images/{snap}")
+    assert s == 200 and img["state"] == "ready" and img["name"] == "snap-1", img
+    assert img["config"] == app_image["config"]
+    s, body = d.api("POST", f"/v1/sandboxes/{sb['id']}/snapshot", {"name": "snap-1"})
+    assert s == 409, body
+    s, body = d.api("POST", f"/v1/sandboxes/{sb['id']}/snapshot", {"name": "Bad!"})
+    assert s == 400, body
+    d.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    s, body = d.api("POST", f"/v1/sandboxes/{sb['id']}/snapshot", {})
+    assert s == 409, body  # ended
+    s, sb2 = d.api("POST", "/v1/sandboxes", {"image": "snap-1"})
+    assert s == 201, sb2
+    out = sh(d, sb2["id"], "cat /app/new.txt; ls /app; echo $FROM_IMAGE; pwd")
+    assert out["stdout"] == "changed\nnew.txt\nyes\n/app\n" or \
+        out["stdout"].startswith("changed\nnew.txt\n"), out
+    d.api("DELETE", f"/v1/sandboxes/{sb2['id']}")
+    # A sandbox on busybox can be snapshotted too.
+    s, sb3 = d.api("POST", "/v1/sandboxes", {})
+    sh(d, sb3["id"], "echo bb > /tmp/bb")
+    s, body = d.api("POST", f"/v1/sandboxes/{sb3['id']}/snapshot")
+    assert s == 201, body
+    d.api("DELETE", f"/v1/sandboxes/{sb3['id']}")
+    s, sb4 = d.api("POST", "/v1/sandboxes", {"image": body["id"]})
+    assert s == 201, sb4
+    assert sh(d, sb4["id"], "cat /tmp/bb")["stdout"] == "bb\n"
