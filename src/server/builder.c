@@ -55,6 +55,7 @@ struct task {
 	int has_cfg;
 	uint64_t size, files;
 	char **live; /* TASK_GC */
+	struct img_gc_stats stats;
 	size_t nlive;
 	int rc;
 	struct sk_error err;
@@ -80,6 +81,7 @@ struct build {
 	/* A snapshot: the layer to apply onto the base, and the call to answer. */
 	char snap_layer[IMG_DIGEST_HEX];
 	struct api_call *call;
+	int deferred; /* it came while a gc ran: it starts once that is done */
 };
 
 static void build_step(struct build *b);
@@ -350,9 +352,8 @@ static int run_stats(struct task *t)
 
 static int run_gc(struct task *t)
 {
-	struct img_gc_stats stats = {0};
 	return img_store_gc(t->store, (const char *const *)t->live, t->nlive, IMAGE_BLOB_GRACE_S,
-	                    &stats, &t->err);
+	                    &t->stats, &t->err);
 }
 
 static void task_run(uv_work_t *w)
@@ -991,7 +992,12 @@ static int build_begin(struct server *srv, struct image_rec *im, const char *lay
 	b->next = srv->builds;
 	srv->builds = b;
 	image_logf(srv, im, "build %s", im->row.id);
-	base_start(b);
+	/* A gc running now decided what is live without this build, which may take up blobs
+	 * that gc is about to remove: it waits. */
+	if (srv->gc_running)
+		b->deferred = 1;
+	else
+		base_start(b);
 	return 0;
 }
 
@@ -1038,16 +1044,45 @@ static void gc_done(uv_work_t *w, int status)
 	struct task *t = w->data;
 	struct server *srv = t->srv;
 	srv->gc_running--;
-	if (t->rc < 0 && t->rc != -ENOSYS)
+	int again = srv->gc_again;
+	srv->gc_again = 0;
+	if (t->rc < 0)
 		server_logf(srv, "level=warn msg=\"image gc\" err=\"%s\"", t->err.msg);
+	else
+		server_logf(srv,
+		            "level=info msg=\"image gc\" live=%zu blobs_removed=%llu bytes=%llu "
+		            "trees_removed=%llu",
+		            t->nlive, (unsigned long long)t->stats.blobs_removed,
+		            (unsigned long long)t->stats.blob_bytes_removed,
+		            (unsigned long long)t->stats.trees_removed);
 	task_free(t);
+	if (srv->stopping)
+		return;
+	/* base_start may end a build (and unlink it) at once: look from the start each time. */
+	for (int found = 1; found;) {
+		found = 0;
+		for (struct build *b = srv->builds; b; b = b->next)
+			if (b->deferred) {
+				b->deferred = 0;
+				base_start(b);
+				found = 1;
+				break;
+			}
+	}
+	if (again) /* asked for while this one ran: what it saw may be stale */
+		images_gc(srv);
 }
 
 void images_gc(struct server *srv)
 {
-	/* While a build runs, what it made so far is referenced by nothing yet. */
-	if (srv->builds || srv->gc_running || srv->stopping)
+	/* While a build runs, what it made so far is referenced by nothing yet: the last build's
+	 * end runs it. */
+	if (srv->builds || srv->stopping)
 		return;
+	if (srv->gc_running) {
+		srv->gc_again = 1;
+		return;
+	}
 	struct task *t = task_new(srv, NULL, TASK_GC);
 	if (!t)
 		return;

@@ -226,6 +226,7 @@ struct server {
 	int imgs_open;
 	struct build *builds;      /* running builds (builder.c) */
 	unsigned gc_running;       /* an image gc on a thread */
+	int gc_again;              /* asked for while one ran */
 	struct map build_cache;    /* step key → struct store_cache */
 	unsigned tasks_inflight;   /* image work on the thread pool (builder.c) */
 	size_t stdin_bytes;        /* stdin writes sent to workers and not answered yet */

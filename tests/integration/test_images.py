@@ -502,3 +502,57 @@ def test_snapshot_round_trip(d, app_image):
     s, sb4 = d.api("POST", "/v1/sandboxes", {"image": body["id"]})
     assert s == 201, sb4
     assert sh(d, sb4["id"], "cat /tmp/bb")["stdout"] == "bb\n"
+
+
+def blob_path(d, hexd):
+    return d.data / "images" / "blobs" / "sha256" / hexd[:2] / hexd[2:]
+
+
+def age_all_blobs(d, seconds=7200):
+    top = d.data / "images" / "blobs" / "sha256"
+    old = time.time() - seconds
+    for p in top.glob("*/*"):
+        os.utime(p, (old, old), follow_symlinks=False)
+
+
+def test_gc_never_removes_what_is_in_use(d, app_image):
+    kept = os.urandom(30000)
+    tar = upload(d, make_tar({"kept.bin": kept}))
+    keep = wait_built(d, build(d, {"base": app_image["id"], "steps": [
+        {"copy": {"blob": tar, "dest": "/k"}}]})["id"])
+    assert keep["state"] == "ready"
+    # A snapshot's manifest is in no build cache: once deleted, its own bytes are garbage.
+    s, sb = d.api("POST", "/v1/sandboxes", {"image": app_image["id"]})
+    assert s == 201
+    gone = os.urandom(30000).hex()
+    sh(d, sb["id"], f"echo {gone} > /app/gone.txt")
+    s, snap = d.api("POST", f"/v1/sandboxes/{sb['id']}/snapshot")
+    assert s == 201, snap
+    d.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    gone_hex = hashlib.sha256((gone + "\n").encode()).hexdigest()
+    assert blob_path(d, gone_hex).exists()
+    unreferenced = upload(d, os.urandom(2000))[7:]
+    fresh = upload(d, os.urandom(2000))  # an upload for a build yet to come
+    age_all_blobs(d)
+    fresh_hex = fresh[7:]
+    os.utime(blob_path(d, fresh_hex))  # it is new
+    before = blob_files(d)
+    s, body = d.api("DELETE", f"/v1/images/{snap['id']}")
+    assert s == 200, body
+    deadline = time.monotonic() + 30
+    while blob_path(d, gone_hex).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not blob_path(d, gone_hex).exists(), "gc did not run"
+    assert not blob_path(d, unreferenced).exists()
+    assert blob_path(d, fresh_hex).exists()
+    assert blob_path(d, hashlib.sha256(kept).hexdigest()).exists()
+    assert blob_path(d, keep["manifest"][7:]).exists()
+    assert blob_path(d, app_image["manifest"][7:]).exists()
+    removed = before - blob_files(d)
+    assert gone_hex in removed
+    # What the remaining images hold still starts and reads.
+    s, sb = d.api("POST", "/v1/sandboxes", {"image": keep["id"]})
+    assert s == 201, sb
+    out = sh(d, sb["id"], "md5sum /k/kept.bin; cat /app/hello.txt")
+    assert out["stdout"].startswith(hashlib.md5(kept).hexdigest()), out
+    assert out["stdout"].endswith("hello image\n")
