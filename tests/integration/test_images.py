@@ -556,3 +556,41 @@ def test_gc_never_removes_what_is_in_use(d, app_image):
     out = sh(d, sb["id"], "md5sum /k/kept.bin; cat /app/hello.txt")
     assert out["stdout"].startswith(hashlib.md5(kept).hexdigest()), out
     assert out["stdout"].endswith("hello image\n")
+
+
+def test_logs_follow_until_the_build_ends(d):
+    import threading
+    img = build(d, {"base": "busybox", "steps": [
+        {"run": "echo first-line; sleep 1"}, {"run": "echo second-line"}]})
+    got = {}
+
+    def follow():
+        got["r"] = d.raw("GET", f"/v1/images/{img['id']}/logs?follow=true",
+                         headers={"Authorization": f"Bearer {d.token}"}, timeout=120)
+
+    t = threading.Thread(target=follow)
+    t.start()
+    t.join(120)
+    assert not t.is_alive()
+    s, _, raw = got["r"]
+    text = raw.decode()
+    assert s == 200 and "first-line" in text and "second-line" in text, text
+    assert "ready" in text.splitlines()[-1], text
+    s, body = d.api("GET", f"/v1/images/{img['id']}/logs?follow=maybe")
+    assert s == 400
+
+
+def test_restart_fails_builds_in_progress(d):
+    img = build(d, {"base": "busybox", "steps": [{"run": "sleep 600"}]})
+    deadline = time.monotonic() + 30
+    while "in sandbox" not in logs(d, img["id"]):
+        assert time.monotonic() < deadline, logs(d, img["id"])
+        time.sleep(0.05)
+    s, body = d.api("DELETE", f"/v1/images/{img['id']}")
+    assert s == 409 and "building" in body["error"]["message"], body
+    assert d.stop() == 0
+    d.start(pool=d.pool, env={"SKIFF_MAX_BLOB_BYTES": str(MAX_BLOB)})
+    s, got = d.api("GET", f"/v1/images/{img['id']}")
+    assert s == 200 and got["state"] == "failed" and "interrupted" in got["error"], got
+    s, body = d.api("DELETE", f"/v1/images/{img['id']}")
+    assert s == 200, body
