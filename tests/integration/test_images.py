@@ -407,9 +407,9 @@ def wait_for_file(d, sbid, path, timeout=30):
 
 def test_sandbox_image_errors(d, app_image):
     s, body = d.api("POST", "/v1/sandboxes", {"image": "im-nope"})
-    assert s == 404 and "im-nope" in body["error"]["message"], body
+    assert s == 400 and "im-nope" in body["error"]["message"], body
     s, body = d.api("POST", "/v1/sandboxes", {"image": "no-such-name"})
-    assert s == 404, body
+    assert s == 400, body
     s, body = d.api("POST", "/v1/sandboxes", {"image": 5})
     assert s == 400, body
     for field, v in (("image_digest", "0" * 64), ("capture_layer", True)):
