@@ -594,3 +594,60 @@ def test_restart_fails_builds_in_progress(d):
     assert s == 200 and got["state"] == "failed" and "interrupted" in got["error"], got
     s, body = d.api("DELETE", f"/v1/images/{img['id']}")
     assert s == 200, body
+
+
+# ---- other bases ----
+
+
+def oci_archive(files, env, workdir, entrypoint, cmd):
+    """An OCI image layout as a tar: one layer of files, a config with env, workdir,
+    entrypoint and cmd."""
+    layer = make_tar(files)
+    dl = hashlib.sha256(layer).hexdigest()
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "config": {"Env": env, "WorkingDir": workdir,
+                                    "Entrypoint": entrypoint, "Cmd": cmd},
+                         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + dl]}}).encode()
+    dc = hashlib.sha256(config).hexdigest()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": "sha256:" + dc, "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": "sha256:" + dl, "size": len(layer)}]}).encode()
+    dm = hashlib.sha256(manifest).hexdigest()
+    index = json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+         "digest": "sha256:" + dm, "size": len(manifest)}]}).encode()
+    return make_tar({"oci-layout": b'{"imageLayoutVersion":"1.0.0"}', "index.json": index,
+                     f"blobs/sha256/{dl}": layer, f"blobs/sha256/{dc}": config,
+                     f"blobs/sha256/{dm}": manifest})
+
+
+def test_oci_archive_base(d):
+    arc = upload(d, oci_archive({"etc/from-oci": b"oci!\n"}, ["OCI=1", "PATH=/bin"], "/w",
+                                ["/bin/sh"], ["-c", "true"]))
+    got = wait_built(d, build(d, {"base": "oci-archive:" + arc, "steps": [
+        {"env": {"MORE": "2"}}]})["id"])
+    assert got["state"] == "ready", (got, logs(d, got["id"]))
+    assert got["config"] == {"env": {"OCI": "1", "PATH": "/bin", "MORE": "2"},
+                             "workdir": "/w", "entrypoint": ["/bin/sh", "-c", "true"]}
+    assert got["files"] == 3  # / /etc /etc/from-oci
+    again = wait_built(d, build(d, {"base": "oci-archive:" + arc})["id"])
+    assert again["state"] == "ready" and again["files"] == 3
+
+
+DEBIAN_TAR = "/var/cache/skiff/debian-bookworm.tar"
+
+
+@pytest.mark.skipif(not os.path.exists(DEBIAN_TAR),
+                    reason=f"{DEBIAN_TAR} is missing (scripts/install-deps makes it with "
+                           "mmdebstrap where the Debian mirror can be reached)")
+def test_debian_base(d):
+    got = wait_built(d, build(d, {"base": "debian:bookworm", "steps": [
+        {"run": "echo built-on-debian > /etc/skiff-test"}]})["id"], timeout=600)
+    assert got["state"] == "ready", (got, logs(d, got["id"]))
+    s, sb = d.api("POST", "/v1/sandboxes", {"image": got["id"]})
+    assert s == 201, sb
+    out = sh(d, sb["id"], "cat /etc/debian_version /etc/skiff-test")
+    assert out["stdout"].startswith("12.") and out["stdout"].endswith("built-on-debian\n"), out
