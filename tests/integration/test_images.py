@@ -533,9 +533,13 @@ def test_gc_never_removes_what_is_in_use(d, app_image):
     assert blob_path(d, gone_hex).exists()
     unreferenced = upload(d, os.urandom(2000))[7:]
     fresh = upload(d, os.urandom(2000))  # an upload for a build yet to come
+    again_bytes = os.urandom(2000)
+    again = upload(d, again_bytes)[7:]
     age_all_blobs(d)
     fresh_hex = fresh[7:]
     os.utime(blob_path(d, fresh_hex))  # it is new
+    s, body = put_blob(d, again_bytes)  # uploaded again: as new as now
+    assert s == 200, body
     before = blob_files(d)
     s, body = d.api("DELETE", f"/v1/images/{snap['id']}")
     assert s == 200, body
@@ -545,6 +549,7 @@ def test_gc_never_removes_what_is_in_use(d, app_image):
     assert not blob_path(d, gone_hex).exists(), "gc did not run"
     assert not blob_path(d, unreferenced).exists()
     assert blob_path(d, fresh_hex).exists()
+    assert blob_path(d, again).exists()
     assert blob_path(d, hashlib.sha256(kept).hexdigest()).exists()
     assert blob_path(d, keep["manifest"][7:]).exists()
     assert blob_path(d, app_image["manifest"][7:]).exists()
