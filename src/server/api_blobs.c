@@ -46,6 +46,7 @@ static const char *blob_digest_of_call(struct api_call *call)
 /* ---- PUT: the body streamed into the store ---- */
 
 struct blob_upload {
+	struct blob_upload *next, **prevp; /* srv->uploads */
 	struct server *srv;
 	uv_tcp_t *tcp;
 	uv_timer_t *timer; /* nothing arrived for HTTP_DEFAULT_BODY_TIMEOUT_MS: given up */
@@ -63,6 +64,11 @@ struct blob_upload {
 
 static void upload_free(struct blob_upload *u)
 {
+	if (u->prevp) {
+		*u->prevp = u->next;
+		if (u->next)
+			u->next->prevp = u->prevp;
+	}
 	img_blob_abort(u->w);
 	server_timer_free(u->timer);
 	http_tcp_free(u->tcp);
@@ -270,6 +276,12 @@ void api_blobs_put(struct http_request *req)
 	}
 	api_call_free(call); /* req is gone with the hijack */
 	u->tcp->data = u;
+	/* The HTTP server no longer knows this connection: the server ends it when it stops. */
+	u->next = srv->uploads;
+	if (u->next)
+		u->next->prevp = &u->next;
+	u->prevp = &srv->uploads;
+	srv->uploads = u;
 	upload_take(u, pending, pending_len);
 	free(pending);
 	u->timer = server_timer_new(srv, upload_timeout, HTTP_DEFAULT_BODY_TIMEOUT_MS, u);
@@ -386,4 +398,11 @@ void api_blobs_get(struct http_request *req)
 		return;
 	}
 	download_pump(req);
+}
+
+void blobs_shutdown(struct server *srv)
+{
+	while (srv->uploads)
+		upload_free(
+		    srv->uploads); /* nothing stored; the client sees the connection close */
 }

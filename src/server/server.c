@@ -514,6 +514,7 @@ void server_shutdown(struct server *srv)
 	waiters_cancel_all(srv);
 	file_calls_cancel_all(srv);
 	builder_shutdown(srv);
+	blobs_shutdown(srv);
 	tunnels_close(srv, NULL, NULL, 503, "the server is stopping");
 	link_release_polls(srv);
 }

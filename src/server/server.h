@@ -178,6 +178,7 @@ struct server_config {
 
 struct build;
 struct log_follower;
+struct blob_upload;
 
 struct image_rec {
 	struct store_image row;
@@ -224,13 +225,14 @@ struct server {
 	struct map images;        /* im-id → image_rec */
 	struct img_store imgs;    /* <data_dir>/images: blobs, manifests, trees */
 	int imgs_open;
-	struct build *builds;      /* running builds (builder.c) */
-	unsigned gc_running;       /* an image gc on a thread */
-	int gc_again;              /* asked for while one ran */
-	struct map build_cache;    /* step key → struct store_cache */
-	unsigned tasks_inflight;   /* image work on the thread pool (builder.c) */
-	size_t stdin_bytes;        /* stdin writes sent to workers and not answered yet */
-	uv_timer_t tick;           /* worker liveness, expired idempotency keys */
+	struct build *builds;        /* running builds (builder.c) */
+	unsigned gc_running;         /* an image gc on a thread */
+	int gc_again;                /* asked for while one ran */
+	struct blob_upload *uploads; /* PUT /v1/blobs in progress (api_blobs.c) */
+	struct map build_cache;      /* step key → struct store_cache */
+	unsigned tasks_inflight;     /* image work on the thread pool (builder.c) */
+	size_t stdin_bytes;          /* stdin writes sent to workers and not answered yet */
+	uv_timer_t tick;             /* worker liveness, expired idempotency keys */
 	struct prioq timeouts;     /* running sandboxes with a deadline, by when to look at them */
 	uv_timer_t timeouts_timer; /* at the first of them */
 	unsigned long ticks;
@@ -437,6 +439,8 @@ void tunnels_close_token(struct server *srv, const char *token_id, int64_t now_m
 /* api_blobs.c: /v1/blobs/sha256:{hex} */
 void api_blobs_put(struct http_request *req);
 void api_blobs_get(struct http_request *req);
+/* Shutting down: uploads in progress are dropped (their connections closed). */
+void blobs_shutdown(struct server *srv);
 /* Make a stored blob as new as now for gc's grace (uploaded again, named by a build). */
 void blob_touch(struct server *srv, const char *digest);
 

@@ -656,3 +656,23 @@ def test_debian_base(d):
     assert s == 201, sb
     out = sh(d, sb["id"], "cat /etc/debian_version /etc/skiff-test")
     assert out["stdout"].startswith("12.") and out["stdout"].endswith("built-on-debian\n"), out
+
+
+def test_stop_during_an_upload(d):
+    import socket
+    s = socket.create_connection(("127.0.0.1", d.port))
+    try:
+        s.sendall((f"PUT /v1/blobs/{digest(b'x' * 100000)} HTTP/1.1\r\nHost: x\r\n"
+                   f"Authorization: Bearer {d.token}\r\nContent-Length: 100000\r\n\r\n").encode()
+                  + b"x" * 1000)
+        time.sleep(0.5)  # the server has taken the upload over and waits for the rest
+        t0 = time.monotonic()
+        assert d.stop() == 0
+        assert time.monotonic() - t0 < 10, "skiffd waited for the stalled upload"
+        assert s.recv(100) == b""  # closed, no answer
+    finally:
+        s.close()
+    assert not any((d.data / "images" / "tmp").iterdir())
+    d.start(pool=d.pool, env={"SKIFF_MAX_BLOB_BYTES": str(MAX_BLOB)})
+    s2, body = d.api("HEAD", f"/v1/blobs/{digest(b'x' * 100000)}")
+    assert s2 == 404
