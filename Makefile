@@ -170,6 +170,16 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libskiffd.a $(BUILD)/libskiffnet.a \
 		$(NET_LDLIBS) $(IMG_LDLIBS) \
 		$(shell pkg-config --libs cmocka)
 
+# Fuzz targets (clang's libFuzzer with ASan and UBSan): `make fuzz`, then tests/fuzz/run.sh.
+FUZZ_SRC = $(IMG_SRC) $(wildcard src/lib/*.c)
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_SRC)
+	@mkdir -p $(dir $@)
+	clang -g -O1 -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -include src/lib/banned.h \
+		-fsanitize=fuzzer,address,undefined $(shell pkg-config --cflags $(IMG_PKGS)) \
+		-o $@ $^ $(IMG_LDLIBS)
+
+fuzz: $(BUILD)/fuzz/fuzz_archive
+
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
@@ -187,5 +197,5 @@ format-check:
 clean:
 	rm -rf build
 
-.PHONY: all bench unit integration check format format-check clean
+.PHONY: all bench fuzz unit integration check format format-check clean
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

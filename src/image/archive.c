@@ -470,14 +470,15 @@ static int tar_member(struct tar_reader *rd, struct archive_entry *ae, struct sk
 		return sk_error_set(err, -SK_EINVAL_SPEC,
 		                    "member \"%s\": %" PRIu64 " bytes, past the limit of %" PRIu64,
 		                    path, size, lim->max_file_bytes);
-	struct img_xattr *xattrs = NULL;
+	_cleanup_free_ struct img_xattr *xattrs = NULL;
 	size_t nxattrs = 0;
 	uint64_t xbytes = 0;
 	r = tar_xattrs(ae, path, lim, &xattrs, &nxattrs, &xbytes, err);
 	if (r < 0)
 		return r;
-	_cleanup_free_ struct img_xattr *xattrs_owned = xattrs;
+	/* old GNU sparse files list their regions in extra header blocks */
 	rd->budget += TAR_MEMBER_OVERHEAD_BYTES + 3 * xbytes + 3 * (uint64_t)strlen(name) +
+	              64 * (uint64_t)archive_entry_sparse_count(ae) +
 	              ((size + 511) & ~(uint64_t)511);
 	if ((uint64_t)archive_filter_bytes(rd->a, 0) > rd->budget)
 		return sk_error_set(err, -SK_EINVAL_SPEC,
@@ -485,6 +486,10 @@ static int tar_member(struct tar_reader *rd, struct archive_entry *ae, struct sk
 		                    path);
 
 	const char *link = archive_entry_hardlink(ae);
+	mode_t type = archive_entry_filetype(ae);
+	if ((link || type != AE_IFDIR) && strcmp(path, rd->dest) == 0)
+		return sk_error_set(err, -SK_EINVAL_SPEC,
+		                    "member \"%s\" would replace the destination directory", name);
 	if (link)
 		return tar_hardlink(rd, path, link, err);
 	r = tar_whiteout(rd, path, err);
@@ -495,10 +500,6 @@ static int tar_member(struct tar_reader *rd, struct archive_entry *ae, struct sk
 	r = tar_meta(ae, path, &e, err);
 	if (r < 0)
 		return r;
-	mode_t type = archive_entry_filetype(ae);
-	if (type != AE_IFDIR && strcmp(path, rd->dest) == 0)
-		return sk_error_set(err, -SK_EINVAL_SPEC,
-		                    "member \"%s\" would replace the destination directory", name);
 	switch (type) {
 	case AE_IFREG:
 		rd->t.bytes += size;
@@ -635,6 +636,7 @@ static int tar_layer_finish(struct tar_layer *t, const struct img_limits *lim,
 		img_manifest_free(&m);
 		return r;
 	}
+	img_manifest_free(ret);
 	*ret = m;
 	return 0;
 }
@@ -652,9 +654,17 @@ static int tar_layer_read(struct img_store *s, struct archive *a, const char *de
 	                        .budget = TAR_MEMBER_OVERHEAD_BYTES};
 	img_manifest_init(&rd.t.m);
 	map_init(&rd.t.byname);
+	/* the layer so far: hard links may name its files, members replace its entries */
+	int r = 0;
+	uint64_t seeded = 0;
+	for (size_t i = 0; i < layer->n && r >= 0; i++) {
+		r = tar_layer_put(&rd.t, &layer->e[i], err);
+		if (layer->e[i].type == IMG_REG)
+			seeded += layer->e[i].size;
+	}
+	rd.t.bytes = seeded;
 	struct archive_entry *ae;
-	int r;
-	while ((r = tar_next(a, &ae, err)) > 0) {
+	while (r >= 0 && (r = tar_next(a, &ae, err)) > 0) {
 		r = tar_member(&rd, ae, err);
 		if (r < 0)
 			break;
@@ -663,7 +673,7 @@ static int tar_layer_read(struct img_store *s, struct archive *a, const char *de
 		r = tar_layer_finish(&rd.t, lim, layer, err);
 	if (r >= 0 && ret_stats) {
 		*ret_stats = (struct img_tar_stats){.members = rd.t.members,
-		                                    .bytes = rd.t.bytes,
+		                                    .bytes = rd.t.bytes - seeded,
 		                                    .devices_dropped = rd.t.devices_dropped,
 		                                    .sockets_dropped = rd.t.sockets_dropped};
 		if (rd.t.devices_dropped || rd.t.sockets_dropped)
@@ -880,11 +890,22 @@ static int oci_archive_read(struct oci_archive *ar, int fd, const struct img_lim
 	uint64_t max = lim->max_bytes * OCI_SPOOL_FACTOR + OCI_METADATA_BYTES;
 	struct archive_entry *ae;
 	size_t members = 0;
+	/* what the members declare, data skipped included, and what the stream may hold for them
+	 * (as for a layer: a bomb stops at the limit) */
+	uint64_t declared = 0, budget = TAR_MEMBER_OVERHEAD_BYTES;
 	while ((r = tar_next(a, &ae, err)) > 0) {
 		if (++members > OCI_MAX_MEMBERS)
 			return sk_error_set(err, -SK_EINVAL_SPEC,
 			                    "the archive holds more than %d members",
 			                    OCI_MAX_MEMBERS);
+		la_int64_t size = archive_entry_size_is_set(ae) ? archive_entry_size(ae) : 0;
+		uint64_t padded = size > 0 ? ((uint64_t)size + 511) & ~(uint64_t)511 : 0;
+		declared += padded;
+		budget += TAR_MEMBER_OVERHEAD_BYTES + padded;
+		if (declared > max || (uint64_t)archive_filter_bytes(a, 0) > budget)
+			return sk_error_set(
+			    err, -SK_EINVAL_SPEC,
+			    "member %zu: the archive is larger than the limits allow", members);
 		r = oci_read_member(ar, a, ae, max, err);
 		if (r < 0)
 			return r;
@@ -1053,22 +1074,26 @@ static int oci_plan_layout(struct oci_archive *ar, struct oci_plan *p, struct sk
 		return r;
 	char name[IMG_PATH_MAX + 1];
 	const char *hex = NULL;
-	if (media_type_is_index(desc)) {
-		r = oci_blob_name(desc, "index.json", name, sizeof(name), &hex, err);
+	r = oci_blob_name(desc, "index.json", name, sizeof(name), &hex, err);
+	if (r >= 0)
+		r = oci_json(ar, name, hex, &inner, err);
+	if (r < 0)
+		return r;
+	/* an index (by its media type, or by its content where the descriptor has none) is
+	 * followed one level down */
+	if (media_type_is_index(desc) || json_object_get(inner, "manifests")) {
+		r = oci_index_pick(inner, name, &desc, err);
 		if (r >= 0)
-			r = oci_json(ar, name, hex, &inner, err);
+			r = oci_blob_name(desc, name, name, sizeof(name), &hex, err);
 		if (r >= 0)
-			r = oci_index_pick(inner, name, &desc, err);
-		if (r >= 0 && media_type_is_index(desc))
+			r = oci_json(ar, name, hex, &manifest, err);
+		if (r >= 0 && (media_type_is_index(desc) || json_object_get(manifest, "manifests")))
 			r = sk_error_set(err, -SK_EINVAL_SPEC, "%s: an index of indexes", name);
 		if (r < 0)
 			return r;
+	} else {
+		manifest = TAKE_PTR(inner);
 	}
-	r = oci_blob_name(desc, "index.json", name, sizeof(name), &hex, err);
-	if (r >= 0)
-		r = oci_json(ar, name, hex, &manifest, err);
-	if (r < 0)
-		return r;
 	json_t *layers = json_object_get(manifest, "layers"), *l;
 	if (!json_is_array(layers))
 		return sk_error_set(err, -SK_EINVAL_SPEC, "manifest %s: no layers", name);
@@ -1238,6 +1263,7 @@ static int oci_apply_layers(struct oci_archive *ar, struct oci_plan *p,
 		if (r < 0)
 			return sk_error_prefix(err, "layer %zu", i + 1);
 		struct img_manifest layer;
+		img_manifest_init(&layer);
 		_cleanup_archive_ struct archive *a = NULL;
 		r = tar_open(ar->spool_fd, m->off, &m->size, &a, err);
 		if (r >= 0)

@@ -12,7 +12,10 @@
 #define IMG_TAR_WHITEOUTS 1
 
 /* Read the tar open as fd into a layer: each member at dest (an absolute normalized directory
- * path, "/" for the root) joined with its name; regular files' bytes into the store. */
+ * path, "/" for the root) joined with its name; regular files' bytes into the store. layer must
+ * be initialized (img_manifest_init); what it already holds is the layer so far (hard links may
+ * name its files, members replace its entries). On success it holds the result, sorted and
+ * checked; on failure it is left as it was. */
 int img_layer_from_tar(struct img_store *s, int fd, const char *dest, int flags,
                        const struct img_limits *lim, struct img_manifest *layer,
                        struct sk_error *err);

@@ -120,10 +120,10 @@ _Noreturn void rt_child_main(const struct rt_child_args *a);
 
 /* In the child, after the mount namespace is private: build the root under scratch from the
  * idmapped lower mount fd and pivot into it. The writable layer is the mount upper_fd (a btrfs
- * subvolume) or, when -1, a tmpfs of spec->disk_mib. */
+ * subvolume, upper_volatile, or a tmpfs the runtime made). */
 struct timing;
 int rootfs_setup(const char *scratch, int lower_fd, int upper_fd, int upper_volatile,
-                 const struct spec *spec, struct timing *t, struct sk_error *err);
+                 struct timing *t, struct sk_error *err);
 
 /* Bring loopback up in the current network namespace. */
 int net_loopback_up(struct sk_error *err);

@@ -422,6 +422,23 @@ static int tmpfs_upper_make(uint64_t disk_mib, uid_t base, int *ret_fd, struct s
 	return 0;
 }
 
+/* Make the writable layer's mount (the btrfs subvolume's, or a tmpfs kept in sb->tmpfs_fd) and
+ * send it to init. */
+static int upper_send(struct rt_sandbox *sb, const struct spec *spec, struct sk_error *err)
+{
+	_cleanup_close_ int upper = -1;
+	int r;
+	if (sb->disk_fd >= 0)
+		r = disk_upper_mount(sb->disk_fd, &upper, err);
+	else if ((r = tmpfs_upper_make(spec->disk_mib, sb->slot.base, &upper, err)) == 0 &&
+	         (sb->tmpfs_fd = fcntl(upper, F_DUPFD_CLOEXEC, 3)) < 0)
+		r = sk_error_errno(err, -errno, "keep the writable layer's tmpfs");
+	if (r < 0)
+		return r;
+	r = rt_msg_send(sb->sync_fd, RT_MSG_UPPER, 0, "", upper);
+	return r < 0 ? sk_error_errno(err, r, "send the writable layer to init") : 0;
+}
+
 int rt_sandbox_upper_open(const struct rt_sandbox *sb, int *ret_fd, uid_t *ret_base,
                           struct sk_error *err)
 {
@@ -698,26 +715,9 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 	if ((r = lower_mount_make(sb->pid, rootfs, &lower, err)) < 0)
 		goto fail;
 	timing_mark(&sb->marks, "idmapped_mount");
-	if (sb->disk_fd >= 0 || !rt->disk.btrfs) {
-		int upper = -1;
-		if (sb->disk_fd >= 0)
-			r = disk_upper_mount(sb->disk_fd, &upper, err);
-		else if ((r = tmpfs_upper_make(spec->disk_mib, sb->slot.base, &upper, err)) == 0 &&
-		         (sb->tmpfs_fd = fcntl(upper, F_DUPFD_CLOEXEC, 3)) < 0)
-			r = sk_error_errno(err, -errno, "keep the writable layer's tmpfs");
-		if (r < 0) {
-			if (upper >= 0)
-				close(upper);
-			close(lower);
-			goto fail;
-		}
-		r = rt_msg_send(sb->sync_fd, RT_MSG_UPPER, 0, "", upper);
-		close(upper);
-		if (r < 0) {
-			close(lower);
-			sk_error_errno(err, r, "send the writable layer to init");
-			goto fail;
-		}
+	if ((r = upper_send(sb, spec, err)) < 0) {
+		close(lower);
+		goto fail;
 	}
 	r = rt_msg_send(sb->sync_fd, RT_MSG_GO, 0, "", lower);
 	close(lower);
@@ -952,10 +952,20 @@ static void sandbox_disk_remove(struct rt_sandbox *sb)
 		disk_subvol_remove(sb->rt->disk.inst_fd, sb->id);
 }
 
+/* Its tmpfs layer goes before its cgroups: its pages are charged to them, which linger
+ * (offline) while anything holds such pages. */
+static void tmpfs_close(struct rt_sandbox *sb)
+{
+	if (sb->tmpfs_fd >= 0)
+		close(sb->tmpfs_fd);
+	sb->tmpfs_fd = -1;
+}
+
 int rt_sandbox_release(struct rt_sandbox *sb, struct sk_error *err)
 {
 	if (sb->pid > 0 && !sb->reaped)
 		return sk_error_set(err, -EBUSY, "sandbox %s still runs", sb->id);
+	tmpfs_close(sb);
 	if (sb->cg_made) {
 		int r = cgroup_sandbox_destroy(&sb->cg, RT_KILL_GRACE_MS, err);
 		if (r < 0)
@@ -963,9 +973,6 @@ int rt_sandbox_release(struct rt_sandbox *sb, struct sk_error *err)
 		sb->cg_made = 0;
 	}
 	sandbox_disk_remove(sb);
-	if (sb->tmpfs_fd >= 0)
-		close(sb->tmpfs_fd);
-	sb->tmpfs_fd = -1;
 	/* The slot may be another sandbox's by now (gc freed it): release only our own. */
 	net_detach(sb);
 	idmap_slot_release(sb->rt->run_dir, sb->slot.slot, sb->owner);
@@ -998,6 +1005,7 @@ int rt_sandbox_destroy(struct rt_sandbox *sb, struct sk_error *err)
 		rt_sandbox_kill(sb, RT_END_KILLED);
 		reap_init(sb);
 	}
+	tmpfs_close(sb);
 	int r = 0;
 	if (sb->cg_made) {
 		r = cgroup_sandbox_destroy(&sb->cg, RT_KILL_GRACE_MS, err);

@@ -104,10 +104,10 @@ static void layer_owners_unmap(struct img_manifest *m, uid_t base)
 {
 	for (size_t i = 0; i < m->n; i++) {
 		struct img_entry *e = &m->e[i];
-		e->uid = e->uid >= base && e->uid - base < IDMAP_RANGE ? e->uid - base
-		                                                       : SP_LAYER_NOBODY;
-		e->gid = e->gid >= base && e->gid - base < IDMAP_RANGE ? e->gid - base
-		                                                       : SP_LAYER_NOBODY;
+		e->uid =
+		    e->uid >= base && e->uid - base < IDMAP_RANGE ? e->uid - base : SP_LAYER_NOBODY;
+		e->gid =
+		    e->gid >= base && e->gid - base < IDMAP_RANGE ? e->gid - base : SP_LAYER_NOBODY;
 	}
 }
 
@@ -277,13 +277,9 @@ int sp_image_create(struct spawner *sp, const char *id, json_t *req, struct spec
                     json_t *reply, struct sk_error *err)
 {
 	const char *digest = spec->image_digest;
-	for (struct sp_pending *p = sp->pending; p; p = p->next)
-		if (!strcmp(p->id, id))
-			return sk_error_set(err, -EEXIST, "sandbox %s exists", id);
 	if (!sp->store_ok)
-		return sk_error_set(err, -EIO, "image sha256:%s: this worker's image store is "
-		                               "unavailable",
-		                    digest);
+		return sk_error_set(
+		    err, -EIO, "image sha256:%s: this worker's image store is unavailable", digest);
 	if (!img_blob_exists(&sp->store, digest))
 		return sk_error_set(err, -ENOENT, "image sha256:%s is not in this worker's store",
 		                    digest);
@@ -450,10 +446,11 @@ int sp_op_snapshot(struct spawner *sp, json_t *req, json_t *reply, struct sk_err
 	if (r < 0)
 		return r;
 	if (s->state != SP_RUNNING || s->end_reason != SP_RUNNING)
-		return sk_error_set(err, -EBUSY, "sandbox %s is %s: only a running sandbox has a "
-		                                 "snapshot",
-		                    s->id, s->state != SP_RUNNING ? sp_state_name(s->state)
-		                                                  : "ending");
+		return sk_error_set(err, -EBUSY,
+		                    "sandbox %s is %s: only a running sandbox has a "
+		                    "snapshot",
+		                    s->id,
+		                    s->state != SP_RUNNING ? sp_state_name(s->state) : "ending");
 	r = layer_job_start(sp, s, json_object_get(req, "req"), err);
 	return r < 0 ? r : 1;
 }
@@ -507,8 +504,8 @@ void sp_holds_gc(struct spawner *sp)
 		return;
 	char prefix[16];
 	snprintf(prefix, sizeof(prefix), "%s_", sp->rt.instance);
-	_cleanup_close_ int trees = openat(sp->store.root_fd, "trees",
-	                                   O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_close_ int trees =
+	    openat(sp->store.root_fd, "trees", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d = trees >= 0 ? fdopendir(fcntl(trees, F_DUPFD_CLOEXEC, 3)) : NULL;
 	if (!d)
 		return;

@@ -321,6 +321,55 @@ static void test_dest_and_dotdot(void **state)
 	t = tw_open(TW_PLAIN);
 	tw_file(&t, "x", "x");
 	assert_int_equal(layer(f, tw_close(&t), "/srv/../x", 0, &m, &err), -SK_EINVAL_SPEC);
+
+	/* nothing but a directory may stand at the destination itself */
+	for (int i = 0; i < 3; i++) {
+		t = tw_open(TW_PLAIN);
+		tw_file(&t, "f", "f");
+		if (i == 0)
+			tw_file(&t, ".", "file");
+		else if (i == 1)
+			tw_symlink(&t, ".", "/etc");
+		else
+			tw_hardlink(&t, ".", "f");
+		assert_int_equal(layer(f, tw_close(&t), "/srv", 0, &m, &err), -SK_EINVAL_SPEC);
+		assert_non_null(strstr(err.msg, "destination"));
+	}
+}
+
+/* A second archive read into the same layer: its hard links may name the first one's files,
+ * and its members replace the first one's entries. */
+static void test_layer_so_far(void **state)
+{
+	struct fixture *f = *state;
+	struct tw t = tw_open(TW_PLAIN);
+	tw_file(&t, "base", "base");
+	tw_file(&t, "old", "old");
+	struct img_manifest m;
+	struct sk_error err = {0};
+	if (layer(f, tw_close(&t), "/srv", 0, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	t = tw_open(TW_PLAIN);
+	tw_hardlink(&t, "link", "base");
+	tw_file(&t, "old", "new");
+	int fd = tw_close(&t);
+	if (img_layer_from_tar(&f->s, fd, "/srv", 0, &f->lim, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	close(fd);
+	assert_int_equal(m.n, 3);
+	assert_string_equal(find(&m, "/srv/link")->digest, find(&m, "/srv/base")->digest);
+	assert_blob(f, find(&m, "/srv/old"), "new");
+	/* a refused archive leaves the layer as it was */
+	t = tw_open(TW_PLAIN);
+	tw_file(&t, "more", "more");
+	tw_hardlink(&t, "bad", "/etc/shadow");
+	fd = tw_close(&t);
+	assert_int_equal(img_layer_from_tar(&f->s, fd, "/srv", 0, &f->lim, &m, &err),
+	                 -SK_EINVAL_SPEC);
+	close(fd);
+	assert_int_equal(m.n, 3);
+	assert_null(img_manifest_find(&m, "/srv/more"));
+	img_manifest_free(&m);
 }
 
 /* Names that climb above the root refuse the whole archive, naming the member. */
@@ -621,18 +670,57 @@ static void raw_header(char h[512], const char *name, char type, size_t size)
 
 /* A pax header of 600 KiB (one long comment) before a small file: the member declares nothing
  * large, but the stream is, and reading stops there. */
-static void test_header_bomb(void **state)
+/* One pax record, "LEN key=value\n" where LEN counts its own digits; its length. */
+static size_t pax_record(char *out, size_t size, const char *key, const char *value)
+{
+	size_t body = 1 + strlen(key) + 1 + strlen(value) + 1, len = body + 1;
+	while ((size_t)snprintf(NULL, 0, "%zu", len) + body != len)
+		len++;
+	assert_int_equal(snprintf(out, size, "%zu %s=%s\n", len, key, value), (int)len);
+	return len;
+}
+
+/* Extended attributes as GNU tar and Python's tarfile write them: SCHILY.xattr only. */
+static void test_schily_xattrs(void **state)
 {
 	struct fixture *f = *state;
+	char pax[512];
+	size_t plen = pax_record(pax, sizeof(pax), "SCHILY.xattr.user.mime", "text/plain");
+	plen += pax_record(pax + plen, sizeof(pax) - plen, "SCHILY.xattr.trusted.x", "dropped");
+	int fd = memfd_create("schily", MFD_CLOEXEC);
+	char h[512];
+	static const char zeros[1024];
+	raw_header(h, "PaxHeaders/f", 'x', plen);
+	assert_int_equal(write(fd, h, 512), 512);
+	assert_int_equal(write(fd, pax, plen), (ssize_t)plen);
+	assert_int_equal(write(fd, zeros, 512 - plen), (ssize_t)(512 - plen));
+	raw_header(h, "f", '0', 2);
+	assert_int_equal(write(fd, h, 512), 512);
+	assert_int_equal(write(fd, "hi", 2), 2);
+	assert_int_equal(write(fd, zeros, 510), 510);
+	assert_int_equal(write(fd, zeros, 1024), 1024);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	struct img_manifest m;
+	struct sk_error err = {0};
+	if (layer(f, fd, "/", 0, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	const struct img_entry *e = find(&m, "/f");
+	assert_blob(f, e, "hi");
+	assert_int_equal(e->nxattrs, 1);
+	assert_string_equal(e->xattrs[0].name, "user.mime");
+	assert_int_equal(e->xattrs[0].len, 10);
+	assert_memory_equal(e->xattrs[0].value, "text/plain", 10);
+	img_manifest_free(&m);
+}
+
+static int header_bomb(void)
+{
 	size_t clen = 600 << 10; /* libarchive itself refuses pax headers past 1 MiB */
-	char *pax = malloc(clen + 64);
-	/* a record is "LEN comment=VALUE\n", LEN counting its own digits */
-	size_t len = clen + 1 + 8 + 1 + 6;
-	int n = snprintf(pax, 64, "%zu comment=", len);
-	assert_int_equal(n, 6 + 1 + 8);
-	memset(pax + n, 'x', clen);
-	pax[n + clen] = '\n';
-	size_t plen = (size_t)n + clen + 1;
+	char *value = malloc(clen + 1), *pax = malloc(clen + 64);
+	memset(value, 'x', clen);
+	value[clen] = '\0';
+	size_t plen = pax_record(pax, clen + 64, "comment", value);
+	free(value);
 	int fd = memfd_create("bomb", MFD_CLOEXEC);
 	char h[512];
 	raw_header(h, "PaxHeaders/f", 'x', plen);
@@ -646,10 +734,23 @@ static void test_header_bomb(void **state)
 	assert_int_equal(write(fd, zeros, 1024), 1024);
 	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
 	free(pax);
+	return fd;
+}
+
+static void test_header_bomb(void **state)
+{
+	struct fixture *f = *state;
 	struct img_manifest m;
 	struct sk_error err = {0};
-	assert_int_equal(layer(f, fd, "/", 0, &m, &err), -SK_EINVAL_SPEC);
+	assert_int_equal(layer(f, header_bomb(), "/", 0, &m, &err), -SK_EINVAL_SPEC);
 	assert_non_null(strstr(err.msg, "header is larger"));
+	assert_clean(f);
+	/* the same as an image archive */
+	struct img_config c = {0};
+	int fd = header_bomb();
+	assert_int_equal(img_oci_import(&f->s, fd, &f->lim, &m, &c, &err), -SK_EINVAL_SPEC);
+	close(fd);
+	assert_non_null(strstr(err.msg, "larger than the limits allow"));
 	assert_clean(f);
 }
 
@@ -819,7 +920,15 @@ static void test_docker_save(void **state)
 	assert_clean(f);
 }
 
-enum { OCI_OK, OCI_BAD_DIGEST, OCI_NESTED, OCI_TWO_IMAGES, OCI_JUNK_LAYER, OCI_THROUGH_LINK };
+enum {
+	OCI_OK,
+	OCI_NESTED,
+	OCI_NESTED_BARE, /* the outer descriptor without a media type */
+	OCI_BAD_DIGEST,
+	OCI_TWO_IMAGES,
+	OCI_JUNK_LAYER,
+	OCI_THROUGH_LINK,
+};
 
 static void tw_blob(struct tw *t, const char *data, size_t len, char hex[SHA256_HEX_BYTES])
 {
@@ -887,11 +996,13 @@ static int oci_layout(int variant)
 		         "\"sha256:%s\",\"size\":%zu}]}",
 		         mt, md, strlen(manifest));
 	}
-	if (variant == OCI_NESTED) {
+	if (variant == OCI_NESTED || variant == OCI_NESTED_BARE) {
 		tw_blob(&t, index, strlen(index), id);
 		snprintf(index, sizeof(index),
-		         "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":"
-		         "\"application/vnd.oci.image.index.v1+json\",\"digest\":\"sha256:%s\"}]}",
+		         "{\"schemaVersion\":2,\"manifests\":[{%s\"digest\":\"sha256:%s\"}]}",
+		         variant == OCI_NESTED
+		             ? "\"mediaType\":\"application/vnd.oci.image.index.v1+json\","
+		             : "",
 		         id);
 	}
 	tw_file(&t, "index.json", index);
@@ -903,7 +1014,7 @@ static int oci_layout(int variant)
 static void test_oci_layout(void **state)
 {
 	struct fixture *f = *state;
-	for (int v = OCI_OK; v <= OCI_NESTED; v += OCI_NESTED - OCI_OK) {
+	for (int v = OCI_OK; v <= OCI_NESTED_BARE; v++) {
 		struct img_manifest m;
 		struct img_config c;
 		struct sk_error err = {0};
@@ -946,6 +1057,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_types_round_trip, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dest_and_dotdot, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_layer_so_far, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_escape_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_through_symlink_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hardlinks, setup, teardown),
@@ -956,6 +1068,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_sparse_small, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gzip_bomb, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_empty, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_schily_xattrs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_header_bomb, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_too_many_files, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_not_a_tar, setup, teardown),

@@ -1,0 +1,68 @@
+/* libFuzzer target for the archive importers: each input is read as a tar layer (the first byte
+ * picks whiteouts on or off) or as an OCI image archive, into a store under /tmp with small
+ * limits. Whatever the bytes, the call returns (0 or an error), and ASan/UBSan see no fault.
+ * Build and run: `make fuzz`, then `tests/fuzz/run.sh [seconds]`. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "../../src/image/archive.h"
+
+static struct img_store store;
+static const struct img_limits limits = {
+    .max_files = 1000,
+    .max_bytes = 1 << 20,
+    .max_file_bytes = 256 << 10,
+    .max_xattr_bytes = 64 << 10,
+};
+
+static void store_setup(void)
+{
+	/* run.sh names a directory it removes afterwards */
+	static char tmpl[] = "/tmp/skiff-fuzz-archive-XXXXXX";
+	const char *dir = getenv("SKIFF_FUZZ_STORE");
+	if (!dir)
+		dir = mkdtemp(tmpl);
+	struct sk_error err = {0};
+	if (!dir || img_store_open(&store, dir, &err) < 0) {
+		fprintf(stderr, "fuzz store: %s\n", err.msg);
+		abort();
+	}
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static unsigned long runs;
+	if (!runs++)
+		store_setup();
+	if (size < 1)
+		return 0;
+	int fd = memfd_create("fuzz", MFD_CLOEXEC);
+	if (fd < 0 || write(fd, data + 1, size - 1) != (ssize_t)(size - 1) ||
+	    lseek(fd, 0, SEEK_SET) != 0)
+		abort();
+	struct sk_error err = {0};
+	if (data[0] & 1) {
+		struct img_manifest m;
+		struct img_config c = {0};
+		img_manifest_init(&m);
+		if (img_oci_import(&store, fd, &limits, &m, &c, &err) == 0) {
+			img_manifest_free(&m);
+			img_config_free(&c);
+		}
+	} else {
+		struct img_manifest m;
+		img_manifest_init(&m);
+		int flags = data[0] & 2 ? IMG_TAR_WHITEOUTS : 0;
+		if (img_layer_from_tar(&store, fd, "/", flags, &limits, &m, &err) == 0)
+			img_manifest_free(&m);
+	}
+	close(fd);
+	/* what the runs stored would otherwise pile up */
+	if (runs % 1000 == 0)
+		img_store_gc(&store, NULL, 0, 0, NULL, &err);
+	return 0;
+}
