@@ -24,6 +24,7 @@
 
 #define BUILD_SANDBOX_TIMEOUT_S 3600.0
 #define DEBIAN_TAR_DIR          "/var/cache/skiff"
+#define DEBIAN_TAR_TIMEOUT_S    1800          /* mmdebstrap on a slow or unreachable mirror */
 #define BUILD_OUTPUT_MAX_BYTES  (1024 * 1024) /* of a step's stdout and of its stderr, logged */
 
 enum task_kind {
@@ -265,8 +266,9 @@ static int debian_tar(struct task *t)
 	snprintf(tmp, sizeof(tmp), "%s.tmp", t->arg);
 	mkdir(DEBIAN_TAR_DIR, 0755);
 	snprintf(cmd, sizeof(cmd),
-	         "mmdebstrap --quiet --variant=minbase %s bookworm '%s' </dev/null >/dev/null 2>&1",
-	         python ? "--include=python3" : "", tmp);
+	         "timeout %d mmdebstrap --quiet --variant=minbase %s bookworm '%s' </dev/null "
+	         ">/dev/null 2>&1",
+	         DEBIAN_TAR_TIMEOUT_S, python ? "--include=python3" : "", tmp);
 	int st = system(cmd);
 	if (st != 0 || rename(tmp, t->arg) < 0) {
 		unlink(tmp);
