@@ -354,20 +354,6 @@ static char *sandbox_path(const char *id, const char *rest)
 	return p;
 }
 
-/* Exactly one positional argument, a non-empty ID: returns it, or NULL after reporting. */
-static const char *one_id(const char *cmd, const char *usage, int nargs, char **argv, int *status)
-{
-	if (optind >= nargs || !argv[optind][0]) {
-		*status = cli_usage_error(cmd, usage, "missing the sandbox ID");
-		return NULL;
-	}
-	if (optind + 1 < nargs) {
-		*status = cli_usage_error(cmd, usage, "unexpected argument '%s'", argv[optind + 1]);
-		return NULL;
-	}
-	return argv[optind];
-}
-
 static int sandbox_show(struct cli *c, int argc, char **argv)
 {
 	bool json = false;
@@ -375,7 +361,7 @@ static int sandbox_show(struct cli *c, int argc, char **argv)
 	    simple_parse("sandbox show", SHOW_USAGE, argc, argv, json_options, json_on_opt, &json);
 	if (st)
 		return st;
-	const char *id = one_id("sandbox show", SHOW_USAGE, argc, argv, &st);
+	const char *id = cli_one_arg("sandbox show", SHOW_USAGE, "the sandbox ID", argc, argv, &st);
 	if (!id)
 		return st;
 	struct sk_error err = {0};
@@ -461,7 +447,8 @@ static int sandbox_exec(struct cli *c, int argc, char **argv)
 	int st = simple_parse("sandbox exec", EXEC_USAGE, nopts, argv, options, exec_on_opt, &a);
 	if (st)
 		return st;
-	const char *id = one_id("sandbox exec", EXEC_USAGE, nopts, argv, &st);
+	const char *id =
+	    cli_one_arg("sandbox exec", EXEC_USAGE, "the sandbox ID", nopts, argv, &st);
 	if (!id)
 		return st;
 	if (ncmd == 0)
@@ -576,7 +563,7 @@ static int sandbox_wait(struct cli *c, int argc, char **argv)
 	int st = simple_parse("sandbox wait", WAIT_USAGE, argc, argv, options, timeout_on_opt, &a);
 	if (st)
 		return st;
-	const char *id = one_id("sandbox wait", WAIT_USAGE, argc, argv, &st);
+	const char *id = cli_one_arg("sandbox wait", WAIT_USAGE, "the sandbox ID", argc, argv, &st);
 	if (!id)
 		return st;
 
@@ -644,7 +631,8 @@ static int sandbox_ports(struct cli *c, int argc, char **argv)
 	                      &json);
 	if (st)
 		return st;
-	const char *id = one_id("sandbox ports", PORTS_USAGE, argc, argv, &st);
+	const char *id =
+	    cli_one_arg("sandbox ports", PORTS_USAGE, "the sandbox ID", argc, argv, &st);
 	if (!id)
 		return st;
 	struct sk_error err = {0};

@@ -322,6 +322,12 @@ class Client:
         """request() and the reply's JSON."""
         return self.request(method, path, **kw).json()
 
+    @property
+    def images(self):
+        """This client's images: list(), get(id or name), delete(id), logs(id)."""
+        from .image import Images
+        return Images(self)
+
     def whoami(self):
         return self.json("GET", "/v1/whoami")
 

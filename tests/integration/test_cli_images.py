@@ -1,0 +1,289 @@
+"""`skiff image …`: first what the client sends, against a stand-in of the image routes on
+loopback (bad input exits 2 and sends nothing; copies are packed deterministically and uploaded
+once; the body keeps the steps' order; the exit status follows the build); then builds against
+a real `skiffd dev` (skipped, saying what is missing, while the server has no /v1/images)."""
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import uuid
+
+import pytest
+
+from conftest import REPO
+from imgfake import FakeImagesAPI
+from test_cli import SKIFF, run, skiff_env
+
+sys.path.insert(0, str(REPO / "sdk" / "python"))
+from skiff.image import pack_tar  # noqa: E402
+
+
+@pytest.fixture
+def fake():
+    f = FakeImagesAPI()
+    yield f
+    f.close()
+
+
+@pytest.fixture
+def fenv(fake, tmp_path):
+    return skiff_env(tmp_path / "config", fake.url, "test-token")
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A small tree: nested directories, modes, an old mtime, a symbolic link, a long path."""
+    t = tmp_path / "tree"
+    (t / "sub" / "deep").mkdir(parents=True)
+    (t / "empty").mkdir()
+    (t / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (t / "run.sh").chmod(0o750)
+    (t / "sub" / "deep" / "data").write_bytes(os.urandom(3000))
+    os.utime(t / "sub" / "deep" / "data", (1_000_000_000, 1_000_000_000))
+    os.symlink("../run.sh", t / "sub" / "link")
+    long_dir = t / ("d" * 90) / ("e" * 60)
+    long_dir.mkdir(parents=True)
+    (long_dir / "f").write_text("long\n")
+    return t
+
+
+def digest_of(local, name=None):
+    f = io.BytesIO()
+    hexd, size = pack_tar(local, f, name)
+    assert len(f.getvalue()) == size
+    return hexd, f.getvalue()
+
+
+# ---- no server: the client alone ----
+
+
+def test_help_names_the_options(tmp_path):
+    e = skiff_env(tmp_path)
+    assert "image" in run(e, "--help", check=0).stdout
+    out = run(e, "image", "--help", check=0).stdout
+    assert all(c in out for c in ("build", "ls", "show", "logs", "rm"))
+    out = run(e, "image", "build", "--help", check=0).stdout
+    for opt in ("--from", "--apt", "--run", "--copy", "--env", "--workdir", "--entrypoint",
+                "--name", "--detach", "-f SPEC.json", "oci-archive:FILE", "dir:PATH"):
+        assert opt in out, opt
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--copy", "nocolon"], "LOCAL:DEST"),
+    (["--copy", "./x:relative"], "LOCAL:DEST"),
+    (["--copy", ":/app"], "LOCAL:DEST"),
+    (["--apt", "a,,b"], "empty package"),
+    (["--run", ""], "--run"),
+    (["--workdir", "app"], "absolute"),
+    (["--env", "=x"], "--env"),
+    (["--entrypoint", "[1, 2]"], "JSON array of strings"),
+    (["--entrypoint", " "], "--entrypoint"),
+    (["--bogus"], "bogus"),
+    (["--from"], "--from"),
+    (["-f", "spec.json", "--run", "true"], "-f"),
+    (["unexpected"], "unexpected"),
+    (["--copy", "/nonexistent-dir-for-test:/app"], "/nonexistent-dir-for-test"),
+    (["--from", "oci-archive:/nonexistent.tar"], "/nonexistent.tar"),
+    (["-f", "/nonexistent-spec.json"], "/nonexistent-spec.json"),
+])
+def test_bad_input_exits_2_and_sends_nothing(fake, fenv, args, says):
+    p = run(fenv, "image", "build", *args)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert says in p.stderr and p.stderr.startswith("skiff: ")
+    assert "usage: skiff image build" in p.stderr
+    assert fake.requests == []
+
+
+def test_a_missing_copy_uploads_none_of_the_others(fake, fenv, tree):
+    p = run(fenv, "image", "build", "--copy", f"{tree}:/app", "--run", "true",
+            "--copy", f"{tree}/missing:/m")
+    assert p.returncode == 2 and "step 3 (copy)" in p.stderr and "missing" in p.stderr
+    assert fake.requests == []
+
+
+def test_spec_file_errors_exit_2(fake, fenv, tmp_path, tree):
+    bad = [
+        ("[]", "expected a JSON object"),
+        ('{"steps": 3}', "not an array"),
+        ('{"steps": [{"copy": {"local": "./nope", "dest": "/a"}}]}', "nope"),
+        ('{"steps": [{"copy": {"local": "tree", "dest": "rel"}}]}', "absolute"),
+        ('{"steps": [{"copy": {"local": "tree", "dest": "/a", "blob": "sha256:00"}}]}',
+         "both"),
+        ('{"base": "busybox", ', "line"),
+    ]
+    for text, says in bad:
+        spec = tmp_path / "spec.json"
+        spec.write_text(text)
+        p = run(fenv, "image", "build", "-f", str(spec))
+        assert p.returncode == 2 and says in p.stderr, (text, p.stderr)
+    big = tmp_path / "big.json"
+    big.write_text('{"name": "' + "x" * (300 << 10) + '"}')
+    p = run(fenv, "image", "build", "-f", str(big))
+    assert p.returncode == 2 and "larger than" in p.stderr
+    assert fake.requests == []
+
+
+def test_build_sends_steps_in_order_and_uploads_once(fake, fenv, tree):
+    args = ["image", "build", "--from", "debian-slim", "--apt", "curl,jq", "--run", "make",
+            "--copy", f"{tree}:/app", "--env", "A=1", "--env", "B=x=y",
+            "--copy", f"{tree}/run.sh:/usr/local/bin/start", "--copy", f"{tree}/run.sh:/opt/",
+            "--workdir", "/app", "--entrypoint", "sh -c  'x'", "--name", "web"]
+    p = run(fenv, *args, check=0)
+    assert p.stdout == "im-00000000000000000000000000\n"
+    assert "step 1/1: done" in p.stderr  # the build's output, on stderr
+    tree_hex, tree_tar = digest_of(tree)
+    start_hex, _ = digest_of(tree / "run.sh", "start")
+    opt_hex, _ = digest_of(tree / "run.sh", "run.sh")
+    assert fake.posted() == [{
+        "base": "debian-slim", "name": "web",
+        "steps": [
+            {"apt": ["curl", "jq"]},
+            {"run": "make"},
+            {"copy": {"blob": f"sha256:{tree_hex}", "dest": "/app"}},
+            {"env": {"A": "1", "B": "x=y"}},
+            {"copy": {"blob": f"sha256:{start_hex}", "dest": "/usr/local/bin"}},
+            {"copy": {"blob": f"sha256:{opt_hex}", "dest": "/opt"}},
+            {"workdir": "/app"},
+            {"entrypoint": ["sh", "-c", "'x'"]},
+        ]}]
+    # The CLI's archive is the SDK's, byte for byte.
+    assert fake.blobs[tree_hex] == tree_tar
+    assert len(fake.puts()) == 3
+    # Built again: the server has every blob, so nothing is uploaded.
+    run(fenv, *args, check=0)
+    assert len(fake.puts()) == 3
+
+
+def test_archive_is_deterministic_and_keeps_what_it_says(fake, fenv, tree):
+    run(fenv, "image", "build", "--copy", f"{tree}:/app", "--detach", check=0)
+    (hexd,) = fake.blobs
+    data = fake.blobs[hexd]
+    assert hashlib.sha256(data).hexdigest() == hexd and len(data) % 10240 == 0
+    with tarfile.open(fileobj=io.BytesIO(data)) as t:
+        members = t.getmembers()
+    names = [m.name for m in members]
+    assert names[:2] == ["d" * 90, "d" * 90 + "/" + "e" * 60]
+    assert names[3:] == ["empty", "run.sh", "sub", "sub/deep", "sub/deep/data", "sub/link"]
+    by = {m.name: m for m in members}
+    assert all(m.uid == 0 and m.gid == 0 and m.uname == "" for m in members)
+    assert by["run.sh"].mode == 0o750 and by["sub/deep/data"].mtime == 1_000_000_000
+    assert by["sub/link"].issym() and by["sub/link"].linkname == "../run.sh"
+    assert by["sub/deep/data"].size == 3000
+    # Another run of the same tree: the same bytes; a changed mtime: others.
+    fake.blobs.clear()
+    run(fenv, "image", "build", "--copy", f"{tree}:/app", "--detach", check=0)
+    assert list(fake.blobs) == [hexd]
+    os.utime(tree / "run.sh", (2_000_000_000, 2_000_000_000))
+    run(fenv, "image", "build", "--copy", f"{tree}:/app", "--detach", check=0)
+    assert len(fake.blobs) == 2
+
+
+def test_things_that_cannot_be_copied_are_refused(fake, fenv, tree):
+    os.mkfifo(tree / "sub" / "fifo")
+    p = run(fenv, "image", "build", "--copy", f"{tree}:/app")
+    assert p.returncode == 2 and "fifo" in p.stderr and "only regular files" in p.stderr
+    assert fake.puts() == [] and fake.posted() == []
+
+
+def test_failed_build_exits_1_naming_the_step(fake, fenv):
+    fake.final_state = "failed"
+    fake.error = {"message": "step 2 (run: false): exited 1", "step": 2}
+    p = run(fenv, "image", "build", "--run", "true", "--run", "false")
+    assert p.returncode == 1 and p.stdout == ""
+    assert "im-00000000000000000000000000 failed at step 2" in p.stderr
+    assert "run: false" in p.stderr
+
+
+def test_detach_prints_the_id_at_once(fake, fenv):
+    p = run(fenv, "image", "build", "--run", "true", "--detach", check=0)
+    assert p.stdout == "im-00000000000000000000000000\n"
+    assert [m for m, _, _ in fake.requests] == ["POST"]
+
+
+def test_oci_archive_is_uploaded_as_it_is(fake, fenv, tmp_path):
+    arc = tmp_path / "img.tar"
+    arc.write_bytes(os.urandom(5000))
+    run(fenv, "image", "build", "--from", f"oci-archive:{arc}", "--detach", check=0)
+    hexd = hashlib.sha256(arc.read_bytes()).hexdigest()
+    assert fake.blobs[hexd] == arc.read_bytes()
+    assert fake.posted()[0]["base"] == f"oci-archive:sha256:{hexd}"
+    # A digest is passed through.
+    run(fenv, "image", "build", "--from", f"oci-archive:sha256:{hexd}", "--detach", check=0)
+    assert fake.posted()[1]["base"] == f"oci-archive:sha256:{hexd}"
+
+
+def test_spec_file_locals_are_relative_to_it(fake, fenv, tree, tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"base": "busybox", "steps": [
+        {"copy": {"local": "tree", "dest": "/app"}}, {"run": "ls /app"}]}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    p = subprocess.run([str(SKIFF), "image", "build", "-f", str(spec), "--name", "n1"],
+                       env=fenv, cwd=elsewhere, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    tree_hex, _ = digest_of(tree)
+    assert fake.posted() == [{"base": "busybox", "name": "n1", "steps": [
+        {"copy": {"blob": f"sha256:{tree_hex}", "dest": "/app"}}, {"run": "ls /app"}]}]
+
+
+def test_ls_show_logs_rm_reach_their_routes(fake, fenv):
+    p = run(fenv, "image", "show", "my image", check=0)
+    assert json.loads(p.stdout)["state"] == "ready"
+    assert run(fenv, "image", "logs", "im-x", check=0).stdout == fake.logs.decode()
+    run(fenv, "image", "logs", "-f", "im-x", check=0)
+    p = run(fenv, "image", "rm", "im-a", "im-b")
+    assert p.returncode == 1  # the stand-in has no DELETE
+    assert [(m, pth) for m, pth, _ in fake.requests] == [
+        ("GET", "/v1/images/my%20image"), ("GET", "/v1/images/im-x/logs"),
+        ("GET", "/v1/images/im-x/logs?follow=true"), ("DELETE", "/v1/images/im-a"),
+        ("DELETE", "/v1/images/im-b")]
+    for args in (["show"], ["show", "a", "b"], ["logs"], ["rm"], ["ls", "x"]):
+        assert run(fenv, "image", *args).returncode == 2, args
+
+
+# ---- against skiffd ----
+
+
+def has_images(skiffd):
+    s, _ = skiffd.api("GET", "/v1/images")
+    return s == 200
+
+
+@pytest.fixture
+def ienv(skiffd, tmp_path):
+    if not has_images(skiffd):
+        pytest.skip("skiffd has no /v1/images yet (the image API is not built in)")
+    return skiff_env(tmp_path / "config", skiffd.url, skiffd.token)
+
+
+def test_build_run_and_remove(ienv, skiffd, tree):
+    name = "cli-" + uuid.uuid4().hex[:10]
+    p = run(ienv, "image", "build", "--copy", f"{tree}:/app", "--env", "GREETING=hello",
+            "--workdir", "/app", "--run", "echo building-now; ls /app/sub/deep",
+            "--name", name)
+    assert p.returncode == 0, p.stderr
+    iid = p.stdout.strip()
+    assert iid.startswith("im-") and "building-now" in p.stderr and "data" in p.stderr
+    items = json.loads(run(ienv, "image", "ls", "--json", check=0).stdout)
+    assert [i["state"] for i in items if i["id"] == iid] == ["ready"]
+    assert iid in run(ienv, "image", "ls", check=0).stdout
+    shown = json.loads(run(ienv, "image", "show", name, check=0).stdout)
+    assert shown["id"] == iid
+    assert "building-now" in run(ienv, "image", "logs", iid, check=0).stdout
+    p = run(ienv, "sandbox", "run", "--image", name, "--",
+            "sh", "-c", 'echo $GREETING; pwd; stat -c %a run.sh; cat sub/deep/data | wc -c')
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["hello", "/app", "750", "3000"]
+    run(ienv, "image", "rm", iid, check=0)
+    assert run(ienv, "image", "show", iid).returncode == 1
+
+
+def test_failed_build_names_the_step(ienv):
+    p = run(ienv, "image", "build", "--run", "true", "--run", "echo out-of-step; exit 3")
+    assert p.returncode == 1 and p.stdout == ""
+    assert "failed" in p.stderr and "step 2" in p.stderr, p.stderr
+    assert "out-of-step" in p.stderr
