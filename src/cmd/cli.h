@@ -26,7 +26,7 @@
 #define CLI_REQUEST_TIMEOUT_S  300L /* total time of an ordinary request */
 #define CLI_WAIT_MARGIN_S      60L  /* added to a server-side wait for the request's own limit */
 #define CLI_NO_TIMEOUT         0L   /* exec without a timeout: bounded by the sandbox's own */
-#define CLI_MAX_BLOB_BYTES     (1ULL << 30) /* one upload: the server's limit on a blob */
+#define CLI_MAX_BLOB_BYTES     (4ULL << 30) /* one upload: the server's default limit on a blob */
 #define CLI_MAX_TAR_ENTRIES    (1u << 20)   /* files in one copied tree */
 
 /* One invocation: where the server is and how to authenticate. */

@@ -27,7 +27,7 @@ from .errors import InvalidArgument, SkiffError
 
 __all__ = ["Image", "ImageBuildError", "Images", "pack_tar"]
 
-MAX_BLOB_BYTES = 1 << 30       # one upload: the server's limit on a blob
+MAX_BLOB_BYTES = 4 << 30       # one upload: the server's default limit on a blob
 MAX_TAR_ENTRIES = 1 << 20      # files in one copied tree
 BUILD_POLL_S = 0.5
 LOG_STREAM_IDLE_S = 600.0      # a step may print nothing for long (apt, a compile)
@@ -237,11 +237,11 @@ def _upload(client, data_file, size, digest):
         return
     if r.status != 404:
         client.request("HEAD", path)  # raises the matching error
-    data_file.seek(0)
-    data = data_file.read()
-    if len(data) != size:
-        raise SkiffError(f"the archive to upload changed size ({len(data)} != {size})")
-    client.request("PUT", path, data=data,
+    data_file.seek(0, os.SEEK_END)
+    if data_file.tell() != size:
+        raise SkiffError(f"the archive to upload changed size ({data_file.tell()} != {size})")
+    # The file itself is the body: streamed, never read into memory whole.
+    client.request("PUT", path, data=data_file, headers={"Content-Length": str(size)},
                    timeout=max(client.timeout, UPLOAD_TIMEOUT_BASE_S + (size >> 24)))
 
 
@@ -370,23 +370,21 @@ class Image:
 
     def _upload_local(self, client, loc):
         """Upload one local thing; returns its blob name."""
-        with tempfile.TemporaryFile(prefix="skiff-tar-") as f:
-            if loc.kind == "oci":
-                size = os.stat(loc.path).st_size
+        if loc.kind == "oci":
+            with open(loc.path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
                 if size > MAX_BLOB_BYTES:
                     raise InvalidArgument(f"{loc.path}: over the {MAX_BLOB_BYTES >> 20} MiB a "
                                           f"blob may hold")
                 h = hashlib.sha256()
-                with open(loc.path, "rb") as src:
-                    while chunk := src.read(1 << 20):
-                        h.update(chunk)
-                        f.write(chunk)
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
                 digest = h.hexdigest()
-                size = f.tell()
-            else:
-                _, name = loc.target()
-                digest, size = pack_tar(loc.path, f, name)
-            _upload(client, f, size, digest)
+                _upload(client, f, size, digest)
+        else:
+            with tempfile.TemporaryFile(prefix="skiff-tar-") as f:
+                digest, size = pack_tar(loc.path, f, loc.target()[1])
+                _upload(client, f, size, digest)
         return f"sha256:{digest}"
 
     def build(self, client=None, name=None, logs=None, timeout_s=None):
