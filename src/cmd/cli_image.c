@@ -537,8 +537,8 @@ static int image_build(struct cli *c, int argc, char **argv)
 static int image_ls(struct cli *c, int argc, char **argv)
 {
 	static const struct cli_column cols[] = {
-	    {"ID", "id"},           {"NAME", "name"}, {"STATE", "state"},
-	    {"SIZE", "size_bytes"}, {"BASE", "base"}, {"CREATED", "created_at"},
+	    {"ID", "id"},     {"NAME", "name"},   {"STATE", "state"},
+	    {"SIZE", "size"}, {"FILES", "files"}, {"CREATED", "created_at"},
 	};
 	return cli_list_command(c, "image ls", LS_USAGE, argc, argv, "/v1/images", cols,
 	                        ARRAY_SIZE(cols));

@@ -191,11 +191,13 @@ def test_things_that_cannot_be_copied_are_refused(fake, fenv, tree):
 
 def test_failed_build_exits_1_naming_the_step(fake, fenv):
     fake.final_state = "failed"
-    fake.error = {"message": "step 2 (run: false): exited 1", "step": 2}
+    fake.error = "step 2 (false) failed: exit code 1"  # as skiffd says it
     p = run(fenv, "image", "build", "--run", "true", "--run", "false")
     assert p.returncode == 1 and p.stdout == ""
-    assert "im-00000000000000000000000000 failed at step 2" in p.stderr
-    assert "run: false" in p.stderr
+    assert "im-00000000000000000000000000 failed: step 2 (false)" in p.stderr
+    fake.error = {"message": "exit code 1", "step": 2}  # a structured one
+    p = run(fenv, "image", "build", "--run", "true", "--run", "false")
+    assert p.returncode == 1 and "failed at step 2: exit code 1" in p.stderr
 
 
 def test_detach_prints_the_id_at_once(fake, fenv):

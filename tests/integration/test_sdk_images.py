@@ -154,10 +154,14 @@ def test_build_checks_every_local_before_uploading(fake, fclient, tree):
 
 def test_failed_build_raises_naming_the_step(fake, fclient):
     fake.final_state = "failed"
-    fake.error = {"message": "step 2 (run: false): exited 1", "step": 2}
+    fake.error = "step 2 (false) failed: exit code 1"  # as skiffd says it
     with pytest.raises(skiff.ImageBuildError) as e:
         skiff.Image.busybox().run_commands("true", "false").build(client=fclient)
-    assert e.value.step == 2 and e.value.image_id == IID and "run: false" in str(e.value)
+    assert e.value.step == 2 and e.value.image_id == IID and "step 2 (false)" in str(e.value)
+    fake.error = {"message": "exit code 1", "step": 2}  # a structured one
+    with pytest.raises(skiff.ImageBuildError) as e:
+        skiff.Image.busybox().run_commands("true", "false").build(client=fclient)
+    assert e.value.step == 2 and "at step 2: exit code 1" in str(e.value)
 
 
 def test_oci_archive_uploaded_as_it_is(fake, fclient, tmp_path):

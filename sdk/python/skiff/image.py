@@ -17,6 +17,7 @@ them.
 
 import hashlib
 import os
+import re
 import stat
 import tempfile
 import time
@@ -478,6 +479,9 @@ def _build_error(image_id, im):
     step = im.get("failed_step")
     if step is None and isinstance(e, dict):
         step = e.get("step")
-    where = f" at step {step}" if step is not None else ""
+    if step is None and msg:
+        m = re.match(r"step (\d+)\b", msg)  # the server's message starts with the step
+        step = int(m.group(1)) if m else None
+    where = f" at step {step}" if step is not None and not (msg or "").startswith("step") else ""
     return ImageBuildError(f"image {image_id} {im.get('state')}{where}: {msg or 'no reason given'}",
                            image_id=image_id, step=step, image=im)
