@@ -386,8 +386,15 @@ static int locals_upload(struct cli *c, const struct build_args *a, struct sk_er
 			return sk_error_errno(err, -ENOMEM, "copy");
 		json_object_del(copy, "local");
 		json_object_set_new(copy, "blob", json_string(blob));
-		if (dir)
-			json_object_set_new(copy, "dest", json_string(dir));
+		if (!dir) { /* a directory: at dest, without a trailing '/' */
+			size_t n = strlen(dest);
+			while (n > 1 && dest[n - 1] == '/')
+				n--;
+			dir = strndup(dest, n);
+			if (!dir)
+				return sk_error_errno(err, -ENOMEM, "copy");
+		}
+		json_object_set_new(copy, "dest", json_string(dir));
 	}
 	return 0;
 }

@@ -129,7 +129,7 @@ def test_spec_file_errors_exit_2(fake, fenv, tmp_path, tree):
 
 def test_build_sends_steps_in_order_and_uploads_once(fake, fenv, tree):
     args = ["image", "build", "--from", "debian-slim", "--apt", "curl,jq", "--run", "make",
-            "--copy", f"{tree}:/app", "--env", "A=1", "--env", "B=x=y",
+            "--copy", f"{tree}:/app//", "--env", "A=1", "--env", "B=x=y",
             "--copy", f"{tree}/run.sh:/usr/local/bin/start", "--copy", f"{tree}/run.sh:/opt/",
             "--workdir", "/app", "--entrypoint", "sh -c  'x'", "--name", "web"]
     p = run(fenv, *args, check=0)
@@ -180,6 +180,14 @@ def test_archive_is_deterministic_and_keeps_what_it_says(fake, fenv, tree):
     os.utime(tree / "run.sh", (2_000_000_000, 2_000_000_000))
     run(fenv, "image", "build", "--copy", f"{tree}:/app", "--detach", check=0)
     assert len(fake.blobs) == 2
+
+
+def test_an_empty_directory_is_the_same_archive_from_both(fake, fenv, tmp_path):
+    (tmp_path / "empty").mkdir()
+    run(fenv, "image", "build", "--copy", f"{tmp_path}/empty:/", "--detach", check=0)
+    hexd, data = digest_of(tmp_path / "empty")
+    assert fake.blobs == {hexd: data} and len(data) == 10240
+    assert fake.posted()[0]["steps"] == [{"copy": {"blob": f"sha256:{hexd}", "dest": "/"}}]
 
 
 def test_things_that_cannot_be_copied_are_refused(fake, fenv, tree):

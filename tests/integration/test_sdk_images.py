@@ -121,7 +121,7 @@ def test_pack_is_deterministic_and_readable(tree, tmp_path):
 
 
 def test_build_uploads_then_posts(fake, fclient, tree):
-    img = (skiff.Image.busybox().add_local_dir(tree, "/app")
+    img = (skiff.Image.busybox().add_local_dir(tree, "/app/")
            .add_local_file(tree / "tool", "/usr/bin/t").env({"K": "V"}))
     seen = []
     assert img.build(client=fclient, name="web", logs=seen.append) == IID

@@ -223,7 +223,7 @@ class _Local:
     def target(self):
         """(the directory the tar is unpacked at, the file's name in it or None)."""
         if self.kind == "dir":
-            return self.dest, None
+            return self.dest.rstrip("/") or "/", None
         if self.dest.endswith("/"):
             return self.dest.rstrip("/") or "/", os.path.basename(self.path)
         d, n = self.dest.rsplit("/", 1)
