@@ -17,6 +17,20 @@ int img_layer_from_tar(struct img_store *s, int fd, const char *dest, int flags,
                        const struct img_limits *lim, struct img_manifest *layer,
                        struct sk_error *err);
 
+/* What img_layer_from_tar_stats read, for the caller to log: device nodes and sockets are
+ * dropped, not refused, and warning says so ("" when nothing was dropped). */
+struct img_tar_stats {
+	uint64_t members;         /* every member read, whiteouts and dropped ones included */
+	uint64_t bytes;           /* regular files' bytes (hard links count their target's) */
+	uint64_t devices_dropped; /* character and block devices */
+	uint64_t sockets_dropped;
+	char warning[128];
+};
+/* img_layer_from_tar, and what it read into ret_stats (when not NULL; untouched on failure). */
+int img_layer_from_tar_stats(struct img_store *s, int fd, const char *dest, int flags,
+                             const struct img_limits *lim, struct img_manifest *layer,
+                             struct img_tar_stats *ret_stats, struct sk_error *err);
+
 /* What an OCI image's config says about how to run it. */
 struct img_config {
 	char **env; /* "K=V" */

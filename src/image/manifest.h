@@ -14,8 +14,8 @@
 
 #include "store.h"
 
-#define IMG_PATH_MAX 4095
-#define IMG_XATTR_NAME_MAX 255
+#define IMG_PATH_MAX        4095
+#define IMG_XATTR_NAME_MAX  255
 #define IMG_XATTR_VALUE_MAX 65536
 
 enum img_type {
@@ -40,14 +40,14 @@ struct img_entry {
 	enum img_type type;
 	uint32_t mode; /* permission bits with suid, sgid, sticky (07777); the type is in type */
 	uint32_t uid, gid;
-	uint64_t size;                /* IMG_REG: bytes */
-	int64_t mtime_sec;            /* kept: Python's cached bytecode checks it */
+	uint64_t size;     /* IMG_REG: bytes */
+	int64_t mtime_sec; /* kept: Python's cached bytecode checks it */
 	uint32_t mtime_nsec;
-	char digest[IMG_DIGEST_HEX];  /* IMG_REG: the content's digest; "" otherwise */
-	char *target;                 /* IMG_SYMLINK: the link's text (never followed by skiff) */
+	char digest[IMG_DIGEST_HEX]; /* IMG_REG: the content's digest; "" otherwise */
+	char *target;                /* IMG_SYMLINK: the link's text (never followed by skiff) */
 	uint32_t rdev_major, rdev_minor; /* IMG_CHR, IMG_BLK */
-	int opaque;                   /* IMG_DIR in a layer: hides everything below it in the lower */
-	struct img_xattr *xattrs;     /* sorted by name, unique */
+	int opaque;               /* IMG_DIR in a layer: hides everything below it in the lower */
+	struct img_xattr *xattrs; /* sorted by name, unique */
 	size_t nxattrs;
 };
 
@@ -58,9 +58,9 @@ struct img_manifest {
 
 /* What a client-controlled image may hold; a manifest or an import past them is refused. */
 struct img_limits {
-	uint64_t max_files;      /* entries */
-	uint64_t max_bytes;      /* the sum of regular files' sizes */
-	uint64_t max_file_bytes; /* one file */
+	uint64_t max_files;       /* entries */
+	uint64_t max_bytes;       /* the sum of regular files' sizes */
+	uint64_t max_file_bytes;  /* one file */
 	uint64_t max_xattr_bytes; /* names and values of one entry */
 };
 extern const struct img_limits img_default_limits;

@@ -56,8 +56,8 @@ int img_blob_open(struct img_store *s, const char *digest, int *ret_fd, uint64_t
                   struct sk_error *err);
 /* Read a whole blob of at most max bytes into a fresh buffer (NUL-terminated, not counted in
  * *ret_len); -EFBIG when larger. */
-int img_blob_read(struct img_store *s, const char *digest, size_t max, char **ret,
-                  size_t *ret_len, struct sk_error *err);
+int img_blob_read(struct img_store *s, const char *digest, size_t max, char **ret, size_t *ret_len,
+                  struct sk_error *err);
 
 struct img_gc_stats {
 	uint64_t blobs_removed, blob_bytes_removed;

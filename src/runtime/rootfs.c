@@ -153,8 +153,8 @@ static int setup_sys(const char *root, struct sk_error *err)
 	return 0;
 }
 
-int rootfs_setup(const char *scratch, int lower_fd, int upper_fd, const struct spec *spec,
-                 struct timing *t, struct sk_error *err)
+int rootfs_setup(const char *scratch, int lower_fd, int upper_fd, int upper_volatile,
+                 const struct spec *spec, struct timing *t, struct sk_error *err)
 {
 	char upper[4096], work[4096], lower[4096], root[4096], opts[4096 * 3 + 64];
 	int r;
@@ -169,6 +169,8 @@ int rootfs_setup(const char *scratch, int lower_fd, int upper_fd, const struct s
 			return sk_error_errno(err, -errno, "mount the writable layer on %s",
 			                      scratch);
 	} else if ((r = mount_at(err, "skiff", scratch, "tmpfs", MS_NOSUID | MS_NODEV, size)) < 0) {
+		/* A runtime that keeps no handle on the layer (the runtime makes it: see
+		 * tmpfs_upper_make). */
 		return r;
 	}
 	path_join(upper, sizeof(upper), scratch, "upper");
@@ -184,7 +186,7 @@ int rootfs_setup(const char *scratch, int lower_fd, int upper_fd, const struct s
 	 * sandbox's layer on it, when this one is unmounted (init's exit) or fsyncs or syncs; the
 	 * layer dies with the sandbox anyway, as a tmpfs one does. */
 	snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s,workdir=%s,userxattr%s", lower, upper,
-	         work, upper_fd >= 0 ? ",volatile" : "");
+	         work, upper_volatile ? ",volatile" : "");
 	if ((r = mount_at(err, "overlay", root, "overlay", MS_NOSUID, opts)) < 0)
 		return r;
 	timing_mark(t, "mount_tmpfs_overlay");

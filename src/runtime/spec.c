@@ -35,6 +35,7 @@ void spec_release(struct spec *s)
 {
 	free(s->image);
 	free(s->rootfs);
+	free(s->image_digest);
 	strv_free(s->argv);
 	strv_free(s->env);
 	free(s->workdir);
@@ -176,6 +177,12 @@ int spec_set_string(char **field, const char *value, const char *what, struct sk
 	return 0;
 }
 
+static int digest_valid(const char *h)
+{
+	return strlen(h) == SPEC_DIGEST_HEX_CHARS &&
+	       strspn(h, "0123456789abcdef") == SPEC_DIGEST_HEX_CHARS;
+}
+
 static int hostname_valid(const char *h)
 {
 	size_t n = strlen(h);
@@ -213,6 +220,9 @@ int spec_validate(const struct spec *s, struct sk_error *err)
 	if (s->rootfs && (s->rootfs[0] == '\0' || strlen(s->rootfs) >= SPEC_MAX_PATH_BYTES))
 		return sk_error_set(err, EINPUT, "rootfs: must be a path under %d bytes",
 		                    SPEC_MAX_PATH_BYTES);
+	if (s->image_digest && !digest_valid(s->image_digest))
+		return sk_error_set(err, EINPUT, "image_digest: expected %d lowercase hex digits",
+		                    SPEC_DIGEST_HEX_CHARS);
 	if (s->hostname && !hostname_valid(s->hostname))
 		return sk_error_set(
 		    err, EINPUT,
@@ -552,6 +562,14 @@ static int json_field(struct spec *s, const char *key, json_t *v, struct sk_erro
 		return json_string_field(v, key, &s->image, err);
 	if (!strcmp(key, "rootfs"))
 		return json_string_field(v, key, &s->rootfs, err);
+	if (!strcmp(key, "image_digest"))
+		return json_string_field(v, key, &s->image_digest, err);
+	if (!strcmp(key, "capture_layer")) {
+		if (!json_is_boolean(v) && !json_is_null(v))
+			return sk_error_set(err, EINPUT, "capture_layer: expected true or false");
+		s->capture_layer = json_is_true(v);
+		return 0;
+	}
 	if (!strcmp(key, "command"))
 		return json_command(s, v, err);
 	if (!strcmp(key, "env"))

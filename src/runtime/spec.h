@@ -29,6 +29,7 @@
 #define SPEC_MAX_PORTS          16 /* ports a sandbox declares it serves */
 #define SPEC_MAX_CIDRS          64 /* entries of cidr_allowlist */
 #define SPEC_CIDR_MAX_CHARS     18 /* "255.255.255.255/32" */
+#define SPEC_DIGEST_HEX_CHARS   64 /* image_digest: a SHA-256 in lowercase hex */
 
 /* Defaults (API.md). */
 #define SPEC_DEFAULT_CPU        1.0
@@ -48,7 +49,12 @@ struct spec_cidr {
 struct spec {
 	char *image;  /* image name; NULL means the default ("busybox") */
 	char *rootfs; /* host directory used as the read-only lower layer; overrides image */
-	char **argv;  /* NULL-terminated; NULL when no command was given */
+	/* Set by the server, never by its clients (it refuses them): the manifest digest (64
+	 * lowercase hex) of the image to start on, NULL: the default root; and capture_layer, a
+	 * build step's sandbox whose writable layer is stored as a layer when its command ends. */
+	char *image_digest;
+	int capture_layer;
+	char **argv; /* NULL-terminated; NULL when no command was given */
 	size_t argc;
 	char **env; /* "K=V", NULL-terminated */
 	size_t envc;

@@ -1,0 +1,857 @@
+/* Tar layers and OCI imports (src/image/archive.c), fed archives built here with libarchive's
+ * writer: every member type round trips with its metadata; whiteouts; hostile archives (names
+ * that climb out, links out of the archive, members through symlinks, device nodes, a sparse
+ * file claiming 1 TiB, a gzip bomb, too many members) are refused or dropped and leave nothing
+ * outside the store; docker save and OCI layout archives import to the right image and config. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "../../src/image/archive.h"
+#include "../../src/lib/fsutil.h"
+#include "../../src/lib/hash.h"
+
+struct fixture {
+	char dir[64];
+	char canary[80];
+	struct img_store s;
+	struct img_limits lim;
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	snprintf(f->dir, sizeof(f->dir), "/tmp/skiff-archive-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	char root[128];
+	snprintf(root, sizeof(root), "%s/store", f->dir);
+	snprintf(f->canary, sizeof(f->canary), "%s/canary", f->dir);
+	assert_int_equal(mkdir(f->canary, 0755), 0);
+	struct sk_error err = {0};
+	int r = img_store_open(&f->s, root, &err);
+	if (r < 0)
+		fail_msg("img_store_open: %s", err.msg);
+	f->lim = img_default_limits;
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	img_store_close(&f->s);
+	assert_int_equal(fs_rm_rf_at(AT_FDCWD, f->dir), 0);
+	free(f);
+	return 0;
+}
+
+/* Entries in a directory of the fixture (0 for an empty one). */
+static int count_entries(const char *path)
+{
+	DIR *d = opendir(path);
+	assert_non_null(d);
+	int n = 0;
+	struct dirent *de;
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			n++;
+	closedir(d);
+	return n;
+}
+
+/* Files (not directories) anywhere below path. */
+static int count_files(const char *path)
+{
+	DIR *d = opendir(path);
+	if (!d)
+		return 0;
+	int n = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		char sub[1024];
+		snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name);
+		struct stat st;
+		assert_int_equal(lstat(sub, &st), 0);
+		n += S_ISDIR(st.st_mode) ? count_files(sub) : 1;
+	}
+	closedir(d);
+	return n;
+}
+
+/* Nothing but finished blobs: tmp/ is empty and nothing appeared in the canary directory. */
+static void assert_clean(struct fixture *f)
+{
+	char tmp[160];
+	snprintf(tmp, sizeof(tmp), "%s/store/tmp", f->dir);
+	assert_int_equal(count_entries(tmp), 0);
+	assert_int_equal(count_entries(f->canary), 0);
+}
+
+/* An archive being written into a memfd. */
+struct tw {
+	struct archive *a;
+	int fd;
+};
+
+enum { TW_PLAIN, TW_GZIP, TW_ZSTD };
+
+static struct tw tw_open(int filter)
+{
+	struct tw t = {.a = archive_write_new(), .fd = memfd_create("tar", MFD_CLOEXEC)};
+	assert_true(t.fd >= 0);
+	assert_int_equal(archive_write_set_format_pax(t.a), ARCHIVE_OK);
+	if (filter == TW_GZIP)
+		assert_int_equal(archive_write_add_filter_gzip(t.a), ARCHIVE_OK);
+	if (filter == TW_ZSTD)
+		assert_int_equal(archive_write_add_filter_zstd(t.a), ARCHIVE_OK);
+	assert_int_equal(archive_write_open_fd(t.a, t.fd), ARCHIVE_OK);
+	return t;
+}
+
+/* A member with its metadata; data for regular files. */
+static struct archive_entry *tw_entry(const char *name, mode_t type, mode_t perm)
+{
+	struct archive_entry *e = archive_entry_new();
+	archive_entry_set_pathname(e, name);
+	archive_entry_set_filetype(e, type);
+	archive_entry_set_perm(e, perm);
+	archive_entry_set_mtime(e, 1700000000, 5);
+	return e;
+}
+
+static void tw_put(struct tw *t, struct archive_entry *e, const void *data, size_t len)
+{
+	assert_int_equal(archive_write_header(t->a, e), ARCHIVE_OK);
+	if (len)
+		assert_int_equal(archive_write_data(t->a, data, len), (la_ssize_t)len);
+	archive_entry_free(e);
+}
+
+static void tw_file(struct tw *t, const char *name, const char *data)
+{
+	struct archive_entry *e = tw_entry(name, AE_IFREG, 0644);
+	archive_entry_set_size(e, (la_int64_t)strlen(data));
+	tw_put(t, e, data, strlen(data));
+}
+
+static void tw_dir(struct tw *t, const char *name)
+{
+	tw_put(t, tw_entry(name, AE_IFDIR, 0755), NULL, 0);
+}
+
+static void tw_symlink(struct tw *t, const char *name, const char *target)
+{
+	struct archive_entry *e = tw_entry(name, AE_IFLNK, 0777);
+	archive_entry_set_symlink(e, target);
+	tw_put(t, e, NULL, 0);
+}
+
+static void tw_hardlink(struct tw *t, const char *name, const char *target)
+{
+	struct archive_entry *e = tw_entry(name, AE_IFREG, 0644);
+	archive_entry_set_hardlink(e, target);
+	archive_entry_set_size(e, 0);
+	tw_put(t, e, NULL, 0);
+}
+
+/* Finish the archive; its fd, at offset 0. */
+static int tw_close(struct tw *t)
+{
+	assert_int_equal(archive_write_close(t->a), ARCHIVE_OK);
+	archive_write_free(t->a);
+	assert_int_equal(lseek(t->fd, 0, SEEK_SET), 0);
+	return t->fd;
+}
+
+/* The archive's bytes (for nesting it in another). */
+static char *tw_bytes(struct tw *t, size_t *ret_len)
+{
+	int fd = tw_close(t);
+	struct stat st;
+	assert_int_equal(fstat(fd, &st), 0);
+	char *buf = malloc((size_t)st.st_size + 1);
+	assert_int_equal(pread(fd, buf, (size_t)st.st_size, 0), st.st_size);
+	close(fd);
+	*ret_len = (size_t)st.st_size;
+	return buf;
+}
+
+static void tw_file_bytes(struct tw *t, const char *name, const char *data, size_t len)
+{
+	struct archive_entry *e = tw_entry(name, AE_IFREG, 0644);
+	archive_entry_set_size(e, (la_int64_t)len);
+	tw_put(t, e, data, len);
+}
+
+/* Read fd as a layer at dest; the error's code (0 on success), err filled. */
+static int layer(struct fixture *f, int fd, const char *dest, int flags, struct img_manifest *m,
+                 struct sk_error *err)
+{
+	img_manifest_init(m);
+	int r = img_layer_from_tar(&f->s, fd, dest, flags, &f->lim, m, err);
+	close(fd);
+	return r;
+}
+
+static const struct img_entry *find(const struct img_manifest *m, const char *path)
+{
+	const struct img_entry *e = img_manifest_find(m, path);
+	if (!e)
+		fail_msg("%s is not in the manifest", path);
+	return e;
+}
+
+static void assert_blob(struct fixture *f, const struct img_entry *e, const char *data)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	struct sk_error err = {0};
+	assert_int_equal(e->type, IMG_REG);
+	assert_int_equal(img_blob_read(&f->s, e->digest, 1 << 20, &buf, &len, &err), 0);
+	assert_int_equal(len, strlen(data));
+	assert_memory_equal(buf, data, len);
+	assert_int_equal(e->size, len);
+	free(buf);
+}
+
+static void test_types_round_trip(void **state)
+{
+	struct fixture *f = *state;
+	struct tw t = tw_open(TW_ZSTD);
+	struct archive_entry *e = tw_entry("./bin", AE_IFDIR, 01777);
+	archive_entry_set_uid(e, 7);
+	archive_entry_set_gid(e, 8);
+	tw_put(&t, e, NULL, 0);
+	e = tw_entry("./bin/tool", AE_IFREG, 04755);
+	archive_entry_set_uid(e, 1000);
+	archive_entry_set_gid(e, 100);
+	archive_entry_set_mtime(e, 1234567890, 123456789);
+	archive_entry_set_size(e, 5);
+	archive_entry_xattr_add_entry(e, "user.zeta", "z", 1);
+	archive_entry_xattr_add_entry(e, "security.capability", "\x01\x00\x00\x02", 4);
+	archive_entry_xattr_add_entry(e, "trusted.overlay.opaque", "y", 1);
+	tw_put(&t, e, "hello", 5);
+	tw_symlink(&t, "bin/link", "tool");
+	tw_symlink(&t, "abs", "/etc/passwd");
+	tw_symlink(&t, "up", "../../../../etc");
+	e = tw_entry("run/fifo", AE_IFIFO, 0600);
+	tw_put(&t, e, NULL, 0);
+	tw_hardlink(&t, "bin/tool2", "bin/tool");
+	tw_file(&t, "//top//x/./y", "y");
+
+	struct img_manifest m;
+	struct sk_error err = {0};
+	struct img_tar_stats stats;
+	img_manifest_init(&m);
+	int fd = tw_close(&t);
+	int r = img_layer_from_tar_stats(&f->s, fd, "/", 0, &f->lim, &m, &stats, &err);
+	close(fd);
+	if (r < 0)
+		fail_msg("%s", err.msg);
+	assert_int_equal(stats.members, 8);
+	assert_string_equal(stats.warning, "");
+
+	const struct img_entry *d = find(&m, "/bin");
+	assert_int_equal(d->type, IMG_DIR);
+	assert_int_equal(d->mode, 01777);
+	assert_int_equal(d->uid, 7);
+	assert_int_equal(d->gid, 8);
+	const struct img_entry *x = find(&m, "/bin/tool");
+	assert_blob(f, x, "hello");
+	assert_int_equal(x->mode, 04755);
+	assert_int_equal(x->uid, 1000);
+	assert_int_equal(x->gid, 100);
+	assert_int_equal(x->mtime_sec, 1234567890);
+	assert_int_equal(x->mtime_nsec, 123456789);
+	/* sorted, the overlay one dropped */
+	assert_int_equal(x->nxattrs, 2);
+	assert_string_equal(x->xattrs[0].name, "security.capability");
+	assert_int_equal(x->xattrs[0].len, 4);
+	assert_memory_equal(x->xattrs[0].value, "\x01\x00\x00\x02", 4);
+	assert_string_equal(x->xattrs[1].name, "user.zeta");
+	const struct img_entry *h = find(&m, "/bin/tool2");
+	assert_string_equal(h->digest, x->digest);
+	assert_int_equal(h->mode, 04755);
+	assert_int_equal(h->nxattrs, 2);
+	const struct img_entry *l = find(&m, "/bin/link");
+	assert_int_equal(l->type, IMG_SYMLINK);
+	assert_string_equal(l->target, "tool");
+	assert_string_equal(find(&m, "/abs")->target, "/etc/passwd");
+	assert_string_equal(find(&m, "/up")->target, "../../../../etc");
+	const struct img_entry *p = find(&m, "/run/fifo");
+	assert_int_equal(p->type, IMG_FIFO);
+	assert_int_equal(p->mode, 0600);
+	assert_int_equal(p->mtime_sec, 1700000000);
+	assert_blob(f, find(&m, "/top/x/y"), "y");
+	img_manifest_free(&m);
+	assert_clean(f);
+}
+
+static void test_dest_and_dotdot(void **state)
+{
+	struct fixture *f = *state;
+	struct tw t = tw_open(TW_GZIP);
+	tw_file(&t, "/etc/passwd", "root");
+	tw_file(&t, "a/../b", "b");
+	struct img_manifest m;
+	struct sk_error err = {0};
+	if (layer(f, tw_close(&t), "/srv/app", 0, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_int_equal(m.n, 2);
+	assert_blob(f, find(&m, "/srv/app/etc/passwd"), "root");
+	assert_blob(f, find(&m, "/srv/app/b"), "b");
+	img_manifest_free(&m);
+
+	t = tw_open(TW_PLAIN);
+	tw_file(&t, "x", "x");
+	assert_int_equal(layer(f, tw_close(&t), "/srv/../x", 0, &m, &err), -SK_EINVAL_SPEC);
+}
+
+/* Names that climb above the root refuse the whole archive, naming the member. */
+static void test_escape_refused(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const NAMES[] = {"../../etc/passwd", "a/../../x", "./..",
+	                                    "a/b/../../.."};
+	char escape[256];
+	snprintf(escape, sizeof(escape), "../../../../../..%s/passwd", f->canary);
+	for (size_t i = 0; i <= sizeof(NAMES) / sizeof(NAMES[0]); i++) {
+		const char *name = i < sizeof(NAMES) / sizeof(NAMES[0]) ? NAMES[i] : escape;
+		struct tw t = tw_open(TW_PLAIN);
+		tw_file(&t, "ok", "fine");
+		tw_file(&t, name, "owned");
+		struct img_manifest m;
+		struct sk_error err = {0};
+		assert_int_equal(layer(f, tw_close(&t), "/", 0, &m, &err), -SK_EINVAL_SPEC);
+		assert_non_null(strstr(err.msg, name));
+		assert_non_null(strstr(err.msg, "climbs above"));
+		assert_int_equal(m.n, 0);
+		assert_clean(f);
+	}
+}
+
+/* A member "through" a symlink of the archive is refused, never written where it points. */
+static void test_through_symlink_refused(void **state)
+{
+	struct fixture *f = *state;
+	struct tw t = tw_open(TW_PLAIN);
+	tw_symlink(&t, "evil", f->canary);
+	tw_file(&t, "evil/passwd", "owned");
+	struct img_manifest m;
+	struct sk_error err = {0};
+	assert_int_equal(layer(f, tw_close(&t), "/", 0, &m, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "evil/passwd"));
+	assert_non_null(strstr(err.msg, "symlink"));
+	assert_clean(f);
+
+	t = tw_open(TW_PLAIN);
+	tw_symlink(&t, "up", "../../../..");
+	tw_dir(&t, "up/etc");
+	assert_int_equal(layer(f, tw_close(&t), "/", 0, &m, &err), -SK_EINVAL_SPEC);
+	assert_clean(f);
+}
+
+static void test_hardlinks(void **state)
+{
+	struct fixture *f = *state;
+	/* what is not a regular file earlier in the archive: the host's files, a directory, the
+	 * link itself, a file that comes after the link */
+	static const char *const TARGETS[] = {"missing", "/etc/shadow", "etc/shadow",   "dir",
+	                                      "self",    "later",       "../etc/shadow"};
+	for (size_t i = 0; i < sizeof(TARGETS) / sizeof(TARGETS[0]); i++) {
+		struct tw t = tw_open(TW_PLAIN);
+		tw_dir(&t, "dir");
+		tw_hardlink(&t, "self", TARGETS[i]);
+		tw_file(&t, "later", "x");
+		struct img_manifest m;
+		struct sk_error err = {0};
+		assert_int_equal(layer(f, tw_close(&t), "/", 0, &m, &err), -SK_EINVAL_SPEC);
+		assert_non_null(strstr(err.msg, "hard link"));
+		assert_non_null(strstr(err.msg, TARGETS[i]));
+		assert_int_equal(m.n, 0);
+		assert_clean(f);
+	}
+}
+
+static void test_devices_dropped(void **state)
+{
+	struct fixture *f = *state;
+	struct tw t = tw_open(TW_PLAIN);
+	struct archive_entry *e = tw_entry("dev/sda", AE_IFBLK, 0600);
+	archive_entry_set_rdev(e, makedev(8, 0));
+	tw_put(&t, e, NULL, 0);
+	e = tw_entry("dev/mem", AE_IFCHR, 0600);
+	archive_entry_set_rdev(e, makedev(1, 1));
+	tw_put(&t, e, NULL, 0);
+	tw_file(&t, "dev/ok", "ok");
+	struct img_manifest m;
+	struct img_tar_stats stats;
+	struct sk_error err = {0};
+	img_manifest_init(&m);
+	int fd = tw_close(&t);
+	int r = img_layer_from_tar_stats(&f->s, fd, "/", 0, &f->lim, &m, &stats, &err);
+	close(fd);
+	if (r < 0)
+		fail_msg("%s", err.msg);
+	assert_int_equal(stats.devices_dropped, 2);
+	assert_int_equal(stats.sockets_dropped, 0); /* tar has no type for them */
+	assert_non_null(strstr(stats.warning, "2 device"));
+	assert_int_equal(m.n, 1);
+	assert_null(img_manifest_find(&m, "/dev/sda"));
+	assert_null(img_manifest_find(&m, "/dev/mem"));
+	img_manifest_free(&m);
+}
+
+static void test_whiteouts(void **state)
+{
+	struct fixture *f = *state;
+	for (int flags = 0; flags <= IMG_TAR_WHITEOUTS; flags += IMG_TAR_WHITEOUTS) {
+		struct tw t = tw_open(TW_PLAIN);
+		tw_dir(&t, "d");
+		tw_file(&t, "d/.wh..wh..opq", "");
+		tw_file(&t, "d/keep", "k");
+		tw_file(&t, "etc/.wh.gone", "");
+		tw_file(&t, "o/.wh..wh..opq", ""); /* no entry for o: one is made */
+		tw_file(&t, ".wh..wh.plnk", "");
+		struct img_manifest m;
+		struct sk_error err = {0};
+		if (layer(f, tw_close(&t), "/", flags, &m, &err) < 0)
+			fail_msg("%s", err.msg);
+		if (flags) {
+			assert_int_equal(m.n, 4);
+			assert_true(find(&m, "/d")->opaque);
+			assert_blob(f, find(&m, "/d/keep"), "k");
+			assert_int_equal(find(&m, "/etc/gone")->type, IMG_WHITEOUT);
+			assert_int_equal(find(&m, "/o")->type, IMG_DIR);
+			assert_true(find(&m, "/o")->opaque);
+		} else {
+			assert_int_equal(m.n, 6);
+			assert_false(find(&m, "/d")->opaque);
+			assert_blob(f, find(&m, "/etc/.wh.gone"), "");
+		}
+		img_manifest_free(&m);
+	}
+}
+
+/* The later of two members at one path wins; a directory replaced by a file loses what the
+ * archive put below it, and a whiteout removes what came before it. */
+static void test_later_wins(void **state)
+{
+	struct fixture *f = *state;
+	struct tw t = tw_open(TW_PLAIN);
+	tw_file(&t, "x", "first");
+	tw_file(&t, "x", "second");
+	tw_dir(&t, "d");
+	tw_file(&t, "d/f", "f");
+	tw_file(&t, "d", "now a file");
+	tw_dir(&t, "w");
+	tw_file(&t, "w/f", "f");
+	tw_file(&t, ".wh.w", "");
+	struct img_manifest m;
+	struct sk_error err = {0};
+	if (layer(f, tw_close(&t), "/", IMG_TAR_WHITEOUTS, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_int_equal(m.n, 3);
+	assert_blob(f, find(&m, "/x"), "second");
+	assert_blob(f, find(&m, "/d"), "now a file");
+	assert_null(img_manifest_find(&m, "/d/f"));
+	assert_int_equal(find(&m, "/w")->type, IMG_WHITEOUT);
+	img_manifest_free(&m);
+}
+
+/* A pax sparse file whose logical size is 1 TiB: refused from its header, nothing spooled. */
+static void test_sparse_refused(void **state)
+{
+	struct fixture *f = *state;
+	const la_int64_t TIB = 1LL << 40;
+	f->lim.max_file_bytes = 1 << 30;
+	struct tw t = tw_open(TW_PLAIN);
+	struct archive_entry *e = tw_entry("sparse", AE_IFREG, 0644);
+	archive_entry_set_size(e, TIB);
+	archive_entry_sparse_add_entry(e, 0, 4096);
+	archive_entry_sparse_add_entry(e, TIB - 4096, 4096);
+	assert_int_equal(archive_write_header(t.a, e), ARCHIVE_OK);
+	static char block[4096];
+	assert_int_equal(archive_write_data(t.a, block, sizeof(block)), (la_ssize_t)sizeof(block));
+	assert_int_equal(archive_write_data(t.a, block, sizeof(block)), (la_ssize_t)sizeof(block));
+	archive_entry_free(e);
+	int fd = tw_close(&t);
+	struct stat st;
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_true(st.st_size < 1 << 20); /* the archive itself is small */
+	struct img_manifest m;
+	struct sk_error err = {0};
+	assert_int_equal(layer(f, fd, "/", 0, &m, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "1099511627776 bytes"));
+	assert_clean(f);
+	char blobs[160];
+	snprintf(blobs, sizeof(blobs), "%s/store/blobs", f->dir);
+	assert_int_equal(count_files(blobs), 0);
+}
+
+/* 10 MiB of zeros gzipped into a few KiB, under a 1 MiB limit. */
+static void test_gzip_bomb(void **state)
+{
+	struct fixture *f = *state;
+	f->lim.max_bytes = 1 << 20;
+	f->lim.max_file_bytes = 1 << 20;
+	size_t len = 10 << 20;
+	char *zeros = calloc(1, len);
+	/* split in files under the per-file limit: the total stops it */
+	struct tw t = tw_open(TW_GZIP);
+	for (int i = 0; i < 10; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "z%d", i);
+		tw_file_bytes(&t, name, zeros, len / 10);
+	}
+	int fd = tw_close(&t);
+	struct stat st;
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_true(st.st_size < 100 << 10);
+	struct img_manifest m;
+	struct sk_error err = {0};
+	assert_int_equal(layer(f, fd, "/", 0, &m, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "more than 1048576 bytes"));
+	assert_clean(f);
+
+	t = tw_open(TW_GZIP);
+	tw_file_bytes(&t, "one", zeros, len);
+	assert_int_equal(layer(f, tw_close(&t), "/", 0, &m, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "past the limit of 1048576"));
+	assert_clean(f);
+	free(zeros);
+}
+
+/* An empty tar (its end blocks only) is an empty layer; an empty file is no tar. */
+static void test_empty(void **state)
+{
+	struct fixture *f = *state;
+	struct tw t = tw_open(TW_GZIP);
+	struct img_manifest m;
+	struct sk_error err = {0};
+	if (layer(f, tw_close(&t), "/", 0, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_int_equal(m.n, 0);
+	img_manifest_free(&m);
+	int fd = memfd_create("empty", MFD_CLOEXEC);
+	assert_int_equal(layer(f, fd, "/", 0, &m, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "not a tar archive"));
+}
+
+static void test_too_many_files(void **state)
+{
+	struct fixture *f = *state;
+	f->lim.max_files = 3;
+	struct tw t = tw_open(TW_PLAIN);
+	for (int i = 0; i < 5; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "f%d", i);
+		tw_file(&t, name, "x");
+	}
+	struct img_manifest m;
+	struct sk_error err = {0};
+	assert_int_equal(layer(f, tw_close(&t), "/", 0, &m, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "more than 3 members"));
+}
+
+static void test_not_a_tar(void **state)
+{
+	struct fixture *f = *state;
+	int fd = memfd_create("junk", MFD_CLOEXEC);
+	static const char JUNK[] = "this is not an archive at all, just some text\n";
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(write(fd, JUNK, sizeof(JUNK) - 1), (ssize_t)sizeof(JUNK) - 1);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	struct img_manifest m;
+	struct sk_error err = {0};
+	assert_int_equal(layer(f, fd, "/", 0, &m, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "not a tar archive"));
+
+	/* a zip is an archive libarchive reads, but not a tar */
+	struct archive *a = archive_write_new();
+	fd = memfd_create("zip", MFD_CLOEXEC);
+	assert_int_equal(archive_write_set_format_zip(a), ARCHIVE_OK);
+	assert_int_equal(archive_write_open_fd(a, fd), ARCHIVE_OK);
+	struct archive_entry *e = tw_entry("f", AE_IFREG, 0644);
+	archive_entry_set_size(e, 1);
+	assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
+	assert_int_equal(archive_write_data(a, "x", 1), 1);
+	archive_entry_free(e);
+	archive_write_close(a);
+	archive_write_free(a);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	assert_int_equal(layer(f, fd, "/", 0, &m, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "not a tar archive"));
+
+	/* and an image import says so too */
+	fd = memfd_create("junk", MFD_CLOEXEC);
+	assert_int_equal(write(fd, JUNK, sizeof(JUNK) - 1), (ssize_t)sizeof(JUNK) - 1);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	struct img_config cfg = {0};
+	img_manifest_init(&m);
+	assert_int_equal(img_oci_import(&f->s, fd, &f->lim, &m, &cfg, &err), -SK_EINVAL_SPEC);
+	close(fd);
+	assert_non_null(strstr(err.msg, "not a tar archive"));
+	assert_clean(f);
+}
+
+/* Two layers: the first makes /bin/sh, /etc/a and /etc/keep; the second removes /etc/a and adds
+ * /etc/b. */
+static char *layer1(size_t *len, int filter)
+{
+	struct tw t = tw_open(filter);
+	tw_dir(&t, "bin");
+	tw_file(&t, "bin/sh", "#!shell");
+	tw_dir(&t, "etc");
+	tw_file(&t, "etc/a", "a");
+	tw_file(&t, "etc/keep", "keep");
+	return tw_bytes(&t, len);
+}
+
+static char *layer2(size_t *len, int filter)
+{
+	struct tw t = tw_open(filter);
+	tw_file(&t, "etc/.wh.a", "");
+	tw_file(&t, "etc/b", "b");
+	return tw_bytes(&t, len);
+}
+
+static const char CONFIG_FMT[] =
+    "{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"Env\":[\"PATH=/bin\",\"A=1\"],"
+    "\"WorkingDir\":\"/srv\",\"Entrypoint\":[\"/bin/sh\",\"-c\"],\"Cmd\":[\"echo hi\"]},"
+    "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"sha256:%s\",\"sha256:%s\"]}}";
+
+static void assert_image(struct fixture *f, const struct img_manifest *m,
+                         const struct img_config *c)
+{
+	static const char *const PATHS[] = {"/", "/bin", "/bin/sh", "/etc", "/etc/b", "/etc/keep"};
+	assert_int_equal(m->n, 6);
+	for (size_t i = 0; i < 6; i++)
+		assert_string_equal(m->e[i].path, PATHS[i]);
+	assert_int_equal(m->e[0].mode, 0755);
+	assert_blob(f, find(m, "/bin/sh"), "#!shell");
+	assert_blob(f, find(m, "/etc/b"), "b");
+	assert_int_equal(c->nenv, 2);
+	assert_string_equal(c->env[0], "PATH=/bin");
+	assert_string_equal(c->env[1], "A=1");
+	assert_string_equal(c->workdir, "/srv");
+	assert_int_equal(c->nentrypoint, 2);
+	assert_string_equal(c->entrypoint[1], "-c");
+	assert_int_equal(c->ncmd, 1);
+	assert_string_equal(c->cmd[0], "echo hi");
+}
+
+static int import(struct fixture *f, int fd, struct img_manifest *m, struct img_config *c,
+                  struct sk_error *err)
+{
+	img_manifest_init(m);
+	*c = (struct img_config){0};
+	int r = img_oci_import(&f->s, fd, &f->lim, m, c, err);
+	close(fd);
+	return r;
+}
+
+/* docker save (the layout before Docker 25): <id>/layer.tar, <config digest>.json,
+ * manifest.json; the layers checked against the config's diff_ids. */
+static int docker_save(int corrupt)
+{
+	size_t l1len, l2len;
+	char *l1 = layer1(&l1len, TW_PLAIN), *l2 = layer2(&l2len, TW_PLAIN);
+	char d1[SHA256_HEX_BYTES], d2[SHA256_HEX_BYTES], cd[SHA256_HEX_BYTES];
+	assert_int_equal(sha256_hex(l1, l1len, d1), 0);
+	assert_int_equal(sha256_hex(l2, l2len, d2), 0);
+	if (corrupt)
+		l2[600] ^= 1; /* inside etc/b's data */
+	char config[2048], cname[128], manifest[1024];
+	snprintf(config, sizeof(config), CONFIG_FMT, d1, d2);
+	assert_int_equal(sha256_hex(config, strlen(config), cd), 0);
+	snprintf(cname, sizeof(cname), "%s.json", cd);
+	snprintf(manifest, sizeof(manifest),
+	         "[{\"Config\":\"%s\",\"RepoTags\":[\"t:latest\"],\"Layers\":[\"aaa/layer.tar\","
+	         "\"bbb/layer.tar\"]}]",
+	         cname);
+	struct tw t = tw_open(TW_PLAIN);
+	tw_dir(&t, "aaa");
+	tw_file_bytes(&t, "aaa/layer.tar", l1, l1len);
+	tw_dir(&t, "bbb");
+	tw_file_bytes(&t, "ccc/layer.tar", l2, l2len);
+	tw_symlink(&t, "bbb/layer.tar", "../ccc/layer.tar"); /* how docker saves a shared layer */
+	tw_file(&t, cname, config);
+	tw_file(&t, "manifest.json", manifest);
+	free(l1);
+	free(l2);
+	return tw_close(&t);
+}
+
+static void test_docker_save(void **state)
+{
+	struct fixture *f = *state;
+	struct img_manifest m;
+	struct img_config c;
+	struct sk_error err = {0};
+	if (import(f, docker_save(0), &m, &c, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_image(f, &m, &c);
+	img_manifest_free(&m);
+	img_config_free(&c);
+	assert_clean(f);
+
+	assert_int_equal(import(f, docker_save(1), &m, &c, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "layer 2"));
+	assert_non_null(strstr(err.msg, "digest"));
+	assert_int_equal(m.n, 0);
+	assert_null(c.env);
+	assert_clean(f);
+}
+
+enum { OCI_OK, OCI_BAD_DIGEST, OCI_NESTED, OCI_TWO_IMAGES, OCI_JUNK_LAYER };
+
+static void tw_blob(struct tw *t, const char *data, size_t len, char hex[SHA256_HEX_BYTES])
+{
+	char name[128];
+	assert_int_equal(sha256_hex(data, len, hex), 0);
+	snprintf(name, sizeof(name), "blobs/sha256/%s", hex);
+	tw_file_bytes(t, name, data, len);
+}
+
+/* An OCI image layout (gzip and zstd layers), as `docker save` from Docker 25 on or skopeo
+ * write it, with index.json pointing at the manifest, or at an index that does. */
+static int oci_layout(int variant)
+{
+	size_t l1len, l2len;
+	char *l1 = layer1(&l1len, TW_GZIP), *l2 = layer2(&l2len, TW_ZSTD);
+	char d1[SHA256_HEX_BYTES], d2[SHA256_HEX_BYTES], cd[SHA256_HEX_BYTES], md[SHA256_HEX_BYTES];
+	char id[SHA256_HEX_BYTES];
+	struct tw t = tw_open(TW_PLAIN);
+	tw_file(&t, "oci-layout", "{\"imageLayoutVersion\":\"1.0.0\"}");
+	tw_blob(&t, l1, l1len, d1);
+	if (variant == OCI_BAD_DIGEST) {
+		assert_int_equal(sha256_hex(l2, l2len, d2), 0);
+		char name[128];
+		snprintf(name, sizeof(name), "blobs/sha256/%s", d2);
+		l2[l2len / 2] ^= 0x40;
+		tw_file_bytes(&t, name, l2, l2len);
+	} else if (variant == OCI_JUNK_LAYER) {
+		static const char JUNK[] =
+		    "no tar in here, only text that gzip and zstd won't claim";
+		tw_blob(&t, JUNK, sizeof(JUNK) - 1, d2);
+	} else {
+		tw_blob(&t, l2, l2len, d2);
+	}
+	char config[2048], manifest[2048], index[2048];
+	snprintf(config, sizeof(config), CONFIG_FMT, "00", "00"); /* diff_ids: not checked */
+	tw_blob(&t, config, strlen(config), cd);
+	snprintf(
+	    manifest, sizeof(manifest),
+	    "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
+	    "\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\","
+	    "\"digest\":\"sha256:%s\",\"size\":%zu},\"layers\":["
+	    "{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\","
+	    "\"digest\":\"sha256:%s\",\"size\":%zu},"
+	    "{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+zstd\","
+	    "\"digest\":\"sha256:%s\",\"size\":%zu}]}",
+	    cd, strlen(config), d1, l1len, d2, l2len);
+	tw_blob(&t, manifest, strlen(manifest), md);
+	const char *mt = "application/vnd.oci.image.manifest.v1+json";
+	if (variant == OCI_TWO_IMAGES) {
+		snprintf(index, sizeof(index),
+		         "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"%s\",\"digest\":"
+		         "\"sha256:%s\",\"size\":1},{\"mediaType\":\"%s\",\"digest\":\"sha256:%s\","
+		         "\"size\":1}]}",
+		         mt, md, mt, cd);
+	} else {
+		snprintf(index, sizeof(index),
+		         "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"%s\",\"digest\":"
+		         "\"sha256:%s\",\"size\":%zu}]}",
+		         mt, md, strlen(manifest));
+	}
+	if (variant == OCI_NESTED) {
+		tw_blob(&t, index, strlen(index), id);
+		snprintf(index, sizeof(index),
+		         "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":"
+		         "\"application/vnd.oci.image.index.v1+json\",\"digest\":\"sha256:%s\"}]}",
+		         id);
+	}
+	tw_file(&t, "index.json", index);
+	free(l1);
+	free(l2);
+	return tw_close(&t);
+}
+
+static void test_oci_layout(void **state)
+{
+	struct fixture *f = *state;
+	for (int v = OCI_OK; v <= OCI_NESTED; v += OCI_NESTED - OCI_OK) {
+		struct img_manifest m;
+		struct img_config c;
+		struct sk_error err = {0};
+		if (import(f, oci_layout(v), &m, &c, &err) < 0)
+			fail_msg("%s", err.msg);
+		assert_image(f, &m, &c);
+		img_manifest_free(&m);
+		img_config_free(&c);
+		assert_clean(f);
+	}
+}
+
+static void test_oci_refused(void **state)
+{
+	struct fixture *f = *state;
+	struct img_manifest m;
+	struct img_config c;
+	struct sk_error err = {0};
+	assert_int_equal(import(f, oci_layout(OCI_BAD_DIGEST), &m, &c, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "layer 2"));
+	assert_non_null(strstr(err.msg, "but sha256:"));
+	assert_int_equal(m.n, 0);
+	assert_int_equal(import(f, oci_layout(OCI_TWO_IMAGES), &m, &c, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "several images"));
+	assert_int_equal(import(f, oci_layout(OCI_JUNK_LAYER), &m, &c, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "layer 2"));
+	assert_non_null(strstr(err.msg, "not a tar archive"));
+
+	struct tw t = tw_open(TW_PLAIN);
+	tw_file(&t, "hello.txt", "not an image");
+	assert_int_equal(import(f, tw_close(&t), &m, &c, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "index.json"));
+	assert_clean(f);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_types_round_trip, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_dest_and_dotdot, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_escape_refused, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_through_symlink_refused, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hardlinks, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_devices_dropped, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_whiteouts, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_later_wins, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sparse_refused, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_gzip_bomb, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_empty, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_too_many_files, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_not_a_tar, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_docker_save, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_oci_layout, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_oci_refused, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
