@@ -287,6 +287,8 @@ static char *local_path(const struct build_args *a, const char *local)
 	return asprintf(&p, "%s/%s", a->spec_dir, local) < 0 ? NULL : p;
 }
 
+/* Steps are numbered from 0 in messages, as the server numbers them in its build log. */
+
 /* Check every copy step with "local" (and an oci-archive: base naming a file) before anything
  * is uploaded. */
 static int locals_check(const struct build_args *a, struct sk_error *err)
@@ -308,22 +310,19 @@ static int locals_check(const struct build_args *a, struct sk_error *err)
 		const char *dest = cli_json_str(copy, "dest");
 		if (!json_is_string(local) || !json_string_value(local)[0])
 			return sk_error_set(err, -SK_EINVAL_SPEC,
-			                    "step %zu: \"local\" must name a file or directory",
-			                    i + 1);
+			                    "step %zu: \"local\" must name a file or directory", i);
 		if (!dest || dest[0] != '/')
 			return sk_error_set(err, -SK_EINVAL_SPEC,
-			                    "step %zu: copy needs \"dest\", an absolute path",
-			                    i + 1);
+			                    "step %zu: copy needs \"dest\", an absolute path", i);
 		if (json_object_get(copy, "blob"))
 			return sk_error_set(err, -SK_EINVAL_SPEC,
-			                    "step %zu: copy has both \"local\" and \"blob\"",
-			                    i + 1);
+			                    "step %zu: copy has both \"local\" and \"blob\"", i);
 		_cleanup_free_ char *path = local_path(a, json_string_value(local));
 		if (!path)
 			return sk_error_errno(err, -ENOMEM, "copy");
 		int r = cli_tar_check(path, err);
 		if (r < 0)
-			return sk_error_prefix(err, "step %zu (copy)", i + 1);
+			return sk_error_prefix(err, "step %zu (copy)", i);
 	}
 	return 0;
 }
@@ -380,7 +379,7 @@ static int locals_upload(struct cli *c, const struct build_args *a, struct sk_er
 			return sk_error_errno(err, -ENOMEM, "copy");
 		int r = cli_blob_put_tar(c, path, name, hex, err);
 		if (r < 0)
-			return sk_error_prefix(err, "step %zu (copy)", i + 1);
+			return sk_error_prefix(err, "step %zu (copy)", i);
 		_cleanup_free_ char *blob = NULL;
 		if (asprintf(&blob, "sha256:%s", hex) < 0)
 			return sk_error_errno(err, -ENOMEM, "copy");
@@ -490,6 +489,9 @@ static int image_build(struct cli *c, int argc, char **argv)
 		return sk_error_is_input(&err)
 		           ? cli_usage_error("image build", BUILD_USAGE, "%s", err.msg)
 		           : cli_fail(&err);
+	/* busybox when nothing says otherwise (the API wants a base). */
+	if (!json_object_get(a.body, "base"))
+		json_object_set_new(a.body, "base", json_string("busybox"));
 	if (locals_check(&a, &err) < 0)
 		return sk_error_is_input(&err)
 		           ? cli_usage_error("image build", BUILD_USAGE, "%s", err.msg)

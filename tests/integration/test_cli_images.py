@@ -101,7 +101,8 @@ def test_bad_input_exits_2_and_sends_nothing(fake, fenv, args, says):
 def test_a_missing_copy_uploads_none_of_the_others(fake, fenv, tree):
     p = run(fenv, "image", "build", "--copy", f"{tree}:/app", "--run", "true",
             "--copy", f"{tree}/missing:/m")
-    assert p.returncode == 2 and "step 3 (copy)" in p.stderr and "missing" in p.stderr
+    # Steps counted from 0, as the server's build log counts them.
+    assert p.returncode == 2 and "step 2 (copy)" in p.stderr and "missing" in p.stderr
     assert fake.requests == []
 
 
@@ -284,10 +285,17 @@ def test_build_run_and_remove(ienv, skiffd, tree):
     shown = json.loads(run(ienv, "image", "show", name, check=0).stdout)
     assert shown["id"] == iid
     assert "building-now" in run(ienv, "image", "logs", iid, check=0).stdout
-    p = run(ienv, "sandbox", "run", "--image", name, "--",
-            "sh", "-c", 'echo $GREETING; pwd; stat -c %a run.sh; cat sub/deep/data | wc -c')
-    assert p.returncode == 0, p.stderr
-    assert p.stdout.split() == ["hello", "/app", "750", "3000"]
+    # The image's env and workdir are the main command's defaults.
+    sid = run(ienv, "sandbox", "create", "--image", name, "--timeout", "60", "--",
+              "sh", "-c", 'echo $GREETING; pwd; stat -c %a run.sh; cat sub/deep/data | wc -c',
+              check=0).stdout.strip()
+    run(ienv, "sandbox", "wait", sid, "--timeout", "30", check=0)
+    assert run(ienv, "sandbox", "logs", sid, check=0).stdout.split() == [
+        "hello", "/app", "750", "3000"]
+    run(ienv, "sandbox", "rm", sid, check=0)
+    # By id too, with `sandbox run`.
+    p = run(ienv, "sandbox", "run", "--image", iid, "--", "readlink", "/app/sub/link")
+    assert (p.returncode, p.stdout) == (0, "../run.sh\n"), p.stderr
     run(ienv, "image", "rm", iid, check=0)
     assert run(ienv, "image", "show", iid).returncode == 1
 
@@ -295,5 +303,8 @@ def test_build_run_and_remove(ienv, skiffd, tree):
 def test_failed_build_names_the_step(ienv):
     p = run(ienv, "image", "build", "--run", "true", "--run", "echo out-of-step; exit 3")
     assert p.returncode == 1 and p.stdout == ""
-    assert "failed" in p.stderr and "step 2" in p.stderr, p.stderr
+    # The step is named, by its number (from 0) and its command, and its output was shown.
+    last = p.stderr.splitlines()[-1]
+    assert last.startswith("skiff: image im-") and " failed: " in last
+    assert "step 1" in last and "exit 3" in last and "exit code 3" in last, last
     assert "out-of-step" in p.stderr

@@ -205,10 +205,14 @@ def test_build_and_start_a_sandbox_on_it(client, tree):
     assert iid.startswith("im-") and "built-it" in "".join(lines)
     assert client.images.get(name)["id"] == iid
     assert iid in [i["id"] for i in client.images.list()]
-    with skiff.Sandbox.create(image=name, client=client) as sb:
-        r = sb.exec("sh", "-c", "echo $GREETING; pwd; stat -c %a tool; cat main.py")
-        assert r.exit_code == 0, r
-        assert r.stdout_text.split("\n")[:4] == ["hello", "/app", "741", "print('hi')"]
+    # The image's env and workdir are the main command's defaults.
+    sb = skiff.Sandbox.create(image=name, client=client, timeout_s=60, command=[
+        "sh", "-c", "echo $GREETING; pwd; stat -c %a tool; cat main.py"])
+    try:
+        assert sb.wait(timeout_s=30) == 0
+        assert sb.logs().decode().split("\n")[:4] == ["hello", "/app", "741", "print('hi')"]
+    finally:
+        sb.terminate()
     # An Image given to create is built (the server's cache makes it quick) and used.
     with skiff.Sandbox.create(image=img, client=client) as sb:
         assert sb.exec("cat", "/app/pkg/x").stdout == b"x" * 700
@@ -220,4 +224,6 @@ def test_build_and_start_a_sandbox_on_it(client, tree):
 def test_failed_build_names_the_step_against_skiffd(client):
     with pytest.raises(skiff.ImageBuildError) as e:
         skiff.Image.busybox().run_commands("true", "exit 3").build(client=client)
-    assert "step" in str(e.value) and e.value.image_id.startswith("im-")
+    # Steps counted from 0, as the server counts them.
+    assert e.value.step == 1 and "exit 3" in str(e.value), e.value
+    assert e.value.image_id.startswith("im-") and e.value.image["state"] == "failed"
