@@ -308,3 +308,19 @@ def test_failed_build_names_the_step(ienv):
     assert last.startswith("skiff: image im-") and " failed: " in last
     assert "step 1" in last and "exit 3" in last and "exit code 3" in last, last
     assert "out-of-step" in p.stderr
+
+
+def test_spec_file_on_a_server_directory(ienv, custom_root, tree, tmp_path):
+    """A dir: base (admin) and a spec file whose copy names a local directory."""
+    (custom_root / "marker").write_text("from-the-dir\n")
+    spec = tmp_path / "image.json"
+    spec.write_text(json.dumps({"base": f"dir:{custom_root}", "steps": [
+        {"copy": {"local": "tree/sub", "dest": "/srv"}},
+        {"env": {"WHERE": "spec"}}, {"workdir": "/srv"}]}))
+    p = run(ienv, "image", "build", "-f", str(spec))
+    assert p.returncode == 0, p.stderr
+    iid = p.stdout.strip()
+    p = run(ienv, "sandbox", "run", "--image", iid, "--",
+            "sh", "-c", "cat /marker; echo $WHERE; wc -c < /srv/deep/data")
+    assert (p.returncode, p.stdout.split()) == (0, ["from-the-dir", "spec", "3000"]), p.stderr
+    run(ienv, "image", "rm", iid, check=0)
