@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -14,7 +15,7 @@ import uuid
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, wait_for
 from imgfake import FakeImagesAPI
 from test_cli import SKIFF, run, skiff_env
 
@@ -207,6 +208,23 @@ def test_failed_build_exits_1_naming_the_step(fake, fenv):
     fake.error = {"message": "exit code 1", "step": 2}  # a structured one
     p = run(fenv, "image", "build", "--run", "true", "--run", "false")
     assert p.returncode == 1 and "failed at step 2: exit code 1" in p.stderr
+
+
+def test_interrupt_leaves_the_build_going(fake, fenv):
+    fake.final_state = "building"  # never ends
+    proc = subprocess.Popen([str(SKIFF), "image", "build", "--run", "sleep 1000"], env=fenv,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: sum(p.startswith("/v1/images/im-") and "logs" not in p
+                                    for _, p, _ in fake.requests) >= 2, 30)
+        proc.send_signal(signal.SIGINT)
+        out, errs = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130 and out == ""
+    assert "goes on" in errs and "skiff image logs -f im-" in errs
+    assert not any(m == "DELETE" for m, _, _ in fake.requests)
 
 
 def test_detach_prints_the_id_at_once(fake, fenv):
