@@ -7,6 +7,8 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
+
 MAX_BODY = 64 << 20
 
 
@@ -88,3 +90,11 @@ class FakeImagesAPI:
 
     def puts(self):
         return [p for m, p, _ in self.requests if m == "PUT"]
+
+
+@pytest.fixture
+def fake():
+    """A FakeImagesAPI for one test."""
+    f = FakeImagesAPI()
+    yield f
+    f.close()

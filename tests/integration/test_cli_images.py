@@ -16,18 +16,11 @@ import uuid
 import pytest
 
 from conftest import REPO, wait_for
-from imgfake import FakeImagesAPI
+from imgfake import fake  # noqa: F401 (a fixture)
 from test_cli import SKIFF, run, skiff_env
 
 sys.path.insert(0, str(REPO / "sdk" / "python"))
 from skiff.image import pack_tar  # noqa: E402
-
-
-@pytest.fixture
-def fake():
-    f = FakeImagesAPI()
-    yield f
-    f.close()
 
 
 @pytest.fixture

@@ -13,20 +13,13 @@ import uuid
 import pytest
 
 from conftest import REPO
-from imgfake import FakeImagesAPI
+from imgfake import fake  # noqa: F401 (a fixture)
 
 sys.path.insert(0, str(REPO / "sdk" / "python"))
 import skiff  # noqa: E402
 from skiff.image import pack_tar  # noqa: E402
 
 IID = "im-00000000000000000000000000"
-
-
-@pytest.fixture
-def fake():
-    f = FakeImagesAPI()
-    yield f
-    f.close()
 
 
 @pytest.fixture
