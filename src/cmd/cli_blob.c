@@ -311,6 +311,15 @@ static int blob_put(struct cli *c, const void *data, size_t len, const char *hex
 		return r;
 	if (status >= 200 && status < 300)
 		return 0;
+	/* A HEAD reply has no body to say why: say it here. */
+	if (status == 401)
+		return sk_error_set(err, -EREMOTEIO,
+		                    "the server refused the token (HTTP 401): check SKIFF_TOKEN or "
+		                    "run 'skiff login'");
+	if (status == 403)
+		return sk_error_set(err, -EREMOTEIO,
+		                    "the token may not upload blobs (HTTP 403): a role that may "
+		                    "build images is needed");
 	if (status != 404)
 		return sk_error_set(err, -EREMOTEIO, "HEAD %s: HTTP status %ld", path, status);
 	_cleanup_free_ char *reply = NULL;

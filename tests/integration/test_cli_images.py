@@ -335,3 +335,20 @@ def test_spec_file_on_a_server_directory(ienv, custom_root, tree, tmp_path):
             "sh", "-c", "cat /marker; echo $WHERE; wc -c < /srv/deep/data")
     assert (p.returncode, p.stdout.split()) == (0, ["from-the-dir", "spec", "3000"]), p.stderr
     run(ienv, "image", "rm", iid, check=0)
+
+
+def test_a_refused_token_is_said_before_any_upload(ienv, skiffd, tree):
+    ienv["SKIFF_TOKEN"] = "sk_not_a_token"
+    p = run(ienv, "image", "build", "--copy", f"{tree}:/app")
+    assert p.returncode == 1 and "refused the token" in p.stderr, p.stderr
+
+
+def test_a_viewer_may_not_upload(ienv, skiffd, tree):
+    s, t = skiffd.api("POST", "/v1/tokens", {"name": "v" + uuid.uuid4().hex[:8],
+                                             "role": "viewer"})
+    assert s == 201, t
+    ienv["SKIFF_TOKEN"] = t["secret"]
+    p = run(ienv, "image", "build", "--copy", f"{tree}:/app")
+    # It may look (HEAD) but not upload: the server's refusal of the PUT is shown.
+    assert p.returncode == 1 and "viewer may not PUT /v1/blobs" in p.stderr, p.stderr
+    skiffd.api("DELETE", f"/v1/tokens/{t['id']}")
