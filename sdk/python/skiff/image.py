@@ -49,7 +49,7 @@ class ImageBuildError(SkiffError):
     .image (the image object) say where."""
 
     def __init__(self, message, image_id=None, step=None, image=None):
-        super().__init__(message, code="failed_precondition")
+        super().__init__(message, code="image_build_failed")
         self.image_id = image_id
         self.step = step
         self.image = image
