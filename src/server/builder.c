@@ -55,6 +55,7 @@ struct task {
 	int has_cfg;
 	uint64_t size, files;
 	char **live; /* TASK_GC */
+	struct img_gc_stats stats;
 	size_t nlive;
 	int rc;
 	struct sk_error err;
@@ -77,6 +78,10 @@ struct build {
 	struct sandbox_rec *sb;   /* a run step's sandbox */
 	int output_stream;        /* reading its stdout (0), then stderr (1) */
 	struct task *task;        /* thread work in flight */
+	/* A snapshot: the layer to apply onto the base, and the call to answer. */
+	char snap_layer[IMG_DIGEST_HEX];
+	struct api_call *call;
+	int deferred; /* it came while a gc ran: it starts once that is done */
 };
 
 static void build_step(struct build *b);
@@ -347,9 +352,8 @@ static int run_stats(struct task *t)
 
 static int run_gc(struct task *t)
 {
-	struct img_gc_stats stats = {0};
 	return img_store_gc(t->store, (const char *const *)t->live, t->nlive, IMAGE_BLOB_GRACE_S,
-	                    &stats, &t->err);
+	                    &t->stats, &t->err);
 }
 
 static void task_run(uv_work_t *w)
@@ -456,6 +460,12 @@ static void build_end(struct build *b)
 {
 	struct server *srv = b->srv;
 	struct image_rec *im = b->im;
+	struct api_call *call = TAKE_PTR(b->call);
+	if (call && !strcmp(im->row.state, "ready"))
+		api_reply_json(call, 201, json_pack("{s:s}", "id", im->row.id));
+	else if (call)
+		api_reply_error(call, 500, "internal", "snapshot: %s",
+		                im->row.error ? im->row.error : "failed");
 	image_persist(srv, im, NULL);
 	image_log_end(srv, im);
 	build_free(b);
@@ -554,6 +564,25 @@ static json_t *oci_config(const struct img_config *c)
 	                 c->workdir && c->workdir[0] == '/' ? c->workdir : "/", "entrypoint", ep);
 }
 
+static void snap_applied(uv_work_t *w, int status)
+{
+	(void)status;
+	struct task *t = w->data;
+	struct build *b = t->b;
+	b->task = NULL;
+	if (t->rc < 0) {
+		build_fail(b, "apply the snapshot's layer: %s", t->err.msg);
+	} else {
+		snprintf(b->manifest, sizeof(b->manifest), "%s", t->out_manifest);
+		json_array_append_new(b->im->layers,
+		                      json_pack("{s:i, s:s, s:b, s:s++, s:f}", "step", 0, "key", "",
+		                                "cached", 0, "layer", "sha256:", t->arg, "seconds",
+		                                0.0));
+		build_step(b); /* no steps: the stats, then ready */
+	}
+	task_free(t);
+}
+
 /* The base is a manifest now: its key, then the steps. */
 static void base_ready(struct build *b)
 {
@@ -563,6 +592,16 @@ static void base_ready(struct build *b)
 	free(cfg);
 	image_logf(b->srv, b->im, "base: sha256:%s", b->manifest);
 	b->step = 0;
+	if (b->snap_layer[0]) {
+		struct task *t = task_new(b->srv, b, TASK_LAYER);
+		if (!t) {
+			build_fail(b, "out of memory");
+			return;
+		}
+		snprintf(t->arg, sizeof(t->arg), "%s", b->snap_layer);
+		task_submit(t, snap_applied);
+		return;
+	}
 	build_step(b);
 }
 
@@ -935,7 +974,8 @@ static void build_step(struct build *b)
 	step_work(b, step);
 }
 
-int builder_start(struct server *srv, struct image_rec *im, struct sk_error *err)
+static int build_begin(struct server *srv, struct image_rec *im, const char *layer,
+                       struct api_call *call, struct sk_error *err)
 {
 	struct build *b = calloc(1, sizeof(*b));
 	if (!b)
@@ -945,12 +985,40 @@ int builder_start(struct server *srv, struct image_rec *im, struct sk_error *err
 	b->steps = json_object_get(im->spec, "steps");
 	b->nsteps = json_is_array(b->steps) ? json_array_size(b->steps) : 0;
 	b->config = json_deep_copy(im->config);
+	if (layer)
+		snprintf(b->snap_layer, sizeof(b->snap_layer), "%s", layer);
+	b->call = call;
 	im->build = b;
 	b->next = srv->builds;
 	srv->builds = b;
 	image_logf(srv, im, "build %s", im->row.id);
-	base_start(b);
+	/* A gc running now decided what is live without this build, which may take up blobs
+	 * that gc is about to remove: it waits. */
+	if (srv->gc_running)
+		b->deferred = 1;
+	else
+		base_start(b);
 	return 0;
+}
+
+int builder_start(struct server *srv, struct image_rec *im, struct sk_error *err)
+{
+	return build_begin(srv, im, NULL, NULL, err);
+}
+
+int builder_start_snapshot(struct server *srv, struct image_rec *im, const char *layer,
+                           struct api_call *call, struct sk_error *err)
+{
+	return build_begin(srv, im, layer, call, err);
+}
+
+void builder_shutdown(struct server *srv)
+{
+	for (struct build *b = srv->builds; b; b = b->next) {
+		struct api_call *call = TAKE_PTR(b->call);
+		if (call)
+			api_reply_error(call, 503, "unavailable", "the server is stopping");
+	}
 }
 
 void builder_free_all(struct server *srv)
@@ -976,16 +1044,45 @@ static void gc_done(uv_work_t *w, int status)
 	struct task *t = w->data;
 	struct server *srv = t->srv;
 	srv->gc_running--;
-	if (t->rc < 0 && t->rc != -ENOSYS)
+	int again = srv->gc_again;
+	srv->gc_again = 0;
+	if (t->rc < 0)
 		server_logf(srv, "level=warn msg=\"image gc\" err=\"%s\"", t->err.msg);
+	else
+		server_logf(srv,
+		            "level=info msg=\"image gc\" live=%zu blobs_removed=%llu bytes=%llu "
+		            "trees_removed=%llu",
+		            t->nlive, (unsigned long long)t->stats.blobs_removed,
+		            (unsigned long long)t->stats.blob_bytes_removed,
+		            (unsigned long long)t->stats.trees_removed);
 	task_free(t);
+	if (srv->stopping)
+		return;
+	/* base_start may end a build (and unlink it) at once: look from the start each time. */
+	for (int found = 1; found;) {
+		found = 0;
+		for (struct build *b = srv->builds; b; b = b->next)
+			if (b->deferred) {
+				b->deferred = 0;
+				base_start(b);
+				found = 1;
+				break;
+			}
+	}
+	if (again) /* asked for while this one ran: what it saw may be stale */
+		images_gc(srv);
 }
 
 void images_gc(struct server *srv)
 {
-	/* While a build runs, what it made so far is referenced by nothing yet. */
-	if (srv->builds || srv->gc_running || srv->stopping)
+	/* While a build runs, what it made so far is referenced by nothing yet: the last build's
+	 * end runs it. */
+	if (srv->builds || srv->stopping)
 		return;
+	if (srv->gc_running) {
+		srv->gc_again = 1;
+		return;
+	}
 	struct task *t = task_new(srv, NULL, TASK_GC);
 	if (!t)
 		return;

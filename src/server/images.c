@@ -434,3 +434,121 @@ void api_images_delete(struct http_request *req)
 	images_gc(srv);
 	api_reply_json(call, 200, reply);
 }
+
+/* ---- snapshots: a running sandbox's changes as a new image ---- */
+
+struct snapshot {
+	char name[STORE_IMAGE_NAME_BYTES];
+	char sandbox[ID_MAX_BYTES];
+	char base[ID_MAX_BYTES]; /* the sandbox's image, "" for busybox */
+};
+
+static void snapshot_taken(struct api_call *call, json_t *result, const struct file_bytes *bytes,
+                           int status, const char *code, const char *msg)
+{
+	(void)bytes;
+	struct server *srv = call->srv;
+	struct snapshot *snap = call->stream;
+	call->stream = NULL;
+	const char *layer = json_string_value(json_object_get(result, "layer"));
+	if (!result || !img_digest_valid(layer)) {
+		free(snap);
+		if (!result)
+			api_reply_error(call, status, code, "snapshot: %s", msg);
+		else
+			api_reply_error(call, 500, "internal",
+			                "snapshot: the worker gave no layer");
+		return;
+	}
+	/* The name may have been taken while the worker worked. */
+	struct image_rec *other =
+	    snap->name[0] ? image_lookup(srv, call->who.workspace_id, snap->name) : NULL;
+	struct image_rec *im = other ? NULL : calloc(1, sizeof(*im));
+	if (other || !im || id_new("im-", im->row.id, sizeof(im->row.id)) < 0) {
+		free(im);
+		free(snap);
+		if (other)
+			api_reply_error(call, 409, "conflict", "an image named %s exists already",
+			                other->row.name);
+		else
+			api_reply_error(call, 503, "unavailable", "out of memory");
+		return;
+	}
+	snprintf(im->row.workspace_id, sizeof(im->row.workspace_id), "%s", call->who.workspace_id);
+	snprintf(im->row.name, sizeof(im->row.name), "%s", snap->name);
+	snprintf(im->row.state, sizeof(im->row.state), "building");
+	im->row.created_ms = clock_now_ms();
+	im->spec = json_pack("{s:s, s:s}", "base", snap->base[0] ? snap->base : "busybox",
+	                     "snapshot", snap->sandbox);
+	im->config = json_pack("{s:{}, s:s, s:[]}", "env", "workdir", "/", "entrypoint");
+	im->layers = json_array();
+	free(snap);
+	if (!im->spec || !im->config || !im->layers || map_put(&srv->images, im->row.id, im) < 0) {
+		image_rec_free(im);
+		api_reply_error(call, 503, "unavailable", "out of memory");
+		return;
+	}
+	image_persist(srv, im, create_persisted);
+	struct sk_error err = {0};
+	if (builder_start_snapshot(srv, im, layer, call, &err) < 0)
+		api_reply_sk_error(call, &err);
+	/* The reply (201 with the id once the image is ready) is the builder's. */
+}
+
+void api_sandboxes_snapshot(struct http_request *req)
+{
+	struct api_call *call = req->data;
+	struct server *srv = call->srv;
+	json_t *body = NULL;
+	if (req->body_len && !(body = api_body_object(call)))
+		return;
+	const char *key;
+	json_t *v;
+	json_object_foreach (body, key, v)
+		if (strcmp(key, "name")) {
+			json_decref(body);
+			api_reply_error(call, 400, "invalid_argument",
+			                "unknown field \"%.64s\" (name)", key);
+			return;
+		}
+	json_t *name = json_object_get(body, "name");
+	if (name && !json_is_null(name) &&
+	    (!json_is_string(name) || !image_name_valid(json_string_value(name)))) {
+		json_decref(body);
+		api_reply_error(call, 400, "invalid_argument",
+		                "name: expected 1 to 128 of [a-z0-9._-], not starting with im-");
+		return;
+	}
+	struct snapshot *snap = calloc(1, sizeof(*snap));
+	if (!snap) {
+		json_decref(body);
+		api_reply_error(call, 503, "unavailable", "out of memory");
+		return;
+	}
+	if (json_is_string(name))
+		snprintf(snap->name, sizeof(snap->name), "%s", json_string_value(name));
+	json_decref(body);
+	struct image_rec *other =
+	    snap->name[0] ? image_lookup(srv, call->who.workspace_id, snap->name) : NULL;
+	if (other) {
+		api_reply_error(call, 409, "conflict", "an image named %s exists already (%s)",
+		                snap->name, other->row.id);
+		free(snap);
+		return;
+	}
+	struct sandbox_rec *sb = api_sandbox_running(call, "only a running sandbox is snapshotted");
+	if (!sb) {
+		free(snap);
+		return;
+	}
+	snprintf(snap->sandbox, sizeof(snap->sandbox), "%s", sb->row.id);
+	snprintf(snap->base, sizeof(snap->base), "%s", sb->row.image_id);
+	if (snap->base[0] && !image_find(srv, sb->row.workspace_id, snap->base)) {
+		api_reply_error(call, 409, "conflict", "the image of %s (%s) is not ready",
+		                sb->row.id, snap->base);
+		free(snap);
+		return;
+	}
+	call->stream = snap;
+	file_call_send(call, sb, "snapshot", json_object(), snapshot_taken);
+}

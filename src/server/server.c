@@ -58,6 +58,8 @@ static const struct http_route ROUTES[] = {
     {"POST", "/v1/sandboxes/{}/fs/move", api_fs_move, NULL, SERVER_MAX_JSON_BODY_BYTES,
      PERM_WRITE | PERM_SANDBOX},
     {"GET", "/v1/sandboxes/{}/ports", api_ports_list, NULL, 0, PERM_READ | PERM_SANDBOX},
+    {"POST", "/v1/sandboxes/{}/snapshot", api_sandboxes_snapshot, NULL, SERVER_MAX_JSON_BODY_BYTES,
+     PERM_WRITE},
     /* Any method: the request goes to the sandbox as it came. */
     {"*", "/v1/sandboxes/{}/ports/{}", api_ports_proxy, NULL, SERVER_PORT_MAX_BODY_BYTES,
      PERM_WRITE | PERM_SANDBOX | HTTP_ROUTE_TAKE_OVER},
@@ -511,6 +513,7 @@ void server_shutdown(struct server *srv)
 	timeouts_stop(srv);
 	waiters_cancel_all(srv);
 	file_calls_cancel_all(srv);
+	builder_shutdown(srv);
 	tunnels_close(srv, NULL, NULL, 503, "the server is stopping");
 	link_release_polls(srv);
 }

@@ -226,6 +226,7 @@ struct server {
 	int imgs_open;
 	struct build *builds;      /* running builds (builder.c) */
 	unsigned gc_running;       /* an image gc on a thread */
+	int gc_again;              /* asked for while one ran */
 	struct map build_cache;    /* step key → struct store_cache */
 	unsigned tasks_inflight;   /* image work on the thread pool (builder.c) */
 	size_t stdin_bytes;        /* stdin writes sent to workers and not answered yet */
@@ -468,11 +469,17 @@ int image_spec_check(struct server *srv, const char *ws, json_t *spec, int admin
 
 /* builder.c: builds, one step at a time; slow work on the thread pool */
 int builder_start(struct server *srv, struct image_rec *im, struct sk_error *err);
+/* A snapshot: im's base (its spec's) with layer applied; call gets 201 {id} once it is ready,
+ * or the error. */
+int builder_start_snapshot(struct server *srv, struct image_rec *im, const char *layer,
+                           struct api_call *call, struct sk_error *err);
 /* A build's sandbox ended (sandbox_set_ended): its output goes to the log, its step on. */
 void builder_sandbox_ended(struct server *srv, struct sandbox_rec *sb);
 /* At the end: the builds' memory (their images stay "building" in the store, which the next
  * start marks failed). */
 void builder_free_all(struct server *srv);
+/* Shutting down: snapshot calls waiting for their image get 503. */
+void builder_shutdown(struct server *srv);
 int build_cache_load(const struct store_cache *c, void *ud);
 /* server.c: a task of the thread pool ended (the server waits for them when closing). */
 void server_task_done(struct server *srv);

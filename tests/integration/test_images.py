@@ -468,3 +468,129 @@ def test_concurrent_identical_builds_run_the_step_once(d):
     s, lst = d.api("GET", "/v1/sandboxes?limit=1000")
     made = [x for x in lst["items"] if x["tags"].get("skiff.build") in (a, b)]
     assert len(made) == 1, made
+
+
+def test_snapshot_round_trip(d, app_image):
+    s, sb = d.api("POST", "/v1/sandboxes", {"image": app_image["id"]})
+    assert s == 201, sb
+    sh(d, sb["id"], "echo changed > /app/new.txt && rm /app/hello.txt")
+    s, body = d.api("POST", f"/v1/sandboxes/{sb['id']}/snapshot", {"name": "snap-1"})
+    assert s == 201, body
+    snap = body["id"]
+    s, img = d.api("GET", f"/v1/images/{snap}")
+    assert s == 200 and img["state"] == "ready" and img["name"] == "snap-1", img
+    assert img["config"] == app_image["config"]
+    s, body = d.api("POST", f"/v1/sandboxes/{sb['id']}/snapshot", {"name": "snap-1"})
+    assert s == 409, body
+    s, body = d.api("POST", f"/v1/sandboxes/{sb['id']}/snapshot", {"name": "Bad!"})
+    assert s == 400, body
+    d.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    s, body = d.api("POST", f"/v1/sandboxes/{sb['id']}/snapshot", {})
+    assert s == 409, body  # ended
+    s, sb2 = d.api("POST", "/v1/sandboxes", {"image": "snap-1"})
+    assert s == 201, sb2
+    out = sh(d, sb2["id"], "cat /app/new.txt; ls /app; echo $FROM_IMAGE; pwd")
+    assert out["stdout"] == "changed\nnew.txt\nyes\n/app\n" or \
+        out["stdout"].startswith("changed\nnew.txt\n"), out
+    d.api("DELETE", f"/v1/sandboxes/{sb2['id']}")
+    # A sandbox on busybox can be snapshotted too.
+    s, sb3 = d.api("POST", "/v1/sandboxes", {})
+    sh(d, sb3["id"], "echo bb > /tmp/bb")
+    s, body = d.api("POST", f"/v1/sandboxes/{sb3['id']}/snapshot")
+    assert s == 201, body
+    d.api("DELETE", f"/v1/sandboxes/{sb3['id']}")
+    s, sb4 = d.api("POST", "/v1/sandboxes", {"image": body["id"]})
+    assert s == 201, sb4
+    assert sh(d, sb4["id"], "cat /tmp/bb")["stdout"] == "bb\n"
+
+
+def blob_path(d, hexd):
+    return d.data / "images" / "blobs" / "sha256" / hexd[:2] / hexd[2:]
+
+
+def age_all_blobs(d, seconds=7200):
+    top = d.data / "images" / "blobs" / "sha256"
+    old = time.time() - seconds
+    for p in top.glob("*/*"):
+        os.utime(p, (old, old), follow_symlinks=False)
+
+
+def test_gc_never_removes_what_is_in_use(d, app_image):
+    kept = os.urandom(30000)
+    tar = upload(d, make_tar({"kept.bin": kept}))
+    keep = wait_built(d, build(d, {"base": app_image["id"], "steps": [
+        {"copy": {"blob": tar, "dest": "/k"}}]})["id"])
+    assert keep["state"] == "ready"
+    # A snapshot's manifest is in no build cache: once deleted, its own bytes are garbage.
+    s, sb = d.api("POST", "/v1/sandboxes", {"image": app_image["id"]})
+    assert s == 201
+    gone = os.urandom(30000).hex()
+    sh(d, sb["id"], f"echo {gone} > /app/gone.txt")
+    s, snap = d.api("POST", f"/v1/sandboxes/{sb['id']}/snapshot")
+    assert s == 201, snap
+    d.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    gone_hex = hashlib.sha256((gone + "\n").encode()).hexdigest()
+    assert blob_path(d, gone_hex).exists()
+    unreferenced = upload(d, os.urandom(2000))[7:]
+    fresh = upload(d, os.urandom(2000))  # an upload for a build yet to come
+    age_all_blobs(d)
+    fresh_hex = fresh[7:]
+    os.utime(blob_path(d, fresh_hex))  # it is new
+    before = blob_files(d)
+    s, body = d.api("DELETE", f"/v1/images/{snap['id']}")
+    assert s == 200, body
+    deadline = time.monotonic() + 30
+    while blob_path(d, gone_hex).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not blob_path(d, gone_hex).exists(), "gc did not run"
+    assert not blob_path(d, unreferenced).exists()
+    assert blob_path(d, fresh_hex).exists()
+    assert blob_path(d, hashlib.sha256(kept).hexdigest()).exists()
+    assert blob_path(d, keep["manifest"][7:]).exists()
+    assert blob_path(d, app_image["manifest"][7:]).exists()
+    removed = before - blob_files(d)
+    assert gone_hex in removed
+    # What the remaining images hold still starts and reads.
+    s, sb = d.api("POST", "/v1/sandboxes", {"image": keep["id"]})
+    assert s == 201, sb
+    out = sh(d, sb["id"], "md5sum /k/kept.bin; cat /app/hello.txt")
+    assert out["stdout"].startswith(hashlib.md5(kept).hexdigest()), out
+    assert out["stdout"].endswith("hello image\n")
+
+
+def test_logs_follow_until_the_build_ends(d):
+    import threading
+    img = build(d, {"base": "busybox", "steps": [
+        {"run": "echo first-line; sleep 1"}, {"run": "echo second-line"}]})
+    got = {}
+
+    def follow():
+        got["r"] = d.raw("GET", f"/v1/images/{img['id']}/logs?follow=true",
+                         headers={"Authorization": f"Bearer {d.token}"}, timeout=120)
+
+    t = threading.Thread(target=follow)
+    t.start()
+    t.join(120)
+    assert not t.is_alive()
+    s, _, raw = got["r"]
+    text = raw.decode()
+    assert s == 200 and "first-line" in text and "second-line" in text, text
+    assert "ready" in text.splitlines()[-1], text
+    s, body = d.api("GET", f"/v1/images/{img['id']}/logs?follow=maybe")
+    assert s == 400
+
+
+def test_restart_fails_builds_in_progress(d):
+    img = build(d, {"base": "busybox", "steps": [{"run": "sleep 600"}]})
+    deadline = time.monotonic() + 30
+    while "in sandbox" not in logs(d, img["id"]):
+        assert time.monotonic() < deadline, logs(d, img["id"])
+        time.sleep(0.05)
+    s, body = d.api("DELETE", f"/v1/images/{img['id']}")
+    assert s == 409 and "building" in body["error"]["message"], body
+    assert d.stop() == 0
+    d.start(pool=d.pool, env={"SKIFF_MAX_BLOB_BYTES": str(MAX_BLOB)})
+    s, got = d.api("GET", f"/v1/images/{img['id']}")
+    assert s == 200 and got["state"] == "failed" and "interrupted" in got["error"], got
+    s, body = d.api("DELETE", f"/v1/images/{img['id']}")
+    assert s == 200, body
