@@ -352,3 +352,27 @@ def test_a_viewer_may_not_upload(ienv, skiffd, tree):
     # It may look (HEAD) but not upload: the server's refusal of the PUT is shown.
     assert p.returncode == 1 and "viewer may not PUT /v1/blobs" in p.stderr, p.stderr
     skiffd.api("DELETE", f"/v1/tokens/{t['id']}")
+
+
+def test_snapshot_becomes_an_image(ienv):
+    sid = run(ienv, "sandbox", "create", "--timeout", "60", check=0).stdout.strip()
+    try:
+        run(ienv, "sandbox", "exec", sid, "--", "sh", "-c",
+            "mkdir -p /data && echo kept > /data/f && chmod 640 /data/f", check=0)
+        name = "snap-" + uuid.uuid4().hex[:8]
+        iid = run(ienv, "sandbox", "snapshot", sid, "--name", name, check=0).stdout.strip()
+        assert iid.startswith("im-")
+    finally:
+        run(ienv, "sandbox", "rm", sid, check=0)
+    p = run(ienv, "sandbox", "run", "--image", name, "--", "sh", "-c",
+            "cat /data/f; stat -c %a /data/f")
+    assert (p.returncode, p.stdout.split()) == (0, ["kept", "640"]), p.stderr
+    assert run(ienv, "sandbox", "snapshot", sid).returncode == 1  # ended: refused
+    run(ienv, "image", "rm", iid, check=0)
+
+
+def test_snapshot_usage_errors(tmp_path):
+    e = skiff_env(tmp_path)
+    for args in (["snapshot"], ["snapshot", "a", "b"], ["snapshot", "a", "--name"]):
+        p = run(e, "sandbox", *args)
+        assert p.returncode == 2 and "usage: skiff sandbox snapshot" in p.stderr, args

@@ -174,6 +174,13 @@ def test_sandbox_create_builds_an_image_first(fake, fclient):
     assert body and b'"image":"' + IID.encode() + b'"' in body[0]
     with pytest.raises(TypeError):
         skiff.Sandbox.create(image=3, client=fclient)
+    # Nothing to build: the image is named as it is.
+    for img, ref in ((skiff.Image.from_id(IID), IID), (skiff.Image.from_name("web"), "web"),
+                     (skiff.Image.busybox(), "busybox")):
+        with pytest.raises(skiff.NotFound):
+            skiff.Sandbox.create(image=img, client=fclient)
+        assert f'"image":"{ref}"'.encode() in fake.requests[-1][2]
+    assert len(fake.posted()) == 1
 
 
 # ---- against skiffd ----
@@ -220,3 +227,13 @@ def test_failed_build_names_the_step_against_skiffd(client):
     # Steps counted from 0, as the server counts them.
     assert e.value.step == 1 and "exit 3" in str(e.value), e.value
     assert e.value.image_id.startswith("im-") and e.value.image["state"] == "failed"
+
+
+def test_snapshot_then_create_on_it(client):
+    with skiff.Sandbox.create(client=client, timeout_s=60) as sb:
+        sb.exec("sh", "-c", "echo kept > /root-file")
+        iid = sb.snapshot()
+    assert client.images.get(iid)["state"] == "ready"
+    with skiff.Sandbox.create(image=skiff.Image.from_id(iid), client=client) as sb2:
+        assert sb2.exec("cat", "/root-file").stdout == b"kept\n"
+    client.images.delete(iid)

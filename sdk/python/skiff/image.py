@@ -388,6 +388,14 @@ class Image:
                 _upload(client, f, size, digest)
         return f"sha256:{digest}"
 
+    def _ref(self):
+        """What a sandbox can start on as it is, without a build: busybox, an image's id or
+        name with no steps added; else None."""
+        b = self._base
+        if self._steps or not isinstance(b, str) or b == "debian-slim" or ":" in b:
+            return None  # a Debian base or a directory: made by a build
+        return b
+
     def build(self, client=None, name=None, logs=None, timeout_s=None):
         """Build on the server and return the image's id once it is ready. Every local file
         is checked before anything is uploaded. logs: called with each piece of the build's

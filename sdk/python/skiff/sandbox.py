@@ -449,7 +449,7 @@ class Sandbox:
             from .image import Image
             if not isinstance(image, Image):
                 raise TypeError("image: expected a skiff.Image, an image id or a name")
-            image = image.build(client=client)
+            image = image._ref() or image.build(client=client)
         if cidr_allowlist is not None:
             if isinstance(cidr_allowlist, str):
                 raise TypeError("cidr_allowlist: expected a list of ranges, e.g. "
@@ -559,6 +559,14 @@ class Sandbox:
         """What the sandbox's main command wrote to stream from offset so far, as bytes."""
         return _read_output(self._client, f"/v1/sandboxes/{_q(self.id)}/logs", stream,
                             offset)[0]
+
+    def snapshot(self, name=None):
+        """Save the running sandbox's files (its image and what changed since) as a new
+        image, with its image's config; returns the image's id once it is ready."""
+        body = {} if name is None else {"name": name}
+        im = self._client.json("POST", self._url("/snapshot"), json=body,
+                               timeout=max(self._client.timeout, 300.0))
+        return im["id"]
 
     def terminate(self):
         """End the sandbox (SIGTERM, a grace period, SIGKILL) and remove it; returns the
