@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../lib/encoding.h"
 #include "../lib/hash.h"
 #include "cli.h"
 
@@ -113,6 +114,11 @@ static int tar_add(struct tar_ctx *t, int dirfd, const char *name, const struct 
 		return sk_error_set(err, -SK_EINVAL_SPEC,
 		                    "%s: its path in the archive is over %d bytes", shown,
 		                    TAR_NAME_MAX);
+	/* Image paths are UTF-8 (manifests are JSON): say so here, before any upload. */
+	if (!utf8_valid((const unsigned char *)path, strlen(path)))
+		return sk_error_set(err, -SK_EINVAL_SPEC,
+		                    "%s: the name is not valid UTF-8, which image paths must be",
+		                    shown);
 	if (!S_ISREG(st->st_mode) && !S_ISDIR(st->st_mode) && !S_ISLNK(st->st_mode))
 		return sk_error_set(err, -SK_EINVAL_SPEC,
 		                    "%s: only regular files, directories and symbolic links can be "
@@ -142,6 +148,9 @@ static int tar_add(struct tar_ctx *t, int dirfd, const char *name, const struct 
 			return sk_error_set(err, -SK_EINVAL_SPEC, "%s: a link target over %d bytes",
 			                    shown, TAR_LINK_MAX);
 		target[n] = '\0';
+		if (!utf8_valid((const unsigned char *)target, (size_t)n))
+			return sk_error_set(err, -SK_EINVAL_SPEC,
+			                    "%s: the link's target is not valid UTF-8", shown);
 	}
 
 	struct archive_entry *e = archive_entry_new();

@@ -20,6 +20,7 @@ from imgfake import fake  # noqa: F401 (a fixture)
 from test_cli import SKIFF, run, skiff_env
 
 sys.path.insert(0, str(REPO / "sdk" / "python"))
+import skiff  # noqa: E402
 from skiff.image import pack_tar  # noqa: E402
 
 
@@ -42,6 +43,9 @@ def tree(tmp_path):
     long_dir = t / ("d" * 90) / ("e" * 60)
     long_dir.mkdir(parents=True)
     (long_dir / "f").write_text("long\n")
+    # Names as bytes, sorted bytewise by both clients.
+    (t / "sub" / "\u00fc name").write_text("u\n")
+    (t / "sub" / "Zebra").write_text("z\n")
     return t
 
 
@@ -162,7 +166,8 @@ def test_archive_is_deterministic_and_keeps_what_it_says(fake, fenv, tree):
         members = t.getmembers()
     names = [m.name for m in members]
     assert names[:2] == ["d" * 90, "d" * 90 + "/" + "e" * 60]
-    assert names[3:] == ["empty", "run.sh", "sub", "sub/deep", "sub/deep/data", "sub/link"]
+    assert names[3:] == ["empty", "run.sh", "sub", "sub/Zebra", "sub/deep", "sub/deep/data",
+                         "sub/link", "sub/\u00fc name"]
     by = {m.name: m for m in members}
     assert all(m.uid == 0 and m.gid == 0 and m.uname == "" for m in members)
     assert by["run.sh"].mode == 0o750 and by["sub/deep/data"].mtime == 1_000_000_000
@@ -190,6 +195,22 @@ def test_things_that_cannot_be_copied_are_refused(fake, fenv, tree):
     p = run(fenv, "image", "build", "--copy", f"{tree}:/app")
     assert p.returncode == 2 and "fifo" in p.stderr and "only regular files" in p.stderr
     assert fake.puts() == [] and fake.posted() == []
+
+
+@pytest.mark.parametrize("name", [b"caf\xe9", b"ok"])
+def test_names_that_are_not_utf8_are_refused(fake, fenv, tmp_path, name):
+    d = tmp_path / "d"
+    d.mkdir()
+    if name == b"ok":  # a link whose target is not UTF-8
+        os.symlink(b"caf\xe9", os.path.join(os.fsencode(d), name))
+    else:
+        open(os.path.join(os.fsencode(d), name), "wb").close()
+    p = subprocess.run([str(SKIFF), "image", "build", "--copy", f"{d}:/app"], env=fenv,
+                       capture_output=True, timeout=60)
+    assert p.returncode == 2 and b"not valid UTF-8" in p.stderr, p.stderr
+    with pytest.raises(skiff.InvalidArgument, match="not valid UTF-8"):
+        pack_tar(d, io.BytesIO())
+    assert fake.requests == []
 
 
 def test_failed_build_exits_1_naming_the_step(fake, fenv):

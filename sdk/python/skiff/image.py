@@ -114,6 +114,11 @@ class _TarWriter:
         """One entry: st is its lstat (stat for the top, a link to which is followed); a
         directory's contents follow it."""
         self.entries += 1
+        try:
+            arc_path.encode("utf-8")  # image paths are UTF-8 (manifests are JSON)
+        except UnicodeEncodeError:
+            raise InvalidArgument(f"{shown!r}: the name is not valid UTF-8, which image paths "
+                                  f"must be") from None
         if self.entries > MAX_TAR_ENTRIES:
             raise InvalidArgument(f"{self.what}: more than {MAX_TAR_ENTRIES} entries")
         if len(arc_path.encode("utf-8", "surrogateescape")) + stat.S_ISDIR(st.st_mode) > 255:
@@ -123,6 +128,11 @@ class _TarWriter:
             self.add_tree(fs_path, arc_path, shown)
         elif stat.S_ISLNK(st.st_mode):
             target = os.readlink(os.fsencode(fs_path))
+            try:
+                target.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidArgument(f"{shown!r}: the link's target is not valid UTF-8") \
+                    from None
             if len(target) > _LINK_MAX:
                 raise InvalidArgument(f"{shown}: a link target over {_LINK_MAX} bytes")
             self.write(_header(arc_path, st.st_mode, 0, st.st_mtime, b"2", target))
