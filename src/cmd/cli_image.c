@@ -295,10 +295,18 @@ static int locals_check(const struct build_args *a, struct sk_error *err)
 {
 	const char *base = cli_json_str(a->body, "base");
 	if (base && !strncmp(base, "oci-archive:", 12) && strncmp(base + 12, "sha256:", 7)) {
+		_cleanup_free_ char *path = base[12] ? local_path(a, base + 12) : NULL;
+		struct stat st;
 		if (!base[12])
 			return sk_error_set(err, -SK_EINVAL_SPEC, "oci-archive: names no file");
-		if (cli_tar_check(base + 12, err) < 0)
-			return err->code;
+		if (!path)
+			return sk_error_errno(err, -ENOMEM, "base");
+		if (stat(path, &st) < 0)
+			return sk_error_set(err, errno == ENOENT ? -SK_EINVAL_SPEC : -errno,
+			                    "base: %s: %s", path, strerror(errno));
+		if (!S_ISREG(st.st_mode))
+			return sk_error_set(err, -SK_EINVAL_SPEC, "base: %s: not a regular file",
+			                    path);
 	}
 	size_t i;
 	json_t *step;
@@ -353,7 +361,9 @@ static int locals_upload(struct cli *c, const struct build_args *a, struct sk_er
 	char hex[SHA256_HEX_BYTES];
 	const char *base = cli_json_str(a->body, "base");
 	if (base && !strncmp(base, "oci-archive:", 12) && strncmp(base + 12, "sha256:", 7)) {
-		int r = cli_blob_put_file(c, base + 12, hex, err);
+		_cleanup_free_ char *path = local_path(a, base + 12);
+		int r = path ? cli_blob_put_file(c, path, hex, err)
+		             : sk_error_errno(err, -ENOMEM, "base");
 		if (r < 0)
 			return r;
 		_cleanup_free_ char *b = NULL;

@@ -86,6 +86,7 @@ def test_help_names_the_options(tmp_path):
     (["unexpected"], "unexpected"),
     (["--copy", "/nonexistent-dir-for-test:/app"], "/nonexistent-dir-for-test"),
     (["--from", "oci-archive:/nonexistent.tar"], "/nonexistent.tar"),
+    (["--from", "oci-archive:/"], "not a regular file"),
     (["-f", "/nonexistent-spec.json"], "/nonexistent-spec.json"),
 ])
 def test_bad_input_exits_2_and_sends_nothing(fake, fenv, args, says):
@@ -261,7 +262,8 @@ def test_oci_archive_is_uploaded_as_it_is(fake, fenv, tmp_path):
 
 def test_spec_file_locals_are_relative_to_it(fake, fenv, tree, tmp_path):
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"base": "busybox", "steps": [
+    (tmp_path / "img.tar").write_bytes(b"an archive")
+    spec.write_text(json.dumps({"base": "oci-archive:img.tar", "steps": [
         {"copy": {"local": "tree", "dest": "/app"}}, {"run": "ls /app"}]}))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -269,7 +271,8 @@ def test_spec_file_locals_are_relative_to_it(fake, fenv, tree, tmp_path):
                        env=fenv, cwd=elsewhere, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     tree_hex, _ = digest_of(tree)
-    assert fake.posted() == [{"base": "busybox", "name": "n1", "steps": [
+    arc_hex = hashlib.sha256(b"an archive").hexdigest()
+    assert fake.posted() == [{"base": f"oci-archive:sha256:{arc_hex}", "name": "n1", "steps": [
         {"copy": {"blob": f"sha256:{tree_hex}", "dest": "/app"}}, {"run": "ls /app"}]}]
 
 
