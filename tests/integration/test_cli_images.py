@@ -400,3 +400,47 @@ def test_snapshot_usage_errors(tmp_path):
     for args in (["snapshot"], ["snapshot", "a", "b"], ["snapshot", "a", "--name"]):
         p = run(e, "sandbox", *args)
         assert p.returncode == 2 and "usage: skiff sandbox snapshot" in p.stderr, args
+
+
+def oci_archive(root, path, env):
+    """An OCI image layout as a tar at path: one layer (root's files) and a config with env."""
+    blobs = {}
+
+    def blob(data):
+        h = hashlib.sha256(data).hexdigest()
+        blobs[h] = data
+        return {"digest": f"sha256:{h}", "size": len(data)}
+
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w", format=tarfile.PAX_FORMAT) as t:
+        t.add(root, arcname=".")
+    lay = blob(layer.getvalue())
+    cfg = blob(json.dumps({"architecture": "amd64", "os": "linux",
+                           "config": {"Env": env, "WorkingDir": "/"},
+                           "rootfs": {"type": "layers", "diff_ids": [lay["digest"]]}}).encode())
+    man = blob(json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **cfg},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **lay}]}).encode())
+    index = {"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", **man}]}
+    with tarfile.open(path, "w") as t:
+        for name, data in [("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
+                           ("index.json", json.dumps(index).encode())] + \
+                [(f"blobs/sha256/{h}", d) for h, d in blobs.items()]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+
+
+def test_build_on_an_oci_archive(ienv, custom_root, tmp_path):
+    arc = tmp_path / "img.tar"
+    oci_archive(custom_root, arc, ["FROM_OCI=yes"])
+    p = run(ienv, "image", "build", "--from", f"oci-archive:{arc}",
+            "--run", "echo $FROM_OCI > /from-step")
+    assert p.returncode == 0, p.stderr
+    iid = p.stdout.strip()
+    p = run(ienv, "sandbox", "run", "--image", iid, "--", "sh", "-c",
+            "cat /from-step; echo $FROM_OCI")
+    assert (p.returncode, p.stdout.split()) == (0, ["yes", "yes"]), p.stderr
+    run(ienv, "image", "rm", iid, check=0)
