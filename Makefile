@@ -149,7 +149,17 @@ $(BUILD)/bench/disk_subvol: bench/disk_subvol.c $(BUILD)/libskiff.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $(STATIC_FLAGS) -o $@ $^ $(LDLIBS)
 
-bench: $(BUILD)/bench/pool_start $(BUILD)/bench/disk_subvol
+# Imports and the store (dynamic: libarchive).
+$(BUILD)/bench/tar_layer: bench/tar_layer.c $(BUILD)/libskiffimg.a $(BUILD)/libskiff.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(IMG_LDLIBS)
+
+$(BUILD)/bench/image_store: bench/image_store.c $(BUILD)/libskiffimg.a $(BUILD)/libskiff.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(IMG_LDLIBS) $(LDLIBS)
+
+bench: $(BUILD)/bench/pool_start $(BUILD)/bench/disk_subvol $(BUILD)/bench/image_store \
+	$(BUILD)/bench/tar_layer
 
 # Unit tests may #include the .c they test to reach static functions.
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libskiffd.a $(BUILD)/libskiffnet.a \

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../lib/hash.h"
 #include "../lib/jsonlim.h"
 #include "../lib/map.h"
 
@@ -200,62 +201,18 @@ static struct img_entry *tar_layer_find(struct tar_layer *t, const char *path)
 	return i ? &t->m.e[i - 1] : NULL;
 }
 
-/* Mark the live entries strictly below path dead (a directory replaced by something else, or
- * whited out, loses what this archive put below it). */
-static void tar_layer_kill_below(struct tar_layer *t, const char *path)
-{
-	size_t plen = strcmp(path, "/") == 0 ? 0 : strlen(path);
-	for (size_t i = 0; i < t->m.n; i++) {
-		const char *p = t->m.e[i].path;
-		if (t->dead[i] || strncmp(p, path, plen) != 0 || p[plen] != '/' || !p[plen + 1])
-			continue;
-		t->dead[i] = 1;
-		map_remove(&t->byname, p);
-	}
-}
-
-/* Refuse a path below something in this archive that is not a directory: a member "through" a
- * symlink (or a file) would otherwise be written wherever the link points. */
-static int tar_layer_check_parents(struct tar_layer *t, const char *path, struct sk_error *err)
-{
-	char buf[IMG_PATH_MAX + 1];
-	size_t len = strlen(path);
-	memcpy(buf, path, len + 1);
-	while (len > 1) {
-		while (len > 0 && buf[len - 1] != '/')
-			len--;
-		if (len <= 1)
-			break;
-		buf[--len] = '\0';
-		const struct img_entry *p = tar_layer_find(t, buf);
-		if (p && p->type != IMG_DIR)
-			return sk_error_set(
-			    err, -SK_EINVAL_SPEC,
-			    "member \"%s\": its parent \"%s\" is not a directory in "
-			    "the archive (%s)",
-			    path, buf, p->type == IMG_SYMLINK ? "a symlink" : "not a dir");
-	}
-	return 0;
-}
-
-/* Add e (later members win: an older entry at the same path is dropped, and with it what is
- * below it unless both are directories; an opaque mark stays on a directory). */
+/* Add e. Later members win: an older entry at the same path is dropped (an opaque mark stays on
+ * a directory); what this does to entries below the path is settled by tar_layer_settle. */
 static int tar_layer_put(struct tar_layer *t, struct img_entry *e, struct sk_error *err)
 {
-	int r = tar_layer_check_parents(t, e->path, err);
-	if (r < 0)
-		return r;
+	int r;
 	uintptr_t old = (uintptr_t)map_get(&t->byname, e->path);
 	if (old) {
 		struct img_entry *o = &t->m.e[old - 1];
 		if (o->type == IMG_DIR && e->type == IMG_DIR)
 			e->opaque |= o->opaque;
-		else if (o->type == IMG_DIR || e->type == IMG_WHITEOUT)
-			tar_layer_kill_below(t, e->path);
 		t->dead[old - 1] = 1;
 		map_remove(&t->byname, e->path);
-	} else if (e->type == IMG_WHITEOUT) {
-		tar_layer_kill_below(t, e->path);
 	}
 	if (t->m.n >= t->dead_cap) {
 		size_t cap = t->dead_cap ? 2 * t->dead_cap : 64;
@@ -575,13 +532,98 @@ static int tar_member(struct tar_reader *rd, struct archive_entry *ae, struct sk
 	return tar_layer_put(&rd->t, &e, err);
 }
 
+/* Byte order, but with '/' below every other byte: a path's descendants follow it at once. */
+static int tree_cmp(const void *a, const void *b, void *data)
+{
+	const struct img_entry *e = data;
+	size_t i = *(const size_t *)a, j = *(const size_t *)b;
+	const unsigned char *x = (const unsigned char *)e[i].path;
+	const unsigned char *y = (const unsigned char *)e[j].path;
+	for (; *x == *y && *x; x++, y++)
+		;
+	if (*x != *y) {
+		int rx = *x == '/' ? 1 : *x ? *x + 1 : 0, ry = *y == '/' ? 1 : *y ? *y + 1 : 0;
+		return rx - ry;
+	}
+	return i < j ? -1 : i > j;
+}
+
+/* A path on the way down in tar_layer_settle, with the first and last member (numbered from 1
+ * in archive order; 0 and SIZE_MAX: none) that was not a directory at it or above it. */
+struct settle_level {
+	const char *path;
+	size_t len;
+	size_t first_nondir, last_nondir;
+};
+
+static int settle_is_below(const struct settle_level *l, const char *path)
+{
+	if (l->len == 1)
+		return path[1] != '\0';
+	return strncmp(l->path, path, l->len) == 0 && path[l->len] == '/';
+}
+
+/* What entries below other entries come to, in one pass over the entries in tree order (rather
+ * than a look at every ancestor of every member, which a deep archive makes quadratic): a member
+ * below a path where an earlier member was not a directory (a symlink, a file, a whiteout) went
+ * "through" it and is refused; one below a path that a later member made a non-directory or
+ * whited out is dropped, as extracting the tar in order would remove it. */
+static int tar_layer_settle(struct tar_layer *t, struct sk_error *err)
+{
+	size_t n = t->m.n;
+	if (n == 0)
+		return 0;
+	_cleanup_free_ size_t *order = calloc(n, sizeof(*order));
+	_cleanup_free_ struct settle_level *stack = calloc(n, sizeof(*stack));
+	if (!order || !stack)
+		return sk_error_set(err, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++)
+		order[i] = i;
+	qsort_r(order, n, sizeof(*order), tree_cmp, t->m.e);
+	size_t depth = 0;
+	for (size_t g = 0; g < n;) {
+		const char *path = t->m.e[order[g]].path;
+		while (depth > 0 && !settle_is_below(&stack[depth - 1], path))
+			depth--;
+		size_t first = depth ? stack[depth - 1].first_nondir : SIZE_MAX;
+		size_t last = depth ? stack[depth - 1].last_nondir : 0;
+		struct settle_level own = {
+		    .path = path, .len = strlen(path), .first_nondir = first, .last_nondir = last};
+		for (; g < n && strcmp(t->m.e[order[g]].path, path) == 0; g++) {
+			size_t i = order[g], seq = i + 1;
+			if (first < seq) {
+				const struct settle_level *l = stack;
+				while (l->first_nondir >= seq)
+					l++;
+				return sk_error_set(
+				    err, -SK_EINVAL_SPEC,
+				    "member \"%s\": below \"%s\", which an earlier member "
+				    "made a symlink, a file or a whiteout",
+				    path, l->path);
+			}
+			if (last > seq)
+				t->dead[i] = 1;
+			if (t->m.e[i].type != IMG_DIR) {
+				if (seq < own.first_nondir)
+					own.first_nondir = seq;
+				if (seq > own.last_nondir)
+					own.last_nondir = seq;
+			}
+		}
+		stack[depth++] = own;
+	}
+	return 0;
+}
+
 /* The live entries of t into a fresh manifest, sorted and checked as a layer. */
 static int tar_layer_finish(struct tar_layer *t, const struct img_limits *lim,
                             struct img_manifest *ret, struct sk_error *err)
 {
+	int r = tar_layer_settle(t, err);
+	if (r < 0)
+		return r;
 	struct img_manifest m;
 	img_manifest_init(&m);
-	int r = 0;
 	for (size_t i = 0; i < t->m.n && r >= 0; i++)
 		if (!t->dead[i])
 			r = img_manifest_add(&m, &t->m.e[i], err);
@@ -693,16 +735,6 @@ static void oci_archive_release(struct oci_archive *ar)
 	map_release(&ar->byname);
 }
 
-static void hex_of(const unsigned char *in, size_t n, char *out)
-{
-	static const char HEX[] = "0123456789abcdef";
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = HEX[in[i] >> 4];
-		out[2 * i + 1] = HEX[in[i] & 15];
-	}
-	out[2 * n] = '\0';
-}
-
 /* Append the current member's data to the spool (an unlinked file under the store's tmp/), its
  * SHA-256 into mem. */
 static int oci_spool(struct oci_archive *ar, struct archive *a, uint64_t max,
@@ -755,7 +787,7 @@ static int oci_spool(struct oci_archive *ar, struct archive *a, uint64_t max,
 	EVP_MD_CTX_free(ctx);
 	if (r < 0)
 		return r;
-	hex_of(md, sizeof(md), mem->digest);
+	hex_encode(md, sizeof(md), mem->digest);
 	mem->off = ar->spool_end;
 	mem->size = got;
 	ar->spool_end += got;

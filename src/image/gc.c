@@ -206,6 +206,37 @@ static uint64_t inodes_sweep(struct img_store *s)
 	return removed;
 }
 
+/* After the tree of digest was removed: the inodes of its files that no tree links to any
+ * more, found from its manifest rather than by a walk of every inode (pruning removes trees one
+ * by one while the disk is short). Without the manifest, every inode is looked at. */
+static void tree_inodes_sweep(struct img_store *s, const char *digest)
+{
+	struct img_manifest m;
+	img_manifest_init(&m);
+	struct sk_error ignored = {0};
+	if (img_manifest_load(s, digest, &img_default_limits, &m, &ignored) < 0) {
+		inodes_sweep(s);
+		return;
+	}
+	for (size_t i = 0; i < m.n; i++) {
+		char key[IMG_DIGEST_HEX], rel[96];
+		if (m.e[i].type != IMG_REG || img_inode_key(&m.e[i], key) < 0)
+			continue;
+		for (int copy = 0;; copy++) {
+			if (copy == 0)
+				snprintf(rel, sizeof(rel), "inodes/%.2s/%s", key, key + 2);
+			else
+				snprintf(rel, sizeof(rel), "inodes/%.2s/%s.%d", key, key + 2, copy);
+			struct stat st;
+			if (fstatat(s->root_fd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0)
+				break;
+			if (S_ISREG(st.st_mode) && st.st_nlink == 1)
+				unlinkat(s->root_fd, rel, 0);
+		}
+	}
+	img_manifest_free(&m);
+}
+
 struct tree_lru {
 	char digest[IMG_DIGEST_HEX];
 	struct timespec used;
@@ -282,7 +313,7 @@ int img_trees_prune(struct img_store *s, uint64_t free_bytes, struct sk_error *e
 		r = tree_remove(s, v[i].digest);
 		if (r < 0 && r != -ENOENT)
 			return sk_error_errno(err, r, "prune tree %s", v[i].digest);
-		inodes_sweep(s);
+		tree_inodes_sweep(s, v[i].digest);
 		removed++;
 	}
 	return removed;

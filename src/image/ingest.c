@@ -18,11 +18,12 @@
 
 #include "../lib/encoding.h"
 #include "../lib/map.h"
+#include "store_internal.h"
 
 /* Directories nested deeper are refused (paths are limited anyway; this bounds the recursion). */
 #define INGEST_MAX_DEPTH     256
-#define OVERLAY_XATTR_PREFIX "user.overlay."
-#define XATTR_LIST_BYTES     65536 /* the kernel's limit on a list of names */
+#define OVERLAY_XATTR_PREFIX "user.overlay." /* userxattr mounts: the sandboxes' */
+#define XATTR_LIST_BYTES     65536           /* the kernel's limit on a list of names */
 
 struct ingest {
 	struct img_store *s;
@@ -76,8 +77,7 @@ static int xattrs_read(struct ingest *in, int fd, const char *path, struct img_e
 	uint64_t bytes = 0;
 	for (ssize_t off = 0; off < n; off += (ssize_t)strlen(names + off) + 1) {
 		const char *name = names + off;
-		if ((in->flags & IMG_INGEST_LAYER) &&
-		    strncmp(name, OVERLAY_XATTR_PREFIX, strlen(OVERLAY_XATTR_PREFIX)) == 0)
+		if (img_xattr_is_overlay(name))
 			continue;
 		ssize_t len = getxattr(proc, name, value, IMG_XATTR_VALUE_MAX);
 		if (len < 0 && errno == ENODATA)
@@ -111,8 +111,8 @@ static int xattrs_read(struct ingest *in, int fd, const char *path, struct img_e
 	return 0;
 }
 
-/* True (and the attribute dropped) when e carries the named overlay attribute with value (any
- * value when NULL). Read before user.overlay.* attributes are dropped. */
+/* True when the file open as fd carries the overlay attribute name with value (any value when
+ * NULL). */
 static int overlay_flag(int fd, const char *name, const char *value)
 {
 	char proc[64], buf[16];

@@ -11,6 +11,7 @@
 
 #include "../lib/encoding.h"
 #include "../lib/jsonlim.h"
+#include "../lib/map.h"
 #include "store_internal.h"
 
 #define MANIFEST_VERSION 1
@@ -185,6 +186,12 @@ static int str_utf8(const char *s)
 	return utf8_valid((const unsigned char *)s, strlen(s));
 }
 
+int img_xattr_is_overlay(const char *name)
+{
+	return strncmp(name, "user.overlay.", 13) == 0 ||
+	       strncmp(name, "trusted.overlay.", 16) == 0;
+}
+
 /* The fields of one entry against its type; NULL when consistent, else why not. */
 static const char *entry_problem(const struct img_entry *e, int layer, const struct img_limits *lim)
 {
@@ -233,6 +240,8 @@ static const char *entry_problem(const struct img_entry *e, int layer, const str
 			return "xattr name empty or too long";
 		if (!str_utf8(x->name))
 			return "xattr name is not valid UTF-8";
+		if (img_xattr_is_overlay(x->name))
+			return "an overlayfs attribute (user.overlay.*, trusted.overlay.*)";
 		if (x->len > IMG_XATTR_VALUE_MAX || (x->len && !x->value))
 			return "xattr value too long";
 		if (i > 0 && strcmp(e->xattrs[i - 1].name, x->name) >= 0)
@@ -603,27 +612,42 @@ int img_manifest_load(struct img_store *s, const char *digest, const struct img_
 
 /* ---- layers ---- */
 
-static int has_prefix_dir(const char *path, const char *dir)
+/* The first index from i on that no subtree marking has reached (skip[k] == k: not reached). */
+static size_t skip_find(size_t *skip, size_t i)
 {
-	if (strcmp(dir, "/") == 0)
-		return strcmp(path, "/") != 0;
-	size_t n = strlen(dir);
-	return strncmp(path, dir, n) == 0 && path[n] == '/';
+	while (skip[i] != i) {
+		skip[i] = skip[skip[i]]; /* path halving */
+		i = skip[i];
+	}
+	return i;
 }
 
-/* Mark dead every entry of base strictly below dir (they are contiguous in byte order). */
-static void mark_subtree(const struct img_manifest *base, const char *dir, char *dead)
+/* Mark dead every entry of base strictly below dir: those from "dir/" up to "dir0" ('0' follows
+ * '/'), contiguous in byte order ("/a-b" sorts between "/a" and "/a/b", outside both). skip
+ * (base->n + 1 entries) leaps over entries marked by an earlier subtree, so nested opaque
+ * directories and whiteouts cost one pass over what they hide, not one per level. */
+static void mark_subtree(const struct img_manifest *base, const char *dir, char *dead, size_t *skip)
 {
-	/* "/a/" and not "/a": "/a-b" sorts between "/a" and "/a/b". */
 	char key[IMG_PATH_MAX + 2];
-	snprintf(key, sizeof(key), "%s/", strcmp(dir, "/") == 0 ? "" : dir);
-	size_t i = manifest_lower_bound(base, key);
-	for (; i < base->n && has_prefix_dir(base->e[i].path, dir); i++)
+	size_t lo, hi;
+	if (strcmp(dir, "/") == 0) {
+		lo = manifest_lower_bound(base, "/");
+		lo += lo < base->n && strcmp(base->e[lo].path, "/") == 0;
+		hi = base->n;
+	} else {
+		snprintf(key, sizeof(key), "%s/", dir);
+		lo = manifest_lower_bound(base, key);
+		key[strlen(key) - 1] = '0';
+		hi = manifest_lower_bound(base, key);
+	}
+	for (size_t i = skip_find(skip, lo); i < hi; i = skip_find(skip, i)) {
 		dead[i] = 1;
+		skip[i] = i + 1;
+	}
 }
 
 /* Add the missing ancestors of every entry of a sorted manifest as 0755 root directories. */
-static int add_missing_ancestors(struct img_manifest *m, struct sk_error *err)
+static int add_missing_ancestors(struct img_manifest *m, struct map *added, struct sk_error *err)
 {
 	size_t n0 = m->n;
 	char parent[IMG_PATH_MAX + 1];
@@ -646,21 +670,30 @@ static int add_missing_ancestors(struct img_manifest *m, struct sk_error *err)
 				                    m->e[i].path, parent);
 			if (p || strcmp(parent, "/") == 0)
 				break;
-			int known = 0;
-			for (size_t j = n0; j < m->n && !known; j++)
-				known = strcmp(m->e[j].path, parent) == 0;
-			if (!known) {
-				struct img_entry d = {
-				    .path = parent, .type = IMG_DIR, .mode = 0755};
-				if (img_manifest_add(m, &d, err) < 0)
-					return -ENOMEM;
-			}
+			/* Added already, with its own ancestors. */
+			if (map_get(added, parent))
+				break;
+			struct img_entry d = {.path = parent, .type = IMG_DIR, .mode = 0755};
+			if (img_manifest_add(m, &d, err) < 0 ||
+			    map_put(added, m->e[m->n - 1].path, m) < 0)
+				return sk_error_set(err, -ENOMEM, "apply layer: out of memory");
 			char up[IMG_PATH_MAX + 1];
 			path_parent(parent, up);
 			memcpy(parent, up, strlen(up) + 1);
 		}
 	}
 	return img_manifest_sort(m, err);
+}
+
+/* The same for a whole manifest, with the paths it added kept in a map (the keys are the
+ * entries' own path strings, which stay where they are when the array grows). */
+static int manifest_complete(struct img_manifest *m, struct sk_error *err)
+{
+	struct map added;
+	map_init(&added);
+	int r = add_missing_ancestors(m, &added, err);
+	map_release(&added);
+	return r;
 }
 
 /* Checked before base is touched, so that a layer that cannot apply changes nothing: the
@@ -696,6 +729,11 @@ int img_manifest_apply(struct img_manifest *base, const struct img_manifest *lay
 	_cleanup_free_ char *dead = calloc(base->n + 1, 1);
 	if (!dead)
 		return sk_error_set(err, -ENOMEM, "apply layer: out of memory");
+	_cleanup_free_ size_t *skip = malloc((base->n + 1) * sizeof(*skip));
+	if (!skip)
+		return sk_error_set(err, -ENOMEM, "apply layer: out of memory");
+	for (size_t i = 0; i <= base->n; i++)
+		skip[i] = i;
 	for (size_t i = 0; i < layer->n; i++) {
 		const struct img_entry *l = &layer->e[i];
 		size_t j = manifest_lower_bound(base, l->path);
@@ -703,7 +741,7 @@ int img_manifest_apply(struct img_manifest *base, const struct img_manifest *lay
 			dead[j] = 1;
 		/* A whiteout, an opaque directory and a non-directory hide what was below. */
 		if (l->type != IMG_DIR || l->opaque)
-			mark_subtree(base, l->path, dead);
+			mark_subtree(base, l->path, dead, skip);
 	}
 	for (size_t i = 0; i < layer->n; i++) {
 		const char *why = apply_parent_problem(base, layer, dead, &layer->e[i]);
@@ -743,7 +781,7 @@ int img_manifest_apply(struct img_manifest *base, const struct img_manifest *lay
 	img_manifest_init(base);
 	int r = img_manifest_sort(&out, err);
 	if (r == 0)
-		r = add_missing_ancestors(&out, err);
+		r = manifest_complete(&out, err);
 	if (r < 0) {
 		img_manifest_free(&out);
 		return r;

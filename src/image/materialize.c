@@ -37,6 +37,7 @@ struct build {
 	int inodes_fd; /* inodes/ */
 	int parent_fd; /* the directory of the last entry, cached for its siblings */
 	char parent[IMG_PATH_MAX + 1];
+	unsigned char prefix_made[256]; /* inodes/<2 hex>/ known to exist */
 };
 
 /* Open path (relative to the tree's root, "" for the root) as a directory, refusing any symlink
@@ -89,8 +90,7 @@ static void entry_times(const struct img_entry *e, struct timespec ts[2])
 	ts[0].tv_nsec = ts[1].tv_nsec = e->mtime_nsec;
 }
 
-/* The inode's key: the SHA-256 of everything a file shares with its inode. */
-static int inode_key(const struct img_entry *e, char key[IMG_DIGEST_HEX])
+int img_inode_key(const struct img_entry *e, char key[IMG_DIGEST_HEX])
 {
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	char head[256];
@@ -155,8 +155,12 @@ static int inode_create(struct build *b, const struct img_entry *e, const char *
 {
 	char dir[8];
 	snprintf(dir, sizeof(dir), "%.2s", rel);
-	if (mkdirat(b->inodes_fd, dir, 0700) < 0 && errno != EEXIST)
-		return sk_error_errno(err, -errno, "materialize: create inodes/%s", dir);
+	unsigned long prefix = strtoul(dir, NULL, 16) & 0xff;
+	if (!b->prefix_made[prefix]) {
+		if (mkdirat(b->inodes_fd, dir, 0700) < 0 && errno != EEXIST)
+			return sk_error_errno(err, -errno, "materialize: create inodes/%s", dir);
+		b->prefix_made[prefix] = 1;
+	}
 	_cleanup_close_ int blob = -1;
 	uint64_t size = 0;
 	int r = img_blob_open(b->s, e->digest, &blob, &size, err);
@@ -198,7 +202,7 @@ static int build_reg(struct build *b, const struct img_entry *e, int parent_fd, 
                      struct sk_error *err)
 {
 	char key[IMG_DIGEST_HEX];
-	if (inode_key(e, key) < 0)
+	if (img_inode_key(e, key) < 0)
 		return sk_error_set(err, -EIO, "materialize: SHA-256 failed");
 	for (int copy = 0, retries = 0; copy < INODE_MAX_COPIES;) {
 		char rel[INODE_RELPATH_BYTES];

@@ -29,6 +29,7 @@ static const char *const STORE_DIRS[] = {"blobs", "blobs/sha256", "tmp", "inodes
 
 int img_store_open(struct img_store *s, const char *root, struct sk_error *err)
 {
+	s->root_fd = -1;
 	if (snprintf(s->root, sizeof(s->root), "%s", root) >= (int)sizeof(s->root))
 		return sk_error_set(err, -ENAMETOOLONG, "image store %s: path too long", root);
 	int r = fs_mkdir_p(root, 0700);

@@ -24,3 +24,9 @@ extern unsigned long img_inode_max_links;
 void img_tree_touch(struct img_store *s, const char *digest);
 /* Remove the trees/.tmp-* that nobody works on any more (a builder or gc that died). */
 void img_trees_clean_stale(struct img_store *s);
+/* True for overlayfs's own attributes (user.overlay.*, trusted.overlay.*): never kept in an
+ * image, where the overlay that uses the tree as its lower layer would obey them. */
+int img_xattr_is_overlay(const char *name);
+/* The key of a regular file's inode (inodes/<2>/<62>[.N]): the SHA-256 of everything a file
+ * shares with its inode (content digest, mode, owner, mtime, xattrs). */
+int img_inode_key(const struct img_entry *e, char key[IMG_DIGEST_HEX]);

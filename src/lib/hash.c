@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <sys/random.h>
 
-static void hex_encode(const uint8_t *in, size_t n, char *out)
+void hex_encode(const uint8_t *in, size_t n, char *out)
 {
 	static const char HEX[] = "0123456789abcdef";
 	for (size_t i = 0; i < n; i++) {

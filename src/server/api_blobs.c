@@ -9,12 +9,26 @@
  * the HTTP layer, so it is held to SERVER_MAX_CHUNKED_BLOB_BYTES. */
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../lib/macros.h"
 #include "server.h"
 
 #define BLOB_READ_BYTES (64 * 1024)
+
+void blob_touch(struct server *srv, const char *digest)
+{
+	/* gc spares blobs younger than its grace, by mtime: one uploaded (or named by a build)
+	 * again is as new as then, though its file was stored long ago. */
+	int fd = -1;
+	uint64_t size;
+	struct sk_error err = {0};
+	if (img_blob_open(&srv->imgs, digest, &fd, &size, &err) == 0) {
+		futimens(fd, NULL);
+		close(fd);
+	}
+}
 
 /* The digest in the route's first parameter ("sha256:<64 hex>"), or NULL after a 400. */
 static const char *blob_digest_of_call(struct api_call *call)
@@ -126,6 +140,8 @@ static void upload_finish(struct blob_upload *u)
 		upload_fail(u, 500, "internal", u->err.msg);
 		return;
 	}
+	if (u->existed)
+		blob_touch(u->srv, digest);
 	char name[80];
 	snprintf(name, sizeof(name), "sha256:%s", digest);
 	upload_reply(u, u->existed ? 200 : 201,
@@ -203,6 +219,8 @@ static void put_whole(struct api_call *call, const char *expect, uint64_t max)
 		api_reply_error(call, 500, "internal", "store the blob: %s", err.msg);
 		return;
 	}
+	if (existed)
+		blob_touch(srv, digest);
 	char name[80];
 	snprintf(name, sizeof(name), "sha256:%s", digest);
 	api_reply_json(call, existed ? 200 : 201,

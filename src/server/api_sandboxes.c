@@ -188,9 +188,9 @@ static int image_defaults(struct api_call *call, json_t *body, struct image_rec 
 		return 0;
 	struct image_rec *im = image_lookup(call->srv, call->who.workspace_id, name);
 	if (!im) {
-		api_reply_error(call, 404, "not_found",
-		                "image %.140s not found: busybox, or an image of this workspace "
-		                "by id or name",
+		api_reply_error(call, 400, "invalid_argument",
+		                "image: %.140s is not an image of this workspace (busybox, or an "
+		                "image's id or name)",
 		                name);
 		return -1;
 	}

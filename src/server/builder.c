@@ -290,6 +290,20 @@ static int run_tar(struct task *t)
 	return tar_import(t, fd);
 }
 
+/* t->manifest with layer applied, saved as t->out_manifest. */
+static int apply_save(struct task *t, const struct img_manifest *layer)
+{
+	struct img_manifest base;
+	img_manifest_init(&base);
+	int r = img_manifest_load(t->store, t->manifest, &img_default_limits, &base, &t->err);
+	if (r >= 0)
+		r = img_manifest_apply(&base, layer, &t->err);
+	if (r >= 0)
+		r = save(t, &base);
+	img_manifest_free(&base);
+	return r;
+}
+
 static int run_copy(struct task *t)
 {
 	_cleanup_close_ int fd = -1;
@@ -297,27 +311,21 @@ static int run_copy(struct task *t)
 	int r = img_blob_open(t->store, t->arg, &fd, &size, &t->err);
 	if (r < 0)
 		return r;
-	struct img_manifest base, layer;
-	img_manifest_init(&base);
+	struct img_manifest layer;
 	img_manifest_init(&layer);
 	r = img_layer_from_tar(t->store, fd, t->dest, 0, &img_default_limits, &layer, &t->err);
 	if (r >= 0)
 		r = img_manifest_save(t->store, &layer, t->out_layer, &t->err);
 	if (r >= 0)
-		r = img_manifest_load(t->store, t->manifest, &img_default_limits, &base, &t->err);
-	if (r >= 0)
-		r = img_manifest_apply(&base, &layer, &t->err);
-	if (r >= 0)
-		r = save(t, &base);
-	img_manifest_free(&base);
+		r = apply_save(t, &layer);
 	img_manifest_free(&layer);
 	return r;
 }
 
+/* The layer manifest t->arg (a build step's or a snapshot's, from the worker). */
 static int run_layer(struct task *t)
 {
-	struct img_manifest base, layer;
-	img_manifest_init(&base);
+	struct img_manifest layer;
 	img_manifest_init(&layer);
 	char *text = NULL;
 	size_t len = 0;
@@ -326,12 +334,7 @@ static int run_layer(struct task *t)
 		r = img_manifest_decode(text, len, 1, &img_default_limits, &layer, &t->err);
 	free(text);
 	if (r >= 0)
-		r = img_manifest_load(t->store, t->manifest, &img_default_limits, &base, &t->err);
-	if (r >= 0)
-		r = img_manifest_apply(&base, &layer, &t->err);
-	if (r >= 0)
-		r = save(t, &base);
-	img_manifest_free(&base);
+		r = apply_save(t, &layer);
 	img_manifest_free(&layer);
 	return r;
 }

@@ -47,6 +47,7 @@ static int blob_ref(struct server *srv, const char *s, const char *field, char h
 		return bad(err, "%s: blob %.80s is not stored: upload it first (PUT /v1/blobs/…)",
 		           field, s);
 	snprintf(hex, IMG_DIGEST_HEX, "%s", s + 7);
+	blob_touch(srv, hex); /* the build is about to use it: gc must wait */
 	return 0;
 }
 

@@ -302,9 +302,9 @@ void api_images_create(struct http_request *req)
 	const char *name = json_string_value(json_object_get(body, "name"));
 	struct image_rec *other = name ? image_lookup(srv, ws, name) : NULL;
 	if (other) {
-		json_decref(body);
 		api_reply_error(call, 409, "conflict", "an image named %s exists already (%s)",
 		                name, other->row.id);
+		json_decref(body); /* name points into it */
 		return;
 	}
 	if (srv->images.len >= SERVER_MAX_IMAGES) {

@@ -456,6 +456,7 @@ int server_port(const struct server *srv)
 static void free_all(struct server *srv)
 {
 	prioq_release(&srv->timeouts); /* it points into the sandboxes */
+	builder_free_all(srv);         /* ... and so do builds */
 	size_t pos = 0;
 	void *v;
 	while ((v = map_next(&srv->workspaces, &pos)))
@@ -490,7 +491,6 @@ static void free_all(struct server *srv)
 	map_release(&srv->idem_inflight);
 	map_release(&srv->file_calls);
 	map_release(&srv->tunnels);
-	builder_free_all(srv);
 	pos = 0;
 	struct image_rec *im;
 	while ((im = map_next(&srv->images, &pos)))

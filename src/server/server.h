@@ -437,6 +437,8 @@ void tunnels_close_token(struct server *srv, const char *token_id, int64_t now_m
 /* api_blobs.c: /v1/blobs/sha256:{hex} */
 void api_blobs_put(struct http_request *req);
 void api_blobs_get(struct http_request *req);
+/* Make a stored blob as new as now for gc's grace (uploaded again, named by a build). */
+void blob_touch(struct server *srv, const char *digest);
 
 /* images.c: the images of every workspace, and their routes */
 int image_load(const struct store_image *row, void *ud);

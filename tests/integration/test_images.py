@@ -407,9 +407,9 @@ def wait_for_file(d, sbid, path, timeout=30):
 
 def test_sandbox_image_errors(d, app_image):
     s, body = d.api("POST", "/v1/sandboxes", {"image": "im-nope"})
-    assert s == 404 and "im-nope" in body["error"]["message"], body
+    assert s == 400 and "im-nope" in body["error"]["message"], body
     s, body = d.api("POST", "/v1/sandboxes", {"image": "no-such-name"})
-    assert s == 404, body
+    assert s == 400, body
     s, body = d.api("POST", "/v1/sandboxes", {"image": 5})
     assert s == 400, body
     for field, v in (("image_digest", "0" * 64), ("capture_layer", True)):
@@ -533,9 +533,13 @@ def test_gc_never_removes_what_is_in_use(d, app_image):
     assert blob_path(d, gone_hex).exists()
     unreferenced = upload(d, os.urandom(2000))[7:]
     fresh = upload(d, os.urandom(2000))  # an upload for a build yet to come
+    again_bytes = os.urandom(2000)
+    again = upload(d, again_bytes)[7:]
     age_all_blobs(d)
     fresh_hex = fresh[7:]
     os.utime(blob_path(d, fresh_hex))  # it is new
+    s, body = put_blob(d, again_bytes)  # uploaded again: as new as now
+    assert s == 200, body
     before = blob_files(d)
     s, body = d.api("DELETE", f"/v1/images/{snap['id']}")
     assert s == 200, body
@@ -545,6 +549,7 @@ def test_gc_never_removes_what_is_in_use(d, app_image):
     assert not blob_path(d, gone_hex).exists(), "gc did not run"
     assert not blob_path(d, unreferenced).exists()
     assert blob_path(d, fresh_hex).exists()
+    assert blob_path(d, again).exists()
     assert blob_path(d, hashlib.sha256(kept).hexdigest()).exists()
     assert blob_path(d, keep["manifest"][7:]).exists()
     assert blob_path(d, app_image["manifest"][7:]).exists()
@@ -594,3 +599,60 @@ def test_restart_fails_builds_in_progress(d):
     assert s == 200 and got["state"] == "failed" and "interrupted" in got["error"], got
     s, body = d.api("DELETE", f"/v1/images/{img['id']}")
     assert s == 200, body
+
+
+# ---- other bases ----
+
+
+def oci_archive(files, env, workdir, entrypoint, cmd):
+    """An OCI image layout as a tar: one layer of files, a config with env, workdir,
+    entrypoint and cmd."""
+    layer = make_tar(files)
+    dl = hashlib.sha256(layer).hexdigest()
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "config": {"Env": env, "WorkingDir": workdir,
+                                    "Entrypoint": entrypoint, "Cmd": cmd},
+                         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + dl]}}).encode()
+    dc = hashlib.sha256(config).hexdigest()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": "sha256:" + dc, "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": "sha256:" + dl, "size": len(layer)}]}).encode()
+    dm = hashlib.sha256(manifest).hexdigest()
+    index = json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+         "digest": "sha256:" + dm, "size": len(manifest)}]}).encode()
+    return make_tar({"oci-layout": b'{"imageLayoutVersion":"1.0.0"}', "index.json": index,
+                     f"blobs/sha256/{dl}": layer, f"blobs/sha256/{dc}": config,
+                     f"blobs/sha256/{dm}": manifest})
+
+
+def test_oci_archive_base(d):
+    arc = upload(d, oci_archive({"etc/from-oci": b"oci!\n"}, ["OCI=1", "PATH=/bin"], "/w",
+                                ["/bin/sh"], ["-c", "true"]))
+    got = wait_built(d, build(d, {"base": "oci-archive:" + arc, "steps": [
+        {"env": {"MORE": "2"}}]})["id"])
+    assert got["state"] == "ready", (got, logs(d, got["id"]))
+    assert got["config"] == {"env": {"OCI": "1", "PATH": "/bin", "MORE": "2"},
+                             "workdir": "/w", "entrypoint": ["/bin/sh", "-c", "true"]}
+    assert got["files"] == 3  # / /etc /etc/from-oci
+    again = wait_built(d, build(d, {"base": "oci-archive:" + arc})["id"])
+    assert again["state"] == "ready" and again["files"] == 3
+
+
+DEBIAN_TAR = "/var/cache/skiff/debian-bookworm.tar"
+
+
+@pytest.mark.skipif(not os.path.exists(DEBIAN_TAR),
+                    reason=f"{DEBIAN_TAR} is missing (scripts/install-deps makes it with "
+                           "mmdebstrap where the Debian mirror can be reached)")
+def test_debian_base(d):
+    got = wait_built(d, build(d, {"base": "debian:bookworm", "steps": [
+        {"run": "echo built-on-debian > /etc/skiff-test"}]})["id"], timeout=600)
+    assert got["state"] == "ready", (got, logs(d, got["id"]))
+    s, sb = d.api("POST", "/v1/sandboxes", {"image": got["id"]})
+    assert s == 201, sb
+    out = sh(d, sb["id"], "cat /etc/debian_version /etc/skiff-test")
+    assert out["stdout"].startswith("12.") and out["stdout"].endswith("built-on-debian\n"), out

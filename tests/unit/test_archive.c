@@ -343,6 +343,12 @@ static void test_escape_refused(void **state)
 		assert_non_null(strstr(err.msg, "climbs above"));
 		assert_int_equal(m.n, 0);
 		assert_clean(f);
+		/* the member before it was stored, the refused one was not */
+		char hex[SHA256_HEX_BYTES];
+		assert_int_equal(sha256_hex("fine", 4, hex), 0);
+		assert_true(img_blob_exists(&f->s, hex));
+		assert_int_equal(sha256_hex("owned", 5, hex), 0);
+		assert_false(img_blob_exists(&f->s, hex));
 	}
 }
 
@@ -505,6 +511,45 @@ static void test_sparse_refused(void **state)
 	assert_int_equal(count_files(blobs), 0);
 }
 
+/* A small sparse file reads back whole: its holes as zeros. */
+static void test_sparse_small(void **state)
+{
+	struct fixture *f = *state;
+	struct tw t = tw_open(TW_GZIP);
+	struct archive_entry *e = tw_entry("sparse", AE_IFREG, 0644);
+	archive_entry_set_size(e, 65536);
+	archive_entry_sparse_add_entry(e, 8192, 4);
+	/* the writer takes the whole logical content and leaves the holes out */
+	char *want = calloc(1, 65536);
+	memcpy(want + 8192, "data", 4);
+	assert_int_equal(archive_write_header(t.a, e), ARCHIVE_OK);
+	assert_int_equal(archive_write_data(t.a, want, 65536), 65536);
+	archive_entry_free(e);
+	int fd = tw_close(&t);
+	struct archive *r = archive_read_new(); /* it is stored sparse */
+	archive_read_support_filter_all(r);
+	archive_read_support_format_tar(r);
+	assert_int_equal(archive_read_open_fd(r, fd, 4096), ARCHIVE_OK);
+	assert_int_equal(archive_read_next_header(r, &e), ARCHIVE_OK);
+	assert_true(archive_entry_sparse_count(e) >= 1);
+	archive_read_free(r);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	struct img_manifest m;
+	struct sk_error err = {0};
+	if (layer(f, fd, "/", 0, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	const struct img_entry *x = find(&m, "/sparse");
+	assert_int_equal(x->size, 65536);
+	char *buf = NULL;
+	size_t len = 0;
+	assert_int_equal(img_blob_read(&f->s, x->digest, 1 << 20, &buf, &len, &err), 0);
+	assert_int_equal(len, 65536);
+	assert_memory_equal(buf, want, 65536);
+	free(buf);
+	free(want);
+	img_manifest_free(&m);
+}
+
 /* 10 MiB of zeros gzipped into a few KiB, under a 1 MiB limit. */
 static void test_gzip_bomb(void **state)
 {
@@ -552,6 +597,60 @@ static void test_empty(void **state)
 	int fd = memfd_create("empty", MFD_CLOEXEC);
 	assert_int_equal(layer(f, fd, "/", 0, &m, &err), -SK_EINVAL_SPEC);
 	assert_non_null(strstr(err.msg, "not a tar archive"));
+}
+
+/* A ustar header, by hand: what libarchive's writer will not produce. */
+static void raw_header(char h[512], const char *name, char type, size_t size)
+{
+	memset(h, 0, 512);
+	snprintf(h, 100, "%s", name);
+	snprintf(h + 100, 8, "%07o", 0644);
+	snprintf(h + 108, 8, "%07o", 0);
+	snprintf(h + 116, 8, "%07o", 0);
+	snprintf(h + 124, 12, "%011zo", size);
+	snprintf(h + 136, 12, "%011o", 0);
+	h[156] = type;
+	memcpy(h + 257, "ustar", 6);
+	memcpy(h + 263, "00", 2);
+	memset(h + 148, ' ', 8);
+	unsigned sum = 0;
+	for (int i = 0; i < 512; i++)
+		sum += (unsigned char)h[i];
+	snprintf(h + 148, 8, "%06o", sum);
+}
+
+/* A pax header of 600 KiB (one long comment) before a small file: the member declares nothing
+ * large, but the stream is, and reading stops there. */
+static void test_header_bomb(void **state)
+{
+	struct fixture *f = *state;
+	size_t clen = 600 << 10; /* libarchive itself refuses pax headers past 1 MiB */
+	char *pax = malloc(clen + 64);
+	/* a record is "LEN comment=VALUE\n", LEN counting its own digits */
+	size_t len = clen + 1 + 8 + 1 + 6;
+	int n = snprintf(pax, 64, "%zu comment=", len);
+	assert_int_equal(n, 6 + 1 + 8);
+	memset(pax + n, 'x', clen);
+	pax[n + clen] = '\n';
+	size_t plen = (size_t)n + clen + 1;
+	int fd = memfd_create("bomb", MFD_CLOEXEC);
+	char h[512];
+	raw_header(h, "PaxHeaders/f", 'x', plen);
+	assert_int_equal(write(fd, h, 512), 512);
+	assert_int_equal(write(fd, pax, plen), (ssize_t)plen);
+	static const char zeros[1024];
+	size_t pad = (512 - plen % 512) % 512;
+	assert_int_equal(write(fd, zeros, pad), (ssize_t)pad);
+	raw_header(h, "f", '0', 0);
+	assert_int_equal(write(fd, h, 512), 512);
+	assert_int_equal(write(fd, zeros, 1024), 1024);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	free(pax);
+	struct img_manifest m;
+	struct sk_error err = {0};
+	assert_int_equal(layer(f, fd, "/", 0, &m, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "header is larger"));
+	assert_clean(f);
 }
 
 static void test_too_many_files(void **state)
@@ -720,7 +819,7 @@ static void test_docker_save(void **state)
 	assert_clean(f);
 }
 
-enum { OCI_OK, OCI_BAD_DIGEST, OCI_NESTED, OCI_TWO_IMAGES, OCI_JUNK_LAYER };
+enum { OCI_OK, OCI_BAD_DIGEST, OCI_NESTED, OCI_TWO_IMAGES, OCI_JUNK_LAYER, OCI_THROUGH_LINK };
 
 static void tw_blob(struct tw *t, const char *data, size_t len, char hex[SHA256_HEX_BYTES])
 {
@@ -736,6 +835,13 @@ static int oci_layout(int variant)
 {
 	size_t l1len, l2len;
 	char *l1 = layer1(&l1len, TW_GZIP), *l2 = layer2(&l2len, TW_ZSTD);
+	if (variant == OCI_THROUGH_LINK) {
+		/* the first layer makes /etc a symlink out, the second writes through it */
+		struct tw t = tw_open(TW_PLAIN);
+		tw_symlink(&t, "etc", "/tmp");
+		free(l1);
+		l1 = tw_bytes(&t, &l1len);
+	}
 	char d1[SHA256_HEX_BYTES], d2[SHA256_HEX_BYTES], cd[SHA256_HEX_BYTES], md[SHA256_HEX_BYTES];
 	char id[SHA256_HEX_BYTES];
 	struct tw t = tw_open(TW_PLAIN);
@@ -822,6 +928,8 @@ static void test_oci_refused(void **state)
 	assert_int_equal(m.n, 0);
 	assert_int_equal(import(f, oci_layout(OCI_TWO_IMAGES), &m, &c, &err), -SK_EINVAL_SPEC);
 	assert_non_null(strstr(err.msg, "several images"));
+	assert_int_equal(import(f, oci_layout(OCI_THROUGH_LINK), &m, &c, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "/etc/b"));
 	assert_int_equal(import(f, oci_layout(OCI_JUNK_LAYER), &m, &c, &err), -SK_EINVAL_SPEC);
 	assert_non_null(strstr(err.msg, "layer 2"));
 	assert_non_null(strstr(err.msg, "not a tar archive"));
@@ -845,8 +953,10 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_whiteouts, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_later_wins, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sparse_refused, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sparse_small, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gzip_bomb, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_empty, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_header_bomb, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_too_many_files, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_not_a_tar, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_docker_save, setup, teardown),

@@ -58,8 +58,9 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* Regular files under dirfd/path, recursively. */
-static int count_files(int at, const char *path)
+/* Under dirfd/path: the non-directories at every depth (recursive), or every entry directly in
+ * it, directories included. */
+static int count_in(int at, const char *path, int recursive)
 {
 	int fd = openat(at, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
@@ -71,8 +72,8 @@ static int count_files(int at, const char *path)
 	while ((de = readdir(d))) {
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
-		if (de->d_type == DT_DIR)
-			n += count_files(dirfd(d), de->d_name);
+		if (recursive && de->d_type == DT_DIR)
+			n += count_in(dirfd(d), de->d_name, 1);
 		else
 			n++;
 	}
@@ -80,20 +81,14 @@ static int count_files(int at, const char *path)
 	return n;
 }
 
-/* Entries directly in dirfd/path (directories included). */
+static int count_files(int at, const char *path)
+{
+	return count_in(at, path, 1);
+}
+
 static int count_entries(int at, const char *path)
 {
-	int fd = openat(at, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	DIR *d = fdopendir(fd);
-	assert_non_null(d);
-	int n = 0;
-	struct dirent *de;
-	while ((de = readdir(d)))
-		n += strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0;
-	closedir(d);
-	return n;
+	return count_in(at, path, 0);
 }
 
 /* ---- blobs ---- */
@@ -394,6 +389,12 @@ static void test_manifest_decode_bad(void **state)
 	     "{\"path\":\"/a\",\"type\":\"fifo\",\"xattrs\":{\"user.b\":\"\",\"user.a\":\"\"}}]}",
 	     "\"/a\": xattrs not sorted"},
 	    {HEAD "{\"path\":\"/a\",\"type\":\"fifo\",\"xattrs\":{}}]}", "\"/a\": xattrs is empty"},
+	    {HEAD
+	     "{\"path\":\"/a\",\"type\":\"dir\",\"xattrs\":{\"user.overlay.opaque\":\"eQ==\"}}]}",
+	     "\"/a\": an overlayfs attribute"},
+	    {HEAD "{\"path\":\"/"
+	          "a\",\"type\":\"dir\",\"xattrs\":{\"trusted.overlay.redirect\":\"eQ==\"}}]}",
+	     "\"/a\": an overlayfs attribute"},
 	    {HEAD "{\"path\":\"/a\",\"type\":\"reg\",\"digest\":\"" D64
 	          "\",\"size\":17179869185}]}",
 	     "\"/a\": file larger than the limit"},
@@ -557,6 +558,16 @@ static void test_apply(void **state)
 	/* A whiteout of something absent changes nothing; plain additions merge in order. */
 	apply_case(base, (const char *[]){"/nothing", "w", "/a/c/a", "f", NULL},
 	           "/:d /a:d /a-b:f /a/b:f /a/c:d /a/c/a:f /a/c/d:f /a/c/e:l /e:f");
+	/* Subtrees whose order differs from their roots' ("/a" < "/a-b" but "/a-b/" < "/a/"),
+	 * nested ones, and the root made opaque. */
+	const char *base2[] = {"/",    "d", "/a",     "d", "/a-b", "d", "/a-b/x", "f",
+	                       "/a/b", "d", "/a/b/c", "f", "/a/z", "f", NULL};
+	apply_case(base2, (const char *[]){"/a", "o", "/a-b", "w", NULL}, "/:d /a:d");
+	apply_case(base2, (const char *[]){"/a-b", "f", "/a/b", "o", NULL},
+	           "/:d /a:d /a-b:f /a/b:d /a/z:f");
+	apply_case(base2, (const char *[]){"/a", "o", "/a/b", "o", "/a/b/n", "f", NULL},
+	           "/:d /a:d /a-b:d /a-b/x:f /a/b:d /a/b/n:f");
+	apply_case(base2, (const char *[]){"/", "o", "/n", "f", NULL}, "/:d /n:f");
 	/* Onto an empty base. */
 	apply_case((const char *[]){NULL}, (const char *[]){"/q/r", "f", NULL}, "/:d /q:d /q/r:f");
 
@@ -1156,7 +1167,12 @@ static void test_gc(void **state)
 	assert_int_equal(count_files(f->s.root_fd, "inodes"), 1);
 	assert_int_equal(count_entries(f->s.root_fd, "trees"), 2); /* live's tree and stamp */
 
-	/* Pruning: with an impossible amount of free space asked for, every unheld tree goes. */
+	/* Pruning: with an impossible amount of free space asked for, every unheld tree goes;
+	 * none while the disk has what is asked, none that is held. */
+	assert_int_equal(img_trees_prune(&f->s, 0, &err), 0);
+	assert_int_equal(img_tree_hold(&f->s, live, "sb-2", &err), 0);
+	assert_int_equal(img_trees_prune(&f->s, UINT64_MAX, &err), 0);
+	img_tree_release(&f->s, live, "sb-2");
 	assert_int_equal(img_trees_prune(&f->s, UINT64_MAX, &err), 1);
 	assert_int_equal(count_files(f->s.root_fd, "inodes"), 0);
 }
