@@ -51,7 +51,7 @@ IMG_OBJ = $(IMG_SRC:%.c=$(BUILD)/obj/%.o)
 IMG_LDLIBS = $(shell pkg-config --libs $(IMG_PKGS))
 CLI_SRC = src/cmd/skiff.c $(wildcard src/cmd/cli_*.c)
 CLI_OBJ = $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
-CLI_LDLIBS = $(shell pkg-config --libs libcurl jansson libcrypto) -lpthread
+CLI_LDLIBS = $(shell pkg-config --libs libcurl jansson libcrypto libarchive) -lpthread
 
 BINS = $(BUILD)/bin/skiff-box $(BUILD)/bin/skiffd $(BUILD)/bin/skiff $(BUILD)/bin/skiff-stdin
 PROBE = $(BUILD)/tests/skiff-probe
