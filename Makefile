@@ -51,10 +51,11 @@ IMG_OBJ = $(IMG_SRC:%.c=$(BUILD)/obj/%.o)
 IMG_LDLIBS = $(shell pkg-config --libs $(IMG_PKGS))
 CLI_SRC = src/cmd/skiff.c $(wildcard src/cmd/cli_*.c)
 CLI_OBJ = $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
-CLI_LDLIBS = $(shell pkg-config --libs libcurl jansson libcrypto) -lpthread
+CLI_LDLIBS = $(shell pkg-config --libs libcurl jansson libcrypto libarchive) -lpthread
 
 BINS = $(BUILD)/bin/skiff-box $(BUILD)/bin/skiffd $(BUILD)/bin/skiff $(BUILD)/bin/skiff-stdin
 PROBE = $(BUILD)/tests/skiff-probe
+IMAGE_TOOL = $(BUILD)/tests/skiff-image-tool
 INIT = $(BUILD)/bin/skiff-init
 INIT_SRC = src/cmd/skiff_init.c src/runtime/init_loop.c src/runtime/msg.c src/lib/sock.c \
 	src/lib/fsutil.c
@@ -62,7 +63,7 @@ INIT_SRC = src/cmd/skiff_init.c src/runtime/init_loop.c src/runtime/msg.c src/li
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BINS = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-all: $(BINS) $(PROBE) $(INIT)
+all: $(BINS) $(PROBE) $(INIT) $(IMAGE_TOOL)
 
 # What a detached sandbox's init execs into (src/runtime/init_exe.c): static, small, never
 # sanitized (it runs in every sandbox), and not readable by others, so init stays not dumpable.
@@ -76,6 +77,11 @@ $(INIT): $(INIT_SRC)
 $(PROBE): tests/probe/probe.c
 	@mkdir -p $(dir $@)
 	$(CC) -static -O2 -std=gnu11 -Wall -Wextra -Werror -o $@ $< -lpthread
+
+# Makes images in a store for the tests, without a server.
+$(IMAGE_TOOL): $(BUILD)/obj/tests/tools/image_tool.o $(BUILD)/libskiffimg.a $(BUILD)/libskiff.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(IMG_LDLIBS) $(LDLIBS)
 
 # The seccomp profile is compiled once, at build time, into a header.
 $(BUILD)/tools/gen-seccomp: tools/gen_seccomp.c $(BUILD)/obj/src/runtime/seccomp_profile.o \

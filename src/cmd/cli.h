@@ -8,6 +8,7 @@
 #include <jansson.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "../lib/error.h"
@@ -25,6 +26,8 @@
 #define CLI_REQUEST_TIMEOUT_S  300L /* total time of an ordinary request */
 #define CLI_WAIT_MARGIN_S      60L  /* added to a server-side wait for the request's own limit */
 #define CLI_NO_TIMEOUT         0L   /* exec without a timeout: bounded by the sandbox's own */
+#define CLI_MAX_BLOB_BYTES     (4ULL << 30) /* one upload: the server's default limit on a blob */
+#define CLI_MAX_TAR_ENTRIES    (1u << 20)   /* files in one copied tree */
 
 /* One invocation: where the server is and how to authenticate. */
 struct cli {
@@ -45,7 +48,7 @@ struct cli_command {
 	const char *name;
 	int (*run)(struct cli *c, int argc, char **argv);
 	const char *usage;   /* the arguments, after "skiff <group> <name> " */
-	const char *summary; /* one line for the group's help */
+	const char *summary; /* its first line goes in the group's help; all in the command's */
 };
 
 /* Run the subcommand argv[1] of group from table; handles --help and unknown names. argv[0] is the
@@ -73,6 +76,25 @@ int cli_sandbox_logs(struct cli *c, int argc, char **argv);
 #define CLI_OUT_STDERR 2u
 int cli_output_stream(struct cli *c, const char *base, unsigned mask, bool follow,
                       int *ret_exit_code, struct sk_error *err);
+
+/* skiff image (cli_image.c). */
+int cli_image_main(struct cli *c, int argc, char **argv);
+
+/* ---- blobs for image builds (cli_blob.c) ---- */
+
+/* Check that local is a directory or a regular file (following a link): -SK_EINVAL_SPEC if not,
+ * so a build with a missing path stops before anything is uploaded. */
+int cli_tar_check(const char *local, struct sk_error *err);
+/* Write local as a deterministic ustar archive to out_fd: a directory's contents at the
+ * archive's root, or a file as the one entry as_name. *ret_hex is the archive's SHA-256,
+ * *ret_size its length; both untouched on failure. Bad input is -SK_EINVAL_SPEC. */
+int cli_tar_pack(const char *local, const char *as_name, int out_fd, char ret_hex[65],
+                 uint64_t *ret_size, struct sk_error *err);
+/* Pack local (as cli_tar_pack) into a temporary file and upload it unless the server has it. */
+int cli_blob_put_tar(struct cli *c, const char *local, const char *as_name, char ret_hex[65],
+                     struct sk_error *err);
+/* Upload the file as it is (an OCI archive) unless the server has it; *ret_hex its SHA-256. */
+int cli_blob_put_file(struct cli *c, const char *file, char ret_hex[65], struct sk_error *err);
 
 /* ---- configuration (cli_client.c) ---- */
 
@@ -108,6 +130,8 @@ struct cli_sink {
 	int (*on_data)(const char *p, size_t n, void *ud);
 	void *ud;
 };
+/* HEAD path: *ret_status is the reply's status, whatever it is (err only for no reply). */
+int cli_http_head(struct cli *c, const char *path, long *ret_status, struct sk_error *err);
 /* GET path (no time limit: for streamed replies) with the body going to sink. A non-2xx reply is
  * an error (-EAGAIN for a 503: try again later); so is a transport failure. */
 int cli_http_stream(struct cli *c, const char *path, const struct cli_sink *sink,
@@ -175,6 +199,13 @@ int cli_parse_json_flag(const char *cmd, const char *usage, int argc, char **arg
  * a JSON array. */
 int cli_list_command(struct cli *c, const char *cmd, const char *usage, int argc, char **argv,
                      const char *path, const struct cli_column *cols, size_t ncols);
+/* The one positional argument left after getopt (what it is: "the sandbox ID"); NULL after
+ * reporting a missing or extra one, *ret_status then the exit status. */
+const char *cli_one_arg(const char *cmd, const char *usage, const char *what, int argc, char **argv,
+                        int *ret_status);
+/* `skiff <group> rm ID...`: DELETE collection/ID for each; 1 if any failed. */
+int cli_rm_command(struct cli *c, const char *cmd, const char *usage, const char *what, int argc,
+                   char **argv, const char *collection);
 /* Print an object as "key: value" lines. */
 void cli_print_fields(const json_t *obj);
 

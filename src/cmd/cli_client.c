@@ -410,7 +410,9 @@ static int http_perform(struct cli *c, const char *method, const char *path,
 	curl_easy_setopt(h, CURLOPT_XFERINFODATA, c);
 	if (url_is_loopback(c->url))
 		curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
-	if (strcmp(method, "GET") != 0) {
+	if (strcmp(method, "HEAD") == 0) {
+		curl_easy_setopt(h, CURLOPT_NOBODY, 1L); /* else curl waits for a body */
+	} else if (strcmp(method, "GET") != 0) {
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body ? (const char *)body : "");
 		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(body ? len : 0));
 		if (strcmp(method, "POST") != 0)
@@ -518,6 +520,14 @@ int cli_http_raw(struct cli *c, const char *method, const char *path, const void
 {
 	return perform_raw(c, method, path, body, len, timeout_s, ret, ret_len, ret_meta, NULL,
 	                   err);
+}
+
+int cli_http_head(struct cli *c, const char *path, long *ret_status, struct sk_error *err)
+{
+	_cleanup_free_ char *data = NULL;
+	size_t n;
+	return http_perform(c, "HEAD", path, NULL, NULL, 0, CLI_REQUEST_TIMEOUT_S, &data, &n,
+	                    ret_status, NULL, NULL, err);
 }
 
 int cli_http_stream(struct cli *c, const char *path, const struct cli_sink *sink,
@@ -704,7 +714,8 @@ void cli_group_help(FILE *f, const char *group, const struct cli_command *table,
 {
 	fprintf(f, "usage: skiff %s COMMAND [OPTIONS]\n\ncommands:\n", group);
 	for (size_t i = 0; i < n; i++)
-		fprintf(f, "  %-8s %s\n", table[i].name, table[i].summary);
+		fprintf(f, "  %-8s %.*s\n", table[i].name, (int)strcspn(table[i].summary, "\n"),
+		        table[i].summary);
 	fprintf(f, "\n'skiff %s COMMAND --help' shows a command's options.\n", group);
 }
 
@@ -888,4 +899,44 @@ int cli_list_command(struct cli *c, const char *cmd, const char *usage, int argc
 	else
 		cli_print_table(items, cols, ncols);
 	return 0;
+}
+
+const char *cli_one_arg(const char *cmd, const char *usage, const char *what, int argc, char **argv,
+                        int *ret_status)
+{
+	if (optind >= argc || !argv[optind][0]) {
+		*ret_status = cli_usage_error(cmd, usage, "missing %s", what);
+		return NULL;
+	}
+	if (optind + 1 < argc) {
+		*ret_status =
+		    cli_usage_error(cmd, usage, "unexpected argument '%s'", argv[optind + 1]);
+		return NULL;
+	}
+	return argv[optind];
+}
+
+int cli_rm_command(struct cli *c, const char *cmd, const char *usage, const char *what, int argc,
+                   char **argv, const char *collection)
+{
+	static const struct option options[] = {{NULL, 0, NULL, 0}};
+	int opt, st = 0;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, ":", options, NULL)) != -1)
+		return cli_option_error(cmd, usage, opt, argv);
+	if (optind >= argc)
+		return cli_usage_error(cmd, usage, "missing %s", what);
+	for (int i = optind; i < argc; i++) {
+		struct sk_error err = {0};
+		_cleanup_free_ char *esc = cli_escape(argv[i]);
+		_cleanup_free_ char *path = NULL;
+		_cleanup_json_ json_t *reply = NULL;
+		if (!esc || asprintf(&path, "%s/%s", collection, esc) < 0)
+			return cli_fail(&(struct sk_error){.msg = "out of memory"});
+		if (cli_http(c, "DELETE", path, NULL, CLI_REQUEST_TIMEOUT_S, &reply, &err) < 0)
+			st = cli_fail(&err);
+		else
+			printf("%s\n", argv[i]);
+	}
+	return st;
 }

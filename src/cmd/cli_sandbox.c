@@ -42,6 +42,7 @@ enum {
 #define WAIT_USAGE   "ID [--timeout S]"
 #define RM_USAGE     "ID..."
 #define PORTS_USAGE  "ID [--json]"
+#define SNAP_USAGE   "ID [--name N]"
 
 static const struct option create_options[] = {
     {"image", required_argument, NULL, OPT_IMAGE},
@@ -354,20 +355,6 @@ static char *sandbox_path(const char *id, const char *rest)
 	return p;
 }
 
-/* Exactly one positional argument, a non-empty ID: returns it, or NULL after reporting. */
-static const char *one_id(const char *cmd, const char *usage, int nargs, char **argv, int *status)
-{
-	if (optind >= nargs || !argv[optind][0]) {
-		*status = cli_usage_error(cmd, usage, "missing the sandbox ID");
-		return NULL;
-	}
-	if (optind + 1 < nargs) {
-		*status = cli_usage_error(cmd, usage, "unexpected argument '%s'", argv[optind + 1]);
-		return NULL;
-	}
-	return argv[optind];
-}
-
 static int sandbox_show(struct cli *c, int argc, char **argv)
 {
 	bool json = false;
@@ -375,7 +362,7 @@ static int sandbox_show(struct cli *c, int argc, char **argv)
 	    simple_parse("sandbox show", SHOW_USAGE, argc, argv, json_options, json_on_opt, &json);
 	if (st)
 		return st;
-	const char *id = one_id("sandbox show", SHOW_USAGE, argc, argv, &st);
+	const char *id = cli_one_arg("sandbox show", SHOW_USAGE, "the sandbox ID", argc, argv, &st);
 	if (!id)
 		return st;
 	struct sk_error err = {0};
@@ -461,7 +448,8 @@ static int sandbox_exec(struct cli *c, int argc, char **argv)
 	int st = simple_parse("sandbox exec", EXEC_USAGE, nopts, argv, options, exec_on_opt, &a);
 	if (st)
 		return st;
-	const char *id = one_id("sandbox exec", EXEC_USAGE, nopts, argv, &st);
+	const char *id =
+	    cli_one_arg("sandbox exec", EXEC_USAGE, "the sandbox ID", nopts, argv, &st);
 	if (!id)
 		return st;
 	if (ncmd == 0)
@@ -576,7 +564,7 @@ static int sandbox_wait(struct cli *c, int argc, char **argv)
 	int st = simple_parse("sandbox wait", WAIT_USAGE, argc, argv, options, timeout_on_opt, &a);
 	if (st)
 		return st;
-	const char *id = one_id("sandbox wait", WAIT_USAGE, argc, argv, &st);
+	const char *id = cli_one_arg("sandbox wait", WAIT_USAGE, "the sandbox ID", argc, argv, &st);
 	if (!id)
 		return st;
 
@@ -637,6 +625,46 @@ static int sandbox_rm(struct cli *c, int argc, char **argv)
 
 /* ---- ports ---- */
 
+/* ---- snapshot ---- */
+
+static int name_on_opt(int opt, void *ud)
+{
+	if (opt == OPT_NAME)
+		*(const char **)ud = optarg;
+	return 0;
+}
+
+static int sandbox_snapshot(struct cli *c, int argc, char **argv)
+{
+	static const struct option options[] = {
+	    {"name", required_argument, NULL, OPT_NAME},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *name = NULL;
+	int st =
+	    simple_parse("sandbox snapshot", SNAP_USAGE, argc, argv, options, name_on_opt, &name);
+	if (st)
+		return st;
+	const char *id =
+	    cli_one_arg("sandbox snapshot", SNAP_USAGE, "the sandbox ID", argc, argv, &st);
+	if (!id)
+		return st;
+	struct sk_error err = {0};
+	_cleanup_json_ json_t *body = json_object(), *im = NULL;
+	if (name && json_object_set_new(body, "name", json_string(name)) < 0)
+		return cli_usage_error("sandbox snapshot", SNAP_USAGE, "--name: not valid UTF-8");
+	_cleanup_free_ char *path = sandbox_path(id, "/snapshot");
+	if (!path)
+		return cli_fail(&(struct sk_error){.msg = "out of memory"});
+	if (cli_http(c, "POST", path, body, CLI_REQUEST_TIMEOUT_S, &im, &err) < 0)
+		return cli_fail(&err);
+	const char *iid = cli_json_str(im, "id");
+	if (!iid)
+		return cli_fail(&(struct sk_error){.msg = "snapshot: the reply has no image id"});
+	printf("%s\n", iid);
+	return 0;
+}
+
 static int sandbox_ports(struct cli *c, int argc, char **argv)
 {
 	bool json = false;
@@ -644,7 +672,8 @@ static int sandbox_ports(struct cli *c, int argc, char **argv)
 	                      &json);
 	if (st)
 		return st;
-	const char *id = one_id("sandbox ports", PORTS_USAGE, argc, argv, &st);
+	const char *id =
+	    cli_one_arg("sandbox ports", PORTS_USAGE, "the sandbox ID", argc, argv, &st);
 	if (!id)
 		return st;
 	struct sk_error err = {0};
@@ -691,6 +720,8 @@ static const struct cli_command commands[] = {
      "print the output of a sandbox's command, or of one exec"},
     {"shell", cli_sandbox_shell, "ID [-- CMD...]",
      "an interactive terminal in a sandbox (default: sh)"},
+    {"snapshot", sandbox_snapshot, SNAP_USAGE,
+     "save a running sandbox's files as a new image; print its id"},
     {"ports", sandbox_ports, PORTS_USAGE,
      "list the ports a sandbox serves, with the URL that reaches each (with a token)"},
 };

@@ -108,26 +108,7 @@ static int token_ls(struct cli *c, int argc, char **argv)
 
 static int token_rm(struct cli *c, int argc, char **argv)
 {
-	static const struct option options[] = {{NULL, 0, NULL, 0}};
-	int opt, st = 0;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":", options, NULL)) != -1)
-		return cli_option_error("token rm", RM_USAGE, opt, argv);
-	if (optind >= argc)
-		return cli_usage_error("token rm", RM_USAGE, "missing the token ID");
-	for (int i = optind; i < argc; i++) {
-		struct sk_error err = {0};
-		_cleanup_free_ char *esc = cli_escape(argv[i]);
-		_cleanup_free_ char *path = NULL;
-		_cleanup_json_ json_t *reply = NULL;
-		if (!esc || asprintf(&path, "/v1/tokens/%s", esc) < 0)
-			return cli_fail(&(struct sk_error){.msg = "out of memory"});
-		if (cli_http(c, "DELETE", path, NULL, CLI_REQUEST_TIMEOUT_S, &reply, &err) < 0)
-			st = cli_fail(&err);
-		else
-			printf("%s\n", argv[i]);
-	}
-	return st;
+	return cli_rm_command(c, "token rm", RM_USAGE, "the token ID", argc, argv, "/v1/tokens");
 }
 
 static const struct cli_command commands[] = {

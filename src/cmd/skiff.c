@@ -10,6 +10,7 @@ static const struct {
 	int (*main)(struct cli *c, int argc, char **argv);
 	const char *summary;
 } groups[] = {
+    {"image", cli_image_main, "build, list, show and remove images"},
     {"login", cli_login_main, "check a token and save it with the server's URL"},
     {"sandbox", cli_sandbox_main, "create, run commands in, list, wait for and remove sandboxes"},
     {"token", cli_token_main, "create, list and remove API tokens"},

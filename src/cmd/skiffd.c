@@ -315,7 +315,8 @@ static int start_server(struct daemon *d, const struct options *o, const char *s
 	long long stdin_bytes =
 	    env_limit("SKIFF_MAX_STDIN_INFLIGHT_BYTES", SERVER_MAX_STDIN_INFLIGHT_BYTES);
 	long long bodies = env_limit("SKIFF_MAX_BODIES_BYTES", SERVER_MAX_BODIES_BYTES);
-	if (tunnels < 0 || stdin_bytes < 0 || bodies < 0)
+	long long blob = env_limit("SKIFF_MAX_BLOB_BYTES", SERVER_MAX_BLOB_BYTES);
+	if (tunnels < 0 || stdin_bytes < 0 || bodies < 0 || blob < 0)
 		return -1;
 	struct sk_error err = {0};
 	char dbpath[4096];
@@ -330,7 +331,8 @@ static int start_server(struct daemon *d, const struct options *o, const char *s
 	                            .worker_lost_ms = o->worker_lost_s * 1000,
 	                            .max_tunnels_per_ws = (size_t)tunnels,
 	                            .max_stdin_inflight_bytes = (size_t)stdin_bytes,
-	                            .max_bodies_bytes = (size_t)bodies};
+	                            .max_bodies_bytes = (size_t)bodies,
+	                            .max_blob_bytes = (uint64_t)blob};
 	if (server_new(&d->loop, d->store, &cfg, &d->srv, &err) < 0) {
 		fprintf(stderr, "skiffd: %s\n", err.msg);
 		store_close(d->store);

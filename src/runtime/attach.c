@@ -271,7 +271,8 @@ int rt_sandbox_attach(struct rt *rt, const char *id, struct rt_sandbox **ret, st
 	sb->rt = rt;
 	sb->attached = 1;
 	sb->flags = RT_START_DETACHED;
-	sb->sync_fd = sb->lock_fd = sb->helper_fd = sb->oom_fd = sb->events_fd = sb->disk_fd = -1;
+	sb->sync_fd = sb->lock_fd = sb->helper_fd = sb->oom_fd = sb->events_fd = sb->disk_fd =
+	    sb->tmpfs_fd = -1;
 	snprintf(sb->id, sizeof(sb->id), "%s", id);
 	snprintf(sb->owner, sizeof(sb->owner), "%s %s", rt->instance, id);
 	snprintf(sb->scratch, sizeof(sb->scratch), "%s/%s", rt->inst_dir, id);

@@ -416,7 +416,7 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 	}
 	umask(022);
 	timing_mark(&t, "init_ids_cgroupns");
-	if (rootfs_setup(a->scratch, lower_fd, upper_fd, a->spec, &t, &err) < 0)
+	if (rootfs_setup(a->scratch, lower_fd, upper_fd, a->upper_volatile, &t, &err) < 0)
 		fail(sync_fd, &err);
 	close(lower_fd);
 	if (upper_fd >= 0)

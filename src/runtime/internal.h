@@ -39,6 +39,7 @@ struct rt_child_args {
 	int stdio[3];  /* detached: what init and the main command get as 0, 1, 2 (else -1) */
 	int detached;  /* outlive the runtime: no parent-death signal */
 	int wait_for_command;    /* pooled: set up, then wait for RT_MSG_RUN */
+	int upper_volatile;      /* the writable layer is on the shared btrfs (rootfs_setup) */
 	const char *resolv_conf; /* network egress: /etc/resolv.conf's text; NULL: leave it */
 };
 
@@ -66,12 +67,16 @@ struct rt_sandbox {
 	int reaped;
 	int exit_known;
 	int exit_status;
-	unsigned flags;      /* RT_START_* */
-	struct spec base;    /* pooled: the limits it was made with (numbers only) */
-	int ran;             /* pooled: its command was sent */
-	int attached;        /* found from state by rt_sandbox_attach: init is not our child */
-	int events_fd;       /* the state directory's events log (init appends to it) */
-	int disk_fd;         /* its writable layer's subvolume (btrfs), or -1 */
+	unsigned flags;   /* RT_START_* */
+	struct spec base; /* pooled: the limits it was made with (numbers only) */
+	int ran;          /* pooled: its command was sent */
+	int attached;     /* found from state by rt_sandbox_attach: init is not our child */
+	int events_fd;    /* the state directory's events log (init appends to it) */
+	int disk_fd;      /* its writable layer's subvolume (btrfs), or -1 */
+	/* Its writable layer's tmpfs (a mount made by the runtime and moved in by init), kept so
+	 * that the layer can be read from the host (a snapshot, a build step's layer) even after
+	 * init pivoted away from it; -1 on btrfs, and for a sandbox found by attach. */
+	int tmpfs_fd;
 	uint64_t init_start; /* init's start time (clock ticks since boot): pids recycle */
 	struct rt_child_args child_args;       /* read by init during setup */
 	struct timing marks;                   /* the runtime's steps */
@@ -115,9 +120,9 @@ _Noreturn void rt_child_main(const struct rt_child_args *a);
 
 /* In the child, after the mount namespace is private: build the root under scratch from the
  * idmapped lower mount fd and pivot into it. The writable layer is the mount upper_fd (a btrfs
- * subvolume) or, when -1, a tmpfs of spec->disk_mib. */
+ * subvolume, upper_volatile, or a tmpfs the runtime made). */
 struct timing;
-int rootfs_setup(const char *scratch, int lower_fd, int upper_fd, const struct spec *spec,
+int rootfs_setup(const char *scratch, int lower_fd, int upper_fd, int upper_volatile,
                  struct timing *t, struct sk_error *err);
 
 /* Bring loopback up in the current network namespace. */

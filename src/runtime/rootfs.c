@@ -1,8 +1,8 @@
 /* The sandbox's root filesystem, built inside its own user and mount namespaces:
  *   the writable layer is mounted over the scratch directory: the sandbox's btrfs subvolume
- *   (disk.c; its qgroup limit is the disk limit), or a private tmpfs (its size is the disk limit,
- *   its pages are charged to the sandbox's memory cgroup, and it vanishes with the mount
- *   namespace);
+ *   (disk.c; its qgroup limit is the disk limit), or a tmpfs (its size is the disk limit, its
+ *   pages are charged to the sandbox's memory cgroup); the runtime makes either and passes it
+ *   to init as a detached mount, and keeps a handle on it (a snapshot reads it from outside);
  *   the image enters as an idmapped, read-only detached mount, moved in as overlayfs' lower layer;
  *   overlayfs (userxattr, as it is mounted in a user namespace) is the root; fresh /proc with
  *   sensitive paths masked, a minimal /dev, /sys read-only; then pivot_root. */
@@ -153,7 +153,7 @@ static int setup_sys(const char *root, struct sk_error *err)
 	return 0;
 }
 
-int rootfs_setup(const char *scratch, int lower_fd, int upper_fd, const struct spec *spec,
+int rootfs_setup(const char *scratch, int lower_fd, int upper_fd, int upper_volatile,
                  struct timing *t, struct sk_error *err)
 {
 	char upper[4096], work[4096], lower[4096], root[4096], opts[4096 * 3 + 64];
@@ -162,15 +162,9 @@ int rootfs_setup(const char *scratch, int lower_fd, int upper_fd, const struct s
 	if ((r = mount_at(err, NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)) < 0)
 		return r;
 	timing_mark(t, "mount_private");
-	char size[64];
-	snprintf(size, sizeof(size), "size=%llum,mode=0755", (unsigned long long)spec->disk_mib);
-	if (upper_fd >= 0) {
-		if (move_mount(upper_fd, "", AT_FDCWD, scratch, MOVE_MOUNT_F_EMPTY_PATH) < 0)
-			return sk_error_errno(err, -errno, "mount the writable layer on %s",
-			                      scratch);
-	} else if ((r = mount_at(err, "skiff", scratch, "tmpfs", MS_NOSUID | MS_NODEV, size)) < 0) {
-		return r;
-	}
+	/* The runtime made the layer, on btrfs or tmpfs, and keeps a handle on it. */
+	if (move_mount(upper_fd, "", AT_FDCWD, scratch, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+		return sk_error_errno(err, -errno, "mount the writable layer on %s", scratch);
 	path_join(upper, sizeof(upper), scratch, "upper");
 	path_join(work, sizeof(work), scratch, "work");
 	path_join(lower, sizeof(lower), scratch, "lower");
@@ -184,7 +178,7 @@ int rootfs_setup(const char *scratch, int lower_fd, int upper_fd, const struct s
 	 * sandbox's layer on it, when this one is unmounted (init's exit) or fsyncs or syncs; the
 	 * layer dies with the sandbox anyway, as a tmpfs one does. */
 	snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s,workdir=%s,userxattr%s", lower, upper,
-	         work, upper_fd >= 0 ? ",volatile" : "");
+	         work, upper_volatile ? ",volatile" : "");
 	if ((r = mount_at(err, "overlay", root, "overlay", MS_NOSUID, opts)) < 0)
 		return r;
 	timing_mark(t, "mount_tmpfs_overlay");

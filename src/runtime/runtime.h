@@ -233,6 +233,14 @@ int rt_sandbox_socket(const struct rt_sandbox *sb, int domain, int type, int pro
 /* An fd of the sandbox's network namespace (for IFLA_NET_NS_FD), checked to be its init's while
  * init still runs (pids recycle). */
 int rt_sandbox_netns_open(const struct rt_sandbox *sb, int *ret_fd, struct sk_error *err);
+/* The sandbox's writable layer (overlayfs' upper directory), open for reading from the host:
+ * what its processes wrote, and whiteouts for what they removed, owned by the host ids of its
+ * uid range (*ret_base + the id inside). On btrfs while its subvolume lasts (until release);
+ * on tmpfs only in the process that started it, until release. The upper is written through
+ * the page cache, which this fd reads too: what a running sandbox wrote is there, synced or
+ * not. */
+int rt_sandbox_upper_open(const struct rt_sandbox *sb, int *ret_fd, uid_t *ret_base,
+                          struct sk_error *err);
 /* The sandbox's uid slot: unique on the host among live sandboxes of every instance (egress
  * addresses derive from it); -1 once released. */
 int rt_sandbox_slot(const struct rt_sandbox *sb);

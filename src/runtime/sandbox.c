@@ -396,6 +396,75 @@ static int lower_mount_make(pid_t pid, const char *rootfs, int *ret_fd, struct s
 
 static void sandbox_free(struct rt_sandbox *sb);
 
+/* The writable layer's tmpfs, made here rather than by init so that the runtime keeps a handle
+ * on it (init's own mounts are out of reach once it pivots): size is the disk limit, its root
+ * the sandbox's root's (base), its pages charged to whoever writes them (the sandbox's memory
+ * cgroup), as a tmpfs init mounts itself. */
+static int tmpfs_upper_make(uint64_t disk_mib, uid_t base, int *ret_fd, struct sk_error *err)
+{
+	_cleanup_close_ int fs = fsopen("tmpfs", FSOPEN_CLOEXEC);
+	if (fs < 0)
+		return sk_error_errno(err, -errno, "open a tmpfs");
+	char size[32], id[16];
+	snprintf(size, sizeof(size), "%llum", (unsigned long long)disk_mib);
+	snprintf(id, sizeof(id), "%u", (unsigned)base);
+	if (fsconfig(fs, FSCONFIG_SET_STRING, "source", "skiff", 0) < 0 ||
+	    fsconfig(fs, FSCONFIG_SET_STRING, "size", size, 0) < 0 ||
+	    fsconfig(fs, FSCONFIG_SET_STRING, "mode", "0755", 0) < 0 ||
+	    fsconfig(fs, FSCONFIG_SET_STRING, "uid", id, 0) < 0 ||
+	    fsconfig(fs, FSCONFIG_SET_STRING, "gid", id, 0) < 0 ||
+	    fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+		return sk_error_errno(err, -errno, "configure the writable layer's tmpfs");
+	int mnt = fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+	if (mnt < 0)
+		return sk_error_errno(err, -errno, "mount the writable layer's tmpfs");
+	*ret_fd = mnt;
+	return 0;
+}
+
+/* Make the writable layer's mount (the btrfs subvolume's, or a tmpfs kept in sb->tmpfs_fd) and
+ * send it to init. */
+static int upper_send(struct rt_sandbox *sb, const struct spec *spec, struct sk_error *err)
+{
+	_cleanup_close_ int upper = -1;
+	int r;
+	if (sb->disk_fd >= 0)
+		r = disk_upper_mount(sb->disk_fd, &upper, err);
+	else if ((r = tmpfs_upper_make(spec->disk_mib, sb->slot.base, &upper, err)) == 0 &&
+	         (sb->tmpfs_fd = fcntl(upper, F_DUPFD_CLOEXEC, 3)) < 0)
+		r = sk_error_errno(err, -errno, "keep the writable layer's tmpfs");
+	if (r < 0)
+		return r;
+	r = rt_msg_send(sb->sync_fd, RT_MSG_UPPER, 0, "", upper);
+	return r < 0 ? sk_error_errno(err, r, "send the writable layer to init") : 0;
+}
+
+int rt_sandbox_upper_open(const struct rt_sandbox *sb, int *ret_fd, uid_t *ret_base,
+                          struct sk_error *err)
+{
+	int fd;
+	if (sb->tmpfs_fd >= 0)
+		fd = openat(sb->tmpfs_fd, "upper", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	else if (sb->disk_fd >= 0)
+		fd = openat(sb->disk_fd, "upper", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	else if (sb->rt->disk.btrfs && sb->rt->disk.inst_fd >= 0) {
+		char path[ID_MAX_BYTES + 8];
+		snprintf(path, sizeof(path), "%s/upper", sb->id);
+		fd = openat(sb->rt->disk.inst_fd, path,
+		            O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	} else
+		return sk_error_set(err, -ENOENT,
+		                    "sandbox %s: its writable layer is out of reach (a tmpfs "
+		                    "layer is reachable only from the process that started it)",
+		                    sb->id);
+	if (fd < 0)
+		return sk_error_errno(err, -errno, "open the writable layer of sandbox %s", sb->id);
+	*ret_fd = fd;
+	if (ret_base)
+		*ret_base = IDMAP_BASE + (uid_t)sb->slot.slot * IDMAP_RANGE;
+	return 0;
+}
+
 /* Undo what the network's attach set up outside the sandbox, before its address (its slot) can
  * go to another. */
 static void net_detach(struct rt_sandbox *sb)
@@ -426,6 +495,8 @@ static void sandbox_free(struct rt_sandbox *sb)
 		close(sb->lock_fd);
 	if (sb->disk_fd >= 0)
 		close(sb->disk_fd);
+	if (sb->tmpfs_fd >= 0)
+		close(sb->tmpfs_fd);
 	free(sb);
 }
 
@@ -525,7 +596,7 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 	sb->base = *spec; /* numbers only: the strings stay the caller's */
 	timing_mark(&sb->marks, "begin");
 	sb->pidfd = sb->sync_fd = sb->lock_fd = sb->helper_fd = sb->oom_fd = sb->events_fd =
-	    sb->disk_fd = -1;
+	    sb->disk_fd = sb->tmpfs_fd = -1;
 	sb->slot.slot = -1;
 	for (int i = 0; i < CG_MAX_HIER; i++)
 		sb->cg.dirfd[i] = -1;
@@ -598,6 +669,7 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 	    .detached = detached,
 	    .stdio = {stdio[0], stdio[1], stdio[2]},
 	    .wait_for_command = !!(flags & RT_START_POOLED),
+	    .upper_volatile = rt->disk.btrfs,
 	    .resolv_conf = spec->network == SPEC_NET_EGRESS ? rt->net->resolv_conf : NULL,
 	};
 	int pidfd = -1;
@@ -643,19 +715,9 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 	if ((r = lower_mount_make(sb->pid, rootfs, &lower, err)) < 0)
 		goto fail;
 	timing_mark(&sb->marks, "idmapped_mount");
-	if (sb->disk_fd >= 0) {
-		int upper = -1;
-		if ((r = disk_upper_mount(sb->disk_fd, &upper, err)) < 0) {
-			close(lower);
-			goto fail;
-		}
-		r = rt_msg_send(sb->sync_fd, RT_MSG_UPPER, 0, "", upper);
-		close(upper);
-		if (r < 0) {
-			close(lower);
-			sk_error_errno(err, r, "send the writable layer to init");
-			goto fail;
-		}
+	if ((r = upper_send(sb, spec, err)) < 0) {
+		close(lower);
+		goto fail;
 	}
 	r = rt_msg_send(sb->sync_fd, RT_MSG_GO, 0, "", lower);
 	close(lower);
@@ -890,10 +952,20 @@ static void sandbox_disk_remove(struct rt_sandbox *sb)
 		disk_subvol_remove(sb->rt->disk.inst_fd, sb->id);
 }
 
+/* Its tmpfs layer goes before its cgroups: its pages are charged to them, which linger
+ * (offline) while anything holds such pages. */
+static void tmpfs_close(struct rt_sandbox *sb)
+{
+	if (sb->tmpfs_fd >= 0)
+		close(sb->tmpfs_fd);
+	sb->tmpfs_fd = -1;
+}
+
 int rt_sandbox_release(struct rt_sandbox *sb, struct sk_error *err)
 {
 	if (sb->pid > 0 && !sb->reaped)
 		return sk_error_set(err, -EBUSY, "sandbox %s still runs", sb->id);
+	tmpfs_close(sb);
 	if (sb->cg_made) {
 		int r = cgroup_sandbox_destroy(&sb->cg, RT_KILL_GRACE_MS, err);
 		if (r < 0)
@@ -933,6 +1005,7 @@ int rt_sandbox_destroy(struct rt_sandbox *sb, struct sk_error *err)
 		rt_sandbox_kill(sb, RT_END_KILLED);
 		reap_init(sb);
 	}
+	tmpfs_close(sb);
 	int r = 0;
 	if (sb->cg_made) {
 		r = cgroup_sandbox_destroy(&sb->cg, RT_KILL_GRACE_MS, err);

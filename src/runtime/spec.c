@@ -35,6 +35,7 @@ void spec_release(struct spec *s)
 {
 	free(s->image);
 	free(s->rootfs);
+	free(s->image_digest);
 	strv_free(s->argv);
 	strv_free(s->env);
 	free(s->workdir);
@@ -176,6 +177,12 @@ int spec_set_string(char **field, const char *value, const char *what, struct sk
 	return 0;
 }
 
+static int digest_valid(const char *h)
+{
+	return strlen(h) == SPEC_DIGEST_HEX_CHARS &&
+	       strspn(h, "0123456789abcdef") == SPEC_DIGEST_HEX_CHARS;
+}
+
 static int hostname_valid(const char *h)
 {
 	size_t n = strlen(h);
@@ -213,6 +220,9 @@ int spec_validate(const struct spec *s, struct sk_error *err)
 	if (s->rootfs && (s->rootfs[0] == '\0' || strlen(s->rootfs) >= SPEC_MAX_PATH_BYTES))
 		return sk_error_set(err, EINPUT, "rootfs: must be a path under %d bytes",
 		                    SPEC_MAX_PATH_BYTES);
+	if (s->image_digest && !digest_valid(s->image_digest))
+		return sk_error_set(err, EINPUT, "image_digest: expected %d lowercase hex digits",
+		                    SPEC_DIGEST_HEX_CHARS);
 	if (s->hostname && !hostname_valid(s->hostname))
 		return sk_error_set(
 		    err, EINPUT,
@@ -546,8 +556,23 @@ static int json_ports(struct spec *s, json_t *v, struct sk_error *err)
 	return 0;
 }
 
-static int json_field(struct spec *s, const char *key, json_t *v, struct sk_error *err)
+/* The fields only the server sets (spec.h): never from a client's body. */
+static int json_internal_field(struct spec *s, const char *key, json_t *v, struct sk_error *err)
 {
+	if (!strcmp(key, "image_digest"))
+		return json_string_field(v, key, &s->image_digest, err);
+	if (!json_is_boolean(v) && !json_is_null(v))
+		return sk_error_set(err, EINPUT, "capture_layer: expected true or false");
+	s->capture_layer = json_is_true(v);
+	return 0;
+}
+
+static int json_field(struct spec *s, const char *key, json_t *v, unsigned flags,
+                      struct sk_error *err)
+{
+	if ((flags & SPEC_JSON_INTERNAL) &&
+	    (!strcmp(key, "image_digest") || !strcmp(key, "capture_layer")))
+		return json_internal_field(s, key, v, err);
 	if (!strcmp(key, "image"))
 		return json_string_field(v, key, &s->image, err);
 	if (!strcmp(key, "rootfs"))
@@ -593,6 +618,12 @@ static int json_field(struct spec *s, const char *key, json_t *v, struct sk_erro
 
 int spec_apply_json(struct spec *s, const char *data, size_t len, struct sk_error *err)
 {
+	return spec_apply_json_flags(s, data, len, 0, err);
+}
+
+int spec_apply_json_flags(struct spec *s, const char *data, size_t len, unsigned flags,
+                          struct sk_error *err)
+{
 	if (len > SPEC_MAX_JSON_BYTES)
 		return sk_error_set(err, EINPUT, "spec: larger than %d bytes", SPEC_MAX_JSON_BYTES);
 	json_error_t jerr;
@@ -608,7 +639,7 @@ int spec_apply_json(struct spec *s, const char *data, size_t len, struct sk_erro
 	const char *key;
 	json_t *v;
 	json_object_foreach (root, key, v) {
-		if ((r = json_field(s, key, v, err)) < 0)
+		if ((r = json_field(s, key, v, flags, err)) < 0)
 			goto out;
 	}
 out:

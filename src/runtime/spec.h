@@ -29,6 +29,7 @@
 #define SPEC_MAX_PORTS          16 /* ports a sandbox declares it serves */
 #define SPEC_MAX_CIDRS          64 /* entries of cidr_allowlist */
 #define SPEC_CIDR_MAX_CHARS     18 /* "255.255.255.255/32" */
+#define SPEC_DIGEST_HEX_CHARS   64 /* image_digest: a SHA-256 in lowercase hex */
 
 /* Defaults (API.md). */
 #define SPEC_DEFAULT_CPU        1.0
@@ -48,7 +49,12 @@ struct spec_cidr {
 struct spec {
 	char *image;  /* image name; NULL means the default ("busybox") */
 	char *rootfs; /* host directory used as the read-only lower layer; overrides image */
-	char **argv;  /* NULL-terminated; NULL when no command was given */
+	/* Set by the server, never by its clients (SPEC_JSON_INTERNAL): the manifest digest (64
+	 * lowercase hex) of the image to start on, NULL: the default root; and capture_layer, a
+	 * build step's sandbox whose writable layer is stored as a layer when its command ends. */
+	char *image_digest;
+	int capture_layer;
+	char **argv; /* NULL-terminated; NULL when no command was given */
 	size_t argc;
 	char **env; /* "K=V", NULL-terminated */
 	size_t envc;
@@ -79,6 +85,11 @@ void spec_release(struct spec *s);
 /* Apply the JSON create body (data, len bytes) on top of s. Unknown fields, wrong types, values out
  * of range: -SK_EINVAL_SPEC with a message naming the field. s may be partly changed on error. */
 int spec_apply_json(struct spec *s, const char *data, size_t len, struct sk_error *err);
+/* The same with flags: SPEC_JSON_INTERNAL also takes the server's own fields (image_digest,
+ * capture_layer), which a client's body never may: the server sends them to its workers. */
+#define SPEC_JSON_INTERNAL 1u
+int spec_apply_json_flags(struct spec *s, const char *data, size_t len, unsigned flags,
+                          struct sk_error *err);
 
 /* Setters used by command-line parsing; each validates its value like the JSON path. */
 int spec_set_env(struct spec *s, const char *kv, struct sk_error *err); /* "K=V" */

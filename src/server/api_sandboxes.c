@@ -108,12 +108,15 @@ static int seconds_valid(json_t *v, double *ret)
 }
 
 /* Queue a new sandbox's create for its worker. */
-static void create_command(struct server *srv, struct sandbox_rec *sb)
+void sandbox_create_command(struct server *srv, struct sandbox_rec *sb)
 {
 	/* The runtime knows nothing of idleness: the server ends an idle sandbox (timeouts.c). */
 	json_t *spec = json_copy(sb->spec);
 	if (spec)
 		json_object_del(spec, "idle_timeout_s");
+	/* The worker knows images by their digest only: "image" (an id) is for the API's view. */
+	if (spec && json_object_get(spec, "image_digest"))
+		json_object_del(spec, "image");
 	json_t *cmd = spec ? json_pack("{s:s, s:o}", "sandbox", sb->row.id, "spec", spec) : NULL;
 	if (!cmd || link_command(srv, sb->worker, "create", cmd) < 0)
 		sandbox_create_failed(srv, sb, 503, "unavailable",
@@ -157,6 +160,71 @@ static void sandboxes_evict(struct server *srv)
 	}
 }
 
+/* The image a create names: busybox (NULL) or a ready image of the workspace (*ret), whose
+ * config gives the defaults: its env under the body's (the body's names win), its workdir
+ * unless the body has one, and its entrypoint before the body's command (as Docker puts
+ * ENTRYPOINT before CMD). 0, or -1 after a reply. */
+static int image_defaults(struct api_call *call, json_t *body, struct image_rec **ret)
+{
+	*ret = NULL;
+	static const char *const SERVER_ONLY[] = {"image_digest", "capture_layer"};
+	for (size_t i = 0; i < ARRAY_SIZE(SERVER_ONLY); i++)
+		if (json_object_get(body, SERVER_ONLY[i])) {
+			api_reply_error(call, 400, "invalid_argument",
+			                "%s: set by the server only; name an image instead",
+			                SERVER_ONLY[i]);
+			return -1;
+		}
+	json_t *image = json_object_get(body, "image");
+	if (!image || json_is_null(image))
+		return 0;
+	const char *name = json_string_value(image);
+	if (!name) {
+		api_reply_error(call, 400, "invalid_argument",
+		                "image: expected busybox or an image's id or name");
+		return -1;
+	}
+	if (!strcmp(name, "busybox"))
+		return 0;
+	struct image_rec *im = image_lookup(call->srv, call->who.workspace_id, name);
+	if (!im) {
+		api_reply_error(call, 400, "invalid_argument",
+		                "image: %.140s is not an image of this workspace (busybox, or an "
+		                "image's id or name)",
+		                name);
+		return -1;
+	}
+	if (strcmp(im->row.state, "ready")) {
+		api_reply_error(call, 400, "invalid_argument",
+		                "image %s is %s: only a ready image can be started", im->row.id,
+		                im->row.state);
+		return -1;
+	}
+	json_t *env = json_deep_copy(json_object_get(im->config, "env"));
+	json_t *given = json_object_get(body, "env");
+	if (!env)
+		env = json_object();
+	if (json_is_object(given))
+		json_object_update(env, given);
+	if (!given || json_is_null(given) || json_is_object(given))
+		json_object_set_new(body, "env", env); /* anything else: the spec says why */
+	else
+		json_decref(env);
+	json_t *workdir = json_object_get(body, "workdir");
+	if (!workdir || json_is_null(workdir))
+		json_object_set(body, "workdir", json_object_get(im->config, "workdir"));
+	json_t *ep = json_object_get(im->config, "entrypoint");
+	json_t *cmd = json_object_get(body, "command");
+	if (json_array_size(ep) && (!cmd || json_is_null(cmd) || json_is_array(cmd))) {
+		json_t *full = json_deep_copy(ep);
+		if (json_is_array(cmd))
+			json_array_extend(full, cmd);
+		json_object_set_new(body, "command", full);
+	}
+	*ret = im;
+	return 0;
+}
+
 static void create_go(struct api_call *call, json_t *body)
 {
 	struct server *srv = call->srv;
@@ -182,13 +250,9 @@ static void create_go(struct api_call *call, json_t *body)
 		goto out;
 	}
 	json_object_del(body, "idle_timeout_s"); /* checked here: the runtime's spec has none */
-	json_t *image = json_object_get(body, "image");
-	if (image && !json_is_null(image) &&
-	    (!json_is_string(image) || strcmp(json_string_value(image), "busybox"))) {
-		api_reply_error(call, 400, "invalid_argument",
-		                "image: unknown image; the images available are: busybox");
+	struct image_rec *im = NULL;
+	if (image_defaults(call, body, &im) < 0)
 		goto out;
-	}
 	char *text = json_dumps(body, JSON_COMPACT);
 	int r = text ? spec_apply_json(&spec, text, strlen(text), &err) : -ENOMEM;
 	free(text);
@@ -252,13 +316,13 @@ static void create_go(struct api_call *call, json_t *body)
 	json_t *env = json_object_get(body, "env");
 	json_t *env_v = env && !json_is_null(env) ? json_incref(env) : json_object();
 	sb->spec =
-	    json_pack("{s:s, s:O, s:o, s:s, s:f, s:I, s:I, s:I, s:f, s:o, s:s}", "image", "busybox",
-	              "command", command ? command : json_null(), "env", env_v, "workdir",
-	              spec.workdir ? spec.workdir : "/", "cpu", spec.cpu, "memory_mib",
-	              (json_int_t)spec.memory_mib, "disk_mib", (json_int_t)spec.disk_mib, "pids",
-	              (json_int_t)spec.pids, "timeout_s", spec.timeout_s, "idle_timeout_s",
-	              idle > 0 ? json_real(idle) : json_null(), "network",
-	              spec.network == SPEC_NET_EGRESS ? "egress" : "none");
+	    json_pack("{s:s, s:O, s:o, s:s, s:f, s:I, s:I, s:I, s:f, s:o, s:s}", "image",
+	              im ? im->row.id : "busybox", "command", command ? command : json_null(),
+	              "env", env_v, "workdir", spec.workdir ? spec.workdir : "/", "cpu", spec.cpu,
+	              "memory_mib", (json_int_t)spec.memory_mib, "disk_mib",
+	              (json_int_t)spec.disk_mib, "pids", (json_int_t)spec.pids, "timeout_s",
+	              spec.timeout_s, "idle_timeout_s", idle > 0 ? json_real(idle) : json_null(),
+	              "network", spec.network == SPEC_NET_EGRESS ? "egress" : "none");
 	json_t *cidrs = json_array();
 	for (size_t i = 0; cidrs && i < spec.ncidrs; i++) {
 		char c[SPEC_CIDR_MAX_CHARS + 1];
@@ -271,6 +335,10 @@ static void create_go(struct api_call *call, json_t *body)
 		json_decref(cidrs);
 	if (sb->spec && spec.hostname)
 		json_object_set_new(sb->spec, "hostname", json_string(spec.hostname));
+	if (sb->spec && im) { /* the worker starts it on the image's manifest */
+		json_object_set_new(sb->spec, "image_digest", json_string(im->row.manifest));
+		snprintf(sb->row.image_id, sizeof(sb->row.image_id), "%s", im->row.id);
+	}
 	json_t *ports = json_array();
 	for (size_t i = 0; ports && i < spec.nports; i++)
 		json_array_append_new(ports, json_integer(spec.ports[i]));
@@ -291,7 +359,7 @@ static void create_go(struct api_call *call, json_t *body)
 	 * that commit (one commit per create). A crash before it leaves at most a sandbox the
 	 * worker runs and the server does not know, which the worker's next registration removes.
 	 */
-	create_command(srv, sb);
+	sandbox_create_command(srv, sb);
 out:
 	spec_release(&spec);
 	json_decref(body);

@@ -288,6 +288,11 @@ static void event_apply(struct server *srv, struct worker_rec *w, json_t *ev)
 	} else if (!strcmp(type, "sandbox_ended")) {
 		const char *state = str(ev, "state");
 		json_t *code = json_object_get(ev, "exit_code");
+		/* A build step's sandbox: the layer the worker captured of it. */
+		const char *layer = str(ev, "layer");
+		if (img_digest_valid(layer))
+			snprintf(sb->layer, sizeof(sb->layer), "%s", layer);
+		snprintf(sb->layer_error, sizeof(sb->layer_error), "%s", str(ev, "layer_error"));
 		sandbox_set_ended(srv, sb, valid_end_state(state) ? state : "lost",
 		                  json_is_integer(code) ? (int)json_integer_value(code) : -1,
 		                  num(ev, "ended_ms"));

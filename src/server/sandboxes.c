@@ -359,6 +359,8 @@ void sandbox_set_ended(struct server *srv, struct sandbox_rec *sb, const char *s
 	tunnels_close(srv, sb->row.id, NULL, 502, "the sandbox ended");
 	if (sandbox_persist(srv, sb, sandbox_changed) < 0)
 		sandbox_changed(srv, sb, -ENOMEM);
+	if (sb->build)
+		builder_sandbox_ended(srv, sb);
 }
 
 void sandbox_create_failed(struct server *srv, struct sandbox_rec *sb, int status, const char *code,

@@ -58,11 +58,22 @@ static const struct http_route ROUTES[] = {
     {"POST", "/v1/sandboxes/{}/fs/move", api_fs_move, NULL, SERVER_MAX_JSON_BODY_BYTES,
      PERM_WRITE | PERM_SANDBOX},
     {"GET", "/v1/sandboxes/{}/ports", api_ports_list, NULL, 0, PERM_READ | PERM_SANDBOX},
+    {"POST", "/v1/sandboxes/{}/snapshot", api_sandboxes_snapshot, NULL, SERVER_MAX_JSON_BODY_BYTES,
+     PERM_WRITE},
     /* Any method: the request goes to the sandbox as it came. */
     {"*", "/v1/sandboxes/{}/ports/{}", api_ports_proxy, NULL, SERVER_PORT_MAX_BODY_BYTES,
      PERM_WRITE | PERM_SANDBOX | HTTP_ROUTE_TAKE_OVER},
     {"*", "/v1/sandboxes/{}/ports/{}/{*}", api_ports_proxy, NULL, SERVER_PORT_MAX_BODY_BYTES,
      PERM_WRITE | PERM_SANDBOX | HTTP_ROUTE_TAKE_OVER},
+    /* A declared body is streamed into the store (a chunked one is held whole first). */
+    {"PUT", "/v1/blobs/{}", api_blobs_put, NULL, SERVER_MAX_CHUNKED_BLOB_BYTES,
+     PERM_WRITE | HTTP_ROUTE_TAKE_OVER},
+    {"GET", "/v1/blobs/{}", api_blobs_get, NULL, 0, PERM_READ},
+    {"POST", "/v1/images", api_images_create, NULL, SERVER_MAX_IMAGE_BODY_BYTES, PERM_WRITE},
+    {"GET", "/v1/images", api_images_list, NULL, 0, PERM_READ},
+    {"GET", "/v1/images/{}", api_images_get, NULL, 0, PERM_READ},
+    {"GET", "/v1/images/{}/logs", api_images_logs, NULL, 0, PERM_READ},
+    {"DELETE", "/v1/images/{}", api_images_delete, NULL, 0, PERM_WRITE},
     {"GET", "/v1/workers", api_workers_list, NULL, 0, PERM_ADMIN},
     {"POST", "/internal/v1/workers/register", link_register, NULL, LINK_MAX_BODY_BYTES,
      PERM_WORKER},
@@ -157,6 +168,13 @@ static void persist_done(void *ud, int rc)
 		close_step(srv->closing);
 }
 
+void server_task_done(struct server *srv)
+{
+	/* ... and once the thread pool has finished its image work. */
+	if (--srv->tasks_inflight == 0 && srv->closing_tasks)
+		close_step(srv->closing_tasks);
+}
+
 int server_persist(struct server *srv, store_fn fn, store_done_fn done, void *ud)
 {
 	if (srv->store_closed)
@@ -246,8 +264,25 @@ static int load_all(struct store_tx *tx, void *ud)
 	    (r = store_tokens_load(tx, load_token, ud)) < 0 ||
 	    (r = store_workers_load(tx, load_worker, ud)) < 0 ||
 	    (r = store_sandboxes_load(tx, load_sandbox, ud)) < 0 ||
-	    (r = store_execs_load(tx, NULL, load_exec, ud)) < 0)
+	    (r = store_execs_load(tx, NULL, load_exec, ud)) < 0 ||
+	    (r = store_images_load(tx, image_load, ud)) < 0 ||
+	    (r = store_cache_load(tx, build_cache_load, ud)) < 0)
 		return r;
+	return 0;
+}
+
+static int store_interrupted(struct store_tx *tx, void *ud)
+{
+	struct server *srv = ud;
+	size_t pos = 0;
+	struct image_rec *im;
+	while ((im = map_next(&srv->images, &pos)))
+		if (im->interrupted) {
+			int r = store_image_put(tx, &im->row);
+			if (r < 0)
+				return r;
+			im->interrupted = 0;
+		}
 	return 0;
 }
 
@@ -352,6 +387,8 @@ int server_new(uv_loop_t *loop, struct store *store, const struct server_config 
 		srv->cfg.max_stdin_inflight_bytes = SERVER_MAX_STDIN_INFLIGHT_BYTES;
 	if (!srv->cfg.max_bodies_bytes)
 		srv->cfg.max_bodies_bytes = SERVER_MAX_BODIES_BYTES;
+	if (!srv->cfg.max_blob_bytes)
+		srv->cfg.max_blob_bytes = SERVER_MAX_BLOB_BYTES;
 	map_init(&srv->workspaces);
 	map_init(&srv->tokens);
 	map_init(&srv->sandboxes);
@@ -359,15 +396,28 @@ int server_new(uv_loop_t *loop, struct store *store, const struct server_config 
 	map_init(&srv->idem_inflight);
 	map_init(&srv->file_calls);
 	map_init(&srv->tunnels);
+	map_init(&srv->images);
+	map_init(&srv->build_cache);
+	srv->imgs.root_fd = -1;
 	sha256_hex(cfg->worker_secret, strlen(cfg->worker_secret), srv->worker_secret_hash);
 
-	int r = store_run_sync(store, load_all, srv);
+	char root[4200];
+	snprintf(root, sizeof(root), "%s/images", cfg->data_dir);
+	int r = img_store_open(&srv->imgs, root, err);
+	if (r < 0)
+		goto fail;
+	srv->imgs_open = 1;
+	r = store_run_sync(store, load_all, srv);
 	if (r < 0) {
 		sk_error_errno(err, r, "load the state store");
 		goto fail;
 	}
 	if (srv->workspaces.len == 0 && (r = bootstrap(srv, err)) < 0)
 		goto fail;
+	if ((r = store_run_sync(store, store_interrupted, srv)) < 0) {
+		sk_error_errno(err, r, "mark interrupted builds failed");
+		goto fail;
+	}
 
 	struct http_server_config hc = {
 	    .routes = ROUTES,
@@ -406,6 +456,7 @@ int server_port(const struct server *srv)
 static void free_all(struct server *srv)
 {
 	prioq_release(&srv->timeouts); /* it points into the sandboxes */
+	builder_free_all(srv);         /* ... and so do builds */
 	size_t pos = 0;
 	void *v;
 	while ((v = map_next(&srv->workspaces, &pos)))
@@ -440,6 +491,20 @@ static void free_all(struct server *srv)
 	map_release(&srv->idem_inflight);
 	map_release(&srv->file_calls);
 	map_release(&srv->tunnels);
+	pos = 0;
+	struct image_rec *im;
+	while ((im = map_next(&srv->images, &pos)))
+		image_rec_free(im);
+	map_release(&srv->images);
+	pos = 0;
+	struct store_cache *c;
+	while ((c = map_next(&srv->build_cache, &pos))) {
+		store_cache_release(c);
+		free(c);
+	}
+	map_release(&srv->build_cache);
+	if (srv->imgs_open)
+		img_store_close(&srv->imgs);
 }
 
 void server_shutdown(struct server *srv)
@@ -448,6 +513,8 @@ void server_shutdown(struct server *srv)
 	timeouts_stop(srv);
 	waiters_cancel_all(srv);
 	file_calls_cancel_all(srv);
+	builder_shutdown(srv);
+	blobs_shutdown(srv);
 	tunnels_close(srv, NULL, NULL, 503, "the server is stopping");
 	link_release_polls(srv);
 }
@@ -484,6 +551,10 @@ void server_close(struct server *srv, void (*done)(void *), void *ud)
 	if (srv->persists_inflight > 0) {
 		c->pending++;
 		srv->closing = c;
+	}
+	if (srv->tasks_inflight > 0) {
+		c->pending++;
+		srv->closing_tasks = c;
 	}
 	if (srv->http) {
 		c->pending++;

@@ -15,6 +15,7 @@
 #include <uv.h>
 
 #include "../http/http.h"
+#include "../image/store.h"
 #include "../lib/error.h"
 #include "../lib/map.h"
 #include "../lib/prioq.h"
@@ -66,6 +67,17 @@
 #define SERVER_TUNNEL_IDLE_MS      (10 * 60 * 1000)    /* nothing either way: closed */
 #define SERVER_TUNNEL_BUFFER_BYTES (1024 * 1024)       /* queued per direction */
 #define LINK_TUNNEL_PROTOCOL       "skiff-tunnel"      /* the worker's Upgrade */
+/* Images (api_blobs.c, images.c, builder.c). */
+#define SERVER_MAX_BLOB_BYTES         (4ULL << 30) /* one upload: SKIFF_MAX_BLOB_BYTES lowers it */
+#define SERVER_MAX_CHUNKED_BLOB_BYTES (64 * 1024 * 1024) /* a chunked upload is held whole */
+#define SERVER_MAX_IMAGES             100000
+#define SERVER_MAX_IMAGE_BODY_BYTES   (1024 * 1024) /* a build spec */
+#define IMAGE_MAX_STEPS               256
+#define IMAGE_MAX_APT_PACKAGES        512
+#define IMAGE_MAX_RUN_BYTES           (64 * 1024)
+#define IMAGE_MAX_ENTRYPOINT_ARGS     256
+#define IMAGE_MAX_LOG_BYTES           (8 * 1024 * 1024) /* a build's log: the rest is cut */
+#define IMAGE_BLOB_GRACE_S            3600 /* gc leaves younger unreferenced blobs (uploads) */
 
 enum role {
 	ROLE_NONE = 0,
@@ -117,6 +129,10 @@ struct sandbox_rec {
 	size_t execs_live;       /* execs pending or running: while any, it is not idle */
 	size_t tunnels_live;     /* tunnels to its ports, set up or relaying: likewise */
 	int64_t timeout_end_ms;  /* its deadline passed: the end is a timeout, recorded by then */
+	/* A build step's sandbox (builder.c): its build, and the layer the worker captured. */
+	struct build *build;
+	char layer[65];
+	char layer_error[256];
 	/* why a create failed, for the create call */
 	int fail_status;
 	char fail_code[32];
@@ -157,6 +173,22 @@ struct server_config {
 	size_t max_tunnels_per_ws;       /* SERVER_MAX_TUNNELS_PER_WS */
 	size_t max_stdin_inflight_bytes; /* SERVER_MAX_STDIN_INFLIGHT_BYTES */
 	size_t max_bodies_bytes;         /* SERVER_MAX_BODIES_BYTES */
+	uint64_t max_blob_bytes;         /* SERVER_MAX_BLOB_BYTES */
+};
+
+struct build;
+struct log_follower;
+struct blob_upload;
+
+struct image_rec {
+	struct store_image row;
+	json_t *spec;                   /* the build body as accepted */
+	json_t *config;                 /* {env, workdir, entrypoint} */
+	json_t *layers;                 /* [{step, key, cached, layer, seconds}] */
+	struct build *build;            /* while it builds */
+	struct log_follower *followers; /* GET …/logs?follow=true, until the build ends */
+	int deleting;
+	int interrupted; /* loaded as building: failed now, to be stored so */
 };
 
 #define METRICS_MAX_ROUTES 64 /* routes counted one by one; one more slot is "unmatched" */
@@ -190,17 +222,27 @@ struct server {
 	struct map idem_inflight; /* "ws/key" → strdup'ed key (a create with this key is running) */
 	struct map file_calls;    /* fr-id → file_call waiting for the worker */
 	struct map tunnels;       /* tn-id → tunnel_rec, waiting for the worker or relaying */
-	size_t stdin_bytes;       /* stdin writes sent to workers and not answered yet */
-	uv_timer_t tick;          /* worker liveness, expired idempotency keys */
-	struct prioq timeouts;    /* running sandboxes with a deadline, by when to look at them */
+	struct map images;        /* im-id → image_rec */
+	struct img_store imgs;    /* <data_dir>/images: blobs, manifests, trees */
+	int imgs_open;
+	struct build *builds;        /* running builds (builder.c) */
+	unsigned gc_running;         /* an image gc on a thread */
+	int gc_again;                /* asked for while one ran */
+	struct blob_upload *uploads; /* PUT /v1/blobs in progress (api_blobs.c) */
+	struct map build_cache;      /* step key → struct store_cache */
+	unsigned tasks_inflight;     /* image work on the thread pool (builder.c) */
+	size_t stdin_bytes;          /* stdin writes sent to workers and not answered yet */
+	uv_timer_t tick;             /* worker liveness, expired idempotency keys */
+	struct prioq timeouts;     /* running sandboxes with a deadline, by when to look at them */
 	uv_timer_t timeouts_timer; /* at the first of them */
 	unsigned long ticks;
 	struct metrics metrics;
 	int stopping;
-	int store_closed;              /* set by the owner once store_close ran */
-	unsigned persists_inflight;    /* submitted to the store, not answered yet */
-	struct close_ctx *closing;     /* set by server_close while it waits for them */
-	void (*log)(const char *line); /* one logfmt line per event; NULL: stderr */
+	int store_closed;                /* set by the owner once store_close ran */
+	unsigned persists_inflight;      /* submitted to the store, not answered yet */
+	struct close_ctx *closing;       /* set by server_close while it waits for them */
+	struct close_ctx *closing_tasks; /* ... and for the thread pool's image work */
+	void (*log)(const char *line);   /* one logfmt line per event; NULL: stderr */
 };
 
 /* The authenticated caller of one request. */
@@ -394,6 +436,62 @@ void tunnels_close(struct server *srv, const char *sandbox, const struct worker_
  * has expired by now_ms: a revoked credential keeps nothing open. */
 void tunnels_close_token(struct server *srv, const char *token_id, int64_t now_ms);
 
+/* api_blobs.c: /v1/blobs/sha256:{hex} */
+void api_blobs_put(struct http_request *req);
+void api_blobs_get(struct http_request *req);
+/* Shutting down: uploads in progress are dropped (their connections closed). */
+void blobs_shutdown(struct server *srv);
+/* Make a stored blob as new as now for gc's grace (uploaded again, named by a build). */
+void blob_touch(struct server *srv, const char *digest);
+
+/* images.c: the images of every workspace, and their routes */
+int image_load(const struct store_image *row, void *ud);
+json_t *image_json(const struct image_rec *im);
+/* An image of any state by id or by name in workspace ws, or NULL. */
+struct image_rec *image_lookup(struct server *srv, const char *ws, const char *id_or_name);
+/* A ready image by id or by name in workspace ws (NULL if none, or not ready). */
+struct image_rec *image_find(struct server *srv, const char *ws, const char *id_or_name);
+void image_rec_free(struct image_rec *im);
+/* Persist im's row as it is in memory, then run then (may be NULL). */
+int image_persist(struct server *srv, struct image_rec *im,
+                  void (*then)(struct server *srv, struct image_rec *im, int rc));
+void api_images_create(struct http_request *req);
+void api_images_list(struct http_request *req);
+void api_images_get(struct http_request *req);
+void api_images_logs(struct http_request *req);
+void api_images_delete(struct http_request *req);
+void api_sandboxes_snapshot(struct http_request *req);
+/* Append to an image's build log (file <data>/build-logs/<id>.log) and pass it to followers. */
+void image_log(struct server *srv, struct image_rec *im, const char *data, size_t len);
+void image_logf(struct server *srv, struct image_rec *im, const char *fmt, ...) _printf_(3, 4);
+/* The build ended: followers get the end of their stream. */
+void image_log_end(struct server *srv, struct image_rec *im);
+
+/* image_spec.c: validating a build spec (every field checked before anything is made) */
+/* 0, or -EINVAL with err naming the bad field (-EPERM for a dir: base of a non-admin). */
+int image_name_valid(const char *s);
+int image_spec_check(struct server *srv, const char *ws, json_t *spec, int admin,
+                     struct sk_error *err);
+
+/* builder.c: builds, one step at a time; slow work on the thread pool */
+int builder_start(struct server *srv, struct image_rec *im, struct sk_error *err);
+/* A snapshot: im's base (its spec's) with layer applied; call gets 201 {id} once it is ready,
+ * or the error. */
+int builder_start_snapshot(struct server *srv, struct image_rec *im, const char *layer,
+                           struct api_call *call, struct sk_error *err);
+/* A build's sandbox ended (sandbox_set_ended): its output goes to the log, its step on. */
+void builder_sandbox_ended(struct server *srv, struct sandbox_rec *sb);
+/* At the end: the builds' memory (their images stay "building" in the store, which the next
+ * start marks failed). */
+void builder_free_all(struct server *srv);
+/* Shutting down: snapshot calls waiting for their image get 503. */
+void builder_shutdown(struct server *srv);
+int build_cache_load(const struct store_cache *c, void *ud);
+/* server.c: a task of the thread pool ended (the server waits for them when closing). */
+void server_task_done(struct server *srv);
+/* Remove unreferenced blobs on a thread: every image's manifest and the build cache live. */
+void images_gc(struct server *srv);
+
 /* link.c: the worker link, server side */
 void link_register(struct http_request *req);
 void link_poll(struct http_request *req);
@@ -447,4 +545,6 @@ void waiters_cancel_all(struct server *srv);
 /* Reply to a create with status and body, recording it under the call's idempotency key first
  * (when it has one). Steals body. */
 void idem_record(struct api_call *call, int status, json_t *body);
+/* Queue a new sandbox's create (sb->spec) for its worker. */
+void sandbox_create_command(struct server *srv, struct sandbox_rec *sb);
 void sandbox_rec_free(struct sandbox_rec *sb);

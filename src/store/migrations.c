@@ -74,6 +74,35 @@ static const char *const MIGRATIONS[] = {
     "  expires_ms INTEGER NOT NULL,"
     "  PRIMARY KEY (workspace_id, key)) WITHOUT ROWID;"
     "CREATE INDEX idempotency_expires ON idempotency(expires_ms) WHERE expires_ms != 0;",
+
+    /* 2: images, what their builds cached, and the image a sandbox was started on. A deleted
+     * image's row goes, so its name is free again at once. */
+    "CREATE TABLE images ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  workspace_id TEXT NOT NULL REFERENCES workspaces(id),"
+    "  name TEXT NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  spec_json TEXT,"
+    "  manifest TEXT NOT NULL,"
+    "  config_json TEXT,"
+    "  size_bytes INTEGER NOT NULL,"
+    "  files INTEGER NOT NULL,"
+    "  layers_json TEXT,"
+    "  error TEXT,"
+    "  created_ms INTEGER NOT NULL,"
+    "  ready_ms INTEGER NOT NULL);"
+    "CREATE UNIQUE INDEX images_name ON images(workspace_id, name) WHERE name != '';"
+    "CREATE INDEX images_workspace ON images(workspace_id, id);"
+
+    /* A build step's key (the SHA-256 of its parent's key, the step and its inputs) to what
+     * it made: shared by every workspace, since equal keys mean equal content. */
+    "CREATE TABLE build_cache ("
+    "  key TEXT PRIMARY KEY NOT NULL,"
+    "  manifest TEXT NOT NULL,"
+    "  config_json TEXT,"
+    "  created_ms INTEGER NOT NULL) WITHOUT ROWID;"
+
+    "ALTER TABLE sandboxes ADD COLUMN image_id TEXT NOT NULL DEFAULT '';",
 };
 
 int store_schema_version(void)

@@ -10,12 +10,16 @@
 #define TOKEN_COLS     "id, workspace_id, name, role, secret_hash, created_ms, expires_ms"
 #define SANDBOX_COLS                                                                               \
 	"id, workspace_id, name, state, worker_id, spec_json, tags_json, exit_code, created_ms, "  \
-	"started_ms, ended_ms, deadline_ms"
+	"started_ms, ended_ms, deadline_ms, image_id"
 #define EXEC_COLS                                                                                  \
 	"id, sandbox_id, workspace_id, state, exit_code, command_json, created_ms, started_ms, "   \
 	"ended_ms"
 #define WORKER_COLS "id, name, epoch, info_json, registered_ms, last_seen_ms"
 #define IDEM_COLS   "workspace_id, key, route, body_hash, status, response, created_ms, expires_ms"
+#define IMAGE_COLS                                                                                 \
+	"id, workspace_id, name, state, spec_json, manifest, config_json, size_bytes, files, "     \
+	"layers_json, error, created_ms, ready_ms"
+#define CACHE_COLS "key, manifest, config_json, created_ms"
 
 /* put replaces a row in place (an upsert on its key), never with INSERT OR REPLACE: that would
  * delete whatever other row a unique index finds in the way instead of refusing. */
@@ -39,10 +43,10 @@ const char *const STORE_STMT_SQL[STMT_COUNT] = {
 
     [STMT_SANDBOX_PUT] =
         "INSERT INTO sandboxes (" SANDBOX_COLS ")"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
         " ON CONFLICT (id) DO UPDATE SET workspace_id = ?2, name = ?3, state = ?4,"
         " worker_id = ?5, spec_json = ?6, tags_json = ?7, exit_code = ?8, created_ms = ?9,"
-        " started_ms = ?10, ended_ms = ?11, deadline_ms = ?12",
+        " started_ms = ?10, ended_ms = ?11, deadline_ms = ?12, image_id = ?13",
     [STMT_SANDBOX_GET] = "SELECT " SANDBOX_COLS " FROM sandboxes WHERE id = ?1",
     [STMT_SANDBOXES_LOAD] = "SELECT " SANDBOX_COLS " FROM sandboxes ORDER BY id",
 
@@ -68,6 +72,21 @@ const char *const STORE_STMT_SQL[STMT_COUNT] = {
                       " ON CONFLICT (workspace_id, key) DO UPDATE SET route = ?3, body_hash = ?4,"
                       " status = ?5, response = ?6, created_ms = ?7, expires_ms = ?8",
     [STMT_IDEM_EXPIRE] = "DELETE FROM idempotency WHERE expires_ms != 0 AND expires_ms <= ?1",
+
+    [STMT_IMAGE_PUT] =
+        "INSERT INTO images (" IMAGE_COLS ")"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        " ON CONFLICT (id) DO UPDATE SET workspace_id = ?2, name = ?3, state = ?4,"
+        " spec_json = ?5, manifest = ?6, config_json = ?7, size_bytes = ?8, files = ?9,"
+        " layers_json = ?10, error = ?11, created_ms = ?12, ready_ms = ?13",
+    [STMT_IMAGE_DELETE] = "DELETE FROM images WHERE id = ?1",
+    [STMT_IMAGES_LOAD] = "SELECT " IMAGE_COLS " FROM images ORDER BY id",
+
+    [STMT_CACHE_GET] = "SELECT " CACHE_COLS " FROM build_cache WHERE key = ?1",
+    [STMT_CACHE_PUT] = "INSERT INTO build_cache (" CACHE_COLS ") VALUES (?1, ?2, ?3, ?4)"
+                       " ON CONFLICT (key) DO UPDATE SET manifest = ?2, config_json = ?3,"
+                       " created_ms = ?4",
+    [STMT_CACHE_LOAD] = "SELECT " CACHE_COLS " FROM build_cache ORDER BY key",
 };
 
 static void stmt_resetp(sqlite3_stmt **stmt)
@@ -401,6 +420,7 @@ int store_sandbox_put(struct store_tx *tx, const struct store_sandbox *s)
 	bind_i64(&b, s->started_ms, "started_ms");
 	bind_i64(&b, s->ended_ms, "ended_ms");
 	bind_i64(&b, s->deadline_ms, "deadline_ms");
+	bind_field(&b, s->image_id, "sandbox image_id");
 	return b.r < 0 ? b.r : stmt_done(tx, stmt, "put sandbox");
 }
 
@@ -420,6 +440,7 @@ static int sandbox_read(struct store_tx *tx, sqlite3_stmt *stmt, struct store_sa
 	col_i64(&rd, &s->started_ms);
 	col_i64(&rd, &s->ended_ms);
 	col_i64(&rd, &s->deadline_ms);
+	col_field(&rd, s->image_id, "sandbox image_id");
 	if (rd.r < 0)
 		store_sandbox_release(s);
 	return rd.r;
@@ -644,4 +665,154 @@ int store_idem_expire(struct store_tx *tx, int64_t now_ms)
 	bind_i64(&b, now_ms, "now_ms");
 	int r = b.r < 0 ? b.r : stmt_done(tx, stmt, "expire idempotency keys");
 	return r < 0 ? r : sqlite3_changes(tx->db);
+}
+
+/* ---- images and the build cache ---- */
+
+void store_image_release(struct store_image *i)
+{
+	free(i->spec_json);
+	free(i->config_json);
+	free(i->layers_json);
+	free(i->error);
+	i->spec_json = i->config_json = i->layers_json = i->error = NULL;
+}
+
+void store_cache_release(struct store_cache *c)
+{
+	free(c->config_json);
+	c->config_json = NULL;
+}
+
+int store_image_put(struct store_tx *tx, const struct store_image *i)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_IMAGE_PUT];
+	struct binder b = binder_new(tx, stmt);
+	bind_field(&b, i->id, "image id");
+	bind_field(&b, i->workspace_id, "image workspace_id");
+	bind_field(&b, i->name, "image name");
+	bind_field(&b, i->state, "image state");
+	bind_cstr(&b, i->spec_json, "image spec_json");
+	bind_field(&b, i->manifest, "image manifest");
+	bind_cstr(&b, i->config_json, "image config_json");
+	bind_i64(&b, i->size_bytes, "size_bytes");
+	bind_i64(&b, i->files, "files");
+	bind_cstr(&b, i->layers_json, "image layers_json");
+	bind_cstr(&b, i->error, "image error");
+	bind_i64(&b, i->created_ms, "created_ms");
+	bind_i64(&b, i->ready_ms, "ready_ms");
+	return b.r < 0 ? b.r : stmt_done(tx, stmt, "put image");
+}
+
+int store_image_delete(struct store_tx *tx, const char *id)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_IMAGE_DELETE];
+	struct binder b = binder_new(tx, stmt);
+	bind_cstr(&b, id, "image id");
+	if (b.r < 0)
+		return b.r;
+	int r = stmt_done(tx, stmt, "delete image");
+	if (r == 0 && sqlite3_changes(tx->db) == 0)
+		return not_found(tx, "image", id);
+	return r;
+}
+
+static int image_read(struct store_tx *tx, sqlite3_stmt *stmt, struct store_image *i)
+{
+	struct reader rd = reader_new(tx, stmt);
+	*i = (struct store_image){0};
+	col_field(&rd, i->id, "image id");
+	col_field(&rd, i->workspace_id, "image workspace_id");
+	col_field(&rd, i->name, "image name");
+	col_field(&rd, i->state, "image state");
+	col_dup(&rd, &i->spec_json, "image spec_json");
+	col_field(&rd, i->manifest, "image manifest");
+	col_dup(&rd, &i->config_json, "image config_json");
+	col_i64(&rd, &i->size_bytes);
+	col_i64(&rd, &i->files);
+	col_dup(&rd, &i->layers_json, "image layers_json");
+	col_dup(&rd, &i->error, "image error");
+	col_i64(&rd, &i->created_ms);
+	col_i64(&rd, &i->ready_ms);
+	if (rd.r < 0)
+		store_image_release(i);
+	return rd.r;
+}
+
+int store_images_load(struct store_tx *tx, int (*cb)(const struct store_image *i, void *ud),
+                      void *ud)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_IMAGES_LOAD];
+	int r;
+	while ((r = stmt_row(tx, stmt, "load images")) > 0) {
+		struct store_image i;
+		r = image_read(tx, stmt, &i);
+		if (r == 0) {
+			r = cb(&i, ud);
+			store_image_release(&i);
+		}
+		if (r != 0)
+			return r;
+	}
+	return r;
+}
+
+static int cache_read(struct store_tx *tx, sqlite3_stmt *stmt, struct store_cache *c)
+{
+	struct reader rd = reader_new(tx, stmt);
+	*c = (struct store_cache){0};
+	col_field(&rd, c->key, "build cache key");
+	col_field(&rd, c->manifest, "build cache manifest");
+	col_dup(&rd, &c->config_json, "build cache config_json");
+	col_i64(&rd, &c->created_ms);
+	if (rd.r < 0)
+		store_cache_release(c);
+	return rd.r;
+}
+
+int store_cache_get(struct store_tx *tx, const char *key, struct store_cache *ret)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_CACHE_GET];
+	struct binder b = binder_new(tx, stmt);
+	bind_cstr(&b, key, "build cache key");
+	if (b.r < 0)
+		return b.r;
+	int r = stmt_row(tx, stmt, "get build cache entry");
+	if (r <= 0)
+		return r < 0 ? r : not_found(tx, "build cache entry", key);
+	struct store_cache c;
+	r = cache_read(tx, stmt, &c);
+	if (r < 0)
+		return r;
+	*ret = c;
+	return 0;
+}
+
+int store_cache_put(struct store_tx *tx, const struct store_cache *c)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_CACHE_PUT];
+	struct binder b = binder_new(tx, stmt);
+	bind_field(&b, c->key, "build cache key");
+	bind_field(&b, c->manifest, "build cache manifest");
+	bind_cstr(&b, c->config_json, "build cache config_json");
+	bind_i64(&b, c->created_ms, "created_ms");
+	return b.r < 0 ? b.r : stmt_done(tx, stmt, "put build cache entry");
+}
+
+int store_cache_load(struct store_tx *tx, int (*cb)(const struct store_cache *c, void *ud),
+                     void *ud)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_CACHE_LOAD];
+	int r;
+	while ((r = stmt_row(tx, stmt, "load build cache")) > 0) {
+		struct store_cache c;
+		r = cache_read(tx, stmt, &c);
+		if (r == 0) {
+			r = cb(&c, ud);
+			store_cache_release(&c);
+		}
+		if (r != 0)
+			return r;
+	}
+	return r;
 }

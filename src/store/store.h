@@ -86,7 +86,8 @@ struct store_sandbox {
 	char *tags_json;              /* {"k":"v"} */
 	int exit_code;                /* -1 while none */
 	int64_t created_ms, started_ms, ended_ms;
-	int64_t deadline_ms; /* when timeout_s ends it; 0: none */
+	int64_t deadline_ms;         /* when timeout_s ends it; 0: none */
+	char image_id[ID_MAX_BYTES]; /* im-… it was started on; "" for busybox */
 };
 
 struct store_exec {
@@ -117,7 +118,33 @@ struct store_idem {
 	int64_t created_ms, expires_ms;
 };
 
+#define STORE_IMAGE_NAME_BYTES 129 /* [a-z0-9._-]{1,128} + NUL */
+
+struct store_image {
+	char id[ID_MAX_BYTES]; /* im-… */
+	char workspace_id[ID_MAX_BYTES];
+	char name[STORE_IMAGE_NAME_BYTES]; /* "" when none; unique in its workspace */
+	char state[STORE_STATE_BYTES];     /* building ready failed */
+	char *spec_json;                   /* the build body as accepted */
+	char manifest[STORE_HASH_BYTES];   /* its manifest's digest; "" until ready */
+	char *config_json;                 /* {env, workdir, entrypoint} */
+	int64_t size_bytes, files;
+	char *layers_json; /* [{step, key, cached, layer, seconds}] */
+	char *error;       /* why it failed; NULL otherwise */
+	int64_t created_ms, ready_ms;
+};
+
+/* What a build step made, by its key (SHA-256 hex of its parent's key, the step and inputs). */
+struct store_cache {
+	char key[STORE_HASH_BYTES];
+	char manifest[STORE_HASH_BYTES];
+	char *config_json;
+	int64_t created_ms;
+};
+
 void store_sandbox_release(struct store_sandbox *s);
+void store_image_release(struct store_image *i);
+void store_cache_release(struct store_cache *c);
 void store_exec_release(struct store_exec *e);
 void store_worker_release(struct store_worker *w);
 void store_idem_release(struct store_idem *i);
@@ -164,3 +191,15 @@ int store_idem_get(struct store_tx *tx, const char *workspace_id, const char *ke
                    struct store_idem *ret);
 int store_idem_put(struct store_tx *tx, const struct store_idem *i);
 int store_idem_expire(struct store_tx *tx, int64_t now_ms);
+
+/* Images: a name is unique in its workspace (-EEXIST); delete removes the row (-ENOENT when
+ * none), which frees its name. */
+int store_image_put(struct store_tx *tx, const struct store_image *i);
+int store_image_delete(struct store_tx *tx, const char *id);
+int store_images_load(struct store_tx *tx, int (*cb)(const struct store_image *i, void *ud),
+                      void *ud);
+/* The build cache: get (-ENOENT when the key is not there), put (replacing), load (by key). */
+int store_cache_get(struct store_tx *tx, const char *key, struct store_cache *ret);
+int store_cache_put(struct store_tx *tx, const struct store_cache *c);
+int store_cache_load(struct store_tx *tx, int (*cb)(const struct store_cache *c, void *ud),
+                     void *ud);

@@ -179,6 +179,37 @@ int sp_json_int(json_t *req, const char *key, json_int_t min, json_int_t max, js
 	return 0;
 }
 
+_Noreturn void sp_child_answer(int fd, json_t *msg)
+{
+	char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
+	size_t len = text ? strlen(text) : 0;
+	for (size_t done = 0; done < len;) {
+		ssize_t w = write(fd, text + done, len - done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			_exit(1);
+		done += (size_t)w;
+	}
+	_exit(text ? 0 : 1);
+}
+
+int sp_child_reap(int *pidfd, int *exit_ok)
+{
+	siginfo_t si = {0};
+	if (waitid((idtype_t)P_PIDFD, (id_t)*pidfd, &si, WEXITED | WNOHANG) < 0) {
+		if (errno == EINTR)
+			return 0;
+		/* Not ours to wait for any more: nothing else to learn from it. */
+	} else if (si.si_pid == 0) {
+		return 0;
+	}
+	*exit_ok = si.si_pid != 0 && si.si_code == CLD_EXITED && si.si_status == 0;
+	close(*pidfd);
+	*pidfd = -1;
+	return 1;
+}
+
 /* ---- requests ---- */
 
 static const struct {
@@ -206,6 +237,7 @@ static const struct {
     {"fs_remove", sp_op_fs_remove},
     {"fs_move", sp_op_fs_move},
     {"tunnel_socket", sp_op_tunnel_socket},
+    {"snapshot", sp_op_snapshot},
 };
 
 static void reply_error(struct spawner *sp, json_t *req_id, const struct sk_error *err)
@@ -381,12 +413,25 @@ static int input_read(struct spawner *sp, struct inbuf *in)
 
 /* ---- the loop ---- */
 
-enum { W_SOCKET, W_INIT, W_OOM, W_EXEC, W_STDIN, W_HOLDER, W_FOP_PIPE, W_FOP_PID, W_INOTIFY };
+enum {
+	W_SOCKET,
+	W_INIT,
+	W_OOM,
+	W_EXEC,
+	W_STDIN,
+	W_HOLDER,
+	W_FOP_PIPE,
+	W_FOP_PID,
+	W_INOTIFY,
+	W_JOB_PIPE,
+	W_JOB_PID
+};
 struct watch {
 	int kind;
 	struct sp_sandbox *s;
 	struct sp_exec *e;
 	struct sp_fop *fop;
+	struct sp_job *job;
 };
 
 static void timer_min(int64_t *next, int64_t t)
@@ -447,6 +492,7 @@ static int loop(struct spawner *sp)
 			n += 2 + 3 * (size_t)s->nexecs;
 		for (struct sp_fop *o = sp->fops; o; o = o->next)
 			n += 2;
+		n += 2 * (size_t)sp->njobs;
 		if (n > cap) {
 			free(pfds);
 			free(w);
@@ -501,6 +547,16 @@ static int loop(struct spawner *sp)
 				w[k++] = (struct watch){.kind = W_FOP_PID, .fop = o};
 			}
 		}
+		for (struct sp_job *j = sp->jobs; j; j = j->next) {
+			if (j->pipe_fd >= 0) {
+				pfds[k] = (struct pollfd){.fd = j->pipe_fd, .events = POLLIN};
+				w[k++] = (struct watch){.kind = W_JOB_PIPE, .job = j};
+			}
+			if (j->pidfd >= 0) {
+				pfds[k] = (struct pollfd){.fd = j->pidfd, .events = POLLIN};
+				w[k++] = (struct watch){.kind = W_JOB_PID, .job = j};
+			}
+		}
 		if (sp->oreads && sp->ino_fd >= 0) {
 			pfds[k] = (struct pollfd){.fd = sp->ino_fd, .events = POLLIN};
 			w[k++] = (struct watch){.kind = W_INOTIFY};
@@ -553,8 +609,12 @@ static int loop(struct spawner *sp)
 			case W_FOP_PIPE: sp_fop_read(sp, w[i].fop); break;
 			case W_FOP_PID: sp_fop_reap(sp, w[i].fop); break;
 			case W_INOTIFY: sp_oreads_inotify(sp); break;
+			case W_JOB_PIPE: sp_job_read(sp, w[i].job); break;
+			case W_JOB_PID: sp_job_reap(sp, w[i].job); break;
 			}
 		}
+		/* Jobs are freed here only: after the watches that point at them. */
+		sp_jobs_run(sp);
 		events_flush(sp);
 		/* The socket last: its requests may free what the other watches point at (file
 		 * ops are freed only by sp_files_run). */
@@ -569,6 +629,7 @@ static int loop(struct spawner *sp)
 	}
 	sp_files_release(sp);
 	sp_oreads_release(sp);
+	sp_jobs_release(sp);
 	free(pfds);
 	free(w);
 	free(in.buf);
@@ -649,6 +710,7 @@ int spawner_main(const struct spawner_config *cfg, int fd)
 		sp_log("error", "network egress is unavailable: %s", err.msg);
 	else
 		sp.egress_ok = 1;
+	sp_images_open(&sp);
 	if (rt_pool_init(&sp.pool, &sp.rt, &sp.pool_base, sp.rootfs,
 	                 cfg->pool_size > 0 ? cfg->pool_size : 0, &err) < 0) {
 		sp_log("error", "start: %s", err.msg);
@@ -670,6 +732,7 @@ out:
 	/* A clean stop: the instance's parent cgroups, directories and disk go when nothing of it
 	 * is left (sandboxes that run on keep them). */
 	rt_instance_remove_if_idle(&sp.rt);
+	sp_images_close(&sp);
 	spec_release(&sp.pool_base);
 	json_decref(sp.events);
 	if (sp.egress_ok)

@@ -733,17 +733,7 @@ _Noreturn static void helper_main(const struct spawner *sp, const struct sp_sand
 	json_t *msg = r < 0 ? json_pack("{s:i, s:o?}", "code", err.code, "message",
 	                                json_lossy(err.msg, strlen(err.msg)))
 	                    : json_pack("{s:o}", "reply", out);
-	char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
-	size_t len = text ? strlen(text) : 0;
-	for (size_t done = 0; done < len;) {
-		ssize_t w = write(fd, text + done, len - done);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			_exit(1);
-		done += (size_t)w;
-	}
-	_exit(text ? 0 : 1);
+	sp_child_answer(fd, msg);
 }
 
 /* ---- in the spawner: queue, helpers, answers ---- */
@@ -832,18 +822,8 @@ void sp_fop_read(struct spawner *sp, struct sp_fop *o)
 void sp_fop_reap(struct spawner *sp, struct sp_fop *o)
 {
 	(void)sp;
-	siginfo_t si = {0};
-	if (waitid((idtype_t)P_PIDFD, (id_t)o->pidfd, &si, WEXITED | WNOHANG) < 0) {
-		if (errno == EINTR)
-			return;
-		/* Not ours to wait for any more: nothing else to learn from it. */
-	} else if (si.si_pid == 0) {
-		return;
-	}
-	o->reaped = 1;
-	o->exit_ok = si.si_pid != 0 && si.si_code == CLD_EXITED && si.si_status == 0;
-	close(o->pidfd);
-	o->pidfd = -1;
+	if (sp_child_reap(&o->pidfd, &o->exit_ok))
+		o->reaped = 1;
 }
 
 /* The helper is reaped and its answer read: reply with it. */

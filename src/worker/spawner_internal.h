@@ -8,6 +8,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
+#include "../image/store.h"
 #include "../lib/id.h"
 #include "../runtime/runtime.h"
 #include "spawner.h"
@@ -101,6 +102,38 @@ struct sp_fop {
 	size_t len, cap;
 };
 
+/* Images (spawner_image.c): jobs run in short-lived forks of the spawner (materializing a tree,
+ * ingesting a writable layer: slow, never on the loop), each answering with one JSON object. */
+#define SP_JOBS_MAX         32 /* at once, all kinds together: more are refused */
+#define SP_JOB_ANSWER_BYTES 4096
+#define SP_JOB_HELPER_NAME  "skiff-image"
+#define SP_IMAGES_DIR       "images" /* the store, in the data directory */
+#define SP_LAYER_NOBODY     65534    /* owner of a layer's file whose host id maps to none */
+
+enum sp_job_kind { SP_JOB_TREE, SP_JOB_LAYER };
+
+struct sp_job {
+	struct sp_job *next;
+	enum sp_job_kind kind;
+	char digest[IMG_DIGEST_HEX]; /* SP_JOB_TREE: the image */
+	struct sp_sandbox *s;        /* SP_JOB_LAYER: whose layer */
+	json_t *req_id;              /* SP_JOB_LAYER: a snapshot's request; NULL: the end */
+	pid_t pid;
+	int pidfd, pipe_fd; /* -1: none, or closed */
+	int reaped, exit_ok, eof;
+	char buf[SP_JOB_ANSWER_BYTES];
+	size_t len;
+};
+
+/* A create waiting for its image's tree; its spec is its own. */
+struct sp_pending {
+	struct sp_pending *next;
+	char id[ID_MAX_BYTES];
+	char digest[IMG_DIGEST_HEX];
+	json_t *req_id;
+	struct spec spec;
+};
+
 enum sp_state { SP_RUNNING, SP_EXITED, SP_TERMINATED, SP_TIMEOUT, SP_OOM, SP_LOST };
 
 /* One output file: what was punched out of its start. */
@@ -177,6 +210,11 @@ struct sp_sandbox {
 	int nexecs;
 	json_t *waiters;            /* "req" values of terminates waiting for the end */
 	struct sp_fop *fop_running; /* its helper, until reaped */
+	char image[IMG_DIGEST_HEX]; /* the image it runs on (held); "": the default root */
+	int capture_layer;          /* store its writable layer when its command ends */
+	struct sp_job *job;         /* its layer being stored (a snapshot, or its end) */
+	char layer[IMG_DIGEST_HEX]; /* its end's layer, once stored */
+	char *layer_error;          /* or why not */
 };
 
 struct spawner {
@@ -201,6 +239,11 @@ struct spawner {
 	int oreads_some; /* some of them are due (their files changed, a cancel) */
 	int reply_fd;    /* set by a handler: passed with its reply ("fd":true), then closed */
 	char holder_path[4096]; /* the stdin holder program: next to our own binary */
+	struct img_store store; /* <data_dir>/images */
+	int store_ok;
+	struct sp_job *jobs;
+	int njobs;
+	struct sp_pending *pending; /* creates waiting for a tree */
 };
 
 int64_t sp_now_mono(void);
@@ -231,6 +274,34 @@ void sp_sandbox_timers(struct spawner *sp, int64_t now);
 void sp_sandbox_oom(struct spawner *sp, struct sp_sandbox *s);
 void sp_sandbox_free(struct sp_sandbox *s);
 int sp_sandboxes_attach(struct spawner *sp, struct sk_error *err);
+/* Start spec as sandbox id on rootfs; reply gets pooled and started_ms. spec stays the caller's. */
+int sp_sandbox_create(struct spawner *sp, const char *id, const struct spec *spec,
+                      const char *rootfs, json_t *reply, struct sk_error *err);
+/* After a layer job of an ended sandbox: release it, record it, send sandbox_ended. */
+void sp_sandbox_end_done(struct spawner *sp, struct sp_sandbox *s);
+
+/* Images (spawner_image.c). */
+void sp_images_open(struct spawner *sp);
+void sp_images_close(struct spawner *sp);
+/* A create with spec->image_digest: 0 started (reply filled), 1 waiting for the tree (spec
+ * taken), or an error. */
+int sp_image_create(struct spawner *sp, const char *id, json_t *req, struct spec *spec,
+                    json_t *reply, struct sk_error *err);
+/* The holder name of sandbox id in the store. */
+void sp_image_holder(const struct spawner *sp, const char *id, char *buf, size_t size);
+/* s ended with capture_layer: start storing its layer (1: sp_sandbox_end_done follows), or 0
+ * with s->layer_error set. */
+int sp_layer_capture(struct spawner *sp, struct sp_sandbox *s);
+/* Stop s's layer job (its sandbox goes or ends), answering a snapshot with why. */
+void sp_job_cancel(struct spawner *sp, struct sp_sandbox *s, const char *why);
+/* Release the holds of this instance's sandboxes that no longer exist. */
+void sp_holds_gc(struct spawner *sp);
+void sp_job_read(struct spawner *sp, struct sp_job *j);
+void sp_job_reap(struct spawner *sp, struct sp_job *j);
+/* Finish the jobs that are done (read and reaped) and free them. */
+void sp_jobs_run(struct spawner *sp);
+void sp_jobs_release(struct spawner *sp);
+int sp_op_snapshot(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 
 /* Handlers: 0 and fields in reply, 1 when the reply comes later, or a negative code in err. */
 int sp_op_hello(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
@@ -315,6 +386,12 @@ int64_t sp_files_next_deadline(const struct spawner *sp);
 void sp_files_cancel(struct spawner *sp, struct sp_sandbox *s);
 /* The spawner stops: kill every helper, free every op. */
 void sp_files_release(struct spawner *sp);
+
+/* Helper children (file ops, image jobs): in the child, write msg (taken) to fd and exit (0 once
+ * all of it is written); in the spawner, once its pidfd fired, reap it: 1 when reaped (*pidfd
+ * closed, *exit_ok: it exited with 0), 0 when not yet. */
+_Noreturn void sp_child_answer(int fd, json_t *msg);
+int sp_child_reap(int *pidfd, int *exit_ok);
 
 /* JSON request fields: 0 and the value, -ENOENT when absent (or null), else err set. */
 int sp_json_string(json_t *req, const char *key, const char **ret, struct sk_error *err);

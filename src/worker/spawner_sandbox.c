@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "../lib/clock.h"
+#include "../image/manifest.h"
 #include "../lib/fsutil.h"
 #include "spawner_internal.h"
 
@@ -65,6 +66,7 @@ void sp_sandbox_free(struct sp_sandbox *s)
 		sp_exec_free(e);
 	}
 	json_decref(s->waiters);
+	free(s->layer_error);
 	rt_sandbox_close(s->sb);
 	free(s);
 }
@@ -76,6 +78,14 @@ static void record_write(struct sp_sandbox *s)
 	json_t *rec =
 	    json_pack("{s:s, s:I, s:f, s:b}", "id", s->id, "started_ms", (json_int_t)s->started_ms,
 	              "timeout_s", s->timeout_s, "has_command", s->has_command);
+	if (rec && s->image[0])
+		json_object_set_new(rec, "image_digest", json_string(s->image));
+	if (rec && s->capture_layer)
+		json_object_set_new(rec, "capture_layer", json_true());
+	if (rec && s->layer[0])
+		json_object_set_new(rec, "layer", json_string(s->layer));
+	if (rec && s->layer_error)
+		json_object_set_new(rec, "layer_error", json_string(s->layer_error));
 	if (rec && s->state != SP_RUNNING) {
 		json_object_set_new(rec, "state", json_string(sp_state_name(s->state)));
 		json_object_set_new(rec, "exit_code", json_integer(s->exit_code));
@@ -116,9 +126,8 @@ static struct sp_sandbox *sandbox_new(struct spawner *sp, const char *id, struct
 	return s;
 }
 
-/* After the sandbox's init is gone: how it ended, in the API's words; its cgroups and uid range
- * released; its record written. No event. */
-static void sandbox_finish(struct sp_sandbox *s)
+/* After the sandbox's init is gone: how it ended, in the API's words. */
+static void sandbox_reap(struct sp_sandbox *s)
 {
 	struct rt_result res;
 	rt_sandbox_reap(s->sb, &res);
@@ -142,6 +151,11 @@ static void sandbox_finish(struct sp_sandbox *s)
 	}
 	s->ended_ms = clock_now_ms();
 	s->deadline_mono = s->kill_mono = s->term_check_mono = s->oom_recheck_mono = 0;
+}
+
+/* Its cgroups, uid range and writable layer released; its record written. No event. */
+static void sandbox_release(struct sp_sandbox *s)
+{
 	struct sk_error err = {0};
 	if (rt_sandbox_release(s->sb, &err) < 0)
 		sp_log("error", "release sandbox %s: %s", s->id, err.msg);
@@ -152,9 +166,15 @@ static void sandbox_finish(struct sp_sandbox *s)
 
 static json_t *ended_event(const struct sp_sandbox *s)
 {
-	return json_pack("{s:s, s:s, s:s, s:i, s:I}", "event", "sandbox_ended", "id", s->id,
-	                 "state", sp_state_name(s->state), "exit_code", s->exit_code, "ended_ms",
-	                 (json_int_t)s->ended_ms);
+	json_t *ev = json_pack("{s:s, s:s, s:s, s:i, s:I}", "event", "sandbox_ended", "id", s->id,
+	                       "state", sp_state_name(s->state), "exit_code", s->exit_code,
+	                       "ended_ms", (json_int_t)s->ended_ms);
+	if (ev && s->layer[0])
+		json_object_set_new(ev, "layer", json_string(s->layer));
+	else if (ev && s->capture_layer)
+		json_object_set_new(ev, "layer_error",
+		                    json_string(s->layer_error ? s->layer_error : "not stored"));
+	return ev;
 }
 
 /* s ends or goes: the holders of its execs' stdin go now (before its cgroups do). */
@@ -168,7 +188,19 @@ void sp_sandbox_end(struct spawner *sp, struct sp_sandbox *s)
 {
 	sp_files_cancel(sp, s);
 	stdin_end_all(sp, s, "ended with its sandbox");
-	sandbox_finish(s);
+	/* A snapshot in progress reads a layer that is about to go. */
+	if (s->job)
+		sp_job_cancel(sp, s, "ended during its snapshot");
+	sandbox_reap(s);
+	/* A build step's layer is stored before anything of it is released. */
+	if (s->capture_layer && sp_layer_capture(sp, s))
+		return;
+	sp_sandbox_end_done(sp, s);
+}
+
+void sp_sandbox_end_done(struct spawner *sp, struct sp_sandbox *s)
+{
+	sandbox_release(s);
 	sp_event(sp, ended_event(s));
 	sp->oreads_due = 1; /* readers of its output see the end */
 	size_t i;
@@ -243,12 +275,15 @@ int sp_op_create(struct spawner *sp, json_t *req, json_t *reply, struct sk_error
 	if (json_object_get(js, "rootfs"))
 		return sk_error_set(err, -SK_EINVAL_SPEC,
 		                    "spec.rootfs: not allowed; name an image");
+	for (struct sp_pending *p = sp->pending; p; p = p->next)
+		if (!strcmp(p->id, id))
+			return sk_error_set(err, -EEXIST, "sandbox %s exists", id);
 	_cleanup_free_ char *text = json_dumps(js, JSON_COMPACT);
 	if (!text)
 		return sk_error_set(err, -ENOMEM, "out of memory");
 	struct spec spec;
 	spec_init(&spec);
-	if ((r = spec_apply_json(&spec, text, strlen(text), err)) < 0 ||
+	if ((r = spec_apply_json_flags(&spec, text, strlen(text), SPEC_JSON_INTERNAL, err)) < 0 ||
 	    (r = spec_set_string(&spec.label, id, "label", err)) < 0 ||
 	    (r = spec_validate(&spec, err)) < 0)
 		goto out;
@@ -256,30 +291,40 @@ int sp_op_create(struct spawner *sp, json_t *req, json_t *reply, struct sk_error
 		r = sk_error_set(err, -SK_EINVAL_SPEC, "unknown image \"%.64s\"", spec.image);
 		goto out;
 	}
-	struct rt_sandbox *sb;
-	int pooled = 0;
-	r = rt_pool_start(&sp->pool, &spec, sp->rootfs, &sb, &pooled, err);
-	if (r < 0) {
+	if (spec.image_digest)
+		r = sp_image_create(sp, id, req, &spec, reply, err);
+	else if ((r = sp_sandbox_create(sp, id, &spec, sp->rootfs, reply, err)) < 0)
 		sk_error_prefix(err, "create %s", id);
-		goto out;
-	}
-	struct sp_sandbox *s = sandbox_new(sp, id, sb);
-	if (!s) {
-		rt_sandbox_destroy(sb, NULL);
-		r = sk_error_set(err, -ENOMEM, "out of memory");
-		goto out;
-	}
-	s->started_ms = clock_now_ms();
-	s->has_command = spec.argv != NULL;
-	s->timeout_s = spec.timeout_s;
-	if (spec.timeout_s > 0)
-		s->deadline_mono = sp_now_mono() + (int64_t)(spec.timeout_s * 1000);
-	record_write(s);
-	json_object_set_new(reply, "pooled", json_boolean(pooled));
-	json_object_set_new(reply, "started_ms", json_integer(s->started_ms));
 out:
 	spec_release(&spec);
 	return r;
+}
+
+int sp_sandbox_create(struct spawner *sp, const char *id, const struct spec *spec,
+                      const char *rootfs, json_t *reply, struct sk_error *err)
+{
+	struct rt_sandbox *sb;
+	int pooled = 0;
+	int r = rt_pool_start(&sp->pool, spec, rootfs, &sb, &pooled, err);
+	if (r < 0)
+		return r;
+	struct sp_sandbox *s = sandbox_new(sp, id, sb);
+	if (!s) {
+		rt_sandbox_destroy(sb, NULL);
+		return sk_error_set(err, -ENOMEM, "out of memory");
+	}
+	s->started_ms = clock_now_ms();
+	s->has_command = spec->argv != NULL;
+	s->timeout_s = spec->timeout_s;
+	s->capture_layer = spec->capture_layer;
+	if (spec->image_digest)
+		snprintf(s->image, sizeof(s->image), "%s", spec->image_digest);
+	if (spec->timeout_s > 0)
+		s->deadline_mono = sp_now_mono() + (int64_t)(spec->timeout_s * 1000);
+	record_write(s);
+	json_object_set_new(reply, "pooled", json_boolean(pooled));
+	json_object_set_new(reply, "started_ms", json_integer(s->started_ms));
+	return 0;
 }
 
 int sp_op_terminate(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
@@ -335,6 +380,12 @@ int sp_op_remove(struct spawner *sp, json_t *req, json_t *reply, struct sk_error
 		sandbox_kill(s, SP_TERMINATED);
 		sp_sandbox_end(sp, s); /* waits for init: it was just killed */
 	}
+	if (s->job) { /* its layer, or a snapshot, being stored: too late */
+		int ending = !s->job->req_id;
+		sp_job_cancel(sp, s, "was removed before its layer was stored");
+		if (ending)
+			sp_sandbox_end_done(sp, s);
+	}
 	stdin_end_all(sp, s, "was removed with its sandbox");
 	for (struct sp_sandbox **p = &sp->sandboxes; *p; p = &(*p)->next) {
 		if (*p == s) {
@@ -343,6 +394,11 @@ int sp_op_remove(struct spawner *sp, json_t *req, json_t *reply, struct sk_error
 		}
 	}
 	r = rt_sandbox_destroy(TAKE_PTR(s->sb), err);
+	if (s->image[0] && sp->store_ok) {
+		char holder[64];
+		sp_image_holder(sp, s->id, holder, sizeof(holder));
+		img_tree_release(&sp->store, s->image, holder);
+	}
 	sp_sandbox_free(s);
 	sp->oreads_due = 1; /* its readers get "not found" */
 	if (r < 0)
@@ -424,6 +480,16 @@ static void sandbox_adopt(struct spawner *sp, const struct rt_sandbox_info *info
 	s->started_ms = json_integer_value(json_object_get(rec, "started_ms"));
 	s->timeout_s = json_number_value(json_object_get(rec, "timeout_s"));
 	s->has_command = json_is_true(json_object_get(rec, "has_command")) || !rec;
+	s->capture_layer = json_is_true(json_object_get(rec, "capture_layer"));
+	const char *image = json_string_value(json_object_get(rec, "image_digest"));
+	const char *layer = json_string_value(json_object_get(rec, "layer"));
+	const char *layer_error = json_string_value(json_object_get(rec, "layer_error"));
+	if (image && strlen(image) == IMG_DIGEST_HEX - 1)
+		snprintf(s->image, sizeof(s->image), "%s", image);
+	if (layer && strlen(layer) == IMG_DIGEST_HEX - 1)
+		snprintf(s->layer, sizeof(s->layer), "%s", layer);
+	if (layer_error)
+		s->layer_error = strdup(layer_error);
 	const char *state = json_string_value(json_object_get(rec, "state"));
 	if (state) {
 		s->state = state_parse(state);
@@ -433,7 +499,13 @@ static void sandbox_adopt(struct spawner *sp, const struct rt_sandbox_info *info
 		s->usage.memory_peak_bytes =
 		    json_integer_value(json_object_get(rec, "memory_peak_bytes"));
 	} else if (!rt_sandbox_running(sb)) {
-		sandbox_finish(s);
+		/* A build step that ended while no spawner ran: its layer went with it (gc at our
+		 * start removed its subvolume; a tmpfs went with its mount namespace). */
+		sandbox_reap(s);
+		if (s->capture_layer && !s->layer_error)
+			s->layer_error = strdup("its spawner was not running when it ended: its "
+			                        "layer is gone");
+		sandbox_release(s);
 	} else if (s->timeout_s > 0 && s->started_ms > 0) {
 		int64_t left = s->started_ms + (int64_t)(s->timeout_s * 1000) - clock_now_ms();
 		s->deadline_mono = sp_now_mono() + (left > 0 ? left : 0);
@@ -467,16 +539,21 @@ int sp_op_hello(struct spawner *sp, json_t *req, json_t *reply, struct sk_error 
 		if (r < 0)
 			return r;
 		sp->attached = 1;
+		sp_holds_gc(sp);
 	}
 	json_t *list = json_array();
 	for (struct sp_sandbox *s = sp->sandboxes; s; s = s->next) {
 		int ended = s->state != SP_RUNNING;
-		json_array_append_new(list,
-		                      json_pack("{s:s, s:s, s:o, s:I, s:o}", "id", s->id, "state",
-		                                sp_state_name(s->state), "exit_code",
-		                                ended ? json_integer(s->exit_code) : json_null(),
-		                                "started_ms", (json_int_t)s->started_ms, "ended_ms",
-		                                ended ? json_integer(s->ended_ms) : json_null()));
+		json_t *entry = json_pack("{s:s, s:s, s:o, s:I, s:o}", "id", s->id, "state",
+		                          sp_state_name(s->state), "exit_code",
+		                          ended ? json_integer(s->exit_code) : json_null(),
+		                          "started_ms", (json_int_t)s->started_ms, "ended_ms",
+		                          ended ? json_integer(s->ended_ms) : json_null());
+		if (entry && s->layer[0])
+			json_object_set_new(entry, "layer", json_string(s->layer));
+		else if (entry && s->layer_error)
+			json_object_set_new(entry, "layer_error", json_string(s->layer_error));
+		json_array_append_new(list, entry);
 	}
 	json_object_set_new(reply, "version", json_integer(1));
 	json_object_set_new(reply, "instance", json_string(sp->rt.instance));

@@ -865,7 +865,7 @@ static void file_command(struct worker *w, json_t *cmd)
 		f->parents = json_is_true(json_object_get(cmd, "parents"));
 		file_write_next(w, NULL, f);
 	} else if (!strncmp(op, "fs_", 3) || !strcmp(op, "output") || !strcmp(op, "stdin") ||
-	           !strcmp(op, "signal") || !strcmp(op, "resize")) {
+	           !strcmp(op, "signal") || !strcmp(op, "resize") || !strcmp(op, "snapshot")) {
 		json_t *req = json_deep_copy(cmd);
 		static const char *const DROP[] = {"id", "op", "sandbox", "request", "file_op"};
 		for (size_t i = 0; req && i < ARRAY_SIZE(DROP); i++)

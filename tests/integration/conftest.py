@@ -137,6 +137,17 @@ def disk_subvolumes(inst, data_dir):
         return []
 
 
+def image_holds(inst, data_dir):
+    """Holds of the instance's sandboxes on image trees (files <store>/trees/<digest>.holds/
+    <instance>_<sandbox id>): a sandbox that is gone must hold nothing."""
+    trees = Path(data_dir) / "images" / "trees"
+    try:
+        return [str(h) for d in trees.glob("*.holds") for h in d.iterdir()
+                if h.name.startswith(inst + "_")]
+    except OSError:
+        return []
+
+
 def data_disk_leaks(data_dir):
     """The data directory's btrfs image still mounted, or a loop device still backed by it."""
     out = []
@@ -302,6 +313,7 @@ def leaks(inst, extra_pids=(), data_dir=None):
     out = []
     if data_dir is not None:
         out += [f"subvolume {p}" for p in disk_subvolumes(inst, data_dir)]
+        out += [f"image hold {h}" for h in image_holds(inst, data_dir)]
     out += [f"link {l}" for l in instance_net_links(inst)]
     if nft_table(inst) is not None:
         out.append(f"nftables table inet skiff_{inst}")

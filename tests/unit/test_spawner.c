@@ -22,7 +22,9 @@
 #include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +33,7 @@
 #include <jansson.h>
 
 #include "../../src/image/busybox.h"
+#include "../../src/image/manifest.h"
 #include "../../src/lib/encoding.h"
 #include "../../src/lib/fsutil.h"
 #include "../../src/lib/id.h"
@@ -328,6 +331,8 @@ static int setup(void **state)
 	return 0;
 }
 
+static int holds_count(struct fixture *f, const char *digest);
+
 /* Whatever happened: stop the spawner, end every sandbox of the instance, remove it. */
 static int teardown(void **state)
 {
@@ -364,6 +369,18 @@ static int teardown(void **state)
 	snprintf(parent, sizeof(parent), "%s", f->data);
 	struct stat ds, ps;
 	int disk_mounted = stat(disk, &ds) == 0 && stat(parent, &ps) == 0 && ds.st_dev != ps.st_dev;
+	int holds_left = 0; /* a tree held by a sandbox that is gone */
+	char trees[sizeof(f->data) + 16];
+	snprintf(trees, sizeof(trees), "%s/images/trees", f->data);
+	DIR *td = opendir(trees);
+	struct dirent *de;
+	while (td && (de = readdir(td))) {
+		size_t len = strlen(de->d_name);
+		if (len > 6 && !strcmp(de->d_name + len - 6, ".holds"))
+			holds_left += holds_count(f, strndupa(de->d_name, len - 6));
+	}
+	if (td)
+		closedir(td);
 	if (!disk_mounted)
 		fs_rm_rf_at(AT_FDCWD, f->data); /* never into a mount left behind */
 	json_decref(f->events);
@@ -373,6 +390,7 @@ static int teardown(void **state)
 	free(f);
 	assert_int_equal(idle, 1);
 	assert_int_equal(disk_mounted, 0);
+	assert_int_equal(holds_left, 0);
 	assert_int_equal(cgroups_left, 0);
 	assert_string_equal(after, before);
 	assert_int_equal(left, 0); /* every test removed what it made */
@@ -1585,6 +1603,337 @@ static void test_tunnel_socket(void **state)
 	spawner_down(f);
 }
 
+/* ---- images ---- */
+
+#define IMAGE_FILE_TEXT  "hello from the image\n"
+#define IMAGE_FILE_MTIME 1234567890
+
+/* A small image: the default root's busybox (a hard link: its metadata as it is), and a file
+ * with an owner, mode and mtime of its own. */
+static void image_dir_make(struct fixture *f, const char *dir)
+{
+	char root[4096], p[4096 + 64];
+	struct sk_error err = {0};
+	assert_int_equal(image_busybox_ensure(f->data, f->cfg.busybox, root, sizeof(root), &err),
+	                 0);
+	assert_int_equal(mkdir(dir, 0755), 0);
+	static const char *const DIRS[] = {"bin", "dev", "proc", "sys", "tmp", "data"};
+	for (size_t i = 0; i < ARRAY_SIZE(DIRS); i++) {
+		snprintf(p, sizeof(p), "%s/%s", dir, DIRS[i]);
+		assert_int_equal(mkdir(p, 0755), 0);
+	}
+	snprintf(p, sizeof(p), "%s/tmp", dir);
+	assert_int_equal(chmod(p, 01777), 0);
+	char bb[4096 + 16];
+	snprintf(bb, sizeof(bb), "%s/bin/busybox", root);
+	snprintf(p, sizeof(p), "%s/bin/busybox", dir);
+	assert_int_equal(link(bb, p), 0);
+	static const char *const APPLETS[] = {"sh", "cat", "stat", "rm", "mkdir", "chown", "sleep"};
+	for (size_t i = 0; i < ARRAY_SIZE(APPLETS); i++) {
+		snprintf(p, sizeof(p), "%s/bin/%s", dir, APPLETS[i]);
+		assert_int_equal(symlink("busybox", p), 0);
+	}
+	snprintf(p, sizeof(p), "%s/data/hello", dir);
+	int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, IMAGE_FILE_TEXT, strlen(IMAGE_FILE_TEXT)),
+	                 (ssize_t)strlen(IMAGE_FILE_TEXT));
+	close(fd);
+	assert_int_equal(chown(p, 1000, 1000), 0);
+	assert_int_equal(chmod(p, 0640), 0);
+	struct timespec ts[2] = {{IMAGE_FILE_MTIME, 0}, {IMAGE_FILE_MTIME, 0}};
+	assert_int_equal(utimensat(AT_FDCWD, p, ts, 0), 0);
+}
+
+/* Whether the spawner's writable layers are on the data directory's btrfs. */
+static int disk_is_btrfs(struct fixture *f)
+{
+	char disk[sizeof(f->data) + 8];
+	struct statfs fs;
+	snprintf(disk, sizeof(disk), "%s/disk", f->data);
+	return statfs(disk, &fs) == 0 && fs.f_type == BTRFS_SUPER_MAGIC;
+}
+
+static void store_open(struct fixture *f, struct img_store *st)
+{
+	char root[sizeof(f->data) + 16];
+	struct sk_error err = {0};
+	snprintf(root, sizeof(root), "%s/images", f->data);
+	assert_int_equal(img_store_open(st, root, &err), 0);
+}
+
+/* Ingest the test image into the data directory's store: its manifest's digest. */
+static void image_make(struct fixture *f, char *digest)
+{
+	char dir[sizeof(f->data) + 16];
+	snprintf(dir, sizeof(dir), "%s/imgsrc", f->data);
+	fs_rm_rf_at(AT_FDCWD, dir);
+	image_dir_make(f, dir);
+	struct img_store st;
+	store_open(f, &st);
+	struct img_manifest m;
+	img_manifest_init(&m);
+	struct sk_error err = {0};
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(img_ingest_dir(&st, fd, 0, &img_default_limits, &m, &err), 0);
+	assert_int_equal(img_manifest_save(&st, &m, digest, &err), 0);
+	close(fd);
+	img_manifest_free(&m);
+	img_store_close(&st);
+	fs_rm_rf_at(AT_FDCWD, dir);
+}
+
+/* How many holds the image's tree has. */
+static int holds_count(struct fixture *f, const char *digest)
+{
+	char path[sizeof(f->data) + 128];
+	snprintf(path, sizeof(path), "%s/images/trees/%s.holds", f->data, digest);
+	DIR *d = opendir(path);
+	int n = 0;
+	struct dirent *de;
+	while (d && (de = readdir(d)))
+		n += de->d_name[0] != '.';
+	if (d)
+		closedir(d);
+	return n;
+}
+
+/* The stored layer's entry for path (the manifest loaded into m). */
+static const struct img_entry *layer_entry(struct fixture *f, const char *layer,
+                                           struct img_manifest *m, const char *path)
+{
+	if (!m->n) {
+		struct img_store st;
+		struct sk_error err = {0};
+		store_open(f, &st);
+		assert_int_equal(img_manifest_load(&st, layer, &img_default_limits, m, &err), 0);
+		img_store_close(&st);
+	}
+	const struct img_entry *e = img_manifest_find(m, path);
+	if (!e)
+		fail_msg("the layer %s holds no %s", layer, path);
+	return e;
+}
+
+static json_t *create_on(struct fixture *f, const char *id, const char *digest, const char *more)
+{
+	char spec[512];
+	snprintf(spec, sizeof(spec), "{\"image_digest\":\"%s\"%s}", digest, more);
+	return create(f, id, spec);
+}
+
+static void test_images(void **state)
+{
+	struct fixture *f = *state;
+	spawner_up(f, 1);
+	char digest[IMG_DIGEST_HEX], a[ID_MAX_BYTES], b[ID_MAX_BYTES];
+	const char *missing = "00000000000000000000000000000000000000000000000000000000000000ff";
+	new_id("sb-", a);
+	json_t *r = create_on(f, a, missing, "");
+	assert_string_equal(error_code(r), "not_found");
+	char want[256];
+	snprintf(want, sizeof(want), "image sha256:%s is not in this worker's store", missing);
+	assert_non_null(strstr(
+	    json_string_value(json_object_get(json_object_get(r, "error"), "message")), want));
+	json_decref(r);
+	assert_int_equal(holds_count(f, missing), 0);
+
+	image_make(f, digest);
+	/* Two at once: one tree made, both start on it; a sandbox on an image is never pooled. */
+	new_id("sb-", b);
+	int ra = send_req(f, json_pack("{s:s, s:s, s:{s:s, s:[sss]}}", "op", "create", "id", a,
+	                               "spec", "image_digest", digest, "command", "/bin/sh", "-c",
+	                               "stat -c '%u %g %a %Y' /data/hello /bin/busybox; "
+	                               "cat /data/hello"));
+	int rb = send_req(f, json_pack("{s:s, s:s, s:{s:s}}", "op", "create", "id", b, "spec",
+	                               "image_digest", digest));
+	r = wait_reply(f, ra);
+	expect_ok(r);
+	assert_false(json_is_true(json_object_get(r, "pooled")));
+	json_decref(r);
+	r = wait_reply(f, rb);
+	expect_ok(r);
+	json_decref(r);
+	assert_int_equal(holds_count(f, digest), 2);
+	expect_end(wait_event(f, "sandbox_ended", a, NULL), "exited", 0);
+	char out[1024];
+	json_decref(output(f, a, NULL, "stdout", 0, out, sizeof(out)));
+	char expect[256];
+	/* Owners as the image says, inside (idmapped), and nothing chowned on the host. */
+	snprintf(expect, sizeof(expect), "1000 1000 640 %d\n0 0 755 %s", IMAGE_FILE_MTIME, "");
+	assert_true(strncmp(out, expect, strlen(expect)) == 0);
+	assert_non_null(strstr(out, IMAGE_FILE_TEXT));
+	char tree[sizeof(f->data) + 128];
+	struct stat st;
+	snprintf(tree, sizeof(tree), "%s/images/trees/%s/data/hello", f->data, digest);
+	assert_int_equal(stat(tree, &st), 0);
+	assert_true(st.st_uid == 1000 && st.st_gid == 1000 && (st.st_mode & 07777) == 0640);
+
+	/* A file op sees the image too. */
+	r = call(f, json_pack("{s:s, s:s, s:s}", "op", "fs_stat", "id", b, "path", "/data/hello"));
+	expect_ok(r);
+	json_decref(r);
+	remove_sandbox(f, a);
+	assert_int_equal(holds_count(f, digest), 1);
+	remove_sandbox(f, b);
+	json_decref(wait_event(f, "sandbox_ended", b, NULL));
+	assert_int_equal(holds_count(f, digest), 0);
+
+	/* A hold left by a sandbox that is gone (removed while no spawner ran) goes at hello. */
+	struct img_store s;
+	struct sk_error err = {0};
+	char holder[64];
+	store_open(f, &s);
+	snprintf(holder, sizeof(holder), "%s_sb-00000000000000000000000000", f->instance);
+	assert_int_equal(img_tree_hold(&s, digest, holder, &err), 0);
+	img_store_close(&s);
+	assert_int_equal(holds_count(f, digest), 1);
+	spawner_up(f, 0);
+	r = call(f, json_pack("{s:s}", "op", "hello"));
+	expect_ok(r);
+	json_decref(r);
+	assert_int_equal(holds_count(f, digest), 0);
+	spawner_down(f);
+}
+
+/* Signal the processes of sandbox id from outside the spawner. */
+static void signal_sandbox(struct fixture *f, const char *id, int sig)
+{
+	struct rt rt;
+	struct sk_error err = {0};
+	assert_int_equal(rt_init(&rt, f->instance, NULL, &err), 0);
+	struct rt_sandbox_info *all = NULL;
+	int n = rt_sandbox_list(&rt, &all, &err);
+	struct rt_sandbox *sb = NULL;
+	for (int i = 0; i < n && !sb; i++)
+		if (!strcmp(all[i].label, id))
+			assert_int_equal(rt_sandbox_attach(&rt, all[i].id, &sb, &err), 0);
+	free(all);
+	assert_non_null(sb);
+	assert_true(rt_sandbox_signal_all(sb, sig) > 0);
+	rt_sandbox_close(sb);
+	rt_release(&rt);
+}
+
+/* A build step found again by a restarted spawner: its layer is stored when it ends, from its
+ * btrfs subvolume; a tmpfs layer is out of the new spawner's reach (layer_error). */
+static void capture_after_restart(struct fixture *f, const char *digest, int btrfs)
+{
+	char id[ID_MAX_BYTES];
+	new_id("sb-", id);
+	json_t *r = call(f, json_pack("{s:s, s:s, s:{s:s, s:b, s:[sss]}}", "op", "create", "id", id,
+	                              "spec", "image_digest", digest, "capture_layer", 1, "command",
+	                              "/bin/sh", "-c",
+	                              "trap 'echo x > /after; exit 0' TERM; "
+	                              "while :; do sleep 0.05; done"));
+	expect_ok(r);
+	json_decref(r);
+	spawner_up(f, 0); /* the first one stops; the sandbox runs on */
+	r = call(f, json_pack("{s:s}", "op", "hello"));
+	expect_ok(r);
+	json_decref(r);
+	signal_sandbox(f, id, SIGTERM);
+	json_t *e = wait_event(f, "sandbox_ended", id, NULL);
+	expect_end(json_incref(e), "exited", 0);
+	const char *layer = json_string_value(json_object_get(e, "layer"));
+	if (btrfs) {
+		assert_non_null(layer);
+		struct img_manifest m;
+		img_manifest_init(&m);
+		assert_int_equal(layer_entry(f, layer, &m, "/after")->type, IMG_REG);
+		img_manifest_free(&m);
+	} else {
+		assert_null(layer);
+		assert_non_null(json_string_value(json_object_get(e, "layer_error")));
+	}
+	json_decref(e);
+	remove_sandbox(f, id);
+}
+
+/* What a build step's command changed comes back as a layer, on either writable layer. */
+static void test_capture_layer(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const BACKENDS[] = {"auto", "tmpfs"};
+	char digest[IMG_DIGEST_HEX], id[ID_MAX_BYTES];
+	for (size_t i = 0; i < ARRAY_SIZE(BACKENDS); i++) {
+		setenv("SKIFF_DISK_BACKEND", BACKENDS[i], 1);
+		spawner_up(f, 0);
+		unsetenv("SKIFF_DISK_BACKEND");
+		if (i == 0)
+			image_make(f, digest);
+		new_id("sb-", id);
+		json_t *r = call(
+		    f, json_pack("{s:s, s:s, s:{s:s, s:b, s:[sss]}}", "op", "create", "id", id,
+		                 "spec", "image_digest", digest, "capture_layer", 1, "command",
+		                 "/bin/sh", "-c",
+		                 "echo new > /data/new && chown 7:8 /data/new && rm /data/hello && "
+		                 "mkdir -p /made/deep"));
+		expect_ok(r);
+		json_decref(r);
+		json_t *e = wait_event(f, "sandbox_ended", id, NULL);
+		const char *layer = json_string_value(json_object_get(e, "layer"));
+		if (!layer)
+			fail_msg("%s: no layer: %s", BACKENDS[i],
+			         json_string_value(json_object_get(e, "layer_error")));
+		assert_int_equal(strlen(layer), IMG_DIGEST_HEX - 1);
+		struct img_manifest m;
+		img_manifest_init(&m);
+		const struct img_entry *n = layer_entry(f, layer, &m, "/data/new");
+		assert_int_equal(n->type, IMG_REG);
+		assert_true(n->uid == 7 && n->gid == 8 && n->size == 4);
+		assert_int_equal(layer_entry(f, layer, &m, "/data/hello")->type, IMG_WHITEOUT);
+		const struct img_entry *d = layer_entry(f, layer, &m, "/made/deep");
+		assert_true(d->type == IMG_DIR && d->uid == 0);
+		img_manifest_free(&m);
+		json_decref(e);
+		remove_sandbox(f, id);
+		assert_int_equal(holds_count(f, digest), 0);
+		capture_after_restart(f, digest, i == 0 && disk_is_btrfs(f));
+		spawner_down(f);
+	}
+}
+
+/* A running sandbox's layer, as it is now. */
+static void test_snapshot(void **state)
+{
+	struct fixture *f = *state;
+	spawner_up(f, 0);
+	char digest[IMG_DIGEST_HEX], id[ID_MAX_BYTES], ex[ID_MAX_BYTES];
+	image_make(f, digest);
+	new_id("sb-", id);
+	json_t *r = create_on(f, id, digest, "");
+	expect_ok(r);
+	json_decref(r);
+	new_id("ex-", ex);
+	r = exec_cmd(f, id, ex, "[\"/bin/sh\", \"-c\", \"echo snap > /snap\"]");
+	expect_ok(r);
+	json_decref(r);
+	json_decref(wait_event(f, "exec_ended", id, ex));
+	r = call(f, json_pack("{s:s, s:s}", "op", "snapshot", "id", id));
+	expect_ok(r);
+	const char *layer = json_string_value(json_object_get(r, "layer"));
+	assert_non_null(layer);
+	struct img_manifest m;
+	img_manifest_init(&m);
+	const struct img_entry *e = layer_entry(f, layer, &m, "/snap");
+	assert_true(e->type == IMG_REG && e->size == 5);
+	img_manifest_free(&m);
+	json_decref(r);
+	r = call(f, json_pack("{s:s, s:s, s:i}", "op", "terminate", "id", id, "grace_ms", 0));
+	expect_ok(r);
+	json_decref(r);
+	r = call(f, json_pack("{s:s, s:s}", "op", "snapshot", "id", id));
+	assert_string_equal(error_code(r), "conflict");
+	json_decref(r);
+	remove_sandbox(f, id);
+	r = call(f, json_pack("{s:s, s:s}", "op", "snapshot", "id", id));
+	assert_string_equal(error_code(r), "not_found");
+	json_decref(r);
+	spawner_down(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1592,6 +1941,8 @@ int main(void)
 	    cmocka_unit_test(test_ends),         cmocka_unit_test(test_restart),
 	    cmocka_unit_test(test_files),        cmocka_unit_test(test_files_async),
 	    cmocka_unit_test(test_stdin),        cmocka_unit_test(test_tunnel_socket),
+	    cmocka_unit_test(test_images),       cmocka_unit_test(test_capture_layer),
+	    cmocka_unit_test(test_snapshot),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -393,6 +393,49 @@ static void test_json_ports(void **state)
 	expect_error("{\"ports\":[80,81,80]}", "ports: 80 is given twice");
 }
 
+static int internal(struct spec *s, const char *json, struct sk_error *err)
+{
+	return spec_apply_json_flags(s, json, strlen(json), SPEC_JSON_INTERNAL, err);
+}
+
+/* The server's own fields: a digest is 64 lowercase hex digits, checked by spec_validate. */
+static void test_json_image_digest(void **state)
+{
+	(void)state;
+	const char *good = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+	const char *bad[] = {"0123",
+	                     "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef",
+	                     "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdeg",
+	                     "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0"};
+	char json[256];
+	struct spec s;
+	struct sk_error err = {0};
+	snprintf(json, sizeof(json), "{\"image_digest\":\"%s\",\"capture_layer\":true}", good);
+	/* A client's body never sets them: unknown fields. */
+	expect_error(json, "unknown field");
+	expect_error("{\"capture_layer\":false}", "unknown field \"capture_layer\"");
+	spec_init(&s);
+	assert_int_equal(internal(&s, json, &err), 0);
+	assert_int_equal(spec_validate(&s, &err), 0);
+	assert_string_equal(s.image_digest, good);
+	assert_true(s.capture_layer);
+	spec_release(&s);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(json, sizeof(json), "{\"image_digest\":\"%s\"}", bad[i]);
+		spec_init(&s);
+		assert_int_equal(internal(&s, json, &err), 0);
+		assert_int_equal(spec_validate(&s, &err), -SK_EINVAL_SPEC);
+		assert_non_null(strstr(err.msg, "image_digest: expected 64 lowercase hex digits"));
+		spec_release(&s);
+	}
+	spec_init(&s);
+	assert_true(internal(&s, "{\"capture_layer\":1}", &err) < 0);
+	assert_non_null(strstr(err.msg, "capture_layer: expected true or false"));
+	assert_true(internal(&s, "{\"image_digest\":5}", &err) < 0);
+	assert_non_null(strstr(err.msg, "image_digest"));
+	spec_release(&s);
+}
+
 static void test_json_out_of_range(void **state)
 {
 	(void)state;
@@ -940,27 +983,17 @@ static void test_parse_double(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_defaults),
-	    cmocka_unit_test(test_release),
-	    cmocka_unit_test(test_json_every_field),
-	    cmocka_unit_test(test_json_unknown_fields),
-	    cmocka_unit_test(test_json_wrong_types),
-	    cmocka_unit_test(test_json_out_of_range),
-	    cmocka_unit_test(test_json_ports),
-	    cmocka_unit_test(test_json_duplicates),
-	    cmocka_unit_test(test_json_not_object),
-	    cmocka_unit_test(test_json_invalid),
-	    cmocka_unit_test(test_json_nul_bytes),
-	    cmocka_unit_test(test_json_env_names),
-	    cmocka_unit_test(test_limit_args),
-	    cmocka_unit_test(test_limit_env),
-	    cmocka_unit_test(test_limit_strings_bytes),
-	    cmocka_unit_test(test_limit_json_bytes),
-	    cmocka_unit_test(test_limit_string_fields),
-	    cmocka_unit_test(test_validate_strings),
-	    cmocka_unit_test(test_json_cidrs),
-	    cmocka_unit_test(test_validate_numbers),
-	    cmocka_unit_test(test_parse_u64),
+	    cmocka_unit_test(test_defaults),          cmocka_unit_test(test_release),
+	    cmocka_unit_test(test_json_every_field),  cmocka_unit_test(test_json_unknown_fields),
+	    cmocka_unit_test(test_json_wrong_types),  cmocka_unit_test(test_json_image_digest),
+	    cmocka_unit_test(test_json_out_of_range), cmocka_unit_test(test_json_ports),
+	    cmocka_unit_test(test_json_duplicates),   cmocka_unit_test(test_json_not_object),
+	    cmocka_unit_test(test_json_invalid),      cmocka_unit_test(test_json_nul_bytes),
+	    cmocka_unit_test(test_json_env_names),    cmocka_unit_test(test_limit_args),
+	    cmocka_unit_test(test_limit_env),         cmocka_unit_test(test_limit_strings_bytes),
+	    cmocka_unit_test(test_limit_json_bytes),  cmocka_unit_test(test_limit_string_fields),
+	    cmocka_unit_test(test_validate_strings),  cmocka_unit_test(test_json_cidrs),
+	    cmocka_unit_test(test_validate_numbers),  cmocka_unit_test(test_parse_u64),
 	    cmocka_unit_test(test_parse_double),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

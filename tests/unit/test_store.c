@@ -391,6 +391,7 @@ static void test_sandboxes(void **state)
 	s.started_ms = 6;
 	s.ended_ms = 7;
 	s.deadline_ms = INT64_MAX;
+	snprintf(s.image_id, sizeof(s.image_id), "im-7");
 	assert_int_equal(store_run_sync(f->st, fn_sb_put, &s), 0);
 	assert_int_equal(sb_put(f->st, "sb-1", "ws-1", "", "pending"), 0);
 	assert_int_equal(sb_put(f->st, "sb-3", "ws-1", "", "pending"), 0);
@@ -410,6 +411,7 @@ static void test_sandboxes(void **state)
 	assert_int_equal(g.s.started_ms, 6);
 	assert_int_equal(g.s.ended_ms, 7);
 	assert_true(g.s.deadline_ms == INT64_MAX);
+	assert_string_equal(g.s.image_id, "im-7");
 	store_sandbox_release(&g.s);
 	assert_null(g.s.spec_json);
 	store_sandbox_release(&g.s); /* twice is harmless */
@@ -992,6 +994,158 @@ static void test_close_from_done(void **state)
 	free(jobs);
 }
 
+/* ---- images and the build cache ---- */
+
+static int fn_img_put(struct store_tx *tx, void *ud)
+{
+	return store_image_put(tx, ud);
+}
+
+static int fn_img_delete(struct store_tx *tx, void *ud)
+{
+	return store_image_delete(tx, ud);
+}
+
+struct img_list {
+	int n;
+	struct store_image i[4];
+};
+
+static int img_collect(const struct store_image *i, void *ud)
+{
+	struct img_list *l = ud;
+	assert_true(l->n < 4);
+	struct store_image *c = &l->i[l->n++];
+	*c = *i;
+	c->spec_json = i->spec_json ? strdup(i->spec_json) : NULL;
+	c->config_json = i->config_json ? strdup(i->config_json) : NULL;
+	c->layers_json = i->layers_json ? strdup(i->layers_json) : NULL;
+	c->error = i->error ? strdup(i->error) : NULL;
+	return 0;
+}
+
+static int fn_img_load(struct store_tx *tx, void *ud)
+{
+	return store_images_load(tx, img_collect, ud);
+}
+
+static struct store_image img_make(const char *id, const char *ws, const char *name)
+{
+	struct store_image i = {.created_ms = 3};
+	snprintf(i.id, sizeof(i.id), "%s", id);
+	snprintf(i.workspace_id, sizeof(i.workspace_id), "%s", ws);
+	snprintf(i.name, sizeof(i.name), "%s", name);
+	snprintf(i.state, sizeof(i.state), "building");
+	return i;
+}
+
+static void test_images(void **state)
+{
+	struct fixture *f = *state;
+	ws_put(f->st, "ws-1", "one");
+	ws_put(f->st, "ws-2", "two");
+	struct store_image i = img_make("im-1", "ws-1", "app");
+	i.spec_json = "{\"base\":\"busybox\"}";
+	snprintf(i.state, sizeof(i.state), "ready");
+	memset(i.manifest, 'a', 64);
+	i.config_json = "{\"env\":{}}";
+	i.size_bytes = 1LL << 40;
+	i.files = 12;
+	i.layers_json = "[]";
+	i.error = "none";
+	i.ready_ms = 9;
+	assert_int_equal(store_run_sync(f->st, fn_img_put, &i), 0);
+
+	/* Names: unique in a workspace, free in another, "" never taken. */
+	struct store_image dup = img_make("im-2", "ws-1", "app");
+	assert_int_equal(store_run_sync(f->st, fn_img_put, &dup), -EEXIST);
+	dup = img_make("im-2", "ws-2", "app");
+	assert_int_equal(store_run_sync(f->st, fn_img_put, &dup), 0);
+	struct store_image anon = img_make("im-3", "ws-1", "");
+	assert_int_equal(store_run_sync(f->st, fn_img_put, &anon), 0);
+	anon = img_make("im-4", "ws-1", "");
+	assert_int_equal(store_run_sync(f->st, fn_img_put, &anon), 0);
+	anon = img_make("im-5", "ws-nope", "");
+	assert_int_equal(store_run_sync(f->st, fn_img_put, &anon), -ENOENT);
+
+	struct img_list l = {0};
+	assert_int_equal(store_run_sync(f->st, fn_img_load, &l), 0);
+	assert_int_equal(l.n, 4);
+	assert_string_equal(l.i[0].id, "im-1");
+	assert_string_equal(l.i[0].name, "app");
+	assert_string_equal(l.i[0].state, "ready");
+	assert_string_equal(l.i[0].spec_json, i.spec_json);
+	assert_string_equal(l.i[0].manifest, i.manifest);
+	assert_string_equal(l.i[0].config_json, i.config_json);
+	assert_true(l.i[0].size_bytes == 1LL << 40);
+	assert_int_equal(l.i[0].files, 12);
+	assert_string_equal(l.i[0].layers_json, "[]");
+	assert_string_equal(l.i[0].error, "none");
+	assert_int_equal(l.i[0].created_ms, 3);
+	assert_int_equal(l.i[0].ready_ms, 9);
+	assert_null(l.i[2].error);
+	for (int k = 0; k < l.n; k++)
+		store_image_release(&l.i[k]);
+
+	/* Deleting frees the name. */
+	assert_int_equal(store_run_sync(f->st, fn_img_delete, "im-1"), 0);
+	assert_int_equal(store_run_sync(f->st, fn_img_delete, "im-1"), -ENOENT);
+	dup = img_make("im-6", "ws-1", "app");
+	assert_int_equal(store_run_sync(f->st, fn_img_put, &dup), 0);
+}
+
+struct cache_op {
+	const char *key;
+	struct store_cache c;
+	int n;
+};
+
+static int fn_cache_put(struct store_tx *tx, void *ud)
+{
+	return store_cache_put(tx, ud);
+}
+
+static int fn_cache_get(struct store_tx *tx, void *ud)
+{
+	struct cache_op *o = ud;
+	return store_cache_get(tx, o->key, &o->c);
+}
+
+static int cache_count(const struct store_cache *c, void *ud)
+{
+	(void)c;
+	((struct cache_op *)ud)->n++;
+	return 0;
+}
+
+static int fn_cache_load(struct store_tx *tx, void *ud)
+{
+	return store_cache_load(tx, cache_count, ud);
+}
+
+static void test_build_cache(void **state)
+{
+	struct fixture *f = *state;
+	struct store_cache c = {.created_ms = 4, .config_json = "{\"workdir\":\"/app\"}"};
+	memset(c.key, 'b', 64);
+	memset(c.manifest, 'c', 64);
+	assert_int_equal(store_run_sync(f->st, fn_cache_put, &c), 0);
+	memset(c.manifest, 'd', 64);
+	c.config_json = NULL;
+	assert_int_equal(store_run_sync(f->st, fn_cache_put, &c), 0); /* replaces */
+
+	struct cache_op o = {.key = c.key};
+	assert_int_equal(store_run_sync(f->st, fn_cache_get, &o), 0);
+	assert_string_equal(o.c.manifest, c.manifest);
+	assert_null(o.c.config_json);
+	assert_int_equal(o.c.created_ms, 4);
+	store_cache_release(&o.c);
+	o = (struct cache_op){.key = "nope"};
+	assert_int_equal(store_run_sync(f->st, fn_cache_get, &o), -ENOENT);
+	assert_int_equal(store_run_sync(f->st, fn_cache_load, &o), 0);
+	assert_int_equal(o.n, 1);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1005,6 +1159,8 @@ int main(void)
 	    T(test_execs),
 	    T(test_workers),
 	    T(test_idempotency),
+	    T(test_images),
+	    T(test_build_cache),
 	    T(test_submit_done_after_commit),
 	    T(test_submit_failure_isolated),
 	    T(test_group_commit),

@@ -10,6 +10,7 @@ from .client import Client, DEFAULT_URL, config_path, configure, default_client
 from .errors import (Conflict, DeadlineExceeded, Internal, InvalidArgument, NotFound,
                      PayloadTooLarge, PermissionDenied, ResourceExhausted, SkiffError,
                      Unauthenticated, Unavailable)
+from .image import Image, ImageBuildError, Images
 from .sandbox import EntryList, Exec, ExecResult, ExecStdin, FileEntry, Files, Sandbox
 from .stream import OutputStream
 
@@ -21,5 +22,5 @@ __all__ = [
     "Conflict", "PayloadTooLarge", "ResourceExhausted", "DeadlineExceeded", "Unavailable",
     "Internal",
     "Sandbox", "ExecResult", "Exec", "ExecStdin", "Files", "FileEntry", "EntryList",
-    "OutputStream",
+    "OutputStream", "Image", "ImageBuildError", "Images",
 ]

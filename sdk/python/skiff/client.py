@@ -232,7 +232,8 @@ class Client:
                 timeout=None, check=True):
         """Send one request and return the reply (status, headers, body bytes); raises the
         matching SkiffError for a non-2xx status (check=False: returns it whatever its status).
-        json= is sent as JSON, data= as raw bytes. timeout is the seconds to wait for the reply
+        json= is sent as JSON, data= as raw bytes (or a binary file, streamed from its start,
+        with its Content-Length in headers). timeout is the seconds to wait for the reply
         (default: the client's)."""
         h = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if self.token:
@@ -241,6 +242,9 @@ class Client:
         if json is not None:
             body = _json.dumps(json, separators=(",", ":")).encode()
             h["Content-Type"] = "application/json"
+        elif data is not None and hasattr(data, "read"):
+            body = data  # a file, sent from its start (headers must give Content-Length)
+            h["Content-Type"] = "application/octet-stream"
         elif data is not None:
             body = data if isinstance(data, bytes) else bytes(data)
             h["Content-Type"] = "application/octet-stream"
@@ -266,6 +270,8 @@ class Client:
                 self._drop()
                 conn = self._connect(timeout)
             conn.sock.settimeout(timeout)
+            if hasattr(body, "seek"):
+                body.seek(0)  # a file body, sent again after a stale connection
             try:
                 self.requests_sent += 1
                 conn.request(method, target, body=body, headers=headers)
@@ -321,6 +327,12 @@ class Client:
     def json(self, method, path, **kw):
         """request() and the reply's JSON."""
         return self.request(method, path, **kw).json()
+
+    @property
+    def images(self):
+        """This client's images: list(), get(id or name), delete(id), logs(id)."""
+        from .image import Images
+        return Images(self)
 
     def whoami(self):
         return self.json("GET", "/v1/whoami")

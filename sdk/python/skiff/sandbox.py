@@ -432,7 +432,9 @@ class Sandbox:
                memory_mib=None, disk_mib=None, pids=None, timeout_s=None, name=None,
                tags=None, idempotency_key=None, client=None, *, idle_timeout_s=None,
                network=None, ports=None, cidr_allowlist=None):
-        """Create a sandbox and return it once it runs. command (a list of strings) is its
+        """Create a sandbox and return it once it runs. image: "busybox" (the default), an
+        image's id (im-...) or name, or a skiff.Image (built first; a build the server has
+        cached is quick). command (a list of strings) is its
         main command; without one it stays up idle until terminated or its timeout_s.
         ports: the TCP ports (at most 16) it serves on its loopback, reachable through the
         server (ports(), port_request()).
@@ -443,6 +445,11 @@ class Sandbox:
         idempotency_key: the same key returns the same sandbox (a retry never makes two)."""
         client = client or default_client()
         body = {}
+        if image is not None and not isinstance(image, str):
+            from .image import Image
+            if not isinstance(image, Image):
+                raise TypeError("image: expected a skiff.Image, an image id or a name")
+            image = image._ref() or image.build(client=client)
         if cidr_allowlist is not None:
             if isinstance(cidr_allowlist, str):
                 raise TypeError("cidr_allowlist: expected a list of ranges, e.g. "
@@ -552,6 +559,14 @@ class Sandbox:
         """What the sandbox's main command wrote to stream from offset so far, as bytes."""
         return _read_output(self._client, f"/v1/sandboxes/{_q(self.id)}/logs", stream,
                             offset)[0]
+
+    def snapshot(self, name=None):
+        """Save the running sandbox's files (its image and what changed since) as a new
+        image, with its image's config; returns the image's id once it is ready."""
+        body = {} if name is None else {"name": name}
+        im = self._client.json("POST", self._url("/snapshot"), json=body,
+                               timeout=max(self._client.timeout, 300.0))
+        return im["id"]
 
     def terminate(self):
         """End the sandbox (SIGTERM, a grace period, SIGKILL) and remove it; returns the

@@ -1,0 +1,505 @@
+"""Images: a base and steps, built by the server (POST /v1/images) into an image sandboxes start
+on.
+
+    image = (skiff.Image.debian_slim()
+             .apt_install("curl")
+             .add_local_dir("./app", "/app")
+             .workdir("/app")
+             .env({"MODE": "prod"}))
+    image_id = image.build(name="app", logs=print)
+    sb = skiff.Sandbox.create(image=image)       # or image_id, or "app"
+
+An Image is immutable: each method returns a new one. Local files are packed as tar when the
+image is built, the same bytes `skiff image build --copy` makes (so the same tree has the same
+digest from both, and the server's layer cache hits), and uploaded only when the server lacks
+them.
+"""
+
+import hashlib
+import os
+import re
+import stat
+import tempfile
+import time
+import urllib.parse
+
+from .client import default_client
+from .errors import InvalidArgument, SkiffError
+
+__all__ = ["Image", "ImageBuildError", "Images", "pack_tar"]
+
+MAX_BLOB_BYTES = 4 << 30       # one upload: the server's default limit on a blob
+MAX_TAR_ENTRIES = 1 << 20      # files in one copied tree
+BUILD_POLL_S = 0.5
+LOG_STREAM_IDLE_S = 600.0      # a step may print nothing for long (apt, a compile)
+UPLOAD_TIMEOUT_BASE_S = 300.0  # plus a minute a GiB
+
+# ustar as libarchive writes it (the CLI packs with libarchive): fields, their sizes, and
+# numbers as zero-padded octal ended by " \0" (mode, uid, gid, devices) or " " (size, mtime).
+_BLOCK = 512
+_RECORD = 20 * _BLOCK
+_NAME_MAX = 100
+_PREFIX_MAX = 155
+_LINK_MAX = 100
+_MTIME_MAX = 0o77777777777
+
+
+class ImageBuildError(SkiffError):
+    """An image build that failed; .image_id, .step (as the server names it, or None) and
+    .image (the image object) say where."""
+
+    def __init__(self, message, image_id=None, step=None, image=None):
+        super().__init__(message, code="image_build_failed")
+        self.image_id = image_id
+        self.step = step
+        self.image = image
+
+
+def _octal(value, digits, end):
+    return b"%0*o" % (digits, value) + end
+
+
+def _split_name(path):
+    """(prefix, name) for a path in a ustar header, as libarchive splits it."""
+    b = path.encode("utf-8", "surrogateescape")
+    if len(b) <= _NAME_MAX:
+        return b"", b
+    i = b.find(b"/", len(b) - _NAME_MAX - 1)
+    if i == 0:
+        i = b.find(b"/", 1)
+    if i < 0 or i == len(b) - 1 or i > _PREFIX_MAX:
+        raise InvalidArgument(f"{path}: the path is too long for the archive")
+    return b[:i], b[i + 1:]
+
+
+def _header(path, mode, size, mtime, typeflag, link=b""):
+    prefix, name = _split_name(path)
+    h = bytearray(_BLOCK)
+    h[0:len(name)] = name
+    h[100:108] = _octal(mode & 0o7777, 6, b" \0")
+    h[108:116] = _octal(0, 6, b" \0")
+    h[116:124] = _octal(0, 6, b" \0")
+    h[124:136] = _octal(size, 11, b" ")
+    h[136:148] = _octal(min(max(int(mtime), 0), _MTIME_MAX), 11, b" ")
+    h[148:156] = b" " * 8
+    h[156:157] = typeflag
+    h[157:157 + len(link)] = link
+    h[257:265] = b"ustar\x0000"
+    h[329:337] = _octal(0, 6, b" \0")
+    h[337:345] = _octal(0, 6, b" \0")
+    h[345:345 + len(prefix)] = prefix
+    h[148:155] = _octal(sum(h), 6, b"\0")
+    return bytes(h)
+
+
+class _TarWriter:
+    """Writes the archive to f while hashing it, within the size and entry limits."""
+
+    def __init__(self, f, what):
+        self.f = f
+        self.what = what
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.entries = 0
+
+    def write(self, data):
+        if self.size + len(data) > MAX_BLOB_BYTES:
+            raise InvalidArgument(f"{self.what}: the archive is over the "
+                                  f"{MAX_BLOB_BYTES >> 20} MiB a blob may hold")
+        self.f.write(data)
+        self.sha.update(data)
+        self.size += len(data)
+
+    def add(self, fs_path, arc_path, st, shown, top=False):
+        """One entry: st is its lstat (stat for the top, a link to which is followed); a
+        directory's contents follow it."""
+        self.entries += 1
+        try:
+            arc_path.encode("utf-8")  # image paths are UTF-8 (manifests are JSON)
+        except UnicodeEncodeError:
+            raise InvalidArgument(f"{shown!r}: the name is not valid UTF-8, which image paths "
+                                  f"must be") from None
+        if self.entries > MAX_TAR_ENTRIES:
+            raise InvalidArgument(f"{self.what}: more than {MAX_TAR_ENTRIES} entries")
+        if len(arc_path.encode("utf-8", "surrogateescape")) + stat.S_ISDIR(st.st_mode) > 255:
+            raise InvalidArgument(f"{shown}: its path in the archive is over 255 bytes")
+        if stat.S_ISDIR(st.st_mode):
+            self.write(_header(arc_path + "/", st.st_mode, 0, st.st_mtime, b"5"))
+            self.add_tree(fs_path, arc_path, shown)
+        elif stat.S_ISLNK(st.st_mode):
+            target = os.readlink(os.fsencode(fs_path))
+            try:
+                target.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidArgument(f"{shown!r}: the link's target is not valid UTF-8") \
+                    from None
+            if len(target) > _LINK_MAX:
+                raise InvalidArgument(f"{shown}: a link target over {_LINK_MAX} bytes")
+            self.write(_header(arc_path, st.st_mode, 0, st.st_mtime, b"2", target))
+        elif stat.S_ISREG(st.st_mode):
+            flags = os.O_RDONLY | (0 if top else os.O_NOFOLLOW)
+            fd = os.open(fs_path, flags | getattr(os, "O_CLOEXEC", 0))
+            with os.fdopen(fd, "rb") as src:
+                st = os.fstat(src.fileno())
+                self.write(_header(arc_path, st.st_mode, st.st_size, st.st_mtime, b"0"))
+                left = st.st_size
+                while left:
+                    chunk = src.read(min(left, 256 << 10))
+                    if not chunk:
+                        raise SkiffError(f"{shown} shrank while it was being packed")
+                    self.write(chunk)
+                    left -= len(chunk)
+                pad = -st.st_size % _BLOCK
+                if pad:
+                    self.write(b"\0" * pad)
+        else:
+            raise InvalidArgument(f"{shown}: only regular files, directories and symbolic "
+                                  f"links can be copied into an image")
+
+    def add_tree(self, dir_path, prefix, shown):
+        """What the directory holds, names sorted bytewise, under prefix ("" for the root)."""
+        for name in sorted(os.listdir(os.fsencode(dir_path))):
+            sname = os.fsdecode(name)
+            p = os.path.join(dir_path, sname)
+            self.add(p, f"{prefix}/{sname}" if prefix else sname, os.lstat(p),
+                     f"{shown}/{sname}")
+
+    def finish(self):
+        self.write(b"\0" * (2 * _BLOCK))
+        pad = -self.size % _RECORD
+        if pad:
+            self.write(b"\0" * pad)
+        return self.sha.hexdigest()
+
+
+def pack_tar(local, f, name=None):
+    """Write local as the deterministic tar the CLI makes to the binary file f: a directory's
+    contents at the archive's root, or a file as the one entry name. Returns (sha256 hex,
+    size). Entries go depth first, each directory's names sorted bytewise, owner 0:0, modes
+    and mtimes (whole seconds) kept."""
+    local = os.fspath(local)
+    try:
+        st = os.stat(local)
+    except FileNotFoundError:
+        raise InvalidArgument(f"{local}: No such file or directory") from None
+    w = _TarWriter(f, local)
+    if stat.S_ISDIR(st.st_mode):
+        w.add_tree(local, "", local)
+    elif stat.S_ISREG(st.st_mode):
+        if not name or "/" in name:
+            raise InvalidArgument(f"{local}: a file needs a name to have")
+        w.add(local, name, st, local, top=True)
+    else:
+        raise InvalidArgument(f"{local}: not a directory or a regular file")
+    return w.finish(), w.size
+
+
+def _check_abs(path, what):
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise InvalidArgument(f"{what}: expected an absolute path, got {path!r}")
+    return path
+
+
+def _strings(items, what):
+    items = list(items)
+    if not items or not all(isinstance(s, str) and s for s in items):
+        raise TypeError(f"{what}: expected non-empty strings")
+    return items
+
+
+def _q(s):
+    return urllib.parse.quote(str(s), safe="")
+
+
+class _Local:
+    """A local file or directory a copy step (or an OCI archive base) uploads at build."""
+
+    __slots__ = ("path", "dest", "kind")
+
+    def __init__(self, path, dest, kind):
+        self.path = os.fspath(path)
+        self.dest = dest
+        self.kind = kind  # "dir", "file" or "oci"
+
+    def check(self):
+        try:
+            st = os.stat(self.path)
+        except OSError as e:
+            raise InvalidArgument(f"{self.path}: {e.strerror}") from None
+        want_dir = self.kind == "dir"
+        if stat.S_ISDIR(st.st_mode) != want_dir or not (want_dir or stat.S_ISREG(st.st_mode)):
+            raise InvalidArgument(f"{self.path}: not a {'directory' if want_dir else 'file'}")
+
+    def target(self):
+        """(the directory the tar is unpacked at, the file's name in it or None)."""
+        if self.kind == "dir":
+            return self.dest.rstrip("/") or "/", None
+        if self.dest.endswith("/"):
+            return self.dest.rstrip("/") or "/", os.path.basename(self.path)
+        d, n = self.dest.rsplit("/", 1)
+        return d or "/", n
+
+
+def _upload(client, data_file, size, digest):
+    """PUT the blob sha256:digest unless the server has it."""
+    path = f"/v1/blobs/sha256:{digest}"
+    r = client.request("HEAD", path, check=False)
+    if 200 <= r.status < 300:
+        return
+    if r.status != 404:
+        client.request("HEAD", path)  # raises the matching error
+    data_file.seek(0, os.SEEK_END)
+    if data_file.tell() != size:
+        raise SkiffError(f"the archive to upload changed size ({data_file.tell()} != {size})")
+    # The file itself is the body: streamed, never read into memory whole.
+    client.request("PUT", path, data=data_file, headers={"Content-Length": str(size)},
+                   timeout=max(client.timeout, UPLOAD_TIMEOUT_BASE_S + (size >> 24)))
+
+
+class Image:
+    """An image definition: a base and steps. Immutable; each method returns a new Image."""
+
+    __slots__ = ("_base", "_steps")
+
+    def __init__(self, base, steps=()):
+        self._base = base
+        self._steps = tuple(steps)
+
+    def __setattr__(self, name, value):
+        if hasattr(self, "_steps"):
+            raise AttributeError("an Image is immutable: its methods return new ones")
+        object.__setattr__(self, name, value)
+
+    def __repr__(self):
+        return f"Image(base={self._base_text()!r}, steps={len(self._steps)})"
+
+    def _with(self, key, value):
+        return Image(self._base, self._steps + ((key, value),))
+
+    # ---- bases ----
+
+    @classmethod
+    def busybox(cls):
+        return cls("busybox")
+
+    @classmethod
+    def debian(cls):
+        """Debian 12 (bookworm)."""
+        return cls("debian:bookworm")
+
+    @classmethod
+    def debian_slim(cls):
+        """Debian 12 with python3."""
+        return cls("debian-slim")
+
+    @classmethod
+    def from_id(cls, image_id):
+        if not isinstance(image_id, str) or not image_id.startswith("im-"):
+            raise InvalidArgument(f"expected an image id (im-...), got {image_id!r}")
+        return cls(image_id)
+
+    @classmethod
+    def from_name(cls, name):
+        if not isinstance(name, str) or not name:
+            raise InvalidArgument("expected an image's name")
+        return cls(name)
+
+    @classmethod
+    def from_dir(cls, path):
+        """A directory on the server's machine as the root (admin tokens only)."""
+        return cls("dir:" + _check_abs(os.fspath(path), "from_dir"))
+
+    @classmethod
+    def from_oci_archive(cls, path):
+        """A local OCI image archive (or `docker save` output), uploaded at build."""
+        return cls(_Local(path, None, "oci"))
+
+    # ---- steps ----
+
+    def apt_install(self, *packages):
+        if len(packages) == 1 and isinstance(packages[0], (list, tuple)):
+            packages = packages[0]
+        return self._with("apt", _strings(packages, "apt_install"))
+
+    def run_commands(self, *commands):
+        """One step per shell command, in order."""
+        if len(commands) == 1 and isinstance(commands[0], (list, tuple)):
+            commands = commands[0]
+        img = self
+        for c in _strings(commands, "run_commands"):
+            img = img._with("run", c)
+        return img
+
+    def add_local_dir(self, local, remote):
+        """The contents of the local directory at remote (an absolute path in the image)."""
+        return self._with("copy", _Local(local, _check_abs(remote, "remote"), "dir"))
+
+    def add_local_file(self, local, remote):
+        """The local file at remote (a path; ending in "/": a directory to put it in)."""
+        return self._with("copy", _Local(local, _check_abs(remote, "remote"), "file"))
+
+    def env(self, variables):
+        if not isinstance(variables, dict) or not all(
+                isinstance(k, str) and k and "=" not in k and isinstance(v, str)
+                for k, v in variables.items()):
+            raise TypeError("env: expected a dict of str to str (names without '=')")
+        return self._with("env", dict(variables))
+
+    def workdir(self, path):
+        return self._with("workdir", _check_abs(path, "workdir"))
+
+    def entrypoint(self, argv):
+        if isinstance(argv, str):
+            raise TypeError("entrypoint: expected a list of strings, e.g. ['python3', '-m', "
+                            "'app']")
+        return self._with("entrypoint", _strings(argv, "entrypoint"))
+
+    # ---- the API body ----
+
+    def _base_text(self):
+        b = self._base
+        return f"oci-archive:{b.path}" if isinstance(b, _Local) else b
+
+    def spec(self, name=None):
+        """The POST /v1/images body; local copies as {"local": path, "dest": ...} (and a local
+        OCI archive as "oci-archive:PATH") until build() uploads them."""
+        steps = []
+        for key, value in self._steps:
+            if isinstance(value, _Local):
+                value = {"local": value.path, "dest": value.dest}
+            elif isinstance(value, (list, dict)):
+                value = type(value)(value)
+            steps.append({key: value})
+        body = {"base": self._base_text(), "steps": steps}
+        if name is not None:
+            body["name"] = name
+        return body
+
+    def _locals(self):
+        found = [v for _, v in self._steps if isinstance(v, _Local)]
+        return ([self._base] if isinstance(self._base, _Local) else []) + found
+
+    def _upload_local(self, client, loc):
+        """Upload one local thing; returns its blob name."""
+        if loc.kind == "oci":
+            with open(loc.path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size > MAX_BLOB_BYTES:
+                    raise InvalidArgument(f"{loc.path}: over the {MAX_BLOB_BYTES >> 20} MiB a "
+                                          f"blob may hold")
+                h = hashlib.sha256()
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+                digest = h.hexdigest()
+                _upload(client, f, size, digest)
+        else:
+            with tempfile.TemporaryFile(prefix="skiff-tar-") as f:
+                digest, size = pack_tar(loc.path, f, loc.target()[1])
+                _upload(client, f, size, digest)
+        return f"sha256:{digest}"
+
+    def _ref(self):
+        """What a sandbox can start on as it is, without a build: busybox, an image's id or
+        name with no steps added; else None."""
+        b = self._base
+        if self._steps or not isinstance(b, str) or b == "debian-slim" or ":" in b:
+            return None  # a Debian base or a directory: made by a build
+        return b
+
+    def build(self, client=None, name=None, logs=None, timeout_s=None):
+        """Build on the server and return the image's id once it is ready. Every local file
+        is checked before anything is uploaded. logs: called with each piece of the build's
+        output (str) as it comes. Raises ImageBuildError (naming the failed step) when the
+        build fails, and SkiffError (DeadlineExceeded) when timeout_s passes first."""
+        client = client or default_client()
+        for loc in self._locals():
+            loc.check()
+        body = self.spec(name)
+        if isinstance(self._base, _Local):
+            body["base"] = "oci-archive:" + self._upload_local(client, self._base)
+        for step, (key, value) in zip(body["steps"], self._steps):
+            if isinstance(value, _Local):
+                dest, _ = value.target()
+                step[key] = {"blob": self._upload_local(client, value), "dest": dest}
+        im = client.json("POST", "/v1/images", json=body, timeout=max(client.timeout, 120.0))
+        return Images(client).wait(im["id"], logs=logs, timeout_s=timeout_s)
+
+
+class Images:
+    """The images of a client's workspace: ``client.images`` (or ``Images()`` for the default
+    client)."""
+
+    def __init__(self, client=None):
+        self._client = client or default_client()
+
+    def list(self):
+        out, cursor = [], None
+        while True:
+            page = self._client.json("GET", "/v1/images",
+                                     query={"limit": 200, "cursor": cursor})
+            out.extend(page.get("items") or [])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return out
+
+    def get(self, ref):
+        """The image object of an id or a name."""
+        return self._client.json("GET", f"/v1/images/{_q(ref)}")
+
+    def delete(self, ref):
+        return self._client.json("DELETE", f"/v1/images/{_q(ref)}")
+
+    def logs(self, ref):
+        """The build's output so far, as text."""
+        r = self._client.request("GET", f"/v1/images/{_q(ref)}/logs")
+        return r.body.decode("utf-8", "replace")
+
+    def _follow_logs(self, image_id, logs):
+        try:
+            r = self._client.open_stream(f"/v1/images/{_q(image_id)}/logs",
+                                         query={"follow": "true"}, timeout=LOG_STREAM_IDLE_S)
+        except SkiffError:
+            return
+        try:
+            while True:
+                chunk = r.read1(64 << 10) if hasattr(r, "read1") else r.read(4096)
+                if not chunk:
+                    return
+                logs(chunk.decode("utf-8", "replace"))
+        except OSError:
+            return  # the state below says how it ended
+        finally:
+            r.close()
+            r._skiff_conn.close()
+
+    def wait(self, image_id, logs=None, timeout_s=None):
+        """Wait for a build to end; returns the id when ready, raises ImageBuildError when it
+        failed."""
+        if logs is not None:
+            self._follow_logs(image_id, logs)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            im = self.get(image_id)
+            state = im.get("state")
+            if state == "ready":
+                return im["id"]
+            if state != "building":
+                raise _build_error(image_id, im)
+            if deadline is not None and time.monotonic() > deadline:
+                from .errors import DeadlineExceeded
+                raise DeadlineExceeded(f"image {image_id} still building after {timeout_s} s")
+            time.sleep(BUILD_POLL_S)
+
+
+def _build_error(image_id, im):
+    e = im.get("error")
+    msg = e if isinstance(e, str) else (e or {}).get("message") if isinstance(e, dict) else None
+    step = im.get("failed_step")
+    if step is None and isinstance(e, dict):
+        step = e.get("step")
+    if step is None and msg:
+        m = re.match(r"step (\d+)\b", msg)  # the server's message starts with the step
+        step = int(m.group(1)) if m else None
+    where = f" at step {step}" if step is not None and not (msg or "").startswith("step") else ""
+    return ImageBuildError(f"image {image_id} {im.get('state')}{where}: {msg or 'no reason given'}",
+                           image_id=image_id, step=step, image=im)

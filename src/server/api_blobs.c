@@ -1,0 +1,408 @@
+/* /v1/blobs/sha256:{hex}: raw bytes in the image store, named by their SHA-256 (tars for copy
+ * steps, OCI archives for bases). Blobs are content, not objects of a workspace: whoever knows
+ * a digest already knows what it names.
+ *
+ * An upload can be as large as SKIFF_MAX_BLOB_BYTES (4 GiB by default), far past what a request
+ * body may hold in memory, so PUT takes the connection over: a body of declared length is read
+ * from the socket as it comes, written into a blob writer (which hashes it) and never held
+ * whole; the reply is written by hand once the last byte is in. A chunked body is read whole by
+ * the HTTP layer, so it is held to SERVER_MAX_CHUNKED_BLOB_BYTES. */
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../lib/macros.h"
+#include "server.h"
+
+#define BLOB_READ_BYTES (64 * 1024)
+
+void blob_touch(struct server *srv, const char *digest)
+{
+	/* gc spares blobs younger than its grace, by mtime: one uploaded (or named by a build)
+	 * again is as new as then, though its file was stored long ago. */
+	int fd = -1;
+	uint64_t size;
+	struct sk_error err = {0};
+	if (img_blob_open(&srv->imgs, digest, &fd, &size, &err) == 0) {
+		futimens(fd, NULL);
+		close(fd);
+	}
+}
+
+/* The digest in the route's first parameter ("sha256:<64 hex>"), or NULL after a 400. */
+static const char *blob_digest_of_call(struct api_call *call)
+{
+	const char *p = call->req->params[0];
+	if (strncmp(p, "sha256:", 7) || !img_digest_valid(p + 7)) {
+		api_reply_error(call, 400, "invalid_argument",
+		                "blob name: expected sha256:<64 lowercase hex digits>, got %.80s",
+		                p);
+		return NULL;
+	}
+	return p + 7;
+}
+
+/* ---- PUT: the body streamed into the store ---- */
+
+struct blob_upload {
+	struct blob_upload *next, **prevp; /* srv->uploads */
+	struct server *srv;
+	uv_tcp_t *tcp;
+	uv_timer_t *timer; /* nothing arrived for HTTP_DEFAULT_BODY_TIMEOUT_MS: given up */
+	struct img_blob_writer *w;
+	char expect[IMG_DIGEST_HEX];
+	uint64_t left; /* body bytes still to come */
+	int existed;
+	struct sk_error err; /* the first failure; the rest of the body is still read (dropped),
+	                      * so that the client gets the answer rather than a reset */
+	int failed_status;
+	char *buf;
+	char *reply;
+	uv_write_t wr;
+};
+
+static void upload_free(struct blob_upload *u)
+{
+	if (u->prevp) {
+		*u->prevp = u->next;
+		if (u->next)
+			u->next->prevp = u->prevp;
+	}
+	img_blob_abort(u->w);
+	server_timer_free(u->timer);
+	http_tcp_free(u->tcp);
+	free(u->buf);
+	free(u->reply);
+	free(u);
+}
+
+static void upload_written(uv_write_t *wr, int status)
+{
+	(void)status;
+	upload_free(wr->data);
+}
+
+/* Write the whole HTTP reply on the taken-over connection, then close it. */
+static void upload_reply(struct blob_upload *u, int status, json_t *body)
+{
+	uv_read_stop((uv_stream_t *)u->tcp);
+	uv_timer_stop(u->timer);
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_decref(body);
+	const char *reason = status == 200   ? "OK"
+	                     : status == 201 ? "Created"
+	                     : status == 400 ? "Bad Request"
+	                     : status == 408 ? "Request Timeout"
+	                     : status == 413 ? "Payload Too Large"
+	                                     : "Internal Server Error";
+	if (!text ||
+	    asprintf(&u->reply,
+	             "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+	             "Connection: close\r\n\r\n%s",
+	             status, reason, strlen(text), text) < 0) {
+		free(text);
+		upload_free(u);
+		return;
+	}
+	free(text);
+	uv_buf_t b = uv_buf_init(u->reply, (unsigned)strlen(u->reply));
+	u->wr.data = u;
+	if (uv_write(&u->wr, (uv_stream_t *)u->tcp, &b, 1, upload_written) < 0)
+		upload_free(u);
+}
+
+static json_t *error_body(const char *code, const char *msg)
+{
+	return json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg);
+}
+
+static void upload_fail(struct blob_upload *u, int status, const char *code, const char *msg)
+{
+	upload_reply(u, status, error_body(code, msg));
+}
+
+static void upload_finish(struct blob_upload *u)
+{
+	if (u->failed_status) {
+		upload_fail(u, u->failed_status,
+		            u->failed_status == 413 ? "payload_too_large" : "internal", u->err.msg);
+		return;
+	}
+	char digest[IMG_DIGEST_HEX];
+	uint64_t size = 0;
+	struct img_blob_writer *w = TAKE_PTR(u->w);
+	int r = img_blob_finish(w, u->expect, digest, &size, &u->err);
+	if (r == -EBADMSG) {
+		char msg[256];
+		snprintf(msg, sizeof(msg),
+		         "the bytes do not hash to the name sha256:%s (%s): nothing stored",
+		         u->expect, u->err.msg);
+		upload_fail(u, 400, "invalid_argument", msg);
+		return;
+	}
+	if (r < 0) {
+		server_logf(u->srv, "level=error msg=\"store a blob\" err=\"%s\"", u->err.msg);
+		upload_fail(u, 500, "internal", u->err.msg);
+		return;
+	}
+	if (u->existed)
+		blob_touch(u->srv, digest);
+	char name[80];
+	snprintf(name, sizeof(name), "sha256:%s", digest);
+	upload_reply(u, u->existed ? 200 : 201,
+	             json_pack("{s:s, s:I}", "digest", name, "size", (json_int_t)size));
+}
+
+/* Bytes of the body: into the writer, unless it failed already. */
+static void upload_take(struct blob_upload *u, const char *data, size_t len)
+{
+	if (len > u->left)
+		len = (size_t)u->left; /* what follows the body is not ours: dropped */
+	u->left -= len;
+	if (!u->failed_status && len) {
+		int r = img_blob_write(u->w, data, len, &u->err);
+		if (r < 0)
+			u->failed_status = r == -EFBIG ? 413 : 500;
+	}
+}
+
+static void upload_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	(void)suggested;
+	struct blob_upload *u = h->data;
+	*buf = uv_buf_init(u->buf, BLOB_READ_BYTES);
+}
+
+static void upload_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	struct blob_upload *u = s->data;
+	if (nread < 0) {
+		/* The client went away (or shut its side) before the whole body: nothing is
+		 * stored, and no one is left to answer. */
+		upload_free(u);
+		return;
+	}
+	uv_timer_again(u->timer);
+	upload_take(u, buf->base, (size_t)nread);
+	if (u->left == 0)
+		upload_finish(u);
+}
+
+static void upload_timeout(uv_timer_t *t)
+{
+	struct blob_upload *u = t->data;
+	upload_fail(u, 408, "deadline_exceeded", "the upload stalled: nothing arrived in time");
+}
+
+/* A body the HTTP layer read whole (chunked): stored at once. */
+static void put_whole(struct api_call *call, const char *expect, uint64_t max)
+{
+	struct server *srv = call->srv;
+	struct http_request *req = call->req;
+	if (req->body_len > max) {
+		api_reply_error(call, 413, "payload_too_large", "a blob is at most %llu bytes",
+		                (unsigned long long)max);
+		return;
+	}
+	int existed = img_blob_exists(&srv->imgs, expect);
+	struct img_blob_writer *w = NULL;
+	struct sk_error err = {0};
+	char digest[IMG_DIGEST_HEX];
+	uint64_t size = 0;
+	int r = img_blob_begin(&srv->imgs, max, &w, &err);
+	if (r == 0 && (r = img_blob_write(w, req->body ? req->body : "", req->body_len, &err)) < 0)
+		img_blob_abort(w);
+	else if (r == 0)
+		r = img_blob_finish(w, expect, digest, &size, &err);
+	if (r == -EBADMSG) {
+		api_reply_error(call, 400, "invalid_argument",
+		                "the bytes do not hash to the name sha256:%s (%s): nothing stored",
+		                expect, err.msg);
+		return;
+	}
+	if (r < 0) {
+		api_reply_error(call, 500, "internal", "store the blob: %s", err.msg);
+		return;
+	}
+	if (existed)
+		blob_touch(srv, digest);
+	char name[80];
+	snprintf(name, sizeof(name), "sha256:%s", digest);
+	api_reply_json(call, existed ? 200 : 201,
+	               json_pack("{s:s, s:I}", "digest", name, "size", (json_int_t)size));
+}
+
+void api_blobs_put(struct http_request *req)
+{
+	struct api_call *call = req->data;
+	struct server *srv = call->srv;
+	const char *expect = blob_digest_of_call(call);
+	if (!expect)
+		return;
+	uint64_t max = srv->cfg.max_blob_bytes;
+	if (req->body_unread < 0) {
+		put_whole(call, expect, max);
+		return;
+	}
+	if ((uint64_t)req->body_unread > max) {
+		api_reply_error(call, 413, "payload_too_large", "a blob is at most %llu bytes",
+		                (unsigned long long)max);
+		return;
+	}
+	struct blob_upload *u = calloc(1, sizeof(*u));
+	struct sk_error err = {0};
+	if (!u || !(u->buf = malloc(BLOB_READ_BYTES))) {
+		free(u);
+		api_reply_error(call, 503, "unavailable", "out of memory");
+		return;
+	}
+	u->srv = srv;
+	u->left = (uint64_t)req->body_unread;
+	snprintf(u->expect, sizeof(u->expect), "%s", expect);
+	u->existed = img_blob_exists(&srv->imgs, expect);
+	if (img_blob_begin(&srv->imgs, max, &u->w, &err) < 0) {
+		upload_free(u);
+		api_reply_error(call, 500, "internal", "store the blob: %s", err.msg);
+		return;
+	}
+	char *pending = NULL;
+	size_t pending_len = 0;
+	int r = http_hijack(req, u->existed ? 200 : 201, &u->tcp, &pending, &pending_len);
+	if (r < 0) {
+		upload_free(u);
+		api_reply_error(call, 503, "unavailable", "take the upload over: %s", strerror(-r));
+		return;
+	}
+	api_call_free(call); /* req is gone with the hijack */
+	u->tcp->data = u;
+	/* The HTTP server no longer knows this connection: the server ends it when it stops. */
+	u->next = srv->uploads;
+	if (u->next)
+		u->next->prevp = &u->next;
+	u->prevp = &srv->uploads;
+	srv->uploads = u;
+	upload_take(u, pending, pending_len);
+	free(pending);
+	u->timer = server_timer_new(srv, upload_timeout, HTTP_DEFAULT_BODY_TIMEOUT_MS, u);
+	if (!u->timer) {
+		upload_free(u);
+		return;
+	}
+	uv_timer_set_repeat(u->timer, HTTP_DEFAULT_BODY_TIMEOUT_MS);
+	if (u->left == 0) {
+		upload_finish(u);
+		return;
+	}
+	if (uv_read_start((uv_stream_t *)u->tcp, upload_alloc, upload_read) < 0)
+		upload_free(u);
+}
+
+/* ---- HEAD and GET ---- */
+
+struct blob_download {
+	int fd;
+	char *buf;
+};
+
+static void download_free(struct http_request *req)
+{
+	struct blob_download *d = req->data;
+	req->data = NULL;
+	req->on_drain = NULL;
+	req->on_abort = NULL;
+	if (d) {
+		close(d->fd);
+		free(d->buf);
+		free(d);
+	}
+}
+
+/* Write until the connection's buffer is full (on_drain comes back), the end, or an error. */
+static void download_pump(struct http_request *req)
+{
+	struct blob_download *d = req->data;
+	for (;;) {
+		ssize_t n = read(d->fd, d->buf, BLOB_READ_BYTES);
+		if (n < 0) {
+			download_free(req);
+			http_reply_abort(req);
+			return;
+		}
+		if (n == 0) {
+			download_free(req);
+			http_reply_end(req);
+			return;
+		}
+		int r = http_reply_write(req, d->buf, (size_t)n);
+		if (r == -EAGAIN)
+			return;
+		if (r < 0) {
+			download_free(req);
+			http_reply_end(req);
+			return;
+		}
+	}
+}
+
+static void download_abort(struct http_request *req)
+{
+	download_free(req);
+	http_reply_end(req);
+}
+
+void api_blobs_get(struct http_request *req)
+{
+	struct api_call *call = req->data;
+	struct server *srv = call->srv;
+	const char *digest = blob_digest_of_call(call);
+	if (!digest)
+		return;
+	int fd = -1;
+	uint64_t size = 0;
+	struct sk_error err = {0};
+	int r = img_blob_open(&srv->imgs, digest, &fd, &size, &err);
+	if (r == -ENOENT) {
+		api_reply_error(call, 404, "not_found", "blob sha256:%s not found", digest);
+		return;
+	}
+	if (r < 0) {
+		api_reply_error(call, 500, "internal", "%s", err.msg);
+		return;
+	}
+	char len[32];
+	snprintf(len, sizeof(len), "%llu", (unsigned long long)size);
+	/* The size for clients of a chunked reply (Content-Length is the library's). */
+	http_reply_header(req, "X-Skiff-Size", len);
+	req->data = NULL;
+	api_call_free(call);
+	if (!strcmp(req->method, "HEAD")) {
+		close(fd);
+		http_reply(req, 200, "application/octet-stream", NULL, (size_t)size);
+		return;
+	}
+	struct blob_download *d = calloc(1, sizeof(*d));
+	if (!d || !(d->buf = malloc(BLOB_READ_BYTES))) {
+		free(d);
+		close(fd);
+		http_reply_error(req, 503, "unavailable", "out of memory");
+		return;
+	}
+	d->fd = fd;
+	req->data = d;
+	req->on_drain = download_pump;
+	req->on_abort = download_abort;
+	if (http_reply_start(req, 200, "application/octet-stream") < 0) {
+		download_free(req);
+		http_reply_end(req);
+		return;
+	}
+	download_pump(req);
+}
+
+void blobs_shutdown(struct server *srv)
+{
+	while (srv->uploads)
+		upload_free(
+		    srv->uploads); /* nothing stored; the client sees the connection close */
+}

@@ -1,0 +1,678 @@
+"""Images in the control plane: blobs (/v1/blobs), builds (/v1/images) with their cache,
+sandboxes started on images, snapshots, and gc never taking what an image uses."""
+
+import hashlib
+import http.client
+import json
+import os
+
+import pytest
+
+from conftest import _own_skiffd, _after_test
+
+MAX_BLOB = 1024 * 1024  # lowered so that "too large" is reached at once
+
+
+@pytest.fixture(scope="module")
+def _images_skiffd(tmp_path_factory):
+    yield from _own_skiffd(tmp_path_factory, {"SKIFF_MAX_BLOB_BYTES": str(MAX_BLOB)})
+
+
+@pytest.fixture
+def d(_images_skiffd):
+    yield from _after_test(_images_skiffd)
+
+
+def digest(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def put_blob(d, data, name=None, token="", chunked=False):
+    h = {"Authorization": f"Bearer {d.token if token == '' else token}"}
+    c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=60)
+    try:
+        if chunked:
+            c.putrequest("PUT", f"/v1/blobs/{name or digest(data)}")
+            for k, v in h.items():
+                c.putheader(k, v)
+            c.putheader("Transfer-Encoding", "chunked")
+            c.endheaders()
+            for i in range(0, len(data), 1000):
+                part = data[i:i + 1000]
+                c.send(b"%x\r\n%s\r\n" % (len(part), part))
+            c.send(b"0\r\n\r\n")
+        else:
+            c.request("PUT", f"/v1/blobs/{name or digest(data)}", body=data, headers=h)
+        r = c.getresponse()
+        raw = r.read()
+        return r.status, json.loads(raw) if raw else None
+    finally:
+        c.close()
+
+
+def blob_files(d):
+    """Every blob file in the data directory's store."""
+    top = d.data / "images" / "blobs" / "sha256"
+    return {p.parent.name + p.name for p in top.glob("*/*")} if top.is_dir() else set()
+
+
+def test_blob_put_head_get(d):
+    data = os.urandom(300 * 1024)
+    s, body = put_blob(d, data)
+    assert s == 201, body
+    assert body["digest"] == digest(data) and body["size"] == len(data)
+    assert digest(data)[7:] in blob_files(d)
+    # Idempotent: the same bytes again are 200, nothing new.
+    before = blob_files(d)
+    s, body = put_blob(d, data)
+    assert s == 200, body
+    assert blob_files(d) == before
+    s, h, raw = d.raw("HEAD", f"/v1/blobs/{digest(data)}",
+                      headers={"Authorization": f"Bearer {d.token}"})
+    assert s == 200 and int(h["Content-Length"]) == len(data) and raw == b""
+    s, h, raw = d.raw("GET", f"/v1/blobs/{digest(data)}",
+                      headers={"Authorization": f"Bearer {d.token}"})
+    assert s == 200 and raw == data
+    missing = digest(b"never uploaded")
+    s, _, _ = d.raw("HEAD", f"/v1/blobs/{missing}",
+                    headers={"Authorization": f"Bearer {d.token}"})
+    assert s == 404
+    s, body = d.api("GET", f"/v1/blobs/{missing}")
+    assert s == 404 and body["error"]["code"] == "not_found"
+
+
+def test_blob_chunked_and_empty(d):
+    data = os.urandom(5000)
+    s, body = put_blob(d, data, chunked=True)
+    assert s in (200, 201) and body["digest"] == digest(data), body
+    s, body = put_blob(d, b"")
+    assert s in (200, 201) and body["size"] == 0, body
+
+
+def test_blob_wrong_digest_stores_nothing(d):
+    data = os.urandom(4096)
+    before = blob_files(d)
+    wrong = digest(b"something else")
+    s, body = put_blob(d, data, name=wrong)
+    assert s == 400 and body["error"]["code"] == "invalid_argument", body
+    assert wrong[7:] in body["error"]["message"]
+    s, body = put_blob(d, data, name=wrong, chunked=True)
+    assert s == 400, body
+    assert blob_files(d) == before
+    assert not any((d.data / "images" / "tmp").iterdir())
+    for bad in ("sha256:XYZ", "md5:" + "0" * 32, "sha256:" + "A" * 64, "abc"):
+        s, body = put_blob(d, data, name=bad)
+        assert s == 400, (bad, body)
+
+
+def test_blob_too_large(d):
+    data = b"x" * (MAX_BLOB + 1)
+    before = blob_files(d)
+    s, body = put_blob(d, data)
+    assert s == 413 and body["error"]["code"] == "payload_too_large", body
+    s, body = put_blob(d, data, chunked=True)
+    assert s == 413, body
+    assert blob_files(d) == before
+    s, body = put_blob(d, b"y" * MAX_BLOB)  # the limit itself is fine
+    assert s == 201, body
+
+
+def test_blob_roles(d):
+    s, tok = d.api("POST", "/v1/tokens", {"name": "viewer-blobs", "workspace": "default",
+                                         "role": "viewer"})
+    assert s == 201, tok
+    data = os.urandom(100)
+    s, body = put_blob(d, data, token=tok["secret"])
+    assert s == 403, body
+    s, body = put_blob(d, data)
+    assert s == 201
+    s, _, raw = d.raw("GET", f"/v1/blobs/{digest(data)}",
+                      headers={"Authorization": f"Bearer {tok['secret']}"})
+    assert s == 200 and raw == data
+    s, body = put_blob(d, data, token=None)
+    assert s == 401
+
+
+# ---- builds ----
+
+import io
+import tarfile
+import time
+
+
+def make_tar(files):
+    """A tar of {path: bytes} (directories made as needed)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for path, data in files.items():
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = 1700000000
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def upload(d, data):
+    s, body = put_blob(d, data)
+    assert s in (200, 201), body
+    return body["digest"]
+
+
+def build(d, spec, token="", expect=202):
+    s, body = d.api("POST", "/v1/images", spec, token=token)
+    assert s == expect, body
+    return body
+
+
+def wait_built(d, image_id, timeout=120):
+    deadline = time.monotonic() + timeout
+    while True:
+        s, body = d.api("GET", f"/v1/images/{image_id}")
+        assert s == 200, body
+        if body["state"] != "building":
+            return body
+        assert time.monotonic() < deadline, f"{image_id} still building: {body}"
+        time.sleep(0.05)
+
+
+def logs(d, image_id):
+    s, _, raw = d.raw("GET", f"/v1/images/{image_id}/logs",
+                      headers={"Authorization": f"Bearer {d.token}"})
+    assert s == 200
+    return raw.decode(errors="replace")
+
+
+@pytest.fixture
+def src_dir(tmp_path):
+    root = tmp_path / "root"
+    (root / "bin").mkdir(parents=True)
+    (root / "etc").mkdir()
+    (root / "etc" / "hello").write_text("hello from dir\n")
+    (root / "bin" / "data").write_bytes(os.urandom(20000))
+    return root
+
+
+def test_build_from_dir_with_steps(d, src_dir):
+    tar = upload(d, make_tar({"app/main.txt": b"main\n", "app/lib/x.txt": b"x" * 1000}))
+    img = build(d, {"base": f"dir:{src_dir}", "name": "from-dir", "steps": [
+        {"env": {"GREETING": "hi", "PATH": "/usr/bin:/bin"}},
+        {"workdir": "/srv/app"},
+        {"copy": {"blob": tar, "dest": "/srv"}},
+        {"entrypoint": ["/bin/sh", "-c"]},
+    ]})
+    assert img["state"] == "building" and img["id"].startswith("im-")
+    got = wait_built(d, img["id"])
+    assert got["state"] == "ready", (got, logs(d, img["id"]))
+    assert got["name"] == "from-dir"
+    assert got["config"] == {"env": {"GREETING": "hi", "PATH": "/usr/bin:/bin"},
+                             "workdir": "/srv/app", "entrypoint": ["/bin/sh", "-c"]}
+    assert got["size"] == 20000 + len("hello from dir\n") + 5 + 1000
+    # / etc etc/hello bin bin/data srv srv/app srv/app/main.txt srv/app/lib srv/app/lib/x.txt
+    assert got["files"] == 10
+    assert [l["step"] for l in got["layers"]] == [0, 1, 2, 3]
+    assert got["layers"][2]["layer"].startswith("sha256:")
+    assert got["layers"][0]["layer"] is None
+    # By name too, and in the list.
+    s, byname = d.api("GET", "/v1/images/from-dir")
+    assert s == 200 and byname["id"] == img["id"]
+    s, lst = d.api("GET", "/v1/images")
+    assert s == 200 and img["id"] in [i["id"] for i in lst["items"]]
+    assert "ready" in logs(d, img["id"])
+
+
+def test_rebuild_is_cached_and_stores_nothing_new(d, src_dir):
+    tar = upload(d, make_tar({"a.txt": b"a" * 3000}))
+    steps = [{"env": {"A": "1"}}, {"copy": {"blob": tar, "dest": "/opt"}},
+             {"workdir": "/opt"}, {"env": {"B": "2"}}]
+    first = wait_built(d, build(d, {"base": f"dir:{src_dir}", "steps": steps})["id"])
+    assert first["state"] == "ready", first
+    before = blob_files(d)
+    again = wait_built(d, build(d, {"base": f"dir:{src_dir}", "steps": steps})["id"])
+    assert again["state"] == "ready"
+    assert [l["cached"] for l in again["layers"]] == [True] * 4
+    assert again["manifest"] == first["manifest"]
+    assert blob_files(d) == before
+    # A change in step 3: steps 1-2 cached, 3 and after made again.
+    changed = steps[:2] + [{"workdir": "/srv"}] + steps[3:]
+    third = wait_built(d, build(d, {"base": f"dir:{src_dir}", "steps": changed})["id"])
+    assert third["state"] == "ready"
+    assert [l["cached"] for l in third["layers"]] == [True, True, False, False]
+    assert third["config"]["workdir"] == "/srv"
+
+
+def test_shared_files_stored_once(d, tmp_path):
+    big = os.urandom(50000)
+    a = upload(d, make_tar({"one/big.bin": big}))
+    b = upload(d, make_tar({"two/big.bin": big, "two/other": b"other"}))
+    assert hashlib.sha256(big).hexdigest() not in blob_files(d)
+    root = tmp_path / "base"
+    root.mkdir()
+    i1 = wait_built(d, build(d, {"base": f"dir:{root}", "steps": [
+        {"copy": {"blob": a, "dest": "/"}}]})["id"])
+    i2 = wait_built(d, build(d, {"base": f"dir:{root}", "steps": [
+        {"copy": {"blob": b, "dest": "/"}}]})["id"])
+    assert i1["state"] == i2["state"] == "ready"
+    files = blob_files(d)
+    # The file's bytes are one blob, whichever image holds them.
+    assert hashlib.sha256(big).hexdigest() in files
+    top = d.data / "images" / "blobs" / "sha256"
+    h = hashlib.sha256(big).hexdigest()
+    assert len([p for p in top.glob(f"{h[:2]}/{h[2:]}*")]) == 1
+
+
+def test_build_from_busybox(d):
+    tar = upload(d, make_tar({"hello.txt": b"hello\n"}))
+    got = wait_built(d, build(d, {"base": "busybox", "steps": [
+        {"copy": {"blob": tar, "dest": "/data"}}, {"env": {"X": "y"}}]})["id"])
+    assert got["state"] == "ready", (got, logs(d, got["id"]))
+    assert got["files"] > 10 and got["size"] > 100000  # busybox itself
+
+
+def test_bad_specs(d, src_dir):
+    tar = upload(d, make_tar({"f": b"f"}))
+    missing = digest(b"not stored")
+    cases = [
+        ({}, "base"),
+        ({"base": 3}, "base"),
+        ({"base": "ubuntu"}, "base"),
+        ({"base": "im-doesnotexist"}, "base"),
+        ({"base": "oci-archive:" + missing}, "base"),
+        ({"base": "dir:relative"}, "base"),
+        ({"base": "dir:/nonexistent-skiff-dir"}, "base"),
+        ({"base": "busybox", "extra": 1}, "extra"),
+        ({"base": "busybox", "name": "Bad Name"}, "name"),
+        ({"base": "busybox", "name": "x" * 129}, "name"),
+        ({"base": "busybox", "name": "im-x"}, "name"),
+        ({"base": "busybox", "steps": {}}, "steps"),
+        ({"base": "busybox", "steps": [{}] * 257}, "steps"),
+        ({"base": "busybox", "steps": [{"apt": []}]}, "steps[0].apt"),
+        ({"base": "busybox", "steps": [{"apt": ["Bad"]}]}, "steps[0].apt"),
+        ({"base": "busybox", "steps": [{"apt": ["a;rm"]}]}, "steps[0].apt"),
+        ({"base": "busybox", "steps": [{"apt": ["p"] * 513}]}, "steps[0].apt"),
+        ({"base": "busybox", "steps": [{"run": ""}]}, "steps[0].run"),
+        ({"base": "busybox", "steps": [{"run": "x" * (64 * 1024 + 1)}]}, "steps[0].run"),
+        ({"base": "busybox", "steps": [{"copy": {"blob": missing, "dest": "/a"}}]},
+         "steps[0].copy.blob"),
+        ({"base": "busybox", "steps": [{"copy": {"blob": tar, "dest": "a/b"}}]},
+         "steps[0].copy.dest"),
+        ({"base": "busybox", "steps": [{"copy": {"blob": tar, "dest": "/a/../b"}}]},
+         "steps[0].copy.dest"),
+        ({"base": "busybox", "steps": [{"env": {"1BAD": "x"}}]}, "steps[0].env"),
+        ({"base": "busybox", "steps": [{"env": {"K": 1}}]}, "steps[0].env"),
+        ({"base": "busybox", "steps": [{"workdir": "rel"}]}, "steps[0].workdir"),
+        ({"base": "busybox", "steps": [{"entrypoint": ["a"] * 257}]}, "steps[0].entrypoint"),
+        ({"base": "busybox", "steps": [{"env": {}, "run": "x"}]}, "steps[0]"),
+        ({"base": "busybox", "steps": [{"nope": 1}]}, "steps[0]"),
+        ({"base": "busybox", "steps": [{"env": {}}, {"workdir": "/"}, {"run": 5}]},
+         "steps[2].run"),
+    ]
+    s, before = d.api("GET", "/v1/images?limit=1000")
+    for spec, field in cases:
+        s, body = d.api("POST", "/v1/images", spec)
+        assert s == 400, (spec if len(json.dumps(spec)) < 300 else field, body)
+        assert body["error"]["code"] == "invalid_argument"
+        assert field in body["error"]["message"], (field, body)
+    s, after = d.api("GET", "/v1/images?limit=1000")
+    assert len(after["items"]) == len(before["items"])
+    s, body = d.api("POST", "/v1/images", "x" * (1024 * 1024 + 1))
+    assert s == 413
+
+
+def test_dir_base_is_admin_only_and_names_unique(d, src_dir):
+    s, tok = d.api("POST", "/v1/tokens", {"name": "dev-images", "workspace": "default",
+                                         "role": "developer"})
+    assert s == 201
+    s, body = d.api("POST", "/v1/images", {"base": f"dir:{src_dir}"}, token=tok["secret"])
+    assert s == 403, body
+    s, vt = d.api("POST", "/v1/tokens", {"name": "viewer-images", "workspace": "default",
+                                        "role": "viewer"})
+    s, body = d.api("POST", "/v1/images", {"base": "busybox"}, token=vt["secret"])
+    assert s == 403
+    s, body = d.api("GET", "/v1/images", token=vt["secret"])
+    assert s == 200
+    img = wait_built(d, build(d, {"base": f"dir:{src_dir}", "name": "uniq"})["id"])
+    s, body = d.api("POST", "/v1/images", {"base": "busybox", "name": "uniq"})
+    assert s == 409, body
+    # Another workspace neither sees it nor collides with its name.
+    s, ws = d.api("POST", "/v1/workspaces", {"name": "imgs-other"})
+    assert s == 201, ws
+    s, ot = d.api("POST", "/v1/tokens", {"name": "o", "workspace": "imgs-other",
+                                        "role": "developer"})
+    s, body = d.api("GET", f"/v1/images/{img['id']}", token=ot["secret"])
+    assert s == 404
+    s, body = d.api("POST", "/v1/images", {"base": "uniq"}, token=ot["secret"])
+    assert s == 400
+    # A base by name of a ready image of one's own workspace.
+    child = wait_built(d, build(d, {"base": "uniq", "steps": [{"env": {"C": "1"}}]})["id"])
+    assert child["state"] == "ready" and child["manifest"] == img["manifest"]
+    # Deleted: its name is free again.
+    s, body = d.api("DELETE", f"/v1/images/{img['id']}")
+    assert s == 200, body
+    s, body = d.api("GET", f"/v1/images/{img['id']}")
+    assert s == 404
+    img2 = wait_built(d, build(d, {"base": f"dir:{src_dir}", "name": "uniq"})["id"])
+    assert img2["state"] == "ready"
+
+
+# ---- sandboxes on images ----
+
+
+def sh(d, sbid, script):
+    s, out = d.api("POST", f"/v1/sandboxes/{sbid}/exec?wait=true",
+                   {"command": ["sh", "-c", script]})
+    assert s == 200, out
+    return out
+
+
+@pytest.fixture
+def app_image(d):
+    tar = upload(d, make_tar({"hello.txt": b"hello image\n"}))
+    got = wait_built(d, build(d, {"base": "busybox", "steps": [
+        {"copy": {"blob": tar, "dest": "/app"}}, {"env": {"FROM_IMAGE": "yes", "KEEP": "img"}},
+        {"workdir": "/app"}]})["id"])
+    assert got["state"] == "ready", (got, logs(d, got["id"]))
+    return got
+
+
+def test_sandbox_on_image_sees_files_env_workdir(d, app_image):
+    s, sb = d.api("POST", "/v1/sandboxes", {
+        "image": app_image["id"], "env": {"KEEP": "mine"},
+        "command": ["sh", "-c", "pwd > /tmp/pwd; echo $FROM_IMAGE $KEEP > /tmp/env; "
+                                "sleep 600"]})
+    assert s == 201, sb
+    assert sb["image"] == app_image["id"]
+    assert wait_for_file(d, sb["id"], "/tmp/env")
+    out = sh(d, sb["id"], "cat /app/hello.txt /tmp/pwd /tmp/env")
+    assert out["stdout"] == "hello image\n/app\nyes mine\n", out
+    # Deleting the image is refused while the sandbox runs.
+    s, body = d.api("DELETE", f"/v1/images/{app_image['id']}")
+    assert s == 409 and sb["id"] in body["error"]["message"], body
+    s, _ = d.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    assert s == 200
+    s, body = d.api("DELETE", f"/v1/images/{app_image['id']}")
+    assert s == 200, body
+
+
+def wait_for_file(d, sbid, path, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s, out = d.api("POST", f"/v1/sandboxes/{sbid}/exec?wait=true",
+                       {"command": ["test", "-s", path]})
+        if s == 200 and out.get("exit_code") == 0:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_sandbox_image_errors(d, app_image):
+    s, body = d.api("POST", "/v1/sandboxes", {"image": "im-nope"})
+    assert s == 400 and "im-nope" in body["error"]["message"], body
+    s, body = d.api("POST", "/v1/sandboxes", {"image": "no-such-name"})
+    assert s == 400, body
+    s, body = d.api("POST", "/v1/sandboxes", {"image": 5})
+    assert s == 400, body
+    for field, v in (("image_digest", "0" * 64), ("capture_layer", True)):
+        s, body = d.api("POST", "/v1/sandboxes", {field: v})
+        assert s == 400 and field in body["error"]["message"], body
+    # By name works too, and the entrypoint goes before the command.
+    named = wait_built(d, build(d, {"base": app_image["id"], "name": "with-ep", "steps": [
+        {"entrypoint": ["sh", "-c"]}]})["id"])
+    s, sb = d.api("POST", "/v1/sandboxes", {"image": "with-ep",
+                                            "command": ["echo ep-ok > /tmp/ep; sleep 600"]})
+    assert s == 201, sb
+    assert wait_for_file(d, sb["id"], "/tmp/ep")
+    d.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    assert named["state"] == "ready"
+
+
+# ---- run steps (the worker captures a build sandbox's layer) ----
+
+
+def test_run_steps_and_failure(d):
+    got = wait_built(d, build(d, {"base": "busybox", "steps": [
+        {"env": {"MSG": "made-by-run"}},
+        {"run": "mkdir -p /out && echo $MSG > /out/file && echo step-output-visible"},
+    ]})["id"])
+    assert got["state"] == "ready", (got, logs(d, got["id"]))
+    assert got["layers"][1]["layer"].startswith("sha256:")
+    assert "step-output-visible" in logs(d, got["id"])
+    s, sb = d.api("POST", "/v1/sandboxes", {"image": got["id"]})
+    assert s == 201, sb
+    out = sh(d, sb["id"], "cat /out/file")
+    assert out["stdout"] == "made-by-run\n", out
+    d.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+
+    bad = wait_built(d, build(d, {"base": "busybox", "steps": [
+        {"env": {"A": "1"}}, {"run": "echo about-to-fail; exit 7"}]})["id"])
+    assert bad["state"] == "failed", bad
+    assert "step 1" in bad["error"] and "exit 7" in bad["error"] and "7" in bad["error"]
+    assert "about-to-fail" in logs(d, bad["id"])
+    # Build sandboxes do not outlive their step.
+    s, lst = d.api("GET", "/v1/sandboxes?limit=1000")
+    live = [x for x in lst["items"] if x["tags"].get("skiff.build")
+            and x["state"] in ("pending", "running")]
+    assert not live, live
+
+
+def test_concurrent_identical_builds_run_the_step_once(d):
+    marker = os.urandom(8).hex()
+    spec = {"base": "busybox", "steps": [{"run": f"echo {marker} > /m; sleep 1"}]}
+    a = build(d, spec)["id"]
+    b = build(d, spec)["id"]
+    ga, gb = wait_built(d, a), wait_built(d, b)
+    assert ga["state"] == gb["state"] == "ready", (ga, gb)
+    assert ga["manifest"] == gb["manifest"]
+    # One of them made the step; the other waited for it and took it from the cache.
+    assert sorted([ga["layers"][0]["cached"], gb["layers"][0]["cached"]]) == [False, True]
+    s, lst = d.api("GET", "/v1/sandboxes?limit=1000")
+    made = [x for x in lst["items"] if x["tags"].get("skiff.build") in (a, b)]
+    assert len(made) == 1, made
+
+
+def test_snapshot_round_trip(d, app_image):
+    s, sb = d.api("POST", "/v1/sandboxes", {"image": app_image["id"]})
+    assert s == 201, sb
+    sh(d, sb["id"], "echo changed > /app/new.txt && rm /app/hello.txt")
+    s, body = d.api("POST", f"/v1/sandboxes/{sb['id']}/snapshot", {"name": "snap-1"})
+    assert s == 201, body
+    snap = body["id"]
+    s, img = d.api("GET", f"/v1/images/{snap}")
+    assert s == 200 and img["state"] == "ready" and img["name"] == "snap-1", img
+    assert img["config"] == app_image["config"]
+    s, body = d.api("POST", f"/v1/sandboxes/{sb['id']}/snapshot", {"name": "snap-1"})
+    assert s == 409, body
+    s, body = d.api("POST", f"/v1/sandboxes/{sb['id']}/snapshot", {"name": "Bad!"})
+    assert s == 400, body
+    d.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    s, body = d.api("POST", f"/v1/sandboxes/{sb['id']}/snapshot", {})
+    assert s == 409, body  # ended
+    s, sb2 = d.api("POST", "/v1/sandboxes", {"image": "snap-1"})
+    assert s == 201, sb2
+    out = sh(d, sb2["id"], "cat /app/new.txt; ls /app; echo $FROM_IMAGE; pwd")
+    assert out["stdout"] == "changed\nnew.txt\nyes\n/app\n" or \
+        out["stdout"].startswith("changed\nnew.txt\n"), out
+    d.api("DELETE", f"/v1/sandboxes/{sb2['id']}")
+    # A sandbox on busybox can be snapshotted too.
+    s, sb3 = d.api("POST", "/v1/sandboxes", {})
+    sh(d, sb3["id"], "echo bb > /tmp/bb")
+    s, body = d.api("POST", f"/v1/sandboxes/{sb3['id']}/snapshot")
+    assert s == 201, body
+    d.api("DELETE", f"/v1/sandboxes/{sb3['id']}")
+    s, sb4 = d.api("POST", "/v1/sandboxes", {"image": body["id"]})
+    assert s == 201, sb4
+    assert sh(d, sb4["id"], "cat /tmp/bb")["stdout"] == "bb\n"
+
+
+def blob_path(d, hexd):
+    return d.data / "images" / "blobs" / "sha256" / hexd[:2] / hexd[2:]
+
+
+def age_all_blobs(d, seconds=7200):
+    top = d.data / "images" / "blobs" / "sha256"
+    old = time.time() - seconds
+    for p in top.glob("*/*"):
+        os.utime(p, (old, old), follow_symlinks=False)
+
+
+def test_gc_never_removes_what_is_in_use(d, app_image):
+    kept = os.urandom(30000)
+    tar = upload(d, make_tar({"kept.bin": kept}))
+    keep = wait_built(d, build(d, {"base": app_image["id"], "steps": [
+        {"copy": {"blob": tar, "dest": "/k"}}]})["id"])
+    assert keep["state"] == "ready"
+    # A snapshot's manifest is in no build cache: once deleted, its own bytes are garbage.
+    s, sb = d.api("POST", "/v1/sandboxes", {"image": app_image["id"]})
+    assert s == 201
+    gone = os.urandom(30000).hex()
+    sh(d, sb["id"], f"echo {gone} > /app/gone.txt")
+    s, snap = d.api("POST", f"/v1/sandboxes/{sb['id']}/snapshot")
+    assert s == 201, snap
+    d.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    gone_hex = hashlib.sha256((gone + "\n").encode()).hexdigest()
+    assert blob_path(d, gone_hex).exists()
+    unreferenced = upload(d, os.urandom(2000))[7:]
+    fresh = upload(d, os.urandom(2000))  # an upload for a build yet to come
+    again_bytes = os.urandom(2000)
+    again = upload(d, again_bytes)[7:]
+    age_all_blobs(d)
+    fresh_hex = fresh[7:]
+    os.utime(blob_path(d, fresh_hex))  # it is new
+    s, body = put_blob(d, again_bytes)  # uploaded again: as new as now
+    assert s == 200, body
+    before = blob_files(d)
+    s, body = d.api("DELETE", f"/v1/images/{snap['id']}")
+    assert s == 200, body
+    deadline = time.monotonic() + 30
+    while blob_path(d, gone_hex).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not blob_path(d, gone_hex).exists(), "gc did not run"
+    assert not blob_path(d, unreferenced).exists()
+    assert blob_path(d, fresh_hex).exists()
+    assert blob_path(d, again).exists()
+    assert blob_path(d, hashlib.sha256(kept).hexdigest()).exists()
+    assert blob_path(d, keep["manifest"][7:]).exists()
+    assert blob_path(d, app_image["manifest"][7:]).exists()
+    removed = before - blob_files(d)
+    assert gone_hex in removed
+    # What the remaining images hold still starts and reads.
+    s, sb = d.api("POST", "/v1/sandboxes", {"image": keep["id"]})
+    assert s == 201, sb
+    out = sh(d, sb["id"], "md5sum /k/kept.bin; cat /app/hello.txt")
+    assert out["stdout"].startswith(hashlib.md5(kept).hexdigest()), out
+    assert out["stdout"].endswith("hello image\n")
+
+
+def test_logs_follow_until_the_build_ends(d):
+    import threading
+    img = build(d, {"base": "busybox", "steps": [
+        {"run": "echo first-line; sleep 1"}, {"run": "echo second-line"}]})
+    got = {}
+
+    def follow():
+        got["r"] = d.raw("GET", f"/v1/images/{img['id']}/logs?follow=true",
+                         headers={"Authorization": f"Bearer {d.token}"}, timeout=120)
+
+    t = threading.Thread(target=follow)
+    t.start()
+    t.join(120)
+    assert not t.is_alive()
+    s, _, raw = got["r"]
+    text = raw.decode()
+    assert s == 200 and "first-line" in text and "second-line" in text, text
+    assert "ready" in text.splitlines()[-1], text
+    s, body = d.api("GET", f"/v1/images/{img['id']}/logs?follow=maybe")
+    assert s == 400
+
+
+def test_restart_fails_builds_in_progress(d):
+    img = build(d, {"base": "busybox", "steps": [{"run": "sleep 600"}]})
+    deadline = time.monotonic() + 30
+    while "in sandbox" not in logs(d, img["id"]):
+        assert time.monotonic() < deadline, logs(d, img["id"])
+        time.sleep(0.05)
+    s, body = d.api("DELETE", f"/v1/images/{img['id']}")
+    assert s == 409 and "building" in body["error"]["message"], body
+    assert d.stop() == 0
+    d.start(pool=d.pool, env={"SKIFF_MAX_BLOB_BYTES": str(MAX_BLOB)})
+    s, got = d.api("GET", f"/v1/images/{img['id']}")
+    assert s == 200 and got["state"] == "failed" and "interrupted" in got["error"], got
+    s, body = d.api("DELETE", f"/v1/images/{img['id']}")
+    assert s == 200, body
+
+
+# ---- other bases ----
+
+
+def oci_archive(files, env, workdir, entrypoint, cmd):
+    """An OCI image layout as a tar: one layer of files, a config with env, workdir,
+    entrypoint and cmd."""
+    layer = make_tar(files)
+    dl = hashlib.sha256(layer).hexdigest()
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "config": {"Env": env, "WorkingDir": workdir,
+                                    "Entrypoint": entrypoint, "Cmd": cmd},
+                         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + dl]}}).encode()
+    dc = hashlib.sha256(config).hexdigest()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": "sha256:" + dc, "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": "sha256:" + dl, "size": len(layer)}]}).encode()
+    dm = hashlib.sha256(manifest).hexdigest()
+    index = json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+         "digest": "sha256:" + dm, "size": len(manifest)}]}).encode()
+    return make_tar({"oci-layout": b'{"imageLayoutVersion":"1.0.0"}', "index.json": index,
+                     f"blobs/sha256/{dl}": layer, f"blobs/sha256/{dc}": config,
+                     f"blobs/sha256/{dm}": manifest})
+
+
+def test_oci_archive_base(d):
+    arc = upload(d, oci_archive({"etc/from-oci": b"oci!\n"}, ["OCI=1", "PATH=/bin"], "/w",
+                                ["/bin/sh"], ["-c", "true"]))
+    got = wait_built(d, build(d, {"base": "oci-archive:" + arc, "steps": [
+        {"env": {"MORE": "2"}}]})["id"])
+    assert got["state"] == "ready", (got, logs(d, got["id"]))
+    assert got["config"] == {"env": {"OCI": "1", "PATH": "/bin", "MORE": "2"},
+                             "workdir": "/w", "entrypoint": ["/bin/sh", "-c", "true"]}
+    assert got["files"] == 3  # / /etc /etc/from-oci
+    again = wait_built(d, build(d, {"base": "oci-archive:" + arc})["id"])
+    assert again["state"] == "ready" and again["files"] == 3
+
+
+DEBIAN_TAR = "/var/cache/skiff/debian-bookworm.tar"
+
+
+@pytest.mark.skipif(not os.path.exists(DEBIAN_TAR),
+                    reason=f"{DEBIAN_TAR} is missing (scripts/install-deps makes it with "
+                           "mmdebstrap where the Debian mirror can be reached)")
+def test_debian_base(d):
+    got = wait_built(d, build(d, {"base": "debian:bookworm", "steps": [
+        {"run": "echo built-on-debian > /etc/skiff-test"}]})["id"], timeout=600)
+    assert got["state"] == "ready", (got, logs(d, got["id"]))
+    s, sb = d.api("POST", "/v1/sandboxes", {"image": got["id"]})
+    assert s == 201, sb
+    out = sh(d, sb["id"], "cat /etc/debian_version /etc/skiff-test")
+    assert out["stdout"].startswith("12.") and out["stdout"].endswith("built-on-debian\n"), out
+
+
+def test_stop_during_an_upload(d):
+    import socket
+    s = socket.create_connection(("127.0.0.1", d.port))
+    try:
+        s.sendall((f"PUT /v1/blobs/{digest(b'x' * 100000)} HTTP/1.1\r\nHost: x\r\n"
+                   f"Authorization: Bearer {d.token}\r\nContent-Length: 100000\r\n\r\n").encode()
+                  + b"x" * 1000)
+        time.sleep(0.5)  # the server has taken the upload over and waits for the rest
+        t0 = time.monotonic()
+        assert d.stop() == 0
+        assert time.monotonic() - t0 < 10, "skiffd waited for the stalled upload"
+        assert s.recv(100) == b""  # closed, no answer
+    finally:
+        s.close()
+    assert not any((d.data / "images" / "tmp").iterdir())
+    d.start(pool=d.pool, env={"SKIFF_MAX_BLOB_BYTES": str(MAX_BLOB)})
+    s2, body = d.api("HEAD", f"/v1/blobs/{digest(b'x' * 100000)}")
+    assert s2 == 404
