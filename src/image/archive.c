@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../lib/encoding.h"
 #include "../lib/hash.h"
 #include "../lib/jsonlim.h"
 #include "../lib/map.h"
@@ -133,6 +134,33 @@ static int tar_next(struct archive *a, struct archive_entry **ret, struct sk_err
 	                    msg ? msg : "unreadable");
 }
 
+/* A name from an archive that is not valid UTF-8 must not reach a message as it is (the
+ * messages travel in JSON): its first bytes, those outside printable ASCII as \xNN. */
+static void name_escaped(const char *name, char *out, size_t size)
+{
+	size_t o = 0;
+	for (const unsigned char *p = (const unsigned char *)name; *p && o + 5 < size; p++) {
+		if (*p >= 0x20 && *p < 0x7f && *p != '\\')
+			out[o++] = (char)*p;
+		else
+			o += (size_t)snprintf(out + o, size - o, "\\x%02x", *p);
+	}
+	out[o] = '\0';
+}
+
+/* Names, link targets and xattr names become manifest strings, which are UTF-8 (JSON): one that
+ * is not is refused at its header, before any of the member's data is stored. */
+static int tar_check_utf8(uint64_t member, const char *what, const char *s, struct sk_error *err)
+{
+	if (utf8_valid((const unsigned char *)s, strlen(s)))
+		return 0;
+	char shown[128];
+	name_escaped(s, shown, sizeof(shown));
+	return sk_error_set(err, -SK_EINVAL_SPEC,
+	                    "member %" PRIu64 ": %s \"%s\" is not valid UTF-8", member, what,
+	                    shown);
+}
+
 /* Join dest (an absolute normalized path) and the member name name into out: leading "/" and
  * "./", empty and "." components dropped, ".." resolved lexically; a ".." that would climb above
  * dest is refused (-SK_EINVAL_SPEC), as is a path past IMG_PATH_MAX. */
@@ -241,11 +269,20 @@ static int xattr_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y; /* equal names: keep the archive's order, the first is kept */
 }
 
-/* Attributes that steer overlayfs (a lower layer's trusted.overlay.* or user.overlay.* could
- * redirect or hide files) are never taken from an archive. */
+/* The attributes an archive may give a file; the rest are dropped. The store materializes
+ * trees as the host's root, so a name is a request to the host's kernel: trusted.* and
+ * user.overlay.* steer overlayfs (a lower layer's could redirect or hide files), and
+ * security.* labels other than file capabilities (selinux, SMACK64EXEC, ima, evm) steer host
+ * LSMs that would trust a label the client chose. File capabilities stay (ping needs them; in
+ * the sandbox no_new_privs and the bounding set make them grant nothing beyond it), as do
+ * POSIX ACLs. */
 static int xattr_dropped(const char *name)
 {
-	return strncmp(name, "trusted.", 8) == 0 || strncmp(name, "user.overlay.", 13) == 0;
+	if (strncmp(name, "user.", 5) == 0)
+		return strncmp(name, "user.overlay.", 13) == 0;
+	return strcmp(name, "security.capability") != 0 &&
+	       strcmp(name, "system.posix_acl_access") != 0 &&
+	       strcmp(name, "system.posix_acl_default") != 0;
 }
 
 /* The member's extended attributes (pax SCHILY.xattr / LIBARCHIVE.xattr) into *ret (pointing
@@ -272,6 +309,14 @@ static int tar_xattrs(struct archive_entry *ae, const char *path, const struct i
 	       archive_entry_xattr_next(ae, &name, &value, &len) == ARCHIVE_OK) {
 		if (!name || !*name || xattr_dropped(name))
 			continue;
+		if (!utf8_valid((const unsigned char *)name, strlen(name))) {
+			char shown[128];
+			name_escaped(name, shown, sizeof(shown));
+			return sk_error_set(err, -SK_EINVAL_SPEC,
+			                    "member \"%s\": extended attribute name \"%s\" is not "
+			                    "valid UTF-8",
+			                    path, shown);
+		}
 		if (strlen(name) > IMG_XATTR_NAME_MAX || len > IMG_XATTR_VALUE_MAX)
 			return sk_error_set(err, -SK_EINVAL_SPEC,
 			                    "member \"%s\": extended attribute \"%.64s\" too large",
@@ -399,9 +444,25 @@ static int tar_whiteout(struct tar_reader *rd, char *path, struct sk_error *err)
 	return r < 0 ? r : 1;
 }
 
+/* The path of the nearest ancestor of path (in the layer so far) that is not a directory: a
+ * whiteout or a later file or symlink there removed what is at path, which tar_layer_settle
+ * will drop. NULL when every ancestor the layer holds is a directory. */
+static const char *tar_layer_removed_by(struct tar_layer *t, const char *path)
+{
+	char up[IMG_PATH_MAX + 1];
+	snprintf(up, sizeof(up), "%s", path);
+	for (char *slash = strrchr(up, '/'); slash && slash != up; slash = strrchr(up, '/')) {
+		*slash = '\0';
+		const struct img_entry *a = tar_layer_find(t, up);
+		if (a && a->type != IMG_DIR)
+			return a->path;
+	}
+	return NULL;
+}
+
 /* A hard link: the same content and metadata as the regular file target already in this
  * layer; anything else (a path outside the archive, a directory, itself) is refused. */
-static int tar_hardlink(struct tar_reader *rd, const char *path, const char *link,
+static int tar_hardlink(struct tar_reader *rd, const char *path, const char *link, uint64_t size,
                         struct sk_error *err)
 {
 	char target[IMG_PATH_MAX + 1];
@@ -415,9 +476,16 @@ static int tar_hardlink(struct tar_reader *rd, const char *path, const char *lin
 		    "member \"%s\": hard link to \"%s\", which is not a regular file "
 		    "earlier in the archive",
 		    path, link);
+	const char *gone = tar_layer_removed_by(&rd->t, target);
+	if (gone)
+		return sk_error_set(err, -SK_EINVAL_SPEC,
+		                    "member \"%s\": hard link to \"%s\", which \"%s\" removed "
+		                    "(a whiteout, or not a directory any more)",
+		                    path, link, gone);
 	struct img_entry e = *t;
 	e.path = (char *)path;
-	rd->t.bytes += e.size;
+	/* a pax hard link may carry data of its own, which is read (and skipped) like a file's */
+	rd->t.bytes += e.size + size;
 	if (rd->t.bytes > rd->lim->max_bytes)
 		return sk_error_set(err, -SK_EINVAL_SPEC,
 		                    "member \"%s\": the archive holds more than %" PRIu64 " bytes",
@@ -457,8 +525,18 @@ static int tar_member(struct tar_reader *rd, struct archive_entry *ae, struct sk
 		return sk_error_set(err, -SK_EINVAL_SPEC,
 		                    "the archive holds more than %" PRIu64 " members",
 		                    lim->max_files);
+	const char *link = archive_entry_hardlink(ae);
+	mode_t type = archive_entry_filetype(ae);
+	const char *sym = type == AE_IFLNK && !link ? archive_entry_symlink(ae) : NULL;
+	int r = tar_check_utf8(rd->t.members, "name", name, err);
+	if (r >= 0 && link)
+		r = tar_check_utf8(rd->t.members, "hard link target", link, err);
+	if (r >= 0 && sym)
+		r = tar_check_utf8(rd->t.members, "symlink target", sym, err);
+	if (r < 0)
+		return r;
 	char path[IMG_PATH_MAX + 1];
-	int r = tar_path_join(rd->dest, name, path, sizeof(path), err);
+	r = tar_path_join(rd->dest, name, path, sizeof(path), err);
 	if (r < 0)
 		return r;
 
@@ -485,13 +563,11 @@ static int tar_member(struct tar_reader *rd, struct archive_entry *ae, struct sk
 		                    "member \"%s\": its header is larger than the limits allow",
 		                    path);
 
-	const char *link = archive_entry_hardlink(ae);
-	mode_t type = archive_entry_filetype(ae);
 	if ((link || type != AE_IFDIR) && strcmp(path, rd->dest) == 0)
 		return sk_error_set(err, -SK_EINVAL_SPEC,
 		                    "member \"%s\" would replace the destination directory", name);
 	if (link)
-		return tar_hardlink(rd, path, link, err);
+		return tar_hardlink(rd, path, link, size, err);
 	r = tar_whiteout(rd, path, err);
 	if (r != 0)
 		return r < 0 ? r : 0;
@@ -517,7 +593,7 @@ static int tar_member(struct tar_reader *rd, struct archive_entry *ae, struct sk
 	case AE_IFDIR: e.type = IMG_DIR; break;
 	case AE_IFLNK:
 		e.type = IMG_SYMLINK;
-		e.target = (char *)archive_entry_symlink(ae);
+		e.target = (char *)sym;
 		if (!e.target || !*e.target || strlen(e.target) > IMG_PATH_MAX)
 			return sk_error_set(err, -SK_EINVAL_SPEC,
 			                    "member \"%s\": bad symlink target", path);
@@ -831,21 +907,27 @@ static int oci_member_add(struct oci_archive *ar, struct oci_member *mem, struct
 /* One member of the outer archive: regular files spooled, links kept as names, the rest
  * (directories) ignored. */
 static int oci_read_member(struct oci_archive *ar, struct archive *a, struct archive_entry *ae,
-                           uint64_t max, struct sk_error *err)
+                           uint64_t number, uint64_t max, struct sk_error *err)
 {
 	const char *name = archive_entry_pathname(ae);
 	char path[IMG_PATH_MAX + 1], target[IMG_PATH_MAX + 1];
-	int r = tar_path_join("/", name ? name : "", path, sizeof(path), err);
+	const char *hard = archive_entry_hardlink(ae);
+	mode_t type = archive_entry_filetype(ae);
+	const char *sym = type == AE_IFLNK && !hard ? archive_entry_symlink(ae) : NULL;
+	int r = tar_check_utf8(number, "name", name ? name : "", err);
+	if (r >= 0 && hard)
+		r = tar_check_utf8(number, "hard link target", hard, err);
+	if (r >= 0 && sym)
+		r = tar_check_utf8(number, "symlink target", sym, err);
+	if (r >= 0)
+		r = tar_path_join("/", name ? name : "", path, sizeof(path), err);
 	if (r < 0)
 		return r;
 	struct oci_member mem = {0};
-	const char *hard = archive_entry_hardlink(ae);
-	mode_t type = archive_entry_filetype(ae);
 	if (hard) {
 		r = tar_path_join("/", hard, target, sizeof(target), err);
 	} else if (type == AE_IFLNK) {
 		/* relative to the link's directory; ".." may climb up to the archive's root */
-		const char *sym = archive_entry_symlink(ae);
 		char joined[2 * IMG_PATH_MAX + 2];
 		size_t dlen = (size_t)(strrchr(path, '/') - path);
 		snprintf(joined, sizeof(joined), "%.*s/%s", sym && sym[0] == '/' ? 0 : (int)dlen,
@@ -906,7 +988,7 @@ static int oci_archive_read(struct oci_archive *ar, int fd, const struct img_lim
 			return sk_error_set(
 			    err, -SK_EINVAL_SPEC,
 			    "member %zu: the archive is larger than the limits allow", members);
-		r = oci_read_member(ar, a, ae, max, err);
+		r = oci_read_member(ar, a, ae, members, max, err);
 		if (r < 0)
 			return r;
 	}

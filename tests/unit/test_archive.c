@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "../../src/image/archive.h"
+#include "../../src/lib/encoding.h"
 #include "../../src/lib/fsutil.h"
 #include "../../src/lib/hash.h"
 
@@ -1052,6 +1053,221 @@ static void test_oci_refused(void **state)
 	assert_clean(f);
 }
 
+/* A hard link names a file of the layer as it stands at the link: one below a directory that an
+ * earlier whiteout removed, or that a later member made a file or a symlink, is gone (tar would
+ * fail the link there), so the link is refused rather than given the removed file's content. */
+static void test_hardlink_to_removed(void **state)
+{
+	struct fixture *f = *state;
+	for (int c = 0; c < 3; c++) {
+		struct tw t = tw_open(TW_PLAIN);
+		tw_dir(&t, "d");
+		tw_file(&t, "d/secret", "removed");
+		if (c == 0)
+			tw_file(&t, ".wh.d", "");
+		else if (c == 1)
+			tw_file(&t, "d", "now a file");
+		else
+			tw_symlink(&t, "d", "/etc");
+		tw_hardlink(&t, "x", "d/secret");
+		struct img_manifest m;
+		struct sk_error err = {0};
+		assert_int_equal(layer(f, tw_close(&t), "/", IMG_TAR_WHITEOUTS, &m, &err),
+		                 -SK_EINVAL_SPEC);
+		assert_non_null(strstr(err.msg, "hard link"));
+		assert_non_null(strstr(err.msg, "removed"));
+		assert_int_equal(m.n, 0);
+		assert_clean(f);
+	}
+	/* the layer so far holds the file; this archive whites out its directory first */
+	struct tw t = tw_open(TW_PLAIN);
+	tw_dir(&t, "d");
+	tw_file(&t, "d/secret", "removed");
+	struct img_manifest m;
+	struct sk_error err = {0};
+	if (layer(f, tw_close(&t), "/", IMG_TAR_WHITEOUTS, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	t = tw_open(TW_PLAIN);
+	tw_file(&t, ".wh.d", "");
+	tw_hardlink(&t, "x", "d/secret");
+	int fd = tw_close(&t);
+	assert_int_equal(img_layer_from_tar(&f->s, fd, "/", IMG_TAR_WHITEOUTS, &f->lim, &m, &err),
+	                 -SK_EINVAL_SPEC);
+	close(fd);
+	assert_non_null(strstr(err.msg, "removed"));
+	assert_int_equal(m.n, 2); /* left as it was */
+	img_manifest_free(&m);
+	/* a file replaced after the link: the link keeps the content it named, as with tar */
+	t = tw_open(TW_PLAIN);
+	tw_file(&t, "f", "one");
+	tw_hardlink(&t, "x", "f");
+	tw_file(&t, "f", "two");
+	if (layer(f, tw_close(&t), "/", IMG_TAR_WHITEOUTS, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_blob(f, find(&m, "/x"), "one");
+	assert_blob(f, find(&m, "/f"), "two");
+	img_manifest_free(&m);
+}
+
+/* Names are manifest strings, which are UTF-8: a member whose name, link target or xattr name
+ * is not is refused at its header (its data never stored), with a message that is itself valid
+ * UTF-8. Newlines and other control characters are valid and kept. */
+static void test_names_not_utf8(void **state)
+{
+	struct fixture *f = *state;
+	static const char zeros[1024];
+	char h[512];
+	for (int c = 0; c < 3; c++) {
+		int fd = memfd_create("names", MFD_CLOEXEC);
+		if (c == 0) {
+			raw_header(h, "caf\xe9", '0', 6);
+		} else {
+			raw_header(h, c == 1 ? "l" : "h", c == 1 ? '2' : '1', 6);
+			memcpy(h + 157, "t\xff", 2); /* linkname */
+			memset(h + 148, ' ', 8);
+			unsigned sum = 0;
+			for (int i = 0; i < 512; i++)
+				sum += (unsigned char)h[i];
+			snprintf(h + 148, 8, "%06o", sum);
+		}
+		assert_int_equal(write(fd, h, 512), 512);
+		if (c == 0) {
+			assert_int_equal(write(fd, "stored", 6), 6);
+			assert_int_equal(write(fd, zeros, 506), 506);
+		}
+		assert_int_equal(write(fd, zeros, 1024), 1024);
+		assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+		struct img_manifest m;
+		struct sk_error err = {0};
+		assert_int_equal(layer(f, fd, "/", 0, &m, &err), -SK_EINVAL_SPEC);
+		assert_non_null(strstr(err.msg, "not valid UTF-8"));
+		assert_non_null(strstr(err.msg, c == 0 ? "caf\\xe9" : "t\\xff"));
+		assert_true(utf8_valid((const unsigned char *)err.msg, strlen(err.msg)));
+		char hex[SHA256_HEX_BYTES];
+		assert_int_equal(sha256_hex("stored", 6, hex), 0);
+		assert_false(img_blob_exists(&f->s, hex));
+		assert_clean(f);
+	}
+	/* an xattr name */
+	char pax[512];
+	size_t plen = pax_record(pax, sizeof(pax), "SCHILY.xattr.user.\xff", "v");
+	int fd = memfd_create("xname", MFD_CLOEXEC);
+	raw_header(h, "PaxHeaders/f", 'x', plen);
+	assert_int_equal(write(fd, h, 512), 512);
+	assert_int_equal(write(fd, pax, plen), (ssize_t)plen);
+	assert_int_equal(write(fd, zeros, 512 - plen), (ssize_t)(512 - plen));
+	raw_header(h, "f", '0', 0);
+	assert_int_equal(write(fd, h, 512), 512);
+	assert_int_equal(write(fd, zeros, 1024), 1024);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	struct img_manifest m;
+	struct sk_error err = {0};
+	assert_int_equal(layer(f, fd, "/", 0, &m, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "user.\\xff"));
+	assert_true(utf8_valid((const unsigned char *)err.msg, strlen(err.msg)));
+	/* a newline and a non-ASCII letter round trip through the canonical JSON */
+	fd = memfd_create("names", MFD_CLOEXEC);
+	static const char *const NAMES[] = {"new\nline", "caf\xc3\xa9"};
+	for (int i = 0; i < 2; i++) {
+		raw_header(h, NAMES[i], '0', 1);
+		assert_int_equal(write(fd, h, 512), 512);
+		assert_int_equal(write(fd, i ? "e" : "n", 1), 1);
+		assert_int_equal(write(fd, zeros, 511), 511);
+	}
+	assert_int_equal(write(fd, zeros, 1024), 1024);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	if (layer(f, fd, "/", 0, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_blob(f, find(&m, "/new\nline"), "n");
+	assert_blob(f, find(&m, "/caf\xc3\xa9"), "e");
+	char *json = NULL;
+	size_t len = 0;
+	struct img_manifest back;
+	assert_int_equal(img_manifest_encode(&m, &json, &len, &err), 0);
+	assert_int_equal(img_manifest_decode(json, len, 1, &f->lim, &back, &err), 0);
+	assert_int_equal(back.n, 2);
+	assert_non_null(img_manifest_find(&back, "/new\nline"));
+	free(json);
+	img_manifest_free(&back);
+	img_manifest_free(&m);
+}
+
+/* Attributes that steer the host's kernel (overlayfs' trusted.* and user.overlay.*, LSM labels)
+ * are dropped; user.*, file capabilities and POSIX ACLs are kept. */
+static void test_xattrs_allowed(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const KEYS[] = {"user.keep",           "security.capability",
+	                                   "security.selinux",    "security.SMACK64EXEC",
+	                                   "security.ima",        "trusted.overlay.redirect",
+	                                   "user.overlay.opaque", "system.posix_acl_access",
+	                                   "system.other"};
+	char pax[2048];
+	size_t plen = 0;
+	for (size_t i = 0; i < sizeof(KEYS) / sizeof(KEYS[0]); i++) {
+		char key[128];
+		snprintf(key, sizeof(key), "SCHILY.xattr.%s", KEYS[i]);
+		plen += pax_record(pax + plen, sizeof(pax) - plen, key, "v");
+	}
+	int fd = memfd_create("xattrs", MFD_CLOEXEC);
+	char h[512];
+	static const char zeros[2048];
+	size_t pad = (512 - plen % 512) % 512;
+	raw_header(h, "PaxHeaders/f", 'x', plen);
+	assert_int_equal(write(fd, h, 512), 512);
+	assert_int_equal(write(fd, pax, plen), (ssize_t)plen);
+	assert_int_equal(write(fd, zeros, pad), (ssize_t)pad);
+	raw_header(h, "f", '0', 0);
+	assert_int_equal(write(fd, h, 512), 512);
+	assert_int_equal(write(fd, zeros, 1024), 1024);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	struct img_manifest m;
+	struct sk_error err = {0};
+	if (layer(f, fd, "/", 0, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	const struct img_entry *e = find(&m, "/f");
+	assert_int_equal(e->nxattrs, 3);
+	assert_string_equal(e->xattrs[0].name, "security.capability");
+	assert_string_equal(e->xattrs[1].name, "system.posix_acl_access");
+	assert_string_equal(e->xattrs[2].name, "user.keep");
+	img_manifest_free(&m);
+}
+
+/* A pax hard link may carry data of its own; libarchive reads past it, so it counts against the
+ * byte limit like a file's. */
+static void test_hardlink_data_counted(void **state)
+{
+	struct fixture *f = *state;
+	f->lim.max_bytes = 4096;
+	static const char zeros[8192];
+	char h[512], pax[64];
+	int fd = memfd_create("hldata", MFD_CLOEXEC);
+	raw_header(h, "f", '0', 2);
+	assert_int_equal(write(fd, h, 512), 512);
+	assert_int_equal(write(fd, "hi", 2), 2);
+	assert_int_equal(write(fd, zeros, 510), 510);
+	size_t plen = pax_record(pax, sizeof(pax), "size", "8192");
+	raw_header(h, "PaxHeaders/h", 'x', plen);
+	assert_int_equal(write(fd, h, 512), 512);
+	assert_int_equal(write(fd, pax, plen), (ssize_t)plen);
+	assert_int_equal(write(fd, zeros, 512 - plen), (ssize_t)(512 - plen));
+	raw_header(h, "h", '1', 0);
+	memcpy(h + 157, "f", 1);
+	memset(h + 148, ' ', 8);
+	unsigned sum = 0;
+	for (int i = 0; i < 512; i++)
+		sum += (unsigned char)h[i];
+	snprintf(h + 148, 8, "%06o", sum);
+	assert_int_equal(write(fd, h, 512), 512);
+	assert_int_equal(write(fd, zeros, 8192), 8192);
+	assert_int_equal(write(fd, zeros, 1024), 1024);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	struct img_manifest m;
+	struct sk_error err = {0};
+	assert_int_equal(layer(f, fd, "/", 0, &m, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "more than 4096 bytes"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1075,6 +1291,10 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_docker_save, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_oci_layout, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_oci_refused, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hardlink_to_removed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_names_not_utf8, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_xattrs_allowed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hardlink_data_counted, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
