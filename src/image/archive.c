@@ -444,6 +444,18 @@ static int tar_whiteout(struct tar_reader *rd, char *path, struct sk_error *err)
 	return r < 0 ? r : 1;
 }
 
+/* n more bytes of the layer, within its limit. */
+static int tar_count_bytes(struct tar_reader *rd, const char *path, uint64_t n,
+                           struct sk_error *err)
+{
+	rd->t.bytes += n;
+	if (rd->t.bytes > rd->lim->max_bytes)
+		return sk_error_set(err, -SK_EINVAL_SPEC,
+		                    "member \"%s\": the archive holds more than %" PRIu64 " bytes",
+		                    path, rd->lim->max_bytes);
+	return 0;
+}
+
 /* The path of the nearest ancestor of path (in the layer so far) that is not a directory: a
  * whiteout or a later file or symlink there removed what is at path, which tar_layer_settle
  * will drop. NULL when every ancestor the layer holds is a directory. */
@@ -462,12 +474,11 @@ static const char *tar_layer_removed_by(struct tar_layer *t, const char *path)
 
 /* A hard link: the same content and metadata as the regular file target already in this
  * layer; anything else (a path outside the archive, a directory, itself) is refused. */
-static int tar_hardlink(struct tar_reader *rd, const char *path, const char *link, uint64_t size,
+static int tar_hardlink(struct tar_reader *rd, const char *path, const char *link,
                         struct sk_error *err)
 {
 	char target[IMG_PATH_MAX + 1];
-	int r = tar_path_join(rd->dest, link, target, sizeof(target), err);
-	if (r < 0)
+	if (tar_path_join(rd->dest, link, target, sizeof(target), err) < 0)
 		return sk_error_prefix(err, "hard link \"%s\"", path);
 	const struct img_entry *t = tar_layer_find(&rd->t, target);
 	if (!t || t->type != IMG_REG || strcmp(target, path) == 0)
@@ -484,13 +495,8 @@ static int tar_hardlink(struct tar_reader *rd, const char *path, const char *lin
 		                    path, link, gone);
 	struct img_entry e = *t;
 	e.path = (char *)path;
-	/* a pax hard link may carry data of its own, which is read (and skipped) like a file's */
-	rd->t.bytes += e.size + size;
-	if (rd->t.bytes > rd->lim->max_bytes)
-		return sk_error_set(err, -SK_EINVAL_SPEC,
-		                    "member \"%s\": the archive holds more than %" PRIu64 " bytes",
-		                    path, rd->lim->max_bytes);
-	return tar_layer_put(&rd->t, &e, err);
+	int r = tar_count_bytes(rd, path, e.size, err);
+	return r < 0 ? r : tar_layer_put(&rd->t, &e, err);
 }
 
 /* Owner, mode and mtime of the member, checked. */
@@ -562,15 +568,21 @@ static int tar_member(struct tar_reader *rd, struct archive_entry *ae, struct sk
 		return sk_error_set(err, -SK_EINVAL_SPEC,
 		                    "member \"%s\": its header is larger than the limits allow",
 		                    path);
+	/* Every member's data counts, stored or not: libarchive reads past a whiteout's or a pax
+	 * hard link's data as it reads a file's. */
+	r = tar_count_bytes(rd, path, size, err);
+	if (r < 0)
+		return r;
 
 	if ((link || type != AE_IFDIR) && strcmp(path, rd->dest) == 0)
 		return sk_error_set(err, -SK_EINVAL_SPEC,
 		                    "member \"%s\" would replace the destination directory", name);
-	if (link)
-		return tar_hardlink(rd, path, link, size, err);
+	/* a whiteout is one by its name, whatever its type (a hard link too), as Docker reads it */
 	r = tar_whiteout(rd, path, err);
 	if (r != 0)
 		return r < 0 ? r : 0;
+	if (link)
+		return tar_hardlink(rd, path, link, err);
 
 	struct img_entry e = {.path = path, .xattrs = xattrs, .nxattrs = nxattrs};
 	r = tar_meta(ae, path, &e, err);
@@ -578,12 +590,6 @@ static int tar_member(struct tar_reader *rd, struct archive_entry *ae, struct sk
 		return r;
 	switch (type) {
 	case AE_IFREG:
-		rd->t.bytes += size;
-		if (rd->t.bytes > lim->max_bytes)
-			return sk_error_set(err, -SK_EINVAL_SPEC,
-			                    "member \"%s\": the archive holds more than %" PRIu64
-			                    " bytes",
-			                    path, lim->max_bytes);
 		e.type = IMG_REG;
 		e.size = size;
 		r = tar_read_file(rd->s, rd->a, path, size, rd->budget, e.digest, err);

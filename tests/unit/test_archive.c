@@ -1266,6 +1266,29 @@ static void test_hardlink_data_counted(void **state)
 	struct sk_error err = {0};
 	assert_int_equal(layer(f, fd, "/", 0, &m, &err), -SK_EINVAL_SPEC);
 	assert_non_null(strstr(err.msg, "more than 4096 bytes"));
+	/* a whiteout's data is read past too */
+	struct tw t = tw_open(TW_GZIP);
+	tw_file_bytes(&t, ".wh.x", zeros, sizeof(zeros));
+	assert_int_equal(layer(f, tw_close(&t), "/", IMG_TAR_WHITEOUTS, &m, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "more than 4096 bytes"));
+}
+
+/* A whiteout is one by its name, whatever its type: a hard link named .wh.f removes f, as
+ * Docker reads it, rather than becoming a file named .wh.f in the layer. */
+static void test_whiteout_hardlink(void **state)
+{
+	struct fixture *f = *state;
+	struct tw t = tw_open(TW_PLAIN);
+	tw_file(&t, "g", "g");
+	tw_hardlink(&t, ".wh.f", "g");
+	struct img_manifest m;
+	struct sk_error err = {0};
+	if (layer(f, tw_close(&t), "/", IMG_TAR_WHITEOUTS, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_int_equal(m.n, 2);
+	assert_null(img_manifest_find(&m, "/.wh.f"));
+	assert_int_equal(find(&m, "/f")->type, IMG_WHITEOUT);
+	img_manifest_free(&m);
 }
 
 int main(void)
@@ -1295,6 +1318,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_names_not_utf8, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_xattrs_allowed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hardlink_data_counted, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_whiteout_hardlink, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
