@@ -24,11 +24,16 @@
 /* Header, pax records and padding a member may take beyond its data and xattrs: a backstop
  * against archives whose decompressed stream grows past what their members declare. */
 #define TAR_MEMBER_OVERHEAD_BYTES (64 * 1024)
-#define OCI_JSON_MAX_BYTES        (4 * 1024 * 1024)
-#define OCI_MAX_LAYERS            256
-#define OCI_MAX_MEMBERS           4096
-#define OCI_MAX_LINK_HOPS         8
-#define OCI_CONFIG_MAX_STRINGS    4096
+/* Names, link targets and xattrs the entries of one layer may hold in all (they are held in
+ * memory while it is read, then in its manifest, which loads only up to 512 MiB of JSON): hard
+ * links copy their target's xattrs, so without it one file with 64 KiB of them and a few
+ * thousand links (a few hundred bytes compressed) would cost gigabytes. */
+#define TAR_MAX_METADATA_BYTES (256ULL * 1024 * 1024)
+#define OCI_JSON_MAX_BYTES     (4 * 1024 * 1024)
+#define OCI_MAX_LAYERS         256
+#define OCI_MAX_MEMBERS        4096
+#define OCI_MAX_LINK_HOPS      8
+#define OCI_CONFIG_MAX_STRINGS 4096
 
 static void archive_freep(struct archive **a)
 {
@@ -213,6 +218,7 @@ struct tar_layer {
 	unsigned char *dead;
 	size_t dead_cap;
 	uint64_t members, bytes;
+	uint64_t meta_bytes; /* paths, targets and xattrs of every entry put, dead ones included */
 	uint64_t devices_dropped, sockets_dropped;
 };
 
@@ -234,6 +240,14 @@ static struct img_entry *tar_layer_find(struct tar_layer *t, const char *path)
 static int tar_layer_put(struct tar_layer *t, struct img_entry *e, struct sk_error *err)
 {
 	int r;
+	t->meta_bytes += strlen(e->path) + (e->target ? strlen(e->target) : 0);
+	for (size_t i = 0; i < e->nxattrs; i++)
+		t->meta_bytes += strlen(e->xattrs[i].name) + e->xattrs[i].len;
+	if (t->meta_bytes > TAR_MAX_METADATA_BYTES)
+		return sk_error_set(err, -SK_EINVAL_SPEC,
+		                    "member \"%s\": the layer's names, link targets and extended "
+		                    "attributes take more than %llu bytes",
+		                    e->path, TAR_MAX_METADATA_BYTES);
 	uintptr_t old = (uintptr_t)map_get(&t->byname, e->path);
 	if (old) {
 		struct img_entry *o = &t->m.e[old - 1];
@@ -301,7 +315,6 @@ static int tar_xattrs(struct archive_entry *ae, const char *path, const struct i
 	if (!x)
 		return sk_error_set(err, -ENOMEM, "out of memory");
 	size_t n = 0;
-	uint64_t bytes = 0;
 	const char *name;
 	const void *value;
 	size_t len;
@@ -321,22 +334,27 @@ static int tar_xattrs(struct archive_entry *ae, const char *path, const struct i
 			return sk_error_set(err, -SK_EINVAL_SPEC,
 			                    "member \"%s\": extended attribute \"%.64s\" too large",
 			                    path, name);
-		bytes += strlen(name) + len;
-		if (bytes > lim->max_xattr_bytes)
-			return sk_error_set(err, -SK_EINVAL_SPEC,
-			                    "member \"%s\": extended attributes past %" PRIu64
-			                    " bytes",
-			                    path, lim->max_xattr_bytes);
 		x[n].name = (char *)name;
 		x[n].value = (unsigned char *)value;
 		x[n].len = len;
 		n++;
 	}
 	qsort(x, n, sizeof(*x), xattr_cmp);
+	/* counted once unique: libarchive's writer gives each attribute twice (LIBARCHIVE.xattr
+	 * and SCHILY.xattr) */
 	size_t u = 0;
-	for (size_t i = 0; i < n; i++)
-		if (u == 0 || strcmp(x[u - 1].name, x[i].name) != 0)
-			x[u++] = x[i];
+	uint64_t bytes = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (u > 0 && strcmp(x[u - 1].name, x[i].name) == 0)
+			continue;
+		x[u++] = x[i];
+		bytes += strlen(x[i].name) + x[i].len;
+		if (bytes > lim->max_xattr_bytes)
+			return sk_error_set(err, -SK_EINVAL_SPEC,
+			                    "member \"%s\": extended attributes past %" PRIu64
+			                    " bytes",
+			                    path, lim->max_xattr_bytes);
+	}
 	*ret_n = u;
 	*ret_bytes = bytes;
 	*ret = u ? TAKE_PTR(x) : NULL;

@@ -1273,6 +1273,55 @@ static void test_hardlink_data_counted(void **state)
 	assert_non_null(strstr(err.msg, "more than 4096 bytes"));
 }
 
+/* libarchive's writer (bsdtar) gives each xattr twice, as LIBARCHIVE.xattr and SCHILY.xattr:
+ * it counts once against the limit of one entry's xattrs. */
+static void test_xattr_written_twice(void **state)
+{
+	struct fixture *f = *state;
+	struct tw t = tw_open(TW_PLAIN);
+	struct archive_entry *e = tw_entry("f", AE_IFREG, 0644);
+	static char value[40000];
+	memset(value, 'v', sizeof(value));
+	archive_entry_xattr_add_entry(e, "user.big", value, sizeof(value));
+	tw_put(&t, e, NULL, 0);
+	struct img_manifest m;
+	struct sk_error err = {0};
+	if (layer(f, tw_close(&t), "/", 0, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	const struct img_entry *x = find(&m, "/f");
+	assert_int_equal(x->nxattrs, 1);
+	assert_int_equal(x->xattrs[0].len, sizeof(value));
+	assert_memory_equal(x->xattrs[0].value, value, sizeof(value));
+	img_manifest_free(&m);
+}
+
+/* A hard link copies its target's xattrs: one file with 60 KB of them and 4500 links (a small
+ * archive) would hold 270 MB of metadata in memory and in the manifest; the layer's metadata is
+ * limited. */
+static void test_hardlink_metadata_limited(void **state)
+{
+	struct fixture *f = *state;
+	struct tw t = tw_open(TW_GZIP);
+	struct archive_entry *e = tw_entry("f", AE_IFREG, 0644);
+	static char value[60000];
+	memset(value, 'v', sizeof(value));
+	archive_entry_xattr_add_entry(e, "user.big", value, sizeof(value));
+	archive_entry_set_size(e, 1);
+	tw_put(&t, e, "x", 1);
+	for (int i = 0; i < 4500; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "l%d", i);
+		tw_hardlink(&t, name, "f");
+	}
+	struct img_manifest m;
+	struct sk_error err = {0};
+	assert_int_equal(layer(f, tw_close(&t), "/", 0, &m, &err), -SK_EINVAL_SPEC);
+	if (!strstr(err.msg, "extended attributes take more than"))
+		fail_msg("%s", err.msg);
+	assert_int_equal(m.n, 0);
+	assert_clean(f);
+}
+
 /* A whiteout is one by its name, whatever its type: a hard link named .wh.f removes f, as
  * Docker reads it, rather than becoming a file named .wh.f in the layer. */
 static void test_whiteout_hardlink(void **state)
@@ -1319,6 +1368,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_xattrs_allowed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hardlink_data_counted, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_whiteout_hardlink, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hardlink_metadata_limited, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_xattr_written_twice, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
