@@ -816,6 +816,12 @@ int img_layer_from_tar(struct img_store *s, int fd, const char *dest, int flags,
 #define OCI_SPOOL_FACTOR   2
 #define OCI_METADATA_BYTES (64ULL * 1024 * 1024) /* index, manifests, configs */
 
+/* a * b, or UINT64_MAX where that overflows (limits may be "none": UINT64_MAX) */
+static uint64_t sat_mul(uint64_t a, uint64_t b)
+{
+	return b && a > UINT64_MAX / b ? UINT64_MAX : a * b;
+}
+
 struct oci_member {
 	char *name;         /* normalized, absolute */
 	char *link;         /* a symlink's or hard link's target, normalized; NULL: a file */
@@ -993,7 +999,8 @@ static int oci_archive_read(struct oci_archive *ar, int fd, const struct img_lim
 	int r = tar_open(fd, 0, NULL, &a, err);
 	if (r < 0)
 		return r;
-	uint64_t max = lim->max_bytes * OCI_SPOOL_FACTOR + OCI_METADATA_BYTES;
+	uint64_t max = sat_mul(lim->max_bytes, OCI_SPOOL_FACTOR);
+	max = max > UINT64_MAX - OCI_METADATA_BYTES ? UINT64_MAX : max + OCI_METADATA_BYTES;
 	struct archive_entry *ae;
 	size_t members = 0;
 	/* what the members declare, data skipped included, and what the stream may hold for them
@@ -1363,7 +1370,18 @@ static int oci_apply_layers(struct oci_archive *ar, struct oci_plan *p,
 {
 	struct img_entry root = {.path = "/", .type = IMG_DIR, .mode = 0755};
 	int r = img_manifest_add(image, &root, err);
+	/* Each layer is within the limits, and all of them together within OCI_SPOOL_FACTOR times
+	 * them (later layers may remove what earlier ones wrote, but not without bound): else 256
+	 * layers could each write the image's byte limit in blobs, a compressed few MiB apiece. */
+	uint64_t max_bytes = sat_mul(lim->max_bytes, OCI_SPOOL_FACTOR);
+	uint64_t max_files = sat_mul(lim->max_files, OCI_SPOOL_FACTOR);
+	uint64_t bytes = 0, files = 0;
 	for (size_t i = 0; i < p->nlayers && r >= 0; i++) {
+		struct img_limits ll = *lim;
+		if (ll.max_bytes > max_bytes - bytes)
+			ll.max_bytes = max_bytes - bytes;
+		if (ll.max_files > max_files - files)
+			ll.max_files = max_files - files;
 		struct oci_member *m;
 		r = oci_open(ar, p->layers[i], p->digests[i][0] ? p->digests[i] : NULL, &m, err);
 		if (r < 0)
@@ -1372,11 +1390,18 @@ static int oci_apply_layers(struct oci_archive *ar, struct oci_plan *p,
 		img_manifest_init(&layer);
 		_cleanup_archive_ struct archive *a = NULL;
 		r = tar_open(ar->spool_fd, m->off, &m->size, &a, err);
+		struct img_tar_stats st;
 		if (r >= 0)
-			r = tar_layer_read(ar->s, a, "/", IMG_TAR_WHITEOUTS, lim, &layer, NULL,
-			                   err);
+			r = tar_layer_read(ar->s, a, "/", IMG_TAR_WHITEOUTS, &ll, &layer, &st, err);
+		if (r < 0 && (ll.max_bytes < lim->max_bytes || ll.max_files < lim->max_files))
+			sk_error_prefix(err,
+			                "the layers together may hold %" PRIu64 " bytes in %" PRIu64
+			                " members",
+			                max_bytes, max_files);
 		if (r < 0)
 			return sk_error_prefix(err, "layer %zu (%s)", i + 1, p->layers[i]);
+		bytes += st.bytes;
+		files += st.members;
 		r = img_manifest_apply(image, &layer, err);
 		img_manifest_free(&layer);
 		if (r < 0)

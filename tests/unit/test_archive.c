@@ -1273,6 +1273,50 @@ static void test_hardlink_data_counted(void **state)
 	assert_non_null(strstr(err.msg, "more than 4096 bytes"));
 }
 
+/* docker save output whose layers each replace /f with 8 new bytes: every layer and the image
+ * are within a 10 byte limit, but the layers together wrote 8 * nlayers bytes of blobs. */
+static int docker_save_layers(int nlayers)
+{
+	struct tw t = tw_open(TW_PLAIN);
+	char manifest[1024] = "[{\"Config\":\"config.json\",\"Layers\":[";
+	for (int i = 0; i < nlayers; i++) {
+		struct tw l = tw_open(TW_PLAIN);
+		char data[16], name[32];
+		snprintf(data, sizeof(data), "layer %02d", i);
+		tw_file(&l, "f", data);
+		size_t len;
+		char *bytes = tw_bytes(&l, &len);
+		snprintf(name, sizeof(name), "l%d/layer.tar", i);
+		tw_file_bytes(&t, name, bytes, len);
+		free(bytes);
+		snprintf(manifest + strlen(manifest), sizeof(manifest) - strlen(manifest),
+		         "%s\"%s\"", i ? "," : "", name);
+	}
+	snprintf(manifest + strlen(manifest), sizeof(manifest) - strlen(manifest), "]}]");
+	tw_file(&t, "config.json", "{\"config\":{}}");
+	tw_file(&t, "manifest.json", manifest);
+	return tw_close(&t);
+}
+
+static void test_oci_layers_limited_together(void **state)
+{
+	struct fixture *f = *state;
+	f->lim.max_bytes = 10;
+	struct img_manifest m;
+	struct img_config c;
+	struct sk_error err = {0};
+	if (import(f, docker_save_layers(2), &m, &c, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_blob(f, find(&m, "/f"), "layer 01");
+	img_manifest_free(&m);
+	img_config_free(&c);
+	assert_int_equal(import(f, docker_save_layers(3), &m, &c, &err), -SK_EINVAL_SPEC);
+	if (!strstr(err.msg, "layer 3") || !strstr(err.msg, "together may hold 20 bytes"))
+		fail_msg("%s", err.msg);
+	assert_int_equal(m.n, 0);
+	assert_clean(f);
+}
+
 /* libarchive's writer (bsdtar) gives each xattr twice, as LIBARCHIVE.xattr and SCHILY.xattr:
  * it counts once against the limit of one entry's xattrs. */
 static void test_xattr_written_twice(void **state)
@@ -1370,6 +1414,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_whiteout_hardlink, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hardlink_metadata_limited, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_xattr_written_twice, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_oci_layers_limited_together, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
