@@ -1183,6 +1183,7 @@ static void test_names_not_utf8(void **state)
 	char *json = NULL;
 	size_t len = 0;
 	struct img_manifest back;
+	img_manifest_init(&back);
 	assert_int_equal(img_manifest_encode(&m, &json, &len, &err), 0);
 	assert_int_equal(img_manifest_decode(json, len, 1, &f->lim, &back, &err), 0);
 	assert_int_equal(back.n, 2);
