@@ -1318,6 +1318,98 @@ static void test_oci_layers_limited_together(void **state)
 	assert_clean(f);
 }
 
+/* A file member whose header carries the given pax records. */
+static int pax_member(const char *records, char type, const char *name, const char *linkname)
+{
+	int fd = memfd_create("pax", MFD_CLOEXEC);
+	static const char zeros[1024];
+	char h[512];
+	size_t plen = strlen(records);
+	raw_header(h, "PaxHeaders/m", 'x', plen);
+	assert_int_equal(write(fd, h, 512), 512);
+	assert_int_equal(write(fd, records, plen), (ssize_t)plen);
+	assert_int_equal(write(fd, zeros, (512 - plen % 512) % 512),
+	                 (ssize_t)((512 - plen % 512) % 512));
+	raw_header(h, name, type, 0);
+	if (linkname) {
+		snprintf(h + 157, 100, "%s", linkname);
+		memset(h + 148, ' ', 8);
+		unsigned sum = 0;
+		for (int i = 0; i < 512; i++)
+			sum += (unsigned char)h[i];
+		snprintf(h + 148, 8, "%06o", sum);
+	}
+	assert_int_equal(write(fd, h, 512), 512);
+	assert_int_equal(write(fd, zeros, 1024), 1024);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	return fd;
+}
+
+/* What the ustar header says is harmless, but the pax header overrides it: the override is what
+ * is checked (path, linkpath, size, uid); a GNU long name is checked as any name. Negative
+ * mtimes (before 1970) are kept. */
+static void test_pax_overrides(void **state)
+{
+	struct fixture *f = *state;
+	static const struct {
+		const char *key, *value;
+		char type;
+		const char *link, *expect;
+	} CASES[] = {
+	    {"path", "../../etc/passwd", '0', NULL, "climbs above"},
+	    {"linkpath", "../../etc/shadow", '1', "ok", "climbs above"},
+	    {"size", "99999999999999", '0', NULL, "past the limit"},
+	    {"uid", "4294967295", '0', NULL, "bad owner"},
+	    {"gid", "99999999999", '0', NULL, "bad owner"},
+	};
+	for (size_t i = 0; i < sizeof(CASES) / sizeof(CASES[0]); i++) {
+		char rec[256];
+		pax_record(rec, sizeof(rec), CASES[i].key, CASES[i].value);
+		struct img_manifest m;
+		struct sk_error err = {0};
+		assert_int_equal(
+		    layer(f, pax_member(rec, CASES[i].type, "ok", CASES[i].link), "/", 0, &m, &err),
+		    -SK_EINVAL_SPEC);
+		if (!strstr(err.msg, CASES[i].expect))
+			fail_msg("%s=%s: %s", CASES[i].key, CASES[i].value, err.msg);
+		assert_clean(f);
+	}
+	char rec[256];
+	/* libarchive 3.6 reads a negative fraction's sign off its nanoseconds ("-0.25" as 0.25):
+	 * whole seconds only */
+	pax_record(rec, sizeof(rec), "mtime", "-86400");
+	struct img_manifest m;
+	struct sk_error err = {0};
+	if (layer(f, pax_member(rec, '0', "old", NULL), "/", 0, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	const struct img_entry *e = find(&m, "/old");
+	assert_int_equal(e->mtime_sec, -86400);
+	assert_int_equal(e->mtime_nsec, 0);
+	char *json = NULL;
+	size_t len = 0;
+	struct img_manifest back;
+	img_manifest_init(&back);
+	assert_int_equal(img_manifest_encode(&m, &json, &len, &err), 0);
+	assert_int_equal(img_manifest_decode(json, len, 1, &f->lim, &back, &err), 0);
+	assert_int_equal(find(&back, "/old")->mtime_sec, -86400);
+	free(json);
+	img_manifest_free(&back);
+	img_manifest_free(&m);
+
+	/* a GNU long name past IMG_PATH_MAX */
+	struct tw t = {.a = archive_write_new(), .fd = memfd_create("gnu", MFD_CLOEXEC)};
+	assert_int_equal(archive_write_set_format_gnutar(t.a), ARCHIVE_OK);
+	assert_int_equal(archive_write_open_fd(t.a, t.fd), ARCHIVE_OK);
+	char name[IMG_PATH_MAX + 64];
+	memset(name, 'n', sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	tw_file(&t, name, "long");
+	assert_int_equal(layer(f, tw_close(&t), "/", 0, &m, &err), -SK_EINVAL_SPEC);
+	if (!strstr(err.msg, "path too long"))
+		fail_msg("%s", err.msg);
+	assert_clean(f);
+}
+
 /* libarchive's writer (bsdtar) gives each xattr twice, as LIBARCHIVE.xattr and SCHILY.xattr:
  * it counts once against the limit of one entry's xattrs. */
 static void test_xattr_written_twice(void **state)
@@ -1416,6 +1508,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_hardlink_metadata_limited, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_xattr_written_twice, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_oci_layers_limited_together, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pax_overrides, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
