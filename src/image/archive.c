@@ -953,6 +953,10 @@ static int oci_read_member(struct oci_archive *ar, struct archive *a, struct arc
 		r = tar_path_join("/", name ? name : "", path, sizeof(path), err);
 	if (r < 0)
 		return r;
+	/* checked whole: cut to fit below, "a/b/../b/.." would name another member */
+	if (sym && strlen(sym) > IMG_PATH_MAX)
+		return sk_error_set(err, -SK_EINVAL_SPEC, "member \"%s\": symlink target too long",
+		                    path);
 	struct oci_member mem = {0};
 	if (hard) {
 		r = tar_path_join("/", hard, target, sizeof(target), err);

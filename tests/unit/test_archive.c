@@ -1410,6 +1410,28 @@ static void test_pax_overrides(void **state)
 	assert_clean(f);
 }
 
+/* A symlink of an image archive whose target is too long is refused whole, not cut to fit (its
+ * "a/b/../b/../..." cut short would name another member). */
+static void test_oci_long_symlink(void **state)
+{
+	struct fixture *f = *state;
+	static char target[9000];
+	size_t n = (size_t)snprintf(target, sizeof(target), "a/");
+	while (n + 20 < sizeof(target))
+		n += (size_t)snprintf(target + n, sizeof(target) - n, "b/../");
+	snprintf(target + n, sizeof(target) - n, "manifest.json");
+	struct tw t = tw_open(TW_PLAIN);
+	tw_file(&t, "a/manifest.json", "[]");
+	tw_symlink(&t, "manifest.json", target);
+	struct img_manifest m;
+	struct img_config c;
+	struct sk_error err = {0};
+	assert_int_equal(import(f, tw_close(&t), &m, &c, &err), -SK_EINVAL_SPEC);
+	if (!strstr(err.msg, "symlink target too long"))
+		fail_msg("%s", err.msg);
+	assert_clean(f);
+}
+
 /* libarchive's writer (bsdtar) gives each xattr twice, as LIBARCHIVE.xattr and SCHILY.xattr:
  * it counts once against the limit of one entry's xattrs. */
 static void test_xattr_written_twice(void **state)
@@ -1509,6 +1531,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_xattr_written_twice, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_oci_layers_limited_together, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pax_overrides, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_oci_long_symlink, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
