@@ -166,6 +166,25 @@ static int tar_check_utf8(uint64_t member, const char *what, const char *s, stru
 	                    shown);
 }
 
+/* Make err's message valid UTF-8, each byte that is not part of a valid sequence made '?':
+ * messages quote names cut to a length ("%.200s", the message buffer's end), which may cut a
+ * character in two, and the message travels in JSON. Returns r. */
+static int msg_utf8(struct sk_error *err, int r)
+{
+	if (!err)
+		return r;
+	unsigned char *p = (unsigned char *)err->msg;
+	while (*p) {
+		size_t len = *p < 0x80 ? 1 : *p >= 0xf0 ? 4 : *p >= 0xe0 ? 3 : 2;
+		if (strnlen((char *)p, len) == len && utf8_valid(p, len)) {
+			p += len;
+			continue;
+		}
+		*p++ = '?';
+	}
+	return r;
+}
+
 /* Join dest (an absolute normalized path) and the member name name into out: leading "/" and
  * "./", empty and "." components dropped, ".." resolved lexically; a ".." that would climb above
  * dest is refused (-SK_EINVAL_SPEC), as is a path past IMG_PATH_MAX. */
@@ -795,9 +814,9 @@ int img_layer_from_tar_stats(struct img_store *s, int fd, const char *dest, int 
 		return sk_error_set(err, -SK_EINVAL_SPEC, "bad destination path \"%s\"", dest);
 	_cleanup_archive_ struct archive *a = NULL;
 	int r = tar_open(fd, 0, NULL, &a, err);
-	if (r < 0)
-		return r;
-	return tar_layer_read(s, a, dest, flags, lim, layer, ret_stats, err);
+	if (r >= 0)
+		r = tar_layer_read(s, a, dest, flags, lim, layer, ret_stats, err);
+	return r < 0 ? msg_utf8(err, r) : r;
 }
 
 int img_layer_from_tar(struct img_store *s, int fd, const char *dest, int flags,
@@ -1463,7 +1482,7 @@ int img_oci_import(struct img_store *s, int fd, const struct img_limits *lim,
 	if (r < 0) {
 		img_manifest_free(&m);
 		img_config_free(&c);
-		return sk_error_prefix(err, "import image");
+		return msg_utf8(err, sk_error_prefix(err, "import image"));
 	}
 	*image = m;
 	*cfg = c;

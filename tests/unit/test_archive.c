@@ -1410,6 +1410,26 @@ static void test_pax_overrides(void **state)
 	assert_clean(f);
 }
 
+/* Messages quote names cut to a length: a cut inside a character must not leave the message
+ * invalid UTF-8 (it travels in JSON). */
+static void test_message_cut_in_a_character(void **state)
+{
+	struct fixture *f = *state;
+	static char name[4300], rec[4400];
+	size_t n = (size_t)snprintf(name, sizeof(name), "a");
+	while (n + 2 < sizeof(name))
+		n += (size_t)snprintf(name + n, sizeof(name) - n, "\xc3\xa9");
+	pax_record(rec, sizeof(rec), "path", name);
+	struct img_manifest m;
+	struct sk_error err = {0};
+	assert_int_equal(layer(f, pax_member(rec, '0', "ok", NULL), "/", 0, &m, &err),
+	                 -SK_EINVAL_SPEC);
+	if (!strstr(err.msg, "path too long"))
+		fail_msg("%s", err.msg);
+	assert_true(utf8_valid((const unsigned char *)err.msg, strlen(err.msg)));
+	assert_clean(f);
+}
+
 /* A symlink of an image archive whose target is too long is refused whole, not cut to fit (its
  * "a/b/../b/../..." cut short would name another member). */
 static void test_oci_long_symlink(void **state)
@@ -1532,6 +1552,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_oci_layers_limited_together, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pax_overrides, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_oci_long_symlink, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_message_cut_in_a_character, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
