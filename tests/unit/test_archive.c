@@ -649,11 +649,14 @@ static void test_empty(void **state)
 	assert_non_null(strstr(err.msg, "not a tar archive"));
 }
 
-/* A ustar header, by hand: what libarchive's writer will not produce. */
-static void raw_header(char h[512], const char *name, char type, size_t size)
+/* A ustar header, by hand: what libarchive's writer will not produce; link (or NULL) its
+ * linkname. */
+static void raw_header_link(char h[512], const char *name, char type, size_t size, const char *link)
 {
 	memset(h, 0, 512);
 	snprintf(h, 100, "%s", name);
+	if (link)
+		snprintf(h + 157, 100, "%s", link);
 	snprintf(h + 100, 8, "%07o", 0644);
 	snprintf(h + 108, 8, "%07o", 0);
 	snprintf(h + 116, 8, "%07o", 0);
@@ -669,6 +672,11 @@ static void raw_header(char h[512], const char *name, char type, size_t size)
 	snprintf(h + 148, 8, "%06o", sum);
 }
 
+static void raw_header(char h[512], const char *name, char type, size_t size)
+{
+	raw_header_link(h, name, type, size, NULL);
+}
+
 /* A pax header of 600 KiB (one long comment) before a small file: the member declares nothing
  * large, but the stream is, and reading stops there. */
 /* One pax record, "LEN key=value\n" where LEN counts its own digits; its length. */
@@ -679,6 +687,25 @@ static size_t pax_record(char *out, size_t size, const char *key, const char *va
 		len++;
 	assert_int_equal(snprintf(out, size, "%zu %s=%s\n", len, key, value), (int)len);
 	return len;
+}
+
+/* A file member whose header carries the given pax records. */
+static int pax_member(const char *records, char type, const char *name, const char *linkname)
+{
+	int fd = memfd_create("pax", MFD_CLOEXEC);
+	static const char zeros[1024];
+	char h[512];
+	size_t plen = strlen(records);
+	raw_header(h, "PaxHeaders/m", 'x', plen);
+	assert_int_equal(write(fd, h, 512), 512);
+	assert_int_equal(write(fd, records, plen), (ssize_t)plen);
+	assert_int_equal(write(fd, zeros, (512 - plen % 512) % 512),
+	                 (ssize_t)((512 - plen % 512) % 512));
+	raw_header_link(h, name, type, 0, linkname);
+	assert_int_equal(write(fd, h, 512), 512);
+	assert_int_equal(write(fd, zeros, 1024), 1024);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	return fd;
 }
 
 /* Extended attributes as GNU tar and Python's tarfile write them: SCHILY.xattr only. */
@@ -1122,13 +1149,7 @@ static void test_names_not_utf8(void **state)
 		if (c == 0) {
 			raw_header(h, "caf\xe9", '0', 6);
 		} else {
-			raw_header(h, c == 1 ? "l" : "h", c == 1 ? '2' : '1', 6);
-			memcpy(h + 157, "t\xff", 2); /* linkname */
-			memset(h + 148, ' ', 8);
-			unsigned sum = 0;
-			for (int i = 0; i < 512; i++)
-				sum += (unsigned char)h[i];
-			snprintf(h + 148, 8, "%06o", sum);
+			raw_header_link(h, c == 1 ? "l" : "h", c == 1 ? '2' : '1', 6, "t\xff");
 		}
 		assert_int_equal(write(fd, h, 512), 512);
 		if (c == 0) {
@@ -1150,16 +1171,8 @@ static void test_names_not_utf8(void **state)
 	}
 	/* an xattr name */
 	char pax[512];
-	size_t plen = pax_record(pax, sizeof(pax), "SCHILY.xattr.user.\xff", "v");
-	int fd = memfd_create("xname", MFD_CLOEXEC);
-	raw_header(h, "PaxHeaders/f", 'x', plen);
-	assert_int_equal(write(fd, h, 512), 512);
-	assert_int_equal(write(fd, pax, plen), (ssize_t)plen);
-	assert_int_equal(write(fd, zeros, 512 - plen), (ssize_t)(512 - plen));
-	raw_header(h, "f", '0', 0);
-	assert_int_equal(write(fd, h, 512), 512);
-	assert_int_equal(write(fd, zeros, 1024), 1024);
-	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	pax_record(pax, sizeof(pax), "SCHILY.xattr.user.\xff", "v");
+	int fd = pax_member(pax, '0', "f", NULL);
 	struct img_manifest m;
 	struct sk_error err = {0};
 	assert_int_equal(layer(f, fd, "/", 0, &m, &err), -SK_EINVAL_SPEC);
@@ -1210,18 +1223,8 @@ static void test_xattrs_allowed(void **state)
 		snprintf(key, sizeof(key), "SCHILY.xattr.%s", KEYS[i]);
 		plen += pax_record(pax + plen, sizeof(pax) - plen, key, "v");
 	}
-	int fd = memfd_create("xattrs", MFD_CLOEXEC);
-	char h[512];
-	static const char zeros[2048];
-	size_t pad = (512 - plen % 512) % 512;
-	raw_header(h, "PaxHeaders/f", 'x', plen);
-	assert_int_equal(write(fd, h, 512), 512);
-	assert_int_equal(write(fd, pax, plen), (ssize_t)plen);
-	assert_int_equal(write(fd, zeros, pad), (ssize_t)pad);
-	raw_header(h, "f", '0', 0);
-	assert_int_equal(write(fd, h, 512), 512);
-	assert_int_equal(write(fd, zeros, 1024), 1024);
-	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	pax[plen] = '\0';
+	int fd = pax_member(pax, '0', "f", NULL);
 	struct img_manifest m;
 	struct sk_error err = {0};
 	if (layer(f, fd, "/", 0, &m, &err) < 0)
@@ -1252,13 +1255,7 @@ static void test_hardlink_data_counted(void **state)
 	assert_int_equal(write(fd, h, 512), 512);
 	assert_int_equal(write(fd, pax, plen), (ssize_t)plen);
 	assert_int_equal(write(fd, zeros, 512 - plen), (ssize_t)(512 - plen));
-	raw_header(h, "h", '1', 0);
-	memcpy(h + 157, "f", 1);
-	memset(h + 148, ' ', 8);
-	unsigned sum = 0;
-	for (int i = 0; i < 512; i++)
-		sum += (unsigned char)h[i];
-	snprintf(h + 148, 8, "%06o", sum);
+	raw_header_link(h, "h", '1', 0, "f");
 	assert_int_equal(write(fd, h, 512), 512);
 	assert_int_equal(write(fd, zeros, 8192), 8192);
 	assert_int_equal(write(fd, zeros, 1024), 1024);
@@ -1316,33 +1313,6 @@ static void test_oci_layers_limited_together(void **state)
 		fail_msg("%s", err.msg);
 	assert_int_equal(m.n, 0);
 	assert_clean(f);
-}
-
-/* A file member whose header carries the given pax records. */
-static int pax_member(const char *records, char type, const char *name, const char *linkname)
-{
-	int fd = memfd_create("pax", MFD_CLOEXEC);
-	static const char zeros[1024];
-	char h[512];
-	size_t plen = strlen(records);
-	raw_header(h, "PaxHeaders/m", 'x', plen);
-	assert_int_equal(write(fd, h, 512), 512);
-	assert_int_equal(write(fd, records, plen), (ssize_t)plen);
-	assert_int_equal(write(fd, zeros, (512 - plen % 512) % 512),
-	                 (ssize_t)((512 - plen % 512) % 512));
-	raw_header(h, name, type, 0);
-	if (linkname) {
-		snprintf(h + 157, 100, "%s", linkname);
-		memset(h + 148, ' ', 8);
-		unsigned sum = 0;
-		for (int i = 0; i < 512; i++)
-			sum += (unsigned char)h[i];
-		snprintf(h + 148, 8, "%06o", sum);
-	}
-	assert_int_equal(write(fd, h, 512), 512);
-	assert_int_equal(write(fd, zeros, 1024), 1024);
-	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
-	return fd;
 }
 
 /* What the ustar header says is harmless, but the pax header overrides it: the override is what
