@@ -394,6 +394,30 @@ def test_sandbox_on_image_sees_files_env_workdir(d, app_image):
     assert s == 200, body
 
 
+def test_exec_starts_in_the_image_workdir(d, app_image):
+    s, sb = d.api("POST", "/v1/sandboxes", {"image": app_image["id"]})
+    assert s == 201, sb
+    try:
+        out = sh(d, sb["id"], "pwd; cat hello.txt")
+        assert out["stdout"] == "/app\nhello image\n", out
+        # Its own workdir still wins, and null means the default.
+        s, out = d.api("POST", f"/v1/sandboxes/{sb['id']}/exec?wait=true",
+                       {"command": ["pwd"], "workdir": "/tmp"})
+        assert s == 200 and out["stdout"] == "/tmp\n", out
+        s, out = d.api("POST", f"/v1/sandboxes/{sb['id']}/exec?wait=true",
+                       {"command": ["pwd"], "workdir": None})
+        assert s == 200 and out["stdout"] == "/app\n", out
+    finally:
+        d.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    # A create's workdir is the sandbox's, for its execs too.
+    s, sb = d.api("POST", "/v1/sandboxes", {"image": app_image["id"], "workdir": "/etc"})
+    assert s == 201, sb
+    try:
+        assert sh(d, sb["id"], "pwd")["stdout"] == "/etc\n"
+    finally:
+        d.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+
+
 def wait_for_file(d, sbid, path, timeout=30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
