@@ -509,7 +509,7 @@ static void step_done(struct build *b, const char *layer, int cached)
 		              b->step_key, "cached", cached, "layer",
 		              layer && layer[0] ? json_sprintf("sha256:%s", layer) : json_null(),
 		              "seconds", secs));
-		image_logf(srv, b->im, "step %zu: %s", b->step, cached ? "cached" : "done");
+		image_logf(srv, b->im, "step %zu: %s", b->step + 1, cached ? "cached" : "done");
 	}
 	snprintf(b->key, sizeof(b->key), "%s", b->step_key);
 	b->step_key[0] = '\0';
@@ -703,7 +703,7 @@ static void work_done(uv_work_t *w, int status)
 		const char *text = b->step < b->nsteps
 		                       ? json_dumps(json_array_get(b->steps, b->step), JSON_COMPACT)
 		                       : NULL;
-		build_fail(b, "step %zu (%.200s): %s", b->step, text ? text : "", t->err.msg);
+		build_fail(b, "step %zu (%.200s): %s", b->step + 1, text ? text : "", t->err.msg);
 		free((char *)text);
 	} else {
 		snprintf(b->manifest, sizeof(b->manifest), "%s", t->out_manifest);
@@ -732,15 +732,15 @@ static void step_sandbox_done(struct build *b)
 	char *text = json_dumps(json_array_get(b->steps, b->step), JSON_COMPACT);
 	if (strcmp(sb->row.state, "exited") || sb->row.exit_code != 0) {
 		if (sb->fail_message[0])
-			build_fail(b, "step %zu (%.200s): its sandbox failed to start: %s", b->step,
+			build_fail(b, "step %zu (%.200s): its sandbox failed to start: %s", b->step + 1,
 			           text ? text : "", sb->fail_message);
 		else
 			build_fail(b,
 			           "step %zu (%.200s) failed: %s, exit code %d (its output is in "
 			           "the build log)",
-			           b->step, text ? text : "", sb->row.state, sb->row.exit_code);
+			           b->step + 1, text ? text : "", sb->row.state, sb->row.exit_code);
 	} else if (!sb->layer[0]) {
-		build_fail(b, "step %zu (%.200s): the worker captured no layer%s%s", b->step,
+		build_fail(b, "step %zu (%.200s): the worker captured no layer%s%s", b->step + 1,
 		           text ? text : "", sb->layer_error[0] ? ": " : "", sb->layer_error);
 	} else {
 		struct task *t = task_new(b->srv, b, TASK_LAYER);
@@ -823,7 +823,7 @@ static void step_sandbox(struct build *b, const char *script)
 	struct server *srv = b->srv;
 	struct worker_rec *w = link_pick_worker(srv);
 	if (!w) {
-		build_fail(b, "step %zu: no worker is connected to run it", b->step);
+		build_fail(b, "step %zu: no worker is connected to run it", b->step + 1);
 		return;
 	}
 	struct spec defaults;
@@ -865,7 +865,7 @@ static void step_sandbox(struct build *b, const char *script)
 		json_object_set_new(sb->spec, "image", json_string(b->im->row.id));
 	sb->build = b;
 	b->sb = sb;
-	image_logf(srv, b->im, "step %zu: in sandbox %s", b->step, sb->row.id);
+	image_logf(srv, b->im, "step %zu: in sandbox %s", b->step + 1, sb->row.id);
 	sandbox_create_command(srv, sb);
 }
 
@@ -896,7 +896,7 @@ static void step_work(struct build *b, json_t *step)
 	b->busy = 1;
 	b->step_start_ms = clock_now_ms();
 	char *text = json_dumps(step, JSON_COMPACT);
-	image_logf(b->srv, b->im, "step %zu: %.300s", b->step, text ? text : "");
+	image_logf(b->srv, b->im, "step %zu: %.300s", b->step + 1, text ? text : "");
 	free(text);
 	if (!strcmp(kind, "env") || !strcmp(kind, "workdir") || !strcmp(kind, "entrypoint")) {
 		json_t *cfg = json_deep_copy(b->config);
@@ -971,7 +971,7 @@ static void build_step(struct build *b)
 	for (struct build *o = srv->builds; o; o = o->next)
 		if (o != b && o->busy && !strcmp(o->step_key, b->step_key)) {
 			image_logf(srv, b->im,
-			           "step %zu: waiting for %s, which makes the same step", b->step,
+			           "step %zu: waiting for %s, which makes the same step", b->step + 1,
 			           o->im->row.id);
 			b->waiting_on = o;
 			return;

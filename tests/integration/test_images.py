@@ -470,8 +470,14 @@ def test_run_steps_and_failure(d):
     bad = wait_built(d, build(d, {"base": "busybox", "steps": [
         {"env": {"A": "1"}}, {"run": "echo about-to-fail; exit 7"}]})["id"])
     assert bad["state"] == "failed", bad
-    assert "step 1" in bad["error"] and "exit 7" in bad["error"] and "7" in bad["error"]
-    assert "about-to-fail" in logs(d, bad["id"])
+    # Steps are counted from 1 in messages and the log (layers[].step is the 0-based index).
+    assert bad["error"].startswith("step 2 ("), bad["error"]
+    assert "exit 7" in bad["error"] and "exit code 7" in bad["error"], bad["error"]
+    log = logs(d, bad["id"])
+    assert "about-to-fail" in log
+    assert "step 1: cached" in log or "step 1: done" in log, log
+    assert "step 0" not in log, log
+    assert [l["step"] for l in bad["layers"]] == [0], bad["layers"]
     # Build sandboxes do not outlive their step.
     s, lst = d.api("GET", "/v1/sandboxes?limit=1000")
     live = [x for x in lst["items"] if x["tags"].get("skiff.build")
