@@ -18,6 +18,7 @@
 #include "../image/busybox.h"
 #include "../image/manifest.h"
 #include "../lib/clock.h"
+#include "../lib/encoding.h"
 #include "../lib/macros.h"
 #include "../runtime/spec.h"
 #include "server.h"
@@ -484,6 +485,9 @@ static void build_fail(struct build *b, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	/* File names and commands are bytes, and truncation may cut a character: the error goes
+	 * into the image's JSON, which must be UTF-8. */
+	utf8_sanitize(msg);
 	struct image_rec *im = b->im;
 	snprintf(im->row.state, sizeof(im->row.state), "failed");
 	free(im->row.error);

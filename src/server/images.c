@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "../lib/clock.h"
+#include "../lib/encoding.h"
 #include "../lib/fsutil.h"
 #include "../lib/macros.h"
 #include "server.h"
@@ -51,6 +52,8 @@ int image_load(const struct store_image *row, void *ud)
 	im->row = *row;
 	im->row.spec_json = im->row.config_json = im->row.layers_json = NULL;
 	im->row.error = row->error ? strdup(row->error) : NULL;
+	if (im->row.error) /* a row stored before errors were made UTF-8 */
+		utf8_sanitize(im->row.error);
 	im->spec = row->spec_json ? json_loads(row->spec_json, 0, NULL) : NULL;
 	im->config = row->config_json ? json_loads(row->config_json, 0, NULL) : NULL;
 	im->layers = row->layers_json ? json_loads(row->layers_json, 0, NULL) : NULL;

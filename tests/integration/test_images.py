@@ -485,6 +485,32 @@ def test_run_steps_and_failure(d):
     assert not live, live
 
 
+def test_failed_build_error_is_valid_utf8(d):
+    """A build's error holds bytes it was given (a step's text cut inside a character, a
+    file name in Latin-1): the image is still readable, the bad bytes replaced."""
+    # The message quotes the step's JSON cut at 200 bytes: an "\u00e9" there is cut in two.
+    cmd = "exit 3 #" + "x" * (199 - len('{"run":"exit 3 #')) + "\u00e9" * 100
+    assert len(('{"run":"' + cmd).encode()[:200].decode(errors="ignore")) < 200
+    bad = wait_built(d, build(d, {"base": "busybox", "steps": [{"run": cmd}]})["id"])
+    assert bad["state"] == "failed", bad
+    assert bad["error"].startswith("step 1 (") and "exit code 3" in bad["error"], bad
+    assert "\ufffd" not in bad["error"] and "x?" in bad["error"], bad["error"]
+    s, lst = d.api("GET", "/v1/images?limit=1000")
+    assert s == 200 and bad["id"] in [i["id"] for i in lst["items"]]
+    # A tar member named in Latin-1 that the copy refuses: its name is in the error.
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT,
+                      encoding="latin-1") as t:
+        info = tarfile.TarInfo("../caf\u00e9")
+        info.size = 1
+        t.addfile(info, io.BytesIO(b"x"))
+    tar = upload(d, buf.getvalue())
+    bad = wait_built(d, build(d, {"base": "busybox", "steps": [
+        {"copy": {"blob": tar, "dest": "/x"}}]})["id"])
+    assert bad["state"] == "failed", bad
+    assert bad["error"].startswith("step 1 (") and "caf?" in bad["error"], bad["error"]
+
+
 def test_concurrent_identical_builds_run_the_step_once(d):
     marker = os.urandom(8).hex()
     spec = {"base": "busybox", "steps": [{"run": f"echo {marker} > /m; sleep 1"}]}
