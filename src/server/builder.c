@@ -596,7 +596,12 @@ static void snap_applied(uv_work_t *w, int status)
 static void base_ready(struct build *b)
 {
 	char *cfg = canonical(b->config);
-	const char *parts[] = {"base", b->manifest, cfg ? cfg : ""};
+	/* The workspace is part of every step's key: a cache shared across workspaces would tell
+	 * one that another ran the very same step ("cached", or "waiting for" its build), which
+	 * confirms a guess at a secret in a step's text, and would hand it the other's output
+	 * of a step whose result is not a function of its text (a download). The blobs
+	 * themselves are still stored once. */
+	const char *parts[] = {"base", b->im->row.workspace_id, b->manifest, cfg ? cfg : ""};
 	key_of(parts, ARRAY_SIZE(parts), b->key);
 	free(cfg);
 	image_logf(b->srv, b->im, "base: sha256:%s", b->manifest);

@@ -526,6 +526,36 @@ def test_concurrent_identical_builds_run_the_step_once(d):
     assert len(made) == 1, made
 
 
+def test_build_cache_is_per_workspace(d):
+    """Another workspace running the very same step makes it itself: a shared cache would
+    tell it that the step (and any secret in its text) was run here, and hand it our output."""
+    s, _ = d.api("POST", "/v1/workspaces", {"name": "imgs-cache"})
+    assert s in (201, 409)
+    s, tok = d.api("POST", "/v1/tokens", {"name": "cache-dev", "workspace": "imgs-cache",
+                                         "role": "developer"})
+    assert s == 201, tok
+    other = tok["secret"]
+    spec = {"base": "busybox", "steps": [{"run": f"echo {os.urandom(8).hex()} > /m"}]}
+    mine = wait_built(d, build(d, spec)["id"])
+    assert mine["state"] == "ready" and mine["layers"][0]["cached"] is False, mine
+    again = wait_built(d, build(d, spec)["id"])
+    assert again["layers"][0]["cached"] is True, again  # the cache works within one
+    s, theirs = d.api("POST", "/v1/images", spec, token=other)
+    assert s == 202, theirs
+    deadline = time.monotonic() + 120
+    while theirs["state"] == "building":
+        assert time.monotonic() < deadline, theirs
+        time.sleep(0.05)
+        s, theirs = d.api("GET", f"/v1/images/{theirs['id']}", token=other)
+    assert theirs["state"] == "ready", theirs
+    assert theirs["layers"][0]["cached"] is False, theirs
+    s, _, raw = d.raw("GET", f"/v1/images/{theirs['id']}/logs",
+                      headers={"Authorization": f"Bearer {other}"})
+    assert s == 200 and mine["id"].encode() not in raw and b"waiting for" not in raw
+    s, body = d.api("DELETE", f"/v1/images/{theirs['id']}", token=other)
+    assert s == 200, body
+
+
 def test_snapshot_round_trip(d, app_image):
     s, sb = d.api("POST", "/v1/sandboxes", {"image": app_image["id"]})
     assert s == 201, sb
