@@ -155,6 +155,11 @@ static int blob_place(struct img_blob_writer *w, const char *digest, struct sk_e
 	}
 	if (r < 0 && r != -EEXIST)
 		return sk_error_errno(err, r, "blob: store %s/%s", s->root, rel);
+	/* Stored again (a layer ingested, a copy step's tar unpacked) while nothing recorded yet
+	 * names it: gc spares blobs by mtime, so the old file must count as new, or a gc racing
+	 * the writer removes what the manifest about to be saved names. */
+	if (r == -EEXIST)
+		utimensat(s->root_fd, rel, NULL, 0);
 	return 0;
 }
 
