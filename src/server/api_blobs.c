@@ -48,6 +48,7 @@ static const char *blob_digest_of_call(struct api_call *call)
 struct blob_upload {
 	struct blob_upload *next, **prevp; /* srv->uploads */
 	struct server *srv;
+	char workspace_id[ID_MAX_BYTES];
 	uv_tcp_t *tcp;
 	uv_timer_t *timer; /* nothing arrived for HTTP_DEFAULT_BODY_TIMEOUT_MS: given up */
 	struct img_blob_writer *w;
@@ -250,6 +251,16 @@ void api_blobs_put(struct http_request *req)
 		                (unsigned long long)max);
 		return;
 	}
+	size_t all = 0, in_ws = 0;
+	for (struct blob_upload *o = srv->uploads; o; o = o->next, all++)
+		in_ws += !strcmp(o->workspace_id, call->who.workspace_id);
+	if (all >= SERVER_MAX_UPLOADS || in_ws >= SERVER_MAX_UPLOADS_PER_WS) {
+		api_reply_error(call, 429, "resource_exhausted",
+		                "too many uploads at once (%zu in this workspace, at most %d; %zu in "
+		                "all, at most %d): try again when one has ended",
+		                in_ws, SERVER_MAX_UPLOADS_PER_WS, all, SERVER_MAX_UPLOADS);
+		return;
+	}
 	struct blob_upload *u = calloc(1, sizeof(*u));
 	struct sk_error err = {0};
 	if (!u || !(u->buf = malloc(BLOB_READ_BYTES))) {
@@ -258,6 +269,7 @@ void api_blobs_put(struct http_request *req)
 		return;
 	}
 	u->srv = srv;
+	snprintf(u->workspace_id, sizeof(u->workspace_id), "%s", call->who.workspace_id);
 	u->left = (uint64_t)req->body_unread;
 	snprintf(u->expect, sizeof(u->expect), "%s", expect);
 	u->existed = img_blob_exists(&srv->imgs, expect);

@@ -70,6 +70,9 @@
 /* Images (api_blobs.c, images.c, builder.c). */
 #define SERVER_MAX_BLOB_BYTES         (4ULL << 30) /* one upload: SKIFF_MAX_BLOB_BYTES lowers it */
 #define SERVER_MAX_CHUNKED_BLOB_BYTES (64 * 1024 * 1024) /* a chunked upload is held whole */
+#define SERVER_MAX_UPLOADS            256 /* streamed PUT /v1/blobs at once, all workspaces */
+#define SERVER_MAX_UPLOADS_PER_WS     16  /* of one workspace: a slow one holds a socket, a */
+                                          /* tmp file and its buffer for as long as it trickles */
 #define SERVER_MAX_IMAGES             100000
 #define SERVER_MAX_IMAGE_BODY_BYTES   (1024 * 1024) /* a build spec */
 #define IMAGE_MAX_STEPS               256

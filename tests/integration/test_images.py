@@ -1,6 +1,7 @@
 """Images in the control plane: blobs (/v1/blobs), builds (/v1/images) with their cache,
 sandboxes started on images, snapshots, and gc never taking what an image uses."""
 
+import glob
 import hashlib
 import http.client
 import json
@@ -131,6 +132,81 @@ def test_blob_roles(d):
     assert s == 200 and raw == data
     s, body = put_blob(d, data, token=None)
     assert s == 401
+
+
+def _put_head(d, name, length, extra=""):
+    return (f"PUT /v1/blobs/{name} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {d.token}\r\n"
+            f"Content-Length: {length}\r\n{extra}\r\n").encode()
+
+
+def _tmp_files(d):
+    """Files open under the store's tmp/ (uploads write O_TMPFILEs there), by any process."""
+    tmp = str(d.data / "images" / "tmp") + "/"
+    found = []
+    for fd in glob.glob("/proc/[0-9]*/fd/*"):
+        try:
+            if os.readlink(fd).startswith(tmp):
+                found.append(fd)
+        except OSError:
+            pass
+    tmpdir = d.data / "images" / "tmp"
+    return found + (list(tmpdir.iterdir()) if tmpdir.is_dir() else [])
+
+
+def test_blob_expect_100_continue(d):
+    import socket
+    data = os.urandom(200000)
+    c = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+    try:
+        c.sendall(_put_head(d, digest(data), len(data), "Expect: 100-continue\r\n"))
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += c.recv(100)
+        assert got.startswith(b"HTTP/1.1 100 Continue\r\n"), got
+        c.sendall(data)
+        reply = b""
+        while (part := c.recv(4096)):
+            reply += part
+        assert reply.split(b"\r\n")[0].split(b" ")[1] in (b"200", b"201"), reply
+    finally:
+        c.close()
+    assert digest(data)[7:] in blob_files(d)
+
+
+def test_blob_uploads_at_once_are_limited_and_a_dropped_one_leaves_nothing(d):
+    """A workspace holds at most 16 streamed uploads at once (each trickling one holds a
+    socket and a tmp file); one whose client goes away mid-body stores nothing."""
+    import socket
+    socks = []
+    try:
+        for i in range(16):
+            c = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+            socks.append(c)
+            c.sendall(_put_head(d, digest(b"%d" % i), 100000) + b"x" * 10)
+        deadline = time.monotonic() + 10
+        while len(_tmp_files(d)) < 16:
+            assert time.monotonic() < deadline, _tmp_files(d)
+            time.sleep(0.05)
+        s, body = put_blob(d, b"one more")
+        assert s == 429 and body["error"]["code"] == "resource_exhausted", body
+        assert "16" in body["error"]["message"], body
+        # Another workspace is not held up by this one.
+        s, tok = d.api("POST", "/v1/workspaces", {"name": "imgs-uploads"})
+        assert s in (201, 409)
+        s, tok = d.api("POST", "/v1/tokens", {"name": "up", "workspace": "imgs-uploads",
+                                             "role": "developer"})
+        assert s == 201, tok
+        s, body = put_blob(d, b"theirs", token=tok["secret"])
+        assert s in (200, 201), body
+    finally:
+        for c in socks:
+            c.close()
+    deadline = time.monotonic() + 10
+    while _tmp_files(d):
+        assert time.monotonic() < deadline, f"left behind: {_tmp_files(d)}"
+        time.sleep(0.05)
+    s, body = put_blob(d, b"one more")  # the slots are free again
+    assert s in (200, 201), body
 
 
 # ---- builds ----
