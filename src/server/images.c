@@ -285,6 +285,30 @@ static void create_persisted(struct server *srv, struct image_rec *im, int rc)
 		            -rc);
 }
 
+/* 0, or -1 after a 429: the store holds no more images, or the workspace builds as many as it
+ * may at once (builds are not sandboxes a create counts, yet each may run one). */
+static int images_room(struct api_call *call)
+{
+	struct server *srv = call->srv;
+	if (srv->images.len >= SERVER_MAX_IMAGES) {
+		api_reply_error(call, 429, "resource_exhausted", "too many images: delete some");
+		return -1;
+	}
+	size_t pos = 0, building = 0;
+	struct image_rec *im;
+	while ((im = map_next(&srv->images, &pos)))
+		building += !strcmp(im->row.state, "building") &&
+		            !strcmp(im->row.workspace_id, call->who.workspace_id);
+	if (building >= SERVER_MAX_BUILDS_PER_WS) {
+		api_reply_error(call, 429, "resource_exhausted",
+		                "this workspace builds %zu images already (at most %d at once): wait "
+		                "for one to end",
+		                building, SERVER_MAX_BUILDS_PER_WS);
+		return -1;
+	}
+	return 0;
+}
+
 void api_images_create(struct http_request *req)
 {
 	struct api_call *call = req->data;
@@ -310,9 +334,8 @@ void api_images_create(struct http_request *req)
 		json_decref(body); /* name points into it */
 		return;
 	}
-	if (srv->images.len >= SERVER_MAX_IMAGES) {
+	if (images_room(call) < 0) {
 		json_decref(body);
-		api_reply_error(call, 429, "resource_exhausted", "too many images: delete some");
 		return;
 	}
 	struct image_rec *im = calloc(1, sizeof(*im));
@@ -463,6 +486,10 @@ static void snapshot_taken(struct api_call *call, json_t *result, const struct f
 			                "snapshot: the worker gave no layer");
 		return;
 	}
+	if (images_room(call) < 0) { /* the worker's layer stays for gc */
+		free(snap);
+		return;
+	}
 	/* The name may have been taken while the worker worked. */
 	struct image_rec *other =
 	    snap->name[0] ? image_lookup(srv, call->who.workspace_id, snap->name) : NULL;
@@ -541,6 +568,10 @@ void api_sandboxes_snapshot(struct http_request *req)
 	}
 	struct sandbox_rec *sb = api_sandbox_running(call, "only a running sandbox is snapshotted");
 	if (!sb) {
+		free(snap);
+		return;
+	}
+	if (images_room(call) < 0) { /* before the worker does the work */
 		free(snap);
 		return;
 	}

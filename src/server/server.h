@@ -74,6 +74,8 @@
 #define SERVER_MAX_UPLOADS_PER_WS     16  /* of one workspace: a slow one holds a socket, a */
                                           /* tmp file and its buffer for as long as it trickles */
 #define SERVER_MAX_IMAGES             100000
+#define SERVER_MAX_BUILDS_PER_WS      8 /* building at once (snapshots too): each may hold a */
+                                        /* build sandbox, a thread's work, gc off */
 #define SERVER_MAX_IMAGE_BODY_BYTES   (1024 * 1024) /* a build spec */
 #define IMAGE_MAX_STEPS               256
 #define IMAGE_MAX_APT_PACKAGES        512

@@ -587,6 +587,51 @@ def test_failed_build_error_is_valid_utf8(d):
     assert bad["error"].startswith("step 1 (") and "caf?" in bad["error"], bad["error"]
 
 
+def test_builds_at_once_are_limited_per_workspace(d):
+    """A workspace builds at most 8 images at once (each may run a build sandbox, which a
+    create's limits do not count); deleting a build's sandbox fails its build."""
+    s, _ = d.api("POST", "/v1/workspaces", {"name": "imgs-builds"})
+    assert s in (201, 409)
+    s, tok = d.api("POST", "/v1/tokens", {"name": "builds-dev", "workspace": "imgs-builds",
+                                         "role": "developer"})
+    assert s == 201, tok
+    t = tok["secret"]
+    ids = []
+    try:
+        for i in range(8):
+            s, img = d.api("POST", "/v1/images", {"base": "busybox", "steps": [
+                {"run": f"sleep 600 # {i} {os.urandom(4).hex()}"}]}, token=t)
+            assert s == 202, img
+            ids.append(img["id"])
+        s, body = d.api("POST", "/v1/images", {"base": "busybox"}, token=t)
+        assert s == 429 and "at most 8" in body["error"]["message"], body
+        # Another workspace is not held up by this one.
+        other = wait_built(d, build(d, {"base": "busybox", "steps": [{"env": {"A": "1"}}]})["id"])
+        assert other["state"] == "ready", other
+    finally:
+        deadline = time.monotonic() + 60
+        while True:
+            s, lst = d.api("GET", "/v1/sandboxes?limit=1000", token=t)
+            live = [x["id"] for x in lst["items"] if x["tags"].get("skiff.build") in ids
+                    and x["state"] in ("pending", "running")]
+            for sb in live:
+                d.api("DELETE", f"/v1/sandboxes/{sb}", token=t)
+            states = [d.api("GET", f"/v1/images/{i}", token=t)[1]["state"] for i in ids]
+            if all(st != "building" for st in states) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert states == ["failed"] * 8, states
+    s, img = d.api("POST", "/v1/images", {"base": "busybox"}, token=t)
+    assert s == 202, img  # room again
+    deadline = time.monotonic() + 60
+    while d.api("GET", f"/v1/images/{img['id']}", token=t)[1]["state"] == "building":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for i in ids + [img["id"]]:
+        s, body = d.api("DELETE", f"/v1/images/{i}", token=t)
+        assert s == 200, body
+
+
 def test_concurrent_identical_builds_run_the_step_once(d):
     marker = os.urandom(8).hex()
     spec = {"base": "busybox", "steps": [{"run": f"echo {marker} > /m; sleep 1"}]}
