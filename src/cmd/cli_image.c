@@ -318,13 +318,16 @@ static int locals_check(const struct build_args *a, struct sk_error *err)
 		const char *dest = cli_json_str(copy, "dest");
 		if (!json_is_string(local) || !json_string_value(local)[0])
 			return sk_error_set(err, -SK_EINVAL_SPEC,
-			                    "step %zu: \"local\" must name a file or directory", i + 1);
+			                    "step %zu: \"local\" must name a file or directory",
+			                    i + 1);
 		if (!dest || dest[0] != '/')
 			return sk_error_set(err, -SK_EINVAL_SPEC,
-			                    "step %zu: copy needs \"dest\", an absolute path", i + 1);
+			                    "step %zu: copy needs \"dest\", an absolute path",
+			                    i + 1);
 		if (json_object_get(copy, "blob"))
 			return sk_error_set(err, -SK_EINVAL_SPEC,
-			                    "step %zu: copy has both \"local\" and \"blob\"", i + 1);
+			                    "step %zu: copy has both \"local\" and \"blob\"",
+			                    i + 1);
 		_cleanup_free_ char *path = local_path(a, json_string_value(local));
 		if (!path)
 			return sk_error_errno(err, -ENOMEM, "copy");

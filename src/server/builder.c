@@ -741,8 +741,8 @@ static void step_sandbox_done(struct build *b)
 	char *text = json_dumps(json_array_get(b->steps, b->step), JSON_COMPACT);
 	if (strcmp(sb->row.state, "exited") || sb->row.exit_code != 0) {
 		if (sb->fail_message[0])
-			build_fail(b, "step %zu (%.200s): its sandbox failed to start: %s", b->step + 1,
-			           text ? text : "", sb->fail_message);
+			build_fail(b, "step %zu (%.200s): its sandbox failed to start: %s",
+			           b->step + 1, text ? text : "", sb->fail_message);
 		else
 			build_fail(b,
 			           "step %zu (%.200s) failed: %s, exit code %d (its output is in "
@@ -980,8 +980,8 @@ static void build_step(struct build *b)
 	for (struct build *o = srv->builds; o; o = o->next)
 		if (o != b && o->busy && !strcmp(o->step_key, b->step_key)) {
 			image_logf(srv, b->im,
-			           "step %zu: waiting for %s, which makes the same step", b->step + 1,
-			           o->im->row.id);
+			           "step %zu: waiting for %s, which makes the same step",
+			           b->step + 1, o->im->row.id);
 			b->waiting_on = o;
 			return;
 		}

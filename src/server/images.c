@@ -300,10 +300,11 @@ static int images_room(struct api_call *call)
 		building += !strcmp(im->row.state, "building") &&
 		            !strcmp(im->row.workspace_id, call->who.workspace_id);
 	if (building >= SERVER_MAX_BUILDS_PER_WS) {
-		api_reply_error(call, 429, "resource_exhausted",
-		                "this workspace builds %zu images already (at most %d at once): wait "
-		                "for one to end",
-		                building, SERVER_MAX_BUILDS_PER_WS);
+		api_reply_error(
+		    call, 429, "resource_exhausted",
+		    "this workspace builds %zu images already (at most %d at once): wait "
+		    "for one to end",
+		    building, SERVER_MAX_BUILDS_PER_WS);
 		return -1;
 	}
 	return 0;

@@ -189,9 +189,13 @@ static void test_sha256_and_random(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_map_put_get_remove), cmocka_unit_test(test_base64_round_trip),
-	    cmocka_unit_test(test_utf8_valid), cmocka_unit_test(test_utf8_sanitize),         cmocka_unit_test(test_rfc3339),
-	    cmocka_unit_test(test_json_depth),         cmocka_unit_test(test_sha256_and_random),
+	    cmocka_unit_test(test_map_put_get_remove),
+	    cmocka_unit_test(test_base64_round_trip),
+	    cmocka_unit_test(test_utf8_valid),
+	    cmocka_unit_test(test_utf8_sanitize),
+	    cmocka_unit_test(test_rfc3339),
+	    cmocka_unit_test(test_json_depth),
+	    cmocka_unit_test(test_sha256_and_random),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
