@@ -266,7 +266,8 @@ static int load_all(struct store_tx *tx, void *ud)
 	    (r = store_sandboxes_load(tx, load_sandbox, ud)) < 0 ||
 	    (r = store_execs_load(tx, NULL, load_exec, ud)) < 0 ||
 	    (r = store_images_load(tx, image_load, ud)) < 0 ||
-	    (r = store_cache_load(tx, build_cache_load, ud)) < 0)
+	    (r = store_cache_load(tx, build_cache_load, ud)) < 0 ||
+	    (r = store_blob_owners_load(tx, blob_owner_load, ud)) < 0)
 		return r;
 	return 0;
 }
@@ -398,6 +399,7 @@ int server_new(uv_loop_t *loop, struct store *store, const struct server_config 
 	map_init(&srv->tunnels);
 	map_init(&srv->images);
 	map_init(&srv->build_cache);
+	map_init(&srv->blob_owners);
 	srv->imgs.root_fd = -1;
 	sha256_hex(cfg->worker_secret, strlen(cfg->worker_secret), srv->worker_secret_hash);
 
@@ -503,6 +505,7 @@ static void free_all(struct server *srv)
 		free(c);
 	}
 	map_release(&srv->build_cache);
+	blob_owners_free(srv);
 	if (srv->imgs_open)
 		img_store_close(&srv->imgs);
 }

@@ -209,6 +209,58 @@ def test_blob_uploads_at_once_are_limited_and_a_dropped_one_leaves_nothing(d):
     assert s in (200, 201), body
 
 
+def test_blobs_are_readable_only_by_workspaces_that_uploaded_them(d):
+    """Stored once, but a digest alone does not open another workspace's bytes: GET and HEAD
+    answer 404, a build naming it is refused, and PUT does not say it was there (201)."""
+    s, _ = d.api("POST", "/v1/workspaces", {"name": "imgs-blobs"})
+    assert s in (201, 409)
+    s, tok = d.api("POST", "/v1/tokens", {"name": "blobs-dev", "workspace": "imgs-blobs",
+                                         "role": "developer"})
+    assert s == 201, tok
+    other = tok["secret"]
+    secret = make_tar({"secret.txt": os.urandom(64).hex().encode()})
+    name = digest(secret)
+    s, body = put_blob(d, secret)
+    assert s == 201, body
+    files_before = blob_files(d)
+    for method in ("GET", "HEAD"):
+        s, _, raw = d.raw(method, f"/v1/blobs/{name}",
+                          headers={"Authorization": f"Bearer {other}"})
+        assert s == 404 and secret not in raw, (method, s)
+    for spec, field in (
+            ({"base": "busybox", "steps": [{"copy": {"blob": name, "dest": "/x"}}]},
+             "steps[0].copy.blob"),
+            ({"base": "oci-archive:" + name}, "base")):
+        s, body = d.api("POST", "/v1/images", spec, token=other)
+        assert s == 400 and field in body["error"]["message"], body
+        assert "not stored" in body["error"]["message"], body
+    # Uploading the same bytes says nothing of who had them, and stores nothing new.
+    s, body = put_blob(d, secret, token=other)
+    assert s == 201, body
+    assert blob_files(d) == files_before
+    s, body = put_blob(d, secret, token=other)
+    assert s == 200, body
+    s, _, raw = d.raw("GET", f"/v1/blobs/{name}", headers={"Authorization": f"Bearer {other}"})
+    assert s == 200 and raw == secret
+    # Its images' manifests are readable to a workspace; another's are not.
+    img = wait_built(d, build(d, {"base": "busybox", "steps": [
+        {"copy": {"blob": name, "dest": "/x"}}]})["id"])
+    assert img["state"] == "ready", img
+    s, _, _ = d.raw("HEAD", f"/v1/blobs/{img['manifest']}",
+                    headers={"Authorization": f"Bearer {d.token}"})
+    assert s == 200
+    s, _, _ = d.raw("HEAD", f"/v1/blobs/{img['manifest']}",
+                    headers={"Authorization": f"Bearer {other}"})
+    assert s == 404
+    # Who uploaded what outlives a restart.
+    assert d.stop() == 0
+    d.start(pool=d.pool, env={"SKIFF_MAX_BLOB_BYTES": str(MAX_BLOB)})
+    s, _, raw = d.raw("GET", f"/v1/blobs/{name}", headers={"Authorization": f"Bearer {other}"})
+    assert s == 200 and raw == secret
+    s, body = d.api("DELETE", f"/v1/images/{img['id']}")
+    assert s == 200, body
+
+
 # ---- builds ----
 
 import io
