@@ -134,6 +134,16 @@ def test_blob_roles(d):
     assert s == 401
 
 
+def developer_of(d, workspace):
+    """A developer token's secret in workspace (made if need be)."""
+    s, body = d.api("POST", "/v1/workspaces", {"name": workspace})
+    assert s in (201, 409), body
+    s, tok = d.api("POST", "/v1/tokens", {"name": f"{workspace}-dev-{os.urandom(3).hex()}",
+                                         "workspace": workspace, "role": "developer"})
+    assert s == 201, tok
+    return tok["secret"]
+
+
 def _put_head(d, name, length, extra=""):
     return (f"PUT /v1/blobs/{name} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {d.token}\r\n"
             f"Content-Length: {length}\r\n{extra}\r\n").encode()
@@ -191,12 +201,7 @@ def test_blob_uploads_at_once_are_limited_and_a_dropped_one_leaves_nothing(d):
         assert s == 429 and body["error"]["code"] == "resource_exhausted", body
         assert "16" in body["error"]["message"], body
         # Another workspace is not held up by this one.
-        s, tok = d.api("POST", "/v1/workspaces", {"name": "imgs-uploads"})
-        assert s in (201, 409)
-        s, tok = d.api("POST", "/v1/tokens", {"name": "up", "workspace": "imgs-uploads",
-                                             "role": "developer"})
-        assert s == 201, tok
-        s, body = put_blob(d, b"theirs", token=tok["secret"])
+        s, body = put_blob(d, b"theirs", token=developer_of(d, "imgs-uploads"))
         assert s in (200, 201), body
     finally:
         for c in socks:
@@ -212,12 +217,7 @@ def test_blob_uploads_at_once_are_limited_and_a_dropped_one_leaves_nothing(d):
 def test_blobs_are_readable_only_by_workspaces_that_uploaded_them(d):
     """Stored once, but a digest alone does not open another workspace's bytes: GET and HEAD
     answer 404, a build naming it is refused, and PUT does not say it was there (201)."""
-    s, _ = d.api("POST", "/v1/workspaces", {"name": "imgs-blobs"})
-    assert s in (201, 409)
-    s, tok = d.api("POST", "/v1/tokens", {"name": "blobs-dev", "workspace": "imgs-blobs",
-                                         "role": "developer"})
-    assert s == 201, tok
-    other = tok["secret"]
+    other = developer_of(d, "imgs-blobs")
     secret = make_tar({"secret.txt": os.urandom(64).hex().encode()})
     name = digest(secret)
     s, body = put_blob(d, secret)
@@ -642,12 +642,7 @@ def test_failed_build_error_is_valid_utf8(d):
 def test_builds_at_once_are_limited_per_workspace(d):
     """A workspace builds at most 8 images at once (each may run a build sandbox, which a
     create's limits do not count); deleting a build's sandbox fails its build."""
-    s, _ = d.api("POST", "/v1/workspaces", {"name": "imgs-builds"})
-    assert s in (201, 409)
-    s, tok = d.api("POST", "/v1/tokens", {"name": "builds-dev", "workspace": "imgs-builds",
-                                         "role": "developer"})
-    assert s == 201, tok
-    t = tok["secret"]
+    t = developer_of(d, "imgs-builds")
     ids = []
     try:
         for i in range(8):
@@ -702,12 +697,7 @@ def test_concurrent_identical_builds_run_the_step_once(d):
 def test_build_cache_is_per_workspace(d):
     """Another workspace running the very same step makes it itself: a shared cache would
     tell it that the step (and any secret in its text) was run here, and hand it our output."""
-    s, _ = d.api("POST", "/v1/workspaces", {"name": "imgs-cache"})
-    assert s in (201, 409)
-    s, tok = d.api("POST", "/v1/tokens", {"name": "cache-dev", "workspace": "imgs-cache",
-                                         "role": "developer"})
-    assert s == 201, tok
-    other = tok["secret"]
+    other = developer_of(d, "imgs-cache")
     spec = {"base": "busybox", "steps": [{"run": f"echo {os.urandom(8).hex()} > /m"}]}
     mine = wait_built(d, build(d, spec)["id"])
     assert mine["state"] == "ready" and mine["layers"][0]["cached"] is False, mine
@@ -848,7 +838,11 @@ def test_logs_follow_until_the_build_ends(d):
 def test_restart_fails_builds_in_progress(d):
     img = build(d, {"base": "busybox", "steps": [{"run": "sleep 600"}]})
     deadline = time.monotonic() + 30
-    while "in sandbox" not in logs(d, img["id"]):
+    while True:  # its build sandbox runs (and is stored)
+        s, lst = d.api("GET", "/v1/sandboxes?limit=1000")
+        if any(x["tags"].get("skiff.build") == img["id"] and x["state"] == "running"
+               for x in lst["items"]):
+            break
         assert time.monotonic() < deadline, logs(d, img["id"])
         time.sleep(0.05)
     s, body = d.api("DELETE", f"/v1/images/{img['id']}")
@@ -857,6 +851,11 @@ def test_restart_fails_builds_in_progress(d):
     d.start(pool=d.pool, env={"SKIFF_MAX_BLOB_BYTES": str(MAX_BLOB)})
     s, got = d.api("GET", f"/v1/images/{img['id']}")
     assert s == 200 and got["state"] == "failed" and "interrupted" in got["error"], got
+    # Its build sandbox ended with it (the runtime's sandboxes outlive skiffd), rather than
+    # running on and holding the image.
+    s, lst = d.api("GET", "/v1/sandboxes?limit=1000")
+    mine = [x for x in lst["items"] if x["tags"].get("skiff.build") == img["id"]]
+    assert mine and all(x["state"] == "terminated" for x in mine), mine
     s, body = d.api("DELETE", f"/v1/images/{img['id']}")
     assert s == 200, body
 
