@@ -214,6 +214,36 @@ def test_blob_uploads_at_once_are_limited_and_a_dropped_one_leaves_nothing(d):
     assert s in (200, 201), body
 
 
+def test_blob_concurrent_puts_of_one_digest(d):
+    """Uploads of the same bytes at once all succeed and store one file, none left in tmp."""
+    import threading
+    data = os.urandom(400 * 1024)
+    got = []
+
+    def put():
+        try:
+            got.append(put_blob(d, data))
+        except Exception as e:  # noqa: BLE001 - reported below
+            got.append((repr(e), None))
+
+    threads = [threading.Thread(target=put) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    statuses = [s for s, _ in got]
+    assert 201 in statuses and all(s in (200, 201) for s in statuses), got
+    assert all(b["digest"] == digest(data) for _, b in got), got
+    assert digest(data)[7:] in blob_files(d)
+    s, _, raw = d.raw("GET", f"/v1/blobs/{digest(data)}",
+                      headers={"Authorization": f"Bearer {d.token}"})
+    assert s == 200 and raw == data
+    deadline = time.monotonic() + 10
+    while _tmp_files(d):
+        assert time.monotonic() < deadline, _tmp_files(d)
+        time.sleep(0.05)
+
+
 def test_blobs_are_readable_only_by_workspaces_that_uploaded_them(d):
     """Stored once, but a digest alone does not open another workspace's bytes: GET and HEAD
     answer 404, a build naming it is refused, and PUT does not say it was there (201)."""
