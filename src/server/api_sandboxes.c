@@ -752,6 +752,12 @@ static void exec_command(struct server *srv, struct exec_rec *ex)
 		if (env && json_is_object(own))
 			json_object_update(env, own);
 		json_object_set_new(cmd, "env", env ? env : json_object());
+		/* And starts where the sandbox's command did (its image's workdir, or the one its
+		 * create gave) unless it names its own, as `docker exec` does. */
+		json_t *wd = json_object_get(cmd, "workdir");
+		if ((!wd || json_is_null(wd)) &&
+		    json_is_string(json_object_get(sb->spec, "workdir")))
+			json_object_set(cmd, "workdir", json_object_get(sb->spec, "workdir"));
 		json_object_set_new(cmd, "sandbox", json_string(sb->row.id));
 		json_object_set_new(cmd, "exec", json_string(ex->row.id));
 		json_object_set_new(cmd, "capture", json_boolean(ex->capture));

@@ -1404,6 +1404,25 @@ static void test_materialize_reflink_btrfs(void **state)
 	assert_int_equal(x, y);
 }
 
+/* A blob stored again counts as new: gc (by mtime) must not take it before the manifest that
+ * is about to name it is saved and recorded. */
+static void test_gc_spares_a_blob_stored_again(void **state)
+{
+	struct fixture *f = *state;
+	struct sk_error err = {0};
+	char digest[IMG_DIGEST_HEX];
+	assert_int_equal(img_blob_put(&f->s, "again", 5, digest, &err), 0);
+	make_old(f, digest);
+	assert_int_equal(img_blob_put(&f->s, "again", 5, digest, &err), 0);
+	struct img_gc_stats st = {0};
+	assert_int_equal(img_store_gc(&f->s, NULL, 0, 3600, &st, &err), 0);
+	assert_true(img_blob_exists(&f->s, digest));
+	/* Left old, it goes. */
+	make_old(f, digest);
+	assert_int_equal(img_store_gc(&f->s, NULL, 0, 3600, &st, &err), 0);
+	assert_false(img_blob_exists(&f->s, digest));
+}
+
 /* gc keeps live manifests and their blobs, held trees, young blobs; removes the rest. */
 static void test_gc(void **state)
 {
@@ -1559,6 +1578,7 @@ int main(void)
 	    T(test_materialize_copy_failure_says_why),
 	    T(test_materialize_concurrent),
 	    T(test_materialize_reflink_btrfs),
+	    T(test_gc_spares_a_blob_stored_again),
 	    T(test_gc),
 	    T(test_gc_hold_taken_during_removal),
 	};
