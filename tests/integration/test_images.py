@@ -606,6 +606,24 @@ def test_sandbox_image_errors(d, app_image):
     assert wait_for_file(d, sb["id"], "/tmp/ep")
     d.api("DELETE", f"/v1/sandboxes/{sb['id']}")
     assert named["state"] == "ready"
+    # No command: an idle sandbox to exec into, not the entrypoint run alone (sh -c with no
+    # argument would fail at once and end the sandbox).
+    s, idle = d.api("POST", "/v1/sandboxes", {"image": "with-ep"})
+    assert s == 201, idle
+    out = sh(d, idle["id"], "echo still-here")
+    assert out["stdout"] == "still-here\n", out
+    s, got = d.api("GET", f"/v1/sandboxes/{idle['id']}")
+    assert got["state"] == "running", got
+    d.api("DELETE", f"/v1/sandboxes/{idle['id']}")
+    # An empty command runs the entrypoint alone.
+    s, alone = d.api("POST", "/v1/sandboxes", {"image": "with-ep", "command": []})
+    assert s == 201, alone
+    s, w = d.api("POST", f"/v1/sandboxes/{alone['id']}/wait?timeout_s=20")
+    assert s == 200 and w["exit_code"] == 2, w  # busybox sh: -c needs an argument
+    d.api("DELETE", f"/v1/sandboxes/{alone['id']}")
+    # A base name is not an image yet: the error says how to make one.
+    s, body = d.api("POST", "/v1/sandboxes", {"image": "debian-slim"})
+    assert s == 400 and "skiff image build --from" in body["error"]["message"], body
 
 
 # ---- run steps (the worker captures a build sandbox's layer) ----
