@@ -475,7 +475,13 @@ static void build_end(struct build *b)
 	image_persist(srv, im, NULL);
 	image_log_end(srv, im);
 	build_free(b);
-	images_gc(srv);
+	/* Only a gc asked for while builds ran (a delete): a build's end frees nothing by itself
+	 * (what a failed one stored is young, spared by the grace), and a gc walks the whole
+	 * store (seconds for a few GiB), holding the next build back while it runs. */
+	if (srv->gc_again && !srv->gc_running) {
+		srv->gc_again = 0;
+		images_gc(srv);
+	}
 }
 
 static void build_fail(struct build *b, const char *fmt, ...)
@@ -1091,8 +1097,12 @@ void images_gc(struct server *srv)
 {
 	/* While a build runs, what it made so far is referenced by nothing yet: the last build's
 	 * end runs it. */
-	if (srv->builds || srv->stopping)
+	if (srv->stopping)
 		return;
+	if (srv->builds) {
+		srv->gc_again = 1;
+		return;
+	}
 	if (srv->gc_running) {
 		srv->gc_again = 1;
 		return;

@@ -13,6 +13,7 @@
 #include "server.h"
 
 #define TICK_MS           1000
+#define IMAGE_GC_TICKS    (3600 * 1000 / TICK_MS) /* hourly */
 #define IDEM_EXPIRE_TICKS 60 /* expired idempotency keys are dropped every minute */
 /* An exec's output (1 MiB per stream) may grow six-fold as JSON text (\u00XX): one event then
  * takes up to ~13 MiB, and the worker batches events to 4 MiB otherwise. */
@@ -371,6 +372,10 @@ static void tick(uv_timer_t *t)
 	tunnels_close_token(srv, NULL, clock_now_ms());
 	if (++srv->ticks % IDEM_EXPIRE_TICKS == 0 && !srv->stopping)
 		server_persist(srv, idem_expire_fn, NULL, NULL);
+	/* Uploads no build used and what failed builds stored are dropped once past their grace:
+	 * nothing else would ask for a gc on a server where no image is ever deleted. */
+	if (srv->ticks % IMAGE_GC_TICKS == 0)
+		images_gc(srv);
 }
 
 /* A build's sandbox found at start: its build ended with the server that ran it (the image is
