@@ -24,6 +24,8 @@ const struct img_limits img_default_limits = {
     .max_bytes = 64ULL << 30,
     .max_file_bytes = 16ULL << 30,
     .max_xattr_bytes = 64 << 10,
+    /* Half the text a manifest may be: its JSON (xattrs in base64) stays loadable. */
+    .max_meta_bytes = IMG_MANIFEST_MAX_BYTES / 2,
 };
 
 static const char *const TYPE_NAMES[] = {
@@ -360,7 +362,7 @@ int img_manifest_encode(const struct img_manifest *m, char **ret, size_t *ret_le
 		layer = m->e[i].type == IMG_WHITEOUT || m->e[i].opaque;
 	if (m->n == 0 || strcmp(m->e[0].path, "/") != 0)
 		layer = 1;
-	struct img_limits nolimit = {UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX};
+	struct img_limits nolimit = {UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX};
 	int r = img_manifest_check(m, layer, &nolimit, err);
 	if (r < 0)
 		return sk_error_prefix(err, "encode");

@@ -62,6 +62,9 @@ struct img_limits {
 	uint64_t max_bytes;       /* the sum of regular files' sizes */
 	uint64_t max_file_bytes;  /* one file */
 	uint64_t max_xattr_bytes; /* names and values of one entry */
+	/* Paths, link targets and xattrs of all entries together: what an ingest keeps in memory
+	 * (hard links share one inode's xattrs on disk, not in the manifest). */
+	uint64_t max_meta_bytes;
 };
 extern const struct img_limits img_default_limits;
 

@@ -696,6 +696,15 @@ static void test_ingest_every_type(void **state)
 	assert_int_equal(img_ingest_dir(&f->s, dfd, 0, &lim, &m2, &err), -SK_EINVAL_SPEC);
 	assert_non_null(strstr(err.msg, "/bin/ping"));
 	assert_int_equal(m2.n, 0);
+	/* What the manifest keeps in memory is limited too (the tree's names alone, here). */
+	lim = img_default_limits;
+	lim.max_meta_bytes = 20;
+	assert_int_equal(img_ingest_dir(&f->s, dfd, 0, &lim, &m2, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "names, link targets and xattrs larger than 20 bytes"));
+	assert_int_equal(m2.n, 0);
+	lim.max_meta_bytes = 4096;
+	assert_int_equal(img_ingest_dir(&f->s, dfd, 0, &lim, &m2, &err), 0);
+	img_manifest_free(&m2);
 	img_manifest_free(&m);
 	close(dfd);
 }
