@@ -355,6 +355,24 @@ static void tree_done(struct spawner *sp, struct sp_job *j, const char *path,
 	}
 }
 
+int sp_pending_cancel(struct spawner *sp, const char *id, const char *why)
+{
+	for (struct sp_pending **pp = &sp->pending; *pp; pp = &(*pp)->next) {
+		struct sp_pending *p = *pp;
+		if (strcmp(p->id, id) != 0)
+			continue;
+		*pp = p->next;
+		hold_release(sp, p->digest, p->id);
+		struct sk_error err;
+		sk_error_set(&err, -EBUSY, "create %s: the sandbox %s while its image was prepared",
+		             p->id, why);
+		sp_answer(sp, p->req_id, NULL, &err);
+		pending_free(p);
+		return 1; /* its tree's job goes on: the tree is kept for the next create */
+	}
+	return 0;
+}
+
 /* ---- layers ---- */
 
 static int layer_job_start(struct spawner *sp, struct sp_sandbox *s, json_t *req_id,

@@ -283,6 +283,10 @@ void sp_sandbox_end_done(struct spawner *sp, struct sp_sandbox *s);
 /* Images (spawner_image.c). */
 void sp_images_open(struct spawner *sp);
 void sp_images_close(struct spawner *sp);
+/* A create of id waiting for its image's tree is dropped (its hold released, its create
+ * answered with why: "was terminated"): 1, or 0 when none waits. A terminate or remove that
+ * comes meanwhile finds no sandbox, and the create would otherwise start one nobody ends. */
+int sp_pending_cancel(struct spawner *sp, const char *id, const char *why);
 /* A create with spec->image_digest: 0 started (reply filled), 1 waiting for the tree (spec
  * taken), or an error. */
 int sp_image_create(struct spawner *sp, const char *id, json_t *req, struct spec *spec,

@@ -327,8 +327,21 @@ int sp_sandbox_create(struct spawner *sp, const char *id, const struct spec *spe
 	return 0;
 }
 
+/* A terminate or remove of a create still waiting for its image: the create is dropped. */
+static int pending_cancel(struct spawner *sp, json_t *req, json_t *reply, const char *why)
+{
+	const char *id = json_string_value(json_object_get(req, "id"));
+	if (!id || !sp_pending_cancel(sp, id, why))
+		return 0;
+	json_object_set_new(reply, "state", json_string(sp_state_name(SP_TERMINATED)));
+	json_object_set_new(reply, "exit_code", json_integer(-1));
+	return 1;
+}
+
 int sp_op_terminate(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
 {
+	if (pending_cancel(sp, req, reply, "was terminated"))
+		return 0;
 	struct sp_sandbox *s;
 	int r = sp_sandbox_get(sp, req, &s, err);
 	if (r < 0)
@@ -370,7 +383,8 @@ int sp_op_terminate(struct spawner *sp, json_t *req, json_t *reply, struct sk_er
 
 int sp_op_remove(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
 {
-	(void)reply;
+	if (pending_cancel(sp, req, reply, "was removed"))
+		return 0;
 	struct sp_sandbox *s;
 	int r = sp_sandbox_get(sp, req, &s, err);
 	if (r < 0)

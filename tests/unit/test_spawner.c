@@ -1628,7 +1628,8 @@ static void image_dir_make(struct fixture *f, const char *dir)
 	snprintf(bb, sizeof(bb), "%s/bin/busybox", root);
 	snprintf(p, sizeof(p), "%s/bin/busybox", dir);
 	assert_int_equal(link(bb, p), 0);
-	static const char *const APPLETS[] = {"sh", "cat", "stat", "rm", "mkdir", "chown", "sleep"};
+	static const char *const APPLETS[] = {"sh",    "cat",   "stat",  "rm",
+	                                      "mkdir", "chown", "sleep", "truncate"};
 	for (size_t i = 0; i < ARRAY_SIZE(APPLETS); i++) {
 		snprintf(p, sizeof(p), "%s/bin/%s", dir, APPLETS[i]);
 		assert_int_equal(symlink("busybox", p), 0);
@@ -1794,6 +1795,43 @@ static void test_images(void **state)
 	expect_ok(r);
 	json_decref(r);
 	assert_int_equal(holds_count(f, digest), 0);
+
+	/* A terminate and a remove that come while the tree is made drop the creates: nothing
+	 * starts, nothing stays held, the creates are answered. */
+	snprintf(tree, sizeof(tree), "%s/images/trees/%s", f->data, digest);
+	assert_int_equal(fs_rm_rf_at(AT_FDCWD, tree), 0);
+	new_id("sb-", a);
+	new_id("sb-", b);
+	ra = send_req(f, json_pack("{s:s, s:s, s:{s:s}}", "op", "create", "id", a, "spec",
+	                           "image_digest", digest));
+	rb = send_req(f, json_pack("{s:s, s:s, s:{s:s}}", "op", "create", "id", b, "spec",
+	                           "image_digest", digest));
+	int rt =
+	    send_req(f, json_pack("{s:s, s:s, s:i}", "op", "terminate", "id", a, "grace_ms", 0));
+	int rr = send_req(f, json_pack("{s:s, s:s}", "op", "remove", "id", b));
+	r = wait_reply(f, rt);
+	expect_ok(r);
+	assert_string_equal(json_string_value(json_object_get(r, "state")), "terminated");
+	json_decref(r);
+	r = wait_reply(f, rr);
+	expect_ok(r);
+	json_decref(r);
+	r = wait_reply(f, ra);
+	assert_string_equal(error_code(r), "conflict");
+	assert_non_null(
+	    strstr(json_string_value(json_object_get(json_object_get(r, "error"), "message")),
+	           "was terminated while its image was prepared"));
+	json_decref(r);
+	r = wait_reply(f, rb);
+	assert_string_equal(error_code(r), "conflict");
+	json_decref(r);
+	assert_int_equal(holds_count(f, digest), 0);
+	r = call(f, json_pack("{s:s, s:s}", "op", "usage", "id", a));
+	assert_string_equal(error_code(r), "not_found");
+	json_decref(r);
+	r = call(f, json_pack("{s:s, s:s}", "op", "usage", "id", b));
+	assert_string_equal(error_code(r), "not_found");
+	json_decref(r);
 	spawner_down(f);
 }
 
@@ -1890,6 +1928,7 @@ static void test_capture_layer(void **state)
 		json_decref(e);
 		remove_sandbox(f, id);
 		assert_int_equal(holds_count(f, digest), 0);
+
 		capture_after_restart(f, digest, i == 0 && disk_is_btrfs(f));
 		spawner_down(f);
 	}
