@@ -111,12 +111,20 @@ static void layer_owners_unmap(struct img_manifest *m, uid_t base)
 	}
 }
 
-static int layer_store(struct img_store *st, int upper_fd, uid_t base, char *digest,
-                       struct sk_error *err)
+/* max_bytes: the sandbox's disk limit. Its files can't hold more, but a sparse file (made in
+ * no time, taking no space) reads back as all its size: without this a small sandbox could have
+ * the store write the default limit (tens of GiB) of zeros for each layer. */
+static int layer_store(struct img_store *st, int upper_fd, uid_t base, uint64_t max_bytes,
+                       char *digest, struct sk_error *err)
 {
+	struct img_limits lim = img_default_limits;
+	if (max_bytes && max_bytes < lim.max_bytes)
+		lim.max_bytes = max_bytes;
+	if (lim.max_file_bytes > lim.max_bytes)
+		lim.max_file_bytes = lim.max_bytes;
 	struct img_manifest m;
 	img_manifest_init(&m);
-	int r = img_ingest_dir(st, upper_fd, IMG_INGEST_LAYER, &img_default_limits, &m, err);
+	int r = img_ingest_dir(st, upper_fd, IMG_INGEST_LAYER, &lim, &m, err);
 	if (r == 0) {
 		layer_owners_unmap(&m, base);
 		r = img_manifest_save(st, &m, digest, err);
@@ -141,7 +149,7 @@ _Noreturn static void job_main(struct spawner *sp, struct sp_job *j, int fd, int
 	else if (j->kind == SP_JOB_TREE)
 		r = img_materialize(&sp->store, j->digest, out, sizeof(out), &err);
 	else
-		r = layer_store(&sp->store, upper_fd, base, out, &err);
+		r = layer_store(&sp->store, upper_fd, base, j->max_bytes, out, &err);
 	json_t *msg = r < 0 ? json_pack("{s:i, s:s}", "code", err.code, "message", err.msg)
 	                    : json_pack("{s:s}", "result", out);
 	sp_child_answer(fd, msg);
@@ -398,6 +406,7 @@ static int layer_job_start(struct spawner *sp, struct sp_sandbox *s, json_t *req
 	}
 	j->s = s;
 	j->req_id = json_incref(req_id);
+	j->max_bytes = s->disk_mib * 1024 * 1024;
 	if ((r = job_start(sp, j, fd, base, err)) < 0) {
 		job_free(j);
 		return r;

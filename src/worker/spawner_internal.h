@@ -118,6 +118,7 @@ struct sp_job {
 	char digest[IMG_DIGEST_HEX]; /* SP_JOB_TREE: the image */
 	struct sp_sandbox *s;        /* SP_JOB_LAYER: whose layer */
 	json_t *req_id;              /* SP_JOB_LAYER: a snapshot's request; NULL: the end */
+	uint64_t max_bytes;          /* SP_JOB_LAYER: what its files may hold (its disk limit) */
 	pid_t pid;
 	int pidfd, pipe_fd; /* -1: none, or closed */
 	int reaped, exit_ok, eof;
@@ -212,6 +213,7 @@ struct sp_sandbox {
 	struct sp_fop *fop_running; /* its helper, until reaped */
 	char image[IMG_DIGEST_HEX]; /* the image it runs on (held); "": the default root */
 	int capture_layer;          /* store its writable layer when its command ends */
+	uint64_t disk_mib;          /* its disk limit: what its layer can hold (0: unknown) */
 	struct sp_job *job;         /* its layer being stored (a snapshot, or its end) */
 	char layer[IMG_DIGEST_HEX]; /* its end's layer, once stored */
 	char *layer_error;          /* or why not */

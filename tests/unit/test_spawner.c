@@ -1929,6 +1929,24 @@ static void test_capture_layer(void **state)
 		remove_sandbox(f, id);
 		assert_int_equal(holds_count(f, digest), 0);
 
+		/* A sparse file takes no space but reads as its size: a layer holds no more than
+		 * the sandbox's disk could. */
+		new_id("sb-", id);
+		r = call(f, json_pack("{s:s, s:s, s:{s:s, s:b, s:i, s:[sss]}}", "op", "create",
+		                      "id", id, "spec", "image_digest", digest, "capture_layer", 1,
+		                      "disk_mib", 16, "command", "/bin/sh", "-c",
+		                      "truncate -s 200M /sparse"));
+		expect_ok(r);
+		json_decref(r);
+		e = wait_event(f, "sandbox_ended", id, NULL);
+		expect_end(json_incref(e), "exited", 0);
+		assert_null(json_object_get(e, "layer"));
+		const char *why = json_string_value(json_object_get(e, "layer_error"));
+		if (!why || !strstr(why, "/sparse"))
+			fail_msg("%s: a 200 MiB sparse file in a 16 MiB layer: %s", BACKENDS[i],
+			         why ? why : "stored");
+		json_decref(e);
+		remove_sandbox(f, id);
 		capture_after_restart(f, digest, i == 0 && disk_is_btrfs(f));
 		spawner_down(f);
 	}
