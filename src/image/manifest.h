@@ -97,6 +97,13 @@ int img_manifest_save(struct img_store *s, const struct img_manifest *m,
 int img_manifest_load(struct img_store *s, const char *digest, const struct img_limits *lim,
                       struct img_manifest *m, struct sk_error *err);
 
+/* A layer read from the host back to the ids its sandbox saw: every id in [base, base + range)
+ * becomes id - base, any other nobody. Owners, and the ids inside extended attributes that hold
+ * them: POSIX ACLs (read from the host, they name host ids) and file capabilities (a v3
+ * capability's root id; the sandbox's root's becomes a v2 capability, which applies in whatever
+ * user namespace runs the image, as an image's own do; one of an id outside the range goes). */
+void img_manifest_ids_unmap(struct img_manifest *m, uint32_t base, uint32_t range, uint32_t nobody);
+
 /* Apply layer on top of base, in place: a whiteout removes its path and what is below it, an
  * opaque directory removes what is below it in base, every other entry replaces or adds its
  * path; a path whose parent is missing gets its missing ancestors as directories (0755, root).

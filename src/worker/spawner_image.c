@@ -98,19 +98,6 @@ void sp_image_holder(const struct spawner *sp, const char *id, char *buf, size_t
 
 /* ---- jobs ---- */
 
-/* The layer's owners as the sandbox sees them: its host range (base + id) back to the ids
- * inside; an id outside the range (none should be) is nobody's. */
-static void layer_owners_unmap(struct img_manifest *m, uid_t base)
-{
-	for (size_t i = 0; i < m->n; i++) {
-		struct img_entry *e = &m->e[i];
-		e->uid =
-		    e->uid >= base && e->uid - base < IDMAP_RANGE ? e->uid - base : SP_LAYER_NOBODY;
-		e->gid =
-		    e->gid >= base && e->gid - base < IDMAP_RANGE ? e->gid - base : SP_LAYER_NOBODY;
-	}
-}
-
 /* max_bytes: the sandbox's disk limit. Its files can't hold more, but a sparse file (made in
  * no time, taking no space) reads back as all its size: without this a small sandbox could have
  * the store write the default limit (tens of GiB) of zeros for each layer. */
@@ -126,7 +113,9 @@ static int layer_store(struct img_store *st, int upper_fd, uid_t base, uint64_t 
 	img_manifest_init(&m);
 	int r = img_ingest_dir(st, upper_fd, IMG_INGEST_LAYER, &lim, &m, err);
 	if (r == 0) {
-		layer_owners_unmap(&m, base);
+		/* Owners as the sandbox saw them (an id outside its range, none should be, is
+		 * nobody's). */
+		img_manifest_ids_unmap(&m, base, IDMAP_RANGE, SP_LAYER_NOBODY);
 		r = img_manifest_save(st, &m, digest, err);
 	}
 	img_manifest_free(&m);
