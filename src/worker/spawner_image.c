@@ -139,7 +139,9 @@ _Noreturn static void job_main(struct spawner *sp, struct sp_job *j, int fd, int
 		r = img_materialize(&sp->store, j->digest, out, sizeof(out), &err);
 	else
 		r = layer_store(&sp->store, upper_fd, base, j->max_bytes, out, &err);
-	json_t *msg = r < 0 ? json_pack("{s:i, s:s}", "code", err.code, "message", err.msg)
+	/* The message may name a file of the sandbox's, whose name may be any bytes. */
+	json_t *msg = r < 0 ? json_pack("{s:i, s:o}", "code", err.code, "message",
+	                                sp_json_lossy(err.msg, strlen(err.msg)))
 	                    : json_pack("{s:s}", "result", out);
 	sp_child_answer(fd, msg);
 }

@@ -396,6 +396,9 @@ void sp_files_release(struct spawner *sp);
 /* Helper children (file ops, image jobs): in the child, write msg (taken) to fd and exit (0 once
  * all of it is written); in the spawner, once its pidfd fired, reap it: 1 when reaped (*pidfd
  * closed, *exit_ok: it exited with 0), 0 when not yet. */
+/* A JSON string of n bytes of s; a byte that is not part of valid UTF-8 (a file name may hold
+ * any) becomes U+FFFD. NULL when out of memory. */
+json_t *sp_json_lossy(const char *s, size_t n);
 _Noreturn void sp_child_answer(int fd, json_t *msg);
 int sp_child_reap(int *pidfd, int *exit_ok);
 

@@ -1947,6 +1947,23 @@ static void test_capture_layer(void **state)
 			         why ? why : "stored");
 		json_decref(e);
 		remove_sandbox(f, id);
+
+		/* A name that is not UTF-8 can't be in a layer: the error says so, and names it
+		 * (lossily: the message is JSON). */
+		new_id("sb-", id);
+		r = call(f, json_pack("{s:s, s:s, s:{s:s, s:b, s:[sss]}}", "op", "create", "id", id,
+		                      "spec", "image_digest", digest, "capture_layer", 1, "command",
+		                      "/bin/sh", "-c", "echo x > \"/bad$(printf '\\377')\""));
+		expect_ok(r);
+		json_decref(r);
+		e = wait_event(f, "sandbox_ended", id, NULL);
+		expect_end(json_incref(e), "exited", 0);
+		why = json_string_value(json_object_get(e, "layer_error"));
+		if (!why || !strstr(why, "\"/bad\xEF\xBF\xBD\": name not valid UTF-8"))
+			fail_msg("%s: a name that is not UTF-8: %s", BACKENDS[i],
+			         why ? why : "stored");
+		json_decref(e);
+		remove_sandbox(f, id);
 		capture_after_restart(f, digest, i == 0 && disk_is_btrfs(f));
 		spawner_down(f);
 	}
