@@ -158,8 +158,12 @@ $(BUILD)/bench/image_store: bench/image_store.c $(BUILD)/libskiffimg.a $(BUILD)/
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(IMG_LDLIBS) $(LDLIBS)
 
+$(BUILD)/bench/manifest_decode: bench/manifest_decode.c $(BUILD)/libskiffimg.a $(BUILD)/libskiff.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(IMG_LDLIBS) $(LDLIBS)
+
 bench: $(BUILD)/bench/pool_start $(BUILD)/bench/disk_subvol $(BUILD)/bench/image_store \
-	$(BUILD)/bench/tar_layer
+	$(BUILD)/bench/tar_layer $(BUILD)/bench/manifest_decode
 
 # Unit tests may #include the .c they test to reach static functions.
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libskiffd.a $(BUILD)/libskiffnet.a \

@@ -318,19 +318,22 @@ static int locals_check(const struct build_args *a, struct sk_error *err)
 		const char *dest = cli_json_str(copy, "dest");
 		if (!json_is_string(local) || !json_string_value(local)[0])
 			return sk_error_set(err, -SK_EINVAL_SPEC,
-			                    "step %zu: \"local\" must name a file or directory", i);
+			                    "step %zu: \"local\" must name a file or directory",
+			                    i + 1);
 		if (!dest || dest[0] != '/')
 			return sk_error_set(err, -SK_EINVAL_SPEC,
-			                    "step %zu: copy needs \"dest\", an absolute path", i);
+			                    "step %zu: copy needs \"dest\", an absolute path",
+			                    i + 1);
 		if (json_object_get(copy, "blob"))
 			return sk_error_set(err, -SK_EINVAL_SPEC,
-			                    "step %zu: copy has both \"local\" and \"blob\"", i);
+			                    "step %zu: copy has both \"local\" and \"blob\"",
+			                    i + 1);
 		_cleanup_free_ char *path = local_path(a, json_string_value(local));
 		if (!path)
 			return sk_error_errno(err, -ENOMEM, "copy");
 		int r = cli_tar_check(path, err);
 		if (r < 0)
-			return sk_error_prefix(err, "step %zu (copy)", i);
+			return sk_error_prefix(err, "step %zu (copy)", i + 1);
 	}
 	return 0;
 }
@@ -389,7 +392,7 @@ static int locals_upload(struct cli *c, const struct build_args *a, struct sk_er
 			return sk_error_errno(err, -ENOMEM, "copy");
 		int r = cli_blob_put_tar(c, path, name, hex, err);
 		if (r < 0)
-			return sk_error_prefix(err, "step %zu (copy)", i);
+			return sk_error_prefix(err, "step %zu (copy)", i + 1);
 		_cleanup_free_ char *blob = NULL;
 		if (asprintf(&blob, "sha256:%s", hex) < 0)
 			return sk_error_errno(err, -ENOMEM, "copy");

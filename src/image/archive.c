@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../lib/encoding.h"
 #include "../lib/hash.h"
 #include "../lib/jsonlim.h"
 #include "../lib/map.h"
@@ -23,11 +24,16 @@
 /* Header, pax records and padding a member may take beyond its data and xattrs: a backstop
  * against archives whose decompressed stream grows past what their members declare. */
 #define TAR_MEMBER_OVERHEAD_BYTES (64 * 1024)
-#define OCI_JSON_MAX_BYTES        (4 * 1024 * 1024)
-#define OCI_MAX_LAYERS            256
-#define OCI_MAX_MEMBERS           4096
-#define OCI_MAX_LINK_HOPS         8
-#define OCI_CONFIG_MAX_STRINGS    4096
+/* Names, link targets and xattrs the entries of one layer may hold in all (they are held in
+ * memory while it is read, then in its manifest, which loads only up to 512 MiB of JSON): hard
+ * links copy their target's xattrs, so without it one file with 64 KiB of them and a few
+ * thousand links (a few hundred bytes compressed) would cost gigabytes. */
+#define TAR_MAX_METADATA_BYTES (256ULL * 1024 * 1024)
+#define OCI_JSON_MAX_BYTES     (4 * 1024 * 1024)
+#define OCI_MAX_LAYERS         256
+#define OCI_MAX_MEMBERS        4096
+#define OCI_MAX_LINK_HOPS      8
+#define OCI_CONFIG_MAX_STRINGS 4096
 
 static void archive_freep(struct archive **a)
 {
@@ -133,6 +139,52 @@ static int tar_next(struct archive *a, struct archive_entry **ret, struct sk_err
 	                    msg ? msg : "unreadable");
 }
 
+/* A name from an archive that is not valid UTF-8 must not reach a message as it is (the
+ * messages travel in JSON): its first bytes, those outside printable ASCII as \xNN. */
+static void name_escaped(const char *name, char *out, size_t size)
+{
+	size_t o = 0;
+	for (const unsigned char *p = (const unsigned char *)name; *p && o + 5 < size; p++) {
+		if (*p >= 0x20 && *p < 0x7f && *p != '\\')
+			out[o++] = (char)*p;
+		else
+			o += (size_t)snprintf(out + o, size - o, "\\x%02x", *p);
+	}
+	out[o] = '\0';
+}
+
+/* Names, link targets and xattr names become manifest strings, which are UTF-8 (JSON): one that
+ * is not is refused at its header, before any of the member's data is stored. */
+static int tar_check_utf8(uint64_t member, const char *what, const char *s, struct sk_error *err)
+{
+	if (utf8_valid((const unsigned char *)s, strlen(s)))
+		return 0;
+	char shown[128];
+	name_escaped(s, shown, sizeof(shown));
+	return sk_error_set(err, -SK_EINVAL_SPEC,
+	                    "member %" PRIu64 ": %s \"%s\" is not valid UTF-8", member, what,
+	                    shown);
+}
+
+/* Make err's message valid UTF-8, each byte that is not part of a valid sequence made '?':
+ * messages quote names cut to a length ("%.200s", the message buffer's end), which may cut a
+ * character in two, and the message travels in JSON. Returns r. */
+static int msg_utf8(struct sk_error *err, int r)
+{
+	if (!err)
+		return r;
+	unsigned char *p = (unsigned char *)err->msg;
+	while (*p) {
+		size_t len = *p < 0x80 ? 1 : *p >= 0xf0 ? 4 : *p >= 0xe0 ? 3 : 2;
+		if (strnlen((char *)p, len) == len && utf8_valid(p, len)) {
+			p += len;
+			continue;
+		}
+		*p++ = '?';
+	}
+	return r;
+}
+
 /* Join dest (an absolute normalized path) and the member name name into out: leading "/" and
  * "./", empty and "." components dropped, ".." resolved lexically; a ".." that would climb above
  * dest is refused (-SK_EINVAL_SPEC), as is a path past IMG_PATH_MAX. */
@@ -185,6 +237,7 @@ struct tar_layer {
 	unsigned char *dead;
 	size_t dead_cap;
 	uint64_t members, bytes;
+	uint64_t meta_bytes; /* paths, targets and xattrs of every entry put, dead ones included */
 	uint64_t devices_dropped, sockets_dropped;
 };
 
@@ -206,6 +259,14 @@ static struct img_entry *tar_layer_find(struct tar_layer *t, const char *path)
 static int tar_layer_put(struct tar_layer *t, struct img_entry *e, struct sk_error *err)
 {
 	int r;
+	t->meta_bytes += strlen(e->path) + (e->target ? strlen(e->target) : 0);
+	for (size_t i = 0; i < e->nxattrs; i++)
+		t->meta_bytes += strlen(e->xattrs[i].name) + e->xattrs[i].len;
+	if (t->meta_bytes > TAR_MAX_METADATA_BYTES)
+		return sk_error_set(err, -SK_EINVAL_SPEC,
+		                    "member \"%s\": the layer's names, link targets and extended "
+		                    "attributes take more than %llu bytes",
+		                    e->path, TAR_MAX_METADATA_BYTES);
 	uintptr_t old = (uintptr_t)map_get(&t->byname, e->path);
 	if (old) {
 		struct img_entry *o = &t->m.e[old - 1];
@@ -241,11 +302,20 @@ static int xattr_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y; /* equal names: keep the archive's order, the first is kept */
 }
 
-/* Attributes that steer overlayfs (a lower layer's trusted.overlay.* or user.overlay.* could
- * redirect or hide files) are never taken from an archive. */
+/* The attributes an archive may give a file; the rest are dropped. The store materializes
+ * trees as the host's root, so a name is a request to the host's kernel: trusted.* and
+ * user.overlay.* steer overlayfs (a lower layer's could redirect or hide files), and
+ * security.* labels other than file capabilities (selinux, SMACK64EXEC, ima, evm) steer host
+ * LSMs that would trust a label the client chose. File capabilities stay (ping needs them; in
+ * the sandbox no_new_privs and the bounding set make them grant nothing beyond it), as do
+ * POSIX ACLs. */
 static int xattr_dropped(const char *name)
 {
-	return strncmp(name, "trusted.", 8) == 0 || strncmp(name, "user.overlay.", 13) == 0;
+	if (strncmp(name, "user.", 5) == 0)
+		return strncmp(name, "user.overlay.", 13) == 0;
+	return strcmp(name, "security.capability") != 0 &&
+	       strcmp(name, "system.posix_acl_access") != 0 &&
+	       strcmp(name, "system.posix_acl_default") != 0;
 }
 
 /* The member's extended attributes (pax SCHILY.xattr / LIBARCHIVE.xattr) into *ret (pointing
@@ -264,7 +334,6 @@ static int tar_xattrs(struct archive_entry *ae, const char *path, const struct i
 	if (!x)
 		return sk_error_set(err, -ENOMEM, "out of memory");
 	size_t n = 0;
-	uint64_t bytes = 0;
 	const char *name;
 	const void *value;
 	size_t len;
@@ -272,26 +341,39 @@ static int tar_xattrs(struct archive_entry *ae, const char *path, const struct i
 	       archive_entry_xattr_next(ae, &name, &value, &len) == ARCHIVE_OK) {
 		if (!name || !*name || xattr_dropped(name))
 			continue;
+		if (!utf8_valid((const unsigned char *)name, strlen(name))) {
+			char shown[128];
+			name_escaped(name, shown, sizeof(shown));
+			return sk_error_set(err, -SK_EINVAL_SPEC,
+			                    "member \"%s\": extended attribute name \"%s\" is not "
+			                    "valid UTF-8",
+			                    path, shown);
+		}
 		if (strlen(name) > IMG_XATTR_NAME_MAX || len > IMG_XATTR_VALUE_MAX)
 			return sk_error_set(err, -SK_EINVAL_SPEC,
 			                    "member \"%s\": extended attribute \"%.64s\" too large",
 			                    path, name);
-		bytes += strlen(name) + len;
-		if (bytes > lim->max_xattr_bytes)
-			return sk_error_set(err, -SK_EINVAL_SPEC,
-			                    "member \"%s\": extended attributes past %" PRIu64
-			                    " bytes",
-			                    path, lim->max_xattr_bytes);
 		x[n].name = (char *)name;
 		x[n].value = (unsigned char *)value;
 		x[n].len = len;
 		n++;
 	}
 	qsort(x, n, sizeof(*x), xattr_cmp);
+	/* counted once unique: libarchive's writer gives each attribute twice (LIBARCHIVE.xattr
+	 * and SCHILY.xattr) */
 	size_t u = 0;
-	for (size_t i = 0; i < n; i++)
-		if (u == 0 || strcmp(x[u - 1].name, x[i].name) != 0)
-			x[u++] = x[i];
+	uint64_t bytes = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (u > 0 && strcmp(x[u - 1].name, x[i].name) == 0)
+			continue;
+		x[u++] = x[i];
+		bytes += strlen(x[i].name) + x[i].len;
+		if (bytes > lim->max_xattr_bytes)
+			return sk_error_set(err, -SK_EINVAL_SPEC,
+			                    "member \"%s\": extended attributes past %" PRIu64
+			                    " bytes",
+			                    path, lim->max_xattr_bytes);
+	}
 	*ret_n = u;
 	*ret_bytes = bytes;
 	*ret = u ? TAKE_PTR(x) : NULL;
@@ -399,14 +481,41 @@ static int tar_whiteout(struct tar_reader *rd, char *path, struct sk_error *err)
 	return r < 0 ? r : 1;
 }
 
+/* n more bytes of the layer, within its limit. */
+static int tar_count_bytes(struct tar_reader *rd, const char *path, uint64_t n,
+                           struct sk_error *err)
+{
+	rd->t.bytes += n;
+	if (rd->t.bytes > rd->lim->max_bytes)
+		return sk_error_set(err, -SK_EINVAL_SPEC,
+		                    "member \"%s\": the archive holds more than %" PRIu64 " bytes",
+		                    path, rd->lim->max_bytes);
+	return 0;
+}
+
+/* The path of the nearest ancestor of path (in the layer so far) that is not a directory: a
+ * whiteout or a later file or symlink there removed what is at path, which tar_layer_settle
+ * will drop. NULL when every ancestor the layer holds is a directory. */
+static const char *tar_layer_removed_by(struct tar_layer *t, const char *path)
+{
+	char up[IMG_PATH_MAX + 1];
+	snprintf(up, sizeof(up), "%s", path);
+	for (char *slash = strrchr(up, '/'); slash && slash != up; slash = strrchr(up, '/')) {
+		*slash = '\0';
+		const struct img_entry *a = tar_layer_find(t, up);
+		if (a && a->type != IMG_DIR)
+			return a->path;
+	}
+	return NULL;
+}
+
 /* A hard link: the same content and metadata as the regular file target already in this
  * layer; anything else (a path outside the archive, a directory, itself) is refused. */
 static int tar_hardlink(struct tar_reader *rd, const char *path, const char *link,
                         struct sk_error *err)
 {
 	char target[IMG_PATH_MAX + 1];
-	int r = tar_path_join(rd->dest, link, target, sizeof(target), err);
-	if (r < 0)
+	if (tar_path_join(rd->dest, link, target, sizeof(target), err) < 0)
 		return sk_error_prefix(err, "hard link \"%s\"", path);
 	const struct img_entry *t = tar_layer_find(&rd->t, target);
 	if (!t || t->type != IMG_REG || strcmp(target, path) == 0)
@@ -415,14 +524,16 @@ static int tar_hardlink(struct tar_reader *rd, const char *path, const char *lin
 		    "member \"%s\": hard link to \"%s\", which is not a regular file "
 		    "earlier in the archive",
 		    path, link);
+	const char *gone = tar_layer_removed_by(&rd->t, target);
+	if (gone)
+		return sk_error_set(err, -SK_EINVAL_SPEC,
+		                    "member \"%s\": hard link to \"%s\", which \"%s\" removed "
+		                    "(a whiteout, or not a directory any more)",
+		                    path, link, gone);
 	struct img_entry e = *t;
 	e.path = (char *)path;
-	rd->t.bytes += e.size;
-	if (rd->t.bytes > rd->lim->max_bytes)
-		return sk_error_set(err, -SK_EINVAL_SPEC,
-		                    "member \"%s\": the archive holds more than %" PRIu64 " bytes",
-		                    path, rd->lim->max_bytes);
-	return tar_layer_put(&rd->t, &e, err);
+	int r = tar_count_bytes(rd, path, e.size, err);
+	return r < 0 ? r : tar_layer_put(&rd->t, &e, err);
 }
 
 /* Owner, mode and mtime of the member, checked. */
@@ -457,8 +568,18 @@ static int tar_member(struct tar_reader *rd, struct archive_entry *ae, struct sk
 		return sk_error_set(err, -SK_EINVAL_SPEC,
 		                    "the archive holds more than %" PRIu64 " members",
 		                    lim->max_files);
+	const char *link = archive_entry_hardlink(ae);
+	mode_t type = archive_entry_filetype(ae);
+	const char *sym = type == AE_IFLNK && !link ? archive_entry_symlink(ae) : NULL;
+	int r = tar_check_utf8(rd->t.members, "name", name, err);
+	if (r >= 0 && link)
+		r = tar_check_utf8(rd->t.members, "hard link target", link, err);
+	if (r >= 0 && sym)
+		r = tar_check_utf8(rd->t.members, "symlink target", sym, err);
+	if (r < 0)
+		return r;
 	char path[IMG_PATH_MAX + 1];
-	int r = tar_path_join(rd->dest, name, path, sizeof(path), err);
+	r = tar_path_join(rd->dest, name, path, sizeof(path), err);
 	if (r < 0)
 		return r;
 
@@ -484,17 +605,21 @@ static int tar_member(struct tar_reader *rd, struct archive_entry *ae, struct sk
 		return sk_error_set(err, -SK_EINVAL_SPEC,
 		                    "member \"%s\": its header is larger than the limits allow",
 		                    path);
+	/* Every member's data counts, stored or not: libarchive reads past a whiteout's or a pax
+	 * hard link's data as it reads a file's. */
+	r = tar_count_bytes(rd, path, size, err);
+	if (r < 0)
+		return r;
 
-	const char *link = archive_entry_hardlink(ae);
-	mode_t type = archive_entry_filetype(ae);
 	if ((link || type != AE_IFDIR) && strcmp(path, rd->dest) == 0)
 		return sk_error_set(err, -SK_EINVAL_SPEC,
 		                    "member \"%s\" would replace the destination directory", name);
-	if (link)
-		return tar_hardlink(rd, path, link, err);
+	/* a whiteout is one by its name, whatever its type (a hard link too), as Docker reads it */
 	r = tar_whiteout(rd, path, err);
 	if (r != 0)
 		return r < 0 ? r : 0;
+	if (link)
+		return tar_hardlink(rd, path, link, err);
 
 	struct img_entry e = {.path = path, .xattrs = xattrs, .nxattrs = nxattrs};
 	r = tar_meta(ae, path, &e, err);
@@ -502,12 +627,6 @@ static int tar_member(struct tar_reader *rd, struct archive_entry *ae, struct sk
 		return r;
 	switch (type) {
 	case AE_IFREG:
-		rd->t.bytes += size;
-		if (rd->t.bytes > lim->max_bytes)
-			return sk_error_set(err, -SK_EINVAL_SPEC,
-			                    "member \"%s\": the archive holds more than %" PRIu64
-			                    " bytes",
-			                    path, lim->max_bytes);
 		e.type = IMG_REG;
 		e.size = size;
 		r = tar_read_file(rd->s, rd->a, path, size, rd->budget, e.digest, err);
@@ -517,7 +636,7 @@ static int tar_member(struct tar_reader *rd, struct archive_entry *ae, struct sk
 	case AE_IFDIR: e.type = IMG_DIR; break;
 	case AE_IFLNK:
 		e.type = IMG_SYMLINK;
-		e.target = (char *)archive_entry_symlink(ae);
+		e.target = (char *)sym;
 		if (!e.target || !*e.target || strlen(e.target) > IMG_PATH_MAX)
 			return sk_error_set(err, -SK_EINVAL_SPEC,
 			                    "member \"%s\": bad symlink target", path);
@@ -695,9 +814,9 @@ int img_layer_from_tar_stats(struct img_store *s, int fd, const char *dest, int 
 		return sk_error_set(err, -SK_EINVAL_SPEC, "bad destination path \"%s\"", dest);
 	_cleanup_archive_ struct archive *a = NULL;
 	int r = tar_open(fd, 0, NULL, &a, err);
-	if (r < 0)
-		return r;
-	return tar_layer_read(s, a, dest, flags, lim, layer, ret_stats, err);
+	if (r >= 0)
+		r = tar_layer_read(s, a, dest, flags, lim, layer, ret_stats, err);
+	return r < 0 ? msg_utf8(err, r) : r;
 }
 
 int img_layer_from_tar(struct img_store *s, int fd, const char *dest, int flags,
@@ -715,6 +834,12 @@ int img_layer_from_tar(struct img_store *s, int fd, const char *dest, int flags,
  * headers, files a later layer removes), but not without bound. */
 #define OCI_SPOOL_FACTOR   2
 #define OCI_METADATA_BYTES (64ULL * 1024 * 1024) /* index, manifests, configs */
+
+/* a * b, or UINT64_MAX where that overflows (limits may be "none": UINT64_MAX) */
+static uint64_t sat_mul(uint64_t a, uint64_t b)
+{
+	return b && a > UINT64_MAX / b ? UINT64_MAX : a * b;
+}
 
 struct oci_member {
 	char *name;         /* normalized, absolute */
@@ -831,21 +956,31 @@ static int oci_member_add(struct oci_archive *ar, struct oci_member *mem, struct
 /* One member of the outer archive: regular files spooled, links kept as names, the rest
  * (directories) ignored. */
 static int oci_read_member(struct oci_archive *ar, struct archive *a, struct archive_entry *ae,
-                           uint64_t max, struct sk_error *err)
+                           uint64_t number, uint64_t max, struct sk_error *err)
 {
 	const char *name = archive_entry_pathname(ae);
 	char path[IMG_PATH_MAX + 1], target[IMG_PATH_MAX + 1];
-	int r = tar_path_join("/", name ? name : "", path, sizeof(path), err);
-	if (r < 0)
-		return r;
-	struct oci_member mem = {0};
 	const char *hard = archive_entry_hardlink(ae);
 	mode_t type = archive_entry_filetype(ae);
+	const char *sym = type == AE_IFLNK && !hard ? archive_entry_symlink(ae) : NULL;
+	int r = tar_check_utf8(number, "name", name ? name : "", err);
+	if (r >= 0 && hard)
+		r = tar_check_utf8(number, "hard link target", hard, err);
+	if (r >= 0 && sym)
+		r = tar_check_utf8(number, "symlink target", sym, err);
+	if (r >= 0)
+		r = tar_path_join("/", name ? name : "", path, sizeof(path), err);
+	if (r < 0)
+		return r;
+	/* checked whole: cut to fit below, "a/b/../b/.." would name another member */
+	if (sym && strlen(sym) > IMG_PATH_MAX)
+		return sk_error_set(err, -SK_EINVAL_SPEC, "member \"%s\": symlink target too long",
+		                    path);
+	struct oci_member mem = {0};
 	if (hard) {
 		r = tar_path_join("/", hard, target, sizeof(target), err);
 	} else if (type == AE_IFLNK) {
 		/* relative to the link's directory; ".." may climb up to the archive's root */
-		const char *sym = archive_entry_symlink(ae);
 		char joined[2 * IMG_PATH_MAX + 2];
 		size_t dlen = (size_t)(strrchr(path, '/') - path);
 		snprintf(joined, sizeof(joined), "%.*s/%s", sym && sym[0] == '/' ? 0 : (int)dlen,
@@ -887,7 +1022,8 @@ static int oci_archive_read(struct oci_archive *ar, int fd, const struct img_lim
 	int r = tar_open(fd, 0, NULL, &a, err);
 	if (r < 0)
 		return r;
-	uint64_t max = lim->max_bytes * OCI_SPOOL_FACTOR + OCI_METADATA_BYTES;
+	uint64_t max = sat_mul(lim->max_bytes, OCI_SPOOL_FACTOR);
+	max = max > UINT64_MAX - OCI_METADATA_BYTES ? UINT64_MAX : max + OCI_METADATA_BYTES;
 	struct archive_entry *ae;
 	size_t members = 0;
 	/* what the members declare, data skipped included, and what the stream may hold for them
@@ -906,7 +1042,7 @@ static int oci_archive_read(struct oci_archive *ar, int fd, const struct img_lim
 			return sk_error_set(
 			    err, -SK_EINVAL_SPEC,
 			    "member %zu: the archive is larger than the limits allow", members);
-		r = oci_read_member(ar, a, ae, max, err);
+		r = oci_read_member(ar, a, ae, members, max, err);
 		if (r < 0)
 			return r;
 	}
@@ -1257,7 +1393,18 @@ static int oci_apply_layers(struct oci_archive *ar, struct oci_plan *p,
 {
 	struct img_entry root = {.path = "/", .type = IMG_DIR, .mode = 0755};
 	int r = img_manifest_add(image, &root, err);
+	/* Each layer is within the limits, and all of them together within OCI_SPOOL_FACTOR times
+	 * them (later layers may remove what earlier ones wrote, but not without bound): else 256
+	 * layers could each write the image's byte limit in blobs, a compressed few MiB apiece. */
+	uint64_t max_bytes = sat_mul(lim->max_bytes, OCI_SPOOL_FACTOR);
+	uint64_t max_files = sat_mul(lim->max_files, OCI_SPOOL_FACTOR);
+	uint64_t bytes = 0, files = 0;
 	for (size_t i = 0; i < p->nlayers && r >= 0; i++) {
+		struct img_limits ll = *lim;
+		if (ll.max_bytes > max_bytes - bytes)
+			ll.max_bytes = max_bytes - bytes;
+		if (ll.max_files > max_files - files)
+			ll.max_files = max_files - files;
 		struct oci_member *m;
 		r = oci_open(ar, p->layers[i], p->digests[i][0] ? p->digests[i] : NULL, &m, err);
 		if (r < 0)
@@ -1266,11 +1413,18 @@ static int oci_apply_layers(struct oci_archive *ar, struct oci_plan *p,
 		img_manifest_init(&layer);
 		_cleanup_archive_ struct archive *a = NULL;
 		r = tar_open(ar->spool_fd, m->off, &m->size, &a, err);
+		struct img_tar_stats st;
 		if (r >= 0)
-			r = tar_layer_read(ar->s, a, "/", IMG_TAR_WHITEOUTS, lim, &layer, NULL,
-			                   err);
+			r = tar_layer_read(ar->s, a, "/", IMG_TAR_WHITEOUTS, &ll, &layer, &st, err);
+		if (r < 0 && (ll.max_bytes < lim->max_bytes || ll.max_files < lim->max_files))
+			sk_error_prefix(err,
+			                "the layers together may hold %" PRIu64 " bytes in %" PRIu64
+			                " members",
+			                max_bytes, max_files);
 		if (r < 0)
 			return sk_error_prefix(err, "layer %zu (%s)", i + 1, p->layers[i]);
+		bytes += st.bytes;
+		files += st.members;
 		r = img_manifest_apply(image, &layer, err);
 		img_manifest_free(&layer);
 		if (r < 0)
@@ -1328,7 +1482,7 @@ int img_oci_import(struct img_store *s, int fd, const struct img_limits *lim,
 	if (r < 0) {
 		img_manifest_free(&m);
 		img_config_free(&c);
-		return sk_error_prefix(err, "import image");
+		return msg_utf8(err, sk_error_prefix(err, "import image"));
 	}
 	*image = m;
 	*cfg = c;

@@ -24,7 +24,8 @@ int img_layer_from_tar(struct img_store *s, int fd, const char *dest, int flags,
  * dropped, not refused, and warning says so ("" when nothing was dropped). */
 struct img_tar_stats {
 	uint64_t members;         /* every member read, whiteouts and dropped ones included */
-	uint64_t bytes;           /* regular files' bytes (hard links count their target's) */
+	uint64_t bytes;           /* regular files' bytes (hard links count their target's; data
+	                           * read past, of whiteouts and pax hard links, counts too) */
 	uint64_t devices_dropped; /* character and block devices */
 	uint64_t sockets_dropped;
 	char warning[128];

@@ -113,8 +113,15 @@ static int is_tree(int trees_fd, const char *name)
 	       S_ISDIR(st.st_mode);
 }
 
+void (*img_tree_remove_hook)(const char *digest);
+
 /* Rename the tree aside first, so that a removal cut short never leaves a partial tree under
- * its digest's name; then remove it and its stamp. */
+ * its digest's name; then remove it and its stamp. -EBUSY when it was held meanwhile.
+ *
+ * The caller found the tree unheld, but a sandbox may take its hold right after that look (a
+ * sandbox holds, then checks the tree is there, then mounts it), so the holds are looked at
+ * again once the tree is out of its name: a hold taken before that second look gets its tree
+ * back; one taken after it finds the name empty and materializes the tree anew. */
 static int tree_remove(struct img_store *s, const char *digest)
 {
 	char hex[17], from[IMG_DIGEST_HEX + 32], to[64];
@@ -123,12 +130,18 @@ static int tree_remove(struct img_store *s, const char *digest)
 		return r;
 	snprintf(from, sizeof(from), IMG_TREES_DIR "/%s", digest);
 	snprintf(to, sizeof(to), IMG_TREES_DIR "/" IMG_TREE_TMP_PREFIX "gc-%s", hex);
+	if (img_tree_remove_hook)
+		img_tree_remove_hook(digest);
 	if (renameat2(s->root_fd, from, s->root_fd, to, RENAME_NOREPLACE) < 0)
 		return -errno;
 	_cleanup_close_ int fd =
 	    openat(s->root_fd, to, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd >= 0)
 		flock(fd, LOCK_EX);
+	/* Put back unless a new build took the name meanwhile (then ours is a spare copy). */
+	if (tree_held(s, digest) &&
+	    renameat2(s->root_fd, to, s->root_fd, from, RENAME_NOREPLACE) == 0)
+		return -EBUSY;
 	r = fs_rm_rf_at(s->root_fd, to);
 	snprintf(from, sizeof(from), IMG_TREES_DIR "/%s.used", digest);
 	unlinkat(s->root_fd, from, 0);
@@ -311,7 +324,9 @@ int img_trees_prune(struct img_store *s, uint64_t free_bytes, struct sk_error *e
 		if (tree_held(s, v[i].digest))
 			continue;
 		r = tree_remove(s, v[i].digest);
-		if (r < 0 && r != -ENOENT)
+		if (r == -ENOENT || r == -EBUSY)
+			continue;
+		if (r < 0)
 			return sk_error_errno(err, r, "prune tree %s", v[i].digest);
 		tree_inodes_sweep(s, v[i].digest);
 		removed++;
@@ -371,6 +386,12 @@ static int gc_keep_image(struct gc *g, const char *digest, struct sk_error *err)
 	return r;
 }
 
+void (*img_blob_remove_hook)(const char *digest);
+
+/* An old blob nothing keeps: renamed aside into tmp/, its mtime looked at again, then removed.
+ * A writer that stored the same bytes meanwhile found it there and made it as new as now
+ * (blob_place): if that came before the rename, the blob is put back; if after, the writer
+ * found the name empty and stored its own copy. Either way the blob it was told is stored is. */
 static int gc_blob(int dfd, const char *prefix, const char *name, void *ctx)
 {
 	struct gc *g = ctx;
@@ -380,7 +401,21 @@ static int gc_blob(int dfd, const char *prefix, const char *name, void *ctx)
 	if (!img_digest_valid(digest) || map_get(&g->keep_blobs, digest) ||
 	    fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || st.st_mtime > g->cutoff)
 		return 0;
-	if (unlinkat(dfd, name, 0) == 0) {
+	char hex[17], aside[64];
+	if (random_hex(8, hex, sizeof(hex)) < 0)
+		return 0;
+	snprintf(aside, sizeof(aside), "tmp/gc-%s", hex);
+	if (img_blob_remove_hook)
+		img_blob_remove_hook(digest);
+	if (renameat2(dfd, name, g->s->root_fd, aside, RENAME_NOREPLACE) < 0)
+		return 0;
+	if (fstatat(g->s->root_fd, aside, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    st.st_mtime > g->cutoff) {
+		/* Renewed: back, unless a new copy took the name (then ours is a spare). */
+		if (renameat2(g->s->root_fd, aside, dfd, name, RENAME_NOREPLACE) == 0)
+			return 0;
+	}
+	if (unlinkat(g->s->root_fd, aside, 0) == 0) {
 		g->stats->blobs_removed++;
 		g->stats->blob_bytes_removed += (uint64_t)st.st_size;
 	}
@@ -401,7 +436,7 @@ static void gc_trees(struct gc *g)
 			continue;
 		if (strcmp(de->d_name, digest) == 0) {
 			if (is_tree(dirfd(d), digest) && !map_get(&g->keep_trees, digest) &&
-			    tree_remove(g->s, digest) == 0)
+			    !tree_held(g->s, digest) && tree_remove(g->s, digest) == 0)
 				g->stats->trees_removed++;
 		} else if (!is_tree(dirfd(d), digest)) {
 			/* "<digest>.used" or an empty "<digest>.holds" of a tree that is gone */

@@ -20,8 +20,6 @@
 #include "../lib/map.h"
 #include "store_internal.h"
 
-/* Directories nested deeper are refused (paths are limited anyway; this bounds the recursion). */
-#define INGEST_MAX_DEPTH     256
 #define OVERLAY_XATTR_PREFIX "user.overlay." /* userxattr mounts: the sandboxes' */
 #define XATTR_LIST_BYTES     65536           /* the kernel's limit on a list of names */
 
@@ -284,9 +282,6 @@ static int ingest_one(struct ingest *in, int dfd, const char *name, char *path, 
 static int ingest_tree(struct ingest *in, int dfd, char *path, size_t plen, int depth,
                        struct sk_error *err)
 {
-	if (depth > INGEST_MAX_DEPTH)
-		return sk_error_set(err, -SK_EINVAL_SPEC, "ingest \"%.200s\": nested too deeply",
-		                    path);
 	int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return sk_error_errno(err, -errno, "ingest \"%.200s\": open", path);
@@ -303,6 +298,13 @@ static int ingest_tree(struct ingest *in, int dfd, char *path, size_t plen, int 
 		if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
 			continue;
 		size_t nlen = strlen(name);
+		/* depth: the components of path; its entries have one more. */
+		if (depth >= IMG_PATH_DEPTH_MAX) {
+			r = sk_error_set(err, -SK_EINVAL_SPEC,
+			                 "ingest \"%.200s\": nested deeper than %d", path,
+			                 IMG_PATH_DEPTH_MAX);
+			break;
+		}
 		if (base + 1 + nlen > IMG_PATH_MAX) {
 			r = sk_error_set(err, -SK_EINVAL_SPEC,
 			                 "ingest \"%.200s/%.40s\": path too long", path, name);

@@ -163,10 +163,13 @@ int img_path_valid(const char *path)
 	if (path[len - 1] == '/')
 		return 0;
 	/* Each component: non-empty, not "." or "..". */
+	size_t depth = 0;
 	for (const char *c = path + 1;;) {
 		const char *end = strchr(c, '/');
 		size_t n = end ? (size_t)(end - c) : strlen(c);
 		if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
+			return 0;
+		if (++depth > IMG_PATH_DEPTH_MAX)
 			return 0;
 		if (!end)
 			return 1;
@@ -198,7 +201,7 @@ int img_xattr_is_overlay(const char *name)
 static const char *entry_problem(const struct img_entry *e, int layer, const struct img_limits *lim)
 {
 	if (!img_path_valid(e->path))
-		return "path is not absolute and normalized";
+		return "path is not absolute and normalized, or deeper than 256";
 	if (!str_utf8(e->path))
 		return "path is not valid UTF-8";
 	if ((unsigned)e->type > IMG_WHITEOUT)
@@ -353,41 +356,68 @@ static json_t *entry_to_json(const struct img_entry *e)
 	return o;
 }
 
+/* A growing text, for encoding. */
+struct text {
+	char *p;
+	size_t len, cap;
+};
+
+static int text_add(struct text *t, const char *s, size_t n)
+{
+	if (n > t->cap - t->len) {
+		size_t cap = t->cap ? t->cap : 4096;
+		while (cap - t->len < n)
+			cap *= 2;
+		char *p = realloc(t->p, cap);
+		if (!p)
+			return -1;
+		t->p = p;
+		t->cap = cap;
+	}
+	memcpy(t->p + t->len, s, n);
+	t->len += n;
+	return 0;
+}
+
+static int text_add_cb(const char *s, size_t n, void *t)
+{
+	return text_add(t, s, n);
+}
+
+/* Each entry is dumped on its own, with the flags and separators a dump of the whole document
+ * would use (the bytes are the same: they name the image), so that encoding never holds the
+ * whole manifest as a JSON tree (over a kilobyte per entry). */
 int img_manifest_encode(const struct img_manifest *m, char **ret, size_t *ret_len,
                         struct sk_error *err)
 {
-	/* Encode only what decode would take back: the bytes name the image. */
-	int layer = 0;
-	for (size_t i = 0; i < m->n && !layer; i++)
-		layer = m->e[i].type == IMG_WHITEOUT || m->e[i].opaque;
-	if (m->n == 0 || strcmp(m->e[0].path, "/") != 0)
-		layer = 1;
+	/* Encode only what decode would take back: the bytes name the image. Checked as a layer,
+	 * as img_manifest_load decodes: a layer may hold "/" and still lack parents (a guess from
+	 * its entries refused such a layer as an image with parents missing). */
 	struct img_limits nolimit = {UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX};
-	int r = img_manifest_check(m, layer, &nolimit, err);
+	int r = img_manifest_check(m, 1, &nolimit, err);
 	if (r < 0)
 		return sk_error_prefix(err, "encode");
-	json_t *root = json_object();
-	json_t *arr = json_array();
-	if (!root || !arr || json_object_set_new(root, "version", json_integer(MANIFEST_VERSION)) ||
-	    json_object_set(root, "entries", arr)) {
-		json_decref(arr);
-		json_decref(root);
-		return sk_error_set(err, -ENOMEM, "encode manifest: out of memory");
-	}
-	json_decref(arr);
-	for (size_t i = 0; i < m->n; i++) {
+	struct text t = {0};
+	char head[64];
+	int hn = snprintf(head, sizeof(head), "{\"version\":%d,\"entries\":[", MANIFEST_VERSION);
+	r = text_add(&t, head, (size_t)hn);
+	for (size_t i = 0; r == 0 && i < m->n; i++) {
 		json_t *o = entry_to_json(&m->e[i]);
-		if (!o || json_array_append_new(arr, o)) {
-			json_decref(root);
-			return sk_error_set(err, -ENOMEM, "encode manifest: out of memory");
-		}
+		r = !o || (i > 0 && text_add(&t, ",", 1) < 0) ||
+		            json_dump_callback(o, text_add_cb, &t,
+		                               JSON_COMPACT | JSON_PRESERVE_ORDER) < 0
+		        ? -1
+		        : 0;
+		json_decref(o);
 	}
-	char *s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	json_decref(root);
-	if (!s)
+	if (r == 0)
+		r = text_add(&t, "]}", 3); /* the NUL too */
+	if (r < 0) {
+		free(t.p);
 		return sk_error_set(err, -ENOMEM, "encode manifest: out of memory");
-	*ret_len = strlen(s);
-	*ret = s;
+	}
+	*ret_len = t.len - 1;
+	*ret = t.p;
 	return 0;
 }
 
@@ -522,6 +552,124 @@ static const char *entry_from_json(json_t *o, struct img_entry *e)
 	return NULL;
 }
 
+static size_t json_skip_ws(const char *s, size_t len, size_t i)
+{
+	while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+		i++;
+	return i;
+}
+
+/* The literal token at s[*pos] (after whitespace) is tok: *pos moves past it. */
+static int json_take(const char *s, size_t len, size_t *pos, const char *tok)
+{
+	size_t i = json_skip_ws(s, len, *pos), n = strlen(tok);
+	if (len - i < n || memcmp(s + i, tok, n) != 0)
+		return 0;
+	*pos = i + n;
+	return 1;
+}
+
+/* The entries array, from just after its '[' to just after its ']', one entry at a time: each is
+ * parsed alone and dropped once copied, so the parser's memory (a kilobyte and more per entry)
+ * never holds more than one, and a count past the limit is refused as soon as it is reached. */
+static int entries_decode(const char *json, size_t len, size_t *pos, const struct img_limits *lim,
+                          struct img_manifest *m, struct sk_error *err)
+{
+	if (json_take(json, len, pos, "]"))
+		return 0;
+	for (size_t i = 0;; i++) {
+		if (i >= lim->max_files)
+			return sk_error_set(err, -SK_EINVAL_SPEC,
+			                    "manifest: more than %llu entries",
+			                    (unsigned long long)lim->max_files);
+		json_error_t jerr;
+		size_t at = json_skip_ws(json, len, *pos);
+		json_t *o = json_loadb(json + at, len - at,
+		                       JSON_DISABLE_EOF_CHECK | JSON_REJECT_DUPLICATES, &jerr);
+		if (!o)
+			return sk_error_set(
+			    err, -SK_EINVAL_SPEC, "manifest entry %zu: bad JSON at byte %zu: %s", i,
+			    at + (size_t)(jerr.position > 0 ? jerr.position : 0), jerr.text);
+		*pos = at + (size_t)jerr.position;
+		struct img_entry *e = manifest_grow(m);
+		if (!e) {
+			json_decref(o);
+			return sk_error_set(err, -ENOMEM, "manifest: out of memory");
+		}
+		m->n++; /* counted now so that a half-filled entry is freed */
+		const char *why = entry_from_json(o, e);
+		json_decref(o);
+		if (why)
+			return sk_error_set(err, -SK_EINVAL_SPEC,
+			                    "manifest entry %zu \"%.200s\": %s", i,
+			                    e->path ? e->path : "", why);
+		if (json_take(json, len, pos, "]"))
+			return 0;
+		if (!json_take(json, len, pos, ","))
+			return sk_error_set(err, -SK_EINVAL_SPEC,
+			                    "manifest: bad JSON after entry %zu (byte %zu)", i,
+			                    *pos);
+	}
+}
+
+/* The version, a plain non-negative integer (no fraction, no exponent) of at most 9 digits. */
+static int version_decode(const char *json, size_t len, size_t *pos, long *ret)
+{
+	size_t i = json_skip_ws(json, len, *pos), start = i;
+	long v = 0;
+	while (i < len && json[i] >= '0' && json[i] <= '9' && i - start < 9)
+		v = v * 10 + (json[i++] - '0');
+	if (i == start || (i < len && json[i] >= '0' && json[i] <= '9') ||
+	    (json[start] == '0' && i - start > 1))
+		return 0; /* none, too many, or a leading zero (not JSON) */
+	*ret = v;
+	*pos = i;
+	return 1;
+}
+
+/* The manifest's outer object, {"version":1,"entries":[...]} (the keys in either order,
+ * whitespace anywhere JSON allows it, the keys written plainly), read by hand around the
+ * entries so that the whole text is never one parsed tree. */
+static int manifest_parse(const char *json, size_t len, const struct img_limits *lim,
+                          struct img_manifest *m, struct sk_error *err)
+{
+	size_t pos = 0;
+	long version = -1;
+	int have_entries = 0;
+	if (!json_take(json, len, &pos, "{"))
+		goto shape;
+	for (int k = 0; k < 2; k++) {
+		if (k > 0 && !json_take(json, len, &pos, ","))
+			goto shape;
+		if (json_take(json, len, &pos, "\"version\"")) {
+			if (version >= 0 || !json_take(json, len, &pos, ":") ||
+			    !version_decode(json, len, &pos, &version))
+				goto shape;
+		} else if (json_take(json, len, &pos, "\"entries\"")) {
+			if (have_entries || !json_take(json, len, &pos, ":") ||
+			    !json_take(json, len, &pos, "["))
+				goto shape;
+			have_entries = 1;
+			int r = entries_decode(json, len, &pos, lim, m, err);
+			if (r < 0)
+				return r;
+		} else {
+			goto shape;
+		}
+	}
+	if (!json_take(json, len, &pos, "}") || json_skip_ws(json, len, pos) != len)
+		goto shape;
+	if (version != MANIFEST_VERSION)
+		return sk_error_set(err, -SK_EINVAL_SPEC, "manifest: version %ld is not supported",
+		                    version);
+	return 0;
+shape:
+	return sk_error_set(err, -SK_EINVAL_SPEC,
+	                    "manifest: bad JSON or not an object of \"version\" and \"entries\" "
+	                    "(byte %zu)",
+	                    pos);
+}
+
 int img_manifest_decode(const char *json, size_t len, int layer, const struct img_limits *lim,
                         struct img_manifest *m, struct sk_error *err)
 {
@@ -532,56 +680,17 @@ int img_manifest_decode(const char *json, size_t len, int layer, const struct im
 		                    len, IMG_MANIFEST_MAX_BYTES);
 	if (!json_depth_within(json, len, 4))
 		return sk_error_set(err, -SK_EINVAL_SPEC, "manifest: JSON nested too deeply");
-	json_error_t jerr;
-	json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (!root)
-		return sk_error_set(err, -SK_EINVAL_SPEC, "manifest: bad JSON at %d:%d: %s",
-		                    jerr.line, jerr.column, jerr.text);
 	struct img_manifest tmp;
 	img_manifest_init(&tmp);
-	int r = 0;
-	json_t *version = json_object_get(root, "version");
-	json_t *entries = json_object_get(root, "entries");
-	if (!json_is_object(root) || json_object_size(root) != 2 || !json_is_integer(version) ||
-	    !json_is_array(entries)) {
-		r = sk_error_set(err, -SK_EINVAL_SPEC,
-		                 "manifest: not an object of \"version\" and \"entries\"");
-		goto out;
+	int r = manifest_parse(json, len, lim, &tmp, err);
+	if (r == 0)
+		r = img_manifest_check(&tmp, layer, lim, err);
+	if (r == 0) {
+		img_manifest_free(m);
+		*m = tmp;
+		img_manifest_init(&tmp);
 	}
-	if (json_integer_value(version) != MANIFEST_VERSION) {
-		r = sk_error_set(err, -SK_EINVAL_SPEC, "manifest: version %lld is not supported",
-		                 (long long)json_integer_value(version));
-		goto out;
-	}
-	size_t n = json_array_size(entries);
-	if (n > lim->max_files) {
-		r = sk_error_set(err, -SK_EINVAL_SPEC, "manifest: %zu entries, more than %llu", n,
-		                 (unsigned long long)lim->max_files);
-		goto out;
-	}
-	for (size_t i = 0; i < n; i++) {
-		struct img_entry *e = manifest_grow(&tmp);
-		if (!e) {
-			r = sk_error_set(err, -ENOMEM, "manifest: out of memory");
-			goto out;
-		}
-		tmp.n++; /* counted now so that a half-filled entry is freed */
-		const char *why = entry_from_json(json_array_get(entries, i), e);
-		if (why) {
-			r = sk_error_set(err, -SK_EINVAL_SPEC, "manifest entry %zu \"%.200s\": %s",
-			                 i, e->path ? e->path : "", why);
-			goto out;
-		}
-	}
-	r = img_manifest_check(&tmp, layer, lim, err);
-	if (r < 0)
-		goto out;
-	img_manifest_free(m);
-	*m = tmp;
-	img_manifest_init(&tmp);
-out:
 	img_manifest_free(&tmp);
-	json_decref(root);
 	return r;
 }
 

@@ -3,7 +3,8 @@
  * materializing a read-only tree.
  *
  * Paths are absolute and normalized: "/" is the root directory, then "/bin", "/bin/sh"; no "//",
- * no trailing "/", no "." or ".." component, no NUL, at most IMG_PATH_MAX bytes. A manifest is
+ * no trailing "/", no "." or ".." component, no NUL, at most IMG_PATH_MAX bytes and
+ * IMG_PATH_DEPTH_MAX components. A manifest is
  * sorted by path (byte order) and holds each path once; every path's parent is a directory in
  * it (an image always has "/"). A layer (what one build step changed) may also hold whiteouts
  * and opaque directories. */
@@ -14,7 +15,10 @@
 
 #include "store.h"
 
-#define IMG_PATH_MAX        4095
+#define IMG_PATH_MAX 4095
+/* Components of a path ("/a/b": 2). Deeper trees are refused: removing a tree (gc, a failed
+ * build) holds a directory fd per level, and 2,000 levels fit in IMG_PATH_MAX. */
+#define IMG_PATH_DEPTH_MAX  256
 #define IMG_XATTR_NAME_MAX  255
 #define IMG_XATTR_VALUE_MAX 65536
 

@@ -126,6 +126,10 @@ static int copy_data(int dst, int src, uint64_t size)
 		ssize_t n = copy_file_range(src, NULL, dst, NULL, size - done, 0);
 		if (n < 0 && errno == EINTR)
 			continue;
+		/* The disk full or the file too large is the answer; anything else (across
+		 * filesystems, not supported) leaves it to the buffer. */
+		if (n < 0 && (errno == ENOSPC || errno == EDQUOT || errno == EFBIG || errno == EIO))
+			return -errno;
 		if (n <= 0)
 			break;
 		done += (uint64_t)n;
@@ -140,8 +144,15 @@ static int copy_data(int dst, int src, uint64_t size)
 			continue;
 		if (n <= 0)
 			return n < 0 ? -errno : -EIO;
-		if (pwrite(dst, buf, (size_t)n, off) != n)
-			return -EIO;
+		for (ssize_t w = 0; w < n;) {
+			ssize_t k = pwrite(dst, buf + w, (size_t)(n - w), off + w);
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k <= 0)
+				return k < 0 ? -errno
+				             : -EIO; /* ENOSPC, EDQUOT, EFBIG: said as such */
+			w += k;
+		}
 		done += (uint64_t)n;
 		off += n;
 	}

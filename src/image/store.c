@@ -23,6 +23,8 @@ struct img_blob_writer {
 	char tmp_name[64]; /* "" for an O_TMPFILE */
 	EVP_MD_CTX *md;
 	uint64_t written, max;
+	/* A write failed: the hash may cover bytes the file lacks, so nothing may be stored. */
+	int failed;
 };
 
 static const char *const STORE_DIRS[] = {"blobs", "blobs/sha256", "tmp", "inodes", "trees"};
@@ -78,6 +80,7 @@ int img_blob_begin(struct img_store *s, uint64_t max_bytes, struct img_blob_writ
 	if (!w)
 		return sk_error_set(err, -ENOMEM, "blob: out of memory");
 	w->s = s;
+	w->fd = -1; /* not 0 (calloc's): an early failure must not close the caller's fd 0 */
 	w->max = max_bytes;
 	w->md = EVP_MD_CTX_new();
 	if (!w->md || !EVP_DigestInit_ex(w->md, EVP_sha256(), NULL)) {
@@ -113,6 +116,9 @@ int img_blob_write(struct img_blob_writer *w, const void *buf, size_t len, struc
 	if (len > w->max - w->written || w->written > w->max)
 		return sk_error_set(err, -EFBIG, "blob larger than %llu bytes",
 		                    (unsigned long long)w->max);
+	if (w->failed)
+		return sk_error_set(err, -EIO, "blob: an earlier write failed");
+	w->failed = 1; /* until every byte is both hashed and written */
 	if (!EVP_DigestUpdate(w->md, buf, len))
 		return sk_error_set(err, -EIO, "blob: SHA-256 failed");
 	const char *p = buf;
@@ -128,6 +134,7 @@ int img_blob_write(struct img_blob_writer *w, const void *buf, size_t len, struc
 		left -= (size_t)n;
 	}
 	w->written += len;
+	w->failed = 0;
 	return 0;
 }
 
@@ -144,16 +151,28 @@ static int blob_place(struct img_blob_writer *w, const char *digest, struct sk_e
 	if (fchmod(w->fd, 0444) < 0)
 		return sk_error_errno(err, -errno, "blob: chmod");
 	int r;
-	if (w->tmp_name[0] == '\0') {
-		r = img_fd_link(w->fd, s->root_fd, rel);
-	} else {
-		r = renameat2(s->root_fd, w->tmp_name, s->root_fd, rel, RENAME_NOREPLACE) < 0
-		        ? -errno
-		        : 0;
-		if (r == 0)
-			w->tmp_name[0] = '\0';
+	for (int attempt = 0;; attempt++) {
+		if (w->tmp_name[0] == '\0') {
+			r = img_fd_link(w->fd, s->root_fd, rel);
+		} else {
+			r = renameat2(s->root_fd, w->tmp_name, s->root_fd, rel, RENAME_NOREPLACE) <
+			            0
+			        ? -errno
+			        : 0;
+			if (r == 0)
+				w->tmp_name[0] = '\0';
+		}
+		if (r != -EEXIST)
+			break;
+		/* Stored before: it is made as new as now, so that gc's grace (counted from its
+		 * mtime) starts again for whoever is about to name it. Gone since the link
+		 * failed (gc took it): ours takes its place. */
+		if (utimensat(s->root_fd, rel, NULL, AT_SYMLINK_NOFOLLOW) == 0)
+			return 0;
+		if (errno != ENOENT || attempt == 3)
+			return sk_error_errno(err, -errno, "blob: touch %s/%s", s->root, rel);
 	}
-	if (r < 0 && r != -EEXIST)
+	if (r < 0)
 		return sk_error_errno(err, r, "blob: store %s/%s", s->root, rel);
 	return 0;
 }
@@ -180,6 +199,10 @@ int img_blob_finish(struct img_blob_writer *w, const char *expect, char digest[I
 	if (w->written > w->max) {
 		r = sk_error_set(err, -EFBIG, "blob larger than %llu bytes",
 		                 (unsigned long long)w->max);
+		goto out;
+	}
+	if (w->failed) {
+		r = sk_error_set(err, -EIO, "blob: a write failed, nothing stored");
 		goto out;
 	}
 	if (!EVP_DigestFinal_ex(w->md, md, &mdlen) || mdlen != sizeof(md)) {

@@ -15,6 +15,12 @@ int img_fd_link(int fd, int dirfd, const char *name);
 /* Tests lower the link count at which a new inode is started (0: the filesystem's limit). */
 extern unsigned long img_inode_max_links;
 
+/* Tests run this as gc or pruning is about to remove the tree of digest, having found it
+ * unheld (to take a hold at that moment). */
+extern void (*img_tree_remove_hook)(const char *digest);
+/* Tests run this as gc is about to remove the blob of digest, having found it old and unkept. */
+extern void (*img_blob_remove_hook)(const char *digest);
+
 /* "trees/<digest>" and its companions, relative to the store's root. */
 #define IMG_TREES_DIR "trees"
 /* A tree being built or removed: trees/.tmp-<random>, flock'ed by whoever works on it. */

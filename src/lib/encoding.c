@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <string.h>
 
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -66,37 +67,53 @@ long base64_decode(const char *in, size_t len, unsigned char *out)
 	return (long)o;
 }
 
+/* The length of the valid UTF-8 sequence at s[i] (not NUL), or 0. */
+static size_t utf8_seq(const unsigned char *s, size_t i, size_t n)
+{
+	unsigned char c = s[i];
+	if (c == 0)
+		return 0;
+	if (c < 0x80)
+		return 1;
+	size_t len;
+	uint32_t cp, min;
+	if ((c & 0xe0) == 0xc0)
+		len = 2, cp = c & 0x1f, min = 0x80;
+	else if ((c & 0xf0) == 0xe0)
+		len = 3, cp = c & 0x0f, min = 0x800;
+	else if ((c & 0xf8) == 0xf0)
+		len = 4, cp = c & 0x07, min = 0x10000;
+	else
+		return 0;
+	if (i + len > n)
+		return 0;
+	for (size_t k = 1; k < len; k++) {
+		if ((s[i + k] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i + k] & 0x3f);
+	}
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
 int utf8_valid(const unsigned char *s, size_t n)
 {
-	size_t i = 0;
-	while (i < n) {
-		unsigned char c = s[i];
-		if (c == 0)
+	for (size_t i = 0, len; i < n; i += len)
+		if (!(len = utf8_seq(s, i, n)))
 			return 0;
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		size_t len;
-		uint32_t cp, min;
-		if ((c & 0xe0) == 0xc0)
-			len = 2, cp = c & 0x1f, min = 0x80;
-		else if ((c & 0xf0) == 0xe0)
-			len = 3, cp = c & 0x0f, min = 0x800;
-		else if ((c & 0xf8) == 0xf0)
-			len = 4, cp = c & 0x07, min = 0x10000;
-		else
-			return 0;
-		if (i + len > n)
-			return 0;
-		for (size_t k = 1; k < len; k++) {
-			if ((s[i + k] & 0xc0) != 0x80)
-				return 0;
-			cp = cp << 6 | (s[i + k] & 0x3f);
-		}
-		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return 0;
-		i += len;
-	}
 	return 1;
+}
+
+size_t utf8_sanitize(char *s)
+{
+	unsigned char *u = (unsigned char *)s;
+	size_t n = strlen(s), bad = 0;
+	for (size_t i = 0, len; i < n; i += len)
+		if (!(len = utf8_seq(u, i, n))) {
+			s[i] = '?';
+			len = 1;
+			bad++;
+		}
+	return bad;
 }

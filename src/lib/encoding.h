@@ -16,3 +16,8 @@ long base64_decode(const char *in, size_t len, unsigned char *out);
 /* True when the n bytes are valid UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF) and
  * hold no NUL. */
 int utf8_valid(const unsigned char *s, size_t n);
+/* Make the string valid UTF-8 in place (its length unchanged): each byte that starts no valid
+ * sequence becomes '?'. Text from outside (file names, a truncated message cut inside a
+ * character) goes into JSON only so: jansson refuses invalid UTF-8. Returns how many bytes were
+ * replaced. */
+size_t utf8_sanitize(char *s);

@@ -1,6 +1,7 @@
 /* /v1/blobs/sha256:{hex}: raw bytes in the image store, named by their SHA-256 (tars for copy
- * steps, OCI archives for bases). Blobs are content, not objects of a workspace: whoever knows
- * a digest already knows what it names.
+ * steps, OCI archives for bases). Blobs are stored once for all, but a digest is not a secret
+ * (image JSON, logs and manifests show them): a workspace reads a blob, or names it in a build,
+ * only if it uploaded it (blob_owners) or it is one of its images' manifests.
  *
  * An upload can be as large as SKIFF_MAX_BLOB_BYTES (4 GiB by default), far past what a request
  * body may hold in memory, so PUT takes the connection over: a body of declared length is read
@@ -12,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../lib/clock.h"
 #include "../lib/macros.h"
 #include "server.h"
 
@@ -28,6 +30,103 @@ void blob_touch(struct server *srv, const char *digest)
 		futimens(fd, NULL);
 		close(fd);
 	}
+}
+
+/* ---- who may read a blob ---- */
+
+struct blob_owner {
+	char key[ID_MAX_BYTES + IMG_DIGEST_HEX + 1]; /* "<ws>/<hex>" */
+};
+
+static struct blob_owner *owner_new(const char *ws, const char *digest)
+{
+	struct blob_owner *o = calloc(1, sizeof(*o));
+	if (o)
+		snprintf(o->key, sizeof(o->key), "%s/%s", ws, digest);
+	return o;
+}
+
+int blob_owner_load(const struct store_blob_owner *row, void *ud)
+{
+	struct server *srv = ud;
+	struct blob_owner *o = owner_new(row->workspace_id, row->digest);
+	if (!o)
+		return -ENOMEM;
+	if (map_get(&srv->blob_owners, o->key)) {
+		free(o);
+		return 0;
+	}
+	int r = map_put(&srv->blob_owners, o->key, o);
+	if (r < 0)
+		free(o);
+	return r;
+}
+
+void blob_owners_free(struct server *srv)
+{
+	size_t pos = 0;
+	struct blob_owner *o;
+	while ((o = map_next(&srv->blob_owners, &pos)))
+		free(o);
+	map_release(&srv->blob_owners);
+}
+
+static int owned(struct server *srv, const char *ws, const char *digest)
+{
+	char key[ID_MAX_BYTES + IMG_DIGEST_HEX + 1];
+	snprintf(key, sizeof(key), "%s/%s", ws, digest);
+	return map_get(&srv->blob_owners, key) != NULL;
+}
+
+int blob_readable_by(struct server *srv, const char *ws, int admin, const char *digest)
+{
+	if (admin || owned(srv, ws, digest))
+		return 1;
+	size_t pos = 0;
+	struct image_rec *im;
+	while ((im = map_next(&srv->images, &pos)))
+		if (!strcmp(im->row.manifest, digest) && !strcmp(im->row.workspace_id, ws))
+			return 1;
+	return 0;
+}
+
+int blob_readable(struct api_call *call, const char *digest)
+{
+	return blob_readable_by(call->srv, call->who.workspace_id, call->who.role == ROLE_ADMIN,
+	                        digest);
+}
+
+static int owner_put_fn(struct store_tx *tx, void *ud)
+{
+	return store_blob_owner_put(tx, ud);
+}
+
+static void owner_put_done(void *ud, int rc)
+{
+	(void)rc;
+	free(ud);
+}
+
+/* ws uploaded digest: remembered now, stored soon. 0, or -ENOMEM. */
+static int blob_own(struct server *srv, const char *ws, const char *digest)
+{
+	if (owned(srv, ws, digest))
+		return 0;
+	struct blob_owner *o = owner_new(ws, digest);
+	struct store_blob_owner *row = calloc(1, sizeof(*row));
+	if (!o || !row || map_put(&srv->blob_owners, o->key, o) < 0) {
+		free(o);
+		free(row);
+		return -ENOMEM;
+	}
+	snprintf(row->workspace_id, sizeof(row->workspace_id), "%s", ws);
+	snprintf(row->digest, sizeof(row->digest), "%s", digest);
+	row->created_ms = clock_now_ms();
+	if (server_persist(srv, owner_put_fn, owner_put_done, row) < 0) {
+		free(row); /* kept in memory: readable until the server restarts */
+		server_logf(srv, "level=error msg=\"store a blob owner\" workspace=%s", ws);
+	}
+	return 0;
 }
 
 /* The digest in the route's first parameter ("sha256:<64 hex>"), or NULL after a 400. */
@@ -48,12 +147,14 @@ static const char *blob_digest_of_call(struct api_call *call)
 struct blob_upload {
 	struct blob_upload *next, **prevp; /* srv->uploads */
 	struct server *srv;
+	char workspace_id[ID_MAX_BYTES];
 	uv_tcp_t *tcp;
 	uv_timer_t *timer; /* nothing arrived for HTTP_DEFAULT_BODY_TIMEOUT_MS: given up */
 	struct img_blob_writer *w;
 	char expect[IMG_DIGEST_HEX];
-	uint64_t left; /* body bytes still to come */
-	int existed;
+	uint64_t left;       /* body bytes still to come */
+	int existed;         /* in the store already */
+	int owned;           /* uploaded by this workspace before: 200 rather than 201 */
 	struct sk_error err; /* the first failure; the rest of the body is still read (dropped),
 	                      * so that the client gets the answer rather than a reset */
 	int failed_status;
@@ -148,9 +249,13 @@ static void upload_finish(struct blob_upload *u)
 	}
 	if (u->existed)
 		blob_touch(u->srv, digest);
+	if (blob_own(u->srv, u->workspace_id, digest) < 0) {
+		upload_fail(u, 503, "unavailable", "out of memory");
+		return;
+	}
 	char name[80];
 	snprintf(name, sizeof(name), "sha256:%s", digest);
-	upload_reply(u, u->existed ? 200 : 201,
+	upload_reply(u, u->owned ? 200 : 201,
 	             json_pack("{s:s, s:I}", "digest", name, "size", (json_int_t)size));
 }
 
@@ -227,9 +332,15 @@ static void put_whole(struct api_call *call, const char *expect, uint64_t max)
 	}
 	if (existed)
 		blob_touch(srv, digest);
+	/* 200 only to a workspace that uploaded it before: whether another did is not said. */
+	int was_owned = owned(srv, call->who.workspace_id, digest);
+	if (blob_own(srv, call->who.workspace_id, digest) < 0) {
+		api_reply_error(call, 503, "unavailable", "out of memory");
+		return;
+	}
 	char name[80];
 	snprintf(name, sizeof(name), "sha256:%s", digest);
-	api_reply_json(call, existed ? 200 : 201,
+	api_reply_json(call, was_owned ? 200 : 201,
 	               json_pack("{s:s, s:I}", "digest", name, "size", (json_int_t)size));
 }
 
@@ -250,6 +361,17 @@ void api_blobs_put(struct http_request *req)
 		                (unsigned long long)max);
 		return;
 	}
+	size_t all = 0, in_ws = 0;
+	for (struct blob_upload *o = srv->uploads; o; o = o->next, all++)
+		in_ws += !strcmp(o->workspace_id, call->who.workspace_id);
+	if (all >= SERVER_MAX_UPLOADS || in_ws >= SERVER_MAX_UPLOADS_PER_WS) {
+		api_reply_error(
+		    call, 429, "resource_exhausted",
+		    "too many uploads at once (%zu in this workspace, at most %d; %zu in "
+		    "all, at most %d): try again when one has ended",
+		    in_ws, SERVER_MAX_UPLOADS_PER_WS, all, SERVER_MAX_UPLOADS);
+		return;
+	}
 	struct blob_upload *u = calloc(1, sizeof(*u));
 	struct sk_error err = {0};
 	if (!u || !(u->buf = malloc(BLOB_READ_BYTES))) {
@@ -258,9 +380,11 @@ void api_blobs_put(struct http_request *req)
 		return;
 	}
 	u->srv = srv;
+	snprintf(u->workspace_id, sizeof(u->workspace_id), "%s", call->who.workspace_id);
 	u->left = (uint64_t)req->body_unread;
 	snprintf(u->expect, sizeof(u->expect), "%s", expect);
 	u->existed = img_blob_exists(&srv->imgs, expect);
+	u->owned = owned(srv, u->workspace_id, expect);
 	if (img_blob_begin(&srv->imgs, max, &u->w, &err) < 0) {
 		upload_free(u);
 		api_reply_error(call, 500, "internal", "store the blob: %s", err.msg);
@@ -268,7 +392,7 @@ void api_blobs_put(struct http_request *req)
 	}
 	char *pending = NULL;
 	size_t pending_len = 0;
-	int r = http_hijack(req, u->existed ? 200 : 201, &u->tcp, &pending, &pending_len);
+	int r = http_hijack(req, u->owned ? 200 : 201, &u->tcp, &pending, &pending_len);
 	if (r < 0) {
 		upload_free(u);
 		api_reply_error(call, 503, "unavailable", "take the upload over: %s", strerror(-r));
@@ -361,7 +485,8 @@ void api_blobs_get(struct http_request *req)
 	int fd = -1;
 	uint64_t size = 0;
 	struct sk_error err = {0};
-	int r = img_blob_open(&srv->imgs, digest, &fd, &size, &err);
+	int r = blob_readable(call, digest) ? img_blob_open(&srv->imgs, digest, &fd, &size, &err)
+	                                    : -ENOENT; /* another's: as if missing */
 	if (r == -ENOENT) {
 		api_reply_error(call, 404, "not_found", "blob sha256:%s not found", digest);
 		return;

@@ -162,8 +162,8 @@ static void sandboxes_evict(struct server *srv)
 
 /* The image a create names: busybox (NULL) or a ready image of the workspace (*ret), whose
  * config gives the defaults: its env under the body's (the body's names win), its workdir
- * unless the body has one, and its entrypoint before the body's command (as Docker puts
- * ENTRYPOINT before CMD). 0, or -1 after a reply. */
+ * unless the body has one, and its entrypoint before the body's command when it has one (as
+ * Docker puts ENTRYPOINT before CMD). 0, or -1 after a reply. */
 static int image_defaults(struct api_call *call, json_t *body, struct image_rec **ret)
 {
 	*ret = NULL;
@@ -190,8 +190,11 @@ static int image_defaults(struct api_call *call, json_t *body, struct image_rec 
 	if (!im) {
 		api_reply_error(call, 400, "invalid_argument",
 		                "image: %.140s is not an image of this workspace (busybox, or an "
-		                "image's id or name)",
-		                name);
+		                "image's id or name%s)",
+		                name,
+		                !strcmp(name, "debian-slim") || !strcmp(name, "debian:bookworm")
+		                    ? "; a base is built first: skiff image build --from NAME"
+		                    : "");
 		return -1;
 	}
 	if (strcmp(im->row.state, "ready")) {
@@ -213,12 +216,13 @@ static int image_defaults(struct api_call *call, json_t *body, struct image_rec 
 	json_t *workdir = json_object_get(body, "workdir");
 	if (!workdir || json_is_null(workdir))
 		json_object_set(body, "workdir", json_object_get(im->config, "workdir"));
+	/* A create without a command asks for an idle sandbox to exec into: the entrypoint
+	 * applies to a command given ([] runs it alone), never in place of idling. */
 	json_t *ep = json_object_get(im->config, "entrypoint");
 	json_t *cmd = json_object_get(body, "command");
-	if (json_array_size(ep) && (!cmd || json_is_null(cmd) || json_is_array(cmd))) {
+	if (json_array_size(ep) && json_is_array(cmd)) {
 		json_t *full = json_deep_copy(ep);
-		if (json_is_array(cmd))
-			json_array_extend(full, cmd);
+		json_array_extend(full, cmd);
 		json_object_set_new(body, "command", full);
 	}
 	*ret = im;
@@ -752,6 +756,12 @@ static void exec_command(struct server *srv, struct exec_rec *ex)
 		if (env && json_is_object(own))
 			json_object_update(env, own);
 		json_object_set_new(cmd, "env", env ? env : json_object());
+		/* And starts where the sandbox's command did (its image's workdir, or the one its
+		 * create gave) unless it names its own, as `docker exec` does. */
+		json_t *wd = json_object_get(cmd, "workdir");
+		if ((!wd || json_is_null(wd)) &&
+		    json_is_string(json_object_get(sb->spec, "workdir")))
+			json_object_set(cmd, "workdir", json_object_get(sb->spec, "workdir"));
 		json_object_set_new(cmd, "sandbox", json_string(sb->row.id));
 		json_object_set_new(cmd, "exec", json_string(ex->row.id));
 		json_object_set_new(cmd, "capture", json_boolean(ex->capture));

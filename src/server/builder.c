@@ -18,6 +18,7 @@
 #include "../image/busybox.h"
 #include "../image/manifest.h"
 #include "../lib/clock.h"
+#include "../lib/encoding.h"
 #include "../lib/macros.h"
 #include "../runtime/spec.h"
 #include "server.h"
@@ -484,6 +485,9 @@ static void build_fail(struct build *b, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	/* File names and commands are bytes, and truncation may cut a character: the error goes
+	 * into the image's JSON, which must be UTF-8. */
+	utf8_sanitize(msg);
 	struct image_rec *im = b->im;
 	snprintf(im->row.state, sizeof(im->row.state), "failed");
 	free(im->row.error);
@@ -509,7 +513,7 @@ static void step_done(struct build *b, const char *layer, int cached)
 		              b->step_key, "cached", cached, "layer",
 		              layer && layer[0] ? json_sprintf("sha256:%s", layer) : json_null(),
 		              "seconds", secs));
-		image_logf(srv, b->im, "step %zu: %s", b->step, cached ? "cached" : "done");
+		image_logf(srv, b->im, "step %zu: %s", b->step + 1, cached ? "cached" : "done");
 	}
 	snprintf(b->key, sizeof(b->key), "%s", b->step_key);
 	b->step_key[0] = '\0';
@@ -592,7 +596,12 @@ static void snap_applied(uv_work_t *w, int status)
 static void base_ready(struct build *b)
 {
 	char *cfg = canonical(b->config);
-	const char *parts[] = {"base", b->manifest, cfg ? cfg : ""};
+	/* The workspace is part of every step's key: a cache shared across workspaces would tell
+	 * one that another ran the very same step ("cached", or "waiting for" its build), which
+	 * confirms a guess at a secret in a step's text, and would hand it the other's output
+	 * of a step whose result is not a function of its text (a download). The blobs
+	 * themselves are still stored once. */
+	const char *parts[] = {"base", b->im->row.workspace_id, b->manifest, cfg ? cfg : ""};
 	key_of(parts, ARRAY_SIZE(parts), b->key);
 	free(cfg);
 	image_logf(b->srv, b->im, "base: sha256:%s", b->manifest);
@@ -703,7 +712,7 @@ static void work_done(uv_work_t *w, int status)
 		const char *text = b->step < b->nsteps
 		                       ? json_dumps(json_array_get(b->steps, b->step), JSON_COMPACT)
 		                       : NULL;
-		build_fail(b, "step %zu (%.200s): %s", b->step, text ? text : "", t->err.msg);
+		build_fail(b, "step %zu (%.200s): %s", b->step + 1, text ? text : "", t->err.msg);
 		free((char *)text);
 	} else {
 		snprintf(b->manifest, sizeof(b->manifest), "%s", t->out_manifest);
@@ -732,15 +741,15 @@ static void step_sandbox_done(struct build *b)
 	char *text = json_dumps(json_array_get(b->steps, b->step), JSON_COMPACT);
 	if (strcmp(sb->row.state, "exited") || sb->row.exit_code != 0) {
 		if (sb->fail_message[0])
-			build_fail(b, "step %zu (%.200s): its sandbox failed to start: %s", b->step,
-			           text ? text : "", sb->fail_message);
+			build_fail(b, "step %zu (%.200s): its sandbox failed to start: %s",
+			           b->step + 1, text ? text : "", sb->fail_message);
 		else
 			build_fail(b,
 			           "step %zu (%.200s) failed: %s, exit code %d (its output is in "
 			           "the build log)",
-			           b->step, text ? text : "", sb->row.state, sb->row.exit_code);
+			           b->step + 1, text ? text : "", sb->row.state, sb->row.exit_code);
 	} else if (!sb->layer[0]) {
-		build_fail(b, "step %zu (%.200s): the worker captured no layer%s%s", b->step,
+		build_fail(b, "step %zu (%.200s): the worker captured no layer%s%s", b->step + 1,
 		           text ? text : "", sb->layer_error[0] ? ": " : "", sb->layer_error);
 	} else {
 		struct task *t = task_new(b->srv, b, TASK_LAYER);
@@ -823,7 +832,7 @@ static void step_sandbox(struct build *b, const char *script)
 	struct server *srv = b->srv;
 	struct worker_rec *w = link_pick_worker(srv);
 	if (!w) {
-		build_fail(b, "step %zu: no worker is connected to run it", b->step);
+		build_fail(b, "step %zu: no worker is connected to run it", b->step + 1);
 		return;
 	}
 	struct spec defaults;
@@ -865,7 +874,7 @@ static void step_sandbox(struct build *b, const char *script)
 		json_object_set_new(sb->spec, "image", json_string(b->im->row.id));
 	sb->build = b;
 	b->sb = sb;
-	image_logf(srv, b->im, "step %zu: in sandbox %s", b->step, sb->row.id);
+	image_logf(srv, b->im, "step %zu: in sandbox %s", b->step + 1, sb->row.id);
 	sandbox_create_command(srv, sb);
 }
 
@@ -896,7 +905,7 @@ static void step_work(struct build *b, json_t *step)
 	b->busy = 1;
 	b->step_start_ms = clock_now_ms();
 	char *text = json_dumps(step, JSON_COMPACT);
-	image_logf(b->srv, b->im, "step %zu: %.300s", b->step, text ? text : "");
+	image_logf(b->srv, b->im, "step %zu: %.300s", b->step + 1, text ? text : "");
 	free(text);
 	if (!strcmp(kind, "env") || !strcmp(kind, "workdir") || !strcmp(kind, "entrypoint")) {
 		json_t *cfg = json_deep_copy(b->config);
@@ -971,8 +980,8 @@ static void build_step(struct build *b)
 	for (struct build *o = srv->builds; o; o = o->next)
 		if (o != b && o->busy && !strcmp(o->step_key, b->step_key)) {
 			image_logf(srv, b->im,
-			           "step %zu: waiting for %s, which makes the same step", b->step,
-			           o->im->row.id);
+			           "step %zu: waiting for %s, which makes the same step",
+			           b->step + 1, o->im->row.id);
 			b->waiting_on = o;
 			return;
 		}

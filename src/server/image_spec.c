@@ -38,12 +38,13 @@ static int bad(struct sk_error *err, const char *fmt, ...)
 }
 
 /* "sha256:<hex>" of a stored blob: the hex into hex. */
-static int blob_ref(struct server *srv, const char *s, const char *field, char hex[IMG_DIGEST_HEX],
-                    struct sk_error *err)
+static int blob_ref(struct server *srv, const char *ws, int admin, const char *s, const char *field,
+                    char hex[IMG_DIGEST_HEX], struct sk_error *err)
 {
 	if (!s || strncmp(s, "sha256:", 7) || !img_digest_valid(s + 7))
 		return bad(err, "%s: expected \"sha256:<64 lowercase hex digits>\"", field);
-	if (!img_blob_exists(&srv->imgs, s + 7))
+	/* Another workspace's blob is as good as missing: a build would hand its bytes over. */
+	if (!blob_readable_by(srv, ws, admin, s + 7) || !img_blob_exists(&srv->imgs, s + 7))
 		return bad(err, "%s: blob %.80s is not stored: upload it first (PUT /v1/blobs/…)",
 		           field, s);
 	snprintf(hex, IMG_DIGEST_HEX, "%s", s + 7);
@@ -63,7 +64,7 @@ static int base_check(struct server *srv, const char *ws, json_t *v, int admin,
 		return 0;
 	if (!strncmp(s, "oci-archive:", 12)) {
 		char hex[IMG_DIGEST_HEX];
-		return blob_ref(srv, s + 12, "base", hex, err);
+		return blob_ref(srv, ws, admin, s + 12, "base", hex, err);
 	}
 	if (!strncmp(s, "dir:", 4)) {
 		if (!admin)
@@ -130,7 +131,8 @@ static int package_valid(const char *s)
 	return 1;
 }
 
-static int step_check(struct server *srv, json_t *step, size_t i, struct sk_error *err)
+static int step_check(struct server *srv, const char *ws, int admin, json_t *step, size_t i,
+                      struct sk_error *err)
 {
 	char field[48];
 	if (!json_is_object(step) || json_object_size(step) != 1)
@@ -173,7 +175,7 @@ static int step_check(struct server *srv, json_t *step, size_t i, struct sk_erro
 			           field);
 		char hex[IMG_DIGEST_HEX], f[64];
 		snprintf(f, sizeof(f), "%s.blob", field);
-		if (blob_ref(srv, json_string_value(blob), f, hex, err) < 0)
+		if (blob_ref(srv, ws, admin, json_string_value(blob), f, hex, err) < 0)
 			return -EINVAL;
 		if (!json_is_string(dest) || !img_path_valid(json_string_value(dest)))
 			return bad(err, "%s.dest: expected an absolute, normalized path", field);
@@ -220,7 +222,7 @@ int image_spec_check(struct server *srv, const char *ws, json_t *spec, int admin
 		size_t i;
 		json_t *step;
 		json_array_foreach (steps, i, step)
-			if ((r = step_check(srv, step, i, err)) < 0)
+			if ((r = step_check(srv, ws, admin, step, i, err)) < 0)
 				return r;
 	}
 	return 0;

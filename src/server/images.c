@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "../lib/clock.h"
+#include "../lib/encoding.h"
 #include "../lib/fsutil.h"
 #include "../lib/macros.h"
 #include "server.h"
@@ -51,6 +52,8 @@ int image_load(const struct store_image *row, void *ud)
 	im->row = *row;
 	im->row.spec_json = im->row.config_json = im->row.layers_json = NULL;
 	im->row.error = row->error ? strdup(row->error) : NULL;
+	if (im->row.error) /* a row stored before errors were made UTF-8 */
+		utf8_sanitize(im->row.error);
 	im->spec = row->spec_json ? json_loads(row->spec_json, 0, NULL) : NULL;
 	im->config = row->config_json ? json_loads(row->config_json, 0, NULL) : NULL;
 	im->layers = row->layers_json ? json_loads(row->layers_json, 0, NULL) : NULL;
@@ -282,6 +285,31 @@ static void create_persisted(struct server *srv, struct image_rec *im, int rc)
 		            -rc);
 }
 
+/* 0, or -1 after a 429: the store holds no more images, or the workspace builds as many as it
+ * may at once (builds are not sandboxes a create counts, yet each may run one). */
+static int images_room(struct api_call *call)
+{
+	struct server *srv = call->srv;
+	if (srv->images.len >= SERVER_MAX_IMAGES) {
+		api_reply_error(call, 429, "resource_exhausted", "too many images: delete some");
+		return -1;
+	}
+	size_t pos = 0, building = 0;
+	struct image_rec *im;
+	while ((im = map_next(&srv->images, &pos)))
+		building += !strcmp(im->row.state, "building") &&
+		            !strcmp(im->row.workspace_id, call->who.workspace_id);
+	if (building >= SERVER_MAX_BUILDS_PER_WS) {
+		api_reply_error(
+		    call, 429, "resource_exhausted",
+		    "this workspace builds %zu images already (at most %d at once): wait "
+		    "for one to end",
+		    building, SERVER_MAX_BUILDS_PER_WS);
+		return -1;
+	}
+	return 0;
+}
+
 void api_images_create(struct http_request *req)
 {
 	struct api_call *call = req->data;
@@ -307,9 +335,8 @@ void api_images_create(struct http_request *req)
 		json_decref(body); /* name points into it */
 		return;
 	}
-	if (srv->images.len >= SERVER_MAX_IMAGES) {
+	if (images_room(call) < 0) {
 		json_decref(body);
-		api_reply_error(call, 429, "resource_exhausted", "too many images: delete some");
 		return;
 	}
 	struct image_rec *im = calloc(1, sizeof(*im));
@@ -460,6 +487,10 @@ static void snapshot_taken(struct api_call *call, json_t *result, const struct f
 			                "snapshot: the worker gave no layer");
 		return;
 	}
+	if (images_room(call) < 0) { /* the worker's layer stays for gc */
+		free(snap);
+		return;
+	}
 	/* The name may have been taken while the worker worked. */
 	struct image_rec *other =
 	    snap->name[0] ? image_lookup(srv, call->who.workspace_id, snap->name) : NULL;
@@ -538,6 +569,10 @@ void api_sandboxes_snapshot(struct http_request *req)
 	}
 	struct sandbox_rec *sb = api_sandbox_running(call, "only a running sandbox is snapshotted");
 	if (!sb) {
+		free(snap);
+		return;
+	}
+	if (images_room(call) < 0) { /* before the worker does the work */
 		free(snap);
 		return;
 	}

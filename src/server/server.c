@@ -266,7 +266,8 @@ static int load_all(struct store_tx *tx, void *ud)
 	    (r = store_sandboxes_load(tx, load_sandbox, ud)) < 0 ||
 	    (r = store_execs_load(tx, NULL, load_exec, ud)) < 0 ||
 	    (r = store_images_load(tx, image_load, ud)) < 0 ||
-	    (r = store_cache_load(tx, build_cache_load, ud)) < 0)
+	    (r = store_cache_load(tx, build_cache_load, ud)) < 0 ||
+	    (r = store_blob_owners_load(tx, blob_owner_load, ud)) < 0)
 		return r;
 	return 0;
 }
@@ -372,6 +373,22 @@ static void tick(uv_timer_t *t)
 		server_persist(srv, idem_expire_fn, NULL, NULL);
 }
 
+/* A build's sandbox found at start: its build ended with the server that ran it (the image is
+ * failed, interrupted), so it ends here too, and the worker's reconcile terminates and removes it
+ * there. Left alone it ran on for up to an hour, egress and all, and kept the failed image from
+ * being deleted. */
+static void build_sandboxes_end(struct server *srv)
+{
+	size_t pos = 0;
+	struct sandbox_rec *sb;
+	while ((sb = map_next(&srv->sandboxes, &pos)))
+		if (!sandbox_ended(sb) &&
+		    json_is_true(json_object_get(sb->spec, "capture_layer"))) {
+			sb->removed = 1; /* the reconcile sends terminate with remove */
+			sandbox_set_ended(srv, sb, "terminated", -1, 0);
+		}
+}
+
 int server_new(uv_loop_t *loop, struct store *store, const struct server_config *cfg,
                struct server **ret, struct sk_error *err)
 {
@@ -398,6 +415,7 @@ int server_new(uv_loop_t *loop, struct store *store, const struct server_config 
 	map_init(&srv->tunnels);
 	map_init(&srv->images);
 	map_init(&srv->build_cache);
+	map_init(&srv->blob_owners);
 	srv->imgs.root_fd = -1;
 	sha256_hex(cfg->worker_secret, strlen(cfg->worker_secret), srv->worker_secret_hash);
 
@@ -440,6 +458,7 @@ int server_new(uv_loop_t *loop, struct store *store, const struct server_config 
 	srv->tick.data = srv;
 	uv_timer_start(&srv->tick, tick, TICK_MS, TICK_MS);
 	timeouts_start(srv);
+	build_sandboxes_end(srv);
 	*ret = srv;
 	return 0;
 fail:
@@ -503,6 +522,7 @@ static void free_all(struct server *srv)
 		free(c);
 	}
 	map_release(&srv->build_cache);
+	blob_owners_free(srv);
 	if (srv->imgs_open)
 		img_store_close(&srv->imgs);
 }

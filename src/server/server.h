@@ -70,14 +70,19 @@
 /* Images (api_blobs.c, images.c, builder.c). */
 #define SERVER_MAX_BLOB_BYTES         (4ULL << 30) /* one upload: SKIFF_MAX_BLOB_BYTES lowers it */
 #define SERVER_MAX_CHUNKED_BLOB_BYTES (64 * 1024 * 1024) /* a chunked upload is held whole */
-#define SERVER_MAX_IMAGES             100000
-#define SERVER_MAX_IMAGE_BODY_BYTES   (1024 * 1024) /* a build spec */
-#define IMAGE_MAX_STEPS               256
-#define IMAGE_MAX_APT_PACKAGES        512
-#define IMAGE_MAX_RUN_BYTES           (64 * 1024)
-#define IMAGE_MAX_ENTRYPOINT_ARGS     256
-#define IMAGE_MAX_LOG_BYTES           (8 * 1024 * 1024) /* a build's log: the rest is cut */
-#define IMAGE_BLOB_GRACE_S            3600 /* gc leaves younger unreferenced blobs (uploads) */
+#define SERVER_MAX_UPLOADS            256 /* streamed PUT /v1/blobs at once, all workspaces */
+#define SERVER_MAX_UPLOADS_PER_WS     16  /* of one workspace: a slow one holds a socket, a */
+                                          /* tmp file and its buffer for as long as it trickles */
+#define SERVER_MAX_IMAGES        100000
+#define SERVER_MAX_BUILDS_PER_WS 8 /* building at once (snapshots too): each may hold a */
+                                   /* build sandbox, a thread's work, gc off */
+#define SERVER_MAX_IMAGE_BODY_BYTES (1024 * 1024) /* a build spec */
+#define IMAGE_MAX_STEPS             256
+#define IMAGE_MAX_APT_PACKAGES      512
+#define IMAGE_MAX_RUN_BYTES         (64 * 1024)
+#define IMAGE_MAX_ENTRYPOINT_ARGS   256
+#define IMAGE_MAX_LOG_BYTES         (8 * 1024 * 1024) /* a build's log: the rest is cut */
+#define IMAGE_BLOB_GRACE_S          3600 /* gc leaves younger unreferenced blobs (uploads) */
 
 enum role {
 	ROLE_NONE = 0,
@@ -230,6 +235,7 @@ struct server {
 	int gc_again;                /* asked for while one ran */
 	struct blob_upload *uploads; /* PUT /v1/blobs in progress (api_blobs.c) */
 	struct map build_cache;      /* step key → struct store_cache */
+	struct map blob_owners;      /* "<ws>/<hex>" → struct blob_owner: who uploaded a blob */
 	unsigned tasks_inflight;     /* image work on the thread pool (builder.c) */
 	size_t stdin_bytes;          /* stdin writes sent to workers and not answered yet */
 	uv_timer_t tick;             /* worker liveness, expired idempotency keys */
@@ -443,6 +449,14 @@ void api_blobs_get(struct http_request *req);
 void blobs_shutdown(struct server *srv);
 /* Make a stored blob as new as now for gc's grace (uploaded again, named by a build). */
 void blob_touch(struct server *srv, const char *digest);
+/* Blobs are stored once for all workspaces, but a workspace reads one (GET, HEAD) or names it in
+ * a build only if it uploaded it, or it is the manifest of one of its images; admins, who see
+ * every workspace, read any. Without this a digest (which image JSON and logs show freely) would
+ * open another workspace's bytes, and HEAD would confirm a guess at them. */
+int blob_readable(struct api_call *call, const char *digest);
+int blob_readable_by(struct server *srv, const char *ws, int admin, const char *digest);
+int blob_owner_load(const struct store_blob_owner *o, void *ud);
+void blob_owners_free(struct server *srv);
 
 /* images.c: the images of every workspace, and their routes */
 int image_load(const struct store_image *row, void *ud);

@@ -103,6 +103,14 @@ static const char *const MIGRATIONS[] = {
     "  created_ms INTEGER NOT NULL) WITHOUT ROWID;"
 
     "ALTER TABLE sandboxes ADD COLUMN image_id TEXT NOT NULL DEFAULT '';",
+
+    /* 3: which workspaces uploaded a blob. Blobs are stored once for all, but only these may
+     * read one or name it in a build: a digest alone must not open another's bytes. */
+    "CREATE TABLE blob_owners ("
+    "  workspace_id TEXT NOT NULL,"
+    "  digest TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (workspace_id, digest)) WITHOUT ROWID;",
 };
 
 int store_schema_version(void)

@@ -87,6 +87,11 @@ const char *const STORE_STMT_SQL[STMT_COUNT] = {
                        " ON CONFLICT (key) DO UPDATE SET manifest = ?2, config_json = ?3,"
                        " created_ms = ?4",
     [STMT_CACHE_LOAD] = "SELECT " CACHE_COLS " FROM build_cache ORDER BY key",
+
+    [STMT_OWNER_PUT] = "INSERT OR IGNORE INTO blob_owners (workspace_id, digest, created_ms)"
+                       " VALUES (?1, ?2, ?3)",
+    [STMT_OWNERS_LOAD] = "SELECT workspace_id, digest, created_ms FROM blob_owners"
+                         " ORDER BY workspace_id, digest",
 };
 
 static void stmt_resetp(sqlite3_stmt **stmt)
@@ -812,6 +817,33 @@ int store_cache_load(struct store_tx *tx, int (*cb)(const struct store_cache *c,
 			store_cache_release(&c);
 		}
 		if (r != 0)
+			return r;
+	}
+	return r;
+}
+
+int store_blob_owner_put(struct store_tx *tx, const struct store_blob_owner *o)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_OWNER_PUT];
+	struct binder b = binder_new(tx, stmt);
+	bind_field(&b, o->workspace_id, "blob owner workspace_id");
+	bind_field(&b, o->digest, "blob owner digest");
+	bind_i64(&b, o->created_ms, "created_ms");
+	return b.r < 0 ? b.r : stmt_done(tx, stmt, "put blob owner");
+}
+
+int store_blob_owners_load(struct store_tx *tx,
+                           int (*cb)(const struct store_blob_owner *o, void *ud), void *ud)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_OWNERS_LOAD];
+	int r;
+	while ((r = stmt_row(tx, stmt, "load blob owners")) > 0) {
+		struct reader rd = reader_new(tx, stmt);
+		struct store_blob_owner o = {0};
+		col_field(&rd, o.workspace_id, "blob owner workspace_id");
+		col_field(&rd, o.digest, "blob owner digest");
+		col_i64(&rd, &o.created_ms);
+		if ((r = rd.r) < 0 || (r = cb(&o, ud)) != 0)
 			return r;
 	}
 	return r;

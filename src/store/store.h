@@ -142,6 +142,13 @@ struct store_cache {
 	int64_t created_ms;
 };
 
+/* A workspace that uploaded a blob (SHA-256 hex): it may read the blob and name it in builds. */
+struct store_blob_owner {
+	char workspace_id[ID_MAX_BYTES];
+	char digest[STORE_HASH_BYTES];
+	int64_t created_ms;
+};
+
 void store_sandbox_release(struct store_sandbox *s);
 void store_image_release(struct store_image *i);
 void store_cache_release(struct store_cache *c);
@@ -203,3 +210,7 @@ int store_cache_get(struct store_tx *tx, const char *key, struct store_cache *re
 int store_cache_put(struct store_tx *tx, const struct store_cache *c);
 int store_cache_load(struct store_tx *tx, int (*cb)(const struct store_cache *c, void *ud),
                      void *ud);
+/* Blob owners: put (a pair stored already is kept as it was), load (by workspace, digest). */
+int store_blob_owner_put(struct store_tx *tx, const struct store_blob_owner *o);
+int store_blob_owners_load(struct store_tx *tx,
+                           int (*cb)(const struct store_blob_owner *o, void *ud), void *ud);

@@ -30,7 +30,9 @@ def tar(members, fmt=tarfile.PAX_FORMAT):
 R, D, S, L = tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE
 layer = tar([("etc", D, None), ("etc/a", R, b"a"), ("etc/.wh.b", R, b""), ("x", R, b"x"),
              ("l", S, "/etc"), ("h", L, "etc/a"), ("d/.wh..wh..opq", R, b"")])
-gnu = tar([("a/b", R, b"b" * 700), ("c", S, "../../x")], tarfile.GNU_FORMAT)
+# names as raw bytes: one not UTF-8 (latin-1), one UTF-8 with a newline
+gnu = tar([("a/b", R, b"b" * 700), ("c", S, "../../x"), ("caf\udce9", R, b"e"),
+           ("n\u00e9w\nline", R, b"n")], tarfile.GNU_FORMAT)
 def blob(data, blobs):
     d = hashlib.sha256(data).hexdigest()
     blobs.append(("blobs/sha256/" + d, R, data))

@@ -100,8 +100,8 @@ def test_bad_input_exits_2_and_sends_nothing(fake, fenv, args, says):
 def test_a_missing_copy_uploads_none_of_the_others(fake, fenv, tree):
     p = run(fenv, "image", "build", "--copy", f"{tree}:/app", "--run", "true",
             "--copy", f"{tree}/missing:/m")
-    # Steps counted from 0, as the server's build log counts them.
-    assert p.returncode == 2 and "step 2 (copy)" in p.stderr and "missing" in p.stderr
+    # Steps counted from 1, as the server's build log counts them.
+    assert p.returncode == 2 and "step 3 (copy)" in p.stderr and "missing" in p.stderr
     assert fake.requests == []
 
 
@@ -338,10 +338,10 @@ def test_build_run_and_remove(ienv, skiffd, tree):
 def test_failed_build_names_the_step(ienv):
     p = run(ienv, "image", "build", "--run", "true", "--run", "echo out-of-step; exit 3")
     assert p.returncode == 1 and p.stdout == ""
-    # The step is named, by its number (from 0) and its command, and its output was shown.
+    # The step is named, by its number (from 1) and its command, and its output was shown.
     last = p.stderr.splitlines()[-1]
     assert last.startswith("skiff: image im-") and " failed: " in last
-    assert "step 1" in last and "exit 3" in last and "exit code 3" in last, last
+    assert "step 2 (" in last and "exit 3" in last and "exit code 3" in last, last
     assert "out-of-step" in p.stderr
 
 

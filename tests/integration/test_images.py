@@ -1,6 +1,7 @@
 """Images in the control plane: blobs (/v1/blobs), builds (/v1/images) with their cache,
 sandboxes started on images, snapshots, and gc never taking what an image uses."""
 
+import glob
 import hashlib
 import http.client
 import json
@@ -131,6 +132,163 @@ def test_blob_roles(d):
     assert s == 200 and raw == data
     s, body = put_blob(d, data, token=None)
     assert s == 401
+
+
+def developer_of(d, workspace):
+    """A developer token's secret in workspace (made if need be)."""
+    s, body = d.api("POST", "/v1/workspaces", {"name": workspace})
+    assert s in (201, 409), body
+    s, tok = d.api("POST", "/v1/tokens", {"name": f"{workspace}-dev-{os.urandom(3).hex()}",
+                                         "workspace": workspace, "role": "developer"})
+    assert s == 201, tok
+    return tok["secret"]
+
+
+def _put_head(d, name, length, extra=""):
+    return (f"PUT /v1/blobs/{name} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {d.token}\r\n"
+            f"Content-Length: {length}\r\n{extra}\r\n").encode()
+
+
+def _tmp_files(d):
+    """Files open under the store's tmp/ (uploads write O_TMPFILEs there), by any process."""
+    tmp = str(d.data / "images" / "tmp") + "/"
+    found = []
+    for fd in glob.glob("/proc/[0-9]*/fd/*"):
+        try:
+            if os.readlink(fd).startswith(tmp):
+                found.append(fd)
+        except OSError:
+            pass
+    tmpdir = d.data / "images" / "tmp"
+    return found + (list(tmpdir.iterdir()) if tmpdir.is_dir() else [])
+
+
+def test_blob_expect_100_continue(d):
+    import socket
+    data = os.urandom(200000)
+    c = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+    try:
+        c.sendall(_put_head(d, digest(data), len(data), "Expect: 100-continue\r\n"))
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += c.recv(100)
+        assert got.startswith(b"HTTP/1.1 100 Continue\r\n"), got
+        c.sendall(data)
+        reply = b""
+        while (part := c.recv(4096)):
+            reply += part
+        assert reply.split(b"\r\n")[0].split(b" ")[1] in (b"200", b"201"), reply
+    finally:
+        c.close()
+    assert digest(data)[7:] in blob_files(d)
+
+
+def test_blob_uploads_at_once_are_limited_and_a_dropped_one_leaves_nothing(d):
+    """A workspace holds at most 16 streamed uploads at once (each trickling one holds a
+    socket and a tmp file); one whose client goes away mid-body stores nothing."""
+    import socket
+    socks = []
+    try:
+        for i in range(16):
+            c = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+            socks.append(c)
+            c.sendall(_put_head(d, digest(b"%d" % i), 100000) + b"x" * 10)
+        deadline = time.monotonic() + 10
+        while len(_tmp_files(d)) < 16:
+            assert time.monotonic() < deadline, _tmp_files(d)
+            time.sleep(0.05)
+        s, body = put_blob(d, b"one more")
+        assert s == 429 and body["error"]["code"] == "resource_exhausted", body
+        assert "16" in body["error"]["message"], body
+        # Another workspace is not held up by this one.
+        s, body = put_blob(d, b"theirs", token=developer_of(d, "imgs-uploads"))
+        assert s in (200, 201), body
+    finally:
+        for c in socks:
+            c.close()
+    deadline = time.monotonic() + 10
+    while _tmp_files(d):
+        assert time.monotonic() < deadline, f"left behind: {_tmp_files(d)}"
+        time.sleep(0.05)
+    s, body = put_blob(d, b"one more")  # the slots are free again
+    assert s in (200, 201), body
+
+
+def test_blob_concurrent_puts_of_one_digest(d):
+    """Uploads of the same bytes at once all succeed and store one file, none left in tmp."""
+    import threading
+    data = os.urandom(400 * 1024)
+    got = []
+
+    def put():
+        try:
+            got.append(put_blob(d, data))
+        except Exception as e:  # noqa: BLE001 - reported below
+            got.append((repr(e), None))
+
+    threads = [threading.Thread(target=put) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    statuses = [s for s, _ in got]
+    assert 201 in statuses and all(s in (200, 201) for s in statuses), got
+    assert all(b["digest"] == digest(data) for _, b in got), got
+    assert digest(data)[7:] in blob_files(d)
+    s, _, raw = d.raw("GET", f"/v1/blobs/{digest(data)}",
+                      headers={"Authorization": f"Bearer {d.token}"})
+    assert s == 200 and raw == data
+    deadline = time.monotonic() + 10
+    while _tmp_files(d):
+        assert time.monotonic() < deadline, _tmp_files(d)
+        time.sleep(0.05)
+
+
+def test_blobs_are_readable_only_by_workspaces_that_uploaded_them(d):
+    """Stored once, but a digest alone does not open another workspace's bytes: GET and HEAD
+    answer 404, a build naming it is refused, and PUT does not say it was there (201)."""
+    other = developer_of(d, "imgs-blobs")
+    secret = make_tar({"secret.txt": os.urandom(64).hex().encode()})
+    name = digest(secret)
+    s, body = put_blob(d, secret)
+    assert s == 201, body
+    files_before = blob_files(d)
+    for method in ("GET", "HEAD"):
+        s, _, raw = d.raw(method, f"/v1/blobs/{name}",
+                          headers={"Authorization": f"Bearer {other}"})
+        assert s == 404 and secret not in raw, (method, s)
+    for spec, field in (
+            ({"base": "busybox", "steps": [{"copy": {"blob": name, "dest": "/x"}}]},
+             "steps[0].copy.blob"),
+            ({"base": "oci-archive:" + name}, "base")):
+        s, body = d.api("POST", "/v1/images", spec, token=other)
+        assert s == 400 and field in body["error"]["message"], body
+        assert "not stored" in body["error"]["message"], body
+    # Uploading the same bytes says nothing of who had them, and stores nothing new.
+    s, body = put_blob(d, secret, token=other)
+    assert s == 201, body
+    assert blob_files(d) == files_before
+    s, body = put_blob(d, secret, token=other)
+    assert s == 200, body
+    s, _, raw = d.raw("GET", f"/v1/blobs/{name}", headers={"Authorization": f"Bearer {other}"})
+    assert s == 200 and raw == secret
+    # Its images' manifests are readable to a workspace; another's are not.
+    img = wait_built(d, build(d, {"base": "busybox", "steps": [
+        {"copy": {"blob": name, "dest": "/x"}}]})["id"])
+    assert img["state"] == "ready", img
+    s, _, _ = d.raw("HEAD", f"/v1/blobs/{img['manifest']}",
+                    headers={"Authorization": f"Bearer {d.token}"})
+    assert s == 200
+    s, _, _ = d.raw("HEAD", f"/v1/blobs/{img['manifest']}",
+                    headers={"Authorization": f"Bearer {other}"})
+    assert s == 404
+    # Who uploaded what outlives a restart.
+    assert d.stop() == 0
+    d.start(pool=d.pool, env={"SKIFF_MAX_BLOB_BYTES": str(MAX_BLOB)})
+    s, _, raw = d.raw("GET", f"/v1/blobs/{name}", headers={"Authorization": f"Bearer {other}"})
+    assert s == 200 and raw == secret
+    s, body = d.api("DELETE", f"/v1/images/{img['id']}")
+    assert s == 200, body
 
 
 # ---- builds ----
@@ -394,6 +552,30 @@ def test_sandbox_on_image_sees_files_env_workdir(d, app_image):
     assert s == 200, body
 
 
+def test_exec_starts_in_the_image_workdir(d, app_image):
+    s, sb = d.api("POST", "/v1/sandboxes", {"image": app_image["id"]})
+    assert s == 201, sb
+    try:
+        out = sh(d, sb["id"], "pwd; cat hello.txt")
+        assert out["stdout"] == "/app\nhello image\n", out
+        # Its own workdir still wins, and null means the default.
+        s, out = d.api("POST", f"/v1/sandboxes/{sb['id']}/exec?wait=true",
+                       {"command": ["pwd"], "workdir": "/tmp"})
+        assert s == 200 and out["stdout"] == "/tmp\n", out
+        s, out = d.api("POST", f"/v1/sandboxes/{sb['id']}/exec?wait=true",
+                       {"command": ["pwd"], "workdir": None})
+        assert s == 200 and out["stdout"] == "/app\n", out
+    finally:
+        d.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    # A create's workdir is the sandbox's, for its execs too.
+    s, sb = d.api("POST", "/v1/sandboxes", {"image": app_image["id"], "workdir": "/etc"})
+    assert s == 201, sb
+    try:
+        assert sh(d, sb["id"], "pwd")["stdout"] == "/etc\n"
+    finally:
+        d.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+
+
 def wait_for_file(d, sbid, path, timeout=30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -424,6 +606,24 @@ def test_sandbox_image_errors(d, app_image):
     assert wait_for_file(d, sb["id"], "/tmp/ep")
     d.api("DELETE", f"/v1/sandboxes/{sb['id']}")
     assert named["state"] == "ready"
+    # No command: an idle sandbox to exec into, not the entrypoint run alone (sh -c with no
+    # argument would fail at once and end the sandbox).
+    s, idle = d.api("POST", "/v1/sandboxes", {"image": "with-ep"})
+    assert s == 201, idle
+    out = sh(d, idle["id"], "echo still-here")
+    assert out["stdout"] == "still-here\n", out
+    s, got = d.api("GET", f"/v1/sandboxes/{idle['id']}")
+    assert got["state"] == "running", got
+    d.api("DELETE", f"/v1/sandboxes/{idle['id']}")
+    # An empty command runs the entrypoint alone.
+    s, alone = d.api("POST", "/v1/sandboxes", {"image": "with-ep", "command": []})
+    assert s == 201, alone
+    s, w = d.api("POST", f"/v1/sandboxes/{alone['id']}/wait?timeout_s=20")
+    assert s == 200 and w["exit_code"] == 2, w  # busybox sh: -c needs an argument
+    d.api("DELETE", f"/v1/sandboxes/{alone['id']}")
+    # A base name is not an image yet: the error says how to make one.
+    s, body = d.api("POST", "/v1/sandboxes", {"image": "debian-slim"})
+    assert s == 400 and "skiff image build --from" in body["error"]["message"], body
 
 
 # ---- run steps (the worker captures a build sandbox's layer) ----
@@ -446,13 +646,85 @@ def test_run_steps_and_failure(d):
     bad = wait_built(d, build(d, {"base": "busybox", "steps": [
         {"env": {"A": "1"}}, {"run": "echo about-to-fail; exit 7"}]})["id"])
     assert bad["state"] == "failed", bad
-    assert "step 1" in bad["error"] and "exit 7" in bad["error"] and "7" in bad["error"]
-    assert "about-to-fail" in logs(d, bad["id"])
+    # Steps are counted from 1 in messages and the log (layers[].step is the 0-based index).
+    assert bad["error"].startswith("step 2 ("), bad["error"]
+    assert "exit 7" in bad["error"] and "exit code 7" in bad["error"], bad["error"]
+    log = logs(d, bad["id"])
+    assert "about-to-fail" in log
+    assert "step 1: cached" in log or "step 1: done" in log, log
+    assert "step 0" not in log, log
+    assert [l["step"] for l in bad["layers"]] == [0], bad["layers"]
     # Build sandboxes do not outlive their step.
     s, lst = d.api("GET", "/v1/sandboxes?limit=1000")
     live = [x for x in lst["items"] if x["tags"].get("skiff.build")
             and x["state"] in ("pending", "running")]
     assert not live, live
+
+
+def test_failed_build_error_is_valid_utf8(d):
+    """A build's error holds bytes it was given (a step's text cut inside a character, a
+    file name in Latin-1): the image is still readable, the bad bytes replaced."""
+    # The message quotes the step's JSON cut at 200 bytes: an "\u00e9" there is cut in two.
+    cmd = "exit 3 #" + "x" * (199 - len('{"run":"exit 3 #')) + "\u00e9" * 100
+    assert len(('{"run":"' + cmd).encode()[:200].decode(errors="ignore")) < 200
+    bad = wait_built(d, build(d, {"base": "busybox", "steps": [{"run": cmd}]})["id"])
+    assert bad["state"] == "failed", bad
+    assert bad["error"].startswith("step 1 (") and "exit code 3" in bad["error"], bad
+    assert "\ufffd" not in bad["error"] and "x?" in bad["error"], bad["error"]
+    s, lst = d.api("GET", "/v1/images?limit=1000")
+    assert s == 200 and bad["id"] in [i["id"] for i in lst["items"]]
+    # A tar member named in Latin-1 that the copy refuses: its name is in the error.
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT,
+                      encoding="latin-1") as t:
+        info = tarfile.TarInfo("../caf\u00e9")
+        info.size = 1
+        t.addfile(info, io.BytesIO(b"x"))
+    tar = upload(d, buf.getvalue())
+    bad = wait_built(d, build(d, {"base": "busybox", "steps": [
+        {"copy": {"blob": tar, "dest": "/x"}}]})["id"])
+    assert bad["state"] == "failed", bad
+    assert bad["error"].startswith("step 1 (") and "caf?" in bad["error"], bad["error"]
+
+
+def test_builds_at_once_are_limited_per_workspace(d):
+    """A workspace builds at most 8 images at once (each may run a build sandbox, which a
+    create's limits do not count); deleting a build's sandbox fails its build."""
+    t = developer_of(d, "imgs-builds")
+    ids = []
+    try:
+        for i in range(8):
+            s, img = d.api("POST", "/v1/images", {"base": "busybox", "steps": [
+                {"run": f"sleep 600 # {i} {os.urandom(4).hex()}"}]}, token=t)
+            assert s == 202, img
+            ids.append(img["id"])
+        s, body = d.api("POST", "/v1/images", {"base": "busybox"}, token=t)
+        assert s == 429 and "at most 8" in body["error"]["message"], body
+        # Another workspace is not held up by this one.
+        other = wait_built(d, build(d, {"base": "busybox", "steps": [{"env": {"A": "1"}}]})["id"])
+        assert other["state"] == "ready", other
+    finally:
+        deadline = time.monotonic() + 60
+        while True:
+            s, lst = d.api("GET", "/v1/sandboxes?limit=1000", token=t)
+            live = [x["id"] for x in lst["items"] if x["tags"].get("skiff.build") in ids
+                    and x["state"] in ("pending", "running")]
+            for sb in live:
+                d.api("DELETE", f"/v1/sandboxes/{sb}", token=t)
+            states = [d.api("GET", f"/v1/images/{i}", token=t)[1]["state"] for i in ids]
+            if all(st != "building" for st in states) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert states == ["failed"] * 8, states
+    s, img = d.api("POST", "/v1/images", {"base": "busybox"}, token=t)
+    assert s == 202, img  # room again
+    deadline = time.monotonic() + 60
+    while d.api("GET", f"/v1/images/{img['id']}", token=t)[1]["state"] == "building":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for i in ids + [img["id"]]:
+        s, body = d.api("DELETE", f"/v1/images/{i}", token=t)
+        assert s == 200, body
 
 
 def test_concurrent_identical_builds_run_the_step_once(d):
@@ -468,6 +740,31 @@ def test_concurrent_identical_builds_run_the_step_once(d):
     s, lst = d.api("GET", "/v1/sandboxes?limit=1000")
     made = [x for x in lst["items"] if x["tags"].get("skiff.build") in (a, b)]
     assert len(made) == 1, made
+
+
+def test_build_cache_is_per_workspace(d):
+    """Another workspace running the very same step makes it itself: a shared cache would
+    tell it that the step (and any secret in its text) was run here, and hand it our output."""
+    other = developer_of(d, "imgs-cache")
+    spec = {"base": "busybox", "steps": [{"run": f"echo {os.urandom(8).hex()} > /m"}]}
+    mine = wait_built(d, build(d, spec)["id"])
+    assert mine["state"] == "ready" and mine["layers"][0]["cached"] is False, mine
+    again = wait_built(d, build(d, spec)["id"])
+    assert again["layers"][0]["cached"] is True, again  # the cache works within one
+    s, theirs = d.api("POST", "/v1/images", spec, token=other)
+    assert s == 202, theirs
+    deadline = time.monotonic() + 120
+    while theirs["state"] == "building":
+        assert time.monotonic() < deadline, theirs
+        time.sleep(0.05)
+        s, theirs = d.api("GET", f"/v1/images/{theirs['id']}", token=other)
+    assert theirs["state"] == "ready", theirs
+    assert theirs["layers"][0]["cached"] is False, theirs
+    s, _, raw = d.raw("GET", f"/v1/images/{theirs['id']}/logs",
+                      headers={"Authorization": f"Bearer {other}"})
+    assert s == 200 and mine["id"].encode() not in raw and b"waiting for" not in raw
+    s, body = d.api("DELETE", f"/v1/images/{theirs['id']}", token=other)
+    assert s == 200, body
 
 
 def test_snapshot_round_trip(d, app_image):
@@ -490,11 +787,12 @@ def test_snapshot_round_trip(d, app_image):
     s, sb2 = d.api("POST", "/v1/sandboxes", {"image": "snap-1"})
     assert s == 201, sb2
     out = sh(d, sb2["id"], "cat /app/new.txt; ls /app; echo $FROM_IMAGE; pwd")
-    assert out["stdout"] == "changed\nnew.txt\nyes\n/app\n" or \
-        out["stdout"].startswith("changed\nnew.txt\n"), out
+    # Its deletion kept, the image's env and workdir (an exec starts there) too.
+    assert out["stdout"] == "changed\nnew.txt\nyes\n/app\n", out
     d.api("DELETE", f"/v1/sandboxes/{sb2['id']}")
     # A sandbox on busybox can be snapshotted too.
     s, sb3 = d.api("POST", "/v1/sandboxes", {})
+    assert s == 201, sb3
     sh(d, sb3["id"], "echo bb > /tmp/bb")
     s, body = d.api("POST", f"/v1/sandboxes/{sb3['id']}/snapshot")
     assert s == 201, body
@@ -588,7 +886,11 @@ def test_logs_follow_until_the_build_ends(d):
 def test_restart_fails_builds_in_progress(d):
     img = build(d, {"base": "busybox", "steps": [{"run": "sleep 600"}]})
     deadline = time.monotonic() + 30
-    while "in sandbox" not in logs(d, img["id"]):
+    while True:  # its build sandbox runs (and is stored)
+        s, lst = d.api("GET", "/v1/sandboxes?limit=1000")
+        if any(x["tags"].get("skiff.build") == img["id"] and x["state"] == "running"
+               for x in lst["items"]):
+            break
         assert time.monotonic() < deadline, logs(d, img["id"])
         time.sleep(0.05)
     s, body = d.api("DELETE", f"/v1/images/{img['id']}")
@@ -597,6 +899,11 @@ def test_restart_fails_builds_in_progress(d):
     d.start(pool=d.pool, env={"SKIFF_MAX_BLOB_BYTES": str(MAX_BLOB)})
     s, got = d.api("GET", f"/v1/images/{img['id']}")
     assert s == 200 and got["state"] == "failed" and "interrupted" in got["error"], got
+    # Its build sandbox ended with it (the runtime's sandboxes outlive skiffd), rather than
+    # running on and holding the image.
+    s, lst = d.api("GET", "/v1/sandboxes?limit=1000")
+    mine = [x for x in lst["items"] if x["tags"].get("skiff.build") == img["id"]]
+    assert mine and all(x["state"] == "terminated" for x in mine), mine
     s, body = d.api("DELETE", f"/v1/images/{img['id']}")
     assert s == 200, body
 

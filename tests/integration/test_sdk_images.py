@@ -224,8 +224,8 @@ def test_build_and_start_a_sandbox_on_it(client, tree):
 def test_failed_build_names_the_step_against_skiffd(client):
     with pytest.raises(skiff.ImageBuildError) as e:
         skiff.Image.busybox().run_commands("true", "exit 3").build(client=client)
-    # Steps counted from 0, as the server counts them.
-    assert e.value.step == 1 and "exit 3" in str(e.value), e.value
+    # Steps counted from 1, as the server counts them.
+    assert e.value.step == 2 and "exit 3" in str(e.value), e.value
     assert e.value.image_id.startswith("im-") and e.value.image["state"] == "failed"
 
 

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "../../src/image/archive.h"
+#include "../../src/lib/encoding.h"
 #include "../../src/lib/fsutil.h"
 #include "../../src/lib/hash.h"
 
@@ -648,11 +649,14 @@ static void test_empty(void **state)
 	assert_non_null(strstr(err.msg, "not a tar archive"));
 }
 
-/* A ustar header, by hand: what libarchive's writer will not produce. */
-static void raw_header(char h[512], const char *name, char type, size_t size)
+/* A ustar header, by hand: what libarchive's writer will not produce; link (or NULL) its
+ * linkname. */
+static void raw_header_link(char h[512], const char *name, char type, size_t size, const char *link)
 {
 	memset(h, 0, 512);
 	snprintf(h, 100, "%s", name);
+	if (link)
+		snprintf(h + 157, 100, "%s", link);
 	snprintf(h + 100, 8, "%07o", 0644);
 	snprintf(h + 108, 8, "%07o", 0);
 	snprintf(h + 116, 8, "%07o", 0);
@@ -668,6 +672,11 @@ static void raw_header(char h[512], const char *name, char type, size_t size)
 	snprintf(h + 148, 8, "%06o", sum);
 }
 
+static void raw_header(char h[512], const char *name, char type, size_t size)
+{
+	raw_header_link(h, name, type, size, NULL);
+}
+
 /* A pax header of 600 KiB (one long comment) before a small file: the member declares nothing
  * large, but the stream is, and reading stops there. */
 /* One pax record, "LEN key=value\n" where LEN counts its own digits; its length. */
@@ -678,6 +687,25 @@ static size_t pax_record(char *out, size_t size, const char *key, const char *va
 		len++;
 	assert_int_equal(snprintf(out, size, "%zu %s=%s\n", len, key, value), (int)len);
 	return len;
+}
+
+/* A file member whose header carries the given pax records. */
+static int pax_member(const char *records, char type, const char *name, const char *linkname)
+{
+	int fd = memfd_create("pax", MFD_CLOEXEC);
+	static const char zeros[1024];
+	char h[512];
+	size_t plen = strlen(records);
+	raw_header(h, "PaxHeaders/m", 'x', plen);
+	assert_int_equal(write(fd, h, 512), 512);
+	assert_int_equal(write(fd, records, plen), (ssize_t)plen);
+	assert_int_equal(write(fd, zeros, (512 - plen % 512) % 512),
+	                 (ssize_t)((512 - plen % 512) % 512));
+	raw_header_link(h, name, type, 0, linkname);
+	assert_int_equal(write(fd, h, 512), 512);
+	assert_int_equal(write(fd, zeros, 1024), 1024);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	return fd;
 }
 
 /* Extended attributes as GNU tar and Python's tarfile write them: SCHILY.xattr only. */
@@ -1052,6 +1080,415 @@ static void test_oci_refused(void **state)
 	assert_clean(f);
 }
 
+/* A hard link names a file of the layer as it stands at the link: one below a directory that an
+ * earlier whiteout removed, or that a later member made a file or a symlink, is gone (tar would
+ * fail the link there), so the link is refused rather than given the removed file's content. */
+static void test_hardlink_to_removed(void **state)
+{
+	struct fixture *f = *state;
+	for (int c = 0; c < 3; c++) {
+		struct tw t = tw_open(TW_PLAIN);
+		tw_dir(&t, "d");
+		tw_file(&t, "d/secret", "removed");
+		if (c == 0)
+			tw_file(&t, ".wh.d", "");
+		else if (c == 1)
+			tw_file(&t, "d", "now a file");
+		else
+			tw_symlink(&t, "d", "/etc");
+		tw_hardlink(&t, "x", "d/secret");
+		struct img_manifest m;
+		struct sk_error err = {0};
+		assert_int_equal(layer(f, tw_close(&t), "/", IMG_TAR_WHITEOUTS, &m, &err),
+		                 -SK_EINVAL_SPEC);
+		assert_non_null(strstr(err.msg, "hard link"));
+		assert_non_null(strstr(err.msg, "removed"));
+		assert_int_equal(m.n, 0);
+		assert_clean(f);
+	}
+	/* the layer so far holds the file; this archive whites out its directory first */
+	struct tw t = tw_open(TW_PLAIN);
+	tw_dir(&t, "d");
+	tw_file(&t, "d/secret", "removed");
+	struct img_manifest m;
+	struct sk_error err = {0};
+	if (layer(f, tw_close(&t), "/", IMG_TAR_WHITEOUTS, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	t = tw_open(TW_PLAIN);
+	tw_file(&t, ".wh.d", "");
+	tw_hardlink(&t, "x", "d/secret");
+	int fd = tw_close(&t);
+	assert_int_equal(img_layer_from_tar(&f->s, fd, "/", IMG_TAR_WHITEOUTS, &f->lim, &m, &err),
+	                 -SK_EINVAL_SPEC);
+	close(fd);
+	assert_non_null(strstr(err.msg, "removed"));
+	assert_int_equal(m.n, 2); /* left as it was */
+	img_manifest_free(&m);
+	/* a file replaced after the link: the link keeps the content it named, as with tar */
+	t = tw_open(TW_PLAIN);
+	tw_file(&t, "f", "one");
+	tw_hardlink(&t, "x", "f");
+	tw_file(&t, "f", "two");
+	if (layer(f, tw_close(&t), "/", IMG_TAR_WHITEOUTS, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_blob(f, find(&m, "/x"), "one");
+	assert_blob(f, find(&m, "/f"), "two");
+	img_manifest_free(&m);
+}
+
+/* Names are manifest strings, which are UTF-8: a member whose name, link target or xattr name
+ * is not is refused at its header (its data never stored), with a message that is itself valid
+ * UTF-8. Newlines and other control characters are valid and kept. */
+static void test_names_not_utf8(void **state)
+{
+	struct fixture *f = *state;
+	static const char zeros[1024];
+	char h[512];
+	for (int c = 0; c < 3; c++) {
+		int fd = memfd_create("names", MFD_CLOEXEC);
+		if (c == 0) {
+			raw_header(h, "caf\xe9", '0', 6);
+		} else {
+			raw_header_link(h, c == 1 ? "l" : "h", c == 1 ? '2' : '1', 6, "t\xff");
+		}
+		assert_int_equal(write(fd, h, 512), 512);
+		if (c == 0) {
+			assert_int_equal(write(fd, "stored", 6), 6);
+			assert_int_equal(write(fd, zeros, 506), 506);
+		}
+		assert_int_equal(write(fd, zeros, 1024), 1024);
+		assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+		struct img_manifest m;
+		struct sk_error err = {0};
+		assert_int_equal(layer(f, fd, "/", 0, &m, &err), -SK_EINVAL_SPEC);
+		assert_non_null(strstr(err.msg, "not valid UTF-8"));
+		assert_non_null(strstr(err.msg, c == 0 ? "caf\\xe9" : "t\\xff"));
+		assert_true(utf8_valid((const unsigned char *)err.msg, strlen(err.msg)));
+		char hex[SHA256_HEX_BYTES];
+		assert_int_equal(sha256_hex("stored", 6, hex), 0);
+		assert_false(img_blob_exists(&f->s, hex));
+		assert_clean(f);
+	}
+	/* an xattr name */
+	char pax[512];
+	pax_record(pax, sizeof(pax), "SCHILY.xattr.user.\xff", "v");
+	int fd = pax_member(pax, '0', "f", NULL);
+	struct img_manifest m;
+	struct sk_error err = {0};
+	assert_int_equal(layer(f, fd, "/", 0, &m, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "user.\\xff"));
+	assert_true(utf8_valid((const unsigned char *)err.msg, strlen(err.msg)));
+	/* a newline and a non-ASCII letter round trip through the canonical JSON */
+	fd = memfd_create("names", MFD_CLOEXEC);
+	static const char *const NAMES[] = {"new\nline", "caf\xc3\xa9"};
+	for (int i = 0; i < 2; i++) {
+		raw_header(h, NAMES[i], '0', 1);
+		assert_int_equal(write(fd, h, 512), 512);
+		assert_int_equal(write(fd, i ? "e" : "n", 1), 1);
+		assert_int_equal(write(fd, zeros, 511), 511);
+	}
+	assert_int_equal(write(fd, zeros, 1024), 1024);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	if (layer(f, fd, "/", 0, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_blob(f, find(&m, "/new\nline"), "n");
+	assert_blob(f, find(&m, "/caf\xc3\xa9"), "e");
+	char *json = NULL;
+	size_t len = 0;
+	struct img_manifest back;
+	img_manifest_init(&back);
+	assert_int_equal(img_manifest_encode(&m, &json, &len, &err), 0);
+	assert_int_equal(img_manifest_decode(json, len, 1, &f->lim, &back, &err), 0);
+	assert_int_equal(back.n, 2);
+	assert_non_null(img_manifest_find(&back, "/new\nline"));
+	free(json);
+	img_manifest_free(&back);
+	img_manifest_free(&m);
+}
+
+/* Attributes that steer the host's kernel (overlayfs' trusted.* and user.overlay.*, LSM labels)
+ * are dropped; user.*, file capabilities and POSIX ACLs are kept. */
+static void test_xattrs_allowed(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const KEYS[] = {"user.keep",           "security.capability",
+	                                   "security.selinux",    "security.SMACK64EXEC",
+	                                   "security.ima",        "trusted.overlay.redirect",
+	                                   "user.overlay.opaque", "system.posix_acl_access",
+	                                   "system.other"};
+	char pax[2048];
+	size_t plen = 0;
+	for (size_t i = 0; i < sizeof(KEYS) / sizeof(KEYS[0]); i++) {
+		char key[128];
+		snprintf(key, sizeof(key), "SCHILY.xattr.%s", KEYS[i]);
+		plen += pax_record(pax + plen, sizeof(pax) - plen, key, "v");
+	}
+	pax[plen] = '\0';
+	int fd = pax_member(pax, '0', "f", NULL);
+	struct img_manifest m;
+	struct sk_error err = {0};
+	if (layer(f, fd, "/", 0, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	const struct img_entry *e = find(&m, "/f");
+	assert_int_equal(e->nxattrs, 3);
+	assert_string_equal(e->xattrs[0].name, "security.capability");
+	assert_string_equal(e->xattrs[1].name, "system.posix_acl_access");
+	assert_string_equal(e->xattrs[2].name, "user.keep");
+	img_manifest_free(&m);
+}
+
+/* A pax hard link may carry data of its own; libarchive reads past it, so it counts against the
+ * byte limit like a file's. */
+static void test_hardlink_data_counted(void **state)
+{
+	struct fixture *f = *state;
+	f->lim.max_bytes = 4096;
+	static const char zeros[8192];
+	char h[512], pax[64];
+	int fd = memfd_create("hldata", MFD_CLOEXEC);
+	raw_header(h, "f", '0', 2);
+	assert_int_equal(write(fd, h, 512), 512);
+	assert_int_equal(write(fd, "hi", 2), 2);
+	assert_int_equal(write(fd, zeros, 510), 510);
+	size_t plen = pax_record(pax, sizeof(pax), "size", "8192");
+	raw_header(h, "PaxHeaders/h", 'x', plen);
+	assert_int_equal(write(fd, h, 512), 512);
+	assert_int_equal(write(fd, pax, plen), (ssize_t)plen);
+	assert_int_equal(write(fd, zeros, 512 - plen), (ssize_t)(512 - plen));
+	raw_header_link(h, "h", '1', 0, "f");
+	assert_int_equal(write(fd, h, 512), 512);
+	assert_int_equal(write(fd, zeros, 8192), 8192);
+	assert_int_equal(write(fd, zeros, 1024), 1024);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	struct img_manifest m;
+	struct sk_error err = {0};
+	assert_int_equal(layer(f, fd, "/", 0, &m, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "more than 4096 bytes"));
+	/* a whiteout's data is read past too */
+	struct tw t = tw_open(TW_GZIP);
+	tw_file_bytes(&t, ".wh.x", zeros, sizeof(zeros));
+	assert_int_equal(layer(f, tw_close(&t), "/", IMG_TAR_WHITEOUTS, &m, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "more than 4096 bytes"));
+}
+
+/* docker save output whose layers each replace /f with 8 new bytes: every layer and the image
+ * are within a 10 byte limit, but the layers together wrote 8 * nlayers bytes of blobs. */
+static int docker_save_layers(int nlayers)
+{
+	struct tw t = tw_open(TW_PLAIN);
+	char manifest[1024] = "[{\"Config\":\"config.json\",\"Layers\":[";
+	for (int i = 0; i < nlayers; i++) {
+		struct tw l = tw_open(TW_PLAIN);
+		char data[16], name[32];
+		snprintf(data, sizeof(data), "layer %02d", i);
+		tw_file(&l, "f", data);
+		size_t len;
+		char *bytes = tw_bytes(&l, &len);
+		snprintf(name, sizeof(name), "l%d/layer.tar", i);
+		tw_file_bytes(&t, name, bytes, len);
+		free(bytes);
+		snprintf(manifest + strlen(manifest), sizeof(manifest) - strlen(manifest),
+		         "%s\"%s\"", i ? "," : "", name);
+	}
+	snprintf(manifest + strlen(manifest), sizeof(manifest) - strlen(manifest), "]}]");
+	tw_file(&t, "config.json", "{\"config\":{}}");
+	tw_file(&t, "manifest.json", manifest);
+	return tw_close(&t);
+}
+
+static void test_oci_layers_limited_together(void **state)
+{
+	struct fixture *f = *state;
+	f->lim.max_bytes = 10;
+	struct img_manifest m;
+	struct img_config c;
+	struct sk_error err = {0};
+	if (import(f, docker_save_layers(2), &m, &c, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_blob(f, find(&m, "/f"), "layer 01");
+	img_manifest_free(&m);
+	img_config_free(&c);
+	assert_int_equal(import(f, docker_save_layers(3), &m, &c, &err), -SK_EINVAL_SPEC);
+	if (!strstr(err.msg, "layer 3") || !strstr(err.msg, "together may hold 20 bytes"))
+		fail_msg("%s", err.msg);
+	assert_int_equal(m.n, 0);
+	assert_clean(f);
+}
+
+/* What the ustar header says is harmless, but the pax header overrides it: the override is what
+ * is checked (path, linkpath, size, uid); a GNU long name is checked as any name. Negative
+ * mtimes (before 1970) are kept. */
+static void test_pax_overrides(void **state)
+{
+	struct fixture *f = *state;
+	static const struct {
+		const char *key, *value;
+		char type;
+		const char *link, *expect;
+	} CASES[] = {
+	    {"path", "../../etc/passwd", '0', NULL, "climbs above"},
+	    {"linkpath", "../../etc/shadow", '1', "ok", "climbs above"},
+	    {"size", "99999999999999", '0', NULL, "past the limit"},
+	    {"uid", "4294967295", '0', NULL, "bad owner"},
+	    {"gid", "99999999999", '0', NULL, "bad owner"},
+	};
+	for (size_t i = 0; i < sizeof(CASES) / sizeof(CASES[0]); i++) {
+		char rec[256];
+		pax_record(rec, sizeof(rec), CASES[i].key, CASES[i].value);
+		struct img_manifest m;
+		struct sk_error err = {0};
+		assert_int_equal(
+		    layer(f, pax_member(rec, CASES[i].type, "ok", CASES[i].link), "/", 0, &m, &err),
+		    -SK_EINVAL_SPEC);
+		if (!strstr(err.msg, CASES[i].expect))
+			fail_msg("%s=%s: %s", CASES[i].key, CASES[i].value, err.msg);
+		assert_clean(f);
+	}
+	char rec[256];
+	/* libarchive 3.6 reads a negative fraction's sign off its nanoseconds ("-0.25" as 0.25):
+	 * whole seconds only */
+	pax_record(rec, sizeof(rec), "mtime", "-86400");
+	struct img_manifest m;
+	struct sk_error err = {0};
+	if (layer(f, pax_member(rec, '0', "old", NULL), "/", 0, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	const struct img_entry *e = find(&m, "/old");
+	assert_int_equal(e->mtime_sec, -86400);
+	assert_int_equal(e->mtime_nsec, 0);
+	char *json = NULL;
+	size_t len = 0;
+	struct img_manifest back;
+	img_manifest_init(&back);
+	assert_int_equal(img_manifest_encode(&m, &json, &len, &err), 0);
+	assert_int_equal(img_manifest_decode(json, len, 1, &f->lim, &back, &err), 0);
+	assert_int_equal(find(&back, "/old")->mtime_sec, -86400);
+	free(json);
+	img_manifest_free(&back);
+	img_manifest_free(&m);
+
+	/* a GNU long name past IMG_PATH_MAX */
+	struct tw t = {.a = archive_write_new(), .fd = memfd_create("gnu", MFD_CLOEXEC)};
+	assert_int_equal(archive_write_set_format_gnutar(t.a), ARCHIVE_OK);
+	assert_int_equal(archive_write_open_fd(t.a, t.fd), ARCHIVE_OK);
+	char name[IMG_PATH_MAX + 64];
+	memset(name, 'n', sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	tw_file(&t, name, "long");
+	assert_int_equal(layer(f, tw_close(&t), "/", 0, &m, &err), -SK_EINVAL_SPEC);
+	if (!strstr(err.msg, "path too long"))
+		fail_msg("%s", err.msg);
+	assert_clean(f);
+}
+
+/* Messages quote names cut to a length: a cut inside a character must not leave the message
+ * invalid UTF-8 (it travels in JSON). */
+static void test_message_cut_in_a_character(void **state)
+{
+	struct fixture *f = *state;
+	static char name[4300], rec[4400];
+	size_t n = (size_t)snprintf(name, sizeof(name), "a");
+	while (n + 2 < sizeof(name))
+		n += (size_t)snprintf(name + n, sizeof(name) - n, "\xc3\xa9");
+	pax_record(rec, sizeof(rec), "path", name);
+	struct img_manifest m;
+	struct sk_error err = {0};
+	assert_int_equal(layer(f, pax_member(rec, '0', "ok", NULL), "/", 0, &m, &err),
+	                 -SK_EINVAL_SPEC);
+	if (!strstr(err.msg, "path too long"))
+		fail_msg("%s", err.msg);
+	assert_true(utf8_valid((const unsigned char *)err.msg, strlen(err.msg)));
+	assert_clean(f);
+}
+
+/* A symlink of an image archive whose target is too long is refused whole, not cut to fit (its
+ * "a/b/../b/../..." cut short would name another member). */
+static void test_oci_long_symlink(void **state)
+{
+	struct fixture *f = *state;
+	static char target[9000];
+	size_t n = (size_t)snprintf(target, sizeof(target), "a/");
+	while (n + 20 < sizeof(target))
+		n += (size_t)snprintf(target + n, sizeof(target) - n, "b/../");
+	snprintf(target + n, sizeof(target) - n, "manifest.json");
+	struct tw t = tw_open(TW_PLAIN);
+	tw_file(&t, "a/manifest.json", "[]");
+	tw_symlink(&t, "manifest.json", target);
+	struct img_manifest m;
+	struct img_config c;
+	struct sk_error err = {0};
+	assert_int_equal(import(f, tw_close(&t), &m, &c, &err), -SK_EINVAL_SPEC);
+	if (!strstr(err.msg, "symlink target too long"))
+		fail_msg("%s", err.msg);
+	assert_clean(f);
+}
+
+/* libarchive's writer (bsdtar) gives each xattr twice, as LIBARCHIVE.xattr and SCHILY.xattr:
+ * it counts once against the limit of one entry's xattrs. */
+static void test_xattr_written_twice(void **state)
+{
+	struct fixture *f = *state;
+	struct tw t = tw_open(TW_PLAIN);
+	struct archive_entry *e = tw_entry("f", AE_IFREG, 0644);
+	static char value[40000];
+	memset(value, 'v', sizeof(value));
+	archive_entry_xattr_add_entry(e, "user.big", value, sizeof(value));
+	tw_put(&t, e, NULL, 0);
+	struct img_manifest m;
+	struct sk_error err = {0};
+	if (layer(f, tw_close(&t), "/", 0, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	const struct img_entry *x = find(&m, "/f");
+	assert_int_equal(x->nxattrs, 1);
+	assert_int_equal(x->xattrs[0].len, sizeof(value));
+	assert_memory_equal(x->xattrs[0].value, value, sizeof(value));
+	img_manifest_free(&m);
+}
+
+/* A hard link copies its target's xattrs: one file with 60 KB of them and 4500 links (a small
+ * archive) would hold 270 MB of metadata in memory and in the manifest; the layer's metadata is
+ * limited. */
+static void test_hardlink_metadata_limited(void **state)
+{
+	struct fixture *f = *state;
+	struct tw t = tw_open(TW_GZIP);
+	struct archive_entry *e = tw_entry("f", AE_IFREG, 0644);
+	static char value[60000];
+	memset(value, 'v', sizeof(value));
+	archive_entry_xattr_add_entry(e, "user.big", value, sizeof(value));
+	archive_entry_set_size(e, 1);
+	tw_put(&t, e, "x", 1);
+	for (int i = 0; i < 4500; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "l%d", i);
+		tw_hardlink(&t, name, "f");
+	}
+	struct img_manifest m;
+	struct sk_error err = {0};
+	assert_int_equal(layer(f, tw_close(&t), "/", 0, &m, &err), -SK_EINVAL_SPEC);
+	if (!strstr(err.msg, "extended attributes take more than"))
+		fail_msg("%s", err.msg);
+	assert_int_equal(m.n, 0);
+	assert_clean(f);
+}
+
+/* A whiteout is one by its name, whatever its type: a hard link named .wh.f removes f, as
+ * Docker reads it, rather than becoming a file named .wh.f in the layer. */
+static void test_whiteout_hardlink(void **state)
+{
+	struct fixture *f = *state;
+	struct tw t = tw_open(TW_PLAIN);
+	tw_file(&t, "g", "g");
+	tw_hardlink(&t, ".wh.f", "g");
+	struct img_manifest m;
+	struct sk_error err = {0};
+	if (layer(f, tw_close(&t), "/", IMG_TAR_WHITEOUTS, &m, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_int_equal(m.n, 2);
+	assert_null(img_manifest_find(&m, "/.wh.f"));
+	assert_int_equal(find(&m, "/f")->type, IMG_WHITEOUT);
+	img_manifest_free(&m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1075,6 +1512,17 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_docker_save, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_oci_layout, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_oci_refused, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hardlink_to_removed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_names_not_utf8, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_xattrs_allowed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hardlink_data_counted, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_whiteout_hardlink, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hardlink_metadata_limited, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_xattr_written_twice, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_oci_layers_limited_together, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pax_overrides, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_oci_long_symlink, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_message_cut_in_a_character, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -111,6 +111,23 @@ static void test_utf8_valid(void **state)
 	assert_false(utf8_valid((const unsigned char *)"a\0b", 3));
 }
 
+static void test_utf8_sanitize(void **state)
+{
+	(void)state;
+	char ok[] = "h\xc3\xa9llo \xe2\x82\xac";
+	assert_int_equal(utf8_sanitize(ok), 0);
+	assert_string_equal(ok, "h\xc3\xa9llo \xe2\x82\xac");
+	char latin1[] = "caf\xe9.txt";
+	assert_int_equal(utf8_sanitize(latin1), 1);
+	assert_string_equal(latin1, "caf?.txt");
+	char cut[] = "a\xe2\x82"; /* a message truncated inside a character */
+	assert_int_equal(utf8_sanitize(cut), 2);
+	assert_string_equal(cut, "a??");
+	char surrogate[] = "\xed\xa0\x80x";
+	assert_int_equal(utf8_sanitize(surrogate), 3);
+	assert_true(utf8_valid((const unsigned char *)surrogate, strlen(surrogate)));
+}
+
 static void test_rfc3339(void **state)
 {
 	(void)state;
@@ -172,9 +189,13 @@ static void test_sha256_and_random(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_map_put_get_remove), cmocka_unit_test(test_base64_round_trip),
-	    cmocka_unit_test(test_utf8_valid),         cmocka_unit_test(test_rfc3339),
-	    cmocka_unit_test(test_json_depth),         cmocka_unit_test(test_sha256_and_random),
+	    cmocka_unit_test(test_map_put_get_remove),
+	    cmocka_unit_test(test_base64_round_trip),
+	    cmocka_unit_test(test_utf8_valid),
+	    cmocka_unit_test(test_utf8_sanitize),
+	    cmocka_unit_test(test_rfc3339),
+	    cmocka_unit_test(test_json_depth),
+	    cmocka_unit_test(test_sha256_and_random),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

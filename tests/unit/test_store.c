@@ -579,6 +579,56 @@ static int fn_wk_put(struct store_tx *tx, void *ud)
 	return store_worker_put(tx, ud);
 }
 
+struct owner_list {
+	int n;
+	struct store_blob_owner o[4];
+};
+
+static int owner_collect(const struct store_blob_owner *o, void *ud)
+{
+	struct owner_list *l = ud;
+	assert_true(l->n < 4);
+	l->o[l->n++] = *o;
+	return 0;
+}
+
+static int fn_owner_load(struct store_tx *tx, void *ud)
+{
+	return store_blob_owners_load(tx, owner_collect, ud);
+}
+
+static int fn_owner_put(struct store_tx *tx, void *ud)
+{
+	return store_blob_owner_put(tx, ud);
+}
+
+/* Who uploaded a blob: a pair once, kept as first stored; loaded by workspace, digest. */
+static void test_blob_owners(void **state)
+{
+	struct fixture *f = *state;
+	char a[STORE_HASH_BYTES], b[STORE_HASH_BYTES];
+	memset(a, 'a', 64), a[64] = '\0';
+	memset(b, 'b', 64), b[64] = '\0';
+	struct store_blob_owner o = {.workspace_id = "ws-2", .created_ms = 5};
+	memcpy(o.digest, b, sizeof(b));
+	assert_int_equal(store_run_sync(f->st, fn_owner_put, &o), 0);
+	o.created_ms = 6; /* again: ignored */
+	assert_int_equal(store_run_sync(f->st, fn_owner_put, &o), 0);
+	memcpy(o.digest, a, sizeof(a));
+	assert_int_equal(store_run_sync(f->st, fn_owner_put, &o), 0);
+	struct store_blob_owner p = {.workspace_id = "ws-1", .created_ms = 7};
+	memcpy(p.digest, b, sizeof(b));
+	assert_int_equal(store_run_sync(f->st, fn_owner_put, &p), 0);
+	struct owner_list l = {0};
+	assert_int_equal(store_run_sync(f->st, fn_owner_load, &l), 0);
+	assert_int_equal(l.n, 3);
+	assert_string_equal(l.o[0].workspace_id, "ws-1");
+	assert_string_equal(l.o[1].digest, a);
+	assert_string_equal(l.o[2].workspace_id, "ws-2");
+	assert_string_equal(l.o[2].digest, b);
+	assert_int_equal(l.o[2].created_ms, 5);
+}
+
 static void test_workers(void **state)
 {
 	struct fixture *f = *state;
@@ -1158,6 +1208,7 @@ int main(void)
 	    T(test_sandbox_names),
 	    T(test_execs),
 	    T(test_workers),
+	    T(test_blob_owners),
 	    T(test_idempotency),
 	    T(test_images),
 	    T(test_build_cache),
