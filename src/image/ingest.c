@@ -29,7 +29,8 @@ struct ingest {
 	const struct img_limits *lim;
 	struct img_manifest *m;
 	uint64_t total_bytes;
-	struct map links; /* "dev:ino" of a hard-linked file -> struct link_seen */
+	uint64_t meta_bytes; /* paths, targets and xattrs kept in m (max_meta_bytes) */
+	struct map links;    /* "dev:ino" of a hard-linked file -> struct link_seen */
 	/* Buffers reused file after file, kept off the stack of the recursion. */
 	char names[XATTR_LIST_BYTES];
 	unsigned char value[IMG_XATTR_VALUE_MAX];
@@ -160,6 +161,23 @@ static int ingest_reg(struct ingest *in, int fd, const struct stat *st, const ch
 static int ingest_tree(struct ingest *in, int dfd, char *path, size_t plen, int depth,
                        struct sk_error *err);
 
+/* Count what e keeps in memory against max_meta_bytes: a tree that is small on disk can still
+ * be huge as a manifest (one file with large xattrs hard-linked a million times under long
+ * paths), and the walk runs outside any sandbox's memory limit. */
+static int meta_count(struct ingest *in, const struct img_entry *e, struct sk_error *err)
+{
+	uint64_t n = strlen(e->path) + (e->target ? strlen(e->target) : 0);
+	for (size_t i = 0; i < e->nxattrs; i++)
+		n += strlen(e->xattrs[i].name) + e->xattrs[i].len;
+	in->meta_bytes += n;
+	if (in->meta_bytes > in->lim->max_meta_bytes)
+		return sk_error_set(err, -SK_EINVAL_SPEC,
+		                    "ingest \"%.200s\": names, link targets and xattrs larger than "
+		                    "%llu bytes",
+		                    e->path, (unsigned long long)in->lim->max_meta_bytes);
+	return 0;
+}
+
 /* One directory entry: stat'ed, opened without following, checked to be what was stat'ed,
  * recorded (and stored, and descended into). */
 static int ingest_one(struct ingest *in, int dfd, const char *name, char *path, size_t plen,
@@ -235,7 +253,8 @@ static int ingest_one(struct ingest *in, int dfd, const char *name, char *path, 
 	}
 	if (e.type == IMG_WHITEOUT) {
 		struct img_entry w = {.path = path, .type = IMG_WHITEOUT};
-		return img_manifest_add(in->m, &w, err);
+		r = meta_count(in, &w, err);
+		return r < 0 ? r : img_manifest_add(in->m, &w, err);
 	}
 	if (!img_path_valid(path) || !utf8_valid((const unsigned char *)path, plen))
 		return sk_error_set(err, -SK_EINVAL_SPEC, "ingest \"%.200s\": name not valid UTF-8",
@@ -249,6 +268,8 @@ static int ingest_one(struct ingest *in, int dfd, const char *name, char *path, 
 			                 "ingest: files larger than %llu bytes",
 			                 (unsigned long long)in->lim->max_bytes);
 	}
+	if (r == 0)
+		r = meta_count(in, &e, err);
 	if (r == 0)
 		r = img_manifest_add(in->m, &e, err);
 	xattrs_free(&e);

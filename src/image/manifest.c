@@ -24,6 +24,8 @@ const struct img_limits img_default_limits = {
     .max_bytes = 64ULL << 30,
     .max_file_bytes = 16ULL << 30,
     .max_xattr_bytes = 64 << 10,
+    /* Half the text a manifest may be: its JSON (xattrs in base64) stays loadable. */
+    .max_meta_bytes = IMG_MANIFEST_MAX_BYTES / 2,
 };
 
 static const char *const TYPE_NAMES[] = {
@@ -391,7 +393,7 @@ int img_manifest_encode(const struct img_manifest *m, char **ret, size_t *ret_le
 	/* Encode only what decode would take back: the bytes name the image. Checked as a layer,
 	 * as img_manifest_load decodes: a layer may hold "/" and still lack parents (a guess from
 	 * its entries refused such a layer as an image with parents missing). */
-	struct img_limits nolimit = {UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX};
+	struct img_limits nolimit = {UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX};
 	int r = img_manifest_check(m, 1, &nolimit, err);
 	if (r < 0)
 		return sk_error_prefix(err, "encode");
@@ -902,4 +904,83 @@ fail:
 	free(base->e);
 	img_manifest_init(base);
 	return err->code;
+}
+
+/* Extended attributes that carry ids (linux/posix_acl_xattr.h, linux/capability.h). */
+#define ACL_XATTR_VERSION 2u
+#define ACL_TAG_USER      0x02u
+#define ACL_TAG_GROUP     0x08u
+#define CAP_REVISION_MASK 0xFF000000u
+#define CAP_REVISION_2    0x02000000u
+#define CAP_REVISION_3    0x03000000u
+#define CAP_V2_BYTES      20u /* magic_etc, then two {permitted, inheritable} pairs */
+#define CAP_V3_BYTES      24u /* v2, then rootid */
+
+static uint32_t le32_get(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void le32_put(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)v;
+	p[1] = (unsigned char)(v >> 8);
+	p[2] = (unsigned char)(v >> 16);
+	p[3] = (unsigned char)(v >> 24);
+}
+
+static uint32_t id_unmap(uint32_t id, uint32_t base, uint32_t range, uint32_t nobody)
+{
+	return id >= base && id - base < range ? id - base : nobody;
+}
+
+/* 0, or 1 when the attribute is to go (a capability of a root outside the range). */
+static int xattr_ids_unmap(struct img_xattr *x, uint32_t base, uint32_t range, uint32_t nobody)
+{
+	unsigned char *v = x->value;
+	if (!strcmp(x->name, "system.posix_acl_access") ||
+	    !strcmp(x->name, "system.posix_acl_default")) {
+		if (x->len < 4 || (x->len - 4) % 8 || le32_get(v) != ACL_XATTR_VERSION)
+			return 0; /* not one the kernel would take either */
+		for (size_t off = 4; off < x->len; off += 8) {
+			unsigned tag = (unsigned)v[off] | (unsigned)v[off + 1] << 8;
+			if (tag == ACL_TAG_USER || tag == ACL_TAG_GROUP)
+				le32_put(v + off + 4,
+				         id_unmap(le32_get(v + off + 4), base, range, nobody));
+		}
+		return 0;
+	}
+	if (strcmp(x->name, "security.capability") || x->len != CAP_V3_BYTES ||
+	    (le32_get(v) & CAP_REVISION_MASK) != CAP_REVISION_3)
+		return 0;
+	uint32_t root = le32_get(v + CAP_V2_BYTES);
+	if (root < base || root - base >= range)
+		return 1;
+	if (root != base) {
+		le32_put(v + CAP_V2_BYTES, root - base);
+		return 0;
+	}
+	le32_put(v, (le32_get(v) & ~CAP_REVISION_MASK) | CAP_REVISION_2);
+	x->len = CAP_V2_BYTES;
+	return 0;
+}
+
+void img_manifest_ids_unmap(struct img_manifest *m, uint32_t base, uint32_t range, uint32_t nobody)
+{
+	for (size_t i = 0; i < m->n; i++) {
+		struct img_entry *e = &m->e[i];
+		e->uid = id_unmap(e->uid, base, range, nobody);
+		e->gid = id_unmap(e->gid, base, range, nobody);
+		for (size_t k = 0; k < e->nxattrs;) {
+			struct img_xattr *x = &e->xattrs[k];
+			if (!xattr_ids_unmap(x, base, range, nobody)) {
+				k++;
+				continue;
+			}
+			free(x->name);
+			free(x->value);
+			memmove(x, x + 1, (e->nxattrs - k - 1) * sizeof(*x));
+			e->nxattrs--;
+		}
+	}
 }

@@ -66,6 +66,9 @@ struct img_limits {
 	uint64_t max_bytes;       /* the sum of regular files' sizes */
 	uint64_t max_file_bytes;  /* one file */
 	uint64_t max_xattr_bytes; /* names and values of one entry */
+	/* Paths, link targets and xattrs of all entries together: what an ingest keeps in memory
+	 * (hard links share one inode's xattrs on disk, not in the manifest). */
+	uint64_t max_meta_bytes;
 };
 extern const struct img_limits img_default_limits;
 
@@ -97,6 +100,13 @@ int img_manifest_save(struct img_store *s, const struct img_manifest *m,
                       char digest[IMG_DIGEST_HEX], struct sk_error *err);
 int img_manifest_load(struct img_store *s, const char *digest, const struct img_limits *lim,
                       struct img_manifest *m, struct sk_error *err);
+
+/* A layer read from the host back to the ids its sandbox saw: every id in [base, base + range)
+ * becomes id - base, any other nobody. Owners, and the ids inside extended attributes that hold
+ * them: POSIX ACLs (read from the host, they name host ids) and file capabilities (a v3
+ * capability's root id; the sandbox's root's becomes a v2 capability, which applies in whatever
+ * user namespace runs the image, as an image's own do; one of an id outside the range goes). */
+void img_manifest_ids_unmap(struct img_manifest *m, uint32_t base, uint32_t range, uint32_t nobody);
 
 /* Apply layer on top of base, in place: a whiteout removes its path and what is below it, an
  * opaque directory removes what is below it in base, every other entry replaces or adds its

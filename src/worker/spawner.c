@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "../image/busybox.h"
+#include "../lib/encoding.h"
 #include "../lib/fsutil.h"
 #include "../lib/sock.h"
 #include "spawner_internal.h"
@@ -177,6 +178,45 @@ int sp_json_int(json_t *req, const char *key, json_int_t min, json_int_t max, js
 		                    (long long)i, (long long)min, (long long)max);
 	*ret = i;
 	return 0;
+}
+
+static size_t utf8_seq_len(unsigned char c)
+{
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xC2 && c <= 0xDF)
+		return 2;
+	if (c >= 0xE0 && c <= 0xEF)
+		return 3;
+	if (c >= 0xF0 && c <= 0xF4)
+		return 4;
+	return 0;
+}
+
+/* A JSON string of n bytes of s; a byte that is not part of valid UTF-8 (a file name may hold
+ * any) becomes U+FFFD. NULL when out of memory. */
+json_t *sp_json_lossy(const char *s, size_t n)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	if (utf8_valid(u, n))
+		return json_stringn(s, n);
+	_cleanup_free_ char *buf = malloc(n * 3 + 1);
+	if (!buf)
+		return NULL;
+	size_t o = 0;
+	for (size_t i = 0; i < n;) {
+		size_t k = utf8_seq_len(u[i]);
+		if (k && i + k <= n && utf8_valid(u + i, k)) {
+			memcpy(buf + o, s + i, k);
+			o += k;
+			i += k;
+		} else {
+			memcpy(buf + o, "\xEF\xBF\xBD", 3);
+			o += 3;
+			i++;
+		}
+	}
+	return json_stringn(buf, o);
 }
 
 _Noreturn void sp_child_answer(int fd, json_t *msg)

@@ -69,45 +69,6 @@ static const char *msg_path(const char *path, char *buf)
 	return buf;
 }
 
-static size_t utf8_seq_len(unsigned char c)
-{
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xC2 && c <= 0xDF)
-		return 2;
-	if (c >= 0xE0 && c <= 0xEF)
-		return 3;
-	if (c >= 0xF0 && c <= 0xF4)
-		return 4;
-	return 0;
-}
-
-/* A JSON string of n bytes of s; a byte that is not part of valid UTF-8 (a file name may hold
- * any) becomes U+FFFD. NULL when out of memory. */
-static json_t *json_lossy(const char *s, size_t n)
-{
-	const unsigned char *u = (const unsigned char *)s;
-	if (utf8_valid(u, n))
-		return json_stringn(s, n);
-	_cleanup_free_ char *buf = malloc(n * 3 + 1);
-	if (!buf)
-		return NULL;
-	size_t o = 0;
-	for (size_t i = 0; i < n;) {
-		size_t k = utf8_seq_len(u[i]);
-		if (k && i + k <= n && utf8_valid(u + i, k)) {
-			memcpy(buf + o, s + i, k);
-			o += k;
-			i += k;
-		} else {
-			memcpy(buf + o, "\xEF\xBF\xBD", 3);
-			o += 3;
-			i++;
-		}
-	}
-	return json_stringn(buf, o);
-}
-
 /* Bytes s takes in JSON output: what jansson escapes grows. */
 static size_t json_escaped_bytes(const char *s, size_t n)
 {
@@ -305,10 +266,10 @@ static json_t *entry_json(const char *name, const char *path, const struct stat 
 	char mtime[RFC3339_BYTES];
 	clock_format_rfc3339(ms > 0 ? ms : 0, mtime, sizeof(mtime));
 	json_t *e = json_pack(
-	    "{s:o?, s:o?, s:s, s:I, s:i, s:s, s:o?}", "name", json_lossy(name, strlen(name)),
-	    "path", json_lossy(path, strlen(path)), "type", type_name(st->st_mode), "size",
+	    "{s:o?, s:o?, s:s, s:I, s:i, s:s, s:o?}", "name", sp_json_lossy(name, strlen(name)),
+	    "path", sp_json_lossy(path, strlen(path)), "type", type_name(st->st_mode), "size",
 	    (json_int_t)st->st_size, "mode", (int)(st->st_mode & 07777), "mtime", mtime,
-	    "link_target", tn >= 0 ? json_lossy(target, (size_t)tn) : json_null());
+	    "link_target", tn >= 0 ? sp_json_lossy(target, (size_t)tn) : json_null());
 	if (ret_bytes)
 		*ret_bytes = ENTRY_JSON_OVERHEAD + json_escaped_bytes(name, strlen(name)) +
 		             json_escaped_bytes(path, strlen(path)) +
@@ -731,7 +692,7 @@ _Noreturn static void helper_main(const struct spawner *sp, const struct sp_sand
 		               : OPS[fr->op](rootfd, fr, out, &err);
 	}
 	json_t *msg = r < 0 ? json_pack("{s:i, s:o?}", "code", err.code, "message",
-	                                json_lossy(err.msg, strlen(err.msg)))
+	                                sp_json_lossy(err.msg, strlen(err.msg)))
 	                    : json_pack("{s:o}", "reply", out);
 	sp_child_answer(fd, msg);
 }

@@ -98,27 +98,24 @@ void sp_image_holder(const struct spawner *sp, const char *id, char *buf, size_t
 
 /* ---- jobs ---- */
 
-/* The layer's owners as the sandbox sees them: its host range (base + id) back to the ids
- * inside; an id outside the range (none should be) is nobody's. */
-static void layer_owners_unmap(struct img_manifest *m, uid_t base)
+/* max_bytes: the sandbox's disk limit. Its files can't hold more, but a sparse file (made in
+ * no time, taking no space) reads back as all its size: without this a small sandbox could have
+ * the store write the default limit (tens of GiB) of zeros for each layer. */
+static int layer_store(struct img_store *st, int upper_fd, uid_t base, uint64_t max_bytes,
+                       char *digest, struct sk_error *err)
 {
-	for (size_t i = 0; i < m->n; i++) {
-		struct img_entry *e = &m->e[i];
-		e->uid =
-		    e->uid >= base && e->uid - base < IDMAP_RANGE ? e->uid - base : SP_LAYER_NOBODY;
-		e->gid =
-		    e->gid >= base && e->gid - base < IDMAP_RANGE ? e->gid - base : SP_LAYER_NOBODY;
-	}
-}
-
-static int layer_store(struct img_store *st, int upper_fd, uid_t base, char *digest,
-                       struct sk_error *err)
-{
+	struct img_limits lim = img_default_limits;
+	if (max_bytes && max_bytes < lim.max_bytes)
+		lim.max_bytes = max_bytes;
+	if (lim.max_file_bytes > lim.max_bytes)
+		lim.max_file_bytes = lim.max_bytes;
 	struct img_manifest m;
 	img_manifest_init(&m);
-	int r = img_ingest_dir(st, upper_fd, IMG_INGEST_LAYER, &img_default_limits, &m, err);
+	int r = img_ingest_dir(st, upper_fd, IMG_INGEST_LAYER, &lim, &m, err);
 	if (r == 0) {
-		layer_owners_unmap(&m, base);
+		/* Owners as the sandbox saw them (an id outside its range, none should be, is
+		 * nobody's). */
+		img_manifest_ids_unmap(&m, base, IDMAP_RANGE, SP_LAYER_NOBODY);
 		r = img_manifest_save(st, &m, digest, err);
 	}
 	img_manifest_free(&m);
@@ -141,8 +138,10 @@ _Noreturn static void job_main(struct spawner *sp, struct sp_job *j, int fd, int
 	else if (j->kind == SP_JOB_TREE)
 		r = img_materialize(&sp->store, j->digest, out, sizeof(out), &err);
 	else
-		r = layer_store(&sp->store, upper_fd, base, out, &err);
-	json_t *msg = r < 0 ? json_pack("{s:i, s:s}", "code", err.code, "message", err.msg)
+		r = layer_store(&sp->store, upper_fd, base, j->max_bytes, out, &err);
+	/* The message may name a file of the sandbox's, whose name may be any bytes. */
+	json_t *msg = r < 0 ? json_pack("{s:i, s:o}", "code", err.code, "message",
+	                                sp_json_lossy(err.msg, strlen(err.msg)))
 	                    : json_pack("{s:s}", "result", out);
 	sp_child_answer(fd, msg);
 }
@@ -355,6 +354,24 @@ static void tree_done(struct spawner *sp, struct sp_job *j, const char *path,
 	}
 }
 
+int sp_pending_cancel(struct spawner *sp, const char *id, const char *why)
+{
+	for (struct sp_pending **pp = &sp->pending; *pp; pp = &(*pp)->next) {
+		struct sp_pending *p = *pp;
+		if (strcmp(p->id, id) != 0)
+			continue;
+		*pp = p->next;
+		hold_release(sp, p->digest, p->id);
+		struct sk_error err;
+		sk_error_set(&err, -EBUSY, "create %s: the sandbox %s while its image was prepared",
+		             p->id, why);
+		sp_answer(sp, p->req_id, NULL, &err);
+		pending_free(p);
+		return 1; /* its tree's job goes on: the tree is kept for the next create */
+	}
+	return 0;
+}
+
 /* ---- layers ---- */
 
 static int layer_job_start(struct spawner *sp, struct sp_sandbox *s, json_t *req_id,
@@ -380,6 +397,7 @@ static int layer_job_start(struct spawner *sp, struct sp_sandbox *s, json_t *req
 	}
 	j->s = s;
 	j->req_id = json_incref(req_id);
+	j->max_bytes = s->disk_mib * 1024 * 1024;
 	if ((r = job_start(sp, j, fd, base, err)) < 0) {
 		job_free(j);
 		return r;

@@ -118,6 +118,7 @@ struct sp_job {
 	char digest[IMG_DIGEST_HEX]; /* SP_JOB_TREE: the image */
 	struct sp_sandbox *s;        /* SP_JOB_LAYER: whose layer */
 	json_t *req_id;              /* SP_JOB_LAYER: a snapshot's request; NULL: the end */
+	uint64_t max_bytes;          /* SP_JOB_LAYER: what its files may hold (its disk limit) */
 	pid_t pid;
 	int pidfd, pipe_fd; /* -1: none, or closed */
 	int reaped, exit_ok, eof;
@@ -212,6 +213,7 @@ struct sp_sandbox {
 	struct sp_fop *fop_running; /* its helper, until reaped */
 	char image[IMG_DIGEST_HEX]; /* the image it runs on (held); "": the default root */
 	int capture_layer;          /* store its writable layer when its command ends */
+	uint64_t disk_mib;          /* its disk limit: what its layer can hold (0: unknown) */
 	struct sp_job *job;         /* its layer being stored (a snapshot, or its end) */
 	char layer[IMG_DIGEST_HEX]; /* its end's layer, once stored */
 	char *layer_error;          /* or why not */
@@ -283,6 +285,10 @@ void sp_sandbox_end_done(struct spawner *sp, struct sp_sandbox *s);
 /* Images (spawner_image.c). */
 void sp_images_open(struct spawner *sp);
 void sp_images_close(struct spawner *sp);
+/* A create of id waiting for its image's tree is dropped (its hold released, its create
+ * answered with why: "was terminated"): 1, or 0 when none waits. A terminate or remove that
+ * comes meanwhile finds no sandbox, and the create would otherwise start one nobody ends. */
+int sp_pending_cancel(struct spawner *sp, const char *id, const char *why);
 /* A create with spec->image_digest: 0 started (reply filled), 1 waiting for the tree (spec
  * taken), or an error. */
 int sp_image_create(struct spawner *sp, const char *id, json_t *req, struct spec *spec,
@@ -390,6 +396,9 @@ void sp_files_release(struct spawner *sp);
 /* Helper children (file ops, image jobs): in the child, write msg (taken) to fd and exit (0 once
  * all of it is written); in the spawner, once its pidfd fired, reap it: 1 when reaped (*pidfd
  * closed, *exit_ok: it exited with 0), 0 when not yet. */
+/* A JSON string of n bytes of s; a byte that is not part of valid UTF-8 (a file name may hold
+ * any) becomes U+FFFD. NULL when out of memory. */
+json_t *sp_json_lossy(const char *s, size_t n);
 _Noreturn void sp_child_answer(int fd, json_t *msg);
 int sp_child_reap(int *pidfd, int *exit_ok);
 

@@ -82,6 +82,8 @@ static void record_write(struct sp_sandbox *s)
 		json_object_set_new(rec, "image_digest", json_string(s->image));
 	if (rec && s->capture_layer)
 		json_object_set_new(rec, "capture_layer", json_true());
+	if (rec && s->disk_mib)
+		json_object_set_new(rec, "disk_mib", json_integer((json_int_t)s->disk_mib));
 	if (rec && s->layer[0])
 		json_object_set_new(rec, "layer", json_string(s->layer));
 	if (rec && s->layer_error)
@@ -317,6 +319,7 @@ int sp_sandbox_create(struct spawner *sp, const char *id, const struct spec *spe
 	s->has_command = spec->argv != NULL;
 	s->timeout_s = spec->timeout_s;
 	s->capture_layer = spec->capture_layer;
+	s->disk_mib = spec->disk_mib;
 	if (spec->image_digest)
 		snprintf(s->image, sizeof(s->image), "%s", spec->image_digest);
 	if (spec->timeout_s > 0)
@@ -327,8 +330,21 @@ int sp_sandbox_create(struct spawner *sp, const char *id, const struct spec *spe
 	return 0;
 }
 
+/* A terminate or remove of a create still waiting for its image: the create is dropped. */
+static int pending_cancel(struct spawner *sp, json_t *req, json_t *reply, const char *why)
+{
+	const char *id = json_string_value(json_object_get(req, "id"));
+	if (!id || !sp_pending_cancel(sp, id, why))
+		return 0;
+	json_object_set_new(reply, "state", json_string(sp_state_name(SP_TERMINATED)));
+	json_object_set_new(reply, "exit_code", json_integer(-1));
+	return 1;
+}
+
 int sp_op_terminate(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
 {
+	if (pending_cancel(sp, req, reply, "was terminated"))
+		return 0;
 	struct sp_sandbox *s;
 	int r = sp_sandbox_get(sp, req, &s, err);
 	if (r < 0)
@@ -370,7 +386,8 @@ int sp_op_terminate(struct spawner *sp, json_t *req, json_t *reply, struct sk_er
 
 int sp_op_remove(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
 {
-	(void)reply;
+	if (pending_cancel(sp, req, reply, "was removed"))
+		return 0;
 	struct sp_sandbox *s;
 	int r = sp_sandbox_get(sp, req, &s, err);
 	if (r < 0)
@@ -481,6 +498,8 @@ static void sandbox_adopt(struct spawner *sp, const struct rt_sandbox_info *info
 	s->timeout_s = json_number_value(json_object_get(rec, "timeout_s"));
 	s->has_command = json_is_true(json_object_get(rec, "has_command")) || !rec;
 	s->capture_layer = json_is_true(json_object_get(rec, "capture_layer"));
+	json_int_t disk = json_integer_value(json_object_get(rec, "disk_mib"));
+	s->disk_mib = disk > 0 ? (uint64_t)disk : 0;
 	const char *image = json_string_value(json_object_get(rec, "image_digest"));
 	const char *layer = json_string_value(json_object_get(rec, "layer"));
 	const char *layer_error = json_string_value(json_object_get(rec, "layer_error"));

@@ -23,6 +23,7 @@ static const struct img_limits limits = {
     .max_bytes = 1 << 20,
     .max_file_bytes = 256 << 10,
     .max_xattr_bytes = 64 << 10,
+    .max_meta_bytes = 1 << 20,
 };
 
 static void store_setup(void)

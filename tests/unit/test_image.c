@@ -958,6 +958,15 @@ static void test_ingest_every_type(void **state)
 	assert_int_equal(img_ingest_dir(&f->s, dfd, 0, &lim, &m2, &err), -SK_EINVAL_SPEC);
 	assert_non_null(strstr(err.msg, "/bin/ping"));
 	assert_int_equal(m2.n, 0);
+	/* What the manifest keeps in memory is limited too (the tree's names alone, here). */
+	lim = img_default_limits;
+	lim.max_meta_bytes = 20;
+	assert_int_equal(img_ingest_dir(&f->s, dfd, 0, &lim, &m2, &err), -SK_EINVAL_SPEC);
+	assert_non_null(strstr(err.msg, "names, link targets and xattrs larger than 20 bytes"));
+	assert_int_equal(m2.n, 0);
+	lim.max_meta_bytes = 4096;
+	assert_int_equal(img_ingest_dir(&f->s, dfd, 0, &lim, &m2, &err), 0);
+	img_manifest_free(&m2);
 	img_manifest_free(&m);
 	close(dfd);
 }
@@ -1497,6 +1506,74 @@ static void test_gc(void **state)
 	assert_int_equal(count_files(f->s.root_fd, "inodes"), 0);
 }
 
+/* A layer's ids back from the host: owners, ACL entries and capability roots. */
+static void test_ids_unmap(void **state)
+{
+	(void)state;
+	const uint32_t base = 300000, range = 65536, nobody = 65534;
+	/* ACL: user_obj, user base+1000, group outside the range, mask. */
+	unsigned char acl[4 + 4 * 8] = {2, 0, 0, 0};
+	const struct {
+		uint16_t tag;
+		uint32_t id;
+	} aces[] = {{0x01, 0xffffffffu}, {0x02, base + 1000}, {0x08, 7}, {0x10, 0xffffffffu}};
+	for (size_t i = 0; i < sizeof(aces) / sizeof(aces[0]); i++) {
+		unsigned char *p = acl + 4 + i * 8;
+		p[0] = (unsigned char)aces[i].tag;
+		p[2] = 7;
+		for (int b = 0; b < 4; b++)
+			p[4 + b] = (unsigned char)(aces[i].id >> (8 * b));
+	}
+	/* v3 capabilities (cap_net_raw permitted, effective): of the sandbox's root, of an id
+	 * inside, of one outside. */
+	unsigned char cap[3][24];
+	const uint32_t roots[] = {base, base + 5, base + range};
+	for (size_t i = 0; i < 3; i++) {
+		memset(cap[i], 0, sizeof(cap[i]));
+		cap[i][3] = 3;
+		cap[i][0] = 1;
+		cap[i][5] = 0x20; /* bit 13 */
+		for (int b = 0; b < 4; b++)
+			cap[i][20 + b] = (unsigned char)(roots[i] >> (8 * b));
+	}
+	struct img_manifest m;
+	img_manifest_init(&m);
+	struct sk_error err = {0};
+	static const char *const PATHS[] = {"/a", "/b", "/c"};
+	for (size_t i = 0; i < 3; i++) {
+		struct img_xattr xs[2] = {{"security.capability", cap[i], sizeof(cap[i])},
+		                          {"system.posix_acl_access", acl, sizeof(acl)}};
+		struct img_entry e = {.path = (char *)PATHS[i],
+		                      .type = IMG_DIR,
+		                      .mode = 0755,
+		                      .uid = base + (uint32_t)i,
+		                      .gid = i == 2 ? 12 : base + 3,
+		                      .xattrs = xs,
+		                      .nxattrs = 2};
+		assert_int_equal(img_manifest_add(&m, &e, &err), 0);
+	}
+	img_manifest_ids_unmap(&m, base, range, nobody);
+	const struct img_entry *a = &m.e[0], *b = &m.e[1], *c = &m.e[2];
+	assert_true(a->uid == 0 && a->gid == 3 && b->uid == 1 && c->gid == nobody);
+	/* The root's capability is v2 now, the other root's the id inside, the outsider's gone. */
+	assert_int_equal(a->nxattrs, 2);
+	assert_int_equal(a->xattrs[0].len, 20);
+	assert_int_equal(a->xattrs[0].value[3], 2);
+	assert_int_equal(a->xattrs[0].value[5], 0x20);
+	assert_int_equal(b->xattrs[0].len, 24);
+	assert_int_equal(b->xattrs[0].value[20], 5);
+	assert_int_equal(b->xattrs[0].value[22], 0);
+	assert_int_equal(c->nxattrs, 1);
+	assert_string_equal(c->xattrs[0].name, "system.posix_acl_access");
+	/* ACL: the user entry back inside, the group's outsider nobody, the others as they were. */
+	const unsigned char *v = c->xattrs[0].value;
+	assert_int_equal(v[4 + 8 + 4] | v[4 + 8 + 5] << 8, 1000);
+	assert_int_equal(v[4 + 16 + 4] | v[4 + 16 + 5] << 8, nobody);
+	assert_int_equal(v[4 + 4], 0xff);
+	assert_int_equal(v[4 + 24 + 7], 0xff);
+	img_manifest_free(&m);
+}
+
 /* A hold taken as gc or pruning is about to remove a tree it found unheld (a sandbox holds,
  * then finds the tree there and mounts it): the tree stays, whole. */
 static struct img_store *late_store;
@@ -1569,6 +1646,7 @@ int main(void)
 	    T(test_manifest_decode_mutations),
 	    T(test_layer_with_root_saves),
 	    T(test_apply),
+	    T(test_ids_unmap),
 	    T(test_ingest_every_type),
 	    T(test_ingest_overlay_layer),
 	    T(test_materialize_round_trip),
