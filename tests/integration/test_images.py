@@ -966,6 +966,32 @@ def test_debian_base(d):
     assert out["stdout"].startswith("12.") and out["stdout"].endswith("built-on-debian\n"), out
 
 
+SLIM_TAR = "/var/cache/skiff/debian-bookworm-python3.tar"
+
+
+@pytest.mark.skipif(not os.path.exists(SLIM_TAR),
+                    reason=f"{SLIM_TAR} is missing (scripts/install-deps makes it with "
+                           "mmdebstrap where the Debian mirror can be reached)")
+def test_python_bytecode_stays_valid(d):
+    # Python checks a cached .pyc against its source's mtime and size: were mtimes lost on the
+    # way (import, store, materialized tree, idmapped lower), each import would write a new
+    # .pyc into the sandbox's layer.
+    got = wait_built(d, build(d, {"base": "debian-slim"})["id"], timeout=600)
+    assert got["state"] == "ready", (got, logs(d, got["id"]))
+    s, sb = d.api("POST", "/v1/sandboxes", {"image": got["id"]})
+    assert s == 201, sb
+    out = sh(d, sb["id"], "touch /tmp/mark && python3 -c 'import json, email.mime.text' && "
+                          "ls /usr/lib/python3.11/json/__pycache__/__init__.cpython-311.pyc && "
+                          "find /usr -newer /tmp/mark -name '*.pyc'")
+    assert out["exit_code"] == 0, out
+    assert out["stdout"] == "/usr/lib/python3.11/json/__pycache__/__init__.cpython-311.pyc\n", out
+    # The control: a source made newer than its cache is compiled again, and found.
+    out = sh(d, sb["id"], "touch /usr/lib/python3.11/json/decoder.py /tmp/mark2 && sleep 0.01 &&"
+                          " python3 -c 'import json' && find /usr -newer /tmp/mark2 -name '*.pyc'")
+    assert "json/__pycache__/decoder.cpython-311.pyc" in out["stdout"], out
+    d.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+
+
 def test_stop_during_an_upload(d):
     import socket
     s = socket.create_connection(("127.0.0.1", d.port))
