@@ -90,11 +90,22 @@ int cli_tar_check(const char *local, struct sk_error *err);
  * *ret_size its length; both untouched on failure. Bad input is -SK_EINVAL_SPEC. */
 int cli_tar_pack(const char *local, const char *as_name, int out_fd, char ret_hex[65],
                  uint64_t *ret_size, struct sk_error *err);
-/* Pack local (as cli_tar_pack) into a temporary file and upload it unless the server has it. */
-int cli_blob_put_tar(struct cli *c, const char *local, const char *as_name, char ret_hex[65],
-                     struct sk_error *err);
-/* Upload the file as it is (an OCI archive) unless the server has it; *ret_hex its SHA-256. */
-int cli_blob_put_file(struct cli *c, const char *file, char ret_hex[65], struct sk_error *err);
+/* A blob made ready for upload: its bytes in an unlinked temporary file, hashed. Everything a
+ * build uploads is made first, so bad input found anywhere in any tree uploads nothing. */
+struct cli_blob {
+	int fd; /* -1: none */
+	uint64_t size;
+	char hex[65];
+};
+void cli_blob_release(struct cli_blob *b);
+/* Pack local (as cli_tar_pack) into a temporary file. */
+int cli_blob_pack(const char *local, const char *as_name, struct cli_blob *ret,
+                  struct sk_error *err);
+/* Copy the file as it is (an OCI archive) into a temporary file: the upload is that copy, so
+ * the file changing or shrinking meanwhile cannot make its bytes differ from the digest. */
+int cli_blob_copy_file(const char *file, struct cli_blob *ret, struct sk_error *err);
+/* Upload b unless the server has it; *ret_put says whether it was sent. */
+int cli_blob_upload(struct cli *c, const struct cli_blob *b, bool *ret_put, struct sk_error *err);
 
 /* ---- configuration (cli_client.c) ---- */
 

@@ -48,7 +48,8 @@ static la_ssize_t tar_on_write(struct archive *a, void *ud, const void *buf, siz
 		sk_error_set(&t->err, -SK_EINVAL_SPEC,
 		             "%s: the archive is over the %" PRIu64 " MiB a blob may hold",
 		             t->local, (uint64_t)CLI_MAX_BLOB_BYTES >> 20);
-		archive_set_error(a, EFBIG, "too big");
+		if (a)
+			archive_set_error(a, EFBIG, "too big");
 		return -1;
 	}
 	for (size_t off = 0; off < n;) {
@@ -58,7 +59,8 @@ static la_ssize_t tar_on_write(struct archive *a, void *ud, const void *buf, siz
 		if (w <= 0) {
 			sk_error_errno(&t->err, w < 0 ? -errno : -EIO, "write the archive of %s",
 			               t->local);
-			archive_set_error(a, EIO, "write failed");
+			if (a)
+				archive_set_error(a, EIO, "write failed");
 			return -1;
 		}
 		off += (size_t)w;
@@ -81,12 +83,28 @@ static int tar_fail(struct tar_ctx *t, const char *what, struct sk_error *err)
 	return sk_error_set(err, -EIO, "%s: %s", what, archive_error_string(t->a));
 }
 
+/* The hex SHA-256 and the length of what went through t. */
+static int tar_digest(struct tar_ctx *t, char ret_hex[65], uint64_t *ret_size, struct sk_error *err)
+{
+	uint8_t md[32];
+	unsigned int mdlen = 0;
+	if (!EVP_DigestFinal_ex(t->md, md, &mdlen) || mdlen != sizeof(md))
+		return sk_error_set(err, -EIO, "hash %s", t->local);
+	for (size_t i = 0; i < sizeof(md); i++)
+		snprintf(ret_hex + 2 * i, 3, "%02x", md[i]);
+	*ret_size = t->bytes;
+	return 0;
+}
+
 /* Copy size bytes of fd into the archive; a file that shrank meanwhile is an error (its
  * header already promised size bytes), one that grew is cut at size. */
 static int tar_copy_data(struct tar_ctx *t, int fd, uint64_t size, const char *path,
                          struct sk_error *err)
 {
 	while (size > 0) {
+		/* Ctrl-C stops a long pack: the temporary file goes with the descriptor. */
+		if (cli_signal_count())
+			return sk_error_set(err, -EINTR, "interrupted");
 		size_t want = size < TAR_COPY_BUF ? (size_t)size : TAR_COPY_BUF;
 		ssize_t n = read(fd, t->buf, want);
 		if (n < 0 && errno == EINTR)
@@ -124,6 +142,8 @@ static int tar_add(struct tar_ctx *t, int dirfd, const char *name, const struct 
 		                    "%s: only regular files, directories and symbolic links can be "
 		                    "copied into an image",
 		                    shown);
+	if (cli_signal_count())
+		return sk_error_set(err, -EINTR, "interrupted");
 	if (++t->entries > CLI_MAX_TAR_ENTRIES)
 		return sk_error_set(err, -SK_EINVAL_SPEC, "%s: more than %u entries", t->local,
 		                    CLI_MAX_TAR_ENTRIES);
@@ -290,15 +310,8 @@ int cli_tar_pack(const char *local, const char *as_name, int out_fd, char ret_he
 	}
 	if (r == 0 && archive_write_close(t.a) != ARCHIVE_OK)
 		r = tar_fail(&t, "finish the archive", err);
-	uint8_t md[32];
-	unsigned int mdlen = 0;
-	if (r == 0 && (!EVP_DigestFinal_ex(t.md, md, &mdlen) || mdlen != sizeof(md)))
-		r = sk_error_set(err, -EIO, "hash the archive of %s", local);
-	if (r == 0) {
-		for (size_t i = 0; i < sizeof(md); i++)
-			snprintf(ret_hex + 2 * i, 3, "%02x", md[i]);
-		*ret_size = t.bytes;
-	}
+	if (r == 0)
+		r = tar_digest(&t, ret_hex, ret_size, err);
 out:
 	if (t.a)
 		archive_write_free(t.a);
@@ -307,11 +320,13 @@ out:
 	return r;
 }
 
-/* Upload len bytes at data named sha256:hex unless the server has them. */
-static int blob_put(struct cli *c, const void *data, size_t len, const char *hex,
+/* Upload len bytes at data named sha256:hex unless the server has them; *ret_put says whether
+ * they were sent. */
+static int blob_put(struct cli *c, const void *data, size_t len, const char *hex, bool *ret_put,
                     struct sk_error *err)
 {
 	_cleanup_free_ char *path = NULL;
+	*ret_put = false;
 	if (asprintf(&path, "/v1/blobs/sha256:%s", hex) < 0)
 		return sk_error_errno(err, -ENOMEM, "upload");
 	long status = 0;
@@ -335,37 +350,70 @@ static int blob_put(struct cli *c, const void *data, size_t len, const char *hex
 	size_t n;
 	/* A minute a GiB on top of an ordinary request's time: a slow link still finishes. */
 	long timeout_s = CLI_REQUEST_TIMEOUT_S + (long)(len >> 24);
+	*ret_put = true;
 	return cli_http_raw(c, "PUT", path, data, len, timeout_s, &reply, &n, NULL, err);
 }
 
-/* Upload what fd holds (size bytes, hashed as hex), mapped rather than read into memory. */
-static int blob_put_fd(struct cli *c, int fd, uint64_t size, const char *hex, struct sk_error *err)
+void cli_blob_release(struct cli_blob *b)
 {
-	if (size == 0)
-		return blob_put(c, "", 0, hex, err);
-	void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-	if (map == MAP_FAILED)
-		return sk_error_errno(err, -errno, "map the archive");
-	int r = blob_put(c, map, size, hex, err);
-	munmap(map, size);
+	if (b->fd >= 0)
+		close(b->fd);
+	b->fd = -1;
+}
+
+int cli_blob_pack(const char *local, const char *as_name, struct cli_blob *ret,
+                  struct sk_error *err)
+{
+	int fd = temp_file(err);
+	if (fd < 0)
+		return fd;
+	int r = cli_tar_pack(local, as_name, fd, ret->hex, &ret->size, err);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	ret->fd = fd;
+	return 0;
+}
+
+/* Copy in_fd's size bytes to out_fd, hashing them: what is uploaded is this copy, so the
+ * digest is of the bytes sent even when the file changes meanwhile. */
+static int copy_hashed(int in_fd, int out_fd, uint64_t size, const char *file, char ret_hex[65],
+                       uint64_t *ret_size, struct sk_error *err)
+{
+	struct tar_ctx t = {.out_fd = out_fd, .local = file};
+	t.md = EVP_MD_CTX_new();
+	t.buf = malloc(TAR_COPY_BUF);
+	int r = 0;
+	if (!t.md || !t.buf || !EVP_DigestInit_ex(t.md, EVP_sha256(), NULL))
+		r = sk_error_errno(err, -ENOMEM, "hash %s", file);
+	uint64_t left = size;
+	while (r == 0 && left > 0) {
+		if (cli_signal_count()) {
+			r = sk_error_set(err, -EINTR, "interrupted");
+			break;
+		}
+		size_t want = left < TAR_COPY_BUF ? (size_t)left : TAR_COPY_BUF;
+		ssize_t n = read(in_fd, t.buf, want);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			r = sk_error_errno(err, -errno, "read %s", file);
+		else if (n == 0)
+			r = sk_error_set(err, -EIO, "%s shrank while it was being read", file);
+		else if (tar_on_write(NULL, &t, t.buf, (size_t)n) != n)
+			r = t.err.code ? (*err = t.err, err->code) : -EIO;
+		else
+			left -= (uint64_t)n;
+	}
+	if (r == 0)
+		r = tar_digest(&t, ret_hex, ret_size, err);
+	EVP_MD_CTX_free(t.md);
+	free(t.buf);
 	return r;
 }
 
-int cli_blob_put_tar(struct cli *c, const char *local, const char *as_name, char ret_hex[65],
-                     struct sk_error *err)
-{
-	_cleanup_close_ int fd = temp_file(err);
-	if (fd < 0)
-		return fd;
-	uint64_t size;
-	int r = cli_tar_pack(local, as_name, fd, ret_hex, &size, err);
-	if (r < 0)
-		return r;
-	r = blob_put_fd(c, fd, size, ret_hex, err);
-	return r < 0 ? sk_error_prefix(err, "upload %s", local) : 0;
-}
-
-int cli_blob_put_file(struct cli *c, const char *file, char ret_hex[65], struct sk_error *err)
+int cli_blob_copy_file(const char *file, struct cli_blob *ret, struct sk_error *err)
 {
 	_cleanup_close_ int fd = open(file, O_RDONLY | O_CLOEXEC);
 	struct stat st;
@@ -381,12 +429,27 @@ int cli_blob_put_file(struct cli *c, const char *file, char ret_hex[65], struct 
 		                    (uint64_t)CLI_MAX_BLOB_BYTES >> 20);
 	if (st.st_size == 0)
 		return sk_error_set(err, -SK_EINVAL_SPEC, "%s: empty", file);
-	void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+	int out = temp_file(err);
+	if (out < 0)
+		return out;
+	int r = copy_hashed(fd, out, (uint64_t)st.st_size, file, ret->hex, &ret->size, err);
+	if (r < 0) {
+		close(out);
+		return r;
+	}
+	ret->fd = out;
+	return 0;
+}
+
+int cli_blob_upload(struct cli *c, const struct cli_blob *b, bool *ret_put, struct sk_error *err)
+{
+	if (b->size == 0)
+		return blob_put(c, "", 0, b->hex, ret_put, err);
+	/* The temporary file is ours alone (unlinked): it cannot shrink under the mapping. */
+	void *map = mmap(NULL, b->size, PROT_READ, MAP_PRIVATE, b->fd, 0);
 	if (map == MAP_FAILED)
-		return sk_error_errno(err, -errno, "map %s", file);
-	int r = sha256_hex(map, (size_t)st.st_size, ret_hex) < 0
-	            ? sk_error_set(err, -EIO, "hash %s", file)
-	            : blob_put(c, map, (size_t)st.st_size, ret_hex, err);
-	munmap(map, (size_t)st.st_size);
-	return r < 0 && !strstr(err->msg, file) ? sk_error_prefix(err, "upload %s", file) : r;
+		return sk_error_errno(err, -errno, "map the archive");
+	int r = blob_put(c, map, b->size, b->hex, ret_put, err);
+	munmap(map, b->size);
+	return r;
 }

@@ -5,6 +5,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <libgen.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -39,6 +40,7 @@
 #define SPEC_MAX_BYTES      (256u << 10) /* the server's limit on a JSON body */
 #define BUILD_POLL_MS       500
 #define BUILD_CREATE_TIME_S 120L
+#define BUILD_MAX_STEPS     256 /* the server's limit */
 
 enum {
 	OPT_FROM = 256,
@@ -308,6 +310,11 @@ static int locals_check(const struct build_args *a, struct sk_error *err)
 			return sk_error_set(err, -SK_EINVAL_SPEC, "base: %s: not a regular file",
 			                    path);
 	}
+	/* Each local is held packed in a temporary file until all are: keep their number to the
+	 * server's, well within the descriptors a process has. */
+	if (json_array_size(a->steps) > BUILD_MAX_STEPS)
+		return sk_error_set(err, -SK_EINVAL_SPEC,
+		                    "more than %d steps, the most a build has", BUILD_MAX_STEPS);
 	size_t i;
 	json_t *step;
 	json_array_foreach (a->steps, i, step) {
@@ -357,22 +364,54 @@ static int copy_file_target(const char *local, const char *dest, char **ret_dir,
 	return *ret_name && *ret_dir ? 0 : -ENOMEM;
 }
 
-/* Pack and upload each "local" of a copy step, replacing it with its blob; the same for an
- * oci-archive: base naming a file. */
-static int locals_upload(struct cli *c, const struct build_args *a, struct sk_error *err)
+/* What a build uploads: each copy step's "local" packed, and an oci-archive: base's file. */
+struct local_blob {
+	struct cli_blob b;
+	size_t step; /* its index in steps; SIZE_MAX: the base */
+	char *path;  /* as found (a spec's relative path joined to its directory) */
+	char *dir;   /* a copy's dest: where the tar is unpacked */
+};
+
+struct local_blobs {
+	struct local_blob *v;
+	size_t n;
+};
+
+static void local_blobs_release(struct local_blobs *l)
 {
-	char hex[SHA256_HEX_BYTES];
+	for (size_t i = 0; i < l->n; i++) {
+		cli_blob_release(&l->v[i].b);
+		free(l->v[i].path);
+		free(l->v[i].dir);
+	}
+	free(l->v);
+}
+
+static struct local_blob *local_blobs_add(struct local_blobs *l, size_t step, char *path)
+{
+	struct local_blob *v = reallocarray(l->v, l->n + 1, sizeof(*v));
+	if (!v) {
+		free(path);
+		return NULL;
+	}
+	l->v = v;
+	v[l->n] = (struct local_blob){.b = {.fd = -1}, .step = step, .path = path};
+	return &v[l->n++];
+}
+
+/* Pack every "local" of a copy step (and copy an oci-archive: base naming a file) into a
+ * temporary file before anything is uploaded: a fifo or an unreadable file deep in the last
+ * tree is bad input that must leave the server untouched, as a missing path does. */
+static int locals_pack(const struct build_args *a, struct local_blobs *l, struct sk_error *err)
+{
 	const char *base = cli_json_str(a->body, "base");
 	if (base && !strncmp(base, "oci-archive:", 12) && strncmp(base + 12, "sha256:", 7)) {
-		_cleanup_free_ char *path = local_path(a, base + 12);
-		int r = path ? cli_blob_put_file(c, path, hex, err)
-		             : sk_error_errno(err, -ENOMEM, "base");
+		struct local_blob *lb = local_blobs_add(l, SIZE_MAX, local_path(a, base + 12));
+		if (!lb || !lb->path)
+			return sk_error_errno(err, -ENOMEM, "base");
+		int r = cli_blob_copy_file(lb->path, &lb->b, err);
 		if (r < 0)
 			return r;
-		_cleanup_free_ char *b = NULL;
-		if (asprintf(&b, "oci-archive:sha256:%s", hex) < 0)
-			return sk_error_errno(err, -ENOMEM, "upload");
-		json_object_set_new(a->body, "base", json_string(b));
 	}
 	size_t i;
 	json_t *step;
@@ -381,32 +420,66 @@ static int locals_upload(struct cli *c, const struct build_args *a, struct sk_er
 		const char *local = cli_json_str(copy, "local");
 		if (!local)
 			continue;
-		_cleanup_free_ char *path = local_path(a, local), *dir = NULL, *name = NULL;
+		struct local_blob *lb = local_blobs_add(l, i, local_path(a, local));
+		_cleanup_free_ char *name = NULL;
 		struct stat st;
-		if (!path)
+		if (!lb || !lb->path)
 			return sk_error_errno(err, -ENOMEM, "copy");
-		if (stat(path, &st) < 0)
-			return sk_error_errno(err, -errno, "step %zu (copy): %s", i + 1, path);
+		if (stat(lb->path, &st) < 0)
+			return sk_error_errno(err, -errno, "step %zu (copy): %s", i + 1, lb->path);
 		const char *dest = cli_json_str(copy, "dest");
-		if (!S_ISDIR(st.st_mode) && copy_file_target(path, dest, &dir, &name) < 0)
+		if (!S_ISDIR(st.st_mode) && copy_file_target(lb->path, dest, &lb->dir, &name) < 0)
 			return sk_error_errno(err, -ENOMEM, "copy");
-		int r = cli_blob_put_tar(c, path, name, hex, err);
-		if (r < 0)
-			return sk_error_prefix(err, "step %zu (copy)", i + 1);
-		_cleanup_free_ char *blob = NULL;
-		if (asprintf(&blob, "sha256:%s", hex) < 0)
-			return sk_error_errno(err, -ENOMEM, "copy");
-		json_object_del(copy, "local");
-		json_object_set_new(copy, "blob", json_string(blob));
-		if (!dir) { /* a directory: at dest, without a trailing '/' */
+		if (!lb->dir) { /* a directory: at dest, without a trailing '/' */
 			size_t n = strlen(dest);
 			while (n > 1 && dest[n - 1] == '/')
 				n--;
-			dir = strndup(dest, n);
-			if (!dir)
+			lb->dir = strndup(dest, n);
+			if (!lb->dir)
 				return sk_error_errno(err, -ENOMEM, "copy");
 		}
-		json_object_set_new(copy, "dest", json_string(dir));
+		int r = cli_blob_pack(lb->path, name, &lb->b, err);
+		if (r < 0)
+			return sk_error_prefix(err, "step %zu (copy)", i + 1);
+	}
+	return 0;
+}
+
+/* Upload what locals_pack made unless the server has it, saying on stderr what each one is
+ * (a spec file's "local" may name any file its reader can read: the user sees which), and put
+ * the blobs in the body in place of the local paths. */
+static int locals_upload(struct cli *c, const struct build_args *a, const struct local_blobs *l,
+                         struct sk_error *err)
+{
+	for (size_t k = 0; k < l->n; k++) {
+		const struct local_blob *lb = &l->v[k];
+		bool put = false;
+		int r = cli_blob_upload(c, &lb->b, &put, err);
+		if (r < 0)
+			return lb->step == SIZE_MAX
+			           ? sk_error_prefix(err, "base: upload %s", lb->path)
+			           : sk_error_prefix(err, "step %zu (copy): upload %s",
+			                             lb->step + 1, lb->path);
+		if (lb->step == SIZE_MAX)
+			fputs("skiff: base: ", stderr);
+		else
+			fprintf(stderr, "skiff: step %zu (copy): ", lb->step + 1);
+		cli_print_safe(stderr, lb->path);
+		fprintf(stderr, ": %" PRIu64 " KiB, sha256:%.12s, %s\n", (lb->b.size + 1023) >> 10,
+		        lb->b.hex, put ? "uploaded" : "already on the server");
+
+		_cleanup_free_ char *blob = NULL;
+		if (asprintf(&blob, "%ssha256:%s", lb->step == SIZE_MAX ? "oci-archive:" : "",
+		             lb->b.hex) < 0)
+			return sk_error_errno(err, -ENOMEM, "upload");
+		if (lb->step == SIZE_MAX) {
+			json_object_set_new(a->body, "base", json_string(blob));
+			continue;
+		}
+		json_t *copy = json_object_get(json_array_get(a->steps, lb->step), "copy");
+		json_object_del(copy, "local");
+		json_object_set_new(copy, "blob", json_string(blob));
+		json_object_set_new(copy, "dest", json_string(lb->dir));
 	}
 	return 0;
 }
@@ -513,7 +586,8 @@ static int image_build(struct cli *c, int argc, char **argv)
 	cli_signals_install();
 	c->abort_after_signals = 1;
 	_cleanup_json_ json_t *im = NULL;
-	if (locals_upload(c, &a, &err) < 0 ||
+	_cleanup_(local_blobs_release) struct local_blobs blobs = {0};
+	if (locals_pack(&a, &blobs, &err) < 0 || locals_upload(c, &a, &blobs, &err) < 0 ||
 	    cli_http(c, "POST", "/v1/images", a.body, BUILD_CREATE_TIME_S, &im, &err) < 0) {
 		if (cli_signal_count())
 			return 128 + cli_signal_caught();

@@ -25,6 +25,7 @@ class FakeImagesAPI:
         self.final_state = "ready"
         self.error = None
         self.logs = b"step 1/1: done\n"
+        self.on_head = None  # called before a HEAD of a blob is answered
         self.lock = threading.Lock()
         fake = self
 
@@ -72,6 +73,8 @@ class FakeImagesAPI:
         if path.startswith("/v1/blobs/sha256:"):
             hexd = path.rsplit(":", 1)[1]
             if m == "HEAD":
+                if self.on_head:
+                    self.on_head()
                 return h._reply(200 if hexd in self.blobs else 404)
             if m == "PUT":
                 if hashlib.sha256(body).hexdigest() != hexd:

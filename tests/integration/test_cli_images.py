@@ -198,6 +198,50 @@ def test_things_that_cannot_be_copied_are_refused(fake, fenv, tree):
     assert fake.puts() == [] and fake.posted() == []
 
 
+def test_bad_input_deep_in_a_later_tree_uploads_nothing(fake, fenv, tree, tmp_path):
+    # Found only while packing the second copy (and after the base's archive was read): the
+    # first copy and the base must not have been uploaded either.
+    arc = tmp_path / "img.tar"
+    arc.write_bytes(os.urandom(3000))
+    other = tmp_path / "other"
+    (other / "a" / "b").mkdir(parents=True)
+    os.mkfifo(other / "a" / "b" / "fifo")
+    p = run(fenv, "image", "build", "--from", f"oci-archive:{arc}", "--copy", f"{tree}:/app",
+            "--copy", f"{other}:/other")
+    assert p.returncode == 2 and "step 2 (copy)" in p.stderr and "fifo" in p.stderr, p.stderr
+    assert fake.requests == []
+
+
+def test_an_archive_changed_during_upload_is_sent_as_hashed(fake, fenv, tmp_path):
+    # The file shrinks after it was hashed, before it is sent: what is sent is what was
+    # hashed (no crash reading past the file's new end, no digest the bytes do not match).
+    arc = tmp_path / "img.tar"
+    data = os.urandom(1 << 20)
+    arc.write_bytes(data)
+    fake.on_head = lambda: arc.write_bytes(b"short")
+    p = run(fenv, "image", "build", "--from", f"oci-archive:{arc}", "--detach")
+    assert p.returncode == 0, p.stderr
+    hexd = hashlib.sha256(data).hexdigest()
+    assert fake.blobs == {hexd: data}
+    assert fake.posted()[0]["base"] == f"oci-archive:sha256:{hexd}"
+
+
+def test_the_cli_says_what_a_spec_file_uploads(fake, fenv, tmp_path):
+    # A spec's "local" may reach outside its directory: the user is told which file went.
+    secret = tmp_path / "secret"
+    secret.write_text("key\n")
+    (tmp_path / "specs").mkdir()
+    spec = tmp_path / "specs" / "spec.json"
+    spec.write_text(json.dumps({"steps": [{"copy": {"local": "../secret", "dest": "/k"}}]}))
+    p = run(fenv, "image", "build", "-f", str(spec), "--detach")
+    hexd, _ = digest_of(secret, "k")
+    shown = f"{tmp_path}/specs/../secret"
+    assert f"skiff: step 1 (copy): {shown}: 10 KiB, sha256:{hexd[:12]}, uploaded\n" in p.stderr
+    p = run(fenv, "image", "build", "-f", str(spec), "--detach")
+    assert f"{shown}: 10 KiB, sha256:{hexd[:12]}, already on the server\n" in p.stderr
+    assert len(fake.puts()) == 1
+
+
 @pytest.mark.parametrize("name", [b"caf\xe9", b"ok"])
 def test_names_that_are_not_utf8_are_refused(fake, fenv, tmp_path, name):
     d = tmp_path / "d"
