@@ -145,6 +145,32 @@ def test_build_checks_every_local_before_uploading(fake, fclient, tree):
     assert fake.puts() == [] and fake.posted() == []
 
 
+def test_bad_input_deep_in_a_later_tree_uploads_nothing(fake, fclient, tree, tmp_path):
+    # Found only while packing the second copy: neither the base nor the first copy may have
+    # been uploaded.
+    arc = tmp_path / "img.tar"
+    arc.write_bytes(os.urandom(3000))
+    other = tmp_path / "other"
+    (other / "a").mkdir(parents=True)
+    os.mkfifo(other / "a" / "fifo")
+    img = skiff.Image.from_oci_archive(arc).add_local_dir(tree, "/app") \
+        .add_local_dir(other, "/other")
+    with pytest.raises(skiff.InvalidArgument, match="fifo"):
+        img.build(client=fclient)
+    assert fake.requests == []
+
+
+def test_an_archive_changed_during_upload_is_sent_as_hashed(fake, fclient, tmp_path):
+    arc = tmp_path / "img.tar"
+    data = os.urandom(1 << 20)
+    arc.write_bytes(data)
+    fake.on_head = lambda: arc.write_bytes(os.urandom(1 << 20))  # same size, other bytes
+    skiff.Image.from_oci_archive(arc).build(client=fclient)
+    hexd = hashlib.sha256(data).hexdigest()
+    assert fake.blobs == {hexd: data}
+    assert fake.posted()[0]["base"] == f"oci-archive:sha256:{hexd}"
+
+
 def test_failed_build_raises_naming_the_step(fake, fclient):
     fake.final_state = "failed"
     fake.error = "step 2 (false) failed: exit code 1"  # as skiffd says it

@@ -15,6 +15,7 @@ digest from both, and the server's layer cache hits), and uploaded only when the
 them.
 """
 
+import contextlib
 import hashlib
 import os
 import re
@@ -379,24 +380,21 @@ class Image:
         found = [v for _, v in self._steps if isinstance(v, _Local)]
         return ([self._base] if isinstance(self._base, _Local) else []) + found
 
-    def _upload_local(self, client, loc):
-        """Upload one local thing; returns its blob name."""
-        if loc.kind == "oci":
-            with open(loc.path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size > MAX_BLOB_BYTES:
-                    raise InvalidArgument(f"{loc.path}: over the {MAX_BLOB_BYTES >> 20} MiB a "
-                                          f"blob may hold")
-                h = hashlib.sha256()
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-                digest = h.hexdigest()
-                _upload(client, f, size, digest)
-        else:
-            with tempfile.TemporaryFile(prefix="skiff-tar-") as f:
-                digest, size = pack_tar(loc.path, f, loc.target()[1])
-                _upload(client, f, size, digest)
-        return f"sha256:{digest}"
+    @staticmethod
+    def _pack_local(loc, f):
+        """Write what loc uploads to the temporary file f; returns (digest, size). An OCI
+        archive is copied as it is, hashed on the way: the upload is the copy, so the file
+        changing meanwhile cannot make the bytes sent differ from their digest."""
+        if loc.kind != "oci":
+            return pack_tar(loc.path, f, loc.target()[1])
+        with open(loc.path, "rb") as src:
+            if os.fstat(src.fileno()).st_size > MAX_BLOB_BYTES:
+                raise InvalidArgument(f"{loc.path}: over the {MAX_BLOB_BYTES >> 20} MiB a "
+                                      f"blob may hold")
+            w = _TarWriter(f, loc.path)
+            while chunk := src.read(1 << 20):
+                w.write(chunk)
+        return w.sha.hexdigest(), w.size
 
     def _ref(self):
         """What a sandbox can start on as it is, without a build: busybox, an image's id or
@@ -415,12 +413,25 @@ class Image:
         for loc in self._locals():
             loc.check()
         body = self.spec(name)
-        if isinstance(self._base, _Local):
-            body["base"] = "oci-archive:" + self._upload_local(client, self._base)
-        for step, (key, value) in zip(body["steps"], self._steps):
-            if isinstance(value, _Local):
-                dest, _ = value.target()
-                step[key] = {"blob": self._upload_local(client, value), "dest": dest}
+        # Everything is packed before anything is uploaded: bad input found deep in the last
+        # tree (a fifo, a name that is not UTF-8) leaves the server untouched.
+        with contextlib.ExitStack() as stack:
+            packed = {}
+            for loc in self._locals():
+                f = stack.enter_context(tempfile.TemporaryFile(prefix="skiff-tar-"))
+                packed[id(loc)] = (f, *self._pack_local(loc, f))
+
+            def upload(loc):
+                f, digest, size = packed[id(loc)]
+                _upload(client, f, size, digest)
+                return f"sha256:{digest}"
+
+            if isinstance(self._base, _Local):
+                body["base"] = "oci-archive:" + upload(self._base)
+            for step, (key, value) in zip(body["steps"], self._steps):
+                if isinstance(value, _Local):
+                    dest, _ = value.target()
+                    step[key] = {"blob": upload(value), "dest": dest}
         im = client.json("POST", "/v1/images", json=body, timeout=max(client.timeout, 120.0))
         return Images(client).wait(im["id"], logs=logs, timeout_s=timeout_s)
 
