@@ -5,6 +5,7 @@ clients send (bodies, uploads, and that bad input sends nothing) without a skiff
 import hashlib
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 try:
@@ -26,6 +27,13 @@ class FakeImagesAPI:
         self.error = None
         self.logs = b"step 1/1: done\n"
         self.on_head = None  # called before a HEAD of a blob is answered
+        # Followed logs: the nth ?follow=true request (while n < len) writes the nth list's
+        # pieces one by one and drops the connection, the image building meanwhile; after
+        # them, with hang_follow, a follow writes logs and then holds the stream open.
+        self.follow_pieces = []
+        self.follows = 0
+        self.hang_follow = False
+        self.closing = threading.Event()
         self.lock = threading.Lock()
         fake = self
 
@@ -59,11 +67,13 @@ class FakeImagesAPI:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
+        self.closing.set()
         self.server.shutdown()
         self.server.server_close()
 
     def image(self):
-        im = {"id": "im-00000000000000000000000000", "state": self.final_state}
+        state = "building" if self.follows < len(self.follow_pieces) else self.final_state
+        im = {"id": "im-00000000000000000000000000", "state": state}
         if self.error is not None:
             im["error"] = self.error
         return im
@@ -84,11 +94,33 @@ class FakeImagesAPI:
                 return h._reply(201, {"digest": f"sha256:{hexd}", "size": len(body)})
         if path == "/v1/images" and m == "POST":
             return h._reply(202, {"id": "im-00000000000000000000000000", "state": "building"})
+        if path.endswith("/logs") and "follow=true" in h.path:
+            if self.follows < len(self.follow_pieces) or self.hang_follow:
+                return self.follow(h)
         if path.endswith("/logs"):
             return h._reply(200, self.logs, "text/plain")
         if path.startswith("/v1/images/") and m == "GET":
             return h._reply(200, self.image())
         return h._reply(404, {"error": {"code": "not_found", "message": f"no route {path}"}})
+
+    def follow(self, h):
+        """A followed log written in pieces, then dropped (or held open)."""
+        with self.lock:
+            n = self.follows
+            pieces = self.follow_pieces[n] if n < len(self.follow_pieces) else [self.logs]
+        h.send_response(200)
+        h.send_header("Content-Type", "text/plain")
+        h.send_header("Transfer-Encoding", "chunked")  # as skiffd streams it
+        h.end_headers()
+        for p in pieces:
+            h.wfile.write(b"%x\r\n%s\r\n" % (len(p), p))
+            h.wfile.flush()
+            time.sleep(0.2)  # pieces arrive apart
+        with self.lock:
+            self.follows += 1
+        if n >= len(self.follow_pieces):
+            self.closing.wait(120)
+        h.close_connection = True  # dropped: no last chunk
 
     def posted(self):
         """The bodies of POST /v1/images, parsed."""

@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import sys
+import threading
 import tarfile
 import uuid
 
@@ -181,6 +182,38 @@ def test_failed_build_raises_naming_the_step(fake, fclient):
     with pytest.raises(skiff.ImageBuildError) as e:
         skiff.Image.busybox().run_commands("true", "false").build(client=fclient)
     assert e.value.step == 2 and "at step 2: exit code 1" in str(e.value)
+
+
+def test_logs_followed_again_after_a_cut_stream(fake, fclient):
+    # The stream drops mid-build, a character cut between two reads: the output goes on from
+    # where it stopped, whole, nothing repeated.
+    fake.logs = "step 1: \u00fc\nstep 2: done\n".encode()
+    # Each request sends the log from its start: the second one's first 15 bytes were
+    # passed already; the build ends while the second stream is cut short too.
+    fake.follow_pieces = [[fake.logs[:9], fake.logs[9:15]], [fake.logs[:20]]]
+    seen = []
+    assert skiff.Image.busybox().run_commands("x").build(client=fclient,
+                                                         logs=seen.append) == IID
+    assert "".join(seen) == fake.logs.decode() and fake.follows == 2
+
+
+def test_timeout_bounds_a_build_whose_output_is_followed(fake, fclient):
+    fake.final_state = "building"
+    fake.hang_follow = True
+    out = {}
+
+    def build():
+        try:
+            skiff.Image.busybox().run_commands("x").build(client=fclient, logs=print,
+                                                          timeout_s=1)
+        except Exception as e:  # noqa: BLE001 (checked below)
+            out["error"] = e
+
+    t = threading.Thread(target=build, daemon=True)
+    t.start()
+    t.join(60)  # a bound far past timeout_s, so the test cannot hang
+    assert not t.is_alive(), "build() went on following the output past timeout_s"
+    assert isinstance(out.get("error"), skiff.DeadlineExceeded), out
 
 
 def test_oci_archive_uploaded_as_it_is(fake, fclient, tmp_path):

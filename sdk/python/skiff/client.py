@@ -308,7 +308,8 @@ class Client:
         target = self._path(path, query)
         conn = self._open_connection()
         try:
-            conn.sock.settimeout(self.timeout if timeout is None else timeout)
+            sock = conn.sock  # the connection forgets it when the reply says close
+            sock.settimeout(self.timeout if timeout is None else timeout)
             conn.request("GET", target, headers=h)
             r = conn.getresponse()
         except socket.timeout:
@@ -322,6 +323,7 @@ class Client:
             conn.close()
             raise error_from_reply(r.status, body)
         r._skiff_conn = conn  # closed with the response by the caller
+        r._skiff_sock = sock  # for a caller to change the wait for bytes as it reads
         return r
 
     def json(self, method, path, **kw):

@@ -15,8 +15,11 @@ digest from both, and the server's layer cache hits), and uploaded only when the
 them.
 """
 
+import codecs
 import contextlib
 import hashlib
+import http.client
+import itertools
 import os
 import re
 import stat
@@ -25,7 +28,7 @@ import time
 import urllib.parse
 
 from .client import default_client
-from .errors import InvalidArgument, SkiffError
+from .errors import DeadlineExceeded, InvalidArgument, SkiffError
 
 __all__ = ["Image", "ImageBuildError", "Images", "pack_tar"]
 
@@ -465,30 +468,61 @@ class Images:
         r = self._client.request("GET", f"/v1/images/{_q(ref)}/logs")
         return r.body.decode("utf-8", "replace")
 
-    def _follow_logs(self, image_id, logs):
-        try:
-            r = self._client.open_stream(f"/v1/images/{_q(image_id)}/logs",
-                                         query={"follow": "true"}, timeout=LOG_STREAM_IDLE_S)
-        except SkiffError:
-            return
-        try:
-            while True:
-                chunk = r.read1(64 << 10) if hasattr(r, "read1") else r.read(4096)
-                if not chunk:
-                    return
-                logs(chunk.decode("utf-8", "replace"))
-        except OSError:
-            return  # the state below says how it ended
-        finally:
-            r.close()
-            r._skiff_conn.close()
+    def _follow_logs(self, image_id, logs, deadline):
+        """Pass the build's output to logs as it comes, until the build ends or deadline
+        (time.monotonic(), or None) passes. The server sends the whole log on each request:
+        a stream cut short while the build goes on is opened again and what was passed
+        already is skipped. Characters cut between reads are passed whole."""
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        seen = 0  # bytes of the log passed to logs
+        for attempt in itertools.count():
+            if attempt:
+                time.sleep(min(BUILD_POLL_S * 2 ** min(attempt - 1, 4), 5.0))
+            if _left(deadline) == 0.0:
+                return
+            try:
+                r = self._client.open_stream(f"/v1/images/{_q(image_id)}/logs",
+                                             query={"follow": "true"},
+                                             timeout=_idle_timeout(deadline))
+            except SkiffError:
+                return  # wait's polling says what the server answers
+            got = 0  # bytes of the log this stream has brought
+            cut = False
+            try:
+                while _left(deadline) != 0.0:
+                    r._skiff_sock.settimeout(_idle_timeout(deadline))
+                    chunk = r.read1(64 << 10) if hasattr(r, "read1") else r.read(4096)
+                    if not chunk:
+                        break
+                    new = chunk[max(0, seen - got):]
+                    got += len(chunk)
+                    if new:
+                        seen = got
+                        text = decoder.decode(new)
+                        if text:
+                            logs(text)
+            except (OSError, http.client.HTTPException):
+                cut = True  # the state below says whether to go on
+            finally:
+                r.close()
+                r._skiff_conn.close()
+            if self.get(image_id).get("state") != "building":
+                if cut:  # the build ended meanwhile: the rest of its output, at once
+                    rest = self._client.request("GET", f"/v1/images/{_q(image_id)}/logs").body
+                    text = decoder.decode(rest[seen:])
+                    if text:
+                        logs(text)
+                tail = decoder.decode(b"", final=True)
+                if tail:
+                    logs(tail)
+                return
 
     def wait(self, image_id, logs=None, timeout_s=None):
         """Wait for a build to end; returns the id when ready, raises ImageBuildError when it
-        failed."""
-        if logs is not None:
-            self._follow_logs(image_id, logs)
+        failed, DeadlineExceeded when timeout_s passes first (following logs included)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        if logs is not None:
+            self._follow_logs(image_id, logs, deadline)
         while True:
             im = self.get(image_id)
             state = im.get("state")
@@ -497,9 +531,18 @@ class Images:
             if state != "building":
                 raise _build_error(image_id, im)
             if deadline is not None and time.monotonic() > deadline:
-                from .errors import DeadlineExceeded
                 raise DeadlineExceeded(f"image {image_id} still building after {timeout_s} s")
             time.sleep(BUILD_POLL_S)
+
+
+def _left(deadline):
+    """Seconds to deadline (0.0 once passed), None without one."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _idle_timeout(deadline):
+    left = _left(deadline)
+    return LOG_STREAM_IDLE_S if left is None else max(0.05, min(LOG_STREAM_IDLE_S, left))
 
 
 def _build_error(image_id, im):
