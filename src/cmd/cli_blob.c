@@ -191,6 +191,14 @@ static int tar_add(struct tar_ctx *t, int dirfd, const char *name, const struct 
 		archive_entry_set_symlink(e, target);
 	int ar = archive_write_header(t->a, e);
 	archive_entry_free(e);
+	/* ARCHIVE_FAILED: this entry cannot be in a ustar archive (a path that does not split
+	 * into a 155-byte directory part and a 100-byte name): the tree's fault, not an I/O
+	 * error. */
+	if (ar == ARCHIVE_FAILED && !t->err.code)
+		return sk_error_set(err, -SK_EINVAL_SPEC,
+		                    "%s: %s (a tar holds a name of at most 100 bytes after a "
+		                    "directory part of at most 155)",
+		                    shown, archive_error_string(t->a));
 	if (ar != ARCHIVE_OK)
 		return tar_fail(t, shown, err);
 

@@ -242,6 +242,19 @@ def test_the_cli_says_what_a_spec_file_uploads(fake, fenv, tmp_path):
     assert len(fake.puts()) == 1
 
 
+@pytest.mark.parametrize("path", ["x" * 150, "d" * 60 + "/" + "e" * 101])
+def test_a_path_a_tar_cannot_hold_is_bad_input(fake, fenv, tmp_path, path):
+    d = tmp_path / "d"
+    (d / path).parent.mkdir(parents=True, exist_ok=True)
+    (d / path).write_text("x\n")
+    p = run(fenv, "image", "build", "--copy", f"{d}:/app")
+    assert p.returncode == 2 and "at most 100 bytes" in p.stderr, p.stderr
+    assert path.split("/")[-1] in p.stderr
+    with pytest.raises(skiff.InvalidArgument, match="too long"):
+        pack_tar(d, io.BytesIO())
+    assert fake.requests == []
+
+
 @pytest.mark.parametrize("name", [b"caf\xe9", b"ok"])
 def test_names_that_are_not_utf8_are_refused(fake, fenv, tmp_path, name):
     d = tmp_path / "d"
