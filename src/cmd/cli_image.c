@@ -247,6 +247,11 @@ static int spec_load(struct build_args *a, struct sk_error *err)
 	if (!f)
 		return sk_error_set(err, errno == ENOENT ? -SK_EINVAL_SPEC : -errno, "%s: %s",
 		                    a->spec_file, strerror(errno));
+	struct stat st;
+	if (fstat(fileno(f), &st) < 0)
+		return sk_error_errno(err, -errno, "%s", a->spec_file);
+	if (!S_ISREG(st.st_mode))
+		return sk_error_set(err, -SK_EINVAL_SPEC, "%s: not a regular file", a->spec_file);
 	_cleanup_free_ char *data = malloc(SPEC_MAX_BYTES + 1);
 	if (!data)
 		return sk_error_errno(err, -ENOMEM, "%s", a->spec_file);
@@ -341,6 +346,15 @@ static int locals_check(const struct build_args *a, struct sk_error *err)
 		int r = cli_tar_check(path, err);
 		if (r < 0)
 			return sk_error_prefix(err, "step %zu (copy)", i + 1);
+		/* A file is put at DEST: a DEST ending in "." or ".." names no file. */
+		const char *last = strrchr(dest, '/') + 1;
+		struct stat st;
+		if ((!strcmp(last, ".") || !strcmp(last, "..")) && stat(path, &st) == 0 &&
+		    !S_ISDIR(st.st_mode))
+			return sk_error_set(err, -SK_EINVAL_SPEC,
+			                    "step %zu (copy): %s: a file's DEST must end with the "
+			                    "name to give it, or '/'",
+			                    i + 1, dest);
 	}
 	return 0;
 }

@@ -120,6 +120,14 @@ def test_spec_file_errors_exit_2(fake, fenv, tmp_path, tree):
         spec.write_text(text)
         p = run(fenv, "image", "build", "-f", str(spec))
         assert p.returncode == 2 and says in p.stderr, (text, p.stderr)
+    p = run(fenv, "image", "build", "-f", str(tmp_path))  # a directory
+    assert p.returncode == 2 and "not a regular file" in p.stderr, p.stderr
+    for dest in ("/etc/..", "/etc/.", "/."):
+        p = run(fenv, "image", "build", "--copy", f"{tree}/run.sh:{dest}")
+        assert p.returncode == 2 and "must end with the name" in p.stderr, (dest, p.stderr)
+    p = run(fenv, "image", "build", "--copy", f"{tree}:/app/..", "--detach")  # a directory's
+    assert p.returncode == 0, p.stderr
+    fake.requests.clear()
     big = tmp_path / "big.json"
     big.write_text('{"name": "' + "x" * (300 << 10) + '"}')
     p = run(fenv, "image", "build", "-f", str(big))

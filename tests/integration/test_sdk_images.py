@@ -140,6 +140,9 @@ def test_build_checks_every_local_before_uploading(fake, fclient, tree):
         skiff.Image.busybox().add_local_dir(tree / "tool", "/b").build(client=fclient)
     with pytest.raises(skiff.InvalidArgument, match="not a file"):
         skiff.Image.busybox().add_local_file(tree / "pkg", "/b").build(client=fclient)
+    for dest in ("/etc/..", "/etc/.", "/."):
+        with pytest.raises(skiff.InvalidArgument, match="must end with the name"):
+            skiff.Image.busybox().add_local_file(tree / "tool", dest).build(client=fclient)
     os.mkfifo(tree / "pkg" / "fifo")
     with pytest.raises(skiff.InvalidArgument, match="only regular files"):
         skiff.Image.busybox().add_local_dir(tree, "/app").build(client=fclient)

@@ -233,6 +233,8 @@ class _Local:
         want_dir = self.kind == "dir"
         if stat.S_ISDIR(st.st_mode) != want_dir or not (want_dir or stat.S_ISREG(st.st_mode)):
             raise InvalidArgument(f"{self.path}: not a {'directory' if want_dir else 'file'}")
+        if self.kind == "file":
+            self.target()  # a destination that names no file
 
     def target(self):
         """(the directory the tar is unpacked at, the file's name in it or None)."""
@@ -241,6 +243,9 @@ class _Local:
         if self.dest.endswith("/"):
             return self.dest.rstrip("/") or "/", os.path.basename(self.path)
         d, n = self.dest.rsplit("/", 1)
+        if n in (".", ".."):
+            raise InvalidArgument(f"{self.dest}: a file's destination must end with the name "
+                                  f"to give it, or '/'")
         return d or "/", n
 
 
