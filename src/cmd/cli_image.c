@@ -41,6 +41,7 @@
 #define BUILD_POLL_MS       500
 #define BUILD_CREATE_TIME_S 120L
 #define BUILD_MAX_STEPS     256 /* the server's limit */
+#define BUILD_FOLLOW_TRIES  5
 
 enum {
 	OPT_FROM = 256,
@@ -514,6 +515,12 @@ static int write_to(const char *p, size_t n, void *ud)
 	return fwrite(p, 1, n, f) == n && fflush(f) == 0 ? 0 : -1;
 }
 
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
 /* Print the build output of image id to f; with follow, until the build ends. */
 static int image_logs_print(struct cli *c, const char *id, bool follow, FILE *f,
                             struct sk_error *err)
@@ -525,10 +532,62 @@ static int image_logs_print(struct cli *c, const char *id, bool follow, FILE *f,
 	return cli_http_stream(c, path, &sink, err);
 }
 
-static void sleep_ms(long ms)
+/* The log from its start again, printing only what is past what was printed. */
+struct log_resume {
+	FILE *f;
+	uint64_t printed; /* bytes of the log printed so far */
+	uint64_t got;     /* bytes of the log this request has brought */
+};
+
+static int write_resumed(const char *p, size_t n, void *ud)
 {
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
+	struct log_resume *l = ud;
+	uint64_t start = l->got;
+	l->got += n;
+	if (l->got <= l->printed)
+		return 0;
+	size_t skip = l->printed > start ? (size_t)(l->printed - start) : 0;
+	l->printed = l->got;
+	return write_to(p + skip, n - skip, l->f);
+}
+
+/* Print a build's output to stderr until the build ends. The server sends the log from its
+ * start on each request: a stream cut short while the build goes on is followed again, what
+ * was printed skipped, and once the build has ended its rest is fetched at once. Gives up
+ * after a few tries that bring nothing new; image_wait says how the build ended. */
+static void build_follow(struct cli *c, const char *id)
+{
+	_cleanup_free_ char *follow = image_path(id, "/logs?follow=true");
+	_cleanup_free_ char *whole = image_path(id, "/logs");
+	_cleanup_free_ char *self = image_path(id, "");
+	struct log_resume l = {.f = stderr};
+	struct cli_sink sink = {write_resumed, &l};
+	if (!follow || !whole || !self)
+		return;
+	for (int fruitless = 0; fruitless < BUILD_FOLLOW_TRIES;) {
+		struct sk_error err = {0};
+		uint64_t before = l.printed;
+		l.got = 0;
+		int r = cli_http_stream(c, follow, &sink, &err);
+		if (r == 0 || cli_signal_count())
+			return;
+		_cleanup_json_ json_t *im = NULL;
+		struct sk_error gerr = {0};
+		const char *state = NULL;
+		if (cli_http(c, "GET", self, NULL, CLI_REQUEST_TIMEOUT_S, &im, &gerr) == 0)
+			state = cli_json_str(im, "state");
+		if (state && strcmp(state, "building") != 0) {
+			l.got = 0;
+			if (cli_http_stream(c, whole, &sink, &err) == 0 || cli_signal_count())
+				return;
+		}
+		fruitless = l.printed > before ? 0 : fruitless + 1;
+		if (fruitless == BUILD_FOLLOW_TRIES) {
+			fprintf(stderr, "skiff: the build's output stopped: %s\n", err.msg);
+			return;
+		}
+		sleep_ms(BUILD_POLL_MS << (fruitless < 4 ? fruitless : 4));
+	}
 }
 
 /* Poll image id until its build has ended; *ret is the image. */
@@ -623,10 +682,7 @@ static int image_build(struct cli *c, int argc, char **argv)
 	/* The output goes to stderr: stdout is for the id alone. A stream cut short is not the
 	 * build's end: its state says. */
 	_cleanup_json_ json_t *done = NULL;
-	struct sk_error lerr = {0};
-	if (image_logs_print(c, idc, true, stderr, &lerr) < 0 && !cli_signal_count() &&
-	    lerr.code != -EINTR)
-		fprintf(stderr, "skiff: the build's output stopped: %s\n", lerr.msg);
+	build_follow(c, idc);
 	if (cli_signal_count() || image_wait(c, idc, &done, &err) < 0) {
 		if (!cli_signal_count())
 			return cli_fail(&err);

@@ -24,6 +24,9 @@ import skiff  # noqa: E402
 from skiff.image import pack_tar  # noqa: E402
 
 
+IID = "im-00000000000000000000000000"
+
+
 @pytest.fixture
 def fenv(fake, tmp_path):
     return skiff_env(tmp_path / "config", fake.url, "test-token")
@@ -305,6 +308,16 @@ def test_interrupt_leaves_the_build_going(fake, fenv):
     assert proc.returncode == 130 and out == ""
     assert "goes on" in errs and "skiff image logs -f im-" in errs
     assert not any(m == "DELETE" for m, _, _ in fake.requests)
+
+
+def test_build_output_followed_again_after_a_cut_stream(fake, fenv):
+    # The stream drops mid-build twice (each request resends the log from its start), the
+    # build ending meanwhile: every byte printed once, in order.
+    fake.logs = "step 1: \u00fc\nstep 2: done\n".encode()
+    fake.follow_pieces = [[fake.logs[:9], fake.logs[9:15]], [fake.logs[:20]]]
+    p = run(fenv, "image", "build", "--run", "x")
+    assert p.returncode == 0 and p.stdout == IID + "\n", p.stderr
+    assert p.stderr == fake.logs.decode() and fake.follows == 2
 
 
 def test_detach_prints_the_id_at_once(fake, fenv):
