@@ -114,6 +114,36 @@ def test_pack_is_deterministic_and_readable(tree, tmp_path):
         pack_tar(tmp_path / "missing", io.BytesIO())
 
 
+def test_links_are_packed_as_links_even_when_swapped_in(tree, tmp_path, monkeypatch):
+    # A link to a directory outside is an entry of its own, never followed.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("key\n")
+    os.symlink(outside, tree / "out")
+    f = io.BytesIO()
+    pack_tar(tree, f)
+    with tarfile.open(fileobj=io.BytesIO(f.getvalue())) as t:
+        by = {m.name: m for m in t.getmembers()}
+    assert by["out"].issym() and by["out"].linkname == str(outside)
+    assert not any("secret" in n for n in by)
+    # A directory swapped for a link to outside after it was listed: not followed either.
+    def swapping(real):
+        def stat_then_swap(path, *a, **kw):
+            st = real(path, *a, **kw)
+            if os.fsdecode(path).endswith("pkg") and not (tree / "pkg.real").exists():
+                os.rename(tree / "pkg", tree / "pkg.real")
+                os.symlink(outside, tree / "pkg")
+            return st
+        return stat_then_swap
+
+    monkeypatch.setattr(os, "stat", swapping(os.stat))
+    monkeypatch.setattr(os, "lstat", swapping(os.lstat))
+    f = io.BytesIO()
+    with pytest.raises(skiff.SkiffError, match="changed while it was being packed"):
+        pack_tar(tree, f)
+    assert b"key\n" not in f.getvalue()
+
+
 def test_build_uploads_then_posts(fake, fclient, tree):
     img = (skiff.Image.busybox().add_local_dir(tree, "/app/")
            .add_local_file(tree / "tool", "/usr/bin/t").env({"K": "V"}))

@@ -17,6 +17,7 @@ them.
 
 import codecs
 import contextlib
+import errno
 import hashlib
 import http.client
 import itertools
@@ -114,9 +115,12 @@ class _TarWriter:
         self.sha.update(data)
         self.size += len(data)
 
-    def add(self, fs_path, arc_path, st, shown, top=False):
-        """One entry: st is its lstat (stat for the top, a link to which is followed); a
-        directory's contents follow it."""
+    def add(self, dir_fd, name, arc_path, st, shown, top=False):
+        """One entry: name in the directory dir_fd (None: a path of the caller's), st its
+        lstat (stat for the top, a link to which is followed); a directory's contents follow
+        it. What is below the top is opened through its directory's descriptor, never
+        following a link: a directory swapped for a link to elsewhere while the tree is
+        packed cannot bring that elsewhere in."""
         self.entries += 1
         try:
             arc_path.encode("utf-8")  # image paths are UTF-8 (manifests are JSON)
@@ -127,11 +131,17 @@ class _TarWriter:
             raise InvalidArgument(f"{self.what}: more than {MAX_TAR_ENTRIES} entries")
         if len(arc_path.encode("utf-8", "surrogateescape")) + stat.S_ISDIR(st.st_mode) > 255:
             raise InvalidArgument(f"{shown}: its path in the archive is over 255 bytes")
+        cloexec = getattr(os, "O_CLOEXEC", 0)
         if stat.S_ISDIR(st.st_mode):
             self.write(_header(arc_path + "/", st.st_mode, 0, st.st_mtime, b"5"))
-            self.add_tree(fs_path, arc_path, shown)
+            fd = _open_changed(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | cloexec,
+                               dir_fd, shown)
+            try:
+                self.add_tree(fd, arc_path, shown)
+            finally:
+                os.close(fd)
         elif stat.S_ISLNK(st.st_mode):
-            target = os.readlink(os.fsencode(fs_path))
+            target = os.readlink(name, dir_fd=dir_fd)
             try:
                 target.decode("utf-8")
             except UnicodeDecodeError:
@@ -141,10 +151,12 @@ class _TarWriter:
                 raise InvalidArgument(f"{shown}: a link target over {_LINK_MAX} bytes")
             self.write(_header(arc_path, st.st_mode, 0, st.st_mtime, b"2", target))
         elif stat.S_ISREG(st.st_mode):
-            flags = os.O_RDONLY | (0 if top else os.O_NOFOLLOW)
-            fd = os.open(fs_path, flags | getattr(os, "O_CLOEXEC", 0))
+            flags = os.O_RDONLY | (0 if top else os.O_NOFOLLOW) | cloexec
+            fd = _open_changed(name, flags, dir_fd, shown)
             with os.fdopen(fd, "rb") as src:
                 st = os.fstat(src.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    raise SkiffError(f"{shown} changed while it was being packed")
                 self.write(_header(arc_path, st.st_mode, st.st_size, st.st_mtime, b"0"))
                 left = st.st_size
                 while left:
@@ -160,13 +172,13 @@ class _TarWriter:
             raise InvalidArgument(f"{shown}: only regular files, directories and symbolic "
                                   f"links can be copied into an image")
 
-    def add_tree(self, dir_path, prefix, shown):
-        """What the directory holds, names sorted bytewise, under prefix ("" for the root)."""
-        for name in sorted(os.listdir(os.fsencode(dir_path))):
+    def add_tree(self, dir_fd, prefix, shown):
+        """What the open directory dir_fd holds, names sorted bytewise, under prefix ("" for
+        the root)."""
+        for name in sorted(os.fsencode(n) for n in os.listdir(dir_fd)):
             sname = os.fsdecode(name)
-            p = os.path.join(dir_path, sname)
-            self.add(p, f"{prefix}/{sname}" if prefix else sname, os.lstat(p),
-                     f"{shown}/{sname}")
+            self.add(dir_fd, name, f"{prefix}/{sname}" if prefix else sname,
+                     os.stat(name, dir_fd=dir_fd, follow_symlinks=False), f"{shown}/{sname}")
 
     def finish(self):
         self.write(b"\0" * (2 * _BLOCK))
@@ -188,14 +200,29 @@ def pack_tar(local, f, name=None):
         raise InvalidArgument(f"{local}: No such file or directory") from None
     w = _TarWriter(f, local)
     if stat.S_ISDIR(st.st_mode):
-        w.add_tree(local, "", local)
+        fd = os.open(local, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            w.add_tree(fd, "", local)
+        finally:
+            os.close(fd)
     elif stat.S_ISREG(st.st_mode):
         if not name or "/" in name:
             raise InvalidArgument(f"{local}: a file needs a name to have")
-        w.add(local, name, st, local, top=True)
+        w.add(None, local, name, st, local, top=True)
     else:
         raise InvalidArgument(f"{local}: not a directory or a regular file")
     return w.finish(), w.size
+
+
+def _open_changed(name, flags, dir_fd, shown):
+    """os.open, saying that a link or another kind of file in the place of what was listed
+    means the tree changed while it was being packed."""
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise SkiffError(f"{shown} changed while it was being packed") from None
+        raise
 
 
 def _check_abs(path, what):
