@@ -202,6 +202,37 @@ def test_an_empty_directory_is_the_same_archive_from_both(fake, fenv, tmp_path):
     assert fake.posted()[0]["steps"] == [{"copy": {"blob": f"sha256:{hexd}", "dest": "/"}}]
 
 
+def test_both_clients_pack_edge_cases_alike(fake, fenv, tmp_path):
+    # Where two tar writers most easily differ: names at the 100-byte split, a path split
+    # into prefix and name, set-id and sticky bits, mtimes before 1970 and past the 11
+    # octal digits, a 100-byte link target, hard links, a link to a directory outside.
+    d = tmp_path / "edge"
+    (d / ("p" * 50)).mkdir(parents=True)
+    (d / ("a" * 100)).write_text("a\n")
+    (d / ("b" * 99)).mkdir()
+    (d / ("p" * 50) / ("f" * 50)).write_text("f\n")
+    (d / ("q" * 60) / ("r" * 60)).mkdir(parents=True)
+    (d / ("q" * 60) / ("r" * 60) / "g").write_text("")
+    (d / "suid").write_text("s\n")
+    (d / "suid").chmod(0o4755)
+    (d / "sticky").mkdir()
+    (d / "sticky").chmod(0o1777)
+    (d / "old").write_text("")
+    os.utime(d / "old", (-100, -100))
+    (d / "far").write_text("")
+    os.utime(d / "far", (2**34, 2**34))
+    os.symlink("l" * 100, d / "l100")
+    os.link(d / "suid", d / "hard")
+    os.symlink(tmp_path, d / "outside")
+    run(fenv, "image", "build", "--copy", f"{d}:/app", "--detach", check=0)
+    hexd, data = digest_of(d)
+    assert fake.blobs == {hexd: data}
+    with tarfile.open(fileobj=io.BytesIO(data)) as t:
+        by = {m.name: m for m in t.getmembers()}
+    assert by["suid"].mode == 0o4755 and by["sticky"].mode == 0o1777
+    assert by["outside"].issym() and by["far"].mtime == 0o77777777777
+
+
 def test_things_that_cannot_be_copied_are_refused(fake, fenv, tree):
     os.mkfifo(tree / "sub" / "fifo")
     p = run(fenv, "image", "build", "--copy", f"{tree}:/app")
