@@ -122,7 +122,8 @@ int cli_token_check(const char *token, struct sk_error *err);
 
 /* Send method path (which starts with "/v1/…" and carries its query, already escaped) with body
  * (may be NULL) as JSON; timeout_s bounds the whole request (CLI_NO_TIMEOUT for none). On a 2xx
- * reply *ret is the parsed body (NULL when empty); on anything else err holds the server's message.
+ * reply *ret is the parsed body (NULL when empty); on anything else err holds the server's message
+ * (-EAGAIN for a 503).
  * Resolves the URL and token on first use. */
 int cli_http(struct cli *c, const char *method, const char *path, json_t *body, long timeout_s,
              json_t **ret, struct sk_error *err);

@@ -484,7 +484,7 @@ int cli_http(struct cli *c, const char *method, const char *path, json_t *body, 
 	if (status < 200 || status >= 300) {
 		r = reply_error(status, v, err);
 		json_decref(v);
-		return r;
+		return status == 503 ? -EAGAIN : r; /* busy: a caller may try again */
 	}
 	*ret = v;
 	return 0;

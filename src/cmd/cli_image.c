@@ -42,6 +42,7 @@
 #define BUILD_CREATE_TIME_S 120L
 #define BUILD_MAX_STEPS     256 /* the server's limit */
 #define BUILD_FOLLOW_TRIES  5
+#define BUILD_WAIT_RETRY_S  60L
 
 enum {
 	OPT_FROM = 256,
@@ -596,11 +597,28 @@ static int image_wait(struct cli *c, const char *id, json_t **ret, struct sk_err
 	_cleanup_free_ char *path = image_path(id, "");
 	if (!path)
 		return sk_error_errno(err, -ENOMEM, "image");
+	time_t failing_since = 0;
 	for (;;) {
 		json_t *im = NULL;
 		int r = cli_http(c, "GET", path, NULL, CLI_REQUEST_TIMEOUT_S, &im, err);
+		/* The build goes on without us: a server busy (503) or out of reach for a while
+		 * is waited out, not reported as the build's end. */
+		bool transient = r == -EAGAIN || r == -ECONNREFUSED || r == -ETIMEDOUT || r == -EIO;
+		if (r < 0 && transient && !cli_signal_count()) {
+			time_t now = time(NULL);
+			if (!failing_since) {
+				failing_since = now;
+				fprintf(stderr, "skiff: %s; trying again for up to %ld s\n",
+				        err->msg, BUILD_WAIT_RETRY_S);
+			}
+			if (now - failing_since < BUILD_WAIT_RETRY_S) {
+				sleep_ms(BUILD_POLL_MS * 2);
+				continue;
+			}
+		}
 		if (r < 0)
 			return r;
+		failing_since = 0;
 		const char *state = cli_json_str(im, "state");
 		if (!state || strcmp(state, "building") != 0) {
 			*ret = im;

@@ -34,6 +34,7 @@ class FakeImagesAPI:
         self.follows = 0
         self.hang_follow = False
         self.closing = threading.Event()
+        self.get_failures = 0  # so many GETs of the image answer 503 first
         self.lock = threading.Lock()
         fake = self
 
@@ -100,6 +101,11 @@ class FakeImagesAPI:
         if path.endswith("/logs"):
             return h._reply(200, self.logs, "text/plain")
         if path.startswith("/v1/images/") and m == "GET":
+            with self.lock:
+                fail = self.get_failures > 0
+                self.get_failures -= fail
+            if fail:
+                return h._reply(503, {"error": {"code": "unavailable", "message": "busy"}})
             return h._reply(200, self.image())
         return h._reply(404, {"error": {"code": "not_found", "message": f"no route {path}"}})
 

@@ -351,6 +351,13 @@ def test_build_output_followed_again_after_a_cut_stream(fake, fenv):
     assert p.stderr == fake.logs.decode() and fake.follows == 2
 
 
+def test_a_server_busy_for_a_while_is_waited_out(fake, fenv):
+    fake.get_failures = 3
+    p = run(fenv, "image", "build", "--run", "x")
+    assert p.returncode == 0 and p.stdout == IID + "\n", p.stderr
+    assert "trying again" in p.stderr and fake.get_failures == 0
+
+
 def test_detach_prints_the_id_at_once(fake, fenv):
     p = run(fenv, "image", "build", "--run", "true", "--detach", check=0)
     assert p.stdout == "im-00000000000000000000000000\n"

@@ -249,6 +249,14 @@ def test_timeout_bounds_a_build_whose_output_is_followed(fake, fclient):
     assert isinstance(out.get("error"), skiff.DeadlineExceeded), out
 
 
+def test_a_server_busy_for_a_while_is_waited_out(fake, fclient):
+    fake.get_failures = 3
+    seen = []
+    assert skiff.Image.busybox().run_commands("x").build(client=fclient,
+                                                         logs=seen.append) == IID
+    assert fake.get_failures == 0 and "".join(seen) == fake.logs.decode()
+
+
 def test_oci_archive_uploaded_as_it_is(fake, fclient, tmp_path):
     arc = tmp_path / "img.tar"
     arc.write_bytes(os.urandom(4000))

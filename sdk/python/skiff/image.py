@@ -29,13 +29,14 @@ import time
 import urllib.parse
 
 from .client import default_client
-from .errors import DeadlineExceeded, InvalidArgument, SkiffError
+from .errors import DeadlineExceeded, InvalidArgument, SkiffError, Unavailable
 
 __all__ = ["Image", "ImageBuildError", "Images", "pack_tar"]
 
 MAX_BLOB_BYTES = 4 << 30       # one upload: the server's default limit on a blob
 MAX_TAR_ENTRIES = 1 << 20      # files in one copied tree
 BUILD_POLL_S = 0.5
+BUILD_WAIT_RETRY_S = 60.0      # a server busy or out of reach this long: the wait gives up
 LOG_STREAM_IDLE_S = 600.0      # a step may print nothing for long (apt, a compile)
 UPLOAD_TIMEOUT_BASE_S = 300.0  # plus a minute a GiB
 
@@ -538,7 +539,7 @@ class Images:
             finally:
                 r.close()
                 r._skiff_conn.close()
-            if self.get(image_id).get("state") != "building":
+            if self._get_patiently(image_id, deadline).get("state") != "building":
                 if cut:  # the build ended meanwhile: the rest of its output, at once
                     rest = self._client.request("GET", f"/v1/images/{_q(image_id)}/logs").body
                     text = decoder.decode(rest[seen:])
@@ -549,6 +550,18 @@ class Images:
                     logs(tail)
                 return
 
+    def _get_patiently(self, image_id, deadline):
+        """get(), waiting out a server busy (503) or out of reach for up to
+        BUILD_WAIT_RETRY_S (and deadline): the build goes on without us."""
+        since = time.monotonic()
+        while True:
+            try:
+                return self.get(image_id)
+            except Unavailable:
+                if time.monotonic() - since >= BUILD_WAIT_RETRY_S or _left(deadline) == 0.0:
+                    raise
+            time.sleep(BUILD_POLL_S * 2)
+
     def wait(self, image_id, logs=None, timeout_s=None):
         """Wait for a build to end; returns the id when ready, raises ImageBuildError when it
         failed, DeadlineExceeded when timeout_s passes first (following logs included)."""
@@ -556,7 +569,7 @@ class Images:
         if logs is not None:
             self._follow_logs(image_id, logs, deadline)
         while True:
-            im = self.get(image_id)
+            im = self._get_patiently(image_id, deadline)
             state = im.get("state")
             if state == "ready":
                 return im["id"]
