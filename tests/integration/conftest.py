@@ -46,6 +46,15 @@ def wait_for(pred, timeout, interval=POLL_S):
         time.sleep(interval)
 
 
+def sh(d, sbid, script):
+    """Run script with sh -c in sandbox sbid over the API (d: a running skiffd), waiting for its
+    end; the exec's JSON."""
+    s, out = d.api("POST", f"/v1/sandboxes/{sbid}/exec?wait=true",
+                   {"command": ["sh", "-c", script]})
+    assert s == 200, out
+    return out
+
+
 def tree_state(top):
     """Every entry under top with its type, mode, owner, size, mtime and link target: what a
     sandbox must not be able to change in an image or on the host."""

@@ -8,7 +8,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import SKIFF
+from conftest import SKIFF, sh
 
 MIB = 1024 * 1024
 
@@ -30,13 +30,6 @@ def get(d, sbid, path, token=""):
     h = {"Authorization": f"Bearer {token or d.token}"}
     s, _, raw = d.raw("GET", f"/v1/sandboxes/{sbid}/files?path={q(path)}", None, h)
     return s, raw
-
-
-def sh(d, sbid, script):
-    s, out = d.api("POST", f"/v1/sandboxes/{sbid}/exec?wait=true",
-                   {"command": ["sh", "-c", script]})
-    assert s == 200, out
-    return out
 
 
 @pytest.fixture

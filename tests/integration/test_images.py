@@ -4,12 +4,15 @@ sandboxes started on images, snapshots, and gc never taking what an image uses."
 import glob
 import hashlib
 import http.client
+import io
 import json
 import os
+import tarfile
+import time
 
 import pytest
 
-from conftest import _own_skiffd, _after_test
+from conftest import _after_test, _own_skiffd, sh, wait_for
 
 MAX_BLOB = 1024 * 1024  # lowered so that "too large" is reached at once
 
@@ -293,10 +296,6 @@ def test_blobs_are_readable_only_by_workspaces_that_uploaded_them(d):
 
 # ---- builds ----
 
-import io
-import tarfile
-import time
-
 
 def make_tar(files):
     """A tar of {path: bytes} (directories made as needed)."""
@@ -516,13 +515,6 @@ def test_dir_base_is_admin_only_and_names_unique(d, src_dir):
 # ---- sandboxes on images ----
 
 
-def sh(d, sbid, script):
-    s, out = d.api("POST", f"/v1/sandboxes/{sbid}/exec?wait=true",
-                   {"command": ["sh", "-c", script]})
-    assert s == 200, out
-    return out
-
-
 @pytest.fixture
 def app_image(d):
     tar = upload(d, make_tar({"hello.txt": b"hello image\n"}))
@@ -577,14 +569,7 @@ def test_exec_starts_in_the_image_workdir(d, app_image):
 
 
 def wait_for_file(d, sbid, path, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        s, out = d.api("POST", f"/v1/sandboxes/{sbid}/exec?wait=true",
-                       {"command": ["test", "-s", path]})
-        if s == 200 and out.get("exit_code") == 0:
-            return True
-        time.sleep(0.1)
-    return False
+    return wait_for(lambda: sh(d, sbid, f"test -s {path}")["exit_code"] == 0, timeout, 0.1)
 
 
 def test_sandbox_image_errors(d, app_image):
