@@ -171,17 +171,8 @@ static int tar_check_utf8(uint64_t member, const char *what, const char *s, stru
  * character in two, and the message travels in JSON. Returns r. */
 static int msg_utf8(struct sk_error *err, int r)
 {
-	if (!err)
-		return r;
-	unsigned char *p = (unsigned char *)err->msg;
-	while (*p) {
-		size_t len = *p < 0x80 ? 1 : *p >= 0xf0 ? 4 : *p >= 0xe0 ? 3 : 2;
-		if (strnlen((char *)p, len) == len && utf8_valid(p, len)) {
-			p += len;
-			continue;
-		}
-		*p++ = '?';
-	}
+	if (err)
+		utf8_sanitize(err->msg);
 	return r;
 }
 
