@@ -242,6 +242,39 @@ static int loop_attach(const char *image, int *ret_fd, char *ret_dev, size_t dev
 	return sk_error_set(err, -EBUSY, "no free loop device for %s", image);
 }
 
+/* A loop device that still backs image from an earlier mount, its filesystem not yet let go
+ * (a dying mount namespace, or one that copied the mount privately, still holds it): open in
+ * *ret_fd, which keeps it from being cleared, with its path in ret_dev. 0 when there is none. */
+static int loop_find(const char *image, int *ret_fd, char *ret_dev, size_t dev_size)
+{
+	struct stat img;
+	if (stat(image, &img) < 0)
+		return 0;
+	DIR *d = opendir("/sys/block");
+	if (!d)
+		return 0;
+	struct dirent *de;
+	int found = 0;
+	while (!found && (de = readdir(d))) {
+		unsigned n;
+		char tail;
+		if (sscanf(de->d_name, "loop%u%c", &n, &tail) != 1)
+			continue;
+		snprintf(ret_dev, dev_size, "/dev/loop%u", n);
+		int fd = open(ret_dev, O_RDONLY | O_CLOEXEC);
+		struct loop_info64 info;
+		if (fd >= 0 && ioctl(fd, LOOP_GET_STATUS64, &info) == 0 &&
+		    info.lo_device == img.st_dev && info.lo_inode == img.st_ino) {
+			*ret_fd = fd;
+			found = 1;
+		} else if (fd >= 0) {
+			close(fd);
+		}
+	}
+	closedir(d);
+	return found;
+}
+
 static int quota_enable(int fd, struct sk_error *err)
 {
 	struct btrfs_ioctl_quota_ctl_args q = {.cmd = BTRFS_QUOTA_CTL_ENABLE_SIMPLE_QUOTA};
@@ -254,6 +287,43 @@ static int quota_enable(int fd, struct sk_error *err)
 	return 0;
 }
 
+/* Mount image's btrfs on dir through a loop device. Shared: a mount namespace copied from ours
+ * while it is mounted (a sandbox's, before it goes private; another program's) gets a peer or
+ * slave of it, so our unmount reaches it there too and the device is not pinned by a copy nobody
+ * will unmount. */
+static int image_mount(const char *image, const char *dir, struct sk_error *err)
+{
+	char dev[64];
+	/* The image's filesystem may still be alive on the device of an earlier mount: mount that
+	 * one again, the same filesystem. A second device for the same image would be mounted as a
+	 * second filesystem (btrfs gives a copy a temporary fsid) writing the same blocks, and
+	 * would not see what the first has not written back yet. */
+	_cleanup_close_ int held = -1;
+	if (loop_find(image, &held, dev, sizeof(dev)) &&
+	    mount(dev, dir, "btrfs", DISK_MOUNT_FLAGS, DISK_MOUNT_OPTS) == 0) {
+		mount(NULL, dir, NULL, MS_SHARED, NULL);
+		return 0;
+	}
+	/* A device another image just left may still answer with that image's blocks for a moment
+	 * (EIO from btrfs): detach it and try another. */
+	for (int tries = 0;; tries++) {
+		_cleanup_close_ int loop = -1;
+		int r = loop_attach(image, &loop, dev, sizeof(dev), err);
+		if (r < 0)
+			return r;
+		/* Once mounted, closing our fd leaves the mount the device's only user. */
+		if (mount(dev, dir, "btrfs", DISK_MOUNT_FLAGS, DISK_MOUNT_OPTS) == 0) {
+			mount(NULL, dir, NULL, MS_SHARED, NULL);
+			return 0;
+		}
+		r = -errno;
+		ioctl(loop, LOOP_CLR_FD, 0);
+		if (tries + 1 >= DISK_MOUNT_TRIES)
+			return sk_error_errno(err, r, "mount %s (%s) on %s", image, dev, dir);
+		usleep(DISK_LOCK_RETRY_US);
+	}
+}
+
 /* With <data>/disk.lock held exclusively: make <data>/disk a btrfs with quotas, mounting the
  * image when the data directory's filesystem can't hold the layers itself and nothing is
  * mounted there yet. */
@@ -264,32 +334,12 @@ static int disk_mount(const char *data_dir, const char *dir, struct sk_error *er
 		return sk_error_errno(err, -errno, "mkdir %s", dir);
 	int host = host_btrfs(data_dir);
 	if (!host && !btrfs_mounted_at(dir, data_dir)) {
-		char image[4096], dev[64];
+		char image[4096];
 		snprintf(image, sizeof(image), "%s/disk.img", data_dir);
 		if ((r = image_ensure(data_dir, image, err)) < 0)
 			return r;
-		/* A device another image just left may still answer with that image's blocks for a
-		 * moment (EIO from btrfs): detach it and try another. */
-		for (int tries = 0;; tries++) {
-			_cleanup_close_ int loop = -1;
-			if ((r = loop_attach(image, &loop, dev, sizeof(dev), err)) < 0)
-				return r;
-			/* Once mounted, closing our fd leaves the mount the device's only user. */
-			if (mount(dev, dir, "btrfs", DISK_MOUNT_FLAGS, DISK_MOUNT_OPTS) == 0) {
-				/* Shared: a mount namespace copied from ours while it is mounted (a
-				 * sandbox's, before it goes private; another program's) gets a peer
-				 * or slave of it, so our unmount reaches it there too and the
-				 * device is not pinned by a copy nobody will unmount. */
-				mount(NULL, dir, NULL, MS_SHARED, NULL);
-				break;
-			}
-			r = -errno;
-			ioctl(loop, LOOP_CLR_FD, 0);
-			if (tries + 1 >= DISK_MOUNT_TRIES)
-				return sk_error_errno(err, r, "mount %s (%s) on %s", image, dev,
-				                      dir);
-			usleep(DISK_LOCK_RETRY_US);
-		}
+		if ((r = image_mount(image, dir, err)) < 0)
+			return r;
 	}
 	_cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)

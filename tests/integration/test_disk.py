@@ -16,6 +16,7 @@ from conftest import (DEFAULT_TIMEOUT_S, LEAK_GRACE_S, REPO, SKIFF_BOX, Box, Ski
                       wait_no_leaks)
 
 MIB = 1024 * 1024
+LOOP_RELEASE_S = 15.0  # a dead mount namespace lets go of the disk lazily
 
 
 def btrfs_or_skip(box):
@@ -139,8 +140,49 @@ def test_gc_removes_subvolume_and_mount_after_a_crash(box):
     assert g.returncode == 0, g.stderr
     assert not disk_subvolumes(box.instance, box.data_dir)
     # Nothing of any instance is on the disk any more and no runtime uses it: unmounted, and
-    # its loop device released (by the kernel, a moment later).
-    assert wait_for(lambda: not data_disk_leaks(box.data_dir), LEAK_GRACE_S), \
+    # its loop device released by the kernel once the killed sandbox's mount namespace is torn
+    # down (lazily: seconds on a loaded machine).
+    assert wait_for(lambda: not data_disk_leaks(box.data_dir), LOOP_RELEASE_S), \
+        data_disk_leaks(box.data_dir)
+
+
+def image_loops(data_dir):
+    return [x for x in data_disk_leaks(data_dir) if x.startswith("loop device")]
+
+
+def test_disk_still_alive_elsewhere_is_mounted_again_not_twice(box):
+    """A mount namespace that copied the disk's mount privately keeps its filesystem alive after
+    the runtime unmounts it. The next mount must be of that same filesystem (its loop device):
+    a second loop device on the image would be a second btrfs (a temporary fsid) on the same
+    blocks, which would not see the first's unwritten changes, such as a removed subvolume."""
+    btrfs_or_skip(box)
+    r = box("--detach")
+    assert r.returncode == 0, r.stderr
+    sbid = r.stdout.strip()
+    holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                               "echo held; exec sleep 60"], stdout=subprocess.PIPE)
+    try:
+        assert read_line(holder) == b"held\n"
+        assert box("kill", sbid).returncode == 0
+        assert box.gc().returncode == 0
+        # Unmounted here, still alive in the holder's namespace: one loop device.
+        assert wait_for(lambda: not any(x.startswith("mount") for x in data_disk_leaks(
+            box.data_dir)), LEAK_GRACE_S), data_disk_leaks(box.data_dir)
+        before = image_loops(box.data_dir)
+        assert len(before) == 1, before
+        r = box("--detach")
+        assert r.returncode == 0, r.stderr
+        again = r.stdout.strip()
+        assert image_loops(box.data_dir) == before
+        # The same filesystem: the killed sandbox's subvolume is gone from it.
+        assert disk_subvolumes(box.instance, box.data_dir) == [
+            str(Path(box.data_dir) / "disk" / box.instance / again)]
+        assert box("kill", again).returncode == 0
+        assert box.gc().returncode == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert wait_for(lambda: not data_disk_leaks(box.data_dir), LOOP_RELEASE_S), \
         data_disk_leaks(box.data_dir)
 
 
