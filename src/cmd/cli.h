@@ -202,6 +202,7 @@ void cli_print_safe(FILE *f, const char *s);
 struct cli_column {
 	const char *header;
 	const char *key;
+	bool bytes; /* an integer number of bytes, shown as 1.5 KiB, 203.4 MiB, ... */
 };
 /* Print items (an array of objects) as aligned columns under a header line. */
 void cli_print_table(const json_t *items, const struct cli_column *cols, size_t ncols);

@@ -815,6 +815,31 @@ static size_t text_width(const char *s)
 	return w;
 }
 
+/* n bytes as a person reads them: "512 B", "1.5 KiB", "203.4 MiB". */
+static char *bytes_text(json_int_t n)
+{
+	static const char *const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
+	char *s = NULL;
+	if (n < 1024) {
+		(void)!asprintf(&s, "%" JSON_INTEGER_FORMAT " B", n);
+		return s;
+	}
+	double v = (double)n;
+	size_t u = 0;
+	for (v /= 1024; v >= 1024 && u + 1 < ARRAY_SIZE(units); u++)
+		v /= 1024;
+	(void)!asprintf(&s, "%.1f %s", v, units[u]);
+	return s;
+}
+
+static char *cell_text(const json_t *obj, const struct cli_column *col)
+{
+	const json_t *v = json_object_get(obj, col->key);
+	if (col->bytes && json_is_integer(v))
+		return bytes_text(json_integer_value(v));
+	return cli_value_text(obj, col->key);
+}
+
 void cli_print_table(const json_t *items, const struct cli_column *cols, size_t ncols)
 {
 	size_t nrows = json_array_size(items);
@@ -827,8 +852,7 @@ void cli_print_table(const json_t *items, const struct cli_column *cols, size_t 
 		cells[j] = strdup(cols[j].header);
 	for (size_t i = 0; i < nrows; i++)
 		for (size_t j = 0; j < ncols; j++)
-			cells[(i + 1) * ncols + j] =
-			    cli_value_text(json_array_get(items, i), cols[j].key);
+			cells[(i + 1) * ncols + j] = cell_text(json_array_get(items, i), &cols[j]);
 	for (size_t k = 0; k < (nrows + 1) * ncols; k++)
 		if (cells[k] && text_width(cells[k]) > width[k % ncols])
 			width[k % ncols] = text_width(cells[k]);

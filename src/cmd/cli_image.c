@@ -721,8 +721,9 @@ static int image_build(struct cli *c, int argc, char **argv)
 static int image_ls(struct cli *c, int argc, char **argv)
 {
 	static const struct cli_column cols[] = {
-	    {"ID", "id"},     {"NAME", "name"},   {"STATE", "state"},
-	    {"SIZE", "size"}, {"FILES", "files"}, {"CREATED", "created_at"},
+	    {.header = "ID", .key = "id"},       {.header = "NAME", .key = "name"},
+	    {.header = "STATE", .key = "state"}, {.header = "SIZE", .key = "size", .bytes = true},
+	    {.header = "FILES", .key = "files"}, {.header = "CREATED", .key = "created_at"},
 	};
 	return cli_list_command(c, "image ls", LS_USAGE, argc, argv, "/v1/images", cols,
 	                        ARRAY_SIZE(cols));

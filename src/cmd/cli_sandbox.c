@@ -305,8 +305,9 @@ static int sandbox_ls(struct cli *c, int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	static const struct cli_column cols[] = {
-	    {"ID", "id"},          {"NAME", "name"},   {"STATE", "state"},
-	    {"EXIT", "exit_code"}, {"IMAGE", "image"}, {"CREATED", "created_at"},
+	    {.header = "ID", .key = "id"},       {.header = "NAME", .key = "name"},
+	    {.header = "STATE", .key = "state"}, {.header = "EXIT", .key = "exit_code"},
+	    {.header = "IMAGE", .key = "image"}, {.header = "CREATED", .key = "created_at"},
 	};
 	_cleanup_free_ char *path = NULL;
 	size_t pathlen;
@@ -696,7 +697,8 @@ static int sandbox_ports(struct cli *c, int argc, char **argv)
 		if (url && asprintf(&full, "%s%s", c->url, url) >= 0)
 			json_object_set_new(p, "url", json_string(full));
 	}
-	static const struct cli_column cols[] = {{"PORT", "port"}, {"URL", "url"}};
+	static const struct cli_column cols[] = {{.header = "PORT", .key = "port"},
+	                                         {.header = "URL", .key = "url"}};
 	if (json)
 		cli_print_json(ports);
 	else

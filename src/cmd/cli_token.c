@@ -99,8 +99,12 @@ static int token_create(struct cli *c, int argc, char **argv)
 static int token_ls(struct cli *c, int argc, char **argv)
 {
 	static const struct cli_column cols[] = {
-	    {"ID", "id"},     {"NAME", "name"},          {"WORKSPACE", "workspace"},
-	    {"ROLE", "role"}, {"CREATED", "created_at"}, {"EXPIRES", "expires_at"},
+	    {.header = "ID", .key = "id"},
+	    {.header = "NAME", .key = "name"},
+	    {.header = "WORKSPACE", .key = "workspace"},
+	    {.header = "ROLE", .key = "role"},
+	    {.header = "CREATED", .key = "created_at"},
+	    {.header = "EXPIRES", .key = "expires_at"},
 	};
 	return cli_list_command(c, "token ls", LS_USAGE, argc, argv, "/v1/tokens", cols,
 	                        ARRAY_SIZE(cols));

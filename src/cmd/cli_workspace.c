@@ -36,9 +36,9 @@ static int workspace_create(struct cli *c, int argc, char **argv)
 static int workspace_ls(struct cli *c, int argc, char **argv)
 {
 	static const struct cli_column cols[] = {
-	    {"ID", "id"},
-	    {"NAME", "name"},
-	    {"CREATED", "created_at"},
+	    {.header = "ID", .key = "id"},
+	    {.header = "NAME", .key = "name"},
+	    {.header = "CREATED", .key = "created_at"},
 	};
 	return cli_list_command(c, "workspace ls", LS_USAGE, argc, argv, "/v1/workspaces", cols,
 	                        ARRAY_SIZE(cols));

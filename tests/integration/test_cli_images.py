@@ -432,7 +432,14 @@ def test_build_run_and_remove(ienv, skiffd, tree):
     assert iid.startswith("im-") and "building-now" in p.stderr and "data" in p.stderr
     items = json.loads(run(ienv, "image", "ls", "--json", check=0).stdout)
     assert [i["state"] for i in items if i["id"] == iid] == ["ready"]
-    assert iid in run(ienv, "image", "ls", check=0).stdout
+    size = next(i["size"] for i in items if i["id"] == iid)
+    row = next(line for line in run(ienv, "image", "ls", check=0).stdout.splitlines()
+               if line.startswith(iid))
+    # The size as a person reads it: N B under a KiB, else one decimal of the largest unit.
+    shown_size = f"{size} B" if size < 1024 else next(
+        f"{size / 1024 ** k:.1f} {u}" for k, u in ((3, "GiB"), (2, "MiB"), (1, "KiB"))
+        if size >= 1024 ** k)
+    assert f"  {shown_size}  " in row, (row, size)
     shown = json.loads(run(ienv, "image", "show", name, check=0).stdout)
     assert shown["id"] == iid
     assert "building-now" in run(ienv, "image", "logs", iid, check=0).stdout
