@@ -316,7 +316,10 @@ static int start_server(struct daemon *d, const struct options *o, const char *s
 	    env_limit("SKIFF_MAX_STDIN_INFLIGHT_BYTES", SERVER_MAX_STDIN_INFLIGHT_BYTES);
 	long long bodies = env_limit("SKIFF_MAX_BODIES_BYTES", SERVER_MAX_BODIES_BYTES);
 	long long blob = env_limit("SKIFF_MAX_BLOB_BYTES", SERVER_MAX_BLOB_BYTES);
-	if (tunnels < 0 || stdin_bytes < 0 || bodies < 0 || blob < 0)
+	long long ws_blobs = env_limit("SKIFF_WORKSPACE_BLOB_BYTES", 1ULL << 50);
+	long long ws_images = env_limit("SKIFF_WORKSPACE_MAX_IMAGES", SERVER_MAX_IMAGES_PER_WS);
+	if (tunnels < 0 || stdin_bytes < 0 || bodies < 0 || blob < 0 || ws_blobs < 0 ||
+	    ws_images < 0)
 		return -1;
 	struct sk_error err = {0};
 	char dbpath[4096];
@@ -332,7 +335,9 @@ static int start_server(struct daemon *d, const struct options *o, const char *s
 	                            .max_tunnels_per_ws = (size_t)tunnels,
 	                            .max_stdin_inflight_bytes = (size_t)stdin_bytes,
 	                            .max_bodies_bytes = (size_t)bodies,
-	                            .max_blob_bytes = (uint64_t)blob};
+	                            .max_blob_bytes = (uint64_t)blob,
+	                            .ws_blob_bytes = (uint64_t)ws_blobs,
+	                            .max_images_per_ws = (size_t)ws_images};
 	if (server_new(&d->loop, d->store, &cfg, &d->srv, &err) < 0) {
 		fprintf(stderr, "skiffd: %s\n", err.msg);
 		store_close(d->store);

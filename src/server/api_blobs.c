@@ -152,6 +152,7 @@ struct blob_upload {
 	uv_timer_t *timer; /* nothing arrived for HTTP_DEFAULT_BODY_TIMEOUT_MS: given up */
 	struct img_blob_writer *w;
 	char expect[IMG_DIGEST_HEX];
+	uint64_t declared;   /* the body's length */
 	uint64_t left;       /* body bytes still to come */
 	int existed;         /* in the store already */
 	int owned;           /* uploaded by this workspace before: 200 rather than 201 */
@@ -300,6 +301,49 @@ static void upload_timeout(uv_timer_t *t)
 	upload_fail(u, 408, "deadline_exceeded", "the upload stalled: nothing arrived in time");
 }
 
+/* Bytes of the blobs ws uploaded that the store still holds (gc drops those no image uses), and
+ * of its uploads under way. */
+static uint64_t ws_blob_bytes(struct server *srv, const char *ws)
+{
+	size_t n = strlen(ws), pos = 0;
+	uint64_t total = 0;
+	struct blob_owner *o;
+	while ((o = map_next(&srv->blob_owners, &pos))) {
+		if (strncmp(o->key, ws, n) || o->key[n] != '/')
+			continue;
+		int fd = -1;
+		uint64_t size = 0;
+		struct sk_error err = {0};
+		if (img_blob_open(&srv->imgs, o->key + n + 1, &fd, &size, &err) == 0) {
+			close(fd);
+			total += size;
+		}
+	}
+	for (struct blob_upload *u = srv->uploads; u; u = u->next)
+		if (!strcmp(u->workspace_id, ws))
+			total += u->declared;
+	return total;
+}
+
+/* 0, or -1 after a 413: len more bytes, of a blob the caller's workspace has not uploaded
+ * before, would take its uploads past their share of the store. */
+static int ws_room(struct api_call *call, const char *digest, uint64_t len)
+{
+	struct server *srv = call->srv;
+	const char *ws = call->who.workspace_id;
+	if (owned(srv, ws, digest))
+		return 0;
+	uint64_t used = ws_blob_bytes(srv, ws), max = srv->cfg.ws_blob_bytes;
+	if (used <= max && len <= max - used)
+		return 0;
+	api_reply_error(call, 413, "payload_too_large",
+	                "this workspace's uploads hold %llu bytes of the store, at most %llu: "
+	                "%llu more do not fit (delete images that use them; blobs no image "
+	                "uses are dropped by the store's garbage collection)",
+	                (unsigned long long)used, (unsigned long long)max, (unsigned long long)len);
+	return -1;
+}
+
 /* A body the HTTP layer read whole (chunked): stored at once. */
 static void put_whole(struct api_call *call, const char *expect, uint64_t max)
 {
@@ -310,6 +354,8 @@ static void put_whole(struct api_call *call, const char *expect, uint64_t max)
 		                (unsigned long long)max);
 		return;
 	}
+	if (ws_room(call, expect, req->body_len) < 0)
+		return;
 	int existed = img_blob_exists(&srv->imgs, expect);
 	struct img_blob_writer *w = NULL;
 	struct sk_error err = {0};
@@ -372,6 +418,8 @@ void api_blobs_put(struct http_request *req)
 		    in_ws, SERVER_MAX_UPLOADS_PER_WS, all, SERVER_MAX_UPLOADS);
 		return;
 	}
+	if (ws_room(call, expect, (uint64_t)req->body_unread) < 0)
+		return;
 	struct blob_upload *u = calloc(1, sizeof(*u));
 	struct sk_error err = {0};
 	if (!u || !(u->buf = malloc(BLOB_READ_BYTES))) {
@@ -381,7 +429,7 @@ void api_blobs_put(struct http_request *req)
 	}
 	u->srv = srv;
 	snprintf(u->workspace_id, sizeof(u->workspace_id), "%s", call->who.workspace_id);
-	u->left = (uint64_t)req->body_unread;
+	u->declared = u->left = (uint64_t)req->body_unread;
 	snprintf(u->expect, sizeof(u->expect), "%s", expect);
 	u->existed = img_blob_exists(&srv->imgs, expect);
 	u->owned = owned(srv, u->workspace_id, expect);

@@ -285,8 +285,9 @@ static void create_persisted(struct server *srv, struct image_rec *im, int rc)
 		            -rc);
 }
 
-/* 0, or -1 after a 429: the store holds no more images, or the workspace builds as many as it
- * may at once (builds are not sandboxes a create counts, yet each may run one). */
+/* 0, or -1 after a 429: the store or the workspace holds no more images, or the workspace
+ * builds as many as it may at once (builds are not sandboxes a create counts, yet each may run
+ * one). */
 static int images_room(struct api_call *call)
 {
 	struct server *srv = call->srv;
@@ -294,11 +295,19 @@ static int images_room(struct api_call *call)
 		api_reply_error(call, 429, "resource_exhausted", "too many images: delete some");
 		return -1;
 	}
-	size_t pos = 0, building = 0;
+	size_t pos = 0, building = 0, in_ws = 0;
 	struct image_rec *im;
 	while ((im = map_next(&srv->images, &pos)))
-		building += !strcmp(im->row.state, "building") &&
-		            !strcmp(im->row.workspace_id, call->who.workspace_id);
+		if (!strcmp(im->row.workspace_id, call->who.workspace_id)) {
+			in_ws++;
+			building += !strcmp(im->row.state, "building");
+		}
+	if (in_ws >= srv->cfg.max_images_per_ws) {
+		api_reply_error(call, 429, "resource_exhausted",
+		                "too many images in this workspace (at most %zu): delete some",
+		                srv->cfg.max_images_per_ws);
+		return -1;
+	}
 	if (building >= SERVER_MAX_BUILDS_PER_WS) {
 		api_reply_error(
 		    call, 429, "resource_exhausted",

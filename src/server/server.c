@@ -411,6 +411,10 @@ int server_new(uv_loop_t *loop, struct store *store, const struct server_config 
 		srv->cfg.max_bodies_bytes = SERVER_MAX_BODIES_BYTES;
 	if (!srv->cfg.max_blob_bytes)
 		srv->cfg.max_blob_bytes = SERVER_MAX_BLOB_BYTES;
+	if (!srv->cfg.max_images_per_ws)
+		srv->cfg.max_images_per_ws = SERVER_MAX_IMAGES_PER_WS;
+	if (!srv->cfg.ws_blob_bytes)
+		srv->cfg.ws_blob_bytes = SERVER_WS_BLOB_BYTES;
 	map_init(&srv->workspaces);
 	map_init(&srv->tokens);
 	map_init(&srv->sandboxes);

@@ -74,6 +74,10 @@
 #define SERVER_MAX_UPLOADS_PER_WS     16  /* of one workspace: a slow one holds a socket, a */
                                           /* tmp file and its buffer for as long as it trickles */
 #define SERVER_MAX_IMAGES        100000
+#define SERVER_MAX_IMAGES_PER_WS 1000 /* SKIFF_WORKSPACE_MAX_IMAGES lowers it */
+/* What a workspace's uploads may hold in the store at once (blobs it uploaded that are still
+ * there, and its uploads under way): SKIFF_WORKSPACE_BLOB_BYTES changes it. */
+#define SERVER_WS_BLOB_BYTES     (32ULL << 30)
 #define SERVER_MAX_BUILDS_PER_WS 8 /* building at once (snapshots too): each may hold a */
                                    /* build sandbox, a thread's work, gc off */
 #define SERVER_MAX_IMAGE_BODY_BYTES (1024 * 1024) /* a build spec */
@@ -179,6 +183,8 @@ struct server_config {
 	size_t max_stdin_inflight_bytes; /* SERVER_MAX_STDIN_INFLIGHT_BYTES */
 	size_t max_bodies_bytes;         /* SERVER_MAX_BODIES_BYTES */
 	uint64_t max_blob_bytes;         /* SERVER_MAX_BLOB_BYTES */
+	uint64_t ws_blob_bytes;          /* SERVER_WS_BLOB_BYTES */
+	size_t max_images_per_ws;        /* SERVER_MAX_IMAGES_PER_WS */
 };
 
 struct build;
