@@ -32,6 +32,10 @@ CGROUP_FS = Path("/sys/fs/cgroup")
 
 DEFAULT_TIMEOUT_S = 60  # a run that takes longer has hung
 LEAK_GRACE_S = 3.0  # how long teardown may still be finishing (a killed run's cleanup helper)
+# How long the kernel may take to release the data directory's loop device after the unmount:
+# a dead sandbox's mount namespace that still held the disk is torn down lazily, seconds later
+# on a loaded machine.
+LOOP_RELEASE_S = 15.0
 POLL_S = 0.02
 
 
@@ -474,7 +478,7 @@ def end_instance(b):
             p.wait()
     r = b.gc()
     # An autoclear loop device is released a moment after the unmount.
-    wait_for(lambda: not data_disk_leaks(b.data_dir), LEAK_GRACE_S)
+    wait_for(lambda: not data_disk_leaks(b.data_dir), LOOP_RELEASE_S)
     left = wait_no_leaks(b.instance, data_dir=b.data_dir) + data_disk_leaks(b.data_dir)
     assert r.returncode == 0, f"skiff-box gc failed ({r.returncode}): {r.stderr}"
     assert not left, "left after gc:\n" + "\n".join(left)
