@@ -64,12 +64,16 @@ struct options {
 	int worker_lost_s;
 	struct egress_config egress; /* --egress-subnet, --dns */
 	int dns_given;
+	const char *apt_sources[SERVER_APT_SOURCES_MAX]; /* --apt-source */
+	size_t napt_sources;
 };
 
 static void usage(FILE *f)
 {
 	fputs("usage: skiffd dev    [--data DIR] [--listen ADDR:PORT] [--instance ID] [--pool N]\n"
+	      "                     [--apt-source LINE]...\n"
 	      "       skiffd server [--data DIR] [--listen ADDR:PORT] [--worker-lost-s S]\n"
+	      "                     [--apt-source LINE]...\n"
 	      "       skiffd worker --server URL --token-file FILE\n"
 	      "                     [--data DIR] [--instance ID] [--pool N] [--name NAME]\n"
 	      "       skiffd routes\n"
@@ -91,7 +95,10 @@ static void usage(FILE *f)
 	      "17 or more (" EGRESS_DEFAULT_SUBNET ")\n"
 	      "  --dns ADDR          a resolver egress sandboxes may use, named in their\n"
 	      "                      resolv.conf (repeatable; default: the host's nameservers\n"
-	      "                      from " EGRESS_RESOLV_CONF_FILE ", loopback ones left out)\n",
+	      "                      from " EGRESS_RESOLV_CONF_FILE ", loopback ones left out)\n"
+	      "  --apt-source LINE   a sources.list line that image builds' apt steps use instead\n"
+	      "                      of the image's own sources, e.g. \"deb [trusted=yes]\n"
+	      "                      http://198.51.100.7/ ./\" (repeatable, at most 8)\n",
 	      f);
 }
 
@@ -177,6 +184,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 	    {"worker-lost-s", required_argument, NULL, 'L'},
 	    {"egress-subnet", required_argument, NULL, 'E'},
 	    {"dns", required_argument, NULL, 'D'},
+	    {"apt-source", required_argument, NULL, 'A'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
@@ -218,6 +226,21 @@ static int parse_options(int argc, char **argv, struct options *o)
 				return 2;
 			}
 			o->dns_given |= c == 'D';
+			break;
+		}
+		case 'A': {
+			struct sk_error err = {0};
+			if (o->napt_sources == SERVER_APT_SOURCES_MAX) {
+				fprintf(stderr, "skiffd: --apt-source: at most %d\n",
+				        SERVER_APT_SOURCES_MAX);
+				return 2;
+			}
+			if (builder_apt_source_check(optarg, &err) < 0) {
+				fprintf(stderr, "skiffd: --apt-source %.100s: %s\n", optarg,
+				        err.msg);
+				return 2;
+			}
+			o->apt_sources[o->napt_sources++] = optarg;
 			break;
 		}
 		case 'h': usage(stdout); return -1;
@@ -332,7 +355,9 @@ static int start_server(struct daemon *d, const struct options *o, const char *s
 	                            .max_tunnels_per_ws = (size_t)tunnels,
 	                            .max_stdin_inflight_bytes = (size_t)stdin_bytes,
 	                            .max_bodies_bytes = (size_t)bodies,
-	                            .max_blob_bytes = (uint64_t)blob};
+	                            .max_blob_bytes = (uint64_t)blob,
+	                            .napt_sources = o->napt_sources};
+	memcpy(cfg.apt_sources, o->apt_sources, sizeof(cfg.apt_sources));
 	if (server_new(&d->loop, d->store, &cfg, &d->srv, &err) < 0) {
 		fprintf(stderr, "skiffd: %s\n", err.msg);
 		store_close(d->store);
@@ -509,6 +534,11 @@ static int cmd_worker(int argc, char **argv)
 	int port;
 	if (!o.server_url || parse_url(o.server_url, host, sizeof(host), &port) < 0) {
 		fprintf(stderr, "skiffd worker: --server http://HOST:PORT is required\n");
+		return 2;
+	}
+	if (o.napt_sources) {
+		fprintf(stderr,
+		        "skiffd worker: --apt-source is the server's (skiffd server or dev)\n");
 		return 2;
 	}
 	/* The control plane, when it is not on this host (whose addresses egress blocks anyway). */
