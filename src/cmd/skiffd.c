@@ -66,14 +66,15 @@ struct options {
 	int dns_given;
 	const char *apt_sources[SERVER_APT_SOURCES_MAX]; /* --apt-source */
 	size_t napt_sources;
+	const char *debian_mirror; /* --debian-mirror, SKIFF_DEBIAN_MIRROR */
 };
 
 static void usage(FILE *f)
 {
 	fputs("usage: skiffd dev    [--data DIR] [--listen ADDR:PORT] [--instance ID] [--pool N]\n"
-	      "                     [--apt-source LINE]...\n"
+	      "                     [--apt-source LINE]... [--debian-mirror URL]\n"
 	      "       skiffd server [--data DIR] [--listen ADDR:PORT] [--worker-lost-s S]\n"
-	      "                     [--apt-source LINE]...\n"
+	      "                     [--apt-source LINE]... [--debian-mirror URL]\n"
 	      "       skiffd worker --server URL --token-file FILE\n"
 	      "                     [--data DIR] [--instance ID] [--pool N] [--name NAME]\n"
 	      "       skiffd routes\n"
@@ -98,7 +99,10 @@ static void usage(FILE *f)
 	      "                      from " EGRESS_RESOLV_CONF_FILE ", loopback ones left out)\n"
 	      "  --apt-source LINE   a sources.list line that image builds' apt steps use instead\n"
 	      "                      of the image's own sources, e.g. \"deb [trusted=yes]\n"
-	      "                      http://198.51.100.7/ ./\" (repeatable, at most 8)\n",
+	      "                      http://198.51.100.7/ ./\" (repeatable, at most 8)\n"
+	      "  --debian-mirror URL the mirror the Debian bases' tarballs are made from when\n"
+	      "                      missing ($SKIFF_DEBIAN_MIRROR, as for scripts/install-deps;\n"
+	      "                      else deb.debian.org)\n",
 	      f);
 }
 
@@ -185,6 +189,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 	    {"egress-subnet", required_argument, NULL, 'E'},
 	    {"dns", required_argument, NULL, 'D'},
 	    {"apt-source", required_argument, NULL, 'A'},
+	    {"debian-mirror", required_argument, NULL, 'M'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
@@ -243,12 +248,21 @@ static int parse_options(int argc, char **argv, struct options *o)
 			o->apt_sources[o->napt_sources++] = optarg;
 			break;
 		}
+		case 'M': o->debian_mirror = optarg; break;
 		case 'h': usage(stdout); return -1;
 		default: usage(stderr); return 2;
 		}
 	}
 	if (optind < argc) {
 		fprintf(stderr, "skiffd: unexpected argument %s\n", argv[optind]);
+		return 2;
+	}
+	struct sk_error err = {0};
+	if (o->debian_mirror && builder_debian_mirror_check(o->debian_mirror, &err) < 0) {
+		fprintf(stderr, "skiffd: --debian-mirror%s %.100s: %s\n",
+		        getenv("SKIFF_DEBIAN_MIRROR") == o->debian_mirror ? " (SKIFF_DEBIAN_MIRROR)"
+		                                                          : "",
+		        o->debian_mirror, err.msg);
 		return 2;
 	}
 	if (!rt_instance_valid(o->instance)) {
@@ -356,7 +370,8 @@ static int start_server(struct daemon *d, const struct options *o, const char *s
 	                            .max_stdin_inflight_bytes = (size_t)stdin_bytes,
 	                            .max_bodies_bytes = (size_t)bodies,
 	                            .max_blob_bytes = (uint64_t)blob,
-	                            .napt_sources = o->napt_sources};
+	                            .napt_sources = o->napt_sources,
+	                            .debian_mirror = o->debian_mirror};
 	memcpy(cfg.apt_sources, o->apt_sources, sizeof(cfg.apt_sources));
 	if (server_new(&d->loop, d->store, &cfg, &d->srv, &err) < 0) {
 		fprintf(stderr, "skiffd: %s\n", err.msg);
@@ -434,7 +449,10 @@ static void options_init(struct options *o)
 	    (struct options){.data = getenv("SKIFF_DATA") ? getenv("SKIFF_DATA") : DEFAULT_DATA_DIR,
 	                     .listen = DEFAULT_LISTEN,
 	                     .instance = DEFAULT_INSTANCE,
-	                     .pool = SPAWNER_DEFAULT_POOL};
+	                     .pool = SPAWNER_DEFAULT_POOL,
+	                     .debian_mirror = getenv("SKIFF_DEBIAN_MIRROR")};
+	if (o->debian_mirror && !o->debian_mirror[0])
+		o->debian_mirror = NULL; /* set but empty: unset */
 	egress_config_init(&o->egress);
 }
 
@@ -536,9 +554,10 @@ static int cmd_worker(int argc, char **argv)
 		fprintf(stderr, "skiffd worker: --server http://HOST:PORT is required\n");
 		return 2;
 	}
-	if (o.napt_sources) {
-		fprintf(stderr,
-		        "skiffd worker: --apt-source is the server's (skiffd server or dev)\n");
+	if (o.napt_sources ||
+	    (o.debian_mirror && o.debian_mirror != getenv("SKIFF_DEBIAN_MIRROR"))) {
+		fprintf(stderr, "skiffd worker: --apt-source and --debian-mirror are the server's "
+		                "(skiffd server or dev)\n");
 		return 2;
 	}
 	/* The control plane, when it is not on this host (whose addresses egress blocks anyway). */

@@ -257,27 +257,51 @@ static int tar_import(struct task *t, int fd)
 	return r;
 }
 
+int builder_debian_mirror_check(const char *url, struct sk_error *err)
+{
+	size_t len = strlen(url);
+	if (!len || len > SERVER_APT_SOURCE_MAX_BYTES)
+		return sk_error_set(err, -EINVAL, "1 to %d bytes", SERVER_APT_SOURCE_MAX_BYTES);
+	if (strncmp(url, "http://", 7) && strncmp(url, "https://", 8) &&
+	    strncmp(url, "file:///", 8))
+		return sk_error_set(err, -EINVAL,
+		                    "an http://, https:// or file:/// URL is expected");
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)url[i];
+		/* It goes into mmdebstrap's command line in single quotes. */
+		if (c <= 0x20 || c > 0x7e || c == '\'' || c == '\\')
+			return sk_error_set(
+			    err, -EINVAL,
+			    "byte %zu: a space, quote, backslash, control or non-ASCII "
+			    "character",
+			    i + 1);
+	}
+	return 0;
+}
+
 /* Make the tar with mmdebstrap when it is missing (this needs the network: minutes). */
 static int debian_tar(struct task *t)
 {
 	if (access(t->arg, R_OK) == 0)
 		return 0;
 	int python = strstr(t->arg, "python3") != NULL;
-	char tmp[4200], cmd[8800];
+	const char *mirror = t->srv->cfg.debian_mirror;
+	char tmp[4200], cmd[9400];
 	snprintf(tmp, sizeof(tmp), "%s.tmp", t->arg);
 	mkdir(DEBIAN_TAR_DIR, 0755);
 	snprintf(cmd, sizeof(cmd),
-	         "timeout %d mmdebstrap --quiet --variant=minbase %s bookworm '%s' </dev/null "
-	         ">/dev/null 2>&1",
-	         DEBIAN_TAR_TIMEOUT_S, python ? "--include=python3" : "", tmp);
+	         "timeout %d mmdebstrap --quiet --variant=minbase %s bookworm '%s' %s%s%s "
+	         "</dev/null >/dev/null 2>&1",
+	         DEBIAN_TAR_TIMEOUT_S, python ? "--include=python3" : "", tmp, mirror ? "'" : "",
+	         mirror ? mirror : "", mirror ? "'" : "");
 	int st = system(cmd);
 	if (st != 0 || rename(tmp, t->arg) < 0) {
 		unlink(tmp);
 		return sk_error_set(&t->err, -EHOSTUNREACH,
 		                    "%s is missing and mmdebstrap could not make it (exit status "
-		                    "%d): the Debian mirror must be reachable, or run "
+		                    "%d): the Debian mirror (%s) must be reachable, or run "
 		                    "scripts/install-deps",
-		                    t->arg, st);
+		                    t->arg, st, mirror ? mirror : "deb.debian.org");
 	}
 	return 0;
 }

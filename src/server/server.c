@@ -402,6 +402,8 @@ int server_new(uv_loop_t *loop, struct store *store, const struct server_config 
 	for (size_t i = 0; i < cfg->napt_sources; i++)
 		if (builder_apt_source_check(cfg->apt_sources[i], err) < 0)
 			return sk_error_prefix(err, "apt source %.100s", cfg->apt_sources[i]);
+	if (cfg->debian_mirror && builder_debian_mirror_check(cfg->debian_mirror, err) < 0)
+		return sk_error_prefix(err, "Debian mirror");
 	struct server *srv = calloc(1, sizeof(*srv));
 	if (!srv)
 		return sk_error_set(err, -ENOMEM, "out of memory");

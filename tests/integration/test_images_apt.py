@@ -213,6 +213,23 @@ def test_bad_apt_source_refused_at_start(tmp_path, line, msg):
     assert not data.exists()  # refused before anything was made
 
 
+@pytest.mark.parametrize("url, env, msg", [
+    ("ftp://192.0.2.1/debian", None, "an http://, https:// or file:/// URL"),
+    ("http://192.0.2.1/deb'ian", None, "byte 21: a space, quote"),
+    ("http://192.0.2.1/deb ian", None, "byte 21: a space, quote"),
+    ("", None, "1 to 512 bytes"),
+    (None, "mirror.example/debian", "(SKIFF_DEBIAN_MIRROR) mirror.example/debian: an http://"),
+])
+def test_bad_debian_mirror_refused_at_start(tmp_path, url, env, msg):
+    data = tmp_path / "data"
+    r = subprocess.run([str(SKIFFD), "dev", "--data", str(data),
+                        *(["--debian-mirror", url] if url is not None else [])],
+                       capture_output=True, text=True, timeout=30,
+                       env={**os.environ, "SKIFF_DEBIAN_MIRROR": env or ""})
+    assert r.returncode == 2 and msg in r.stderr, r
+    assert not data.exists()
+
+
 def test_too_many_apt_sources_refused(tmp_path):
     args = [a for i in range(9) for a in ("--apt-source", f"deb http://192.0.2.{i}/ ./")]
     r = subprocess.run([str(SKIFFD), "dev", "--data", str(tmp_path / "data"), *args],
@@ -221,4 +238,4 @@ def test_too_many_apt_sources_refused(tmp_path):
     r = subprocess.run([str(SKIFFD), "worker", "--server", "http://127.0.0.1:1", "--token-file",
                         "/nonexistent", "--data", str(tmp_path / "w"), *args[:2]],
                        capture_output=True, text=True, timeout=30)
-    assert r.returncode == 2 and "--apt-source is the server's" in r.stderr, r
+    assert r.returncode == 2 and "--apt-source and --debian-mirror are the server's" in r.stderr, r
