@@ -14,7 +14,7 @@ from conftest import REPO
 SCRIPT = REPO / "scripts" / "install-deps"
 
 
-def run_functions(tmp_path, mirror, call):
+def run_functions(tmp_path, mirror, call, path=None):
     """install-deps' mirror_reachable and make_debian_tar, defined in a bash with the script's
     options, its bases' directory tmp_path/tars; call is run after them."""
     text = SCRIPT.read_text()
@@ -22,7 +22,9 @@ def run_functions(tmp_path, mirror, call):
                     for name in ("mirror_reachable", "make_debian_tar"))
     script = f"set -euo pipefail\n{funcs}\nDEBIAN_TARS={tmp_path}/tars\n{call}\n"
     return subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "MIRROR": mirror})
+                          timeout=60, env={**os.environ, "MIRROR": mirror,
+                               "PATH": f"{path}:{os.environ['PATH']}" if path else
+                               os.environ["PATH"]})
 
 
 @pytest.fixture
@@ -76,3 +78,29 @@ def test_unreachable_mirror_skips_the_bases(tmp_path, mirror):
     assert f"install-deps: {mirror} can't be reached" in r.stderr, r
     assert not (tmp_path / "tars").exists() or not list((tmp_path / "tars").iterdir()), r
 
+
+FAKE_MMDEBSTRAP = """#!/bin/bash
+printf '%s\\n' "$@" >>"${0%/*}/args"
+echo "a root file system" >"${@: -2:1}"
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="install-deps makes the Debian bases as root only")
+def test_bases_made_from_the_mirror(tmp_path, listener):
+    # mmdebstrap itself is a stand-in that writes down its arguments: the real one needs a
+    # full Debian mirror.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "mmdebstrap").write_text(FAKE_MMDEBSTRAP)
+    (fake / "mmdebstrap").chmod(0o755)
+    mirror = f"http://127.0.0.1:{listener}/debian"
+    r = run_functions(tmp_path, mirror, "make_debian_tar debian-bookworm && "
+                      "make_debian_tar debian-bookworm-python3 --include=python3", path=fake)
+    assert r.returncode == 0, r
+    tars = tmp_path / "tars"
+    assert sorted(p.name for p in tars.iterdir()) == ["debian-bookworm-python3.tar",
+                                                      "debian-bookworm.tar"], r
+    assert (fake / "args").read_text().splitlines() == [
+        "--quiet", "--variant=minbase", "bookworm", f"{tars}/debian-bookworm.tar.tmp", mirror,
+        "--quiet", "--variant=minbase", "--include=python3", "bookworm",
+        f"{tars}/debian-bookworm-python3.tar.tmp", mirror]
