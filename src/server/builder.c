@@ -956,6 +956,13 @@ int builder_apt_source_check(const char *line, struct sk_error *err)
 	}
 	if (!apt_source_word(&p, &w, &n) || !memchr(w, ':', n))
 		return sk_error_set(err, -EINVAL, "no URI (http://HOST/PATH) after \"deb\"");
+	/* The lines are no secret: they are in the build sandbox's command and /dev/shm, which
+	 * the workspace that builds can read. */
+	const char *host = memmem(w, n, "://", 3);
+	if (host && memchr(host + 3, '@', strcspn(host + 3, "/ \t")))
+		return sk_error_set(err, -EINVAL,
+		                    "a URI with user:password@ in it: every workspace's builds "
+		                    "can read the lines");
 	if (!apt_source_word(&p, &w, &n))
 		return sk_error_set(err, -EINVAL,
 		                    "no suite after the URI (\"./\" for a flat repository)");

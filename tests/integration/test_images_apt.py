@@ -202,6 +202,8 @@ def test_missing_package_fails_naming_the_step(d, apt_repo):
     ("deb [trusted=yes http://192.0.2.1/ ./", "no closing ]"),
     ("deb [trusted=yes]", "no URI"),
     ("deb http://192.0.2.1/", "no suite"),
+    ("deb [trusted=yes] http://user:secret@192.0.2.1/ ./", "user:password@"),
+    ("deb http://token@192.0.2.1:3142/debian bookworm main", "user:password@"),
     ("deb http://192.0.2.1/ ./\ndeb http://192.0.2.2/ ./", "byte 25 is a control"),
     ("deb http://192.0.2.1/ ./ caf\u00e9", "non-ASCII"),
 ])
