@@ -184,6 +184,54 @@ def test_apt_step_installs_from_the_configured_source(d, apt_repo):
     assert requests(apt_repo)[before:] == []
 
 
+def test_apt_step_reads_none_of_the_images_sources(d, apt_repo):
+    # The image's sources.list and sources.list.d name paths of the test host that are not
+    # there: apt reading either would ask for them, and its update would fail.
+    image_sources = (f"echo 'deb [trusted=yes] http://{REPO_ADDR}/image-list/ ./' "
+                     ">/etc/apt/sources.list && "
+                     f"echo 'deb [trusted=yes] http://{REPO_ADDR}/image-parts/ ./' "
+                     ">/etc/apt/sources.list.d/image.list")
+    before = len(requests(apt_repo))
+    got = wait_built(d, build(d, {"base": "debian:bookworm", "steps": [
+        {"run": image_sources}, {"apt": ["skiff-apt-test"]}]})["id"], timeout=600)
+    assert got["state"] == "ready", (got, logs(d, got["id"]))
+    got_requests = requests(apt_repo)[before:]
+    assert any("/skiff-apt-test_1.0_all.deb HTTP" in l for l in got_requests), got_requests
+    assert not [l for l in got_requests if "/image-" in l], got_requests
+    # The image keeps its own sources.
+    assert "/image-parts/" in in_sandbox(d, got["id"], "cat /etc/apt/sources.list.d/image.list")
+
+
+def restart(d, source):
+    d.cleanup_sandboxes()
+    assert d.stop() == 0
+    d.start(pool=d.pool, extra=["--apt-source", source, "--dns", REPO_ADDR])
+
+
+def test_cache_key_follows_the_sources(d, apt_repo):
+    first = wait_built(d, build(d, APT_SPEC)["id"], timeout=600)
+    assert first["state"] == "ready", (first, logs(d, first["id"]))
+    # Another line (the same repository, so the same packages): another key, the step runs.
+    other = f"deb [trusted=yes check-valid-until=no] http://{REPO_ADDR}/ ./"
+    try:
+        restart(d, other)
+        before = len(requests(apt_repo))
+        got = wait_built(d, build(d, APT_SPEC)["id"], timeout=600)
+        assert got["state"] == "ready", (got, logs(d, got["id"]))
+        assert [l["cached"] for l in got["layers"]] == [False], got
+        assert any("/skiff-apt-test_1.0_all.deb HTTP" in l
+                   for l in requests(apt_repo)[before:]), requests(apt_repo)[before:]
+    finally:
+        restart(d, SOURCE)
+    # The first line again: its layer, cached across the restart, nothing asked.
+    before = len(requests(apt_repo))
+    again = wait_built(d, build(d, APT_SPEC)["id"], timeout=120)
+    assert again["state"] == "ready", (again, logs(d, again["id"]))
+    assert [l["cached"] for l in again["layers"]] == [True], again
+    assert again["manifest"] == first["manifest"], (again, first)
+    assert requests(apt_repo)[before:] == []
+
+
 def test_missing_package_fails_naming_the_step(d, apt_repo):
     got = wait_built(d, build(d, {"base": "debian:bookworm", "steps": [
         {"env": {"X": "1"}}, {"apt": ["skiff-apt-test", "skiff-apt-test-missing"]}]})["id"],
