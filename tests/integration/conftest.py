@@ -627,6 +627,24 @@ def _ip(*argv, check=True):
                           timeout=30)
 
 
+def free_test_octet(prefixes, span):
+    """A last octet N (10 <= N < 240) such that no prefix.N to prefix.(N + span - 1) of the
+    given /24s is an address of the host or routed: not the test hosts of another run of the
+    tests on the host (netns_hosts would fail on a route that exists, or quietly reach another
+    run's host end). Chosen when the hosts are made, not when the module is imported."""
+    try:
+        routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"],
+                                capture_output=True, text=True, timeout=30).stdout
+    except OSError:  # no iproute2: netns_hosts skips
+        routes = ""
+    used = set(re.findall(r"(?<![\d.])(\d+\.\d+\.\d+\.\d+)(?![\d.])", routes))
+    free = [n for n in range(10, 240 - span + 1)
+            if not any(f"{p}.{n + i}" in used for p in prefixes for i in range(span))]
+    if not free:
+        pytest.fail(f"no free test addresses in {prefixes}: {sorted(used)}", pytrace=False)
+    return random.choice(free)
+
+
 @contextlib.contextmanager
 def netns_hosts(addrs, host_end):
     """Hosts of the test's own "internet": a network namespace holding addrs (TEST-NET /32s)
@@ -657,8 +675,11 @@ def netns_hosts(addrs, host_end):
             _ip("route", "del", f"{a}/32", "dev", link, check=False)
         _ip("link", "del", link, check=False)
         _ip("netns", "del", ns, check=False)
-    assert not Path(f"/run/netns/{ns}").exists(), f"namespace {ns} left"
-    assert not Path(f"/sys/class/net/{link}").exists(), f"link {link} left"
+        # Checked on every way out, a failed setup or test included (its error is kept as
+        # this one's context).
+        left = [p for p in (Path(f"/run/netns/{ns}"), Path(f"/sys/class/net/{link}"))
+                if p.exists()]
+        assert not left, f"test hosts left: {left}"
 
 
 # ---- running skiffd dev ----

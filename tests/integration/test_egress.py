@@ -10,7 +10,6 @@ resolver is never used.
 
 import json
 import os
-import random
 import re
 import subprocess
 import sys
@@ -20,11 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (REPO, SKIFF, SKIFF_BOX, Box, Skiffd, end_instance, instance_net_links,
-                      kill_all, new_instance, nft_run, nft_table, netns_hosts, wait_for)
+from conftest import (REPO, SKIFF, SKIFF_BOX, Box, Skiffd, end_instance, free_test_octet,
+                      instance_net_links, kill_all, new_instance, nft_run, nft_table, netns_hosts,
+                      wait_for)
 
 PROBE = Path(os.environ.get("SKIFF_PROBE", str(REPO / "build" / "tests" / "skiff-probe")))
-N = random.randrange(10, 240)  # the test hosts' last octet: apart from other runs on the host
+# The test hosts' last octet: apart from other runs on the host.
+N = free_test_octet(["198.51.100", "203.0.113", "10.250.7", "172.31.7", "192.168.250",
+                     "169.254.7"], 3)
 INTERNET = f"198.51.100.{N}"
 OTHER = f"203.0.113.{N}"
 PRIVATE = [f"10.250.7.{N}", f"172.31.7.{N}", f"192.168.250.{N}", f"169.254.7.{N}"]

@@ -8,15 +8,16 @@ import email.utils
 import hashlib
 import json
 import os
-import random
 import shutil
 import socket
 import subprocess
 import sys
+import types
 
 import pytest
 
-from conftest import SKIFFD, _after_test, _own_skiffd, netns_hosts, sh, wait_for
+from conftest import (SKIFFD, _after_test, _own_skiffd, free_test_octet, netns_hosts, sh,
+                      wait_for)
 from test_images import DEBIAN_TAR, build, logs, wait_built
 
 pytestmark = pytest.mark.skipif(
@@ -24,10 +25,6 @@ pytestmark = pytest.mark.skipif(
     reason=f"{DEBIAN_TAR} is missing (scripts/install-deps makes it with mmdebstrap where the "
            "Debian mirror can be reached)")
 
-N = random.randrange(10, 240)  # apart from other runs on the host
-REPO_ADDR = f"192.0.2.{N}"
-HOST_END = f"192.0.2.{N + 1}"
-SOURCE = f"deb [trusted=yes] http://{REPO_ADDR}/ ./"
 GREETING = "hello from the test repository"
 
 PACKAGES = {
@@ -84,39 +81,45 @@ def make_repo(top):
 
 @pytest.fixture(scope="module")
 def apt_repo(tmp_path_factory):
-    """The repository on its test host; yields the file its server logs requests to."""
+    """The repository on its test host (192.0.2.N, the host's end N + 1, N apart from other
+    runs on the host): yields its address, its sources.list line and the file its server logs
+    requests to."""
     if not shutil.which("dpkg-deb"):
         pytest.skip("dpkg-deb is missing (dpkg): needed to make the test's packages")
     top = tmp_path_factory.mktemp("apt-repo")
     make_repo(top)
     log_path = top.parent / "apt-repo-requests.log"
-    with netns_hosts([REPO_ADDR], HOST_END) as net, open(log_path, "wb") as log:
+    n = free_test_octet(["192.0.2"], 2)
+    addr = f"192.0.2.{n}"
+    with netns_hosts([addr], f"192.0.2.{n + 1}") as net, open(log_path, "wb") as log:
         proc = subprocess.Popen(["ip", "netns", "exec", net["ns"], sys.executable, "-m",
-                                 "http.server", "--bind", REPO_ADDR, "--directory", str(top),
+                                 "http.server", "--bind", addr, "--directory", str(top),
                                  "80"], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         try:
             def up():
                 try:
-                    socket.create_connection((REPO_ADDR, 80), timeout=1).close()
+                    socket.create_connection((addr, 80), timeout=1).close()
                     return True
                 except OSError:
                     return proc.poll() is not None
 
             assert wait_for(up, 15, 0.05) and proc.poll() is None, log_path.read_text()
-            yield log_path
+            yield types.SimpleNamespace(addr=addr, log=log_path,
+                                        source=f"deb [trusted=yes] http://{addr}/ ./")
         finally:
             proc.kill()
             proc.wait()
 
 
-def requests(log_path):
-    return [l for l in log_path.read_text(errors="replace").splitlines() if '"GET ' in l]
+def requests(repo):
+    return [l for l in repo.log.read_text(errors="replace").splitlines() if '"GET ' in l]
 
 
 @pytest.fixture(scope="module")
 def _apt_skiffd(tmp_path_factory, apt_repo):
     # Its egress sandboxes' resolver is the test host too: nothing asks the host's.
-    yield from _own_skiffd(tmp_path_factory, extra=["--apt-source", SOURCE, "--dns", REPO_ADDR])
+    yield from _own_skiffd(tmp_path_factory,
+                           extra=["--apt-source", apt_repo.source, "--dns", apt_repo.addr])
 
 
 @pytest.fixture
@@ -187,9 +190,9 @@ def test_apt_step_installs_from_the_configured_source(d, apt_repo):
 def test_apt_step_reads_none_of_the_images_sources(d, apt_repo):
     # The image's sources.list and sources.list.d name paths of the test host that are not
     # there: apt reading either would ask for them, and its update would fail.
-    image_sources = (f"echo 'deb [trusted=yes] http://{REPO_ADDR}/image-list/ ./' "
+    image_sources = (f"echo 'deb [trusted=yes] http://{apt_repo.addr}/image-list/ ./' "
                      ">/etc/apt/sources.list && "
-                     f"echo 'deb [trusted=yes] http://{REPO_ADDR}/image-parts/ ./' "
+                     f"echo 'deb [trusted=yes] http://{apt_repo.addr}/image-parts/ ./' "
                      ">/etc/apt/sources.list.d/image.list")
     before = len(requests(apt_repo))
     got = wait_built(d, build(d, {"base": "debian:bookworm", "steps": [
@@ -202,19 +205,19 @@ def test_apt_step_reads_none_of_the_images_sources(d, apt_repo):
     assert "/image-parts/" in in_sandbox(d, got["id"], "cat /etc/apt/sources.list.d/image.list")
 
 
-def restart(d, source):
+def restart(d, repo, source):
     d.cleanup_sandboxes()
     assert d.stop() == 0
-    d.start(pool=d.pool, extra=["--apt-source", source, "--dns", REPO_ADDR])
+    d.start(pool=d.pool, extra=["--apt-source", source, "--dns", repo.addr])
 
 
 def test_cache_key_follows_the_sources(d, apt_repo):
     first = wait_built(d, build(d, APT_SPEC)["id"], timeout=600)
     assert first["state"] == "ready", (first, logs(d, first["id"]))
     # Another line (the same repository, so the same packages): another key, the step runs.
-    other = f"deb [trusted=yes check-valid-until=no] http://{REPO_ADDR}/ ./"
+    other = f"deb [trusted=yes check-valid-until=no] http://{apt_repo.addr}/ ./"
     try:
-        restart(d, other)
+        restart(d, apt_repo, other)
         before = len(requests(apt_repo))
         got = wait_built(d, build(d, APT_SPEC)["id"], timeout=600)
         assert got["state"] == "ready", (got, logs(d, got["id"]))
@@ -222,7 +225,7 @@ def test_cache_key_follows_the_sources(d, apt_repo):
         assert any("/skiff-apt-test_1.0_all.deb HTTP" in l
                    for l in requests(apt_repo)[before:]), requests(apt_repo)[before:]
     finally:
-        restart(d, SOURCE)
+        restart(d, apt_repo, apt_repo.source)
     # The first line again: its layer, cached across the restart, nothing asked.
     before = len(requests(apt_repo))
     again = wait_built(d, build(d, APT_SPEC)["id"], timeout=120)
