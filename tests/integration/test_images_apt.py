@@ -151,6 +151,16 @@ def layer_paths(d, layer):
     return {e["path"] for e in json.loads(text)["entries"]}
 
 
+def assert_cached(d, repo, got):
+    """APT_SPEC built again is got's image: its step cached, no request to the repository."""
+    before = len(requests(repo))
+    again = wait_built(d, build(d, APT_SPEC)["id"], timeout=120)
+    assert again["state"] == "ready", (again, logs(d, again["id"]))
+    assert [l["cached"] for l in again["layers"]] == [True], again
+    assert again["manifest"] == got["manifest"], (again, got)
+    assert requests(repo)[before:] == []
+
+
 def test_apt_step_installs_from_the_configured_source(d, apt_repo):
     before = len(requests(apt_repo))
     got = wait_built(d, build(d, APT_SPEC)["id"], timeout=600)
@@ -179,12 +189,7 @@ def test_apt_step_installs_from_the_configured_source(d, apt_repo):
     assert not [p for p in paths if p.startswith(("/dev/", "/etc/apt/")) or "sources" in p], paths
 
     # The same spec again: every step cached, nothing asked of the repository.
-    before = len(requests(apt_repo))
-    again = wait_built(d, build(d, APT_SPEC)["id"], timeout=120)
-    assert again["state"] == "ready", (again, logs(d, again["id"]))
-    assert [l["cached"] for l in again["layers"]] == [True], again
-    assert again["manifest"] == got["manifest"], (again, got)
-    assert requests(apt_repo)[before:] == []
+    assert_cached(d, apt_repo, got)
 
 
 def test_apt_step_reads_none_of_the_images_sources(d, apt_repo):
@@ -227,12 +232,7 @@ def test_cache_key_follows_the_sources(d, apt_repo):
     finally:
         restart(d, apt_repo, apt_repo.source)
     # The first line again: its layer, cached across the restart, nothing asked.
-    before = len(requests(apt_repo))
-    again = wait_built(d, build(d, APT_SPEC)["id"], timeout=120)
-    assert again["state"] == "ready", (again, logs(d, again["id"]))
-    assert [l["cached"] for l in again["layers"]] == [True], again
-    assert again["manifest"] == first["manifest"], (again, first)
-    assert requests(apt_repo)[before:] == []
+    assert_cached(d, apt_repo, first)
 
 
 def test_missing_package_fails_naming_the_step(d, apt_repo):
