@@ -545,6 +545,9 @@ static int cmd_worker(int argc, char **argv)
 {
 	struct options o;
 	options_init(&o);
+	/* The mirror is the server's: a worker's environment may name one it would refuse (one
+	 * install-deps takes), and the worker must start all the same. */
+	o.debian_mirror = NULL;
 	int r = parse_options(argc, argv, &o);
 	if (r)
 		return r < 0 ? 0 : r;
@@ -554,8 +557,7 @@ static int cmd_worker(int argc, char **argv)
 		fprintf(stderr, "skiffd worker: --server http://HOST:PORT is required\n");
 		return 2;
 	}
-	if (o.napt_sources ||
-	    (o.debian_mirror && o.debian_mirror != getenv("SKIFF_DEBIAN_MIRROR"))) {
+	if (o.napt_sources || o.debian_mirror) {
 		fprintf(stderr, "skiffd worker: --apt-source and --debian-mirror are the server's "
 		                "(skiffd server or dev)\n");
 		return 2;

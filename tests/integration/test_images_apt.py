@@ -292,3 +292,15 @@ def test_too_many_apt_sources_refused(tmp_path):
                         "/nonexistent", "--data", str(tmp_path / "w"), *args[:2]],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "--apt-source and --debian-mirror are the server's" in r.stderr, r
+
+
+
+def test_worker_ignores_the_servers_mirror_setting(tmp_path):
+    # SKIFF_DEBIAN_MIRROR is for install-deps and the server; a worker goes on to its own
+    # checks (here: its token file) whatever it says.
+    r = subprocess.run([str(SKIFFD), "worker", "--server", "http://127.0.0.1:1", "--token-file",
+                        str(tmp_path / "missing-token"), "--data", str(tmp_path / "w")],
+                       capture_output=True, text=True, timeout=30,
+                       env={**os.environ, "SKIFF_DEBIAN_MIRROR": "deb http://192.0.2.1/ x y"})
+    assert r.returncode != 0 and "missing-token" in r.stderr, r
+    assert "mirror" not in r.stderr.lower(), r
