@@ -1027,7 +1027,9 @@ static char *apt_script(const struct server *srv, json_t *pkgs)
 	json_t *p;
 	json_array_foreach (pkgs, i, p) /* checked: [a-z0-9][a-z0-9+.-]*, nothing to quote */
 		fprintf(f, " %s", json_string_value(p));
-	fputs(" && rm -rf /var/lib/apt/lists/*", f);
+	/* apt's caches (pkgcache.bin, srcpkgcache.bin: megabytes, and they hold the sources'
+	 * URIs) and the downloaded .debs would be part of the layer too. */
+	fputs(" && apt-get clean && rm -rf /var/lib/apt/lists/*", f);
 	if (fclose(f) != 0) {
 		free(s);
 		return NULL;

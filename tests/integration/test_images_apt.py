@@ -187,6 +187,11 @@ def test_apt_step_installs_from_the_configured_source(d, apt_repo):
     paths = layer_paths(d, got["layers"][0]["layer"])
     assert {"/usr/bin/skiff-apt-test", "/usr/share/skiff-apt-test/greeting"} <= paths, paths
     assert not [p for p in paths if p.startswith(("/dev/", "/etc/apt/")) or "sources" in p], paths
+    # Nor apt's caches and the .debs: no file of the image names the repository (but the build
+    # sandbox's resolv.conf, which the runtime writes for egress).
+    assert not [p for p in paths if p.endswith((".bin", ".deb"))], paths
+    assert in_sandbox(d, got["id"], f"grep -rlF '{apt_repo.addr}' /etc /var /usr /root "
+                                    "|| true") == "/etc/resolv.conf\n"
 
     # The same spec again: every step cached, nothing asked of the repository.
     assert_cached(d, apt_repo, got)
