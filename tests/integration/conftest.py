@@ -629,15 +629,19 @@ def _ip(*argv, check=True):
 
 def free_test_octet(prefixes, span):
     """A last octet N (10 <= N < 240) such that no prefix.N to prefix.(N + span - 1) of the
-    given /24s is an address of the host or routed: not the test hosts of another run of the
-    tests on the host (netns_hosts would fail on a route that exists, or quietly reach another
-    run's host end). Chosen when the hosts are made, not when the module is imported."""
-    try:
-        routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"],
-                                capture_output=True, text=True, timeout=30).stdout
-    except OSError:  # no iproute2: netns_hosts skips
-        routes = ""
-    used = set(re.findall(r"(?<![\d.])(\d+\.\d+\.\d+\.\d+)(?![\d.])", routes))
+    given /24s is an address of the host, routed or a neighbour: not the test hosts of another
+    run of the tests on the host (netns_hosts would fail on a route that exists, or quietly
+    reach another run's host end), nor a real host where the uplink's own network is a TEST-NET
+    (its /32 route would hide that host from the host). Chosen when the hosts are made, not
+    when the module is imported."""
+    text = ""
+    for argv in (["route", "show", "table", "all"], ["neigh", "show"]):
+        try:
+            text += subprocess.run(["ip", "-4", *argv], capture_output=True, text=True,
+                                   timeout=30).stdout
+        except OSError:  # no iproute2: netns_hosts skips
+            pass
+    used = set(re.findall(r"(?<![\d.])(\d+\.\d+\.\d+\.\d+)(?![\d.])", text))
     free = [n for n in range(10, 240 - span + 1)
             if not any(f"{p}.{n + i}" in used for p in prefixes for i in range(span))]
     if not free:
