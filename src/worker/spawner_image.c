@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -101,9 +102,10 @@ void sp_image_holder(const struct spawner *sp, const char *id, char *buf, size_t
 /* max_bytes: the sandbox's disk limit. Its files can't hold more, but a sparse file (made in
  * no time, taking no space) reads back as all its size: without this a small sandbox could have
  * the store write the default limit (tens of GiB) of zeros for each layer. */
-static int layer_store(struct img_store *st, int upper_fd, uid_t base, uint64_t max_bytes,
+static int layer_store(struct spawner *sp, int upper_fd, uid_t base, uint64_t max_bytes,
                        char *digest, struct sk_error *err)
 {
+	struct img_store *st = &sp->store;
 	struct img_limits lim = img_default_limits;
 	if (max_bytes && max_bytes < lim.max_bytes)
 		lim.max_bytes = max_bytes;
@@ -118,8 +120,58 @@ static int layer_store(struct img_store *st, int upper_fd, uid_t base, uint64_t 
 		img_manifest_ids_unmap(&m, base, IDMAP_RANGE, SP_LAYER_NOBODY);
 		r = img_manifest_save(st, &m, digest, err);
 	}
+	/* Reported once the server has it all: it makes the next step's image from it. */
+	if (r == 0 && sp->cfg->server_url && (r = sp_layer_push(sp->cfg, st, &m, digest, err)) < 0)
+		sk_error_prefix(err, "layer sha256:%s stored on this worker", digest);
 	img_manifest_free(&m);
 	return r;
+}
+
+uint64_t sp_image_min_free(const struct spawner_config *cfg, uint64_t fs_bytes)
+{
+	uint64_t pct = fs_bytes / 100 * cfg->image_min_free_pct;
+	return pct > cfg->image_min_free_bytes ? pct : cfg->image_min_free_bytes;
+}
+
+static void tree_dropped(const char *digest, void *ud)
+{
+	(void)ud;
+	sp_log("info", "images: dropped the unused tree of sha256:%s to keep space free", digest);
+}
+
+/* Before a tree is made: unused trees dropped, least recently used first, while the store's
+ * filesystem has less free than the worker keeps free. A failure here fails nothing. */
+static void store_prune(struct spawner *sp)
+{
+	struct statvfs sv;
+	if (fstatvfs(sp->store.root_fd, &sv) < 0)
+		return;
+	uint64_t avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+	uint64_t keep = sp_image_min_free(sp->cfg, (uint64_t)sv.f_blocks * sv.f_frsize);
+	if (avail >= keep)
+		return;
+	struct sk_error err = {0};
+	int r = img_trees_prune(&sp->store, keep, tree_dropped, NULL, &err);
+	if (r < 0)
+		sp_log("warn", "images: %s", err.msg);
+	else if (r > 0)
+		sp_log("info",
+		       "images: %d unused trees dropped: %llu bytes were free, %llu are kept free",
+		       r, (unsigned long long)avail, (unsigned long long)keep);
+}
+
+/* The tree of digest, made: what the store lacks fetched from the server first (split mode). */
+static int tree_make(struct spawner *sp, const char *digest, char *out, size_t size,
+                     struct sk_error *err)
+{
+	const struct spawner_config *cfg = sp->cfg;
+	int r = cfg->server_url ? sp_image_fetch_manifest(cfg, &sp->store, digest, err) : 0;
+	if (r < 0)
+		return r;
+	store_prune(sp);
+	if (cfg->server_url && (r = sp_image_fetch_files(cfg, &sp->store, digest, err)) < 0)
+		return r;
+	return img_materialize(&sp->store, digest, out, size, err);
 }
 
 /* The job's process: what it needs (its pipe, the store, the layer), nothing else. */
@@ -129,16 +181,17 @@ _Noreturn static void job_main(struct spawner *sp, struct sp_job *j, int fd, int
 	prctl(PR_SET_NAME, SP_JOB_HELPER_NAME);
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	fcntl(fd, F_SETFL, 0);
-	int keep[3] = {fd, sp->store.root_fd, upper_fd};
+	/* stderr: the daemon's log, for what pruning dropped. */
+	int keep[4] = {fd, sp->store.root_fd, STDERR_FILENO, upper_fd};
 	struct sk_error err = {0};
 	char out[4096];
-	int r = fs_close_all_except(keep, upper_fd >= 0 ? 3 : 2);
+	int r = fs_close_all_except(keep, upper_fd >= 0 ? 4 : 3);
 	if (r < 0)
 		sk_error_errno(&err, r, "close fds");
 	else if (j->kind == SP_JOB_TREE)
-		r = img_materialize(&sp->store, j->digest, out, sizeof(out), &err);
+		r = tree_make(sp, j->digest, out, sizeof(out), &err);
 	else
-		r = layer_store(&sp->store, upper_fd, base, j->max_bytes, out, &err);
+		r = layer_store(sp, upper_fd, base, j->max_bytes, out, &err);
 	/* The message may name a file of the sandbox's, whose name may be any bytes. */
 	json_t *msg = r < 0 ? json_pack("{s:i, s:o}", "code", err.code, "message",
 	                                sp_json_lossy(err.msg, strlen(err.msg)))
@@ -279,7 +332,8 @@ int sp_image_create(struct spawner *sp, const char *id, json_t *req, struct spec
 	if (!sp->store_ok)
 		return sk_error_set(
 		    err, -EIO, "image sha256:%s: this worker's image store is unavailable", digest);
-	if (!img_blob_exists(&sp->store, digest))
+	/* Without a server to fetch it from (the store is the server's), a missing image is. */
+	if (!sp->cfg->server_url && !img_blob_exists(&sp->store, digest))
 		return sk_error_set(err, -ENOENT, "image sha256:%s is not in this worker's store",
 		                    digest);
 	char holder[64];

@@ -1498,11 +1498,11 @@ static void test_gc(void **state)
 
 	/* Pruning: with an impossible amount of free space asked for, every unheld tree goes;
 	 * none while the disk has what is asked, none that is held. */
-	assert_int_equal(img_trees_prune(&f->s, 0, &err), 0);
+	assert_int_equal(img_trees_prune(&f->s, 0, NULL, NULL, &err), 0);
 	assert_int_equal(img_tree_hold(&f->s, live, "sb-2", &err), 0);
-	assert_int_equal(img_trees_prune(&f->s, UINT64_MAX, &err), 0);
+	assert_int_equal(img_trees_prune(&f->s, UINT64_MAX, NULL, NULL, &err), 0);
 	img_tree_release(&f->s, live, "sb-2");
-	assert_int_equal(img_trees_prune(&f->s, UINT64_MAX, &err), 1);
+	assert_int_equal(img_trees_prune(&f->s, UINT64_MAX, NULL, NULL, &err), 1);
 	assert_int_equal(count_files(f->s.root_fd, "inodes"), 0);
 }
 
@@ -1607,14 +1607,14 @@ static void test_gc_hold_taken_during_removal(void **state)
 
 	img_tree_release(&f->s, digest, "late");
 	img_tree_remove_hook = hold_late;
-	r = img_trees_prune(&f->s, UINT64_MAX, &err);
+	r = img_trees_prune(&f->s, UINT64_MAX, NULL, NULL, &err);
 	img_tree_remove_hook = NULL;
 	assert_int_equal(r, 0);
 	assert_int_equal(late_holds, 2);
 	assert_int_equal(access(file, F_OK), 0);
 	/* No hold: both take it (the test can fail). */
 	img_tree_release(&f->s, digest, "late");
-	assert_int_equal(img_trees_prune(&f->s, UINT64_MAX, &err), 1);
+	assert_int_equal(img_trees_prune(&f->s, UINT64_MAX, NULL, NULL, &err), 1);
 	assert_int_equal(access(file, F_OK), -1);
 	assert_int_equal(count_files(f->s.root_fd, "inodes"), 0);
 	int n = 0;
