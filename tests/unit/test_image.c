@@ -1432,6 +1432,11 @@ static void test_gc_spares_a_blob_stored_again(void **state)
 	assert_false(img_blob_exists(&f->s, digest));
 }
 
+static void note_dropped(const char *digest, void *ud)
+{
+	snprintf(ud, IMG_DIGEST_HEX, "%s", digest);
+}
+
 /* gc keeps live manifests and their blobs, held trees, young blobs; removes the rest. */
 static void test_gc(void **state)
 {
@@ -1502,7 +1507,9 @@ static void test_gc(void **state)
 	assert_int_equal(img_tree_hold(&f->s, live, "sb-2", &err), 0);
 	assert_int_equal(img_trees_prune(&f->s, UINT64_MAX, NULL, NULL, &err), 0);
 	img_tree_release(&f->s, live, "sb-2");
-	assert_int_equal(img_trees_prune(&f->s, UINT64_MAX, NULL, NULL, &err), 1);
+	char dropped[IMG_DIGEST_HEX] = "";
+	assert_int_equal(img_trees_prune(&f->s, UINT64_MAX, note_dropped, dropped, &err), 1);
+	assert_string_equal(dropped, live); /* the caller is told which */
 	assert_int_equal(count_files(f->s.root_fd, "inodes"), 0);
 }
 

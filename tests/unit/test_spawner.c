@@ -1728,6 +1728,35 @@ static json_t *create_on(struct fixture *f, const char *id, const char *digest, 
 	return create(f, id, spec);
 }
 
+/* A worker with a server to fetch from (split mode) that cannot reach it: the create fails
+ * with the image, what it fetched and why, and holds nothing. */
+static void test_images_fetch_fails(void **state)
+{
+	struct fixture *f = *state;
+	f->cfg.server_url = "http://127.0.0.1:9"; /* discard: nothing listens on loopback */
+	f->cfg.server_secret = "secret";
+	spawner_up(f, 0);
+	/* The spawner has its copy; the tests after this one (one fixture for all) have none. */
+	const char *url = f->cfg.server_url;
+	f->cfg.server_url = f->cfg.server_secret = NULL;
+	const char *missing = "00000000000000000000000000000000000000000000000000000000000000ee";
+	char id[ID_MAX_BYTES], want[256];
+	new_id("sb-", id);
+	json_t *r = create_on(f, id, missing, "");
+	assert_non_null(error_code(r));
+	const char *msg =
+	    json_string_value(json_object_get(json_object_get(r, "error"), "message"));
+	snprintf(want, sizeof(want),
+	         "image sha256:%s: fetch its manifest: the server %s: ", missing, url);
+	if (!msg || !strstr(msg, want))
+		fail_msg("message %s lacks %s", msg, want);
+	json_decref(r);
+	assert_int_equal(holds_count(f, missing), 0);
+	char tree[sizeof(f->data) + 128];
+	snprintf(tree, sizeof(tree), "%s/images/trees/%s", f->data, missing);
+	assert_int_equal(access(tree, F_OK), -1);
+}
+
 static void test_images(void **state)
 {
 	struct fixture *f = *state;
@@ -2015,12 +2044,12 @@ static void test_snapshot(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_bad_requests), cmocka_unit_test(test_pool_exec_output),
-	    cmocka_unit_test(test_ends),         cmocka_unit_test(test_restart),
-	    cmocka_unit_test(test_files),        cmocka_unit_test(test_files_async),
-	    cmocka_unit_test(test_stdin),        cmocka_unit_test(test_tunnel_socket),
-	    cmocka_unit_test(test_images),       cmocka_unit_test(test_capture_layer),
-	    cmocka_unit_test(test_snapshot),
+	    cmocka_unit_test(test_bad_requests),  cmocka_unit_test(test_pool_exec_output),
+	    cmocka_unit_test(test_ends),          cmocka_unit_test(test_restart),
+	    cmocka_unit_test(test_files),         cmocka_unit_test(test_files_async),
+	    cmocka_unit_test(test_stdin),         cmocka_unit_test(test_tunnel_socket),
+	    cmocka_unit_test(test_images),        cmocka_unit_test(test_images_fetch_fails),
+	    cmocka_unit_test(test_capture_layer), cmocka_unit_test(test_snapshot),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
