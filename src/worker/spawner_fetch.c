@@ -76,8 +76,16 @@ static int remote_failed(struct remote *rm, CURLcode c, long status, const char 
 		return sk_error_set(err, c == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : -EIO,
 		                    "the server %s: %s", rm->cfg->server_url,
 		                    rm->errbuf[0] ? rm->errbuf : curl_easy_strerror(c));
-	return sk_error_set(err, status == 404 ? -ENOENT : -EIO, "the server answered %ld: %.*s",
-	                    status, (int)body_len, body);
+	/* The server's own message when it sent one ({"error":{"message":…}}). A blob the server
+	 * lacks is its store's fault, not the caller's: -EIO whatever the status. */
+	json_t *doc = json_loadb(body, body_len, 0, NULL);
+	const char *msg =
+	    json_string_value(json_object_get(json_object_get(doc, "error"), "message"));
+	int r = msg ? sk_error_set(err, -EIO, "the server answered %ld: %s", status, msg)
+	            : sk_error_set(err, -EIO, "the server answered %ld: %.*s", status,
+	                           (int)body_len, body);
+	json_decref(doc);
+	return r;
 }
 
 /* ---- fetch ---- */
@@ -137,7 +145,7 @@ static int blob_fetch(struct remote *rm, struct img_store *st, const char *diges
 	if (f.write_failed || c == CURLE_FILESIZE_EXCEEDED) {
 		img_blob_abort(f.w);
 		if (c == CURLE_FILESIZE_EXCEEDED || err->code == -EFBIG)
-			return sk_error_set(err, -EFBIG,
+			return sk_error_set(err, -EIO,
 			                    "the server sent more than the %llu bytes expected",
 			                    (unsigned long long)max);
 		return err->code;
@@ -148,8 +156,10 @@ static int blob_fetch(struct remote *rm, struct img_store *st, const char *diges
 	}
 	char got[IMG_DIGEST_HEX];
 	r = img_blob_finish(f.w, digest, got, ret_size, err);
-	if (r == -EBADMSG)
+	if (r == -EBADMSG) {
 		sk_error_prefix(err, "the server's bytes are not what their name says");
+		err->code = r = -EIO; /* the server's store is at fault, not the request */
+	}
 	return r;
 }
 
@@ -212,7 +222,7 @@ int sp_image_fetch_files(const struct spawner_config *cfg, struct img_store *st,
 		uint64_t size = 0;
 		r = blob_fetch(&rm, st, e->digest, e->size, &size, err);
 		if (r == 0 && size != e->size)
-			r = sk_error_set(err, -EBADMSG, "%llu bytes, the manifest says %llu",
+			r = sk_error_set(err, -EIO, "%llu bytes, the manifest says %llu",
 			                 (unsigned long long)size, (unsigned long long)e->size);
 		if (r < 0)
 			sk_error_prefix(err, "fetch %s (blob sha256:%s)", e->path, e->digest);
