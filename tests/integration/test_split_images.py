@@ -157,25 +157,41 @@ def test_a_build_step_run_on_the_worker_is_pushed_to_the_server(split):
     assert run_in(split, sb["id"], ["cat", "/made"])["stdout"] == "made on the worker\n"
 
 
+def blob_puts(s):
+    """PUTs of blobs by the worker that stored something, from the server's /metrics."""
+    st, raw = s.raw("GET", "/metrics")
+    assert st == 200
+    line = 'skiff_http_requests_total{route="PUT /internal/v1/blobs/{}",status="201"} '
+    return sum(int(l[len(line):]) for l in raw.decode().splitlines() if l.startswith(line))
+
+
 def test_snapshot_on_the_worker_is_pushed_to_the_server(split):
+    image_with(split, {"x": b"x\n"})  # the server has the busybox base's blobs from now on
     st, sb = split.api("POST", "/v1/sandboxes", {})
     assert st == 201
-    run_in(split, sb["id"], ["sh", "-c", "echo snap > /snapped"])
+    # One file the server has already (uploaded): asked for (HEAD), not sent again.
+    known = b"the server has these bytes\n"
+    assert split.raw("PUT", f"/v1/blobs/sha256:{sha(known)}", known)[0] == 201
+    run_in(split, sb["id"], ["sh", "-c", "echo snap > /snapped; printf 'the server has "
+                             "these bytes\\n' > /known"])
+    srv_blobs = {p.parent.name + p.name for p in
+                 (split.tmp / "srv" / "images" / "blobs" / "sha256").glob("*/*")}
+    puts = blob_puts(split)
     st, snap = split.api("POST", f"/v1/sandboxes/{sb['id']}/snapshot", {})
-    assert st in (200, 201, 202), snap
-    img_id = snap.get("id") or snap.get("image")
-    deadline = time.monotonic() + 60
-    while True:
-        st, img = split.api("GET", f"/v1/images/{img_id}")
-        assert st == 200, img
-        if img["state"] != "building":
-            break
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    assert img["state"] == "ready", (img, split.log("worker"))
-    st, sb2 = split.api("POST", "/v1/sandboxes", {"image": img_id})
+    assert st == 201, (snap, split.log("worker"))
+    st, img = split.api("GET", f"/v1/images/{snap['id']}")
+    assert st == 200 and img["state"] == "ready", img
+    # Exactly what the server lacked was pushed: /snapped's bytes and the layer's manifest (the
+    # server made one more blob itself: the image's manifest); /known's bytes were not sent.
+    new = {p.parent.name + p.name for p in
+           (split.tmp / "srv" / "images" / "blobs" / "sha256").glob("*/*")} - srv_blobs
+    assert sha(b"snap\n") in new and img["manifest"].removeprefix("sha256:") in new
+    assert sha(known) in srv_blobs
+    assert blob_puts(split) - puts == len(new) - 1, (new, blob_puts(split) - puts)
+    st, sb2 = split.api("POST", "/v1/sandboxes", {"image": snap["id"]})
     assert st == 201, sb2
-    assert run_in(split, sb2["id"], ["cat", "/snapped"])["stdout"] == "snap\n"
+    assert run_in(split, sb2["id"], ["cat", "/snapped", "/known"])["stdout"] == \
+        "snap\n" + known.decode()
 
 
 def two_images(s):
