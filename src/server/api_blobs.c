@@ -341,7 +341,9 @@ static int ws_room(struct api_call *call, const char *digest, uint64_t len)
 {
 	struct server *srv = call->srv;
 	const char *ws = call->who.workspace_id;
-	if (owned(srv, ws, digest))
+	/* A worker's push (a layer it stored) is no workspace's upload: the layer is bounded by
+	 * its sandbox's disk limit, and the image it makes counts against its workspace's. */
+	if (by_worker(call) || owned(srv, ws, digest))
 		return 0;
 	uint64_t used = ws_blob_bytes(srv, ws), max = srv->cfg.ws_blob_bytes;
 	if (used <= max && len <= max - used)
