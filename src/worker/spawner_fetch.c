@@ -68,11 +68,13 @@ static void remote_request(struct remote *rm, const char *digest)
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)SP_FETCH_STALL_S);
 }
 
-/* A failed transfer as an error: curl's reason, or the server's status and message. */
+/* A failed transfer as an error: curl's reason, or the server's status and message. A server
+ * that answered with an error status is the reason, whatever curl says of the rest: the
+ * transfer is cut once the start of its body is kept (sink_keep). */
 static int remote_failed(struct remote *rm, CURLcode c, long status, const char *body,
                          size_t body_len, struct sk_error *err)
 {
-	if (c != CURLE_OK)
+	if (c != CURLE_OK && status < 300)
 		return sk_error_set(err, c == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : -EIO,
 		                    "the server %s: %s", rm->cfg->server_url,
 		                    rm->errbuf[0] ? rm->errbuf : curl_easy_strerror(c));
@@ -100,13 +102,16 @@ struct fetch_sink {
 	struct sk_error *err;
 };
 
-/* The start of an answer that is not the blob (an error's JSON), for the message. */
-static void sink_keep(struct fetch_sink *f, const char *p, size_t len)
+/* The start of an answer that is not the blob (an error's JSON), for the message; what a
+ * callback returns: len, or 0 (the transfer ends) once more comes than is kept, so that a server
+ * sending an endless error body does not hold the job. */
+static size_t sink_keep(struct fetch_sink *f, const char *p, size_t len)
 {
 	size_t room = sizeof(f->body) - f->body_len;
 	size_t take = len < room ? len : room;
 	memcpy(f->body + f->body_len, p, take);
 	f->body_len += take;
+	return take == len ? len : 0;
 }
 
 static size_t fetch_on_data(char *p, size_t size, size_t n, void *ud)
@@ -115,10 +120,8 @@ static size_t fetch_on_data(char *p, size_t size, size_t n, void *ud)
 	size_t len = size * n;
 	if (!f->status)
 		curl_easy_getinfo(f->h, CURLINFO_RESPONSE_CODE, &f->status);
-	if (f->status != 200) {
-		sink_keep(f, p, len);
-		return len;
-	}
+	if (f->status != 200)
+		return sink_keep(f, p, len);
 	if (img_blob_write(f->w, p, len, f->err) < 0) {
 		f->write_failed = 1;
 		return 0; /* ends the transfer */
@@ -249,8 +252,7 @@ static size_t push_on_read(char *buf, size_t size, size_t n, void *ud)
 
 static size_t push_on_data(char *p, size_t size, size_t n, void *ud)
 {
-	sink_keep(ud, p, size * n); /* the server's answer */
-	return size * n;
+	return sink_keep(ud, p, size * n); /* the server's answer */
 }
 
 /* Upload blob digest of st unless the server has it. */
