@@ -59,6 +59,10 @@ static void remote_request(struct remote *rm, const char *digest)
 	rm->errbuf[0] = '\0';
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	/* The server itself, as the worker's link reaches it: never a proxy named by the
+	 * environment (http_proxy, ALL_PROXY, which libcurl honours by default), which would get
+	 * the worker secret and could answer for the server. */
+	curl_easy_setopt(h, CURLOPT_PROXY, "");
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, rm->headers);
 	curl_easy_setopt(h, CURLOPT_USERAGENT, "skiffd-worker");
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);

@@ -1930,6 +1930,29 @@ static void test_fetch_no_redirect(void **state)
 	assert_int_equal(requests, 1);
 }
 
+/* A proxy named by the environment is not used: it would get the worker secret. The server's
+ * URL is a port nothing listens on, so the fetch fails to connect; the proxy sees nothing. */
+static void test_fetch_ignores_proxy_environment(void **state)
+{
+	(void)state;
+	struct fake_server proxy;
+	fake_start(&proxy, FAKE_ENDLESS_404);
+	char env[64], msg[1024];
+	snprintf(env, sizeof(env), "http://127.0.0.1:%d", proxy.port);
+	setenv("http_proxy", env, 1);
+	setenv("ALL_PROXY", env, 1);
+	struct spawner_config cfg = {.server_url = "http://127.0.0.1:9", /* discard: none */
+	                             .server_secret = "secret"};
+	int r = fetch_in_child(&cfg, FETCH_DIGEST, 20, msg, sizeof(msg));
+	unsetenv("http_proxy");
+	unsetenv("ALL_PROXY");
+	int requests = fake_stop(&proxy);
+	assert_int_equal(requests, 0);
+	assert_int_equal(r, -EIO);
+	if (!strstr(msg, "the server http://127.0.0.1:9: "))
+		fail_msg("message: %s", msg);
+}
+
 static void test_images(void **state)
 {
 	struct fixture *f = *state;
@@ -2229,6 +2252,7 @@ int main(void)
 	    cmocka_unit_test(test_images_fetch_fails),
 	    cmocka_unit_test(test_fetch_endless_error_body),
 	    cmocka_unit_test(test_fetch_no_redirect),
+	    cmocka_unit_test(test_fetch_ignores_proxy_environment),
 	    cmocka_unit_test(test_capture_layer),
 	    cmocka_unit_test(test_snapshot),
 	};
