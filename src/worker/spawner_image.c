@@ -139,15 +139,84 @@ static void tree_dropped(const char *digest, void *ud)
 	sp_log("info", "images: dropped the unused tree of sha256:%s to keep space free", digest);
 }
 
-/* Before a tree is made: unused trees dropped, least recently used first, while the store's
- * filesystem has less free than the worker keeps free. A failure here fails nothing. */
-static void store_prune(struct spawner *sp)
+static uint64_t store_avail(struct spawner *sp, uint64_t *ret_keep)
 {
 	struct statvfs sv;
 	if (fstatvfs(sp->store.root_fd, &sv) < 0)
-		return;
-	uint64_t avail = (uint64_t)sv.f_bavail * sv.f_frsize;
-	uint64_t keep = sp_image_min_free(sp->cfg, (uint64_t)sv.f_blocks * sv.f_frsize);
+		return UINT64_MAX; /* unknown: nothing is dropped */
+	*ret_keep = sp_image_min_free(sp->cfg, (uint64_t)sv.f_blocks * sv.f_frsize);
+	return (uint64_t)sv.f_bavail * sv.f_frsize;
+}
+
+/* The digests of the trees the store has now (n of them; NULL when there are none or memory
+ * is short). */
+static char (*trees_present(struct spawner *sp, size_t *ret_n))[IMG_DIGEST_HEX]
+{
+	*ret_n = 0;
+	int fd = openat(sp->store.root_fd, "trees", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	char(*v)[IMG_DIGEST_HEX] = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		struct stat st;
+		if (!img_digest_valid(de->d_name) ||
+		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISDIR(st.st_mode))
+			continue;
+		if (n == cap) {
+			cap = cap ? 2 * cap : 16;
+			void *nv = realloc(v, cap * sizeof(*v));
+			if (!nv)
+				break;
+			v = nv;
+		}
+		snprintf(v[n++], IMG_DIGEST_HEX, "%s", de->d_name);
+	}
+	closedir(d);
+	*ret_n = n;
+	return v;
+}
+
+/* Split mode, still short of space once the unused trees are gone: the blobs no tree left
+ * uses go too (images whose trees were dropped, layers pushed), all of which the server has
+ * and a create fetches again; unless younger than SP_STORE_BLOB_GRACE_S (a fetch or a push
+ * under way), or of a tree held (a create waiting for it). Without this a worker's store only
+ * grew: every image it ever ran and every layer it captured stayed, until the disk was full
+ * and no new image could be fetched. */
+static void store_gc_blobs(struct spawner *sp)
+{
+	size_t n = 0;
+	char(*trees)[IMG_DIGEST_HEX] = trees_present(sp, &n);
+	const char **live = calloc(n ? n : 1, sizeof(*live));
+	struct sk_error err = {0};
+	struct img_gc_stats stats = {0};
+	for (size_t i = 0; live && i < n; i++)
+		live[i] = trees[i];
+	if (!live)
+		sp_log("warn", "images: out of memory: no blob dropped");
+	else if (img_store_gc(&sp->store, live, n, SP_STORE_BLOB_GRACE_S, &stats, &err) < 0)
+		sp_log("warn", "images: %s", err.msg);
+	else if (stats.blobs_removed)
+		sp_log("info",
+		       "images: %llu blobs no tree uses dropped (%llu bytes) to keep space free",
+		       (unsigned long long)stats.blobs_removed,
+		       (unsigned long long)stats.blob_bytes_removed);
+	free(live);
+	free(trees);
+}
+
+/* Before a tree is made: unused trees dropped, least recently used first, while the store's
+ * filesystem has less free than the worker keeps free; then, in split mode, blobs no tree
+ * uses. A failure here fails nothing. */
+static void store_prune(struct spawner *sp)
+{
+	uint64_t keep = 0, avail = store_avail(sp, &keep);
 	if (avail >= keep)
 		return;
 	struct sk_error err = {0};
@@ -158,6 +227,8 @@ static void store_prune(struct spawner *sp)
 		sp_log("info",
 		       "images: %d unused trees dropped: %llu bytes were free, %llu are kept free",
 		       r, (unsigned long long)avail, (unsigned long long)keep);
+	if (sp->cfg->server_url && store_avail(sp, &keep) < keep)
+		store_gc_blobs(sp);
 }
 
 /* The tree of digest, made: what the store lacks fetched from the server first (split mode). */

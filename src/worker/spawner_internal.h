@@ -115,6 +115,9 @@ struct sp_fop {
 #define SP_FETCH_MANIFEST_MAX_BYTES (512ULL * 1024 * 1024) /* a manifest's text (manifest.c) */
 #define SP_FETCH_SECRET_MAX         256   /* the server takes no longer bearer token */
 #define SP_LAYER_NOBODY             65534 /* owner of a layer's file whose host id maps to none */
+/* Split mode: a blob no tree uses is dropped when space is short once it is this old (a fetch
+ * or a push under way uses younger ones), as the server's gc does with its uploads. */
+#define SP_STORE_BLOB_GRACE_S 3600
 
 enum sp_job_kind { SP_JOB_TREE, SP_JOB_LAYER };
 

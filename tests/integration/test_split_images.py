@@ -226,6 +226,39 @@ def test_unused_trees_are_dropped_when_space_runs_short(tmp_path):
         assert run_in(s, sc["id"], ["cat", "/data/c"])["stdout"] == "image c\n"
 
 
+def test_blobs_no_tree_uses_are_dropped_when_space_runs_short(tmp_path):
+    # Without this the worker's store only grows: every image it ran, every layer it captured.
+    with running_split(tmp_path, worker_args=["--image-min-free", "100%"]) as s:
+        (a, da), (b, db) = two_images(s)
+        wk = s.tmp / "wk"
+        for img in (a, b):
+            st, sb = s.api("POST", "/v1/sandboxes", {"image": img["id"]})
+            assert st == 201, sb
+            assert s.api("DELETE", f"/v1/sandboxes/{sb['id']}")[0] == 200
+        # All of them past the grace a fetch or push under way is given, but b's file.
+        old = time.time() - 2 * 3600
+        for p in (wk / "images" / "blobs" / "sha256").glob("*/*"):
+            os.utime(p, (old, old))
+        os.utime(blob_path(wk, sha(b"image b\n")))
+        c = image_with(s, {"c": b"image c\n"})
+        dc = c["manifest"].removeprefix("sha256:")
+        st, sc = s.api("POST", "/v1/sandboxes", {"image": c["id"]})
+        assert st == 201, sc
+        assert trees(wk) == [dc]
+        # a's and b's trees went, then the blobs no tree left uses: a's manifest and file,
+        # b's manifest; b's file is young (spared); c's, and the base's files c uses, stay.
+        assert not blob_path(wk, da).exists() and not blob_path(wk, db).exists()
+        assert not blob_path(wk, sha(b"image a\n")).exists()
+        assert blob_path(wk, sha(b"image b\n")).is_file()
+        assert blob_path(wk, dc).is_file() and blob_path(wk, sha(b"image c\n")).is_file()
+        assert "blobs no tree uses dropped" in s.log("worker"), s.log("worker")
+        assert run_in(s, sc["id"], ["cat", "/data/c"])["stdout"] == "image c\n"
+        # An image whose blobs went is fetched again.
+        st, sa = s.api("POST", "/v1/sandboxes", {"image": a["id"]})
+        assert st == 201, sa
+        assert run_in(s, sa["id"], ["cat", "/data/a"])["stdout"] == "image a\n"
+
+
 def test_trees_stay_when_space_is_plenty(tmp_path):
     with running_split(tmp_path, worker_args=["--image-min-free", "0%"]) as s:
         (a, da), (b, db) = two_images(s)
