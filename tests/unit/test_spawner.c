@@ -1893,18 +1893,28 @@ static int fetch_in_child(const struct spawner_config *cfg, const char *digest, 
 static const char FETCH_DIGEST[] =
     "00000000000000000000000000000000000000000000000000000000000000ef";
 
+/* A fetch from a fake server answering as mode says, given up after timeout_s: its result
+ * (-ETIME: still running), its message, and how many requests the server got. */
+static int fetch_from_fake(enum fake_mode mode, int timeout_s, char *msg, size_t size,
+                           int *requests)
+{
+	struct fake_server fs;
+	fake_start(&fs, mode);
+	char url[64];
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", fs.port);
+	struct spawner_config cfg = {.server_url = url, .server_secret = "secret"};
+	int r = fetch_in_child(&cfg, FETCH_DIGEST, timeout_s, msg, size);
+	*requests = fake_stop(&fs);
+	return r;
+}
+
 /* An error answer whose body never ends: the start is kept for the message and the transfer
  * cut, rather than read (and thrown away) for as long as the server sends. */
 static void test_fetch_endless_error_body(void **state)
 {
 	(void)state;
-	struct fake_server fs;
-	fake_start(&fs, FAKE_ENDLESS_404);
-	char url[64], msg[1024];
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d", fs.port);
-	struct spawner_config cfg = {.server_url = url, .server_secret = "secret"};
-	int r = fetch_in_child(&cfg, FETCH_DIGEST, 10, msg, sizeof(msg));
-	fake_stop(&fs);
+	char msg[1024];
+	int requests = 0, r = fetch_from_fake(FAKE_ENDLESS_404, 10, msg, sizeof(msg), &requests);
 	if (r == -ETIME)
 		fail_msg("the fetch still ran after 10 s (it reads the error's body to its end)");
 	assert_int_equal(r, -EIO);
@@ -1917,13 +1927,8 @@ static void test_fetch_endless_error_body(void **state)
 static void test_fetch_no_redirect(void **state)
 {
 	(void)state;
-	struct fake_server fs;
-	fake_start(&fs, FAKE_REDIRECT);
-	char url[64], msg[1024];
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d", fs.port);
-	struct spawner_config cfg = {.server_url = url, .server_secret = "secret"};
-	int r = fetch_in_child(&cfg, FETCH_DIGEST, 20, msg, sizeof(msg));
-	int requests = fake_stop(&fs);
+	char msg[1024];
+	int requests = 0, r = fetch_from_fake(FAKE_REDIRECT, 20, msg, sizeof(msg), &requests);
 	assert_int_equal(r, -EIO);
 	if (!strstr(msg, "the server answered 302"))
 		fail_msg("message: %s", msg);
