@@ -402,6 +402,36 @@ static void put_whole(struct api_call *call, const char *expect, uint64_t max)
 	               json_pack("{s:s, s:I}", "digest", name, "size", (json_int_t)size));
 }
 
+/* 0, or -1 after a 429: too many streamed uploads under way. Workers' pushes (layers) have a
+ * share of their own: counted with a workspace's, or with the clients' all together, a busy
+ * cluster's 17th push at once, or clients holding every upload slot, failed builds and
+ * snapshots. */
+static int uploads_full(struct api_call *call)
+{
+	size_t all = 0, in_ws = 0, pushes = 0;
+	for (struct blob_upload *o = call->srv->uploads; o; o = o->next) {
+		pushes += o->worker;
+		all += !o->worker;
+		in_ws += !o->worker && !strcmp(o->workspace_id, call->who.workspace_id);
+	}
+	if (by_worker(call)) {
+		if (pushes < SERVER_MAX_WORKER_UPLOADS)
+			return 0;
+		api_reply_error(call, 429, "resource_exhausted",
+		                "too many pushes from workers at once (at most %d): try again when "
+		                "one has ended",
+		                SERVER_MAX_WORKER_UPLOADS);
+		return -1;
+	}
+	if (all < SERVER_MAX_UPLOADS && in_ws < SERVER_MAX_UPLOADS_PER_WS)
+		return 0;
+	api_reply_error(call, 429, "resource_exhausted",
+	                "too many uploads at once (%zu in this workspace, at most %d; %zu in "
+	                "all, at most %d): try again when one has ended",
+	                in_ws, SERVER_MAX_UPLOADS_PER_WS, all, SERVER_MAX_UPLOADS);
+	return -1;
+}
+
 void api_blobs_put(struct http_request *req)
 {
 	struct api_call *call = req->data;
@@ -419,17 +449,8 @@ void api_blobs_put(struct http_request *req)
 		                (unsigned long long)max);
 		return;
 	}
-	size_t all = 0, in_ws = 0;
-	for (struct blob_upload *o = srv->uploads; o; o = o->next, all++)
-		in_ws += !strcmp(o->workspace_id, call->who.workspace_id);
-	if (all >= SERVER_MAX_UPLOADS || in_ws >= SERVER_MAX_UPLOADS_PER_WS) {
-		api_reply_error(
-		    call, 429, "resource_exhausted",
-		    "too many uploads at once (%zu in this workspace, at most %d; %zu in "
-		    "all, at most %d): try again when one has ended",
-		    in_ws, SERVER_MAX_UPLOADS_PER_WS, all, SERVER_MAX_UPLOADS);
+	if (uploads_full(call) < 0)
 		return;
-	}
 	if (ws_room(call, expect, (uint64_t)req->body_unread) < 0)
 		return;
 	struct blob_upload *u = calloc(1, sizeof(*u));

@@ -6,6 +6,7 @@ pushed back to the server, and unused trees are dropped when the store's filesys
 
 import hashlib
 import os
+import socket
 import time
 
 import pytest
@@ -110,6 +111,36 @@ def test_internal_blobs_take_the_worker_secret_only(split):
     # It belongs to no workspace: the API's route does not show it.
     assert split.raw("GET", f"/v1/blobs/sha256:{sha(other)}")[0] == 200  # admin sees all
     assert split.raw("GET", f"/v1/blobs/sha256:{sha(other)}", token=split.worker_token)[0] == 401
+
+
+def stalled_push(s, data):
+    """A worker's PUT of data's blob, its headers sent and taken (100 Continue), its body not:
+    an upload under way until the socket is closed."""
+    host, port = s.url.removeprefix("http://").rsplit(":", 1)
+    c = socket.create_connection((host, int(port)), timeout=10)
+    c.sendall((f"PUT /internal/v1/blobs/sha256:{sha(data)} HTTP/1.1\r\nHost: {host}\r\n"
+               f"Authorization: Bearer {s.worker_token}\r\nContent-Length: {len(data)}\r\n"
+               "Expect: 100-continue\r\n\r\n").encode())
+    assert c.recv(64).startswith(b"HTTP/1.1 100 "), "no 100 Continue"
+    return c
+
+
+def test_worker_pushes_have_a_share_of_their_own(split):
+    # As many pushes under way as one workspace may have uploads: a worker's next push still
+    # goes through (counted as a workspace's, the 17th at once was refused: a failed build).
+    socks = [stalled_push(split, f"stalled {i}\n".encode()) for i in range(16)]
+    try:
+        data = b"pushed while others are under way\n"
+        st, body = split.raw("PUT", f"/internal/v1/blobs/sha256:{sha(data)}", data,
+                             token=split.worker_token)
+        assert st == 201, body
+        # A client's upload is not held back by the workers' pushes either.
+        mine = b"a client's upload\n"
+        st, body = split.raw("PUT", f"/v1/blobs/sha256:{sha(mine)}", mine)
+        assert st == 201, body
+    finally:
+        for c in socks:
+            c.close()
 
 
 @pytest.mark.parametrize("damage", ["missing", "corrupt"])
