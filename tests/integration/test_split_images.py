@@ -4,6 +4,7 @@ the server (GET /internal/v1/blobs, worker secret only), a blob missing or corru
 server fails the create with a message naming it and leaves no tree, a build step's layer is
 pushed back to the server, and unused trees are dropped when the store's filesystem runs short."""
 
+import base64
 import hashlib
 import os
 import socket
@@ -87,6 +88,25 @@ def test_worker_fetches_an_image_it_lacks(split):
     st, sb2 = split.api("POST", "/v1/sandboxes", {"image": img["id"]})
     assert st == 201, sb2
     assert run_in(split, sb2["id"], ["cat", "/data/hello"])["stdout"] == "hello from the server\n"
+
+
+def test_worker_secret_out_of_a_sandbox_reach(split):
+    # The spawner holds the secret (for fetches and pushes) and sandboxes descend from it.
+    img = image_with(split, {"f": b"fetched\n"})  # the spawner has used the secret
+    st, sb = split.api("POST", "/v1/sandboxes", {"image": img["id"]})
+    assert st == 201, sb
+    out = run_in(split, sb["id"], ["sh", "-c",
+                                   "for f in /proc/1/cmdline /proc/1/environ /proc/self/environ "
+                                   "/proc/1/maps; do cat $f; echo; done; "
+                                   "dd if=/proc/1/mem bs=1 count=1 skip=4096; exit 0"])
+    # Bytes that are not UTF-8 (NULs between arguments) come as base64.
+    text = "".join(out[k] if k in out else base64.b64decode(out.get(k + "_b64", "")).decode(
+        "utf-8", "replace") for k in ("stdout", "stderr"))
+    assert split.worker_token not in text, text
+    # Init's memory stays closed (a fork of the spawner until it execs skiff-init; not dumpable).
+    assert "/proc/1/mem': Permission denied" in text, text
+    for name in ("worker", "server"):
+        assert split.worker_token not in split.log(name)
 
 
 def test_internal_blobs_take_the_worker_secret_only(split):
