@@ -21,6 +21,7 @@
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <linux/magic.h>
 #include <sys/stat.h>
@@ -1808,6 +1809,7 @@ static void fake_start(struct fake_server *fs, enum fake_mode mode)
 	fs->pid = fork();
 	assert_true(fs->pid >= 0);
 	if (fs->pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* gone with the test, whatever happens to it */
 		signal(SIGPIPE, SIG_IGN);
 		close(p[0]);
 		for (;;) {
@@ -1859,6 +1861,7 @@ static int fetch_in_child(const struct spawner_config *cfg, const char *digest, 
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		close(p[0]);
 		struct img_store st;
 		struct sk_error err = {0};
