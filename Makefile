@@ -29,7 +29,7 @@ LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 
 # The control plane (skiffd) and the client (skiff) link these too; they are dynamic binaries.
 # llhttp is compiled from the C sources Debian ships in node-llhttp.
-DPKGS = libuv sqlite3 libcrypto jansson libseccomp
+DPKGS = libuv sqlite3 libcrypto jansson libseccomp libcurl
 LLHTTP_DIR = /usr/share/llhttp
 LLHTTP_OBJ = $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/obj/llhttp/http.o
 D_SRC = $(wildcard src/http/*.c) $(wildcard src/store/*.c) $(wildcard src/server/*.c) \

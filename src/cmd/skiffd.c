@@ -3,6 +3,7 @@
  * loopback, as they would across machines. `skiffd server` and `skiffd worker` are the same two
  * halves as separate processes. */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -19,6 +20,7 @@
 #include "../lib/error.h"
 #include "../lib/fsutil.h"
 #include "../lib/hash.h"
+#include "../lib/macros.h"
 #include "../net/net.h"
 #include "../runtime/runtime.h"
 #include "../server/server.h"
@@ -55,13 +57,17 @@ struct daemon {
 	struct spawner_proc spawner;
 	uv_signal_t sigterm, sigint;
 	int stopping;
-	char *spawner_strings[2]; /* the spawner's copies of options (argv is blanked in it) */
+	/* The spawner's copies of options (argv is blanked in it): instance, data directory, and
+	 * for a worker the server's URL and the worker secret. */
+	char *spawner_strings[4];
 };
 
 struct options {
 	const char *data, *listen, *instance, *server_url, *token_file, *name;
 	int pool;
 	int worker_lost_s;
+	unsigned image_min_free_pct; /* --image-min-free */
+	uint64_t image_min_free_bytes;
 	struct egress_config egress; /* --egress-subnet, --dns */
 	int dns_given;
 	const char *apt_sources[SERVER_APT_SOURCES_MAX]; /* --apt-source */
@@ -91,6 +97,9 @@ static void usage(FILE *f)
 	      "  --pool N            sandboxes kept ready for the default image (2)\n"
 	      "  --name NAME         the worker's name, stable across restarts (host-instance)\n"
 	      "  --worker-lost-s S   a worker silent this long is lost (15)\n"
+	      "  --image-min-free P%|N[MG]  before an image's tree is made, unused trees are\n"
+	      "                      dropped until this much of the data directory's\n"
+	      "                      filesystem is free: a percentage or MiB/GiB (10%)\n"
 	      "  --egress-subnet CIDR  addresses of network-egress sandboxes, a private range\n"
 	      "                      of /"
 	      "17 or more (" EGRESS_DEFAULT_SUBNET ")\n"
@@ -174,6 +183,31 @@ static void dns_default(struct egress_config *cfg)
 	                : "no IPv4 nameserver in " EGRESS_RESOLV_CONF_FILE);
 }
 
+/* --image-min-free: "10%", or "512M" / "20G" (MiB, GiB; a bare number is MiB). */
+static int parse_min_free(const char *s, struct options *o)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (!isdigit((unsigned char)s[0]) || errno)
+		return -1;
+	if (!strcmp(end, "%")) {
+		if (v > 100)
+			return -1;
+		o->image_min_free_pct = (unsigned)v;
+		o->image_min_free_bytes = 0;
+		return 0;
+	}
+	unsigned shift = !strcmp(end, "G") || !strcmp(end, "GiB")            ? 30
+	                 : !*end || !strcmp(end, "M") || !strcmp(end, "MiB") ? 20
+	                                                                     : 0;
+	if (!shift || v > (1ULL << 40))
+		return -1;
+	o->image_min_free_bytes = v << shift;
+	o->image_min_free_pct = 0;
+	return 0;
+}
+
 static int parse_options(int argc, char **argv, struct options *o)
 {
 	static const struct option opts[] = {
@@ -190,6 +224,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 	    {"dns", required_argument, NULL, 'D'},
 	    {"apt-source", required_argument, NULL, 'A'},
 	    {"debian-mirror", required_argument, NULL, 'M'},
+	    {"image-min-free", required_argument, NULL, 'F'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
@@ -249,6 +284,14 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		}
 		case 'M': o->debian_mirror = optarg; break;
+		case 'F':
+			if (parse_min_free(optarg, o) < 0) {
+				fprintf(stderr,
+				        "skiffd: --image-min-free: expected a percentage (0%% to "
+				        "100%%) or a size in MiB or GiB (512M, 20G)\n");
+				return 2;
+			}
+			break;
 		case 'h': usage(stdout); return -1;
 		default: usage(stderr); return 2;
 		}
@@ -406,15 +449,41 @@ static int start_worker(struct daemon *d, const char *host, int port, const char
 	return 0;
 }
 
-/* The spawner first: it must be forked before this process has any thread. */
-static int start_spawner(struct daemon *d, const struct options *o)
+static void spawner_strings_free(struct daemon *d)
+{
+	if (d->spawner_strings[3])
+		explicit_bzero(d->spawner_strings[3], strlen(d->spawner_strings[3]));
+	for (size_t i = 0; i < ARRAY_SIZE(d->spawner_strings); i++)
+		free(TAKE_PTR(d->spawner_strings[i]));
+}
+
+/* The spawner first: it must be forked before this process has any thread. secret: a
+ * worker's, whose data directory is its own (its spawner fetches images from the
+ * server); NULL in dev, whose store is the server's. */
+static int start_spawner(struct daemon *d, const struct options *o, const char *secret)
 {
 	struct sk_error err = {0};
 	/* The options point into argv, which the spawner blanks: it gets copies. */
 	d->spawner_strings[0] = strdup(o->instance);
 	d->spawner_strings[1] = strdup(o->data);
+	if (secret) {
+		d->spawner_strings[2] = strdup(o->server_url);
+		d->spawner_strings[3] = strdup(secret);
+		if (!d->spawner_strings[2] || !d->spawner_strings[3]) {
+			fprintf(stderr, "skiffd: out of memory\n");
+			return -1;
+		}
+		/* No trailing '/': the spawner appends the route. */
+		size_t n = strlen(d->spawner_strings[2]);
+		while (n > 0 && d->spawner_strings[2][n - 1] == '/')
+			d->spawner_strings[2][--n] = '\0';
+	}
 	struct spawner_config sc = {.instance = d->spawner_strings[0],
 	                            .data_dir = d->spawner_strings[1],
+	                            .server_url = d->spawner_strings[2],
+	                            .server_secret = d->spawner_strings[3],
+	                            .image_min_free_pct = o->image_min_free_pct,
+	                            .image_min_free_bytes = o->image_min_free_bytes,
 	                            .busybox = getenv(BUSYBOX_PATH_ENV),
 	                            .pool_size = o->pool,
 	                            .egress = &o->egress,
@@ -442,8 +511,7 @@ static int run(struct daemon *d)
 		server_logf(NULL, "level=warn msg=\"handles left open at exit\"");
 	if (d->spawner.pid > 0)
 		spawner_stop(&d->spawner);
-	free(d->spawner_strings[0]);
-	free(d->spawner_strings[1]);
+	spawner_strings_free(d);
 	server_logf(NULL, "level=info msg=\"stopped\"");
 	return 0;
 }
@@ -455,7 +523,8 @@ static void options_init(struct options *o)
 	                     .listen = DEFAULT_LISTEN,
 	                     .instance = DEFAULT_INSTANCE,
 	                     .pool = SPAWNER_DEFAULT_POOL,
-	                     .debian_mirror = getenv("SKIFF_DEBIAN_MIRROR")};
+	                     .debian_mirror = getenv("SKIFF_DEBIAN_MIRROR"),
+	                     .image_min_free_pct = SPAWNER_DEFAULT_IMAGE_MIN_FREE_PCT};
 	if (o->debian_mirror && !o->debian_mirror[0])
 		o->debian_mirror = NULL; /* set but empty: unset */
 	egress_config_init(&o->egress);
@@ -469,7 +538,7 @@ static int cmd_dev(int argc, char **argv)
 	if (r)
 		return r < 0 ? 0 : r;
 	struct daemon d = {0};
-	if (start_spawner(&d, &o) < 0)
+	if (start_spawner(&d, &o, NULL) < 0)
 		return 1;
 	signal(SIGPIPE, SIG_IGN);
 	uv_loop_init(&d.loop);
@@ -478,8 +547,7 @@ static int cmd_dev(int argc, char **argv)
 	if (start_server(&d, &o, secret) < 0) {
 		uv_loop_close(&d.loop);
 		spawner_stop(&d.spawner);
-		free(d.spawner_strings[0]);
-		free(d.spawner_strings[1]);
+		spawner_strings_free(&d);
 		return 1;
 	}
 	const char *host = !strncmp(o.listen, "[::1]", 5) ? "::1" : "127.0.0.1";
@@ -595,14 +663,13 @@ static int cmd_worker(int argc, char **argv)
 		snprintf(name, sizeof(name), "%.40s-%s", hn, o.instance);
 	}
 	struct daemon d = {0};
-	if (start_spawner(&d, &o) < 0)
+	if (start_spawner(&d, &o, secret) < 0)
 		return 1;
 	signal(SIGPIPE, SIG_IGN);
 	uv_loop_init(&d.loop);
 	if (start_worker(&d, host, port, secret, name) < 0) {
 		spawner_stop(&d.spawner);
-		free(d.spawner_strings[0]);
-		free(d.spawner_strings[1]);
+		spawner_strings_free(&d);
 		return 1;
 	}
 	explicit_bzero(secret, sizeof(secret));

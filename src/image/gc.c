@@ -306,7 +306,8 @@ static int trees_unheld(struct img_store *s, struct tree_lru **ret, size_t *ret_
 	return 0;
 }
 
-int img_trees_prune(struct img_store *s, uint64_t free_bytes, struct sk_error *err)
+int img_trees_prune(struct img_store *s, uint64_t free_bytes,
+                    void (*on_drop)(const char *digest, void *ud), void *ud, struct sk_error *err)
 {
 	_cleanup_free_ struct tree_lru *v = NULL;
 	size_t n = 0;
@@ -329,6 +330,8 @@ int img_trees_prune(struct img_store *s, uint64_t free_bytes, struct sk_error *e
 		if (r < 0)
 			return sk_error_errno(err, r, "prune tree %s", v[i].digest);
 		tree_inodes_sweep(s, v[i].digest);
+		if (on_drop)
+			on_drop(v[i].digest, ud);
 		removed++;
 	}
 	return removed;

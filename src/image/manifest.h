@@ -140,5 +140,7 @@ int img_tree_hold(struct img_store *s, const char *digest, const char *holder,
                   struct sk_error *err);
 void img_tree_release(struct img_store *s, const char *digest, const char *holder);
 /* Remove least recently used trees that nothing holds until the store's filesystem has at
- * least free_bytes free or no such tree is left. Returns how many were removed. */
-int img_trees_prune(struct img_store *s, uint64_t free_bytes, struct sk_error *err);
+ * least free_bytes free or no such tree is left; on_drop (optional) is told each one removed.
+ * Returns how many were removed. */
+int img_trees_prune(struct img_store *s, uint64_t free_bytes,
+                    void (*on_drop)(const char *digest, void *ud), void *ud, struct sk_error *err);

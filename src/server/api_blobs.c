@@ -90,8 +90,17 @@ int blob_readable_by(struct server *srv, const char *ws, int admin, const char *
 	return 0;
 }
 
+/* The call came with the worker secret (/internal/v1/blobs): a worker reads any blob, which
+ * it needs for the images it runs, and its uploads (layers) belong to no workspace. */
+static int by_worker(const struct api_call *call)
+{
+	return call->who.token == NULL;
+}
+
 int blob_readable(struct api_call *call, const char *digest)
 {
+	if (by_worker(call))
+		return 1;
 	return blob_readable_by(call->srv, call->who.workspace_id, call->who.role == ROLE_ADMIN,
 	                        digest);
 }
@@ -147,7 +156,8 @@ static const char *blob_digest_of_call(struct api_call *call)
 struct blob_upload {
 	struct blob_upload *next, **prevp; /* srv->uploads */
 	struct server *srv;
-	char workspace_id[ID_MAX_BYTES];
+	char workspace_id[ID_MAX_BYTES]; /* "": a worker's */
+	int worker;
 	uv_tcp_t *tcp;
 	uv_timer_t *timer; /* nothing arrived for HTTP_DEFAULT_BODY_TIMEOUT_MS: given up */
 	struct img_blob_writer *w;
@@ -250,7 +260,7 @@ static void upload_finish(struct blob_upload *u)
 	}
 	if (u->existed)
 		blob_touch(u->srv, digest);
-	if (blob_own(u->srv, u->workspace_id, digest) < 0) {
+	if (!u->worker && blob_own(u->srv, u->workspace_id, digest) < 0) {
 		upload_fail(u, 503, "unavailable", "out of memory");
 		return;
 	}
@@ -331,7 +341,9 @@ static int ws_room(struct api_call *call, const char *digest, uint64_t len)
 {
 	struct server *srv = call->srv;
 	const char *ws = call->who.workspace_id;
-	if (owned(srv, ws, digest))
+	/* A worker's push (a layer it stored) is no workspace's upload: the layer is bounded by
+	 * its sandbox's disk limit, and the image it makes counts against its workspace's. */
+	if (by_worker(call) || owned(srv, ws, digest))
 		return 0;
 	uint64_t used = ws_blob_bytes(srv, ws), max = srv->cfg.ws_blob_bytes;
 	if (used <= max && len <= max - used)
@@ -380,7 +392,7 @@ static void put_whole(struct api_call *call, const char *expect, uint64_t max)
 		blob_touch(srv, digest);
 	/* 200 only to a workspace that uploaded it before: whether another did is not said. */
 	int was_owned = owned(srv, call->who.workspace_id, digest);
-	if (blob_own(srv, call->who.workspace_id, digest) < 0) {
+	if (!by_worker(call) && blob_own(srv, call->who.workspace_id, digest) < 0) {
 		api_reply_error(call, 503, "unavailable", "out of memory");
 		return;
 	}
@@ -388,6 +400,36 @@ static void put_whole(struct api_call *call, const char *expect, uint64_t max)
 	snprintf(name, sizeof(name), "sha256:%s", digest);
 	api_reply_json(call, was_owned ? 200 : 201,
 	               json_pack("{s:s, s:I}", "digest", name, "size", (json_int_t)size));
+}
+
+/* 0, or -1 after a 429: too many streamed uploads under way. Workers' pushes (layers) have a
+ * share of their own: counted with a workspace's, or with the clients' all together, a busy
+ * cluster's 17th push at once, or clients holding every upload slot, failed builds and
+ * snapshots. */
+static int uploads_full(struct api_call *call)
+{
+	size_t all = 0, in_ws = 0, pushes = 0;
+	for (struct blob_upload *o = call->srv->uploads; o; o = o->next) {
+		pushes += o->worker;
+		all += !o->worker;
+		in_ws += !o->worker && !strcmp(o->workspace_id, call->who.workspace_id);
+	}
+	if (by_worker(call)) {
+		if (pushes < SERVER_MAX_WORKER_UPLOADS)
+			return 0;
+		api_reply_error(call, 429, "resource_exhausted",
+		                "too many pushes from workers at once (at most %d): try again when "
+		                "one has ended",
+		                SERVER_MAX_WORKER_UPLOADS);
+		return -1;
+	}
+	if (all < SERVER_MAX_UPLOADS && in_ws < SERVER_MAX_UPLOADS_PER_WS)
+		return 0;
+	api_reply_error(call, 429, "resource_exhausted",
+	                "too many uploads at once (%zu in this workspace, at most %d; %zu in "
+	                "all, at most %d): try again when one has ended",
+	                in_ws, SERVER_MAX_UPLOADS_PER_WS, all, SERVER_MAX_UPLOADS);
+	return -1;
 }
 
 void api_blobs_put(struct http_request *req)
@@ -407,17 +449,8 @@ void api_blobs_put(struct http_request *req)
 		                (unsigned long long)max);
 		return;
 	}
-	size_t all = 0, in_ws = 0;
-	for (struct blob_upload *o = srv->uploads; o; o = o->next, all++)
-		in_ws += !strcmp(o->workspace_id, call->who.workspace_id);
-	if (all >= SERVER_MAX_UPLOADS || in_ws >= SERVER_MAX_UPLOADS_PER_WS) {
-		api_reply_error(
-		    call, 429, "resource_exhausted",
-		    "too many uploads at once (%zu in this workspace, at most %d; %zu in "
-		    "all, at most %d): try again when one has ended",
-		    in_ws, SERVER_MAX_UPLOADS_PER_WS, all, SERVER_MAX_UPLOADS);
+	if (uploads_full(call) < 0)
 		return;
-	}
 	if (ws_room(call, expect, (uint64_t)req->body_unread) < 0)
 		return;
 	struct blob_upload *u = calloc(1, sizeof(*u));
@@ -428,6 +461,7 @@ void api_blobs_put(struct http_request *req)
 		return;
 	}
 	u->srv = srv;
+	u->worker = by_worker(call);
 	snprintf(u->workspace_id, sizeof(u->workspace_id), "%s", call->who.workspace_id);
 	u->declared = u->left = (uint64_t)req->body_unread;
 	snprintf(u->expect, sizeof(u->expect), "%s", expect);

@@ -82,6 +82,10 @@ static const struct http_route ROUTES[] = {
     {"POST", "/internal/v1/workers/{}/events", link_events, NULL, LINK_MAX_BODY_BYTES, PERM_WORKER},
     {"POST", "/internal/v1/workers/{}/output", link_output, NULL, LINK_MAX_BODY_BYTES, PERM_WORKER},
     {"POST", "/internal/v1/workers/{}/tunnels/{}", link_tunnel, NULL, 0, PERM_WORKER},
+    /* Workers with a data directory of their own: images fetched, layers pushed. */
+    {"GET", "/internal/v1/blobs/{}", api_blobs_get, NULL, 0, PERM_WORKER},
+    {"PUT", "/internal/v1/blobs/{}", api_blobs_put, NULL, SERVER_MAX_CHUNKED_BLOB_BYTES,
+     PERM_WORKER | HTTP_ROUTE_TAKE_OVER},
 };
 
 _Static_assert(ARRAY_SIZE(ROUTES) <= METRICS_MAX_ROUTES, "metrics count routes one by one");

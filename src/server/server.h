@@ -73,6 +73,10 @@
 #define SERVER_MAX_UPLOADS            256 /* streamed PUT /v1/blobs at once, all workspaces */
 #define SERVER_MAX_UPLOADS_PER_WS     16  /* of one workspace: a slow one holds a socket, a */
                                           /* tmp file and its buffer for as long as it trickles */
+/* Workers' pushes (PUT /internal/v1/blobs) at once, all workers: a share apart from the clients'
+ * uploads, which can't take it from them. */
+#define SERVER_MAX_WORKER_UPLOADS 256
+
 #define SERVER_MAX_IMAGES        100000
 #define SERVER_MAX_IMAGES_PER_WS 1000 /* SKIFF_WORKSPACE_MAX_IMAGES lowers it */
 /* What a workspace's uploads may hold in the store at once (blobs it uploaded that are still

@@ -25,13 +25,14 @@
 #include "../lib/error.h"
 #include "../net/net.h"
 
-#define SPAWNER_MAX_MSG_BYTES         (2 * 1024 * 1024)
-#define SPAWNER_DEFAULT_POOL          2 /* ready sandboxes kept for the default image */
-#define SPAWNER_OUTPUT_KEEP_BYTES     (16 * 1024 * 1024) /* per output file: older bytes dropped */
-#define SPAWNER_OUTPUT_CHECK_MS       1000
-#define SPAWNER_EXEC_DRAIN_MS         1000 /* after an exec exits, how long its output may lag */
-#define SPAWNER_DEFAULT_KILL_GRACE_MS 3000 /* terminate: SIGTERM, then SIGKILL after this */
-#define SPAWNER_MAX_EXECS_PER_SANDBOX 1024 /* running at once */
+#define SPAWNER_MAX_MSG_BYTES              (2 * 1024 * 1024)
+#define SPAWNER_DEFAULT_POOL               2 /* ready sandboxes kept for the default image */
+#define SPAWNER_OUTPUT_KEEP_BYTES          (16 * 1024 * 1024) /* per output file: older bytes dropped */
+#define SPAWNER_OUTPUT_CHECK_MS            1000
+#define SPAWNER_EXEC_DRAIN_MS              1000 /* after an exec exits, how long its output may lag */
+#define SPAWNER_DEFAULT_KILL_GRACE_MS      3000 /* terminate: SIGTERM, then SIGKILL after this */
+#define SPAWNER_MAX_EXECS_PER_SANDBOX      1024 /* running at once */
+#define SPAWNER_DEFAULT_IMAGE_MIN_FREE_PCT 10   /* of the store's filesystem, kept free */
 
 struct spawner_config {
 	const char *instance; /* runtime instance id (1-4 [a-z0-9]) */
@@ -42,6 +43,17 @@ struct spawner_config {
 	int pool_size; /* ready sandboxes for the default image and limits; 0: none */
 	/* Network egress: its subnet and resolvers; NULL: the defaults without DNS. */
 	const struct egress_config *egress;
+	/* The server, when this worker's data directory is not the server's (skiffd worker):
+	 * images and blobs the store lacks are fetched from it, layers pushed to it
+	 * (spawner_fetch.c), with the worker secret. NULL: the store is the server's (skiffd dev).
+	 */
+	const char *server_url; /* http://HOST:PORT */
+	const char *server_secret;
+	/* Before a tree is materialized, the least recently used trees nothing holds are dropped
+	 * until the store's filesystem has this much free: image_min_free_pct percent of its size
+	 * or image_min_free_bytes, whichever is larger (both 0: nothing is dropped). */
+	unsigned image_min_free_pct;
+	uint64_t image_min_free_bytes;
 	/* The stdin holder program (stdin_holder.h); NULL: skiff-stdin next to our own binary. */
 	const char *stdin_holder;
 	/* Called in the spawner right after the fork, optional: e.g. to blank the daemon's command

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -101,9 +102,10 @@ void sp_image_holder(const struct spawner *sp, const char *id, char *buf, size_t
 /* max_bytes: the sandbox's disk limit. Its files can't hold more, but a sparse file (made in
  * no time, taking no space) reads back as all its size: without this a small sandbox could have
  * the store write the default limit (tens of GiB) of zeros for each layer. */
-static int layer_store(struct img_store *st, int upper_fd, uid_t base, uint64_t max_bytes,
+static int layer_store(struct spawner *sp, int upper_fd, uid_t base, uint64_t max_bytes,
                        char *digest, struct sk_error *err)
 {
+	struct img_store *st = &sp->store;
 	struct img_limits lim = img_default_limits;
 	if (max_bytes && max_bytes < lim.max_bytes)
 		lim.max_bytes = max_bytes;
@@ -118,8 +120,129 @@ static int layer_store(struct img_store *st, int upper_fd, uid_t base, uint64_t 
 		img_manifest_ids_unmap(&m, base, IDMAP_RANGE, SP_LAYER_NOBODY);
 		r = img_manifest_save(st, &m, digest, err);
 	}
+	/* Reported once the server has it all: it makes the next step's image from it. */
+	if (r == 0 && sp->cfg->server_url && (r = sp_layer_push(sp->cfg, st, &m, digest, err)) < 0)
+		sk_error_prefix(err, "layer sha256:%s stored on this worker", digest);
 	img_manifest_free(&m);
 	return r;
+}
+
+uint64_t sp_image_min_free(const struct spawner_config *cfg, uint64_t fs_bytes)
+{
+	uint64_t pct = fs_bytes / 100 * cfg->image_min_free_pct;
+	return pct > cfg->image_min_free_bytes ? pct : cfg->image_min_free_bytes;
+}
+
+static void tree_dropped(const char *digest, void *ud)
+{
+	(void)ud;
+	sp_log("info", "images: dropped the unused tree of sha256:%s to keep space free", digest);
+}
+
+static uint64_t store_avail(struct spawner *sp, uint64_t *ret_keep)
+{
+	struct statvfs sv;
+	if (fstatvfs(sp->store.root_fd, &sv) < 0)
+		return UINT64_MAX; /* unknown: nothing is dropped */
+	*ret_keep = sp_image_min_free(sp->cfg, (uint64_t)sv.f_blocks * sv.f_frsize);
+	return (uint64_t)sv.f_bavail * sv.f_frsize;
+}
+
+/* The digests of the trees the store has now (n of them; NULL when there are none or memory
+ * is short). */
+static char (*trees_present(struct spawner *sp, size_t *ret_n))[IMG_DIGEST_HEX]
+{
+	*ret_n = 0;
+	int fd = openat(sp->store.root_fd, "trees", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	char(*v)[IMG_DIGEST_HEX] = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		struct stat st;
+		if (!img_digest_valid(de->d_name) ||
+		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISDIR(st.st_mode))
+			continue;
+		if (n == cap) {
+			cap = cap ? 2 * cap : 16;
+			void *nv = realloc(v, cap * sizeof(*v));
+			if (!nv)
+				break;
+			v = nv;
+		}
+		snprintf(v[n++], IMG_DIGEST_HEX, "%s", de->d_name);
+	}
+	closedir(d);
+	*ret_n = n;
+	return v;
+}
+
+/* Split mode, still short of space once the unused trees are gone: the blobs no tree left
+ * uses go too (images whose trees were dropped, layers pushed), all of which the server has
+ * and a create fetches again; unless younger than SP_STORE_BLOB_GRACE_S (a fetch or a push
+ * under way), or of a tree held (a create waiting for it). Without this a worker's store only
+ * grew: every image it ever ran and every layer it captured stayed, until the disk was full
+ * and no new image could be fetched. */
+static void store_gc_blobs(struct spawner *sp)
+{
+	size_t n = 0;
+	char(*trees)[IMG_DIGEST_HEX] = trees_present(sp, &n);
+	const char **live = calloc(n ? n : 1, sizeof(*live));
+	struct sk_error err = {0};
+	struct img_gc_stats stats = {0};
+	for (size_t i = 0; live && i < n; i++)
+		live[i] = trees[i];
+	if (!live)
+		sp_log("warn", "images: out of memory: no blob dropped");
+	else if (img_store_gc(&sp->store, live, n, SP_STORE_BLOB_GRACE_S, &stats, &err) < 0)
+		sp_log("warn", "images: %s", err.msg);
+	else if (stats.blobs_removed)
+		sp_log("info",
+		       "images: %llu blobs no tree uses dropped (%llu bytes) to keep space free",
+		       (unsigned long long)stats.blobs_removed,
+		       (unsigned long long)stats.blob_bytes_removed);
+	free(live);
+	free(trees);
+}
+
+/* Before a tree is made: unused trees dropped, least recently used first, while the store's
+ * filesystem has less free than the worker keeps free; then, in split mode, blobs no tree
+ * uses. A failure here fails nothing. */
+static void store_prune(struct spawner *sp)
+{
+	uint64_t keep = 0, avail = store_avail(sp, &keep);
+	if (avail >= keep)
+		return;
+	struct sk_error err = {0};
+	int r = img_trees_prune(&sp->store, keep, tree_dropped, NULL, &err);
+	if (r < 0)
+		sp_log("warn", "images: %s", err.msg);
+	else if (r > 0)
+		sp_log("info",
+		       "images: %d unused trees dropped: %llu bytes were free, %llu are kept free",
+		       r, (unsigned long long)avail, (unsigned long long)keep);
+	if (sp->cfg->server_url && store_avail(sp, &keep) < keep)
+		store_gc_blobs(sp);
+}
+
+/* The tree of digest, made: what the store lacks fetched from the server first (split mode). */
+static int tree_make(struct spawner *sp, const char *digest, char *out, size_t size,
+                     struct sk_error *err)
+{
+	const struct spawner_config *cfg = sp->cfg;
+	int r = cfg->server_url ? sp_image_fetch_manifest(cfg, &sp->store, digest, err) : 0;
+	if (r < 0)
+		return r;
+	store_prune(sp);
+	if (cfg->server_url && (r = sp_image_fetch_files(cfg, &sp->store, digest, err)) < 0)
+		return r;
+	return img_materialize(&sp->store, digest, out, size, err);
 }
 
 /* The job's process: what it needs (its pipe, the store, the layer), nothing else. */
@@ -129,16 +252,17 @@ _Noreturn static void job_main(struct spawner *sp, struct sp_job *j, int fd, int
 	prctl(PR_SET_NAME, SP_JOB_HELPER_NAME);
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	fcntl(fd, F_SETFL, 0);
-	int keep[3] = {fd, sp->store.root_fd, upper_fd};
+	/* stderr: the daemon's log, for what pruning dropped. */
+	int keep[4] = {fd, sp->store.root_fd, STDERR_FILENO, upper_fd};
 	struct sk_error err = {0};
 	char out[4096];
-	int r = fs_close_all_except(keep, upper_fd >= 0 ? 3 : 2);
+	int r = fs_close_all_except(keep, upper_fd >= 0 ? 4 : 3);
 	if (r < 0)
 		sk_error_errno(&err, r, "close fds");
 	else if (j->kind == SP_JOB_TREE)
-		r = img_materialize(&sp->store, j->digest, out, sizeof(out), &err);
+		r = tree_make(sp, j->digest, out, sizeof(out), &err);
 	else
-		r = layer_store(&sp->store, upper_fd, base, j->max_bytes, out, &err);
+		r = layer_store(sp, upper_fd, base, j->max_bytes, out, &err);
 	/* The message may name a file of the sandbox's, whose name may be any bytes. */
 	json_t *msg = r < 0 ? json_pack("{s:i, s:o}", "code", err.code, "message",
 	                                sp_json_lossy(err.msg, strlen(err.msg)))
@@ -279,7 +403,8 @@ int sp_image_create(struct spawner *sp, const char *id, json_t *req, struct spec
 	if (!sp->store_ok)
 		return sk_error_set(
 		    err, -EIO, "image sha256:%s: this worker's image store is unavailable", digest);
-	if (!img_blob_exists(&sp->store, digest))
+	/* Without a server to fetch it from (the store is the server's), a missing image is. */
+	if (!sp->cfg->server_url && !img_blob_exists(&sp->store, digest))
 		return sk_error_set(err, -ENOENT, "image sha256:%s is not in this worker's store",
 		                    digest);
 	char holder[64];

@@ -108,7 +108,16 @@ struct sp_fop {
 #define SP_JOB_ANSWER_BYTES 4096
 #define SP_JOB_HELPER_NAME  "skiff-image"
 #define SP_IMAGES_DIR       "images" /* the store, in the data directory */
-#define SP_LAYER_NOBODY     65534    /* owner of a layer's file whose host id maps to none */
+/* Images across hosts (spawner_fetch.c): each request to the server. */
+#define SP_FETCH_CONNECT_TIMEOUT_MS 10000
+#define SP_FETCH_STALL_BYTES_PER_S  1                      /* a transfer slower than this ... */
+#define SP_FETCH_STALL_S            30                     /* ... for this long is given up */
+#define SP_FETCH_MANIFEST_MAX_BYTES (512ULL * 1024 * 1024) /* a manifest's text (manifest.c) */
+#define SP_FETCH_SECRET_MAX         256   /* the server takes no longer bearer token */
+#define SP_LAYER_NOBODY             65534 /* owner of a layer's file whose host id maps to none */
+/* Split mode: a blob no tree uses is dropped when space is short once it is this old (a fetch
+ * or a push under way uses younger ones), as the server's gc does with its uploads. */
+#define SP_STORE_BLOB_GRACE_S 3600
 
 enum sp_job_kind { SP_JOB_TREE, SP_JOB_LAYER };
 
@@ -398,6 +407,18 @@ void sp_files_release(struct spawner *sp);
  * closed, *exit_ok: it exited with 0), 0 when not yet. */
 /* A JSON string of n bytes of s; a byte that is not part of valid UTF-8 (a file name may hold
  * any) becomes U+FFFD. NULL when out of memory. */
+/* spawner_fetch.c: what the store lacks of image digest (its manifest; then its files, within
+ * the room the store has) fetched from cfg's server; a stored layer m (digest) pushed to it. */
+int sp_image_fetch_manifest(const struct spawner_config *cfg, struct img_store *st,
+                            const char *digest, struct sk_error *err);
+int sp_image_fetch_files(const struct spawner_config *cfg, struct img_store *st, const char *digest,
+                         struct sk_error *err);
+struct img_manifest;
+int sp_layer_push(const struct spawner_config *cfg, struct img_store *st,
+                  const struct img_manifest *m, const char *digest, struct sk_error *err);
+/* The bytes cfg keeps free on a store's filesystem of fs_bytes. */
+uint64_t sp_image_min_free(const struct spawner_config *cfg, uint64_t fs_bytes);
+
 json_t *sp_json_lossy(const char *s, size_t n);
 _Noreturn void sp_child_answer(int fd, json_t *msg);
 int sp_child_reap(int *pidfd, int *exit_ok);

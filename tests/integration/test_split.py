@@ -28,6 +28,7 @@ class Split:
         self.instance = new_instance("s")
         self.server = self.worker = None
         self.logs = []
+        self.worker_args = []  # more options for skiffd worker
 
     def _log(self, name):
         f = open(self.tmp / f"{name}.log", "ab")
@@ -50,7 +51,7 @@ class Split:
         self.worker = subprocess.Popen(
             [str(SKIFFD), "worker", "--server", self.url, "--token-file",
              str(self.tmp / "srv" / "worker.token"), "--data", str(self.tmp / "wk"),
-             "--instance", self.instance, "--pool", "1", "--name", "w1"],
+             "--instance", self.instance, "--pool", "1", "--name", "w1", *self.worker_args],
             stdin=subprocess.DEVNULL, stdout=self._log("worker"), stderr=subprocess.STDOUT)
         assert wait_for(self.connected, 30, 0.05), self.log("worker")
 
@@ -94,12 +95,13 @@ class Split:
 
 
 @contextlib.contextmanager
-def running_split(tmp_path, lost_s=LOST_S):
+def running_split(tmp_path, lost_s=LOST_S, worker_args=()):
     """A server and a worker of their own; afterwards every sandbox is deleted, both stop
     cleanly and nothing of the runtime instance is left."""
     if os.geteuid() != 0:
         pytest.skip("the skiffd tests need root")
     s = Split(tmp_path, lost_s)
+    s.worker_args = list(worker_args)
     try:
         s.start_server()
         s.start_worker()

@@ -1432,6 +1432,11 @@ static void test_gc_spares_a_blob_stored_again(void **state)
 	assert_false(img_blob_exists(&f->s, digest));
 }
 
+static void note_dropped(const char *digest, void *ud)
+{
+	snprintf(ud, IMG_DIGEST_HEX, "%s", digest);
+}
+
 /* gc keeps live manifests and their blobs, held trees, young blobs; removes the rest. */
 static void test_gc(void **state)
 {
@@ -1498,11 +1503,13 @@ static void test_gc(void **state)
 
 	/* Pruning: with an impossible amount of free space asked for, every unheld tree goes;
 	 * none while the disk has what is asked, none that is held. */
-	assert_int_equal(img_trees_prune(&f->s, 0, &err), 0);
+	assert_int_equal(img_trees_prune(&f->s, 0, NULL, NULL, &err), 0);
 	assert_int_equal(img_tree_hold(&f->s, live, "sb-2", &err), 0);
-	assert_int_equal(img_trees_prune(&f->s, UINT64_MAX, &err), 0);
+	assert_int_equal(img_trees_prune(&f->s, UINT64_MAX, NULL, NULL, &err), 0);
 	img_tree_release(&f->s, live, "sb-2");
-	assert_int_equal(img_trees_prune(&f->s, UINT64_MAX, &err), 1);
+	char dropped[IMG_DIGEST_HEX] = "";
+	assert_int_equal(img_trees_prune(&f->s, UINT64_MAX, note_dropped, dropped, &err), 1);
+	assert_string_equal(dropped, live); /* the caller is told which */
 	assert_int_equal(count_files(f->s.root_fd, "inodes"), 0);
 }
 
@@ -1607,14 +1614,14 @@ static void test_gc_hold_taken_during_removal(void **state)
 
 	img_tree_release(&f->s, digest, "late");
 	img_tree_remove_hook = hold_late;
-	r = img_trees_prune(&f->s, UINT64_MAX, &err);
+	r = img_trees_prune(&f->s, UINT64_MAX, NULL, NULL, &err);
 	img_tree_remove_hook = NULL;
 	assert_int_equal(r, 0);
 	assert_int_equal(late_holds, 2);
 	assert_int_equal(access(file, F_OK), 0);
 	/* No hold: both take it (the test can fail). */
 	img_tree_release(&f->s, digest, "late");
-	assert_int_equal(img_trees_prune(&f->s, UINT64_MAX, &err), 1);
+	assert_int_equal(img_trees_prune(&f->s, UINT64_MAX, NULL, NULL, &err), 1);
 	assert_int_equal(access(file, F_OK), -1);
 	assert_int_equal(count_files(f->s.root_fd, "inodes"), 0);
 	int n = 0;

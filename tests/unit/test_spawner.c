@@ -21,6 +21,7 @@
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <linux/magic.h>
 #include <sys/stat.h>
@@ -1728,6 +1729,238 @@ static json_t *create_on(struct fixture *f, const char *id, const char *digest, 
 	return create(f, id, spec);
 }
 
+/* A worker with a server to fetch from (split mode) that cannot reach it: the create fails
+ * with the image, what it fetched and why, and holds nothing. */
+static void test_images_fetch_fails(void **state)
+{
+	struct fixture *f = *state;
+	f->cfg.server_url = "http://127.0.0.1:9"; /* discard: nothing listens on loopback */
+	f->cfg.server_secret = "secret";
+	spawner_up(f, 0);
+	/* The spawner has its copy; the tests after this one (one fixture for all) have none. */
+	const char *url = f->cfg.server_url;
+	f->cfg.server_url = f->cfg.server_secret = NULL;
+	const char *missing = "00000000000000000000000000000000000000000000000000000000000000ee";
+	char id[ID_MAX_BYTES], want[256];
+	new_id("sb-", id);
+	json_t *r = create_on(f, id, missing, "");
+	assert_non_null(error_code(r));
+	const char *msg =
+	    json_string_value(json_object_get(json_object_get(r, "error"), "message"));
+	snprintf(want, sizeof(want),
+	         "image sha256:%s: fetch its manifest: the server %s: ", missing, url);
+	if (!msg || !strstr(msg, want))
+		fail_msg("message %s lacks %s", msg, want);
+	json_decref(r);
+	assert_int_equal(holds_count(f, missing), 0);
+	char tree[sizeof(f->data) + 128];
+	snprintf(tree, sizeof(tree), "%s/images/trees/%s", f->data, missing);
+	assert_int_equal(access(tree, F_OK), -1);
+}
+
+/* ---- a server that misbehaves, for the fetches of spawner_fetch.c ---- */
+
+enum fake_mode {
+	FAKE_ENDLESS_404, /* a 404 whose body never ends */
+	FAKE_REDIRECT,    /* a 302 to itself */
+};
+
+struct fake_server {
+	pid_t pid;
+	int port;
+	int seen; /* read end: one byte for each request the server got */
+};
+
+static void fake_answer(int c, enum fake_mode mode, int port)
+{
+	char buf[8192];
+	if (mode == FAKE_REDIRECT) {
+		int n = snprintf(buf, sizeof(buf),
+		                 "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:%d/elsewhere\r\n"
+		                 "Content-Length: 0\r\n\r\n",
+		                 port);
+		(void)!write(c, buf, (size_t)n);
+		return;
+	}
+	static const char head[] = "HTTP/1.1 404 Not Found\r\nContent-Type: "
+	                           "text/plain\r\nTransfer-Encoding: chunked\r\n\r\n";
+	if (write(c, head, sizeof(head) - 1) < 0)
+		return;
+	int n = snprintf(buf, sizeof(buf), "%x\r\n", 4096);
+	memset(buf + n, 'x', 4096);
+	memcpy(buf + n + 4096, "\r\n", 2);
+	while (write(c, buf, (size_t)n + 4098) > 0) /* until the client goes */
+		;
+}
+
+/* A server on 127.0.0.1 that answers every request as mode says; stopped by fake_stop. */
+static void fake_start(struct fake_server *fs, enum fake_mode mode)
+{
+	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t alen = sizeof(a);
+	int p[2];
+	assert_true(l >= 0);
+	assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(l, 8), 0);
+	assert_int_equal(getsockname(l, (struct sockaddr *)&a, &alen), 0);
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	fs->port = ntohs(a.sin_port);
+	fs->pid = fork();
+	assert_true(fs->pid >= 0);
+	if (fs->pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* gone with the test, whatever happens to it */
+		signal(SIGPIPE, SIG_IGN);
+		close(p[0]);
+		for (;;) {
+			int c = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+			if (c < 0)
+				_exit(1);
+			char req[8192];
+			size_t len = 0;
+			ssize_t n;
+			while (len < sizeof(req) - 1 &&
+			       (n = read(c, req + len, sizeof(req) - 1 - len)) > 0) {
+				len += (size_t)n;
+				req[len] = '\0';
+				if (strstr(req, "\r\n\r\n"))
+					break;
+			}
+			(void)!write(p[1], "r", 1);
+			fake_answer(c, mode, fs->port);
+			close(c);
+		}
+	}
+	close(l);
+	close(p[1]);
+	fs->seen = p[0];
+	fcntl(fs->seen, F_SETFL, O_NONBLOCK);
+}
+
+/* Stop it; how many requests it got. */
+static int fake_stop(struct fake_server *fs)
+{
+	kill(fs->pid, SIGKILL);
+	waitpid(fs->pid, NULL, 0);
+	char buf[64];
+	ssize_t n = read(fs->seen, buf, sizeof(buf));
+	close(fs->seen);
+	return n > 0 ? (int)n : 0;
+}
+
+/* sp_image_fetch_manifest of digest into a store of its own, in a child (as in a job: a fork
+ * that inits libcurl), given up after timeout_s; its error message into msg. Its result, or
+ * -ETIME when it took longer. */
+static int fetch_in_child(const struct spawner_config *cfg, const char *digest, int timeout_s,
+                          char *msg, size_t size)
+{
+	char root[] = "/tmp/skiff-test-fetch-XXXXXX";
+	int p[2];
+	assert_non_null(mkdtemp(root));
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		close(p[0]);
+		struct img_store st;
+		struct sk_error err = {0};
+		int r = img_store_open(&st, root, &err);
+		if (r == 0)
+			r = sp_image_fetch_manifest(cfg, &st, digest, &err);
+		(void)!write(p[1], err.msg, strlen(err.msg));
+		_exit(-r);
+	}
+	close(p[1]);
+	int status = 0, r = -ETIME;
+	for (int i = 0; i < timeout_s * 20; i++) {
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			r = WIFEXITED(status) ? -WEXITSTATUS(status) : -EINTR;
+			break;
+		}
+		usleep(50000);
+	}
+	if (r == -ETIME) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+	}
+	ssize_t n = read(p[0], msg, size - 1);
+	msg[n > 0 ? n : 0] = '\0';
+	close(p[0]);
+	int dfd = open("/tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fs_rm_rf_at(dfd, root + strlen("/tmp/"));
+	close(dfd);
+	return r;
+}
+
+static const char FETCH_DIGEST[] =
+    "00000000000000000000000000000000000000000000000000000000000000ef";
+
+/* A fetch from a fake server answering as mode says, given up after timeout_s: its result
+ * (-ETIME: still running), its message, and how many requests the server got. */
+static int fetch_from_fake(enum fake_mode mode, int timeout_s, char *msg, size_t size,
+                           int *requests)
+{
+	struct fake_server fs;
+	fake_start(&fs, mode);
+	char url[64];
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", fs.port);
+	struct spawner_config cfg = {.server_url = url, .server_secret = "secret"};
+	int r = fetch_in_child(&cfg, FETCH_DIGEST, timeout_s, msg, size);
+	*requests = fake_stop(&fs);
+	return r;
+}
+
+/* An error answer whose body never ends: the start is kept for the message and the transfer
+ * cut, rather than read (and thrown away) for as long as the server sends. */
+static void test_fetch_endless_error_body(void **state)
+{
+	(void)state;
+	char msg[1024];
+	int requests = 0, r = fetch_from_fake(FAKE_ENDLESS_404, 10, msg, sizeof(msg), &requests);
+	if (r == -ETIME)
+		fail_msg("the fetch still ran after 10 s (it reads the error's body to its end)");
+	assert_int_equal(r, -EIO);
+	if (!strstr(msg, "fetch its manifest: the server answered 404: xxxx"))
+		fail_msg("message: %s", msg);
+}
+
+/* A redirect is not followed (the worker secret goes to the server only): the 302 is the
+ * error, and the server got one request. */
+static void test_fetch_no_redirect(void **state)
+{
+	(void)state;
+	char msg[1024];
+	int requests = 0, r = fetch_from_fake(FAKE_REDIRECT, 20, msg, sizeof(msg), &requests);
+	assert_int_equal(r, -EIO);
+	if (!strstr(msg, "the server answered 302"))
+		fail_msg("message: %s", msg);
+	assert_int_equal(requests, 1);
+}
+
+/* A proxy named by the environment is not used: it would get the worker secret. The server's
+ * URL is a port nothing listens on, so the fetch fails to connect; the proxy sees nothing. */
+static void test_fetch_ignores_proxy_environment(void **state)
+{
+	(void)state;
+	struct fake_server proxy;
+	fake_start(&proxy, FAKE_ENDLESS_404);
+	char env[64], msg[1024];
+	snprintf(env, sizeof(env), "http://127.0.0.1:%d", proxy.port);
+	setenv("http_proxy", env, 1);
+	setenv("ALL_PROXY", env, 1);
+	struct spawner_config cfg = {.server_url = "http://127.0.0.1:9", /* discard: none */
+	                             .server_secret = "secret"};
+	int r = fetch_in_child(&cfg, FETCH_DIGEST, 20, msg, sizeof(msg));
+	unsetenv("http_proxy");
+	unsetenv("ALL_PROXY");
+	int requests = fake_stop(&proxy);
+	assert_int_equal(requests, 0);
+	assert_int_equal(r, -EIO);
+	if (!strstr(msg, "the server http://127.0.0.1:9: "))
+		fail_msg("message: %s", msg);
+}
+
 static void test_images(void **state)
 {
 	struct fixture *f = *state;
@@ -2015,11 +2248,20 @@ static void test_snapshot(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_bad_requests), cmocka_unit_test(test_pool_exec_output),
-	    cmocka_unit_test(test_ends),         cmocka_unit_test(test_restart),
-	    cmocka_unit_test(test_files),        cmocka_unit_test(test_files_async),
-	    cmocka_unit_test(test_stdin),        cmocka_unit_test(test_tunnel_socket),
-	    cmocka_unit_test(test_images),       cmocka_unit_test(test_capture_layer),
+	    cmocka_unit_test(test_bad_requests),
+	    cmocka_unit_test(test_pool_exec_output),
+	    cmocka_unit_test(test_ends),
+	    cmocka_unit_test(test_restart),
+	    cmocka_unit_test(test_files),
+	    cmocka_unit_test(test_files_async),
+	    cmocka_unit_test(test_stdin),
+	    cmocka_unit_test(test_tunnel_socket),
+	    cmocka_unit_test(test_images),
+	    cmocka_unit_test(test_images_fetch_fails),
+	    cmocka_unit_test(test_fetch_endless_error_body),
+	    cmocka_unit_test(test_fetch_no_redirect),
+	    cmocka_unit_test(test_fetch_ignores_proxy_environment),
+	    cmocka_unit_test(test_capture_layer),
 	    cmocka_unit_test(test_snapshot),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
