@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -650,6 +651,7 @@ static int cmd_worker(int argc, char **argv)
 		fprintf(stderr, "skiffd worker: read %s: %s\n", o.token_file, strerror(-r));
 		return 1;
 	}
+	prctl(PR_SET_DUMPABLE, 0); /* a core dump would hold the secret */
 	if (o.name) {
 		if (!o.name[0] || strlen(o.name) >= sizeof(name)) {
 			fprintf(stderr, "skiffd worker: --name: 1-%zu characters\n",
