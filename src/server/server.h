@@ -87,6 +87,11 @@
 #define IMAGE_MAX_ENTRYPOINT_ARGS   256
 #define IMAGE_MAX_LOG_BYTES         (8 * 1024 * 1024) /* a build's log: the rest is cut */
 #define IMAGE_BLOB_GRACE_S          3600 /* gc leaves younger unreferenced blobs (uploads) */
+/* The build cache: an entry no build used for this long goes at the next gc
+ * (SKIFF_BUILD_CACHE_TTL_S changes it), and a workspace keeps at most this many, its least
+ * recently used going first (SKIFF_BUILD_CACHE_MAX_PER_WORKSPACE lowers it). */
+#define SERVER_BUILD_CACHE_TTL_S      (7 * 24 * 3600)
+#define SERVER_BUILD_CACHE_MAX_PER_WS 10000
 
 enum role {
 	ROLE_NONE = 0,
@@ -185,6 +190,8 @@ struct server_config {
 	uint64_t max_blob_bytes;         /* SERVER_MAX_BLOB_BYTES */
 	uint64_t ws_blob_bytes;          /* SERVER_WS_BLOB_BYTES */
 	size_t max_images_per_ws;        /* SERVER_MAX_IMAGES_PER_WS */
+	int64_t build_cache_ttl_s;       /* SERVER_BUILD_CACHE_TTL_S */
+	size_t build_cache_max_per_ws;   /* SERVER_BUILD_CACHE_MAX_PER_WS */
 };
 
 struct build;
@@ -240,7 +247,7 @@ struct server {
 	unsigned gc_running;         /* an image gc on a thread */
 	int gc_again;                /* asked for while one ran */
 	struct blob_upload *uploads; /* PUT /v1/blobs in progress (api_blobs.c) */
-	struct map build_cache;      /* step key → struct store_cache */
+	struct map build_cache;      /* step key → struct cache_entry (builder.c) */
 	struct map blob_owners;      /* "<ws>/<hex>" → struct blob_owner: who uploaded a blob */
 	unsigned tasks_inflight;     /* image work on the thread pool (builder.c) */
 	size_t stdin_bytes;          /* stdin writes sent to workers and not answered yet */
@@ -507,6 +514,7 @@ void builder_free_all(struct server *srv);
 /* Shutting down: snapshot calls waiting for their image get 503. */
 void builder_shutdown(struct server *srv);
 int build_cache_load(const struct store_cache *c, void *ud);
+void build_cache_free(struct server *srv);
 /* server.c: a task of the thread pool ended (the server waits for them when closing). */
 void server_task_done(struct server *srv);
 /* Remove unreferenced blobs on a thread: every image's manifest and the build cache live. */
