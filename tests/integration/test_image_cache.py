@@ -56,13 +56,7 @@ def copy_build(d, data, token="", steps=()):
     assert s in (200, 201), body
     spec = {"base": "busybox",
             "steps": [{"copy": {"blob": body["digest"], "dest": "/data"}}, *steps]}
-    s, img = d.api("POST", "/v1/images", spec, token=token)
-    assert s == 202, img
-    deadline = time.monotonic() + 120
-    while img["state"] == "building":
-        assert time.monotonic() < deadline, img
-        time.sleep(0.05)
-        s, img = d.api("GET", f"/v1/images/{img['id']}", token=token)
+    img = wait_built(d, build(d, spec, token=token)["id"], token=token)
     assert img["state"] == "ready", img
     return img, hashlib.sha256(data).hexdigest()
 
