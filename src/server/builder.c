@@ -117,10 +117,20 @@ static char *canonical(json_t *v)
 	return json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
 }
 
-/* An entry of the build cache in memory: its row, and the last use the store holds. */
+/* An entry of the build cache in memory: its row, the last use the store holds, and its place
+ * in its workspace's list, least recently used first (eviction takes from the front without
+ * looking at the rest). */
 struct cache_entry {
 	struct store_cache row;
 	int64_t stored_used_ms;
+	struct cache_entry *older, *newer;
+};
+
+/* A workspace's entries (srv->build_cache_ws; "" for the shared bases and rows of before). */
+struct cache_ws {
+	char id[ID_MAX_BYTES];
+	struct cache_entry *oldest, *newest;
+	size_t n;
 };
 
 /* A hit is persisted only once the stored last use is this old: eviction works in days, and a
@@ -139,6 +149,74 @@ static void cache_entry_free(struct cache_entry *e)
 	free(e);
 }
 
+static struct cache_ws *cache_ws_of(struct server *srv, const char *workspace)
+{
+	return map_get(&srv->build_cache_ws, workspace);
+}
+
+/* e as its workspace's most recently used (its list made if need be). */
+static int cache_link(struct server *srv, struct cache_entry *e)
+{
+	struct cache_ws *ws = cache_ws_of(srv, e->row.workspace_id);
+	if (!ws) {
+		ws = calloc(1, sizeof(*ws));
+		if (!ws)
+			return -ENOMEM;
+		snprintf(ws->id, sizeof(ws->id), "%s", e->row.workspace_id);
+		if (map_put(&srv->build_cache_ws, ws->id, ws) < 0) {
+			free(ws);
+			return -ENOMEM;
+		}
+	}
+	e->older = ws->newest;
+	e->newer = NULL;
+	if (ws->newest)
+		ws->newest->newer = e;
+	else
+		ws->oldest = e;
+	ws->newest = e;
+	ws->n++;
+	return 0;
+}
+
+static void cache_unlink(struct server *srv, struct cache_entry *e)
+{
+	struct cache_ws *ws = cache_ws_of(srv, e->row.workspace_id);
+	if (!ws)
+		return;
+	if (e->older)
+		e->older->newer = e->newer;
+	else
+		ws->oldest = e->newer;
+	if (e->newer)
+		e->newer->older = e->older;
+	else
+		ws->newest = e->older;
+	e->older = e->newer = NULL;
+	if (--ws->n == 0) {
+		map_remove(&srv->build_cache_ws, ws->id);
+		free(ws);
+	}
+}
+
+static void cache_to_newest(struct server *srv, struct cache_entry *e)
+{
+	struct cache_ws *ws = cache_ws_of(srv, e->row.workspace_id);
+	if (!ws || ws->newest == e)
+		return;
+	if (e->older) /* e->newer is not NULL: e is not the newest */
+		e->older->newer = e->newer;
+	else
+		ws->oldest = e->newer;
+	e->newer->older = e->older;
+	e->older = ws->newest;
+	e->newer = NULL;
+	ws->newest->newer = e;
+	ws->newest = e;
+}
+
+/* Rows come least recently used first (store_cache_load), so appending keeps the lists in
+ * order. */
 int build_cache_load(const struct store_cache *c, void *ud)
 {
 	struct server *srv = ud;
@@ -149,8 +227,15 @@ int build_cache_load(const struct store_cache *c, void *ud)
 	e->row.config_json = c->config_json ? strdup(c->config_json) : NULL;
 	e->stored_used_ms = c->used_ms;
 	int r = map_put(&srv->build_cache, e->row.key, e);
-	if (r < 0)
+	if (r < 0) {
 		cache_entry_free(e);
+		return r;
+	}
+	r = cache_link(srv, e);
+	if (r < 0) {
+		map_remove(&srv->build_cache, e->row.key);
+		cache_entry_free(e);
+	}
 	return r;
 }
 
@@ -161,6 +246,11 @@ void build_cache_free(struct server *srv)
 	while ((e = map_next(&srv->build_cache, &pos)))
 		cache_entry_free(e);
 	map_release(&srv->build_cache);
+	struct cache_ws *ws;
+	pos = 0;
+	while ((ws = map_next(&srv->build_cache_ws, &pos)))
+		free(ws);
+	map_release(&srv->build_cache_ws);
 }
 
 /* What the store is told: a whole row (put), or a key and a time (touch, delete). */
@@ -223,6 +313,7 @@ static void cache_persist(struct server *srv, const struct cache_entry *e,
 /* A build took e's result. */
 static void cache_used(struct server *srv, struct cache_entry *e)
 {
+	cache_to_newest(srv, e);
 	e->row.used_ms = clock_now_ms();
 	if (e->row.used_ms - e->stored_used_ms >= CACHE_TOUCH_MS) {
 		e->stored_used_ms = e->row.used_ms;
@@ -242,30 +333,24 @@ static int cache_in_use(struct server *srv, const char *key)
 
 static void cache_evict(struct server *srv, struct cache_entry *e)
 {
+	cache_unlink(srv, e);
 	map_remove(&srv->build_cache, e->row.key);
 	cache_persist(srv, e, cache_delete_write);
 	cache_entry_free(e);
 }
 
 /* Keep workspace's entries to the limit, evicting its least recently used (never another
- * workspace's, never one a build in flight needs). A scan of the whole cache: once per step
- * made, which costs far more than that. */
+ * workspace's, never one a build in flight needs: those are passed over). */
 static void cache_trim(struct server *srv, const char *workspace)
 {
-	for (;;) {
-		size_t pos = 0, n = 0;
-		struct cache_entry *e, *lru = NULL;
-		while ((e = map_next(&srv->build_cache, &pos))) {
-			if (strcmp(e->row.workspace_id, workspace))
-				continue;
-			n++;
-			if ((!lru || e->row.used_ms < lru->row.used_ms) &&
-			    !cache_in_use(srv, e->row.key))
-				lru = e;
-		}
-		if (n <= srv->cfg.build_cache_max_per_ws || !lru)
-			return;
-		cache_evict(srv, lru);
+	struct cache_ws *ws = cache_ws_of(srv, workspace);
+	/* The limit is at least 1: evicting never empties (and frees) ws here. */
+	struct cache_entry *e = ws ? ws->oldest : NULL;
+	while (e && ws->n > srv->cfg.build_cache_max_per_ws) {
+		struct cache_entry *next = e->newer;
+		if (!cache_in_use(srv, e->row.key))
+			cache_evict(srv, e);
+		e = next;
 	}
 }
 
@@ -309,12 +394,17 @@ static void cache_add(struct server *srv, const char *key, const char *workspace
 	snprintf(e->row.workspace_id, sizeof(e->row.workspace_id), "%s", workspace);
 	e->row.created_ms = e->row.used_ms = e->stored_used_ms = clock_now_ms();
 	e->row.config_json = text;
-	if (map_put(&srv->build_cache, e->row.key, e) < 0) {
+	if (old)
+		cache_unlink(srv, old);
+	int r = map_put(&srv->build_cache, e->row.key, e);
+	if (r < 0 || (r = cache_link(srv, e)) < 0)
+		map_remove(&srv->build_cache, key); /* as if never made: old's manifest is gone */
+	if (old)
+		cache_entry_free(old);
+	if (r < 0) {
 		cache_entry_free(e);
 		return;
 	}
-	if (old)
-		cache_entry_free(old);
 	cache_persist(srv, e, cache_put_write);
 	cache_trim(srv, workspace);
 }

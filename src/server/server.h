@@ -248,6 +248,7 @@ struct server {
 	int gc_again;                /* asked for while one ran */
 	struct blob_upload *uploads; /* PUT /v1/blobs in progress (api_blobs.c) */
 	struct map build_cache;      /* step key → struct cache_entry (builder.c) */
+	struct map build_cache_ws;   /* workspace id → struct cache_ws: its entries by last use */
 	struct map blob_owners;      /* "<ws>/<hex>" → struct blob_owner: who uploaded a blob */
 	unsigned tasks_inflight;     /* image work on the thread pool (builder.c) */
 	size_t stdin_bytes;          /* stdin writes sent to workers and not answered yet */

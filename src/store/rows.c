@@ -89,7 +89,7 @@ const char *const STORE_STMT_SQL[STMT_COUNT] = {
     /* Never back in time: two touches of one entry may commit out of order. */
     [STMT_CACHE_TOUCH] = "UPDATE build_cache SET used_ms = ?2 WHERE key = ?1 AND used_ms < ?2",
     [STMT_CACHE_DELETE] = "DELETE FROM build_cache WHERE key = ?1",
-    [STMT_CACHE_LOAD] = "SELECT " CACHE_COLS " FROM build_cache ORDER BY key",
+    [STMT_CACHE_LOAD] = "SELECT " CACHE_COLS " FROM build_cache ORDER BY used_ms, key",
 
     [STMT_OWNER_PUT] = "INSERT OR IGNORE INTO blob_owners (workspace_id, digest, created_ms)"
                        " VALUES (?1, ?2, ?3)",

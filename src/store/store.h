@@ -208,7 +208,8 @@ int store_image_delete(struct store_tx *tx, const char *id);
 int store_images_load(struct store_tx *tx, int (*cb)(const struct store_image *i, void *ud),
                       void *ud);
 /* The build cache: get (-ENOENT when the key is not there), put (replacing), touch (used_ms
- * set, only forward; a key not there is no error), delete (-ENOENT when none), load (by key). */
+ * set, only forward; a key not there is no error), delete (-ENOENT when none), load (least
+ * recently used first, then by key). */
 int store_cache_get(struct store_tx *tx, const char *key, struct store_cache *ret);
 int store_cache_put(struct store_tx *tx, const struct store_cache *c);
 int store_cache_touch(struct store_tx *tx, const char *key, int64_t used_ms);

@@ -1302,15 +1302,18 @@ static void test_build_cache_migration(void **state)
 	assert_int_equal(l.c[0].used_ms, 1000);
 	assert_string_equal(l.c[1].key, "k2");
 	assert_int_equal(l.c[1].used_ms, 2000);
-	/* New rows take the new columns. */
+	/* New rows take the new columns; rows load least recently used first. */
 	struct store_cache c = {
 	    .key = "k3", .manifest = "m3", .workspace_id = "ws-9", .created_ms = 7, .used_ms = 8};
 	assert_int_equal(store_run_sync(st, fn_cache_put, &c), 0);
 	l = (struct cache_list){0};
 	assert_int_equal(store_run_sync(st, fn_cache_collect, &l), 0);
 	assert_int_equal(l.n, 3);
-	assert_string_equal(l.c[2].workspace_id, "ws-9");
-	assert_int_equal(l.c[2].used_ms, 8);
+	assert_string_equal(l.c[0].key, "k3");
+	assert_string_equal(l.c[0].workspace_id, "ws-9");
+	assert_int_equal(l.c[0].used_ms, 8);
+	assert_string_equal(l.c[1].key, "k1");
+	assert_string_equal(l.c[2].key, "k2");
 	store_close(st);
 	sqlite3 *db = raw_open(path);
 	assert_int_equal(raw_int(db, "PRAGMA user_version", NULL), store_schema_version());
