@@ -1283,6 +1283,15 @@ int builder_start_snapshot(struct server *srv, struct image_rec *im, const char 
 
 void builder_shutdown(struct server *srv)
 {
+	/* The last uses not persisted yet (a hit persists at most hourly): a clean stop keeps
+	 * the order of eviction whole. */
+	size_t pos = 0;
+	struct cache_entry *e;
+	while ((e = map_next(&srv->build_cache, &pos)))
+		if (e->row.used_ms > e->stored_used_ms) {
+			e->stored_used_ms = e->row.used_ms;
+			cache_persist(srv, e, cache_touch_write);
+		}
 	for (struct build *b = srv->builds; b; b = b->next) {
 		struct api_call *call = TAKE_PTR(b->call);
 		if (call)

@@ -152,12 +152,14 @@ def test_least_recently_used_order_outlives_a_restart(d):
     with_env(d, CAP_ENV)
     datas = [os.urandom(1000) for _ in range(3)]
     p1, p2 = copy_build(d, datas[0])[0], copy_build(d, datas[1])[0]
-    with_env(d, CAP_ENV)
-    p3 = copy_build(d, datas[2])[0]  # past the cap: P1, the oldest, goes
+    p1b = copy_build(d, datas[0])[0]  # a hit: P2 is the least recently used now
+    assert p1b["layers"][0]["cached"] is True, p1b
+    with_env(d, CAP_ENV)  # a clean stop persists the hit
+    p3 = copy_build(d, datas[2])[0]  # past the cap: P2 goes
+    p1c = copy_build(d, datas[0])[0]
+    assert p1c["layers"][0]["cached"] is True, p1c
     p2b = copy_build(d, datas[1])[0]
-    assert p2b["layers"][0]["cached"] is True, p2b
-    p1b = copy_build(d, datas[0])[0]
-    assert p1b["layers"][0]["cached"] is False, p1b
-    for i in (p1, p2, p3, p2b, p1b):
+    assert p2b["layers"][0]["cached"] is False, p2b
+    for i in (p1, p2, p1b, p3, p1c, p2b):
         s, body = d.api("DELETE", f"/v1/images/{i['id']}")
         assert s == 200, body
