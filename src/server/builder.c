@@ -134,8 +134,8 @@ struct cache_ws {
 };
 
 /* A hit is persisted only once the stored last use is this old: eviction works in days, and a
- * commit per hit would put the store's disk on every cached step. A restart may so forget up to
- * this much of an entry's last use. */
+ * commit per hit would put the store's disk on every cached step. A clean stop persists the
+ * rest (builder_shutdown); a crash may forget up to this much of an entry's last use. */
 #define CACHE_TOUCH_MS (3600 * 1000)
 
 static struct cache_entry *cache_find(struct server *srv, const char *key)
@@ -410,8 +410,9 @@ static void cache_add(struct server *srv, const char *key, const char *workspace
 }
 
 /* The entry of key whose manifest is in the store, else NULL (a miss: the step is made again,
- * and its entry replaced). Its manifest may have gone with a gc that ran while the entry was
- * evicted and added again, or with trouble on the disk. */
+ * and its entry replaced). A manifest goes only with its entry, unless removed by hand or lost
+ * to trouble on the disk; a build must not fail for that. Only the manifest is looked at (one
+ * stat): the blobs it names are the store's to keep. */
 static struct cache_entry *cache_lookup(struct build *b, const char *key)
 {
 	struct cache_entry *e = cache_find(b->srv, key);
