@@ -64,12 +64,17 @@ struct options {
 	int worker_lost_s;
 	struct egress_config egress; /* --egress-subnet, --dns */
 	int dns_given;
+	const char *apt_sources[SERVER_APT_SOURCES_MAX]; /* --apt-source */
+	size_t napt_sources;
+	const char *debian_mirror; /* --debian-mirror, SKIFF_DEBIAN_MIRROR */
 };
 
 static void usage(FILE *f)
 {
 	fputs("usage: skiffd dev    [--data DIR] [--listen ADDR:PORT] [--instance ID] [--pool N]\n"
+	      "                     [--apt-source LINE]... [--debian-mirror URL]\n"
 	      "       skiffd server [--data DIR] [--listen ADDR:PORT] [--worker-lost-s S]\n"
+	      "                     [--apt-source LINE]... [--debian-mirror URL]\n"
 	      "       skiffd worker --server URL --token-file FILE\n"
 	      "                     [--data DIR] [--instance ID] [--pool N] [--name NAME]\n"
 	      "       skiffd routes\n"
@@ -91,7 +96,13 @@ static void usage(FILE *f)
 	      "17 or more (" EGRESS_DEFAULT_SUBNET ")\n"
 	      "  --dns ADDR          a resolver egress sandboxes may use, named in their\n"
 	      "                      resolv.conf (repeatable; default: the host's nameservers\n"
-	      "                      from " EGRESS_RESOLV_CONF_FILE ", loopback ones left out)\n",
+	      "                      from " EGRESS_RESOLV_CONF_FILE ", loopback ones left out)\n"
+	      "  --apt-source LINE   a sources.list line that image builds' apt steps use instead\n"
+	      "                      of the image's own sources, e.g. \"deb [trusted=yes]\n"
+	      "                      http://198.51.100.7/ ./\" (repeatable, at most 8)\n"
+	      "  --debian-mirror URL the mirror the Debian bases' tarballs are made from when\n"
+	      "                      missing ($SKIFF_DEBIAN_MIRROR, as for scripts/install-deps;\n"
+	      "                      else deb.debian.org)\n",
 	      f);
 }
 
@@ -177,6 +188,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 	    {"worker-lost-s", required_argument, NULL, 'L'},
 	    {"egress-subnet", required_argument, NULL, 'E'},
 	    {"dns", required_argument, NULL, 'D'},
+	    {"apt-source", required_argument, NULL, 'A'},
+	    {"debian-mirror", required_argument, NULL, 'M'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
@@ -220,12 +233,36 @@ static int parse_options(int argc, char **argv, struct options *o)
 			o->dns_given |= c == 'D';
 			break;
 		}
+		case 'A': {
+			struct sk_error err = {0};
+			if (o->napt_sources == SERVER_APT_SOURCES_MAX) {
+				fprintf(stderr, "skiffd: --apt-source: at most %d\n",
+				        SERVER_APT_SOURCES_MAX);
+				return 2;
+			}
+			if (builder_apt_source_check(optarg, &err) < 0) {
+				fprintf(stderr, "skiffd: --apt-source %.100s: %s\n", optarg,
+				        err.msg);
+				return 2;
+			}
+			o->apt_sources[o->napt_sources++] = optarg;
+			break;
+		}
+		case 'M': o->debian_mirror = optarg; break;
 		case 'h': usage(stdout); return -1;
 		default: usage(stderr); return 2;
 		}
 	}
 	if (optind < argc) {
 		fprintf(stderr, "skiffd: unexpected argument %s\n", argv[optind]);
+		return 2;
+	}
+	struct sk_error err = {0};
+	if (o->debian_mirror && builder_debian_mirror_check(o->debian_mirror, &err) < 0) {
+		fprintf(stderr, "skiffd: --debian-mirror%s %.100s: %s\n",
+		        getenv("SKIFF_DEBIAN_MIRROR") == o->debian_mirror ? " (SKIFF_DEBIAN_MIRROR)"
+		                                                          : "",
+		        o->debian_mirror, err.msg);
 		return 2;
 	}
 	if (!rt_instance_valid(o->instance)) {
@@ -342,7 +379,10 @@ static int start_server(struct daemon *d, const struct options *o, const char *s
 	                            .ws_blob_bytes = (uint64_t)ws_blobs,
 	                            .max_images_per_ws = (size_t)ws_images,
 	                            .build_cache_ttl_s = cache_ttl,
-	                            .build_cache_max_per_ws = (size_t)cache_max};
+	                            .build_cache_max_per_ws = (size_t)cache_max,
+	                            .napt_sources = o->napt_sources,
+	                            .debian_mirror = o->debian_mirror};
+	memcpy(cfg.apt_sources, o->apt_sources, sizeof(cfg.apt_sources));
 	if (server_new(&d->loop, d->store, &cfg, &d->srv, &err) < 0) {
 		fprintf(stderr, "skiffd: %s\n", err.msg);
 		store_close(d->store);
@@ -419,7 +459,10 @@ static void options_init(struct options *o)
 	    (struct options){.data = getenv("SKIFF_DATA") ? getenv("SKIFF_DATA") : DEFAULT_DATA_DIR,
 	                     .listen = DEFAULT_LISTEN,
 	                     .instance = DEFAULT_INSTANCE,
-	                     .pool = SPAWNER_DEFAULT_POOL};
+	                     .pool = SPAWNER_DEFAULT_POOL,
+	                     .debian_mirror = getenv("SKIFF_DEBIAN_MIRROR")};
+	if (o->debian_mirror && !o->debian_mirror[0])
+		o->debian_mirror = NULL; /* set but empty: unset */
 	egress_config_init(&o->egress);
 }
 
@@ -512,6 +555,9 @@ static int cmd_worker(int argc, char **argv)
 {
 	struct options o;
 	options_init(&o);
+	/* The mirror is the server's: a worker's environment may name one it would refuse (one
+	 * install-deps takes), and the worker must start all the same. */
+	o.debian_mirror = NULL;
 	int r = parse_options(argc, argv, &o);
 	if (r)
 		return r < 0 ? 0 : r;
@@ -519,6 +565,11 @@ static int cmd_worker(int argc, char **argv)
 	int port;
 	if (!o.server_url || parse_url(o.server_url, host, sizeof(host), &port) < 0) {
 		fprintf(stderr, "skiffd worker: --server http://HOST:PORT is required\n");
+		return 2;
+	}
+	if (o.napt_sources || o.debian_mirror) {
+		fprintf(stderr, "skiffd worker: --apt-source and --debian-mirror are the server's "
+		                "(skiffd server or dev)\n");
 		return 2;
 	}
 	/* The control plane, when it is not on this host (whose addresses egress blocks anyway). */

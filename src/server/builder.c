@@ -505,27 +505,51 @@ static int tar_import(struct task *t, int fd)
 	return r;
 }
 
+int builder_debian_mirror_check(const char *url, struct sk_error *err)
+{
+	size_t len = strlen(url);
+	if (!len || len > SERVER_APT_SOURCE_MAX_BYTES)
+		return sk_error_set(err, -EINVAL, "1 to %d bytes", SERVER_APT_SOURCE_MAX_BYTES);
+	if (strncmp(url, "http://", 7) && strncmp(url, "https://", 8) &&
+	    strncmp(url, "file:///", 8))
+		return sk_error_set(err, -EINVAL,
+		                    "an http://, https:// or file:/// URL is expected");
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)url[i];
+		/* It goes into mmdebstrap's command line in single quotes. */
+		if (c <= 0x20 || c > 0x7e || c == '\'' || c == '\\')
+			return sk_error_set(
+			    err, -EINVAL,
+			    "byte %zu: a space, quote, backslash, control or non-ASCII "
+			    "character",
+			    i + 1);
+	}
+	return 0;
+}
+
 /* Make the tar with mmdebstrap when it is missing (this needs the network: minutes). */
 static int debian_tar(struct task *t)
 {
 	if (access(t->arg, R_OK) == 0)
 		return 0;
 	int python = strstr(t->arg, "python3") != NULL;
-	char tmp[4200], cmd[8800];
+	const char *mirror = t->srv->cfg.debian_mirror;
+	char tmp[4200], cmd[9400];
 	snprintf(tmp, sizeof(tmp), "%s.tmp", t->arg);
 	mkdir(DEBIAN_TAR_DIR, 0755);
 	snprintf(cmd, sizeof(cmd),
-	         "timeout %d mmdebstrap --quiet --variant=minbase %s bookworm '%s' </dev/null "
-	         ">/dev/null 2>&1",
-	         DEBIAN_TAR_TIMEOUT_S, python ? "--include=python3" : "", tmp);
+	         "timeout %d mmdebstrap --quiet --variant=minbase %s bookworm '%s' %s%s%s "
+	         "</dev/null >/dev/null 2>&1",
+	         DEBIAN_TAR_TIMEOUT_S, python ? "--include=python3" : "", tmp, mirror ? "'" : "",
+	         mirror ? mirror : "", mirror ? "'" : "");
 	int st = system(cmd);
 	if (st != 0 || rename(tmp, t->arg) < 0) {
 		unlink(tmp);
 		return sk_error_set(&t->err, -EHOSTUNREACH,
 		                    "%s is missing and mmdebstrap could not make it (exit status "
-		                    "%d): the Debian mirror must be reachable, or run "
+		                    "%d): the Debian mirror (%s) must be reachable, or run "
 		                    "scripts/install-deps",
-		                    t->arg, st);
+		                    t->arg, st, mirror ? mirror : "deb.debian.org");
 	}
 	return 0;
 }
@@ -1133,22 +1157,132 @@ static void step_sandbox(struct build *b, const char *script)
 	sandbox_create_command(srv, sb);
 }
 
-static char *apt_script(json_t *pkgs)
+/* ---- apt steps ---- */
+
+/* Where an apt step with the server's sources keeps its sources.list: the sandbox's /dev/shm is
+ * a tmpfs of its own, outside the layer the worker captures. */
+#define APT_SOURCES_DIR "/dev/shm/skiff-apt"
+
+static int apt_source_word(const char **p, const char **ret_word, size_t *ret_len)
 {
-	static const char HEAD[] = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get "
-	                           "install -y --no-install-recommends";
-	static const char TAIL[] = " && rm -rf /var/lib/apt/lists/*";
-	size_t len = sizeof(HEAD) + sizeof(TAIL), i, off;
-	json_t *p;
-	json_array_foreach (pkgs, i, p)
-		len += json_string_length(p) + 1;
-	char *s = malloc(len);
-	if (!s)
+	*p += strspn(*p, " \t");
+	size_t n = strcspn(*p, " \t");
+	if (!n)
+		return 0;
+	*ret_word = *p;
+	*ret_len = n;
+	*p += n;
+	return 1;
+}
+
+int builder_apt_source_check(const char *line, struct sk_error *err)
+{
+	size_t len = strlen(line), n;
+	if (!len || len > SERVER_APT_SOURCE_MAX_BYTES)
+		return sk_error_set(err, -EINVAL, "1 to %d bytes, one sources.list line",
+		                    SERVER_APT_SOURCE_MAX_BYTES);
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)line[i];
+		if ((c < 0x20 && c != '\t') || c > 0x7e)
+			return sk_error_set(err, -EINVAL,
+			                    "byte %zu is a control or non-ASCII character: one "
+			                    "sources.list line of printable ASCII is expected",
+			                    i + 1);
+	}
+	const char *p = line, *w;
+	if (!apt_source_word(&p, &w, &n) ||
+	    !((n == 3 && !memcmp(w, "deb", 3)) || (n == 7 && !memcmp(w, "deb-src", 7))))
+		return sk_error_set(err, -EINVAL,
+		                    "expected \"deb [OPTIONS] URI SUITE [COMPONENT...]\"");
+	const char *save = p;
+	if (apt_source_word(&p, &w, &n) && w[0] == '[') {
+		while (w[n - 1] != ']')
+			if (!apt_source_word(&p, &w, &n))
+				return sk_error_set(err, -EINVAL,
+				                    "its [options] have no closing ]");
+	} else {
+		p = save;
+	}
+	if (!apt_source_word(&p, &w, &n) || !memchr(w, ':', n))
+		return sk_error_set(err, -EINVAL, "no URI (http://HOST/PATH) after \"deb\"");
+	/* The lines are no secret: they are in the build sandbox's command and /dev/shm, which
+	 * the workspace that builds can read. */
+	const char *host = memmem(w, n, "://", 3);
+	if (host && memchr(host + 3, '@', strcspn(host + 3, "/ \t")))
+		return sk_error_set(err, -EINVAL,
+		                    "a URI with user:password@ in it: every workspace's builds "
+		                    "can read the lines");
+	if (!apt_source_word(&p, &w, &n))
+		return sk_error_set(err, -EINVAL,
+		                    "no suite after the URI (\"./\" for a flat repository)");
+	return 0;
+}
+
+/* The server's apt sources, one a line (NULL when there are none, or out of memory). */
+static char *apt_sources_text(const struct server *srv)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = srv->cfg.napt_sources ? open_memstream(&text, &len) : NULL;
+	if (!f)
 		return NULL;
-	off = (size_t)snprintf(s, len, "%s", HEAD);
+	for (size_t i = 0; i < srv->cfg.napt_sources; i++)
+		fprintf(f, "%s\n", srv->cfg.apt_sources[i]);
+	if (fclose(f) != 0) {
+		free(text);
+		return NULL;
+	}
+	return text;
+}
+
+/* s in single quotes for sh. */
+static void sh_quote(FILE *f, const char *s)
+{
+	fputc('\'', f);
+	for (; *s; s++)
+		if (*s == '\'')
+			fputs("'\\''", f);
+		else
+			fputc(*s, f);
+	fputc('\'', f);
+}
+
+/* The step's script: apt-get update and install with the image's sources, or with only the
+ * server's when it has some (written where the layer does not see them, and named with apt's
+ * Dir::Etc::SourceList and SourceParts, so the image's /etc/apt stays as it was). The package
+ * lists go too: they are stale at once. */
+static char *apt_script(const struct server *srv, json_t *pkgs)
+{
+	char *s = NULL;
+	size_t len = 0, i;
+	_cleanup_free_ char *sources = NULL;
+	if (srv->cfg.napt_sources && !(sources = apt_sources_text(srv)))
+		return NULL;
+	FILE *f = open_memstream(&s, &len);
+	if (!f)
+		return NULL;
+	const char *opts = "";
+	if (sources) {
+		fputs("mkdir -p " APT_SOURCES_DIR "/parts && printf %s ", f);
+		sh_quote(f, sources);
+		fputs(" >" APT_SOURCES_DIR "/sources.list && ", f);
+		opts = " -o Dir::Etc::SourceList=" APT_SOURCES_DIR "/sources.list"
+		       " -o Dir::Etc::SourceParts=" APT_SOURCES_DIR "/parts";
+	}
+	fprintf(f,
+	        "apt-get%s update && DEBIAN_FRONTEND=noninteractive apt-get%s install -y "
+	        "--no-install-recommends",
+	        opts, opts);
+	json_t *p;
 	json_array_foreach (pkgs, i, p) /* checked: [a-z0-9][a-z0-9+.-]*, nothing to quote */
-		off += (size_t)snprintf(s + off, len - off, " %s", json_string_value(p));
-	snprintf(s + off, len - off, "%s", TAIL);
+		fprintf(f, " %s", json_string_value(p));
+	/* apt's caches (pkgcache.bin, srcpkgcache.bin: megabytes, and they hold the sources'
+	 * URIs) and the downloaded .debs would be part of the layer too. */
+	fputs(" && apt-get clean && rm -rf /var/lib/apt/lists/*", f);
+	if (fclose(f) != 0) {
+		free(s);
+		return NULL;
+	}
 	return s;
 }
 
@@ -1186,7 +1320,7 @@ static void step_work(struct build *b, json_t *step)
 		task_submit(t, work_done);
 		return;
 	}
-	char *script = !strcmp(kind, "apt") ? apt_script(v) : strdup(json_string_value(v));
+	char *script = !strcmp(kind, "apt") ? apt_script(b->srv, v) : strdup(json_string_value(v));
 	if (!script) {
 		build_fail(b, "out of memory");
 		return;
@@ -1213,8 +1347,15 @@ static void build_step(struct build *b)
 	_cleanup_free_ char *text = canonical(step);
 	json_t *copy = json_object_get(step, "copy");
 	const char *input = copy ? json_string_value(json_object_get(copy, "blob")) : "";
-	const char *parts[] = {b->key, text ? text : "", input};
-	key_of(parts, ARRAY_SIZE(parts), b->step_key);
+	/* Another apt source may give other packages: an apt step's key has the server's sources
+	 * (none: the key is as it was before there were any). */
+	_cleanup_free_ char *sources = json_object_get(step, "apt") ? apt_sources_text(srv) : NULL;
+	if (json_object_get(step, "apt") && srv->cfg.napt_sources && !sources) {
+		build_fail(b, "out of memory");
+		return;
+	}
+	const char *parts[] = {b->key, text ? text : "", input, sources};
+	key_of(parts, ARRAY_SIZE(parts) - !sources, b->step_key);
 	struct cache_entry *e = cache_lookup(b, b->step_key);
 	if (e) {
 		const struct store_cache *c = &e->row;

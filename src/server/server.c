@@ -397,6 +397,13 @@ static void build_sandboxes_end(struct server *srv)
 int server_new(uv_loop_t *loop, struct store *store, const struct server_config *cfg,
                struct server **ret, struct sk_error *err)
 {
+	if (cfg->napt_sources > SERVER_APT_SOURCES_MAX)
+		return sk_error_set(err, -EINVAL, "at most %d apt sources", SERVER_APT_SOURCES_MAX);
+	for (size_t i = 0; i < cfg->napt_sources; i++)
+		if (builder_apt_source_check(cfg->apt_sources[i], err) < 0)
+			return sk_error_prefix(err, "apt source %.100s", cfg->apt_sources[i]);
+	if (cfg->debian_mirror && builder_debian_mirror_check(cfg->debian_mirror, err) < 0)
+		return sk_error_prefix(err, "Debian mirror");
 	struct server *srv = calloc(1, sizeof(*srv));
 	if (!srv)
 		return sk_error_set(err, -ENOMEM, "out of memory");

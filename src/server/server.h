@@ -81,6 +81,8 @@
 #define SERVER_MAX_BUILDS_PER_WS 8 /* building at once (snapshots too): each may hold a */
                                    /* build sandbox, a thread's work, gc off */
 #define SERVER_MAX_IMAGE_BODY_BYTES (1024 * 1024) /* a build spec */
+#define SERVER_APT_SOURCES_MAX      8   /* sources.list lines of apt steps (--apt-source) */
+#define SERVER_APT_SOURCE_MAX_BYTES 512 /* one of them, and the Debian mirror's URL */
 #define IMAGE_MAX_STEPS             256
 #define IMAGE_MAX_APT_PACKAGES      512
 #define IMAGE_MAX_RUN_BYTES         (64 * 1024)
@@ -192,6 +194,13 @@ struct server_config {
 	size_t max_images_per_ws;        /* SERVER_MAX_IMAGES_PER_WS */
 	int64_t build_cache_ttl_s;       /* SERVER_BUILD_CACHE_TTL_S */
 	size_t build_cache_max_per_ws;   /* SERVER_BUILD_CACHE_MAX_PER_WS */
+	/* The sources.list lines apt steps use instead of the image's own sources (none: the
+	 * image's), each checked with builder_apt_source_check. */
+	const char *apt_sources[SERVER_APT_SOURCES_MAX];
+	size_t napt_sources;
+	/* The mirror mmdebstrap makes the Debian bases' tarballs from (NULL: mmdebstrap's own,
+	 * deb.debian.org), checked with builder_debian_mirror_check. */
+	const char *debian_mirror;
 };
 
 struct build;
@@ -516,6 +525,12 @@ void builder_free_all(struct server *srv);
 void builder_shutdown(struct server *srv);
 int build_cache_load(const struct store_cache *c, void *ud);
 void build_cache_free(struct server *srv);
+/* 0 when line is a sources.list line apt steps can use (one line of printable ASCII: deb or
+ * deb-src, [options], a URI, a suite, components); -EINVAL with err saying why not. */
+int builder_apt_source_check(const char *line, struct sk_error *err);
+/* 0 when url can be the Debian mirror (http://, https:// or file:///, no quote, space or
+ * control character); -EINVAL with err saying why not. */
+int builder_debian_mirror_check(const char *url, struct sk_error *err);
 /* server.c: a task of the thread pool ended (the server waits for them when closing). */
 void server_task_done(struct server *srv);
 /* Remove unreferenced blobs on a thread: every image's manifest and the build cache live. */

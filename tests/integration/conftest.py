@@ -7,6 +7,7 @@ mounts, state directories, uid slots, processes. At the end of the session `skif
 leave not even the instance's parent cgroups behind.
 """
 
+import contextlib
 import os
 import random
 import re
@@ -32,6 +33,10 @@ CGROUP_FS = Path("/sys/fs/cgroup")
 
 DEFAULT_TIMEOUT_S = 60  # a run that takes longer has hung
 LEAK_GRACE_S = 3.0  # how long teardown may still be finishing (a killed run's cleanup helper)
+# How long the kernel may take to release the data directory's loop device after the unmount:
+# a dead sandbox's mount namespace that still held the disk is torn down lazily, seconds later
+# on a loaded machine.
+LOOP_RELEASE_S = 15.0
 POLL_S = 0.02
 
 
@@ -474,7 +479,7 @@ def end_instance(b):
             p.wait()
     r = b.gc()
     # An autoclear loop device is released a moment after the unmount.
-    wait_for(lambda: not data_disk_leaks(b.data_dir), LEAK_GRACE_S)
+    wait_for(lambda: not data_disk_leaks(b.data_dir), LOOP_RELEASE_S)
     left = wait_no_leaks(b.instance, data_dir=b.data_dir) + data_disk_leaks(b.data_dir)
     assert r.returncode == 0, f"skiff-box gc failed ({r.returncode}): {r.stderr}"
     assert not left, "left after gc:\n" + "\n".join(left)
@@ -618,6 +623,73 @@ def pyroot(busybox_root, tmp_path_factory):
     return PyRoot(root, exe)
 
 
+# ---- test hosts: a network namespace on a veth ----
+
+
+def _ip(*argv, check=True):
+    return subprocess.run(["ip", *argv], capture_output=True, text=True, check=check,
+                          timeout=30)
+
+
+def free_test_octet(prefixes, span):
+    """A last octet N (10 <= N < 240) such that no prefix.N to prefix.(N + span - 1) of the
+    given /24s is an address of the host, routed or a neighbour: not the test hosts of another
+    run of the tests on the host (netns_hosts would fail on a route that exists, or quietly
+    reach another run's host end), nor a real host where the uplink's own network is a TEST-NET
+    (its /32 route would hide that host from the host). Chosen when the hosts are made, not
+    when the module is imported."""
+    text = ""
+    for argv in (["route", "show", "table", "all"], ["neigh", "show"]):
+        try:
+            text += subprocess.run(["ip", "-4", *argv], capture_output=True, text=True,
+                                   timeout=30).stdout
+        except OSError:  # no iproute2: netns_hosts skips
+            pass
+    used = set(re.findall(r"(?<![\d.])(\d+\.\d+\.\d+\.\d+)(?![\d.])", text))
+    free = [n for n in range(10, 240 - span + 1)
+            if not any(f"{p}.{n + i}" in used for p in prefixes for i in range(span))]
+    if not free:
+        pytest.fail(f"no free test addresses in {prefixes}: {sorted(used)}", pytrace=False)
+    return random.choice(free)
+
+
+@contextlib.contextmanager
+def netns_hosts(addrs, host_end):
+    """Hosts of the test's own "internet": a network namespace holding addrs (TEST-NET /32s)
+    on its eth0, joined to the host by a veth whose host end has host_end; the host routes
+    exactly addrs to it, so that nothing meant for them leaves by the uplink. Yields
+    {"ns", "host_end" (the link's name)}; run processes in it with `ip netns exec NS` and end
+    them before the block ends. Removed at the end, failed or not, and checked gone."""
+    if os.geteuid() != 0:
+        pytest.skip("test hosts need root (a network namespace and a veth)")
+    if subprocess.run(["ip", "-V"], capture_output=True).returncode != 0:
+        pytest.skip("iproute2 (ip) is missing")
+    tag = new_instance("e")
+    ns, link = f"skiff-test-{tag}", f"skt{tag}h"
+    try:
+        _ip("netns", "add", ns)
+        _ip("link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        _ip("addr", "add", f"{host_end}/32", "dev", link)
+        _ip("link", "set", link, "up")
+        _ip("-n", ns, "link", "set", "lo", "up")
+        _ip("-n", ns, "link", "set", "eth0", "up")
+        for a in addrs:
+            _ip("-n", ns, "addr", "add", f"{a}/32", "dev", "eth0")
+            _ip("route", "add", f"{a}/32", "dev", link)
+        _ip("-n", ns, "route", "add", "default", "via", host_end, "dev", "eth0", "onlink")
+        yield {"ns": ns, "host_end": link}
+    finally:
+        for a in addrs:
+            _ip("route", "del", f"{a}/32", "dev", link, check=False)
+        _ip("link", "del", link, check=False)
+        _ip("netns", "del", ns, check=False)
+        # Checked on every way out, a failed setup or test included (its error is kept as
+        # this one's context).
+        left = [p for p in (Path(f"/run/netns/{ns}"), Path(f"/sys/class/net/{link}"))
+                if p.exists()]
+        assert not left, f"test hosts left: {left}"
+
+
 # ---- running skiffd dev ----
 
 SKIFFD = BIN_DIR / "skiffd"
@@ -754,9 +826,9 @@ def kill_all(box):
                        capture_output=True, timeout=DEFAULT_TIMEOUT_S)
 
 
-def _own_skiffd(tmp_path_factory, env=None):
-    """A skiffd dev for the session or a module: started, and at the end stopped with every
-    sandbox and everything of its runtime instance gone."""
+def _own_skiffd(tmp_path_factory, env=None, extra=()):
+    """A skiffd dev for the session or a module (extra: more skiffd arguments): started, and at
+    the end stopped with every sandbox and everything of its runtime instance gone."""
     if os.geteuid() != 0:
         pytest.skip("the skiffd tests need root")
     for b in (SKIFFD, SKIFF):
@@ -764,7 +836,7 @@ def _own_skiffd(tmp_path_factory, env=None):
             pytest.fail(f"{b} is missing: build it with `make` (or set SKIFF_BIN)",
                         pytrace=False)
     d = Skiffd(tmp_path_factory.mktemp("skiffd") / "data", new_instance("a"), free_port())
-    d.start(env=env)
+    d.start(env=env, extra=extra)
     yield d
     try:
         d.cleanup_sandboxes()

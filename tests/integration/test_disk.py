@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (DEFAULT_TIMEOUT_S, LEAK_GRACE_S, REPO, SKIFF_BOX, Box, Skiffd, data_disk_leaks,
-                      descendants, disk_subvolumes, end_instance, free_port, kill_all,
-                      new_instance, proc_alive, proc_info, read_line, state_dirs, wait_for,
-                      wait_no_leaks)
+from conftest import (DEFAULT_TIMEOUT_S, LEAK_GRACE_S, LOOP_RELEASE_S, REPO, SKIFF_BOX, Box,
+                      Skiffd, data_disk_leaks, descendants, disk_subvolumes, end_instance,
+                      free_port, kill_all, new_instance, proc_alive, proc_info, read_line,
+                      state_dirs, wait_for, wait_no_leaks)
 
 MIB = 1024 * 1024
-LOOP_RELEASE_S = 15.0  # a dead mount namespace lets go of the disk lazily
 
 
 def btrfs_or_skip(box):

@@ -10,7 +10,6 @@ resolver is never used.
 
 import json
 import os
-import random
 import re
 import subprocess
 import sys
@@ -20,11 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (REPO, SKIFF, SKIFF_BOX, Box, Skiffd, end_instance, instance_net_links,
-                      kill_all, new_instance, nft_run, nft_table, wait_for)
+from conftest import (REPO, SKIFF, SKIFF_BOX, Box, Skiffd, end_instance, free_test_octet,
+                      instance_net_links, kill_all, new_instance, nft_run, nft_table, netns_hosts,
+                      wait_for)
 
 PROBE = Path(os.environ.get("SKIFF_PROBE", str(REPO / "build" / "tests" / "skiff-probe")))
-N = random.randrange(10, 240)  # the test hosts' last octet: apart from other runs on the host
+# The test hosts' last octet: apart from other runs on the host.
+N = free_test_octet(["198.51.100", "203.0.113", "10.250.7", "172.31.7", "192.168.250",
+                     "169.254.7"], 3)
 INTERNET = f"198.51.100.{N}"
 OTHER = f"203.0.113.{N}"
 PRIVATE = [f"10.250.7.{N}", f"172.31.7.{N}", f"192.168.250.{N}", f"169.254.7.{N}"]
@@ -97,40 +99,18 @@ def instance_links(inst):
 @pytest.fixture(scope="module")
 def internet(tmp_path_factory):
     """The test hosts: a namespace with listeners; removed at the end, failed or not."""
-    if os.geteuid() != 0:
-        pytest.skip("the egress tests need root")
-    if subprocess.run(["ip", "-V"], capture_output=True).returncode != 0:
-        pytest.skip("iproute2 (ip) is missing")
-    tag = new_instance("e")
-    ns, host_end = f"skiff-test-{tag}", f"skt{tag}h"
     log = tmp_path_factory.mktemp("internet") / "arrived.log"
     log.write_text("")
-    proc = None
-    try:
-        sh("ip", "netns", "add", ns)
-        sh("ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", ns)
-        sh("ip", "addr", "add", f"{HOST_END}/32", "dev", host_end)
-        sh("ip", "link", "set", host_end, "up")
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "-n", ns, "link", "set", "eth0", "up")
-        for a in TEST_ADDRS:
-            sh("ip", "-n", ns, "addr", "add", f"{a}/32", "dev", "eth0")
-            sh("ip", "route", "add", f"{a}/32", "dev", host_end)
-        sh("ip", "-n", ns, "route", "add", "default", "via", HOST_END, "dev", "eth0", "onlink")
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", LISTENER,
-                                 str(log), ",".join(TEST_ADDRS), ANSWER],
+    with netns_hosts(TEST_ADDRS, HOST_END) as net:
+        proc = subprocess.Popen(["ip", "netns", "exec", net["ns"], sys.executable, "-c",
+                                 LISTENER, str(log), ",".join(TEST_ADDRS), ANSWER],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-        yield {"ns": ns, "log": log, "host_end": host_end}
-    finally:
-        if proc:
+        try:
+            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+            yield {**net, "log": log}
+        finally:
             proc.kill()
             proc.wait()
-        for a in TEST_ADDRS:
-            sh("ip", "route", "del", f"{a}/32", "dev", host_end, check=False)
-        sh("ip", "link", "del", host_end, check=False)
-        sh("ip", "netns", "del", ns, check=False)
-    assert not Path(f"/run/netns/{ns}").exists(), f"namespace {ns} left"
 
 
 def arrived(internet):
