@@ -399,8 +399,11 @@ static int start_server(struct daemon *d, const struct options *o, const char *s
 	long long blob = env_limit("SKIFF_MAX_BLOB_BYTES", SERVER_MAX_BLOB_BYTES);
 	long long ws_blobs = env_limit("SKIFF_WORKSPACE_BLOB_BYTES", 1ULL << 50);
 	long long ws_images = env_limit("SKIFF_WORKSPACE_MAX_IMAGES", SERVER_MAX_IMAGES_PER_WS);
+	long long cache_ttl = env_limit("SKIFF_BUILD_CACHE_TTL_S", 10ULL * 365 * 24 * 3600);
+	long long cache_max =
+	    env_limit("SKIFF_BUILD_CACHE_MAX_PER_WORKSPACE", SERVER_BUILD_CACHE_MAX_PER_WS);
 	if (tunnels < 0 || stdin_bytes < 0 || bodies < 0 || blob < 0 || ws_blobs < 0 ||
-	    ws_images < 0)
+	    ws_images < 0 || cache_ttl < 0 || cache_max < 0)
 		return -1;
 	struct sk_error err = {0};
 	char dbpath[4096];
@@ -419,6 +422,8 @@ static int start_server(struct daemon *d, const struct options *o, const char *s
 	                            .max_blob_bytes = (uint64_t)blob,
 	                            .ws_blob_bytes = (uint64_t)ws_blobs,
 	                            .max_images_per_ws = (size_t)ws_images,
+	                            .build_cache_ttl_s = cache_ttl,
+	                            .build_cache_max_per_ws = (size_t)cache_max,
 	                            .napt_sources = o->napt_sources,
 	                            .debian_mirror = o->debian_mirror};
 	memcpy(cfg.apt_sources, o->apt_sources, sizeof(cfg.apt_sources));

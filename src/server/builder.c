@@ -59,6 +59,7 @@ struct task {
 	char **live; /* TASK_GC */
 	struct img_gc_stats stats;
 	size_t nlive;
+	size_t cache_expired; /* TASK_GC: build cache entries evicted for it */
 	int rc;
 	struct sk_error err;
 };
@@ -116,69 +117,316 @@ static char *canonical(json_t *v)
 	return json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
 }
 
-static struct store_cache *cache_find(struct server *srv, const char *key)
+/* An entry of the build cache in memory: its row, the last use the store holds, and its place
+ * in its workspace's list, least recently used first (eviction takes from the front without
+ * looking at the rest). */
+struct cache_entry {
+	struct store_cache row;
+	int64_t stored_used_ms;
+	struct cache_entry *older, *newer;
+};
+
+/* A workspace's entries (srv->build_cache_ws; "" for the shared bases and rows of before). */
+struct cache_ws {
+	char id[ID_MAX_BYTES];
+	struct cache_entry *oldest, *newest;
+	size_t n;
+};
+
+/* A hit is persisted only once the stored last use is this old: eviction works in days, and a
+ * commit per hit would put the store's disk on every cached step. A clean stop persists the
+ * rest (builder_shutdown); a crash may forget up to this much of an entry's last use. */
+#define CACHE_TOUCH_MS (3600 * 1000)
+
+static struct cache_entry *cache_find(struct server *srv, const char *key)
 {
 	return map_get(&srv->build_cache, key);
 }
 
+static void cache_entry_free(struct cache_entry *e)
+{
+	store_cache_release(&e->row);
+	free(e);
+}
+
+static struct cache_ws *cache_ws_of(struct server *srv, const char *workspace)
+{
+	return map_get(&srv->build_cache_ws, workspace);
+}
+
+/* e as its workspace's most recently used (its list made if need be). */
+static int cache_link(struct server *srv, struct cache_entry *e)
+{
+	struct cache_ws *ws = cache_ws_of(srv, e->row.workspace_id);
+	if (!ws) {
+		ws = calloc(1, sizeof(*ws));
+		if (!ws)
+			return -ENOMEM;
+		snprintf(ws->id, sizeof(ws->id), "%s", e->row.workspace_id);
+		if (map_put(&srv->build_cache_ws, ws->id, ws) < 0) {
+			free(ws);
+			return -ENOMEM;
+		}
+	}
+	e->older = ws->newest;
+	e->newer = NULL;
+	if (ws->newest)
+		ws->newest->newer = e;
+	else
+		ws->oldest = e;
+	ws->newest = e;
+	ws->n++;
+	return 0;
+}
+
+static void cache_unlink(struct server *srv, struct cache_entry *e)
+{
+	struct cache_ws *ws = cache_ws_of(srv, e->row.workspace_id);
+	if (!ws)
+		return;
+	if (e->older)
+		e->older->newer = e->newer;
+	else
+		ws->oldest = e->newer;
+	if (e->newer)
+		e->newer->older = e->older;
+	else
+		ws->newest = e->older;
+	e->older = e->newer = NULL;
+	if (--ws->n == 0) {
+		map_remove(&srv->build_cache_ws, ws->id);
+		free(ws);
+	}
+}
+
+static void cache_to_newest(struct server *srv, struct cache_entry *e)
+{
+	struct cache_ws *ws = cache_ws_of(srv, e->row.workspace_id);
+	if (!ws || ws->newest == e)
+		return;
+	if (e->older) /* e->newer is not NULL: e is not the newest */
+		e->older->newer = e->newer;
+	else
+		ws->oldest = e->newer;
+	e->newer->older = e->older;
+	e->older = ws->newest;
+	e->newer = NULL;
+	ws->newest->newer = e;
+	ws->newest = e;
+}
+
+/* Rows come least recently used first (store_cache_load), so appending keeps the lists in
+ * order. */
 int build_cache_load(const struct store_cache *c, void *ud)
 {
 	struct server *srv = ud;
-	struct store_cache *m = malloc(sizeof(*m));
-	if (!m)
+	struct cache_entry *e = calloc(1, sizeof(*e));
+	if (!e)
 		return -ENOMEM;
-	*m = *c;
-	m->config_json = c->config_json ? strdup(c->config_json) : NULL;
-	int r = map_put(&srv->build_cache, m->key, m);
+	e->row = *c;
+	e->row.config_json = c->config_json ? strdup(c->config_json) : NULL;
+	e->stored_used_ms = c->used_ms;
+	int r = map_put(&srv->build_cache, e->row.key, e);
 	if (r < 0) {
-		store_cache_release(m);
-		free(m);
+		cache_entry_free(e);
+		return r;
+	}
+	r = cache_link(srv, e);
+	if (r < 0) {
+		map_remove(&srv->build_cache, e->row.key);
+		cache_entry_free(e);
 	}
 	return r;
 }
 
-static int cache_put_fn(struct store_tx *tx, void *ud)
+void build_cache_free(struct server *srv)
 {
-	return store_cache_put(tx, ud);
+	size_t pos = 0;
+	struct cache_entry *e;
+	while ((e = map_next(&srv->build_cache, &pos)))
+		cache_entry_free(e);
+	map_release(&srv->build_cache);
+	struct cache_ws *ws;
+	pos = 0;
+	while ((ws = map_next(&srv->build_cache_ws, &pos)))
+		free(ws);
+	map_release(&srv->build_cache_ws);
 }
 
-static void cache_put_done(void *ud, int rc)
+/* What the store is told: a whole row (put), or a key and a time (touch, delete). */
+struct cache_write {
+	struct store_cache row;
+	int (*fn)(struct store_tx *tx, struct cache_write *w);
+};
+
+static int cache_put_write(struct store_tx *tx, struct cache_write *w)
+{
+	return store_cache_put(tx, &w->row);
+}
+
+static int cache_touch_write(struct store_tx *tx, struct cache_write *w)
+{
+	return store_cache_touch(tx, w->row.key, w->row.used_ms);
+}
+
+/* Deleted already is as good (an entry replaced, then evicted, is deleted once). */
+static int cache_delete_write(struct store_tx *tx, struct cache_write *w)
+{
+	int r = store_cache_delete(tx, w->row.key);
+	return r == -ENOENT ? 0 : r;
+}
+
+static int cache_write_fn(struct store_tx *tx, void *ud)
+{
+	struct cache_write *w = ud;
+	return w->fn(tx, w);
+}
+
+static void cache_write_done(void *ud, int rc)
 {
 	(void)rc;
-	struct store_cache *c = ud;
-	store_cache_release(c);
-	free(c);
+	struct cache_write *w = ud;
+	store_cache_release(&w->row);
+	free(w);
 }
 
-/* Remember what key made: in memory now, in the store soon. */
-static void cache_add(struct server *srv, const char *key, const char *manifest, json_t *config,
-                      const char *layer)
+/* Persist what happened to e (best effort: the memory is what builds use, and a write lost
+ * costs a step made again, or an entry evicted at the next start's gc). */
+static void cache_persist(struct server *srv, const struct cache_entry *e,
+                          int (*fn)(struct store_tx *tx, struct cache_write *w))
 {
-	if (cache_find(srv, key))
+	struct cache_write *w = calloc(1, sizeof(*w));
+	if (!w)
 		return;
+	w->row = e->row;
+	w->row.config_json = NULL;
+	w->fn = fn;
+	if (fn == cache_put_write && e->row.config_json &&
+	    !(w->row.config_json = strdup(e->row.config_json))) {
+		free(w);
+		return;
+	}
+	if (server_persist(srv, cache_write_fn, cache_write_done, w) < 0)
+		cache_write_done(w, 0);
+}
+
+/* A build took e's result. */
+static void cache_used(struct server *srv, struct cache_entry *e)
+{
+	cache_to_newest(srv, e);
+	e->row.used_ms = clock_now_ms();
+	if (e->row.used_ms - e->stored_used_ms >= CACHE_TOUCH_MS) {
+		e->stored_used_ms = e->row.used_ms;
+		cache_persist(srv, e, cache_touch_write);
+	}
+}
+
+/* key is what a build in flight is making, or waits for another to make (the same step_key),
+ * or what it stands on (its key: the step it took last). */
+static int cache_in_use(struct server *srv, const char *key)
+{
+	for (struct build *b = srv->builds; b; b = b->next)
+		if (!strcmp(b->key, key) || !strcmp(b->step_key, key))
+			return 1;
+	return 0;
+}
+
+static void cache_evict(struct server *srv, struct cache_entry *e)
+{
+	cache_unlink(srv, e);
+	map_remove(&srv->build_cache, e->row.key);
+	cache_persist(srv, e, cache_delete_write);
+	cache_entry_free(e);
+}
+
+/* Keep workspace's entries to the limit, evicting its least recently used (never another
+ * workspace's, never one a build in flight needs: those are passed over). */
+static void cache_trim(struct server *srv, const char *workspace)
+{
+	struct cache_ws *ws = cache_ws_of(srv, workspace);
+	/* The limit is at least 1: evicting never empties (and frees) ws here. */
+	struct cache_entry *e = ws ? ws->oldest : NULL;
+	while (e && ws->n > srv->cfg.build_cache_max_per_ws) {
+		struct cache_entry *next = e->newer;
+		if (!cache_in_use(srv, e->row.key))
+			cache_evict(srv, e);
+		e = next;
+	}
+}
+
+/* Entries no build used for the TTL, at a gc (no build in flight then: gc waits for them). */
+static size_t cache_expire(struct server *srv)
+{
+	int64_t before = clock_now_ms() - srv->cfg.build_cache_ttl_s * 1000;
+	size_t pos = 0, n = 0;
+	struct cache_entry *e;
+	while ((e = map_next(&srv->build_cache, &pos)))
+		if (e->row.used_ms < before && !cache_in_use(srv, e->row.key)) {
+			cache_evict(srv, e);
+			n++;
+		}
+	return n;
+}
+
+/* Remember what key made (for workspace's builds; "" for all): in memory now, in the store
+ * soon. An entry there already with another manifest is replaced: its own was gone from the
+ * store, or the build would have taken it. */
+static void cache_add(struct server *srv, const char *key, const char *workspace,
+                      const char *manifest, json_t *config, const char *layer)
+{
+	struct cache_entry *old = cache_find(srv, key);
+	if (old && !strcmp(old->row.manifest, manifest)) {
+		cache_used(srv, old);
+		return;
+	}
 	json_t *v = json_pack("{s:O, s:o}", "config", config, "layer",
 	                      layer && layer[0] ? json_string(layer) : json_null());
-	struct store_cache *m = calloc(1, sizeof(*m)), *p = calloc(1, sizeof(*p));
+	struct cache_entry *e = calloc(1, sizeof(*e));
 	char *text = v ? json_dumps(v, JSON_COMPACT) : NULL;
 	json_decref(v);
-	if (!m || !p || !text) {
-		free(m);
-		free(p);
+	if (!e || !text) {
+		free(e);
 		free(text);
 		return;
 	}
-	snprintf(m->key, sizeof(m->key), "%s", key);
-	snprintf(m->manifest, sizeof(m->manifest), "%s", manifest);
-	m->created_ms = clock_now_ms();
-	m->config_json = text;
-	*p = *m;
-	p->config_json = strdup(text);
-	if (map_put(&srv->build_cache, m->key, m) < 0) {
-		store_cache_release(m);
-		free(m);
+	snprintf(e->row.key, sizeof(e->row.key), "%s", key);
+	snprintf(e->row.manifest, sizeof(e->row.manifest), "%s", manifest);
+	snprintf(e->row.workspace_id, sizeof(e->row.workspace_id), "%s", workspace);
+	e->row.created_ms = e->row.used_ms = e->stored_used_ms = clock_now_ms();
+	e->row.config_json = text;
+	if (old)
+		cache_unlink(srv, old);
+	int r = map_put(&srv->build_cache, e->row.key, e);
+	if (r < 0 || (r = cache_link(srv, e)) < 0)
+		map_remove(&srv->build_cache, key); /* as if never made: old's manifest is gone */
+	if (old)
+		cache_entry_free(old);
+	if (r < 0) {
+		cache_entry_free(e);
+		return;
 	}
-	if (!p->config_json || server_persist(srv, cache_put_fn, cache_put_done, p) < 0)
-		cache_put_done(p, 0);
+	cache_persist(srv, e, cache_put_write);
+	cache_trim(srv, workspace);
+}
+
+/* The entry of key whose manifest is in the store, else NULL (a miss: the step is made again,
+ * and its entry replaced). A manifest goes only with its entry, unless removed by hand or lost
+ * to trouble on the disk; a build must not fail for that. Only the manifest is looked at (one
+ * stat): the blobs it names are the store's to keep. */
+static struct cache_entry *cache_lookup(struct build *b, const char *key)
+{
+	struct cache_entry *e = cache_find(b->srv, key);
+	if (!e)
+		return NULL;
+	if (!img_blob_exists(&b->srv->imgs, e->row.manifest)) {
+		image_logf(b->srv, b->im,
+		           "cache entry %s: its manifest sha256:%s is gone from the "
+		           "store, made again",
+		           key, e->row.manifest);
+		return NULL;
+	}
+	cache_used(b->srv, e);
+	return e;
 }
 
 /* ---- thread work ---- */
@@ -534,7 +782,7 @@ static void step_done(struct build *b, const char *layer, int cached)
 {
 	struct server *srv = b->srv;
 	if (!cached)
-		cache_add(srv, b->step_key, b->manifest, b->config, layer);
+		cache_add(srv, b->step_key, b->im->row.workspace_id, b->manifest, b->config, layer);
 	if (b->step < b->nsteps) {
 		double secs = cached ? 0 : (clock_now_ms() - b->step_start_ms) / 1000.0;
 		json_array_append_new(
@@ -665,7 +913,7 @@ static void base_done(uv_work_t *w, int status)
 		}
 		/* Bases that are the same whatever the build (not dir:) are made once. */
 		if (b->step_key[0])
-			cache_add(b->srv, b->step_key, b->manifest, b->config, NULL);
+			cache_add(b->srv, b->step_key, "", b->manifest, b->config, NULL);
 		b->step_key[0] = '\0';
 		base_ready(b);
 	}
@@ -713,8 +961,9 @@ static void base_start(struct build *b)
 	/* busybox, an OCI archive and a tar never change under one name: made once. */
 	if (t->kind != TASK_DIR) {
 		key_of(once, ARRAY_SIZE(once), b->step_key);
-		struct store_cache *c = cache_find(srv, b->step_key);
-		if (c && img_blob_exists(&srv->imgs, c->manifest)) {
+		struct cache_entry *e = cache_lookup(b, b->step_key);
+		if (e) {
+			const struct store_cache *c = &e->row;
 			json_t *v = c->config_json ? json_loads(c->config_json, 0, NULL) : NULL;
 			json_t *cfg = json_object_get(v, "config");
 			if (json_is_object(cfg)) {
@@ -1107,8 +1356,9 @@ static void build_step(struct build *b)
 	}
 	const char *parts[] = {b->key, text ? text : "", input, sources};
 	key_of(parts, ARRAY_SIZE(parts) - !sources, b->step_key);
-	struct store_cache *c = cache_find(srv, b->step_key);
-	if (c && img_blob_exists(&srv->imgs, c->manifest)) {
+	struct cache_entry *e = cache_lookup(b, b->step_key);
+	if (e) {
+		const struct store_cache *c = &e->row;
 		json_t *v = c->config_json ? json_loads(c->config_json, 0, NULL) : NULL;
 		json_t *cfg = json_object_get(v, "config");
 		if (json_is_object(cfg)) {
@@ -1175,6 +1425,15 @@ int builder_start_snapshot(struct server *srv, struct image_rec *im, const char 
 
 void builder_shutdown(struct server *srv)
 {
+	/* The last uses not persisted yet (a hit persists at most hourly): a clean stop keeps
+	 * the order of eviction whole. */
+	size_t pos = 0;
+	struct cache_entry *e;
+	while ((e = map_next(&srv->build_cache, &pos)))
+		if (e->row.used_ms > e->stored_used_ms) {
+			e->stored_used_ms = e->row.used_ms;
+			cache_persist(srv, e, cache_touch_write);
+		}
 	for (struct build *b = srv->builds; b; b = b->next) {
 		struct api_call *call = TAKE_PTR(b->call);
 		if (call)
@@ -1211,9 +1470,9 @@ static void gc_done(uv_work_t *w, int status)
 		server_logf(srv, "level=warn msg=\"image gc\" err=\"%s\"", t->err.msg);
 	else
 		server_logf(srv,
-		            "level=info msg=\"image gc\" live=%zu blobs_removed=%llu bytes=%llu "
-		            "trees_removed=%llu",
-		            t->nlive, (unsigned long long)t->stats.blobs_removed,
+		            "level=info msg=\"image gc\" live=%zu cache_expired=%zu "
+		            "blobs_removed=%llu bytes=%llu trees_removed=%llu",
+		            t->nlive, t->cache_expired, (unsigned long long)t->stats.blobs_removed,
 		            (unsigned long long)t->stats.blob_bytes_removed,
 		            (unsigned long long)t->stats.trees_removed);
 	task_free(t);
@@ -1251,6 +1510,8 @@ void images_gc(struct server *srv)
 	struct task *t = task_new(srv, NULL, TASK_GC);
 	if (!t)
 		return;
+	/* What the cache lets go of now is garbage for this very gc (unless an image holds it). */
+	t->cache_expired = cache_expire(srv);
 	t->live = calloc(srv->images.len + srv->build_cache.len + 1, sizeof(char *));
 	if (!t->live) {
 		task_free(t);
@@ -1262,9 +1523,9 @@ void images_gc(struct server *srv)
 		if (im->row.manifest[0])
 			t->live[t->nlive++] = strdup(im->row.manifest);
 	pos = 0;
-	struct store_cache *c;
-	while ((c = map_next(&srv->build_cache, &pos)))
-		t->live[t->nlive++] = strdup(c->manifest);
+	struct cache_entry *e;
+	while ((e = map_next(&srv->build_cache, &pos)))
+		t->live[t->nlive++] = strdup(e->row.manifest);
 	for (size_t i = 0; i < t->nlive; i++)
 		if (!t->live[i]) {
 			task_free(t);

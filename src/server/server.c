@@ -426,6 +426,10 @@ int server_new(uv_loop_t *loop, struct store *store, const struct server_config 
 		srv->cfg.max_images_per_ws = SERVER_MAX_IMAGES_PER_WS;
 	if (!srv->cfg.ws_blob_bytes)
 		srv->cfg.ws_blob_bytes = SERVER_WS_BLOB_BYTES;
+	if (!srv->cfg.build_cache_ttl_s)
+		srv->cfg.build_cache_ttl_s = SERVER_BUILD_CACHE_TTL_S;
+	if (!srv->cfg.build_cache_max_per_ws)
+		srv->cfg.build_cache_max_per_ws = SERVER_BUILD_CACHE_MAX_PER_WS;
 	map_init(&srv->workspaces);
 	map_init(&srv->tokens);
 	map_init(&srv->sandboxes);
@@ -435,6 +439,7 @@ int server_new(uv_loop_t *loop, struct store *store, const struct server_config 
 	map_init(&srv->tunnels);
 	map_init(&srv->images);
 	map_init(&srv->build_cache);
+	map_init(&srv->build_cache_ws);
 	map_init(&srv->blob_owners);
 	srv->imgs.root_fd = -1;
 	sha256_hex(cfg->worker_secret, strlen(cfg->worker_secret), srv->worker_secret_hash);
@@ -535,13 +540,7 @@ static void free_all(struct server *srv)
 	while ((im = map_next(&srv->images, &pos)))
 		image_rec_free(im);
 	map_release(&srv->images);
-	pos = 0;
-	struct store_cache *c;
-	while ((c = map_next(&srv->build_cache, &pos))) {
-		store_cache_release(c);
-		free(c);
-	}
-	map_release(&srv->build_cache);
+	build_cache_free(srv);
 	blob_owners_free(srv);
 	if (srv->imgs_open)
 		img_store_close(&srv->imgs);

@@ -93,6 +93,11 @@
 #define IMAGE_MAX_ENTRYPOINT_ARGS   256
 #define IMAGE_MAX_LOG_BYTES         (8 * 1024 * 1024) /* a build's log: the rest is cut */
 #define IMAGE_BLOB_GRACE_S          3600 /* gc leaves younger unreferenced blobs (uploads) */
+/* The build cache: an entry no build used for this long goes at the next gc
+ * (SKIFF_BUILD_CACHE_TTL_S changes it), and a workspace keeps at most this many, its least
+ * recently used going first (SKIFF_BUILD_CACHE_MAX_PER_WORKSPACE lowers it). */
+#define SERVER_BUILD_CACHE_TTL_S      (7 * 24 * 3600)
+#define SERVER_BUILD_CACHE_MAX_PER_WS 10000
 
 enum role {
 	ROLE_NONE = 0,
@@ -191,6 +196,8 @@ struct server_config {
 	uint64_t max_blob_bytes;         /* SERVER_MAX_BLOB_BYTES */
 	uint64_t ws_blob_bytes;          /* SERVER_WS_BLOB_BYTES */
 	size_t max_images_per_ws;        /* SERVER_MAX_IMAGES_PER_WS */
+	int64_t build_cache_ttl_s;       /* SERVER_BUILD_CACHE_TTL_S */
+	size_t build_cache_max_per_ws;   /* SERVER_BUILD_CACHE_MAX_PER_WS */
 	/* The sources.list lines apt steps use instead of the image's own sources (none: the
 	 * image's), each checked with builder_apt_source_check. */
 	const char *apt_sources[SERVER_APT_SOURCES_MAX];
@@ -253,7 +260,8 @@ struct server {
 	unsigned gc_running;         /* an image gc on a thread */
 	int gc_again;                /* asked for while one ran */
 	struct blob_upload *uploads; /* PUT /v1/blobs in progress (api_blobs.c) */
-	struct map build_cache;      /* step key → struct store_cache */
+	struct map build_cache;      /* step key → struct cache_entry (builder.c) */
+	struct map build_cache_ws;   /* workspace id → struct cache_ws: its entries by last use */
 	struct map blob_owners;      /* "<ws>/<hex>" → struct blob_owner: who uploaded a blob */
 	unsigned tasks_inflight;     /* image work on the thread pool (builder.c) */
 	size_t stdin_bytes;          /* stdin writes sent to workers and not answered yet */
@@ -520,6 +528,7 @@ void builder_free_all(struct server *srv);
 /* Shutting down: snapshot calls waiting for their image get 503. */
 void builder_shutdown(struct server *srv);
 int build_cache_load(const struct store_cache *c, void *ud);
+void build_cache_free(struct server *srv);
 /* 0 when line is a sources.list line apt steps can use (one line of printable ASCII: deb or
  * deb-src, [options], a URI, a suite, components); -EINVAL with err saying why not. */
 int builder_apt_source_check(const char *line, struct sk_error *err);

@@ -111,6 +111,13 @@ static const char *const MIGRATIONS[] = {
     "  digest TEXT NOT NULL,"
     "  created_ms INTEGER NOT NULL,"
     "  PRIMARY KEY (workspace_id, digest)) WITHOUT ROWID;",
+
+    /* 4: the build cache is evicted (least recently used per workspace, and what was not used
+     * for a while), so an entry says whose it is and when a build last used it. Rows from
+     * before: workspace unknown ('', a group of their own), last used when made. */
+    "ALTER TABLE build_cache ADD COLUMN workspace_id TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE build_cache ADD COLUMN used_ms INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE build_cache SET used_ms = created_ms;",
 };
 
 int store_schema_version(void)

@@ -19,7 +19,7 @@
 #define IMAGE_COLS                                                                                 \
 	"id, workspace_id, name, state, spec_json, manifest, config_json, size_bytes, files, "     \
 	"layers_json, error, created_ms, ready_ms"
-#define CACHE_COLS "key, manifest, config_json, created_ms"
+#define CACHE_COLS "key, manifest, config_json, created_ms, workspace_id, used_ms"
 
 /* put replaces a row in place (an upsert on its key), never with INSERT OR REPLACE: that would
  * delete whatever other row a unique index finds in the way instead of refusing. */
@@ -83,10 +83,13 @@ const char *const STORE_STMT_SQL[STMT_COUNT] = {
     [STMT_IMAGES_LOAD] = "SELECT " IMAGE_COLS " FROM images ORDER BY id",
 
     [STMT_CACHE_GET] = "SELECT " CACHE_COLS " FROM build_cache WHERE key = ?1",
-    [STMT_CACHE_PUT] = "INSERT INTO build_cache (" CACHE_COLS ") VALUES (?1, ?2, ?3, ?4)"
+    [STMT_CACHE_PUT] = "INSERT INTO build_cache (" CACHE_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
                        " ON CONFLICT (key) DO UPDATE SET manifest = ?2, config_json = ?3,"
-                       " created_ms = ?4",
-    [STMT_CACHE_LOAD] = "SELECT " CACHE_COLS " FROM build_cache ORDER BY key",
+                       " created_ms = ?4, workspace_id = ?5, used_ms = ?6",
+    /* Never back in time: two touches of one entry may commit out of order. */
+    [STMT_CACHE_TOUCH] = "UPDATE build_cache SET used_ms = ?2 WHERE key = ?1 AND used_ms < ?2",
+    [STMT_CACHE_DELETE] = "DELETE FROM build_cache WHERE key = ?1",
+    [STMT_CACHE_LOAD] = "SELECT " CACHE_COLS " FROM build_cache ORDER BY used_ms, key",
 
     [STMT_OWNER_PUT] = "INSERT OR IGNORE INTO blob_owners (workspace_id, digest, created_ms)"
                        " VALUES (?1, ?2, ?3)",
@@ -770,6 +773,8 @@ static int cache_read(struct store_tx *tx, sqlite3_stmt *stmt, struct store_cach
 	col_field(&rd, c->manifest, "build cache manifest");
 	col_dup(&rd, &c->config_json, "build cache config_json");
 	col_i64(&rd, &c->created_ms);
+	col_field(&rd, c->workspace_id, "build cache workspace_id");
+	col_i64(&rd, &c->used_ms);
 	if (rd.r < 0)
 		store_cache_release(c);
 	return rd.r;
@@ -801,7 +806,31 @@ int store_cache_put(struct store_tx *tx, const struct store_cache *c)
 	bind_field(&b, c->manifest, "build cache manifest");
 	bind_cstr(&b, c->config_json, "build cache config_json");
 	bind_i64(&b, c->created_ms, "created_ms");
+	bind_field(&b, c->workspace_id, "build cache workspace_id");
+	bind_i64(&b, c->used_ms, "used_ms");
 	return b.r < 0 ? b.r : stmt_done(tx, stmt, "put build cache entry");
+}
+
+int store_cache_touch(struct store_tx *tx, const char *key, int64_t used_ms)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_CACHE_TOUCH];
+	struct binder b = binder_new(tx, stmt);
+	bind_cstr(&b, key, "build cache key");
+	bind_i64(&b, used_ms, "used_ms");
+	return b.r < 0 ? b.r : stmt_done(tx, stmt, "touch build cache entry");
+}
+
+int store_cache_delete(struct store_tx *tx, const char *key)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_CACHE_DELETE];
+	struct binder b = binder_new(tx, stmt);
+	bind_cstr(&b, key, "build cache key");
+	if (b.r < 0)
+		return b.r;
+	int r = stmt_done(tx, stmt, "delete build cache entry");
+	if (r == 0 && sqlite3_changes(tx->db) == 0)
+		return not_found(tx, "build cache entry", key);
+	return r;
 }
 
 int store_cache_load(struct store_tx *tx, int (*cb)(const struct store_cache *c, void *ud),

@@ -140,6 +140,8 @@ struct store_cache {
 	char manifest[STORE_HASH_BYTES];
 	char *config_json;
 	int64_t created_ms;
+	char workspace_id[ID_MAX_BYTES]; /* whose builds use it; "": shared, or unknown */
+	int64_t used_ms;                 /* a build last used it (roughly: see builder.c) */
 };
 
 /* A workspace that uploaded a blob (SHA-256 hex): it may read the blob and name it in builds. */
@@ -205,9 +207,13 @@ int store_image_put(struct store_tx *tx, const struct store_image *i);
 int store_image_delete(struct store_tx *tx, const char *id);
 int store_images_load(struct store_tx *tx, int (*cb)(const struct store_image *i, void *ud),
                       void *ud);
-/* The build cache: get (-ENOENT when the key is not there), put (replacing), load (by key). */
+/* The build cache: get (-ENOENT when the key is not there), put (replacing), touch (used_ms
+ * set, only forward; a key not there is no error), delete (-ENOENT when none), load (least
+ * recently used first, then by key). */
 int store_cache_get(struct store_tx *tx, const char *key, struct store_cache *ret);
 int store_cache_put(struct store_tx *tx, const struct store_cache *c);
+int store_cache_touch(struct store_tx *tx, const char *key, int64_t used_ms);
+int store_cache_delete(struct store_tx *tx, const char *key);
 int store_cache_load(struct store_tx *tx, int (*cb)(const struct store_cache *c, void *ud),
                      void *ud);
 /* Blob owners: put (a pair stored already is kept as it was), load (by workspace, digest). */

@@ -322,10 +322,10 @@ def build(d, spec, token="", expect=202):
     return body
 
 
-def wait_built(d, image_id, timeout=120):
+def wait_built(d, image_id, timeout=120, token=""):
     deadline = time.monotonic() + timeout
     while True:
-        s, body = d.api("GET", f"/v1/images/{image_id}")
+        s, body = d.api("GET", f"/v1/images/{image_id}", token=token)
         assert s == 200, body
         if body["state"] != "building":
             return body

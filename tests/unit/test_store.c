@@ -1173,10 +1173,48 @@ static int fn_cache_load(struct store_tx *tx, void *ud)
 	return store_cache_load(tx, cache_count, ud);
 }
 
+struct cache_list {
+	int n;
+	struct store_cache c[4];
+};
+
+static int cache_collect(const struct store_cache *c, void *ud)
+{
+	struct cache_list *l = ud;
+	assert_true(l->n < 4);
+	l->c[l->n] = *c;
+	l->c[l->n++].config_json = NULL; /* freed when cb returns */
+	return 0;
+}
+
+static int fn_cache_collect(struct store_tx *tx, void *ud)
+{
+	return store_cache_load(tx, cache_collect, ud);
+}
+
+struct cache_touch {
+	const char *key;
+	int64_t used_ms;
+};
+
+static int fn_cache_touch(struct store_tx *tx, void *ud)
+{
+	struct cache_touch *t = ud;
+	return store_cache_touch(tx, t->key, t->used_ms);
+}
+
+static int fn_cache_delete(struct store_tx *tx, void *ud)
+{
+	return store_cache_delete(tx, ud);
+}
+
 static void test_build_cache(void **state)
 {
 	struct fixture *f = *state;
-	struct store_cache c = {.created_ms = 4, .config_json = "{\"workdir\":\"/app\"}"};
+	struct store_cache c = {.created_ms = 4,
+	                        .used_ms = 5,
+	                        .workspace_id = "ws-1",
+	                        .config_json = "{\"workdir\":\"/app\"}"};
 	memset(c.key, 'b', 64);
 	memset(c.manifest, 'c', 64);
 	assert_int_equal(store_run_sync(f->st, fn_cache_put, &c), 0);
@@ -1189,11 +1227,97 @@ static void test_build_cache(void **state)
 	assert_string_equal(o.c.manifest, c.manifest);
 	assert_null(o.c.config_json);
 	assert_int_equal(o.c.created_ms, 4);
+	assert_string_equal(o.c.workspace_id, "ws-1");
+	assert_int_equal(o.c.used_ms, 5);
 	store_cache_release(&o.c);
+
+	/* A touch moves used_ms forward only (touches may commit out of order); of a key that is
+	 * not there, it is no error and makes no row. */
+	struct cache_touch t = {.key = c.key, .used_ms = 90};
+	assert_int_equal(store_run_sync(f->st, fn_cache_touch, &t), 0);
+	t.used_ms = 50;
+	assert_int_equal(store_run_sync(f->st, fn_cache_touch, &t), 0);
+	o = (struct cache_op){.key = c.key};
+	assert_int_equal(store_run_sync(f->st, fn_cache_get, &o), 0);
+	assert_int_equal(o.c.used_ms, 90);
+	assert_int_equal(o.c.created_ms, 4);
+	store_cache_release(&o.c);
+	t = (struct cache_touch){.key = "nope", .used_ms = 1};
+	assert_int_equal(store_run_sync(f->st, fn_cache_touch, &t), 0);
+
 	o = (struct cache_op){.key = "nope"};
 	assert_int_equal(store_run_sync(f->st, fn_cache_get, &o), -ENOENT);
 	assert_int_equal(store_run_sync(f->st, fn_cache_load, &o), 0);
 	assert_int_equal(o.n, 1);
+
+	/* A field without its NUL is refused. */
+	struct store_cache bad = c;
+	memset(bad.workspace_id, 'w', sizeof(bad.workspace_id));
+	assert_int_equal(store_run_sync(f->st, fn_cache_put, &bad), -EINVAL);
+
+	assert_int_equal(store_run_sync(f->st, fn_cache_delete, c.key), 0);
+	assert_int_equal(store_run_sync(f->st, fn_cache_delete, c.key), -ENOENT);
+	o = (struct cache_op){.key = c.key};
+	assert_int_equal(store_run_sync(f->st, fn_cache_get, &o), -ENOENT);
+	o.n = 0;
+	assert_int_equal(store_run_sync(f->st, fn_cache_load, &o), 0);
+	assert_int_equal(o.n, 0);
+}
+
+/* A database of schema 3 (the build cache without workspace and last use) is migrated: its rows
+ * are kept, of no known workspace, last used when they were made. */
+static void test_build_cache_migration(void **state)
+{
+	struct fixture *f = *state;
+	char path[192];
+	snprintf(path, sizeof(path), "%s/v3.db", f->dir);
+	/* A database of today, its build cache put back as migration 2 made it (migration 4
+	 * touches no other table). */
+	struct store *st = NULL;
+	struct sk_error err = {0};
+	assert_int_equal(store_open(path, &st, &err), 0);
+	store_close(st);
+	st = NULL;
+	raw_exec(path, "DROP TABLE build_cache;"
+	               "CREATE TABLE build_cache ("
+	               "  key TEXT PRIMARY KEY NOT NULL,"
+	               "  manifest TEXT NOT NULL,"
+	               "  config_json TEXT,"
+	               "  created_ms INTEGER NOT NULL) WITHOUT ROWID;"
+	               "INSERT INTO build_cache VALUES ('k1', 'm1', '{}', 1000);"
+	               "INSERT INTO build_cache VALUES ('k2', 'm2', NULL, 2000);"
+	               "PRAGMA user_version = 3;");
+	assert_int_equal(store_schema_version(), 4); /* else: a database of 3 made otherwise */
+	int r = store_open(path, &st, &err);
+	if (r < 0)
+		print_error("store_open: %s\n", err.msg);
+	assert_int_equal(r, 0);
+	struct cache_list l = {0};
+	assert_int_equal(store_run_sync(st, fn_cache_collect, &l), 0);
+	assert_int_equal(l.n, 2);
+	assert_string_equal(l.c[0].key, "k1");
+	assert_string_equal(l.c[0].manifest, "m1");
+	assert_string_equal(l.c[0].workspace_id, "");
+	assert_int_equal(l.c[0].created_ms, 1000);
+	assert_int_equal(l.c[0].used_ms, 1000);
+	assert_string_equal(l.c[1].key, "k2");
+	assert_int_equal(l.c[1].used_ms, 2000);
+	/* New rows take the new columns; rows load least recently used first. */
+	struct store_cache c = {
+	    .key = "k3", .manifest = "m3", .workspace_id = "ws-9", .created_ms = 7, .used_ms = 8};
+	assert_int_equal(store_run_sync(st, fn_cache_put, &c), 0);
+	l = (struct cache_list){0};
+	assert_int_equal(store_run_sync(st, fn_cache_collect, &l), 0);
+	assert_int_equal(l.n, 3);
+	assert_string_equal(l.c[0].key, "k3");
+	assert_string_equal(l.c[0].workspace_id, "ws-9");
+	assert_int_equal(l.c[0].used_ms, 8);
+	assert_string_equal(l.c[1].key, "k1");
+	assert_string_equal(l.c[2].key, "k2");
+	store_close(st);
+	sqlite3 *db = raw_open(path);
+	assert_int_equal(raw_int(db, "PRAGMA user_version", NULL), store_schema_version());
+	sqlite3_close(db);
 }
 
 int main(void)
@@ -1212,6 +1336,7 @@ int main(void)
 	    T(test_idempotency),
 	    T(test_images),
 	    T(test_build_cache),
+	    T(test_build_cache_migration),
 	    T(test_submit_done_after_commit),
 	    T(test_submit_failure_isolated),
 	    T(test_group_commit),
