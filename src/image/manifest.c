@@ -50,6 +50,14 @@ static void entry_release(struct img_entry *e)
 	memset(e, 0, sizeof(*e));
 }
 
+void img_manifest_remove(struct img_manifest *m, const struct img_entry *e)
+{
+	size_t i = (size_t)(e - m->e);
+	entry_release(&m->e[i]);
+	memmove(&m->e[i], &m->e[i + 1], (m->n - i - 1) * sizeof(*m->e));
+	m->n--;
+}
+
 void img_manifest_free(struct img_manifest *m)
 {
 	for (size_t i = 0; i < m->n; i++)

@@ -80,6 +80,8 @@ int img_manifest_add(struct img_manifest *m, const struct img_entry *e, struct s
 int img_manifest_sort(struct img_manifest *m, struct sk_error *err);
 /* The entry for path in a sorted manifest, or NULL. */
 const struct img_entry *img_manifest_find(const struct img_manifest *m, const char *path);
+/* Remove entry e (one of m's) from m, keeping the order of the rest. */
+void img_manifest_remove(struct img_manifest *m, const struct img_entry *e);
 /* Check a sorted manifest: paths normalized and unique, parents directories, fields consistent
  * with the type, within limits; layer set allows whiteouts and opaque directories and
  * does not require parents. Errors are -SK_EINVAL_SPEC naming the first bad entry. */

@@ -24,6 +24,7 @@
 
 #include "../image/manifest.h"
 #include "../lib/fsutil.h"
+#include "../lib/hash.h"
 #include "../runtime/idmap.h"
 #include "spawner_internal.h"
 
@@ -99,6 +100,18 @@ void sp_image_holder(const struct spawner *sp, const char *id, char *buf, size_t
 
 /* ---- jobs ---- */
 
+/* The runtime writes the worker's resolvers into an egress sandbox's /etc/resolv.conf: they are
+ * the worker's, not the image's. A layer keeps that file only when the sandbox changed it. */
+static void layer_drop_resolv_conf(struct spawner *sp, struct img_manifest *m)
+{
+	char hex[SHA256_HEX_BYTES];
+	const struct img_entry *e = img_manifest_find(m, "/etc/resolv.conf");
+	if (sp->egress_ok && e && e->type == IMG_REG &&
+	    sha256_hex(sp->egress.resolv_conf, strlen(sp->egress.resolv_conf), hex) == 0 &&
+	    !strcmp(e->digest, hex))
+		img_manifest_remove(m, e);
+}
+
 /* max_bytes: the sandbox's disk limit. Its files can't hold more, but a sparse file (made in
  * no time, taking no space) reads back as all its size: without this a small sandbox could have
  * the store write the default limit (tens of GiB) of zeros for each layer. */
@@ -115,6 +128,7 @@ static int layer_store(struct spawner *sp, int upper_fd, uid_t base, uint64_t ma
 	img_manifest_init(&m);
 	int r = img_ingest_dir(st, upper_fd, IMG_INGEST_LAYER, &lim, &m, err);
 	if (r == 0) {
+		layer_drop_resolv_conf(sp, &m);
 		/* Owners as the sandbox saw them (an id outside its range, none should be, is
 		 * nobody's). */
 		img_manifest_ids_unmap(&m, base, IDMAP_RANGE, SP_LAYER_NOBODY);

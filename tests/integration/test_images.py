@@ -322,6 +322,23 @@ def build(d, spec, token="", expect=202):
     return body
 
 
+def in_sandbox(d, image, script):
+    """script's stdout in a new sandbox on image (which must exit 0)."""
+    s, sb = d.api("POST", "/v1/sandboxes", {"image": image})
+    assert s == 201, sb
+    out = sh(d, sb["id"], script)
+    d.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    assert out["exit_code"] == 0, out
+    return out["stdout"]
+
+
+def layer_paths(d, layer):
+    """The paths of a layer manifest's entries, whiteouts included, from the data directory."""
+    hexd = layer.removeprefix("sha256:")
+    text = (d.data / "images" / "blobs" / "sha256" / hexd[:2] / hexd[2:]).read_text()
+    return {e["path"] for e in json.loads(text)["entries"]}
+
+
 def wait_built(d, image_id, timeout=120, token=""):
     deadline = time.monotonic() + timeout
     while True:
@@ -751,6 +768,26 @@ def test_build_cache_is_per_workspace(d):
     assert s == 200 and mine["id"].encode() not in raw and b"waiting for" not in raw
     s, body = d.api("DELETE", f"/v1/images/{theirs['id']}", token=other)
     assert s == 200, body
+
+
+def test_layers_leave_out_the_workers_resolv_conf(d):
+    """A build sandbox has network egress, and the runtime writes the worker's resolvers into
+    its /etc/resolv.conf: theirs, not the image's. A step that writes the file itself keeps it."""
+    got = wait_built(d, build(d, {"base": "busybox", "steps": [
+        {"run": "cat /etc/resolv.conf > /seen"},
+        {"run": "echo 'nameserver 192.0.2.53' > /etc/resolv.conf"}]})["id"])
+    assert got["state"] == "ready", got
+    first, second = (layer_paths(d, l["layer"]) for l in got["layers"])
+    assert "/seen" in first and "/etc/resolv.conf" not in first, first
+    assert "/etc/resolv.conf" in second, second
+    seen = in_sandbox(d, got["id"], "cat /seen; echo --; cat /etc/resolv.conf")
+    written, _, kept = seen.partition("--\n")
+    assert "nameserver" in written, seen  # the runtime wrote it for the step
+    assert kept == "nameserver 192.0.2.53\n", seen
+    # Without the second step, the image has the base's resolv.conf (busybox: none).
+    only = wait_built(d, build(d, {"base": "busybox", "steps": [
+        {"run": "cat /etc/resolv.conf > /seen"}]})["id"])
+    assert in_sandbox(d, only["id"], "test -e /etc/resolv.conf || echo none") == "none\n"
 
 
 def test_snapshot_round_trip(d, app_image):

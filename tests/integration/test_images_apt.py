@@ -6,7 +6,6 @@ only that source (--apt-source). Nothing goes to the uplink: the image's own sou
 
 import email.utils
 import hashlib
-import json
 import os
 import shutil
 import socket
@@ -16,9 +15,8 @@ import types
 
 import pytest
 
-from conftest import (SKIFFD, _after_test, _own_skiffd, free_test_octet, netns_hosts, sh,
-                      wait_for)
-from test_images import DEBIAN_TAR, build, logs, wait_built
+from conftest import SKIFFD, _after_test, _own_skiffd, free_test_octet, netns_hosts, wait_for
+from test_images import DEBIAN_TAR, build, in_sandbox, layer_paths, logs, wait_built
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(DEBIAN_TAR),
@@ -130,25 +128,9 @@ def d(_apt_skiffd):
 APT_SPEC = {"base": "debian:bookworm", "steps": [{"apt": ["skiff-apt-test"]}]}
 
 
-def in_sandbox(d, image, script):
-    s, sb = d.api("POST", "/v1/sandboxes", {"image": image})
-    assert s == 201, sb
-    out = sh(d, sb["id"], script)
-    d.api("DELETE", f"/v1/sandboxes/{sb['id']}")
-    assert out["exit_code"] == 0, out
-    return out["stdout"]
-
-
 def etc_apt(d, image):
     """The image's /etc/apt: every file with its content's hash."""
     return in_sandbox(d, image, "find /etc/apt -type f -exec sha256sum {} + | sort")
-
-
-def layer_paths(d, layer):
-    """The paths of a layer manifest's entries, whiteouts included, from the data directory."""
-    hexd = layer.removeprefix("sha256:")
-    text = (d.data / "images" / "blobs" / "sha256" / hexd[:2] / hexd[2:]).read_text()
-    return {e["path"] for e in json.loads(text)["entries"]}
 
 
 def assert_cached(d, repo, got):
@@ -187,11 +169,11 @@ def test_apt_step_installs_from_the_configured_source(d, apt_repo):
     paths = layer_paths(d, got["layers"][0]["layer"])
     assert {"/usr/bin/skiff-apt-test", "/usr/share/skiff-apt-test/greeting"} <= paths, paths
     assert not [p for p in paths if p.startswith(("/dev/", "/etc/apt/")) or "sources" in p], paths
-    # Nor apt's caches and the .debs: no file of the image names the repository (but the build
-    # sandbox's resolv.conf, which the runtime writes for egress).
+    # Nor apt's caches and the .debs, nor the build sandbox's resolv.conf (the worker's
+    # resolvers, which the runtime writes for egress): no file of the image names the repository.
     assert not [p for p in paths if p.endswith((".bin", ".deb"))], paths
     assert in_sandbox(d, got["id"], f"grep -rlF '{apt_repo.addr}' /etc /var /usr /root "
-                                    "|| true") == "/etc/resolv.conf\n"
+                                    "|| true") == ""
 
     # The same spec again: every step cached, nothing asked of the repository.
     assert_cached(d, apt_repo, got)
