@@ -5,7 +5,8 @@ Starts its own skiffd dev (a temporary --data directory, a free port on 127.0.0.
 instance, --pool N) and measures:
 
   1. sequential cycles: create (POST /v1/sandboxes {}), exec `echo hi` (?wait=true), delete;
-     p50/p90/p99 of each step and of the whole cycle (ms), on one keep-alive connection
+     p50/p90/p99 of each step and of the whole cycle (ms), on one keep-alive connection; then
+     E execs of `echo hi` one after another into one sandbox (the exec alone, no create before it)
   2. throughput: whole cycles per second with C concurrent clients (threads, each with its own
      keep-alive connection) over a fixed duration
   3. memory with M idle sandboxes (created with {}): VmRSS of skiffd and of its spawner child, the
@@ -20,7 +21,8 @@ every sandbox deleted over the API, skiffd stopped with SIGTERM, `skiff-box gc` 
 /run/skiff/<instance> checked gone, the data directory removed.
 
 Usage (as root): bench/api_cycle.py [--cycles 300] [--clients 8] [--duration 10] [--idle 1000]
-                 [--pool 2] [--anchor-runs 100] [--instance bnc1] [--build build/bench]
+                 [--pool 2] [--anchor-runs 100] [--execs 300] [--instance bnc1]
+                 [--build build/bench]
 The last line is one summary for scripts: `api_cycle key=value ...`.
 """
 
@@ -205,8 +207,10 @@ class Skiffd:
         os.makedirs(self.data)
         self.bin = os.path.join(tmp, "bin")
         os.makedirs(self.bin)
-        # Private copies: a rebuild elsewhere can't change the binaries mid-run.
-        for b in ("skiffd", "skiff-box"):
+        # Private copies: a rebuild elsewhere can't change the binaries mid-run. skiff-init
+        # too (its mode kept: 0711), which skiffd looks for beside itself: without it a
+        # sandbox's init stays a copy of the spawner and there is no exec server.
+        for b in ("skiffd", "skiff-box", "skiff-init"):
             shutil.copy2(os.path.join(args.build, "bin", b), os.path.join(self.bin, b))
         self.port = free_port()
         self.logf = open(os.path.join(tmp, "skiffd.log"), "w+")
@@ -413,6 +417,22 @@ def sequential(sk, n, warmup):
     return steps
 
 
+def exec_loop(sk, n):
+    """n `echo hi` execs with ?wait=true into one sandbox, after 10 unmeasured: the exec's round
+    trip alone, without a create just before it."""
+    api = Api(sk.port, sk.token)
+    sid = api.create()
+    lat = []
+    for i in range(10 + n):
+        t0 = time.perf_counter_ns()
+        api.exec_echo(sid)
+        if i >= 10:
+            lat.append(ms(time.perf_counter_ns() - t0))
+    api.delete(sid)
+    api.close()
+    return lat
+
+
 def anchors_http(sk, n):
     api = Api(sk.port, sk.token)
     h, w = [], []
@@ -601,6 +621,8 @@ def main():
     ap.add_argument("--duration", type=float, default=10.0, help="throughput window, s (10)")
     ap.add_argument("--idle", type=int, default=1000, help="idle sandboxes for memory (1000)")
     ap.add_argument("--anchor-runs", type=int, default=100, help="skiff-box / host runs (100)")
+    ap.add_argument("--execs", type=int, default=300,
+                    help="execs into one sandbox, one after another (300)")
     skiffd_args(ap, 2, "bnc1", "bnc2", "where the temporary data directory goes (default: $TMPDIR "
                 "or /tmp); a tmpfs here takes the store's fsyncs off the path")
     args = ap.parse_args()
@@ -627,6 +649,11 @@ def main():
         res["seq_cpu_per_cycle_ms"] = (proc_cpu_s(cpu_pids()) - c0) * 1000 / (args.cycles + args.warmup)
         res["seq_wall_s"] = time.monotonic() - w0
         res.update(steps)
+
+        # 1b. execs into one sandbox
+        wait_pool(sk, args.pool)
+        log(f"execs: {args.execs} into one sandbox ...")
+        res["exec_only"] = exec_loop(sk, args.execs)
 
         # 2. throughput
         time.sleep(1.0)
@@ -665,6 +692,7 @@ def main():
     log(row("exec `echo hi` `?wait=true`", res["exec"], T["exec_p50_ms"]))
     log(row("delete", res["delete"]))
     log(row("**whole cycle**", res["cycle"], T["cycle_p50_ms"]))
+    log(row(f"exec `echo hi` `?wait=true`, {args.execs} into one sandbox", res["exec_only"]))
     log(f"\n{len(res['cycle'])} cycles in {res['seq_wall_s']:.1f} s; skiffd+spawner+sandboxes CPU "
         f"per cycle {res['seq_cpu_per_cycle_ms']:.2f} ms")
     tp = res["tp_lat"]
@@ -720,6 +748,7 @@ def main():
     summary = {
         "create_p50_ms": pct(res["create"], 50), "create_p99_ms": pct(res["create"], 99),
         "exec_p50_ms": pct(res["exec"], 50), "exec_p99_ms": pct(res["exec"], 99),
+        "exec_only_p50_ms": pct(res["exec_only"], 50),
         "delete_p50_ms": pct(res["delete"], 50), "delete_p99_ms": pct(res["delete"], 99),
         "cycle_p50_ms": pct(res["cycle"], 50), "cycle_p99_ms": pct(res["cycle"], 99),
         "cycles_per_s": res["tp_rate"], "tp_errors": len(res["tp_errors"]),
