@@ -335,15 +335,20 @@ static uint64_t ws_blob_bytes(struct server *srv, const char *ws)
 	return total;
 }
 
-/* 0, or -1 after a 413: len more bytes, of a blob the caller's workspace has not uploaded
- * before, would take its uploads past their share of the store. */
+/* 0, or -1 after a 413: len more bytes, of a blob the caller's workspace does not hold in the
+ * store already, would take its uploads past their share of the store. */
 static int ws_room(struct api_call *call, const char *digest, uint64_t len)
 {
 	struct server *srv = call->srv;
 	const char *ws = call->who.workspace_id;
 	/* A worker's push (a layer it stored) is no workspace's upload: the layer is bounded by
 	 * its sandbox's disk limit, and the image it makes counts against its workspace's. */
-	if (by_worker(call) || owned(srv, ws, digest))
+	if (by_worker(call))
+		return 0;
+	/* A blob it uploaded that the store still holds is counted already: sent again, it costs
+	 * nothing. One that gc dropped is new bytes again: else a workspace would upload, let gc
+	 * drop it, fill its share with others, then send the first back past the share. */
+	if (owned(srv, ws, digest) && img_blob_exists(&srv->imgs, digest))
 		return 0;
 	uint64_t used = ws_blob_bytes(srv, ws), max = srv->cfg.ws_blob_bytes;
 	if (used <= max && len <= max - used)
