@@ -1475,6 +1475,8 @@ static void gc_done(uv_work_t *w, int status)
 		            t->nlive, t->cache_expired, (unsigned long long)t->stats.blobs_removed,
 		            (unsigned long long)t->stats.blob_bytes_removed,
 		            (unsigned long long)t->stats.trees_removed);
+	if (t->stats.blobs_removed)
+		blobs_removed(srv);
 	task_free(t);
 	if (srv->stopping)
 		return;

@@ -74,6 +74,16 @@ def test_a_blob_gc_dropped_counts_again_when_uploaded_again(d):
     assert not blob_path(d, digest(first)[7:]).exists()
 
 
+def test_a_blob_another_workspace_stored_counts_for_each_uploader(d):
+    one, two = developer_of(d, "quota-shared-a"), developer_of(d, "quota-shared-b")
+    shared, more = os.urandom(6000), os.urandom(6000)
+    for tok in (one, two):
+        s, body = put_blob(d, shared, token=tok)
+        assert s == 201, body
+        s, body = put_blob(d, more, token=tok)
+        assert s == 413 and "hold 6000 bytes" in body["error"]["message"], body
+
+
 def test_uploads_under_way_count(d):
     tok = developer_of(d, "quota-inflight")
     slow, fast = os.urandom(7000), os.urandom(7000)
