@@ -348,3 +348,19 @@ def test_builds_waiting_for_a_step_that_then_fail_at_once(split):
         assert img["state"] == "failed" and "no worker is connected" in img["error"], img
         log = split.raw("GET", f"/v1/images/{img['id']}/logs")[1]
         assert b"waiting for " + ids[0].encode() in log, log  # the case this test is about
+
+
+def test_first_builds_at_once_all_get_busybox(split):
+    """On a server that has not made the busybox base yet, builds started together make it on
+    threads of one process at once: none may undo another's work in progress."""
+    ids = []
+    for i in range(4):
+        st, img = split.api("POST", "/v1/images", {"base": "busybox",
+                                                   "steps": [{"env": {"N": str(i)}}]})
+        assert st == 202, img
+        ids.append(img["id"])
+    for i in ids:
+        assert wait_for(lambda: split.api("GET", f"/v1/images/{i}")[1]["state"] != "building",
+                        120, 0.05)
+        img = split.api("GET", f"/v1/images/{i}")[1]
+        assert img["state"] == "ready", img
