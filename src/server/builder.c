@@ -224,7 +224,12 @@ int build_cache_load(const struct store_cache *c, void *ud)
 	if (!e)
 		return -ENOMEM;
 	e->row = *c;
+	/* Without its config a hit would take the step as made with no layer: a wrong image. */
 	e->row.config_json = c->config_json ? strdup(c->config_json) : NULL;
+	if (c->config_json && !e->row.config_json) {
+		free(e);
+		return -ENOMEM;
+	}
 	e->stored_used_ms = c->used_ms;
 	int r = map_put(&srv->build_cache, e->row.key, e);
 	if (r < 0) {
