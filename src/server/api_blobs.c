@@ -63,7 +63,7 @@ int blob_owner_load(const struct store_blob_owner *row, void *ud)
 }
 
 /* The bytes of the blobs a workspace uploaded that the store holds, as counted when blobs_gen
- * was gen: kept up to date by each upload, counted again (opening every blob the workspace
+ * was gen: kept up to date by each upload, counted again (a stat of every blob the workspace
  * uploaded) only at its first upload after blobs left the store. Counting at every upload
  * stalled the server's loop for as long as opening all of a workspace's blobs takes. */
 struct blob_usage {
@@ -159,7 +159,7 @@ static int blob_own(struct server *srv, const char *ws, const char *digest)
 }
 
 /* Bytes of the blobs ws uploaded that the store holds, counted from the files: every owner of
- * every workspace looked at, and each of ws's blobs opened. */
+ * every workspace looked at, and each of ws's blobs stat'ed. */
 static uint64_t ws_stored_bytes(struct server *srv, const char *ws)
 {
 	size_t n = strlen(ws), pos = 0;
@@ -168,13 +168,9 @@ static uint64_t ws_stored_bytes(struct server *srv, const char *ws)
 	while ((o = map_next(&srv->blob_owners, &pos))) {
 		if (strncmp(o->key, ws, n) || o->key[n] != '/')
 			continue;
-		int fd = -1;
 		uint64_t size = 0;
-		struct sk_error err = {0};
-		if (img_blob_open(&srv->imgs, o->key + n + 1, &fd, &size, &err) == 0) {
-			close(fd);
+		if (img_blob_size(&srv->imgs, o->key + n + 1, &size) == 0)
 			total += size;
-		}
 	}
 	return total;
 }
