@@ -142,7 +142,9 @@ int image_busybox_ensure(const char *data_dir, const char *host_busybox, char *r
 	int r = fs_mkdir_p(parent, 0755);
 	if (r < 0)
 		return sk_error_errno(err, r, "mkdir %s", parent);
-	snprintf(tmp, sizeof(tmp), "%s/.busybox-%d", parent, (int)getpid());
+	/* Of this thread: the server makes bases on a pool of threads, and two builds started
+	 * together each make it at once (a name of the process alone, one removed the other's). */
+	snprintf(tmp, sizeof(tmp), "%s/.busybox-%d-%d", parent, (int)getpid(), (int)gettid());
 	fs_rm_rf_at(AT_FDCWD, tmp);
 	if ((r = build(tmp, host_busybox ? host_busybox : BUSYBOX_HOST_PATH, err)) < 0) {
 		fs_rm_rf_at(AT_FDCWD, tmp);

@@ -292,6 +292,19 @@ int img_blob_exists(struct img_store *s, const char *digest)
 	return fstatat(s->root_fd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
 }
 
+int img_blob_size(struct img_store *s, const char *digest, uint64_t *ret_size)
+{
+	if (!img_digest_valid(digest))
+		return -ENOENT;
+	char rel[IMG_BLOB_RELPATH_BYTES];
+	img_blob_relpath(digest, rel);
+	struct stat st;
+	if (fstatat(s->root_fd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+		return -ENOENT;
+	*ret_size = (uint64_t)st.st_size;
+	return 0;
+}
+
 int img_blob_open(struct img_store *s, const char *digest, int *ret_fd, uint64_t *ret_size,
                   struct sk_error *err)
 {

@@ -51,6 +51,8 @@ int img_blob_put_fd(struct img_store *s, int fd, uint64_t max_bytes, char digest
                     uint64_t *ret_size, struct sk_error *err);
 /* 1 when the blob is stored, 0 when not. */
 int img_blob_exists(struct img_store *s, const char *digest);
+/* The size of a stored blob (one fstatat, nothing opened); -ENOENT when it isn't stored. */
+int img_blob_size(struct img_store *s, const char *digest, uint64_t *ret_size);
 /* Open the blob for reading (O_RDONLY | O_CLOEXEC); -ENOENT when it isn't stored. */
 int img_blob_open(struct img_store *s, const char *digest, int *ret_fd, uint64_t *ret_size,
                   struct sk_error *err);

@@ -62,6 +62,16 @@ int blob_owner_load(const struct store_blob_owner *row, void *ud)
 	return r;
 }
 
+/* The bytes of the blobs a workspace uploaded that the store holds, as counted when blobs_gen
+ * was gen: kept up to date by each upload, counted again (a stat of every blob the workspace
+ * uploaded) only at its first upload after blobs left the store. Counting at every upload
+ * stalled the server's loop for as long as opening all of a workspace's blobs takes. */
+struct blob_usage {
+	char ws[ID_MAX_BYTES];
+	uint64_t bytes;
+	unsigned gen;
+};
+
 void blob_owners_free(struct server *srv)
 {
 	size_t pos = 0;
@@ -69,6 +79,16 @@ void blob_owners_free(struct server *srv)
 	while ((o = map_next(&srv->blob_owners, &pos)))
 		free(o);
 	map_release(&srv->blob_owners);
+	pos = 0;
+	struct blob_usage *u;
+	while ((u = map_next(&srv->blob_usage, &pos)))
+		free(u);
+	map_release(&srv->blob_usage);
+}
+
+void blobs_removed(struct server *srv)
+{
+	srv->blobs_gen++;
 }
 
 static int owned(struct server *srv, const char *ws, const char *digest)
@@ -136,6 +156,62 @@ static int blob_own(struct server *srv, const char *ws, const char *digest)
 		server_logf(srv, "level=error msg=\"store a blob owner\" workspace=%s", ws);
 	}
 	return 0;
+}
+
+/* Bytes of the blobs ws uploaded that the store holds, counted from the files: every owner of
+ * every workspace looked at, and each of ws's blobs stat'ed. */
+static uint64_t ws_stored_bytes(struct server *srv, const char *ws)
+{
+	size_t n = strlen(ws), pos = 0;
+	uint64_t total = 0;
+	struct blob_owner *o;
+	while ((o = map_next(&srv->blob_owners, &pos))) {
+		if (strncmp(o->key, ws, n) || o->key[n] != '/')
+			continue;
+		uint64_t size = 0;
+		if (img_blob_size(&srv->imgs, o->key + n + 1, &size) == 0)
+			total += size;
+	}
+	return total;
+}
+
+/* ws's count, counted again if blobs left the store since; NULL when out of memory. */
+static struct blob_usage *ws_usage(struct server *srv, const char *ws)
+{
+	struct blob_usage *u = map_get(&srv->blob_usage, ws);
+	if (!u) {
+		if (!(u = calloc(1, sizeof(*u))))
+			return NULL;
+		snprintf(u->ws, sizeof(u->ws), "%s", ws);
+		if (map_put(&srv->blob_usage, u->ws, u) < 0) {
+			free(u);
+			return NULL;
+		}
+		u->gen = srv->blobs_gen - 1;
+	}
+	if (u->gen != srv->blobs_gen) {
+		u->bytes = ws_stored_bytes(srv, ws);
+		u->gen = srv->blobs_gen;
+	}
+	return u;
+}
+
+/* size bytes of digest were just stored, by an upload of ws ("" and worker: a worker's push)
+ * which may not have owned it before (owned: it did); present: the store held it already. The
+ * counts up to date with them: a blob new to the store counts for every workspace that owns it,
+ * a blob the store held only for the workspace that owns it now and did not before. */
+static void usage_stored(struct server *srv, const char *ws, int worker, const char *digest,
+                         uint64_t size, int owned_before, int present)
+{
+	size_t pos = 0;
+	struct blob_usage *u;
+	while ((u = map_next(&srv->blob_usage, &pos))) {
+		if (u->gen != srv->blobs_gen)
+			continue; /* counted again when next asked */
+		int mine = !worker && !strcmp(u->ws, ws);
+		if (present ? mine && !owned_before : owned(srv, u->ws, digest))
+			u->bytes += size;
+	}
 }
 
 /* The digest in the route's first parameter ("sha256:<64 hex>"), or NULL after a 400. */
@@ -244,6 +320,8 @@ static void upload_finish(struct blob_upload *u)
 	char digest[IMG_DIGEST_HEX];
 	uint64_t size = 0;
 	struct img_blob_writer *w = TAKE_PTR(u->w);
+	/* Looked at now, not when the upload began: another may have stored it since. */
+	int present = img_blob_exists(&u->srv->imgs, u->expect);
 	int r = img_blob_finish(w, u->expect, digest, &size, &u->err);
 	if (r == -EBADMSG) {
 		char msg[256];
@@ -260,10 +338,12 @@ static void upload_finish(struct blob_upload *u)
 	}
 	if (u->existed)
 		blob_touch(u->srv, digest);
+	int owned_before = owned(u->srv, u->workspace_id, digest);
 	if (!u->worker && blob_own(u->srv, u->workspace_id, digest) < 0) {
 		upload_fail(u, 503, "unavailable", "out of memory");
 		return;
 	}
+	usage_stored(u->srv, u->workspace_id, u->worker, digest, size, owned_before, present);
 	char name[80];
 	snprintf(name, sizeof(name), "sha256:%s", digest);
 	upload_reply(u, u->owned ? 200 : 201,
@@ -315,35 +395,28 @@ static void upload_timeout(uv_timer_t *t)
  * of its uploads under way. */
 static uint64_t ws_blob_bytes(struct server *srv, const char *ws)
 {
-	size_t n = strlen(ws), pos = 0;
-	uint64_t total = 0;
-	struct blob_owner *o;
-	while ((o = map_next(&srv->blob_owners, &pos))) {
-		if (strncmp(o->key, ws, n) || o->key[n] != '/')
-			continue;
-		int fd = -1;
-		uint64_t size = 0;
-		struct sk_error err = {0};
-		if (img_blob_open(&srv->imgs, o->key + n + 1, &fd, &size, &err) == 0) {
-			close(fd);
-			total += size;
-		}
-	}
+	struct blob_usage *usage = ws_usage(srv, ws);
+	uint64_t total = usage ? usage->bytes : ws_stored_bytes(srv, ws);
 	for (struct blob_upload *u = srv->uploads; u; u = u->next)
 		if (!strcmp(u->workspace_id, ws))
 			total += u->declared;
 	return total;
 }
 
-/* 0, or -1 after a 413: len more bytes, of a blob the caller's workspace has not uploaded
- * before, would take its uploads past their share of the store. */
+/* 0, or -1 after a 413: len more bytes, of a blob the caller's workspace does not hold in the
+ * store already, would take its uploads past their share of the store. */
 static int ws_room(struct api_call *call, const char *digest, uint64_t len)
 {
 	struct server *srv = call->srv;
 	const char *ws = call->who.workspace_id;
 	/* A worker's push (a layer it stored) is no workspace's upload: the layer is bounded by
 	 * its sandbox's disk limit, and the image it makes counts against its workspace's. */
-	if (by_worker(call) || owned(srv, ws, digest))
+	if (by_worker(call))
+		return 0;
+	/* A blob it uploaded that the store still holds is counted already: sent again, it costs
+	 * nothing. One that gc dropped is new bytes again: else a workspace would upload, let gc
+	 * drop it, fill its share with others, then send the first back past the share. */
+	if (owned(srv, ws, digest) && img_blob_exists(&srv->imgs, digest))
 		return 0;
 	uint64_t used = ws_blob_bytes(srv, ws), max = srv->cfg.ws_blob_bytes;
 	if (used <= max && len <= max - used)
@@ -396,6 +469,8 @@ static void put_whole(struct api_call *call, const char *expect, uint64_t max)
 		api_reply_error(call, 503, "unavailable", "out of memory");
 		return;
 	}
+	usage_stored(srv, call->who.workspace_id, by_worker(call), digest, size, was_owned,
+	             existed);
 	char name[80];
 	snprintf(name, sizeof(name), "sha256:%s", digest);
 	api_reply_json(call, was_owned ? 200 : 201,

@@ -224,7 +224,12 @@ int build_cache_load(const struct store_cache *c, void *ud)
 	if (!e)
 		return -ENOMEM;
 	e->row = *c;
+	/* Without its config a hit would take the step as made with no layer: a wrong image. */
 	e->row.config_json = c->config_json ? strdup(c->config_json) : NULL;
+	if (c->config_json && !e->row.config_json) {
+		free(e);
+		return -ENOMEM;
+	}
 	e->stored_used_ms = c->used_ms;
 	int r = map_put(&srv->build_cache, e->row.key, e);
 	if (r < 0) {
@@ -711,6 +716,24 @@ static void task_submit(struct task *t, uv_after_work_cb after)
 
 /* ---- the build ---- */
 
+/* The builds that waited for b's step look again: in the cache (b made it), or they make it
+ * themselves (b failed). Looking may end a build there and then (its next step fails at once,
+ * or each is cached up to a failure) and free it: the list is looked at from its start again
+ * after each. */
+static void waiters_go(struct server *srv, struct build *b)
+{
+	for (int found = 1; found;) {
+		found = 0;
+		for (struct build *o = srv->builds; o; o = o->next)
+			if (o->waiting_on == b) {
+				o->waiting_on = NULL;
+				build_step(o);
+				found = 1;
+				break;
+			}
+	}
+}
+
 static void build_free(struct build *b)
 {
 	struct server *srv = b->srv;
@@ -719,13 +742,7 @@ static void build_free(struct build *b)
 			*p = b->next;
 			break;
 		}
-	/* Those that waited for one of its steps look again (and do it themselves if it
-	 * failed). */
-	for (struct build *o = srv->builds; o; o = o->next)
-		if (o->waiting_on == b) {
-			o->waiting_on = NULL;
-			build_step(o);
-		}
+	waiters_go(srv, b);
 	if (b->sb)
 		b->sb->build = NULL;
 	if (b->im)
@@ -798,11 +815,7 @@ static void step_done(struct build *b, const char *layer, int cached)
 	b->busy = 0;
 	b->step++;
 	/* Builds that waited for this key find it in the cache now. */
-	for (struct build *o = srv->builds; o; o = o->next)
-		if (o->waiting_on == b) {
-			o->waiting_on = NULL;
-			build_step(o);
-		}
+	waiters_go(srv, b);
 	build_step(b);
 }
 
@@ -1475,6 +1488,8 @@ static void gc_done(uv_work_t *w, int status)
 		            t->nlive, t->cache_expired, (unsigned long long)t->stats.blobs_removed,
 		            (unsigned long long)t->stats.blob_bytes_removed,
 		            (unsigned long long)t->stats.trees_removed);
+	if (t->stats.blobs_removed)
+		blobs_removed(srv);
 	task_free(t);
 	if (srv->stopping)
 		return;

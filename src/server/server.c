@@ -441,6 +441,7 @@ int server_new(uv_loop_t *loop, struct store *store, const struct server_config 
 	map_init(&srv->build_cache);
 	map_init(&srv->build_cache_ws);
 	map_init(&srv->blob_owners);
+	map_init(&srv->blob_usage);
 	srv->imgs.root_fd = -1;
 	sha256_hex(cfg->worker_secret, strlen(cfg->worker_secret), srv->worker_secret_hash);
 

@@ -263,6 +263,8 @@ struct server {
 	struct map build_cache;      /* step key → struct cache_entry (builder.c) */
 	struct map build_cache_ws;   /* workspace id → struct cache_ws: its entries by last use */
 	struct map blob_owners;      /* "<ws>/<hex>" → struct blob_owner: who uploaded a blob */
+	struct map blob_usage;       /* ws id → its uploads' bytes in the store (api_blobs.c) */
+	unsigned blobs_gen;          /* bumped when blobs left the store: blob_usage is stale */
 	unsigned tasks_inflight;     /* image work on the thread pool (builder.c) */
 	size_t stdin_bytes;          /* stdin writes sent to workers and not answered yet */
 	uv_timer_t tick;             /* worker liveness, expired idempotency keys */
@@ -484,6 +486,9 @@ int blob_readable(struct api_call *call, const char *digest);
 int blob_readable_by(struct server *srv, const char *ws, int admin, const char *digest);
 int blob_owner_load(const struct store_blob_owner *o, void *ud);
 void blob_owners_free(struct server *srv);
+/* Blobs left the store (a gc removed some): each workspace's uploads' bytes are counted again
+ * at its next upload. */
+void blobs_removed(struct server *srv);
 
 /* images.c: the images of every workspace, and their routes */
 int image_load(const struct store_image *row, void *ud);

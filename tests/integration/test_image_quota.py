@@ -7,7 +7,9 @@ import socket
 import pytest
 
 from conftest import _after_test, _own_skiffd
-from test_images import build, developer_of, digest, put_blob, wait_built
+from test_image_cache import delete_and_gc
+from test_images import (age_all_blobs, blob_path, build, developer_of, digest, put_blob,
+                         wait_built)
 
 QUOTA = 10_000
 MAX_IMAGES = 2
@@ -51,6 +53,35 @@ def test_uploads_beyond_the_workspace_share_refused(d):
     small = os.urandom(4000)
     s, body = put_blob(d, small, token=tok)
     assert s == 201, body
+
+
+def test_a_blob_gc_dropped_counts_again_when_uploaded_again(d):
+    """Only a blob the store still holds is free to send again: one gc dropped is new bytes, or a
+    workspace could fill its share, let gc drop it, fill it again, and send the first back."""
+    tok = developer_of(d, "quota-dropped")
+    first, second = os.urandom(6000), os.urandom(6000)
+    s, body = put_blob(d, first, token=tok)
+    assert s == 201, body
+    age_all_blobs(d)  # past gc's grace: no image uses it
+    img = wait_built(d, build(d, {"base": "busybox", "steps": [{"env": {"G": "q"}}]})["id"])
+    assert img["state"] == "ready", img
+    delete_and_gc(d, [img["id"]])
+    assert not blob_path(d, digest(first)[7:]).exists()
+    s, body = put_blob(d, second, token=tok)  # the share is free again
+    assert s == 201, body
+    s, body = put_blob(d, first, token=tok)
+    assert s == 413 and "hold 6000 bytes" in body["error"]["message"], body
+    assert not blob_path(d, digest(first)[7:]).exists()
+
+
+def test_a_blob_another_workspace_stored_counts_for_each_uploader(d):
+    one, two = developer_of(d, "quota-shared-a"), developer_of(d, "quota-shared-b")
+    shared, more = os.urandom(6000), os.urandom(6000)
+    for tok in (one, two):
+        s, body = put_blob(d, shared, token=tok)
+        assert s == 201, body
+        s, body = put_blob(d, more, token=tok)
+        assert s == 413 and "hold 6000 bytes" in body["error"]["message"], body
 
 
 def test_uploads_under_way_count(d):

@@ -319,3 +319,48 @@ def test_trees_stay_when_space_is_plenty(tmp_path):
         assert st == 201, sb
         assert trees(s.tmp / "wk") == sorted([da, db])
         assert "dropped the unused tree" not in s.log("worker")
+
+
+def test_builds_waiting_for_a_step_that_then_fail_at_once(split):
+    """Builds that wait for another's step go on, one after the other, when it is done; one whose
+    next step fails at once (here: no worker to run it) ends there and then. Going on with the
+    next waiter must not start from the build that just ended and was freed."""
+    tar = make_tar({"big": os.urandom(48 * 1024 * 1024)})  # a copy step that takes a moment
+    st, body = split.raw("PUT", f"/v1/blobs/sha256:{sha(tar)}", tar)
+    assert st in (200, 201), body
+    assert build(split, [{"env": {"A": "1"}}])["state"] == "ready"  # busybox made, once
+    assert split.stop(split.worker) == 0
+    assert wait_for(lambda: not split.connected(), 30, 0.05)
+    copy = {"copy": {"blob": f"sha256:{sha(tar)}", "dest": "/data"}}
+    ids = []
+    for steps in ([copy], [copy, {"run": "true"}], [copy, {"run": "true"}]):
+        st, img = split.api("POST", "/v1/images", {"base": "busybox", "steps": steps})
+        assert st == 202, img
+        ids.append(img["id"])
+    imgs = []
+    for i in ids:
+        assert wait_for(lambda: split.api("GET", f"/v1/images/{i}")[1]["state"] != "building",
+                        120, 0.05), split.log("server")
+        imgs.append(split.api("GET", f"/v1/images/{i}")[1])
+    assert split.server.poll() is None, split.log("server")
+    assert imgs[0]["state"] == "ready", imgs[0]
+    for img in imgs[1:]:
+        assert img["state"] == "failed" and "no worker is connected" in img["error"], img
+        log = split.raw("GET", f"/v1/images/{img['id']}/logs")[1]
+        assert b"waiting for " + ids[0].encode() in log, log  # the case this test is about
+
+
+def test_first_builds_at_once_all_get_busybox(split):
+    """On a server that has not made the busybox base yet, builds started together make it on
+    threads of one process at once: none may undo another's work in progress."""
+    ids = []
+    for i in range(4):
+        st, img = split.api("POST", "/v1/images", {"base": "busybox",
+                                                   "steps": [{"env": {"N": str(i)}}]})
+        assert st == 202, img
+        ids.append(img["id"])
+    for i in ids:
+        assert wait_for(lambda: split.api("GET", f"/v1/images/{i}")[1]["state"] != "building",
+                        120, 0.05)
+        img = split.api("GET", f"/v1/images/{i}")[1]
+        assert img["state"] == "ready", img

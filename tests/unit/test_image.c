@@ -104,10 +104,15 @@ static void test_blob_put_read(void **state)
 	char digest[IMG_DIGEST_HEX], want[IMG_DIGEST_HEX];
 	const char data[] = "hello, store";
 	assert_int_equal(sha256_hex(data, sizeof(data) - 1, want), 0);
+	uint64_t bytes = 0;
 	assert_false(img_blob_exists(&f->s, want));
+	assert_int_equal(img_blob_size(&f->s, want, &bytes), -ENOENT);
+	assert_int_equal(img_blob_size(&f->s, "../../etc", &bytes), -ENOENT);
 	assert_int_equal(img_blob_put(&f->s, data, sizeof(data) - 1, digest, &err), 0);
 	assert_string_equal(digest, want);
 	assert_true(img_blob_exists(&f->s, digest));
+	assert_int_equal(img_blob_size(&f->s, digest, &bytes), 0);
+	assert_int_equal(bytes, sizeof(data) - 1);
 	/* Stored again: kept, one file. */
 	assert_int_equal(img_blob_put(&f->s, data, sizeof(data) - 1, digest, &err), 0);
 	assert_int_equal(count_files(f->s.root_fd, "blobs"), 1);
