@@ -276,6 +276,20 @@ static int not_found(struct store_tx *tx, const char *what, const char *id)
 	return -ENOENT;
 }
 
+/* Delete the row the statement names by key; -ENOENT when there was none. */
+static int delete_row(struct store_tx *tx, enum store_stmt which, const char *what, const char *key)
+{
+	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[which];
+	struct binder b = binder_new(tx, stmt);
+	char label[64];
+	snprintf(label, sizeof(label), "delete %s", what);
+	bind_cstr(&b, key, label);
+	int r = b.r < 0 ? b.r : stmt_done(tx, stmt, label);
+	if (r < 0)
+		return r;
+	return sqlite3_changes(tx->db) == 0 ? not_found(tx, what, key) : 0;
+}
+
 /* ---- release ---- */
 
 void store_sandbox_release(struct store_sandbox *s)
@@ -371,13 +385,7 @@ int store_token_put(struct store_tx *tx, const struct store_token *t)
 
 int store_token_delete(struct store_tx *tx, const char *id)
 {
-	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_TOKEN_DELETE];
-	struct binder b = binder_new(tx, stmt);
-	bind_cstr(&b, id, "token id");
-	int r = b.r < 0 ? b.r : stmt_done(tx, stmt, "delete token");
-	if (r < 0)
-		return r;
-	return sqlite3_changes(tx->db) == 0 ? not_found(tx, "token", id) : 0;
+	return delete_row(tx, STMT_TOKEN_DELETE, "token", id);
 }
 
 static int token_read(struct store_tx *tx, sqlite3_stmt *stmt, struct store_token *t)
@@ -714,15 +722,7 @@ int store_image_put(struct store_tx *tx, const struct store_image *i)
 
 int store_image_delete(struct store_tx *tx, const char *id)
 {
-	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_IMAGE_DELETE];
-	struct binder b = binder_new(tx, stmt);
-	bind_cstr(&b, id, "image id");
-	if (b.r < 0)
-		return b.r;
-	int r = stmt_done(tx, stmt, "delete image");
-	if (r == 0 && sqlite3_changes(tx->db) == 0)
-		return not_found(tx, "image", id);
-	return r;
+	return delete_row(tx, STMT_IMAGE_DELETE, "image", id);
 }
 
 static int image_read(struct store_tx *tx, sqlite3_stmt *stmt, struct store_image *i)
@@ -822,15 +822,7 @@ int store_cache_touch(struct store_tx *tx, const char *key, int64_t used_ms)
 
 int store_cache_delete(struct store_tx *tx, const char *key)
 {
-	_cleanup_stmt_ sqlite3_stmt *stmt = tx->stmts[STMT_CACHE_DELETE];
-	struct binder b = binder_new(tx, stmt);
-	bind_cstr(&b, key, "build cache key");
-	if (b.r < 0)
-		return b.r;
-	int r = stmt_done(tx, stmt, "delete build cache entry");
-	if (r == 0 && sqlite3_changes(tx->db) == 0)
-		return not_found(tx, "build cache entry", key);
-	return r;
+	return delete_row(tx, STMT_CACHE_DELETE, "build cache entry", key);
 }
 
 int store_cache_load(struct store_tx *tx, int (*cb)(const struct store_cache *c, void *ud),
