@@ -27,21 +27,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from api_cycle import (Api, cleanup, log, pct, preflight, run_start,  # noqa: E402
                        skiffd_args)
+from image_api import put_body  # noqa: E402
 
 
 def put(sk, token, data):
-    hexd = hashlib.sha256(data).hexdigest()
-    c = http.client.HTTPConnection("127.0.0.1", sk.port, timeout=600)
-    t0 = time.perf_counter()
-    c.request("PUT", f"/v1/blobs/sha256:{hexd}", body=data,
-              headers={"Authorization": f"Bearer {token}", "Content-Length": str(len(data))})
-    r = c.getresponse()
-    body = r.read()
-    dt = time.perf_counter() - t0
-    c.close()
-    if r.status not in (200, 201):
-        raise RuntimeError(f"upload: HTTP {r.status}: {body[:300]}")
-    return dt
+    return put_body(sk, token, hashlib.sha256(data).hexdigest(), data, len(data))
 
 
 def healthz(sk):

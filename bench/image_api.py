@@ -33,20 +33,24 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from api_cycle import Api, cleanup, log, preflight, run_end, run_start, skiffd_args  # noqa: E402
 
 
-def put_file(sk, path, digest):
-    size = os.path.getsize(path)
+def put_body(sk, token, digest, body, size):
+    """PUT body (bytes or a file) as blob sha256:digest; the seconds it took."""
     c = http.client.HTTPConnection("127.0.0.1", sk.port, timeout=600)
     t0 = time.perf_counter()
-    with open(path, "rb") as f:
-        c.request("PUT", f"/v1/blobs/sha256:{digest}", body=f,
-                  headers={"Authorization": f"Bearer {sk.token}", "Content-Length": str(size)})
-        r = c.getresponse()
-        body = r.read()
+    c.request("PUT", f"/v1/blobs/sha256:{digest}", body=body,
+              headers={"Authorization": f"Bearer {token}", "Content-Length": str(size)})
+    r = c.getresponse()
+    answer = r.read()
     dt = time.perf_counter() - t0
     c.close()
     if r.status not in (200, 201):
-        raise RuntimeError(f"upload: HTTP {r.status}: {body[:300]}")
+        raise RuntimeError(f"upload: HTTP {r.status}: {answer[:300]}")
     return dt
+
+
+def put_file(sk, path, digest):
+    with open(path, "rb") as f:
+        return put_body(sk, sk.token, digest, f, os.path.getsize(path))
 
 
 def random_file(path, mib):
