@@ -656,7 +656,8 @@ static int cmd_worker(int argc, char **argv)
 		fprintf(stderr, "skiffd worker: read %s: %s\n", o.token_file, strerror(-r));
 		return 1;
 	}
-	prctl(PR_SET_DUMPABLE, 0); /* a core dump would hold the secret */
+	/* A core dump would hold the secret; the spawner, a fork of this process, inherits it. */
+	prctl(PR_SET_DUMPABLE, 0);
 	if (o.name) {
 		if (!o.name[0] || strlen(o.name) >= sizeof(name)) {
 			fprintf(stderr, "skiffd worker: --name: 1-%zu characters\n",

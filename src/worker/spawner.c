@@ -697,9 +697,6 @@ int spawner_main(const struct spawner_config *cfg, int fd)
 {
 	signal(SIGPIPE, SIG_IGN);
 	prctl(PR_SET_NAME, "skiff-spawner");
-	/* It holds the worker secret (fetches from the server): no core dump of it. */
-	if (cfg->server_secret)
-		prctl(PR_SET_DUMPABLE, 0);
 	/* Each running sandbox holds about ten fds (pidfd, socket, lock, OOM fd, cgroups). */
 	struct rlimit nofile;
 	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
