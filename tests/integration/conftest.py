@@ -26,6 +26,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(os.environ.get("SKIFF_BIN", str(REPO / "build" / "bin")))
+# A host without btrfs-progs runs writable layers on tmpfs (test_disk.py skips there).
+NO_MKFS_BTRFS = shutil.which("mkfs.btrfs") is None
 SKIFF_BOX = BIN_DIR / "skiff-box"
 RUN_DIR = Path("/run/skiff")
 UIDS_DIR = RUN_DIR / "uids"
@@ -415,6 +417,10 @@ class Box:
 
     def env(self, extra=None):
         env = dict(os.environ)
+        if NO_MKFS_BTRFS:
+            # skiff-box would say on stderr, once per data directory, that it fell back to
+            # tmpfs: asked for tmpfs, it says nothing (test_disk.py covers the note itself).
+            env.setdefault("SKIFF_DISK_BACKEND", "tmpfs")
         env["SKIFF_INSTANCE"] = self.instance
         env["SKIFF_DATA"] = self.data_dir
         env.update(extra or {})
@@ -662,8 +668,8 @@ def netns_hosts(addrs, host_end):
     them before the block ends. Removed at the end, failed or not, and checked gone."""
     if os.geteuid() != 0:
         pytest.skip("test hosts need root (a network namespace and a veth)")
-    if subprocess.run(["ip", "-V"], capture_output=True).returncode != 0:
-        pytest.skip("iproute2 (ip) is missing")
+    if not shutil.which("ip") or subprocess.run(["ip", "-V"], capture_output=True).returncode:
+        pytest.skip("iproute2 (ip) is missing: the test hosts are made with it")
     tag = new_instance("e")
     ns, link = f"skiff-test-{tag}", f"skt{tag}h"
     try:

@@ -181,7 +181,7 @@ def assert_gone(b, sbid, procs=()):
     assert not state_dir(b, sbid).exists(), sorted(os.listdir(state_dir(b, sbid)))
     cgs = [c for c in sandbox_cgroups(b.instance) if c.endswith("/" + sbid)]
     assert cgs == [], cgs
-    gone = wait_for(lambda: not any(same_process_alive(*p) for p in procs), 3)
+    gone = wait_for(lambda: not any(same_process_alive(*p) for p in procs), 10)
     assert gone, f"still running: {[p for p in procs if same_process_alive(*p)]}"
 
 
@@ -200,7 +200,7 @@ def test_detach_prints_id_returns_and_ls_shows_it_running(box, detached):
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", e["created_at"]), e
     # The pid is the sandbox's init, in the sandbox's cgroups, with the recorded start time
     # (once it has exec'd skiff-init, which names itself right after the exec).
-    assert wait_for(lambda: proc_info(pid)[1:] == ("skiff-init", start), 2), proc_info(pid)
+    assert wait_for(lambda: proc_info(pid)[1:] == ("skiff-init", start), 10), proc_info(pid)
     assert (pid, start) in sandbox_pids(box.instance)
     # Nothing of the sandbox holds a host terminal or our pipes: init's stdio are /dev/null and
     # the state directory's files.
@@ -227,7 +227,7 @@ def test_idle_init_is_skiff_init_small_and_closed(box, detached):
     sbid = detached(box, "sh", "-c", "sleep 1000")
     pid, start, _ = read_init(box, sbid)
     exe = os.path.join(os.path.dirname(box.binary), "skiff-init")
-    assert wait_for(lambda: os.readlink(f"/proc/{pid}/exe") == exe, 2), os.readlink(
+    assert wait_for(lambda: os.readlink(f"/proc/{pid}/exe") == exe, 10), os.readlink(
         f"/proc/{pid}/exe")
     assert proc_info(pid)[2] == start  # the same process: an exec keeps pid and start time
     st = status_fields(pid)
@@ -351,7 +351,7 @@ def test_idle_init_from_a_readable_skiff_init_runs_a_sealed_copy(box, detached, 
     sbid = detached(box, "sh", "-c", "sleep 1000", env={"SKIFF_INIT": str(readable)})
     pid = read_init(box, sbid)[0]
     assert wait_for(lambda: os.readlink(f"/proc/{pid}/exe").startswith("/memfd:skiff-init"),
-                    2), os.readlink(f"/proc/{pid}/exe")
+                    10), os.readlink(f"/proc/{pid}/exe")
     init_closed_from_inside(box, sbid)
     os.kill(pid, signal.SIGTERM)
     e = wait_for(lambda: ls(box)[sbid]["state"] == "exited" and ls(box)[sbid], 10)
@@ -580,7 +580,7 @@ def test_200_execs_into_one_sandbox(box, detached):
     sbid = detached(box)
     pid, start, _ = read_init(box, sbid)
     # Counted once init is skiff-init: before its exec it also holds the program's fd.
-    assert wait_for(lambda: os.readlink(f"/proc/{pid}/exe").endswith("/skiff-init"), 2)
+    assert wait_for(lambda: os.readlink(f"/proc/{pid}/exe").endswith("/skiff-init"), 10)
     fds0 = len(os.listdir(f"/proc/{pid}/fd"))
     for i in range(200):
         r = exec_(box, sbid, "sh", "-c", f"echo {i}; exit {i % 251}")

@@ -123,9 +123,9 @@ def egressd(tmp_path_factory, internet):
     for b in (SKIFF_BOX, PROBE):
         if not b.is_file():
             pytest.fail(f"{b} is missing: build it with `make`", pytrace=False)
+    nft = Nft()  # before skiffd starts: a skip after it would leave skiffd running
     d = Skiffd(tmp_path_factory.mktemp("egressd") / "data", new_instance("g"), _port())
     d.start(pool=0, extra=["--dns", RESOLVER])
-    nft = Nft()
     yield d
     try:
         d.cleanup_sandboxes()
