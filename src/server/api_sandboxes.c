@@ -163,7 +163,8 @@ static void sandboxes_evict(struct server *srv)
 /* The image a create names: busybox (NULL) or a ready image of the workspace (*ret), whose
  * config gives the defaults: its env under the body's (the body's names win), its workdir
  * unless the body has one, and its entrypoint before the body's command when it has one (as
- * Docker puts ENTRYPOINT before CMD). 0, or -1 after a reply. */
+ * Docker puts ENTRYPOINT before CMD); an empty command stands for the image's cmd (Docker's
+ * CMD, from an OCI image). 0, or -1 after a reply. */
 static int image_defaults(struct api_call *call, json_t *body, struct image_rec **ret)
 {
 	*ret = NULL;
@@ -219,10 +220,11 @@ static int image_defaults(struct api_call *call, json_t *body, struct image_rec 
 	/* A create without a command asks for an idle sandbox to exec into: the entrypoint
 	 * applies to a command given ([] runs it alone), never in place of idling. */
 	json_t *ep = json_object_get(im->config, "entrypoint");
+	json_t *args = json_object_get(im->config, "cmd");
 	json_t *cmd = json_object_get(body, "command");
-	if (json_array_size(ep) && json_is_array(cmd)) {
-		json_t *full = json_deep_copy(ep);
-		json_array_extend(full, cmd);
+	if (json_is_array(cmd) && (json_array_size(ep) || json_array_size(args))) {
+		json_t *full = json_is_array(ep) ? json_deep_copy(ep) : json_array();
+		json_array_extend(full, json_array_size(cmd) || !json_is_array(args) ? cmd : args);
 		json_object_set_new(body, "command", full);
 	}
 	*ret = im;

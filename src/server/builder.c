@@ -844,10 +844,12 @@ static void stats_done(uv_work_t *w, int status)
 	task_free(t);
 }
 
-/* The config an OCI image gives: env, workdir, and entrypoint followed by cmd. */
+/* The config an OCI image gives: env, workdir, entrypoint, and cmd when it has one (the
+ * arguments a create's empty command stands for; a command given replaces them, as Docker's
+ * CMD is replaced by the arguments of `docker run`). */
 static json_t *oci_config(const struct img_config *c)
 {
-	json_t *env = json_object(), *ep = json_array();
+	json_t *env = json_object(), *ep = json_array(), *cmd = json_array();
 	for (size_t i = 0; i < c->nenv; i++) {
 		const char *eq = strchr(c->env[i], '=');
 		if (eq && eq != c->env[i]) {
@@ -859,9 +861,15 @@ static json_t *oci_config(const struct img_config *c)
 	for (size_t i = 0; i < c->nentrypoint; i++)
 		json_array_append_new(ep, json_string(c->entrypoint[i]));
 	for (size_t i = 0; i < c->ncmd; i++)
-		json_array_append_new(ep, json_string(c->cmd[i]));
-	return json_pack("{s:o, s:s, s:o}", "env", env, "workdir",
-	                 c->workdir && c->workdir[0] == '/' ? c->workdir : "/", "entrypoint", ep);
+		json_array_append_new(cmd, json_string(c->cmd[i]));
+	json_t *cfg =
+	    json_pack("{s:o, s:s, s:o}", "env", env, "workdir",
+	              c->workdir && c->workdir[0] == '/' ? c->workdir : "/", "entrypoint", ep);
+	if (cfg && c->ncmd)
+		json_object_set_new(cfg, "cmd", cmd);
+	else
+		json_decref(cmd);
+	return cfg;
 }
 
 static void snap_applied(uv_work_t *w, int status)
@@ -938,7 +946,10 @@ static void base_start(struct build *b)
 	struct server *srv = b->srv;
 	const char *base = json_string_value(json_object_get(b->im->spec, "base"));
 	struct task *t = NULL;
-	const char *once[] = {"base-source", base};
+	/* An OCI base's key names its config's form: before "cmd" was kept apart, it was folded
+	 * into the entrypoint, and a cached base of that form must not be taken. */
+	const char *once[] = {strncmp(base, "oci-archive:", 12) ? "base-source" : "base-source/cmd",
+	                      base};
 	if (!strcmp(base, "busybox")) {
 		t = task_new(srv, b, TASK_BUSYBOX);
 	} else if (!strncmp(base, "dir:", 4)) {
@@ -1315,6 +1326,10 @@ static void step_work(struct build *b, json_t *step)
 			json_object_update(json_object_get(cfg, "env"), v);
 		else
 			json_object_set(cfg, kind, v);
+		/* A new entrypoint drops the base's cmd, its arguments (as Docker's ENTRYPOINT
+		 * resets CMD). */
+		if (!strcmp(kind, "entrypoint"))
+			json_object_del(cfg, "cmd");
 		json_decref(b->config);
 		b->config = cfg;
 		step_done(b, NULL, 0);

@@ -298,13 +298,14 @@ def test_blobs_are_readable_only_by_workspaces_that_uploaded_them(d):
 
 
 def make_tar(files):
-    """A tar of {path: bytes} (directories made as needed)."""
+    """A tar of {path: bytes, or (bytes, mode)} (directories made as needed)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as t:
         for path, data in files.items():
+            data, mode = data if isinstance(data, tuple) else (data, 0o644)
             info = tarfile.TarInfo(path)
             info.size = len(data)
-            info.mode = 0o644
+            info.mode = mode
             info.mtime = 1700000000
             t.addfile(info, io.BytesIO(data))
     return buf.getvalue()
@@ -969,10 +970,49 @@ def test_oci_archive_base(d):
         {"env": {"MORE": "2"}}]})["id"])
     assert got["state"] == "ready", (got, logs(d, got["id"]))
     assert got["config"] == {"env": {"OCI": "1", "PATH": "/bin", "MORE": "2"},
-                             "workdir": "/w", "entrypoint": ["/bin/sh", "-c", "true"]}
+                             "workdir": "/w", "entrypoint": ["/bin/sh"], "cmd": ["-c", "true"]}
     assert got["files"] == 3  # / /etc /etc/from-oci
     again = wait_built(d, build(d, {"base": "oci-archive:" + arc})["id"])
     assert again["state"] == "ready" and again["files"] == 3
+
+
+def test_oci_cmd_is_what_an_empty_command_runs_and_a_command_replaces(skiffd, busybox_root):
+    """Docker's semantics: ENTRYPOINT + CMD by default, ENTRYPOINT + the given arguments in
+    place of CMD; an entrypoint set by a step drops the base's CMD."""
+    d = skiffd  # the session's, of the default blob limit: the archive holds busybox
+    bb = ((busybox_root / "bin" / "busybox").read_bytes(), 0o755)
+    arc = upload(d, oci_archive({"bin/sh": bb, "bin/sleep": bb, "bin/cat": bb, "tmp/.keep": b""},
+                                ["PATH=/bin"], "/",
+                                ["/bin/sh", "-c"], ["echo from-cmd > /tmp/ran; sleep 600"]))
+    img = wait_built(d, build(d, {"base": "oci-archive:" + arc})["id"])
+    assert img["state"] == "ready", (img, logs(d, img["id"]))
+    assert img["config"]["entrypoint"] == ["/bin/sh", "-c"], img["config"]
+    assert img["config"]["cmd"] == ["echo from-cmd > /tmp/ran; sleep 600"], img["config"]
+
+    def ran(body):
+        s, sb = d.api("POST", "/v1/sandboxes", {"image": img["id"], **body})
+        assert s == 201, sb
+        try:
+            assert wait_for_file(d, sb["id"], "/tmp/ran"), sb
+            return sh(d, sb["id"], "cat /tmp/ran")["stdout"]
+        finally:
+            d.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+
+    assert ran({"command": []}) == "from-cmd\n"
+    # A command replaces cmd (with cmd kept after it, sh -c would run cmd's text instead).
+    assert ran({"command": ["echo given > /tmp/ran; sleep 600"]}) == "given\n"
+    # No command: idle, neither entrypoint nor cmd run.
+    s, idle = d.api("POST", "/v1/sandboxes", {"image": img["id"]})
+    assert s == 201, idle
+    assert sh(d, idle["id"], "test -e /tmp/ran || echo idle")["stdout"] == "idle\n"
+    d.api("DELETE", f"/v1/sandboxes/{idle['id']}")
+    # A new entrypoint drops the base's cmd: [] runs the new entrypoint alone.
+    ep = wait_built(d, build(d, {"base": img["id"], "steps": [
+        {"entrypoint": ["/bin/sh", "-c", "echo own-ep > /tmp/ran; sleep 600"]}]})["id"])
+    assert ep["state"] == "ready" and "cmd" not in ep["config"], ep
+    assert ran({"command": []}) == "from-cmd\n"  # the first image is unchanged
+    img = ep
+    assert ran({"command": []}) == "own-ep\n"
 
 
 DEBIAN_TAR = "/var/cache/skiff/debian-bookworm.tar"
