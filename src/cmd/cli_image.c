@@ -522,11 +522,10 @@ static void sleep_ms(long ms)
 	nanosleep(&ts, NULL);
 }
 
-/* Print the build output of image id to f; with follow, until the build ends. */
-static int image_logs_print(struct cli *c, const char *id, bool follow, FILE *f,
-                            struct sk_error *err)
+/* Print the build output of image id to f, as far as it goes now. */
+static int image_logs_print(struct cli *c, const char *id, FILE *f, struct sk_error *err)
 {
-	_cleanup_free_ char *path = image_path(id, follow ? "/logs?follow=true" : "/logs");
+	_cleanup_free_ char *path = image_path(id, "/logs");
 	if (!path)
 		return sk_error_errno(err, -ENOMEM, "logs");
 	struct cli_sink sink = {write_to, f};
@@ -552,26 +551,27 @@ static int write_resumed(const char *p, size_t n, void *ud)
 	return write_to(p + skip, n - skip, l->f);
 }
 
-/* Print a build's output to stderr until the build ends. The server sends the log from its
- * start on each request: a stream cut short while the build goes on is followed again, what
- * was printed skipped, and once the build has ended its rest is fetched at once. Gives up
- * after a few tries that bring nothing new; image_wait says how the build ended. */
-static void build_follow(struct cli *c, const char *id)
+/* Print a build's output to f until the build ends. The server sends the log from its start
+ * on each request: a stream cut short while the build goes on is followed again, what was
+ * printed skipped, and once the build has ended its rest is fetched at once. Gives up, -1 with
+ * err, after a few tries that bring nothing new. */
+static int logs_follow(struct cli *c, const char *id, FILE *f, struct sk_error *err)
 {
 	_cleanup_free_ char *follow = image_path(id, "/logs?follow=true");
 	_cleanup_free_ char *whole = image_path(id, "/logs");
 	_cleanup_free_ char *self = image_path(id, "");
-	struct log_resume l = {.f = stderr};
+	struct log_resume l = {.f = f};
 	struct cli_sink sink = {write_resumed, &l};
 	if (!follow || !whole || !self)
-		return;
-	for (int fruitless = 0; fruitless < BUILD_FOLLOW_TRIES;) {
-		struct sk_error err = {0};
+		return sk_error_errno(err, -ENOMEM, "logs");
+	for (int fruitless = 0;;) {
 		uint64_t before = l.printed;
 		l.got = 0;
-		int r = cli_http_stream(c, follow, &sink, &err);
-		if (r == 0 || cli_signal_count())
-			return;
+		int r = cli_http_stream(c, follow, &sink, err);
+		if (r == 0)
+			return 0;
+		if (cli_signal_count())
+			return -1;
 		_cleanup_json_ json_t *im = NULL;
 		struct sk_error gerr = {0};
 		const char *state = NULL;
@@ -579,13 +579,16 @@ static void build_follow(struct cli *c, const char *id)
 			state = cli_json_str(im, "state");
 		if (state && strcmp(state, "building") != 0) {
 			l.got = 0;
-			if (cli_http_stream(c, whole, &sink, &err) == 0 || cli_signal_count())
-				return;
+			if (cli_http_stream(c, whole, &sink, err) == 0)
+				return 0;
+			if (cli_signal_count())
+				return -1;
 		}
 		fruitless = l.printed > before ? 0 : fruitless + 1;
 		if (fruitless == BUILD_FOLLOW_TRIES) {
-			fprintf(stderr, "skiff: the build's output stopped: %s\n", err.msg);
-			return;
+			if (!err->code)
+				sk_error_set(err, -EIO, "no answer");
+			return sk_error_prefix(err, "the build's output stopped");
 		}
 		sleep_ms(BUILD_POLL_MS << (fruitless < 4 ? fruitless : 4));
 	}
@@ -700,7 +703,9 @@ static int image_build(struct cli *c, int argc, char **argv)
 	/* The output goes to stderr: stdout is for the id alone. A stream cut short is not the
 	 * build's end: its state says. */
 	_cleanup_json_ json_t *done = NULL;
-	build_follow(c, idc);
+	struct sk_error ferr = {0};
+	if (logs_follow(c, idc, stderr, &ferr) < 0 && !cli_signal_count())
+		fprintf(stderr, "skiff: %s\n", ferr.msg); /* image_wait says how it ended */
 	if (cli_signal_count() || image_wait(c, idc, &done, &err) < 0) {
 		if (!cli_signal_count())
 			return cli_fail(&err);
@@ -771,7 +776,8 @@ static int image_logs(struct cli *c, int argc, char **argv)
 	cli_signals_install();
 	c->abort_after_signals = 1;
 	struct sk_error err = {0};
-	if (image_logs_print(c, ref, follow, stdout, &err) < 0)
+	int r = follow ? logs_follow(c, ref, stdout, &err) : image_logs_print(c, ref, stdout, &err);
+	if (r < 0)
 		return cli_signal_count() ? 128 + cli_signal_caught() : cli_fail(&err);
 	return 0;
 }

@@ -351,6 +351,16 @@ def test_build_output_followed_again_after_a_cut_stream(fake, fenv):
     assert p.stderr == fake.logs.decode() and fake.follows == 2
 
 
+def test_logs_follow_goes_on_after_a_cut_stream(fake, fenv):
+    # `skiff image logs -f` as the build's own follow: every byte once, in order, and done
+    # when the build has ended.
+    fake.logs = "step 1: \u00fc\nstep 2: done\n".encode()
+    fake.follow_pieces = [[fake.logs[:9], fake.logs[9:15]], [fake.logs[:20]]]
+    p = run(fenv, "image", "logs", "-f", "im-x")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == fake.logs.decode() and fake.follows == 2
+
+
 def test_a_server_busy_for_a_while_is_waited_out(fake, fenv):
     fake.get_failures = 3
     p = run(fenv, "image", "build", "--run", "x")
