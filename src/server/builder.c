@@ -532,6 +532,13 @@ int builder_debian_mirror_check(const char *url, struct sk_error *err)
 	return 0;
 }
 
+/* Where the Debian base tarballs are: DEBIAN_TAR_DIR, or SKIFF_DEBIAN_TAR_DIR (tests). */
+static const char *debian_tar_dir(void)
+{
+	const char *dir = getenv("SKIFF_DEBIAN_TAR_DIR");
+	return dir && dir[0] == '/' ? dir : DEBIAN_TAR_DIR;
+}
+
 /* Make the tar with mmdebstrap when it is missing (this needs the network: minutes). */
 static int debian_tar(struct task *t)
 {
@@ -541,7 +548,7 @@ static int debian_tar(struct task *t)
 	const char *mirror = t->srv->cfg.debian_mirror;
 	char tmp[4200], cmd[9400];
 	snprintf(tmp, sizeof(tmp), "%s.tmp", t->arg);
-	mkdir(DEBIAN_TAR_DIR, 0755);
+	mkdir(debian_tar_dir(), 0755);
 	snprintf(cmd, sizeof(cmd),
 	         "timeout %d mmdebstrap --quiet --variant=minbase %s bookworm '%s' %s%s%s "
 	         "</dev/null >/dev/null 2>&1",
@@ -949,7 +956,8 @@ static void base_start(struct build *b)
 	/* An OCI base's key names its config's form: before "cmd" was kept apart, it was folded
 	 * into the entrypoint, and a cached base of that form must not be taken. */
 	const char *once[] = {strncmp(base, "oci-archive:", 12) ? "base-source" : "base-source/cmd",
-	                      base};
+	                      base, NULL};
+	char tar_id[128]; /* a Debian tarball made again (another mirror, a later day) is new */
 	if (!strcmp(base, "busybox")) {
 		t = task_new(srv, b, TASK_BUSYBOX);
 	} else if (!strncmp(base, "dir:", 4)) {
@@ -963,9 +971,16 @@ static void base_start(struct build *b)
 	} else if (!strcmp(base, "debian:bookworm") || !strcmp(base, "debian-slim")) {
 		t = task_new(srv, b, TASK_TAR);
 		if (t)
-			snprintf(t->arg, sizeof(t->arg), "%s/debian-bookworm%s.tar", DEBIAN_TAR_DIR,
+			snprintf(t->arg, sizeof(t->arg), "%s/debian-bookworm%s.tar", debian_tar_dir(),
 			         strcmp(base, "debian-slim") ? "" : "-python3");
 		image_logf(srv, b->im, "base %s from %s", base, t ? t->arg : "?");
+		struct stat st;
+		if (t && stat(t->arg, &st) == 0) {
+			snprintf(tar_id, sizeof(tar_id), "%ju:%ju:%jd:%jd.%09ld", (uintmax_t)st.st_dev,
+			         (uintmax_t)st.st_ino, (intmax_t)st.st_size, (intmax_t)st.st_mtim.tv_sec,
+			         st.st_mtim.tv_nsec);
+			once[2] = tar_id;
+		}
 	} else {
 		struct image_rec *from = image_find(srv, b->im->row.workspace_id, base);
 		if (!from) {
@@ -982,9 +997,10 @@ static void base_start(struct build *b)
 		build_fail(b, "out of memory");
 		return;
 	}
-	/* busybox, an OCI archive and a tar never change under one name: made once. */
+	/* busybox (made once per data directory), an OCI archive (named by its digest) and a
+	 * tarball (known by its inode, size and mtime) are made once. */
 	if (t->kind != TASK_DIR) {
-		key_of(once, ARRAY_SIZE(once), b->step_key);
+		key_of(once, ARRAY_SIZE(once) - !once[2], b->step_key);
 		struct cache_entry *e = cache_lookup(b, b->step_key);
 		if (e) {
 			const struct store_cache *c = &e->row;

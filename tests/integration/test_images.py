@@ -1015,6 +1015,33 @@ def test_oci_cmd_is_what_an_empty_command_runs_and_a_command_replaces(skiffd, bu
     assert ran({"command": []}) == "own-ep\n"
 
 
+@pytest.fixture
+def d_tars(tmp_path_factory, tmp_path):
+    """A skiffd whose Debian base tarballs are the test's own (SKIFF_DEBIAN_TAR_DIR)."""
+    tars = tmp_path / "tars"
+    tars.mkdir()
+    for d in _own_skiffd(tmp_path_factory, {"SKIFF_DEBIAN_TAR_DIR": str(tars)}):
+        d.tars = tars
+        yield from _after_test(d)
+
+
+def test_a_debian_tarball_made_again_is_a_new_base(d_tars):
+    # The base is cached by the tarball's identity, not its name alone: one made again (from
+    # another mirror, on a later day) is imported again, not served from the old import.
+    d, tar = d_tars, d_tars.tars / "debian-bookworm.tar"
+    tar.write_bytes(make_tar({"etc/debian_version": b"12.0\n"}))
+    first = wait_built(d, build(d, {"base": "debian:bookworm"})["id"])
+    assert first["state"] == "ready", (first, logs(d, first["id"]))
+    again = wait_built(d, build(d, {"base": "debian:bookworm"})["id"])
+    assert again["manifest"] == first["manifest"]
+    new = tar.with_name("made-again.tar")
+    new.write_bytes(make_tar({"etc/debian_version": b"12.1\n", "etc/made-again": b"x\n"}))
+    os.replace(new, tar)
+    later = wait_built(d, build(d, {"base": "debian:bookworm"})["id"])
+    assert later["state"] == "ready", (later, logs(d, later["id"]))
+    assert later["manifest"] != first["manifest"] and later["files"] == first["files"] + 1
+
+
 DEBIAN_TAR = "/var/cache/skiff/debian-bookworm.tar"
 
 
