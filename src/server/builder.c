@@ -971,14 +971,14 @@ static void base_start(struct build *b)
 	} else if (!strcmp(base, "debian:bookworm") || !strcmp(base, "debian-slim")) {
 		t = task_new(srv, b, TASK_TAR);
 		if (t)
-			snprintf(t->arg, sizeof(t->arg), "%s/debian-bookworm%s.tar", debian_tar_dir(),
-			         strcmp(base, "debian-slim") ? "" : "-python3");
+			snprintf(t->arg, sizeof(t->arg), "%s/debian-bookworm%s.tar",
+			         debian_tar_dir(), strcmp(base, "debian-slim") ? "" : "-python3");
 		image_logf(srv, b->im, "base %s from %s", base, t ? t->arg : "?");
 		struct stat st;
 		if (t && stat(t->arg, &st) == 0) {
-			snprintf(tar_id, sizeof(tar_id), "%ju:%ju:%jd:%jd.%09ld", (uintmax_t)st.st_dev,
-			         (uintmax_t)st.st_ino, (intmax_t)st.st_size, (intmax_t)st.st_mtim.tv_sec,
-			         st.st_mtim.tv_nsec);
+			snprintf(tar_id, sizeof(tar_id), "%ju:%ju:%jd:%jd.%09ld",
+			         (uintmax_t)st.st_dev, (uintmax_t)st.st_ino, (intmax_t)st.st_size,
+			         (intmax_t)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
 			once[2] = tar_id;
 		}
 	} else {
