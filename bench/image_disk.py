@@ -16,7 +16,11 @@ with the same files, mode 0755 (other inodes of the store, the same bytes). Meas
             reflink of each file) before the sandbox starts
   warm      POST /v1/sandboxes on A again (its tree is there): what a create costs without it
 
-Usage (as root): bench/image_disk.py [--files 16] [--file-mib 4] [--build build/bench]
+Each is done --repeat times, with new bytes each round (the same in both layouts): medians, and
+the stored bytes per round.
+
+Usage (as root): bench/image_disk.py [--files 16] [--file-mib 4] [--repeat 3]
+                 [--build build/bench]
 The last line is one summary for scripts: `image_disk key=value ...`.
 """
 
@@ -25,13 +29,15 @@ import fcntl
 import hashlib
 import io
 import os
+import random
+import statistics
 import struct
 import sys
 import tarfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from api_cycle import Api, cleanup, log, preflight, run_end, run_start, skiffd_args  # noqa: E402
+from api_cycle import Api, cleanup, log, preflight, run_start, skiffd_args  # noqa: E402
 from image_api import build_wait, put_body  # noqa: E402
 
 FS_IOC_FIEMAP = 0xC020660B
@@ -103,11 +109,17 @@ def create(api, image_id):
     return dt
 
 
-def one_layout(args, layout, files):
+def round_files(args, i):
+    """Round i's files: the same bytes for both layouts, new bytes each round."""
+    rnd = random.Random(i)
+    return {f"f{j:03d}.bin": rnd.randbytes(args.file_mib * MIB) for j in range(args.files)}
+
+
+def one_layout(args, layout):
     args.instance, args.box_instance = (("bid1", "bid2") if layout == "data"
                                         else ("bid3", "bid4"))
-    tmp, sk = run_start(f"image_disk ({layout})", args)
-    res, ok = {}, False
+    tmp, sk = run_start(f"image_disk_{layout}", args)
+    res, ok = {"first_a": [], "first_b": [], "warm": []}, False
     try:
         if layout == "data":
             os.makedirs(os.path.join(sk.data, "images"))
@@ -116,18 +128,26 @@ def one_layout(args, layout, files):
         store = os.path.realpath(os.path.join(sk.data, "images"))
         res["fs"] = "btrfs disk" if store.startswith(os.path.join(sk.data, "disk")) \
             else "data directory"
-        a, ta = image(sk, api, files, 0o644)
-        b, tb = image(sk, api, files, 0o755)
-        res["first_a"] = create(api, a["id"])
-        res["first_b"] = create(api, b["id"])
-        res["warm"] = min(create(api, a["id"]) for _ in range(3))
-        res["stored"] = stored_bytes(store, {ta, tb})
+        tars = set()
+        for i in range(args.repeat):
+            files = round_files(args, i)
+            a, ta = image(sk, api, files, 0o644)
+            b, tb = image(sk, api, files, 0o755)
+            tars |= {ta, tb}
+            res["first_a"].append(create(api, a["id"]))
+            res["first_b"].append(create(api, b["id"]))
+            res["warm"].append(create(api, a["id"]))
+        res["stored"] = stored_bytes(store, tars) / args.repeat
         api.close()
         ok = True
     finally:
         cleaned = cleanup(sk, [args.instance, args.box_instance], tmp, ok)
+    log(f"cleanup ({layout}): {cleaned['leftover_deleted']} sandboxes left to delete, "
+        f"/run/skiff/<instance> gone for {', '.join(cleaned['instances_gone']) or 'none'}")
     if len(cleaned["instances_gone"]) != 2:
         sys.exit("image_disk: /run/skiff/<instance> left behind")
+    for k in ("first_a", "first_b", "warm"):
+        res[k] = statistics.median(res[k])
     return res
 
 
@@ -135,32 +155,32 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--files", type=int, default=16, help="files in the image (16)")
     ap.add_argument("--file-mib", type=int, default=4, help="each file's size in MiB (4)")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds, new bytes each (3)")
     skiffd_args(ap, 0, "bid1", "bid2", "where the run's files go (the default temp dir)")
     args = ap.parse_args()
     args.pool = 0
     preflight("image_disk", args)
-    files = {f"f{i:03d}.bin": os.urandom(args.file_mib * MIB) for i in range(args.files)}
     size = args.files * args.file_mib * MIB
-    res = {k: one_layout(args, k, files) for k in ("data", "disk")}
+    res = {k: one_layout(args, k) for k in ("data", "disk")}
     log(f"\ntwo images of {args.files} files of {args.file_mib} MiB ({size / MIB:.0f} MiB), "
-        "the same bytes under two modes\n")
-    log("| store on | stored (blobs + inodes) | x files' size | first create A | "
-        "first create B | warm create |")
+        f"the same bytes under two modes; {args.repeat} rounds, medians\n")
+    log("| store on | stored (blobs + inodes) per round | x files' size | first create A | "
+        "first create B (a variant) | warm create |")
     log("| --- | --- | --- | --- | --- | --- |")
     for k in ("data", "disk"):
         r = res[k]
         log(f"| {r['fs']} | {r['stored'] / MIB:.1f} MiB | {r['stored'] / size:.2f} | "
             f"{r['first_a'] * 1000:.0f} ms | {r['first_b'] * 1000:.0f} ms | "
             f"{r['warm'] * 1000:.0f} ms |")
-    run_end("image_disk", {"leftover_deleted": 0, "instances_gone": ["-", "-"]}, {
-        "mib": size // MIB,
-        "data_stored_mib": res["data"]["stored"] / MIB,
-        "disk_stored_mib": res["disk"]["stored"] / MIB,
-        "data_first_ms": res["data"]["first_a"] * 1000,
-        "disk_first_ms": res["disk"]["first_a"] * 1000,
-        "data_variant_ms": res["data"]["first_b"] * 1000,
-        "disk_variant_ms": res["disk"]["first_b"] * 1000,
-        "warm_ms": res["disk"]["warm"] * 1000})
+    summary = {"mib": size // MIB,
+               "data_stored_mib": res["data"]["stored"] / MIB,
+               "disk_stored_mib": res["disk"]["stored"] / MIB}
+    for k in ("data", "disk"):
+        summary[f"{k}_first_ms"] = res[k]["first_a"] * 1000
+        summary[f"{k}_variant_ms"] = res[k]["first_b"] * 1000
+        summary[f"{k}_warm_ms"] = res[k]["warm"] * 1000
+    log("\nimage_disk " + " ".join(
+        f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
 
 
 if __name__ == "__main__":
