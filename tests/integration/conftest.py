@@ -840,10 +840,18 @@ def _own_skiffd(tmp_path_factory, env=None, extra=()):
     d = Skiffd(tmp_path_factory.mktemp("skiffd") / "data", new_instance("a"), free_port())
     d.start(env=env, extra=extra)
     yield d
-    try:
-        d.cleanup_sandboxes()
-    except OSError:
-        pass  # skiffd died: what it left is ended below, and the test that saw it failed
+    rc = end_skiffd(d)
+    assert rc == 0, f"skiffd exited {rc} after SIGTERM: {d.log_text()[-3000:]}"
+
+
+def end_skiffd(d):
+    """Every sandbox of d deleted, d stopped, and nothing of its instance left (end_instance),
+    image holds included; skiffd's exit status."""
+    if d.proc.poll() is None:
+        try:
+            d.cleanup_sandboxes()
+        except OSError:
+            pass  # skiffd died: what it left is ended below, and the test that saw it failed
     # Holds are looked at while skiffd runs: once it stops, the disk that holds the store (on a
     # data directory that is not btrfs) is unmounted, and <data>/images leads nowhere.
     held = not wait_for(lambda: not image_holds(d.instance, d.data), LEAK_GRACE_S)
@@ -851,8 +859,8 @@ def _own_skiffd(tmp_path_factory, env=None, extra=()):
     box = Box(SKIFF_BOX, d.instance, d.data)
     kill_all(box)
     end_instance(box)
-    assert rc == 0, f"skiffd exited {rc} after SIGTERM: {d.log_text()[-3000:]}"
     assert not held, "image holds left by removed sandboxes"
+    return rc
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,7 @@ import tarfile
 import pytest
 
 from conftest import (LOOP_RELEASE_S, SKIFF_BOX, Box, Skiffd, data_disk_leaks, descendants,
-                      end_instance, free_port, kill_all, new_instance, proc_alive, proc_info, sh,
-                      wait_for)
+                      end_skiffd, free_port, new_instance, proc_alive, proc_info, sh, wait_for)
 from test_images import build, put_blob, wait_built
 
 BTRFS_SUPER_MAGIC = 0x9123683E
@@ -66,21 +65,6 @@ def start(tmp_path, env=None, pool=1):
     d = Skiffd(tmp_path / "data", new_instance("g"), free_port())
     d.start(pool=pool, env=env)
     return d
-
-
-def finish(d):
-    """Stop d and check that nothing of it is left, the disk's mount and loop device included
-    (end_instance)."""
-    if d.proc.poll() is None:
-        try:
-            d.cleanup_sandboxes()
-        except OSError:
-            pass
-    rc = d.stop()
-    box = Box(SKIFF_BOX, d.instance, d.data)
-    kill_all(box)
-    end_instance(box)
-    return rc
 
 
 def tar_of(files, mode):
@@ -143,7 +127,7 @@ def test_tree_files_share_their_blobs_extents(tmp_path):
             assert all(fl & FIEMAP_EXTENT_SHARED for *_, fl in got), got
         assert "on the btrfs disk" in d.log_text()
     finally:
-        assert finish(d) == 0
+        assert end_skiffd(d) == 0
 
 
 def test_restart_and_kill_keep_images_and_the_disk_goes_at_the_end(tmp_path):
@@ -187,7 +171,7 @@ def test_restart_and_kill_keep_images_and_the_disk_goes_at_the_end(tmp_path):
         d.start()
         assert materialize(d, img) == len(big)
     finally:
-        assert finish(d) == 0
+        assert end_skiffd(d) == 0
 
 
 def test_tmpfs_backend_keeps_the_store_on_the_data_directory(tmp_path):
@@ -201,7 +185,7 @@ def test_tmpfs_backend_keeps_the_store_on_the_data_directory(tmp_path):
         assert "image store on the data directory" in d.log_text(), d.log_text()[-2000:]
         assert not data_disk_leaks(d.data)
     finally:
-        assert finish(d) == 0
+        assert end_skiffd(d) == 0
 
 
 def test_a_store_from_before_is_kept_where_it_is(tmp_path):
@@ -218,4 +202,4 @@ def test_a_store_from_before_is_kept_where_it_is(tmp_path):
         assert os.stat(store).st_dev == os.stat(d.data).st_dev
         assert "image store on the data directory" in d.log_text(), d.log_text()[-2000:]
     finally:
-        assert finish(d) == 0
+        assert end_skiffd(d) == 0
