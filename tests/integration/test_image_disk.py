@@ -203,3 +203,27 @@ def test_a_store_from_before_is_kept_where_it_is(tmp_path):
         assert "image store on the data directory" in d.log_text(), d.log_text()[-2000:]
     finally:
         assert end_skiffd(d) == 0
+
+
+def test_pruning_looks_at_the_disks_free_space(tmp_path):
+    # --image-min-free between what the disk and the data directory's filesystem have free:
+    # the store is on the disk, so trees are dropped (on the data directory none would be).
+    d = start(tmp_path)
+    try:
+        btrfs_disk_or_skip(d)
+        disk, data = (os.statvfs(p) for p in (d.data / "disk", d.data))
+        disk_free, data_free = (s.f_bavail * s.f_frsize for s in (disk, data))
+        if data_free - disk_free < 2 * 1024 * MIB:
+            pytest.skip(f"the disk ({disk_free >> 20} MiB free) and the data directory "
+                        f"({data_free >> 20} MiB free) are too close to tell apart")
+        assert d.stop() == 0
+        d.start(extra=["--image-min-free", f"{(disk_free + data_free) // 2 >> 20}M"])
+        one = image_of(d, {"big.bin": b"1" * 5000})
+        two = image_of(d, {"big.bin": b"2" * 5000})
+        assert materialize(d, one) == materialize(d, two) == 5000
+        a = one["manifest"].removeprefix("sha256:")
+        assert f"dropped the unused tree of sha256:{a}" in d.log_text(), d.log_text()[-2000:]
+        assert not tree_file(d.data, one, "big.bin").exists()
+        assert tree_file(d.data, two, "big.bin").exists()
+    finally:
+        assert end_skiffd(d) == 0
