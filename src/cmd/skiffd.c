@@ -408,8 +408,9 @@ static int store_place(struct daemon *d, const struct options *o, char *root, si
 	char note[SK_ERROR_MSG_BYTES + 256];
 	struct sk_error err = {0};
 	d->data = o->data;
-	if (rt_image_store_place(o->data, dev && backend != RT_DISK_TMPFS, root, size,
-	                         &d->store_lock_fd, note, sizeof(note), &err) < 0) {
+	int r = rt_image_store_place(o->data, dev && backend != RT_DISK_TMPFS, root, size,
+	                             &d->store_lock_fd, note, sizeof(note), &err);
+	if (r < 0) {
 		fprintf(stderr, "skiffd: images: %s\n", err.msg);
 		return -1;
 	}
@@ -417,7 +418,7 @@ static int store_place(struct daemon *d, const struct options *o, char *root, si
 		if (*p == '"')
 			*p = '\'';
 	if (note[0] && !dev)
-		server_logf(NULL, "level=info msg=\"images: %s\"", note);
+		server_logf(NULL, "level=%s msg=\"images: %s\"", r > 0 ? "warn" : "info", note);
 	return 0;
 }
 

@@ -352,6 +352,37 @@ static int disk_mount(const char *data_dir, const char *dir, struct sk_error *er
 	return host ? 0 : quota_enable(fd, err);
 }
 
+static void unmount_if_idle(const char *dir, int lock_fd);
+
+/* With <data>/disk.lock open in fd: take it shared with the disk <data>/disk (dir) there,
+ * mounting it first (the lock exclusive) if make and it is not. 1: it is not there and make is
+ * 0. */
+static int disk_lock_mounted(const char *data_dir, const char *dir, int make, int fd,
+                             struct sk_error *err)
+{
+	/* Shared while we use it (no one unmounts it under us); exclusive only to mount it, taken
+	 * without waiting (runtimes hold it shared for their whole life), so we look again and
+	 * retry when another runtime holds it. A failed conversion drops our shared lock: taken
+	 * again. */
+	for (int tries = 0; tries < DISK_LOCK_TRIES; tries++) {
+		int r;
+		if (flock(fd, LOCK_SH) < 0)
+			return sk_error_errno(err, -errno, "lock %s.lock", dir);
+		if (host_btrfs(data_dir) || btrfs_mounted_at(dir, data_dir))
+			return 0;
+		if (!make)
+			return 1;
+		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+			usleep(DISK_LOCK_RETRY_US + (getpid() % 8) * 1000);
+			continue;
+		}
+		if (!host_btrfs(data_dir) && !btrfs_mounted_at(dir, data_dir) &&
+		    (r = disk_mount(data_dir, dir, err)) < 0)
+			return r;
+	}
+	return sk_error_set(err, -EAGAIN, "%s: could not lock it to mount it", dir);
+}
+
 /* Hold the disk <data>/disk (dir) until *ret_lock_fd is closed: its lock taken shared, so that no
  * one unmounts it under us, mounted first if make and it is not. *ret_lock_fd is -1 when it is
  * not there and make is 0. */
@@ -365,39 +396,38 @@ static int disk_hold(const char *data_dir, const char *dir, int make, int *ret_l
 		return sk_error_set(err, -ENAMETOOLONG, "data directory path too long");
 	if (make && (r = fs_mkdir_p(data_dir, 0700)) < 0)
 		return sk_error_errno(err, r, "make %s", data_dir);
-	_cleanup_close_ int fd = open(lock, O_RDWR | O_CLOEXEC | (make ? O_CREAT : 0), 0600);
+	_cleanup_close_ int fd =
+	    open(lock, O_RDWR | O_CLOEXEC | O_NOFOLLOW | (make ? O_CREAT : 0), 0600);
 	if (fd < 0)
 		return errno == ENOENT && !make ? 0 : sk_error_errno(err, -errno, "open %s", lock);
-	/* Shared while we use it (no one unmounts it under us); exclusive only to mount it, taken
-	 * without waiting (runtimes hold it shared for their whole life), so we look again and
-	 * retry when another runtime holds it. A failed conversion drops our shared lock: taken
-	 * again. */
-	int there = 0;
-	for (int tries = 0; tries < DISK_LOCK_TRIES && !there; tries++) {
-		if (flock(fd, LOCK_SH) < 0)
-			return sk_error_errno(err, -errno, "lock %s", lock);
-		there = host_btrfs(data_dir) || btrfs_mounted_at(dir, data_dir);
-		if (there)
-			break;
-		if (!make)
-			return 0;
-		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-			usleep(DISK_LOCK_RETRY_US + (getpid() % 8) * 1000);
-			continue;
-		}
-		if (!host_btrfs(data_dir) && !btrfs_mounted_at(dir, data_dir) &&
-		    (r = disk_mount(data_dir, dir, err)) < 0)
+	/* The disk is mounted on <data>/disk itself, never where a symlink there leads (mount(2)
+	 * and the chmod after it would follow it: a mount over, or a mode on, any directory of
+	 * the host). */
+	struct stat st;
+	if (lstat(dir, &st) == 0 && !S_ISDIR(st.st_mode))
+		return sk_error_set(err, -ENOTDIR, "%s is not a directory%s", dir,
+		                    S_ISLNK(st.st_mode) ? " (a symlink: the disk is mounted on a "
+		                                          "directory of the data directory's own)"
+		                                        : "");
+	/* Nothing can be written to it (btrfs stops writing after a write error): unmounted when
+	 * no one else holds it, and mounted again, writable; else said (RT_DISK_AUTO falls back to
+	 * tmpfs), and whoever finds it unused unmounts it (disk_remove_if_idle). */
+	for (int pass = 0;; pass++) {
+		r = disk_lock_mounted(data_dir, dir, make, fd, err);
+		if (r < 0)
 			return r;
+		if (r > 0)
+			return 0;
+		if (!make || !read_only(dir))
+			break;
+		if (pass > 0)
+			return sk_error_set(
+			    err, -EROFS,
+			    "%s is read-only (btrfs stops writing after a write error: see "
+			    "the kernel's log); it is unmounted once no sandbox uses it",
+			    dir);
+		unmount_if_idle(dir, fd);
 	}
-	if (!there)
-		return sk_error_set(err, -EAGAIN, "%s: could not lock it to mount it", dir);
-	/* Nothing can be written to it: say so (RT_DISK_AUTO falls back to tmpfs). Whoever finds it
-	 * unused unmounts it (disk_remove_if_idle); the next mount is writable again. */
-	if (make && read_only(dir))
-		return sk_error_set(err, -EROFS,
-		                    "%s is read-only (btrfs stops writing after a write error: see "
-		                    "the kernel's log); it is unmounted once no sandbox uses it",
-		                    dir);
 	/* A data directory on btrfs with quotas is used as it is. */
 	if (make && !btrfs_mounted_at(dir, data_dir) && (r = disk_mount(data_dir, dir, err)) < 0)
 		return r;
@@ -678,24 +708,77 @@ static int store_on_disk(const char *data_dir, const char *link, char *root, siz
 		                       link);
 	if ((size_t)snprintf(root, size, "%s/" DISK_STORE_DIR, dir) >= size)
 		return sk_error_set(err, -ENAMETOOLONG, "data directory path too long");
-	/* Missing from a disk made anew (its image removed): an empty store. */
-	if (mkdir(root, 0700) < 0 && errno != EEXIST)
+	/* Missing from a disk made anew (its image removed, or lost): an empty store, and the
+	 * images the server still lists are gone with their blobs (a sandbox on one is refused:
+	 * not in the store). Said at warn: it is no normal start. */
+	int anew = mkdir(root, 0700) == 0;
+	if (!anew && errno != EEXIST)
 		return sk_error_errno(err, -errno, "mkdir %s", root);
-	snprintf(note, note_size,
-	         "image store on the btrfs disk (%s): a tree's files share their blobs' extents",
-	         root);
+	if (anew)
+		snprintf(note, note_size,
+		         "image store on the btrfs disk (%s) made anew, empty: the disk was made "
+		         "anew or the store removed, and images made before are gone",
+		         root);
+	else
+		snprintf(note, note_size,
+		         "image store on the btrfs disk (%s): a tree's files share their blobs' "
+		         "extents",
+		         root);
 	*ret_lock_fd = TAKE_FD(lock);
-	return 0;
+	return anew;
 }
 
-/* The store on the data directory's own filesystem: <data>/images, a directory. */
+/* The store on the data directory's own filesystem: <data>/images, a directory. 1: another
+ * process made it the symlink to the disk's meanwhile (to be looked at again). */
 static int store_on_data(const char *link, char *root, size_t size, struct sk_error *err)
 {
+	struct stat st;
 	if (mkdir(link, 0700) < 0 && errno != EEXIST)
 		return sk_error_errno(err, -errno, "mkdir %s", link);
+	if (lstat(link, &st) < 0)
+		return sk_error_errno(err, -errno, "stat %s", link);
+	if (S_ISLNK(st.st_mode))
+		return 1;
+	if (!S_ISDIR(st.st_mode))
+		return sk_error_set(err, -ENOTDIR, "%s: not a directory", link);
 	if ((size_t)snprintf(root, size, "%s", link) >= size)
 		return sk_error_set(err, -ENAMETOOLONG, "data directory path too long");
 	return 0;
+}
+
+/* Where the store goes when <data>/images is not there yet: 0 with root set, 1 when the symlink
+ * to the disk's was made (to be looked at again). */
+static int store_make(const char *data_dir, const char *link, int on_disk, char *root, size_t size,
+                      char *note, size_t note_size, struct sk_error *err)
+{
+	/* A btrfs data directory reflinks where it is. */
+	if (is_btrfs(data_dir))
+		return store_on_data(link, root, size, err);
+	if (!on_disk) {
+		snprintf(note, note_size,
+		         "image store on the data directory's filesystem (%s; writable layers "
+		         "are tmpfs): each file's bytes are stored twice, blob and tree inode",
+		         link);
+		return store_on_data(link, root, size, err);
+	}
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%s/disk", data_dir);
+	struct sk_error why = {0};
+	_cleanup_close_ int lock = -1;
+	if (disk_hold(data_dir, dir, 1, &lock, &why) < 0) {
+		snprintf(note, note_size,
+		         "image store on the data directory's filesystem (%s; no btrfs disk: "
+		         "%s): each file's bytes are stored twice, blob and tree inode",
+		         link, why.msg);
+		return store_on_data(link, root, size, err);
+	}
+	char store[sizeof(dir) + 16];
+	snprintf(store, sizeof(store), "%s/" DISK_STORE_DIR, dir);
+	if (mkdir(store, 0700) < 0 && errno != EEXIST)
+		return sk_error_errno(err, -errno, "mkdir %s", store);
+	if (symlink("disk/" DISK_STORE_DIR, link) < 0 && errno != EEXIST)
+		return sk_error_errno(err, -errno, "symlink %s", link);
+	return 1;
 }
 
 int rt_image_store_place(const char *data_dir, int on_disk, char *root, size_t size,
@@ -709,8 +792,8 @@ int rt_image_store_place(const char *data_dir, int on_disk, char *root, size_t s
 	int r = fs_mkdir_p(data_dir, 0700);
 	if (r < 0)
 		return sk_error_errno(err, r, "make %s", data_dir);
-	/* Twice at most: a symlink made here or by another process is looked at again. */
-	for (int tries = 0; tries < 2; tries++) {
+	/* A few times at most: a symlink made here or by another process is looked at again. */
+	for (int tries = 0; tries < 3; tries++) {
 		struct stat st;
 		if (lstat(link, &st) == 0 && S_ISLNK(st.st_mode))
 			return store_on_disk(data_dir, link, root, size, ret_lock_fd, note,
@@ -724,47 +807,21 @@ int rt_image_store_place(const char *data_dir, int on_disk, char *root, size_t s
 				snprintf(
 				    note, note_size,
 				    "image store on the data directory's filesystem (%s), kept "
-				    "where "
-				    "it was made (%s): each file's bytes are stored twice, blob "
-				    "and "
-				    "tree inode",
+				    "where it was made (%s): each file's bytes are stored twice, "
+				    "blob and tree inode",
 				    link,
 				    on_disk
 				        ? "by an earlier version, or when there was no btrfs disk"
 				        : "writable layers are tmpfs");
-			return store_on_data(link, root, size, err);
-		}
-		if (errno != ENOENT)
+			r = store_on_data(link, root, size, err);
+		} else if (errno != ENOENT) {
 			return sk_error_errno(err, -errno, "stat %s", link);
-		/* A btrfs data directory reflinks where it is. */
-		if (is_btrfs(data_dir))
-			return store_on_data(link, root, size, err);
-		if (!on_disk) {
-			snprintf(
-			    note, note_size,
-			    "image store on the data directory's filesystem (%s; writable layers "
-			    "are tmpfs): each file's bytes are stored twice, blob and tree inode",
-			    link);
-			return store_on_data(link, root, size, err);
+		} else {
+			r = store_make(data_dir, link, on_disk, root, size, note, note_size, err);
 		}
-		char dir[4096];
-		snprintf(dir, sizeof(dir), "%s/disk", data_dir);
-		struct sk_error why = {0};
-		_cleanup_close_ int lock = -1;
-		if (disk_hold(data_dir, dir, 1, &lock, &why) < 0) {
-			snprintf(
-			    note, note_size,
-			    "image store on the data directory's filesystem (%s; no btrfs disk: "
-			    "%s): each file's bytes are stored twice, blob and tree inode",
-			    link, why.msg);
-			return store_on_data(link, root, size, err);
-		}
-		char store[sizeof(dir) + 16];
-		snprintf(store, sizeof(store), "%s/" DISK_STORE_DIR, dir);
-		if (mkdir(store, 0700) < 0 && errno != EEXIST)
-			return sk_error_errno(err, -errno, "mkdir %s", store);
-		if (symlink("disk/" DISK_STORE_DIR, link) < 0 && errno != EEXIST)
-			return sk_error_errno(err, -errno, "symlink %s", link);
+		if (r <= 0)
+			return r;
+		note[0] = '\0';
 	}
 	return sk_error_set(err, -EAGAIN, "%s: changed while it was looked at", link);
 }

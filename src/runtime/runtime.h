@@ -113,7 +113,8 @@ int rt_disk_setup(struct rt *rt, const char *data_dir, enum rt_disk_backend back
  * had; else, and where a store is there already as a directory, it is <data>/images on the data
  * directory's filesystem. A store on the disk is held (mounted, its lock shared) until
  * rt_image_store_release(*ret_lock_fd); -1 otherwise. note: what to log about where it is ("" for
- * nothing). */
+ * nothing). 1: the store is on the disk but was made anew there (the disk was), empty: note says
+ * so, to be logged as a warning. */
 int rt_image_store_place(const char *data_dir, int on_disk, char *root, size_t size,
                          int *ret_lock_fd, char *note, size_t note_size, struct sk_error *err);
 /* Let the store's disk go (lock_fd -1: nothing), unmounting it if no one else holds it and no

@@ -33,15 +33,15 @@ void sp_images_open(struct spawner *sp, int on_disk)
 	char root[4096], note[SK_ERROR_MSG_BYTES + 256];
 	struct sk_error err = {0};
 	sp->store.root_fd = -1;
-	if (rt_image_store_place(sp->cfg->data_dir, on_disk, root, sizeof(root), &sp->store_lock_fd,
-	                         note, sizeof(note), &err) < 0 ||
-	    img_store_open(&sp->store, root, &err) < 0) {
+	int r = rt_image_store_place(sp->cfg->data_dir, on_disk, root, sizeof(root),
+	                             &sp->store_lock_fd, note, sizeof(note), &err);
+	if (r < 0 || img_store_open(&sp->store, root, &err) < 0) {
 		sp_log("error", "images: %s: sandboxes on images will fail", err.msg);
 		rt_image_store_release(sp->cfg->data_dir, TAKE_FD(sp->store_lock_fd));
 		return;
 	}
 	if (note[0])
-		sp_log("info", "images: %s", note);
+		sp_log(r > 0 ? "warn" : "info", "images: %s", note);
 	sp->store_ok = 1;
 }
 

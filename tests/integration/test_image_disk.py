@@ -9,6 +9,7 @@ import hashlib
 import io
 import os
 import struct
+import subprocess
 import tarfile
 
 import pytest
@@ -227,3 +228,124 @@ def test_pruning_looks_at_the_disks_free_space(tmp_path):
         assert tree_file(d.data, two, "big.bin").exists()
     finally:
         assert end_skiffd(d) == 0
+
+
+def stopped_with_an_image(tmp_path):
+    """A skiffd that made an image with a tree on the disk and was stopped, the disk unmounted
+    with it: (d, image)."""
+    d = start(tmp_path)
+    try:
+        btrfs_disk_or_skip(d)
+        img = image_of(d, {"big.bin": b"z" * 5000})
+        assert materialize(d, img) == 5000
+    except BaseException:
+        end_skiffd(d)
+        raise
+    assert end_skiffd(d) == 0
+    assert wait_for(lambda: not data_disk_leaks(d.data), LOOP_RELEASE_S), \
+        data_disk_leaks(d.data)
+    return d, img
+
+
+def end_and_unmount(d, path):
+    """end_skiffd(d), then nothing left mounted on path (a test's own mount, or one skiffd
+    should not have made), whatever end_skiffd found."""
+    try:
+        end_skiffd(d)
+    finally:
+        while os.path.ismount(path):
+            subprocess.run(["umount", str(path)], check=True)
+
+
+def test_a_read_only_disk_is_mounted_again_writable_at_start(tmp_path):
+    # btrfs turned read-only (a write it could not make) and left mounted: the next start, no
+    # one else holding the disk, unmounts it and mounts it writable again, images and all
+    # (not a skiffd that can't start, nor a store made anew on the data directory).
+    d, img = stopped_with_an_image(tmp_path)
+    disk = d.data / "disk"
+    try:
+        subprocess.run(["mount", "-o", "loop,ro", str(d.data / "disk.img"), str(disk)],
+                       check=True)
+        assert os.statvfs(disk).f_flag & os.ST_RDONLY
+        d.start()
+        assert not os.statvfs(disk).f_flag & os.ST_RDONLY
+        assert (d.data / "images").is_symlink()
+        assert materialize(d, img) == 5000
+        two = image_of(d, {"big.bin": b"w" * 5000})
+        assert materialize(d, two) == 5000
+    finally:
+        end_and_unmount(d, disk)
+
+
+def test_a_disk_made_anew_says_its_images_are_gone(tmp_path):
+    # The disk's image removed while skiffd was stopped: the next start makes a new disk and an
+    # empty store on it, and says so; a sandbox on an image made before is refused, clearly.
+    d, img = stopped_with_an_image(tmp_path)
+    (d.data / "disk.img").unlink()
+    try:
+        d.start()
+        assert "made anew, empty" in d.log_text(), d.log_text()[-2000:]
+        s, body = d.api("POST", "/v1/sandboxes", {"image": img["id"]})
+        assert s != 201 and "not in this worker's store" in str(body), (s, body)
+        two = image_of(d, {"big.bin": b"v" * 5000})
+        assert materialize(d, two) == 5000
+    finally:
+        assert end_skiffd(d) == 0
+
+
+def test_a_store_symlink_leading_elsewhere_is_refused(tmp_path):
+    # <data>/images is followed only where it leads to the disk's store: anything else stops
+    # skiffd with why, and nothing is written where it leads.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "images").symlink_to(elsewhere)
+    d = Skiffd(tmp_path / "data", new_instance("g"), free_port())
+    try:
+        with pytest.raises(pytest.fail.Exception):
+            d.start(timeout=10)
+        assert d.proc.wait(10) != 0
+        assert "links to" in d.log_text() and "expected disk/images" in d.log_text(), \
+            d.log_text()[-2000:]
+        assert not list(elsewhere.iterdir())
+    finally:
+        end_skiffd(d)
+
+
+def test_a_symlink_at_the_disk_is_not_followed(tmp_path):
+    # <data>/disk a symlink (a crafted data directory): the disk is never mounted where it
+    # leads, nor its mode changed; no btrfs disk, and the store stays on the data directory.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "disk").symlink_to(elsewhere)
+    d = Skiffd(tmp_path / "data", new_instance("g"), free_port())
+    try:
+        d.start()
+        assert not os.path.ismount(elsewhere)
+        assert os.stat(elsewhere).st_mode & 0o777 == 0o755
+        assert (d.data / "images").is_dir() and not (d.data / "images").is_symlink()
+        assert "a symlink" in d.log_text(), d.log_text()[-2000:]
+        img = image_of(d, {"big.bin": b"u" * 5000})
+        assert materialize(d, img) == 5000
+    finally:
+        end_and_unmount(d, elsewhere)
+
+
+def test_a_disk_that_cannot_be_mounted_stops_skiffd_with_why(tmp_path):
+    # The store is on the disk (the symlink says so) but its image is no btrfs any more: skiffd
+    # dev says why and stops; no store is made on the data directory under the empty
+    # <data>/disk, and no loop device is left.
+    d, _ = stopped_with_an_image(tmp_path)
+    with open(d.data / "disk.img", "r+b") as f:
+        f.write(b"\0" * (1 * MIB))  # the superblock is at 64 KiB
+    try:
+        with pytest.raises(pytest.fail.Exception):
+            d.start(timeout=20)
+        assert d.proc.wait(20) != 0
+        assert "image store is on the btrfs disk" in d.log_text(), d.log_text()[-2000:]
+        assert not list((d.data / "disk").iterdir())
+        assert wait_for(lambda: not data_disk_leaks(d.data), LOOP_RELEASE_S), \
+            data_disk_leaks(d.data)
+    finally:
+        end_skiffd(d)
