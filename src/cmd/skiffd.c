@@ -417,7 +417,9 @@ static int store_place(struct daemon *d, const struct options *o, char *root, si
 	for (char *p = note; *p; p++)
 		if (*p == '"')
 			*p = '\'';
-	if (note[0] && !dev)
+	/* In dev the spawner says where the store is; a store made anew is said by whichever of
+	 * the two made it. */
+	if (note[0] && (!dev || r > 0))
 		server_logf(NULL, "level=%s msg=\"images: %s\"", r > 0 ? "warn" : "info", note);
 	return 0;
 }

@@ -701,19 +701,22 @@ static int store_on_disk(const char *data_dir, const char *link, char *root, siz
 		                    " (the store on the btrfs disk)",
 		                    link, target);
 	snprintf(dir, sizeof(dir), "%s/disk", data_dir);
+	if ((size_t)snprintf(root, size, "%s/" DISK_STORE_DIR, dir) >= size)
+		return sk_error_set(err, -ENAMETOOLONG, "data directory path too long");
 	_cleanup_close_ int lock = -1;
 	int r = disk_hold(data_dir, dir, 1, &lock, err);
 	if (r < 0)
 		return sk_error_prefix(err, "the image store is on the btrfs disk (%s links there)",
 		                       link);
-	if ((size_t)snprintf(root, size, "%s/" DISK_STORE_DIR, dir) >= size)
-		return sk_error_set(err, -ENAMETOOLONG, "data directory path too long");
 	/* Missing from a disk made anew (its image removed, or lost): an empty store, and the
 	 * images the server still lists are gone with their blobs (a sandbox on one is refused:
 	 * not in the store). Said at warn: it is no normal start. */
 	int anew = mkdir(root, 0700) == 0;
-	if (!anew && errno != EEXIST)
-		return sk_error_errno(err, -errno, "mkdir %s", root);
+	if (!anew && errno != EEXIST) {
+		r = sk_error_errno(err, -errno, "mkdir %s", root);
+		unmount_if_idle(dir, lock); /* a disk mounted for nothing */
+		return r;
+	}
 	if (anew)
 		snprintf(note, note_size,
 		         "image store on the btrfs disk (%s) made anew, empty: the disk was made "
@@ -764,6 +767,7 @@ static int store_make(const char *data_dir, const char *link, int on_disk, char 
 	char dir[4096];
 	snprintf(dir, sizeof(dir), "%s/disk", data_dir);
 	struct sk_error why = {0};
+	int r;
 	_cleanup_close_ int lock = -1;
 	if (disk_hold(data_dir, dir, 1, &lock, &why) < 0) {
 		snprintf(note, note_size,
@@ -775,10 +779,13 @@ static int store_make(const char *data_dir, const char *link, int on_disk, char 
 	char store[sizeof(dir) + 16];
 	snprintf(store, sizeof(store), "%s/" DISK_STORE_DIR, dir);
 	if (mkdir(store, 0700) < 0 && errno != EEXIST)
-		return sk_error_errno(err, -errno, "mkdir %s", store);
-	if (symlink("disk/" DISK_STORE_DIR, link) < 0 && errno != EEXIST)
-		return sk_error_errno(err, -errno, "symlink %s", link);
-	return 1;
+		r = sk_error_errno(err, -errno, "mkdir %s", store);
+	else if (symlink("disk/" DISK_STORE_DIR, link) < 0 && errno != EEXIST)
+		r = sk_error_errno(err, -errno, "symlink %s", link);
+	else
+		return 1;
+	unmount_if_idle(dir, lock); /* a disk mounted for nothing */
+	return r;
 }
 
 int rt_image_store_place(const char *data_dir, int on_disk, char *root, size_t size,
