@@ -61,6 +61,10 @@ struct daemon {
 	/* The spawner's copies of options (argv is blanked in it): instance, data directory, and
 	 * for a worker the server's URL and the worker secret. */
 	char *spawner_strings[4];
+	/* The image store's hold on the disk (rt_image_store_place), released once the spawner is
+	 * gone: the last one out unmounts an idle disk. */
+	const char *data;
+	int store_lock_fd;
 };
 
 struct options {
@@ -99,8 +103,9 @@ static void usage(FILE *f)
 	      "  --name NAME         the worker's name, stable across restarts (host-instance)\n"
 	      "  --worker-lost-s S   a worker silent this long is lost (15)\n"
 	      "  --image-min-free P%|N[MG]  before an image's tree is made, unused trees are\n"
-	      "                      dropped until this much of the data directory's\n"
-	      "                      filesystem is free: a percentage or MiB/GiB (10%)\n"
+	      "                      dropped until this much of the image store's\n"
+	      "                      filesystem (the btrfs disk on a data directory that is\n"
+	      "                      not btrfs) is free: a percentage or MiB/GiB (10%)\n"
 	      "  --egress-subnet CIDR  addresses of network-egress sandboxes, a private range\n"
 	      "                      of /"
 	      "17 or more (" EGRESS_DEFAULT_SUBNET ")\n"
@@ -390,6 +395,41 @@ static long long env_limit(const char *name, unsigned long long max)
 	return (long long)n;
 }
 
+/* Where the server's image store is. In dev it is the spawner's, which places it the same way
+ * (and says where); a server alone keeps blobs only, which gain nothing on the disk, and uses it
+ * only where an earlier start put the store there. */
+static int store_place(struct daemon *d, const struct options *o, char *root, size_t size)
+{
+	int dev = d->spawner.pid > 0;
+	enum rt_disk_backend backend = RT_DISK_AUTO;
+	const char *want = getenv("SKIFF_DISK_BACKEND");
+	if (want)
+		rt_disk_backend_parse(want, &backend); /* the spawner refuses a bad one */
+	char note[SK_ERROR_MSG_BYTES + 256];
+	struct sk_error err = {0};
+	d->data = o->data;
+	int r = rt_image_store_place(o->data, dev && backend != RT_DISK_TMPFS, root, size,
+	                             &d->store_lock_fd, note, sizeof(note), &err);
+	if (r < 0) {
+		fprintf(stderr, "skiffd: images: %s\n", err.msg);
+		return -1;
+	}
+	for (char *p = note; *p; p++)
+		if (*p == '"')
+			*p = '\'';
+	/* In dev the spawner says where the store is; a store made anew is said by whichever of
+	 * the two made it. */
+	if (note[0] && (!dev || r > 0))
+		server_logf(NULL, "level=%s msg=\"images: %s\"", r > 0 ? "warn" : "info", note);
+	return 0;
+}
+
+static void store_release(struct daemon *d)
+{
+	if (d->data)
+		rt_image_store_release(d->data, TAKE_FD(d->store_lock_fd));
+}
+
 static int start_server(struct daemon *d, const struct options *o, const char *secret)
 {
 	long long tunnels = env_limit("SKIFF_MAX_TUNNELS_PER_WORKSPACE", SERVER_MAX_TUNNELS);
@@ -427,6 +467,13 @@ static int start_server(struct daemon *d, const struct options *o, const char *s
 	                            .napt_sources = o->napt_sources,
 	                            .debian_mirror = o->debian_mirror};
 	memcpy(cfg.apt_sources, o->apt_sources, sizeof(cfg.apt_sources));
+	char images[4096];
+	if (store_place(d, o, images, sizeof(images)) < 0) {
+		store_close(d->store);
+		d->store = NULL;
+		return -1;
+	}
+	cfg.images_root = images;
 	if (server_new(&d->loop, d->store, &cfg, &d->srv, &err) < 0) {
 		fprintf(stderr, "skiffd: %s\n", err.msg);
 		store_close(d->store);
@@ -517,6 +564,7 @@ static int run(struct daemon *d)
 		server_logf(NULL, "level=warn msg=\"handles left open at exit\"");
 	if (d->spawner.pid > 0)
 		spawner_stop(&d->spawner);
+	store_release(d);
 	spawner_strings_free(d);
 	server_logf(NULL, "level=info msg=\"stopped\"");
 	return 0;
@@ -543,7 +591,7 @@ static int cmd_dev(int argc, char **argv)
 	int r = parse_options(argc, argv, &o);
 	if (r)
 		return r < 0 ? 0 : r;
-	struct daemon d = {0};
+	struct daemon d = {.store_lock_fd = -1};
 	if (start_spawner(&d, &o, NULL) < 0)
 		return 1;
 	signal(SIGPIPE, SIG_IGN);
@@ -553,6 +601,7 @@ static int cmd_dev(int argc, char **argv)
 	if (start_server(&d, &o, secret) < 0) {
 		uv_loop_close(&d.loop);
 		spawner_stop(&d.spawner);
+		store_release(&d);
 		spawner_strings_free(&d);
 		return 1;
 	}
@@ -579,11 +628,12 @@ static int cmd_server(int argc, char **argv)
 		fprintf(stderr, "skiffd: the worker token in %s: %s\n", o.data, strerror(-r));
 		return 1;
 	}
-	struct daemon d = {0};
+	struct daemon d = {.store_lock_fd = -1};
 	signal(SIGPIPE, SIG_IGN);
 	uv_loop_init(&d.loop);
 	if (start_server(&d, &o, secret) < 0) {
 		uv_loop_close(&d.loop);
+		store_release(&d);
 		return 1;
 	}
 	explicit_bzero(secret, sizeof(secret));
@@ -670,7 +720,7 @@ static int cmd_worker(int argc, char **argv)
 		gethostname(hn, sizeof(hn) - 1);
 		snprintf(name, sizeof(name), "%.40s-%s", hn, o.instance);
 	}
-	struct daemon d = {0};
+	struct daemon d = {.store_lock_fd = -1};
 	if (start_spawner(&d, &o, secret) < 0)
 		return 1;
 	signal(SIGPIPE, SIG_IGN);

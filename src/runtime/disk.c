@@ -59,6 +59,8 @@
 /* Freed blocks are punched out of the sparse image, so a removed sandbox's data leaves the host's
  * disk too. */
 #define DISK_MOUNT_OPTS "discard=async"
+/* The image store, on the disk where the data directory is not btrfs (rt_image_store_place). */
+#define DISK_STORE_DIR "images"
 
 static const char *const MKFS_PATHS[] = {"/usr/sbin/mkfs.btrfs", "/sbin/mkfs.btrfs",
                                          "/usr/bin/mkfs.btrfs", "/bin/mkfs.btrfs"};
@@ -350,54 +352,99 @@ static int disk_mount(const char *data_dir, const char *dir, struct sk_error *er
 	return host ? 0 : quota_enable(fd, err);
 }
 
+static void unmount_if_idle(const char *dir, int lock_fd);
+
+/* With <data>/disk.lock open in fd: take it shared with the disk <data>/disk (dir) there,
+ * mounting it first (the lock exclusive) if make and it is not. 1: it is not there and make is
+ * 0. */
+static int disk_lock_mounted(const char *data_dir, const char *dir, int make, int fd,
+                             struct sk_error *err)
+{
+	/* Shared while we use it (no one unmounts it under us); exclusive only to mount it, taken
+	 * without waiting (runtimes hold it shared for their whole life), so we look again and
+	 * retry when another runtime holds it. A failed conversion drops our shared lock: taken
+	 * again. */
+	for (int tries = 0; tries < DISK_LOCK_TRIES; tries++) {
+		int r;
+		if (flock(fd, LOCK_SH) < 0)
+			return sk_error_errno(err, -errno, "lock %s.lock", dir);
+		if (host_btrfs(data_dir) || btrfs_mounted_at(dir, data_dir))
+			return 0;
+		if (!make)
+			return 1;
+		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+			usleep(DISK_LOCK_RETRY_US + (getpid() % 8) * 1000);
+			continue;
+		}
+		if (!host_btrfs(data_dir) && !btrfs_mounted_at(dir, data_dir) &&
+		    (r = disk_mount(data_dir, dir, err)) < 0)
+			return r;
+	}
+	return sk_error_set(err, -EAGAIN, "%s: could not lock it to mount it", dir);
+}
+
+/* Hold the disk <data>/disk (dir) until *ret_lock_fd is closed: its lock taken shared, so that no
+ * one unmounts it under us, mounted first if make and it is not. *ret_lock_fd is -1 when it is
+ * not there and make is 0. */
+static int disk_hold(const char *data_dir, const char *dir, int make, int *ret_lock_fd,
+                     struct sk_error *err)
+{
+	char lock[4096];
+	int r;
+	*ret_lock_fd = -1;
+	if (snprintf(lock, sizeof(lock), "%s/disk.lock", data_dir) >= (int)sizeof(lock))
+		return sk_error_set(err, -ENAMETOOLONG, "data directory path too long");
+	if (make && (r = fs_mkdir_p(data_dir, 0700)) < 0)
+		return sk_error_errno(err, r, "make %s", data_dir);
+	_cleanup_close_ int fd =
+	    open(lock, O_RDWR | O_CLOEXEC | O_NOFOLLOW | (make ? O_CREAT : 0), 0600);
+	if (fd < 0)
+		return errno == ENOENT && !make ? 0 : sk_error_errno(err, -errno, "open %s", lock);
+	/* The disk is mounted on <data>/disk itself, never where a symlink there leads (mount(2)
+	 * and the chmod after it would follow it: a mount over, or a mode on, any directory of
+	 * the host). */
+	struct stat st;
+	if (lstat(dir, &st) == 0 && !S_ISDIR(st.st_mode))
+		return sk_error_set(err, -ENOTDIR, "%s is not a directory%s", dir,
+		                    S_ISLNK(st.st_mode) ? " (a symlink: the disk is mounted on a "
+		                                          "directory of the data directory's own)"
+		                                        : "");
+	/* Nothing can be written to it (btrfs stops writing after a write error): unmounted when
+	 * no one else holds it, and mounted again, writable; else said (RT_DISK_AUTO falls back to
+	 * tmpfs), and whoever finds it unused unmounts it (disk_remove_if_idle). */
+	for (int pass = 0;; pass++) {
+		r = disk_lock_mounted(data_dir, dir, make, fd, err);
+		if (r < 0)
+			return r;
+		if (r > 0)
+			return 0;
+		if (!make || !read_only(dir))
+			break;
+		if (pass > 0)
+			return sk_error_set(
+			    err, -EROFS,
+			    "%s is read-only (btrfs stops writing after a write error: see "
+			    "the kernel's log); it is unmounted once no sandbox uses it",
+			    dir);
+		unmount_if_idle(dir, fd);
+	}
+	/* A data directory on btrfs with quotas is used as it is. */
+	if (make && !btrfs_mounted_at(dir, data_dir) && (r = disk_mount(data_dir, dir, err)) < 0)
+		return r;
+	*ret_lock_fd = TAKE_FD(fd);
+	return 0;
+}
+
 /* The disk for this runtime: mounted if make, its instance directory open, its lock held shared
  * (so that no other runtime unmounts it under us). */
 static int disk_open(struct rt *rt, const char *data_dir, int make, struct sk_error *err)
 {
 	struct rt_disk *d = &rt->disk;
-	char lock[4096];
-	int r;
 	if (snprintf(d->dir, sizeof(d->dir), "%s/disk", data_dir) >= (int)sizeof(d->dir))
 		return sk_error_set(err, -ENAMETOOLONG, "data directory path too long");
-	snprintf(lock, sizeof(lock), "%s/disk.lock", data_dir);
-	if (make && (r = fs_mkdir_p(data_dir, 0700)) < 0)
-		return sk_error_errno(err, r, "make %s", data_dir);
-	_cleanup_close_ int fd = open(lock, O_RDWR | O_CLOEXEC | (make ? O_CREAT : 0), 0600);
-	if (fd < 0)
-		return errno == ENOENT && !make ? 0 : sk_error_errno(err, -errno, "open %s", lock);
-	/* Shared while we use it (no one unmounts it under us); exclusive only to mount it, taken
-	 * without waiting (runtimes hold it shared for their whole life), so we look again and
-	 * retry when another runtime holds it. A failed conversion drops our shared lock: taken
-	 * again. */
-	int there = 0;
-	for (int tries = 0; tries < DISK_LOCK_TRIES && !there; tries++) {
-		if (flock(fd, LOCK_SH) < 0)
-			return sk_error_errno(err, -errno, "lock %s", lock);
-		there = host_btrfs(data_dir) || btrfs_mounted_at(d->dir, data_dir);
-		if (there)
-			break;
-		if (!make)
-			return 0;
-		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-			usleep(DISK_LOCK_RETRY_US + (getpid() % 8) * 1000);
-			continue;
-		}
-		if (!host_btrfs(data_dir) && !btrfs_mounted_at(d->dir, data_dir) &&
-		    (r = disk_mount(data_dir, d->dir, err)) < 0)
-			return r;
-	}
-	if (!there)
-		return sk_error_set(err, -EAGAIN, "%s: could not lock it to mount it", d->dir);
-	/* No layer can be made on it: say so (RT_DISK_AUTO falls back to tmpfs). Whoever finds it
-	 * unused unmounts it (disk_remove_if_idle); the next mount is writable again. */
-	if (make && read_only(d->dir))
-		return sk_error_set(err, -EROFS,
-		                    "%s is read-only (btrfs stops writing after a write error: see "
-		                    "the kernel's log); it is unmounted once no sandbox uses it",
-		                    d->dir);
-	/* A data directory on btrfs with quotas is used as it is. */
-	if (make && !btrfs_mounted_at(d->dir, data_dir) &&
-	    (r = disk_mount(data_dir, d->dir, err)) < 0)
+	_cleanup_close_ int fd = -1;
+	int r = disk_hold(data_dir, d->dir, make, &fd, err);
+	if (r < 0 || fd < 0)
 		return r;
 	char inst[sizeof(d->dir) + 8];
 	snprintf(inst, sizeof(inst), "%s/%s", d->dir, rt->instance);
@@ -535,18 +582,21 @@ int disk_gc(const struct rt_disk *d, int (*alive)(const char *id, void *ud), voi
 	return removed;
 }
 
-/* Whether directory dir holds nothing but "." and "..". */
-static int dir_empty(const char *dir)
+/* Whether the disk dir holds no instance's directory: nothing but the image store (no instance
+ * is named so: instance ids have at most 4 characters), which is no reason to keep it mounted
+ * once no one holds its lock. */
+static int no_instance(const char *dir)
 {
 	DIR *d = opendir(dir);
 	if (!d)
 		return 0;
 	struct dirent *de;
-	int empty = 1;
-	while (empty && (de = readdir(d)))
-		empty = !strcmp(de->d_name, ".") || !strcmp(de->d_name, "..");
+	int none = 1;
+	while (none && (de = readdir(d)))
+		none = !strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+		       !strcmp(de->d_name, DISK_STORE_DIR);
 	closedir(d);
-	return empty;
+	return none;
 }
 
 /* An autoclear loop device is detached by the kernel a moment after its last user went: wait
@@ -567,22 +617,16 @@ static void loop_wait_gone(dev_t dev, const char *image)
 	}
 }
 
-void disk_remove_if_idle(struct rt_disk *d, const char *instance)
+/* Unmount the disk dir (<data>/disk) held through lock_fd when no one else holds it and it is
+ * idle. Only we may hold it shared: then no runtime and no image store uses the disk, and none
+ * can start to until we let go. Idle: no instance has anything on it; or read-only, when
+ * nothing can be removed from it (what is left there is gc'd after the next mount). Not busy:
+ * the kernel agrees (umount2 without MNT_DETACH fails while anything uses it). Our own image
+ * only (a mount of its own): a btrfs data directory used as it is is never unmounted. */
+static void unmount_if_idle(const char *dir, int lock_fd)
 {
-	if (d->lock_fd < 0)
-		return;
-	char inst[sizeof(d->dir) + 8], parent[sizeof(d->dir)];
-	snprintf(inst, sizeof(inst), "%s/%s", d->dir, instance);
-	if (d->inst_fd >= 0)
-		close(d->inst_fd);
-	d->inst_fd = -1;
-	rmdir(inst); /* not while subvolumes of ours are left */
-	/* Only we may hold it shared: then no runtime uses the disk, and none can start to until we
-	 * let go. Empty: no instance has anything on it; or read-only, when nothing can be removed
-	 * from it (what is left there is gc'd after the next mount). Not busy: the kernel agrees
-	 * (umount2 without MNT_DETACH fails while anything uses it). Our own image only (a mount
-	 * of its own): a btrfs data directory used as it is is never unmounted. */
-	snprintf(parent, sizeof(parent), "%s", d->dir);
+	char parent[4096];
+	snprintf(parent, sizeof(parent), "%s", dir);
 	char *slash = strrchr(parent, '/');
 	if (slash)
 		*slash = '\0';
@@ -592,10 +636,23 @@ void disk_remove_if_idle(struct rt_disk *d, const char *instance)
 	/* The name the loop device has for it (sysfs' backing_file): no symlink, absolute. */
 	if (!realpath(image, real))
 		snprintf(real, sizeof(real), "%s", image);
-	if (flock(d->lock_fd, LOCK_EX | LOCK_NB) == 0 && (dir_empty(d->dir) || read_only(d->dir)) &&
-	    btrfs_mounted_at(d->dir, parent) && stat(d->dir, &st) == 0 &&
-	    umount2(d->dir, UMOUNT_NOFOLLOW) == 0)
+	if (flock(lock_fd, LOCK_EX | LOCK_NB) == 0 && (no_instance(dir) || read_only(dir)) &&
+	    btrfs_mounted_at(dir, parent) && stat(dir, &st) == 0 &&
+	    umount2(dir, UMOUNT_NOFOLLOW) == 0)
 		loop_wait_gone(st.st_dev, real);
+}
+
+void disk_remove_if_idle(struct rt_disk *d, const char *instance)
+{
+	if (d->lock_fd < 0)
+		return;
+	char inst[sizeof(d->dir) + 8];
+	snprintf(inst, sizeof(inst), "%s/%s", d->dir, instance);
+	if (d->inst_fd >= 0)
+		close(d->inst_fd);
+	d->inst_fd = -1;
+	rmdir(inst); /* not while subvolumes of ours are left */
+	unmount_if_idle(d->dir, d->lock_fd);
 	disk_release(d);
 }
 
@@ -625,4 +682,163 @@ void disk_remove_if_idle_at(const struct rt *rt, const char *inst_disk)
 		disk_remove_if_idle(&other->disk, other->instance);
 	disk_release(&other->disk);
 	free(other);
+}
+
+/* The store on the disk, <data>/images being the symlink to it: the disk held (mounted if it
+ * is not) before anything under it is touched, so that the store is never made anew on the data
+ * directory's filesystem under an unmounted <data>/disk. */
+static int store_on_disk(const char *data_dir, const char *link, char *root, size_t size,
+                         int *ret_lock_fd, char *note, size_t note_size, struct sk_error *err)
+{
+	char target[64], dir[4096];
+	ssize_t n = readlink(link, target, sizeof(target) - 1);
+	if (n < 0)
+		return sk_error_errno(err, -errno, "readlink %s", link);
+	target[n] = '\0';
+	if (strcmp(target, "disk/" DISK_STORE_DIR))
+		return sk_error_set(err, -EINVAL,
+		                    "%s links to '%s': expected disk/" DISK_STORE_DIR
+		                    " (the store on the btrfs disk)",
+		                    link, target);
+	snprintf(dir, sizeof(dir), "%s/disk", data_dir);
+	if ((size_t)snprintf(root, size, "%s/" DISK_STORE_DIR, dir) >= size)
+		return sk_error_set(err, -ENAMETOOLONG, "data directory path too long");
+	_cleanup_close_ int lock = -1;
+	int r = disk_hold(data_dir, dir, 1, &lock, err);
+	if (r < 0)
+		return sk_error_prefix(err, "the image store is on the btrfs disk (%s links there)",
+		                       link);
+	/* Missing from a disk made anew (its image removed, or lost): an empty store, and the
+	 * images the server still lists are gone with their blobs (a sandbox on one is refused:
+	 * not in the store). Said at warn: it is no normal start. */
+	int anew = mkdir(root, 0700) == 0;
+	if (!anew && errno != EEXIST) {
+		r = sk_error_errno(err, -errno, "mkdir %s", root);
+		unmount_if_idle(dir, lock); /* a disk mounted for nothing */
+		return r;
+	}
+	if (anew)
+		snprintf(note, note_size,
+		         "image store on the btrfs disk (%s) made anew, empty: the disk was made "
+		         "anew or the store removed, and images made before are gone",
+		         root);
+	else
+		snprintf(note, note_size,
+		         "image store on the btrfs disk (%s): a tree's files share their blobs' "
+		         "extents",
+		         root);
+	*ret_lock_fd = TAKE_FD(lock);
+	return anew;
+}
+
+/* The store on the data directory's own filesystem: <data>/images, a directory. 1: another
+ * process made it the symlink to the disk's meanwhile (to be looked at again). */
+static int store_on_data(const char *link, char *root, size_t size, struct sk_error *err)
+{
+	struct stat st;
+	if (mkdir(link, 0700) < 0 && errno != EEXIST)
+		return sk_error_errno(err, -errno, "mkdir %s", link);
+	if (lstat(link, &st) < 0)
+		return sk_error_errno(err, -errno, "stat %s", link);
+	if (S_ISLNK(st.st_mode))
+		return 1;
+	if (!S_ISDIR(st.st_mode))
+		return sk_error_set(err, -ENOTDIR, "%s: not a directory", link);
+	if ((size_t)snprintf(root, size, "%s", link) >= size)
+		return sk_error_set(err, -ENAMETOOLONG, "data directory path too long");
+	return 0;
+}
+
+/* Where the store goes when <data>/images is not there yet: 0 with root set, 1 when the symlink
+ * to the disk's was made (to be looked at again). */
+static int store_make(const char *data_dir, const char *link, int on_disk, char *root, size_t size,
+                      char *note, size_t note_size, struct sk_error *err)
+{
+	/* A btrfs data directory reflinks where it is. */
+	if (is_btrfs(data_dir))
+		return store_on_data(link, root, size, err);
+	if (!on_disk) {
+		snprintf(note, note_size,
+		         "image store on the data directory's filesystem (%s; writable layers "
+		         "are tmpfs): each file's bytes are stored twice, blob and tree inode",
+		         link);
+		return store_on_data(link, root, size, err);
+	}
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%s/disk", data_dir);
+	struct sk_error why = {0};
+	int r;
+	_cleanup_close_ int lock = -1;
+	if (disk_hold(data_dir, dir, 1, &lock, &why) < 0) {
+		snprintf(note, note_size,
+		         "image store on the data directory's filesystem (%s; no btrfs disk: "
+		         "%s): each file's bytes are stored twice, blob and tree inode",
+		         link, why.msg);
+		return store_on_data(link, root, size, err);
+	}
+	char store[sizeof(dir) + 16];
+	snprintf(store, sizeof(store), "%s/" DISK_STORE_DIR, dir);
+	if (mkdir(store, 0700) < 0 && errno != EEXIST)
+		r = sk_error_errno(err, -errno, "mkdir %s", store);
+	else if (symlink("disk/" DISK_STORE_DIR, link) < 0 && errno != EEXIST)
+		r = sk_error_errno(err, -errno, "symlink %s", link);
+	else
+		return 1;
+	unmount_if_idle(dir, lock); /* a disk mounted for nothing */
+	return r;
+}
+
+int rt_image_store_place(const char *data_dir, int on_disk, char *root, size_t size,
+                         int *ret_lock_fd, char *note, size_t note_size, struct sk_error *err)
+{
+	char link[4096];
+	*ret_lock_fd = -1;
+	note[0] = '\0';
+	if (snprintf(link, sizeof(link), "%s/" DISK_STORE_DIR, data_dir) >= (int)sizeof(link))
+		return sk_error_set(err, -ENAMETOOLONG, "data directory path too long");
+	int r = fs_mkdir_p(data_dir, 0700);
+	if (r < 0)
+		return sk_error_errno(err, r, "make %s", data_dir);
+	/* A few times at most: a symlink made here or by another process is looked at again. */
+	for (int tries = 0; tries < 3; tries++) {
+		struct stat st;
+		if (lstat(link, &st) == 0 && S_ISLNK(st.st_mode))
+			return store_on_disk(data_dir, link, root, size, ret_lock_fd, note,
+			                     note_size, err);
+		if (lstat(link, &st) == 0 && !S_ISDIR(st.st_mode))
+			return sk_error_set(err, -ENOTDIR, "%s: not a directory", link);
+		if (lstat(link, &st) == 0) {
+			/* Moving it would copy every blob and leave the trees running sandboxes use
+			 * without their store: kept, and said. */
+			if (!is_btrfs(data_dir))
+				snprintf(
+				    note, note_size,
+				    "image store on the data directory's filesystem (%s), kept "
+				    "where it was made (%s): each file's bytes are stored twice, "
+				    "blob and tree inode",
+				    link,
+				    on_disk
+				        ? "by an earlier version, or when there was no btrfs disk"
+				        : "writable layers are tmpfs");
+			r = store_on_data(link, root, size, err);
+		} else if (errno != ENOENT) {
+			return sk_error_errno(err, -errno, "stat %s", link);
+		} else {
+			r = store_make(data_dir, link, on_disk, root, size, note, note_size, err);
+		}
+		if (r <= 0)
+			return r;
+		note[0] = '\0';
+	}
+	return sk_error_set(err, -EAGAIN, "%s: changed while it was looked at", link);
+}
+
+void rt_image_store_release(const char *data_dir, int lock_fd)
+{
+	if (lock_fd < 0)
+		return;
+	char dir[4096];
+	if (snprintf(dir, sizeof(dir), "%s/disk", data_dir) < (int)sizeof(dir))
+		unmount_if_idle(dir, lock_fd);
+	close(lock_fd);
 }

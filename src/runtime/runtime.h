@@ -107,6 +107,19 @@ void rt_release(struct rt *rt);
  * failure and says why in rt->disk.why_tmpfs; RT_DISK_BTRFS fails instead. */
 int rt_disk_setup(struct rt *rt, const char *data_dir, enum rt_disk_backend backend, int make,
                   struct sk_error *err);
+/* Where data_dir's image store is, in root (size bytes). Where the data directory is not btrfs,
+ * the store is made on the btrfs disk (<data>/disk/images, <data>/images a symlink to it) so that
+ * trees reflink their blobs, when on_disk (writable layers are not tmpfs) and the disk can be
+ * had; else, and where a store is there already as a directory, it is <data>/images on the data
+ * directory's filesystem. A store on the disk is held (mounted, its lock shared) until
+ * rt_image_store_release(*ret_lock_fd); -1 otherwise. note: what to log about where it is ("" for
+ * nothing). 1: the store is on the disk but was made anew there (the disk was), empty: note says
+ * so, to be logged as a warning. */
+int rt_image_store_place(const char *data_dir, int on_disk, char *root, size_t size,
+                         int *ret_lock_fd, char *note, size_t note_size, struct sk_error *err);
+/* Let the store's disk go (lock_fd -1: nothing), unmounting it if no one else holds it and no
+ * instance has anything on it. */
+void rt_image_store_release(const char *data_dir, int lock_fd);
 /* "btrfs" or "tmpfs". */
 const char *rt_disk_backend_name(const struct rt *rt);
 /* Parse "auto", "btrfs" or "tmpfs"; -EINVAL otherwise. */

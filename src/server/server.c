@@ -446,7 +446,10 @@ int server_new(uv_loop_t *loop, struct store *store, const struct server_config 
 	sha256_hex(cfg->worker_secret, strlen(cfg->worker_secret), srv->worker_secret_hash);
 
 	char root[4200];
-	snprintf(root, sizeof(root), "%s/images", cfg->data_dir);
+	if (cfg->images_root)
+		snprintf(root, sizeof(root), "%s", cfg->images_root);
+	else
+		snprintf(root, sizeof(root), "%s/images", cfg->data_dir);
 	int r = img_store_open(&srv->imgs, root, err);
 	if (r < 0)
 		goto fail;

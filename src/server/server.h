@@ -186,6 +186,8 @@ struct worker_rec {
 
 struct server_config {
 	const char *data_dir;
+	/* The image store's directory (rt_image_store_place); NULL: <data_dir>/images. */
+	const char *images_root;
 	const char *listen;        /* "ADDR:PORT" */
 	const char *worker_secret; /* what the worker link's callers must present */
 	int worker_lost_ms;        /* 0: SERVER_WORKER_LOST_MS */

@@ -703,7 +703,8 @@ int spawner_main(const struct spawner_config *cfg, int fd)
 		nofile.rlim_cur = nofile.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &nofile);
 	}
-	struct spawner sp = {.cfg = cfg, .fd = fd, .ino_fd = -1, .reply_fd = -1};
+	struct spawner sp = {
+	    .cfg = cfg, .fd = fd, .ino_fd = -1, .reply_fd = -1, .store_lock_fd = -1};
 	struct sk_error err = {0};
 	int ret = 1;
 	if (cfg->stdin_holder)
@@ -750,7 +751,7 @@ int spawner_main(const struct spawner_config *cfg, int fd)
 		sp_log("error", "network egress is unavailable: %s", err.msg);
 	else
 		sp.egress_ok = 1;
-	sp_images_open(&sp);
+	sp_images_open(&sp, backend != RT_DISK_TMPFS);
 	if (rt_pool_init(&sp.pool, &sp.rt, &sp.pool_base, sp.rootfs,
 	                 cfg->pool_size > 0 ? cfg->pool_size : 0, &err) < 0) {
 		sp_log("error", "start: %s", err.msg);
@@ -769,10 +770,12 @@ out:
 		sp.sandboxes = s->next;
 		sp_sandbox_free(s); /* detached: they run on */
 	}
+	/* The store first: its hold on the disk would keep the disk's unmount below from taking the
+	 * lock. */
+	sp_images_close(&sp);
 	/* A clean stop: the instance's parent cgroups, directories and disk go when nothing of it
 	 * is left (sandboxes that run on keep them). */
 	rt_instance_remove_if_idle(&sp.rt);
-	sp_images_close(&sp);
 	spec_release(&sp.pool_base);
 	json_decref(sp.events);
 	if (sp.egress_ok)

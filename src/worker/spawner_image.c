@@ -28,16 +28,20 @@
 #include "../runtime/idmap.h"
 #include "spawner_internal.h"
 
-void sp_images_open(struct spawner *sp)
+void sp_images_open(struct spawner *sp, int on_disk)
 {
-	char root[4096];
+	char root[4096], note[SK_ERROR_MSG_BYTES + 256];
 	struct sk_error err = {0};
-	snprintf(root, sizeof(root), "%s/%s", sp->cfg->data_dir, SP_IMAGES_DIR);
 	sp->store.root_fd = -1;
-	if (img_store_open(&sp->store, root, &err) < 0) {
+	int r = rt_image_store_place(sp->cfg->data_dir, on_disk, root, sizeof(root),
+	                             &sp->store_lock_fd, note, sizeof(note), &err);
+	if (r < 0 || img_store_open(&sp->store, root, &err) < 0) {
 		sp_log("error", "images: %s: sandboxes on images will fail", err.msg);
+		rt_image_store_release(sp->cfg->data_dir, TAKE_FD(sp->store_lock_fd));
 		return;
 	}
+	if (note[0])
+		sp_log(r > 0 ? "warn" : "info", "images: %s", note);
 	sp->store_ok = 1;
 }
 
@@ -90,6 +94,7 @@ void sp_images_close(struct spawner *sp)
 	if (sp->store_ok)
 		img_store_close(&sp->store);
 	sp->store_ok = 0;
+	rt_image_store_release(sp->cfg->data_dir, TAKE_FD(sp->store_lock_fd));
 }
 
 void sp_image_holder(const struct spawner *sp, const char *id, char *buf, size_t size)

@@ -107,7 +107,6 @@ struct sp_fop {
 #define SP_JOBS_MAX         32 /* at once, all kinds together: more are refused */
 #define SP_JOB_ANSWER_BYTES 4096
 #define SP_JOB_HELPER_NAME  "skiff-image"
-#define SP_IMAGES_DIR       "images" /* the store, in the data directory */
 /* Images across hosts (spawner_fetch.c): each request to the server. */
 #define SP_FETCH_CONNECT_TIMEOUT_MS 10000
 #define SP_FETCH_STALL_BYTES_PER_S  1                      /* a transfer slower than this ... */
@@ -250,8 +249,9 @@ struct spawner {
 	int oreads_some; /* some of them are due (their files changed, a cancel) */
 	int reply_fd;    /* set by a handler: passed with its reply ("fd":true), then closed */
 	char holder_path[4096]; /* the stdin holder program: next to our own binary */
-	struct img_store store; /* <data_dir>/images */
+	struct img_store store; /* rt_image_store_place's: <data_dir>/images or the disk's */
 	int store_ok;
+	int store_lock_fd; /* the disk's lock while the store is on it, else -1 */
 	struct sp_job *jobs;
 	int njobs;
 	struct sp_pending *pending; /* creates waiting for a tree */
@@ -292,7 +292,8 @@ int sp_sandbox_create(struct spawner *sp, const char *id, const struct spec *spe
 void sp_sandbox_end_done(struct spawner *sp, struct sp_sandbox *s);
 
 /* Images (spawner_image.c). */
-void sp_images_open(struct spawner *sp);
+/* on_disk: writable layers are not tmpfs (rt_image_store_place). */
+void sp_images_open(struct spawner *sp, int on_disk);
 void sp_images_close(struct spawner *sp);
 /* A create of id waiting for its image's tree is dropped (its hold released, its create
  * answered with why: "was terminated"): 1, or 0 when none waits. A terminate or remove that

@@ -155,7 +155,9 @@ def disk_subvolumes(inst, data_dir):
 
 def image_holds(inst, data_dir):
     """Holds of the instance's sandboxes on image trees (files <store>/trees/<digest>.holds/
-    <instance>_<sandbox id>): a sandbox that is gone must hold nothing."""
+    <instance>_<sandbox id>): a sandbox that is gone must hold nothing. <data>/images is the
+    store, or a symlink to it on the btrfs disk (<data>/disk/images, docs/IMAGES.md), which
+    leads nowhere while the disk is not mounted."""
     trees = Path(data_dir) / "images" / "trees"
     try:
         return [str(h) for d in trees.glob("*.holds") for h in d.iterdir()
@@ -844,15 +846,27 @@ def _own_skiffd(tmp_path_factory, env=None, extra=()):
     d = Skiffd(tmp_path_factory.mktemp("skiffd") / "data", new_instance("a"), free_port())
     d.start(env=env, extra=extra)
     yield d
-    try:
-        d.cleanup_sandboxes()
-    except OSError:
-        pass  # skiffd died: what it left is ended below, and the test that saw it failed
+    rc = end_skiffd(d)
+    assert rc == 0, f"skiffd exited {rc} after SIGTERM: {d.log_text()[-3000:]}"
+
+
+def end_skiffd(d):
+    """Every sandbox of d deleted, d stopped, and nothing of its instance left (end_instance),
+    image holds included; skiffd's exit status."""
+    if d.proc.poll() is None:
+        try:
+            d.cleanup_sandboxes()
+        except OSError:
+            pass  # skiffd died: what it left is ended below, and the test that saw it failed
+    # Holds are looked at while skiffd runs: once it stops, the disk that holds the store (on a
+    # data directory that is not btrfs) is unmounted, and <data>/images leads nowhere.
+    held = not wait_for(lambda: not image_holds(d.instance, d.data), LEAK_GRACE_S)
     rc = d.stop()
     box = Box(SKIFF_BOX, d.instance, d.data)
     kill_all(box)
     end_instance(box)
-    assert rc == 0, f"skiffd exited {rc} after SIGTERM: {d.log_text()[-3000:]}"
+    assert not held, "image holds left by removed sandboxes"
+    return rc
 
 
 @pytest.fixture(scope="session")

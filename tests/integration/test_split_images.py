@@ -364,3 +364,20 @@ def test_first_builds_at_once_all_get_busybox(split):
                         120, 0.05)
         img = split.api("GET", f"/v1/images/{i}")[1]
         assert img["state"] == "ready", img
+
+
+def test_a_server_alone_keeps_its_blobs_on_its_data_directory(split):
+    # skiffd server makes no trees: its store is <data>/images, a directory, and it mounts no
+    # disk; the worker's store is where its own start placed it (on its disk where it has one).
+    srv, wk = split.tmp / "srv", split.tmp / "wk"
+    img = image_with(split, {"hello": b"hello\n"})
+    manifest = img["manifest"].removeprefix("sha256:")
+    assert (srv / "images").is_dir() and not (srv / "images").is_symlink()
+    assert blob_path(srv, manifest).is_file()
+    assert os.stat(blob_path(srv, manifest)).st_dev == os.stat(srv).st_dev
+    assert not (srv / "disk.img").exists() and not os.path.ismount(srv / "disk")
+    st, sb = split.api("POST", "/v1/sandboxes", {"image": img["id"]})
+    assert st == 201, (sb, split.log("worker"))
+    if os.path.ismount(wk / "disk"):
+        assert (wk / "images").is_symlink(), split.log("worker")
+        assert os.stat(blob_path(wk, manifest)).st_dev == os.stat(wk / "disk").st_dev

@@ -59,6 +59,7 @@ struct fixture {
 	size_t len, cap;
 	json_t *events; /* received, not yet waited for */
 	int passed[4];  /* descriptors passed with replies, in order (-1: none) */
+	int store_lock; /* the disk's lock while store_open's store is open (-1: none) */
 };
 
 static void run_dir_names(char *out, size_t size)
@@ -325,18 +326,37 @@ static int setup(void **state)
 	                                 .busybox = getenv(BUSYBOX_PATH_ENV),
 	                                 .stdin_holder = f->holder};
 	f->fd = -1;
+	f->store_lock = -1;
 	f->events = json_array();
 	*state = f;
 	return 0;
 }
 
 static int holds_count(struct fixture *f, const char *digest);
+static void store_open(struct fixture *f, struct img_store *st);
+static void store_close(struct fixture *f, struct img_store *st);
 
 /* Whatever happened: stop the spawner, end every sandbox of the instance, remove it. */
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
 	spawner_kill(f);
+	/* Counted with the store held: the disk it is on is unmounted below. */
+	struct img_store hs;
+	store_open(f, &hs);
+	int holds_left = 0; /* a tree held by a sandbox that is gone */
+	char trees[sizeof(f->data) + 16];
+	snprintf(trees, sizeof(trees), "%s/images/trees", f->data);
+	DIR *td = opendir(trees);
+	struct dirent *de;
+	while (td && (de = readdir(td))) {
+		size_t len = strlen(de->d_name);
+		if (len > 6 && !strcmp(de->d_name + len - 6, ".holds"))
+			holds_left += holds_count(f, strndupa(de->d_name, len - 6));
+	}
+	if (td)
+		closedir(td);
+	store_close(f, &hs);
 	struct rt rt;
 	struct sk_error err = {0};
 	assert_int_equal(rt_init(&rt, f->instance, NULL, &err), 0);
@@ -368,18 +388,6 @@ static int teardown(void **state)
 	snprintf(parent, sizeof(parent), "%s", f->data);
 	struct stat ds, ps;
 	int disk_mounted = stat(disk, &ds) == 0 && stat(parent, &ps) == 0 && ds.st_dev != ps.st_dev;
-	int holds_left = 0; /* a tree held by a sandbox that is gone */
-	char trees[sizeof(f->data) + 16];
-	snprintf(trees, sizeof(trees), "%s/images/trees", f->data);
-	DIR *td = opendir(trees);
-	struct dirent *de;
-	while (td && (de = readdir(td))) {
-		size_t len = strlen(de->d_name);
-		if (len > 6 && !strcmp(de->d_name + len - 6, ".holds"))
-			holds_left += holds_count(f, strndupa(de->d_name, len - 6));
-	}
-	if (td)
-		closedir(td);
 	if (!disk_mounted)
 		fs_rm_rf_at(AT_FDCWD, f->data); /* never into a mount left behind */
 	json_decref(f->events);
@@ -1660,12 +1668,23 @@ static int disk_is_btrfs(struct fixture *f)
 	return statfs(disk, &fs) == 0 && fs.f_type == BTRFS_SUPER_MAGIC;
 }
 
+/* The data directory's store, where the spawner has it (on the disk, held: the spawner unmounts
+ * it when it stops); store_close lets it go. */
 static void store_open(struct fixture *f, struct img_store *st)
 {
-	char root[sizeof(f->data) + 16];
+	char root[4096], note[1024];
 	struct sk_error err = {0};
-	snprintf(root, sizeof(root), "%s/images", f->data);
+	assert_int_equal(rt_image_store_place(f->data, 1, root, sizeof(root), &f->store_lock, note,
+	                                      sizeof(note), &err),
+	                 0);
 	assert_int_equal(img_store_open(st, root, &err), 0);
+}
+
+static void store_close(struct fixture *f, struct img_store *st)
+{
+	img_store_close(st);
+	rt_image_store_release(f->data, f->store_lock);
+	f->store_lock = -1;
 }
 
 /* Ingest the test image into the data directory's store: its manifest's digest. */
@@ -1686,7 +1705,7 @@ static void image_make(struct fixture *f, char *digest)
 	assert_int_equal(img_manifest_save(&st, &m, digest, &err), 0);
 	close(fd);
 	img_manifest_free(&m);
-	img_store_close(&st);
+	store_close(f, &st);
 	fs_rm_rf_at(AT_FDCWD, dir);
 }
 
@@ -1714,7 +1733,7 @@ static const struct img_entry *layer_entry(struct fixture *f, const char *layer,
 		struct sk_error err = {0};
 		store_open(f, &st);
 		assert_int_equal(img_manifest_load(&st, layer, &img_default_limits, m, &err), 0);
-		img_store_close(&st);
+		store_close(f, &st);
 	}
 	const struct img_entry *e = img_manifest_find(m, path);
 	if (!e)
@@ -2025,7 +2044,7 @@ static void test_images(void **state)
 	store_open(f, &s);
 	snprintf(holder, sizeof(holder), "%s_sb-00000000000000000000000000", f->instance);
 	assert_int_equal(img_tree_hold(&s, digest, holder, &err), 0);
-	img_store_close(&s);
+	store_close(f, &s);
 	assert_int_equal(holds_count(f, digest), 1);
 	spawner_up(f, 0);
 	r = call(f, json_pack("{s:s}", "op", "hello"));
