@@ -397,22 +397,27 @@ def row(name, samples, target=None):
            f"{statistics.mean(samples):.2f} | {t} | {ok} |"
 
 
+def timed_cycle(api):
+    """One create / exec `echo hi` / delete: {create, exec, delete, cycle} in ms."""
+    t0 = time.perf_counter_ns()
+    sid = api.create()
+    t1 = time.perf_counter_ns()
+    api.exec_echo(sid)
+    t2 = time.perf_counter_ns()
+    api.delete(sid)
+    t3 = time.perf_counter_ns()
+    return {"create": ms(t1 - t0), "exec": ms(t2 - t1), "delete": ms(t3 - t2),
+            "cycle": ms(t3 - t0)}
+
+
 def sequential(sk, n, warmup):
     api = Api(sk.port, sk.token)
     steps = {"create": [], "exec": [], "delete": [], "cycle": []}
     for i in range(warmup + n):
-        t0 = time.perf_counter_ns()
-        sid = api.create()
-        t1 = time.perf_counter_ns()
-        api.exec_echo(sid)
-        t2 = time.perf_counter_ns()
-        api.delete(sid)
-        t3 = time.perf_counter_ns()
+        t = timed_cycle(api)
         if i >= warmup:
-            steps["create"].append(ms(t1 - t0))
-            steps["exec"].append(ms(t2 - t1))
-            steps["delete"].append(ms(t3 - t2))
-            steps["cycle"].append(ms(t3 - t0))
+            for k, v in t.items():
+                steps[k].append(v)
     api.close()
     return steps
 
