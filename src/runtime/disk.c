@@ -802,12 +802,15 @@ int rt_image_store_place(const char *data_dir, int on_disk, char *root, size_t s
 	/* A few times at most: a symlink made here or by another process is looked at again. */
 	for (int tries = 0; tries < 3; tries++) {
 		struct stat st;
-		if (lstat(link, &st) == 0 && S_ISLNK(st.st_mode))
+		int there = lstat(link, &st) == 0;
+		if (!there && errno != ENOENT)
+			return sk_error_errno(err, -errno, "stat %s", link);
+		if (there && S_ISLNK(st.st_mode))
 			return store_on_disk(data_dir, link, root, size, ret_lock_fd, note,
 			                     note_size, err);
-		if (lstat(link, &st) == 0 && !S_ISDIR(st.st_mode))
+		if (there && !S_ISDIR(st.st_mode))
 			return sk_error_set(err, -ENOTDIR, "%s: not a directory", link);
-		if (lstat(link, &st) == 0) {
+		if (there) {
 			/* Moving it would copy every blob and leave the trees running sandboxes use
 			 * without their store: kept, and said. */
 			if (!is_btrfs(data_dir))
@@ -821,8 +824,6 @@ int rt_image_store_place(const char *data_dir, int on_disk, char *root, size_t s
 				        ? "by an earlier version, or when there was no btrfs disk"
 				        : "writable layers are tmpfs");
 			r = store_on_data(link, root, size, err);
-		} else if (errno != ENOENT) {
-			return sk_error_errno(err, -errno, "stat %s", link);
 		} else {
 			r = store_make(data_dir, link, on_disk, root, size, note, note_size, err);
 		}
