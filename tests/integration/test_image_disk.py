@@ -297,14 +297,20 @@ def test_a_disk_made_anew_says_its_images_are_gone(tmp_path):
         assert end_skiffd(d) == 0
 
 
+def data_with_a_symlink(tmp_path, name):
+    """A skiffd (not started) whose data directory's name is a symlink to a directory
+    elsewhere (mode 0755): (skiffd, elsewhere)."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / name).symlink_to(elsewhere)
+    return Skiffd(tmp_path / "data", new_instance("g"), free_port()), elsewhere
+
+
 def test_a_store_symlink_leading_elsewhere_is_refused(tmp_path):
     # <data>/images is followed only where it leads to the disk's store: anything else stops
     # skiffd with why, and nothing is written where it leads.
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "images").symlink_to(elsewhere)
-    d = Skiffd(tmp_path / "data", new_instance("g"), free_port())
+    d, elsewhere = data_with_a_symlink(tmp_path, "images")
     try:
         with pytest.raises(pytest.fail.Exception):
             d.start(timeout=10)
@@ -319,11 +325,7 @@ def test_a_store_symlink_leading_elsewhere_is_refused(tmp_path):
 def test_a_symlink_at_the_disk_is_not_followed(tmp_path):
     # <data>/disk a symlink (a crafted data directory): the disk is never mounted where it
     # leads, nor its mode changed; no btrfs disk, and the store stays on the data directory.
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir(mode=0o755)
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "disk").symlink_to(elsewhere)
-    d = Skiffd(tmp_path / "data", new_instance("g"), free_port())
+    d, elsewhere = data_with_a_symlink(tmp_path, "disk")
     try:
         d.start()
         assert not os.path.ismount(elsewhere)
