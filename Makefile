@@ -57,7 +57,8 @@ BINS = $(BUILD)/bin/skiff-box $(BUILD)/bin/skiffd $(BUILD)/bin/skiff $(BUILD)/bi
 PROBE = $(BUILD)/tests/skiff-probe
 IMAGE_TOOL = $(BUILD)/tests/skiff-image-tool
 INIT = $(BUILD)/bin/skiff-init
-INIT_SRC = src/cmd/skiff_init.c src/runtime/init_loop.c src/runtime/msg.c src/lib/sock.c \
+INIT_SRC = src/cmd/skiff_init.c src/runtime/init_loop.c src/runtime/command.c src/runtime/msg.c \
+	src/lib/sock.c src/lib/error.c \
 	src/lib/fsutil.c
 
 UNIT_SRC = $(wildcard tests/unit/test_*.c)

@@ -1,7 +1,8 @@
 /* skiff-init: what a detached sandbox's init execs into once its command runs (see
  * src/runtime/init_exe.c). It inherits init's blocked signals, its no_new_privs, seccomp filter
- * and empty capabilities, and two fds; it runs the same loop init ran before the exec. Not a
- * program for people: the runtime starts it with "SYNC_FD EVENTS_FD MAIN_PID". */
+ * and capabilities (none, or its commands' where it starts execs), and two fds; it runs the same
+ * loop init ran before the exec. Not a program for people: the runtime starts it with
+ * "SYNC_FD EVENTS_FD MAIN_PID SERVE_EXECS". */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -35,9 +36,10 @@ int main(int argc, char **argv)
 	prctl(PR_SET_DUMPABLE, 0);
 	/* An exec through an fd names the process after the fd's number. */
 	prctl(PR_SET_NAME, "skiff-init");
-	long sync_fd, events_fd, main_pid;
-	if (argc != 4 || parse_int(argv[1], 0, &sync_fd) < 0 ||
-	    parse_int(argv[2], -1, &events_fd) < 0 || parse_int(argv[3], 0, &main_pid) < 0) {
+	long sync_fd, events_fd, main_pid, serve;
+	if (argc != 5 || parse_int(argv[1], 0, &sync_fd) < 0 ||
+	    parse_int(argv[2], -1, &events_fd) < 0 || parse_int(argv[3], 0, &main_pid) < 0 ||
+	    parse_int(argv[4], 0, &serve) < 0 || serve > 1) {
 		fprintf(stderr, "skiff-init: run by the sandbox runtime only\n");
 		return 2;
 	}
@@ -49,5 +51,5 @@ int main(int argc, char **argv)
 	}
 	if (events_fd >= 0)
 		fcntl((int)events_fd, F_SETFD, FD_CLOEXEC);
-	rt_init_loop((int)sync_fd, (int)events_fd, (pid_t)main_pid, &mask);
+	rt_init_loop((int)sync_fd, (int)events_fd, (pid_t)main_pid, &mask, (int)serve);
 }

@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#define SOCK_MAX_FDS 2 /* fds passed with one message */
+#define SOCK_MAX_FDS 5 /* fds passed with one message */
 
 /* Send len bytes of buf with the n fds attached (at most SOCK_MAX_FDS); 0 or -errno. No
  * SIGPIPE. */

@@ -36,7 +36,7 @@ int caps_last_cap(void)
 	return cached;
 }
 
-int caps_restrict(uint64_t mask, struct sk_error *err)
+int caps_bounding_restrict(uint64_t mask, struct sk_error *err)
 {
 	int last = caps_last_cap();
 	for (int c = 0; c <= last; c++) {
@@ -48,6 +48,11 @@ int caps_restrict(uint64_t mask, struct sk_error *err)
 	}
 	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
 		return sk_error_errno(err, -errno, "clear ambient capabilities");
+	return 0;
+}
+
+int caps_set(uint64_t mask, struct sk_error *err)
+{
 	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
 	struct __user_cap_data_struct data[2] = {{0}};
 	/* Inheritable stays empty, as Docker's (CVE-2022-24769): a full one would hand its
@@ -61,6 +66,13 @@ int caps_restrict(uint64_t mask, struct sk_error *err)
 	if (syscall(SYS_capset, &hdr, data) < 0)
 		return sk_error_errno(err, -errno, "set capabilities");
 	return 0;
+}
+
+int caps_restrict(uint64_t mask, struct sk_error *err)
+{
+	if (caps_bounding_restrict(mask, err) < 0)
+		return -1;
+	return caps_set(mask, err);
 }
 
 int caps_clear(struct sk_error *err)

@@ -16,3 +16,8 @@ int caps_clear(struct sk_error *err);
 /* Cut the bounding set to mask, set effective/permitted/inheritable to mask, clear ambient.
  * Must run before no_new_privs+seccomp (it needs CAP_SETPCAP). */
 int caps_restrict(uint64_t mask, struct sk_error *err);
+/* Its two halves: the bounding set cut to mask and ambient cleared (needs CAP_SETPCAP; the
+ * effective set is left as it is); then effective and permitted set to mask, inheritable
+ * emptied. */
+int caps_bounding_restrict(uint64_t mask, struct sk_error *err);
+int caps_set(uint64_t mask, struct sk_error *err);

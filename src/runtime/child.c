@@ -26,10 +26,7 @@
 #include "caps.h"
 #include "internal.h"
 
-#define DEFAULT_PATH        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-#define NOFILE_LIMIT        65536
 #define COMMAND_STACK_BYTES (128 * 1024)
-#define CORE_LIMIT          0
 
 /* Signals init forwards to the main command. */
 static const int FORWARDED[] = {SIGHUP,  SIGINT,   SIGQUIT, SIGTERM, SIGUSR1,
@@ -46,153 +43,24 @@ _Noreturn static void fail(int sync_fd, struct sk_error *err)
 	fail_as(sync_fd, RT_MSG_ERROR, err);
 }
 
-/* The command's environment in env (room for SPEC_MAX_ENV + 4 entries): our defaults unless
- * the spec sets them, then the spec's. Allocates nothing: the command process shares init's memory.
- */
-static void build_env(char *const *given, size_t envc, char *host, char **env)
+/* Capabilities cut to the runtime's set, and the seccomp profile when the command does not
+ * inherit init's. */
+static int command_restrict(const struct rt *rt, const struct rt_command *s, struct sk_error *err)
 {
-	static char path[] = "PATH=" DEFAULT_PATH, home[] = "HOME=/root";
-	char *defaults[] = {path, home, host};
-	size_t k = 0;
-	for (size_t d = 0; d < ARRAY_SIZE(defaults); d++) {
-		size_t klen = strchr(defaults[d], '=') - defaults[d] + 1;
-		int overridden = 0;
-		for (size_t i = 0; i < envc; i++)
-			overridden |= !strncmp(given[i], defaults[d], klen);
-		if (!overridden)
-			env[k++] = defaults[d];
+	if (caps_restrict(rt->caps, err) < 0)
+		return -1;
+	if (s->load_seccomp) {
+		int r = rt_seccomp_load(&rt->seccomp);
+		if (r < 0)
+			return sk_error_errno(err, r, "load seccomp profile");
 	}
-	for (size_t i = 0; i < envc; i++)
-		env[k++] = given[i];
-	env[k] = NULL;
-}
-
-/* execvpe without touching environ (it is shared with the runtime): search path for file. */
-static void exec_search(const char *file, char *const argv[], char *const envp[], const char *path)
-{
-	if (strchr(file, '/')) {
-		execve(file, argv, envp);
-		return;
-	}
-	int saw_eacces = 0;
-	char buf[SPEC_MAX_PATH_BYTES * 2];
-	for (const char *p = path;;) {
-		const char *colon = strchrnul(p, ':');
-		int dlen = (int)(colon - p);
-		if (dlen == 0)
-			snprintf(buf, sizeof(buf), "%s", file);
-		else
-			snprintf(buf, sizeof(buf), "%.*s/%s", dlen, p, file);
-		execve(buf, argv, envp);
-		if (errno == EACCES)
-			saw_eacces = 1;
-		else if (errno != ENOENT && errno != ENOTDIR)
-			return;
-		if (!*colon)
-			break;
-		p = colon + 1;
-	}
-	errno = saw_eacces ? EACCES : ENOENT;
-}
-
-int exec_report_wait(int fd, struct exec_report *ret_failure, uint64_t *ret_about_ns)
-{
-	for (;;) {
-		struct exec_report rep;
-		ssize_t got = read(fd, &rep, sizeof(rep));
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got != (ssize_t)sizeof(rep))
-			return 0; /* EOF: the exec went through */
-		if (rep.type == EXEC_ABOUT_TO) {
-			*ret_about_ns = rep.ns;
-			continue;
-		}
-		rep.type = rep.type == RT_MSG_EXEC_ERROR ? RT_MSG_EXEC_ERROR : RT_MSG_ERROR;
-		rep.err.msg[sizeof(rep.err.msg) - 1] = '\0';
-		*ret_failure = rep;
-		return 1;
-	}
+	return 0;
 }
 
 _Noreturn void rt_command_exec(const struct rt *rt, const struct rt_command *s, int err_fd,
                                int go_fd)
 {
-	struct exec_report f = {.type = RT_MSG_ERROR};
-	struct sk_error *errp = &f.err;
-	/* The command starts clean: default dispositions (ignored ones survive exec), no mask. */
-	for (int sig = 1; sig < SIGRTMIN; sig++)
-		if (sig != SIGKILL && sig != SIGSTOP)
-			signal(sig, SIG_DFL);
-	for (int sig = SIGRTMIN; sig <= SIGRTMAX; sig++)
-		signal(sig, SIG_DFL);
-	sigset_t none;
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-	struct rlimit nofile, core = {CORE_LIMIT, CORE_LIMIT};
-	struct rlimit nproc = {s->nproc, s->nproc};
-	/* Raising a hard limit needs privilege over the host: stay within the runtime's own. */
-	getrlimit(RLIMIT_NOFILE, &nofile);
-	if (nofile.rlim_max > NOFILE_LIMIT)
-		nofile.rlim_max = NOFILE_LIMIT;
-	nofile.rlim_cur = nofile.rlim_max;
-	setrlimit(RLIMIT_NOFILE, &nofile);
-	setrlimit(RLIMIT_CORE, &core);
-	/* The uid range is the sandbox's own, so RLIMIT_NPROC counts this sandbox only. */
-	if (s->nproc)
-		setrlimit(RLIMIT_NPROC, &nproc);
-
-	/* A terminal's session: job control and its signals (^C, SIGWINCH, SIGHUP) reach us. */
-	if (s->ctty && (setsid() < 0 || ioctl(0, TIOCSCTTY, 0) < 0)) {
-		sk_error_errno(errp, -errno, "make the terminal the controlling one");
-		goto fail;
-	}
-	const char *wd = s->workdir ? s->workdir : "/";
-	if (chdir(wd) < 0) {
-		sk_error_errno(errp, -errno, "workdir %s", wd);
-		goto fail;
-	}
-	char host[80];
-	snprintf(host, sizeof(host), "HOSTNAME=%s", s->hostname);
-	char *env[SPEC_MAX_ENV + 4];
-	build_env(s->env, s->envc < SPEC_MAX_ENV ? s->envc : SPEC_MAX_ENV, host, env);
-	if (caps_restrict(rt->caps, errp) < 0)
-		goto fail;
-	if (s->load_seccomp) {
-		int r = rt_seccomp_load(&rt->seccomp);
-		if (r < 0) {
-			sk_error_errno(errp, r, "load seccomp profile");
-			goto fail;
-		}
-	}
-	/* PATH lookup uses the sandbox's PATH, not ours. */
-	const char *pathenv = DEFAULT_PATH;
-	for (char **e = env; *e; e++)
-		if (!strncmp(*e, "PATH=", 5))
-			pathenv = *e + 5;
-	if (go_fd >= 0) {
-		char go;
-		ssize_t n;
-		do {
-			n = read(go_fd, &go, 1);
-		} while (n < 0 && errno == EINTR);
-		if (n != 1)
-			_exit(127); /* init failed: it reports why */
-	}
-	/* The time exec began, for the start's breakdown: init reads it before the EOF. */
-	struct exec_report about = {.type = EXEC_ABOUT_TO, .ns = timing_now_ns()};
-	if (write(err_fd, &about, sizeof(about)) < 0) {
-		/* init is gone: the sandbox is being torn down */
-	}
-	exec_search(s->argv[0], s->argv, env, pathenv);
-	int r = -errno;
-	f.type = RT_MSG_EXEC_ERROR;
-	sk_error_errno(errp, r, "run %s", s->argv[0]);
-fail:
-	if (write(err_fd, &f, sizeof(f)) < 0) {
-		/* nothing more to do */
-	}
-	_exit(127);
+	rt_command_exec_with(s, err_fd, go_fd, command_restrict, rt);
 }
 
 struct command_args {
@@ -230,9 +98,15 @@ static pid_t command_spawn(struct command_args *ca, char *stack, size_t stack_by
 #endif
 }
 
-/* init's loop: reap everything, forward signals to main, report main's exit. */
-/* Append "exit <pid> <start time> <wait status>" for a child about to be reaped (it is a zombie
- * until then, so its /proc entry still tells its start time: pids recycle). */
+/* init's capabilities once it is set up: none, or, where it starts execs itself, exactly the
+ * set its commands get (a fork of init execs as the sandbox's root, which under no_new_privs
+ * gets what it held). */
+static int init_caps_drop(const struct rt_child_args *a, struct sk_error *err)
+{
+	/* The bounding set was cut before the sandbox was ready (off a pooled start's path). */
+	return a->serve_execs ? caps_set(a->rt->caps, err) : caps_clear(err);
+}
+
 /* Start the spec's command: it execs only once init has dropped its capabilities. Returns its
  * pid; on failure reports to the runtime and exits. stack must outlive the call (until the
  * command execs). */
@@ -264,9 +138,10 @@ static pid_t command_start(const struct rt_child_args *a, const struct rt_comman
 	close(errpipe[1]);
 	close(gopipe[0]);
 	timing_mark(t, "init_fork");
-	/* init keeps no privilege: nothing in the sandbox may gain one through it. It drops them
-	 * before the command may exec, so no command ever sees an init with capabilities. */
-	if (caps_clear(&err) < 0) {
+	/* init keeps no more privilege than its commands: nothing in the sandbox may gain one
+	 * through it. It drops them before the command may exec, so no command ever sees an init
+	 * with more capabilities than its own. */
+	if (init_caps_drop(a, &err) < 0) {
 		kill(main_pid, SIGKILL);
 		fail(sync_fd, &err);
 	}
@@ -289,9 +164,9 @@ static pid_t command_start(const struct rt_child_args *a, const struct rt_comman
 	return main_pid;
 }
 
-/* Receive a pooled sandbox's command: RT_MSG_RUN carries "argc envc nproc" and a memfd of
- * NUL-terminated strings: the working directory, the host name ("" for none), argv, then env.
- * The strings live in *ret_buf and *ret_vec (init's own memory). Sets the host name if given. */
+/* Receive a pooled sandbox's command: RT_MSG_RUN carries "argc envc nproc" and a memfd of its
+ * strings (rt_command_memfd). The strings live in *ret_buf and *ret_vec (init's own memory).
+ * Sets the host name if given. */
 static int command_receive(int sync_fd, struct rt_command *cmd, char **ret_buf, char ***ret_vec,
                            struct sk_error *err)
 {
@@ -305,60 +180,24 @@ static int command_receive(int sync_fd, struct rt_command *cmd, char **ret_buf, 
 		return sk_error_set(err, -EPROTO, "expected a command");
 	unsigned long argc, envc, nproc;
 	/* argc 0: no command (a detached sandbox that idles, waiting for execs). */
-	if (sscanf(m.text, "%lu %lu %lu", &argc, &envc, &nproc) != 3 || argc > SPEC_MAX_ARGS ||
-	    envc > SPEC_MAX_ENV)
+	if (sscanf(m.text, "%lu %lu %lu", &argc, &envc, &nproc) != 3)
 		return sk_error_set(err, -EPROTO, "bad command header");
-	off_t size = lseek(memfd, 0, SEEK_END);
-	if (size <= 0 || size > SPEC_MAX_STRINGS_BYTES + SPEC_MAX_PATH_BYTES + 128)
-		return sk_error_set(err, -EPROTO, "bad command size");
-	char *buf = malloc(size + 1);
-	char **vec = calloc(argc + envc + 2, sizeof(char *));
-	if (!buf || !vec || pread(memfd, buf, size, 0) != size) {
-		free(buf);
-		free(vec);
-		return sk_error_set(err, -EIO, "read the command");
-	}
-	buf[size] = '\0';
-	/* The working directory and host name come first. */
-	const char *workdir = buf;
-	const char *hostname = workdir + strlen(workdir) + 1;
-	if (hostname >= buf + size || strlen(workdir) >= SPEC_MAX_PATH_BYTES ||
-	    strlen(hostname) > SPEC_MAX_HOSTNAME_BYTES) {
-		free(buf);
-		free(vec);
-		return sk_error_set(err, -EPROTO, "bad command working directory or host name");
-	}
-	size_t k = argc == 0 ? 1 : 0; /* argv is just its NULL */
-	for (char *p = (char *)hostname + strlen(hostname) + 1;
-	     p < buf + size && k < argc + envc + 1; p += strlen(p) + 1) {
-		vec[k++] = p;
-		if (k == argc)
-			k++; /* argv's NULL */
-	}
-	if (k != argc + envc + 1) {
-		free(buf);
-		free(vec);
-		return sk_error_set(err, -EPROTO, "command strings don't match their count");
-	}
-	vec[argc] = NULL;
-	vec[argc + 1 + envc] = NULL;
-	*cmd = (struct rt_command){.argv = argc ? vec : NULL,
-	                           .env = vec + argc + 1,
-	                           .envc = envc,
-	                           .workdir = workdir[0] ? workdir : NULL,
-	                           .hostname = cmd->hostname,
-	                           .nproc = nproc};
+	cmd->nproc = nproc;
+	const char *hostname;
+	int r = rt_command_parse(memfd, argc, envc, cmd, ret_buf, ret_vec, &hostname, err);
+	if (r < 0)
+		return r;
 	if (hostname[0]) {
 		if (sethostname(hostname, strlen(hostname)) < 0) {
-			int r = -errno;
-			free(buf);
-			free(vec);
+			r = -errno;
+			free(*ret_buf);
+			free(*ret_vec);
+			*ret_buf = NULL;
+			*ret_vec = NULL;
 			return sk_error_errno(err, r, "sethostname");
 		}
 		cmd->hostname = hostname;
 	}
-	*ret_buf = buf;
-	*ret_vec = vec;
 	return 0;
 }
 
@@ -450,6 +289,10 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 		fail(sync_fd, &err);
 	}
 	timing_mark(&t, "seccomp");
+	/* Where init keeps its commands' capabilities, their bounding set is cut now: init's
+	 * effective set stays whole until the command is on its way (sethostname, the clone). */
+	if (a->serve_execs && caps_bounding_restrict(a->rt->caps, &err) < 0)
+		fail(sync_fd, &err);
 
 	/* The command's stack lives in this frame, which never returns. */
 	char command_stack[COMMAND_STACK_BYTES];
@@ -476,7 +319,7 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 	}
 	if (cmd.argv) {
 		main_pid = command_start(a, &cmd, &t, command_stack, sizeof(command_stack));
-	} else if (caps_clear(&err) < 0) {
+	} else if (init_caps_drop(a, &err) < 0) {
 		/* no command: an idle sandbox, waiting for execs */
 		fail(sync_fd, &err);
 	}
@@ -488,6 +331,6 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 	 * own, rather than staying a copy of the process that started it (for the worker: its
 	 * libraries' relocations, heap and page tables). The command already runs. */
 	if (exe_fd >= 0)
-		rt_init_exe_run(exe_fd, sync_fd, a->events_fd, main_pid);
-	rt_init_loop(sync_fd, a->events_fd, main_pid, &mask);
+		rt_init_exe_run(exe_fd, sync_fd, a->events_fd, main_pid, a->serve_execs);
+	rt_init_loop(sync_fd, a->events_fd, main_pid, &mask, a->serve_execs);
 }

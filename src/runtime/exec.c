@@ -13,12 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/openat2.h>
-#include <sys/ioctl.h>
+#include <stddef.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -32,8 +30,6 @@
 	(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | \
 	 CLONE_NEWCGROUP)
 #define EXEC_STATUS_WAIT_MS 2000 /* how long init may take to log a status after the exit */
-#define PTMX_MAJOR          5    /* /dev/ptmx, and devpts' ptmx */
-#define PTMX_MINOR          2
 
 /* What the intermediate reports (with the command's pidfd attached on success). */
 struct exec_hello {
@@ -85,47 +81,6 @@ int rt_sandbox_enter(const struct rt_sandbox *sb, struct sk_error *err)
 	return 0;
 }
 
-int rt_pty_resize(int pty_fd, unsigned short rows, unsigned short cols)
-{
-	struct winsize ws = {.ws_row = rows, .ws_col = cols};
-	return ioctl(pty_fd, TIOCSWINSZ, &ws) < 0 ? -errno : 0;
-}
-
-/* In the intermediate, inside the sandbox (its root is ours): a pseudo-terminal of the sandbox's
- * devpts, its slave on our 0, 1 and 2. /dev/ptmx is the sandbox's to replace: it is resolved
- * inside its root, and what it opens must be a ptmx. Returns the master or -errno. */
-static int pty_open(const struct rt_exec_spec *es)
-{
-	struct open_how how = {.flags = O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK,
-	                       .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
-	_cleanup_close_ int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (root < 0)
-		return -errno;
-	_cleanup_close_ int master = (int)syscall(SYS_openat2, root, "dev/ptmx", &how, sizeof(how));
-	if (master < 0)
-		return -errno;
-	struct stat st;
-	if (fstat(master, &st) < 0)
-		return -errno;
-	if (!S_ISCHR(st.st_mode) || major(st.st_rdev) != PTMX_MAJOR ||
-	    minor(st.st_rdev) != PTMX_MINOR)
-		return -ENOTTY;
-	int unlock = 0;
-	if (ioctl(master, TIOCSPTLCK, &unlock) < 0)
-		return -errno;
-	int r = rt_pty_resize(master, es->pty_rows, es->pty_cols);
-	if (r < 0)
-		return r;
-	/* The slave of this very master, without a path lookup. */
-	_cleanup_close_ int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
-	if (slave < 0)
-		return -errno;
-	for (int i = 0; i < 3; i++)
-		if (dup2(slave, i) < 0)
-			return -errno;
-	return TAKE_FD(master);
-}
-
 /* The intermediate: in a fork of the runtime. Never returns. */
 _Noreturn static void intermediate(struct rt_sandbox *sb, const struct rt_exec_spec *es, int fd)
 {
@@ -150,7 +105,7 @@ _Noreturn static void intermediate(struct rt_sandbox *sb, const struct rt_exec_s
 		_exit(1);
 	}
 	int pty = -1;
-	if (es->pty && (pty = pty_open(es)) < 0)
+	if (es->pty && (pty = rt_pty_open(es->pty_rows, es->pty_cols)) < 0)
 		intermediate_fail(fd, RT_MSG_ERROR, pty, "%s: %s",
 		                  "open a terminal in the sandbox");
 	int keep[2] = {fd, pty};
@@ -239,6 +194,141 @@ static pid_t pidfd_host_pid(int pidfd)
 	return pid > 0 ? pid : 0;
 }
 
+/* The exec through init (RT_START_INIT_EXECS): one message on init's socket, init forks the
+ * command, which reports on a socket of this exec's own. Returns 1 where init can't be asked
+ * (it does not serve, or its socket is closed): the caller takes the setns way. */
+static int exec_via_init(struct rt_sandbox *sb, const struct rt_exec_spec *es, struct rt_exec *ret,
+                         struct sk_error *err)
+{
+	if (!(sb->flags & RT_START_INIT_EXECS) || sb->sync_fd < 0 || sb->attached)
+		return 1;
+	size_t argc = 0;
+	while (es->argv[argc])
+		argc++;
+	if (argc > SPEC_MAX_ARGS)
+		return sk_error_set(err, -SK_EINVAL_SPEC, "exec: more than %d arguments",
+		                    SPEC_MAX_ARGS);
+	_cleanup_close_ int memfd =
+	    rt_command_memfd(es->workdir, NULL, es->argv, argc, es->env, es->envc, err);
+	if (memfd < 0)
+		return memfd;
+	int rp[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, rp) < 0)
+		return sk_error_errno(err, -errno, "socketpair");
+	_cleanup_close_ int reply = rp[0];
+	_cleanup_close_ int theirs = rp[1];
+	_cleanup_close_ int devnull = -1;
+	int fds[5] = {theirs, memfd, -1, -1, -1};
+	size_t nfds = 2;
+	if (!es->pty) {
+		for (int i = 0; i < 3; i++) {
+			if (es->stdio[i] < 0 && devnull < 0 &&
+			    (devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
+				return sk_error_errno(err, -errno, "open /dev/null");
+			fds[nfds++] = es->stdio[i] >= 0 ? es->stdio[i] : devnull;
+		}
+	}
+	long long deadline = now_ms() + RT_EXEC_START_TIMEOUT_MS;
+	/* init's queue has room unless it is far behind (it shares the sandbox's CPU limit). */
+	struct pollfd out = {.fd = sb->sync_fd, .events = POLLOUT};
+	int pr;
+	while ((pr = poll(&out, 1, RT_EXEC_START_TIMEOUT_MS)) < 0 && errno == EINTR)
+		;
+	if (pr == 0)
+		return sk_error_set(err, -ETIMEDOUT, "exec into %s: init takes no request", sb->id);
+	struct rt_msg m = {.type = RT_MSG_EXEC};
+	snprintf(m.text, sizeof(m.text), "%zu %zu %llu %d %u %u", argc, es->envc,
+	         (unsigned long long)sb->base.pids, es->pty ? 1 : 0, es->pty_rows, es->pty_cols);
+	int r = sock_send_fds(sb->sync_fd, &m, offsetof(struct rt_msg, text) + strlen(m.text) + 1,
+	                      fds, nfds);
+	if (r == -EPIPE || r == -ECONNRESET || r == -ENOTCONN)
+		return 1; /* init is gone, or never listened: the sandbox ends or is ending */
+	if (r < 0)
+		return sk_error_errno(err, r, "exec into %s: ask init", sb->id);
+	close(TAKE_FD(theirs));
+	/* Init's word (with the command's pidfd), the command's (a terminal's master, why it
+	 * failed), then EOF: once it exec'd or failed, and init let go of the socket. */
+	struct rt_exec_hello h = {.kind = 0};
+	struct exec_report fail = {.type = -1};
+	int pidfd = -1, pty = -1, got_hello = 0;
+	for (;;) {
+		struct pollfd pfd = {.fd = reply, .events = POLLIN};
+		int left = (int)(deadline - now_ms());
+		int pr = poll(&pfd, 1, left > 0 ? left : 0);
+		if (pr < 0 && errno == EINTR)
+			continue;
+		if (pr <= 0) {
+			r = -ETIMEDOUT;
+			break;
+		}
+		union {
+			struct rt_exec_hello hello;
+			struct exec_report rep;
+		} u;
+		int fd = -1;
+		ssize_t n = sock_recv_fd(reply, &u, sizeof(u), &fd);
+		if (n == 0) {
+			r = 0;
+			break;
+		}
+		if (n < 0) {
+			r = (int)n;
+			break;
+		}
+		if (n == (ssize_t)sizeof(u.hello) && u.hello.kind == EXEC_HELLO && !got_hello &&
+		    (u.hello.type == RT_MSG_STARTED || u.hello.type == RT_MSG_ERROR)) {
+			got_hello = 1;
+			h = u.hello;
+			h.msg[sizeof(h.msg) - 1] = '\0';
+			if (h.type == RT_MSG_STARTED && fd >= 0 && pidfd < 0)
+				pidfd = TAKE_FD(fd);
+		} else if (n == (ssize_t)sizeof(u.rep) && u.rep.type == EXEC_PTY && es->pty &&
+		           pty < 0 && fd >= 0) {
+			pty = TAKE_FD(fd);
+		} else if (n == (ssize_t)sizeof(u.rep) &&
+		           (u.rep.type == RT_MSG_ERROR || u.rep.type == RT_MSG_EXEC_ERROR)) {
+			fail = u.rep;
+			fail.err.msg[sizeof(fail.err.msg) - 1] = '\0';
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+	if (r < 0 || fail.type >= 0 || h.type != RT_MSG_STARTED || pidfd < 0 ||
+	    (es->pty && pty < 0)) {
+		/* A command that did not get as far as its exec is ended: nobody waits for it. */
+		if (pidfd >= 0) {
+			syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+			close(pidfd);
+		}
+		if (pty >= 0)
+			close(pty);
+		if (r == -ETIMEDOUT)
+			return sk_error_set(err, -ETIMEDOUT,
+			                    "exec into %s: not started within %d ms (the sandbox "
+			                    "may be stopping its processes)",
+			                    sb->id, RT_EXEC_START_TIMEOUT_MS);
+		if (r < 0)
+			return sk_error_errno(err, r, "exec into %s: init's reply", sb->id);
+		if (fail.type == RT_MSG_EXEC_ERROR)
+			return sk_error_set(
+			    err, fail.err.code == -ENOENT ? -SK_ECMD_NOTFOUND : -SK_ECMD_EXEC, "%s",
+			    fail.err.msg);
+		if (fail.type == RT_MSG_ERROR)
+			return sk_error_set(err, fail.err.code < 0 ? fail.err.code : -EIO,
+			                    "exec into %s: %s", sb->id, fail.err.msg);
+		if (got_hello && h.type == RT_MSG_ERROR)
+			return sk_error_set(err, h.code < 0 ? h.code : -EIO, "exec into %s: %s",
+			                    sb->id, h.msg);
+		return sk_error_set(err, -EIO, "exec into %s: init did not start it", sb->id);
+	}
+	*ret = (struct rt_exec){.pid = pidfd_host_pid(pidfd),
+	                        .nspid = h.nspid,
+	                        .start = h.start,
+	                        .pidfd = pidfd,
+	                        .pty_fd = pty};
+	return 0;
+}
+
 int rt_sandbox_exec(struct rt_sandbox *sb, const struct rt_exec_spec *es, struct rt_exec *ret,
                     struct sk_error *err)
 {
@@ -249,6 +339,9 @@ int rt_sandbox_exec(struct rt_sandbox *sb, const struct rt_exec_spec *es, struct
 		                    SPEC_MAX_ENV);
 	if (!rt_sandbox_running(sb))
 		return sk_error_set(err, -ESRCH, "sandbox %s is not running", sb->id);
+	int via = exec_via_init(sb, es, ret, err);
+	if (via <= 0)
+		return via;
 	int sp[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
 		return sk_error_errno(err, -errno, "socketpair");

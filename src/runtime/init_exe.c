@@ -4,13 +4,14 @@
  * costs: the dirtied pages, the libraries' relocations, the page tables. After the exec, init
  * holds a few pages of its own, and every sandbox shares skiff-init's text.
  *
- * The exec must not hand the sandbox anything: init has no_new_privs and no capabilities, so the
- * exec grants none (the kernel caps what an exec gains at what the process had, under
- * no_new_privs). The program must not be readable by the sandbox's root, or the exec would make
- * init dumpable (ptrace-able, /proc/1/mem) in the sandbox's eyes: the kernel makes a process
- * that execs a file it can't read not dumpable. So the file must be root's and not readable by
- * others (the build makes it 0711); otherwise we exec a sealed memfd copy of it, mode 0711. Even
- * so, "not dumpable" means what fs.suid_dumpable says: where it is 1, init does not exec. */
+ * The exec must not hand the sandbox anything: init has no_new_privs and no capabilities (or,
+ * where it starts execs, just its commands' set), so the exec grants none (the kernel caps what
+ * an exec gains at what the process had, under no_new_privs). The program must not be readable by
+ * the sandbox's root, or the exec would make init dumpable (ptrace-able, /proc/1/mem) in the
+ * sandbox's eyes: the kernel makes a process that execs a file it can't read not dumpable. So the
+ * file must be root's and not readable by others (the build makes it 0711); otherwise we exec a
+ * sealed memfd copy of it, mode 0711. Even so, "not dumpable" means what fs.suid_dumpable says:
+ * where it is 1, init does not exec. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -137,7 +138,7 @@ static int exec_keeps_init_closed(void)
 	return n >= 1 && (v[0] == '0' || v[0] == '2') && (n == 1 || v[1] == '\n');
 }
 
-void rt_init_exe_run(int exe_fd, int sync_fd, int events_fd, pid_t main_pid)
+void rt_init_exe_run(int exe_fd, int sync_fd, int events_fd, pid_t main_pid, int serve_execs)
 {
 	if (!exec_keeps_init_closed())
 		return;
@@ -145,7 +146,8 @@ void rt_init_exe_run(int exe_fd, int sync_fd, int events_fd, pid_t main_pid)
 	snprintf(a_sync, sizeof(a_sync), "%d", sync_fd);
 	snprintf(a_events, sizeof(a_events), "%d", events_fd);
 	snprintf(a_main, sizeof(a_main), "%d", (int)main_pid);
-	char *const argv[] = {INIT_EXE_NAME, a_sync, a_events, a_main, NULL};
+	char *const argv[] = {INIT_EXE_NAME,           a_sync, a_events, a_main,
+	                      serve_execs ? "1" : "0", NULL};
 	char *const envp[] = {NULL};
 	/* The two fds cross the exec; skiff-init marks them close-on-exec again. */
 	int keep[2] = {sync_fd, events_fd};

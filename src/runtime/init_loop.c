@@ -5,12 +5,19 @@
  * whatever process started it. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "../lib/fsutil.h"
+#include "../lib/sock.h"
 #include "../lib/timing.h"
 #include "internal.h"
 
@@ -67,10 +74,156 @@ static void reap(int sync_fd, int events_fd, pid_t main_pid)
 	}
 }
 
-_Noreturn void rt_init_loop(int sync_fd, int events_fd, pid_t main_pid, const sigset_t *mask)
+/* One exec the runtime asked for (RT_MSG_EXEC on sync_fd): "argc envc nproc pty rows cols" with
+ * fds attached: the socket to reply on, a memfd of the command's strings (rt_command_memfd), and
+ * stdin, stdout, stderr unless a terminal is asked for. The command is our child from the start:
+ * we reap it and log its status like any exec's. We don't wait for its exec: it reports that
+ * itself on the reply socket (close-on-exec: EOF once it exec'd). Returns -1 when the runtime
+ * is gone (stop listening), else 0. */
+static int serve_exec(int sync_fd)
 {
+	struct rt_msg m;
+	int fds[5] = {-1, -1, -1, -1, -1};
+	memset(&m, 0, sizeof(m));
+	ssize_t n = sock_recv_fds(sync_fd, &m, sizeof(m), fds, ARRAY_SIZE(fds));
+	if (n == 0)
+		return -1;
+	if (n < 0)
+		return n == -EINTR || n == -EAGAIN ? 0 : -1;
+	m.text[sizeof(m.text) - 1] = '\0';
+	int reply = fds[0], memfd = fds[1];
+	unsigned long argc = 0, envc = 0, nproc = 0;
+	int pty = 0;
+	unsigned short rows = 0, cols = 0;
+	size_t nfds = 0;
+	while (nfds < ARRAY_SIZE(fds) && fds[nfds] >= 0)
+		nfds++;
+	struct rt_exec_hello h = {.kind = EXEC_HELLO, .type = RT_MSG_ERROR, .code = -EPROTO};
+	snprintf(h.msg, sizeof(h.msg), "init: a malformed exec request");
+	int ok = (size_t)n >= offsetof(struct rt_msg, text) + 1 && m.type == RT_MSG_EXEC &&
+	         sscanf(m.text, "%lu %lu %lu %d %hu %hu", &argc, &envc, &nproc, &pty, &rows,
+	                &cols) == 6 &&
+	         argc >= 1 && (pty == 0 || pty == 1) && nfds == (pty ? 2u : 5u);
+	/* Nothing here keeps a fd that came with the request. */
+	for (size_t i = nfds; i < ARRAY_SIZE(fds); i++)
+		if (fds[i] >= 0)
+			close(fds[i]), ok = 0;
+	struct rt_command cmd = {.nproc = nproc, .ctty = pty};
+	char *buf = NULL, **vec = NULL;
+	struct sk_error err = {0};
+	const char *given_host;
+	if (ok && rt_command_parse(memfd, argc, envc, &cmd, &buf, &vec, &given_host, &err) < 0) {
+		ok = 0;
+		h.code = err.code;
+		memcpy(h.msg, err.msg, sizeof(h.msg));
+	}
+	/* A runtime that gave up on the request (its end closed) gets no command started. */
+	struct pollfd rp = {.fd = reply, .events = 0};
+	int gone = reply < 0 || (poll(&rp, 1, 0) > 0 && (rp.revents & (POLLHUP | POLLERR)));
+	pid_t pid = -1;
+	if (ok && !gone) {
+		char hostname[65] = "";
+		gethostname(hostname, sizeof(hostname) - 1);
+		cmd.hostname = hostname;
+		pid = fork();
+		if (pid == 0) {
+			/* Our group, not init's: a kill(0, …) by the command reaches its own. */
+			if (!pty)
+				setpgid(0, 0);
+			struct exec_report f = {.type = RT_MSG_ERROR};
+			if (pty) {
+				int master = rt_pty_open(rows, cols);
+				if (master < 0) {
+					sk_error_errno(&f.err, master,
+					               "open a terminal in the sandbox");
+					goto child_fail;
+				}
+				struct exec_report t = {.type = EXEC_PTY};
+				int r = sock_send_fd(reply, &t, sizeof(t), master);
+				close(master);
+				if (r < 0)
+					_exit(127); /* the runtime gave up */
+			} else {
+				for (int i = 0; i < 3; i++)
+					if (dup2(fds[2 + i], i) < 0) {
+						sk_error_errno(&f.err, -errno, "stdio");
+						goto child_fail;
+					}
+			}
+			int keep[1] = {reply};
+			if (fs_close_all_except(keep, 1) < 0) {
+				sk_error_errno(&f.err, -errno, "close init's fds");
+				goto child_fail;
+			}
+			rt_command_exec_with(&cmd, reply, -1, NULL, NULL);
+		child_fail:
+			if (write(reply, &f, sizeof(f)) < 0) {
+				/* the runtime gave up */
+			}
+			_exit(127);
+		}
+		if (pid < 0) {
+			h.code = -errno;
+			snprintf(h.msg, sizeof(h.msg), "init: fork: %s", strerror(errno));
+		}
+	}
+	int pidfd = -1;
+	if (pid > 0) {
+		/* It is our child until we reap it: its pid and start time name it. */
+		pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+		h = (struct rt_exec_hello){
+		    .kind = EXEC_HELLO, .type = RT_MSG_STARTED, .nspid = pid};
+		if (pidfd < 0 || proc_start_time(pid, &h.start) < 0) {
+			h = (struct rt_exec_hello){
+			    .kind = EXEC_HELLO, .type = RT_MSG_ERROR, .code = -ESRCH};
+			snprintf(h.msg, sizeof(h.msg), "init: the command's pidfd or start time");
+			kill(pid, SIGKILL);
+		}
+	}
+	if (!gone &&
+	    sock_send_fd(reply, &h, sizeof(h), h.type == RT_MSG_STARTED ? pidfd : -1) < 0 &&
+	    pid > 0)
+		kill(pid, SIGKILL); /* nobody would know of it */
+	if (pidfd >= 0)
+		close(pidfd);
+	for (size_t i = 0; i < nfds; i++)
+		close(fds[i]);
+	free(buf);
+	free(vec);
+	return 0;
+}
+
+_Noreturn void rt_init_loop(int sync_fd, int events_fd, pid_t main_pid, const sigset_t *mask,
+                            int serve_execs)
+{
+	/* Serving execs, init waits on the runtime's socket and its signals together. */
+	int sig_fd = serve_execs ? signalfd(-1, mask, SFD_CLOEXEC | SFD_NONBLOCK) : -1;
 	/* Reap first: a child may have ended before we waited (or before skiff-init was exec'd;
 	 * its SIGCHLD stays pending across the exec, but looking costs nothing). */
+	while (sig_fd >= 0) {
+		reap(sync_fd, events_fd, main_pid);
+		struct pollfd p[2] = {{.fd = sig_fd, .events = POLLIN},
+		                      {.fd = sync_fd, .events = POLLIN}};
+		if (poll(p, sync_fd >= 0 ? 2 : 1, -1) < 0)
+			continue;
+		if (p[0].revents & POLLIN) {
+			struct signalfd_siginfo si[8];
+			ssize_t got = read(sig_fd, si, sizeof(si));
+			for (ssize_t i = 0; got > 0 && i < got / (ssize_t)sizeof(si[0]); i++) {
+				int sig = (int)si[i].ssi_signo;
+				if (sig != SIGCHLD && main_pid > 0)
+					kill(main_pid, sig);
+			}
+		}
+		/* The runtime's end closed: it has no more execs for us (and reports go nowhere
+		 * but the events log). */
+		if (p[1].revents & POLLIN) {
+			if (serve_exec(sync_fd) < 0)
+				sync_fd = -1;
+		} else if (p[1].revents & (POLLHUP | POLLERR | POLLNVAL)) {
+			sync_fd = -1;
+		}
+	}
 	for (;;) {
 		reap(sync_fd, events_fd, main_pid);
 		siginfo_t si;

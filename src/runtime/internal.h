@@ -19,6 +19,7 @@ enum rt_msg_type {
 	RT_MSG_READY,      /* init → runtime: set up, waiting for its command (pooled) */
 	RT_MSG_RUN,        /* runtime → init: the command (a memfd of its strings) */
 	RT_MSG_UPPER,      /* runtime → init, before GO: the writable layer's mount (btrfs) */
+	RT_MSG_EXEC,       /* runtime → init, once it runs: start an exec (init_loop.c) */
 };
 
 struct rt_msg {
@@ -41,6 +42,8 @@ struct rt_child_args {
 	int wait_for_command;    /* pooled: set up, then wait for RT_MSG_RUN */
 	int upper_volatile;      /* the writable layer is on the shared btrfs (rootfs_setup) */
 	const char *resolv_conf; /* network egress: /etc/resolv.conf's text; NULL: leave it */
+	int serve_execs;         /* RT_START_INIT_EXECS: init keeps the commands' capabilities and
+	                          * starts execs the runtime sends it on sync_fd */
 };
 
 /* A sandbox as the runtime holds it (sandbox.c; exec.c and attach.c use it too). */
@@ -87,7 +90,11 @@ struct rt_sandbox {
 
 /* What the command process reports through its close-on-exec pipe (in packet mode: one read,
  * one record): the time it is about to exec, then nothing (EOF at exec) or why it failed. */
-enum { EXEC_ABOUT_TO = 0 };
+enum {
+	EXEC_ABOUT_TO = 0,
+	EXEC_PTY = 100,   /* init's exec: the terminal's master attached */
+	EXEC_HELLO = 101, /* init's exec: struct rt_exec_hello, init's own word */
+};
 struct exec_report {
 	int type; /* EXEC_ABOUT_TO, RT_MSG_ERROR (setup) or RT_MSG_EXEC_ERROR (the program) */
 	uint64_t ns;
@@ -111,6 +118,37 @@ struct rt_command {
  * Allocates nothing. */
 _Noreturn void rt_command_exec(const struct rt *rt, const struct rt_command *c, int err_fd,
                                int go_fd);
+/* The same with the capability and seccomp step left to restrict_fn (NULL: none, the process
+ * already holds just the commands' capabilities and init's filter; command.c). */
+typedef int (*rt_command_restrict_fn)(const struct rt *rt, const struct rt_command *c,
+                                      struct sk_error *err);
+_Noreturn void rt_command_exec_with(const struct rt_command *c, int err_fd, int go_fd,
+                                    rt_command_restrict_fn restrict_fn, const struct rt *rt);
+/* A command's strings as they travel to init: the working directory, the host name ("" for
+ * none), argv, then env, each NUL-terminated, in a new memfd (close-on-exec). */
+#define RT_COMMAND_MAX_BYTES (SPEC_MAX_STRINGS_BYTES + SPEC_MAX_PATH_BYTES + 128)
+int rt_command_memfd(const char *workdir, const char *hostname, char *const *argv, size_t argc,
+                     char *const *env, size_t envc, struct sk_error *err);
+/* Read them back: argv, env and workdir into cmd (its hostname and nproc kept), the strings in
+ * *ret_buf and *ret_vec (to free), the host name given in *ret_hostname. */
+int rt_command_parse(int memfd, unsigned long argc, unsigned long envc, struct rt_command *cmd,
+                     char **ret_buf, char ***ret_vec, const char **ret_hostname,
+                     struct sk_error *err);
+/* Inside the sandbox (its root is ours): a pseudo-terminal of its devpts, its slave on our 0,
+ * 1 and 2. /dev/ptmx is the sandbox's to replace: it is resolved inside its root, and what it
+ * opens must be a ptmx. Returns the master (O_NONBLOCK) or -errno. */
+int rt_pty_open(unsigned short rows, unsigned short cols);
+/* What init replies to RT_MSG_EXEC on the request's own socket, with the command's pidfd
+ * attached when type is RT_MSG_STARTED (the command's own reports follow on that socket:
+ * struct exec_report, EXEC_PTY with the terminal's master; EOF once it exec'd or failed). */
+struct rt_exec_hello {
+	int32_t kind; /* EXEC_HELLO, where a struct exec_report has its type */
+	int32_t type; /* RT_MSG_STARTED or RT_MSG_ERROR */
+	int32_t code;
+	pid_t nspid;
+	unsigned long long start;
+	char msg[SK_ERROR_MSG_BYTES];
+};
 /* Read a command's reports on fd until EOF (it exec'd: 0) or a failure (1, in *ret_failure,
  * type RT_MSG_ERROR or RT_MSG_EXEC_ERROR). *ret_about_ns gets when it was about to exec. */
 int exec_report_wait(int fd, struct exec_report *ret_failure, uint64_t *ret_about_ns);
@@ -134,7 +172,8 @@ int net_resolv_conf_write(const char *text, struct sk_error *err);
 int rt_msg_send(int fd, int type, int code, const char *text, int pass_fd);
 /* init's life once the sandbox runs (init_loop.c): reap, log execs' exits, forward signals to
  * main_pid, report its status and exit. mask holds the forwarded signals and SIGCHLD, blocked. */
-_Noreturn void rt_init_loop(int sync_fd, int events_fd, pid_t main_pid, const sigset_t *mask);
+_Noreturn void rt_init_loop(int sync_fd, int events_fd, pid_t main_pid, const sigset_t *mask,
+                            int serve_execs);
 /* skiff-init's mark, an ELF note in its first page: the runtime execs a file only if it bears
  * it, so that neither another root-owned program under that name nor a skiff-init whose
  * arguments or messages differ ever becomes a sandbox's init. Bump the version with them. */
@@ -142,12 +181,12 @@ struct rt_init_note {
 	uint32_t namesz, descsz, type;
 	char name[8], desc[8];
 };
-#define RT_INIT_NOTE ((struct rt_init_note){6, 7, 1, "skiff", "init-1"})
+#define RT_INIT_NOTE ((struct rt_init_note){6, 7, 1, "skiff", "init-2"})
 /* Find skiff-init and keep an fd to exec it by (init_exe.c). Never fails: without it, init
  * stays as it is. */
 void rt_init_exe_open(struct rt *rt);
 /* In init: exec skiff-init to run rt_init_loop there. Returns only if that failed. */
-void rt_init_exe_run(int exe_fd, int sync_fd, int events_fd, pid_t main_pid);
+void rt_init_exe_run(int exe_fd, int sync_fd, int events_fd, pid_t main_pid, int serve_execs);
 /* Wait for init's word that the command runs (sandbox.c; pool.c too). */
 int started_await(struct rt_sandbox *sb, struct sk_error *err);
 /* Receive one message; *ret_fd gets a passed fd or -1. Returns bytes, 0 on EOF, -errno. */

@@ -12,31 +12,6 @@
 
 #define POOL_MAX 256
 
-/* Write the working directory, the host name ("" for none), argv, then env, each string
- * NUL-terminated, into a new memfd. */
-static int command_memfd(const struct spec *spec, struct sk_error *err)
-{
-	int fd = memfd_create("skiff-command", MFD_CLOEXEC);
-	if (fd < 0)
-		return sk_error_errno(err, -errno, "memfd_create");
-	char *workdir = spec->workdir ? spec->workdir : "",
-	     *hostname = spec->hostname ? spec->hostname : "";
-	char *const head[2] = {workdir, hostname};
-	char *const *lists[3] = {head, spec->argv, spec->env};
-	size_t counts[3] = {2, spec->argc, spec->envc};
-	for (int l = 0; l < 3; l++) {
-		for (size_t i = 0; i < counts[l]; i++) {
-			size_t len = strlen(lists[l][i]) + 1;
-			if (write(fd, lists[l][i], len) != (ssize_t)len) {
-				int r = -errno;
-				close(fd);
-				return sk_error_errno(err, r ? r : -EIO, "write the command");
-			}
-		}
-	}
-	return fd;
-}
-
 int rt_sandbox_run(struct rt_sandbox *sb, const struct spec *spec, struct sk_error *err)
 {
 	if (!(sb->flags & RT_START_POOLED) || sb->ran)
@@ -75,7 +50,8 @@ int rt_sandbox_run(struct rt_sandbox *sb, const struct spec *spec, struct sk_err
 		}
 		timing_mark(&sb->marks, "limits");
 	}
-	int memfd = command_memfd(spec, err);
+	int memfd = rt_command_memfd(spec->workdir, spec->hostname, spec->argv, spec->argc,
+	                             spec->env, spec->envc, err);
 	if (memfd < 0)
 		return memfd;
 	char header[64];

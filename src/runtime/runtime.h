@@ -133,6 +133,11 @@ int rt_disk_backend_parse(const char *s, enum rt_disk_backend *ret);
  * Pooled and detached: it outlives its starter only once it runs (until then init exits with its
  * starter); its output files and events log exist from the start, its record from the run. */
 #define RT_START_POOLED 2u
+/* Execs reach init, which starts them itself: a message and a fork of a small process, where
+ * the way in from outside (setns) takes a fork of the runtime, cgroup writes and two more forks.
+ * For a starter that keeps the sandbox's socket and execs into it (the worker's spawner). init
+ * then holds the capabilities its commands get (no more), not none. */
+#define RT_START_INIT_EXECS 4u
 
 /* Create a sandbox for spec and start its command; returns once the command has been exec'd.
  * rootfs is the host directory that becomes the read-only lower layer. */

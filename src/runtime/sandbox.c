@@ -671,6 +671,7 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 	    .wait_for_command = !!(flags & RT_START_POOLED),
 	    .upper_volatile = rt->disk.btrfs,
 	    .resolv_conf = spec->network == SPEC_NET_EGRESS ? rt->net->resolv_conf : NULL,
+	    .serve_execs = !!(flags & RT_START_INIT_EXECS),
 	};
 	int pidfd = -1;
 	/* Fork-like, on a copy of this stack: init gets a memory of its own (see HELPER_SHARES_VM).

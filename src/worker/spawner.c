@@ -757,7 +757,7 @@ int spawner_main(const struct spawner_config *cfg, int fd)
 		sp_log("error", "start: %s", err.msg);
 		goto out;
 	}
-	sp.pool.flags = RT_START_DETACHED;
+	sp.pool.flags = RT_START_DETACHED | RT_START_INIT_EXECS;
 	int fl = fcntl(fd, F_GETFL);
 	if (fl >= 0)
 		fcntl(fd, F_SETFL, fl | O_NONBLOCK);

@@ -303,6 +303,30 @@ def test_idle_sandboxes_init_is_skiff_init(skiffd):
     assert s == 200
 
 
+def test_execs_are_started_by_init_which_holds_only_their_capabilities(skiffd):
+    # The worker's sandboxes take execs through init: the command is init's child from the
+    # start, in a process group of its own (through the setns way in, its group would be a
+    # helper's outside the sandbox's view: 0). init holds exactly the commands' capabilities.
+    s, sb = create(skiffd, {})
+    assert s == 201, sb
+    script = ("echo $PPID $(($(cut -d' ' -f5 /proc/$$/stat) == $$)); "
+              "for k in CapInh CapPrm CapEff CapBnd CapAmb; do "
+              "echo $k $(grep ^$k /proc/1/status | cut -f2) "
+              "$(grep ^$k /proc/self/status | cut -f2); done; ls /proc/1/fd 2>&1 | head -c 60")
+    s, out = run(skiffd, sb["id"], ["sh", "-c", script])
+    assert s == 200 and out["exit_code"] == 0, out
+    lines = out["stdout"].splitlines()
+    assert lines[0] == "1 1", out
+    caps = dict((ln.split()[0], ln.split()[1:]) for ln in lines[1:6])
+    assert all(len(v) == 2 and v[0] == v[1] for v in caps.values()), caps
+    assert caps["CapInh"][0] == caps["CapAmb"][0] == "0" * 16, caps
+    eff = int(caps["CapEff"][0], 16)
+    assert eff and not eff & (1 << 21), caps  # some, never CAP_SYS_ADMIN
+    assert "denied" in lines[6], out  # init stays closed: not dumpable
+    s, _ = skiffd.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    assert s == 200
+
+
 def test_exec_sees_state_of_earlier_execs_and_env(skiffd):
     s, sb = create(skiffd, {"env": {"GREETING": "hi"}})
     assert s == 201

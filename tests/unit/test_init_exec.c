@@ -1,0 +1,354 @@
+/* Execs that init starts itself (RT_START_INIT_EXECS, src/runtime/init_loop.c), against the real
+ * kernel: needs root. An exec runs as init's child in a group of its own, with its stdio, env and
+ * working directory, and with the capabilities init holds, which are its commands' and no more;
+ * a terminal works; failures come back as errors; malformed requests on init's socket get an
+ * error or nothing, start nothing, and leave init serving. Run with skiff-init (the static
+ * program init execs into) and with init left in place. */
+#include <errno.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "../../src/image/busybox.h"
+#include "../../src/lib/fsutil.h"
+#include "../../src/lib/sock.h"
+#include "../../src/runtime/internal.h"
+#include <sys/mman.h>
+
+struct fixture {
+	struct rt rt;
+	char rootfs[4096];
+	char data[64];
+	struct rt_sandbox *sb;
+};
+
+static int setup_with(void **state, int in_place)
+{
+	if (geteuid() != 0) {
+		print_message("skipped: making sandboxes needs root\n");
+		return -1;
+	}
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct sk_error err = {0};
+	snprintf(f->data, sizeof(f->data), "/tmp/skiff-test-initexec-%d", (int)getpid());
+	char inst[8];
+	snprintf(inst, sizeof(inst), "i%03d", (int)(getpid() % 1000));
+	assert_int_equal(image_busybox_ensure(f->data, getenv(BUSYBOX_PATH_ENV), f->rootfs,
+	                                      sizeof(f->rootfs), &err),
+	                 0);
+	/* A path that is not skiff-init: init stays a copy of us. */
+	if (in_place)
+		setenv("SKIFF_INIT", "/nonexistent/skiff-init", 1);
+	else
+		unsetenv("SKIFF_INIT");
+	if (rt_init(&f->rt, inst, NULL, &err) < 0)
+		fail_msg("rt_init: %s", err.msg);
+	unsetenv("SKIFF_INIT");
+	struct spec s;
+	spec_init(&s);
+	s.timeout_s = 0;
+	if (rt_sandbox_start(&f->rt, &s, f->rootfs, RT_START_DETACHED | RT_START_INIT_EXECS, &f->sb,
+	                     &err) < 0)
+		fail_msg("start: %s", err.msg);
+	spec_release(&s);
+	*state = f;
+	return 0;
+}
+
+static int setup(void **state)
+{
+	return setup_with(state, 0);
+}
+
+static int setup_in_place(void **state)
+{
+	return setup_with(state, 1);
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	struct sk_error err = {0};
+	rt_sandbox_kill(f->sb, RT_END_KILLED);
+	if (rt_sandbox_destroy(f->sb, &err) < 0)
+		fail_msg("destroy: %s", err.msg);
+	rt_gc(&f->rt, &err);
+	char inst_dir[sizeof(f->rt.inst_dir)];
+	memcpy(inst_dir, f->rt.inst_dir, sizeof(inst_dir));
+	assert_int_equal(rt_instance_remove_if_idle(&f->rt), 1);
+	rt_release(&f->rt);
+	struct stat st;
+	assert_int_not_equal(stat(inst_dir, &st), 0); /* nothing left of the instance */
+	fs_rm_rf_at(AT_FDCWD, f->data);
+	free(f);
+	return 0;
+}
+
+/* Run a shell script through rt_sandbox_exec; its stdout (up to size) in out. Returns the exit
+ * code, or the exec's error (negative) with its message in err. */
+static int sh(struct fixture *f, const char *script, const char *workdir, char *out, size_t size,
+              struct sk_error *err)
+{
+	int p[2];
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	char *argv[] = {"sh", "-c", (char *)script, NULL};
+	char *env[] = {"GREETING=hello"};
+	struct rt_exec_spec es = {
+	    .argv = argv, .env = env, .envc = 1, .workdir = workdir, .stdio = {-1, p[1], -1}};
+	struct rt_exec ex;
+	int r = rt_sandbox_exec(f->sb, &es, &ex, err);
+	close(p[1]);
+	if (r < 0) {
+		close(p[0]);
+		return r;
+	}
+	size_t got = 0;
+	for (;;) {
+		ssize_t n = read(p[0], out + got, size - 1 - got);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	out[got] = '\0';
+	close(p[0]);
+	int status = -1;
+	assert_int_equal(rt_exec_wait(f->sb, &ex, 5000, &status), 0);
+	rt_exec_release(&ex);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static void test_exec_runs_as_inits_child_in_a_group_of_its_own(void **state)
+{
+	struct fixture *f = *state;
+	struct sk_error err = {0};
+	char out[512];
+	int code = sh(f,
+	              "echo $GREETING $(pwd) $PPID; test \"$(cut -d' ' -f5 /proc/$$/stat)\" = $$ "
+	              "&& echo own-group; exit 3",
+	              "/tmp", out, sizeof(out), &err);
+	assert_int_equal(code, 3);
+	/* The setns way in makes the command a grandchild of a helper outside the sandbox's
+	 * view: its group is then 0 as seen inside. */
+	assert_string_equal(out, "hello /tmp 1\nown-group\n");
+}
+
+static void test_init_holds_the_commands_capabilities_and_no_more(void **state)
+{
+	struct fixture *f = *state;
+	struct sk_error err = {0};
+	char out[1024];
+	int code = sh(f,
+	              "for k in CapInh CapPrm CapEff CapBnd CapAmb; do "
+	              "a=$(grep \"^$k\" /proc/1/status | cut -f2); "
+	              "b=$(grep \"^$k\" /proc/self/status | cut -f2); "
+	              "test \"$a\" = \"$b\" || echo \"$k differs: init $a, command $b\"; done; "
+	              "grep ^CapEff /proc/1/status | cut -f2",
+	              NULL, out, sizeof(out), &err);
+	assert_int_equal(code, 0);
+	char want[64];
+	snprintf(want, sizeof(want), "%016llx\n", (unsigned long long)f->rt.caps);
+	assert_string_equal(out, want);
+	/* Init stays closed to its commands: not dumpable, so none of /proc/1's private files. */
+	code =
+	    sh(f, "ls /proc/1/fd || cat /proc/1/environ || exit 9", NULL, out, sizeof(out), &err);
+	assert_int_equal(code, 9);
+}
+
+static void test_command_holds_only_its_stdio(void **state)
+{
+	struct fixture *f = *state;
+	struct sk_error err = {0};
+	char out[512];
+	int code = sh(f, "ls /proc/$$/fd | tr '\\n' ' '", NULL, out, sizeof(out), &err);
+	assert_int_equal(code, 0);
+	/* The shell's 0, 1 and 2: nothing of init's (its socket, events log, signalfd), nothing
+	 * of the request's (the reply socket, the command's memfd). */
+	assert_string_equal(out, "0 1 2 ");
+}
+
+static void test_failures_come_back_as_errors(void **state)
+{
+	struct fixture *f = *state;
+	struct sk_error err = {0};
+	char out[64];
+	char *argv[] = {"/no/such/program", NULL};
+	struct rt_exec_spec es = {.argv = argv, .stdio = {-1, -1, -1}};
+	struct rt_exec ex;
+	assert_int_equal(rt_sandbox_exec(f->sb, &es, &ex, &err), -SK_ECMD_NOTFOUND);
+	assert_non_null(strstr(err.msg, "/no/such/program"));
+	err = (struct sk_error){0};
+	assert_true(sh(f, "true", "/no/such/dir", out, sizeof(out), &err) < 0);
+	assert_non_null(strstr(err.msg, "/no/such/dir"));
+	/* And init serves on. */
+	err = (struct sk_error){0};
+	assert_int_equal(sh(f, "echo still", NULL, out, sizeof(out), &err), 0);
+	assert_string_equal(out, "still\n");
+}
+
+static void test_terminal(void **state)
+{
+	struct fixture *f = *state;
+	struct sk_error err = {0};
+	char *argv[] = {"sh", "-c", "test -t 0 && stty size", NULL};
+	struct rt_exec_spec es = {
+	    .argv = argv, .stdio = {-1, -1, -1}, .pty = 1, .pty_rows = 33, .pty_cols = 77};
+	struct rt_exec ex;
+	if (rt_sandbox_exec(f->sb, &es, &ex, &err) < 0)
+		fail_msg("exec: %s", err.msg);
+	assert_true(ex.pty_fd >= 0);
+	char out[256];
+	size_t got = 0;
+	for (int tries = 0; tries < 200 && !strchr(out, '\n'); tries++) {
+		struct pollfd p = {.fd = ex.pty_fd, .events = POLLIN};
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		ssize_t n = read(ex.pty_fd, out + got, sizeof(out) - 1 - got);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+		out[got] = '\0';
+	}
+	out[got] = '\0';
+	assert_non_null(strstr(out, "33 77"));
+	int status = -1;
+	assert_int_equal(rt_exec_wait(f->sb, &ex, 5000, &status), 0);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	rt_exec_release(&ex);
+}
+
+/* Send a raw request on init's socket; returns our end of its reply socket. */
+static int raw_request(struct fixture *f, int type, const char *text, const int *extra,
+                       size_t nextra, int close_reply_first)
+{
+	int rp[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, rp), 0);
+	int fds[SOCK_MAX_FDS];
+	size_t n = 0;
+	fds[n++] = rp[1];
+	for (size_t i = 0; i < nextra && n < SOCK_MAX_FDS; i++)
+		fds[n++] = extra[i];
+	if (close_reply_first) {
+		close(rp[0]);
+		rp[0] = -1;
+	}
+	struct rt_msg m = {.type = type};
+	snprintf(m.text, sizeof(m.text), "%s", text);
+	assert_int_equal(sock_send_fds(f->sb->sync_fd, &m,
+	                               offsetof(struct rt_msg, text) + strlen(m.text) + 1, fds, n),
+	                 0);
+	close(rp[1]);
+	return rp[0];
+}
+
+/* What came back on a raw request's reply socket: 1 for an error hello, 0 for nothing (EOF). */
+static int raw_reply(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	assert_int_equal(poll(&p, 1, 5000), 1);
+	struct rt_exec_hello h;
+	int pass = -1;
+	ssize_t n = sock_recv_fd(fd, &h, sizeof(h), &pass);
+	assert_int_equal(pass, -1); /* no pidfd: nothing was started */
+	close(fd);
+	if (n == 0)
+		return 0;
+	assert_int_equal(n, (ssize_t)sizeof(h));
+	assert_int_equal(h.kind, EXEC_HELLO);
+	assert_int_equal(h.type, RT_MSG_ERROR);
+	return 1;
+}
+
+static int memfd_of(const char *bytes, size_t len)
+{
+	int fd = memfd_create("t", MFD_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, bytes, len), (ssize_t)len);
+	return fd;
+}
+
+static void test_malformed_requests_start_nothing(void **state)
+{
+	struct fixture *f = *state;
+	struct sk_error err = {0};
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	static const char touch[] = "\0\0touch\0/tmp/made\0";
+	int good = memfd_of(touch, sizeof(touch) - 1);
+	int io[4] = {good, null, null, null};
+	/* Not an exec; a header that doesn't parse; argc 0; fds missing; a terminal with stdio
+	 * too; strings that don't match their counts. */
+	assert_int_equal(raw_reply(raw_request(f, RT_MSG_GO, "2 0 0 0 0 0", io, 4, 0)), 1);
+	assert_int_equal(raw_reply(raw_request(f, RT_MSG_EXEC, "2 zero", io, 4, 0)), 1);
+	assert_int_equal(raw_reply(raw_request(f, RT_MSG_EXEC, "0 0 0 0 0 0", io, 4, 0)), 1);
+	assert_int_equal(raw_reply(raw_request(f, RT_MSG_EXEC, "2 0 0 0 0 0", io, 2, 0)), 1);
+	assert_int_equal(raw_reply(raw_request(f, RT_MSG_EXEC, "2 0 0 1 24 80", io, 4, 0)), 1);
+	assert_int_equal(raw_reply(raw_request(f, RT_MSG_EXEC, "3 0 0 0 0 0", io, 4, 0)), 1);
+	assert_int_equal(raw_reply(raw_request(f, RT_MSG_EXEC, "2 5000 0 0 0 0", io, 4, 0)), 1);
+	static const char huge_env[] = "\0\0touch\0/tmp/made\0";
+	int bad = memfd_of(huge_env, 3); /* cut short */
+	int io_bad[4] = {bad, null, null, null};
+	assert_int_equal(raw_reply(raw_request(f, RT_MSG_EXEC, "2 0 0 0 0 0", io_bad, 4, 0)), 1);
+	close(bad);
+	/* A well-formed one whose asker is gone: not started. */
+	int gone = raw_request(f, RT_MSG_EXEC, "2 0 0 0 0 0", io, 4, 1);
+	assert_int_equal(gone, -1);
+	char out[64];
+	/* The same request with its asker there does start (the control for the checks above). */
+	assert_int_equal(
+	    sh(f, "test -e /tmp/made && echo made || echo none", NULL, out, sizeof(out), &err), 0);
+	assert_string_equal(out, "none\n");
+	int ok = raw_request(f, RT_MSG_EXEC, "2 0 0 0 0 0", io, 4, 0);
+	struct pollfd p = {.fd = ok, .events = POLLIN};
+	assert_int_equal(poll(&p, 1, 5000), 1);
+	struct rt_exec_hello h;
+	int pidfd = -1;
+	assert_int_equal(sock_recv_fd(ok, &h, sizeof(h), &pidfd), (ssize_t)sizeof(h));
+	assert_int_equal(h.type, RT_MSG_STARTED);
+	assert_true(pidfd >= 0);
+	struct pollfd pe = {.fd = pidfd, .events = POLLIN};
+	assert_int_equal(poll(&pe, 1, 5000), 1); /* it ran and exited */
+	close(pidfd);
+	close(ok);
+	assert_int_equal(sh(f, "test -e /tmp/made && echo made", NULL, out, sizeof(out), &err), 0);
+	assert_string_equal(out, "made\n");
+	close(good);
+	close(null);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_exec_runs_as_inits_child_in_a_group_of_its_own),
+	    cmocka_unit_test(test_init_holds_the_commands_capabilities_and_no_more),
+	    cmocka_unit_test(test_command_holds_only_its_stdio),
+	    cmocka_unit_test(test_failures_come_back_as_errors),
+	    cmocka_unit_test(test_terminal),
+	    cmocka_unit_test(test_malformed_requests_start_nothing),
+	};
+	int failed = cmocka_run_group_tests_name("init_exec (skiff-init)", tests, setup, teardown);
+	/* Per test: each gets a fresh sandbox (a group setup would share one). */
+	const struct CMUnitTest in_place[] = {
+	    cmocka_unit_test_setup_teardown(test_exec_runs_as_inits_child_in_a_group_of_its_own,
+	                                    setup_in_place, teardown),
+	    cmocka_unit_test_setup_teardown(test_init_holds_the_commands_capabilities_and_no_more,
+	                                    setup_in_place, teardown),
+	    cmocka_unit_test_setup_teardown(test_failures_come_back_as_errors, setup_in_place,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_terminal, setup_in_place, teardown),
+	    cmocka_unit_test_setup_teardown(test_malformed_requests_start_nothing, setup_in_place,
+	                                    teardown),
+	};
+	return failed | cmocka_run_group_tests_name("init_exec (in place)", in_place, NULL, NULL);
+}
