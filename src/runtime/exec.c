@@ -307,6 +307,9 @@ static int exec_via_init(struct rt_sandbox *sb, const struct rt_exec_spec *es, s
 			                    "exec into %s: not started within %d ms (the sandbox "
 			                    "may be stopping its processes)",
 			                    sb->id, RT_EXEC_START_TIMEOUT_MS);
+		/* init went, or could not fork in a pid namespace that is closing. */
+		if (!rt_sandbox_running(sb))
+			return sk_error_set(err, -ESRCH, "sandbox %s is not running", sb->id);
 		if (r < 0)
 			return sk_error_errno(err, r, "exec into %s: init's reply", sb->id);
 		if (fail.type == RT_MSG_EXEC_ERROR)

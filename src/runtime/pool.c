@@ -94,16 +94,45 @@ int rt_pool_init(struct rt_pool *p, struct rt *rt, const struct spec *base, cons
 	return 0;
 }
 
+int rt_pool_fill_begin(struct rt_pool *p, struct sk_error *err)
+{
+	if (p->making || p->n >= p->target)
+		return 0;
+	int r = rt_sandbox_start(p->rt, &p->base, p->rootfs,
+	                         RT_START_POOLED | RT_START_NOWAIT | p->flags, &p->making, err);
+	if (r < 0) {
+		p->making = NULL;
+		return r;
+	}
+	return 1;
+}
+
+int rt_pool_making_fd(const struct rt_pool *p)
+{
+	return p->making ? rt_sandbox_ready_fd(p->making) : -1;
+}
+
+int rt_pool_fill_end(struct rt_pool *p, struct sk_error *err)
+{
+	struct rt_sandbox *sb = p->making;
+	if (!sb)
+		return 0;
+	p->making = NULL;
+	int r = rt_sandbox_ready_await(sb, err);
+	if (r < 0)
+		return r;
+	p->ready[p->n++] = sb;
+	return 0;
+}
+
 int rt_pool_fill(struct rt_pool *p, int max_new, struct sk_error *err)
 {
-	int made = 0;
+	int made = 0, r;
+	if ((r = rt_pool_fill_end(p, err)) < 0)
+		return r;
 	while (p->n < p->target && made < max_new) {
-		struct rt_sandbox *sb;
-		int r = rt_sandbox_start(p->rt, &p->base, p->rootfs, RT_START_POOLED | p->flags,
-		                         &sb, err);
-		if (r < 0)
+		if ((r = rt_pool_fill_begin(p, err)) < 0 || (r = rt_pool_fill_end(p, err)) < 0)
 			return r;
-		p->ready[p->n++] = sb;
 		made++;
 	}
 	return made;
@@ -119,6 +148,11 @@ int rt_pool_fits(const struct rt_pool *p, const struct spec *spec, const char *r
 int rt_pool_start(struct rt_pool *p, const struct spec *spec, const char *rootfs,
                   struct rt_sandbox **ret, int *ret_pooled, struct sk_error *err)
 {
+	/* One being made is most of the way there: cheaper to wait for than to make another. */
+	if (p->n == 0 && p->making && rt_pool_fits(p, spec, rootfs)) {
+		struct sk_error ferr = {0};
+		rt_pool_fill_end(p, &ferr); /* failed: made on the spot below, as with none */
+	}
 	if (p->n > 0 && rt_pool_fits(p, spec, rootfs)) {
 		struct rt_sandbox *sb = p->ready[--p->n];
 		int r = rt_sandbox_run(sb, spec, err);
@@ -136,6 +170,9 @@ int rt_pool_start(struct rt_pool *p, const struct spec *spec, const char *rootfs
 
 void rt_pool_release(struct rt_pool *p)
 {
+	if (p->making)
+		rt_sandbox_destroy(p->making, NULL);
+	p->making = NULL;
 	while (p->n > 0)
 		rt_sandbox_destroy(p->ready[--p->n], NULL);
 	free(p->ready);

@@ -138,6 +138,11 @@ int rt_disk_backend_parse(const char *s, enum rt_disk_backend *ret);
  * For a starter that keeps the sandbox's socket and execs into it (the worker's spawner). init
  * then holds the capabilities its commands get (no more), not none. */
 #define RT_START_INIT_EXECS 4u
+/* With RT_START_POOLED: return once init has everything it needs to make the sandbox, without
+ * waiting for it to have (its mounts take a few milliseconds). rt_sandbox_ready_fd becomes
+ * readable when it is done or failed; rt_sandbox_ready_await then says which. Until then the
+ * sandbox is good for rt_sandbox_destroy only. */
+#define RT_START_NOWAIT 8u
 
 /* Create a sandbox for spec and start its command; returns once the command has been exec'd.
  * rootfs is the host directory that becomes the read-only lower layer. */
@@ -149,14 +154,21 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
  * command has been exec'd. A detached one may get no command (spec->argv NULL): it then idles,
  * waiting for execs. */
 int rt_sandbox_run(struct rt_sandbox *sb, const struct spec *spec, struct sk_error *err);
+/* A sandbox started with RT_START_POOLED | RT_START_NOWAIT: the fd to poll for its end of
+ * making, and the wait for it (0 once it is ready; on failure it is destroyed). */
+int rt_sandbox_ready_fd(const struct rt_sandbox *sb);
+int rt_sandbox_ready_await(struct rt_sandbox *sb, struct sk_error *err);
 
 /* A pool of sandboxes made ahead for one base spec and root filesystem, refilled by its owner
- * (between requests, or when idle: rt_pool_fill). Single-threaded, like all sandbox making. */
+ * (between requests, or when idle: rt_pool_fill, or in two steps: rt_pool_fill_begin, then
+ * rt_pool_fill_end once rt_pool_making_fd is readable, with other work in between).
+ * Single-threaded, like all sandbox making. */
 struct rt_pool {
 	struct rt *rt;
 	struct spec base; /* numbers only: the pool does not own strings */
 	char rootfs[4096];
 	struct rt_sandbox **ready;
+	struct rt_sandbox *making; /* begun, its init still making it */
 	int n, target;
 	unsigned flags; /* added to every start (RT_START_DETACHED); 0 after rt_pool_init */
 };
@@ -164,6 +176,14 @@ int rt_pool_init(struct rt_pool *p, struct rt *rt, const struct spec *base, cons
                  int target, struct sk_error *err);
 /* Make up to max_new sandboxes, as long as the pool is below its target. Returns how many. */
 int rt_pool_fill(struct rt_pool *p, int max_new, struct sk_error *err);
+/* Begin one sandbox for the pool if it is below its target and none is being made: 1 when
+ * begun, 0 when none was needed, or -errno. */
+int rt_pool_fill_begin(struct rt_pool *p, struct sk_error *err);
+/* The fd of the sandbox being made (readable once its init is done), -1 when none is. */
+int rt_pool_making_fd(const struct rt_pool *p);
+/* Finish the sandbox being made (waits for its init if it is not done yet): 0 when it joined
+ * the pool, 0 too when none was being made, or -errno (it is gone). */
+int rt_pool_fill_end(struct rt_pool *p, struct sk_error *err);
 /* True when a request can be served from the pool (same root and network; same disk size
  * unless the disk is btrfs, whose limit changes at the start). */
 int rt_pool_fits(const struct rt_pool *p, const struct spec *spec, const char *rootfs);

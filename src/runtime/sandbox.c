@@ -574,6 +574,25 @@ int started_await(struct rt_sandbox *sb, struct sk_error *err)
 	return started_error(n, &m, err);
 }
 
+int rt_sandbox_ready_fd(const struct rt_sandbox *sb)
+{
+	return sb->sync_fd;
+}
+
+int rt_sandbox_ready_await(struct rt_sandbox *sb, struct sk_error *err)
+{
+	struct rt_msg m;
+	ssize_t n = rt_msg_recv(sb->sync_fd, &m, NULL);
+	if (n > 0 && m.type == RT_MSG_READY) {
+		timing_mark(&sb->marks, "ready");
+		snprintf(sb->init_marks, sizeof(sb->init_marks), "%s", m.text);
+		return 0;
+	}
+	int r = started_error(n, &m, err);
+	rt_sandbox_destroy(sb, NULL);
+	return r;
+}
+
 int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs, unsigned flags,
                      struct rt_sandbox **ret, struct sk_error *err)
 {
@@ -727,17 +746,15 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 		goto fail;
 	}
 	if (flags & RT_START_POOLED) {
-		struct rt_msg m;
-		ssize_t n = rt_msg_recv(sb->sync_fd, &m, NULL);
-		if (n > 0 && m.type == RT_MSG_READY) {
-			timing_mark(&sb->marks, "ready");
-			snprintf(sb->init_marks, sizeof(sb->init_marks), "%s", m.text);
-			sb->base = *spec;
+		/* init mounts its root meanwhile: the caller may do other work first. */
+		if (flags & RT_START_NOWAIT) {
 			*ret = sb;
 			return 0;
 		}
-		r = started_error(n, &m, err);
-		goto fail;
+		if ((r = rt_sandbox_ready_await(sb, err)) < 0)
+			return r;
+		*ret = sb;
+		return 0;
 	}
 	if ((r = started_await(sb, err)) < 0)
 		goto fail;

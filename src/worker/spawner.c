@@ -463,6 +463,7 @@ enum {
 	W_FOP_PIPE,
 	W_FOP_PID,
 	W_INOTIFY,
+	W_POOL,
 	W_JOB_PIPE,
 	W_JOB_PID
 };
@@ -519,6 +520,12 @@ static void timers_run(struct spawner *sp, int64_t now)
 	}
 }
 
+static void pool_fill_failed(struct spawner *sp, const struct sk_error *err)
+{
+	sp_log("error", "fill the pool: %s", err->msg);
+	sp->pool.target = sp->pool.n; /* don't spin on a failing make */
+}
+
 static int loop(struct spawner *sp)
 {
 	struct inbuf in = {0};
@@ -527,7 +534,7 @@ static int loop(struct spawner *sp)
 	size_t cap = 0;
 	int ret = 0;
 	for (;;) {
-		size_t n = 2;
+		size_t n = 3;
 		for (struct sp_sandbox *s = sp->sandboxes; s; s = s->next)
 			n += 2 + 3 * (size_t)s->nexecs;
 		for (struct sp_fop *o = sp->fops; o; o = o->next)
@@ -601,10 +608,15 @@ static int loop(struct spawner *sp)
 			pfds[k] = (struct pollfd){.fd = sp->ino_fd, .events = POLLIN};
 			w[k++] = (struct watch){.kind = W_INOTIFY};
 		}
+		if (rt_pool_making_fd(&sp->pool) >= 0) {
+			pfds[k] =
+			    (struct pollfd){.fd = rt_pool_making_fd(&sp->pool), .events = POLLIN};
+			w[k++] = (struct watch){.kind = W_POOL};
+		}
 		int64_t now = sp_now_mono();
 		int64_t next = timers_next(sp);
 		int timeout = next ? (int)(next > now ? next - now : 0) : -1;
-		int refill = sp->pool.n < sp->pool.target;
+		int refill = sp->pool.n < sp->pool.target && !sp->pool.making;
 		if (refill) {
 			int64_t quiet =
 			    sp->pool.n == 0 ? now : sp->last_request_mono + SP_REFILL_QUIET_MS;
@@ -622,12 +634,11 @@ static int loop(struct spawner *sp)
 		now = sp_now_mono();
 		if (pr == 0 && refill && (!next || next > now)) {
 			/* Idle: one sandbox for the pool, so a request waits for one make at most.
+			 * Its init makes it while requests are served (W_POOL).
 			 */
 			struct sk_error err = {0};
-			if (rt_pool_fill(&sp->pool, 1, &err) < 0) {
-				sp_log("error", "fill the pool: %s", err.msg);
-				sp->pool.target = sp->pool.n; /* don't spin on a failing make */
-			}
+			if (rt_pool_fill_begin(&sp->pool, &err) < 0)
+				pool_fill_failed(sp, &err);
 			continue;
 		}
 		for (size_t i = 1; pr > 0 && i < k; i++) {
@@ -649,6 +660,12 @@ static int loop(struct spawner *sp)
 			case W_FOP_PIPE: sp_fop_read(sp, w[i].fop); break;
 			case W_FOP_PID: sp_fop_reap(sp, w[i].fop); break;
 			case W_INOTIFY: sp_oreads_inotify(sp); break;
+			case W_POOL: {
+				struct sk_error err = {0};
+				if (rt_pool_fill_end(&sp->pool, &err) < 0)
+					pool_fill_failed(sp, &err);
+				break;
+			}
 			case W_JOB_PIPE: sp_job_read(sp, w[i].job); break;
 			case W_JOB_PID: sp_job_reap(sp, w[i].job); break;
 			}

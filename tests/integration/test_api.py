@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import BIN_DIR, proc_alive, sandbox_pids, wait_for
+from conftest import BIN_DIR, proc_alive, sandbox_cgroups, sandbox_pids, wait_for
 
 ID_RE = {p: re.compile(p + r"-[0-9A-HJKMNP-TV-Z]{26}$") for p in ("sb", "ex", "tk", "ws", "wk")}
 
@@ -281,6 +281,41 @@ def test_create_get_exec_delete(skiffd):
     assert s == 200 and again["state"] == "terminated"
     s, body = run(skiffd, sb["id"], ["true"])
     assert s == 409 and err_code(body) == "conflict"
+
+
+def test_execs_racing_the_sandboxs_delete(skiffd):
+    # Execs sent while the sandbox is deleted: each one ran (200), was refused as the sandbox
+    # went (409) or failed to start, never a server error; nothing of the sandbox runs
+    # afterwards.
+    from concurrent.futures import ThreadPoolExecutor
+    for rnd in range(4):
+        s, sb = create(skiffd, {})
+        assert s == 201, sb
+        with ThreadPoolExecutor(6) as pool:
+            execs = [pool.submit(run, skiffd, sb["id"], ["sh", "-c", "echo hi"])
+                     for _ in range(5)]
+            time.sleep(0.002 * rnd)
+            deleted = pool.submit(skiffd.api, "DELETE", f"/v1/sandboxes/{sb['id']}")
+            s, fin = deleted.result()
+            assert s == 200 and fin["state"] == "terminated", fin
+            for f in execs:
+                s, out = f.result()
+                assert s in (200, 409), (s, out)
+                if s == 409:
+                    assert err_code(out) == "conflict", out
+                else:
+                    # failed: the spawner had the delete first and started nothing.
+                    assert out["state"] in ("exited", "lost", "failed"), out
+                    if out["state"] == "failed":
+                        assert out["exit_code"] is None, out
+                    else:
+                        assert out["exit_code"] != 0 or out["stdout"] == "hi\n", out
+
+        def left():
+            return [cg for cg in sandbox_cgroups(skiffd.instance)
+                    if sb["id"] in cg and os.path.exists(f"{cg}/cgroup.procs")
+                    and open(f"{cg}/cgroup.procs").read().split()]
+        assert wait_for(lambda: not left(), 10), left()
 
 
 def test_idle_sandboxes_init_is_skiff_init(skiffd):

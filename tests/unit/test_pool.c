@@ -1,7 +1,8 @@
 /* The pool of sandboxes made ahead (src/runtime/pool.c), against the real kernel: needs root.
  * Every sandbox is checked to run the command it was given, with the request's limits, env,
  * working directory and host name; a request the pool can't serve is made on the spot; the
- * pool refills under a stream of starts; nothing is left afterwards. */
+ * pool refills under a stream of starts, and in two steps with other work between them (a start
+ * takes the sandbox being made; one whose init dies fails); nothing is left afterwards. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -11,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -210,6 +213,92 @@ static void test_refill_under_a_stream_of_starts(void **state)
 	}
 }
 
+/* An empty pool (the fixture is the group's: earlier tests filled it). */
+static void pool_drain(struct fixture *f)
+{
+	struct sk_error err = {0};
+	assert_int_equal(rt_pool_fill_end(&f->pool, &err), 0);
+	while (f->pool.n > 0)
+		assert_int_equal(rt_sandbox_destroy(f->pool.ready[--f->pool.n], &err), 0);
+}
+
+/* Wait (up to 20 s) for the sandbox being made to be done. */
+static void making_wait(struct fixture *f)
+{
+	struct pollfd p = {.fd = rt_pool_making_fd(&f->pool), .events = POLLIN};
+	assert_true(p.fd >= 0);
+	assert_int_equal(poll(&p, 1, 20000), 1);
+}
+
+static void test_refill_in_steps_with_other_starts_between(void **state)
+{
+	struct fixture *f = *state;
+	struct sk_error err = {0};
+	pool_drain(f);
+	assert_int_equal(rt_pool_fill_begin(&f->pool, &err), 1);
+	assert_true(rt_pool_making_fd(&f->pool) >= 0);
+	assert_int_equal(rt_pool_fill_begin(&f->pool, &err), 0); /* one at a time */
+	/* Another sandbox made and run to its end while the pool's is being made. */
+	struct spec s;
+	spec_init(&s);
+	s.timeout_s = 0;
+	char *argv[] = {"sh", "-c", "exit 3"};
+	assert_int_equal(spec_set_argv(&s, argv, 3, &err), 0);
+	struct rt_sandbox *sb;
+	if (rt_sandbox_start(&f->rt, &s, f->rootfs, 0, &sb, &err) < 0)
+		fail_msg("start: %s", err.msg);
+	int status = -1;
+	assert_int_equal(rt_sandbox_wait_command(sb, &status), 0);
+	assert_int_equal(WEXITSTATUS(status), 3);
+	assert_int_equal(rt_sandbox_destroy(sb, &err), 0);
+	spec_release(&s);
+	making_wait(f);
+	if (rt_pool_fill_end(&f->pool, &err) < 0)
+		fail_msg("fill_end: %s", err.msg);
+	assert_int_equal(f->pool.n, 1);
+	assert_int_equal(rt_pool_making_fd(&f->pool), -1);
+	int pooled = 0;
+	assert_int_equal(run(f, "exit 4", f->base.memory_mib, NULL, NULL, NULL, &pooled, NULL), 4);
+	assert_int_equal(pooled, 1);
+}
+
+static void test_a_start_takes_the_sandbox_being_made(void **state)
+{
+	struct fixture *f = *state;
+	struct sk_error err = {0};
+	pool_drain(f);
+	assert_int_equal(rt_pool_fill_begin(&f->pool, &err), 1);
+	int pooled = 0;
+	assert_int_equal(run(f, "exit 6", f->base.memory_mib, NULL, NULL, NULL, &pooled, NULL), 6);
+	assert_int_equal(pooled, 1);
+	assert_int_equal(f->pool.n, 0);
+	assert_int_equal(rt_pool_making_fd(&f->pool), -1);
+}
+
+static void test_a_make_whose_init_dies_fails_and_leaves_nothing(void **state)
+{
+	struct fixture *f = *state;
+	struct sk_error err = {0};
+	pool_drain(f);
+	assert_int_equal(rt_pool_fill_begin(&f->pool, &err), 1);
+	assert_int_equal(
+	    syscall(SYS_pidfd_send_signal, rt_sandbox_pidfd(f->pool.making), SIGKILL, NULL, 0), 0);
+	making_wait(f);
+	assert_true(rt_pool_fill_end(&f->pool, &err) < 0);
+	assert_int_equal(f->pool.n, 0);
+	assert_int_equal(rt_pool_making_fd(&f->pool), -1);
+	/* The teardown checks that nothing of the instance is left. */
+}
+
+static void test_release_destroys_the_sandbox_being_made(void **state)
+{
+	struct fixture *f = *state;
+	struct sk_error err = {0};
+	pool_drain(f);
+	assert_int_equal(rt_pool_fill_begin(&f->pool, &err), 1);
+	/* The teardown releases the pool now, and checks that nothing is left. */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -218,6 +307,10 @@ int main(void)
 	    cmocka_unit_test(test_long_workdir_and_hostname_reach_the_command),
 	    cmocka_unit_test(test_unfit_request_made_on_the_spot),
 	    cmocka_unit_test(test_refill_under_a_stream_of_starts),
+	    cmocka_unit_test(test_refill_in_steps_with_other_starts_between),
+	    cmocka_unit_test(test_a_start_takes_the_sandbox_being_made),
+	    cmocka_unit_test(test_a_make_whose_init_dies_fails_and_leaves_nothing),
+	    cmocka_unit_test(test_release_destroys_the_sandbox_being_made),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
