@@ -249,8 +249,8 @@ _Noreturn void rt_child_main(const struct rt_child_args *a)
 	struct pollfd pfd = {.fd = sync_fd, .events = POLLRDHUP};
 	if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP)))
 		_exit(1);
-	if (unshare(CLONE_NEWCGROUP) < 0) {
-		sk_error_errno(&err, -errno, "new cgroup namespace");
+	if (unshare(CLONE_NEWCGROUP | (a->own_netns ? CLONE_NEWNET : 0)) < 0) {
+		sk_error_errno(&err, -errno, "new cgroup and network namespaces");
 		fail(sync_fd, &err);
 	}
 	umask(022);

@@ -44,6 +44,10 @@ struct rt_child_args {
 	const char *resolv_conf; /* network egress: /etc/resolv.conf's text; NULL: leave it */
 	int serve_execs;         /* RT_START_INIT_EXECS: init keeps the commands' capabilities and
 	                          * starts execs the runtime sends it on sync_fd */
+	/* Unshare the network namespace after GO (none was cloned): making one takes a
+	 * millisecond or two, better spent in init than in the runtime, which may be serving
+	 * requests meanwhile. Not with egress, whose link the runtime sets up before GO. */
+	int own_netns;
 };
 
 /* A sandbox as the runtime holds it (sandbox.c; exec.c and attach.c use it too). */

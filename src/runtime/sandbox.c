@@ -691,12 +691,15 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 	    .upper_volatile = rt->disk.btrfs,
 	    .resolv_conf = spec->network == SPEC_NET_EGRESS ? rt->net->resolv_conf : NULL,
 	    .serve_execs = !!(flags & RT_START_INIT_EXECS),
+	    .own_netns = spec->network != SPEC_NET_EGRESS,
 	};
 	int pidfd = -1;
 	/* Fork-like, on a copy of this stack: init gets a memory of its own (see HELPER_SHARES_VM).
 	 */
-	long pid =
-	    syscall(SYS_clone, SANDBOX_NS_FLAGS | CLONE_PIDFD | SIGCHLD, NULL, &pidfd, NULL, 0);
+	unsigned long ns_flags = SANDBOX_NS_FLAGS;
+	if (sb->child_args.own_netns)
+		ns_flags &= ~(unsigned long)CLONE_NEWNET;
+	long pid = syscall(SYS_clone, ns_flags | CLONE_PIDFD | SIGCHLD, NULL, &pidfd, NULL, 0);
 	if (pid == 0)
 		child_trampoline(&sb->child_args);
 	for (int i = 0; i < 3; i++) {

@@ -162,6 +162,18 @@ def test_no_new_privs_and_seccomp(box):
     assert st["Seccomp"] == "2"
 
 
+def test_network_namespace_is_the_sandboxs_own(box):
+    # Without egress, init makes the network namespace itself (after the runtime's part): the
+    # command must still find only its own loopback, in the kernel's view and in sysfs, which
+    # the root filesystem mounts after that.
+    r = box.run(["sh", "-c", "readlink /proc/self/ns/net; ls /sys/class/net; "
+                 "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '"])
+    assert r.returncode == 0, r.stderr
+    ns, *names = r.stdout.split()
+    assert ns.startswith("net:[") and ns != os.readlink("/proc/self/ns/net"), r.stdout
+    assert names == ["lo", "lo"], r.stdout
+
+
 def test_init_has_no_capabilities(box):
     st = status_fields(ok(box.run(["cat", "/proc/1/status"])))
     assert st["CapEff"] == "0000000000000000"
