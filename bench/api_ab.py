@@ -48,6 +48,9 @@ def main():
     ap.add_argument("--warmup", type=int, default=20, help="unmeasured rounds first (20)")
     ap.add_argument("--pool", type=int, default=2, help="skiffd dev --pool (2)")
     ap.add_argument("--tmpdir", default=None, help="where the data directories go")
+    ap.add_argument("--pause", type=float, default=0.0,
+                    help="seconds of quiet after each round (0): long enough, each build's "
+                         "pool refill lands in it instead of in the other build's round")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("api_ab: needs root (skiffd dev makes sandboxes)")
@@ -69,6 +72,8 @@ def main():
             for k in order:
                 one_round(apis[k], alone[k], res[k] if i >= args.warmup else
                           {s: [] for s in STEPS})
+                if args.pause > 0:
+                    time.sleep(args.pause)
         for k in sides:
             apis[k].delete(alone[k])
             apis[k].close()

@@ -30,6 +30,7 @@
 #define SPAWNER_OUTPUT_KEEP_BYTES          (16 * 1024 * 1024) /* per output file: older bytes dropped */
 #define SPAWNER_OUTPUT_CHECK_MS            1000
 #define SPAWNER_EXEC_DRAIN_MS              1000 /* after an exec exits, how long its output may lag */
+#define SP_EXEC_INLINE_OUTPUT_BYTES        (64 * 1024) /* per stream, sent with a waited exec's end */
 #define SPAWNER_DEFAULT_KILL_GRACE_MS      3000 /* terminate: SIGTERM, then SIGKILL after this */
 #define SPAWNER_MAX_EXECS_PER_SANDBOX      1024 /* running at once */
 #define SPAWNER_DEFAULT_IMAGE_MIN_FREE_PCT 10   /* of the store's filesystem, kept free */

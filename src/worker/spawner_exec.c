@@ -60,9 +60,14 @@ void sp_exec_record(struct sp_sandbox *s, struct sp_exec *e)
 
 static void exec_event(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e)
 {
-	sp_event(sp, json_pack("{s:s, s:s, s:s, s:s, s:i, s:I}", "event", "exec_ended", "id", s->id,
+	json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:i, s:I}", "event", "exec_ended", "id", s->id,
 	                       "exec", e->id, "state", e->end_state, "exit_code", e->exit_code,
-	                       "ended_ms", (json_int_t)e->ended_ms));
+	                       "ended_ms", (json_int_t)e->ended_ms);
+	/* A waited exec's output goes with its end: the worker needs no output op for it. */
+	json_t *out = e->capture && ev ? sp_exec_output_inline(e) : NULL;
+	if (out)
+		json_object_set_new(ev, "output_inline", out);
+	sp_event(sp, ev);
 }
 
 static void exec_ended(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e,
@@ -240,6 +245,9 @@ int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *
 	json_int_t pty_size[2];
 	if ((r = exec_input_options(req, &kind, pty_size, err)) < 0)
 		return r;
+	json_t *capture = json_object_get(req, "capture");
+	if (capture && !json_is_boolean(capture))
+		return sk_error_set(err, -EINVAL, "capture: expected a boolean");
 	json_t *sub = json_object();
 	json_object_set(sub, "command", cmd);
 	const char *keys[] = {"env", "workdir"};
@@ -285,6 +293,7 @@ int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *
 		r = sk_error_set(err, -ENOMEM, "out of memory");
 		goto out;
 	}
+	e->capture = json_is_true(capture);
 	if ((r = exec_files_open(s, e, fds, err)) < 0) {
 		fds[0] = fds[1] = -1;
 		goto out;

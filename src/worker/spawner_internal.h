@@ -193,6 +193,7 @@ struct sp_exec {
 	struct sp_output out[2];
 	struct sp_stdin in;
 	int status_known; /* its end is known, waiting for its terminal's output to drain */
+	int capture;      /* its output goes with its end (?wait=true), when small */
 	/* once ended (or status_known) */
 	const char *end_state; /* "exited" or "lost" */
 	int exit_code;
@@ -330,6 +331,10 @@ int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *
 int sp_op_signal(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_exec_check(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_output(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
+/* An ended exec's whole output, {"stdout": {...}, "stderr": {...}} in the output op's form with
+ * the bytes inline, when each stream holds at most SP_EXEC_INLINE_OUTPUT_BYTES; else NULL (the
+ * worker asks with the output op). */
+json_t *sp_exec_output_inline(const struct sp_exec *e);
 int sp_op_output_cancel(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_file_read(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);
 int sp_op_file_write(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err);

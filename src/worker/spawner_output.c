@@ -134,6 +134,32 @@ static long output_read(struct sp_output *o, int writing, int is_exec, uint64_t 
 	return (long)n;
 }
 
+json_t *sp_exec_output_inline(const struct sp_exec *e)
+{
+	static const char *const STREAMS[] = {"stdout", "stderr"};
+	json_t *all = json_object();
+	for (int i = 0; all && i < 2; i++) {
+		struct stat st;
+		/* Only what fits whole: a larger output is read by the worker, up to its own cap.
+		 */
+		if (stat(e->out[i].path, &st) < 0 || st.st_size > SP_EXEC_INLINE_OUTPUT_BYTES)
+			goto none;
+		struct sk_error err = {0};
+		json_t *o = json_object();
+		struct sp_output out = e->out[i];
+		if (!o || output_read(&out, 0, 1, 0, SP_EXEC_INLINE_OUTPUT_BYTES, 1, o, &err) < 0 ||
+		    !json_is_true(json_object_get(o, "eof"))) {
+			json_decref(o);
+			goto none;
+		}
+		json_object_set_new(all, STREAMS[i], o);
+	}
+	return all;
+none:
+	json_decref(all);
+	return NULL;
+}
+
 /* The output op, once: fills reply; returns 1 when it read nothing and a writer runs (a
  * follower may wait), 0 otherwise, or a negative code in err. The paths it read are put in
  * ret_paths (two at most, when not NULL) for a waiter to watch. */

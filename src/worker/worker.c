@@ -445,22 +445,42 @@ static void spawner_event(struct worker *w, json_t *msg)
 		return;
 	json_t *ev = json_deep_copy(msg);
 	json_object_del(ev, "event");
+	/* A waited exec's output, when the spawner sent it with the end: the server never sees
+	 * it in this form. */
+	json_t *inline_out = json_incref(json_object_get(ev, "output_inline"));
+	json_object_del(ev, "output_inline");
 	json_object_set_new(ev, "type", json_string(type));
 	json_object_set(ev, "sandbox", json_object_get(msg, "id"));
 	json_object_del(ev, "id");
 	if (strcmp(type, "exec_ended") ||
 	    !capture_take(w, json_string_value(json_object_get(msg, "exec")) ?: "")) {
+		json_decref(inline_out);
 		event_queue(w, ev);
 		return;
 	}
 	struct exec_end *e = calloc(1, sizeof(*e));
 	if (!e) {
+		json_decref(inline_out);
 		event_queue(w, ev);
 		return;
 	}
 	e->event = ev;
 	e->output = json_object();
 	static const char *const STREAMS[] = {"stdout", "stderr"};
+	if (json_is_object(inline_out) && json_is_object(json_object_get(inline_out, "stdout")) &&
+	    json_is_object(json_object_get(inline_out, "stderr"))) {
+		for (int i = 0; i < 2; i++) {
+			json_t *o = capture_output(json_object_get(inline_out, STREAMS[i]),
+			                           STREAMS[i], &e->truncated);
+			if (o)
+				json_object_update(e->output, o);
+			json_decref(o);
+		}
+		json_decref(inline_out);
+		exec_end_finish(w, e);
+		return;
+	}
+	json_decref(inline_out);
 	e->pending = 1; /* held until both requests are sent */
 	for (int i = 0; i < 2; i++) {
 		struct exec_end_stream *es = malloc(sizeof(*es));
@@ -1231,12 +1251,13 @@ static void command_run(struct worker *w, json_t *cmd)
 			}
 		}
 		json_t *req = json_pack(
-		    "{s:s, s:O, s:O, s:O, s:O?, s:O?, s:O?, s:O?, s:O?, s:O?}", "op", "exec", "id",
-		    sandbox, "exec", x->exec, "command", json_object_get(cmd, "command"), "env",
-		    json_object_get(cmd, "env"), "workdir", json_object_get(cmd, "workdir"),
+		    "{s:s, s:O, s:O, s:O, s:O?, s:O?, s:O?, s:O?, s:O?, s:O?, s:b}", "op", "exec",
+		    "id", sandbox, "exec", x->exec, "command", json_object_get(cmd, "command"),
+		    "env", json_object_get(cmd, "env"), "workdir", json_object_get(cmd, "workdir"),
 		    "timeout_s", json_object_get(cmd, "timeout_s"), "stdin",
 		    json_object_get(cmd, "stdin"), "pty", json_object_get(cmd, "pty"), "pty_size",
-		    json_object_get(cmd, "pty_size"));
+		    json_object_get(cmd, "pty_size"), "capture",
+		    json_is_true(json_object_get(cmd, "capture")));
 		spawn(w, req, exec_started, x);
 	} else if (!strcmp(op, "terminate")) {
 		spawn(w,

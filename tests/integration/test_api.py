@@ -399,6 +399,20 @@ def test_exec_output_is_capped(skiffd):
     assert s == 200 and out["stdout"] == "after\n"
 
 
+def test_waited_exec_output_whole_around_the_inline_size(skiffd):
+    # A waited exec's output up to 64 KiB a stream comes with its end from the spawner; more is
+    # read with the output op. Either way it is whole, byte for byte, text or not.
+    s, sb = create(skiffd)
+    for n in (0, 1, 65535, 65536, 65537, 200000):
+        script = (f"head -c {n} /dev/zero | tr '\\0' x; "
+                  f"head -c {n} /dev/zero | tr '\\0' '\\377' >&2")
+        s, out = run(skiffd, sb["id"], ["sh", "-c", script])
+        assert s == 200 and out["exit_code"] == 0 and out["truncated"] is False, (n, out)
+        assert out["stdout"] == "x" * n, n
+        err = base64.b64decode(out["stderr_b64"]) if n else out["stderr"].encode()
+        assert err == b"\xff" * n, n
+
+
 def test_async_exec_and_its_status(skiffd):
     s, sb = create(skiffd)
     s, ex = skiffd.api("POST", f"/v1/sandboxes/{sb['id']}/exec",
