@@ -463,6 +463,7 @@ enum {
 	W_FOP_PIPE,
 	W_FOP_PID,
 	W_INOTIFY,
+	W_STATUS,
 	W_POOL,
 	W_JOB_PIPE,
 	W_JOB_PID
@@ -534,7 +535,7 @@ static int loop(struct spawner *sp)
 	size_t cap = 0;
 	int ret = 0;
 	for (;;) {
-		size_t n = 3;
+		size_t n = 4; /* the socket, output reads' inotify, statuses' inotify, the pool */
 		for (struct sp_sandbox *s = sp->sandboxes; s; s = s->next)
 			n += 2 + 3 * (size_t)s->nexecs;
 		for (struct sp_fop *o = sp->fops; o; o = o->next)
@@ -608,6 +609,10 @@ static int loop(struct spawner *sp)
 			pfds[k] = (struct pollfd){.fd = sp->ino_fd, .events = POLLIN};
 			w[k++] = (struct watch){.kind = W_INOTIFY};
 		}
+		if (sp->status_ino_fd >= 0) {
+			pfds[k] = (struct pollfd){.fd = sp->status_ino_fd, .events = POLLIN};
+			w[k++] = (struct watch){.kind = W_STATUS};
+		}
 		if (rt_pool_making_fd(&sp->pool) >= 0) {
 			pfds[k] =
 			    (struct pollfd){.fd = rt_pool_making_fd(&sp->pool), .events = POLLIN};
@@ -660,6 +665,7 @@ static int loop(struct spawner *sp)
 			case W_FOP_PIPE: sp_fop_read(sp, w[i].fop); break;
 			case W_FOP_PID: sp_fop_reap(sp, w[i].fop); break;
 			case W_INOTIFY: sp_oreads_inotify(sp); break;
+			case W_STATUS: sp_exec_status_inotify(sp, now); break;
 			case W_POOL: {
 				struct sk_error err = {0};
 				if (rt_pool_fill_end(&sp->pool, &err) < 0)
@@ -686,6 +692,8 @@ static int loop(struct spawner *sp)
 	}
 	sp_files_release(sp);
 	sp_oreads_release(sp);
+	if (sp->status_ino_fd >= 0)
+		close(sp->status_ino_fd);
 	sp_jobs_release(sp);
 	free(pfds);
 	free(w);
@@ -720,8 +728,12 @@ int spawner_main(const struct spawner_config *cfg, int fd)
 		nofile.rlim_cur = nofile.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &nofile);
 	}
-	struct spawner sp = {
-	    .cfg = cfg, .fd = fd, .ino_fd = -1, .reply_fd = -1, .store_lock_fd = -1};
+	struct spawner sp = {.cfg = cfg,
+	                     .fd = fd,
+	                     .ino_fd = -1,
+	                     .status_ino_fd = -1,
+	                     .reply_fd = -1,
+	                     .store_lock_fd = -1};
 	struct sk_error err = {0};
 	int ret = 1;
 	if (cfg->stdin_holder)

@@ -4,6 +4,7 @@
  * a restarted spawner needs to find it again is in execs/<ex>.json. */
 #include <dirent.h>
 #include <errno.h>
+#include <sys/inotify.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -87,6 +88,67 @@ static void exec_ended(struct spawner *sp, struct sp_sandbox *s, struct sp_exec 
 	exec_event(sp, s, e);
 }
 
+/* Watch s's events log for the status init logs once it has reaped an exec: its pidfd fires
+ * at the exit, init's reap comes just after, and a timer would add its whole period. Returns 1
+ * when the watch is new (look again: the line may have come just before it). */
+static int status_watch(struct spawner *sp, struct sp_sandbox *s)
+{
+	if (s->events_wd > 0)
+		return 0;
+	if (sp->status_ino_fd < 0)
+		sp->status_ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	char path[4096];
+	if (sp->status_ino_fd < 0 || (size_t)snprintf(path, sizeof(path), "%s/events",
+	                                              rt_sandbox_dir(s->sb)) >= sizeof(path))
+		return 0;
+	int wd = inotify_add_watch(sp->status_ino_fd, path, IN_MODIFY);
+	if (wd <= 0)
+		return 0; /* the timer alone, then */
+	s->events_wd = wd;
+	return 1;
+}
+
+static int status_awaited(const struct sp_sandbox *s)
+{
+	for (const struct sp_exec *e = s->execs; e; e = e->next)
+		if (e->running && e->exited_mono && !e->status_known)
+			return 1;
+	return 0;
+}
+
+void sp_exec_status_inotify(struct spawner *sp, int64_t now)
+{
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	int wds[64], nwd = 0, all = 0;
+	ssize_t n;
+	while ((n = read(sp->status_ino_fd, buf, sizeof(buf))) > 0) {
+		for (ssize_t off = 0; off + (ssize_t)sizeof(struct inotify_event) <= n;) {
+			const struct inotify_event *ev = (const void *)(buf + off);
+			if (ev->wd < 0 || nwd == (int)ARRAY_SIZE(wds))
+				all = 1; /* the queue overflowed: everyone looks */
+			else
+				wds[nwd++] = ev->wd;
+			off += (ssize_t)sizeof(*ev) + ev->len;
+		}
+	}
+	for (struct sp_sandbox *s = sp->sandboxes; s; s = s->next) {
+		if (s->events_wd <= 0)
+			continue;
+		int hit = all;
+		for (int i = 0; !hit && i < nwd; i++)
+			hit = wds[i] == s->events_wd;
+		if (!hit)
+			continue;
+		for (struct sp_exec *e = s->execs; e; e = e->next)
+			if (e->running && e->exited_mono && !e->status_known)
+				sp_exec_check(sp, s, e, now);
+		if (!status_awaited(s)) {
+			inotify_rm_watch(sp->status_ino_fd, s->events_wd);
+			s->events_wd = 0;
+		}
+	}
+}
+
 void sp_exec_check(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e, int64_t now)
 {
 	if (!e->running)
@@ -96,6 +158,8 @@ void sp_exec_check(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e, 
 	if (!e->status_known) {
 		int status;
 		int r = rt_exec_status(s->sb, &e->ex, &status);
+		if (r == -EAGAIN && status_watch(sp, s))
+			r = rt_exec_status(s->sb, &e->ex, &status);
 		if (r == -EAGAIN && now - e->exited_mono < SPAWNER_EXEC_DRAIN_MS) {
 			e->recheck_mono = now + SP_EXEC_STATUS_RECHECK_MS;
 			return;

@@ -226,6 +226,7 @@ struct sp_sandbox {
 	struct sp_job *job;         /* its layer being stored (a snapshot, or its end) */
 	char layer[IMG_DIGEST_HEX]; /* its end's layer, once stored */
 	char *layer_error;          /* or why not */
+	int events_wd; /* inotify watch on its events log while an exec's status is awaited; 0 */
 };
 
 struct spawner {
@@ -245,10 +246,12 @@ struct spawner {
 	struct sp_fop *fops;     /* file ops, queued and running, in arrival order */
 	struct sp_oread *oreads; /* output reads waiting for output */
 	unsigned noreads;
-	int ino_fd;      /* inotify on their files; -1: not made yet */
-	int oreads_due;  /* something they all wait for may have happened (an end) */
-	int oreads_some; /* some of them are due (their files changed, a cancel) */
-	int reply_fd;    /* set by a handler: passed with its reply ("fd":true), then closed */
+	int ino_fd;        /* inotify on their files; -1: not made yet */
+	int status_ino_fd; /* inotify on events logs: an exec's status, logged by init after
+	                    * its pidfd fired (sp_exec_status_inotify); -1: not made yet */
+	int oreads_due;    /* something they all wait for may have happened (an end) */
+	int oreads_some;   /* some of them are due (their files changed, a cancel) */
+	int reply_fd;      /* set by a handler: passed with its reply ("fd":true), then closed */
 	char holder_path[4096]; /* the stdin holder program: next to our own binary */
 	struct img_store store; /* rt_image_store_place's: <data_dir>/images or the disk's */
 	int store_ok;
@@ -353,6 +356,8 @@ int sp_exec_request(struct spawner *sp, json_t *req, struct sp_sandbox **ret_s,
 /* Record what a restarted spawner needs of e (execs/<ex>.json): how to find it and its stdin
  * while it runs, its status once it ended. */
 void sp_exec_record(struct sp_sandbox *s, struct sp_exec *e);
+/* An events log being watched changed: execs waiting for their status look again. */
+void sp_exec_status_inotify(struct spawner *sp, int64_t now);
 /* The exec's pidfd fired, or its status recheck is due: report it once its status is known. */
 void sp_exec_check(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e, int64_t now);
 void sp_exec_timers(struct spawner *sp, struct sp_sandbox *s, int64_t now);
