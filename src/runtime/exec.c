@@ -360,6 +360,11 @@ int rt_sandbox_exec(struct rt_sandbox *sb, const struct rt_exec_spec *es, struct
 		                    SPEC_MAX_ENV);
 	if (!rt_sandbox_running(sb))
 		return sk_error_set(err, -ESRCH, "sandbox %s is not running", sb->id);
+	/* A pooled sandbox's init, until its command comes, reads that and nothing else (another
+	 * message would end it), and reaps nothing (an exec's status would never be known). */
+	if ((sb->flags & RT_START_POOLED) && !sb->ran)
+		return sk_error_set(
+		    err, -ESRCH, "sandbox %s is not running yet: it waits for its command", sb->id);
 	int via = exec_via_init(sb, es, ret, err);
 	if (via <= 0)
 		return via;

@@ -38,7 +38,7 @@ struct fixture {
 
 static int teardown(void **state);
 
-static int setup_with(void **state, int in_place)
+static int setup_with(void **state, int in_place, unsigned more_flags)
 {
 	if (geteuid() != 0) {
 		print_message("skipped: making sandboxes needs root\n");
@@ -63,7 +63,8 @@ static int setup_with(void **state, int in_place)
 	struct spec s;
 	spec_init(&s);
 	s.timeout_s = 0;
-	if (rt_sandbox_start(&f->rt, &s, f->rootfs, RT_START_DETACHED | RT_START_INIT_EXECS, &f->sb,
+	if (rt_sandbox_start(&f->rt, &s, f->rootfs,
+	                     RT_START_DETACHED | RT_START_INIT_EXECS | more_flags, &f->sb,
 	                     &err) < 0)
 		fail_msg("start: %s", err.msg);
 	unsetenv("SKIFF_INIT");
@@ -81,12 +82,17 @@ static int setup_with(void **state, int in_place)
 
 static int setup(void **state)
 {
-	return setup_with(state, 0);
+	return setup_with(state, 0, 0);
 }
 
 static int setup_in_place(void **state)
 {
-	return setup_with(state, 1);
+	return setup_with(state, 1, 0);
+}
+
+static int setup_pooled(void **state)
+{
+	return setup_with(state, 0, RT_START_POOLED);
 }
 
 static int teardown(void **state)
@@ -365,6 +371,25 @@ static void test_malformed_requests_start_nothing(void **state)
 	close(null);
 }
 
+/* A pooled sandbox that has no command yet: its init reads nothing but that command (another
+ * message would end the sandbox) and reaps nothing, so an exec is refused until it runs. */
+static void test_exec_before_a_pooled_sandbox_runs(void **state)
+{
+	struct fixture *f = *state;
+	struct sk_error err = {0};
+	char out[64];
+	assert_int_equal(sh(f, "echo early", NULL, out, sizeof(out), &err), -ESRCH);
+	assert_non_null(strstr(err.msg, "waits for its command"));
+	struct spec s;
+	spec_init(&s);
+	s.timeout_s = 0;
+	if (rt_sandbox_run(f->sb, &s, &err) < 0)
+		fail_msg("run: %s", err.msg);
+	spec_release(&s);
+	assert_int_equal(sh(f, "echo $PPID", NULL, out, sizeof(out), &err), 0);
+	assert_string_equal(out, "1\n");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -388,6 +413,8 @@ int main(void)
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_terminal, setup_in_place, teardown),
 	    cmocka_unit_test_setup_teardown(test_malformed_requests_start_nothing, setup_in_place,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_exec_before_a_pooled_sandbox_runs, setup_pooled,
 	                                    teardown),
 	};
 	return failed | cmocka_run_group_tests_name("init_exec (in place)", in_place, NULL, NULL);
