@@ -383,11 +383,14 @@ static void test_exec_before_a_pooled_sandbox_runs(void **state)
 	struct spec s;
 	spec_init(&s);
 	s.timeout_s = 0;
+	s.pids = SPEC_DEFAULT_PIDS - 7; /* not the pool's: execs get the run's RLIMIT_NPROC */
 	if (rt_sandbox_run(f->sb, &s, &err) < 0)
 		fail_msg("run: %s", err.msg);
 	spec_release(&s);
-	assert_int_equal(sh(f, "echo $PPID", NULL, out, sizeof(out), &err), 0);
-	assert_string_equal(out, "1\n");
+	assert_int_equal(sh(f, "echo $PPID; ulimit -u", NULL, out, sizeof(out), &err), 0);
+	char want[32];
+	snprintf(want, sizeof(want), "1\n%d\n", SPEC_DEFAULT_PIDS - 7);
+	assert_string_equal(out, want);
 }
 
 int main(void)
