@@ -194,6 +194,45 @@ static pid_t pidfd_host_pid(int pidfd)
 	return pid > 0 ? pid : 0;
 }
 
+/* What came back on an exec's reply socket so far (exec_via_init). */
+struct exec_replies {
+	struct rt_exec_hello hello;
+	struct exec_report fail; /* type -1: none */
+	int pidfd, pty, got_hello;
+};
+
+/* Read one message of init's or the command's into x: 1, or 0 at EOF, or -errno. A message
+ * of a kind, size or fd that doesn't fit is dropped, its fd closed. */
+static int exec_reply_take(int reply, const struct rt_exec_spec *es, struct exec_replies *x)
+{
+	union {
+		struct rt_exec_hello hello;
+		struct exec_report rep;
+	} u;
+	int fd = -1;
+	ssize_t n = sock_recv_fd(reply, &u, sizeof(u), &fd);
+	if (n <= 0)
+		return (int)n;
+	if (n == (ssize_t)sizeof(u.hello) && u.hello.kind == EXEC_HELLO && !x->got_hello &&
+	    (u.hello.type == RT_MSG_STARTED || u.hello.type == RT_MSG_ERROR)) {
+		x->got_hello = 1;
+		x->hello = u.hello;
+		x->hello.msg[sizeof(x->hello.msg) - 1] = '\0';
+		if (u.hello.type == RT_MSG_STARTED && fd >= 0)
+			x->pidfd = TAKE_FD(fd);
+	} else if (n == (ssize_t)sizeof(u.rep) && u.rep.type == EXEC_PTY && es->pty && x->pty < 0 &&
+	           fd >= 0) {
+		x->pty = TAKE_FD(fd);
+	} else if (n == (ssize_t)sizeof(u.rep) &&
+	           (u.rep.type == RT_MSG_ERROR || u.rep.type == RT_MSG_EXEC_ERROR)) {
+		x->fail = u.rep;
+		x->fail.err.msg[sizeof(x->fail.err.msg) - 1] = '\0';
+	}
+	if (fd >= 0)
+		close(fd);
+	return 1;
+}
+
 /* The exec through init (RT_START_INIT_EXECS): one message on init's socket, init forks the
  * command, which reports on a socket of this exec's own. Returns 1 where init can't be asked
  * (it does not serve, or its socket is closed): the caller takes the setns way. */
@@ -248,9 +287,7 @@ static int exec_via_init(struct rt_sandbox *sb, const struct rt_exec_spec *es, s
 	close(TAKE_FD(theirs));
 	/* Init's word (with the command's pidfd), the command's (a terminal's master, why it
 	 * failed), then EOF: once it exec'd or failed, and init let go of the socket. */
-	struct rt_exec_hello h = {.kind = 0};
-	struct exec_report fail = {.type = -1};
-	int pidfd = -1, pty = -1, got_hello = 0;
+	struct exec_replies x = {.fail = {.type = -1}, .pidfd = -1, .pty = -1};
 	for (;;) {
 		struct pollfd pfd = {.fd = reply, .events = POLLIN};
 		int left = (int)(deadline - now_ms());
@@ -261,38 +298,22 @@ static int exec_via_init(struct rt_sandbox *sb, const struct rt_exec_spec *es, s
 			r = -ETIMEDOUT;
 			break;
 		}
-		union {
-			struct rt_exec_hello hello;
-			struct exec_report rep;
-		} u;
-		int fd = -1;
-		ssize_t n = sock_recv_fd(reply, &u, sizeof(u), &fd);
-		if (n == 0) {
-			r = 0;
+		r = exec_reply_take(reply, es, &x);
+		if (r <= 0)
 			break;
-		}
-		if (n < 0) {
-			r = (int)n;
-			break;
-		}
-		if (n == (ssize_t)sizeof(u.hello) && u.hello.kind == EXEC_HELLO && !got_hello &&
-		    (u.hello.type == RT_MSG_STARTED || u.hello.type == RT_MSG_ERROR)) {
-			got_hello = 1;
-			h = u.hello;
-			h.msg[sizeof(h.msg) - 1] = '\0';
-			if (h.type == RT_MSG_STARTED && fd >= 0 && pidfd < 0)
-				pidfd = TAKE_FD(fd);
-		} else if (n == (ssize_t)sizeof(u.rep) && u.rep.type == EXEC_PTY && es->pty &&
-		           pty < 0 && fd >= 0) {
-			pty = TAKE_FD(fd);
-		} else if (n == (ssize_t)sizeof(u.rep) &&
-		           (u.rep.type == RT_MSG_ERROR || u.rep.type == RT_MSG_EXEC_ERROR)) {
-			fail = u.rep;
-			fail.err.msg[sizeof(fail.err.msg) - 1] = '\0';
-		}
-		if (fd >= 0)
-			close(fd);
 	}
+	if (r < 0) {
+		/* Given up. init may have sent its word (and the pidfd) since we last looked: after
+		 * this shutdown, whatever it sends fails (and init then ends the command itself),
+		 * and what it sent before is read here, so the command is ended below either way.
+		 */
+		shutdown(reply, SHUT_RD);
+		while (exec_reply_take(reply, es, &x) > 0)
+			;
+	}
+	struct rt_exec_hello h = x.hello;
+	struct exec_report fail = x.fail;
+	int pidfd = x.pidfd, pty = x.pty, got_hello = x.got_hello;
 	if (r < 0 || fail.type >= 0 || h.type != RT_MSG_STARTED || pidfd < 0 ||
 	    (es->pty && pty < 0)) {
 		/* A command that did not get as far as its exec is ended: nobody waits for it. */
@@ -342,6 +363,11 @@ int rt_sandbox_exec(struct rt_sandbox *sb, const struct rt_exec_spec *es, struct
 		                    SPEC_MAX_ENV);
 	if (!rt_sandbox_running(sb))
 		return sk_error_set(err, -ESRCH, "sandbox %s is not running", sb->id);
+	/* A pooled sandbox's init, until its command comes, reads that and nothing else (another
+	 * message would end it), and reaps nothing (an exec's status would never be known). */
+	if ((sb->flags & RT_START_POOLED) && !sb->ran)
+		return sk_error_set(
+		    err, -ESRCH, "sandbox %s is not running yet: it waits for its command", sb->id);
 	int via = exec_via_init(sb, es, ret, err);
 	if (via <= 0)
 		return via;

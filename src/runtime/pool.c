@@ -58,6 +58,11 @@ int rt_sandbox_run(struct rt_sandbox *sb, const struct spec *spec, struct sk_err
 	snprintf(header, sizeof(header), "%zu %zu %llu", spec->argc, spec->envc,
 	         (unsigned long long)spec->pids);
 	sb->ran = 1;
+	/* The limits are the run's from here on (an exec's RLIMIT_NPROC is the sandbox's pids). */
+	sb->base.cpu = spec->cpu;
+	sb->base.memory_mib = spec->memory_mib;
+	sb->base.pids = spec->pids;
+	sb->base.disk_mib = spec->disk_mib;
 	r = rt_msg_send(sb->sync_fd, RT_MSG_RUN, 0, header, memfd);
 	close(memfd);
 	if (r < 0)

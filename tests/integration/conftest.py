@@ -497,6 +497,36 @@ def end_instance(b):
     assert not (RUN_DIR / f"{b.instance}.lock").exists(), "instance lock file left after gc"
 
 
+class SuidDumpable:
+    """fs.suid_dumpable, a host-wide setting: set for as short a time as a test can, then put
+    back (restore(), and at teardown whatever happens)."""
+    PATH = "/proc/sys/fs/suid_dumpable"
+
+    def __init__(self):
+        with open(self.PATH) as f:
+            self.old = f.read().strip()
+
+    def set(self, v):
+        with open(self.PATH, "w") as f:
+            f.write(f"{v}\n")
+
+    def restore(self):
+        self.set(self.old)
+
+
+@pytest.fixture
+def suid_dumpable():
+    sd = SuidDumpable()
+    try:
+        sd.restore()
+    except OSError as e:
+        pytest.skip(f"fs.suid_dumpable can't be set here: {e}")
+    try:
+        yield sd
+    finally:
+        sd.restore()
+
+
 @pytest.fixture(scope="session")
 def _session_box(tmp_path_factory):
     if os.geteuid() != 0:

@@ -362,6 +362,38 @@ def test_execs_are_started_by_init_which_holds_only_their_capabilities(skiffd):
     assert s == 200
 
 
+@pytest.mark.parametrize("value", [1, 2])
+def test_init_serving_execs_stays_closed_whatever_suid_dumpable_says(skiffd, suid_dumpable,
+                                                                     value):
+    # Here init holds its commands' capabilities, and it execs skiff-init just after the start.
+    # That exec must leave it as closed as skiff-box's init, which holds none
+    # (test_box_detach.py): under 1 it would make init dumpable for the sandbox's root, so init
+    # stays as it is; under 2 it execs and stays closed (dumpable for the host's root only).
+    exe = str(BIN_DIR / "skiff-init")
+
+    def inits():
+        return {p for p, _ in sandbox_pids(skiffd.instance)
+                if os.path.exists(f"/proc/{p}/exe") and os.readlink(f"/proc/{p}/exe") == exe}
+    before = inits()
+    suid_dumpable.set(value)
+    try:
+        s, sb = create(skiffd, {})
+        assert s == 201, sb
+        # Settled at the exec: the setting is put back once init has had time to make it.
+        execd = wait_for(lambda: inits() - before, 10 if value == 2 else 0.5)
+    finally:
+        suid_dumpable.restore()
+    assert bool(execd) == (value == 2), execd
+    s, out = run(skiffd, sb["id"], ["sh", "-c", "grep ^CapEff /proc/1/status; cat /proc/1/maps; "
+                                    "ls /proc/1/fd; head -c 1 /proc/1/mem; cat /proc/1/environ"])
+    assert s == 200, out
+    assert int(out["stdout"].split()[1], 16), out  # capabilities, and the rest printed nothing
+    assert out["stdout"].count("\n") == 1, out
+    assert out["stderr"].count("Permission denied") == 4, out
+    s, _ = skiffd.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    assert s == 200
+
+
 def test_exec_sees_state_of_earlier_execs_and_env(skiffd):
     s, sb = create(skiffd, {"env": {"GREETING": "hi"}})
     assert s == 201

@@ -262,36 +262,6 @@ def init_closed_from_inside(b, sbid):
     assert r.stderr.count("Permission denied") == 3, r.stderr
 
 
-class SuidDumpable:
-    """fs.suid_dumpable, a host-wide setting: set for as short a time as a test can, then put
-    back (restore(), and at teardown whatever happens)."""
-    PATH = "/proc/sys/fs/suid_dumpable"
-
-    def __init__(self):
-        with open(self.PATH) as f:
-            self.old = f.read().strip()
-
-    def set(self, v):
-        with open(self.PATH, "w") as f:
-            f.write(f"{v}\n")
-
-    def restore(self):
-        self.set(self.old)
-
-
-@pytest.fixture
-def suid_dumpable():
-    sd = SuidDumpable()
-    try:
-        sd.restore()
-    except OSError as e:
-        pytest.skip(f"fs.suid_dumpable can't be set here: {e}")
-    try:
-        yield sd
-    finally:
-        sd.restore()
-
-
 @pytest.mark.parametrize("value", [1, 2])
 def test_idle_init_stays_closed_whatever_suid_dumpable_says(box, detached, suid_dumpable, value):
     # The kernel gives a process that execs a file it can't read the dumpability of

@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -35,7 +36,9 @@ struct fixture {
 	struct rt_sandbox *sb;
 };
 
-static int setup_with(void **state, int in_place)
+static int teardown(void **state);
+
+static int setup_with(void **state, int in_place, unsigned more_flags)
 {
 	if (geteuid() != 0) {
 		print_message("skipped: making sandboxes needs root\n");
@@ -49,33 +52,47 @@ static int setup_with(void **state, int in_place)
 	assert_int_equal(image_busybox_ensure(f->data, getenv(BUSYBOX_PATH_ENV), f->rootfs,
 	                                      sizeof(f->rootfs), &err),
 	                 0);
-	/* A path that is not skiff-init: init stays a copy of us. */
+	if (rt_init(&f->rt, inst, NULL, &err) < 0)
+		fail_msg("rt_init: %s", err.msg);
+	/* A path that is not skiff-init: init stays a copy of us. The runtime looks for skiff-init
+	 * at its first detached start. */
 	if (in_place)
 		setenv("SKIFF_INIT", "/nonexistent/skiff-init", 1);
 	else
 		unsetenv("SKIFF_INIT");
-	if (rt_init(&f->rt, inst, NULL, &err) < 0)
-		fail_msg("rt_init: %s", err.msg);
-	unsetenv("SKIFF_INIT");
 	struct spec s;
 	spec_init(&s);
 	s.timeout_s = 0;
-	if (rt_sandbox_start(&f->rt, &s, f->rootfs, RT_START_DETACHED | RT_START_INIT_EXECS, &f->sb,
+	if (rt_sandbox_start(&f->rt, &s, f->rootfs,
+	                     RT_START_DETACHED | RT_START_INIT_EXECS | more_flags, &f->sb,
 	                     &err) < 0)
 		fail_msg("start: %s", err.msg);
+	unsetenv("SKIFF_INIT");
 	spec_release(&s);
 	*state = f;
+	/* Each group runs the init it is named after: without skiff-init (build/bin, beside these
+	 * tests' build/tests) the first would test init in place twice. */
+	if (in_place ? f->rt.init_exe_fd >= 0 : f->rt.init_exe_fd < 0) {
+		teardown(state);
+		fail_msg("%s",
+		         in_place ? "init is not in place" : "no skiff-init beside the tests");
+	}
 	return 0;
 }
 
 static int setup(void **state)
 {
-	return setup_with(state, 0);
+	return setup_with(state, 0, 0);
 }
 
 static int setup_in_place(void **state)
 {
-	return setup_with(state, 1);
+	return setup_with(state, 1, 0);
+}
+
+static int setup_pooled(void **state)
+{
+	return setup_with(state, 0, RT_START_POOLED);
 }
 
 static int teardown(void **state)
@@ -172,11 +189,13 @@ static void test_command_holds_only_its_stdio(void **state)
 	struct fixture *f = *state;
 	struct sk_error err = {0};
 	char out[512];
-	int code = sh(f, "ls /proc/$$/fd | tr '\\n' ' '", NULL, out, sizeof(out), &err);
+	/* No pipeline (its pipe is the shell's for a moment, which ls may see), and not the
+	 * script's last command (the shell would exec it: ls's own directory fd). */
+	int code = sh(f, "ls /proc/$$/fd; exit 0", NULL, out, sizeof(out), &err);
 	assert_int_equal(code, 0);
 	/* The shell's 0, 1 and 2: nothing of init's (its socket, events log, signalfd), nothing
 	 * of the request's (the reply socket, the command's memfd). */
-	assert_string_equal(out, "0 1 2 ");
+	assert_string_equal(out, "0\n1\n2\n");
 }
 
 static void test_failures_come_back_as_errors(void **state)
@@ -279,14 +298,39 @@ static int memfd_of(const char *bytes, size_t len)
 	return fd;
 }
 
+/* The pids of init's children other than the shell that asks (whose $$ it is), one a line. */
+#define INITS_OTHER_CHILDREN                                                                       \
+	"for f in /proc/[0-9]*/stat; do read -r a b c p r < $f 2>/dev/null && [ \"$p\" = 1 ] && "  \
+	"[ \"$a\" != $$ ] && echo $a; done; exit 0"
+
+/* Wait for init's word on a raw request's reply socket, past any report of the command's own
+ * (its "about to exec" may come first); *ret_pidfd gets the fd it carries. */
+static void raw_hello(int fd, struct rt_exec_hello *h, int *ret_pidfd)
+{
+	for (;;) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		assert_int_equal(poll(&p, 1, 5000), 1);
+		int pass = -1;
+		assert_int_equal(sock_recv_fd(fd, h, sizeof(*h), &pass), (ssize_t)sizeof(*h));
+		if (h->kind == EXEC_HELLO) {
+			*ret_pidfd = pass;
+			return;
+		}
+		if (pass >= 0)
+			close(pass);
+	}
+}
+
 static void test_malformed_requests_start_nothing(void **state)
 {
 	struct fixture *f = *state;
 	struct sk_error err = {0};
 	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-	static const char touch[] = "\0\0touch\0/tmp/made\0";
-	int good = memfd_of(touch, sizeof(touch) - 1);
-	int io[4] = {good, null, null, null};
+	/* Requests that must start nothing carry a command that would still run when we look. */
+	static const char sleeper[] = "\0\0sleep\0"
+	                              "1000\0";
+	int slow = memfd_of(sleeper, sizeof(sleeper) - 1);
+	int io[4] = {slow, null, null, null};
 	/* Not an exec; a header that doesn't parse; argc 0; fds missing; a terminal with stdio
 	 * too; strings that don't match their counts. */
 	assert_int_equal(raw_reply(raw_request(f, RT_MSG_GO, "2 0 0 0 0 0", io, 4, 0)), 1);
@@ -296,35 +340,57 @@ static void test_malformed_requests_start_nothing(void **state)
 	assert_int_equal(raw_reply(raw_request(f, RT_MSG_EXEC, "2 0 0 1 24 80", io, 4, 0)), 1);
 	assert_int_equal(raw_reply(raw_request(f, RT_MSG_EXEC, "3 0 0 0 0 0", io, 4, 0)), 1);
 	assert_int_equal(raw_reply(raw_request(f, RT_MSG_EXEC, "2 5000 0 0 0 0", io, 4, 0)), 1);
-	static const char huge_env[] = "\0\0touch\0/tmp/made\0";
-	int bad = memfd_of(huge_env, 3); /* cut short */
+	static const char cut[] = "\0\0sleep\0"
+	                          "1000\0";
+	int bad = memfd_of(cut, 3); /* cut short */
 	int io_bad[4] = {bad, null, null, null};
 	assert_int_equal(raw_reply(raw_request(f, RT_MSG_EXEC, "2 0 0 0 0 0", io_bad, 4, 0)), 1);
 	close(bad);
 	/* A well-formed one whose asker is gone: not started. */
-	int gone = raw_request(f, RT_MSG_EXEC, "2 0 0 0 0 0", io, 4, 1);
-	assert_int_equal(gone, -1);
-	char out[64];
-	/* The same request with its asker there does start (the control for the checks above). */
-	assert_int_equal(
-	    sh(f, "test -e /tmp/made && echo made || echo none", NULL, out, sizeof(out), &err), 0);
-	assert_string_equal(out, "none\n");
+	raw_request(f, RT_MSG_EXEC, "2 0 0 0 0 0", io, 4, 1);
+	/* init serves in order: by the time this shell runs, each of those was turned down or
+	 * started, and a started one would still sleep. */
+	char out[256];
+	assert_int_equal(sh(f, INITS_OTHER_CHILDREN, NULL, out, sizeof(out), &err), 0);
+	assert_string_equal(out, "");
+	/* The control: the same request with its asker there does start. */
 	int ok = raw_request(f, RT_MSG_EXEC, "2 0 0 0 0 0", io, 4, 0);
-	struct pollfd p = {.fd = ok, .events = POLLIN};
-	assert_int_equal(poll(&p, 1, 5000), 1);
 	struct rt_exec_hello h;
 	int pidfd = -1;
-	assert_int_equal(sock_recv_fd(ok, &h, sizeof(h), &pidfd), (ssize_t)sizeof(h));
+	raw_hello(ok, &h, &pidfd);
 	assert_int_equal(h.type, RT_MSG_STARTED);
 	assert_true(pidfd >= 0);
-	struct pollfd pe = {.fd = pidfd, .events = POLLIN};
-	assert_int_equal(poll(&pe, 1, 5000), 1); /* it ran and exited */
+	assert_int_equal(sh(f, INITS_OTHER_CHILDREN, NULL, out, sizeof(out), &err), 0);
+	char want[32];
+	snprintf(want, sizeof(want), "%d\n", (int)h.nspid);
+	assert_string_equal(out, want);
+	assert_int_equal(syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0), 0);
 	close(pidfd);
 	close(ok);
-	assert_int_equal(sh(f, "test -e /tmp/made && echo made", NULL, out, sizeof(out), &err), 0);
-	assert_string_equal(out, "made\n");
-	close(good);
+	close(slow);
 	close(null);
+}
+
+/* A pooled sandbox that has no command yet: its init reads nothing but that command (another
+ * message would end the sandbox) and reaps nothing, so an exec is refused until it runs. */
+static void test_exec_before_a_pooled_sandbox_runs(void **state)
+{
+	struct fixture *f = *state;
+	struct sk_error err = {0};
+	char out[64];
+	assert_int_equal(sh(f, "echo early", NULL, out, sizeof(out), &err), -ESRCH);
+	assert_non_null(strstr(err.msg, "waits for its command"));
+	struct spec s;
+	spec_init(&s);
+	s.timeout_s = 0;
+	s.pids = SPEC_DEFAULT_PIDS - 7; /* not the pool's: execs get the run's RLIMIT_NPROC */
+	if (rt_sandbox_run(f->sb, &s, &err) < 0)
+		fail_msg("run: %s", err.msg);
+	spec_release(&s);
+	assert_int_equal(sh(f, "echo $PPID; ulimit -u", NULL, out, sizeof(out), &err), 0);
+	char want[32];
+	snprintf(want, sizeof(want), "1\n%d\n", SPEC_DEFAULT_PIDS - 7);
+	assert_string_equal(out, want);
 }
 
 int main(void)
@@ -344,10 +410,14 @@ int main(void)
 	                                    setup_in_place, teardown),
 	    cmocka_unit_test_setup_teardown(test_init_holds_the_commands_capabilities_and_no_more,
 	                                    setup_in_place, teardown),
+	    cmocka_unit_test_setup_teardown(test_command_holds_only_its_stdio, setup_in_place,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_failures_come_back_as_errors, setup_in_place,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_terminal, setup_in_place, teardown),
 	    cmocka_unit_test_setup_teardown(test_malformed_requests_start_nothing, setup_in_place,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_exec_before_a_pooled_sandbox_runs, setup_pooled,
 	                                    teardown),
 	};
 	return failed | cmocka_run_group_tests_name("init_exec (in place)", in_place, NULL, NULL);
