@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -200,11 +201,12 @@ _Noreturn void rt_init_loop(int sync_fd, int events_fd, pid_t main_pid, const si
 	int sig_fd = serve_execs ? signalfd(-1, mask, SFD_CLOEXEC | SFD_NONBLOCK) : -1;
 	/* Reap first: a child may have ended before we waited (or before skiff-init was exec'd;
 	 * its SIGCHLD stays pending across the exec, but looking costs nothing). */
+	int listening = 1; /* to the runtime's requests on sync_fd (its reports go there too) */
 	while (sig_fd >= 0) {
 		reap(sync_fd, events_fd, main_pid);
 		struct pollfd p[2] = {{.fd = sig_fd, .events = POLLIN},
 		                      {.fd = sync_fd, .events = POLLIN}};
-		if (poll(p, sync_fd >= 0 ? 2 : 1, -1) < 0)
+		if (poll(p, listening ? 2 : 1, -1) < 0)
 			continue;
 		if (p[0].revents & POLLIN) {
 			struct signalfd_siginfo si[8];
@@ -215,13 +217,19 @@ _Noreturn void rt_init_loop(int sync_fd, int events_fd, pid_t main_pid, const si
 					kill(main_pid, sig);
 			}
 		}
-		/* The runtime's end closed: it has no more execs for us (and reports go nowhere
-		 * but the events log). */
+		/* The runtime's end closed: it has no more execs for us. A socket we can't read
+		 * any more is shut for reading, so that the runtime's next request fails at once
+		 * (it then takes the setns way) instead of waiting for a reply that never comes;
+		 * our reports to it still go. */
+		if (!listening)
+			continue;
 		if (p[1].revents & POLLIN) {
-			if (serve_exec(sync_fd) < 0)
-				sync_fd = -1;
+			if (serve_exec(sync_fd) < 0) {
+				shutdown(sync_fd, SHUT_RD);
+				listening = 0;
+			}
 		} else if (p[1].revents & (POLLHUP | POLLERR | POLLNVAL)) {
-			sync_fd = -1;
+			listening = 0;
 		}
 	}
 	for (;;) {
