@@ -31,17 +31,9 @@
 	 CLONE_NEWCGROUP)
 #define EXEC_STATUS_WAIT_MS 2000 /* how long init may take to log a status after the exit */
 
-/* What the intermediate reports (with the command's pidfd attached on success). */
-struct exec_hello {
-	int32_t type; /* RT_MSG_STARTED, RT_MSG_ERROR or RT_MSG_EXEC_ERROR */
-	int32_t code;
-	pid_t pid;
-	pid_t nspid;
-	unsigned long long start;
-	char msg[SK_ERROR_MSG_BYTES];
-};
-
-static void hello_send(int fd, const struct exec_hello *h, int pass_fd)
+/* What the intermediate reports (with the command's pidfd attached on success): the same
+ * struct rt_exec_hello init sends for an exec it starts. */
+static void hello_send(int fd, const struct rt_exec_hello *h, int pass_fd)
 {
 	sock_send_fd(fd, h, sizeof(*h), pass_fd);
 }
@@ -49,7 +41,7 @@ static void hello_send(int fd, const struct exec_hello *h, int pass_fd)
 _Noreturn static void intermediate_fail(int fd, int type, int code, const char *fmt,
                                         const char *what)
 {
-	struct exec_hello h = {.type = type, .code = code};
+	struct rt_exec_hello h = {.kind = EXEC_HELLO, .type = type, .code = code};
 	snprintf(h.msg, sizeof(h.msg), fmt, what, strerror(-code));
 	hello_send(fd, &h, -1);
 	_exit(1);
@@ -99,7 +91,8 @@ _Noreturn static void intermediate(struct rt_sandbox *sb, const struct rt_exec_s
 	prctl(PR_SET_DUMPABLE, 0);
 	struct sk_error eerr = {0};
 	if (rt_sandbox_enter(sb, &eerr) < 0) {
-		struct exec_hello h = {.type = RT_MSG_ERROR, .code = eerr.code};
+		struct rt_exec_hello h = {
+		    .kind = EXEC_HELLO, .type = RT_MSG_ERROR, .code = eerr.code};
 		snprintf(h.msg, sizeof(h.msg), "%s", eerr.msg);
 		hello_send(fd, &h, -1);
 		_exit(1);
@@ -150,7 +143,7 @@ _Noreturn static void intermediate(struct rt_sandbox *sb, const struct rt_exec_s
 	close(errpipe[1]);
 	/* The command is our child until we exit: nobody can reap it before we have its pidfd.
 	 * We are in the sandbox's pid namespace and see its /proc: pid is its pid in there. */
-	struct exec_hello h = {.type = RT_MSG_STARTED, .nspid = pid};
+	struct rt_exec_hello h = {.kind = EXEC_HELLO, .type = RT_MSG_STARTED, .nspid = pid};
 	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (proc_start_time(pid, &h.start) < 0) {
 		kill(pid, SIGKILL);
@@ -311,18 +304,17 @@ static int exec_via_init(struct rt_sandbox *sb, const struct rt_exec_spec *es, s
 		while (exec_reply_take(reply, es, &x) > 0)
 			;
 	}
-	struct rt_exec_hello h = x.hello;
-	struct exec_report fail = x.fail;
-	int pidfd = x.pidfd, pty = x.pty, got_hello = x.got_hello;
-	if (r < 0 || fail.type >= 0 || h.type != RT_MSG_STARTED || pidfd < 0 ||
-	    (es->pty && pty < 0)) {
+	const struct rt_exec_hello *h = &x.hello;
+	const struct exec_report *fail = &x.fail;
+	if (r < 0 || fail->type >= 0 || h->type != RT_MSG_STARTED || x.pidfd < 0 ||
+	    (es->pty && x.pty < 0)) {
 		/* A command that did not get as far as its exec is ended: nobody waits for it. */
-		if (pidfd >= 0) {
-			syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
-			close(pidfd);
+		if (x.pidfd >= 0) {
+			syscall(SYS_pidfd_send_signal, x.pidfd, SIGKILL, NULL, 0);
+			close(x.pidfd);
 		}
-		if (pty >= 0)
-			close(pty);
+		if (x.pty >= 0)
+			close(x.pty);
 		if (r == -ETIMEDOUT)
 			return sk_error_set(err, -ETIMEDOUT,
 			                    "exec into %s: not started within %d ms (the sandbox "
@@ -333,23 +325,23 @@ static int exec_via_init(struct rt_sandbox *sb, const struct rt_exec_spec *es, s
 			return sk_error_set(err, -ESRCH, "sandbox %s is not running", sb->id);
 		if (r < 0)
 			return sk_error_errno(err, r, "exec into %s: init's reply", sb->id);
-		if (fail.type == RT_MSG_EXEC_ERROR)
+		if (fail->type == RT_MSG_EXEC_ERROR)
 			return sk_error_set(
-			    err, fail.err.code == -ENOENT ? -SK_ECMD_NOTFOUND : -SK_ECMD_EXEC, "%s",
-			    fail.err.msg);
-		if (fail.type == RT_MSG_ERROR)
-			return sk_error_set(err, fail.err.code < 0 ? fail.err.code : -EIO,
-			                    "exec into %s: %s", sb->id, fail.err.msg);
-		if (got_hello && h.type == RT_MSG_ERROR)
-			return sk_error_set(err, h.code < 0 ? h.code : -EIO, "exec into %s: %s",
-			                    sb->id, h.msg);
+			    err, fail->err.code == -ENOENT ? -SK_ECMD_NOTFOUND : -SK_ECMD_EXEC,
+			    "%s", fail->err.msg);
+		if (fail->type == RT_MSG_ERROR)
+			return sk_error_set(err, fail->err.code < 0 ? fail->err.code : -EIO,
+			                    "exec into %s: %s", sb->id, fail->err.msg);
+		if (x.got_hello && h->type == RT_MSG_ERROR)
+			return sk_error_set(err, h->code < 0 ? h->code : -EIO, "exec into %s: %s",
+			                    sb->id, h->msg);
 		return sk_error_set(err, -EIO, "exec into %s: init did not start it", sb->id);
 	}
-	*ret = (struct rt_exec){.pid = pidfd_host_pid(pidfd),
-	                        .nspid = h.nspid,
-	                        .start = h.start,
-	                        .pidfd = pidfd,
-	                        .pty_fd = pty};
+	*ret = (struct rt_exec){.pid = pidfd_host_pid(x.pidfd),
+	                        .nspid = h->nspid,
+	                        .start = h->start,
+	                        .pidfd = x.pidfd,
+	                        .pty_fd = x.pty};
 	return 0;
 }
 
@@ -390,7 +382,7 @@ int rt_sandbox_exec(struct rt_sandbox *sb, const struct rt_exec_spec *es, struct
 	}
 	setpgid(pid, pid); /* also here: whichever runs first */
 	close(sp[1]);
-	struct exec_hello h;
+	struct rt_exec_hello h;
 	int fds[2] = {-1, -1}; /* the command's pidfd, the terminal's master */
 	int pidfd = -1;
 	_cleanup_close_ int pty = -1;
