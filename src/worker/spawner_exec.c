@@ -108,12 +108,16 @@ static int status_watch(struct spawner *sp, struct sp_sandbox *s)
 	return 1;
 }
 
-static int status_awaited(const struct sp_sandbox *s)
+/* The watch goes once no exec of s waits for its status, however the last one learnt it. */
+static void status_unwatch_if_idle(struct spawner *sp, struct sp_sandbox *s)
 {
+	if (s->events_wd <= 0)
+		return;
 	for (const struct sp_exec *e = s->execs; e; e = e->next)
 		if (e->running && e->exited_mono && !e->status_known)
-			return 1;
-	return 0;
+			return;
+	inotify_rm_watch(sp->status_ino_fd, s->events_wd);
+	s->events_wd = 0;
 }
 
 void sp_exec_status_inotify(struct spawner *sp, int64_t now)
@@ -142,10 +146,6 @@ void sp_exec_status_inotify(struct spawner *sp, int64_t now)
 		for (struct sp_exec *e = s->execs; e; e = e->next)
 			if (e->running && e->exited_mono && !e->status_known)
 				sp_exec_check(sp, s, e, now);
-		if (!status_awaited(s)) {
-			inotify_rm_watch(sp->status_ino_fd, s->events_wd);
-			s->events_wd = 0;
-		}
 	}
 }
 
@@ -165,6 +165,7 @@ void sp_exec_check(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e, 
 			return;
 		}
 		e->status_known = 1;
+		status_unwatch_if_idle(sp, s);
 		e->end_state = r < 0 ? "lost" : "exited";
 		if (r < 0)
 			e->exit_code = 137;
