@@ -172,36 +172,28 @@ fail:
 int rt_command_memfd(const char *workdir, const char *hostname, char *const *argv, size_t argc,
                      char *const *env, size_t envc, struct sk_error *err)
 {
-	const char *head[2] = {workdir ? workdir : "", hostname ? hostname : ""};
+	char *const head[2] = {(char *)(workdir ? workdir : ""),
+	                       (char *)(hostname ? hostname : "")};
+	char *const *lists[3] = {head, argv, env};
+	size_t counts[3] = {2, argc, envc};
 	size_t size = 0;
-	for (int i = 0; i < 2; i++)
-		size += strlen(head[i]) + 1;
-	for (size_t i = 0; i < argc; i++)
-		size += strlen(argv[i]) + 1;
-	for (size_t i = 0; i < envc; i++)
-		size += strlen(env[i]) + 1;
+	for (int l = 0; l < 3; l++)
+		for (size_t i = 0; i < counts[l]; i++)
+			size += strlen(lists[l][i]) + 1;
 	if (size > RT_COMMAND_MAX_BYTES)
 		return sk_error_set(err, -E2BIG, "the command's strings: more than %d bytes",
 		                    RT_COMMAND_MAX_BYTES);
+	/* One buffer, one write: the memfd is read back whole. */
 	_cleanup_free_ char *buf = malloc(size);
 	if (!buf)
 		return sk_error_set(err, -ENOMEM, "out of memory");
 	size_t off = 0;
-	for (int i = 0; i < 2; i++) {
-		size_t len = strlen(head[i]) + 1;
-		memcpy(buf + off, head[i], len);
-		off += len;
-	}
-	for (size_t i = 0; i < argc; i++) {
-		size_t len = strlen(argv[i]) + 1;
-		memcpy(buf + off, argv[i], len);
-		off += len;
-	}
-	for (size_t i = 0; i < envc; i++) {
-		size_t len = strlen(env[i]) + 1;
-		memcpy(buf + off, env[i], len);
-		off += len;
-	}
+	for (int l = 0; l < 3; l++)
+		for (size_t i = 0; i < counts[l]; i++) {
+			size_t len = strlen(lists[l][i]) + 1;
+			memcpy(buf + off, lists[l][i], len);
+			off += len;
+		}
 	int fd = memfd_create("skiff-command", MFD_CLOEXEC);
 	if (fd < 0)
 		return sk_error_errno(err, -errno, "memfd_create");

@@ -93,8 +93,8 @@ static int output_locate(struct sp_sandbox *s, const char *exid, int si, struct 
  * inline, "data_b64" with the bytes; else "path" and "length" for the caller to read them
  * itself (the worker: it sends them on without JSON). Returns that many bytes, or a negative
  * code in err. */
-static long output_read(struct sp_output *o, int writing, int is_exec, uint64_t offset, size_t max,
-                        int inline_data, json_t *into, struct sk_error *err)
+static long output_read(const struct sp_output *o, int writing, int is_exec, uint64_t offset,
+                        size_t max, int inline_data, json_t *into, struct sk_error *err)
 {
 	_cleanup_close_ int fd = open(o->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
 	if (fd < 0 && errno == ENOENT && is_exec)
@@ -146,8 +146,8 @@ json_t *sp_exec_output_inline(const struct sp_exec *e)
 			goto none;
 		struct sk_error err = {0};
 		json_t *o = json_object();
-		struct sp_output out = e->out[i];
-		if (!o || output_read(&out, 0, 1, 0, SP_EXEC_INLINE_OUTPUT_BYTES, 1, o, &err) < 0 ||
+		if (!o ||
+		    output_read(&e->out[i], 0, 1, 0, SP_EXEC_INLINE_OUTPUT_BYTES, 1, o, &err) < 0 ||
 		    !json_is_true(json_object_get(o, "eof"))) {
 			json_decref(o);
 			goto none;

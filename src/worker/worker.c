@@ -411,16 +411,21 @@ static void exec_end_finish(struct worker *w, struct exec_end *e)
 	free(e);
 }
 
+/* One stream's output (the output op's reply form) into the exec's end. */
+static void exec_end_take(struct exec_end *e, json_t *reply, const char *stream)
+{
+	json_t *o = capture_output(reply, stream, &e->truncated);
+	if (o)
+		json_object_update(e->output, o);
+	json_decref(o);
+}
+
 static void exec_end_output(struct worker *w, json_t *reply, void *ud)
 {
 	struct exec_end_stream *es = ud;
 	struct exec_end *e = es->e;
-	if (reply_ok(reply)) {
-		json_t *o = capture_output(reply, es->stream, &e->truncated);
-		if (o)
-			json_object_update(e->output, o);
-		json_decref(o);
-	}
+	if (reply_ok(reply))
+		exec_end_take(e, reply, es->stream);
 	free(es);
 	if (--e->pending == 0)
 		exec_end_finish(w, e);
@@ -469,13 +474,8 @@ static void spawner_event(struct worker *w, json_t *msg)
 	static const char *const STREAMS[] = {"stdout", "stderr"};
 	if (json_is_object(inline_out) && json_is_object(json_object_get(inline_out, "stdout")) &&
 	    json_is_object(json_object_get(inline_out, "stderr"))) {
-		for (int i = 0; i < 2; i++) {
-			json_t *o = capture_output(json_object_get(inline_out, STREAMS[i]),
-			                           STREAMS[i], &e->truncated);
-			if (o)
-				json_object_update(e->output, o);
-			json_decref(o);
-		}
+		for (int i = 0; i < 2; i++)
+			exec_end_take(e, json_object_get(inline_out, STREAMS[i]), STREAMS[i]);
 		json_decref(inline_out);
 		exec_end_finish(w, e);
 		return;
