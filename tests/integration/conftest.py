@@ -8,6 +8,7 @@ leave not even the instance's parent cgroups behind.
 """
 
 import contextlib
+import io
 import os
 import random
 import re
@@ -19,6 +20,7 @@ import string
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import time
 from pathlib import Path
 
@@ -51,6 +53,20 @@ def wait_for(pred, timeout, interval=POLL_S):
         if v or time.monotonic() >= deadline:
             return v
         time.sleep(interval)
+
+
+def make_tar(files):
+    """A tar of {path: bytes, or (bytes, mode)}, mtime fixed (the same bytes every time)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for path, data in files.items():
+            data, mode = data if isinstance(data, tuple) else (data, 0o644)
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            info.mode = mode
+            info.mtime = 1700000000
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
 
 
 def sh(d, sbid, script):

@@ -6,16 +6,15 @@ store on it; the data directory's own filesystem when there is no disk."""
 import ctypes
 import fcntl
 import hashlib
-import io
 import os
 import struct
 import subprocess
-import tarfile
 
 import pytest
 
 from conftest import (LOOP_RELEASE_S, SKIFF_BOX, Box, Skiffd, data_disk_leaks, descendants,
-                      end_skiffd, free_port, new_instance, proc_alive, proc_info, sh, wait_for)
+                      end_skiffd, free_port, make_tar, new_instance, proc_alive, proc_info, sh,
+                      wait_for)
 from test_images import build, put_blob, wait_built
 
 BTRFS_SUPER_MAGIC = 0x9123683E
@@ -68,19 +67,9 @@ def start(tmp_path, env=None, pool=1):
     return d
 
 
-def tar_of(files, mode):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as t:
-        for p, data in files.items():
-            info = tarfile.TarInfo(p)
-            info.size, info.mode, info.mtime = len(data), mode, 1700000000
-            t.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def image_of(d, files, mode=0o644):
     """An image of busybox with the files {path: bytes} (mode) copied to /."""
-    s, body = put_blob(d, tar_of(files, mode))
+    s, body = put_blob(d, make_tar({p: (data, mode) for p, data in files.items()}))
     assert s in (200, 201), body
     img = wait_built(d, build(d, {"base": "busybox", "steps": [
         {"copy": {"blob": body["digest"], "dest": "/"}}]})["id"])

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import _after_test, _own_skiffd, sh, wait_for
+from conftest import _after_test, _own_skiffd, make_tar, sh, wait_for
 
 MAX_BLOB = 1024 * 1024  # lowered so that "too large" is reached at once
 
@@ -296,20 +296,6 @@ def test_blobs_are_readable_only_by_workspaces_that_uploaded_them(d):
 
 
 # ---- builds ----
-
-
-def make_tar(files):
-    """A tar of {path: bytes, or (bytes, mode)} (directories made as needed)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as t:
-        for path, data in files.items():
-            data, mode = data if isinstance(data, tuple) else (data, 0o644)
-            info = tarfile.TarInfo(path)
-            info.size = len(data)
-            info.mode = mode
-            info.mtime = 1700000000
-            t.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def upload(d, data):
