@@ -187,182 +187,10 @@ static pid_t pidfd_host_pid(int pidfd)
 	return pid > 0 ? pid : 0;
 }
 
-/* What came back on an exec's reply socket so far (exec_via_init). */
-struct exec_replies {
-	struct rt_exec_hello hello;
-	struct exec_report fail; /* type -1: none */
-	int pidfd, pty, got_hello;
-};
-
-/* Read one message of init's or the command's into x: 1, or 0 at EOF, or -errno. A message
- * of a kind, size or fd that doesn't fit is dropped, its fd closed. */
-static int exec_reply_take(int reply, const struct rt_exec_spec *es, struct exec_replies *x)
+/* The setns way: a fork of ours joins the sandbox and forks the command. */
+static int exec_via_setns(struct rt_sandbox *sb, const struct rt_exec_spec *es, struct rt_exec *ret,
+                          struct sk_error *err)
 {
-	union {
-		struct rt_exec_hello hello;
-		struct exec_report rep;
-	} u;
-	int fd = -1;
-	ssize_t n = sock_recv_fd(reply, &u, sizeof(u), &fd);
-	if (n <= 0)
-		return (int)n;
-	if (n == (ssize_t)sizeof(u.hello) && u.hello.kind == EXEC_HELLO && !x->got_hello &&
-	    (u.hello.type == RT_MSG_STARTED || u.hello.type == RT_MSG_ERROR)) {
-		x->got_hello = 1;
-		x->hello = u.hello;
-		x->hello.msg[sizeof(x->hello.msg) - 1] = '\0';
-		if (u.hello.type == RT_MSG_STARTED && fd >= 0)
-			x->pidfd = TAKE_FD(fd);
-	} else if (n == (ssize_t)sizeof(u.rep) && u.rep.type == EXEC_PTY && es->pty && x->pty < 0 &&
-	           fd >= 0) {
-		x->pty = TAKE_FD(fd);
-	} else if (n == (ssize_t)sizeof(u.rep) &&
-	           (u.rep.type == RT_MSG_ERROR || u.rep.type == RT_MSG_EXEC_ERROR)) {
-		x->fail = u.rep;
-		x->fail.err.msg[sizeof(x->fail.err.msg) - 1] = '\0';
-	}
-	if (fd >= 0)
-		close(fd);
-	return 1;
-}
-
-/* The exec through init (RT_START_INIT_EXECS): one message on init's socket, init forks the
- * command, which reports on a socket of this exec's own. Returns 1 where init can't be asked
- * (it does not serve, or its socket is closed): the caller takes the setns way. */
-static int exec_via_init(struct rt_sandbox *sb, const struct rt_exec_spec *es, struct rt_exec *ret,
-                         struct sk_error *err)
-{
-	if (!(sb->flags & RT_START_INIT_EXECS) || sb->sync_fd < 0 || sb->attached)
-		return 1;
-	size_t argc = 0;
-	while (es->argv[argc])
-		argc++;
-	if (argc > SPEC_MAX_ARGS)
-		return sk_error_set(err, -SK_EINVAL_SPEC, "exec: more than %d arguments",
-		                    SPEC_MAX_ARGS);
-	_cleanup_close_ int memfd =
-	    rt_command_memfd(es->workdir, NULL, es->argv, argc, es->env, es->envc, err);
-	if (memfd < 0)
-		return memfd;
-	int rp[2];
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, rp) < 0)
-		return sk_error_errno(err, -errno, "socketpair");
-	_cleanup_close_ int reply = rp[0];
-	_cleanup_close_ int theirs = rp[1];
-	_cleanup_close_ int devnull = -1;
-	int fds[5] = {theirs, memfd, -1, -1, -1};
-	size_t nfds = 2;
-	if (!es->pty) {
-		for (int i = 0; i < 3; i++) {
-			if (es->stdio[i] < 0 && devnull < 0 &&
-			    (devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
-				return sk_error_errno(err, -errno, "open /dev/null");
-			fds[nfds++] = es->stdio[i] >= 0 ? es->stdio[i] : devnull;
-		}
-	}
-	long long deadline = now_ms() + RT_EXEC_START_TIMEOUT_MS;
-	/* init's queue has room unless it is far behind (it shares the sandbox's CPU limit). */
-	struct pollfd out = {.fd = sb->sync_fd, .events = POLLOUT};
-	int pr;
-	while ((pr = poll(&out, 1, RT_EXEC_START_TIMEOUT_MS)) < 0 && errno == EINTR)
-		;
-	if (pr == 0)
-		return sk_error_set(err, -ETIMEDOUT, "exec into %s: init takes no request", sb->id);
-	struct rt_msg m = {.type = RT_MSG_EXEC};
-	snprintf(m.text, sizeof(m.text), "%zu %zu %llu %d %u %u", argc, es->envc,
-	         (unsigned long long)sb->base.pids, es->pty ? 1 : 0, es->pty_rows, es->pty_cols);
-	int r = sock_send_fds(sb->sync_fd, &m, offsetof(struct rt_msg, text) + strlen(m.text) + 1,
-	                      fds, nfds);
-	if (r == -EPIPE || r == -ECONNRESET || r == -ENOTCONN)
-		return 1; /* init is gone, or never listened: the sandbox ends or is ending */
-	if (r < 0)
-		return sk_error_errno(err, r, "exec into %s: ask init", sb->id);
-	close(TAKE_FD(theirs));
-	/* Init's word (with the command's pidfd), the command's (a terminal's master, why it
-	 * failed), then EOF: once it exec'd or failed, and init let go of the socket. */
-	struct exec_replies x = {.fail = {.type = -1}, .pidfd = -1, .pty = -1};
-	for (;;) {
-		struct pollfd pfd = {.fd = reply, .events = POLLIN};
-		int left = (int)(deadline - now_ms());
-		int pr = poll(&pfd, 1, left > 0 ? left : 0);
-		if (pr < 0 && errno == EINTR)
-			continue;
-		if (pr <= 0) {
-			r = -ETIMEDOUT;
-			break;
-		}
-		r = exec_reply_take(reply, es, &x);
-		if (r <= 0)
-			break;
-	}
-	if (r < 0) {
-		/* Given up. init may have sent its word (and the pidfd) since we last looked: after
-		 * this shutdown, whatever it sends fails (and init then ends the command itself),
-		 * and what it sent before is read here, so the command is ended below either way.
-		 */
-		shutdown(reply, SHUT_RD);
-		while (exec_reply_take(reply, es, &x) > 0)
-			;
-	}
-	const struct rt_exec_hello *h = &x.hello;
-	const struct exec_report *fail = &x.fail;
-	if (r < 0 || fail->type >= 0 || h->type != RT_MSG_STARTED || x.pidfd < 0 ||
-	    (es->pty && x.pty < 0)) {
-		/* A command that did not get as far as its exec is ended: nobody waits for it. */
-		if (x.pidfd >= 0) {
-			syscall(SYS_pidfd_send_signal, x.pidfd, SIGKILL, NULL, 0);
-			close(x.pidfd);
-		}
-		if (x.pty >= 0)
-			close(x.pty);
-		if (r == -ETIMEDOUT)
-			return sk_error_set(err, -ETIMEDOUT,
-			                    "exec into %s: not started within %d ms (the sandbox "
-			                    "may be stopping its processes)",
-			                    sb->id, RT_EXEC_START_TIMEOUT_MS);
-		/* init went, or could not fork in a pid namespace that is closing. */
-		if (!rt_sandbox_running(sb))
-			return sk_error_set(err, -ESRCH, "sandbox %s is not running", sb->id);
-		if (r < 0)
-			return sk_error_errno(err, r, "exec into %s: init's reply", sb->id);
-		if (fail->type == RT_MSG_EXEC_ERROR)
-			return sk_error_set(
-			    err, fail->err.code == -ENOENT ? -SK_ECMD_NOTFOUND : -SK_ECMD_EXEC,
-			    "%s", fail->err.msg);
-		if (fail->type == RT_MSG_ERROR)
-			return sk_error_set(err, fail->err.code < 0 ? fail->err.code : -EIO,
-			                    "exec into %s: %s", sb->id, fail->err.msg);
-		if (x.got_hello && h->type == RT_MSG_ERROR)
-			return sk_error_set(err, h->code < 0 ? h->code : -EIO, "exec into %s: %s",
-			                    sb->id, h->msg);
-		return sk_error_set(err, -EIO, "exec into %s: init did not start it", sb->id);
-	}
-	*ret = (struct rt_exec){.pid = pidfd_host_pid(x.pidfd),
-	                        .nspid = h->nspid,
-	                        .start = h->start,
-	                        .pidfd = x.pidfd,
-	                        .pty_fd = x.pty};
-	return 0;
-}
-
-int rt_sandbox_exec(struct rt_sandbox *sb, const struct rt_exec_spec *es, struct rt_exec *ret,
-                    struct sk_error *err)
-{
-	if (!es->argv || !es->argv[0] || !es->argv[0][0])
-		return sk_error_set(err, -SK_EINVAL_SPEC, "exec: no command given");
-	if (es->envc > SPEC_MAX_ENV)
-		return sk_error_set(err, -SK_EINVAL_SPEC, "exec: more than %d variables",
-		                    SPEC_MAX_ENV);
-	if (!rt_sandbox_running(sb))
-		return sk_error_set(err, -ESRCH, "sandbox %s is not running", sb->id);
-	/* A pooled sandbox's init, until its command comes, reads that and nothing else (another
-	 * message would end it), and reaps nothing (an exec's status would never be known). */
-	if ((sb->flags & RT_START_POOLED) && !sb->ran)
-		return sk_error_set(
-		    err, -ESRCH, "sandbox %s is not running yet: it waits for its command", sb->id);
-	int via = exec_via_init(sb, es, ret, err);
-	if (via <= 0)
-		return via;
 	int sp[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
 		return sk_error_errno(err, -errno, "socketpair");
@@ -436,6 +264,294 @@ int rt_sandbox_exec(struct rt_sandbox *sb, const struct rt_exec_spec *es, struct
 	                        .pidfd = pidfd,
 	                        .pty_fd = TAKE_FD(pty)};
 	return 0;
+}
+
+/* An exec through init on its way: what came back on its reply socket so far. */
+struct rt_exec_start {
+	int reply; /* ours, non-blocking */
+	long long deadline_ms;
+	/* The request, until init's queue has room for it (init_send) */
+	int sync_fd; /* init's socket; -1 once sent */
+	struct rt_msg m;
+	size_t mlen;
+	int fds[5]; /* what goes with it: ours until sent */
+	size_t nfds;
+	int pty; /* a terminal was asked for */
+	struct rt_exec_hello hello;
+	struct exec_report fail; /* type -1: none */
+	int pidfd, pty_fd, got_hello;
+};
+
+/* Read one message of init's or the command's into st: 1, or 0 at EOF, or -errno (-EAGAIN:
+ * nothing more yet). A message of a kind, size or fd that doesn't fit is dropped, its fd
+ * closed. */
+static int exec_reply_take(struct rt_exec_start *st)
+{
+	union {
+		struct rt_exec_hello hello;
+		struct exec_report rep;
+	} u;
+	int fd = -1;
+	ssize_t n = sock_recv_fd(st->reply, &u, sizeof(u), &fd);
+	if (n <= 0)
+		return (int)n;
+	if (n == (ssize_t)sizeof(u.hello) && u.hello.kind == EXEC_HELLO && !st->got_hello &&
+	    (u.hello.type == RT_MSG_STARTED || u.hello.type == RT_MSG_ERROR)) {
+		st->got_hello = 1;
+		st->hello = u.hello;
+		st->hello.msg[sizeof(st->hello.msg) - 1] = '\0';
+		if (u.hello.type == RT_MSG_STARTED && fd >= 0)
+			st->pidfd = TAKE_FD(fd);
+	} else if (n == (ssize_t)sizeof(u.rep) && u.rep.type == EXEC_PTY && st->pty &&
+	           st->pty_fd < 0 && fd >= 0) {
+		st->pty_fd = TAKE_FD(fd);
+	} else if (n == (ssize_t)sizeof(u.rep) &&
+	           (u.rep.type == RT_MSG_ERROR || u.rep.type == RT_MSG_EXEC_ERROR)) {
+		st->fail = u.rep;
+		st->fail.err.msg[sizeof(st->fail.err.msg) - 1] = '\0';
+	}
+	if (fd >= 0)
+		close(fd);
+	return 1;
+}
+
+static void exec_start_free(struct rt_exec_start *st)
+{
+	for (size_t i = 0; i < st->nfds; i++)
+		close(st->fds[i]);
+	if (st->pidfd >= 0)
+		close(st->pidfd);
+	if (st->pty_fd >= 0)
+		close(st->pty_fd);
+	if (st->reply >= 0)
+		close(st->reply);
+	free(st);
+}
+
+/* The end of a start: r is 0 at the reply socket's EOF, or why it was given up. Fills *ret and
+ * frees st. */
+static int exec_start_finish(struct rt_sandbox *sb, struct rt_exec_start *st, int r,
+                             struct rt_exec *ret, struct sk_error *err)
+{
+	if (r < 0) {
+		/* Given up. init may have sent its word (and the pidfd) since we last looked: after
+		 * this shutdown, whatever it sends fails (and init then ends the command itself),
+		 * and what it sent before is read here, so the command is ended below either way.
+		 */
+		shutdown(st->reply, SHUT_RD);
+		while (exec_reply_take(st) > 0)
+			;
+	}
+	const struct rt_exec_hello *h = &st->hello;
+	const struct exec_report *fail = &st->fail;
+	if (r == 0 && fail->type < 0 && h->type == RT_MSG_STARTED && st->pidfd >= 0 &&
+	    (!st->pty || st->pty_fd >= 0)) {
+		*ret = (struct rt_exec){.pid = pidfd_host_pid(st->pidfd),
+		                        .nspid = h->nspid,
+		                        .start = h->start,
+		                        .pidfd = TAKE_FD(st->pidfd),
+		                        .pty_fd = TAKE_FD(st->pty_fd)};
+		exec_start_free(st);
+		return 0;
+	}
+	/* A command that did not get as far as its exec is ended: nobody waits for it. */
+	if (st->pidfd >= 0)
+		syscall(SYS_pidfd_send_signal, st->pidfd, SIGKILL, NULL, 0);
+	if (r == -ETIMEDOUT)
+		sk_error_set(err, -ETIMEDOUT,
+		             "exec into %s: not started within %d ms (the sandbox may be stopping "
+		             "its processes)",
+		             sb->id, RT_EXEC_START_TIMEOUT_MS);
+	else if (!rt_sandbox_running(sb)) /* init went, or could not fork: the sandbox ends */
+		sk_error_set(err, -ESRCH, "sandbox %s is not running", sb->id);
+	else if (r < 0)
+		sk_error_errno(err, r, "exec into %s: init's reply", sb->id);
+	else if (fail->type == RT_MSG_EXEC_ERROR)
+		sk_error_set(err, fail->err.code == -ENOENT ? -SK_ECMD_NOTFOUND : -SK_ECMD_EXEC,
+		             "%s", fail->err.msg);
+	else if (fail->type == RT_MSG_ERROR)
+		sk_error_set(err, fail->err.code < 0 ? fail->err.code : -EIO, "exec into %s: %s",
+		             sb->id, fail->err.msg);
+	else if (st->got_hello && h->type == RT_MSG_ERROR)
+		sk_error_set(err, h->code < 0 ? h->code : -EIO, "exec into %s: %s", sb->id, h->msg);
+	else
+		sk_error_set(err, -EIO, "exec into %s: init did not start it", sb->id);
+	exec_start_free(st);
+	return err->code;
+}
+
+int rt_exec_start_fd(const struct rt_exec_start *st, short *events)
+{
+	*events = st->sync_fd >= 0 ? POLLOUT : POLLIN;
+	return st->sync_fd >= 0 ? st->sync_fd : st->reply;
+}
+
+/* Send the request when init's queue has room: 0 sent, 1 not yet, 2 when init can't be asked
+ * (it is gone, or does not listen), or -errno. */
+static int init_send(struct rt_exec_start *st)
+{
+	struct pollfd out = {.fd = st->sync_fd, .events = POLLOUT};
+	int pr;
+	while ((pr = poll(&out, 1, 0)) < 0 && errno == EINTR)
+		;
+	if (pr == 0)
+		return 1;
+	int r = sock_send_fds(st->sync_fd, &st->m, st->mlen, st->fds, st->nfds);
+	if (r == -EPIPE || r == -ECONNRESET || r == -ENOTCONN)
+		return 2;
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < st->nfds; i++)
+		close(st->fds[i]);
+	st->nfds = 0;
+	st->sync_fd = -1;
+	return 0;
+}
+
+long long rt_exec_start_deadline_ms(const struct rt_exec_start *st)
+{
+	return st->deadline_ms;
+}
+
+int rt_exec_start_step(struct rt_sandbox *sb, struct rt_exec_start *st, struct rt_exec *ret,
+                       struct sk_error *err)
+{
+	int r;
+	if (st->sync_fd >= 0) {
+		r = init_send(st);
+		if (r == 1)
+			return 1;
+		if (r != 0) /* init went while the request waited */
+			return exec_start_finish(sb, st, r == 2 ? -EPIPE : r, ret, err);
+	}
+	while ((r = exec_reply_take(st)) > 0)
+		;
+	if (r == -EAGAIN)
+		return 1;
+	return exec_start_finish(sb, st, r, ret, err);
+}
+
+int rt_exec_start_cancel(struct rt_sandbox *sb, struct rt_exec_start *st, struct sk_error *err)
+{
+	return exec_start_finish(sb, st, -ETIMEDOUT, NULL, err);
+}
+
+/* The exec through init (RT_START_INIT_EXECS): one message on init's socket, init forks the
+ * command, which reports on a socket of this exec's own. Returns 1 with *ret_start on its way, or
+ * 2 where init can't be asked (it does not serve, or its socket is closed): the caller takes the
+ * setns way. */
+static int exec_via_init(struct rt_sandbox *sb, const struct rt_exec_spec *es,
+                         struct rt_exec_start **ret_start, struct sk_error *err)
+{
+	if (!(sb->flags & RT_START_INIT_EXECS) || sb->sync_fd < 0 || sb->attached)
+		return 2;
+	size_t argc = 0;
+	while (es->argv[argc])
+		argc++;
+	if (argc > SPEC_MAX_ARGS)
+		return sk_error_set(err, -SK_EINVAL_SPEC, "exec: more than %d arguments",
+		                    SPEC_MAX_ARGS);
+	struct rt_exec_start *st = calloc(1, sizeof(*st));
+	if (!st)
+		return sk_error_set(err, -ENOMEM, "out of memory");
+	*st = (struct rt_exec_start){.reply = -1,
+	                             .deadline_ms = now_ms() + RT_EXEC_START_TIMEOUT_MS,
+	                             .sync_fd = sb->sync_fd,
+	                             .m = {.type = RT_MSG_EXEC},
+	                             .pty = es->pty,
+	                             .fail = {.type = -1},
+	                             .pidfd = -1,
+	                             .pty_fd = -1};
+	/* What goes with the request, in the order init reads it: the reply socket's other end,
+	 * the strings, stdio. */
+	int rp[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, rp) < 0) {
+		int r = -errno;
+		exec_start_free(st);
+		return sk_error_errno(err, r, "socketpair");
+	}
+	st->reply = rp[0];
+	st->fds[st->nfds++] = rp[1];
+	int memfd = rt_command_memfd(es->workdir, NULL, es->argv, argc, es->env, es->envc, err);
+	if (memfd < 0) {
+		exec_start_free(st);
+		return memfd;
+	}
+	st->fds[st->nfds++] = memfd;
+	/* Its stdio, ours until sent: the request may wait for room in init's queue. */
+	for (int i = 0; i < 3 && !es->pty; i++) {
+		int fd = es->stdio[i] >= 0 ? fcntl(es->stdio[i], F_DUPFD_CLOEXEC, 0)
+		                           : open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (fd < 0) {
+			int r = -errno;
+			exec_start_free(st);
+			return sk_error_errno(err, r, "exec's stdio");
+		}
+		st->fds[st->nfds++] = fd;
+	}
+	if (fcntl(st->reply, F_SETFL, O_NONBLOCK) < 0) {
+		int r = -errno;
+		exec_start_free(st);
+		return sk_error_errno(err, r, "fcntl");
+	}
+	snprintf(st->m.text, sizeof(st->m.text), "%zu %zu %llu %d %u %u", argc, es->envc,
+	         (unsigned long long)sb->base.pids, es->pty ? 1 : 0, es->pty_rows, es->pty_cols);
+	st->mlen = offsetof(struct rt_msg, text) + strlen(st->m.text) + 1;
+	/* Sent now, or from rt_exec_start_step once init's queue has room (it is far behind: it
+	 * shares the sandbox's CPU limit, or many execs came at once). */
+	int r = init_send(st);
+	if (r < 0 || r == 2) {
+		exec_start_free(st);
+		if (r == 2)
+			return 2; /* init is gone, or never listened: the sandbox ends or is ending
+			           */
+		return sk_error_errno(err, r, "exec into %s: ask init", sb->id);
+	}
+	/* Init's word (with the command's pidfd), the command's (a terminal's master, why it
+	 * failed), then EOF: once it exec'd or failed, and init let go of the socket. */
+	*ret_start = st;
+	return 1;
+}
+
+int rt_sandbox_exec_begin(struct rt_sandbox *sb, const struct rt_exec_spec *es, struct rt_exec *ret,
+                          struct rt_exec_start **ret_start, struct sk_error *err)
+{
+	*ret_start = NULL;
+	if (!es->argv || !es->argv[0] || !es->argv[0][0])
+		return sk_error_set(err, -SK_EINVAL_SPEC, "exec: no command given");
+	if (es->envc > SPEC_MAX_ENV)
+		return sk_error_set(err, -SK_EINVAL_SPEC, "exec: more than %d variables",
+		                    SPEC_MAX_ENV);
+	if (!rt_sandbox_running(sb))
+		return sk_error_set(err, -ESRCH, "sandbox %s is not running", sb->id);
+	/* A pooled sandbox's init, until its command comes, reads that and nothing else (another
+	 * message would end it), and reaps nothing (an exec's status would never be known). */
+	if ((sb->flags & RT_START_POOLED) && !sb->ran)
+		return sk_error_set(
+		    err, -ESRCH, "sandbox %s is not running yet: it waits for its command", sb->id);
+	int via = exec_via_init(sb, es, ret_start, err);
+	if (via != 2)
+		return via;
+	return exec_via_setns(sb, es, ret, err);
+}
+
+int rt_sandbox_exec(struct rt_sandbox *sb, const struct rt_exec_spec *es, struct rt_exec *ret,
+                    struct sk_error *err)
+{
+	struct rt_exec_start *st;
+	int r = rt_sandbox_exec_begin(sb, es, ret, &st, err);
+	while (r == 1) {
+		struct pollfd pfd;
+		pfd.fd = rt_exec_start_fd(st, &pfd.events);
+		long long left = st->deadline_ms - now_ms();
+		int pr = poll(&pfd, 1, left > 0 ? (int)left : 0);
+		if (pr < 0 && errno == EINTR)
+			continue;
+		if (pr <= 0)
+			return rt_exec_start_cancel(sb, st, err);
+		r = rt_exec_start_step(sb, st, ret, err);
+	}
+	return r;
 }
 
 int rt_exec_wait(struct rt_sandbox *sb, const struct rt_exec *ex, int timeout_ms, int *ret_status)

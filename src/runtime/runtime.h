@@ -237,6 +237,21 @@ struct rt_exec {
  * as -SK_ECMD_NOTFOUND / -SK_ECMD_EXEC). */
 int rt_sandbox_exec(struct rt_sandbox *sb, const struct rt_exec_spec *es, struct rt_exec *ret,
                     struct sk_error *err);
+/* The same without waiting for the command's exec where init starts it (RT_START_INIT_EXECS):
+ * returns 0 with *ret filled when it started at once (the setns way), or 1 with *ret_start on its
+ * way. Poll rt_exec_start_fd() for its *events and call rt_exec_start_step, until it returns 0
+ * (*ret filled) or an error (rt_sandbox_exec's); at rt_exec_start_deadline_ms() (CLOCK_MONOTONIC),
+ * or when the caller is done with the sandbox, rt_exec_start_cancel. Either frees the start, and a
+ * command that did not exec is killed. */
+struct rt_exec_start;
+int rt_sandbox_exec_begin(struct rt_sandbox *sb, const struct rt_exec_spec *es, struct rt_exec *ret,
+                          struct rt_exec_start **ret_start, struct sk_error *err);
+int rt_exec_start_fd(const struct rt_exec_start *st, short *events);
+long long rt_exec_start_deadline_ms(const struct rt_exec_start *st);
+int rt_exec_start_step(struct rt_sandbox *sb, struct rt_exec_start *st, struct rt_exec *ret,
+                       struct sk_error *err);
+/* Ends it with -ETIMEDOUT (the message says so). */
+int rt_exec_start_cancel(struct rt_sandbox *sb, struct rt_exec_start *st, struct sk_error *err);
 /* Wait up to timeout_ms (-1: forever) for the exec to end; *ret_status gets its wait status.
  * -ETIMEDOUT, or -ESRCH when its status is lost (the sandbox ended with it). */
 int rt_exec_wait(struct rt_sandbox *sb, const struct rt_exec *ex, int timeout_ms, int *ret_status);

@@ -458,6 +458,7 @@ enum {
 	W_INIT,
 	W_OOM,
 	W_EXEC,
+	W_EXEC_START,
 	W_STDIN,
 	W_HOLDER,
 	W_FOP_PIPE,
@@ -494,6 +495,8 @@ static int64_t timers_next(struct spawner *sp)
 			timer_min(&next, s->term_check_mono);
 			timer_min(&next, s->oom_recheck_mono);
 		}
+		for (struct sp_exec *e = s->starting; e; e = e->next)
+			timer_min(&next, rt_exec_start_deadline_ms(e->start));
 		for (struct sp_exec *e = s->execs; e; e = e->next) {
 			if (!e->running)
 				continue;
@@ -537,7 +540,7 @@ static int loop(struct spawner *sp)
 	for (;;) {
 		size_t n = 4; /* the socket, output reads' inotify, statuses' inotify, the pool */
 		for (struct sp_sandbox *s = sp->sandboxes; s; s = s->next)
-			n += 2 + 3 * (size_t)s->nexecs;
+			n += 2 + 3 * (size_t)s->nexecs + (size_t)s->nstarting;
 		for (struct sp_fop *o = sp->fops; o; o = o->next)
 			n += 2;
 		n += 2 * (size_t)sp->njobs;
@@ -567,6 +570,11 @@ static int loop(struct spawner *sp)
 					pfds[k] = (struct pollfd){.fd = ofd, .events = ev};
 					w[k++] = (struct watch){.kind = W_OOM, .s = s};
 				}
+			}
+			for (struct sp_exec *e = s->starting; e; e = e->next) {
+				pfds[k].fd = rt_exec_start_fd(e->start, &pfds[k].events);
+				pfds[k].revents = 0;
+				w[k++] = (struct watch){.kind = W_EXEC_START, .s = s, .e = e};
 			}
 			for (struct sp_exec *e = s->execs; e; e = e->next) {
 				if (e->in.holder_pidfd >= 0) {
@@ -656,6 +664,7 @@ static int loop(struct spawner *sp)
 				break;
 			case W_OOM: sp_sandbox_oom(sp, w[i].s); break;
 			case W_EXEC: sp_exec_check(sp, w[i].s, w[i].e, now); break;
+			case W_EXEC_START: sp_exec_start_step(sp, w[i].s, w[i].e); break;
 			case W_STDIN: sp_stdin_writable(sp, w[i].s, w[i].e); break;
 			case W_HOLDER:
 				sp_stdin_holder_exited(w[i].e);

@@ -36,7 +36,33 @@ void sp_exec_free(struct sp_exec *e)
 		return;
 	sp_stdin_release(&e->in);
 	rt_exec_release(&e->ex);
+	for (int i = 0; i < 3; i++)
+		if (e->start_fds[i] >= 0)
+			close(e->start_fds[i]);
+	json_decref(e->start_req);
 	free(e);
+}
+
+static struct sp_exec *starting_find(struct sp_sandbox *s, const char *id)
+{
+	for (struct sp_exec *e = s->starting; e; e = e->next)
+		if (!strcmp(e->id, id))
+			return e;
+	return NULL;
+}
+
+/* Take e out of s's starting list: 0, or -ENOENT when it is not there (gone already). */
+static int starting_unlink(struct sp_sandbox *s, struct sp_exec *e)
+{
+	for (struct sp_exec **p = &s->starting; *p; p = &(*p)->next) {
+		if (*p == e) {
+			*p = e->next;
+			e->next = NULL;
+			s->nstarting--;
+			return 0;
+		}
+	}
+	return -ENOENT;
 }
 
 void sp_exec_record(struct sp_sandbox *s, struct sp_exec *e)
@@ -186,6 +212,11 @@ void sp_exec_check(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e, 
 
 void sp_exec_timers(struct spawner *sp, struct sp_sandbox *s, int64_t now)
 {
+	for (struct sp_exec *e = s->starting, *next; e; e = next) {
+		next = e->next; /* e goes from the list at its deadline */
+		if (now >= rt_exec_start_deadline_ms(e->start))
+			sp_exec_start_step(sp, s, e);
+	}
 	for (struct sp_exec *e = s->execs; e; e = e->next) {
 		if (!e->running)
 			continue;
@@ -208,6 +239,7 @@ static struct sp_exec *exec_new(struct sp_sandbox *s, const char *exid)
 		return NULL;
 	e->ex.pidfd = e->ex.pty_fd = -1;
 	e->in.fd = e->in.holder_pidfd = -1;
+	e->start_fds[0] = e->start_fds[1] = e->start_fds[2] = -1;
 	snprintf(e->id, sizeof(e->id), "%s", exid);
 	char name[64];
 	for (int i = 0; i < 2; i++) {
@@ -289,6 +321,67 @@ int sp_exec_request(struct spawner *sp, json_t *req, struct sp_sandbox **ret_s,
 	return 0;
 }
 
+/* Whether id is an exec of s's, started or on its way. */
+static int exec_known(struct sp_sandbox *s, const char *id)
+{
+	return sp_exec_find(s, id) || starting_find(s, id);
+}
+
+static void start_fds_close(struct sp_exec *e)
+{
+	for (int i = 0; i < 3; i++)
+		if (e->start_fds[i] >= 0)
+			close(TAKE_FD(e->start_fds[i]));
+}
+
+/* e's start came to its end, r and xerr being rt_sandbox_exec's: e is one of s's execs from now
+ * on (0; reply says whether it started), or it goes (-errno, in *err). A command that could not
+ * be run is an exec that ended at once: *ret_failed_code (127, 126; else -1) is the status the
+ * caller ends it with, once the op is answered. */
+static int exec_start_done(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e, int r,
+                           const struct sk_error *xerr, json_t *reply, int *ret_failed_code,
+                           struct sk_error *err)
+{
+	*ret_failed_code = -1;
+	if (r == -SK_ECMD_NOTFOUND || r == -SK_ECMD_EXEC) {
+		/* Like a shell: the reason on its stderr, 127 or 126 as its status. */
+		dprintf(e->start_fds[1], "%s\n", xerr->msg);
+		*ret_failed_code = r == -SK_ECMD_NOTFOUND ? 127 : 126;
+		json_object_set_new(reply, "started", json_false());
+	} else if (r < 0) {
+		*err = *xerr;
+		goto fail;
+	} else {
+		if (e->start_kind != SP_STDIN_NONE) {
+			int stream = e->start_kind == SP_STDIN_PTY ? TAKE_FD(e->ex.pty_fd)
+			                                           : TAKE_FD(e->start_fds[2]);
+			if ((r = sp_stdin_start(sp, s, e, e->start_kind, stream, e->start_fds[0],
+			                        err)) < 0) {
+				rt_exec_signal(&e->ex, SIGKILL);
+				goto fail;
+			}
+		}
+		if (e->start_timeout_ms > 0) {
+			e->deadline_mono = sp_now_mono() + e->start_timeout_ms;
+			e->deadline_ms = clock_now_ms() + e->start_timeout_ms;
+		}
+		json_object_set_new(reply, "started", json_true());
+	}
+	start_fds_close(e);
+	e->running = 1;
+	if (*ret_failed_code < 0)
+		sp_exec_record(s, e);
+	e->next = s->execs;
+	s->execs = e;
+	s->nexecs++;
+	return 0;
+fail:
+	for (int i = 0; i < 2; i++)
+		unlink(e->out[i].path);
+	sp_exec_free(e);
+	return r;
+}
+
 int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
 {
 	struct sp_sandbox *s;
@@ -338,7 +431,7 @@ int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *
 	if ((r = spec_apply_json(&spec, text, strlen(text), err)) < 0 ||
 	    (r = spec_validate(&spec, err)) < 0)
 		goto out;
-	if (sp_exec_find(s, exid)) {
+	if (exec_known(s, exid)) {
 		r = sk_error_set(err, -EEXIST, "exec %s exists", exid);
 		goto out;
 	}
@@ -346,7 +439,7 @@ int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *
 		r = sk_error_set(err, -ESRCH, "sandbox %s is not running", s->id);
 		goto out;
 	}
-	int running = 0;
+	int running = s->nstarting;
 	for (struct sp_exec *x = s->execs; x; x = x->next)
 		running += x->running;
 	if (running >= SPAWNER_MAX_EXECS_PER_SANDBOX) {
@@ -365,7 +458,9 @@ int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *
 	}
 	if (kind == SP_STDIN_PIPE && pipe2(in, O_CLOEXEC) < 0) {
 		r = sk_error_errno(err, -errno, "pipe");
-		goto out_unlink;
+		for (int i = 0; i < 2; i++)
+			unlink(e->out[i].path);
+		goto out;
 	}
 	struct rt_exec_spec es = {
 	    .argv = spec.argv,
@@ -377,42 +472,28 @@ int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *
 	    .pty_rows = (unsigned short)pty_size[0],
 	    .pty_cols = (unsigned short)pty_size[1],
 	};
+	e->start_kind = kind;
+	if (json_is_number(timeout) && json_number_value(timeout) > 0)
+		e->start_timeout_ms = (int64_t)(json_number_value(timeout) * 1000);
+	e->start_fds[0] = TAKE_FD(fds[0]);
+	e->start_fds[1] = TAKE_FD(fds[1]);
+	e->start_fds[2] = TAKE_FD(in[1]);
 	struct sk_error xerr = {0};
-	r = rt_sandbox_exec(s->sb, &es, &e->ex, &xerr);
-	if (r == -SK_ECMD_NOTFOUND || r == -SK_ECMD_EXEC) {
-		/* Like a shell: the reason on its stderr, 127 or 126 as its status. */
-		dprintf(fds[1], "%s\n", xerr.msg);
-		e->running = 1;
-		exec_ended(sp, s, e, "exited", r == -SK_ECMD_NOTFOUND ? 127 : 126);
-		json_object_set_new(reply, "started", json_false());
-		r = 0;
-	} else if (r < 0) {
-		*err = xerr;
-		goto out_unlink;
-	} else {
-		if (kind != SP_STDIN_NONE) {
-			int stream = kind == SP_STDIN_PTY ? TAKE_FD(e->ex.pty_fd) : TAKE_FD(in[1]);
-			if ((r = sp_stdin_start(sp, s, e, kind, stream, fds[0], err)) < 0) {
-				rt_exec_signal(&e->ex, SIGKILL);
-				goto out_unlink;
-			}
-		}
-		e->running = 1;
-		if (json_is_number(timeout) && json_number_value(timeout) > 0) {
-			int64_t ms = (int64_t)(json_number_value(timeout) * 1000);
-			e->deadline_mono = sp_now_mono() + ms;
-			e->deadline_ms = clock_now_ms() + ms;
-		}
-		sp_exec_record(s, e);
-		json_object_set_new(reply, "started", json_true());
+	struct rt_exec_start *st = NULL;
+	r = rt_sandbox_exec_begin(s->sb, &es, &e->ex, &st, &xerr);
+	if (r == 1) {
+		/* init starts it: answered from the loop (sp_exec_start_step). */
+		e->start = st;
+		e->start_req = json_incref(json_object_get(req, "req"));
+		e->next = s->starting;
+		s->starting = TAKE_PTR(e);
+		s->nstarting++;
+		goto out;
 	}
-	e->next = s->execs;
-	s->execs = TAKE_PTR(e);
-	s->nexecs++;
-	goto out;
-out_unlink:
-	for (int i = 0; i < 2; i++)
-		unlink(e->out[i].path);
+	int failed_code;
+	r = exec_start_done(sp, s, TAKE_PTR(e), r, &xerr, reply, &failed_code, err);
+	if (r == 0 && failed_code >= 0)
+		exec_ended(sp, s, s->execs, "exited", failed_code);
 out:
 	for (int i = 0; i < 2; i++) {
 		if (fds[i] >= 0)
@@ -423,6 +504,54 @@ out:
 	sp_exec_free(e);
 	spec_release(&spec);
 	return r;
+}
+
+void sp_exec_start_step(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e)
+{
+	/* e may be gone, ended earlier in this turn of the loop (its sandbox did): the list says,
+	 * and no start is added during the turn, so the address can't be a new one's. */
+	if (starting_unlink(s, e) < 0)
+		return;
+	struct sk_error xerr = {0};
+	int r = sp_now_mono() >= rt_exec_start_deadline_ms(e->start)
+	            ? rt_exec_start_cancel(s->sb, e->start, &xerr)
+	            : rt_exec_start_step(s->sb, e->start, &e->ex, &xerr);
+	if (r == 1) { /* more to come */
+		e->next = s->starting;
+		s->starting = e;
+		s->nstarting++;
+		return;
+	}
+	e->start = NULL;
+	json_t *req_id = TAKE_PTR(e->start_req);
+	json_t *reply = json_object();
+	struct sk_error err = {0};
+	int failed_code;
+	r = exec_start_done(sp, s, e, r, &xerr, reply, &failed_code, &err);
+	sp_answer(sp, req_id, reply, r < 0 ? &err : NULL);
+	json_decref(req_id);
+	/* Its end after the op's answer, as when it is answered at once. */
+	if (r == 0 && failed_code >= 0)
+		exec_ended(sp, s, s->execs, "exited", failed_code);
+}
+
+void sp_exec_starts_cancel(struct spawner *sp, struct sp_sandbox *s)
+{
+	while (s->starting) {
+		struct sp_exec *e = s->starting;
+		s->starting = e->next;
+		s->nstarting--;
+		struct sk_error xerr = {0};
+		rt_exec_start_cancel(s->sb, TAKE_PTR(e->start), &xerr);
+		if (sp) {
+			struct sk_error err = {0};
+			sk_error_set(&err, -ESRCH, "sandbox %s is not running", s->id);
+			sp_answer(sp, e->start_req, NULL, &err);
+		}
+		for (int i = 0; i < 2; i++)
+			unlink(e->out[i].path);
+		sp_exec_free(e);
+	}
 }
 
 /* One exec record: an ended exec as it ended; a running one found again (its pidfd watched),
@@ -511,8 +640,8 @@ int sp_op_exec_check(struct spawner *sp, json_t *req, json_t *reply, struct sk_e
 		if (!exid || !id_is_valid("ex-", exid))
 			continue;
 		struct sp_exec *e = sp_exec_find(s, exid);
-		if (e && e->running)
-			continue;
+		if ((e && e->running) || starting_find(s, exid))
+			continue; /* reported when it ends */
 		if (e) {
 			exec_event(sp, s, e);
 			continue;

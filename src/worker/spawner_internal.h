@@ -194,6 +194,13 @@ struct sp_exec {
 	struct sp_stdin in;
 	int status_known; /* its end is known, waiting for its terminal's output to drain */
 	int capture;      /* its output goes with its end (?wait=true), when small */
+	/* While init starts it, in its sandbox's `starting` list: the exec op is answered when
+	 * the command has exec'd (or failed to), and the loop serves other requests meanwhile. */
+	struct rt_exec_start *start;
+	json_t *start_req; /* the op's "req" */
+	int start_fds[3];  /* its stdout and stderr files, its stdin pipe's write end */
+	enum sp_stdin_kind start_kind;
+	int64_t start_timeout_ms; /* its timeout_s, counted from the start; 0: none */
 	/* once ended (or status_known) */
 	const char *end_state; /* "exited" or "lost" */
 	int exit_code;
@@ -218,6 +225,8 @@ struct sp_sandbox {
 	struct sp_output out[2];
 	struct sp_exec *execs;
 	int nexecs;
+	struct sp_exec *starting; /* execs init is starting (sp_exec.start) */
+	int nstarting;
 	json_t *waiters;            /* "req" values of terminates waiting for the end */
 	struct sp_fop *fop_running; /* its helper, until reaped */
 	char image[IMG_DIGEST_HEX]; /* the image it runs on (held); "": the default root */
@@ -361,6 +370,10 @@ void sp_exec_status_inotify(struct spawner *sp, int64_t now);
 /* The exec's pidfd fired, or its status recheck is due: report it once its status is known. */
 void sp_exec_check(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e, int64_t now);
 void sp_exec_timers(struct spawner *sp, struct sp_sandbox *s, int64_t now);
+/* An exec init is starting: its reply socket is readable (or its deadline passed). */
+void sp_exec_start_step(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e);
+/* Every exec s is starting ends (s ends or goes), its op answered unless sp is NULL. */
+void sp_exec_starts_cancel(struct spawner *sp, struct sp_sandbox *s);
 void sp_exec_free(struct sp_exec *e);
 /* A re-attached sandbox's execs, from their records (execs/<ex>.json): running ones watched
  * again, ended ones known with their status. */

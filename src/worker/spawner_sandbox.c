@@ -60,6 +60,7 @@ int sp_sandbox_get(struct spawner *sp, json_t *req, struct sp_sandbox **ret, str
 
 void sp_sandbox_free(struct sp_sandbox *s)
 {
+	sp_exec_starts_cancel(NULL, s);
 	while (s->execs) {
 		struct sp_exec *e = s->execs;
 		s->execs = e->next;
@@ -189,6 +190,7 @@ static void stdin_end_all(struct spawner *sp, struct sp_sandbox *s, const char *
 void sp_sandbox_end(struct spawner *sp, struct sp_sandbox *s)
 {
 	sp_files_cancel(sp, s);
+	sp_exec_starts_cancel(sp, s);
 	stdin_end_all(sp, s, "ended with its sandbox");
 	/* A snapshot in progress reads a layer that is about to go. */
 	if (s->job)

@@ -362,6 +362,95 @@ def test_execs_are_started_by_init_which_holds_only_their_capabilities(skiffd):
     assert s == 200
 
 
+def init_of(d, sbid):
+    """The host pid of a worker's sandbox's init: the skiff-init whose root holds a file that an
+    exec just made."""
+    s, out = run(d, sbid, ["touch", f"/init-of-{sbid}"])
+    assert s == 200 and out["exit_code"] == 0, out
+    exe = str(BIN_DIR / "skiff-init")
+    inits = [p for p, _ in sandbox_pids(d.instance)
+             if os.path.exists(f"/proc/{p}/root/init-of-{sbid}")
+             and os.readlink(f"/proc/{p}/exe") == exe]
+    assert len(inits) == 1, inits
+    return inits[0]
+
+
+def test_an_exec_held_by_its_init_holds_no_other_sandbox(skiffd):
+    # The worker waits for init's word on an exec without blocking: with one sandbox's init
+    # held (stopped from the host), an exec into it waits, and execs into another sandbox run
+    # meanwhile (a worker that waited in place held them all for up to its 10 s deadline).
+    # Released, the held exec runs; deleted, its exec ends as failed and nothing is left.
+    import signal
+    sbs = []
+    for _ in range(2):
+        s, sb = create(skiffd, {})
+        assert s == 201, sb
+        sbs.append(sb["id"])
+    a, b = sbs
+    init = init_of(skiffd, a)
+
+    def held_exec(cmd):
+        result = {}
+        t = threading.Thread(target=lambda: result.update(r=run(skiffd, a, cmd)))
+        t.start()
+        return t, result
+
+    os.kill(init, signal.SIGSTOP)
+    try:
+        t, result = held_exec(["echo", "late"])
+        time.sleep(0.5)  # the held exec reaches the worker
+        t0 = time.monotonic()
+        for _ in range(3):
+            s, out = run(skiffd, b, ["echo", "hi"])
+            assert s == 200 and (out["exit_code"], out["stdout"]) == (0, "hi\n"), out
+        assert time.monotonic() - t0 < 5
+        assert t.is_alive(), result
+    finally:
+        os.kill(init, signal.SIGCONT)
+    t.join(20)
+    s, out = result["r"]
+    assert s == 200 and (out["exit_code"], out["stdout"]) == (0, "late\n"), out
+
+    os.kill(init, signal.SIGSTOP)
+    try:
+        t, result = held_exec(["echo", "never"])
+        time.sleep(0.5)
+        s, fin = skiffd.api("DELETE", f"/v1/sandboxes/{a}")
+        assert s == 200 and fin["state"] == "terminated", fin
+        t.join(20)
+    finally:
+        if proc_alive(init):
+            os.kill(init, signal.SIGCONT)
+    s, out = result["r"]
+    assert (s == 409 and err_code(out) == "conflict") or \
+        (s == 200 and out["state"] == "failed" and out["exit_code"] is None), (s, out)
+    assert wait_for(lambda: not proc_alive(init), 10)
+    s, _ = skiffd.api("DELETE", f"/v1/sandboxes/{b}")
+    assert s == 200
+
+
+def test_an_exec_init_does_not_start_in_time_fails_and_never_runs(skiffd):
+    # An exec that init has not started by the deadline (10 s) fails, and init, once it reads
+    # the request, starts nothing: the worker has let go of it.
+    import signal
+    s, sb = create(skiffd, {})
+    assert s == 201, sb
+    init = init_of(skiffd, sb["id"])
+    os.kill(init, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        s, out = run(skiffd, sb["id"], ["touch", "/ran"])
+        took = time.monotonic() - t0
+    finally:
+        os.kill(init, signal.SIGCONT)
+    assert s == 200 and out["state"] == "failed" and out["exit_code"] is None, out
+    assert 9 < took < 30, took
+    s, out = run(skiffd, sb["id"], ["sh", "-c", "test -e /ran && echo ran || echo no"])
+    assert s == 200 and out["stdout"] == "no\n", out
+    s, _ = skiffd.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    assert s == 200
+
+
 @pytest.mark.parametrize("value", [1, 2])
 def test_init_serving_execs_stays_closed_whatever_suid_dumpable_says(skiffd, suid_dumpable,
                                                                      value):

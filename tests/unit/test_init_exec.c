@@ -371,6 +371,81 @@ static void test_malformed_requests_start_nothing(void **state)
 	close(null);
 }
 
+/* init's state letter in /proc (T: stopped). */
+static char init_state(const struct fixture *f)
+{
+	char path[64], text[512];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)f->sb->pid);
+	if (fs_read_at(AT_FDCWD, path, text, sizeof(text)) <= 0)
+		return '?';
+	const char *p = strrchr(text, ')');
+	return p && p[1] == ' ' ? p[2] : '?';
+}
+
+/* rt_sandbox_exec_begin never waits for init: with init stopped, more execs than its socket holds
+ * are on their way at once, the last of them waiting for room there. One given up is never started,
+ * whenever init reads its request. */
+static void test_starts_wait_for_room_and_can_be_given_up(void **state)
+{
+	struct fixture *f = *state;
+	struct sk_error err = {0};
+	assert_int_equal(kill(f->sb->pid, SIGSTOP), 0);
+	for (int i = 0; i < 500 && init_state(f) != 'T'; i++)
+		usleep(2000);
+	assert_int_equal(init_state(f), 'T');
+	char *argv[] = {"sleep", "1000", NULL};
+	struct rt_exec_spec es = {.argv = argv, .stdio = {-1, -1, -1}};
+	/* Until init's socket is full (its send buffer: a few hundred requests) and 8 more. */
+	enum { MAX_STARTS = 4096 };
+	struct rt_exec_start **st = calloc(MAX_STARTS, sizeof(*st));
+	int n = 0, waiting = 0;
+	while (n < MAX_STARTS && waiting < 8) {
+		struct rt_exec ex;
+		assert_int_equal(rt_sandbox_exec_begin(f->sb, &es, &ex, &st[n], &err), 1);
+		short ev;
+		assert_true(rt_exec_start_fd(st[n], &ev) >= 0);
+		waiting += ev == POLLOUT;
+		assert_int_equal(rt_exec_start_step(f->sb, st[n], &ex, &err), 1);
+		n++;
+	}
+	assert_int_equal(waiting, 8);
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(rt_exec_start_cancel(f->sb, st[i], &err), -ETIMEDOUT);
+		assert_non_null(strstr(err.msg, "not started within"));
+	}
+	free(st);
+	assert_int_equal(kill(f->sb->pid, SIGCONT), 0);
+	/* init serves in order: by the time this shell runs, it has read every request. */
+	char out[256];
+	assert_int_equal(sh(f, INITS_OTHER_CHILDREN, NULL, out, sizeof(out), &err), 0);
+	assert_string_equal(out, "");
+	/* One on its way and stepped to its end, as the worker does. */
+	int p[2];
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	char *echo[] = {"echo", "stepped", NULL};
+	struct rt_exec_spec es2 = {.argv = echo, .stdio = {-1, p[1], -1}};
+	struct rt_exec_start *one;
+	struct rt_exec ex;
+	assert_int_equal(rt_sandbox_exec_begin(f->sb, &es2, &ex, &one, &err), 1);
+	close(p[1]);
+	int r = 1;
+	while (r == 1) {
+		struct pollfd pfd;
+		pfd.fd = rt_exec_start_fd(one, &pfd.events);
+		assert_int_equal(poll(&pfd, 1, 5000), 1);
+		r = rt_exec_start_step(f->sb, one, &ex, &err);
+	}
+	assert_int_equal(r, 0);
+	char got[32] = "";
+	assert_int_equal(read(p[0], got, sizeof(got) - 1), 8);
+	assert_string_equal(got, "stepped\n");
+	close(p[0]);
+	int status = -1;
+	assert_int_equal(rt_exec_wait(f->sb, &ex, 5000, &status), 0);
+	assert_int_equal(status, 0);
+	rt_exec_release(&ex);
+}
+
 /* A pooled sandbox that has no command yet: its init reads nothing but that command (another
  * message would end the sandbox) and reaps nothing, so an exec is refused until it runs. */
 static void test_exec_before_a_pooled_sandbox_runs(void **state)
@@ -402,6 +477,7 @@ int main(void)
 	    cmocka_unit_test(test_failures_come_back_as_errors),
 	    cmocka_unit_test(test_terminal),
 	    cmocka_unit_test(test_malformed_requests_start_nothing),
+	    cmocka_unit_test(test_starts_wait_for_room_and_can_be_given_up),
 	};
 	int failed = cmocka_run_group_tests_name("init_exec (skiff-init)", tests, setup, teardown);
 	/* Per test: each gets a fresh sandbox (a group setup would share one). */
@@ -417,6 +493,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_terminal, setup_in_place, teardown),
 	    cmocka_unit_test_setup_teardown(test_malformed_requests_start_nothing, setup_in_place,
 	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_starts_wait_for_room_and_can_be_given_up,
+	                                    setup_in_place, teardown),
 	    cmocka_unit_test_setup_teardown(test_exec_before_a_pooled_sandbox_runs, setup_pooled,
 	                                    teardown),
 	};
