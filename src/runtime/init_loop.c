@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -21,6 +22,12 @@
 #include "../lib/sock.h"
 #include "../lib/timing.h"
 #include "internal.h"
+
+/* Every process init reaps is logged, the sandbox's orphans too (an exec started the setns way
+ * is one): a sandbox that makes orphans without end would grow the log without end, on the host's
+ * state directory. Past this size the log starts over: lookups read at most its last 4 MiB
+ * (attach.c), and a sandbox gets near this only that way (its execs are at most 10,000 lines). */
+#define EVENTS_LOG_WRAP_BYTES (16 * 1024 * 1024)
 
 static void events_log_exit(int events_fd, pid_t pid)
 {
@@ -33,6 +40,11 @@ static void events_log_exit(int events_fd, pid_t pid)
 	if (waitpid(pid, &status, WNOHANG) != pid)
 		return;
 	int n = snprintf(line, sizeof(line), "exit %d %llu %d\n", (int)pid, start, status);
+	struct stat st;
+	if (fstat(events_fd, &st) == 0 && st.st_size > EVENTS_LOG_WRAP_BYTES &&
+	    ftruncate(events_fd, 0) < 0) {
+		/* then it grows on: nothing better to do */
+	}
 	if (write(events_fd, line, n) < 0) {
 		/* the state directory is gone: nobody will ask */
 	}

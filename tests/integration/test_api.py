@@ -451,6 +451,30 @@ def test_an_exec_init_does_not_start_in_time_fails_and_never_runs(skiffd):
     assert s == 200
 
 
+def test_inits_events_log_starts_over_past_its_bound(skiffd):
+    # init logs every process it reaps, the sandbox's orphans too, on the host's state
+    # directory: a sandbox making orphans without end would grow it without end. Past 16 MiB
+    # the log starts over. Grown here from the host to just past that, the log is small again
+    # after the next exec, whose status is still found.
+    s, sb = create(skiffd, {})
+    assert s == 201, sb
+    init = init_of(skiffd, sb["id"])
+    logs = [os.readlink(f"/proc/{init}/fd/{fd}") for fd in os.listdir(f"/proc/{init}/fd")]
+    events = [p for p in logs if p.endswith("/events")]
+    assert len(events) == 1, logs
+    line = b"exit 999999 1 0\n"
+    with open(events[0], "ab") as f:
+        f.write(line * ((16 * 1024 * 1024) // len(line) + 1024))
+    assert os.path.getsize(events[0]) > 16 * 1024 * 1024
+    s, out = run(skiffd, sb["id"], ["sh", "-c", "echo orphan; exit 3"])
+    assert s == 200 and (out["exit_code"], out["stdout"]) == (3, "orphan\n"), out
+    assert os.path.getsize(events[0]) < 4096
+    s, out = run(skiffd, sb["id"], ["sh", "-c", "exit 4"])
+    assert s == 200 and out["exit_code"] == 4, out
+    s, _ = skiffd.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    assert s == 200
+
+
 @pytest.mark.parametrize("value", [1, 2])
 def test_init_serving_execs_stays_closed_whatever_suid_dumpable_says(skiffd, suid_dumpable,
                                                                      value):
