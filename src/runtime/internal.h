@@ -77,6 +77,8 @@ struct rt_sandbox {
 	unsigned flags;   /* RT_START_* */
 	struct spec base; /* pooled: the limits it was made with (numbers only) */
 	int ran;          /* pooled: its command was sent */
+	/* A start without waiting (rt_pool_start_begin): what init's next word is; 0: none. */
+	enum { RT_PHASE_READY = 1, RT_PHASE_STARTED } start_phase;
 	int attached;     /* found from state by rt_sandbox_attach: init is not our child */
 	int events_fd;    /* the state directory's events log (init appends to it) */
 	int disk_fd;      /* its writable layer's subvolume (btrfs), or -1 */

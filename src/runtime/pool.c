@@ -12,7 +12,8 @@
 
 #define POOL_MAX 256
 
-int rt_sandbox_run(struct rt_sandbox *sb, const struct spec *spec, struct sk_error *err)
+/* rt_sandbox_run up to the command sent: init's word that it runs is still to come. */
+static int run_send(struct rt_sandbox *sb, const struct spec *spec, struct sk_error *err)
 {
 	if (!(sb->flags & RT_START_POOLED) || sb->ran)
 		return sk_error_set(err, -EINVAL, "sandbox %s is not waiting for a command",
@@ -68,7 +69,13 @@ int rt_sandbox_run(struct rt_sandbox *sb, const struct spec *spec, struct sk_err
 	if (r < 0)
 		return sk_error_errno(err, r, "send the command to %s", sb->id);
 	sb->init_marks[0] = '\0';
-	if ((r = started_await(sb, err)) < 0)
+	return 0;
+}
+
+int rt_sandbox_run(struct rt_sandbox *sb, const struct spec *spec, struct sk_error *err)
+{
+	int r;
+	if ((r = run_send(sb, spec, err)) < 0 || (r = started_await(sb, err)) < 0)
 		return r;
 	/* Detached: recorded once it runs, like a sandbox started on the spot. */
 	if ((sb->flags & RT_START_DETACHED) && (r = state_sandbox_record(sb, spec, err)) < 0)
@@ -171,6 +178,56 @@ int rt_pool_start(struct rt_pool *p, const struct spec *spec, const char *rootfs
 	}
 	*ret_pooled = 0;
 	return rt_sandbox_start(p->rt, spec, rootfs, p->flags, ret, err);
+}
+
+int rt_pool_start_begin(struct rt_pool *p, const struct spec *spec, const char *rootfs,
+                        struct rt_sandbox **ret, int *ret_pooled, struct sk_error *err)
+{
+	struct rt_sandbox *sb = NULL;
+	if (rt_pool_fits(p, spec, rootfs)) {
+		if (p->n > 0) {
+			sb = p->ready[--p->n];
+			int r = run_send(sb, spec, err);
+			if (r < 0) {
+				rt_sandbox_destroy(sb, NULL);
+				return r;
+			}
+			sb->start_phase = RT_PHASE_STARTED;
+		} else if (p->making) {
+			/* Most of the way there: its rest is waited for with the command's start. */
+			sb = TAKE_PTR(p->making);
+			sb->start_phase = RT_PHASE_READY;
+		}
+	}
+	if (sb) {
+		*ret = sb;
+		*ret_pooled = 1;
+		return 0;
+	}
+	*ret_pooled = 0;
+	return rt_sandbox_start(p->rt, spec, rootfs, p->flags | RT_START_NOWAIT, ret, err);
+}
+
+int rt_sandbox_start_step(struct rt_sandbox *sb, const struct spec *spec, struct sk_error *err)
+{
+	int r;
+	if (sb->start_phase == RT_PHASE_READY) {
+		if ((r = rt_sandbox_ready_await(sb, err)) < 0) /* it is destroyed */
+			return r;
+		if ((r = run_send(sb, spec, err)) < 0) {
+			rt_sandbox_destroy(sb, NULL);
+			return r;
+		}
+		sb->start_phase = RT_PHASE_STARTED;
+		return 1;
+	}
+	sb->start_phase = 0;
+	if ((r = started_await(sb, err)) < 0 ||
+	    ((sb->flags & RT_START_DETACHED) && (r = state_sandbox_record(sb, spec, err)) < 0)) {
+		rt_sandbox_destroy(sb, NULL);
+		return r;
+	}
+	return 0;
 }
 
 void rt_pool_release(struct rt_pool *p)

@@ -138,10 +138,11 @@ int rt_disk_backend_parse(const char *s, enum rt_disk_backend *ret);
  * For a starter that keeps the sandbox's socket and execs into it (the worker's spawner). init
  * then holds the capabilities its commands get (no more), not none. */
 #define RT_START_INIT_EXECS 4u
-/* With RT_START_POOLED: return once init has everything it needs to make the sandbox, without
- * waiting for it to have (its mounts take a few milliseconds). rt_sandbox_ready_fd becomes
- * readable when it is done or failed; rt_sandbox_ready_await then says which. Until then the
- * sandbox is good for rt_sandbox_destroy only. */
+/* Return once init has everything it needs to make the sandbox, without waiting for it to have
+ * (its mounts take a few milliseconds). With RT_START_POOLED, rt_sandbox_ready_fd becomes
+ * readable when it is done or failed, and rt_sandbox_ready_await then says which; without, it
+ * becomes readable when the command runs or failed to, and rt_sandbox_start_step says which.
+ * Until then the sandbox is good for rt_sandbox_destroy only. */
 #define RT_START_NOWAIT 8u
 
 /* Create a sandbox for spec and start its command; returns once the command has been exec'd.
@@ -158,6 +159,10 @@ int rt_sandbox_run(struct rt_sandbox *sb, const struct spec *spec, struct sk_err
  * making, and the wait for it (0 once it is ready; on failure it is destroyed). */
 int rt_sandbox_ready_fd(const struct rt_sandbox *sb);
 int rt_sandbox_ready_await(struct rt_sandbox *sb, struct sk_error *err);
+/* A sandbox on its way (rt_pool_start_begin, or RT_START_NOWAIT without RT_START_POOLED), once
+ * rt_sandbox_ready_fd is readable: 1 while more is to come (poll again), 0 once its command
+ * runs (spec, the one it was begun with, is recorded), or an error: the sandbox is destroyed. */
+int rt_sandbox_start_step(struct rt_sandbox *sb, const struct spec *spec, struct sk_error *err);
 
 /* A pool of sandboxes made ahead for one base spec and root filesystem, refilled by its owner
  * (between requests, or when idle: rt_pool_fill, or in two steps: rt_pool_fill_begin, then
@@ -191,6 +196,11 @@ int rt_pool_fits(const struct rt_pool *p, const struct spec *spec, const char *r
  * spot. */
 int rt_pool_start(struct rt_pool *p, const struct spec *spec, const char *rootfs,
                   struct rt_sandbox **ret, int *ret_pooled, struct sk_error *err);
+/* The same without waiting for init: from the pool when it fits and has one ready or being made,
+ * else begun on the spot (RT_START_NOWAIT). *ret is on its way: poll rt_sandbox_ready_fd and call
+ * rt_sandbox_start_step with the same spec until it has started. */
+int rt_pool_start_begin(struct rt_pool *p, const struct spec *spec, const char *rootfs,
+                        struct rt_sandbox **ret, int *ret_pooled, struct sk_error *err);
 /* Destroy the sandboxes still waiting. */
 void rt_pool_release(struct rt_pool *p);
 

@@ -759,6 +759,12 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 		*ret = sb;
 		return 0;
 	}
+	if (flags & RT_START_NOWAIT) {
+		/* Its command's start comes on sync_fd: rt_sandbox_start_step. */
+		sb->start_phase = RT_PHASE_STARTED;
+		*ret = sb;
+		return 0;
+	}
 	if ((r = started_await(sb, err)) < 0)
 		goto fail;
 	if (detached && (r = state_sandbox_record(sb, spec, err)) < 0)

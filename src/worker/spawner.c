@@ -330,6 +330,8 @@ static void events_flush(struct spawner *sp)
 	json_array_clear(sp->events);
 }
 
+static void dispatch(struct spawner *sp, json_t *req, json_t *req_id, const char *op);
+
 static void request_handle(struct spawner *sp, const char *msg, size_t len)
 {
 	sp->last_request_mono = sp_now_mono();
@@ -353,6 +355,22 @@ static void request_handle(struct spawner *sp, const char *msg, size_t len)
 		json_decref(req);
 		return;
 	}
+	dispatch(sp, req, req_id, op);
+	json_decref(req);
+}
+
+void sp_request_replay(struct spawner *sp, json_t *req)
+{
+	events_flush(sp); /* what came before it goes first */
+	dispatch(sp, req, json_object_get(req, "req"), json_string_value(json_object_get(req, "op")));
+}
+
+/* One well-formed request: its op runs, and it is answered now or (op's return 1) later. */
+static void dispatch(struct spawner *sp, json_t *req, json_t *req_id, const char *op)
+{
+	if (strcmp(op, "create") != 0 && sp_create_hold(sp, req))
+		return;
+	struct sk_error err = {0};
 	int r = -1;
 	json_t *reply = json_object();
 	size_t i;
@@ -378,7 +396,6 @@ static void request_handle(struct spawner *sp, const char *msg, size_t len)
 		close(TAKE_FD(sp->reply_fd));
 	events_flush(sp);
 	json_decref(reply);
-	json_decref(req);
 }
 
 /* The socket's bytes: whole frames are handled; an oversize one is skipped and answered. */
@@ -459,6 +476,7 @@ enum {
 	W_OOM,
 	W_EXEC,
 	W_EXEC_START,
+	W_CREATE,
 	W_STDIN,
 	W_HOLDER,
 	W_FOP_PIPE,
@@ -475,6 +493,7 @@ struct watch {
 	struct sp_exec *e;
 	struct sp_fop *fop;
 	struct sp_job *job;
+	struct sp_starting *st;
 };
 
 static void timer_min(int64_t *next, int64_t t)
@@ -543,7 +562,7 @@ static int loop(struct spawner *sp)
 			n += 2 + 3 * (size_t)s->nexecs + (size_t)s->nstarting;
 		for (struct sp_fop *o = sp->fops; o; o = o->next)
 			n += 2;
-		n += 2 * (size_t)sp->njobs;
+		n += 2 * (size_t)sp->njobs + (size_t)sp->nstarting;
 		if (n > cap) {
 			free(pfds);
 			free(w);
@@ -621,6 +640,10 @@ static int loop(struct spawner *sp)
 			pfds[k] = (struct pollfd){.fd = sp->status_ino_fd, .events = POLLIN};
 			w[k++] = (struct watch){.kind = W_STATUS};
 		}
+		for (struct sp_starting *st = sp->starting; st; st = st->next) {
+			pfds[k] = (struct pollfd){.fd = rt_sandbox_ready_fd(st->sb), .events = POLLIN};
+			w[k++] = (struct watch){.kind = W_CREATE, .st = st};
+		}
 		if (rt_pool_making_fd(&sp->pool) >= 0) {
 			pfds[k] =
 			    (struct pollfd){.fd = rt_pool_making_fd(&sp->pool), .events = POLLIN};
@@ -665,6 +688,7 @@ static int loop(struct spawner *sp)
 			case W_OOM: sp_sandbox_oom(sp, w[i].s); break;
 			case W_EXEC: sp_exec_check(sp, w[i].s, w[i].e, now); break;
 			case W_EXEC_START: sp_exec_start_step(sp, w[i].s, w[i].e); break;
+			case W_CREATE: sp_create_step(sp, w[i].st); break;
 			case W_STDIN: sp_stdin_writable(sp, w[i].s, w[i].e); break;
 			case W_HOLDER:
 				sp_stdin_holder_exited(w[i].e);
@@ -801,6 +825,7 @@ int spawner_main(const struct spawner_config *cfg, int fd)
 		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 	sp.trim_mono = sp_now_mono() + SPAWNER_OUTPUT_CHECK_MS;
 	ret = loop(&sp);
+	sp_creates_release(&sp);
 	rt_pool_release(&sp.pool);
 out:
 	while (sp.sandboxes) {

@@ -143,6 +143,18 @@ struct sp_pending {
 	struct spec spec;
 };
 
+/* A create whose sandbox is on its way (rt_pool_start_begin): answered from the loop once its
+ * command runs, while other requests are served. */
+struct sp_starting {
+	struct sp_starting *next;
+	char id[ID_MAX_BYTES];
+	json_t *req_id;
+	struct spec spec; /* the start's, until it is done */
+	struct rt_sandbox *sb;
+	int pooled;
+	json_t *held; /* terminates and removes of it, run once it is answered */
+};
+
 enum sp_state { SP_RUNNING, SP_EXITED, SP_TERMINATED, SP_TIMEOUT, SP_OOM, SP_LOST };
 
 /* One output file: what was punched out of its start. */
@@ -268,6 +280,8 @@ struct spawner {
 	struct sp_job *jobs;
 	int njobs;
 	struct sp_pending *pending; /* creates waiting for a tree */
+	struct sp_starting *starting; /* creates whose sandbox is on its way */
+	int nstarting;
 };
 
 int64_t sp_now_mono(void);
@@ -299,6 +313,17 @@ void sp_sandbox_oom(struct spawner *sp, struct sp_sandbox *s);
 void sp_sandbox_free(struct sp_sandbox *s);
 int sp_sandboxes_attach(struct spawner *sp, struct sk_error *err);
 /* Start spec as sandbox id on rootfs; reply gets pooled and started_ms. spec stays the caller's. */
+/* Run a request held back (a terminate of a create on its way), once what it waited for is
+ * answered: it is answered as if it came now. */
+void sp_request_replay(struct spawner *sp, json_t *req);
+/* A request about a sandbox whose create is on its way (a terminate, say) waits for the create's
+ * answer, then runs as it would have then: a DELETE during the create ends the sandbox as
+ * terminated, not as failed. 1 if held. */
+int sp_create_hold(struct spawner *sp, json_t *req);
+/* A create on its way: its sandbox's fd polled readable. */
+void sp_create_step(struct spawner *sp, struct sp_starting *st);
+/* At the spawner's end: creates on their way go, their sandboxes destroyed. */
+void sp_creates_release(struct spawner *sp);
 int sp_sandbox_create(struct spawner *sp, const char *id, const struct spec *spec,
                       const char *rootfs, json_t *reply, struct sk_error *err);
 /* After a layer job of an ended sandbox: release it, record it, send sandbox_ended. */

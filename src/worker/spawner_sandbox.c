@@ -262,6 +262,9 @@ void sp_sandbox_timers(struct spawner *sp, int64_t now)
 
 /* ---- ops ---- */
 
+static int create_begin(struct spawner *sp, const char *id, json_t *req, struct spec *spec,
+                        struct sk_error *err);
+
 int sp_op_create(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
 {
 	const char *id;
@@ -282,6 +285,9 @@ int sp_op_create(struct spawner *sp, json_t *req, json_t *reply, struct sk_error
 	for (struct sp_pending *p = sp->pending; p; p = p->next)
 		if (!strcmp(p->id, id))
 			return sk_error_set(err, -EEXIST, "sandbox %s exists", id);
+	for (struct sp_starting *st = sp->starting; st; st = st->next)
+		if (!strcmp(st->id, id))
+			return sk_error_set(err, -EEXIST, "sandbox %s exists", id);
 	_cleanup_free_ char *text = json_dumps(js, JSON_COMPACT);
 	if (!text)
 		return sk_error_set(err, -ENOMEM, "out of memory");
@@ -297,21 +303,17 @@ int sp_op_create(struct spawner *sp, json_t *req, json_t *reply, struct sk_error
 	}
 	if (spec.image_digest)
 		r = sp_image_create(sp, id, req, &spec, reply, err);
-	else if ((r = sp_sandbox_create(sp, id, &spec, sp->rootfs, reply, err)) < 0)
+	else if ((r = create_begin(sp, id, req, &spec, err)) < 0)
 		sk_error_prefix(err, "create %s", id);
 out:
 	spec_release(&spec);
 	return r;
 }
 
-int sp_sandbox_create(struct spawner *sp, const char *id, const struct spec *spec,
-                      const char *rootfs, json_t *reply, struct sk_error *err)
+/* A sandbox whose command runs becomes one of the spawner's: reply gets how it started. */
+static int sandbox_started(struct spawner *sp, const char *id, const struct spec *spec,
+                           struct rt_sandbox *sb, int pooled, json_t *reply, struct sk_error *err)
 {
-	struct rt_sandbox *sb;
-	int pooled = 0;
-	int r = rt_pool_start(&sp->pool, spec, rootfs, &sb, &pooled, err);
-	if (r < 0)
-		return r;
 	struct sp_sandbox *s = sandbox_new(sp, id, sb);
 	if (!s) {
 		rt_sandbox_destroy(sb, NULL);
@@ -330,6 +332,106 @@ int sp_sandbox_create(struct spawner *sp, const char *id, const struct spec *spe
 	json_object_set_new(reply, "pooled", json_boolean(pooled));
 	json_object_set_new(reply, "started_ms", json_integer(s->started_ms));
 	return 0;
+}
+
+int sp_sandbox_create(struct spawner *sp, const char *id, const struct spec *spec,
+                      const char *rootfs, json_t *reply, struct sk_error *err)
+{
+	struct rt_sandbox *sb;
+	int pooled = 0;
+	int r = rt_pool_start(&sp->pool, spec, rootfs, &sb, &pooled, err);
+	if (r < 0)
+		return r;
+	return sandbox_started(sp, id, spec, sb, pooled, reply, err);
+}
+
+static void starting_free(struct sp_starting *st)
+{
+	if (st->sb)
+		rt_sandbox_destroy(st->sb, NULL);
+	json_decref(st->held);
+	json_decref(st->req_id);
+	spec_release(&st->spec);
+	free(st);
+}
+
+/* Begin a create of the default root: from the pool, or on the spot, without waiting for init
+ * (it builds the root and starts the command while the loop serves others). *spec is taken. The
+ * op is answered from sp_create_step. */
+static int create_begin(struct spawner *sp, const char *id, json_t *req, struct spec *spec,
+                        struct sk_error *err)
+{
+	struct sp_starting *st = calloc(1, sizeof(*st));
+	if (!st)
+		return sk_error_set(err, -ENOMEM, "out of memory");
+	int r = rt_pool_start_begin(&sp->pool, spec, sp->rootfs, &st->sb, &st->pooled, err);
+	if (r < 0) {
+		free(st);
+		return r;
+	}
+	snprintf(st->id, sizeof(st->id), "%s", id);
+	st->req_id = json_incref(json_object_get(req, "req"));
+	st->held = json_array();
+	st->spec = *spec; /* taken */
+	spec_init(spec);
+	st->next = sp->starting;
+	sp->starting = st;
+	sp->nstarting++;
+	return 1;
+}
+
+static int starting_unlink(struct spawner *sp, struct sp_starting *st)
+{
+	for (struct sp_starting **p = &sp->starting; *p; p = &(*p)->next) {
+		if (*p == st) {
+			*p = st->next;
+			sp->nstarting--;
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+void sp_create_step(struct spawner *sp, struct sp_starting *st)
+{
+	struct sk_error err = {0};
+	int r = rt_sandbox_start_step(st->sb, &st->spec, &err);
+	if (r == 1)
+		return;
+	starting_unlink(sp, st);
+	json_t *reply = json_object();
+	if (r == 0)
+		r = sandbox_started(sp, st->id, &st->spec, TAKE_PTR(st->sb), st->pooled, reply, &err);
+	else
+		st->sb = NULL; /* destroyed by the step */
+	if (r < 0)
+		sk_error_prefix(&err, "create %s", st->id);
+	sp_answer(sp, st->req_id, reply, r < 0 ? &err : NULL);
+	/* Then what waited for it, as if it came now: the sandbox runs, or there is none. */
+	size_t i;
+	json_t *held;
+	json_array_foreach (st->held, i, held)
+		sp_request_replay(sp, held);
+	starting_free(st);
+}
+
+int sp_create_hold(struct spawner *sp, json_t *req)
+{
+	const char *id = json_string_value(json_object_get(req, "id"));
+	for (struct sp_starting *st = sp->starting; id && st; st = st->next)
+		if (!strcmp(st->id, id))
+			return json_array_append(st->held, req) == 0;
+	return 0;
+}
+
+void sp_creates_release(struct spawner *sp)
+{
+	while (sp->starting) {
+		struct sp_starting *st = sp->starting;
+		sp->starting = st->next;
+		starting_free(st);
+	}
+	sp->nstarting = 0;
 }
 
 /* A terminate or remove of a create still waiting for its image: the create is dropped. */
