@@ -330,6 +330,24 @@ static void events_flush(struct spawner *sp)
 	json_array_clear(sp->events);
 }
 
+void sp_reply(struct spawner *sp, json_t *req_id, const char *op, int r, json_t *reply,
+              struct sk_error *err)
+{
+	if (r == 0) {
+		json_object_set(reply, "req", req_id);
+		json_object_set_new(reply, "ok", json_true());
+		if (sp->reply_fd >= 0)
+			json_object_set_new(reply, "fd", json_true());
+		sp_send_fd(sp, reply, sp->reply_fd);
+	} else if (r < 0) {
+		if (!err->code)
+			sk_error_set(err, r, "%s: %s", op, strerror(-r));
+		reply_error(sp, req_id, err);
+	}
+	if (sp->reply_fd >= 0) /* passed with the reply, or not sent: ours no more */
+		close(TAKE_FD(sp->reply_fd));
+}
+
 static void request_handle(struct spawner *sp, const char *msg, size_t len)
 {
 	sp->last_request_mono = sp_now_mono();
@@ -363,19 +381,7 @@ static void request_handle(struct spawner *sp, const char *msg, size_t len)
 		sk_error_set(&err, -EINVAL, "unknown op \"%.32s\"", op);
 	else
 		r = OPS[i].fn(sp, req, reply, &err);
-	if (r == 0) {
-		json_object_set(reply, "req", req_id);
-		json_object_set_new(reply, "ok", json_true());
-		if (sp->reply_fd >= 0)
-			json_object_set_new(reply, "fd", json_true());
-		sp_send_fd(sp, reply, sp->reply_fd);
-	} else if (r < 0) {
-		if (!err.code)
-			sk_error_set(&err, r, "%s: %s", op, strerror(-r));
-		reply_error(sp, req_id, &err);
-	}
-	if (sp->reply_fd >= 0) /* passed with the reply, or not sent: ours no more */
-		close(TAKE_FD(sp->reply_fd));
+	sp_reply(sp, req_id, op, r, reply, &err);
 	events_flush(sp);
 	json_decref(reply);
 	json_decref(req);
@@ -497,6 +503,7 @@ static int64_t timers_next(struct spawner *sp)
 		}
 		for (struct sp_exec *e = s->starting; e; e = e->next)
 			timer_min(&next, rt_exec_start_deadline_ms(e->start));
+		timer_min(&next, sp_exec_queue_deadline(s));
 		for (struct sp_exec *e = s->execs; e; e = e->next) {
 			if (!e->running)
 				continue;
