@@ -363,6 +363,17 @@ def test_execs_are_started_by_init_which_holds_only_their_capabilities(skiffd):
     assert s == 200
 
 
+def fd_links(pid):
+    """What the fds of pid name (those that close meanwhile left out)."""
+    out = []
+    for n in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{n}"))
+        except FileNotFoundError:
+            pass
+    return out
+
+
 def init_of(d, sbid):
     """The host pid of a worker's sandbox's init: the skiff-init whose root holds a file that an
     exec just made."""
@@ -396,10 +407,19 @@ def test_an_exec_held_by_its_init_holds_no_other_sandbox(skiffd):
         t.start()
         return t, result
 
+    spawner = spawner_of(skiffd)
+
+    def starting():
+        # Execs the worker is starting: it holds their output files until then (under the
+        # runtime's id of the sandbox, which may not be the API's).
+        return [x for x in fd_links(spawner) if "/execs/ex-" in x and x.endswith(".stdout")]
+
     os.kill(init, signal.SIGSTOP)
     try:
         t, result = held_exec(["echo", "late"])
-        time.sleep(0.5)  # the held exec reaches the worker
+        # The held exec reached the worker: else the execs below would run first whether or not
+        # the worker waits in place.
+        assert wait_for(lambda: len(starting()) == 1, 10)
         t0 = time.monotonic()
         for _ in range(3):
             s, out = run(skiffd, b, ["echo", "hi"])
