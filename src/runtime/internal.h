@@ -79,9 +79,9 @@ struct rt_sandbox {
 	int ran;          /* pooled: its command was sent */
 	/* A start without waiting (rt_pool_start_begin): what init's next word is; 0: none. */
 	enum { RT_PHASE_READY = 1, RT_PHASE_STARTED } start_phase;
-	int attached;     /* found from state by rt_sandbox_attach: init is not our child */
-	int events_fd;    /* the state directory's events log (init appends to it) */
-	int disk_fd;      /* its writable layer's subvolume (btrfs), or -1 */
+	int attached;  /* found from state by rt_sandbox_attach: init is not our child */
+	int events_fd; /* the state directory's events log (init appends to it) */
+	int disk_fd;   /* its writable layer's subvolume (btrfs), or -1 */
 	/* Its writable layer's tmpfs (a mount made by the runtime and moved in by init), kept so
 	 * that the layer can be read from the host (a snapshot, a build step's layer) even after
 	 * init pivoted away from it; -1 on btrfs, and for a sandbox found by attach. */

@@ -194,7 +194,8 @@ int rt_pool_start_begin(struct rt_pool *p, const struct spec *spec, const char *
 			}
 			sb->start_phase = RT_PHASE_STARTED;
 		} else if (p->making) {
-			/* Most of the way there: its rest is waited for with the command's start. */
+			/* Most of the way there: its rest is waited for with the command's start.
+			 */
 			sb = TAKE_PTR(p->making);
 			sb->start_phase = RT_PHASE_READY;
 		}

@@ -332,6 +332,24 @@ static void events_flush(struct spawner *sp)
 
 static void dispatch(struct spawner *sp, json_t *req, json_t *req_id, const char *op);
 
+void sp_reply(struct spawner *sp, json_t *req_id, const char *op, int r, json_t *reply,
+              struct sk_error *err)
+{
+	if (r == 0) {
+		json_object_set(reply, "req", req_id);
+		json_object_set_new(reply, "ok", json_true());
+		if (sp->reply_fd >= 0)
+			json_object_set_new(reply, "fd", json_true());
+		sp_send_fd(sp, reply, sp->reply_fd);
+	} else if (r < 0) {
+		if (!err->code)
+			sk_error_set(err, r, "%s: %s", op, strerror(-r));
+		reply_error(sp, req_id, err);
+	}
+	if (sp->reply_fd >= 0) /* passed with the reply, or not sent: ours no more */
+		close(TAKE_FD(sp->reply_fd));
+}
+
 static void request_handle(struct spawner *sp, const char *msg, size_t len)
 {
 	sp->last_request_mono = sp_now_mono();
@@ -362,7 +380,8 @@ static void request_handle(struct spawner *sp, const char *msg, size_t len)
 void sp_request_replay(struct spawner *sp, json_t *req)
 {
 	events_flush(sp); /* what came before it goes first */
-	dispatch(sp, req, json_object_get(req, "req"), json_string_value(json_object_get(req, "op")));
+	dispatch(sp, req, json_object_get(req, "req"),
+	         json_string_value(json_object_get(req, "op")));
 }
 
 /* One well-formed request: its op runs, and it is answered now or (op's return 1) later. */
@@ -381,19 +400,7 @@ static void dispatch(struct spawner *sp, json_t *req, json_t *req_id, const char
 		sk_error_set(&err, -EINVAL, "unknown op \"%.32s\"", op);
 	else
 		r = OPS[i].fn(sp, req, reply, &err);
-	if (r == 0) {
-		json_object_set(reply, "req", req_id);
-		json_object_set_new(reply, "ok", json_true());
-		if (sp->reply_fd >= 0)
-			json_object_set_new(reply, "fd", json_true());
-		sp_send_fd(sp, reply, sp->reply_fd);
-	} else if (r < 0) {
-		if (!err.code)
-			sk_error_set(&err, r, "%s: %s", op, strerror(-r));
-		reply_error(sp, req_id, &err);
-	}
-	if (sp->reply_fd >= 0) /* passed with the reply, or not sent: ours no more */
-		close(TAKE_FD(sp->reply_fd));
+	sp_reply(sp, req_id, op, r, reply, &err);
 	events_flush(sp);
 	json_decref(reply);
 }
@@ -516,6 +523,7 @@ static int64_t timers_next(struct spawner *sp)
 		}
 		for (struct sp_exec *e = s->starting; e; e = e->next)
 			timer_min(&next, rt_exec_start_deadline_ms(e->start));
+		timer_min(&next, sp_exec_queue_deadline(s));
 		for (struct sp_exec *e = s->execs; e; e = e->next) {
 			if (!e->running)
 				continue;
@@ -641,7 +649,8 @@ static int loop(struct spawner *sp)
 			w[k++] = (struct watch){.kind = W_STATUS};
 		}
 		for (struct sp_starting *st = sp->starting; st; st = st->next) {
-			pfds[k] = (struct pollfd){.fd = rt_sandbox_ready_fd(st->sb), .events = POLLIN};
+			pfds[k] =
+			    (struct pollfd){.fd = rt_sandbox_ready_fd(st->sb), .events = POLLIN};
 			w[k++] = (struct watch){.kind = W_CREATE, .st = st};
 		}
 		if (rt_pool_making_fd(&sp->pool) >= 0) {

@@ -33,6 +33,7 @@
 #define SP_EXEC_INLINE_OUTPUT_BYTES        (64 * 1024) /* per stream, sent with a waited exec's end */
 #define SPAWNER_DEFAULT_KILL_GRACE_MS      3000 /* terminate: SIGTERM, then SIGKILL after this */
 #define SPAWNER_MAX_EXECS_PER_SANDBOX      1024 /* running at once */
+#define SPAWNER_MAX_STARTS_PER_SANDBOX     16   /* on their way to init at once; more wait */
 #define SPAWNER_DEFAULT_IMAGE_MIN_FREE_PCT 10   /* of the store's filesystem, kept free */
 
 struct spawner_config {

@@ -210,6 +210,8 @@ void sp_exec_check(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e, 
 	exec_ended(sp, s, e, e->end_state, e->exit_code);
 }
 
+static void exec_queue_run(struct spawner *sp, struct sp_sandbox *s, int64_t now);
+
 void sp_exec_timers(struct spawner *sp, struct sp_sandbox *s, int64_t now)
 {
 	for (struct sp_exec *e = s->starting, *next; e; e = next) {
@@ -217,6 +219,7 @@ void sp_exec_timers(struct spawner *sp, struct sp_sandbox *s, int64_t now)
 		if (now >= rt_exec_start_deadline_ms(e->start))
 			sp_exec_start_step(sp, s, e);
 	}
+	exec_queue_run(sp, s, now);
 	for (struct sp_exec *e = s->execs; e; e = e->next) {
 		if (!e->running)
 			continue;
@@ -321,10 +324,41 @@ int sp_exec_request(struct spawner *sp, json_t *req, struct sp_sandbox **ret_s,
 	return 0;
 }
 
-/* Whether id is an exec of s's, started or on its way. */
+/* The request of an exec of s's that waits for a start (exec_queue), or NULL. */
+static json_t *queued_find(struct sp_sandbox *s, const char *id)
+{
+	size_t i;
+	json_t *w;
+	json_array_foreach (s->exec_queue, i, w) {
+		json_t *req = json_array_get(w, 0);
+		const char *qid = json_string_value(json_object_get(req, "exec"));
+		if (qid && !strcmp(qid, id))
+			return req;
+	}
+	return NULL;
+}
+
+/* Whether id is an exec of s's, started, on its way or waiting for its turn. */
 static int exec_known(struct sp_sandbox *s, const char *id)
 {
-	return sp_exec_find(s, id) || starting_find(s, id);
+	return sp_exec_find(s, id) || starting_find(s, id) || queued_find(s, id);
+}
+
+/* Queue req until one of s's starts ends: 1 (answered then), or -ENOMEM. */
+static int exec_queue_add(struct sp_sandbox *s, json_t *req, struct sk_error *err)
+{
+	if (!s->exec_queue)
+		s->exec_queue = json_array();
+	json_t *w =
+	    json_pack("[O, I]", req, (json_int_t)(sp_now_mono() + RT_EXEC_START_TIMEOUT_MS));
+	if (!s->exec_queue || json_array_append_new(s->exec_queue, w) < 0)
+		return sk_error_set(err, -ENOMEM, "out of memory");
+	return 1;
+}
+
+int64_t sp_exec_queue_deadline(const struct sp_sandbox *s)
+{
+	return json_integer_value(json_array_get(json_array_get(s->exec_queue, 0), 1));
 }
 
 static void start_fds_close(struct sp_exec *e)
@@ -382,7 +416,9 @@ fail:
 	return r;
 }
 
-int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
+/* The exec op; from_queue: req waited for its turn in s->exec_queue (and is out of it now). */
+static int exec_op(struct spawner *sp, json_t *req, json_t *reply, int from_queue,
+                   struct sk_error *err)
 {
 	struct sp_sandbox *s;
 	const char *exid;
@@ -439,11 +475,19 @@ int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *
 		r = sk_error_set(err, -ESRCH, "sandbox %s is not running", s->id);
 		goto out;
 	}
-	int running = s->nstarting;
+	int running = s->nstarting + (int)json_array_size(s->exec_queue);
 	for (struct sp_exec *x = s->execs; x; x = x->next)
 		running += x->running;
 	if (running >= SPAWNER_MAX_EXECS_PER_SANDBOX) {
 		r = sk_error_set(err, -EAGAIN, "sandbox %s runs %d execs already", s->id, running);
+		goto out;
+	}
+	/* Each start holds fds until init takes it (its reply socket, strings, stdio, output
+	 * files): an init that is behind gets a few at once, and the rest wait their turn, in
+	 * order, holding only their request. */
+	if (s->nstarting >= SPAWNER_MAX_STARTS_PER_SANDBOX ||
+	    (!from_queue && json_array_size(s->exec_queue) > 0)) {
+		r = exec_queue_add(s, req, err);
 		goto out;
 	}
 	e = exec_new(s, exid);
@@ -506,6 +550,35 @@ out:
 	return r;
 }
 
+int sp_op_exec(struct spawner *sp, json_t *req, json_t *reply, struct sk_error *err)
+{
+	return exec_op(sp, req, reply, 0, err);
+}
+
+/* s's queued execs, in order, while it has room for their starts; those that waited too long
+ * fail as a start that took too long does. */
+static void exec_queue_run(struct spawner *sp, struct sp_sandbox *s, int64_t now)
+{
+	while (json_array_size(s->exec_queue) > 0) {
+		int64_t deadline = sp_exec_queue_deadline(s);
+		if (s->nstarting >= SPAWNER_MAX_STARTS_PER_SANDBOX && now < deadline)
+			return;
+		json_t *req = json_incref(json_array_get(json_array_get(s->exec_queue, 0), 0));
+		json_array_remove(s->exec_queue, 0);
+		struct sk_error err = {0};
+		json_t *reply = json_object();
+		int r = now >= deadline
+		            ? sk_error_set(&err, -ETIMEDOUT,
+		                           "exec into %s: not started within %d ms (its init is "
+		                           "behind on the execs before it)",
+		                           s->id, RT_EXEC_START_TIMEOUT_MS)
+		            : exec_op(sp, req, reply, 1, &err);
+		sp_reply(sp, json_object_get(req, "req"), "exec", r, reply, &err);
+		json_decref(reply);
+		json_decref(req);
+	}
+}
+
 void sp_exec_start_step(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e)
 {
 	/* e may be gone, ended earlier in this turn of the loop (its sandbox did): the list says,
@@ -552,6 +625,16 @@ void sp_exec_starts_cancel(struct spawner *sp, struct sp_sandbox *s)
 			unlink(e->out[i].path);
 		sp_exec_free(e);
 	}
+	size_t i;
+	json_t *w;
+	json_array_foreach (s->exec_queue, i, w) {
+		if (sp) {
+			struct sk_error err = {0};
+			sk_error_set(&err, -ESRCH, "sandbox %s is not running", s->id);
+			sp_answer(sp, json_object_get(json_array_get(w, 0), "req"), NULL, &err);
+		}
+	}
+	json_decref(TAKE_PTR(s->exec_queue));
 }
 
 /* One exec record: an ended exec as it ended; a running one found again (its pidfd watched),
@@ -640,7 +723,7 @@ int sp_op_exec_check(struct spawner *sp, json_t *req, json_t *reply, struct sk_e
 		if (!exid || !id_is_valid("ex-", exid))
 			continue;
 		struct sp_exec *e = sp_exec_find(s, exid);
-		if ((e && e->running) || starting_find(s, exid))
+		if ((e && e->running) || starting_find(s, exid) || queued_find(s, exid))
 			continue; /* reported when it ends */
 		if (e) {
 			exec_event(sp, s, e);

@@ -239,6 +239,9 @@ struct sp_sandbox {
 	int nexecs;
 	struct sp_exec *starting; /* execs init is starting (sp_exec.start) */
 	int nstarting;
+	/* Exec requests waiting for one of the SPAWNER_MAX_STARTS_PER_SANDBOX starts, in
+	 * order: [request, deadline (sp_now_mono)] pairs. They hold no fd. */
+	json_t *exec_queue;
 	json_t *waiters;            /* "req" values of terminates waiting for the end */
 	struct sp_fop *fop_running; /* its helper, until reaped */
 	char image[IMG_DIGEST_HEX]; /* the image it runs on (held); "": the default root */
@@ -279,7 +282,7 @@ struct spawner {
 	int store_lock_fd; /* the disk's lock while the store is on it, else -1 */
 	struct sp_job *jobs;
 	int njobs;
-	struct sp_pending *pending; /* creates waiting for a tree */
+	struct sp_pending *pending;   /* creates waiting for a tree */
 	struct sp_starting *starting; /* creates whose sandbox is on its way */
 	int nstarting;
 };
@@ -296,6 +299,10 @@ int sp_record_write(const char *dir, const char *name, json_t *rec);
 void sp_answer(struct spawner *sp, json_t *req_id, json_t *fields, const struct sk_error *err);
 /* The same with pass_fd (>= 0) attached; the caller still owns it. */
 void sp_send_fd(struct spawner *sp, json_t *msg, int pass_fd);
+/* Answer the request req_id of op, whose handler returned r: reply (r == 0), err (r < 0), or
+ * nothing (r > 0: it answers later). Sent at once: before any event the handler queued. */
+void sp_reply(struct spawner *sp, json_t *req_id, const char *op, int r, json_t *reply,
+              struct sk_error *err);
 /* Queue an event (takes the reference) to go out after the reply being made. */
 void sp_event(struct spawner *sp, json_t *event);
 /* An error reply body {"code","message"} for err. */
@@ -394,10 +401,14 @@ void sp_exec_record(struct sp_sandbox *s, struct sp_exec *e);
 void sp_exec_status_inotify(struct spawner *sp, int64_t now);
 /* The exec's pidfd fired, or its status recheck is due: report it once its status is known. */
 void sp_exec_check(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e, int64_t now);
+/* Deadlines of s's execs and of their starts; queued execs start as starts end. */
 void sp_exec_timers(struct spawner *sp, struct sp_sandbox *s, int64_t now);
+/* When the first of s's queued execs times out; 0: none queued. */
+int64_t sp_exec_queue_deadline(const struct sp_sandbox *s);
 /* An exec init is starting: its reply socket is readable (or its deadline passed). */
 void sp_exec_start_step(struct spawner *sp, struct sp_sandbox *s, struct sp_exec *e);
-/* Every exec s is starting ends (s ends or goes), its op answered unless sp is NULL. */
+/* Every exec s is starting or has queued ends (s ends or goes), its op answered unless sp is
+ * NULL. */
 void sp_exec_starts_cancel(struct spawner *sp, struct sp_sandbox *s);
 void sp_exec_free(struct sp_exec *e);
 /* A re-attached sandbox's execs, from their records (execs/<ex>.json): running ones watched

@@ -401,7 +401,8 @@ void sp_create_step(struct spawner *sp, struct sp_starting *st)
 	starting_unlink(sp, st);
 	json_t *reply = json_object();
 	if (r == 0)
-		r = sandbox_started(sp, st->id, &st->spec, TAKE_PTR(st->sb), st->pooled, reply, &err);
+		r = sandbox_started(sp, st->id, &st->spec, TAKE_PTR(st->sb), st->pooled, reply,
+		                    &err);
 	else
 		st->sb = NULL; /* destroyed by the step */
 	if (r < 0)

@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import BIN_DIR, proc_alive, sandbox_cgroups, sandbox_pids, wait_for
+from conftest import (BIN_DIR, descendants, proc_alive, proc_info, sandbox_cgroups, sandbox_pids,
+                      wait_for)
 
 ID_RE = {p: re.compile(p + r"-[0-9A-HJKMNP-TV-Z]{26}$") for p in ("sb", "ex", "tk", "ws", "wk")}
 
@@ -362,6 +363,17 @@ def test_execs_are_started_by_init_which_holds_only_their_capabilities(skiffd):
     assert s == 200
 
 
+def fd_links(pid):
+    """What the fds of pid name (those that close meanwhile left out)."""
+    out = []
+    for n in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{n}"))
+        except FileNotFoundError:
+            pass
+    return out
+
+
 def init_of(d, sbid):
     """The host pid of a worker's sandbox's init: the skiff-init whose root holds a file that an
     exec just made."""
@@ -395,10 +407,19 @@ def test_an_exec_held_by_its_init_holds_no_other_sandbox(skiffd):
         t.start()
         return t, result
 
+    spawner = spawner_of(skiffd)
+
+    def starting():
+        # Execs the worker is starting: it holds their output files until then (under the
+        # runtime's id of the sandbox, which may not be the API's).
+        return [x for x in fd_links(spawner) if "/execs/ex-" in x and x.endswith(".stdout")]
+
     os.kill(init, signal.SIGSTOP)
     try:
         t, result = held_exec(["echo", "late"])
-        time.sleep(0.5)  # the held exec reaches the worker
+        # The held exec reached the worker: else the execs below would run first whether or not
+        # the worker waits in place.
+        assert wait_for(lambda: len(starting()) == 1, 10)
         t0 = time.monotonic()
         for _ in range(3):
             s, out = run(skiffd, b, ["echo", "hi"])
@@ -411,19 +432,22 @@ def test_an_exec_held_by_its_init_holds_no_other_sandbox(skiffd):
     s, out = result["r"]
     assert s == 200 and (out["exit_code"], out["stdout"]) == (0, "late\n"), out
 
+    # More than go to init at once: the rest wait their turn in the worker, and go too.
     os.kill(init, signal.SIGSTOP)
     try:
-        t, result = held_exec(["echo", "never"])
+        held = [held_exec(["echo", "never"]) for _ in range(24)]
         time.sleep(0.5)
         s, fin = skiffd.api("DELETE", f"/v1/sandboxes/{a}")
         assert s == 200 and fin["state"] == "terminated", fin
-        t.join(20)
+        for t, _ in held:
+            t.join(20)
     finally:
         if proc_alive(init):
             os.kill(init, signal.SIGCONT)
-    s, out = result["r"]
-    assert (s == 409 and err_code(out) == "conflict") or \
-        (s == 200 and out["state"] == "failed" and out["exit_code"] is None), (s, out)
+    for _, result in held:
+        s, out = result["r"]
+        assert (s == 409 and err_code(out) == "conflict") or \
+            (s == 200 and out["state"] == "failed" and out["exit_code"] is None), (s, out)
     assert wait_for(lambda: not proc_alive(init), 10)
     s, _ = skiffd.api("DELETE", f"/v1/sandboxes/{b}")
     assert s == 200
@@ -431,22 +455,29 @@ def test_an_exec_held_by_its_init_holds_no_other_sandbox(skiffd):
 
 def test_an_exec_init_does_not_start_in_time_fails_and_never_runs(skiffd):
     # An exec that init has not started by the deadline (10 s) fails, and init, once it reads
-    # the request, starts nothing: the worker has let go of it.
+    # the request, starts nothing: the worker has let go of it. So do those that waited their
+    # turn behind it (more than go to init at once).
     import signal
     s, sb = create(skiffd, {})
     assert s == 201, sb
     init = init_of(skiffd, sb["id"])
+
+    def timed_run(i):
+        t0 = time.monotonic()
+        s, out = run(skiffd, sb["id"], ["touch", f"/ran-{i}"])
+        return s, out, time.monotonic() - t0
+
     os.kill(init, signal.SIGSTOP)
     try:
-        t0 = time.monotonic()
-        s, out = run(skiffd, sb["id"], ["touch", "/ran"])
-        took = time.monotonic() - t0
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            outs = list(pool.map(timed_run, range(24)))
     finally:
         os.kill(init, signal.SIGCONT)
-    assert s == 200 and out["state"] == "failed" and out["exit_code"] is None, out
-    assert 9 < took < 30, took
-    s, out = run(skiffd, sb["id"], ["sh", "-c", "test -e /ran && echo ran || echo no"])
-    assert s == 200 and out["stdout"] == "no\n", out
+    for s, out, took in outs:
+        assert s == 200 and out["state"] == "failed" and out["exit_code"] is None, out
+        assert 9 < took < 30, took
+    s, out = run(skiffd, sb["id"], ["sh", "-c", "ls / | grep ran- || echo none"])
+    assert s == 200 and out["stdout"] == "none\n", out
     s, _ = skiffd.api("DELETE", f"/v1/sandboxes/{sb['id']}")
     assert s == 200
 
@@ -472,6 +503,58 @@ def test_inits_events_log_starts_over_past_its_bound(skiffd):
     s, out = run(skiffd, sb["id"], ["sh", "-c", "exit 4"])
     assert s == 200 and out["exit_code"] == 4, out
     s, _ = skiffd.api("DELETE", f"/v1/sandboxes/{sb['id']}")
+    assert s == 200
+
+
+def spawner_of(d):
+    sp = [p for p in descendants(d.proc.pid) if (proc_info(p) or (0, ""))[1] == "skiff-spawner"]
+    assert len(sp) == 1, sp
+    return sp[0]
+
+
+def settled_fds(pid):
+    """How many fds pid holds, once that count has not changed for a while."""
+    seen = []
+    for _ in range(50):
+        seen.append(len(os.listdir(f"/proc/{pid}/fd")))
+        if len(seen) >= 4 and len(set(seen[-4:])) == 1:
+            return seen[-1]
+        time.sleep(0.1)
+    raise AssertionError(f"the fds of {pid} never settled: {seen[-8:]}")
+
+
+def test_execs_an_init_is_behind_on_hold_no_fds_past_a_few(skiffd):
+    # Each exec on its way to init holds fds in the worker (its reply socket, its strings and
+    # stdio until init's queue takes them, its output files): past a few per sandbox, the rest
+    # wait their turn holding only their request, so a sandbox that starves its init of CPU can't
+    # make the worker hold fds for every exec asked of it. Once init runs again, all of them run.
+    import signal
+    s, sb = create(skiffd, {})
+    assert s == 201, sb
+    a = sb["id"]
+    init = init_of(skiffd, a)
+    spawner = spawner_of(skiffd)
+    results = []
+    pool = ThreadPoolExecutor(max_workers=80)
+
+    def ask(n):
+        for i in range(n):
+            results.append(pool.submit(run, skiffd, a, ["echo", f"{len(results)}"]))
+
+    os.kill(init, signal.SIGSTOP)
+    try:
+        ask(40)
+        at_40 = settled_fds(spawner)
+        ask(40)
+        at_80 = settled_fds(spawner)
+    finally:
+        os.kill(init, signal.SIGCONT)
+    outs = [f.result(timeout=60) for f in results]
+    pool.shutdown()
+    for i, (s, out) in enumerate(outs):
+        assert s == 200 and (out["exit_code"], out["stdout"]) == (0, f"{i}\n"), (i, s, out)
+    assert at_80 - at_40 <= 4, (at_40, at_80)
+    s, _ = skiffd.api("DELETE", f"/v1/sandboxes/{a}")
     assert s == 200
 
 

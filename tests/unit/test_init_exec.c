@@ -4,6 +4,7 @@
  * a terminal works; failures come back as errors; malformed requests on init's socket get an
  * error or nothing, start nothing, and leave init serving. Run with skiff-init (the static
  * program init execs into) and with init left in place. */
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <setjmp.h>
@@ -371,6 +372,18 @@ static void test_malformed_requests_start_nothing(void **state)
 	close(null);
 }
 
+/* How many fds this process holds. */
+static int open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	assert_non_null(d);
+	int n = 0;
+	for (struct dirent *de; (de = readdir(d));)
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n - 1; /* the directory's own */
+}
+
 /* init's state letter in /proc (T: stopped). */
 static char init_state(const struct fixture *f)
 {
@@ -395,6 +408,7 @@ static void test_starts_wait_for_room_and_can_be_given_up(void **state)
 	assert_int_equal(init_state(f), 'T');
 	char *argv[] = {"sleep", "1000", NULL};
 	struct rt_exec_spec es = {.argv = argv, .stdio = {-1, -1, -1}};
+	int fds_before = open_fds();
 	/* Until init's socket is full (its send buffer: a few hundred requests) and 8 more. */
 	enum { MAX_STARTS = 4096 };
 	struct rt_exec_start **st = calloc(MAX_STARTS, sizeof(*st));
@@ -414,6 +428,8 @@ static void test_starts_wait_for_room_and_can_be_given_up(void **state)
 		assert_non_null(strstr(err.msg, "not started within"));
 	}
 	free(st);
+	/* Given up, sent or not, a start holds nothing more. */
+	assert_int_equal(open_fds(), fds_before);
 	assert_int_equal(kill(f->sb->pid, SIGCONT), 0);
 	/* init serves in order: by the time this shell runs, it has read every request. */
 	char out[256];
