@@ -661,7 +661,12 @@ static int loop(struct spawner *sp)
 		int64_t now = sp_now_mono();
 		int64_t next = timers_next(sp);
 		int timeout = next ? (int)(next > now ? next - now : 0) : -1;
-		int refill = sp->pool.n < sp->pool.target && !sp->pool.making;
+		/* Not while a create or an exec is on its way: its answer would wait for the
+		 * refill's part in this loop. */
+		int starts = 0;
+		for (size_t i = 0; i < k; i++)
+			starts += w[i].kind == W_EXEC_START || w[i].kind == W_CREATE;
+		int refill = sp->pool.n < sp->pool.target && !sp->pool.making && !starts;
 		if (refill) {
 			int64_t quiet =
 			    sp->pool.n == 0 ? now : sp->last_request_mono + SP_REFILL_QUIET_MS;
