@@ -416,13 +416,23 @@ void sp_create_step(struct spawner *sp, struct sp_starting *st)
 	starting_free(st);
 }
 
-int sp_create_hold(struct spawner *sp, json_t *req)
+int sp_create_hold(struct spawner *sp, json_t *req, const char *op, struct sk_error *err)
 {
 	const char *id = json_string_value(json_object_get(req, "id"));
-	for (struct sp_starting *st = sp->starting; id && st; st = st->next)
-		if (!strcmp(st->id, id))
-			return json_array_append(st->held, req) == 0;
-	return 0;
+	struct sp_starting *st = sp->starting;
+	/* A hello waits on any: replayed when that one is answered, it waits on the next. */
+	if (strcmp(op, "hello") != 0)
+		while (st && !(id && !strcmp(st->id, id)))
+			st = st->next;
+	if (!st)
+		return 0;
+	if (json_array_size(st->held) >= SP_CREATE_MAX_HELD)
+		return sk_error_set(err, -EAGAIN,
+		                    "%s: %d requests wait for sandbox %s's create already", op,
+		                    SP_CREATE_MAX_HELD, st->id);
+	if (json_array_append(st->held, req) < 0)
+		return sk_error_set(err, -ENOMEM, "out of memory");
+	return 1;
 }
 
 void sp_creates_release(struct spawner *sp)

@@ -2264,6 +2264,51 @@ static void test_snapshot(void **state)
 	spawner_down(f);
 }
 
+/* Requests about a create on its way wait for its answer, as when the create held the loop: a
+ * hello (a worker registering again) lists the sandbox, and a flood of requests for its id is
+ * bounded: past SP_CREATE_MAX_HELD they are refused at once. */
+static void test_create_on_its_way(void **state)
+{
+	struct fixture *f = *state;
+	spawner_up(f, 0);
+	json_decref(call(f, json_pack("{s:s}", "op", "hello")));
+	char id[ID_MAX_BYTES];
+	new_id("sb-", id);
+	int creq = send_req(f, json_pack("{s:s, s:s, s:{s:[s,s]}}", "op", "create", "id", id,
+	                                 "spec", "command", "sleep", "100"));
+	int hreq = send_req(f, json_pack("{s:s}", "op", "hello"));
+	int n = SP_CREATE_MAX_HELD + 8, first = 0;
+	for (int i = 0; i < n; i++) {
+		int q = send_req(f, json_pack("{s:s, s:s}", "op", "usage", "id", id));
+		first = first ? first : q;
+	}
+	json_t *r = wait_reply(f, creq);
+	expect_ok(r);
+	json_decref(r);
+	r = wait_reply(f, hreq);
+	expect_ok(r);
+	json_t *list = json_object_get(r, "sandboxes");
+	int listed = 0;
+	size_t i;
+	json_t *v;
+	json_array_foreach (list, i, v)
+		listed += !strcmp(json_string_value(json_object_get(v, "id")), id);
+	assert_int_equal(listed, 1);
+	json_decref(r);
+	int ok = 0, refused = 0;
+	for (int q = first; q < first + n; q++) {
+		r = wait_reply(f, q);
+		if (is_ok(r))
+			ok++;
+		else if (!strcmp(error_code(r), "resource_exhausted"))
+			refused++;
+		json_decref(r);
+	}
+	assert_true(refused > 0 && ok > 0 && ok + refused == n && ok < SP_CREATE_MAX_HELD);
+	remove_sandbox(f, id);
+	spawner_down(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2282,6 +2327,7 @@ int main(void)
 	    cmocka_unit_test(test_fetch_ignores_proxy_environment),
 	    cmocka_unit_test(test_capture_layer),
 	    cmocka_unit_test(test_snapshot),
+	    cmocka_unit_test(test_create_on_its_way),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
