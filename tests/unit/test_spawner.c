@@ -2309,6 +2309,45 @@ static void test_create_on_its_way(void **state)
 	spawner_down(f);
 }
 
+/* A terminate sent while its sandbox's create is on its way runs after the create's answer: the
+ * create succeeds, then the sandbox ends as terminated, in that order on the socket. */
+static void test_create_then_terminate(void **state)
+{
+	struct fixture *f = *state;
+	spawner_up(f, 0);
+	json_decref(call(f, json_pack("{s:s}", "op", "hello")));
+	char id[ID_MAX_BYTES];
+	new_id("sb-", id);
+	int creq = send_req(f, json_pack("{s:s, s:s, s:{s:[s,s]}}", "op", "create", "id", id,
+	                                 "spec", "command", "sleep", "100"));
+	int treq =
+	    send_req(f, json_pack("{s:s, s:s, s:i}", "op", "terminate", "id", id, "grace_ms", 0));
+	/* In arrival order: 1 the create's answer, 2 the terminate's, 3 sandbox_ended. */
+	int seen_create = 0, seen_term = 0, seen_end = 0, n = 0;
+	while (!seen_create || !seen_term || !seen_end) {
+		json_t *m = recv_msg(f);
+		json_int_t req = json_integer_value(json_object_get(m, "req"));
+		const char *ev = json_string_value(json_object_get(m, "event"));
+		const char *eid = json_string_value(json_object_get(m, "id"));
+		n++;
+		if (req == creq && json_object_get(m, "ok")) {
+			expect_ok(m);
+			seen_create = n;
+		} else if (req == treq && json_object_get(m, "ok")) {
+			expect_ok(m);
+			seen_term = n;
+		} else if (ev && !strcmp(ev, "sandbox_ended") && eid && !strcmp(eid, id)) {
+			assert_string_equal(json_string_value(json_object_get(m, "state")),
+			                    "terminated");
+			seen_end = n;
+		}
+		json_decref(m);
+	}
+	assert_true(seen_create < seen_term && seen_create < seen_end);
+	remove_sandbox(f, id);
+	spawner_down(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2328,6 +2367,7 @@ int main(void)
 	    cmocka_unit_test(test_capture_layer),
 	    cmocka_unit_test(test_snapshot),
 	    cmocka_unit_test(test_create_on_its_way),
+	    cmocka_unit_test(test_create_then_terminate),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
