@@ -395,16 +395,15 @@ static int starting_unlink(struct spawner *sp, struct sp_starting *st)
 void sp_create_step(struct spawner *sp, struct sp_starting *st)
 {
 	struct sk_error err = {0};
-	int r = rt_sandbox_start_step(st->sb, &st->spec, &err);
+	/* A failed make of the pool's is retried on the spot: st->sb may change. */
+	int r = rt_pool_start_step(&sp->pool, &st->sb, &st->spec, &st->pooled, &err);
 	if (r == 1)
 		return;
 	starting_unlink(sp, st);
 	json_t *reply = json_object();
-	if (r == 0)
+	if (r == 0) /* else the step destroyed it */
 		r = sandbox_started(sp, st->id, &st->spec, TAKE_PTR(st->sb), st->pooled, reply,
 		                    &err);
-	else
-		st->sb = NULL; /* destroyed by the step */
 	if (r < 0)
 		sk_error_prefix(&err, "create %s", st->id);
 	sp_answer(sp, st->req_id, reply, r < 0 ? &err : NULL);

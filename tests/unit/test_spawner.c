@@ -2264,18 +2264,25 @@ static void test_snapshot(void **state)
 	spawner_down(f);
 }
 
+/* A fresh spawner without a pool, sent a create of a new sandbox (its id in id) whose answer is
+ * not waited for: the sandbox is made on the spot, so its create is on its way a while. */
+static int create_sent(struct fixture *f, char *id)
+{
+	spawner_up(f, 0);
+	json_decref(call(f, json_pack("{s:s}", "op", "hello")));
+	new_id("sb-", id);
+	return send_req(f, json_pack("{s:s, s:s, s:{s:[s,s]}}", "op", "create", "id", id, "spec",
+	                             "command", "sleep", "100"));
+}
+
 /* Requests about a create on its way wait for its answer, as when the create held the loop: a
  * hello (a worker registering again) lists the sandbox, and a flood of requests for its id is
  * bounded: past SP_CREATE_MAX_HELD they are refused at once. */
 static void test_create_on_its_way(void **state)
 {
 	struct fixture *f = *state;
-	spawner_up(f, 0);
-	json_decref(call(f, json_pack("{s:s}", "op", "hello")));
 	char id[ID_MAX_BYTES];
-	new_id("sb-", id);
-	int creq = send_req(f, json_pack("{s:s, s:s, s:{s:[s,s]}}", "op", "create", "id", id,
-	                                 "spec", "command", "sleep", "100"));
+	int creq = create_sent(f, id);
 	int hreq = send_req(f, json_pack("{s:s}", "op", "hello"));
 	int n = SP_CREATE_MAX_HELD + 8, first = 0;
 	for (int i = 0; i < n; i++) {
@@ -2314,12 +2321,8 @@ static void test_create_on_its_way(void **state)
 static void test_create_then_terminate(void **state)
 {
 	struct fixture *f = *state;
-	spawner_up(f, 0);
-	json_decref(call(f, json_pack("{s:s}", "op", "hello")));
 	char id[ID_MAX_BYTES];
-	new_id("sb-", id);
-	int creq = send_req(f, json_pack("{s:s, s:s, s:{s:[s,s]}}", "op", "create", "id", id,
-	                                 "spec", "command", "sleep", "100"));
+	int creq = create_sent(f, id);
 	int treq =
 	    send_req(f, json_pack("{s:s, s:s, s:i}", "op", "terminate", "id", id, "grace_ms", 0));
 	/* In arrival order: 1 the create's answer, 2 the terminate's, 3 sandbox_ended. */
