@@ -231,6 +231,25 @@ int rt_sandbox_start_step(struct rt_sandbox *sb, const struct spec *spec, struct
 	return 0;
 }
 
+int rt_pool_start_step(struct rt_pool *p, struct rt_sandbox **sb, const struct spec *spec,
+                       int *pooled, struct sk_error *err)
+{
+	int making = (*sb)->start_phase == RT_PHASE_READY;
+	struct sk_error merr = {0};
+	int r = rt_sandbox_start_step(*sb, spec, making ? &merr : err);
+	if (r >= 0)
+		return r;
+	*sb = NULL; /* destroyed */
+	if (!making)
+		return r;
+	/* The pool's make failed, not the request: made on the spot, as with none. It fit the
+	 * pool, so its root is the pool's. */
+	*pooled = 0;
+	if ((r = rt_sandbox_start(p->rt, spec, p->rootfs, p->flags | RT_START_NOWAIT, sb, err)) < 0)
+		return r;
+	return 1;
+}
+
 void rt_pool_release(struct rt_pool *p)
 {
 	if (p->making)

@@ -201,6 +201,12 @@ int rt_pool_start(struct rt_pool *p, const struct spec *spec, const char *rootfs
  * rt_sandbox_start_step with the same spec until it has started. */
 int rt_pool_start_begin(struct rt_pool *p, const struct spec *spec, const char *rootfs,
                         struct rt_sandbox **ret, int *ret_pooled, struct sk_error *err);
+/* rt_sandbox_start_step for a start rt_pool_start_begin began: when it took the sandbox being
+ * made and that make failed, it is made on the spot instead, as rt_pool_start does (*sb is
+ * then the new one, *pooled 0, and 1 is returned: poll its fd). On failure *sb is destroyed and
+ * NULL. */
+int rt_pool_start_step(struct rt_pool *p, struct rt_sandbox **sb, const struct spec *spec,
+                       int *pooled, struct sk_error *err);
 /* Destroy the sandboxes still waiting. */
 void rt_pool_release(struct rt_pool *p);
 

@@ -387,18 +387,18 @@ void sp_request_replay(struct spawner *sp, json_t *req)
 /* One well-formed request: its op runs, and it is answered now or (op's return 1) later. */
 static void dispatch(struct spawner *sp, json_t *req, json_t *req_id, const char *op)
 {
-	if (strcmp(op, "create") != 0 && sp_create_hold(sp, req))
-		return;
 	struct sk_error err = {0};
-	int r = -1;
+	int r = strcmp(op, "create") != 0 ? sp_create_hold(sp, req, op, &err) : 0;
+	if (r > 0)
+		return;
 	json_t *reply = json_object();
 	size_t i;
 	for (i = 0; i < ARRAY_SIZE(OPS); i++)
 		if (!strcmp(OPS[i].name, op))
 			break;
-	if (i == ARRAY_SIZE(OPS))
-		sk_error_set(&err, -EINVAL, "unknown op \"%.32s\"", op);
-	else
+	if (r == 0 && i == ARRAY_SIZE(OPS))
+		r = sk_error_set(&err, -EINVAL, "unknown op \"%.32s\"", op);
+	else if (r == 0)
 		r = OPS[i].fn(sp, req, reply, &err);
 	sp_reply(sp, req_id, op, r, reply, &err);
 	events_flush(sp);

@@ -35,6 +35,8 @@
  * the requests that follow a create (an exec, a file) are not queued behind it; an empty pool is
  * refilled at once. */
 #define SP_REFILL_QUIET_MS 20
+/* Requests held for one create on its way (sp_create_hold): more are refused, not kept. */
+#define SP_CREATE_MAX_HELD 64
 #define SP_TERM_CHECK_MS   5 /* terminate of a sandbox without command: all gone yet? */
 #define SP_MAX_GRACE_MS    (3600 * 1000)
 #define SP_RECORD_NAME     "spawner.json" /* in the state directory */
@@ -325,8 +327,10 @@ int sp_sandboxes_attach(struct spawner *sp, struct sk_error *err);
 void sp_request_replay(struct spawner *sp, json_t *req);
 /* A request about a sandbox whose create is on its way (a terminate, say) waits for the create's
  * answer, then runs as it would have then: a DELETE during the create ends the sandbox as
- * terminated, not as failed. 1 if held. */
-int sp_create_hold(struct spawner *sp, json_t *req);
+ * terminated, not as failed. A hello waits for every create on its way, so that what it lists
+ * holds them (a worker registering again would otherwise have them failed). 1 if held, 0 if
+ * not, or an error when too many wait already (SP_CREATE_MAX_HELD). */
+int sp_create_hold(struct spawner *sp, json_t *req, const char *op, struct sk_error *err);
 /* A create on its way: its sandbox's fd polled readable. */
 void sp_create_step(struct spawner *sp, struct sp_starting *st);
 /* At the spawner's end: creates on their way go, their sandboxes destroyed. */

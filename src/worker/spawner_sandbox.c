@@ -395,16 +395,15 @@ static int starting_unlink(struct spawner *sp, struct sp_starting *st)
 void sp_create_step(struct spawner *sp, struct sp_starting *st)
 {
 	struct sk_error err = {0};
-	int r = rt_sandbox_start_step(st->sb, &st->spec, &err);
+	/* A failed make of the pool's is retried on the spot: st->sb may change. */
+	int r = rt_pool_start_step(&sp->pool, &st->sb, &st->spec, &st->pooled, &err);
 	if (r == 1)
 		return;
 	starting_unlink(sp, st);
 	json_t *reply = json_object();
-	if (r == 0)
+	if (r == 0) /* else the step destroyed it */
 		r = sandbox_started(sp, st->id, &st->spec, TAKE_PTR(st->sb), st->pooled, reply,
 		                    &err);
-	else
-		st->sb = NULL; /* destroyed by the step */
 	if (r < 0)
 		sk_error_prefix(&err, "create %s", st->id);
 	sp_answer(sp, st->req_id, reply, r < 0 ? &err : NULL);
@@ -416,13 +415,23 @@ void sp_create_step(struct spawner *sp, struct sp_starting *st)
 	starting_free(st);
 }
 
-int sp_create_hold(struct spawner *sp, json_t *req)
+int sp_create_hold(struct spawner *sp, json_t *req, const char *op, struct sk_error *err)
 {
 	const char *id = json_string_value(json_object_get(req, "id"));
-	for (struct sp_starting *st = sp->starting; id && st; st = st->next)
-		if (!strcmp(st->id, id))
-			return json_array_append(st->held, req) == 0;
-	return 0;
+	struct sp_starting *st = sp->starting;
+	/* A hello waits on any: replayed when that one is answered, it waits on the next. */
+	if (strcmp(op, "hello") != 0)
+		while (st && !(id && !strcmp(st->id, id)))
+			st = st->next;
+	if (!st)
+		return 0;
+	if (json_array_size(st->held) >= SP_CREATE_MAX_HELD)
+		return sk_error_set(err, -EAGAIN,
+		                    "%s: %d requests wait for sandbox %s's create already", op,
+		                    SP_CREATE_MAX_HELD, st->id);
+	if (json_array_append(st->held, req) < 0)
+		return sk_error_set(err, -ENOMEM, "out of memory");
+	return 1;
 }
 
 void sp_creates_release(struct spawner *sp)

@@ -73,16 +73,23 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* A spec that runs "sh -c script" without a timeout. */
+static void script_spec(struct spec *s, const char *script)
+{
+	struct sk_error err = {0};
+	spec_init(s);
+	s->timeout_s = 0;
+	char *argv[] = {"sh", "-c", (char *)script};
+	assert_int_equal(spec_set_argv(s, argv, 3, &err), 0);
+}
+
 /* Start a shell script with the given limits through the pool; return its exit code. */
 static int run(struct fixture *f, const char *script, uint64_t memory_mib, const char *workdir,
                const char *hostname, const char *env, int *ret_pooled, char *ret_id)
 {
 	struct sk_error err = {0};
 	struct spec s;
-	spec_init(&s);
-	s.timeout_s = 0;
-	char *argv[] = {"sh", "-c", (char *)script};
-	assert_int_equal(spec_set_argv(&s, argv, 3, &err), 0);
+	script_spec(&s, script);
 	s.memory_mib = memory_mib;
 	if (workdir)
 		assert_int_equal(spec_set_string(&s.workdir, workdir, "workdir", &err), 0);
@@ -230,6 +237,16 @@ static void making_wait(struct fixture *f)
 	assert_int_equal(poll(&p, 1, 20000), 1);
 }
 
+/* An empty pool whose sandbox being made has lost its init. */
+static void making_killed(struct fixture *f)
+{
+	struct sk_error err = {0};
+	pool_drain(f);
+	assert_int_equal(rt_pool_fill_begin(&f->pool, &err), 1);
+	assert_int_equal(
+	    syscall(SYS_pidfd_send_signal, rt_sandbox_pidfd(f->pool.making), SIGKILL, NULL, 0), 0);
+}
+
 static void test_refill_in_steps_with_other_starts_between(void **state)
 {
 	struct fixture *f = *state;
@@ -279,10 +296,7 @@ static void test_a_make_whose_init_dies_fails_and_leaves_nothing(void **state)
 {
 	struct fixture *f = *state;
 	struct sk_error err = {0};
-	pool_drain(f);
-	assert_int_equal(rt_pool_fill_begin(&f->pool, &err), 1);
-	assert_int_equal(
-	    syscall(SYS_pidfd_send_signal, rt_sandbox_pidfd(f->pool.making), SIGKILL, NULL, 0), 0);
+	making_killed(f);
 	making_wait(f);
 	assert_true(rt_pool_fill_end(&f->pool, &err) < 0);
 	assert_int_equal(f->pool.n, 0);
@@ -299,6 +313,60 @@ static void test_release_destroys_the_sandbox_being_made(void **state)
 	/* The teardown releases the pool now, and checks that nothing is left. */
 }
 
+/* Begin a start of "sh -c script" through the pool without waiting, step it as a loop would,
+ * and return its exit code; *ret_pooled: how it was made in the end. */
+static int run_begun(struct fixture *f, const char *script, int *ret_pooled)
+{
+	struct sk_error err = {0};
+	struct spec s;
+	script_spec(&s, script);
+	struct rt_sandbox *sb = NULL;
+	if (rt_pool_start_begin(&f->pool, &s, f->rootfs, &sb, ret_pooled, &err) < 0)
+		fail_msg("begin: %s", err.msg);
+	int r;
+	do {
+		struct pollfd p = {.fd = rt_sandbox_ready_fd(sb), .events = POLLIN};
+		assert_int_equal(poll(&p, 1, 20000), 1);
+		r = rt_pool_start_step(&f->pool, &sb, &s, ret_pooled, &err);
+	} while (r == 1);
+	if (r < 0)
+		fail_msg("step: %s", err.msg);
+	int status = -1;
+	assert_int_equal(rt_sandbox_wait_command(sb, &status), 0);
+	assert_int_equal(rt_sandbox_destroy(sb, &err), 0);
+	spec_release(&s);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void test_begun_starts_from_the_pool_the_make_and_the_spot(void **state)
+{
+	struct fixture *f = *state;
+	struct sk_error err = {0};
+	pool_drain(f);
+	assert_int_equal(rt_pool_fill(&f->pool, 1, &err), 1);
+	int pooled = 0;
+	assert_int_equal(run_begun(f, "exit 11", &pooled), 11);
+	assert_int_equal(pooled, 1);
+	assert_int_equal(rt_pool_fill_begin(&f->pool, &err), 1);
+	assert_int_equal(run_begun(f, "exit 12", &pooled), 12);
+	assert_int_equal(pooled, 1);
+	assert_int_equal(rt_pool_making_fd(&f->pool), -1);
+	assert_int_equal(run_begun(f, "exit 13", &pooled), 13);
+	assert_int_equal(pooled, 0);
+}
+
+/* A start that took the sandbox being made, whose make then fails, is made on the spot, as
+ * rt_pool_start does: the pool's failure is not the request's. */
+static void test_begun_start_on_a_failed_make_is_made_on_the_spot(void **state)
+{
+	struct fixture *f = *state;
+	making_killed(f);
+	int pooled = 0;
+	assert_int_equal(run_begun(f, "exit 14", &pooled), 14);
+	assert_int_equal(pooled, 0);
+	/* The teardown checks that nothing of the failed make is left. */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -311,6 +379,8 @@ int main(void)
 	    cmocka_unit_test(test_a_start_takes_the_sandbox_being_made),
 	    cmocka_unit_test(test_a_make_whose_init_dies_fails_and_leaves_nothing),
 	    cmocka_unit_test(test_release_destroys_the_sandbox_being_made),
+	    cmocka_unit_test(test_begun_starts_from_the_pool_the_make_and_the_spot),
+	    cmocka_unit_test(test_begun_start_on_a_failed_make_is_made_on_the_spot),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

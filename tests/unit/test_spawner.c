@@ -2264,6 +2264,93 @@ static void test_snapshot(void **state)
 	spawner_down(f);
 }
 
+/* A fresh spawner without a pool, sent a create of a new sandbox (its id in id) whose answer is
+ * not waited for: the sandbox is made on the spot, so its create is on its way a while. */
+static int create_sent(struct fixture *f, char *id)
+{
+	spawner_up(f, 0);
+	json_decref(call(f, json_pack("{s:s}", "op", "hello")));
+	new_id("sb-", id);
+	return send_req(f, json_pack("{s:s, s:s, s:{s:[s,s]}}", "op", "create", "id", id, "spec",
+	                             "command", "sleep", "100"));
+}
+
+/* Requests about a create on its way wait for its answer, as when the create held the loop: a
+ * hello (a worker registering again) lists the sandbox, and a flood of requests for its id is
+ * bounded: past SP_CREATE_MAX_HELD they are refused at once. */
+static void test_create_on_its_way(void **state)
+{
+	struct fixture *f = *state;
+	char id[ID_MAX_BYTES];
+	int creq = create_sent(f, id);
+	int hreq = send_req(f, json_pack("{s:s}", "op", "hello"));
+	int n = SP_CREATE_MAX_HELD + 8, first = 0;
+	for (int i = 0; i < n; i++) {
+		int q = send_req(f, json_pack("{s:s, s:s}", "op", "usage", "id", id));
+		first = first ? first : q;
+	}
+	json_t *r = wait_reply(f, creq);
+	expect_ok(r);
+	json_decref(r);
+	r = wait_reply(f, hreq);
+	expect_ok(r);
+	json_t *list = json_object_get(r, "sandboxes");
+	int listed = 0;
+	size_t i;
+	json_t *v;
+	json_array_foreach (list, i, v)
+		listed += !strcmp(json_string_value(json_object_get(v, "id")), id);
+	assert_int_equal(listed, 1);
+	json_decref(r);
+	int ok = 0, refused = 0;
+	for (int q = first; q < first + n; q++) {
+		r = wait_reply(f, q);
+		if (is_ok(r))
+			ok++;
+		else if (!strcmp(error_code(r), "resource_exhausted"))
+			refused++;
+		json_decref(r);
+	}
+	assert_true(refused > 0 && ok > 0 && ok + refused == n && ok < SP_CREATE_MAX_HELD);
+	remove_sandbox(f, id);
+	spawner_down(f);
+}
+
+/* A terminate sent while its sandbox's create is on its way runs after the create's answer: the
+ * create succeeds, then the sandbox ends as terminated, in that order on the socket. */
+static void test_create_then_terminate(void **state)
+{
+	struct fixture *f = *state;
+	char id[ID_MAX_BYTES];
+	int creq = create_sent(f, id);
+	int treq =
+	    send_req(f, json_pack("{s:s, s:s, s:i}", "op", "terminate", "id", id, "grace_ms", 0));
+	/* In arrival order: 1 the create's answer, 2 the terminate's, 3 sandbox_ended. */
+	int seen_create = 0, seen_term = 0, seen_end = 0, n = 0;
+	while (!seen_create || !seen_term || !seen_end) {
+		json_t *m = recv_msg(f);
+		json_int_t req = json_integer_value(json_object_get(m, "req"));
+		const char *ev = json_string_value(json_object_get(m, "event"));
+		const char *eid = json_string_value(json_object_get(m, "id"));
+		n++;
+		if (req == creq && json_object_get(m, "ok")) {
+			expect_ok(m);
+			seen_create = n;
+		} else if (req == treq && json_object_get(m, "ok")) {
+			expect_ok(m);
+			seen_term = n;
+		} else if (ev && !strcmp(ev, "sandbox_ended") && eid && !strcmp(eid, id)) {
+			assert_string_equal(json_string_value(json_object_get(m, "state")),
+			                    "terminated");
+			seen_end = n;
+		}
+		json_decref(m);
+	}
+	assert_true(seen_create < seen_term && seen_create < seen_end);
+	remove_sandbox(f, id);
+	spawner_down(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2282,6 +2369,8 @@ int main(void)
 	    cmocka_unit_test(test_fetch_ignores_proxy_environment),
 	    cmocka_unit_test(test_capture_layer),
 	    cmocka_unit_test(test_snapshot),
+	    cmocka_unit_test(test_create_on_its_way),
+	    cmocka_unit_test(test_create_then_terminate),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
