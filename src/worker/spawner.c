@@ -662,10 +662,17 @@ static int loop(struct spawner *sp)
 		int64_t next = timers_next(sp);
 		int timeout = next ? (int)(next > now ? next - now : 0) : -1;
 		/* Not while a create or an exec is on its way: its answer would wait for the
-		 * refill's part in this loop. */
+		 * refill's part in this loop. One begun longer ago than a refill's quiet is held
+		 * by its sandbox (its init stopped, say), and holds no refill. */
 		int starts = 0;
-		for (size_t i = 0; i < k; i++)
-			starts += w[i].kind == W_EXEC_START || w[i].kind == W_CREATE;
+		for (size_t i = 0; i < k; i++) {
+			int64_t begun = w[i].kind == W_EXEC_START
+			                    ? rt_exec_start_deadline_ms(w[i].e->start) -
+			                          RT_EXEC_START_TIMEOUT_MS
+			                : w[i].kind == W_CREATE ? w[i].st->begun_mono
+			                                        : 0;
+			starts += begun && now - begun < SP_REFILL_QUIET_MS;
+		}
 		int refill = sp->pool.n < sp->pool.target && !sp->pool.making && !starts;
 		if (refill) {
 			int64_t quiet =

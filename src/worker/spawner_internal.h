@@ -154,6 +154,7 @@ struct sp_starting {
 	struct spec spec; /* the start's, until it is done */
 	struct rt_sandbox *sb;
 	int pooled;
+	int64_t begun_mono;
 	json_t *held; /* terminates and removes of it, run once it is answered */
 };
 

@@ -372,6 +372,7 @@ static int create_begin(struct spawner *sp, const char *id, json_t *req, struct 
 	snprintf(st->id, sizeof(st->id), "%s", id);
 	st->req_id = json_incref(json_object_get(req, "req"));
 	st->held = json_array();
+	st->begun_mono = sp_now_mono();
 	st->spec = *spec; /* taken */
 	spec_init(spec);
 	st->next = sp->starting;
