@@ -160,24 +160,15 @@ int rt_pool_fits(const struct rt_pool *p, const struct spec *spec, const char *r
 int rt_pool_start(struct rt_pool *p, const struct spec *spec, const char *rootfs,
                   struct rt_sandbox **ret, int *ret_pooled, struct sk_error *err)
 {
-	/* One being made is most of the way there: cheaper to wait for than to make another. */
-	if (p->n == 0 && p->making && rt_pool_fits(p, spec, rootfs)) {
-		struct sk_error ferr = {0};
-		rt_pool_fill_end(p, &ferr); /* failed: made on the spot below, as with none */
-	}
-	if (p->n > 0 && rt_pool_fits(p, spec, rootfs)) {
-		struct rt_sandbox *sb = p->ready[--p->n];
-		int r = rt_sandbox_run(sb, spec, err);
-		if (r < 0) {
-			rt_sandbox_destroy(sb, NULL);
-			return r;
-		}
-		*ret = sb;
-		*ret_pooled = 1;
-		return 0;
-	}
-	*ret_pooled = 0;
-	return rt_sandbox_start(p->rt, spec, rootfs, p->flags, ret, err);
+	struct rt_sandbox *sb = NULL;
+	int r = rt_pool_start_begin(p, spec, rootfs, &sb, ret_pooled, err);
+	/* Each step waits for init's next word. */
+	while (r == 0 && (r = rt_pool_start_step(p, &sb, spec, ret_pooled, err)) == 1)
+		;
+	if (r < 0)
+		return r;
+	*ret = sb;
+	return 0;
 }
 
 int rt_pool_start_begin(struct rt_pool *p, const struct spec *spec, const char *rootfs,

@@ -759,16 +759,11 @@ int rt_sandbox_start(struct rt *rt, const struct spec *spec, const char *rootfs,
 		*ret = sb;
 		return 0;
 	}
-	if (flags & RT_START_NOWAIT) {
-		/* Its command's start comes on sync_fd: rt_sandbox_start_step. */
-		sb->start_phase = RT_PHASE_STARTED;
-		*ret = sb;
-		return 0;
-	}
-	if ((r = started_await(sb, err)) < 0)
-		goto fail;
-	if (detached && (r = state_sandbox_record(sb, spec, err)) < 0)
-		goto fail;
+	/* Its command's start comes on sync_fd: read now, or by the caller's
+	 * rt_sandbox_start_step (RT_START_NOWAIT). */
+	sb->start_phase = RT_PHASE_STARTED;
+	if (!(flags & RT_START_NOWAIT) && (r = rt_sandbox_start_step(sb, spec, err)) < 0)
+		return r; /* it is destroyed */
 	*ret = sb;
 	return 0;
 fail:

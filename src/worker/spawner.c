@@ -557,6 +557,23 @@ static void pool_fill_failed(struct spawner *sp, const struct sk_error *err)
 	sp->pool.target = sp->pool.n; /* don't spin on a failing make */
 }
 
+/* Whether a create or an exec begun less than a refill's quiet ago is on its way: a refill
+ * now would hold its answer for the refill's part in the loop. An older one is held by its
+ * sandbox (its init stopped, say), and holds no refill. */
+static int start_just_begun(const struct watch *w, size_t k, int64_t now)
+{
+	for (size_t i = 0; i < k; i++) {
+		int64_t begun =
+		    w[i].kind == W_EXEC_START
+		        ? rt_exec_start_deadline_ms(w[i].e->start) - RT_EXEC_START_TIMEOUT_MS
+		    : w[i].kind == W_CREATE ? w[i].st->begun_mono
+		                            : 0;
+		if (begun && now - begun < SP_REFILL_QUIET_MS)
+			return 1;
+	}
+	return 0;
+}
+
 static int loop(struct spawner *sp)
 {
 	struct inbuf in = {0};
@@ -661,19 +678,8 @@ static int loop(struct spawner *sp)
 		int64_t now = sp_now_mono();
 		int64_t next = timers_next(sp);
 		int timeout = next ? (int)(next > now ? next - now : 0) : -1;
-		/* Not while a create or an exec is on its way: its answer would wait for the
-		 * refill's part in this loop. One begun longer ago than a refill's quiet is held
-		 * by its sandbox (its init stopped, say), and holds no refill. */
-		int starts = 0;
-		for (size_t i = 0; i < k; i++) {
-			int64_t begun = w[i].kind == W_EXEC_START
-			                    ? rt_exec_start_deadline_ms(w[i].e->start) -
-			                          RT_EXEC_START_TIMEOUT_MS
-			                : w[i].kind == W_CREATE ? w[i].st->begun_mono
-			                                        : 0;
-			starts += begun && now - begun < SP_REFILL_QUIET_MS;
-		}
-		int refill = sp->pool.n < sp->pool.target && !sp->pool.making && !starts;
+		int refill = sp->pool.n < sp->pool.target && !sp->pool.making &&
+		             !start_just_begun(w, k, now);
 		if (refill) {
 			int64_t quiet =
 			    sp->pool.n == 0 ? now : sp->last_request_mono + SP_REFILL_QUIET_MS;

@@ -30,15 +30,20 @@ struct sp_exec *sp_exec_find(struct sp_sandbox *s, const char *id)
 	return NULL;
 }
 
+static void start_fds_close(struct sp_exec *e)
+{
+	for (int i = 0; i < 3; i++)
+		if (e->start_fds[i] >= 0)
+			close(TAKE_FD(e->start_fds[i]));
+}
+
 void sp_exec_free(struct sp_exec *e)
 {
 	if (!e)
 		return;
 	sp_stdin_release(&e->in);
 	rt_exec_release(&e->ex);
-	for (int i = 0; i < 3; i++)
-		if (e->start_fds[i] >= 0)
-			close(e->start_fds[i]);
+	start_fds_close(e);
 	json_decref(e->start_req);
 	free(e);
 }
@@ -51,18 +56,25 @@ static struct sp_exec *starting_find(struct sp_sandbox *s, const char *id)
 	return NULL;
 }
 
-/* Take e out of s's starting list: 0, or -ENOENT when it is not there (gone already). */
-static int starting_unlink(struct sp_sandbox *s, struct sp_exec *e)
+static int starting_has(const struct sp_sandbox *s, const struct sp_exec *e)
+{
+	for (const struct sp_exec *x = s->starting; x; x = x->next)
+		if (x == e)
+			return 1;
+	return 0;
+}
+
+/* Take e, one of them, out of s's starting list. */
+static void starting_unlink(struct sp_sandbox *s, struct sp_exec *e)
 {
 	for (struct sp_exec **p = &s->starting; *p; p = &(*p)->next) {
 		if (*p == e) {
 			*p = e->next;
 			e->next = NULL;
 			s->nstarting--;
-			return 0;
+			return;
 		}
 	}
-	return -ENOENT;
 }
 
 void sp_exec_record(struct sp_sandbox *s, struct sp_exec *e)
@@ -361,13 +373,6 @@ int64_t sp_exec_queue_deadline(const struct sp_sandbox *s)
 	return json_integer_value(json_array_get(json_array_get(s->exec_queue, 0), 1));
 }
 
-static void start_fds_close(struct sp_exec *e)
-{
-	for (int i = 0; i < 3; i++)
-		if (e->start_fds[i] >= 0)
-			close(TAKE_FD(e->start_fds[i]));
-}
-
 /* e's start came to its end, r and xerr being rt_sandbox_exec's: e is one of s's execs from now
  * on (0; reply says whether it started), or it goes (-errno, in *err). A command that could not
  * be run is an exec that ended at once: *ret_failed_code (127, 126; else -1) is the status the
@@ -583,18 +588,15 @@ void sp_exec_start_step(struct spawner *sp, struct sp_sandbox *s, struct sp_exec
 {
 	/* e may be gone, ended earlier in this turn of the loop (its sandbox did): the list says,
 	 * and no start is added during the turn, so the address can't be a new one's. */
-	if (starting_unlink(s, e) < 0)
+	if (!starting_has(s, e))
 		return;
 	struct sk_error xerr = {0};
 	int r = sp_now_mono() >= rt_exec_start_deadline_ms(e->start)
 	            ? rt_exec_start_cancel(s->sb, e->start, &xerr)
 	            : rt_exec_start_step(s->sb, e->start, &e->ex, &xerr);
-	if (r == 1) { /* more to come */
-		e->next = s->starting;
-		s->starting = e;
-		s->nstarting++;
+	if (r == 1) /* more to come */
 		return;
-	}
+	starting_unlink(s, e);
 	e->start = NULL;
 	json_t *req_id = TAKE_PTR(e->start_req);
 	json_t *reply = json_object();
@@ -610,30 +612,25 @@ void sp_exec_start_step(struct spawner *sp, struct sp_sandbox *s, struct sp_exec
 
 void sp_exec_starts_cancel(struct spawner *sp, struct sp_sandbox *s)
 {
+	struct sk_error gone = {0};
+	sk_error_set(&gone, -ESRCH, "sandbox %s is not running", s->id);
 	while (s->starting) {
 		struct sp_exec *e = s->starting;
 		s->starting = e->next;
 		s->nstarting--;
 		struct sk_error xerr = {0};
 		rt_exec_start_cancel(s->sb, TAKE_PTR(e->start), &xerr);
-		if (sp) {
-			struct sk_error err = {0};
-			sk_error_set(&err, -ESRCH, "sandbox %s is not running", s->id);
-			sp_answer(sp, e->start_req, NULL, &err);
-		}
+		if (sp)
+			sp_answer(sp, e->start_req, NULL, &gone);
 		for (int i = 0; i < 2; i++)
 			unlink(e->out[i].path);
 		sp_exec_free(e);
 	}
 	size_t i;
 	json_t *w;
-	json_array_foreach (s->exec_queue, i, w) {
-		if (sp) {
-			struct sk_error err = {0};
-			sk_error_set(&err, -ESRCH, "sandbox %s is not running", s->id);
-			sp_answer(sp, json_object_get(json_array_get(w, 0), "req"), NULL, &err);
-		}
-	}
+	json_array_foreach (s->exec_queue, i, w)
+		if (sp)
+			sp_answer(sp, json_object_get(json_array_get(w, 0), "req"), NULL, &gone);
 	json_decref(TAKE_PTR(s->exec_queue));
 }
 

@@ -155,7 +155,7 @@ struct sp_starting {
 	struct rt_sandbox *sb;
 	int pooled;
 	int64_t begun_mono;
-	json_t *held; /* terminates and removes of it, run once it is answered */
+	json_t *held; /* requests naming it (and hellos), run once it is answered */
 };
 
 enum sp_state { SP_RUNNING, SP_EXITED, SP_TERMINATED, SP_TIMEOUT, SP_OOM, SP_LOST };
@@ -322,7 +322,6 @@ void sp_sandbox_timers(struct spawner *sp, int64_t now);
 void sp_sandbox_oom(struct spawner *sp, struct sp_sandbox *s);
 void sp_sandbox_free(struct sp_sandbox *s);
 int sp_sandboxes_attach(struct spawner *sp, struct sk_error *err);
-/* Start spec as sandbox id on rootfs; reply gets pooled and started_ms. spec stays the caller's. */
 /* Run a request held back (a terminate of a create on its way), once what it waited for is
  * answered: it is answered as if it came now. */
 void sp_request_replay(struct spawner *sp, json_t *req);
@@ -336,6 +335,7 @@ int sp_create_hold(struct spawner *sp, json_t *req, const char *op, struct sk_er
 void sp_create_step(struct spawner *sp, struct sp_starting *st);
 /* At the spawner's end: creates on their way go, their sandboxes destroyed. */
 void sp_creates_release(struct spawner *sp);
+/* Start spec as sandbox id on rootfs; reply gets pooled and started_ms. spec stays the caller's. */
 int sp_sandbox_create(struct spawner *sp, const char *id, const struct spec *spec,
                       const char *rootfs, json_t *reply, struct sk_error *err);
 /* After a layer job of an ended sandbox: release it, record it, send sandbox_ended. */
