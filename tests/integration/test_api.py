@@ -3,9 +3,11 @@ workspace families, authentication and each role's limits, idempotent creates, b
 sandboxes at once, and a restart that leaves sandboxes running."""
 
 import base64
+import contextlib
 import json
 import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -387,12 +389,22 @@ def init_of(d, sbid):
     return inits[0]
 
 
+@contextlib.contextmanager
+def stopped(pid):
+    """pid stopped (SIGSTOP from the host) for the block, continued after it unless gone."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        if proc_alive(pid):
+            os.kill(pid, signal.SIGCONT)
+
+
 def test_an_exec_held_by_its_init_holds_no_other_sandbox(skiffd):
     # The worker waits for init's word on an exec without blocking: with one sandbox's init
     # held (stopped from the host), an exec into it waits, and execs into another sandbox run
     # meanwhile (a worker that waited in place held them all for up to its 10 s deadline).
     # Released, the held exec runs; deleted, its exec ends as failed and nothing is left.
-    import signal
     sbs = []
     for _ in range(2):
         s, sb = create(skiffd, {})
@@ -414,8 +426,7 @@ def test_an_exec_held_by_its_init_holds_no_other_sandbox(skiffd):
         # runtime's id of the sandbox, which may not be the API's).
         return [x for x in fd_links(spawner) if "/execs/ex-" in x and x.endswith(".stdout")]
 
-    os.kill(init, signal.SIGSTOP)
-    try:
+    with stopped(init):
         t, result = held_exec(["echo", "late"])
         # The held exec reached the worker: else the execs below would run first whether or not
         # the worker waits in place.
@@ -426,24 +437,20 @@ def test_an_exec_held_by_its_init_holds_no_other_sandbox(skiffd):
             assert s == 200 and (out["exit_code"], out["stdout"]) == (0, "hi\n"), out
         assert time.monotonic() - t0 < 5
         assert t.is_alive(), result
-    finally:
-        os.kill(init, signal.SIGCONT)
     t.join(20)
     s, out = result["r"]
     assert s == 200 and (out["exit_code"], out["stdout"]) == (0, "late\n"), out
 
     # More than go to init at once: the rest wait their turn in the worker, and go too.
-    os.kill(init, signal.SIGSTOP)
-    try:
+    with stopped(init):
         held = [held_exec(["echo", "never"]) for _ in range(24)]
-        time.sleep(0.5)
+        # All of them reached the worker: 16 on their way to init (their files open), the rest
+        # waiting their turn. The DELETE then ends both kinds.
+        assert wait_for(lambda: len(starting()) == 16, 10), starting()
         s, fin = skiffd.api("DELETE", f"/v1/sandboxes/{a}")
         assert s == 200 and fin["state"] == "terminated", fin
         for t, _ in held:
             t.join(20)
-    finally:
-        if proc_alive(init):
-            os.kill(init, signal.SIGCONT)
     for _, result in held:
         s, out = result["r"]
         assert (s == 409 and err_code(out) == "conflict") or \
@@ -457,7 +464,6 @@ def test_an_exec_init_does_not_start_in_time_fails_and_never_runs(skiffd):
     # An exec that init has not started by the deadline (10 s) fails, and init, once it reads
     # the request, starts nothing: the worker has let go of it. So do those that waited their
     # turn behind it (more than go to init at once).
-    import signal
     s, sb = create(skiffd, {})
     assert s == 201, sb
     init = init_of(skiffd, sb["id"])
@@ -467,12 +473,8 @@ def test_an_exec_init_does_not_start_in_time_fails_and_never_runs(skiffd):
         s, out = run(skiffd, sb["id"], ["touch", f"/ran-{i}"])
         return s, out, time.monotonic() - t0
 
-    os.kill(init, signal.SIGSTOP)
-    try:
-        with ThreadPoolExecutor(max_workers=24) as pool:
-            outs = list(pool.map(timed_run, range(24)))
-    finally:
-        os.kill(init, signal.SIGCONT)
+    with stopped(init), ThreadPoolExecutor(max_workers=24) as pool:
+        outs = list(pool.map(timed_run, range(24)))
     for s, out, took in outs:
         assert s == 200 and out["state"] == "failed" and out["exit_code"] is None, out
         assert 9 < took < 30, took
@@ -490,7 +492,7 @@ def test_inits_events_log_starts_over_past_its_bound(skiffd):
     s, sb = create(skiffd, {})
     assert s == 201, sb
     init = init_of(skiffd, sb["id"])
-    logs = [os.readlink(f"/proc/{init}/fd/{fd}") for fd in os.listdir(f"/proc/{init}/fd")]
+    logs = fd_links(init)
     events = [p for p in logs if p.endswith("/events")]
     assert len(events) == 1, logs
     line = b"exit 999999 1 0\n"
@@ -528,7 +530,6 @@ def test_execs_an_init_is_behind_on_hold_no_fds_past_a_few(skiffd):
     # stdio until init's queue takes them, its output files): past a few per sandbox, the rest
     # wait their turn holding only their request, so a sandbox that starves its init of CPU can't
     # make the worker hold fds for every exec asked of it. Once init runs again, all of them run.
-    import signal
     s, sb = create(skiffd, {})
     assert s == 201, sb
     a = sb["id"]
@@ -541,14 +542,11 @@ def test_execs_an_init_is_behind_on_hold_no_fds_past_a_few(skiffd):
         for i in range(n):
             results.append(pool.submit(run, skiffd, a, ["echo", f"{len(results)}"]))
 
-    os.kill(init, signal.SIGSTOP)
-    try:
+    with stopped(init):
         ask(40)
         at_40 = settled_fds(spawner)
         ask(40)
         at_80 = settled_fds(spawner)
-    finally:
-        os.kill(init, signal.SIGCONT)
     outs = [f.result(timeout=60) for f in results]
     pool.shutdown()
     for i, (s, out) in enumerate(outs):
